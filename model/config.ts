@@ -1,0 +1,122 @@
+/**
+ * LLaMA architecture hyper-parameters and weight layout.
+ *
+ * Every linear weight is stored row-major as [outFeatures, inFeatures], so a
+ * linear layer computes y[o] = Σ_i W[o, i] · x[i] (llama2.c's `matmul`).
+ *
+ * @module
+ */
+
+/** Hyper-parameters of a LLaMA-family model (llama2.c's `Config`). */
+export interface LlamaConfig {
+  /** Transformer width. */
+  dim: number;
+  /** Width of the SwiGLU hidden layer. */
+  hiddenDim: number;
+  nLayers: number;
+  /** Number of query heads. */
+  nHeads: number;
+  /** Number of key/value heads (grouped-query attention when < nHeads). */
+  nKvHeads: number;
+  vocabSize: number;
+  /** Longest sequence the model was trained on; the default perplexity window. */
+  maxSeqLen: number;
+  /** True when the classifier is the token embedding matrix (weight tying). */
+  sharedClassifier: boolean;
+  /** RMSNorm epsilon. @default 1e-5 */
+  normEps: number;
+  /** RoPE base frequency. @default 10000 */
+  ropeTheta: number;
+}
+
+/** The seven quantizable linear layers of a LLaMA block, in llama2.c's names. */
+export const LINEAR_NAMES = ["wq", "wk", "wv", "wo", "w1", "w2", "w3"] as const;
+/** One of {@linkcode LINEAR_NAMES}. */
+export type LinearName = typeof LINEAR_NAMES[number];
+
+/** The Hugging Face names of the same layers, used in reports and tables. */
+export const HF_LINEAR_NAMES: Record<LinearName, string> = {
+  wq: "self_attn.q_proj",
+  wk: "self_attn.k_proj",
+  wv: "self_attn.v_proj",
+  wo: "self_attn.o_proj",
+  w1: "mlp.gate_proj",
+  w2: "mlp.down_proj",
+  w3: "mlp.up_proj",
+};
+
+/** Weights of one transformer block. Linear weights are [out, in], row-major. */
+export interface LayerWeights {
+  attnNorm: Float32Array; // [dim]
+  wq: Float32Array; // [nHeads * headSize, dim]
+  wk: Float32Array; // [nKvHeads * headSize, dim]
+  wv: Float32Array; // [nKvHeads * headSize, dim]
+  wo: Float32Array; // [dim, nHeads * headSize]
+  ffnNorm: Float32Array; // [dim]
+  w1: Float32Array; // [hiddenDim, dim]  (gate_proj)
+  w2: Float32Array; // [dim, hiddenDim]  (down_proj)
+  w3: Float32Array; // [hiddenDim, dim]  (up_proj)
+}
+
+/** All weights of a model. Read-only by convention: quantizers make new objects. */
+export interface LlamaWeights {
+  config: LlamaConfig;
+  tokenEmbedding: Float32Array; // [vocabSize, dim]
+  layers: LayerWeights[]; // [nLayers]
+  finalNorm: Float32Array; // [dim]
+  /** Same array as tokenEmbedding when config.sharedClassifier. */
+  classifier: Float32Array; // [vocabSize, dim]
+}
+
+/** Width of one attention head. */
+export function headSize(c: LlamaConfig): number {
+  return c.dim / c.nHeads;
+}
+
+/** Width of the key/value projections (nKvHeads * headSize). */
+export function kvDim(c: LlamaConfig): number {
+  return (c.dim * c.nKvHeads) / c.nHeads;
+}
+
+/** [outFeatures, inFeatures] of a linear layer. */
+export function linearShape(c: LlamaConfig, name: LinearName): [number, number] {
+  switch (name) {
+    case "wq":
+    case "wo":
+      return [c.dim, c.dim];
+    case "wk":
+    case "wv":
+      return [kvDim(c), c.dim];
+    case "w1":
+    case "w3":
+      return [c.hiddenDim, c.dim];
+    case "w2":
+      return [c.dim, c.hiddenDim];
+  }
+}
+
+/**
+ * A copy of `weights` whose linear layers are replaced where `replace` returns
+ * an array (for fake quantization); everything else is shared, not copied.
+ */
+export function withLinears(
+  weights: LlamaWeights,
+  replace: (layer: number, name: LinearName, w: Float32Array) => Float32Array | undefined,
+): LlamaWeights {
+  const layers = weights.layers.map((lw, l) => {
+    const next = { ...lw };
+    for (const name of LINEAR_NAMES) {
+      const r = replace(l, name, lw[name]);
+      if (r) {
+        if (r.length !== lw[name].length) {
+          throw new RangeError(
+            `withLinears(): layers.${l}.${name} has ${lw[name].length} weights, replacement has ${r.length}`,
+          );
+        }
+        next[name] = r;
+      }
+    }
+    return next;
+  });
+  return { ...weights, layers };
+}
