@@ -1,0 +1,183 @@
+/**
+ * Perplexity exactly as GPTQ's `llama_eval` / SqueezeLLM's eval compute it:
+ * the token stream is cut into nsamples = ⌊numel / seqlen⌋ non-overlapping
+ * windows (the tail is dropped); each window's loss is the mean next-token
+ * cross-entropy over its seqlen − 1 predictions, multiplied by seqlen; and
+ * ppl = exp(Σ nll / (nsamples · seqlen)).
+ *
+ * Log-softmax is computed in the stable max-shifted form and every sum is
+ * accumulated in float64. Windows may run on worker threads; the per-window
+ * results are summed in window order, so the number does not depend on the
+ * number of workers.
+ *
+ * @module
+ */
+import type { LlamaWeights } from "../model/config.ts";
+import { forward, RunState } from "../model/forward.ts";
+
+/** Options of {@linkcode perplexity}. */
+export interface PerplexityOptions {
+  /** Window length in tokens. @default weights.config.maxSeqLen */
+  seqlen?: number;
+  /** Evaluate only the first `limit` windows. */
+  limit?: number;
+  /** Worker threads (0 = this thread). @default 0 */
+  workers?: number;
+  /** Called after each finished window with the count done so far. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** The result of a perplexity evaluation. */
+export interface PerplexityResult {
+  ppl: number;
+  /** Windows evaluated. */
+  windows: number;
+  /** Windows available before `limit`. */
+  windowsAvailable: number;
+  seqlen: number;
+  /** Tokens evaluated (windows × seqlen). */
+  tokens: number;
+  /** GPTQ's nll of each window: mean cross-entropy × seqlen. */
+  windowNll: Float64Array;
+  seconds: number;
+}
+
+/**
+ * Mean next-token cross-entropy of one window: logits [T, vocab] predicting
+ * tokens[1..T−1]. Stable log-softmax in float64.
+ */
+export function windowLoss(logits: Float32Array, tokens: ArrayLike<number>, vocab: number): number {
+  const T = tokens.length;
+  let total = 0;
+  for (let t = 0; t < T - 1; t++) {
+    const o = t * vocab;
+    let max = -Infinity;
+    for (let v = 0; v < vocab; v++) if (logits[o + v] > max) max = logits[o + v];
+    let sum = 0;
+    for (let v = 0; v < vocab; v++) sum += Math.exp(logits[o + v] - max);
+    const logZ = max + Math.log(sum);
+    total += logZ - logits[o + tokens[t + 1]];
+  }
+  return total / (T - 1);
+}
+
+/** GPTQ's nll of window i of `tokens`: windowLoss × seqlen. */
+export function windowNll(
+  weights: LlamaWeights,
+  tokens: Int32Array,
+  i: number,
+  seqlen: number,
+  state: RunState,
+): number {
+  const win = tokens.subarray(i * seqlen, (i + 1) * seqlen);
+  const logits = forward(weights, win, { state });
+  const loss = windowLoss(logits, win, weights.config.vocabSize);
+  if (!Number.isFinite(loss)) {
+    throw new RangeError(
+      `window ${i} has a non-finite loss (${loss}): the model produced NaN/Inf logits`,
+    );
+  }
+  return loss * seqlen;
+}
+
+/** Number of windows and the seqlen actually used, with clear errors. */
+export function windowPlan(
+  numel: number,
+  seqlen: number,
+  limit: number | undefined,
+  maxSeqLen: number,
+): { windows: number; available: number } {
+  if (!Number.isInteger(seqlen) || seqlen < 2) {
+    throw new RangeError(`--seqlen must be an integer ≥ 2, got ${seqlen}`);
+  }
+  if (seqlen > maxSeqLen) {
+    throw new RangeError(`--seqlen ${seqlen} exceeds the model's max_seq_len ${maxSeqLen}`);
+  }
+  const available = Math.floor(numel / seqlen);
+  if (available === 0) {
+    throw new RangeError(`the text has ${numel} tokens, fewer than one window of ${seqlen}`);
+  }
+  if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) {
+    throw new RangeError(`--limit must be a positive integer, got ${limit}`);
+  }
+  return { windows: Math.min(available, limit ?? available), available };
+}
+
+/** Perplexity of `weights` on a token stream under the GPTQ protocol. */
+export async function perplexity(
+  weights: LlamaWeights,
+  tokens: Int32Array,
+  opts: PerplexityOptions = {},
+): Promise<PerplexityResult> {
+  const seqlen = opts.seqlen ?? weights.config.maxSeqLen;
+  const { windows, available } = windowPlan(
+    tokens.length,
+    seqlen,
+    opts.limit,
+    weights.config.maxSeqLen,
+  );
+  const t0 = performance.now();
+  const nll = new Float64Array(windows);
+  const workers = Math.min(opts.workers ?? 0, windows);
+  if (workers <= 0) {
+    const state = new RunState(weights.config, seqlen);
+    for (let i = 0; i < windows; i++) {
+      nll[i] = windowNll(weights, tokens, i, seqlen, state);
+      opts.onProgress?.(i + 1, windows);
+    }
+  } else {
+    await runOnWorkers(weights, tokens, seqlen, windows, workers, nll, opts.onProgress);
+  }
+  let sum = 0;
+  for (let i = 0; i < windows; i++) sum += nll[i];
+  return {
+    ppl: Math.exp(sum / (windows * seqlen)),
+    windows,
+    windowsAvailable: available,
+    seqlen,
+    tokens: windows * seqlen,
+    windowNll: nll,
+    seconds: (performance.now() - t0) / 1000,
+  };
+}
+
+async function runOnWorkers(
+  weights: LlamaWeights,
+  tokens: Int32Array,
+  seqlen: number,
+  windows: number,
+  nWorkers: number,
+  nll: Float64Array,
+  onProgress?: (done: number, total: number) => void,
+): Promise<void> {
+  const pool = Array.from(
+    { length: nWorkers },
+    () => new Worker(new URL("./perplexity_worker.ts", import.meta.url), { type: "module" }),
+  );
+  let next = 0, done = 0;
+  try {
+    await Promise.all(pool.map((worker) =>
+      new Promise<void>((resolve, reject) => {
+        const feed = () => {
+          if (next >= windows) return resolve();
+          worker.postMessage({ type: "window", i: next++ });
+        };
+        worker.onmessage = (e: MessageEvent) => {
+          const m = e.data;
+          if (m.type === "error") return reject(new Error(m.message));
+          if (m.type === "ready") return feed();
+          nll[m.i] = m.nll;
+          onProgress?.(++done, windows);
+          feed();
+        };
+        worker.onerror = (e) => {
+          e.preventDefault();
+          reject(new Error(`perplexity worker failed: ${e.message}`));
+        };
+        worker.postMessage({ type: "init", weights, tokens, seqlen });
+      })
+    ));
+  } finally {
+    for (const w of pool) w.terminate();
+  }
+}

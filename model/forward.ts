@@ -1,0 +1,300 @@
+/**
+ * The LLaMA forward pass over a whole token window at once (prefill), on the
+ * CPU, as llama2.c computes it: embeddings → nLayers × (RMSNorm → attention
+ * with RoPE and grouped-query heads → residual → RMSNorm → SwiGLU FFN →
+ * residual) → final RMSNorm → classifier.
+ *
+ * The pieces are exported separately because the quantizers need them:
+ * GPTQ runs the model block by block on calibration windows and records the
+ * input of every linear layer (`hooks.onLinearInput`); AWQ scores candidate
+ * scales on the attention and FFN sub-blocks alone.
+ *
+ * @module
+ */
+import type { LayerWeights, LinearName, LlamaConfig, LlamaWeights } from "./config.ts";
+import { headSize, kvDim } from "./config.ts";
+import { matmul } from "./matmul.ts";
+
+/** Observers of a forward pass. */
+export interface ForwardHooks {
+  /**
+   * Called with the input of each linear layer right before it is applied.
+   * x: [T, inFeatures], valid only during the call (the buffer is reused).
+   * wq, wk and wv share one input, as do w1 and w3; each name is reported.
+   */
+  onLinearInput?(layer: number, name: LinearName, x: Float32Array, T: number): void;
+}
+
+/** Activation buffers for windows of up to `maxT` tokens, allocated once. */
+export class RunState {
+  readonly maxT: number;
+  x: Float32Array; // [maxT, dim] residual stream
+  xn: Float32Array; // [maxT, dim] normalized input of a sub-block
+  q: Float32Array; // [maxT, dim]
+  k: Float32Array; // [maxT, kvDim]
+  v: Float32Array; // [maxT, kvDim]
+  att: Float32Array; // [maxT, dim] attention output before wo
+  out: Float32Array; // [maxT, dim] sub-block output
+  h1: Float32Array; // [maxT, hiddenDim]
+  h3: Float32Array; // [maxT, hiddenDim]
+  kh: Float32Array; // [headSize, T] keys of one kv head, transposed
+  vh: Float32Array; // [headSize, T] values of one kv head, transposed
+  scores: Float32Array; // [maxT]
+  logits: Float32Array; // [maxT, vocabSize]
+  ropeCos: Float32Array; // [maxT, headSize / 2]
+  ropeSin: Float32Array; // [maxT, headSize / 2]
+
+  constructor(readonly config: LlamaConfig, maxT = config.maxSeqLen) {
+    const { dim, hiddenDim, vocabSize } = config;
+    const kv = kvDim(config), hs = headSize(config);
+    this.maxT = maxT;
+    this.x = new Float32Array(maxT * dim);
+    this.xn = new Float32Array(maxT * dim);
+    this.q = new Float32Array(maxT * dim);
+    this.k = new Float32Array(maxT * kv);
+    this.v = new Float32Array(maxT * kv);
+    this.att = new Float32Array(maxT * dim);
+    this.out = new Float32Array(maxT * dim);
+    this.h1 = new Float32Array(maxT * hiddenDim);
+    this.h3 = new Float32Array(maxT * hiddenDim);
+    this.kh = new Float32Array(maxT * hs);
+    this.vh = new Float32Array(maxT * hs);
+    this.scores = new Float32Array(maxT);
+    this.logits = new Float32Array(maxT * vocabSize);
+    [this.ropeCos, this.ropeSin] = ropeTables(config, maxT);
+  }
+}
+
+/**
+ * RoPE rotation tables as llama2.c computes them in float32:
+ * freq_i = 1 / theta^(2i / headSize), angle = pos · freq_i.
+ * Returns [cos, sin], each [maxT, headSize / 2].
+ */
+export function ropeTables(config: LlamaConfig, maxT: number): [Float32Array, Float32Array] {
+  const hs = headSize(config), half = hs / 2;
+  const f = Math.fround;
+  const cos = new Float32Array(maxT * half), sin = new Float32Array(maxT * half);
+  for (let i = 0; i < half; i++) {
+    const freq = f(1 / f(Math.pow(config.ropeTheta, f((2 * i) / hs))));
+    for (let pos = 0; pos < maxT; pos++) {
+      const val = f(pos * freq);
+      cos[pos * half + i] = Math.cos(val);
+      sin[pos * half + i] = Math.sin(val);
+    }
+  }
+  return [cos, sin];
+}
+
+/** out[t] = x[t] / sqrt(mean(x[t]²) + eps) ⊙ weight, for T rows of width dim. */
+export function rmsnorm(
+  out: Float32Array,
+  x: Float32Array,
+  weight: Float32Array,
+  T: number,
+  dim: number,
+  eps: number,
+): void {
+  for (let t = 0; t < T; t++) {
+    const o = t * dim;
+    let ss = 0;
+    for (let i = 0; i < dim; i++) ss += x[o + i] * x[o + i];
+    const inv = 1 / Math.sqrt(ss / dim + eps);
+    for (let i = 0; i < dim; i++) out[o + i] = weight[i] * (x[o + i] * inv);
+  }
+}
+
+/**
+ * Rotates adjacent pairs (2i, 2i+1) of every head of `x` [T, width] by the
+ * position's angle (llama2.c's RoPE), positions starting at `pos0`.
+ */
+export function rope(
+  x: Float32Array,
+  T: number,
+  width: number,
+  hs: number,
+  cos: Float32Array,
+  sin: Float32Array,
+  pos0 = 0,
+): void {
+  const half = hs / 2;
+  for (let t = 0; t < T; t++) {
+    const r = (t + pos0) * half;
+    for (let i = 0; i < width; i += 2) {
+      const j = r + ((i % hs) >> 1);
+      const c = cos[j], s = sin[j];
+      const a = x[t * width + i], b = x[t * width + i + 1];
+      x[t * width + i] = a * c - b * s;
+      x[t * width + i + 1] = a * s + b * c;
+    }
+  }
+}
+
+/**
+ * The attention sub-block: out [T, dim] = wo · softmax-attention(RoPE(wq·xn),
+ * RoPE(wk·xn), wv·xn) with a causal mask; xn [T, dim] is the normalized input.
+ */
+export function attention(
+  c: LlamaConfig,
+  lw: LayerWeights,
+  layer: number,
+  xn: Float32Array,
+  T: number,
+  s: RunState,
+  out: Float32Array,
+  hooks?: ForwardHooks,
+): void {
+  const { dim, nHeads } = c;
+  const kv = kvDim(c), hs = headSize(c), groups = nHeads / c.nKvHeads;
+  if (hooks?.onLinearInput) {
+    hooks.onLinearInput(layer, "wq", xn, T);
+    hooks.onLinearInput(layer, "wk", xn, T);
+    hooks.onLinearInput(layer, "wv", xn, T);
+  }
+  matmul(s.q, xn, lw.wq, T, dim, dim);
+  matmul(s.k, xn, lw.wk, T, dim, kv);
+  matmul(s.v, xn, lw.wv, T, dim, kv);
+  rope(s.q, T, dim, hs, s.ropeCos, s.ropeSin);
+  rope(s.k, T, kv, hs, s.ropeCos, s.ropeSin);
+
+  const { q, kh, vh, scores, att } = s;
+  const scale = 1 / Math.sqrt(hs);
+  for (let h = 0; h < nHeads; h++) {
+    const g = Math.floor(h / groups);
+    if (h % groups === 0) {
+      // This kv head's keys and values, transposed to [hs, T] so that the
+      // loops over positions below read contiguous memory.
+      for (let t = 0; t < T; t++) {
+        for (let j = 0; j < hs; j++) {
+          kh[j * T + t] = s.k[t * kv + g * hs + j];
+          vh[j * T + t] = s.v[t * kv + g * hs + j];
+        }
+      }
+    }
+    for (let t = 0; t < T; t++) {
+      const qo = t * dim + h * hs;
+      const n = t + 1; // causal: positions 0..t
+      scores.fill(0, 0, n);
+      for (let j = 0; j < hs; j++) {
+        const qj = q[qo + j] * scale, kj = j * T;
+        for (let u = 0; u < n; u++) scores[u] += qj * kh[kj + u];
+      }
+      let max = -Infinity;
+      for (let u = 0; u < n; u++) if (scores[u] > max) max = scores[u];
+      let sum = 0;
+      for (let u = 0; u < n; u++) {
+        const e = Math.exp(scores[u] - max);
+        scores[u] = e;
+        sum += e;
+      }
+      const inv = 1 / sum;
+      for (let j = 0; j < hs; j++) {
+        const vj = j * T;
+        let a = 0;
+        for (let u = 0; u < n; u++) a += scores[u] * vh[vj + u];
+        att[qo + j] = a * inv;
+      }
+    }
+  }
+  hooks?.onLinearInput?.(layer, "wo", att, T);
+  matmul(out, att, lw.wo, T, dim, dim);
+}
+
+/** The SwiGLU sub-block: out [T, dim] = w2 · (silu(w1·xn) ⊙ w3·xn). */
+export function feedForward(
+  c: LlamaConfig,
+  lw: LayerWeights,
+  layer: number,
+  xn: Float32Array,
+  T: number,
+  s: RunState,
+  out: Float32Array,
+  hooks?: ForwardHooks,
+): void {
+  const { dim, hiddenDim } = c;
+  if (hooks?.onLinearInput) {
+    hooks.onLinearInput(layer, "w1", xn, T);
+    hooks.onLinearInput(layer, "w3", xn, T);
+  }
+  matmul(s.h1, xn, lw.w1, T, dim, hiddenDim);
+  matmul(s.h3, xn, lw.w3, T, dim, hiddenDim);
+  const { h1, h3 } = s;
+  const n = T * hiddenDim;
+  for (let i = 0; i < n; i++) {
+    const a = h1[i];
+    h1[i] = (a / (1 + Math.exp(-a))) * h3[i];
+  }
+  hooks?.onLinearInput?.(layer, "w2", h1, T);
+  matmul(out, h1, lw.w2, T, hiddenDim, dim);
+}
+
+/** One transformer block applied in place to the residual stream x [T, dim]. */
+export function block(
+  c: LlamaConfig,
+  lw: LayerWeights,
+  layer: number,
+  x: Float32Array,
+  T: number,
+  s: RunState,
+  hooks?: ForwardHooks,
+): void {
+  const n = T * c.dim;
+  rmsnorm(s.xn, x, lw.attnNorm, T, c.dim, c.normEps);
+  attention(c, lw, layer, s.xn, T, s, s.out, hooks);
+  for (let i = 0; i < n; i++) x[i] += s.out[i];
+  rmsnorm(s.xn, x, lw.ffnNorm, T, c.dim, c.normEps);
+  feedForward(c, lw, layer, s.xn, T, s, s.out, hooks);
+  for (let i = 0; i < n; i++) x[i] += s.out[i];
+}
+
+/** Token embeddings of `tokens` into x [T, dim]; rejects ids outside the vocabulary. */
+export function embed(w: LlamaWeights, tokens: ArrayLike<number>, x: Float32Array): void {
+  const { dim, vocabSize } = w.config;
+  for (let t = 0; t < tokens.length; t++) {
+    const id = tokens[t];
+    if (!(id >= 0 && id < vocabSize)) {
+      throw new RangeError(
+        `token ${id} at position ${t} is outside the vocabulary (0..${vocabSize - 1})`,
+      );
+    }
+    x.set(w.tokenEmbedding.subarray(id * dim, (id + 1) * dim), t * dim);
+  }
+}
+
+/** Final RMSNorm and classifier: logits [T, vocab] from the residual stream x [T, dim]. */
+export function head(w: LlamaWeights, x: Float32Array, T: number, s: RunState): Float32Array {
+  const { dim, vocabSize, normEps } = w.config;
+  rmsnorm(s.xn, x, w.finalNorm, T, dim, normEps);
+  const logits = s.logits.subarray(0, T * vocabSize);
+  matmul(logits, s.xn, w.classifier, T, dim, vocabSize);
+  return logits;
+}
+
+/** Options of {@linkcode forward}. */
+export interface ForwardOptions {
+  /** Reused buffers; allocated for this call when absent. */
+  state?: RunState;
+  hooks?: ForwardHooks;
+}
+
+/**
+ * Logits [T, vocabSize] for every position of `tokens` (positions 0..T−1).
+ * The returned array is a view into `state.logits`, overwritten by the next
+ * call with the same state.
+ */
+export function forward(
+  w: LlamaWeights,
+  tokens: ArrayLike<number>,
+  opts: ForwardOptions = {},
+): Float32Array {
+  const c = w.config;
+  const T = tokens.length;
+  const s = opts.state ?? new RunState(c, Math.max(T, 1));
+  if (T > s.maxT) throw new RangeError(`window of ${T} tokens exceeds the run state's ${s.maxT}`);
+  if (T > c.maxSeqLen) {
+    throw new RangeError(`window of ${T} tokens exceeds the model's max_seq_len ${c.maxSeqLen}`);
+  }
+  const x = s.x.subarray(0, T * c.dim);
+  embed(w, tokens, x);
+  for (let l = 0; l < c.nLayers; l++) block(c, w.layers[l], l, x, T, s, opts.hooks);
+  return head(w, x, T, s);
+}

@@ -1,0 +1,119 @@
+import assert from "node:assert/strict";
+import { loadCheckpoint } from "./checkpoint.ts";
+import { forward, RunState } from "./forward.ts";
+import { ReferenceDecoder } from "./reference.ts";
+import { randomWeights } from "./random.ts";
+import type { LinearName, LlamaConfig, LlamaWeights } from "./config.ts";
+import { linearShape, withLinears } from "./config.ts";
+import { maxRelError, sharedData } from "../testing.ts";
+
+/** Logits of every position, one token at a time through the reference decoder. */
+function referenceLogits(w: LlamaWeights, tokens: number[]): Float64Array {
+  const V = w.config.vocabSize;
+  const dec = new ReferenceDecoder(w);
+  const out = new Float64Array(tokens.length * V);
+  tokens.forEach((t, i) => out.set(dec.step(t), i * V));
+  return out;
+}
+
+Deno.test("forward() equals the plain token-at-a-time reference on stories260K (1e-4 relative)", async () => {
+  const w = await loadCheckpoint(sharedData("stories260K/stories260K.bin"));
+  const tokens = [1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 13, 10, 500];
+  const got = forward(w, tokens);
+  assert.ok(maxRelError(got, referenceLogits(w, tokens)) < 1e-4);
+});
+
+Deno.test("forward() equals the reference on a random grouped-query model with a separate classifier", () => {
+  const c: LlamaConfig = {
+    dim: 24,
+    hiddenDim: 40,
+    nLayers: 3,
+    nHeads: 6,
+    nKvHeads: 2,
+    vocabSize: 50,
+    maxSeqLen: 40,
+    sharedClassifier: false,
+    normEps: 1e-5,
+    ropeTheta: 10000,
+  };
+  const w = randomWeights(c, 7);
+  const tokens = Array.from({ length: 33 }, (_, i) => (i * 17 + 3) % 50);
+  assert.ok(maxRelError(forward(w, tokens), referenceLogits(w, tokens)) < 1e-4);
+});
+
+Deno.test("forward() reports every linear layer's input with the right shape, and reuses its state", () => {
+  const c: LlamaConfig = {
+    dim: 16,
+    hiddenDim: 24,
+    nLayers: 2,
+    nHeads: 4,
+    nKvHeads: 2,
+    vocabSize: 20,
+    maxSeqLen: 12,
+    sharedClassifier: true,
+    normEps: 1e-5,
+    ropeTheta: 10000,
+  };
+  const w = randomWeights(c, 2);
+  const seen: string[] = [];
+  const state = new RunState(c);
+  const tokens = [1, 5, 7, 9, 2];
+  const a = forward(w, tokens, { state }).slice();
+  forward(w, tokens, {
+    state,
+    hooks: {
+      onLinearInput(layer, name: LinearName, x, T) {
+        assert.equal(T, 5);
+        assert.ok(x.length >= T * linearShape(c, name)[1]);
+        seen.push(`${layer}.${name}`);
+      },
+    },
+  });
+  assert.deepEqual(seen.slice(0, 7), ["0.wq", "0.wk", "0.wv", "0.wo", "0.w1", "0.w3", "0.w2"]);
+  assert.equal(seen.length, 14);
+  assert.deepEqual(forward(w, tokens, { state }), a);
+});
+
+Deno.test("withLinears() replaces one layer and changes the logits; rejects a wrong size", () => {
+  const c: LlamaConfig = {
+    dim: 16,
+    hiddenDim: 24,
+    nLayers: 2,
+    nHeads: 4,
+    nKvHeads: 4,
+    vocabSize: 20,
+    maxSeqLen: 12,
+    sharedClassifier: true,
+    normEps: 1e-5,
+    ropeTheta: 10000,
+  };
+  const w = randomWeights(c, 4);
+  const zeroed = withLinears(
+    w,
+    (l, name, x) => (l === 1 && name === "w2" ? new Float32Array(x.length) : undefined),
+  );
+  assert.notDeepEqual(forward(zeroed, [1, 2, 3]), forward(w, [1, 2, 3]));
+  assert.equal(zeroed.layers[0].w2, w.layers[0].w2);
+  assert.throws(
+    () => withLinears(w, () => new Float32Array(3)),
+    /layers\.0\.wq has 256 weights, replacement has 3/,
+  );
+});
+
+Deno.test("forward() rejects token ids outside the vocabulary and windows beyond max_seq_len", () => {
+  const c: LlamaConfig = {
+    dim: 8,
+    hiddenDim: 8,
+    nLayers: 1,
+    nHeads: 2,
+    nKvHeads: 2,
+    vocabSize: 10,
+    maxSeqLen: 4,
+    sharedClassifier: true,
+    normEps: 1e-5,
+    ropeTheta: 10000,
+  };
+  const w = randomWeights(c, 1);
+  assert.throws(() => forward(w, [1, 10]), /token 10 at position 1 is outside the vocabulary/);
+  assert.throws(() => forward(w, [1, 2, 3, 4, 5]), /exceeds/);
+});
