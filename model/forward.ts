@@ -14,6 +14,7 @@
 import type { LayerWeights, LinearName, LlamaConfig, LlamaWeights } from "./config.ts";
 import { headSize, kvDim } from "./config.ts";
 import { matmul } from "./matmul.ts";
+import { causalAttention } from "./wasm/attention.ts";
 
 /** Observers of a forward pass. */
 export interface ForwardHooks {
@@ -37,9 +38,6 @@ export class RunState {
   out: Float32Array; // [maxT, dim] sub-block output
   h1: Float32Array; // [maxT, hiddenDim]
   h3: Float32Array; // [maxT, hiddenDim]
-  kh: Float32Array; // [headSize, T] keys of one kv head, transposed
-  vh: Float32Array; // [headSize, T] values of one kv head, transposed
-  scores: Float32Array; // [maxT]
   logits: Float32Array; // [maxT, vocabSize]
   ropeCos: Float32Array; // [maxT, headSize / 2]
   ropeSin: Float32Array; // [maxT, headSize / 2]
@@ -57,9 +55,6 @@ export class RunState {
     this.out = new Float32Array(maxT * dim);
     this.h1 = new Float32Array(maxT * hiddenDim);
     this.h3 = new Float32Array(maxT * hiddenDim);
-    this.kh = new Float32Array(maxT * hs);
-    this.vh = new Float32Array(maxT * hs);
-    this.scores = new Float32Array(maxT);
     this.logits = new Float32Array(maxT * vocabSize);
     [this.ropeCos, this.ropeSin] = ropeTables(config, maxT);
   }
@@ -144,7 +139,7 @@ export function attention(
   hooks?: ForwardHooks,
 ): void {
   const { dim, nHeads } = c;
-  const kv = kvDim(c), hs = headSize(c), groups = nHeads / c.nKvHeads;
+  const kv = kvDim(c), hs = headSize(c);
   if (hooks?.onLinearInput) {
     hooks.onLinearInput(layer, "wq", xn, T);
     hooks.onLinearInput(layer, "wk", xn, T);
@@ -156,47 +151,9 @@ export function attention(
   rope(s.q, T, dim, hs, s.ropeCos, s.ropeSin);
   rope(s.k, T, kv, hs, s.ropeCos, s.ropeSin);
 
-  const { q, kh, vh, scores, att } = s;
-  const scale = 1 / Math.sqrt(hs);
-  for (let h = 0; h < nHeads; h++) {
-    const g = Math.floor(h / groups);
-    if (h % groups === 0) {
-      // This kv head's keys and values, transposed to [hs, T] so that the
-      // loops over positions below read contiguous memory.
-      for (let t = 0; t < T; t++) {
-        for (let j = 0; j < hs; j++) {
-          kh[j * T + t] = s.k[t * kv + g * hs + j];
-          vh[j * T + t] = s.v[t * kv + g * hs + j];
-        }
-      }
-    }
-    for (let t = 0; t < T; t++) {
-      const qo = t * dim + h * hs;
-      const n = t + 1; // causal: positions 0..t
-      scores.fill(0, 0, n);
-      for (let j = 0; j < hs; j++) {
-        const qj = q[qo + j] * scale, kj = j * T;
-        for (let u = 0; u < n; u++) scores[u] += qj * kh[kj + u];
-      }
-      let max = -Infinity;
-      for (let u = 0; u < n; u++) if (scores[u] > max) max = scores[u];
-      let sum = 0;
-      for (let u = 0; u < n; u++) {
-        const e = Math.exp(scores[u] - max);
-        scores[u] = e;
-        sum += e;
-      }
-      const inv = 1 / sum;
-      for (let j = 0; j < hs; j++) {
-        const vj = j * T;
-        let a = 0;
-        for (let u = 0; u < n; u++) a += scores[u] * vh[vj + u];
-        att[qo + j] = a * inv;
-      }
-    }
-  }
-  hooks?.onLinearInput?.(layer, "wo", att, T);
-  matmul(out, att, lw.wo, T, dim, dim);
+  causalAttention(s.att, s.q, s.k, s.v, T, nHeads, c.nKvHeads, hs);
+  hooks?.onLinearInput?.(layer, "wo", s.att, T);
+  matmul(out, s.att, lw.wo, T, dim, dim);
 }
 
 /** The SwiGLU sub-block: out [T, dim] = w2 · (silu(w1·xn) ⊙ w3·xn). */

@@ -1,0 +1,298 @@
+/**
+ * The WebAssembly SIMD kernels of the CPU forward pass (source:
+ * `kernels.wat`, compiled by `build.ts` into `_kernels_wasm.ts`), wrapped
+ * for Float32Array operands: each call copies its operands into the
+ * instance's own linear memory (grown as needed, reused between calls),
+ * runs the kernel and copies the result out.
+ *
+ * Both kernels accumulate in float32 (unfused multiply and add, so the bits
+ * are the same on every engine); see `kernels.wat` for the summation order.
+ *
+ * @module
+ */
+import { KERNELS_WASM_BASE64 } from "./_kernels_wasm.ts";
+
+/** The exports of `kernels.wat`. Pointers are byte offsets into `memory`. */
+interface KernelExports {
+  memory: WebAssembly.Memory;
+  matmul(px: number, pw: number, po: number, T: number, np: number, dp: number, tb: number): void;
+  attention(
+    pq: number,
+    pk: number,
+    pv: number,
+    po: number,
+    pkt: number,
+    ps: number,
+    T: number,
+    nHeads: number,
+    nKvHeads: number,
+    headSize: number,
+    scale: number,
+  ): void;
+}
+
+/** The compiled kernels (`kernels.wat`), decoded from `_kernels_wasm.ts`. */
+export const KERNELS_WASM_BYTES: Uint8Array<ArrayBuffer> = Uint8Array.from(
+  atob(KERNELS_WASM_BASE64),
+  (c) => c.charCodeAt(0),
+);
+
+/**
+ * Whether this engine runs WebAssembly with fixed-width SIMD (the kernels
+ * validate). True in every current Deno, Node and browser.
+ */
+export const WASM_SIMD: boolean = typeof WebAssembly === "object" &&
+  WebAssembly.validate(KERNELS_WASM_BYTES);
+
+/** The compiled module, shared by every {@linkcode WasmKernels}; undefined without SIMD. */
+const kernelsModule: WebAssembly.Module | undefined = WASM_SIMD
+  ? new WebAssembly.Module(KERNELS_WASM_BYTES)
+  : undefined;
+
+const PAGE = 65536; // bytes per WebAssembly memory page
+const MAX_BYTES = 65536 * PAGE; // wasm32 address space: 4 GiB
+/** Rows of x per cache block of the matmul kernel: about 16 KiB of x (half an L1). */
+const L1_BLOCK_BYTES = 16384;
+
+const ceil4 = (v: number) => (v + 3) & ~3;
+
+/** Throws a RangeError unless `v` is a non-negative safe integer. */
+function checkDim(fn: string, name: string, v: number): void {
+  if (!Number.isSafeInteger(v) || v < 0) {
+    throw new RangeError(`${fn}: ${name} must be a non-negative integer, found ${v}`);
+  }
+}
+
+/** Throws a RangeError unless `a` holds at least `need` elements. */
+function checkLength(fn: string, name: string, a: Float32Array, need: number, how: string): void {
+  if (a.length < need) {
+    throw new RangeError(
+      `${fn}: ${name} has ${a.length} elements, expected at least ${how} = ${need}`,
+    );
+  }
+}
+
+/**
+ * Validates the operands of `out = x @ Wᵀ` (x: [T, n], w: [d, n], out: [T, d]).
+ *
+ * @param fn name of the calling function, for the error message.
+ * @throws RangeError naming the function, the operand, the expected and the found size.
+ */
+export function checkMatmulArgs(
+  fn: string,
+  out: Float32Array,
+  x: Float32Array,
+  w: Float32Array,
+  T: number,
+  n: number,
+  d: number,
+): void {
+  checkDim(fn, "T", T);
+  checkDim(fn, "n", n);
+  checkDim(fn, "d", d);
+  checkLength(fn, "x", x, T * n, `T·n = ${T}·${n}`);
+  checkLength(fn, "w", w, d * n, `d·n = ${d}·${n}`);
+  checkLength(fn, "out", out, T * d, `T·d = ${T}·${d}`);
+}
+
+/**
+ * Validates the operands of causal attention over a window of T positions:
+ * q, att: [T, nHeads · headSize], k, v: [T, nKvHeads · headSize].
+ *
+ * @param fn name of the calling function, for the error message.
+ * @throws RangeError naming the function, the operand, the expected and the found value.
+ */
+export function checkAttentionArgs(
+  fn: string,
+  att: Float32Array,
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  T: number,
+  nHeads: number,
+  nKvHeads: number,
+  headSize: number,
+): void {
+  checkDim(fn, "T", T);
+  checkDim(fn, "nHeads", nHeads);
+  checkDim(fn, "nKvHeads", nKvHeads);
+  checkDim(fn, "headSize", headSize);
+  if (nKvHeads === 0 || nHeads % nKvHeads !== 0) {
+    throw new RangeError(
+      `${fn}: nHeads (${nHeads}) must be a multiple of nKvHeads (${nKvHeads}) and nKvHeads ≥ 1`,
+    );
+  }
+  const dim = nHeads * headSize, kv = nKvHeads * headSize;
+  checkLength(fn, "q", q, T * dim, `T·nHeads·headSize = ${T}·${dim}`);
+  checkLength(fn, "k", k, T * kv, `T·nKvHeads·headSize = ${T}·${kv}`);
+  checkLength(fn, "v", v, T * kv, `T·nKvHeads·headSize = ${T}·${kv}`);
+  checkLength(fn, "att", att, T * dim, `T·nHeads·headSize = ${T}·${dim}`);
+}
+
+/**
+ * One instance of the kernels with its own linear memory: scratch space only,
+ * so results never depend on earlier calls. Not safe to share between
+ * concurrent callers (there are none within one JS thread).
+ *
+ * @example
+ * ```ts
+ * const k = new WasmKernels();
+ * const out = new Float32Array(2 * 3);
+ * k.matmul(out, new Float32Array(2 * 4).fill(1), new Float32Array(3 * 4).fill(0.5), 2, 4, 3);
+ * // out is [2, 2, 2, 2, 2, 2]
+ * ```
+ */
+export class WasmKernels {
+  readonly #exports: KernelExports;
+  #f32: Float32Array; // view of the whole linear memory
+
+  /** Instantiates the kernels; throws an Error when the engine lacks WebAssembly SIMD. */
+  constructor() {
+    if (!kernelsModule) {
+      throw new Error(
+        "WasmKernels: this engine has no WebAssembly SIMD (the kernels in model/wasm/kernels.wat do not validate)",
+      );
+    }
+    this.#exports = new WebAssembly.Instance(kernelsModule, {}).exports as unknown as KernelExports;
+    this.#f32 = new Float32Array(this.#exports.memory.buffer);
+  }
+
+  /** Bytes of linear memory this instance holds now (grows with the largest call). */
+  get memoryBytes(): number {
+    return this.#exports.memory.buffer.byteLength;
+  }
+
+  /** A float view of the memory, grown to at least `bytes`. */
+  #reserve(fn: string, bytes: number): Float32Array {
+    const mem = this.#exports.memory;
+    if (mem.buffer.byteLength < bytes) {
+      if (bytes > MAX_BYTES) {
+        throw new RangeError(
+          `${fn}: operands need ${bytes} bytes of WebAssembly memory, the limit is ${MAX_BYTES}`,
+        );
+      }
+      mem.grow(Math.ceil((bytes - mem.buffer.byteLength) / PAGE));
+    }
+    if (this.#f32.buffer !== mem.buffer) this.#f32 = new Float32Array(mem.buffer);
+    return this.#f32;
+  }
+
+  /**
+   * out[t, o] = Σ_i x[t, i] · W[o, i] (x @ Wᵀ), same contract as `matmulRef`
+   * in model/matmul.ts, accumulated in float32.
+   *
+   * @param out [T, d], written
+   * @param x [T, n]
+   * @param w [d, n], row-major (PyTorch's Linear.weight)
+   * @throws RangeError when a dimension is not a non-negative integer or an operand is too short.
+   */
+  matmul(
+    out: Float32Array,
+    x: Float32Array,
+    w: Float32Array,
+    T: number,
+    n: number,
+    d: number,
+  ): void {
+    checkMatmulArgs("matmulWasm", out, x, w, T, n, d);
+    if (T === 0 || d === 0) return;
+    if (n === 0) {
+      out.fill(0, 0, T * d);
+      return;
+    }
+    const np = ceil4(n), dp = ceil4(d);
+    // Layout (floats): x [T, np] at 0, W [dp, np] at fw, out [T, dp] at fo.
+    const fw = T * np, fo = fw + dp * np;
+    const f = this.#reserve("matmulWasm", (fo + T * dp) * 4);
+    copyRows(f, 0, np, x, T, n);
+    copyRows(f, fw, np, w, d, n);
+    f.fill(0, fw + d * np, fo); // W rows d..dp-1
+    const tb = Math.max(2, Math.floor(L1_BLOCK_BYTES / (np * 4)) & ~1);
+    this.#exports.matmul(0, fw * 4, fo * 4, T, np, dp, tb);
+    if (dp === d) out.set(f.subarray(fo, fo + T * d));
+    else {
+      for (let t = 0; t < T; t++) {
+        const src = fo + t * dp, dst = t * d;
+        for (let o = 0; o < d; o++) out[dst + o] = f[src + o];
+      }
+    }
+  }
+
+  /**
+   * Causal softmax attention of every head over a prefill window (positions
+   * 0..T−1), grouped-query heads: head h reads kv head ⌊h / (nHeads / nKvHeads)⌋.
+   * att[t, h] = Σ_{u≤t} softmax_u(q[t, h] · k[u, g] / √headSize) · v[u, g].
+   * q and k are used as given (RoPE already applied).
+   *
+   * @param att [T, nHeads · headSize], written
+   * @param q [T, nHeads · headSize]
+   * @param k [T, nKvHeads · headSize]
+   * @param v [T, nKvHeads · headSize]
+   * @param headSize must be a multiple of 4
+   * @throws RangeError on a bad shape, an operand too short or headSize not a multiple of 4.
+   */
+  attention(
+    att: Float32Array,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    T: number,
+    nHeads: number,
+    nKvHeads: number,
+    headSize: number,
+  ): void {
+    const fn = "causalAttentionWasm";
+    checkAttentionArgs(fn, att, q, k, v, T, nHeads, nKvHeads, headSize);
+    if (headSize % 4 !== 0) {
+      throw new RangeError(`${fn}: headSize must be a multiple of 4, found ${headSize}`);
+    }
+    if (T === 0 || nHeads === 0 || headSize === 0) return;
+    const dim = nHeads * headSize, kv = nKvHeads * headSize, Tp = ceil4(T);
+    // Layout (floats): q [T, dim], k [T, kv], v [Tp, kv] (zero rows from T),
+    // att [T, dim], kt [headSize, Tp], p [Tp].
+    const fk = T * dim, fv = fk + T * kv, fo = fv + Tp * kv, fkt = fo + T * dim;
+    const fs = fkt + headSize * Tp;
+    const f = this.#reserve(fn, (fs + Tp) * 4);
+    copyRows(f, 0, dim, q, T, dim);
+    copyRows(f, fk, kv, k, T, kv);
+    copyRows(f, fv, kv, v, T, kv);
+    f.fill(0, fv + T * kv, fo);
+    this.#exports.attention(
+      0,
+      fk * 4,
+      fv * 4,
+      fo * 4,
+      fkt * 4,
+      fs * 4,
+      T,
+      nHeads,
+      nKvHeads,
+      headSize,
+      1 / Math.sqrt(headSize),
+    );
+    att.set(f.subarray(fo, fo + T * dim));
+  }
+}
+
+/**
+ * Copies `rows` rows of width `n` from `src` into `dst` at float offset `at`
+ * with row stride `stride` ≥ n, zero-filling columns n..stride-1.
+ */
+function copyRows(
+  dst: Float32Array,
+  at: number,
+  stride: number,
+  src: Float32Array,
+  rows: number,
+  n: number,
+): void {
+  if (stride === n) {
+    dst.set(src.length === rows * n ? src : src.subarray(0, rows * n), at);
+    return;
+  }
+  for (let r = 0; r < rows; r++) {
+    const s = r * n, o = at + r * stride;
+    for (let i = 0; i < n; i++) dst[o + i] = src[s + i];
+    for (let i = n; i < stride; i++) dst[o + i] = 0;
+  }
+}

@@ -1,0 +1,458 @@
+;; WebAssembly SIMD (f32x4) kernels of the CPU forward pass: the linear
+;; layers (`matmul`) and causal softmax attention (`attention`).
+;;
+;; Build: `deno run -A model/wasm/build.ts` (wat2wasm from the `wabt` npm
+;; package) writes model/wasm/_kernels_wasm.ts; model/wasm/build_test.ts
+;; checks that the committed bytes are exactly what this source compiles to.
+;; The caller (model/wasm/kernels.ts) owns the memory layout: it copies the
+;; operands in, calls a kernel, and copies the result out.
+;;
+;; Both kernels accumulate in float32 with plain (unfused) multiply and add,
+;; so results are bit-identical on every engine: no relaxed SIMD.
+(module
+  (memory (export "memory") 1)
+
+  ;; [Σa, Σb, Σc, Σd] of four f32x4 vectors: lane j = (l0+l2)+(l1+l3) of vector j.
+  (func $hsum4 (param $a v128) (param $b v128) (param $c v128) (param $d v128) (result v128)
+    (local $ab v128) (local $cd v128)
+    ;; ab = (a0+a2, b0+b2, a1+a3, b1+b3)
+    (local.set $ab
+      (f32x4.add
+        (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $a) (local.get $b))
+        (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $a) (local.get $b))))
+    ;; cd = (c0+c2, d0+d2, c1+c3, d1+d3)
+    (local.set $cd
+      (f32x4.add
+        (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $c) (local.get $d))
+        (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $c) (local.get $d))))
+    ;; (ab0, ab1, cd0, cd1) + (ab2, ab3, cd2, cd3)
+    (f32x4.add
+      (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $ab) (local.get $cd))
+      (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $ab) (local.get $cd))))
+
+  ;; -------------------------------------------------------------------------
+  ;; matmul: out[t, o] = Σ_i x[t, i] · W[o, i]   (x @ Wᵀ, PyTorch's nn.Linear)
+  ;;
+  ;; Memory layout (float32, row-major, byte pointers 16-byte aligned):
+  ;;   x   at $px: [T, np]    rows zero-padded from n to np = ceil4(n) ≥ 4
+  ;;   W   at $pw: [dp, np]   rows zero-padded to np; rows d..dp-1 all zero
+  ;;   out at $po: [T, dp]    dp = ceil4(d); columns d..dp-1 are scratch
+  ;;
+  ;; Register tile: 2 rows of x × 4 rows of W = 8 f32x4 accumulators, each
+  ;; the four lane-wise partial sums of one dot product (lane l sums the
+  ;; i ≡ l mod 4 terms in i order). At the end of a row pair, the 4
+  ;; accumulators of one x row are reduced by $hsum4 into the vector
+  ;; [out[t,o], …, out[t,o+3]] and stored as is.
+  ;;
+  ;; Loop order: blocks of $tb rows of x (the caller sizes a block to stay in
+  ;; the L1 cache) → groups of 4 rows of W → pairs of x rows in the block.
+  (func (export "matmul")
+    (param $px i32) (param $pw i32) (param $po i32)
+    (param $T i32) (param $np i32) (param $dp i32) (param $tb i32)
+    (local $row i32) ;; bytes per row of x and W (np · 4)
+    (local $orow i32) ;; bytes per row of out (dp · 4)
+    (local $t0 i32) (local $t1 i32) (local $t i32) (local $o i32)
+    (local $x0 i32) (local $x1 i32) ;; byte pointers of the two x rows
+    (local $w0 i32) (local $w1 i32) (local $w2 i32) (local $w3 i32) ;; the four W rows
+    (local $i i32) ;; byte offset along a row
+    (local $q i32) ;; output pointer
+    (local $vx0 v128) (local $vx1 v128) (local $vw v128)
+    (local $a00 v128) (local $a01 v128) (local $a02 v128) (local $a03 v128)
+    (local $a10 v128) (local $a11 v128) (local $a12 v128) (local $a13 v128)
+    (local.set $row (i32.shl (local.get $np) (i32.const 2)))
+    (local.set $orow (i32.shl (local.get $dp) (i32.const 2)))
+    (local.set $t0 (i32.const 0))
+    (block $done_blocks
+      (loop $blocks
+        (br_if $done_blocks (i32.ge_u (local.get $t0) (local.get $T)))
+        ;; t1 = min(t0 + tb, T)
+        (local.set $t1 (i32.add (local.get $t0) (local.get $tb)))
+        (if (i32.gt_u (local.get $t1) (local.get $T)) (then (local.set $t1 (local.get $T))))
+        (local.set $o (i32.const 0))
+        (block $done_cols
+          (loop $cols
+            (br_if $done_cols (i32.ge_u (local.get $o) (local.get $dp)))
+            (local.set $w0 (i32.add (local.get $pw) (i32.mul (local.get $o) (local.get $row))))
+            (local.set $w1 (i32.add (local.get $w0) (local.get $row)))
+            (local.set $w2 (i32.add (local.get $w1) (local.get $row)))
+            (local.set $w3 (i32.add (local.get $w2) (local.get $row)))
+            (local.set $t (local.get $t0))
+            ;; pairs of x rows
+            (block $done_pairs
+              (loop $pairs
+                (br_if $done_pairs (i32.gt_u (i32.add (local.get $t) (i32.const 2)) (local.get $t1)))
+                (local.set $x0 (i32.add (local.get $px) (i32.mul (local.get $t) (local.get $row))))
+                (local.set $x1 (i32.add (local.get $x0) (local.get $row)))
+                (local.set $a00 (v128.const i32x4 0 0 0 0))
+                (local.set $a01 (v128.const i32x4 0 0 0 0))
+                (local.set $a02 (v128.const i32x4 0 0 0 0))
+                (local.set $a03 (v128.const i32x4 0 0 0 0))
+                (local.set $a10 (v128.const i32x4 0 0 0 0))
+                (local.set $a11 (v128.const i32x4 0 0 0 0))
+                (local.set $a12 (v128.const i32x4 0 0 0 0))
+                (local.set $a13 (v128.const i32x4 0 0 0 0))
+                (local.set $i (i32.const 0))
+                (loop $dot
+                  (local.set $vx0 (v128.load (i32.add (local.get $x0) (local.get $i))))
+                  (local.set $vx1 (v128.load (i32.add (local.get $x1) (local.get $i))))
+                  (local.set $vw (v128.load (i32.add (local.get $w0) (local.get $i))))
+                  (local.set $a00 (f32x4.add (local.get $a00) (f32x4.mul (local.get $vx0) (local.get $vw))))
+                  (local.set $a10 (f32x4.add (local.get $a10) (f32x4.mul (local.get $vx1) (local.get $vw))))
+                  (local.set $vw (v128.load (i32.add (local.get $w1) (local.get $i))))
+                  (local.set $a01 (f32x4.add (local.get $a01) (f32x4.mul (local.get $vx0) (local.get $vw))))
+                  (local.set $a11 (f32x4.add (local.get $a11) (f32x4.mul (local.get $vx1) (local.get $vw))))
+                  (local.set $vw (v128.load (i32.add (local.get $w2) (local.get $i))))
+                  (local.set $a02 (f32x4.add (local.get $a02) (f32x4.mul (local.get $vx0) (local.get $vw))))
+                  (local.set $a12 (f32x4.add (local.get $a12) (f32x4.mul (local.get $vx1) (local.get $vw))))
+                  (local.set $vw (v128.load (i32.add (local.get $w3) (local.get $i))))
+                  (local.set $a03 (f32x4.add (local.get $a03) (f32x4.mul (local.get $vx0) (local.get $vw))))
+                  (local.set $a13 (f32x4.add (local.get $a13) (f32x4.mul (local.get $vx1) (local.get $vw))))
+                  (local.set $i (i32.add (local.get $i) (i32.const 16)))
+                  (br_if $dot (i32.lt_u (local.get $i) (local.get $row))))
+                ;; out[t, o..o+3] and out[t+1, o..o+3]
+                (local.set $q
+                  (i32.add (local.get $po)
+                    (i32.add (i32.mul (local.get $t) (local.get $orow)) (i32.shl (local.get $o) (i32.const 2)))))
+                (v128.store (local.get $q)
+                  (call $hsum4 (local.get $a00) (local.get $a01) (local.get $a02) (local.get $a03)))
+                (v128.store (i32.add (local.get $q) (local.get $orow))
+                  (call $hsum4 (local.get $a10) (local.get $a11) (local.get $a12) (local.get $a13)))
+                (local.set $t (i32.add (local.get $t) (i32.const 2)))
+                (br $pairs)))
+            ;; one x row left in this block
+            (if (i32.lt_u (local.get $t) (local.get $t1))
+              (then
+                (local.set $x0 (i32.add (local.get $px) (i32.mul (local.get $t) (local.get $row))))
+                (local.set $a00 (v128.const i32x4 0 0 0 0))
+                (local.set $a01 (v128.const i32x4 0 0 0 0))
+                (local.set $a02 (v128.const i32x4 0 0 0 0))
+                (local.set $a03 (v128.const i32x4 0 0 0 0))
+                (local.set $i (i32.const 0))
+                (loop $dot1
+                  (local.set $vx0 (v128.load (i32.add (local.get $x0) (local.get $i))))
+                  (local.set $a00 (f32x4.add (local.get $a00)
+                    (f32x4.mul (local.get $vx0) (v128.load (i32.add (local.get $w0) (local.get $i))))))
+                  (local.set $a01 (f32x4.add (local.get $a01)
+                    (f32x4.mul (local.get $vx0) (v128.load (i32.add (local.get $w1) (local.get $i))))))
+                  (local.set $a02 (f32x4.add (local.get $a02)
+                    (f32x4.mul (local.get $vx0) (v128.load (i32.add (local.get $w2) (local.get $i))))))
+                  (local.set $a03 (f32x4.add (local.get $a03)
+                    (f32x4.mul (local.get $vx0) (v128.load (i32.add (local.get $w3) (local.get $i))))))
+                  (local.set $i (i32.add (local.get $i) (i32.const 16)))
+                  (br_if $dot1 (i32.lt_u (local.get $i) (local.get $row))))
+                (v128.store
+                  (i32.add (local.get $po)
+                    (i32.add (i32.mul (local.get $t) (local.get $orow)) (i32.shl (local.get $o) (i32.const 2))))
+                  (call $hsum4 (local.get $a00) (local.get $a01) (local.get $a02) (local.get $a03)))))
+            (local.set $o (i32.add (local.get $o) (i32.const 4)))
+            (br $cols)))
+        (local.set $t0 (local.get $t1))
+        (br $blocks))))
+
+  ;; -------------------------------------------------------------------------
+  ;; attention: causal softmax attention of every head over a prefill window
+  ;; (positions 0..T−1), grouped-query heads sharing kv heads:
+  ;;   att[t, h] = Σ_{u≤t} softmax_u(scale · q[t, h] · k[u, g]) · v[u, g],
+  ;;   g = h / (nh / nkv)
+  ;;
+  ;; Memory layout (float32, row-major, byte pointers 16-byte aligned),
+  ;; Tp = ceil4(T):
+  ;;   q   at $pq:  [T, nh · hs]
+  ;;   k   at $pk:  [T, nkv · hs]
+  ;;   v   at $pv:  [Tp, nkv · hs]   rows T..Tp-1 all zero
+  ;;   att at $po:  [T, nh · hs]
+  ;;   kt  at $pkt: [hs, Tp]         scratch: one kv head's keys, transposed
+  ;;   p   at $ps:  [Tp]             scratch: one query's scores/probabilities
+  ;; hs must be a multiple of 4 (the output is written 4 lanes at a time).
+  ;;
+  ;; For each head h, the first of its group transposes its kv head's keys
+  ;; into kt; then per query t:
+  ;;   1. scores s[u] = scale · q[t]·k[u] for keys 0..t, in groups of 4 keys
+  ;;      (lanes), 16 keys per pass over the head's hs columns;
+  ;;   2. m = max over u ≤ t (only the last group holds keys u > t: masked);
+  ;;   3. p[u] = exp(s[u] − m), lanes u > t zeroed, summed in 4 lanes and
+  ;;      combined as (l0+l2)+(l1+l3);
+  ;;   4. att[t] = (Σ_u p[u] · v[u]) / Σ p, 8 (then 4) columns a pass, 4 keys
+  ;;      a step in 4 accumulators (key u ≡ k mod 4 → accumulator k) summed as
+  ;;      (a0+a1)+(a2+a3). Keys up to the end of the last group are read: the
+  ;;      zero rows of v past T and p = 0 past t make them add nothing.
+  ;;
+  ;; exp follows Cephes' expf: e^x = 2^k · e^r with k = round(x · log2 e),
+  ;; r = x − k·ln 2 (ln 2 split in two parts for accuracy), e^r ≈ 1 + r +
+  ;; r²·P(r) with P of degree 5 (evaluated by Estrin's scheme); error about
+  ;; 1 ulp. x = s − m ≤ 0 is clamped below at −87.33654 so that 2^k stays a
+  ;; normal float (exp(−87.3) ≈ 1e−38 stands for anything smaller). Its
+  ;; constants live in locals set once: V8 would rebuild a splatted constant
+  ;; at every use inside the loop.
+  (func (export "attention")
+    (param $pq i32) (param $pk i32) (param $pv i32) (param $po i32) (param $pkt i32) (param $ps i32)
+    (param $T i32) (param $nh i32) (param $nkv i32) (param $hs i32) (param $scale f32)
+    (local $qB i32) ;; bytes per row of q and att (nh · hs · 4)
+    (local $kvB i32) ;; bytes per row of k and v (nkv · hs · 4)
+    (local $hsB i32) ;; bytes per head (hs · 4)
+    (local $Tp i32) (local $TpB i32) ;; Tp and bytes per row of kt
+    (local $group i32) ;; query heads per kv head
+    (local $h i32) (local $kcol i32) ;; head, byte offset of its kv head in a k/v row
+    (local $t i32) (local $u i32) (local $j i32) (local $ng i32) (local $gi i32)
+    (local $qrow i32) (local $p i32) (local $sp i32) (local $end i32)
+    (local $s0 v128) (local $s1 v128) (local $s2 v128) (local $s3 v128) (local $qv v128)
+    (local $s4 v128) (local $s5 v128) (local $s6 v128) (local $s7 v128)
+    (local $m v128) (local $mask v128) (local $sum v128) (local $inv v128)
+    (local $x v128) (local $kf v128) (local $k v128) (local $r v128) (local $r2 v128) (local $y v128) ;; exp temporaries
+    (local $c_lo v128) (local $c_log2e v128) (local $c_ln2hi v128) (local $c_ln2lo v128)
+    (local $c_p0 v128) (local $c_p1 v128) (local $c_p2 v128) (local $c_p3 v128)
+    (local $c_p4 v128) (local $c_p5 v128) (local $c_one v128) (local $c_bias v128) (local $c_round v128)
+    (local.set $c_lo (f32x4.splat (f32.const -87.33654)))
+    (local.set $c_log2e (f32x4.splat (f32.const 1.44269504088896341)))
+    (local.set $c_ln2hi (f32x4.splat (f32.const 0.693359375)))
+    (local.set $c_ln2lo (f32x4.splat (f32.const -2.12194440e-4)))
+    (local.set $c_p0 (f32x4.splat (f32.const 1.9875691500e-4)))
+    (local.set $c_p1 (f32x4.splat (f32.const 1.3981999507e-3)))
+    (local.set $c_p2 (f32x4.splat (f32.const 8.3334519073e-3)))
+    (local.set $c_p3 (f32x4.splat (f32.const 4.1665795894e-2)))
+    (local.set $c_p4 (f32x4.splat (f32.const 1.6666665459e-1)))
+    (local.set $c_p5 (f32x4.splat (f32.const 5.0000001201e-1)))
+    (local.set $c_one (f32x4.splat (f32.const 1)))
+    (local.set $c_bias (i32x4.splat (i32.const 127)))
+    (local.set $c_round (f32x4.splat (f32.const 12582912))) ;; 1.5·2²³
+    (local.set $qB (i32.shl (i32.mul (local.get $nh) (local.get $hs)) (i32.const 2)))
+    (local.set $kvB (i32.shl (i32.mul (local.get $nkv) (local.get $hs)) (i32.const 2)))
+    (local.set $hsB (i32.shl (local.get $hs) (i32.const 2)))
+    (local.set $Tp (i32.and (i32.add (local.get $T) (i32.const 3)) (i32.const -4)))
+    (local.set $TpB (i32.shl (local.get $Tp) (i32.const 2)))
+    (local.set $group (i32.div_u (local.get $nh) (local.get $nkv)))
+    (local.set $h (i32.const 0))
+    (block $done_heads
+      (loop $heads
+        (br_if $done_heads (i32.ge_u (local.get $h) (local.get $nh)))
+        (local.set $kcol (i32.mul (i32.div_u (local.get $h) (local.get $group)) (local.get $hsB)))
+        ;; first query head of a kv head: kt[j, u] = k[u, g·hs + j], zero for u ≥ T
+        (if (i32.eqz (i32.rem_u (local.get $h) (local.get $group)))
+          (then
+            (local.set $j (i32.const 0))
+            (loop $tr_j
+              (local.set $p (i32.add (local.get $pkt) (i32.mul (local.get $j) (local.get $TpB))))
+              (local.set $sp (i32.add (i32.add (local.get $pk) (local.get $kcol)) (i32.shl (local.get $j) (i32.const 2))))
+              (local.set $u (i32.const 0))
+              (block $tr_done
+                (loop $tr_u
+                  (br_if $tr_done (i32.ge_u (local.get $u) (local.get $T)))
+                  (f32.store (local.get $p) (f32.load (local.get $sp)))
+                  (local.set $p (i32.add (local.get $p) (i32.const 4)))
+                  (local.set $sp (i32.add (local.get $sp) (local.get $kvB)))
+                  (local.set $u (i32.add (local.get $u) (i32.const 1)))
+                  (br $tr_u)))
+              (block $pad_done
+                (loop $pad
+                  (br_if $pad_done (i32.ge_u (local.get $u) (local.get $Tp)))
+                  (f32.store (local.get $p) (f32.const 0))
+                  (local.set $p (i32.add (local.get $p) (i32.const 4)))
+                  (local.set $u (i32.add (local.get $u) (i32.const 1)))
+                  (br $pad)))
+              (local.set $j (i32.add (local.get $j) (i32.const 1)))
+              (br_if $tr_j (i32.lt_u (local.get $j) (local.get $hs))))))
+        (local.set $t (i32.const 0))
+        (block $done_queries
+          (loop $queries
+            (br_if $done_queries (i32.ge_u (local.get $t) (local.get $T)))
+            (local.set $qrow
+              (i32.add (local.get $pq)
+                (i32.add (i32.mul (local.get $t) (local.get $qB)) (i32.mul (local.get $h) (local.get $hsB)))))
+            (local.set $ng (i32.shr_u (i32.add (local.get $t) (i32.const 4)) (i32.const 2)))
+            ;; scores · scale → p[0 .. 4·ng), 16 keys a pass
+            (local.set $gi (i32.const 0))
+            (block $done_s16
+              (loop $s16
+                (br_if $done_s16 (i32.gt_u (i32.add (local.get $gi) (i32.const 4)) (local.get $ng)))
+                (local.set $s0 (v128.const i32x4 0 0 0 0))
+                (local.set $s1 (v128.const i32x4 0 0 0 0))
+                (local.set $s2 (v128.const i32x4 0 0 0 0))
+                (local.set $s3 (v128.const i32x4 0 0 0 0))
+                (local.set $p (i32.add (local.get $pkt) (i32.shl (local.get $gi) (i32.const 4))))
+                (local.set $sp (local.get $qrow))
+                (local.set $end (i32.add (local.get $qrow) (local.get $hsB)))
+                (loop $s16_j
+                  (local.set $qv (v128.load32_splat (local.get $sp)))
+                  (local.set $s0 (f32x4.add (local.get $s0) (f32x4.mul (local.get $qv) (v128.load (local.get $p)))))
+                  (local.set $s1 (f32x4.add (local.get $s1) (f32x4.mul (local.get $qv) (v128.load offset=16 (local.get $p)))))
+                  (local.set $s2 (f32x4.add (local.get $s2) (f32x4.mul (local.get $qv) (v128.load offset=32 (local.get $p)))))
+                  (local.set $s3 (f32x4.add (local.get $s3) (f32x4.mul (local.get $qv) (v128.load offset=48 (local.get $p)))))
+                  (local.set $p (i32.add (local.get $p) (local.get $TpB)))
+                  (local.set $sp (i32.add (local.get $sp) (i32.const 4)))
+                  (br_if $s16_j (i32.lt_u (local.get $sp) (local.get $end))))
+                (local.set $p (i32.add (local.get $ps) (i32.shl (local.get $gi) (i32.const 4))))
+                (local.set $qv (f32x4.splat (local.get $scale)))
+                (v128.store (local.get $p) (f32x4.mul (local.get $s0) (local.get $qv)))
+                (v128.store offset=16 (local.get $p) (f32x4.mul (local.get $s1) (local.get $qv)))
+                (v128.store offset=32 (local.get $p) (f32x4.mul (local.get $s2) (local.get $qv)))
+                (v128.store offset=48 (local.get $p) (f32x4.mul (local.get $s3) (local.get $qv)))
+                (local.set $gi (i32.add (local.get $gi) (i32.const 4)))
+                (br $s16)))
+            ;; remaining groups of 4 keys, one at a time
+            (block $done_s4
+              (loop $s4
+                (br_if $done_s4 (i32.ge_u (local.get $gi) (local.get $ng)))
+                (local.set $s0 (v128.const i32x4 0 0 0 0))
+                (local.set $p (i32.add (local.get $pkt) (i32.shl (local.get $gi) (i32.const 4))))
+                (local.set $sp (local.get $qrow))
+                (local.set $end (i32.add (local.get $qrow) (local.get $hsB)))
+                (loop $s4_j
+                  (local.set $s0
+                    (f32x4.add (local.get $s0)
+                      (f32x4.mul (v128.load32_splat (local.get $sp)) (v128.load (local.get $p)))))
+                  (local.set $p (i32.add (local.get $p) (local.get $TpB)))
+                  (local.set $sp (i32.add (local.get $sp) (i32.const 4)))
+                  (br_if $s4_j (i32.lt_u (local.get $sp) (local.get $end))))
+                (v128.store (i32.add (local.get $ps) (i32.shl (local.get $gi) (i32.const 4)))
+                  (f32x4.mul (local.get $s0) (f32x4.splat (local.get $scale))))
+                (local.set $gi (i32.add (local.get $gi) (i32.const 1)))
+                (br $s4)))
+            ;; Only the last group (address $end) holds keys u > t: its lanes l ≤ t mod 4 are kept.
+            (local.set $end (i32.add (local.get $ps) (i32.shl (i32.sub (local.get $ng) (i32.const 1)) (i32.const 4))))
+            (local.set $mask
+              (i32x4.le_s (v128.const i32x4 0 1 2 3) (i32x4.splat (i32.and (local.get $t) (i32.const 3)))))
+            ;; m = max_{u ≤ t} p[u], in every lane
+            (local.set $m (f32x4.splat (f32.const -inf)))
+            (local.set $p (local.get $ps))
+            (block $done_max
+              (loop $max
+                (br_if $done_max (i32.ge_u (local.get $p) (local.get $end)))
+                (local.set $m (f32x4.pmax (local.get $m) (v128.load (local.get $p))))
+                (local.set $p (i32.add (local.get $p) (i32.const 16)))
+                (br $max)))
+            (local.set $m
+              (f32x4.pmax (local.get $m)
+                (v128.bitselect (v128.load (local.get $end)) (f32x4.splat (f32.const -inf)) (local.get $mask))))
+            (local.set $m (f32x4.pmax (local.get $m)
+              (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $m) (local.get $m))))
+            (local.set $m (f32x4.pmax (local.get $m)
+              (i8x16.shuffle 4 5 6 7 0 1 2 3 12 13 14 15 8 9 10 11 (local.get $m) (local.get $m))))
+            ;; p[u] = exp(p[u] − m) for u ≤ t, 0 beyond; sum in 4 lanes
+            (local.set $sum (v128.const i32x4 0 0 0 0))
+            (local.set $p (local.get $ps))
+            (loop $exp
+              ;; x = max(p − m, lo); k = round(x · log2 e) by adding and subtracting
+              ;; 1.5·2²³ (kf = 1.5·2²³ + k holds k in its low mantissa bits, so
+              ;; (bits(kf) + 127) << 23 is 2^k); r = x − k·ln 2
+              (local.set $x
+                (f32x4.pmax (f32x4.sub (v128.load (local.get $p)) (local.get $m)) (local.get $c_lo)))
+              (local.set $kf (f32x4.add (f32x4.mul (local.get $x) (local.get $c_log2e)) (local.get $c_round)))
+              (local.set $k (f32x4.sub (local.get $kf) (local.get $c_round)))
+              (local.set $r
+                (f32x4.sub
+                  (f32x4.sub (local.get $x) (f32x4.mul (local.get $k) (local.get $c_ln2hi)))
+                  (f32x4.mul (local.get $k) (local.get $c_ln2lo))))
+              ;; y = P(r) by Estrin's scheme (a shorter dependency chain than Horner's):
+              ;; P = (p0·r + p1)·r⁴ + ((p2·r + p3)·r² + (p4·r + p5)), then y = P·r² + r + 1
+              (local.set $r2 (f32x4.mul (local.get $r) (local.get $r)))
+              (local.set $y
+                (f32x4.add
+                  (f32x4.mul
+                    (f32x4.add (f32x4.mul (local.get $c_p0) (local.get $r)) (local.get $c_p1))
+                    (f32x4.mul (local.get $r2) (local.get $r2)))
+                  (f32x4.add
+                    (f32x4.mul
+                      (f32x4.add (f32x4.mul (local.get $c_p2) (local.get $r)) (local.get $c_p3))
+                      (local.get $r2))
+                    (f32x4.add (f32x4.mul (local.get $c_p4) (local.get $r)) (local.get $c_p5)))))
+              (local.set $y
+                (f32x4.add
+                  (f32x4.add (f32x4.mul (local.get $y) (local.get $r2)) (local.get $r))
+                  (local.get $c_one)))
+              ;; p = y · 2^k, lanes u > t zeroed
+              (local.set $s0
+                (v128.and
+                  (select (v128.const i32x4 -1 -1 -1 -1) (local.get $mask)
+                    (i32.lt_u (local.get $p) (local.get $end)))
+                  (f32x4.mul (local.get $y)
+                    (i32x4.shl (i32x4.add (local.get $kf) (local.get $c_bias)) (i32.const 23)))))
+              (v128.store (local.get $p) (local.get $s0))
+              (local.set $sum (f32x4.add (local.get $sum) (local.get $s0)))
+              (local.set $p (i32.add (local.get $p) (i32.const 16)))
+              (br_if $exp (i32.le_u (local.get $p) (local.get $end))))
+            ;; inv = 1 / ((l0+l2) + (l1+l3)) of sum, in every lane
+            (local.set $sum (f32x4.add (local.get $sum)
+              (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $sum) (local.get $sum))))
+            (local.set $sum (f32x4.add (local.get $sum)
+              (i8x16.shuffle 4 5 6 7 0 1 2 3 12 13 14 15 8 9 10 11 (local.get $sum) (local.get $sum))))
+            (local.set $inv (f32x4.div (f32x4.splat (f32.const 1)) (local.get $sum)))
+            ;; att[t, h, j..j+7] = inv · Σ_u p[u] · v[u, g, j..j+7], 4 keys a step,
+            ;; accumulator k (and k+4) summing keys u ≡ k mod 4
+            (local.set $end (i32.add (local.get $ps) (i32.shl (local.get $ng) (i32.const 4))))
+            (local.set $j (i32.const 0))
+            (block $done_out8
+              (loop $out8
+                (br_if $done_out8 (i32.gt_u (i32.add (local.get $j) (i32.const 32)) (local.get $hsB)))
+                (local.set $s0 (v128.const i32x4 0 0 0 0))
+                (local.set $s1 (v128.const i32x4 0 0 0 0))
+                (local.set $s2 (v128.const i32x4 0 0 0 0))
+                (local.set $s3 (v128.const i32x4 0 0 0 0))
+                (local.set $s4 (v128.const i32x4 0 0 0 0))
+                (local.set $s5 (v128.const i32x4 0 0 0 0))
+                (local.set $s6 (v128.const i32x4 0 0 0 0))
+                (local.set $s7 (v128.const i32x4 0 0 0 0))
+                (local.set $p (i32.add (i32.add (local.get $pv) (local.get $kcol)) (local.get $j)))
+                (local.set $sp (local.get $ps))
+                (loop $out8_u
+                  (local.set $qv (v128.load32_splat (local.get $sp)))
+                  (local.set $s0 (f32x4.add (local.get $s0) (f32x4.mul (local.get $qv) (v128.load (local.get $p)))))
+                  (local.set $s4 (f32x4.add (local.get $s4) (f32x4.mul (local.get $qv) (v128.load offset=16 (local.get $p)))))
+                  (local.set $p (i32.add (local.get $p) (local.get $kvB)))
+                  (local.set $qv (v128.load32_splat offset=4 (local.get $sp)))
+                  (local.set $s1 (f32x4.add (local.get $s1) (f32x4.mul (local.get $qv) (v128.load (local.get $p)))))
+                  (local.set $s5 (f32x4.add (local.get $s5) (f32x4.mul (local.get $qv) (v128.load offset=16 (local.get $p)))))
+                  (local.set $p (i32.add (local.get $p) (local.get $kvB)))
+                  (local.set $qv (v128.load32_splat offset=8 (local.get $sp)))
+                  (local.set $s2 (f32x4.add (local.get $s2) (f32x4.mul (local.get $qv) (v128.load (local.get $p)))))
+                  (local.set $s6 (f32x4.add (local.get $s6) (f32x4.mul (local.get $qv) (v128.load offset=16 (local.get $p)))))
+                  (local.set $p (i32.add (local.get $p) (local.get $kvB)))
+                  (local.set $qv (v128.load32_splat offset=12 (local.get $sp)))
+                  (local.set $s3 (f32x4.add (local.get $s3) (f32x4.mul (local.get $qv) (v128.load (local.get $p)))))
+                  (local.set $s7 (f32x4.add (local.get $s7) (f32x4.mul (local.get $qv) (v128.load offset=16 (local.get $p)))))
+                  (local.set $p (i32.add (local.get $p) (local.get $kvB)))
+                  (local.set $sp (i32.add (local.get $sp) (i32.const 16)))
+                  (br_if $out8_u (i32.lt_u (local.get $sp) (local.get $end))))
+                (local.set $p (i32.add (local.get $qrow) (i32.add (i32.sub (local.get $po) (local.get $pq)) (local.get $j))))
+                (v128.store (local.get $p)
+                  (f32x4.mul
+                    (f32x4.add (f32x4.add (local.get $s0) (local.get $s1)) (f32x4.add (local.get $s2) (local.get $s3)))
+                    (local.get $inv)))
+                (v128.store offset=16 (local.get $p)
+                  (f32x4.mul
+                    (f32x4.add (f32x4.add (local.get $s4) (local.get $s5)) (f32x4.add (local.get $s6) (local.get $s7)))
+                    (local.get $inv)))
+                (local.set $j (i32.add (local.get $j) (i32.const 32)))
+                (br $out8)))
+            ;; att[t, h, j..j+3] likewise for a last group of 4 columns
+            (if (i32.lt_u (local.get $j) (local.get $hsB))
+              (then
+                (local.set $s0 (v128.const i32x4 0 0 0 0))
+                (local.set $s1 (v128.const i32x4 0 0 0 0))
+                (local.set $s2 (v128.const i32x4 0 0 0 0))
+                (local.set $s3 (v128.const i32x4 0 0 0 0))
+                (local.set $p (i32.add (i32.add (local.get $pv) (local.get $kcol)) (local.get $j)))
+                (local.set $sp (local.get $ps))
+                (loop $out4_u
+                  (local.set $s0 (f32x4.add (local.get $s0)
+                    (f32x4.mul (v128.load32_splat (local.get $sp)) (v128.load (local.get $p)))))
+                  (local.set $p (i32.add (local.get $p) (local.get $kvB)))
+                  (local.set $s1 (f32x4.add (local.get $s1)
+                    (f32x4.mul (v128.load32_splat offset=4 (local.get $sp)) (v128.load (local.get $p)))))
+                  (local.set $p (i32.add (local.get $p) (local.get $kvB)))
+                  (local.set $s2 (f32x4.add (local.get $s2)
+                    (f32x4.mul (v128.load32_splat offset=8 (local.get $sp)) (v128.load (local.get $p)))))
+                  (local.set $p (i32.add (local.get $p) (local.get $kvB)))
+                  (local.set $s3 (f32x4.add (local.get $s3)
+                    (f32x4.mul (v128.load32_splat offset=12 (local.get $sp)) (v128.load (local.get $p)))))
+                  (local.set $p (i32.add (local.get $p) (local.get $kvB)))
+                  (local.set $sp (i32.add (local.get $sp) (i32.const 16)))
+                  (br_if $out4_u (i32.lt_u (local.get $sp) (local.get $end))))
+                (v128.store (i32.add (local.get $qrow) (i32.add (i32.sub (local.get $po) (local.get $pq)) (local.get $j)))
+                  (f32x4.mul
+                    (f32x4.add (f32x4.add (local.get $s0) (local.get $s1)) (f32x4.add (local.get $s2) (local.get $s3)))
+                    (local.get $inv)))))
+            (local.set $t (i32.add (local.get $t) (i32.const 1)))
+            (br $queries)))
+        (local.set $h (i32.add (local.get $h) (i32.const 1)))
+        (br $heads))))
+)
