@@ -1,0 +1,123 @@
+/**
+ * `deno task bench NAME`: benchmarks that print figures (speed targets live
+ * here, never in timed tests). Each returns its figures as data too.
+ *
+ * @module
+ */
+import { forward, RunState } from "../model/forward.ts";
+import { loadEvalSet } from "../datasets/eval_sets.ts";
+import { loadModelFromOptions } from "./load.ts";
+import { perplexity } from "./perplexity.ts";
+import { Progress } from "./progress.ts";
+import { int, list, str } from "./options.ts";
+
+type Values = Record<string, unknown>;
+
+async function benchForward(values: Values) {
+  const model = await loadModelFromOptions(values);
+  const seqlen = model.weights.config.maxSeqLen;
+  const set = await loadEvalSet("tinystories", {
+    dataDir: model.dataDir,
+    tokenizer: model.tokenizer,
+    seqlen,
+    offline: model.offline,
+  });
+  const windows = Math.min(values.small ? 4 : 24, Math.floor(set.tokens.length / seqlen));
+  const state = new RunState(model.weights.config, seqlen);
+  forward(model.weights, set.tokens.subarray(0, seqlen), { state }); // warm-up
+  const t0 = performance.now();
+  for (let i = 0; i < windows; i++) forward(model.weights, set.tokens.subarray(i * seqlen, (i + 1) * seqlen), { state });
+  const single = (windows * seqlen) / ((performance.now() - t0) / 1000);
+  const workers = int(values, "workers", navigator.hardwareConcurrency, 1)!;
+  const r = await perplexity(model.weights, set.tokens, { seqlen, limit: windows * 2, workers });
+  const parallel = r.tokens / r.seconds;
+  console.log(`prefill forward, ${model.name}, ${seqlen}-token windows of TinyStories text`);
+  console.log(`  1 thread:            ${single.toFixed(0)} tokens/s (${windows} windows)`);
+  console.log(`  ${workers} worker threads:    ${parallel.toFixed(0)} tokens/s (${r.windows} windows, incl. start-up)`);
+  return { model: model.name, seqlen, windows, tokensPerSecond1Thread: single, workers, tokensPerSecondWorkers: parallel };
+}
+
+async function benchPpl(values: Values) {
+  const model = await loadModelFromOptions(values);
+  const seqlen = model.weights.config.maxSeqLen;
+  const t0 = performance.now();
+  const set = await loadEvalSet("wikitext2", { dataDir: model.dataDir, tokenizer: model.tokenizer, seqlen, offline: model.offline });
+  const loadSeconds = (performance.now() - t0) / 1000;
+  const workers = int(values, "workers", navigator.hardwareConcurrency, 0)!;
+  const total = Math.floor(set.tokens.length / seqlen);
+  const bar = new Progress("wikitext2", total, "windows", seqlen, "tok");
+  const r = await perplexity(model.weights, set.tokens, { seqlen, workers, onProgress: (d) => bar.update(d) });
+  const wall = (performance.now() - t0) / 1000;
+  console.log(`WikiText-2 perplexity of ${model.name}: ${r.ppl.toFixed(4)} (${r.windows} windows of ${seqlen})`);
+  console.log(`  load + tokenize ${loadSeconds.toFixed(2)} s, evaluate ${r.seconds.toFixed(2)} s, wall ${wall.toFixed(2)} s`);
+  console.log(`  ${(r.tokens / r.seconds).toFixed(0)} tokens/s with ${workers} workers`);
+  return { model: model.name, ppl: r.ppl, windows: r.windows, seqlen, loadSeconds, evalSeconds: r.seconds, wallSeconds: wall, tokensPerSecond: r.tokens / r.seconds, workers };
+}
+
+async function benchQuantAll(values: Values) {
+  const { benchQuant } = await import("../quant/bench_quant.ts");
+  const { benchAwq } = await import("../quant/bench_awq.ts");
+  const layer = await benchQuant({ small: values.small === true });
+  const awq = await benchAwq({ small: values.small === true });
+  return { layer, awq };
+}
+
+async function benchSqueezellmAll(values: Values) {
+  const { benchSqueezellm } = await import("../quant/bench_squeezellm.ts");
+  const { benchFisher } = await import("../quant/fisher.ts");
+  const kmeans = await benchSqueezellm({ small: values.small === true });
+  const fisher = await benchFisher({ small: values.small === true, dataDir: str(values, "data-dir") });
+  return { kmeans, fisher };
+}
+
+async function benchKernelsCmd(values: Values) {
+  const { benchKernels } = await import("../kernels/bench.ts");
+  const r = await benchKernels({
+    shapes: str(values, "shapes", "llama7b")!,
+    formats: list(values, "formats", ["f32", "f16", "uniform", "lut", "lut+sparse"]) as never,
+    bits: list(values, "bits", ["3", "4"]).map(Number),
+    batch: list(values, "batch", ["1"]).map(Number),
+    runs: int(values, "runs", values.small ? 5 : 30, 1)!,
+    warmup: 3,
+  });
+  const storePath = str(values, "store");
+  if (storePath) {
+    const { ResultsStore, currentRun } = await import("../reports/store.ts");
+    const store = await ResultsStore.open(storePath);
+    try {
+      const run = await currentRun("bench kernels " + Deno.args.join(" "));
+      await store.addRun(run);
+      for (const row of r.rows) {
+        const [rows, cols] = String(row.shape).split("x").map(Number);
+        await store.addKernel({
+          runId: run.runId, adapter: r.adapter, format: row.format, bits: row.bits ?? null, rows, cols,
+          batch: row.batch, medianUs: row.medianUs, minUs: row.minUs, gbps: row.GBps,
+          fractionOfCopy: row.fractionOfCopy, speedupVsF16: row.speedupVsF16 ?? null, avgBits: row.avgBits,
+        });
+      }
+    } finally {
+      store.close();
+    }
+  }
+  return r;
+}
+
+async function benchMatmulCmd(_values: Values) {
+  const { benchMatmul } = await import("../model/bench_matmul.ts");
+  return await benchMatmul();
+}
+
+/** Benchmarks by name. */
+export const BENCHES = {
+  forward: benchForward,
+  ppl: benchPpl,
+  quant: benchQuantAll,
+  squeezellm: benchSqueezellmAll,
+  kernels: benchKernelsCmd,
+  matmul: benchMatmulCmd,
+} as const;
+
+/** Runs benchmark `name`. */
+export async function runBench(name: keyof typeof BENCHES, values: Values): Promise<object> {
+  return await BENCHES[name](values);
+}

@@ -1,0 +1,66 @@
+import assert from "node:assert/strict";
+import { SHARED_DATA } from "../testing.ts";
+
+const CLI = new URL("./cli.ts", import.meta.url).pathname;
+
+/** Runs the CLI in a subprocess; returns exit code, stdout and stderr. */
+async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const r = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", CLI, ...args],
+    env: { NO_COLOR: "1", HF_HUB_OFFLINE: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: r.code, out: dec.decode(r.stdout), err: dec.decode(r.stderr) };
+}
+
+const lastJson = (out: string) => JSON.parse(out.trim().split("\n").at(-1)!);
+
+Deno.test("generate --json prints the documented story as the last stdout line's JSON", async () => {
+  const r = await cli("generate", "--model", "stories260K", "--data-dir", SHARED_DATA, "--steps", "40", "--temperature", "0", "--json");
+  assert.equal(r.code, 0, r.err);
+  const j = lastJson(r.out);
+  assert.match(j.text, /^Once upon a time, there was a little girl named Lily\. She loved to play outside in the park\./);
+  assert.equal(j.tokens[0], 1);
+});
+
+Deno.test("every subcommand answers --help", async () => {
+  for (const name of ["eval", "ppl", "quantize", "generate", "bench", "report"]) {
+    const r = await cli(name, "--help");
+    assert.equal(r.code, 0, `${name}: ${r.err}`);
+    assert.match(r.out, new RegExp(`deno task ${name}`));
+  }
+});
+
+Deno.test("bad input gets one clear error line and exit code 2, never a stack trace", async () => {
+  const cases: [string[], RegExp][] = [
+    [["frobnicate"], /unknown command "frobnicate"/],
+    [["ppl", "--data-dir", SHARED_DATA, "--method", "rtn", "--bits", "9"], /--bits must be an integer in 2\.\.8, got "9"/],
+    [["ppl", "--data-dir", SHARED_DATA, "--method", "nope", "--bits", "3"], /--method must be one of rtn, gptq, awq, squeezellm; got "nope"/],
+    [["ppl", "--data-dir", SHARED_DATA, "--bits", "3"], /--bits needs --method/],
+    [["ppl", "--data-dir", SHARED_DATA, "--method", "rtn", "--bits", "3", "--group", "5"], /--group 5 does not divide every layer's input width \(64, 172\)/],
+    [["ppl", "--data-dir", SHARED_DATA, "--dataset", "imdb"], /--dataset must be one of/],
+    [["ppl", "--data-dir", SHARED_DATA, "--seqlen", "4096", "--limit", "1"], /--seqlen 4096 exceeds the model's max_seq_len 512/],
+    [["generate", "--model", "/nonexistent/x.bin"], /--model "\/nonexistent\/x\.bin" is neither a known model/],
+    [["generate", "--frob"], /Unknown option '--frob'/],
+    [["generate", "--data-dir", "/nonexistent-dir", "--offline"], /stories260K\/stories260K\.bin/],
+  ];
+  for (const [args, re] of cases) {
+    const r = await cli(...args);
+    assert.equal(r.code, 2, `${args.join(" ")}: exit ${r.code}\n${r.err}`);
+    assert.match(r.err, re);
+    assert.doesNotMatch(r.err, /\n\s+at /, `stack trace for ${args.join(" ")}`);
+  }
+});
+
+Deno.test("generate rejects a truncated checkpoint with the file name and byte counts", async () => {
+  const dir = await Deno.makeTempDir();
+  const bytes = await Deno.readFile(`${SHARED_DATA}stories260K/stories260K.bin`);
+  await Deno.writeFile(`${dir}/cut.bin`, bytes.subarray(0, 100_000));
+  await Deno.copyFile(`${SHARED_DATA}stories260K/tok512.model`, `${dir}/tok512.model`);
+  const r = await cli("generate", "--model", `${dir}/cut.bin`, "--steps", "5");
+  assert.equal(r.code, 2);
+  assert.match(r.err, /cut\.bin.*needs 1056540 bytes, file has 100000 \(truncated\)/);
+  await Deno.remove(dir, { recursive: true });
+});

@@ -1,0 +1,847 @@
+/**
+ * AWQ: activation-aware weight quantization (Lin et al., 2023), following the
+ * official code (mit-han-lab/llm-awq, awq/quantize/pre_quant.py `run_awq`,
+ * auto_scale.py, auto_clip.py, quantizer.py) step by step:
+ *
+ * For each block i, on the block's full-precision inputs:
+ *  1. Run the ORIGINAL block on every calibration window, recording the input
+ *     of every linear (`input_feat`); its outputs are block i+1's inputs.
+ *     (run_awq computes `inps = layer(inps)` right after collecting the
+ *     features, before any scaling, so every block sees the full-precision
+ *     model's hidden states; the scaled block would give the same values up
+ *     to rounding, since scaling is an exact reparametrization.)
+ *  2. auto_scale_block: for each group (prev_op, linears, input, module to
+ *     inspect) of a LlamaDecoderLayer —
+ *       (attnNorm, [wq, wk, wv], attention input, attention sub-block);
+ *       (wv, [wo], wo input, wo)  ONLY when wv and wo have the same shape
+ *         (llm-awq PR #67: skipped under grouped-query attention);
+ *       (ffnNorm, [w1, w3], FFN input, FFN sub-block);
+ *       (w3, [w2], w2 input, w2) —
+ *     x_max = mean_t |x[t, :]| (get_act_scale); for ratio = k / nGrid,
+ *     k = 0..nGrid−1: s = max(x_max^ratio, 1e-4), s /= sqrt(max(s)·min(s));
+ *     each linear of the group becomes Q(W·diag(s))·diag(s)⁻¹ (the others
+ *     stay full precision); loss = mean (out − out_fp)² over the inspected
+ *     module's output; the first ratio with the smallest loss wins (ratio 0
+ *     is s = 1, plain round-to-nearest, so the chosen loss is never worse).
+ *     All searches of a block use its original weights.
+ *  3. apply_scale: prev norm weight /= s (scale_ln_fcs) or prev linear's
+ *     output rows /= s (scale_fc_fc); the group's input columns *= s; the
+ *     recorded inputs /= s.
+ *  4. auto_clip_block, for every linear but wq and wk: per (row, group),
+ *     max_val = amax|w| · (1 − k/nGrid) for k = 0..⌊maxShrink·nGrid⌋−1, w
+ *     clamped to ±max_val and pseudo-quantized, error = mean over sampled
+ *     tokens of (x·w_q − x·w)² within the group; the first smallest wins.
+ *     Tokens are sampled as `input_feat[0::N // nSampleTokens]` (every k-th
+ *     of the N calibration tokens, window-major); when N < nSampleTokens the
+ *     official slice step would be 0 (an error in PyTorch) and all tokens are
+ *     used instead. apply_clip clamps the weights.
+ *  5. Every linear is quantized with pseudo_quantize_tensor
+ *     ({@linkcode awqQuantizeTensor}).
+ *
+ * Differences from the official code, all of precision only: activations
+ * and weights are fp32 (not fp16) and sums are accumulated in float64; the
+ * quantization scales are rounded to fp16, as they are stored (and as the
+ * fp16 official code computes them); the clip error starts at +∞ rather
+ * than 1e9 (so k = 0, no clipping, is always a candidate).
+ *
+ * Group size: as in pseudo_quantize_tensor (`assert cols % q_group_size ==
+ * 0`), a group size must divide the input width of every linear (dim and
+ * hiddenDim); `groupSize` undefined means one group per row (AWQ's
+ * q_group_size = −1). AWQ's default 128 lives in quant/methods.ts. For
+ * stories260K (widths 64 and 172) the valid sizes are 1, 2, 4, or per-row.
+ *
+ * @module
+ */
+import type { LayerWeights, LinearName, LlamaConfig, LlamaWeights } from "../model/config.ts";
+import { LINEAR_NAMES, linearShape } from "../model/config.ts";
+import { attention, feedForward, RunState } from "../model/forward.ts";
+import { matmul } from "../model/matmul.ts";
+import {
+  checkBits,
+  dequantizeDense,
+  packCodes,
+  type QuantizedLinear,
+  type UniformTensor,
+} from "./format.ts";
+import { roundHalfEven, storedScale } from "./rtn.ts";
+import { checkWindows, embedWindows, runBlock, since } from "./sequential.ts";
+
+/** Options of {@linkcode awqQuantizeModel}; defaults are llm-awq's. */
+export interface AwqOptions {
+  /** Bits per weight (w_bit), 2..8. */
+  bits: number;
+  /** Columns per group (q_group_size); must divide dim and hiddenDim. @default one group per row */
+  groupSize?: number;
+  /**
+   * Symmetric grid (zero_point=False: codes −2^(b−1)..2^(b−1)−1, zero 0).
+   * @default false (llm-awq's zero_point=True)
+   */
+  sym?: boolean;
+  /** Number of scale ratios and clip-grid denominator (n_grid). @default 20 */
+  nGrid?: number;
+  /** Largest fraction of amax|w| that clipping may remove (max_shrink). @default 0.5 */
+  maxShrink?: number;
+  /** Tokens the clip search samples (n_sample_token). @default 512 */
+  nSampleTokens?: number;
+  /** Search the per-channel scales (run_awq's auto_scale). @default true */
+  autoScale?: boolean;
+  /** Search the clipping ranges (run_awq's mse_range). @default true */
+  autoClip?: boolean;
+  /** Called with a one-line message after each stage of each block. */
+  onProgress?: (message: string) => void;
+}
+
+/** The grid of {@linkcode awqQuantizeTensor} (pseudo_quantize_tensor's arguments). */
+export interface AwqGrid {
+  bits: number;
+  /** Columns per group; the row width for one group per row. Must divide cols. */
+  groupSize: number;
+  /** zero_point=False. @default false */
+  sym?: boolean;
+}
+
+/** The grid and search settings of a model-level search: groupSize undefined = one group per row. */
+export interface AwqSearchGrid {
+  bits: number;
+  groupSize?: number;
+  sym?: boolean;
+  /** @default 20 */
+  nGrid?: number;
+}
+
+/** The operation whose output is divided by the scales of a group. */
+export type AwqPrevOp = "attnNorm" | "wv" | "ffnNorm" | "w3";
+
+/** The result of one `_search_module_scale` (one scaled group of one block). */
+export interface AwqScaleSearch {
+  layer: number;
+  prevOp: AwqPrevOp;
+  /** The linears whose input columns are multiplied by `scales`. */
+  linears: LinearName[];
+  scales: Float32Array; // [inFeatures of linears]
+  /** The chosen ratio k / nGrid. */
+  ratio: number;
+  /** Loss of the chosen ratio: mean squared output error of the inspected module. */
+  loss: number;
+  /** Loss of every ratio k / nGrid, k = 0..nGrid−1 (history[0] is plain RTN). */
+  history: Float64Array; // [nGrid]
+}
+
+/** The clipping chosen for one linear (auto_clip_layer's best_max_val). */
+export interface AwqClip {
+  layer: number;
+  name: LinearName;
+  /** Weights of row r, group g are clamped to ±maxVal[r, g]. */
+  maxVal: Float32Array; // [rows, nGroups]
+  /** How many (row, group) pairs were clipped at all (maxVal < amax|w|). */
+  clipped: number;
+}
+
+/** Timings and facts of an AWQ run. */
+export interface AwqStats {
+  seconds: number;
+  /** Feature collection (running the original blocks). */
+  collectSeconds: number;
+  scaleSeconds: number;
+  clipSeconds: number;
+  quantizeSeconds: number;
+  windows: number;
+  /** Calibration tokens (Σ window lengths). */
+  tokens: number;
+  /** Tokens sampled by the clip search. */
+  clipTokens: number;
+  /** Groups of auto_scale_block not searched, with the reason. */
+  skipped: string[];
+}
+
+/** The result of {@linkcode awqQuantizeModel}. */
+export interface AwqResult {
+  /** Scaled norms, scaled+clipped+fake-quantized linears; everything else shared with the input. */
+  weights: LlamaWeights;
+  /** Keys "layers.{l}.{name}"; weights' linears equal dequantize() of these. */
+  linears: Map<string, QuantizedLinear>;
+  /** Per layer, the scaled groups in auto_scale_block's order. */
+  scales: AwqScaleSearch[][];
+  /** Per layer, the clipped linears in named_modules order (wv, wo, w1, w3, w2). */
+  clips: AwqClip[][];
+  stats: AwqStats;
+}
+
+/**
+ * AWQ's pseudo_quantize_tensor on one group: quantizes w[off + k·stride],
+ * k = 0..n−1, writes the fake-quantized values to wq (same positions) and,
+ * when `codes` is given, the codes to codes[off + k·stride].
+ *
+ * zero_point (asymmetric): scale = max(max − min, 1e-5) / (2^b − 1),
+ * zero = clamp(−round(min / scale), 0, 2^b − 1),
+ * q = clamp(round(w / scale) + zero, 0, 2^b − 1), w_q = (q − zero)·scale.
+ * Symmetric: scale = max(amax|w|, 1e-5) / (2^(b−1) − 1), zero = 0,
+ * q = clamp(round(w / scale), −2^(b−1), 2^(b−1) − 1); the stored code is
+ * q + 2^(b−1) and the stored zero 2^(b−1), so that w_q = scale·(code − zero)
+ * in both cases (quant/format.ts's UniformTensor). The scale is rounded to
+ * fp16 before use (rtn.ts's storedScale: never 0). Arithmetic is fp32 like
+ * torch's, with halves rounded to even like torch.round. Returns
+ * [scale, zero] as stored.
+ */
+function quantizeGroup(
+  w: ArrayLike<number>,
+  off: number,
+  n: number,
+  bits: number,
+  sym: boolean,
+  wq: Float32Array,
+  codes?: Uint8Array,
+): [number, number] {
+  let max = -Infinity, min = Infinity;
+  for (let k = 0; k < n; k++) {
+    const v = w[off + k];
+    if (v > max) max = v;
+    if (v < min) min = v;
+  }
+  const f = Math.fround;
+  let scale: number, zero: number, lo: number, hi: number, shift: number;
+  if (sym) {
+    hi = 2 ** (bits - 1) - 1;
+    lo = -(2 ** (bits - 1));
+    scale = storedScale(f(Math.max(max, -min, 1e-5) / hi), "AWQ group");
+    zero = 0;
+    shift = 2 ** (bits - 1);
+  } else {
+    hi = 2 ** bits - 1;
+    lo = 0;
+    scale = storedScale(f(Math.max(f(max - min), 1e-5) / hi), "AWQ group");
+    zero = Math.min(Math.max(-roundHalfEven(f(min / scale)), 0), hi);
+    shift = 0;
+  }
+  for (let k = 0; k < n; k++) {
+    const i = off + k;
+    const q = Math.min(Math.max(roundHalfEven(f(w[i] / scale)) + zero, lo), hi);
+    wq[i] = (q - zero) * scale;
+    if (codes) codes[i] = q + shift;
+  }
+  return [scale, zero + shift];
+}
+
+/** Checks a grid against a weight width; returns the group size. */
+function groupFor(grid: AwqGrid, cols: number, fn: string): number {
+  checkBits(grid.bits, `${fn}: bits`);
+  const g = grid.groupSize;
+  if (!Number.isInteger(g) || g < 1 || cols % g !== 0) {
+    throw new RangeError(
+      `${fn}: groupSize must be a positive divisor of the row width ${cols} ` +
+        `(pseudo_quantize_tensor asserts cols % q_group_size == 0), got ${g}`,
+    );
+  }
+  return g;
+}
+
+/**
+ * AWQ's fake quantization (pseudo_quantize_tensor) of W [rows, cols]: the
+ * fp32 weights the quantized tensor stands for. Writes to `out` when given.
+ * @example
+ * ```ts
+ * const wq = awqPseudoQuantize(new Float32Array([0, 1, 2, 3]), 1, 4, { bits: 2, groupSize: 4 });
+ * ```
+ */
+export function awqPseudoQuantize(
+  W: Float32Array,
+  rows: number,
+  cols: number,
+  grid: AwqGrid,
+  out: Float32Array = new Float32Array(rows * cols),
+): Float32Array {
+  const g = groupFor(grid, cols, "awqPseudoQuantize()");
+  const n = rows * cols;
+  for (let off = 0; off < n; off += g) quantizeGroup(W, off, g, grid.bits, grid.sym ?? false, out);
+  return out;
+}
+
+/**
+ * AWQ's pseudo_quantize_tensor(W, get_scale_zp=True) of W [rows, cols] as a
+ * {@linkcode UniformTensor}: scales are AWQ's (fp16), zeros AWQ's integer
+ * zero points (asymmetric) or 2^(b−1) (symmetric; AWQ's signed code q is
+ * stored as q + 2^(b−1)), so that dequantize() gives exactly AWQ's w_q.
+ * @example
+ * ```ts
+ * const q = awqQuantizeTensor(new Float32Array(8).fill(1), 2, 4, { bits: 3, groupSize: 4 });
+ * ```
+ */
+export function awqQuantizeTensor(
+  W: Float32Array,
+  rows: number,
+  cols: number,
+  grid: AwqGrid,
+): UniformTensor {
+  const g = groupFor(grid, cols, "awqQuantizeTensor()");
+  if (W.length !== rows * cols) {
+    throw new RangeError(`awqQuantizeTensor(): expected ${rows}×${cols} weights, got ${W.length}`);
+  }
+  const sym = grid.sym ?? false;
+  const ng = cols / g;
+  const codes = new Uint8Array(rows * cols);
+  const scales = new Float32Array(rows * ng), zeros = new Float32Array(rows * ng);
+  const wq = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    for (let j = 0; j < ng; j++) {
+      const [s, z] = quantizeGroup(W, r * cols + j * g, g, grid.bits, sym, wq, codes);
+      scales[r * ng + j] = s;
+      zeros[r * ng + j] = z;
+    }
+  }
+  return {
+    kind: "uniform",
+    bits: grid.bits,
+    rows,
+    cols,
+    groupSize: g,
+    sym,
+    codes: packCodes(codes, rows, cols, grid.bits),
+    scales: new Uint16Array(Float16Array.from(scales).buffer),
+    zeros: new Uint16Array(Float16Array.from(zeros).buffer),
+  };
+}
+
+/** get_act_scale: mean over tokens of |x| per input channel. x: [N, width]. */
+export function actScale(x: Float32Array, N: number, width: number): Float32Array {
+  const acc = new Float64Array(width);
+  for (let t = 0; t < N; t++) {
+    const o = t * width;
+    for (let i = 0; i < width; i++) acc[i] += Math.abs(x[o + i]);
+  }
+  return Float32Array.from(acc, (v) => v / N);
+}
+
+/**
+ * The candidate scales of ratio `ratio`: s = max(x_max^ratio, 1e-4),
+ * s / sqrt(max(s)·min(s)) (`_search_module_scale`). Returns [width].
+ */
+export function ratioScales(xMax: Float32Array, ratio: number): Float32Array {
+  const s = Float32Array.from(xMax, (v) => Math.max(Math.pow(v, ratio), 1e-4));
+  let max = -Infinity, min = Infinity;
+  for (const v of s) {
+    if (v > max) max = v;
+    if (v < min) min = v;
+  }
+  const norm = Math.sqrt(max * min);
+  for (let i = 0; i < s.length; i++) s[i] /= norm;
+  return s;
+}
+
+/** Q(W·diag(s))·diag(s)⁻¹ for W [rows, cols], s [cols]: a scaled group member in the search. */
+export function scaledFakeQuant(
+  W: Float32Array,
+  rows: number,
+  cols: number,
+  s: Float32Array,
+  grid: AwqGrid,
+): Float32Array {
+  const ws = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) ws[r * cols + c] = W[r * cols + c] * s[c];
+  }
+  const q = awqPseudoQuantize(ws, rows, cols, grid, ws);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) q[r * cols + c] /= s[c];
+  }
+  return q;
+}
+
+/** Mean of (a − b)² in float64. */
+function mse(a: Float32Array, b: Float32Array): number {
+  let acc = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = a[i] - b[i];
+    acc += d * d;
+  }
+  return acc / a.length;
+}
+
+/** W [rows, cols] with column c multiplied by s[c] (in place). */
+function scaleColumns(W: Float32Array, rows: number, cols: number, s: Float32Array): void {
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) W[r * cols + c] *= s[c];
+  }
+}
+
+/** W [rows, cols] with row r divided by s[r] (in place). */
+function divideRows(W: Float32Array, rows: number, cols: number, s: Float32Array): void {
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) W[r * cols + c] /= s[r];
+  }
+}
+
+/**
+ * The calibration inputs of one block's linears, window-major over all
+ * windows (llm-awq's `input_feat`); wq/wk/wv share one, as do w1/w3.
+ */
+export interface BlockFeatures {
+  /** Window lengths and start tokens. */
+  lengths: number[];
+  offsets: number[];
+  /** Σ lengths. */
+  N: number;
+  attnIn: Float32Array; // [N, dim]  input of wq, wk, wv (attention RMSNorm output)
+  woIn: Float32Array; // [N, dim]  input of wo
+  ffnIn: Float32Array; // [N, dim]  input of w1, w3 (FFN RMSNorm output)
+  w2In: Float32Array; // [N, hiddenDim]  input of w2
+}
+
+/**
+ * Runs block `layer` (weights lw) on every window's residual stream in
+ * place (hidden[j]: [T_j, dim] becomes the block's output) and records the
+ * inputs of its linears.
+ */
+export function collectBlockFeatures(
+  c: LlamaConfig,
+  lw: LayerWeights,
+  layer: number,
+  hidden: Float32Array[],
+  s: RunState,
+): BlockFeatures {
+  const lengths = hidden.map((x) => x.length / c.dim);
+  const offsets: number[] = [];
+  let N = 0;
+  for (const T of lengths) {
+    offsets.push(N);
+    N += T;
+  }
+  const f: BlockFeatures = {
+    lengths,
+    offsets,
+    N,
+    attnIn: new Float32Array(N * c.dim),
+    woIn: new Float32Array(N * c.dim),
+    ffnIn: new Float32Array(N * c.dim),
+    w2In: new Float32Array(N * c.hiddenDim),
+  };
+  hidden.forEach((x, j) => {
+    const t0 = offsets[j];
+    runBlock(c, lw, layer, x, lengths[j], s, {
+      onLinearInput(_l, name, xin, T) {
+        if (name === "wk" || name === "wv" || name === "w3") return; // same input as wq / w1
+        const dst = f[INPUT_OF[name]];
+        const width = name === "w2" ? c.hiddenDim : c.dim;
+        dst.set(xin.subarray(0, T * width), t0 * width);
+      },
+    });
+  });
+  return f;
+}
+
+/** One group of auto_scale_block for a LlamaDecoderLayer. */
+interface ScaleGroup {
+  prevOp: AwqPrevOp;
+  linears: LinearName[];
+  /** Inspected module: the attention or FFN sub-block, or the single linear. */
+  inspect: "attention" | "ffn" | "linear";
+  input: keyof Pick<BlockFeatures, "attnIn" | "woIn" | "ffnIn" | "w2In">;
+}
+
+const SCALE_GROUPS: ScaleGroup[] = [
+  { prevOp: "attnNorm", linears: ["wq", "wk", "wv"], inspect: "attention", input: "attnIn" },
+  { prevOp: "wv", linears: ["wo"], inspect: "linear", input: "woIn" },
+  { prevOp: "ffnNorm", linears: ["w1", "w3"], inspect: "ffn", input: "ffnIn" },
+  { prevOp: "w3", linears: ["w2"], inspect: "linear", input: "w2In" },
+];
+
+/** Output [N, width] of the inspected module of `group` with weights lw on its recorded input. */
+function inspectOutput(
+  c: LlamaConfig,
+  lw: LayerWeights,
+  layer: number,
+  group: ScaleGroup,
+  f: BlockFeatures,
+  s: RunState,
+  out: Float32Array,
+): Float32Array {
+  const x = f[group.input];
+  if (group.inspect === "linear") {
+    const name = group.linears[0];
+    const [rows, cols] = linearShape(c, name);
+    matmul(out, x, lw[name], f.N, cols, rows);
+    return out;
+  }
+  const { dim } = c;
+  f.lengths.forEach((T, j) => {
+    const o = f.offsets[j] * dim;
+    const xj = x.subarray(o, o + T * dim), outj = out.subarray(o, o + T * dim);
+    if (group.inspect === "attention") attention(c, lw, layer, xj, T, s, outj);
+    else feedForward(c, lw, layer, xj, T, s, outj);
+  });
+  return out;
+}
+
+/**
+ * `_search_module_scale` for one group of block `layer`: the ratio whose
+ * scaled-and-quantized group gives the smallest mean squared error of the
+ * inspected module's output. Uses lw's (original) weights.
+ */
+export function searchGroupScale(
+  c: LlamaConfig,
+  lw: LayerWeights,
+  layer: number,
+  group: { prevOp: AwqPrevOp; linears: LinearName[] },
+  f: BlockFeatures,
+  s: RunState,
+  grid: AwqSearchGrid,
+): AwqScaleSearch {
+  const g = SCALE_GROUPS.find((x) => x.prevOp === group.prevOp)!;
+  const nGrid = grid.nGrid ?? 20;
+  const outWidth = linearShape(c, g.linears[g.linears.length - 1])[0];
+  const width = g.inspect === "linear" ? outWidth : c.dim;
+  const orgOut = inspectOutput(c, lw, layer, g, f, s, new Float32Array(f.N * width));
+  const out = new Float32Array(f.N * width);
+  const inWidth = linearShape(c, g.linears[0])[1];
+  const xMax = actScale(f[g.input], f.N, inWidth);
+  const history = new Float64Array(nGrid);
+  let best = Infinity, bestK = -1, bestScales: Float32Array | undefined;
+  for (let k = 0; k < nGrid; k++) {
+    const ratio = k / nGrid;
+    const sc = ratioScales(xMax, ratio);
+    const trial: LayerWeights = { ...lw };
+    for (const name of g.linears) {
+      const [rows, cols] = linearShape(c, name);
+      trial[name] = scaledFakeQuant(lw[name], rows, cols, sc, {
+        ...grid,
+        groupSize: grid.groupSize ?? cols,
+      });
+    }
+    const loss = mse(orgOut, inspectOutput(c, trial, layer, g, f, s, out));
+    history[k] = loss;
+    if (loss < best) {
+      best = loss;
+      bestK = k;
+      bestScales = sc;
+    }
+  }
+  if (!bestScales) {
+    throw new RangeError(
+      `awqQuantizeModel(): layers.${layer} ${g.linears.join(",")}: no ratio gave a finite loss ` +
+        `(losses ${Array.from(history).join(", ")}); the block produced NaN/Inf`,
+    );
+  }
+  return {
+    layer,
+    prevOp: g.prevOp,
+    linears: [...g.linears],
+    scales: bestScales,
+    ratio: bestK / nGrid,
+    loss: best,
+    history,
+  };
+}
+
+/**
+ * apply_scale for one group: divides the previous op's output (norm weight,
+ * or linear rows) by the scales and multiplies the group's input columns,
+ * in lw (whose arrays must be private copies); divides the recorded input
+ * features by the scales (apply_scale's input_feat_dict).
+ */
+export function applyScale(
+  c: LlamaConfig,
+  lw: LayerWeights,
+  r: Pick<AwqScaleSearch, "prevOp" | "linears" | "scales">,
+  f?: BlockFeatures,
+): void {
+  const sc = r.scales;
+  if (r.prevOp === "attnNorm" || r.prevOp === "ffnNorm") {
+    const norm = lw[r.prevOp];
+    for (let i = 0; i < norm.length; i++) norm[i] /= sc[i];
+  } else {
+    const [rows, cols] = linearShape(c, r.prevOp);
+    divideRows(lw[r.prevOp], rows, cols, sc);
+  }
+  for (const name of r.linears) {
+    const [rows, cols] = linearShape(c, name);
+    scaleColumns(lw[name], rows, cols, sc);
+  }
+  if (f) {
+    const g = SCALE_GROUPS.find((x) => x.prevOp === r.prevOp)!;
+    const x = f[g.input];
+    const width = sc.length;
+    for (let t = 0; t < f.N; t++) {
+      for (let i = 0; i < width; i++) x[t * width + i] /= sc[i];
+    }
+  }
+}
+
+/**
+ * The tokens the clip search uses: rows 0, k, 2k, … of x [N, width] with
+ * k = ⌊N / nSampleTokens⌋ (auto_clip_layer's `input_feat[:, 0::N // n]`),
+ * or every row when N < nSampleTokens. Returns [n, width].
+ */
+export function sampleTokens(
+  x: Float32Array,
+  N: number,
+  width: number,
+  nSampleTokens: number,
+): { x: Float32Array; n: number } {
+  const step = Math.max(1, Math.floor(N / nSampleTokens));
+  const n = Math.ceil(N / step);
+  const out = new Float32Array(n * width);
+  for (let t = 0; t < n; t++) {
+    out.set(x.subarray(t * step * width, (t * step + 1) * width), t * width);
+  }
+  return { x: out, n };
+}
+
+/**
+ * auto_clip_layer: for W [rows, cols] and sampled inputs x [n, cols], the
+ * clipping value of every (row, group) that minimizes the mean over tokens
+ * of the squared error of the group's partial dot product. Returns
+ * maxVal [rows, nGroups].
+ */
+export function searchClip(
+  W: Float32Array,
+  rows: number,
+  cols: number,
+  x: Float32Array,
+  n: number,
+  grid: AwqGrid & { nGrid?: number; maxShrink?: number },
+): Float32Array {
+  const g = groupFor(grid, cols, "searchClip()");
+  const nGrid = grid.nGrid ?? 20, steps = Math.floor((grid.maxShrink ?? 0.5) * nGrid);
+  const sym = grid.sym ?? false;
+  const ng = cols / g;
+  const maxVal = new Float32Array(rows * ng);
+  const xg = new Float32Array(n * g); // [n, g] inputs of one group, contiguous
+  const orgOut = new Float64Array(n);
+  const cur = new Float32Array(g), q = new Float32Array(g);
+  for (let j = 0; j < ng; j++) {
+    for (let t = 0; t < n; t++) xg.set(x.subarray(t * cols + j * g, t * cols + j * g + g), t * g);
+    for (let r = 0; r < rows; r++) {
+      const w = W.subarray(r * cols + j * g, r * cols + j * g + g);
+      let amax = 0;
+      for (let k = 0; k < g; k++) amax = Math.max(amax, Math.abs(w[k]));
+      for (let t = 0; t < n; t++) {
+        let acc = 0;
+        for (let k = 0; k < g; k++) acc += xg[t * g + k] * w[k];
+        orgOut[t] = acc;
+      }
+      let best = Infinity, bestMax = amax;
+      for (let i = 0; i < steps; i++) {
+        const mv = Math.fround(amax * (1 - i / nGrid));
+        for (let k = 0; k < g; k++) cur[k] = Math.min(Math.max(w[k], -mv), mv);
+        quantizeGroup(cur, 0, g, grid.bits, sym, q);
+        let err = 0;
+        for (let t = 0; t < n; t++) {
+          let acc = 0;
+          for (let k = 0; k < g; k++) acc += xg[t * g + k] * q[k];
+          const d = acc - orgOut[t];
+          err += d * d;
+        }
+        err /= n;
+        if (err < best) {
+          best = err;
+          bestMax = mv;
+        }
+      }
+      maxVal[r * ng + j] = bestMax;
+    }
+  }
+  return maxVal;
+}
+
+/** apply_clip: W [rows, cols] clamped to ±maxVal[r, g] per (row, group), in place. */
+export function applyClip(W: Float32Array, rows: number, cols: number, maxVal: Float32Array): void {
+  const ng = maxVal.length / rows, g = cols / ng;
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) {
+      const mv = maxVal[r * ng + Math.floor(c / g)];
+      const i = r * cols + c;
+      W[i] = Math.min(Math.max(W[i], -mv), mv);
+    }
+  }
+}
+
+/** The linears auto_clip_block clips (all but q and k: "due to qk bmm, it is hard to clip precisely"). */
+export const CLIP_LINEARS: readonly LinearName[] = ["wv", "wo", "w1", "w3", "w2"];
+
+/** Input features of each linear. */
+const INPUT_OF: Record<LinearName, ScaleGroup["input"]> = {
+  wq: "attnIn",
+  wk: "attnIn",
+  wv: "attnIn",
+  wo: "woIn",
+  w1: "ffnIn",
+  w3: "ffnIn",
+  w2: "w2In",
+};
+
+/**
+ * The groups auto_scale_block searches for a LlamaDecoderLayer of config
+ * `c`, in its order: wv→wo only when wv and wo have the same shape.
+ * @example scaleGroups(config).map((g) => g.prevOp) // ["attnNorm", "ffnNorm", "w3"] under GQA
+ */
+export function scaleGroups(c: LlamaConfig): { prevOp: AwqPrevOp; linears: LinearName[] }[] {
+  const v = linearShape(c, "wv"), o = linearShape(c, "wo");
+  const vo = v[0] === o[0] && v[1] === o[1];
+  return SCALE_GROUPS.filter((g) => vo || g.prevOp !== "wv").map((g) => ({
+    prevOp: g.prevOp,
+    linears: [...g.linears],
+  }));
+}
+
+/** Throws unless groupSize (when given) divides every linear's input width. */
+function checkAwqGroup(c: LlamaConfig, groupSize: number | undefined): void {
+  if (groupSize === undefined) return;
+  const widths = [...new Set(LINEAR_NAMES.map((n) => linearShape(c, n)[1]))];
+  if (!Number.isInteger(groupSize) || groupSize < 1 || widths.some((w) => w % groupSize !== 0)) {
+    const valid = [];
+    for (let d = 1; d <= Math.min(...widths); d++) {
+      if (widths.every((w) => w % d === 0)) valid.push(d);
+    }
+    throw new RangeError(
+      `awqQuantizeModel(): groupSize must divide the input width of every linear ` +
+        `(${widths.join(", ")}), got ${groupSize}; valid: ${
+          valid.join(", ")
+        }, or undefined for one group per row`,
+    );
+  }
+}
+
+/**
+ * AWQ (run_awq + pseudo_quantize_model_weight) of every linear of `weights`
+ * with calibration windows `windows` (token ids, ≤ max_seq_len each). See
+ * the module doc for the exact procedure. Deterministic.
+ *
+ * @param weights the full-precision model (not modified)
+ * @param windows calibration windows (llm-awq: 128 × 512 tokens of pile-val)
+ * @param opts bits, group size and search settings
+ * @returns scaled and fake-quantized weights, the packed linears, the chosen scales and clips
+ * @example
+ * ```ts
+ * const r = awqQuantizeModel(weights, windows, { bits: 3, groupSize: 4 });
+ * ```
+ */
+export function awqQuantizeModel(
+  weights: LlamaWeights,
+  windows: Int32Array[],
+  opts: AwqOptions,
+): AwqResult {
+  const t0 = performance.now();
+  const c = weights.config;
+  checkBits(opts.bits, "awqQuantizeModel(): bits");
+  checkAwqGroup(c, opts.groupSize);
+  const maxT = checkWindows("awqQuantizeModel()", windows, c);
+  const nGrid = opts.nGrid ?? 20, maxShrink = opts.maxShrink ?? 0.5;
+  const nSampleTokens = opts.nSampleTokens ?? 512;
+  if (!Number.isInteger(nGrid) || nGrid < 1) {
+    throw new RangeError(`awqQuantizeModel(): nGrid must be a positive integer, got ${nGrid}`);
+  }
+  if (!(maxShrink >= 0 && maxShrink < 1)) {
+    throw new RangeError(`awqQuantizeModel(): maxShrink must be in [0, 1), got ${maxShrink}`);
+  }
+  if (!Number.isInteger(nSampleTokens) || nSampleTokens < 1) {
+    throw new RangeError(
+      `awqQuantizeModel(): nSampleTokens must be a positive integer, got ${nSampleTokens}`,
+    );
+  }
+  const grid = (cols: number): AwqGrid => ({
+    bits: opts.bits,
+    groupSize: opts.groupSize ?? cols,
+    sym: opts.sym ?? false,
+  });
+  const stats: AwqStats = {
+    seconds: 0,
+    collectSeconds: 0,
+    scaleSeconds: 0,
+    clipSeconds: 0,
+    quantizeSeconds: 0,
+    windows: windows.length,
+    tokens: 0,
+    clipTokens: 0,
+    skipped: [],
+  };
+  const s = new RunState(c, maxT);
+  const hidden = embedWindows(weights, windows);
+  const linears = new Map<string, QuantizedLinear>();
+  const allScales: AwqScaleSearch[][] = [], allClips: AwqClip[][] = [];
+  const layers: LayerWeights[] = [];
+
+  for (let l = 0; l < c.nLayers; l++) {
+    const orig = weights.layers[l];
+    let t = performance.now();
+    const f = collectBlockFeatures(c, orig, l, hidden, s);
+    stats.collectSeconds += since(t);
+    stats.tokens = f.N;
+
+    // auto_scale_block on the original weights, then apply_scale on a copy.
+    t = performance.now();
+    const lw: LayerWeights = {
+      ...orig,
+      attnNorm: orig.attnNorm.slice(),
+      ffnNorm: orig.ffnNorm.slice(),
+    };
+    for (const name of LINEAR_NAMES) lw[name] = orig[name].slice();
+    const scales: AwqScaleSearch[] = [];
+    if (opts.autoScale ?? true) {
+      const groups = scaleGroups(c);
+      if (!groups.some((g) => g.prevOp === "wv")) {
+        const v = linearShape(c, "wv"), o = linearShape(c, "wo");
+        stats.skipped.push(
+          `layers.${l}: wv→wo not scaled: wv is [${v}], wo is [${o}] (grouped-query attention)`,
+        );
+      }
+      for (const g of groups) {
+        scales.push(searchGroupScale(c, orig, l, g, f, s, { ...opts, nGrid }));
+      }
+      for (const r of scales) applyScale(c, lw, r, f);
+    }
+    stats.scaleSeconds += since(t);
+    opts.onProgress?.(
+      `awq: layers.${l} scales: ` +
+        (scales.map((r) => `${r.linears.join(",")} ratio ${r.ratio}`).join("; ") || "off"),
+    );
+
+    // auto_clip_block + apply_clip.
+    t = performance.now();
+    const clips: AwqClip[] = [];
+    if (opts.autoClip ?? true) {
+      const sampled = new Map<string, { x: Float32Array; n: number }>();
+      for (const name of CLIP_LINEARS) {
+        const [rows, cols] = linearShape(c, name);
+        const key = INPUT_OF[name];
+        if (!sampled.has(key)) sampled.set(key, sampleTokens(f[key], f.N, cols, nSampleTokens));
+        const { x, n } = sampled.get(key)!;
+        stats.clipTokens = n;
+        const maxVal = searchClip(lw[name], rows, cols, x, n, { ...grid(cols), nGrid, maxShrink });
+        let clipped = 0;
+        const ng = maxVal.length / rows, gs = cols / ng;
+        for (let r = 0; r < rows; r++) {
+          for (let j = 0; j < ng; j++) {
+            let amax = 0;
+            for (let k = 0; k < gs; k++) {
+              amax = Math.max(amax, Math.abs(lw[name][r * cols + j * gs + k]));
+            }
+            if (maxVal[r * ng + j] < amax) clipped++;
+          }
+        }
+        clips.push({ layer: l, name, maxVal, clipped });
+      }
+      for (const cl of clips) {
+        const [rows, cols] = linearShape(c, cl.name);
+        applyClip(lw[cl.name], rows, cols, cl.maxVal);
+      }
+    }
+    stats.clipSeconds += since(t);
+
+    // pseudo_quantize_model_weight.
+    t = performance.now();
+    for (const name of LINEAR_NAMES) {
+      const [rows, cols] = linearShape(c, name);
+      const dense = awqQuantizeTensor(lw[name], rows, cols, grid(cols));
+      linears.set(`layers.${l}.${name}`, { dense });
+      lw[name] = dequantizeDense(dense);
+    }
+    stats.quantizeSeconds += since(t);
+    layers.push(lw);
+    allScales.push(scales);
+    allClips.push(clips);
+    opts.onProgress?.(
+      `awq: layers.${l} done (${clips.reduce((a, x) => a + x.clipped, 0)} groups clipped)`,
+    );
+  }
+  stats.seconds = since(t0);
+  return { weights: { ...weights, layers }, linears, scales: allScales, clips: allClips, stats };
+}

@@ -1,0 +1,181 @@
+/**
+ * Speed of AWQ's search on one stories260K block: feature collection, the
+ * scale search of each group (20 ratios, each re-running the inspected
+ * module on every calibration window), the clip search of each linear, and
+ * the final quantization. Calibration windows are seeded random tokens: the
+ * work does not depend on their values.
+ *
+ * Run: `deno run -A quant/bench_awq.ts [--small]` (or through the CLI's
+ * `bench quant`).
+ *
+ * @module
+ */
+import { loadCheckpoint } from "../model/checkpoint.ts";
+import { LINEAR_NAMES, linearShape, type LlamaWeights } from "../model/config.ts";
+import { RunState } from "../model/forward.ts";
+import { mulberry32 } from "../model/random.ts";
+import { sharedData } from "../testing.ts";
+import {
+  applyClip,
+  applyScale,
+  awqQuantizeTensor,
+  CLIP_LINEARS,
+  collectBlockFeatures,
+  sampleTokens,
+  scaleGroups,
+  searchClip,
+  searchGroupScale,
+} from "./awq.ts";
+import { embedWindows, since } from "./sequential.ts";
+
+/** Options of {@linkcode benchAwq}. */
+export interface BenchAwqOptions {
+  /** Smoke run: 4 windows of 128 tokens. @default false */
+  small?: boolean;
+  /** Calibration windows. @default 16 (small: 4) */
+  windows?: number;
+  /** Tokens per window. @default 512 (small: 128) */
+  seqlen?: number;
+  /** Bits per weight. @default 3 */
+  bits?: number;
+  /** Group size; undefined = one group per row. */
+  groupSize?: number;
+  /** Block to time. @default 0 */
+  layer?: number;
+  /** The model; loaded from ../shared/data/stories260K when absent. */
+  weights?: LlamaWeights;
+  /** Seed of the random tokens. @default 0 */
+  seed?: number;
+  /** Where lines go. @default console.log */
+  log?: (line: string) => void;
+}
+
+/** Seconds of one step of the block's AWQ. */
+export interface AwqStepTiming {
+  step: string;
+  seconds: number;
+}
+
+/** Everything {@linkcode benchAwq} measured. */
+export interface BenchAwqResult {
+  windows: number;
+  seqlen: number;
+  bits: number;
+  groupSize: number | null;
+  layer: number;
+  /** Collect, each scale group, each clipped linear, quantize; in order. */
+  steps: AwqStepTiming[];
+  scaleSeconds: number;
+  clipSeconds: number;
+  /** Wall time of the whole block. */
+  blockSeconds: number;
+  /** Calibration tokens per second through the whole block's AWQ. */
+  tokensPerSecond: number;
+  /** blockSeconds × nLayers: the model's AWQ time at this calibration size. */
+  modelSecondsEstimate: number;
+}
+
+/**
+ * Times AWQ's per-block steps on one block of stories260K.
+ *
+ * @param opts sizes, bits, group size, model
+ * @returns per-step seconds and totals (also logged, one line each)
+ * @example
+ * ```ts
+ * const r = await benchAwq({ small: true });
+ * r.blockSeconds;
+ * ```
+ */
+export async function benchAwq(opts: BenchAwqOptions = {}): Promise<BenchAwqResult> {
+  const log = opts.log ?? console.log;
+  const small = opts.small ?? false;
+  const nWin = opts.windows ?? (small ? 4 : 16), seqlen = opts.seqlen ?? (small ? 128 : 512);
+  const bits = opts.bits ?? 3, layer = opts.layer ?? 0;
+  const w = opts.weights ?? await loadCheckpoint(sharedData("stories260K/stories260K.bin"));
+  const c = w.config;
+  if (!(layer >= 0 && layer < c.nLayers)) {
+    throw new RangeError(`benchAwq(): layer must be in 0..${c.nLayers - 1}, got ${layer}`);
+  }
+  const u = mulberry32(opts.seed ?? 0);
+  const windows = Array.from(
+    { length: nWin },
+    () => Int32Array.from({ length: seqlen }, () => Math.floor(u() * c.vocabSize)),
+  );
+  const s = new RunState(c, seqlen);
+  const hidden = embedWindows(w, windows);
+  const steps: AwqStepTiming[] = [];
+  const step = <T>(name: string, fn: () => T): T => {
+    const t = performance.now();
+    const r = fn();
+    steps.push({ step: name, seconds: since(t) });
+    return r;
+  };
+  const t0 = performance.now();
+  const orig = w.layers[layer];
+  const f = step("collect features", () => collectBlockFeatures(c, orig, layer, hidden, s));
+  const lw = { ...orig, attnNorm: orig.attnNorm.slice(), ffnNorm: orig.ffnNorm.slice() };
+  for (const name of LINEAR_NAMES) lw[name] = orig[name].slice();
+  const groups = scaleGroups(c);
+  const found = groups.map((g) =>
+    step(
+      `scale ${g.linears.join(",")}`,
+      () =>
+        searchGroupScale(c, orig, layer, g, f, s, {
+          bits,
+          groupSize: opts.groupSize,
+        }),
+    )
+  );
+  for (const r of found) applyScale(c, lw, r, f);
+  for (const name of CLIP_LINEARS) {
+    const [rows, cols] = linearShape(c, name);
+    const input = name === "wo"
+      ? f.woIn
+      : name === "w2"
+      ? f.w2In
+      : name === "wv"
+      ? f.attnIn
+      : f.ffnIn;
+    step(`clip ${name}`, () => {
+      const { x, n } = sampleTokens(input, f.N, cols, 512);
+      const grid = { bits, groupSize: opts.groupSize ?? cols };
+      applyClip(lw[name], rows, cols, searchClip(lw[name], rows, cols, x, n, grid));
+    });
+  }
+  step("quantize", () => {
+    for (const name of LINEAR_NAMES) {
+      const [rows, cols] = linearShape(c, name);
+      awqQuantizeTensor(lw[name], rows, cols, { bits, groupSize: opts.groupSize ?? cols });
+    }
+  });
+  const blockSeconds = since(t0);
+  const sum = (p: string) =>
+    steps.filter((x) => x.step.startsWith(p)).reduce((a, x) => a + x.seconds, 0);
+  const result: BenchAwqResult = {
+    windows: nWin,
+    seqlen,
+    bits,
+    groupSize: opts.groupSize ?? null,
+    layer,
+    steps,
+    scaleSeconds: sum("scale"),
+    clipSeconds: sum("clip"),
+    blockSeconds,
+    tokensPerSecond: (nWin * seqlen) / blockSeconds,
+    modelSecondsEstimate: blockSeconds * c.nLayers,
+  };
+  log(
+    `AWQ on block ${layer} of a ${c.dim}-dim model, ${nWin} windows × ${seqlen} tokens, ` +
+      `${bits} bits, ${opts.groupSize ? `group ${opts.groupSize}` : "per row"}:`,
+  );
+  for (const x of steps) log(`  ${x.step.padEnd(18)} ${x.seconds.toFixed(3)} s`);
+  log(
+    `  block ${blockSeconds.toFixed(2)} s (${
+      result.tokensPerSecond.toFixed(0)
+    } calibration tokens/s); ` +
+      `whole model ≈ ${result.modelSecondsEstimate.toFixed(1)} s`,
+  );
+  return result;
+}
+
+if (import.meta.main) await benchAwq({ small: Deno.args.includes("--small") });

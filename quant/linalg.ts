@@ -1,0 +1,302 @@
+/**
+ * Dense symmetric-positive-definite linear algebra for GPTQ, in float64.
+ *
+ * GPTQ (IST-DASLab/gptq gptq.py, `fasterquant`) needs the upper Cholesky
+ * factor of the inverse Hessian: `H = cholesky(H); H = cholesky_inverse(H);
+ * Hinv = cholesky(H, upper=True)`, all in fp32 on the GPU. Here every step
+ * runs in float64 (JavaScript's native number, so no slower than fp32 on the
+ * CPU) which keeps the O(n³) eliminations accurate for n = 11008.
+ *
+ * All matrices are dense, square and row-major: `a[i * n + j]` is (i, j).
+ * The plain route ({@linkcode cholesky} → {@linkcode choleskyInverse} →
+ * {@linkcode upperCholesky}) costs n³/6 + n³/3 + n³/6 multiply-adds;
+ * {@linkcode upperCholeskyOfInverse} reaches the same factor in n³/3 (see its
+ * doc) and is the one GPTQ uses.
+ *
+ * @module
+ */
+
+/** A matrix that is not (numerically) symmetric positive definite. */
+export class NotPositiveDefiniteError extends RangeError {
+  override name = "NotPositiveDefiniteError";
+  /**
+   * @param fn the function that failed
+   * @param order order of the leading (or trailing) minor that is not positive definite
+   * @param pivot the non-positive pivot found
+   */
+  constructor(fn: string, readonly order: number, readonly pivot: number) {
+    super(
+      `${fn}: the matrix is not positive definite (the minor of order ${order} has pivot ${pivot}, ` +
+        `expected > 0)`,
+    );
+  }
+}
+
+function checkSquare(fn: string, a: ArrayLike<number>, n: number): void {
+  if (!Number.isInteger(n) || n < 1 || a.length !== n * n) {
+    throw new RangeError(`${fn}: expected an ${n}×${n} matrix (${n * n} values), got ${a.length}`);
+  }
+}
+
+/**
+ * Lower Cholesky factor L of a symmetric positive-definite A: A = L Lᵀ
+ * (torch.linalg.cholesky). Only the lower triangle of A is read.
+ *
+ * @param a matrix [n, n], row-major
+ * @param n order
+ * @returns L [n, n], lower triangular (zeros above the diagonal)
+ * @throws {NotPositiveDefiniteError} when a pivot is not positive
+ * @example
+ * ```ts
+ * cholesky([4, 2, 2, 5], 2); // Float64Array [2, 0, 1, 2]
+ * ```
+ */
+export function cholesky(a: ArrayLike<number>, n: number): Float64Array {
+  checkSquare("cholesky()", a, n);
+  const L = Float64Array.from(a);
+  choleskyInPlace(L, n, "cholesky()");
+  return L;
+}
+
+/** Columns per block of the blocked factorizations. */
+const BLOCK = 64;
+
+/**
+ * Blocked right-looking Cholesky, in place: the lower triangle of A [n, n]
+ * becomes L, the upper triangle is zeroed. Per block of BLOCK columns: factor
+ * the diagonal block, solve the panel below it, then subtract the panel's
+ * outer product from the trailing lower triangle (4-row × 4-column register
+ * tiles over a transposed copy of the panel).
+ */
+function choleskyInPlace(A: Float64Array, n: number, fn: string): void {
+  const PT = new Float64Array(BLOCK * n); // [BLOCK, n]: the panel transposed
+  for (let kb = 0; kb < n; kb += BLOCK) {
+    const be = Math.min(kb + BLOCK, n);
+    // 1. diagonal block and 2. panel: for i ≥ kb, j in [kb, min(i, be)):
+    //    A[i,j] = (A[i,j] − Σ_{kb≤k<j} A[i,k] A[j,k]) / A[j,j]; A[i,i] = sqrt(…)
+    for (let i = kb; i < n; i++) {
+      const ri = i * n;
+      const je = Math.min(i + 1, be);
+      for (let j = kb; j < je; j++) {
+        const rj = j * n;
+        let s = A[ri + j];
+        for (let k = kb; k < j; k++) s -= A[ri + k] * A[rj + k];
+        if (i === j) {
+          if (!(s > 0)) throw new NotPositiveDefiniteError(fn, i + 1, s);
+          A[ri + i] = Math.sqrt(s);
+        } else {
+          A[ri + j] = s / A[rj + j];
+        }
+      }
+    }
+    if (be >= n) break;
+    // 3. trailing update A[i, j] −= Σ_{k in block} L[i,k] L[j,k] for be ≤ j ≤ i.
+    const bw = be - kb;
+    for (let t = 0; t < bw; t++) {
+      const p = t * n, c = kb + t;
+      for (let j = be; j < n; j++) PT[p + j] = A[j * n + c];
+    }
+    for (let i = be; i < n; i += 4) {
+      const rowsHere = Math.min(4, n - i);
+      // rows i..i+3 need columns be..i+3 (entries above the diagonal are scratch)
+      subtractPanel(A, i * n, n, rowsHere, A, i * n + kb, n, bw, PT, 0, n, be, Math.min(i + 4, n));
+    }
+  }
+  for (let i = 0; i < n; i++) A.fill(0, i * n + i + 1, (i + 1) * n);
+}
+
+/**
+ * A register-tiled panel product on up to four rows:
+ * C[r, j] −= Σ_{t<K} A[r, t] · B[t, j] for r < rows (≤ 4) and j0 ≤ j < j1,
+ * with C[r, j] = C[cOff + r·ldc + j], A[r, t] = A[aOff + r·lda + t],
+ * B[t, j] = B[bOff + t·ldb + j]. Four rows × four t per pass over j, so each
+ * B value loaded serves four rows. The building block of the blocked
+ * factorizations here and of GPTQ's H accumulation.
+ */
+export function subtractPanel(
+  C: Float64Array,
+  cOff: number,
+  ldc: number,
+  rows: number,
+  A: Float64Array,
+  aOff: number,
+  lda: number,
+  K: number,
+  B: Float64Array,
+  bOff: number,
+  ldb: number,
+  j0: number,
+  j1: number,
+): void {
+  if (rows < 4) {
+    for (let r = 0; r < rows; r++) {
+      const c = cOff + r * ldc, ar = aOff + r * lda;
+      for (let t = 0; t < K; t++) {
+        const a = A[ar + t];
+        if (a === 0) continue;
+        const b = bOff + t * ldb;
+        for (let j = j0; j < j1; j++) C[c + j] -= a * B[b + j];
+      }
+    }
+    return;
+  }
+  const c0 = cOff, c1 = c0 + ldc, c2 = c1 + ldc, c3 = c2 + ldc;
+  const r0 = aOff, r1 = r0 + lda, r2 = r1 + lda, r3 = r2 + lda;
+  let t = 0;
+  for (; t + 3 < K; t += 4) {
+    const a00 = A[r0 + t], a01 = A[r0 + t + 1], a02 = A[r0 + t + 2], a03 = A[r0 + t + 3];
+    const a10 = A[r1 + t], a11 = A[r1 + t + 1], a12 = A[r1 + t + 2], a13 = A[r1 + t + 3];
+    const a20 = A[r2 + t], a21 = A[r2 + t + 1], a22 = A[r2 + t + 2], a23 = A[r2 + t + 3];
+    const a30 = A[r3 + t], a31 = A[r3 + t + 1], a32 = A[r3 + t + 2], a33 = A[r3 + t + 3];
+    const b0 = bOff + t * ldb, b1 = b0 + ldb, b2 = b1 + ldb, b3 = b2 + ldb;
+    for (let j = j0; j < j1; j++) {
+      const x0 = B[b0 + j], x1 = B[b1 + j], x2 = B[b2 + j], x3 = B[b3 + j];
+      C[c0 + j] -= a00 * x0 + a01 * x1 + a02 * x2 + a03 * x3;
+      C[c1 + j] -= a10 * x0 + a11 * x1 + a12 * x2 + a13 * x3;
+      C[c2 + j] -= a20 * x0 + a21 * x1 + a22 * x2 + a23 * x3;
+      C[c3 + j] -= a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3;
+    }
+  }
+  for (; t < K; t++) {
+    const a0 = A[r0 + t], a1 = A[r1 + t], a2 = A[r2 + t], a3 = A[r3 + t];
+    const b = bOff + t * ldb;
+    for (let j = j0; j < j1; j++) {
+      const x = B[b + j];
+      C[c0 + j] -= a0 * x;
+      C[c1 + j] -= a1 * x;
+      C[c2 + j] -= a2 * x;
+      C[c3 + j] -= a3 * x;
+    }
+  }
+}
+
+/**
+ * Inverse X = L⁻¹ of a lower-triangular L [n, n] with a non-zero diagonal,
+ * blocked by rows: X[i, :] = (e_i − Σ_{k<i} L[i,k] X[k, :]) / L[i,i], the
+ * sum over earlier blocks done as one panel product per block of rows.
+ *
+ * @param L lower triangular [n, n] (entries above the diagonal are ignored)
+ * @param n order
+ * @returns L⁻¹ [n, n], lower triangular
+ */
+export function lowerTriangularInverse(L: Float64Array, n: number): Float64Array {
+  checkSquare("lowerTriangularInverse()", L, n);
+  const X = new Float64Array(n * n);
+  for (let ib = 0; ib < n; ib += BLOCK) {
+    const ie = Math.min(ib + BLOCK, n);
+    // X[i, 0:ib] = −Σ_{k<ib} L[i,k] X[k, 0:ib]   (X[k, j] = 0 for j > k)
+    if (ib > 0) {
+      for (let i = ib; i < ie; i += 4) {
+        const rowsHere = Math.min(4, ie - i);
+        for (let k = 0; k < ib; k += BLOCK) {
+          const kw = Math.min(BLOCK, ib - k);
+          // rows k..k+kw of X are zero beyond column k+kw−1
+          subtractPanel(X, i * n, n, rowsHere, L, i * n + k, n, kw, X, k * n, n, 0, k + kw);
+        }
+      }
+    }
+    // within the block: X[i, :] −= L[i,k] X[k, :] for ib ≤ k < i, then X[i,i] += 1, divide by L[i,i]
+    for (let i = ib; i < ie; i++) {
+      const ri = i * n;
+      for (let k = ib; k < i; k++) {
+        const l = L[ri + k];
+        if (l === 0) continue;
+        const rk = k * n;
+        for (let j = 0; j <= k; j++) X[ri + j] -= l * X[rk + j];
+      }
+      X[ri + i] += 1;
+      const d = L[ri + i];
+      for (let j = 0; j <= i; j++) X[ri + j] /= d;
+    }
+  }
+  return X;
+}
+
+/**
+ * Upper Cholesky factor U of a symmetric positive-definite A: A = Uᵀ U
+ * (torch.linalg.cholesky(A, upper=True)); U = Lᵀ.
+ *
+ * @param a matrix [n, n], row-major
+ * @param n order
+ * @returns U [n, n], upper triangular
+ * @throws {NotPositiveDefiniteError} when a pivot is not positive
+ */
+export function upperCholesky(a: ArrayLike<number>, n: number): Float64Array {
+  const L = cholesky(a, n);
+  const U = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) U[j * n + i] = L[i * n + j];
+  return U;
+}
+
+/**
+ * A⁻¹ from the lower Cholesky factor L of A (torch.cholesky_inverse):
+ * A⁻¹ = L⁻ᵀ L⁻¹. The result is exactly symmetric.
+ *
+ * @param L lower factor [n, n] from {@linkcode cholesky}
+ * @param n order
+ * @returns A⁻¹ [n, n]
+ */
+export function choleskyInverse(L: ArrayLike<number>, n: number): Float64Array {
+  checkSquare("choleskyInverse()", L, n);
+  // Linv = L⁻¹ (lower), row by row of Linvᵀ: solve L x = e_c for each column c.
+  const Li = new Float64Array(n * n); // Li[c * n + r] = (L⁻¹)[r, c]: columns of L⁻¹ as rows
+  for (let c = 0; c < n; c++) {
+    const x = c * n;
+    for (let r = c; r < n; r++) {
+      let s = r === c ? 1 : 0;
+      const lr = r * n;
+      for (let k = c; k < r; k++) s -= L[lr + k] * Li[x + k];
+      Li[x + r] = s / L[lr + r];
+    }
+  }
+  // (A⁻¹)[i, j] = Σ_r (L⁻¹)[r, i] (L⁻¹)[r, j] = Σ_{r ≥ max(i,j)} Li[i, r] Li[j, r]
+  const out = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j <= i; j++) {
+      let s = 0;
+      for (let r = i; r < n; r++) s += Li[i * n + r] * Li[j * n + r];
+      out[i * n + j] = s;
+      out[j * n + i] = s;
+    }
+  }
+  return out;
+}
+
+/**
+ * Inverse of a symmetric positive-definite matrix through its Cholesky factor.
+ *
+ * @param a matrix [n, n]
+ * @param n order
+ * @returns A⁻¹ [n, n]
+ * @throws {NotPositiveDefiniteError} when A is not positive definite
+ */
+export function spdInverse(a: ArrayLike<number>, n: number): Float64Array {
+  return choleskyInverse(cholesky(a, n), n);
+}
+
+/**
+ * The upper Cholesky factor U of A⁻¹ (A⁻¹ = Uᵀ U, U upper triangular with a
+ * positive diagonal): GPTQ's `Hinv`, without forming A⁻¹.
+ *
+ * Route: let J be the order-reversing permutation. With L the Cholesky
+ * factor of J A J (lower), A = M Mᵀ for the upper-triangular M = J L J, so
+ * A⁻¹ = M⁻ᵀ M⁻¹ and U = M⁻¹ = J L⁻¹ J: upper triangular with a positive
+ * diagonal, hence *the* upper Cholesky factor of A⁻¹. J X J of a row-major
+ * matrix is its flat array reversed. Cost n³/6 (Cholesky) + n³/6 (triangular
+ * inverse) multiply-adds, versus n³/6 + n³/3 + n³/6 for GPTQ's
+ * cholesky → cholesky_inverse → cholesky(upper); tests check both agree.
+ *
+ * The matrix `a` is overwritten with scratch data (pass a copy to keep it).
+ *
+ * @param a symmetric positive-definite matrix [n, n], row-major (only its upper triangle is read)
+ * @param n order
+ * @returns U [n, n], upper triangular
+ * @throws {NotPositiveDefiniteError} when A is not positive definite (the order
+ *   reported counts from the last row, as the factorization runs backwards)
+ */
+export function upperCholeskyOfInverse(a: Float64Array, n: number): Float64Array {
+  checkSquare("upperCholeskyOfInverse()", a, n);
+  a.reverse(); // J A J: its lower triangle is A's upper triangle
+  choleskyInPlace(a, n, "upperCholeskyOfInverse()");
+  return lowerTriangularInverse(a, n).reverse();
+}

@@ -1,0 +1,280 @@
+/**
+ * The layer-by-layer calibration loop of GPTQ (IST-DASLab/gptq llama.py,
+ * `llama_sequential`), and the pieces of it AWQ's per-block search shares
+ * (embedding the windows, running a block up to a given linear).
+ *
+ * `llama_sequential`: the embeddings of every calibration window are
+ * computed once (`inps`, [nsamples, seqlen, dim], all kept in memory); then
+ * for each block i —
+ *   for each group of `sequential` (true-sequential:
+ *   [wk, wv, wq], [wo], [w3, w1], [w2]; otherwise all seven linears at
+ *   once): run block i on every window with hooks feeding the inputs of the
+ *   group's linears to one {@linkcode Gptq} each (`add_batch`), then solve
+ *   each (`fasterquant`) and put its quantized weights into the block, so
+ *   that the next group's inputs come from the already-quantized linears;
+ *   then run the fully quantized block on every window (`outs = layer(inps)`)
+ *   to produce block i+1's inputs.
+ *
+ * A group's collection pass stops after the last linear it needs (the
+ * official code runs the whole block and discards the outputs; the inputs
+ * recorded are the same).
+ *
+ * @module
+ */
+import type { LayerWeights, LinearName, LlamaConfig, LlamaWeights } from "../model/config.ts";
+import { LINEAR_NAMES, linearShape } from "../model/config.ts";
+import type { ForwardHooks } from "../model/forward.ts";
+import { attention, embed, feedForward, rmsnorm, RunState } from "../model/forward.ts";
+import { checkBits, dequantize, type QuantizedLinear } from "./format.ts";
+import { Gptq } from "./gptq.ts";
+
+/** Options of {@linkcode gptqQuantizeModel}; defaults are GPTQ's llama.py. */
+export interface GptqModelOptions {
+  /** Bits per weight (wbits), 2..8. */
+  bits: number;
+  /** Columns per group (groupsize). @default one group per row (−1) */
+  groupSize?: number;
+  /** Symmetric grid. @default false */
+  sym?: boolean;
+  /** Quantize columns in order of descending diag(H) (act_order). @default false */
+  actOrder?: boolean;
+  /** Group parameters from the unpermuted weights (static_groups). @default false */
+  staticGroups?: boolean;
+  /**
+   * Quantize the linears of a block in four steps ([wk, wv, wq], [wo],
+   * [w3, w1], [w2]), each seeing the quantized outputs of the previous ones
+   * (--true-sequential; the README's recommended LLaMA setting).
+   * @default true
+   */
+  trueSequential?: boolean;
+  /** Dampening: fraction of mean(diag(H)) added to the diagonal. @default 0.01 */
+  percdamp?: number;
+  /** Columns per lazy-batch block of fasterquant. @default 128 */
+  blocksize?: number;
+  /** Called with a one-line message after each linear and each block. */
+  onProgress?: (message: string) => void;
+}
+
+/** One solved linear. */
+export interface GptqLinearStats {
+  /** "layers.{l}.{name}". */
+  key: string;
+  /** fasterquant's error: Σ Losses, the GPTQ objective estimate. */
+  error: number;
+  seconds: number;
+}
+
+/** Timings and facts of a GPTQ run. */
+export interface GptqModelStats {
+  seconds: number;
+  windows: number;
+  /** Calibration tokens (Σ window lengths). */
+  tokens: number;
+  /** Every linear in the order it was solved. */
+  linears: GptqLinearStats[];
+}
+
+/** The result of {@linkcode gptqQuantizeModel}. */
+export interface GptqModelResult {
+  /** The fake-quantized copy: every linear = dequantize(linears.get(key)); the rest shared. */
+  weights: LlamaWeights;
+  /** Keys "layers.{l}.{name}". */
+  linears: Map<string, QuantizedLinear>;
+  stats: GptqModelStats;
+}
+
+/** `sequential` of llama.py with --true-sequential (in its order). */
+export const TRUE_SEQUENTIAL_GROUPS: readonly (readonly LinearName[])[] = [
+  ["wk", "wv", "wq"],
+  ["wo"],
+  ["w3", "w1"],
+  ["w2"],
+];
+
+/**
+ * Throws a RangeError naming `fn` unless `windows` is a non-empty list of
+ * non-empty token windows no longer than the model's max_seq_len.
+ * Returns the longest window length.
+ */
+export function checkWindows(fn: string, windows: Int32Array[], config: LlamaConfig): number {
+  if (windows.length === 0) {
+    throw new RangeError(`${fn}: expected at least one calibration window, got none`);
+  }
+  let maxT = 0;
+  windows.forEach((w, j) => {
+    if (w.length === 0 || w.length > config.maxSeqLen) {
+      throw new RangeError(
+        `${fn}: calibration window ${j} has ${w.length} tokens, expected 1..${config.maxSeqLen} ` +
+          `(the model's max_seq_len)`,
+      );
+    }
+    maxT = Math.max(maxT, w.length);
+  });
+  return maxT;
+}
+
+/** Token embeddings of every window: one [T_j, dim] array per window (GPTQ's `inps`). */
+export function embedWindows(weights: LlamaWeights, windows: Int32Array[]): Float32Array[] {
+  const { dim } = weights.config;
+  return windows.map((tokens) => {
+    const x = new Float32Array(tokens.length * dim); // [T_j, dim]
+    embed(weights, tokens, x);
+    return x;
+  });
+}
+
+/**
+ * How far {@linkcode runBlock} goes, in the order the block's linears read
+ * their inputs: "qkv" stops after the attention RMSNorm (inputs of wq, wk,
+ * wv reported), "wo" after the attention (wo's input reported), "ffn" after
+ * the FFN RMSNorm (inputs of w1, w3 reported), "block" runs the whole block.
+ */
+export type BlockStage = "qkv" | "wo" | "ffn" | "block";
+
+/** The stage after which the input of `name` has been reported. */
+export function stageOf(name: LinearName): BlockStage {
+  return name === "wo"
+    ? "wo"
+    : name === "w1" || name === "w3"
+    ? "ffn"
+    : name === "w2"
+    ? "block"
+    : "qkv";
+}
+
+/**
+ * Runs block `layer` (weights lw) on the residual stream x [T, dim] in
+ * place, reporting each linear's input to `hooks` as model/forward.ts's
+ * `block` does, and stops after `until`. A partial run leaves x partly
+ * updated: callers that stop early pass a scratch copy. With "block" the
+ * result equals forward.ts's `block`.
+ */
+export function runBlock(
+  c: LlamaConfig,
+  lw: LayerWeights,
+  layer: number,
+  x: Float32Array,
+  T: number,
+  s: RunState,
+  hooks: ForwardHooks,
+  until: BlockStage = "block",
+): void {
+  const n = T * c.dim;
+  const xn = s.xn.subarray(0, n), out = s.out.subarray(0, n);
+  rmsnorm(xn, x, lw.attnNorm, T, c.dim, c.normEps);
+  if (until === "qkv") {
+    // attention() would report these before its first matmul; stop here.
+    hooks.onLinearInput?.(layer, "wq", xn, T);
+    hooks.onLinearInput?.(layer, "wk", xn, T);
+    hooks.onLinearInput?.(layer, "wv", xn, T);
+    return;
+  }
+  attention(c, lw, layer, xn, T, s, out, hooks);
+  if (until === "wo") return;
+  for (let i = 0; i < n; i++) x[i] += out[i];
+  rmsnorm(xn, x, lw.ffnNorm, T, c.dim, c.normEps);
+  if (until === "ffn") {
+    hooks.onLinearInput?.(layer, "w1", xn, T);
+    hooks.onLinearInput?.(layer, "w3", xn, T);
+    return;
+  }
+  feedForward(c, lw, layer, xn, T, s, out, hooks);
+  for (let i = 0; i < n; i++) x[i] += out[i];
+}
+
+/** Seconds since `t0` (a performance.now() reading). */
+export function since(t0: number): number {
+  return (performance.now() - t0) / 1000;
+}
+
+/**
+ * GPTQ (llama_sequential) of every linear of `weights` on calibration
+ * windows `windows` (token ids, ≤ max_seq_len each). Deterministic.
+ *
+ * @param weights the full-precision model (not modified)
+ * @param windows calibration windows (GPTQ: 128 × 2048 tokens of C4)
+ * @param opts bits, group size, act-order, true-sequential, dampening
+ * @returns the fake-quantized weights, the packed linears and per-linear errors
+ * @example
+ * ```ts
+ * const r = gptqQuantizeModel(weights, windows, { bits: 3 });
+ * r.linears.get("layers.0.wq"); // { dense: UniformTensor }
+ * ```
+ */
+export function gptqQuantizeModel(
+  weights: LlamaWeights,
+  windows: Int32Array[],
+  opts: GptqModelOptions,
+): GptqModelResult {
+  const t0 = performance.now();
+  const c = weights.config;
+  checkBits(opts.bits, "gptqQuantizeModel(): bits");
+  const maxT = checkWindows("gptqQuantizeModel()", windows, c);
+  const sequential = (opts.trueSequential ?? true) ? TRUE_SEQUENTIAL_GROUPS : [LINEAR_NAMES];
+  const s = new RunState(c, maxT);
+  const inps = embedWindows(weights, windows);
+  const scratch = new Float32Array(maxT * c.dim);
+  const linears = new Map<string, QuantizedLinear>();
+  const stats: GptqModelStats = {
+    seconds: 0,
+    windows: windows.length,
+    tokens: windows.reduce((a, w) => a + w.length, 0),
+    linears: [],
+  };
+  const layers: LayerWeights[] = [];
+
+  for (let l = 0; l < c.nLayers; l++) {
+    const lw: LayerWeights = { ...weights.layers[l] }; // arrays replaced, never written
+    for (const names of sequential) {
+      const gptq = new Map<LinearName, Gptq>();
+      for (const name of names) {
+        const [rows, cols] = linearShape(c, name);
+        gptq.set(name, new Gptq(rows, cols));
+      }
+      const until = names.map(stageOf).reduce((
+        a,
+        b,
+      ) => (STAGES.indexOf(b) > STAGES.indexOf(a) ? b : a));
+      const hooks: ForwardHooks = {
+        onLinearInput(_layer, name, x, T) {
+          gptq.get(name)?.addBatch(x.subarray(0, T * linearShape(c, name)[1]), T);
+        },
+      };
+      inps.forEach((x, j) => {
+        const T = windows[j].length;
+        const xs = scratch.subarray(0, T * c.dim);
+        xs.set(x);
+        runBlock(c, lw, l, xs, T, s, hooks, until);
+      });
+      for (const name of names) {
+        const t = performance.now();
+        const g = gptq.get(name)!;
+        const key = `layers.${l}.${name}`;
+        const r = g.fasterquant(weights.layers[l][name], {
+          name: key,
+          bits: opts.bits,
+          groupSize: opts.groupSize,
+          sym: opts.sym ?? false,
+          actOrder: opts.actOrder ?? false,
+          staticGroups: opts.staticGroups ?? false,
+          blocksize: opts.blocksize ?? 128,
+          percdamp: opts.percdamp ?? 0.01,
+        });
+        g.free();
+        const q: QuantizedLinear = { dense: r.q };
+        linears.set(key, q);
+        lw[name] = dequantize(q);
+        stats.linears.push({ key, error: r.error, seconds: since(t) });
+        opts.onProgress?.(`gptq: ${key} error ${r.error.toPrecision(4)}`);
+      }
+    }
+    // outs = layer(inps) with the quantized block; inps, outs = outs, inps.
+    inps.forEach((x, j) => runBlock(c, lw, l, x, windows[j].length, s, {}));
+    layers.push(lw);
+    opts.onProgress?.(`gptq: layers.${l} done (${since(t0).toFixed(1)} s)`);
+  }
+  stats.seconds = since(t0);
+  return { weights: { ...weights, layers }, linears, stats };
+}
+
+const STAGES: readonly BlockStage[] = ["qkv", "wo", "ffn", "block"];
