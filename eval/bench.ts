@@ -26,32 +26,72 @@ async function benchForward(values: Values) {
   const state = new RunState(model.weights.config, seqlen);
   forward(model.weights, set.tokens.subarray(0, seqlen), { state }); // warm-up
   const t0 = performance.now();
-  for (let i = 0; i < windows; i++) forward(model.weights, set.tokens.subarray(i * seqlen, (i + 1) * seqlen), { state });
+  for (let i = 0; i < windows; i++) {
+    forward(model.weights, set.tokens.subarray(i * seqlen, (i + 1) * seqlen), { state });
+  }
   const single = (windows * seqlen) / ((performance.now() - t0) / 1000);
   const workers = int(values, "workers", navigator.hardwareConcurrency, 1)!;
   const r = await perplexity(model.weights, set.tokens, { seqlen, limit: windows * 2, workers });
   const parallel = r.tokens / r.seconds;
   console.log(`prefill forward, ${model.name}, ${seqlen}-token windows of TinyStories text`);
   console.log(`  1 thread:            ${single.toFixed(0)} tokens/s (${windows} windows)`);
-  console.log(`  ${workers} worker threads:    ${parallel.toFixed(0)} tokens/s (${r.windows} windows, incl. start-up)`);
-  return { model: model.name, seqlen, windows, tokensPerSecond1Thread: single, workers, tokensPerSecondWorkers: parallel };
+  console.log(
+    `  ${workers} worker threads:    ${
+      parallel.toFixed(0)
+    } tokens/s (${r.windows} windows, incl. start-up)`,
+  );
+  return {
+    model: model.name,
+    seqlen,
+    windows,
+    tokensPerSecond1Thread: single,
+    workers,
+    tokensPerSecondWorkers: parallel,
+  };
 }
 
 async function benchPpl(values: Values) {
   const model = await loadModelFromOptions(values);
   const seqlen = model.weights.config.maxSeqLen;
   const t0 = performance.now();
-  const set = await loadEvalSet("wikitext2", { dataDir: model.dataDir, tokenizer: model.tokenizer, seqlen, offline: model.offline });
+  const set = await loadEvalSet("wikitext2", {
+    dataDir: model.dataDir,
+    tokenizer: model.tokenizer,
+    seqlen,
+    offline: model.offline,
+  });
   const loadSeconds = (performance.now() - t0) / 1000;
   const workers = int(values, "workers", navigator.hardwareConcurrency, 0)!;
   const total = Math.floor(set.tokens.length / seqlen);
   const bar = new Progress("wikitext2", total, "windows", seqlen, "tok");
-  const r = await perplexity(model.weights, set.tokens, { seqlen, workers, onProgress: (d) => bar.update(d) });
+  const r = await perplexity(model.weights, set.tokens, {
+    seqlen,
+    workers,
+    onProgress: (d) => bar.update(d),
+  });
   const wall = (performance.now() - t0) / 1000;
-  console.log(`WikiText-2 perplexity of ${model.name}: ${r.ppl.toFixed(4)} (${r.windows} windows of ${seqlen})`);
-  console.log(`  load + tokenize ${loadSeconds.toFixed(2)} s, evaluate ${r.seconds.toFixed(2)} s, wall ${wall.toFixed(2)} s`);
+  console.log(
+    `WikiText-2 perplexity of ${model.name}: ${
+      r.ppl.toFixed(4)
+    } (${r.windows} windows of ${seqlen})`,
+  );
+  console.log(
+    `  load + tokenize ${loadSeconds.toFixed(2)} s, evaluate ${r.seconds.toFixed(2)} s, wall ${
+      wall.toFixed(2)
+    } s`,
+  );
   console.log(`  ${(r.tokens / r.seconds).toFixed(0)} tokens/s with ${workers} workers`);
-  return { model: model.name, ppl: r.ppl, windows: r.windows, seqlen, loadSeconds, evalSeconds: r.seconds, wallSeconds: wall, tokensPerSecond: r.tokens / r.seconds, workers };
+  return {
+    model: model.name,
+    ppl: r.ppl,
+    windows: r.windows,
+    seqlen,
+    loadSeconds,
+    evalSeconds: r.seconds,
+    wallSeconds: wall,
+    tokensPerSecond: r.tokens / r.seconds,
+    workers,
+  };
 }
 
 async function benchQuantAll(values: Values) {
@@ -66,7 +106,10 @@ async function benchSqueezellmAll(values: Values) {
   const { benchSqueezellm } = await import("../quant/bench_squeezellm.ts");
   const { benchFisher } = await import("../quant/fisher.ts");
   const kmeans = await benchSqueezellm({ small: values.small === true });
-  const fisher = await benchFisher({ small: values.small === true, dataDir: str(values, "data-dir") });
+  const fisher = await benchFisher({
+    small: values.small === true,
+    dataDir: str(values, "data-dir"),
+  });
   return { kmeans, fisher };
 }
 
@@ -90,9 +133,19 @@ async function benchKernelsCmd(values: Values) {
       for (const row of r.rows) {
         const [rows, cols] = String(row.shape).split("x").map(Number);
         await store.addKernel({
-          runId: run.runId, adapter: r.adapter, format: row.format, bits: row.bits ?? null, rows, cols,
-          batch: row.batch, medianUs: row.medianUs, minUs: row.minUs, gbps: row.GBps,
-          fractionOfCopy: row.fractionOfCopy, speedupVsF16: row.speedupVsF16 ?? null, avgBits: row.avgBits,
+          runId: run.runId,
+          adapter: r.adapter,
+          format: row.format,
+          bits: row.bits ?? null,
+          rows,
+          cols,
+          batch: row.batch,
+          medianUs: row.medianUs,
+          minUs: row.minUs,
+          gbps: row.GBps,
+          fractionOfCopy: row.fractionOfCopy,
+          speedupVsF16: row.speedupVsF16 ?? null,
+          avgBits: row.avgBits,
         });
       }
     } finally {

@@ -18,10 +18,24 @@ async function cli(...args: string[]): Promise<{ code: number; out: string; err:
 const lastJson = (out: string) => JSON.parse(out.trim().split("\n").at(-1)!);
 
 Deno.test("generate --json prints the documented story as the last stdout line's JSON", async () => {
-  const r = await cli("generate", "--model", "stories260K", "--data-dir", SHARED_DATA, "--steps", "40", "--temperature", "0", "--json");
+  const r = await cli(
+    "generate",
+    "--model",
+    "stories260K",
+    "--data-dir",
+    SHARED_DATA,
+    "--steps",
+    "40",
+    "--temperature",
+    "0",
+    "--json",
+  );
   assert.equal(r.code, 0, r.err);
   const j = lastJson(r.out);
-  assert.match(j.text, /^Once upon a time, there was a little girl named Lily\. She loved to play outside in the park\./);
+  assert.match(
+    j.text,
+    /^Once upon a time, there was a little girl named Lily\. She loved to play outside in the park\./,
+  );
   assert.equal(j.tokens[0], 1);
 });
 
@@ -36,13 +50,28 @@ Deno.test("every subcommand answers --help", async () => {
 Deno.test("bad input gets one clear error line and exit code 2, never a stack trace", async () => {
   const cases: [string[], RegExp][] = [
     [["frobnicate"], /unknown command "frobnicate"/],
-    [["ppl", "--data-dir", SHARED_DATA, "--method", "rtn", "--bits", "9"], /--bits must be an integer in 2\.\.8, got "9"/],
-    [["ppl", "--data-dir", SHARED_DATA, "--method", "nope", "--bits", "3"], /--method must be one of rtn, gptq, awq, squeezellm; got "nope"/],
+    [
+      ["ppl", "--data-dir", SHARED_DATA, "--method", "rtn", "--bits", "9"],
+      /--bits must be an integer in 2\.\.8, got "9"/,
+    ],
+    [
+      ["ppl", "--data-dir", SHARED_DATA, "--method", "nope", "--bits", "3"],
+      /--method must be one of rtn, gptq, awq, squeezellm; got "nope"/,
+    ],
     [["ppl", "--data-dir", SHARED_DATA, "--bits", "3"], /--bits needs --method/],
-    [["ppl", "--data-dir", SHARED_DATA, "--method", "rtn", "--bits", "3", "--group", "5"], /--group 5 does not divide every layer's input width \(64, 172\)/],
+    [
+      ["ppl", "--data-dir", SHARED_DATA, "--method", "rtn", "--bits", "3", "--group", "5"],
+      /--group 5 does not divide every layer's input width \(64, 172\)/,
+    ],
     [["ppl", "--data-dir", SHARED_DATA, "--dataset", "imdb"], /--dataset must be one of/],
-    [["ppl", "--data-dir", SHARED_DATA, "--seqlen", "4096", "--limit", "1"], /--seqlen 4096 exceeds the model's max_seq_len 512/],
-    [["generate", "--model", "/nonexistent/x.bin"], /--model "\/nonexistent\/x\.bin" is neither a known model/],
+    [
+      ["ppl", "--data-dir", SHARED_DATA, "--seqlen", "4096", "--limit", "1"],
+      /--seqlen 4096 exceeds the model's max_seq_len 512/,
+    ],
+    [
+      ["generate", "--model", "/nonexistent/x.bin"],
+      /--model "\/nonexistent\/x\.bin" is neither a known model/,
+    ],
     [["generate", "--frob"], /Unknown option '--frob'/],
     [["generate", "--data-dir", "/nonexistent-dir", "--offline"], /stories260K\/stories260K\.bin/],
   ];

@@ -7,7 +7,7 @@
  */
 import type { Command } from "./options.ts";
 import { choice, CliError, int, list, MODEL_HELP, MODEL_OPTIONS, num, str } from "./options.ts";
-import { loadModelFromOptions, type LoadedModel } from "./load.ts";
+import { type LoadedModel, loadModelFromOptions } from "./load.ts";
 import { generate } from "./generate.ts";
 import { perplexity } from "./perplexity.ts";
 import { Progress } from "./progress.ts";
@@ -16,18 +16,18 @@ import {
   CALIB_SOURCES,
   type CalibSource,
   defaultSpec,
+  loadQuantized,
   METHODS,
   type QuantizedModel,
-  loadQuantized,
   quantizeModel,
-  saveQuantized,
   type QuantSpec,
+  saveQuantized,
   variantName,
 } from "../quant/methods.ts";
 import { runSweep, SWEEPS } from "./sweep.ts";
-import { runBench, BENCHES } from "./bench.ts";
+import { BENCHES, runBench } from "./bench.ts";
 import { ResultsStore } from "../reports/store.ts";
-import { renderReport, markdownTable, pplTable } from "../reports/report.ts";
+import { markdownTable, pplTable, renderReport } from "../reports/report.ts";
 
 const QUANT_OPTIONS = {
   method: { type: "string" },
@@ -70,7 +70,9 @@ export function specFromOptions(values: Record<string, unknown>): QuantSpec | nu
   const method = str(values, "method");
   if (method === undefined || method === "fp32") {
     for (const k of ["bits", "group", "sensitive", "outliers", "outlier-range"]) {
-      if (values[k] !== undefined) throw new CliError(`--${k} needs --method (${METHODS.join(", ")})`);
+      if (values[k] !== undefined) {
+        throw new CliError(`--${k} needs --method (${METHODS.join(", ")})`);
+      }
     }
     return null;
   }
@@ -114,7 +116,11 @@ async function quantizedFromOptions(
     if (values.method) throw new CliError(`give --quantized FILE or --method, not both`);
     const q = await loadQuantized(file);
     if (q.base.sha256 !== model.checkpointSha256) {
-      console.error(`warning: ${file} was quantized from ${q.base.path} (sha256 ${q.base.sha256.slice(0, 12)}…), not ${model.checkpointPath}`);
+      console.error(
+        `warning: ${file} was quantized from ${q.base.path} (sha256 ${
+          q.base.sha256.slice(0, 12)
+        }…), not ${model.checkpointPath}`,
+      );
     }
     return q;
   }
@@ -167,7 +173,11 @@ ${MODEL_HELP}`,
     });
     const seconds = (performance.now() - t0) / 1000;
     if (!values.json) console.log();
-    console.error(`${out.tokens.length - 1} tokens in ${seconds.toFixed(2)} s (${((out.tokens.length - 1) / seconds).toFixed(1)} tok/s)`);
+    console.error(
+      `${out.tokens.length - 1} tokens in ${seconds.toFixed(2)} s (${
+        ((out.tokens.length - 1) / seconds).toFixed(1)
+      } tok/s)`,
+    );
     if (values.json) console.log(out.text);
     return { model: model.name, text: out.text, tokens: out.tokens, steps, temperature, seconds };
   },
@@ -215,14 +225,22 @@ ${MODEL_HELP}`,
       onProgress: (d) => bar.update(d),
     });
     const variant = q ? variantName(q.spec) : "fp32";
-    const limited = r.windows < r.windowsAvailable ? ` (--limit: ${r.windows} of ${r.windowsAvailable} windows)` : "";
-    console.log(`${model.name} ${variant} ${dataset}: ppl ${r.ppl.toFixed(4)} over ${r.windows} windows of ${seqlen}${limited}`);
+    const limited = r.windows < r.windowsAvailable
+      ? ` (--limit: ${r.windows} of ${r.windowsAvailable} windows)`
+      : "";
+    console.log(
+      `${model.name} ${variant} ${dataset}: ppl ${
+        r.ppl.toFixed(4)
+      } over ${r.windows} windows of ${seqlen}${limited}`,
+    );
     console.log(`protocol: ${set.protocol}\ndata: ${set.file}`);
     const result = {
       model: model.name,
       modelSha256: model.checkpointSha256,
       variant,
-      quant: q ? { spec: q.spec, avgBits: q.avgBits, calibration: q.calibration, seconds: q.seconds } : null,
+      quant: q
+        ? { spec: q.spec, avgBits: q.avgBits, calibration: q.calibration, seconds: q.seconds }
+        : null,
       dataset,
       protocol: set.protocol,
       dataFile: set.file,
@@ -264,8 +282,18 @@ ${MODEL_HELP}`,
       created: new Date().toISOString(),
     });
     const bytes = (await Deno.stat(out)).size;
-    console.log(`wrote ${out} (${bytes} bytes): ${variantName(q.spec)}, ${q.avgBits.toFixed(3)} average bits`);
-    return { out, bytes, variant: variantName(q.spec), spec: q.spec, avgBits: q.avgBits, calibration: q.calibration, seconds: q.seconds };
+    console.log(
+      `wrote ${out} (${bytes} bytes): ${variantName(q.spec)}, ${q.avgBits.toFixed(3)} average bits`,
+    );
+    return {
+      out,
+      bytes,
+      variant: variantName(q.spec),
+      spec: q.spec,
+      avgBits: q.avgBits,
+      calibration: q.calibration,
+      seconds: q.seconds,
+    };
   },
 };
 
@@ -345,7 +373,9 @@ ${MODEL_HELP}`,
   async run(values, positionals) {
     const name = positionals[0];
     if (!name || !(name in BENCHES)) {
-      throw new CliError(`bench needs one of: ${Object.keys(BENCHES).join(", ")}${name ? ` (got "${name}")` : ""}`);
+      throw new CliError(
+        `bench needs one of: ${Object.keys(BENCHES).join(", ")}${name ? ` (got "${name}")` : ""}`,
+      );
     }
     return await runBench(name as keyof typeof BENCHES, values);
   },

@@ -46,13 +46,18 @@ export async function loadModelFromOptions(values: Record<string, unknown>): Pro
   } else {
     if (!existsSync(name)) {
       throw new CliError(
-        `--model "${name}" is neither a known model (${Object.keys(KNOWN_MODELS).join(", ")}) nor an existing file`,
+        `--model "${name}" is neither a known model (${
+          Object.keys(KNOWN_MODELS).join(", ")
+        }) nor an existing file`,
       );
     }
     checkpointPath = name;
     tokenizerPath ??= findTokenizerBeside(name);
   }
-  const [weights, tokenizer] = await Promise.all([loadCheckpoint(checkpointPath), loadTokenizer(tokenizerPath)]);
+  const [weights, tokenizer] = await Promise.all([
+    loadCheckpoint(checkpointPath),
+    loadTokenizer(tokenizerPath),
+  ]);
   if (tokenizer.vocabSize !== weights.config.vocabSize) {
     throw new CliError(
       `tokenizer ${tokenizerPath} has ${tokenizer.vocabSize} pieces but ${checkpointPath} has vocab_size ` +
@@ -78,7 +83,9 @@ function findTokenizerBeside(checkpoint: string): string {
     .filter((n) => n.endsWith(".model") || /^tok.*\.bin$/.test(n) || n === "tokenizer.bin")
     .sort();
   if (candidates.length === 0) {
-    throw new CliError(`no tokenizer (.model or tokenizer.bin) beside ${checkpoint}; pass --tokenizer PATH`);
+    throw new CliError(
+      `no tokenizer (.model or tokenizer.bin) beside ${checkpoint}; pass --tokenizer PATH`,
+    );
   }
   return join(dir, candidates.find((n) => n.endsWith(".model")) ?? candidates[0]);
 }

@@ -8,7 +8,14 @@
  */
 import type { LlamaConfig } from "../model/config.ts";
 import { type EvalSet, type EvalSetName, loadEvalSet } from "../datasets/eval_sets.ts";
-import { defaultSpec, type Method, type QuantizedModel, quantizeModel, type QuantSpec, variantName } from "../quant/methods.ts";
+import {
+  defaultSpec,
+  type Method,
+  type QuantizedModel,
+  quantizeModel,
+  type QuantSpec,
+  variantName,
+} from "../quant/methods.ts";
 import { inputWidths } from "../quant/methods.ts";
 import { perplexity, type PerplexityResult } from "./perplexity.ts";
 import { Progress } from "./progress.ts";
@@ -42,7 +49,9 @@ function paper(c: LlamaConfig): SweepEntry[] {
       spec("squeezellm", bits, { sensitivePct: 0.05 }),
       spec("squeezellm", bits, { sensitivePct: 0.05, outlierPct: 0.4 }),
     );
-    if (g128) out.push(spec("rtn", bits, { groupSize: 128 }), spec("gptq", bits, { groupSize: 128 }));
+    if (g128) {
+      out.push(spec("rtn", bits, { groupSize: 128 }), spec("gptq", bits, { groupSize: 128 }));
+    }
   }
   return out;
 }
@@ -52,7 +61,12 @@ function bits(c: LlamaConfig): SweepEntry[] {
   const out: SweepEntry[] = [null];
   const g = inputWidths(c).every((w) => w % 128 === 0) ? 128 : null;
   for (let b = 2; b <= 8; b++) {
-    out.push(spec("rtn", b), spec("gptq", b), spec("awq", b, { groupSize: g }), spec("squeezellm", b));
+    out.push(
+      spec("rtn", b),
+      spec("gptq", b),
+      spec("awq", b, { groupSize: g }),
+      spec("squeezellm", b),
+    );
   }
   return out;
 }
@@ -93,8 +107,13 @@ export async function runSweep(model: LoadedModel, opts: SweepOptions): Promise<
       const todo: EvalSetName[] = [];
       for (const d of opts.datasets) {
         const windows = opts.limit ?? null;
-        if (opts.resume && await store.hasPpl(model.checkpointSha256, variant, d, opts.seqlen, windows)) {
-          console.error(`${variant} ${d}: already in ${opts.storePath}, skipped (--no-resume re-runs it)`);
+        if (
+          opts.resume &&
+          await store.hasPpl(model.checkpointSha256, variant, d, opts.seqlen, windows)
+        ) {
+          console.error(
+            `${variant} ${d}: already in ${opts.storePath}, skipped (--no-resume re-runs it)`,
+          );
         } else todo.push(d);
       }
       if (todo.length === 0) continue;
@@ -113,12 +132,15 @@ export async function runSweep(model: LoadedModel, opts: SweepOptions): Promise<
       } else console.error(`\n== fp32`);
       for (const d of todo) {
         if (!sets.has(d)) {
-          sets.set(d, await loadEvalSet(d, {
-            dataDir: model.dataDir,
-            tokenizer: model.tokenizer,
-            seqlen: opts.seqlen,
-            offline: model.offline,
-          }));
+          sets.set(
+            d,
+            await loadEvalSet(d, {
+              dataDir: model.dataDir,
+              tokenizer: model.tokenizer,
+              seqlen: opts.seqlen,
+              offline: model.offline,
+            }),
+          );
         }
         const set = sets.get(d)!;
         const total = Math.min(Math.floor(set.tokens.length / opts.seqlen), opts.limit ?? Infinity);
@@ -130,15 +152,29 @@ export async function runSweep(model: LoadedModel, opts: SweepOptions): Promise<
           onProgress: (n) => bar.update(n),
         });
         await recordInto(store, run.runId, model, q, set, r);
-        console.error(`   ${d}: ppl ${r.ppl.toFixed(4)} (${r.windows} windows, ${(r.tokens / r.seconds).toFixed(0)} tok/s)`);
-        results.push({ variant, dataset: d, ppl: r.ppl, windows: r.windows, avgBits: q?.avgBits ?? 32 });
+        console.error(
+          `   ${d}: ppl ${r.ppl.toFixed(4)} (${r.windows} windows, ${
+            (r.tokens / r.seconds).toFixed(0)
+          } tok/s)`,
+        );
+        results.push({
+          variant,
+          dataset: d,
+          ppl: r.ppl,
+          windows: r.windows,
+          avgBits: q?.avgBits ?? 32,
+        });
       }
     }
     await Deno.mkdir(opts.reportPath.replace(/\/[^/]*$/, "") || ".", { recursive: true });
     await Deno.writeTextFile(opts.reportPath, await renderReport(store));
     const tables = await pplTable(store);
     const rows = tables.get(model.name) ?? [];
-    console.log(`\n${model.name} (seqlen ${opts.seqlen}${opts.limit ? `, first ${opts.limit} windows` : ""})\n`);
+    console.log(
+      `\n${model.name} (seqlen ${opts.seqlen}${
+        opts.limit ? `, first ${opts.limit} windows` : ""
+      })\n`,
+    );
     console.log(markdownTable(rows));
     console.log(`\nstore: ${opts.storePath}\nreport: ${opts.reportPath}`);
     return {

@@ -160,7 +160,11 @@ export async function quantizeModel(
   const t0 = performance.now();
   const c = base.config;
   const groupSize = resolveGroup(spec, c, opts.groupGiven ?? spec.method !== "awq");
-  const resolved: QuantSpec = { ...spec, groupSize, calib: { ...spec.calib, seqlen: spec.calib.seqlen ?? c.maxSeqLen } };
+  const resolved: QuantSpec = {
+    ...spec,
+    groupSize,
+    calib: { ...spec.calib, seqlen: spec.calib.seqlen ?? c.maxSeqLen },
+  };
   const seqlen = resolved.calib.seqlen!;
   const details: Record<string, unknown> = {};
   let calibration: string | null = null;
@@ -214,7 +218,9 @@ export async function quantizeModel(
     case "awq": {
       const windows = await calib(resolved.calib.nsamples);
       if (groupSize === null && spec.groupSize !== null) {
-        ctx.log?.(`awq: group ${spec.groupSize} does not divide every layer width of this model; using one group per row`);
+        ctx.log?.(
+          `awq: group ${spec.groupSize} does not divide every layer width of this model; using one group per row`,
+        );
       }
       const r = await awqQuantizeModel(base, windows, {
         bits: resolved.bits,
@@ -231,26 +237,38 @@ export async function quantizeModel(
         cacheDir: ctx.cacheDir ?? `${ctx.dataDir}/.cache/fisher`,
         key: `${ctx.modelKey}|${calibration}`,
         workers: ctx.workers,
-        onProgress: ctx.log ? (d: number, n: number) => d === n && ctx.log!(`fisher: ${n} windows`) : undefined,
+        onProgress: ctx.log
+          ? (d: number, n: number) => d === n && ctx.log!(`fisher: ${n} windows`)
+          : undefined,
       });
       let r = resolved.outlierRange;
       if (resolved.outlierPct !== null && resolved.outlierPct > 0) {
         const all = base.layers.flatMap((lw) => LINEAR_NAMES.map((n) => lw[n]));
         r = findOutlierRange(all, resolved.outlierPct);
         details.outlierRange = r;
-        ctx.log?.(`squeezellm: outlier range r = ${r.toPrecision(6)} gives ${resolved.outlierPct}% outliers`);
+        ctx.log?.(
+          `squeezellm: outlier range r = ${
+            r.toPrecision(6)
+          } gives ${resolved.outlierPct}% outliers`,
+        );
       }
       let nnz = 0;
       for (let l = 0; l < c.nLayers; l++) {
         for (const name of LINEAR_NAMES) {
           const [rows, cols] = linearShape(c, name);
-          const q = await squeezellmQuantize(base.layers[l][name], fisher.fisher[l][name], rows, cols, {
-            bits: resolved.bits,
-            seed: resolved.calib.seed,
-            sensitivePct: resolved.sensitivePct,
-            outlierRange: r ?? undefined,
-            workers: ctx.workers,
-          });
+          const q = await squeezellmQuantize(
+            base.layers[l][name],
+            fisher.fisher[l][name],
+            rows,
+            cols,
+            {
+              bits: resolved.bits,
+              seed: resolved.calib.seed,
+              sensitivePct: resolved.sensitivePct,
+              outlierRange: r ?? undefined,
+              workers: ctx.workers,
+            },
+          );
           nnz += q.stats.nnz;
           linears.set(linearKey(l, name), q.q);
         }
@@ -291,7 +309,12 @@ export async function saveQuantized(
     config: q.weights.config,
     method: q.spec.method,
     options: { ...q.spec },
-    provenance: { ...provenance, calibration: q.calibration, seconds: q.seconds, details: q.details },
+    provenance: {
+      ...provenance,
+      calibration: q.calibration,
+      seconds: q.seconds,
+      details: q.details,
+    },
     base,
     linears: q.linears,
     weights: q.weights, // AWQ's scaled norms are part of the model
@@ -299,11 +322,17 @@ export async function saveQuantized(
 }
 
 /** Reads a quantized model file back as a {@linkcode QuantizedModel}. */
-export async function loadQuantized(path: string): Promise<QuantizedModel & { base: { path: string; sha256: string } }> {
+export async function loadQuantized(
+  path: string,
+): Promise<QuantizedModel & { base: { path: string; sha256: string } }> {
   const f = await loadQuantizedModel(path);
   const spec = f.options as unknown as QuantSpec;
   if (!(METHODS as readonly string[]).includes(f.method) || typeof spec.bits !== "number") {
-    throw new RangeError(`quantized model ${path}: method "${f.method}" with options ${JSON.stringify(f.options)} is not one squeezebench writes`);
+    throw new RangeError(
+      `quantized model ${path}: method "${f.method}" with options ${
+        JSON.stringify(f.options)
+      } is not one squeezebench writes`,
+    );
   }
   return {
     spec,
