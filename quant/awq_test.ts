@@ -1,14 +1,10 @@
 import assert from "node:assert/strict";
 import type { LayerWeights, LinearName, LlamaConfig, LlamaWeights } from "../model/config.ts";
-import { LINEAR_NAMES, linearShape, withLinears } from "../model/config.ts";
+import { LINEAR_NAMES, linearShape } from "../model/config.ts";
 import { attention, block, feedForward, RunState } from "../model/forward.ts";
 import { matmul } from "../model/matmul.ts";
 import { mulberry32, randomWeights } from "../model/random.ts";
-import { loadCheckpoint } from "../model/checkpoint.ts";
-import { loadTokenizer } from "../model/tokenizer.ts";
-import { perplexity } from "../eval/perplexity.ts";
-import { maxRelError, sharedData } from "../testing.ts";
-import { rtn } from "./rtn.ts";
+import { maxRelError } from "../testing.ts";
 import { dequantize, dequantizeDense, unpackCodes } from "./format.ts";
 import {
   applyClip,
@@ -335,43 +331,5 @@ Deno.test("awqQuantizeModel() skips wv→wo under grouped-query attention and ch
   assert.throws(
     () => awqQuantizeModel(w, windows, { bits: 9 }),
     /bits must be an integer from 2 to 8, got 9/,
-  );
-});
-
-/**
- * `n` windows of `seqlen` tokens at seeded random offsets of the tokenized
- * head of TinyStories' train sample.
- */
-async function tinyStoriesWindows(n: number, seqlen: number, seed: number): Promise<Int32Array[]> {
-  const tok = await loadTokenizer(sharedData("stories260K/tok512.model"));
-  const text = await Deno.readTextFile(sharedData("tinystories/tinystories-train-sample.txt"));
-  const ids = tok.encode(text.slice(0, 200_000));
-  const u = mulberry32(seed);
-  return Array.from({ length: n }, () => {
-    const i = Math.floor(u() * (ids.length - seqlen));
-    return ids.slice(i, i + seqlen);
-  });
-}
-
-Deno.test("awqQuantizeModel() at 3 bits per row is no worse than RTN in perplexity on stories260K", async () => {
-  const w = await loadCheckpoint(sharedData("stories260K/stories260K.bin"));
-  const tok = await loadTokenizer(sharedData("stories260K/tok512.model"));
-  const text = await Deno.readTextFile(sharedData("tinystories/tinystories-valid-head.txt"));
-  const valid = tok.encodeWithBos(text.slice(0, 8 * 1400)).slice(0, 8 * 512);
-  // 16 short windows keep the scale search (20 ratios × every window × 5 blocks) fast.
-  const windows = await tinyStoriesWindows(16, 128, 0);
-  const a = awqQuantizeModel(w, windows, { bits: 3 });
-  const rtnW = withLinears(w, (_l, name, W) => {
-    const [rows, cols] = linearShape(w.config, name);
-    return dequantize({ dense: rtn(W, rows, cols, { bits: 3 }) });
-  });
-  const pplRtn = (await perplexity(rtnW, valid, { seqlen: 512 })).ppl;
-  const pplAwq = (await perplexity(a.weights, valid, { seqlen: 512 })).ppl;
-  // Measured when written: RTN 9.862, AWQ 6.895.
-  assert.ok(pplAwq <= pplRtn, `AWQ ${pplAwq} > RTN ${pplRtn}`);
-  assert.equal(
-    a.stats.skipped.length,
-    5,
-    "stories260K has grouped-query attention: wv→wo is skipped",
   );
 });

@@ -134,7 +134,13 @@ export function packCodes(
 }
 
 /** Reads code (r, c) from packed words. */
-export function codeAt(packed: Uint32Array, cols: number, bits: number, r: number, c: number): number {
+export function codeAt(
+  packed: Uint32Array,
+  cols: number,
+  bits: number,
+  r: number,
+  c: number,
+): number {
   const bit = c * bits;
   const w = r * wordsPerRow(cols, bits) + (bit >>> 5);
   const s = bit & 31;
@@ -144,7 +150,12 @@ export function codeAt(packed: Uint32Array, cols: number, bits: number, r: numbe
 }
 
 /** Inverse of {@linkcode packCodes}: codes [rows, cols]. */
-export function unpackCodes(packed: Uint32Array, rows: number, cols: number, bits: number): Uint8Array {
+export function unpackCodes(
+  packed: Uint32Array,
+  rows: number,
+  cols: number,
+  bits: number,
+): Uint8Array {
   const out = new Uint8Array(rows * cols);
   for (let r = 0; r < rows; r++) {
     for (let c = 0; c < cols; c++) out[r * cols + c] = codeAt(packed, cols, bits, r, c);
@@ -175,7 +186,9 @@ export function dequantizeDense(t: DenseTensor): Float32Array {
     const lut = fromF16(t.lut);
     const k = 1 << bits;
     for (let r = 0; r < rows; r++) {
-      for (let c = 0; c < cols; c++) out[r * cols + c] = lut[r * k + codeAt(t.codes, cols, bits, r, c)];
+      for (let c = 0; c < cols; c++) {
+        out[r * cols + c] = lut[r * k + codeAt(t.codes, cols, bits, r, c)];
+      }
     }
     return out;
   }
