@@ -1,0 +1,18 @@
+/**
+ * Quantized-tensor formats and packing, the quantizers (RTN, GPTQ, AWQ,
+ * SqueezeLLM) behind one interface, size accounting and the quantized model
+ * file.
+ *
+ * @module
+ */
+export * from "./format.ts";
+export * from "./methods.ts";
+export * from "./size.ts";
+export * from "./qmodel.ts";
+export { findParams, quantizeValue, rtn } from "./rtn.ts";
+export { Gptq } from "./gptq.ts";
+export { gptqQuantizeModel } from "./sequential.ts";
+export { awqQuantizeModel } from "./awq.ts";
+export { findOutlierRange, outlierThreshold, squeezellmQuantize } from "./squeezellm.ts";
+export { kmeans1d, kmeans1dOptimum } from "./kmeans1d.ts";
+export { cachedFisher, fisherInformation } from "./fisher.ts";
