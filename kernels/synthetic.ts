@@ -1,0 +1,318 @@
+/**
+ * Fast, seeded builders of weights in every kernel format, for tests,
+ * benchmarks and GPU decoding. They only need the right layout, not the best
+ * quality: uniform is round-to-nearest on a per-group min/max grid, lut uses
+ * 2^b sorted quantiles of each row with nearest codes, sparse picks random
+ * positions. The real quantizers live in quant/; these do not depend on them.
+ *
+ * @module
+ */
+import type { CsrMatrix, LutTensor, UniformTensor } from "../quant/format.ts";
+import { checkBits, packCodes, toF16 } from "../quant/format.ts";
+import { gaussian, mulberry32 } from "../model/random.ts";
+import type { F16Tensor, F32Tensor, LinearWeight } from "./weight.ts";
+
+/**
+ * fp32 weights as a kernel tensor (no copy).
+ * @param data weights [rows, cols]
+ * @param rows output features
+ * @param cols input features
+ */
+export function f32Tensor(data: Float32Array, rows: number, cols: number): F32Tensor {
+  if (data.length !== rows * cols) {
+    throw new RangeError(`f32Tensor(): expected ${rows}×${cols} values, found ${data.length}`);
+  }
+  return { kind: "f32", rows, cols, data };
+}
+
+/**
+ * fp16 weights: each value rounded to the nearest half.
+ * @param data weights [rows, cols]
+ * @param rows output features
+ * @param cols input features
+ */
+export function f16Tensor(data: Float32Array, rows: number, cols: number): F16Tensor {
+  if (data.length !== rows * cols) {
+    throw new RangeError(`f16Tensor(): expected ${rows}×${cols} values, found ${data.length}`);
+  }
+  return { kind: "f16", rows, cols, data: toF16(data) };
+}
+
+/** Options of {@linkcode rtnUniform}. */
+export interface RtnOptions {
+  bits: number;
+  /** Columns per group; cols (or more) for one group per row. @default cols */
+  groupSize?: number;
+  /** Symmetric grid (zero = 2^(b−1)). @default false */
+  sym?: boolean;
+  /**
+   * Act-order: quantize columns in a seeded random order and record each
+   * column's group in gIdx (as GPTQ's g_idx). @default undefined (natural order)
+   */
+  actOrderSeed?: number;
+}
+
+/**
+ * Round-to-nearest uniform quantization on a min/max grid per group.
+ * @param w weights [rows, cols]
+ * @param rows output features
+ * @param cols input features
+ * @param opts bits, group size, symmetry, act-order
+ * @returns the packed tensor (fp16 scales and integer zeros)
+ */
+export function rtnUniform(
+  w: Float32Array,
+  rows: number,
+  cols: number,
+  opts: RtnOptions,
+): UniformTensor {
+  const bits = checkBits(opts.bits, "rtnUniform() bits");
+  const groupSize = opts.groupSize ?? cols;
+  if (!(Number.isInteger(groupSize) && groupSize >= 1)) {
+    throw new RangeError(`rtnUniform(): groupSize must be a positive integer, got ${groupSize}`);
+  }
+  const maxq = (1 << bits) - 1;
+  // group of each column
+  let gIdx: Int32Array | undefined;
+  const group = new Int32Array(cols);
+  if (opts.actOrderSeed !== undefined) {
+    const perm = Array.from({ length: cols }, (_, i) => i);
+    const u = mulberry32(opts.actOrderSeed);
+    for (let i = cols - 1; i > 0; i--) {
+      const j = Math.floor(u() * (i + 1));
+      [perm[i], perm[j]] = [perm[j], perm[i]];
+    }
+    for (let i = 0; i < cols; i++) group[perm[i]] = Math.floor(i / groupSize);
+    gIdx = group;
+  } else {
+    for (let c = 0; c < cols; c++) group[c] = Math.floor(c / groupSize);
+  }
+  const ng = Math.ceil(cols / groupSize);
+  const lo = new Float32Array(ng), hi = new Float32Array(ng);
+  const scales = new Float32Array(rows * ng), zeros = new Float32Array(rows * ng);
+  const codes = new Uint8Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    lo.fill(0);
+    hi.fill(0);
+    for (let c = 0; c < cols; c++) {
+      const v = w[r * cols + c], g = group[c];
+      if (v < lo[g]) lo[g] = v;
+      if (v > hi[g]) hi[g] = v;
+    }
+    for (let g = 0; g < ng; g++) {
+      let s: number, z: number;
+      if (opts.sym) {
+        const m = Math.max(-lo[g], hi[g]);
+        s = m > 0 ? (2 * m) / maxq : 1;
+        z = (maxq + 1) / 2;
+      } else {
+        s = hi[g] > lo[g] ? (hi[g] - lo[g]) / maxq : 1;
+        z = Math.round(-lo[g] / s);
+      }
+      scales[r * ng + g] = s;
+      zeros[r * ng + g] = z;
+    }
+    const sh = toF16(scales.subarray(r * ng, (r + 1) * ng));
+    const s16 = new Float16Array(sh.buffer);
+    for (let c = 0; c < cols; c++) {
+      const g = group[c];
+      const s = s16[g] || 1;
+      const q = Math.round(w[r * cols + c] / s) + zeros[r * ng + g];
+      codes[r * cols + c] = Math.min(maxq, Math.max(0, q));
+    }
+  }
+  return {
+    kind: "uniform",
+    bits,
+    rows,
+    cols,
+    groupSize,
+    sym: Boolean(opts.sym),
+    codes: packCodes(codes, rows, cols, bits),
+    scales: toF16(scales),
+    zeros: toF16(zeros),
+    gIdx,
+  };
+}
+
+/**
+ * Non-uniform quantization with one table per row: the table holds 2^b
+ * quantiles of the row (from a sample of at most 1024 values), every weight
+ * takes the nearest entry.
+ * @param w weights [rows, cols]
+ * @param rows output features
+ * @param cols input features
+ * @param bits code width
+ */
+export function quantileLut(w: Float32Array, rows: number, cols: number, bits: number): LutTensor {
+  checkBits(bits, "quantileLut() bits");
+  const k = 1 << bits;
+  const lut = new Float32Array(rows * k);
+  const codes = new Uint8Array(rows * cols);
+  const step = Math.max(1, Math.floor(cols / 1024));
+  const sample = new Float32Array(Math.ceil(cols / step));
+  const mids = new Float32Array(k - 1);
+  for (let r = 0; r < rows; r++) {
+    const row = w.subarray(r * cols, (r + 1) * cols);
+    let n = 0;
+    for (let c = 0; c < cols; c += step) sample[n++] = row[c];
+    const sorted = sample.subarray(0, n).sort();
+    const table = Float16Array.from(
+      { length: k },
+      (_, i) => sorted[Math.min(n - 1, Math.floor(((i + 0.5) / k) * n))],
+    ).sort();
+    for (let i = 0; i < k; i++) lut[r * k + i] = table[i];
+    for (let i = 0; i < k - 1; i++) mids[i] = (table[i] + table[i + 1]) / 2;
+    for (let c = 0; c < cols; c++) {
+      const v = row[c];
+      let a = 0, b = k - 1; // first midpoint ≥ v
+      while (a < b) {
+        const m = (a + b) >> 1;
+        if (mids[m] < v) a = m + 1;
+        else b = m;
+      }
+      codes[r * cols + c] = a;
+    }
+  }
+  return {
+    kind: "lut",
+    bits,
+    rows,
+    cols,
+    codes: packCodes(codes, rows, cols, bits),
+    lut: toF16(lut),
+  };
+}
+
+/**
+ * A random CSR matrix: each entry is nonzero with probability `density`,
+ * values ~ N(0, std²).
+ * @param rows rows
+ * @param cols columns
+ * @param density fraction of nonzeros (e.g. 0.0045)
+ * @param seed PRNG seed
+ * @param dtype value storage
+ * @param std value scale
+ */
+export function randomCsr(
+  rows: number,
+  cols: number,
+  density: number,
+  seed: number,
+  dtype: "f16" | "f32" = "f16",
+  std = 1,
+): CsrMatrix {
+  const u = mulberry32(seed), g = gaussian(seed + 1);
+  const rowPtr = new Int32Array(rows + 1);
+  const colIdx: number[] = [], values: number[] = [];
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) {
+      if (u() < density) {
+        colIdx.push(c);
+        values.push(g() * std);
+      }
+    }
+    rowPtr[r + 1] = colIdx.length;
+  }
+  return csrFrom(rows, cols, rowPtr, colIdx, values, dtype);
+}
+
+/**
+ * A CSR matrix from explicit arrays (values rounded to fp16 when dtype is "f16").
+ * @param rows rows
+ * @param cols columns
+ * @param rowPtr [rows + 1]
+ * @param colIdx [nnz]
+ * @param values [nnz]
+ * @param dtype value storage
+ */
+export function csrFrom(
+  rows: number,
+  cols: number,
+  rowPtr: ArrayLike<number>,
+  colIdx: ArrayLike<number>,
+  values: ArrayLike<number>,
+  dtype: "f16" | "f32",
+): CsrMatrix {
+  return {
+    rows,
+    cols,
+    rowPtr: Int32Array.from(rowPtr),
+    colIdx: Int32Array.from(colIdx),
+    values: dtype === "f16" ? toF16(values) : Float32Array.from(values),
+    dtype,
+  };
+}
+
+/**
+ * Dense-and-Sparse split: the `fraction` of weights largest in magnitude go
+ * to a CSR matrix (ties broken by position), the rest stay dense with those
+ * entries zeroed.
+ * @param w weights [rows, cols]
+ * @param rows output features
+ * @param cols input features
+ * @param fraction share of weights moved to the sparse part (e.g. 0.0045)
+ * @param dtype storage of the sparse values
+ * @returns the remaining dense weights [rows, cols] and the sparse part
+ */
+export function splitOutliers(
+  w: Float32Array,
+  rows: number,
+  cols: number,
+  fraction: number,
+  dtype: "f16" | "f32" = "f32",
+): { dense: Float32Array; sparse: CsrMatrix } {
+  const n = rows * cols;
+  const k = Math.min(n, Math.round(fraction * n));
+  const order = new Uint32Array(n).map((_, i) => i);
+  order.sort((a, b) => Math.abs(w[b]) - Math.abs(w[a]) || a - b);
+  const picked = order.subarray(0, k).sort();
+  const dense = Float32Array.from(w);
+  const rowPtr = new Int32Array(rows + 1), colIdx: number[] = [], values: number[] = [];
+  for (const i of picked) {
+    const r = Math.floor(i / cols);
+    rowPtr[r + 1]++;
+    colIdx.push(i % cols);
+    values.push(w[i]);
+    dense[i] = 0;
+  }
+  for (let r = 0; r < rows; r++) rowPtr[r + 1] += rowPtr[r];
+  return { dense, sparse: csrFrom(rows, cols, rowPtr, colIdx, values, dtype) };
+}
+
+/** What {@linkcode syntheticLinear} builds. */
+export interface SyntheticSpec {
+  format: "f32" | "f16" | "uniform" | "lut";
+  /** Code width for uniform / lut. */
+  bits?: number;
+  /** Uniform group size. @default cols */
+  groupSize?: number;
+  /** Fraction of largest-magnitude weights kept as fp16 sparse outliers. @default 0 */
+  outliers?: number;
+}
+
+/**
+ * A linear weight in the requested format from fp32 weights.
+ * @param w weights [rows, cols]
+ * @param rows output features
+ * @param cols input features
+ * @param spec format, bits, group size, outlier fraction
+ */
+export function syntheticLinear(
+  w: Float32Array,
+  rows: number,
+  cols: number,
+  spec: SyntheticSpec,
+): LinearWeight {
+  const split = spec.outliers ? splitOutliers(w, rows, cols, spec.outliers, "f16") : undefined;
+  const d = split?.dense ?? w;
+  const bits = spec.bits ?? 4;
+  const dense = spec.format === "f32"
+    ? f32Tensor(d, rows, cols)
+    : spec.format === "f16"
+    ? f16Tensor(d, rows, cols)
+    : spec.format === "uniform"
+    ? rtnUniform(d, rows, cols, { bits, groupSize: spec.groupSize })
+    : quantileLut(d, rows, cols, bits);
+  return { dense, sparse: split?.sparse };
+}

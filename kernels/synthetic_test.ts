@@ -1,0 +1,84 @@
+/** The fast weight builders used by tests, benchmarks and GPU decoding. */
+import assert from "node:assert/strict";
+import { dequantize, fromF16, groupOf } from "../quant/format.ts";
+import { randn } from "../model/random.ts";
+import { csrValues } from "../quant/format.ts";
+import { quantileLut, randomCsr, rtnUniform, splitOutliers } from "./synthetic.ts";
+import { validateWeight } from "./weight.ts";
+
+Deno.test("rtnUniform() rounds every weight to within half a step of its group's grid", () => {
+  const [rows, cols] = [7, 45];
+  const w = randn(rows * cols, 1);
+  for (
+    const opts of [{ bits: 3 }, { bits: 4, groupSize: 16 }, {
+      bits: 5,
+      groupSize: 8,
+      actOrderSeed: 2,
+    }]
+  ) {
+    const t = rtnUniform(w, rows, cols, opts);
+    validateWeight({ dense: t });
+    const deq = dequantize({ dense: t });
+    const s = fromF16(t.scales), ng = t.scales.length / rows;
+    for (let r = 0; r < rows; r++) {
+      for (let c = 0; c < cols; c++) {
+        const step = s[r * ng + groupOf(t, c)];
+        assert.ok(
+          Math.abs(deq[r * cols + c] - w[r * cols + c]) <= step * 0.51,
+          `${JSON.stringify(opts)} (${r},${c})`,
+        );
+      }
+    }
+    if (opts.actOrderSeed !== undefined) {
+      // gIdx is a permutation of the natural grouping: every group keeps groupSize columns.
+      const counts = new Map<number, number>();
+      for (const g of t.gIdx!) counts.set(g, (counts.get(g) ?? 0) + 1);
+      assert.deepEqual([...counts.values()].sort((a, b) => a - b), [5, 8, 8, 8, 8, 8]);
+      assert.notDeepEqual([...t.gIdx!], Array.from({ length: cols }, (_, c) => Math.floor(c / 8)));
+    }
+  }
+});
+
+Deno.test("quantileLut() builds sorted tables and picks the nearest entry", () => {
+  const [rows, cols] = [5, 70];
+  const w = randn(rows * cols, 2);
+  const t = quantileLut(w, rows, cols, 3);
+  const lut = fromF16(t.lut), deq = dequantize({ dense: t });
+  for (let r = 0; r < rows; r++) {
+    const table = lut.subarray(r * 8, r * 8 + 8);
+    assert.deepEqual([...table], [...table].sort((a, b) => a - b));
+    for (let c = 0; c < cols; c++) {
+      const best = Math.min(...table.map((v) => Math.abs(v - w[r * cols + c])));
+      assert.ok(Math.abs(Math.abs(deq[r * cols + c] - w[r * cols + c]) - best) < 1e-6);
+    }
+  }
+});
+
+Deno.test("splitOutliers() moves the largest weights to CSR and dense + sparse is the original", () => {
+  const [rows, cols] = [9, 31];
+  const w = randn(rows * cols, 3);
+  const { dense, sparse } = splitOutliers(w, rows, cols, 0.05);
+  const nnz = sparse.rowPtr[rows];
+  assert.equal(nnz, Math.round(0.05 * rows * cols));
+  const back = Float32Array.from(dense);
+  const v = csrValues(sparse);
+  let smallestMoved = Infinity;
+  for (let r = 0; r < rows; r++) {
+    for (let k = sparse.rowPtr[r]; k < sparse.rowPtr[r + 1]; k++) {
+      back[r * cols + sparse.colIdx[k]] += v[k];
+      smallestMoved = Math.min(smallestMoved, Math.abs(v[k]));
+    }
+  }
+  assert.deepEqual(back, w);
+  assert.ok(dense.every((x) => Math.abs(x) <= smallestMoved));
+});
+
+Deno.test("randomCsr() is seeded and keeps columns sorted within rows", () => {
+  const a = randomCsr(20, 50, 0.1, 7), b = randomCsr(20, 50, 0.1, 7);
+  assert.deepEqual(a, b);
+  for (let r = 0; r < 20; r++) {
+    for (let k = a.rowPtr[r] + 1; k < a.rowPtr[r + 1]; k++) {
+      assert.ok(a.colIdx[k] > a.colIdx[k - 1]);
+    }
+  }
+});
