@@ -98,7 +98,8 @@ async function benchQuantAll(values: Values) {
   const { benchQuant } = await import("../quant/bench_quant.ts");
   const { benchAwq } = await import("../quant/bench_awq.ts");
   const layer = await benchQuant({ small: values.small === true });
-  const awq = await benchAwq({ small: values.small === true });
+  const model = await loadModelFromOptions(values);
+  const awq = await benchAwq({ small: values.small === true, weights: model.weights });
   return { layer, awq };
 }
 

@@ -93,3 +93,33 @@ Deno.test("generate rejects a truncated checkpoint with the file name and byte c
   assert.match(r.err, /cut\.bin.*needs 1056540 bytes, file has 100000 \(truncated\)/);
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("quantize --out FILE, then ppl --quantized FILE, gives the in-memory perplexity", async () => {
+  const dir = await Deno.makeTempDir();
+  const common = ["--data-dir", SHARED_DATA, "--dataset", "tinystories", "--limit", "2", "--json"];
+  const q = await cli(
+    "quantize",
+    "--data-dir",
+    SHARED_DATA,
+    "--method",
+    "rtn",
+    "--bits",
+    "4",
+    "--out",
+    `${dir}/m.sqbq`,
+    "--json",
+  );
+  assert.equal(q.code, 0, q.err);
+  assert.equal(lastJson(q.out).variant, "rtn.w4");
+  const fromFile = lastJson((await cli("ppl", "--quantized", `${dir}/m.sqbq`, ...common)).out);
+  const inMemory = lastJson((await cli("ppl", "--method", "rtn", "--bits", "4", ...common)).out);
+  assert.equal(fromFile.ppl, inMemory.ppl);
+  assert.equal(fromFile.windows, 2);
+  assert.equal(fromFile.limited, true);
+  assert.match(fromFile.protocol, /tinystories/);
+  await Deno.writeFile(`${dir}/bad.sqbq`, new TextEncoder().encode("not a model"));
+  const bad = await cli("ppl", "--quantized", `${dir}/bad.sqbq`, ...common);
+  assert.equal(bad.code, 2);
+  assert.match(bad.err, /bad\.sqbq/);
+  await Deno.remove(dir, { recursive: true });
+});

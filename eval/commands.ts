@@ -24,10 +24,8 @@ import {
   saveQuantized,
   variantName,
 } from "../quant/methods.ts";
-import { runSweep, SWEEPS } from "./sweep.ts";
+import { SWEEPS } from "./sweep_presets.ts";
 import { BENCHES, runBench } from "./bench.ts";
-import { ResultsStore } from "../reports/store.ts";
-import { markdownTable, pplTable, renderReport } from "../reports/report.ts";
 
 const QUANT_OPTIONS = {
   method: { type: "string" },
@@ -330,6 +328,7 @@ ${MODEL_HELP}`,
         throw new CliError(`--datasets: unknown dataset "${d}" (${EVAL_SETS.join(", ")})`);
       }
     }
+    const { runSweep } = await import("./sweep.ts");
     return await runSweep(model, {
       specs: SWEEPS[sweep](model.weights.config),
       datasets: datasets as EvalSetName[],
@@ -393,6 +392,8 @@ const reportCmd: Command = {
       throw new CliError(`--store ${storePath} does not exist; run "deno task eval" first`);
     }
     const out = str(values, "out", "out/report.html")!;
+    const { ResultsStore } = await import("../reports/store.ts");
+    const { markdownTable, pplTable, renderReport } = await import("../reports/report.ts");
     const store = await ResultsStore.open(storePath);
     try {
       await Deno.mkdir(out.replace(/\/[^/]*$/, "") || ".", { recursive: true });

@@ -6,5 +6,6 @@
  */
 export * from "./perplexity.ts";
 export * from "./generate.ts";
-export { runSweep, SWEEPS, type SweepEntry, type SweepOptions } from "./sweep.ts";
+export { runSweep, type SweepOptions } from "./sweep.ts";
+export { type SweepEntry, SWEEPS } from "./sweep_presets.ts";
 export { main } from "./cli.ts";

@@ -1,83 +1,19 @@
 /**
- * Sweeps: lists of quantization specs (paper-table presets) run end to end —
+ * Sweeps: lists of quantization specs (eval/sweep_presets.ts) run end to end —
  * quantize → evaluate every dataset → store each result as it is computed →
  * report. Results already in the store are skipped (resume), so an
  * interrupted sweep continues where it stopped.
  *
  * @module
  */
-import type { LlamaConfig } from "../model/config.ts";
 import { type EvalSet, type EvalSetName, loadEvalSet } from "../datasets/eval_sets.ts";
-import {
-  defaultSpec,
-  type Method,
-  type QuantizedModel,
-  quantizeModel,
-  type QuantSpec,
-  variantName,
-} from "../quant/methods.ts";
-import { inputWidths } from "../quant/methods.ts";
+import { type QuantizedModel, quantizeModel, variantName } from "../quant/methods.ts";
+import type { SweepEntry } from "./sweep_presets.ts";
 import { perplexity, type PerplexityResult } from "./perplexity.ts";
 import { Progress } from "./progress.ts";
 import type { LoadedModel } from "./load.ts";
 import { currentRun, ResultsStore } from "../reports/store.ts";
 import { markdownTable, pplTable, renderReport } from "../reports/report.ts";
-
-/** null stands for the unquantized fp32 model. */
-export type SweepEntry = QuantSpec | null;
-
-const spec = (method: Method, bits: number, over: Partial<QuantSpec> = {}): QuantSpec => ({
-  ...defaultSpec(method, bits),
-  ...over,
-});
-
-/**
- * SqueezeLLM's Table 1 rows at 3 and 4 bits: per-row RTN, GPTQ (with and
- * without act-order), AWQ, SqueezeLLM dense-only, 0.05% and 0.45% sparse;
- * plus the g128 baselines where 128 divides every layer width (LLaMA shapes).
- */
-function paper(c: LlamaConfig): SweepEntry[] {
-  const g128 = inputWidths(c).every((w) => w % 128 === 0);
-  const out: SweepEntry[] = [null];
-  for (const bits of [3, 4]) {
-    out.push(
-      spec("rtn", bits),
-      spec("gptq", bits),
-      spec("gptq", bits, { actOrder: true }),
-      spec("awq", bits, { groupSize: g128 ? 128 : null }),
-      spec("squeezellm", bits),
-      spec("squeezellm", bits, { sensitivePct: 0.05 }),
-      spec("squeezellm", bits, { sensitivePct: 0.05, outlierPct: 0.4 }),
-    );
-    if (g128) {
-      out.push(spec("rtn", bits, { groupSize: 128 }), spec("gptq", bits, { groupSize: 128 }));
-    }
-  }
-  return out;
-}
-
-/** Every method at every bit width 2..8 (dense-only SqueezeLLM). */
-function bits(c: LlamaConfig): SweepEntry[] {
-  const out: SweepEntry[] = [null];
-  const g = inputWidths(c).every((w) => w % 128 === 0) ? 128 : null;
-  for (let b = 2; b <= 8; b++) {
-    out.push(
-      spec("rtn", b),
-      spec("gptq", b),
-      spec("awq", b, { groupSize: g }),
-      spec("squeezellm", b),
-    );
-  }
-  return out;
-}
-
-/** A few minutes' smoke run: fp32, RTN and SqueezeLLM at 3 bits. */
-function quick(_c: LlamaConfig): SweepEntry[] {
-  return [null, spec("rtn", 3), spec("squeezellm", 3, { fisherSamples: 16 })];
-}
-
-/** Sweep presets by name. */
-export const SWEEPS = { paper, bits, quick } as const;
 
 /** Options of {@linkcode runSweep}. */
 export interface SweepOptions {
