@@ -71,7 +71,8 @@ export function defaultSpec(method: Method, bits: number): QuantSpec {
     sensitivePct: 0,
     outlierPct: null,
     outlierRange: null,
-    calib: { source: "c4", nsamples: method === "awq" ? 128 : 128, seqlen: null, seed: 0 },
+    // GPTQ: 128 C4 windows of the model's length, seed 0; AWQ's run_awq also takes 128 samples.
+    calib: { source: "c4", nsamples: 128, seqlen: null, seed: 0 },
     fisherSamples: 100,
   };
 }
