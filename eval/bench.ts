@@ -156,6 +156,18 @@ async function benchKernelsCmd(values: Values) {
   return r;
 }
 
+async function benchDecodeCmd(values: Values) {
+  const { benchDecodeFormats } = await import("../kernels/decode_bench.ts");
+  const { isOffline, resolveDataDir } = await import("../datasets/datadir.ts");
+  return await benchDecodeFormats({
+    dataDir: resolveDataDir(str(values, "data-dir")),
+    offline: isOffline(values.offline === true),
+    small: values.small === true,
+    tokens: int(values, "tokens", undefined, 1, 512),
+    formats: values.formats === undefined ? undefined : list(values, "formats", []) as never,
+  });
+}
+
 async function benchMatmulCmd(_values: Values) {
   const { benchMatmul } = await import("../model/bench_matmul.ts");
   return await benchMatmul();
@@ -168,6 +180,7 @@ export const BENCHES = {
   quant: benchQuantAll,
   squeezellm: benchSqueezellmAll,
   kernels: benchKernelsCmd,
+  decode: benchDecodeCmd,
   matmul: benchMatmulCmd,
 } as const;
 

@@ -344,7 +344,7 @@ ${MODEL_HELP}`,
 };
 
 const benchCmd: Command = {
-  summary: "benchmarks: forward | ppl | quant | squeezellm | kernels | matmul",
+  summary: "benchmarks: forward | ppl | quant | squeezellm | kernels | decode | matmul",
   positionals: "NAME",
   options: {
     ...MODEL_OPTIONS,
@@ -353,6 +353,7 @@ const benchCmd: Command = {
     bits: { type: "string" },
     batch: { type: "string" },
     runs: { type: "string" },
+    tokens: { type: "string" },
     small: { type: "boolean" },
     workers: { type: "string" },
     store: { type: "string" },
@@ -365,6 +366,9 @@ const benchCmd: Command = {
   squeezellm   k-means per row / per layer (3 and 4 bits) vs scikit-learn; Fisher windows/s
   kernels      WebGPU kernels: --shapes llama7b|stories260K|NxK,… --formats f16,uniform,lut,lut+sparse
                --bits 2,3,4 --batch 1,4,8 --runs N
+  decode       stories260K decoding with every linear on the GPU in its quantized format: tokens/s,
+               perplexity through the kernels and greedy text per format (--formats f32,rtn.w3,
+               squeezellm.w3.s0.45,… --tokens N)
   matmul       GFLOP/s of the CPU matmul variants
   --small      a quick, smaller run (smoke test)
   --store FILE record kernel timings in this DuckDB results store

@@ -21,6 +21,7 @@ import type { Timing } from "./timing.ts";
 import { f16Tensor, f32Tensor, quantileLut, randomCsr, rtnUniform } from "./synthetic.ts";
 import type { LinearWeight } from "./weight.ts";
 import { averageBits } from "./weight.ts";
+import { markdownTable } from "./_table.ts";
 import { randn } from "../model/random.ts";
 import { checkBits } from "../quant/format.ts";
 
@@ -69,7 +70,11 @@ export interface BenchKernelsOptions {
   runs?: number;
   /** Untimed runs first. @default 3 */
   warmup?: number;
-  /** Uniform group size; 0 for one group per row. @default 128 */
+  /**
+   * Uniform group size; 0 for one group per row. A shape whose input width it
+   * does not divide (stories260K: 64, 172 for 128) gets one group per row, as
+   * quant/methods.ts's `resolveGroup` does for AWQ's default. @default 128
+   */
   groupSize?: number;
   /** Fraction of sparse nonzeros. @default 0.0045 */
   density?: number;
@@ -104,6 +109,8 @@ export interface BenchRow {
   speedupVsF32: number;
   /** Stored bits per weight, all parts included. */
   avgBits: number;
+  /** Columns per scale group of the uniform formats (cols for one per row); null for the others. */
+  groupSize: number | null;
   method: Timing["method"];
 }
 
@@ -196,6 +203,12 @@ export async function benchKernels(opts: BenchKernelsOptions = {}): Promise<Benc
   for (const [R, C] of shapes) {
     const shape = `${R}x${C}`;
     const w = randn(R * C, o.seed * 7919 + R * 31 + C, 0.02);
+    const group = o.groupSize > 0 && C % o.groupSize === 0 ? o.groupSize : C;
+    if (
+      o.groupSize > 0 && group !== o.groupSize && o.formats.some((f) => f.startsWith("uniform"))
+    ) {
+      log(`${shape}: groups of ${o.groupSize} do not divide ${C} columns; one group per row`);
+    }
     const sparse = o.formats.some((f) => f.endsWith("+sparse"))
       ? randomCsr(R, C, o.density, o.seed + R + C, "f16", 0.05)
       : undefined;
@@ -205,9 +218,7 @@ export async function benchKernels(opts: BenchKernelsOptions = {}): Promise<Benc
     ];
     for (const bits of o.bits) {
       // Built on first use and shared by the dense-only and dense+sparse cases.
-      const uni = once(() =>
-        rtnUniform(w, R, C, { bits, groupSize: o.groupSize > 0 ? o.groupSize : C })
-      );
+      const uni = once(() => rtnUniform(w, R, C, { bits, groupSize: group }));
       const lut = once(() => quantileLut(w, R, C, bits));
       for (const f of o.formats) {
         if (f === "uniform") cases.push({ format: f, bits, weight: () => ({ dense: uni() }) });
@@ -276,6 +287,7 @@ export async function benchKernels(opts: BenchKernelsOptions = {}): Promise<Benc
         speedupVsF16: baseline("f16", B) / t.medianUs,
         speedupVsF32: baseline("f32", B) / t.medianUs,
         avgBits,
+        groupSize: c.format.startsWith("uniform") ? group : null,
         method: t.method,
       });
     }
@@ -321,9 +333,5 @@ export function benchTable(rows: BenchRow[]): string {
     `${r.speedupVsF16.toFixed(2)}×`,
     `${r.speedupVsF32.toFixed(2)}×`,
   ]);
-  const width = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
-  const fmt = (l: string[]) => `| ${l.map((s, i) => s.padEnd(width[i])).join(" | ")} |`;
-  return [fmt(head), `|${width.map((w) => "-".repeat(w + 2)).join("|")}|`, ...lines.map(fmt)].join(
-    "\n",
-  );
+  return markdownTable(head, lines);
 }

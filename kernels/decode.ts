@@ -11,8 +11,10 @@
  * token is one compute pass; {@linkcode GpuDecoder.generate} encodes N greedy
  * steps into one submit (the argmax kernel feeds the next step's embedding
  * lookup through a small state buffer {token, pos}) and reads back once, so
- * tokens/s measures the GPU work. {@linkcode GpuDecoder.step} reads the logits
- * back after every token (for tests).
+ * tokens/s measures the GPU work. {@linkcode GpuDecoder.forward} feeds a
+ * given window the same way (teacher-forced, for perplexity through the
+ * kernels: kernels/ppl.ts) and reads every position's logits back once;
+ * {@linkcode GpuDecoder.step} reads the logits back after every token.
  *
  * Numerics follow model/forward.ts in fp32: the same RoPE tables
  * (ropeTables), RMSNorm as x / sqrt(mean(x²) + eps) ⊙ w, softmax with the
@@ -24,12 +26,14 @@ import type { LinearName, LlamaConfig, LlamaWeights } from "../model/config.ts";
 import { headSize, kvDim, LINEAR_NAMES, linearShape } from "../model/config.ts";
 import { ropeTables } from "../model/forward.ts";
 import type { Gpu, Kernel } from "./device.ts";
-import { dispatchSize } from "./device.ts";
+import { dispatchSize, readBuffer } from "./device.ts";
 import type { GpuLinear, MatvecPlan, MatvecPlanOptions } from "./matvec.ts";
 import { createMatvecPlan, uploadLinear } from "./matvec.ts";
 import { f32Tensor, syntheticLinear } from "./synthetic.ts";
 import type { SyntheticSpec } from "./synthetic.ts";
 import type { LinearWeight } from "./weight.ts";
+import type { QuantizedLinear } from "../quant/format.ts";
+import { linearKey } from "../quant/methods.ts";
 
 /** The weight of linear `name` of block `layer`, in whatever format it is stored. */
 export type LinearSource = (layer: number, name: LinearName) => LinearWeight;
@@ -243,6 +247,7 @@ export class GpuDecoder {
     readonly gpu: Gpu,
     config: LlamaConfig,
     readonly steps: Step[],
+    readonly pick: Step[],
     readonly buffers: Record<"state" | "logits" | "tokens", GPUBuffer>,
     readonly release: () => void,
   ) {
@@ -313,6 +318,7 @@ export class GpuDecoder {
         params: number[],
         bufs: GPUBuffer[],
         workgroups: number,
+        into: Step[] = steps,
       ) => {
         const pipeline = await gpu.pipelines.get(OP_KERNEL, { op: name, maxSeq: maxSeqLen });
         const u = pool.acquire(
@@ -330,7 +336,7 @@ export class GpuDecoder {
           entries: [u, ...bufs].map((buffer, binding) => ({ binding, resource: { buffer } })),
         });
         const g = dispatchSize(workgroups, device.limits);
-        steps.push({ kind: "op", pipeline, bindGroup, x: g.x, y: g.y });
+        into.push({ kind: "op", pipeline, bindGroup, x: g.x, y: g.y });
       };
       const linear = async (
         w: LinearWeight,
@@ -394,8 +400,9 @@ export class GpuDecoder {
         xn,
         logits,
       );
-      await op("argmax", [vocabSize], [state, logits, tokens], 1);
-      return new GpuDecoder(gpu, c, steps, { state, logits, tokens }, release);
+      const pick: Step[] = []; // greedy decoding only; teacher-forced forward() skips it
+      await op("argmax", [vocabSize], [state, logits, tokens], 1, pick);
+      return new GpuDecoder(gpu, c, steps, pick, { state, logits, tokens }, release);
     } catch (e) {
       release();
       throw e;
@@ -407,8 +414,8 @@ export class GpuDecoder {
     this.pos = 0;
   }
 
-  #encode(pass: GPUComputePassEncoder): void {
-    for (const s of this.steps) {
+  #encode(pass: GPUComputePassEncoder, greedy: boolean): void {
+    for (const s of greedy ? [...this.steps, ...this.pick] : this.steps) {
       if (s.kind === "plan") s.plan.encode(pass);
       else {
         pass.setPipeline(s.pipeline);
@@ -443,12 +450,80 @@ export class GpuDecoder {
     const { device } = this.gpu;
     const enc = device.createCommandEncoder();
     const pass = enc.beginComputePass();
-    this.#encode(pass);
+    this.#encode(pass, false);
     pass.end();
     device.queue.submit([enc.finish()]);
     const V = this.config.vocabSize;
-    const out = new Float32Array(await readBack(this.gpu, this.buffers.logits, 4 * V));
+    const out = new Float32Array(await readBuffer(this.gpu, this.buffers.logits, 4 * V));
     this.pos++;
+    return out;
+  }
+
+  /**
+   * Teacher-forced decoding: feeds `tokens[t]` at position pos + t for every
+   * t, one token at a time through the KV cache exactly as {@linkcode step},
+   * and returns every position's logits. The steps of a chunk go into one
+   * submit: before each step a copy writes {token, pos} into the state
+   * buffer, after it a copy moves the logits into row t of a [chunk, vocab]
+   * buffer, which is read back once per chunk.
+   *
+   * @param tokens the token ids [T], each in 0..vocabSize−1
+   * @param opts.chunk positions per submit and readback @default as many as fit in 64 MiB of logits
+   * @returns logits [T, vocabSize]
+   * @example
+   * ```ts
+   * const logits = await dec.forward([1, 403, 407]); // [3 · vocab]
+   * ```
+   */
+  async forward(tokens: ArrayLike<number>, opts: { chunk?: number } = {}): Promise<Float32Array> {
+    const { vocabSize: V, maxSeqLen } = this.config;
+    const T = tokens.length;
+    if (this.pos + T > maxSeqLen) {
+      throw new RangeError(
+        `GpuDecoder.forward(): positions ${this.pos}..${
+          this.pos + T - 1
+        } exceed max_seq_len ${maxSeqLen}`,
+      );
+    }
+    const feed = new Uint32Array(2 * T); // [T, 2] {token, pos}
+    for (let t = 0; t < T; t++) {
+      const token = tokens[t];
+      if (!(Number.isInteger(token) && token >= 0 && token < V)) {
+        throw new RangeError(
+          `GpuDecoder.forward(): tokens[${t}] = ${token} is outside the vocabulary (0..${V - 1})`,
+        );
+      }
+      feed[2 * t] = token;
+      feed[2 * t + 1] = this.pos + t;
+    }
+    const limit = Math.min(this.gpu.device.limits.maxBufferSize, 64 * 2 ** 20);
+    const chunk = Math.max(1, Math.min(T, opts.chunk ?? Math.floor(limit / (4 * V))));
+    const out = new Float32Array(T * V); // [T, vocab]
+    if (T === 0) return out;
+    const { device, pool } = this.gpu;
+    const usage = GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+    const feedBuf = pool.acquire(8 * T, usage, "forward-feed");
+    const rows = pool.acquire(4 * V * chunk, usage | GPUBufferUsage.STORAGE, "forward-logits");
+    try {
+      device.queue.writeBuffer(feedBuf, 0, feed);
+      for (let t0 = 0; t0 < T; t0 += chunk) {
+        const n = Math.min(chunk, T - t0);
+        const enc = device.createCommandEncoder();
+        for (let t = 0; t < n; t++) {
+          enc.copyBufferToBuffer(feedBuf, 8 * (t0 + t), this.buffers.state, 0, 8);
+          const pass = enc.beginComputePass();
+          this.#encode(pass, false);
+          pass.end();
+          enc.copyBufferToBuffer(this.buffers.logits, 0, rows, 4 * V * t, 4 * V);
+        }
+        device.queue.submit([enc.finish()]);
+        out.set(new Float32Array(await readBuffer(this.gpu, rows, 4 * V * n)), t0 * V);
+      }
+    } finally {
+      pool.release(feedBuf);
+      pool.release(rows);
+    }
+    this.pos += T;
     return out;
   }
 
@@ -465,35 +540,16 @@ export class GpuDecoder {
     const enc = device.createCommandEncoder();
     for (let i = 0; i < n; i++) {
       const pass = enc.beginComputePass();
-      this.#encode(pass);
+      this.#encode(pass, true);
       pass.end();
     }
     device.queue.submit([enc.finish()]);
     const all = new Uint32Array(
-      await readBack(this.gpu, this.buffers.tokens, 4 * (this.config.maxSeqLen + 1)),
+      await readBuffer(this.gpu, this.buffers.tokens, 4 * (this.config.maxSeqLen + 1)),
     );
     const out = [...all.subarray(this.pos + 1, this.pos + 1 + n)];
     this.pos += n;
     return out;
-  }
-}
-
-async function readBack(gpu: Gpu, src: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
-  const staging = gpu.pool.acquire(
-    bytes,
-    GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-    "readback",
-  );
-  try {
-    const enc = gpu.device.createCommandEncoder();
-    enc.copyBufferToBuffer(src, 0, staging, 0, bytes);
-    gpu.device.queue.submit([enc.finish()]);
-    await staging.mapAsync(GPUMapMode.READ);
-    const out = staging.getMappedRange(0, bytes).slice(0);
-    staging.unmap();
-    return out;
-  } finally {
-    gpu.pool.release(staging);
   }
 }
 
@@ -527,29 +583,75 @@ export async function benchDecode(
   tokens = 64,
   opts: GpuDecoderOptions = {},
 ): Promise<DecodeBenchRow[]> {
-  const n = Math.min(tokens, weights.config.maxSeqLen);
   const rows: DecodeBenchRow[] = [];
   for (const s of sources) {
     const dec = await GpuDecoder.create(gpu, weights, s.linears, opts);
     try {
-      await dec.generate(1, 1);
-      dec.reset();
-      const t0 = performance.now();
-      const generated = await dec.generate(1, n);
-      const seconds = (performance.now() - t0) / 1000;
-      rows.push({
-        format: s.format,
-        bits: s.bits,
-        tokens: n,
-        seconds,
-        tokensPerSec: n / seconds,
-        generated,
-      });
+      rows.push({ format: s.format, bits: s.bits, ...await timeGreedy(dec, tokens) });
     } finally {
       dec.release();
     }
   }
   return rows;
+}
+
+/**
+ * Times greedy decoding from BOS (token 1): one untimed step first (it
+ * compiles the pipelines), then `runs` times `tokens` steps in one submit;
+ * the median run counts.
+ *
+ * @param dec the decoder (left at position n)
+ * @param tokens steps to time (capped at max_seq_len)
+ * @param runs timed runs @default 1
+ * @returns steps, median seconds, tokens per second and the tokens chosen (BOS excluded)
+ */
+export async function timeGreedy(
+  dec: GpuDecoder,
+  tokens: number,
+  runs = 1,
+): Promise<Omit<DecodeBenchRow, "format" | "bits">> {
+  if (!(Number.isInteger(runs) && runs >= 1)) {
+    throw new RangeError(`timeGreedy(): runs must be a positive integer, got ${runs}`);
+  }
+  const n = Math.min(tokens, dec.config.maxSeqLen);
+  dec.reset();
+  await dec.generate(1, 1);
+  const times: number[] = [];
+  let generated: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    dec.reset();
+    const t0 = performance.now();
+    generated = await dec.generate(1, n);
+    times.push((performance.now() - t0) / 1000);
+  }
+  const seconds = times.sort((a, b) => a - b)[Math.floor(runs / 2)];
+  return { tokens: n, seconds, tokensPerSec: n / seconds, generated };
+}
+
+/**
+ * The linear source of a quantized model: `linears` keyed "layers.{l}.{name}"
+ * as quant/methods.ts's `quantizeModel` returns them (QuantizedLinear is a
+ * {@linkcode LinearWeight}: packed codes, fp16 scales / tables, CSR part).
+ *
+ * @param linears the packed linears of every block
+ * @returns a source that throws, naming the key, for a missing linear
+ * @example
+ * ```ts
+ * const q = await quantizeModel(weights, defaultSpec("rtn", 4), ctx);
+ * const dec = await GpuDecoder.create(gpu, q.weights, quantizedSource(q.linears));
+ * ```
+ */
+export function quantizedSource(linears: ReadonlyMap<string, QuantizedLinear>): LinearSource {
+  return (l, name) => {
+    const key = linearKey(l, name);
+    const w = linears.get(key);
+    if (!w) {
+      throw new RangeError(
+        `quantizedSource(): the quantized model has no linear "${key}" (${linears.size} linears)`,
+      );
+    }
+    return w;
+  };
 }
 
 /** Index of the largest value (first on ties). */

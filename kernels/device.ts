@@ -394,12 +394,15 @@ export async function readBuffer(gpu: Gpu, src: GPUBuffer, bytes: number): Promi
     GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
     "readback",
   );
-  const enc = gpu.device.createCommandEncoder();
-  enc.copyBufferToBuffer(src, 0, staging, 0, Math.ceil(bytes / 4) * 4);
-  gpu.device.queue.submit([enc.finish()]);
-  await staging.mapAsync(GPUMapMode.READ);
-  const out = staging.getMappedRange(0, Math.ceil(bytes / 4) * 4).slice(0, bytes);
-  staging.unmap();
-  gpu.pool.release(staging);
-  return out;
+  try {
+    const enc = gpu.device.createCommandEncoder();
+    enc.copyBufferToBuffer(src, 0, staging, 0, Math.ceil(bytes / 4) * 4);
+    gpu.device.queue.submit([enc.finish()]);
+    await staging.mapAsync(GPUMapMode.READ);
+    const out = staging.getMappedRange(0, Math.ceil(bytes / 4) * 4).slice(0, bytes);
+    staging.unmap();
+    return out;
+  } finally {
+    gpu.pool.release(staging);
+  }
 }

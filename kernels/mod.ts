@@ -1,7 +1,8 @@
 /**
  * WebGPU (WGSL) matrix-vector kernels for every squeezebench storage format
  * (fp32, fp16, uniform b-bit, lut b-bit, each + optional CSR sparse part),
- * their CPU references, timing, the kernel benchmark and GPU decoding.
+ * their CPU references, timing, the kernel benchmark, GPU decoding, perplexity
+ * through the kernels and the decode benchmark with the real quantizers.
  *
  * @example
  * ```ts
@@ -21,3 +22,5 @@ export * from "./synthetic.ts";
 export * from "./timing.ts";
 export * from "./bench.ts";
 export * from "./decode.ts";
+export * from "./ppl.ts";
+export * from "./decode_bench.ts";

@@ -1,15 +1,17 @@
 /**
  * Fast, seeded builders of weights in every kernel format, for tests,
  * benchmarks and GPU decoding. They only need the right layout, not the best
- * quality: uniform is round-to-nearest on a per-group min/max grid, lut uses
- * 2^b sorted quantiles of each row with nearest codes, sparse picks random
- * positions. The real quantizers live in quant/; these do not depend on them.
+ * quality: uniform is quant/rtn.ts's round-to-nearest on GPTQ's grid (extended
+ * to ragged and act-order groups), lut uses 2^b sorted quantiles of each row
+ * with nearest codes, sparse picks random positions. The real quantizers
+ * (GPTQ, AWQ, SqueezeLLM) live in quant/.
  *
  * @module
  */
 import type { CsrMatrix, LutTensor, UniformTensor } from "../quant/format.ts";
-import { checkBits, packCodes, toF16 } from "../quant/format.ts";
+import { checkBits, packCodes, toF16, unpackCodes } from "../quant/format.ts";
 import { gaussian, mulberry32 } from "../model/random.ts";
+import { rtn } from "../quant/rtn.ts";
 import type { F16Tensor, F32Tensor, LinearWeight } from "./weight.ts";
 
 /**
@@ -38,10 +40,14 @@ export function f16Tensor(data: Float32Array, rows: number, cols: number): F16Te
   return { kind: "f16", rows, cols, data: toF16(data) };
 }
 
-/** Options of {@linkcode rtnUniform}. */
-export interface RtnOptions {
+/** Options of {@linkcode rtnUniform}: quant/rtn.ts's options, plus ragged groups and act-order. */
+export interface RtnUniformOptions {
+  /** Bits per weight, 2..8. */
   bits: number;
-  /** Columns per group; cols (or more) for one group per row. @default cols */
+  /**
+   * Columns per group; cols (or more) for one group per row. Unlike quant/rtn.ts
+   * it need not divide cols: the last group of a row is then shorter. @default cols
+   */
   groupSize?: number;
   /** Symmetric grid (zero = 2^(b−1)). @default false */
   sym?: boolean;
@@ -53,28 +59,38 @@ export interface RtnOptions {
 }
 
 /**
- * Round-to-nearest uniform quantization on a min/max grid per group.
+ * Round-to-nearest uniform quantization on GPTQ's grid: quant/rtn.ts's `rtn`.
+ * When the groups are whole and in natural order this is `rtn` itself;
+ * otherwise (a group size not dividing cols, or act-order groups, which the
+ * kernels must also read) the columns of each group are gathered into a
+ * matrix that `rtn` quantizes with one group per row.
  * @param w weights [rows, cols]
  * @param rows output features
  * @param cols input features
  * @param opts bits, group size, symmetry, act-order
- * @returns the packed tensor (fp16 scales and integer zeros)
+ * @returns the packed tensor (fp16 scales and integer zeros; gIdx under act-order)
+ * @example
+ * ```ts
+ * const t = rtnUniform(new Float32Array([0, 1, 2, 3, 4, 5]), 1, 6, { bits: 2, groupSize: 4 });
+ * t.scales.length; // 2 (groups of 4 and 2 columns)
+ * ```
  */
 export function rtnUniform(
   w: Float32Array,
   rows: number,
   cols: number,
-  opts: RtnOptions,
+  opts: RtnUniformOptions,
 ): UniformTensor {
   const bits = checkBits(opts.bits, "rtnUniform() bits");
-  const groupSize = opts.groupSize ?? cols;
+  const groupSize = Math.min(opts.groupSize ?? cols, cols);
   if (!(Number.isInteger(groupSize) && groupSize >= 1)) {
     throw new RangeError(`rtnUniform(): groupSize must be a positive integer, got ${groupSize}`);
   }
-  const maxq = (1 << bits) - 1;
-  // group of each column
-  let gIdx: Int32Array | undefined;
-  const group = new Int32Array(cols);
+  const sym = Boolean(opts.sym);
+  if (opts.actOrderSeed === undefined && cols % groupSize === 0) {
+    return rtn(w, rows, cols, { bits, groupSize, sym });
+  }
+  const group = new Int32Array(cols); // [cols] group of each column
   if (opts.actOrderSeed !== undefined) {
     const perm = Array.from({ length: cols }, (_, i) => i);
     const u = mulberry32(opts.actOrderSeed);
@@ -83,55 +99,40 @@ export function rtnUniform(
       [perm[i], perm[j]] = [perm[j], perm[i]];
     }
     for (let i = 0; i < cols; i++) group[perm[i]] = Math.floor(i / groupSize);
-    gIdx = group;
   } else {
     for (let c = 0; c < cols; c++) group[c] = Math.floor(c / groupSize);
   }
   const ng = Math.ceil(cols / groupSize);
-  const lo = new Float32Array(ng), hi = new Float32Array(ng);
-  const scales = new Float32Array(rows * ng), zeros = new Float32Array(rows * ng);
-  const codes = new Uint8Array(rows * cols);
-  for (let r = 0; r < rows; r++) {
-    lo.fill(0);
-    hi.fill(0);
-    for (let c = 0; c < cols; c++) {
-      const v = w[r * cols + c], g = group[c];
-      if (v < lo[g]) lo[g] = v;
-      if (v > hi[g]) hi[g] = v;
+  const members: number[][] = Array.from({ length: ng }, () => []); // columns of each group
+  for (let c = 0; c < cols; c++) members[group[c]].push(c);
+  const scales = new Uint16Array(rows * ng), zeros = new Uint16Array(rows * ng); // fp16 [rows, ng]
+  const codes = new Uint8Array(rows * cols); // [rows, cols]
+  members.forEach((cs, g) => {
+    // Group g gathered into its own [rows, |g|] matrix: rtn() with one group per row.
+    const n = cs.length;
+    const sub = Float32Array.from(
+      { length: rows * n },
+      (_, i) => w[Math.floor(i / n) * cols + cs[i % n]],
+    );
+    const t = rtn(sub, rows, n, { bits, sym, name: `rtnUniform() group ${g}` });
+    const q = unpackCodes(t.codes, rows, n, bits); // [rows, n]
+    for (let r = 0; r < rows; r++) {
+      scales[r * ng + g] = t.scales[r];
+      zeros[r * ng + g] = t.zeros[r];
+      for (let i = 0; i < n; i++) codes[r * cols + cs[i]] = q[r * n + i];
     }
-    for (let g = 0; g < ng; g++) {
-      let s: number, z: number;
-      if (opts.sym) {
-        const m = Math.max(-lo[g], hi[g]);
-        s = m > 0 ? (2 * m) / maxq : 1;
-        z = (maxq + 1) / 2;
-      } else {
-        s = hi[g] > lo[g] ? (hi[g] - lo[g]) / maxq : 1;
-        z = Math.round(-lo[g] / s);
-      }
-      scales[r * ng + g] = s;
-      zeros[r * ng + g] = z;
-    }
-    const sh = toF16(scales.subarray(r * ng, (r + 1) * ng));
-    const s16 = new Float16Array(sh.buffer);
-    for (let c = 0; c < cols; c++) {
-      const g = group[c];
-      const s = s16[g] || 1;
-      const q = Math.round(w[r * cols + c] / s) + zeros[r * ng + g];
-      codes[r * cols + c] = Math.min(maxq, Math.max(0, q));
-    }
-  }
+  });
   return {
     kind: "uniform",
     bits,
     rows,
     cols,
     groupSize,
-    sym: Boolean(opts.sym),
+    sym,
     codes: packCodes(codes, rows, cols, bits),
-    scales: toF16(scales),
-    zeros: toF16(zeros),
-    gIdx,
+    scales,
+    zeros,
+    gIdx: opts.actOrderSeed !== undefined ? group : undefined,
   };
 }
 

@@ -5,6 +5,42 @@ import { randn } from "../model/random.ts";
 import { csrValues } from "../quant/format.ts";
 import { quantileLut, randomCsr, rtnUniform, splitOutliers } from "./synthetic.ts";
 import { validateWeight } from "./weight.ts";
+import { rtn } from "../quant/rtn.ts";
+import { unpackCodes } from "../quant/format.ts";
+
+Deno.test("rtnUniform() is quant/rtn.ts's grid: whole groups equal rtn(), ragged groups use the same grid", () => {
+  const [rows, cols] = [6, 48];
+  const w = randn(rows * cols, 4);
+  for (
+    const opts of [{ bits: 3 }, { bits: 4, groupSize: 16 }, { bits: 2, groupSize: 8, sym: true }]
+  ) {
+    assert.deepEqual(rtnUniform(w, rows, cols, opts), rtn(w, rows, cols, opts));
+  }
+  // Groups of 20 over 48 columns: 20, 20, 8. The first 40 columns are whole groups of rtn().
+  const ragged = rtnUniform(w, rows, cols, { bits: 4, groupSize: 20 });
+  const head = Float32Array.from(
+    { length: rows * 40 },
+    (_, i) => w[Math.floor(i / 40) * cols + (i % 40)],
+  );
+  const whole = rtn(head, rows, 40, { bits: 4, groupSize: 20 });
+  const codes = unpackCodes(ragged.codes, rows, cols, 4),
+    want = unpackCodes(whole.codes, rows, 40, 4);
+  for (let r = 0; r < rows; r++) {
+    assert.deepEqual([...ragged.scales.subarray(3 * r, 3 * r + 2)], [
+      ...whole.scales.subarray(2 * r, 2 * r + 2),
+    ]);
+    assert.deepEqual([...ragged.zeros.subarray(3 * r, 3 * r + 2)], [
+      ...whole.zeros.subarray(2 * r, 2 * r + 2),
+    ]);
+    assert.deepEqual([...codes.subarray(r * cols, r * cols + 40)], [
+      ...want.subarray(r * 40, r * 40 + 40),
+    ]);
+  }
+  assert.throws(
+    () => rtnUniform(w, rows, cols, { bits: 4, groupSize: 0 }),
+    /groupSize must be a positive integer, got 0/,
+  );
+});
 
 Deno.test("rtnUniform() rounds every weight to within half a step of its group's grid", () => {
   const [rows, cols] = [7, 45];

@@ -54,6 +54,8 @@ gpuTest(
     assert.equal(avg("uniform"), 3 + (2 * 16) / 128); // fp16 scale + zero per 128 weights
     assert.equal(avg("lut"), 3 + (8 * 16) / 256); // 8 fp16 entries per row of 256
     assert.ok(avg("lut+sparse") > avg("lut"));
+    assert.equal(r.rows.find((x) => x.format === "uniform")!.groupSize, 128);
+    assert.equal(r.rows.find((x) => x.format === "lut")!.groupSize, null);
     assert.match(lines.at(-1)!, /^\| shape +\| format/);
     assert.equal(benchTable(r.rows).split("\n").length, 2 + r.rows.length);
   },
