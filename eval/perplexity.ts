@@ -128,16 +128,30 @@ export async function perplexity(
   } else {
     await runOnWorkers(weights, tokens, seqlen, windows, workers, nll, opts.onProgress);
   }
+  return perplexityResult(nll, seqlen, available, (performance.now() - t0) / 1000);
+}
+
+/**
+ * GPTQ's ppl = exp(Σ nll / (windows · seqlen)) from the per-window nll
+ * (summed in window order), with the counts that go with it.
+ */
+export function perplexityResult(
+  nll: Float64Array,
+  seqlen: number,
+  windowsAvailable: number,
+  seconds: number,
+): PerplexityResult {
+  const windows = nll.length;
   let sum = 0;
   for (let i = 0; i < windows; i++) sum += nll[i];
   return {
     ppl: Math.exp(sum / (windows * seqlen)),
     windows,
-    windowsAvailable: available,
+    windowsAvailable,
     seqlen,
     tokens: windows * seqlen,
     windowNll: nll,
-    seconds: (performance.now() - t0) / 1000,
+    seconds,
   };
 }
 

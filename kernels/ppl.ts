@@ -13,7 +13,7 @@
  * @module
  */
 import type { PerplexityResult } from "../eval/perplexity.ts";
-import { windowLoss, windowPlan } from "../eval/perplexity.ts";
+import { perplexityResult, windowLoss, windowPlan } from "../eval/perplexity.ts";
 import type { GpuDecoder } from "./decode.ts";
 
 /** Options of {@linkcode gpuPerplexity}. */
@@ -68,15 +68,5 @@ export async function gpuPerplexity(
     nll[i] = loss * seqlen;
     opts.onProgress?.(i + 1, windows);
   }
-  let sum = 0;
-  for (let i = 0; i < windows; i++) sum += nll[i];
-  return {
-    ppl: Math.exp(sum / (windows * seqlen)),
-    windows,
-    windowsAvailable: available,
-    seqlen,
-    tokens: windows * seqlen,
-    windowNll: nll,
-    seconds: (performance.now() - t0) / 1000,
-  };
+  return perplexityResult(nll, seqlen, available, (performance.now() - t0) / 1000);
 }
