@@ -24,7 +24,8 @@ export async function pplTable(store: ResultsStore): Promise<Map<string, TableRo
     select model, variant, method, bits, avg_bits, dataset, ppl from (
       select *, row_number() over (partition by model, variant, dataset order by recorded_at desc) rn
       from ppl_results) where rn = 1
-    order by model, bits nulls first, method, variant, dataset`);
+    order by model, bits nulls first,
+      list_position(['fp32', 'rtn', 'gptq', 'awq', 'squeezellm'], method), avg_bits, variant, dataset`);
   const out = new Map<string, TableRow[]>();
   for (const r of rows) {
     const model = String(r.model);
