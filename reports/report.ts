@@ -93,33 +93,57 @@ export async function renderReport(store: ResultsStore): Promise<string> {
       Object.entries(r.ppl).map(([dataset, ppl]) => ({
         method: r.method,
         variant: r.variant,
+        bits: r.bits ?? "fp32",
         avgBits: r.avgBits,
         dataset,
         ppl,
       }))
     );
+    // Perplexity against average bits per weight, one panel per dataset; the
+    // fp32 model is a dashed reference line rather than a point at 32 bits.
     const svg = await renderSvg({
       $schema: "https://vega.github.io/schema/vega-lite/v6.json",
       data: { values: points },
-      facet: { column: { field: "dataset", type: "nominal" } },
-      spec: {
-        width: 220,
-        height: 180,
-        mark: { type: "point", filled: true, size: 70 },
-        encoding: {
-          x: {
-            field: "avgBits",
-            type: "quantitative",
-            title: "average bits per weight",
-            scale: { zero: false },
-          },
-          y: { field: "ppl", type: "quantitative", title: "perplexity", scale: { type: "log" } },
-          color: { field: "method", type: "nominal" },
-          tooltip: [{ field: "variant" }, { field: "ppl", format: ".3f" }],
-        },
-      },
+      facet: { field: "dataset", type: "nominal", title: null },
+      columns: 2,
       resolve: { scale: { y: "independent" } },
-    });
+      spec: {
+        width: 300,
+        height: 200,
+        layer: [
+          {
+            transform: [{ filter: "datum.method !== 'fp32'" }],
+            mark: { type: "point", filled: true, size: 70 },
+            encoding: {
+              x: {
+                field: "avgBits",
+                type: "quantitative",
+                title: "average bits per weight",
+                scale: { zero: false },
+              },
+              y: {
+                field: "ppl",
+                type: "quantitative",
+                title: "perplexity",
+                scale: { type: "log", zero: false },
+              },
+              color: {
+                field: "method",
+                type: "nominal",
+                sort: ["rtn", "gptq", "awq", "squeezellm"],
+              },
+              shape: { field: "bits", type: "nominal" },
+              tooltip: [{ field: "variant" }, { field: "ppl", format: ".3f" }],
+            },
+          },
+          {
+            transform: [{ filter: "datum.method === 'fp32'" }],
+            mark: { type: "rule", strokeDash: [4, 4], color: "#555" },
+            encoding: { y: { field: "ppl", type: "quantitative" } },
+          },
+        ],
+      },
+    } as vl.TopLevelSpec);
     sections.push(
       `<h2>${esc(model)}</h2>\n<table><tr>${th}</tr>\n${trs}</table>\n<figure>${svg}</figure>`,
     );
