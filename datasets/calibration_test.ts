@@ -7,6 +7,7 @@ import { loadTokenizer } from "../model/tokenizer.ts";
 import { calibrationWindows } from "./calibration.ts";
 import { openC4Documents } from "./c4.ts";
 import { MissingDataError } from "./datadir.ts";
+import { tempDir, wikitextDataDir } from "./_testing.ts";
 
 const tok = await loadTokenizer(sharedData("stories260K/tok512.model"));
 const base = { dataDir: SHARED_DATA, tokenizer: tok, offline: true };
@@ -111,49 +112,38 @@ Deno.test("calibrationWindows('wikitext2') needs the train split and says so", a
 Deno.test("calibrationWindows('wikitext2') samples the joined train rows (test rows standing in)", async () => {
   // A data dir whose "train" file is the test split's raw file, to exercise the rule:
   // random.seed(0); [random.randint(0, 815066 - 512 - 1) for _ in range(4)]
-  const dir = await Deno.makeTempDir({ prefix: "sqb-calib-test-" });
-  try {
-    await Deno.mkdir(`${dir}/wikitext-2-raw-v1`);
-    await Deno.symlink(
-      sharedData("wikitext-2-raw-v1/wiki.test.raw"),
-      `${dir}/wikitext-2-raw-v1/wiki.train.raw`,
-    );
-    const { windows, source } = await calibrationWindows({
-      ...base,
-      dataDir: dir,
-      source: "wikitext2",
-      nsamples: 4,
-      seqlen: 512,
-      seed: 0,
-    });
-    const rows = (await Deno.readTextFile(sharedData("wikitext-2-raw-v1/wiki.test.raw")))
-      .split(/(?<=\n)/).map((l) => (l.trim() === "" ? "" : l));
-    const stream = tok.encodeWithBos(rows.join("\n\n"));
-    assert.equal(stream.length, 815066);
-    [403958, 794772, 441001, 42450].forEach((s, k) =>
-      assert.deepEqual(windows[k], stream.slice(s, s + 512))
-    );
-    assert.match(source, /wiki\.train\.raw/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using tmp = await wikitextDataDir("sqb-calib-test-", "wiki.train.raw");
+  const dir = tmp.path;
+  const { windows, source } = await calibrationWindows({
+    ...base,
+    dataDir: dir,
+    source: "wikitext2",
+    nsamples: 4,
+    seqlen: 512,
+    seed: 0,
+  });
+  const rows = (await Deno.readTextFile(sharedData("wikitext-2-raw-v1/wiki.test.raw")))
+    .split(/(?<=\n)/).map((l) => (l.trim() === "" ? "" : l));
+  const stream = tok.encodeWithBos(rows.join("\n\n"));
+  assert.equal(stream.length, 815066);
+  [403958, 794772, 441001, 42450].forEach((s, k) =>
+    assert.deepEqual(windows[k], stream.slice(s, s + 512))
+  );
+  assert.match(source, /wiki\.train\.raw/);
 });
 
 Deno.test("calibrationWindows('c4') offline with no C4 file names the train shard and the proxy", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "sqb-calib-test-" });
-  try {
-    await assert.rejects(
-      calibrationWindows({ ...base, dataDir: dir, source: "c4", nsamples: 1, seqlen: 64, seed: 0 }),
-      (e: Error) =>
-        e instanceof MissingDataError &&
-        e.message.includes(`${dir}/c4/en/c4-train.00000-of-01024.json.gz`) &&
-        e.message.includes(`${dir}/c4/c4-validation-2k.json.gz`),
-    );
-    await assert.rejects(
-      calibrationWindows({ ...base, source: "c4", nsamples: 0, seqlen: 64, seed: 0 }),
-      /nsamples/,
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using tmp = await tempDir("sqb-calib-test-");
+  const dir = tmp.path;
+  await assert.rejects(
+    calibrationWindows({ ...base, dataDir: dir, source: "c4", nsamples: 1, seqlen: 64, seed: 0 }),
+    (e: Error) =>
+      e instanceof MissingDataError &&
+      e.message.includes(`${dir}/c4/en/c4-train.00000-of-01024.json.gz`) &&
+      e.message.includes(`${dir}/c4/c4-validation-2k.json.gz`),
+  );
+  await assert.rejects(
+    calibrationWindows({ ...base, source: "c4", nsamples: 0, seqlen: 64, seed: 0 }),
+    /nsamples/,
+  );
 });

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { sharedData } from "../testing.ts";
 import { DatasetFormatError, JsonLinesTable, readParquetColumn } from "./duckdb.ts";
+import { tempDir } from "./_testing.ts";
 
 const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
 
@@ -47,48 +48,42 @@ Deno.test("JsonLinesTable keeps the C4 documents in file order", async () => {
 });
 
 Deno.test("JsonLinesTable reads plain .json lines in order, beyond one DuckDB vector", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "sqb-duckdb-test-" });
-  try {
-    const n = 5000;
-    const lines = Array.from(
-      { length: n },
-      (_, i) => JSON.stringify({ text: `doc ${i} ${"x".repeat(i % 7)}`, url: `u${i}` }),
-    );
-    await Deno.writeTextFile(`${dir}/d.json`, lines.join("\n") + "\n");
-    using t = await JsonLinesTable.open(`${dir}/d.json`, "text");
-    assert.equal(t.length, n);
-    const all = await t.slice();
-    all.forEach((s, i) => assert.equal(s, `doc ${i} ${"x".repeat(i % 7)}`));
-    assert.equal(await t.get(4097), all[4097]);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using tmp = await tempDir("sqb-duckdb-test-");
+  const dir = tmp.path;
+  const n = 5000;
+  const lines = Array.from(
+    { length: n },
+    (_, i) => JSON.stringify({ text: `doc ${i} ${"x".repeat(i % 7)}`, url: `u${i}` }),
+  );
+  await Deno.writeTextFile(`${dir}/d.json`, lines.join("\n") + "\n");
+  using t = await JsonLinesTable.open(`${dir}/d.json`, "text");
+  assert.equal(t.length, n);
+  const all = await t.slice();
+  all.forEach((s, i) => assert.equal(s, `doc ${i} ${"x".repeat(i % 7)}`));
+  assert.equal(await t.get(4097), all[4097]);
 });
 
 Deno.test("JsonLinesTable and readParquetColumn reject bad files, naming them", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "sqb-duckdb-test-" });
-  try {
-    await Deno.writeTextFile(`${dir}/bad.json`, '{"text": "a"}\n{"url": "b"}\n');
-    await assert.rejects(
-      JsonLinesTable.open(`${dir}/bad.json`, "text"),
-      (e: Error) =>
-        e instanceof DatasetFormatError && /bad\.json: 1 of 2 rows have no/.test(e.message),
-    );
-    await assert.rejects(
-      JsonLinesTable.open(`${dir}/missing.json.gz`, "text"),
-      (e: Error) => e instanceof DatasetFormatError && e.message.includes(`${dir}/missing.json.gz`),
-    );
-    const parquet = sharedData("wikitext-2-raw-v1/test-00000-of-00001.parquet");
-    await assert.rejects(
-      readParquetColumn(parquet, "nope"),
-      (e: Error) =>
-        e instanceof DatasetFormatError && e.message.includes(parquet) && /"nope"/.test(e.message),
-    );
-    await assert.rejects(
-      readParquetColumn(sharedData("c4/c4-validation-2k.json.gz"), "text"),
-      DatasetFormatError,
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using tmp = await tempDir("sqb-duckdb-test-");
+  const dir = tmp.path;
+  await Deno.writeTextFile(`${dir}/bad.json`, '{"text": "a"}\n{"url": "b"}\n');
+  await assert.rejects(
+    JsonLinesTable.open(`${dir}/bad.json`, "text"),
+    (e: Error) =>
+      e instanceof DatasetFormatError && /bad\.json: 1 of 2 rows have no/.test(e.message),
+  );
+  await assert.rejects(
+    JsonLinesTable.open(`${dir}/missing.json.gz`, "text"),
+    (e: Error) => e instanceof DatasetFormatError && e.message.includes(`${dir}/missing.json.gz`),
+  );
+  const parquet = sharedData("wikitext-2-raw-v1/test-00000-of-00001.parquet");
+  await assert.rejects(
+    readParquetColumn(parquet, "nope"),
+    (e: Error) =>
+      e instanceof DatasetFormatError && e.message.includes(parquet) && /"nope"/.test(e.message),
+  );
+  await assert.rejects(
+    readParquetColumn(sharedData("c4/c4-validation-2k.json.gz"), "text"),
+    DatasetFormatError,
+  );
 });

@@ -9,6 +9,7 @@ import { SHARED_DATA, sharedData } from "../testing.ts";
 import { loadTokenizer } from "../model/tokenizer.ts";
 import { MissingDataError } from "./datadir.ts";
 import { loadEvalSet } from "./eval_sets.ts";
+import { tempDir, wikitextDataDir } from "./_testing.ts";
 
 const tok = await loadTokenizer(sharedData("stories260K/tok512.model"));
 const opts = { dataDir: SHARED_DATA, tokenizer: tok, offline: true };
@@ -40,21 +41,13 @@ Deno.test("loadEvalSet('wikitext2') tokenizes the joined test rows once, with on
 });
 
 Deno.test("loadEvalSet('wikitext2') gives the same tokens from wiki.test.raw alone", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "sqb-eval-test-" });
-  try {
-    await Deno.mkdir(`${dir}/wikitext-2-raw-v1`);
-    await Deno.symlink(
-      sharedData("wikitext-2-raw-v1/wiki.test.raw"),
-      `${dir}/wikitext-2-raw-v1/wiki.test.raw`,
-    );
-    const raw = await loadEvalSet("wikitext2", { ...opts, dataDir: dir, seqlen: 512 });
-    const parquet = await loadEvalSet("wikitext2", { ...opts, seqlen: 512 });
-    assert.equal(raw.file, `${dir}/wikitext-2-raw-v1/wiki.test.raw`);
-    assert.deepEqual(raw.tokens, parquet.tokens);
-    assert.match(raw.protocol, /wiki\.test\.raw/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using tmp = await wikitextDataDir("sqb-eval-test-", "wiki.test.raw");
+  const dir = tmp.path;
+  const raw = await loadEvalSet("wikitext2", { ...opts, dataDir: dir, seqlen: 512 });
+  const parquet = await loadEvalSet("wikitext2", { ...opts, seqlen: 512 });
+  assert.equal(raw.file, `${dir}/wikitext-2-raw-v1/wiki.test.raw`);
+  assert.deepEqual(raw.tokens, parquet.tokens);
+  assert.match(raw.protocol, /wiki\.test\.raw/);
 });
 
 Deno.test("loadEvalSet('c4') concatenates GPTQ's 256 random windows from the first 1,100 docs", async () => {
@@ -90,23 +83,20 @@ Deno.test("loadEvalSet('tinystories') tokenizes the whole validation head", asyn
 });
 
 Deno.test("loadEvalSet() offline with an empty data dir names the missing files", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "sqb-eval-test-" });
-  try {
-    for (
-      const [name, file] of [
-        ["wikitext2", "wikitext-2-raw-v1/test-00000-of-00001.parquet"],
-        ["c4", "c4/en/c4-validation.00000-of-00008.json.gz"],
-        ["c4-new", "c4/c4-validation-2k.json.gz"],
-        ["tinystories", "tinystories/tinystories-valid-head.txt"],
-      ] as const
-    ) {
-      await assert.rejects(
-        loadEvalSet(name, { ...opts, dataDir: dir, seqlen: 512 }),
-        (e: Error) => e instanceof MissingDataError && e.message.includes(`${dir}/${file}`),
-      );
-    }
-    await assert.rejects(loadEvalSet("wikitext2", { ...opts, seqlen: 1 }), /seqlen/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
+  await using tmp = await tempDir("sqb-eval-test-");
+  const dir = tmp.path;
+  for (
+    const [name, file] of [
+      ["wikitext2", "wikitext-2-raw-v1/test-00000-of-00001.parquet"],
+      ["c4", "c4/en/c4-validation.00000-of-00008.json.gz"],
+      ["c4-new", "c4/c4-validation-2k.json.gz"],
+      ["tinystories", "tinystories/tinystories-valid-head.txt"],
+    ] as const
+  ) {
+    await assert.rejects(
+      loadEvalSet(name, { ...opts, dataDir: dir, seqlen: 512 }),
+      (e: Error) => e instanceof MissingDataError && e.message.includes(`${dir}/${file}`),
+    );
   }
+  await assert.rejects(loadEvalSet("wikitext2", { ...opts, seqlen: 1 }), /seqlen/);
 });

@@ -10,6 +10,7 @@ import {
   resolveDataDir,
 } from "./datadir.ts";
 import { download, DownloadError, hubEndpoint, hubUrl, sha256File } from "./hub.ts";
+import { tempDir } from "./_testing.ts";
 
 /** How the loopback hub behaves. */
 interface ServerBehaviour {
@@ -103,10 +104,6 @@ function loopbackHub(behaviour: ServerBehaviour = {}) {
   };
 }
 
-async function tempDir(): Promise<string> {
-  return await Deno.makeTempDir({ prefix: "sqb-hub-test-" });
-}
-
 async function exists(path: string): Promise<boolean> {
   try {
     await Deno.stat(path);
@@ -120,163 +117,143 @@ const MODEL = "stories260K/stories260K.bin";
 
 Deno.test("dataFile() downloads a known file from the hub and checks its sha256", async () => {
   await using hub = loopbackHub();
-  const dir = await tempDir();
-  try {
-    const progress: [number, number | null][] = [];
-    const path = await dataFile(dir, MODEL, {
-      endpoint: hub.endpoint,
-      progress: (d, t) => progress.push([d, t]),
-    });
-    assert.equal(path, `${dir}/${MODEL}`);
-    assert.equal(await sha256File(path), KNOWN_FILES[MODEL].sha256);
-    assert.equal(await exists(path + ".partial"), false);
-    assert.deepEqual(hub.seen, [{
-      path: "/karpathy/tinyllamas/resolve/main/stories260K/stories260K.bin",
-      range: null,
-      status: 200,
-    }]);
-    assert.deepEqual(progress.at(-1), [1056540, 1056540]);
-    // present now: a second call does not touch the network
-    assert.equal(await dataFile(dir, MODEL, { endpoint: hub.endpoint }), path);
-    assert.equal(hub.seen.length, 1);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using tmp = await tempDir("sqb-hub-test-");
+  const dir = tmp.path;
+  const progress: [number, number | null][] = [];
+  const path = await dataFile(dir, MODEL, {
+    endpoint: hub.endpoint,
+    progress: (d, t) => progress.push([d, t]),
+  });
+  assert.equal(path, `${dir}/${MODEL}`);
+  assert.equal(await sha256File(path), KNOWN_FILES[MODEL].sha256);
+  assert.equal(await exists(path + ".partial"), false);
+  assert.deepEqual(hub.seen, [{
+    path: "/karpathy/tinyllamas/resolve/main/stories260K/stories260K.bin",
+    range: null,
+    status: 200,
+  }]);
+  assert.deepEqual(progress.at(-1), [1056540, 1056540]);
+  // present now: a second call does not touch the network
+  assert.equal(await dataFile(dir, MODEL, { endpoint: hub.endpoint }), path);
+  assert.equal(hub.seen.length, 1);
 });
 
 Deno.test("download() resumes a partial file with a Range request (206)", async () => {
   await using hub = loopbackHub();
-  const dir = await tempDir();
-  try {
-    const whole = await Deno.readFile(sharedData(MODEL));
-    const dest = `${dir}/m.bin`;
-    await Deno.writeFile(dest + ".partial", whole.subarray(0, 400_000));
-    const r = await download(knownFileUrl(MODEL, hub.endpoint)!, dest, {
-      sha256: KNOWN_FILES[MODEL].sha256,
-      progress: false,
-    });
-    assert.equal(r.resumedFrom, 400_000);
-    assert.equal(r.bytes, whole.length);
-    assert.deepEqual(hub.seen.map((s) => [s.range, s.status]), [["bytes=400000-", 206]]);
-    assert.deepEqual(await Deno.readFile(dest), whole);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using tmp = await tempDir("sqb-hub-test-");
+  const dir = tmp.path;
+  const whole = await Deno.readFile(sharedData(MODEL));
+  const dest = `${dir}/m.bin`;
+  await Deno.writeFile(dest + ".partial", whole.subarray(0, 400_000));
+  const r = await download(knownFileUrl(MODEL, hub.endpoint)!, dest, {
+    sha256: KNOWN_FILES[MODEL].sha256,
+    progress: false,
+  });
+  assert.equal(r.resumedFrom, 400_000);
+  assert.equal(r.bytes, whole.length);
+  assert.deepEqual(hub.seen.map((s) => [s.range, s.status]), [["bytes=400000-", 206]]);
+  assert.deepEqual(await Deno.readFile(dest), whole);
 });
 
 Deno.test("download() restarts from zero when the server answers a Range request with 200", async () => {
   await using hub = loopbackHub({ honorRange: false });
-  const dir = await tempDir();
-  try {
-    const whole = await Deno.readFile(sharedData(MODEL));
-    const dest = `${dir}/m.bin`;
-    // a partial file with wrong bytes: must be overwritten, not appended to
-    await Deno.writeFile(dest + ".partial", new Uint8Array(300_000).fill(7));
-    const r = await download(knownFileUrl(MODEL, hub.endpoint)!, dest, {
-      sha256: KNOWN_FILES[MODEL].sha256,
-      progress: false,
-    });
-    assert.equal(r.resumedFrom, 0);
-    assert.deepEqual(hub.seen.map((s) => [s.range, s.status]), [["bytes=300000-", 200]]);
-    assert.deepEqual(await Deno.readFile(dest), whole);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using tmp = await tempDir("sqb-hub-test-");
+  const dir = tmp.path;
+  const whole = await Deno.readFile(sharedData(MODEL));
+  const dest = `${dir}/m.bin`;
+  // a partial file with wrong bytes: must be overwritten, not appended to
+  await Deno.writeFile(dest + ".partial", new Uint8Array(300_000).fill(7));
+  const r = await download(knownFileUrl(MODEL, hub.endpoint)!, dest, {
+    sha256: KNOWN_FILES[MODEL].sha256,
+    progress: false,
+  });
+  assert.equal(r.resumedFrom, 0);
+  assert.deepEqual(hub.seen.map((s) => [s.range, s.status]), [["bytes=300000-", 200]]);
+  assert.deepEqual(await Deno.readFile(dest), whole);
 });
 
 Deno.test("download() keeps the partial file when the connection drops, and a retry resumes it", async () => {
-  const dir = await tempDir();
-  try {
-    const whole = await Deno.readFile(sharedData(MODEL));
-    const dest = `${dir}/m.bin`;
-    {
-      await using hub = loopbackHub({ dropAfter: 500_000 });
-      const url = knownFileUrl(MODEL, hub.endpoint)!;
-      await assert.rejects(
-        download(url, dest, { progress: false }),
-        (e: Error) => {
-          assert.ok(e instanceof DownloadError, String(e));
-          assert.match(e.message, /interrupted after \d+ of 1056540 bytes/);
-          assert.ok(e.message.includes(url));
-          assert.ok(e.message.includes(dest + ".partial"));
-          return true;
-        },
-      );
-    }
-    assert.equal(await exists(dest), false, "no file under the final name");
-    const kept = (await Deno.stat(dest + ".partial")).size;
-    assert.ok(kept > 0 && kept <= 500_000, `partial has ${kept} bytes`);
-    assert.deepEqual(await Deno.readFile(dest + ".partial"), whole.subarray(0, kept));
-    await using hub = loopbackHub();
-    const r = await download(knownFileUrl(MODEL, hub.endpoint)!, dest, {
-      sha256: KNOWN_FILES[MODEL].sha256,
-      progress: false,
-    });
-    assert.equal(r.resumedFrom, kept);
-    assert.deepEqual(hub.seen.map((s) => [s.range, s.status]), [[`bytes=${kept}-`, 206]]);
-    assert.deepEqual(await Deno.readFile(dest), whole);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
+  await using tmp = await tempDir("sqb-hub-test-");
+  const dir = tmp.path;
+  const whole = await Deno.readFile(sharedData(MODEL));
+  const dest = `${dir}/m.bin`;
+  {
+    await using hub = loopbackHub({ dropAfter: 500_000 });
+    const url = knownFileUrl(MODEL, hub.endpoint)!;
+    await assert.rejects(
+      download(url, dest, { progress: false }),
+      (e: Error) => {
+        assert.ok(e instanceof DownloadError, String(e));
+        assert.match(e.message, /interrupted after \d+ of 1056540 bytes/);
+        assert.ok(e.message.includes(url));
+        assert.ok(e.message.includes(dest + ".partial"));
+        return true;
+      },
+    );
   }
+  assert.equal(await exists(dest), false, "no file under the final name");
+  const kept = (await Deno.stat(dest + ".partial")).size;
+  assert.ok(kept > 0 && kept <= 500_000, `partial has ${kept} bytes`);
+  assert.deepEqual(await Deno.readFile(dest + ".partial"), whole.subarray(0, kept));
+  await using hub = loopbackHub();
+  const r = await download(knownFileUrl(MODEL, hub.endpoint)!, dest, {
+    sha256: KNOWN_FILES[MODEL].sha256,
+    progress: false,
+  });
+  assert.equal(r.resumedFrom, kept);
+  assert.deepEqual(hub.seen.map((s) => [s.range, s.status]), [[`bytes=${kept}-`, 206]]);
+  assert.deepEqual(await Deno.readFile(dest), whole);
 });
 
 Deno.test("download() accepts a complete partial file when the server answers 416", async () => {
   await using hub = loopbackHub();
-  const dir = await tempDir();
-  try {
-    const dest = `${dir}/tok.model`;
-    await Deno.copyFile(sharedData("stories260K/tok512.model"), dest + ".partial");
-    const r = await download(
-      knownFileUrl("stories260K/tok512.model", hub.endpoint)!,
-      dest,
-      { sha256: KNOWN_FILES["stories260K/tok512.model"].sha256, progress: false },
-    );
-    assert.equal(r.bytes, 7645);
-    assert.deepEqual(hub.seen.map((s) => s.status), [416]);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using tmp = await tempDir("sqb-hub-test-");
+  const dir = tmp.path;
+  const dest = `${dir}/tok.model`;
+  await Deno.copyFile(sharedData("stories260K/tok512.model"), dest + ".partial");
+  const r = await download(
+    knownFileUrl("stories260K/tok512.model", hub.endpoint)!,
+    dest,
+    { sha256: KNOWN_FILES["stories260K/tok512.model"].sha256, progress: false },
+  );
+  assert.equal(r.bytes, 7645);
+  assert.deepEqual(hub.seen.map((s) => s.status), [416]);
 });
 
 Deno.test("download() reports 404 with the URL and leaves no file", async () => {
   await using hub = loopbackHub();
-  const dir = await tempDir();
-  try {
-    const url = hubUrl({ repo: "karpathy/tinyllamas", path: "no/such.bin" }, hub.endpoint);
-    await assert.rejects(download(url, `${dir}/x.bin`, { progress: false }), (e: Error) => {
-      assert.ok(e instanceof DownloadError);
-      assert.equal(e.status, 404);
-      assert.ok(e.message.includes(url), e.message);
-      assert.match(e.message, /404 Not Found/);
-      return true;
-    });
-    assert.equal(await exists(`${dir}/x.bin`), false);
-    assert.equal(await exists(`${dir}/x.bin.partial`), false);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using tmp = await tempDir("sqb-hub-test-");
+  const dir = tmp.path;
+  const url = hubUrl({ repo: "karpathy/tinyllamas", path: "no/such.bin" }, hub.endpoint);
+  await assert.rejects(download(url, `${dir}/x.bin`, { progress: false }), (e: Error) => {
+    assert.ok(e instanceof DownloadError);
+    assert.equal(e.status, 404);
+    assert.ok(e.message.includes(url), e.message);
+    assert.match(e.message, /404 Not Found/);
+    return true;
+  });
+  assert.equal(await exists(`${dir}/x.bin`), false);
+  assert.equal(await exists(`${dir}/x.bin.partial`), false);
 });
 
 Deno.test("download() deletes a file whose sha256 does not match", async () => {
   await using hub = loopbackHub();
-  const dir = await tempDir();
-  try {
-    const url = knownFileUrl("stories260K/tok512.bin", hub.endpoint)!;
-    const wrong = "0".repeat(64);
-    await assert.rejects(
-      download(url, `${dir}/t.bin`, { sha256: wrong, progress: false }),
-      new RegExp(`expected sha256 ${wrong}, found ${KNOWN_FILES["stories260K/tok512.bin"].sha256}`),
-    );
-    assert.equal(await exists(`${dir}/t.bin`), false);
-    assert.equal(await exists(`${dir}/t.bin.partial`), false);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using tmp = await tempDir("sqb-hub-test-");
+  const dir = tmp.path;
+  const url = knownFileUrl("stories260K/tok512.bin", hub.endpoint)!;
+  const wrong = "0".repeat(64);
+  await assert.rejects(
+    download(url, `${dir}/t.bin`, { sha256: wrong, progress: false }),
+    new RegExp(`expected sha256 ${wrong}, found ${KNOWN_FILES["stories260K/tok512.bin"].sha256}`),
+  );
+  assert.equal(await exists(`${dir}/t.bin`), false);
+  assert.equal(await exists(`${dir}/t.bin.partial`), false);
 });
 
 Deno.test("dataFile() offline never touches the network and names the file, place and URL", async () => {
   await using hub = loopbackHub();
-  const dir = await tempDir();
+  await using tmp = await tempDir("sqb-hub-test-");
+  const dir = tmp.path;
   const rel = "wikitext-2-raw-v1/test-00000-of-00001.parquet";
   const check = (e: Error) => {
     assert.ok(e instanceof MissingDataError);
@@ -288,62 +265,52 @@ Deno.test("dataFile() offline never touches the network and names the file, plac
     assert.match(e.message, /offline/);
     return true;
   };
-  try {
-    await assert.rejects(dataFile(dir, rel, { offline: true, endpoint: hub.endpoint }), check);
-    // HF_HUB_OFFLINE=1 alone has the same effect
-    const env = (name: string) => name === "HF_HUB_OFFLINE" ? "1" : undefined;
-    assert.equal(isOffline(false, env), true);
-    await assert.rejects(dataFile(dir, rel, { endpoint: hub.endpoint, env }), check);
-    assert.deepEqual(hub.seen, []);
-    assert.equal(await exists(`${dir}/${rel}`), false);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await assert.rejects(dataFile(dir, rel, { offline: true, endpoint: hub.endpoint }), check);
+  // HF_HUB_OFFLINE=1 alone has the same effect
+  const env = (name: string) => name === "HF_HUB_OFFLINE" ? "1" : undefined;
+  assert.equal(isOffline(false, env), true);
+  await assert.rejects(dataFile(dir, rel, { endpoint: hub.endpoint, env }), check);
+  assert.deepEqual(hub.seen, []);
+  assert.equal(await exists(`${dir}/${rel}`), false);
 });
 
 Deno.test("dataFile() explains files that have no public download", async () => {
-  const dir = await tempDir();
-  try {
-    await assert.rejects(
-      dataFile(dir, "c4/c4-validation-2k.json.gz", { endpoint: "http://127.0.0.1:9" }),
-      /no public download: copy it to .*c4\/c4-validation-2k\.json\.gz/,
-    );
-    await assert.rejects(dataFile(dir, "x/unknown.bin"), /not a known file/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using tmp = await tempDir("sqb-hub-test-");
+  const dir = tmp.path;
+  await assert.rejects(
+    dataFile(dir, "c4/c4-validation-2k.json.gz", { endpoint: "http://127.0.0.1:9" }),
+    /no public download: copy it to .*c4\/c4-validation-2k\.json\.gz/,
+  );
+  await assert.rejects(dataFile(dir, "x/unknown.bin"), /not a known file/);
 });
 
 Deno.test("findDataFile() prefers the first present candidate, else downloads", async () => {
   await using hub = loopbackHub();
-  const dir = await tempDir();
-  try {
-    const wt = ["wikitext-2-raw-v1/test-00000-of-00001.parquet", "wikitext-2-raw-v1/wiki.test.raw"];
-    // present in the shared data dir: the Parquet file wins
-    assert.deepEqual(await findDataFile(SHARED_DATA, wt, "WikiText-2 test", { offline: true }), {
-      relPath: wt[0],
-      path: `${SHARED_DATA.replace(/\/$/, "")}/${wt[0]}`,
-    });
-    // empty dir, offline: the error lists both candidates
-    await assert.rejects(
-      findDataFile(dir, wt, "WikiText-2 test", { offline: true, endpoint: hub.endpoint }),
-      (e: Error) => {
-        assert.ok(e instanceof MissingDataError);
-        assert.ok(e.message.includes(wt[0]) && e.message.includes(wt[1]), e.message);
-        assert.ok(e.message.includes(knownFileUrl(wt[0], hub.endpoint)!));
-        return true;
-      },
-    );
-    // empty dir, online: downloads the downloadable one
-    const r = await findDataFile(dir, wt, "WikiText-2 test", {
-      endpoint: hub.endpoint,
-      progress: false,
-    });
-    assert.equal(r.relPath, wt[0]);
-    assert.equal(await sha256File(r.path), KNOWN_FILES[wt[0]].sha256);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using tmp = await tempDir("sqb-hub-test-");
+  const dir = tmp.path;
+  const wt = ["wikitext-2-raw-v1/test-00000-of-00001.parquet", "wikitext-2-raw-v1/wiki.test.raw"];
+  // present in the shared data dir: the Parquet file wins
+  assert.deepEqual(await findDataFile(SHARED_DATA, wt, "WikiText-2 test", { offline: true }), {
+    relPath: wt[0],
+    path: `${SHARED_DATA.replace(/\/$/, "")}/${wt[0]}`,
+  });
+  // empty dir, offline: the error lists both candidates
+  await assert.rejects(
+    findDataFile(dir, wt, "WikiText-2 test", { offline: true, endpoint: hub.endpoint }),
+    (e: Error) => {
+      assert.ok(e instanceof MissingDataError);
+      assert.ok(e.message.includes(wt[0]) && e.message.includes(wt[1]), e.message);
+      assert.ok(e.message.includes(knownFileUrl(wt[0], hub.endpoint)!));
+      return true;
+    },
+  );
+  // empty dir, online: downloads the downloadable one
+  const r = await findDataFile(dir, wt, "WikiText-2 test", {
+    endpoint: hub.endpoint,
+    progress: false,
+  });
+  assert.equal(r.relPath, wt[0]);
+  assert.equal(await sha256File(r.path), KNOWN_FILES[wt[0]].sha256);
 });
 
 /** An environment lookup over a fixed table (the process environment stays untouched). */

@@ -7,11 +7,12 @@
  * mean next-token cross-entropy over the T − 1 predictions of the window
  * (logits of position t predict token t + 1).
  *
- * The forward half is model/forward.ts's prefill (same primitives: `embed`,
- * `rmsnorm`, `rope`, `matmul`) written again so that it keeps every
- * activation the backward half needs, including the causal softmax
- * probabilities of every head. Every linear layer y = x Wᵀ (W [out, in])
- * is differentiated with two calls of the shared `matmul`:
+ * The forward half is model/forward.ts's prefill, assembled again from the
+ * same primitives (`embed`, `rmsnorm`, `qkvProjection`, `swiglu`, `matmul`)
+ * so that it keeps every activation the backward half needs, including the
+ * causal softmax probabilities of every head (its own attention loop). Every
+ * linear layer y = x Wᵀ (W [out, in]) is differentiated with two calls of the
+ * shared `matmul`:
  *
  *   dW [out, in] = dYᵀ X    ({@linkcode linearGradWeight}, from dYᵀ and Xᵀ)
  *   dX [T, in]   = dY W     ({@linkcode linearGradInput}, from Wᵀ)
@@ -23,7 +24,7 @@
  */
 import type { LinearName, LlamaConfig, LlamaWeights } from "./config.ts";
 import { headSize, kvDim } from "./config.ts";
-import { embed, rmsnorm, rope, ropeTables } from "./forward.ts";
+import { embed, qkvProjection, rmsInverse, rmsnorm, ropeTables, swiglu } from "./forward.ts";
 import { matmul } from "./matmul.ts";
 
 /** Gradients of one block: the seven linear weights [out, in] and the two norm weights [dim]. */
@@ -295,9 +296,7 @@ export function rmsnormBackward(
   dw.fill(0);
   for (let t = 0; t < T; t++) {
     const o = t * dim;
-    let ss = 0;
-    for (let i = 0; i < dim; i++) ss += x[o + i] * x[o + i];
-    const r = 1 / Math.sqrt(ss / dim + eps);
+    const r = rmsInverse(x, o, dim, eps);
     let dot = 0;
     for (let i = 0; i < dim; i++) {
       const xi = x[o + i], dyi = dy[o + i];
@@ -519,28 +518,20 @@ function attentionBackward(c: LlamaConfig, s: BackwardState, l: number, T: numbe
 function forwardSaved(w: LlamaWeights, tokens: ArrayLike<number>, s: BackwardState): number {
   const c = w.config;
   const { dim, hiddenDim, vocabSize, normEps } = c;
-  const kv = kvDim(c), hs = headSize(c), T = tokens.length;
+  const T = tokens.length;
   embed(w, tokens, s.xIn[0]);
   for (let l = 0; l < c.nLayers; l++) {
     const lw = w.layers[l], x = s.xIn[l], xMid = s.xMid[l], xNext = s.xIn[l + 1];
     rmsnorm(s.xnA[l], x, lw.attnNorm, T, dim, normEps);
-    matmul(s.q[l], s.xnA[l], lw.wq, T, dim, dim);
-    matmul(s.k[l], s.xnA[l], lw.wk, T, dim, kv);
-    matmul(s.v[l], s.xnA[l], lw.wv, T, dim, kv);
-    rope(s.q[l], T, dim, hs, s.ropeCos, s.ropeSin);
-    rope(s.k[l], T, kv, hs, s.ropeCos, s.ropeSin);
+    qkvProjection(c, lw, s.xnA[l], T, s.q[l], s.k[l], s.v[l], s.ropeCos, s.ropeSin);
     attentionForward(c, s, l, T);
     matmul(s.out, s.att[l], lw.wo, T, dim, dim);
     for (let i = 0; i < T * dim; i++) xMid[i] = x[i] + s.out[i];
     rmsnorm(s.xnF[l], xMid, lw.ffnNorm, T, dim, normEps);
     matmul(s.h1[l], s.xnF[l], lw.w1, T, dim, hiddenDim);
     matmul(s.h3[l], s.xnF[l], lw.w3, T, dim, hiddenDim);
-    const h1 = s.h1[l], h3 = s.h3[l], gated = s.gated[l];
-    for (let i = 0; i < T * hiddenDim; i++) {
-      const a = h1[i];
-      gated[i] = (a / (1 + Math.exp(-a))) * h3[i];
-    }
-    matmul(s.out, gated, lw.w2, T, hiddenDim, dim);
+    swiglu(s.gated[l], s.h1[l], s.h3[l], T * hiddenDim);
+    matmul(s.out, s.gated[l], lw.w2, T, hiddenDim, dim);
     for (let i = 0; i < T * dim; i++) xNext[i] = xMid[i] + s.out[i];
   }
   rmsnorm(s.xnFinal, s.xIn[c.nLayers], w.finalNorm, T, dim, normEps);

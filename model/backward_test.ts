@@ -5,23 +5,13 @@ import { loadCheckpoint } from "./checkpoint.ts";
 import type { LlamaConfig, LlamaWeights } from "./config.ts";
 import { LINEAR_NAMES } from "./config.ts";
 import { forward } from "./forward.ts";
-import { mulberry32, randomWeights } from "./random.ts";
+import { mulberry32, randomWeights, tinyConfig } from "./random.ts";
 import { ReferenceDecoder } from "./reference.ts";
 import { windowLoss } from "../eval/perplexity.ts";
 import { sharedData } from "../testing.ts";
 
-const tiny = (sharedClassifier: boolean): LlamaConfig => ({
-  dim: 8,
-  hiddenDim: 12,
-  nLayers: 2,
-  nHeads: 4,
-  nKvHeads: 2,
-  vocabSize: 13,
-  maxSeqLen: 8,
-  sharedClassifier,
-  normEps: 1e-5,
-  ropeTheta: 10000,
-});
+const tiny = (sharedClassifier: boolean): LlamaConfig =>
+  tinyConfig({ dim: 8, hiddenDim: 12, vocabSize: 13, maxSeqLen: 8, sharedClassifier });
 const TOKENS = [1, 7, 3, 12, 3, 0];
 
 /** The window loss in float64 through model/reference.ts's token-at-a-time decoder. */

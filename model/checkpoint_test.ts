@@ -6,23 +6,19 @@ import {
   serializeLegacy,
   serializeV1,
 } from "./checkpoint.ts";
-import { randomWeights } from "./random.ts";
-import type { LlamaConfig } from "./config.ts";
+import { randomWeights, tinyConfig } from "./random.ts";
 import { sharedData } from "../testing.ts";
 
 const STORIES = sharedData("stories260K/stories260K.bin");
-const tiny: LlamaConfig = {
+const tiny = tinyConfig({
   dim: 8,
   hiddenDim: 12,
-  nLayers: 2,
   nHeads: 2,
   nKvHeads: 1,
   vocabSize: 11,
   maxSeqLen: 6,
   sharedClassifier: false,
-  normEps: 1e-5,
-  ropeTheta: 10000,
-};
+});
 
 Deno.test("loadCheckpoint() reads stories260K's legacy header and all 260,032 parameters", async () => {
   const w = await loadCheckpoint(STORIES);

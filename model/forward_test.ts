@@ -1,9 +1,17 @@
 import assert from "node:assert/strict";
 import { loadCheckpoint } from "./checkpoint.ts";
-import { forward, RunState } from "./forward.ts";
+import {
+  block,
+  BLOCK_STAGES,
+  type BlockStage,
+  embed,
+  forward,
+  RunState,
+  stageOf,
+} from "./forward.ts";
 import { ReferenceDecoder } from "./reference.ts";
-import { randomWeights } from "./random.ts";
-import type { LinearName, LlamaConfig, LlamaWeights } from "./config.ts";
+import { randomWeights, tinyConfig } from "./random.ts";
+import type { LinearName, LlamaWeights } from "./config.ts";
 import { linearShape, withLinears } from "./config.ts";
 import { maxRelError, sharedData } from "../testing.ts";
 
@@ -24,36 +32,22 @@ Deno.test("forward() equals the plain token-at-a-time reference on stories260K (
 });
 
 Deno.test("forward() equals the reference on a random grouped-query model with a separate classifier", () => {
-  const c: LlamaConfig = {
+  const c = tinyConfig({
     dim: 24,
     hiddenDim: 40,
     nLayers: 3,
     nHeads: 6,
-    nKvHeads: 2,
     vocabSize: 50,
     maxSeqLen: 40,
     sharedClassifier: false,
-    normEps: 1e-5,
-    ropeTheta: 10000,
-  };
+  });
   const w = randomWeights(c, 7);
   const tokens = Array.from({ length: 33 }, (_, i) => (i * 17 + 3) % 50);
   assert.ok(maxRelError(forward(w, tokens), referenceLogits(w, tokens)) < 1e-4);
 });
 
 Deno.test("forward() reports every linear layer's input with the right shape, and reuses its state", () => {
-  const c: LlamaConfig = {
-    dim: 16,
-    hiddenDim: 24,
-    nLayers: 2,
-    nHeads: 4,
-    nKvHeads: 2,
-    vocabSize: 20,
-    maxSeqLen: 12,
-    sharedClassifier: true,
-    normEps: 1e-5,
-    ropeTheta: 10000,
-  };
+  const c = tinyConfig();
   const w = randomWeights(c, 2);
   const seen: string[] = [];
   const state = new RunState(c);
@@ -74,19 +68,38 @@ Deno.test("forward() reports every linear layer's input with the right shape, an
   assert.deepEqual(forward(w, tokens, { state }), a);
 });
 
-Deno.test("withLinears() replaces one layer and changes the logits; rejects a wrong size", () => {
-  const c: LlamaConfig = {
-    dim: 16,
-    hiddenDim: 24,
-    nLayers: 2,
-    nHeads: 4,
-    nKvHeads: 4,
-    vocabSize: 20,
-    maxSeqLen: 12,
-    sharedClassifier: true,
-    normEps: 1e-5,
-    ropeTheta: 10000,
+Deno.test("block() with `until` reports the same inputs as a full run up to that stage, then stops", () => {
+  const c = tinyConfig();
+  const w = randomWeights(c, 5);
+  const tokens = [1, 4, 9, 16, 3, 7], T = tokens.length;
+  const x0 = new Float32Array(T * c.dim);
+  embed(w, tokens, x0);
+  const run = (until: BlockStage) => {
+    const s = new RunState(c, T), x = x0.slice(), seen: [LinearName, Float32Array][] = [];
+    block(c, w.layers[1], 1, x, T, s, {
+      onLinearInput(layer, name, xin, T) {
+        assert.equal(layer, 1);
+        seen.push([name, xin.slice(0, T * linearShape(c, name)[1])]);
+      },
+    }, until);
+    return { x, seen };
   };
+  const full = run("block");
+  assert.deepEqual(full.seen.map(([n]) => n), ["wq", "wk", "wv", "wo", "w1", "w3", "w2"]);
+  const reported = { qkv: 3, wo: 4, ffn: 6, block: 7 };
+  for (const until of BLOCK_STAGES) {
+    const part = run(until);
+    assert.deepEqual(part.seen, full.seen.slice(0, reported[until]), until);
+    if (until === "block") assert.deepEqual(part.x, full.x);
+  }
+  assert.equal(stageOf(["wk", "wv", "wq"]), "qkv");
+  assert.equal(stageOf(["wo"]), "wo");
+  assert.equal(stageOf(["w3", "w1"]), "ffn");
+  assert.equal(stageOf(["w1", "w2", "wq"]), "block");
+});
+
+Deno.test("withLinears() replaces one layer and changes the logits; rejects a wrong size", () => {
+  const c = tinyConfig({ nKvHeads: 4 });
   const w = randomWeights(c, 4);
   const zeroed = withLinears(
     w,
@@ -101,18 +114,14 @@ Deno.test("withLinears() replaces one layer and changes the logits; rejects a wr
 });
 
 Deno.test("forward() rejects token ids outside the vocabulary and windows beyond max_seq_len", () => {
-  const c: LlamaConfig = {
+  const c = tinyConfig({
     dim: 8,
     hiddenDim: 8,
     nLayers: 1,
     nHeads: 2,
-    nKvHeads: 2,
     vocabSize: 10,
     maxSeqLen: 4,
-    sharedClassifier: true,
-    normEps: 1e-5,
-    ropeTheta: 10000,
-  };
+  });
   const w = randomWeights(c, 1);
   assert.throws(() => forward(w, [1, 10]), /token 10 at position 1 is outside the vocabulary/);
   assert.throws(() => forward(w, [1, 2, 3, 4, 5]), /exceeds/);

@@ -1,7 +1,8 @@
 /**
  * Matrix multiply for the CPU forward pass: the hot loop of every linear layer.
  *
- * Three versions of one contract, out [T, d] = x [T, n] @ Wᵀ with W [d, n]:
+ * Three versions of one contract ({@linkcode MatmulFn}, model/wasm/kernels.ts),
+ * out [T, d] = x [T, n] @ Wᵀ with W [d, n]:
  *
  * - {@linkcode matmulRef}: plain triple loop, float64 accumulation.
  * - {@linkcode matmulBlocked}: pure TypeScript, 4 × 4 register tiles,
@@ -22,20 +23,19 @@
  *
  * @module
  */
-import { checkMatmulArgs, WASM_SIMD, WasmKernels } from "./wasm/kernels.ts";
+import {
+  checkMatmulArgs,
+  FORWARD_KERNELS,
+  type MatmulFn,
+  WASM_SIMD,
+  withoutSimd,
+} from "./wasm/kernels.ts";
 
 /**
  * out[t, o] = Σ_i x[t, i] · W[o, i] for t < T  (x @ Wᵀ; W is [d, n] row-major).
  * x: [T, n], w: [d, n], out: [T, d]. Plain reference version.
  */
-export function matmulRef(
-  out: Float32Array,
-  x: Float32Array,
-  w: Float32Array,
-  T: number,
-  n: number,
-  d: number,
-): void {
+export const matmulRef: MatmulFn = (out, x, w, T, n, d) => {
   for (let t = 0; t < T; t++) {
     for (let o = 0; o < d; o++) {
       let s = 0;
@@ -43,7 +43,7 @@ export function matmulRef(
       out[t * d + o] = s;
     }
   }
-}
+};
 
 /**
  * Same contract as {@linkcode matmulRef}, in pure TypeScript: 4 rows of x ×
@@ -60,14 +60,7 @@ export function matmulRef(
  * matmulBlocked(out, new Float32Array([1, 2]), new Float32Array([3, 4]), 1, 2, 1); // out[0] = 11
  * ```
  */
-export function matmulBlocked(
-  out: Float32Array,
-  x: Float32Array,
-  w: Float32Array,
-  T: number,
-  n: number,
-  d: number,
-): void {
+export const matmulBlocked: MatmulFn = (out, x, w, T, n, d) => {
   checkMatmulArgs("matmulBlocked", out, x, w, T, n, d);
   let t = 0;
   for (; t + 4 <= T; t += 4) {
@@ -122,16 +115,14 @@ export function matmulBlocked(
       out[t * d + o] = s;
     }
   }
-}
-
-/** The kernels instance behind {@linkcode matmulWasm}; undefined without WebAssembly SIMD. */
-const wasmKernels: WasmKernels | undefined = WASM_SIMD ? new WasmKernels() : undefined;
+};
 
 /**
  * Same contract as {@linkcode matmulRef}, in WebAssembly SIMD
- * (model/wasm/kernels.wat): copies x and W into the module's memory (rows
- * zero-padded to a multiple of 4), computes with 2 × 4 tiles of f32x4
- * accumulators in float32, copies out back. Any T, n, d.
+ * (model/wasm/kernels.wat, the shared `FORWARD_KERNELS` instance): copies x
+ * and W into the module's memory (rows zero-padded to a multiple of 4),
+ * computes with 2 × 4 tiles of f32x4 accumulators in float32, copies out
+ * back. Any T, n, d.
  *
  * @param out [T, d], written
  * @param x [T, n]
@@ -143,19 +134,8 @@ const wasmKernels: WasmKernels | undefined = WASM_SIMD ? new WasmKernels() : und
  * matmulWasm(out, new Float32Array([1, 2]), new Float32Array([3, 4]), 1, 2, 1); // out[0] = 11
  * ```
  */
-export function matmulWasm(
-  out: Float32Array,
-  x: Float32Array,
-  w: Float32Array,
-  T: number,
-  n: number,
-  d: number,
-): void {
-  if (!wasmKernels) {
-    throw new Error("matmulWasm: this engine has no WebAssembly SIMD; use matmulBlocked");
-  }
-  wasmKernels.matmul(out, x, w, T, n, d);
-}
+export const matmulWasm: MatmulFn = FORWARD_KERNELS?.matmul ??
+  withoutSimd("matmulWasm", "use matmulBlocked");
 
 /** Which version {@linkcode matmul} is: "wasm" where WebAssembly SIMD exists, else "blocked". */
 export const MATMUL_KIND: "wasm" | "blocked" = WASM_SIMD ? "wasm" : "blocked";
@@ -165,4 +145,4 @@ export const MATMUL_KIND: "wasm" | "blocked" = WASM_SIMD ? "wasm" : "blocked";
  * pass: {@linkcode matmulWasm}, or {@linkcode matmulBlocked} on an engine
  * without WebAssembly SIMD (see {@linkcode MATMUL_KIND}).
  */
-export const matmul: typeof matmulRef = WASM_SIMD ? matmulWasm : matmulBlocked;
+export const matmul: MatmulFn = WASM_SIMD ? matmulWasm : matmulBlocked;

@@ -45,6 +45,48 @@ export function randn(n: number, seed: number, std = 1): Float32Array {
 }
 
 /**
+ * A tiny LLaMA config for tests: dim 16, hiddenDim 24, 2 layers, 4 query
+ * heads over 2 key/value heads, vocabulary 20, 12 positions, tied classifier,
+ * normEps 1e-5, ropeTheta 10000; `overrides` replace any of these.
+ *
+ * @param overrides fields that differ from the defaults above
+ * @returns a fresh config
+ * @example
+ * ```ts
+ * const w = randomWeights(tinyConfig({ nKvHeads: 4, sharedClassifier: false }), 1);
+ * ```
+ */
+export function tinyConfig(overrides: Partial<LlamaConfig> = {}): LlamaConfig {
+  return {
+    dim: 16,
+    hiddenDim: 24,
+    nLayers: 2,
+    nHeads: 4,
+    nKvHeads: 2,
+    vocabSize: 20,
+    maxSeqLen: 12,
+    sharedClassifier: true,
+    normEps: 1e-5,
+    ropeTheta: 10000,
+    ...overrides,
+  };
+}
+
+/**
+ * `n` windows of `T` token ids drawn uniformly from 0..vocab−1 by
+ * {@linkcode mulberry32}(seed): random calibration data for tests and benchmarks.
+ *
+ * @returns n arrays [T]
+ */
+export function randomWindows(n: number, T: number, vocab: number, seed: number): Int32Array[] {
+  const u = mulberry32(seed);
+  return Array.from(
+    { length: n },
+    () => Int32Array.from({ length: T }, () => Math.floor(u() * vocab)),
+  );
+}
+
+/**
  * Random weights for `config`: linear weights ~ N(0, 1/in), norms ~ 1 ± 0.1,
  * embeddings ~ N(0, 1). Deterministic in `seed`.
  */

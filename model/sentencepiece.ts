@@ -500,11 +500,7 @@ export class SentencePieceTokenizer implements Tokenizer {
     if (this.bosId < 0) {
       throw new TokenizerError(`SentencePiece model ${this.source} has no BOS control piece`);
     }
-    const ids = this.encode(text);
-    const out = new Int32Array(ids.length + 1);
-    out[0] = this.bosId;
-    out.set(ids, 1);
-    return out;
+    return withBos(this.bosId, this.encode(text));
   }
 
   /**
@@ -570,11 +566,7 @@ export class SentencePieceTokenizer implements Tokenizer {
     if (type === PieceType.UNKNOWN) return this.#unkSurface;
     const b = this.#byteOf[id];
     if (b >= 0) return printableByte(b);
-    let piece = this.#pieces[id].replaceAll(SPACE_SYMBOL, " ");
-    if (prev === this.bosId && piece.startsWith(" ")) piece = piece.slice(1);
-    return piece.length === 1 && piece.charCodeAt(0) < 0x80
-      ? printableByte(piece.charCodeAt(0))
-      : piece;
+    return printablePiece(this.#pieces[id].replaceAll(SPACE_SYMBOL, " "), prev, this.bosId);
   }
 
   /** The piece string of `id` (as stored in the model, "▁" included). */
@@ -583,12 +575,7 @@ export class SentencePieceTokenizer implements Tokenizer {
   }
 
   #checkId(id: number): number {
-    if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
-      throw new RangeError(
-        `Invalid token id ${id} for ${this.source}: expected 0..${this.vocabSize - 1}`,
-      );
-    }
-    return id;
+    return checkTokenId(id, this.vocabSize, this.source);
   }
 
   /** Length (UTF-16 units) of the user-defined piece or character at `i`. */
@@ -801,6 +788,41 @@ export function decodeUtf8Lenient(bytes: ArrayLike<number>): string {
 export function printableByte(b: number): string {
   const printable = (b >= 0x20 && b <= 0x7e) || (b >= 0x09 && b <= 0x0d);
   return printable ? String.fromCharCode(b) : "";
+}
+
+/**
+ * What llama2.c's `decode` + `safe_printf` print for a text piece (spaces as
+ * " ") after token `prev`: the leading space dropped right after BOS, a
+ * one-character ASCII piece only when printable. Shared by both tokenizers'
+ * `decodeToken`.
+ */
+export function printablePiece(piece: string, prev: number, bosId: number): string {
+  if (prev === bosId && piece.startsWith(" ")) piece = piece.slice(1);
+  return piece.length === 1 && piece.charCodeAt(0) < 0x80
+    ? printableByte(piece.charCodeAt(0))
+    : piece;
+}
+
+/**
+ * `[bosId, ...ids]`: GPTQ's protocol, BOS once before the text (both
+ * tokenizers' `encodeWithBos`).
+ */
+export function withBos(bosId: number, ids: Int32Array): Int32Array {
+  const out = new Int32Array(ids.length + 1);
+  out[0] = bosId;
+  out.set(ids, 1);
+  return out;
+}
+
+/**
+ * Returns `id` when it is a token id of a `vocabSize`-token vocabulary,
+ * else throws a RangeError naming the tokenizer file `source`.
+ */
+export function checkTokenId(id: number, vocabSize: number, source: string): number {
+  if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
+    throw new RangeError(`Invalid token id ${id} for ${source}: expected 0..${vocabSize - 1}`);
+  }
+  return id;
 }
 
 /** UTF-16 length of the code point at `i` (2 for a surrogate pair). */

@@ -14,11 +14,14 @@
  */
 import {
   bpeMerge,
+  checkTokenId,
   decodeUtf8Lenient,
   parseModelProto,
   printableByte,
+  printablePiece,
   SentencePieceTokenizer,
   TokenizerError,
+  withBos,
 } from "./sentencepiece.ts";
 
 export { SentencePieceTokenizer, TokenizerError };
@@ -153,11 +156,7 @@ export class Llama2cTokenizer implements Tokenizer {
    * @returns `[1, ...encode(text)]`
    */
   encodeWithBos(text: string): Int32Array {
-    const ids = this.encode(text);
-    const out = new Int32Array(ids.length + 1);
-    out[0] = this.bosId;
-    out.set(ids, 1);
-    return out;
+    return withBos(this.bosId, this.encode(text));
   }
 
   /**
@@ -201,20 +200,11 @@ export class Llama2cTokenizer implements Tokenizer {
     if (id === this.bosId || id === this.eosId) return "";
     const b = this.#byteOf[id];
     if (b >= 0) return printableByte(b);
-    let piece = this.vocab[id];
-    if (prev === this.bosId && piece.startsWith(" ")) piece = piece.slice(1);
-    return piece.length === 1 && piece.charCodeAt(0) < 0x80
-      ? printableByte(piece.charCodeAt(0))
-      : piece;
+    return printablePiece(this.vocab[id], prev, this.bosId);
   }
 
   #checkId(id: number): number {
-    if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
-      throw new RangeError(
-        `Invalid token id ${id} for ${this.source}: expected 0..${this.vocabSize - 1}`,
-      );
-    }
-    return id;
+    return checkTokenId(id, this.vocabSize, this.source);
   }
 }
 

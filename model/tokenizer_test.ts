@@ -19,7 +19,13 @@ import {
   type Tokenizer,
   TokenizerError,
 } from "./tokenizer.ts";
-import { bpeMerge, decodeUtf8Lenient, ModelType, parseModelProto } from "./sentencepiece.ts";
+import {
+  bpeMerge,
+  decodeUtf8Lenient,
+  type ModelProto,
+  ModelType,
+  parseModelProto,
+} from "./sentencepiece.ts";
 
 const MODEL = sharedData("stories260K/tok512.model");
 const BIN = sharedData("stories260K/tok512.bin");
@@ -43,6 +49,23 @@ async function spModel(options: { chunkCache?: boolean } = {}): Promise<Sentence
 
 async function binModel(): Promise<Llama2cTokenizer> {
   return parseLlama2cTokenizer(await Deno.readFile(BIN), BIN);
+}
+
+/**
+ * Checks every [text, ids, decoded] case on `proto`, with and without the
+ * chunk cache: encode(text) is an Int32Array equal to ids, and decoding it
+ * gives `decoded`.
+ */
+function assertCases(proto: ModelProto, cases: [text: string, ids: number[], decoded: string][]) {
+  for (const chunkCache of [true, false]) {
+    const tok = new SentencePieceTokenizer(proto, { source: MODEL, chunkCache });
+    for (const [text, ids, decoded] of cases) {
+      const got = tok.encode(text);
+      assert.ok(got instanceof Int32Array);
+      assert.deepEqual(Array.from(got), ids, `encode(${JSON.stringify(text)})`);
+      assert.equal(tok.decode(got), decoded, `decode(encode(${JSON.stringify(text)}))`);
+    }
+  }
 }
 
 Deno.test("loadTokenizer() reads tok512.model: BPE, byte fallback, identity normalizer", async () => {
@@ -112,15 +135,7 @@ const KNOWN: [text: string, ids: number[], decoded: string][] = [
 ];
 
 Deno.test("SentencePieceTokenizer.encode() matches sentencepiece on spaces, newlines, tabs, non-ASCII, empty", async () => {
-  for (const chunkCache of [true, false]) {
-    const tok = await spModel({ chunkCache });
-    for (const [text, ids, decoded] of KNOWN) {
-      const got = tok.encode(text);
-      assert.ok(got instanceof Int32Array);
-      assert.deepEqual(Array.from(got), ids, `encode(${JSON.stringify(text)})`);
-      assert.equal(tok.decode(got), decoded, `decode(encode(${JSON.stringify(text)}))`);
-    }
-  }
+  assertCases(parseModelProto(await Deno.readFile(MODEL), MODEL), KNOWN);
 });
 
 Deno.test("SentencePieceTokenizer.encode() matches sentencepiece on 396 WikiText-2 lines", async () => {
@@ -223,13 +238,7 @@ Deno.test("SentencePieceTokenizer handles USER_DEFINED (frozen, matched first) a
     ["bathed and shed", [268, 294, 415, 266, 269, 262, 415, 266], "bathed and shed"],
     ["Then the  hen fled.", [291, 416, 265, 281, 416, 272, 421, 266, 426], "Then the hen fled."],
   ];
-  for (const chunkCache of [true, false]) {
-    const tok = new SentencePieceTokenizer(proto, { chunkCache });
-    for (const [text, ids, decoded] of cases) {
-      assert.deepEqual(Array.from(tok.encode(text)), ids, text);
-      assert.equal(tok.decode(ids), decoded);
-    }
-  }
+  assertCases(proto, cases);
 });
 
 Deno.test("SentencePieceTokenizer without byte fallback collapses unknown runs into one <unk>; keeps spaces when told", async () => {
@@ -246,13 +255,7 @@ Deno.test("SentencePieceTokenizer without byte fallback collapses unknown runs i
     ["x\n\ny", [444, 0, 422], "x \\342\\201\\207 y"],
     ["Hello world", [440, 411, 306, 414, 263, 304, 341], "Hello world"],
   ];
-  for (const chunkCache of [true, false]) {
-    const tok = new SentencePieceTokenizer(proto, { chunkCache });
-    for (const [text, ids, decoded] of cases) {
-      assert.deepEqual(Array.from(tok.encode(text)), ids, text);
-      assert.equal(tok.decode(ids), decoded);
-    }
-  }
+  assertCases(proto, cases);
 });
 
 Deno.test("SentencePieceTokenizer encodes a lone surrogate as U+FFFD (its UTF-8 encoding)", async () => {

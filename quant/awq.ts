@@ -54,7 +54,7 @@
  */
 import type { LayerWeights, LinearName, LlamaConfig, LlamaWeights } from "../model/config.ts";
 import { LINEAR_NAMES, linearShape } from "../model/config.ts";
-import { attention, feedForward, RunState } from "../model/forward.ts";
+import { attention, block, feedForward, RunState } from "../model/forward.ts";
 import { matmul } from "../model/matmul.ts";
 import {
   checkBits,
@@ -64,7 +64,7 @@ import {
   type UniformTensor,
 } from "./format.ts";
 import { roundHalfEven, storedScale } from "./rtn.ts";
-import { checkWindows, embedWindows, runBlock, since } from "./sequential.ts";
+import { checkWindows, embedWindows, since } from "./sequential.ts";
 
 /** Options of {@linkcode awqQuantizeModel}; defaults are llm-awq's. */
 export interface AwqOptions {
@@ -416,7 +416,7 @@ export function collectBlockFeatures(
   };
   hidden.forEach((x, j) => {
     const t0 = offsets[j];
-    runBlock(c, lw, layer, x, lengths[j], s, {
+    block(c, lw, layer, x, lengths[j], s, {
       onLinearInput(_l, name, xin, T) {
         if (name === "wk" || name === "wv" || name === "w3") return; // same input as wq / w1
         const dst = f[INPUT_OF[name]];

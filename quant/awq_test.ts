@@ -3,7 +3,7 @@ import type { LayerWeights, LinearName, LlamaConfig, LlamaWeights } from "../mod
 import { LINEAR_NAMES, linearShape } from "../model/config.ts";
 import { attention, block, feedForward, RunState } from "../model/forward.ts";
 import { matmul } from "../model/matmul.ts";
-import { mulberry32, randomWeights } from "../model/random.ts";
+import { mulberry32, randomWeights, randomWindows, tinyConfig } from "../model/random.ts";
 import { maxRelError } from "../testing.ts";
 import { dequantize, dequantizeDense, unpackCodes } from "./format.ts";
 import {
@@ -23,18 +23,13 @@ import {
 import { embedWindows } from "./sequential.ts";
 
 /** Multi-head (not grouped) attention, so that the wv→wo group is searched too. */
-const MHA: LlamaConfig = {
+const MHA: LlamaConfig = tinyConfig({
   dim: 32,
   hiddenDim: 64,
-  nLayers: 2,
-  nHeads: 4,
   nKvHeads: 4,
   vocabSize: 64,
   maxSeqLen: 24,
-  sharedClassifier: true,
-  normEps: 1e-5,
-  ropeTheta: 10000,
-};
+});
 const GQA: LlamaConfig = { ...MHA, nKvHeads: 2 };
 
 /**
@@ -50,14 +45,6 @@ function outlierWeights(c: LlamaConfig, seed: number): LlamaWeights {
     }
   }
   return w;
-}
-
-function randomWindows(n: number, T: number, vocab: number, seed: number): Int32Array[] {
-  const u = mulberry32(seed);
-  return Array.from(
-    { length: n },
-    () => Int32Array.from({ length: T }, () => Math.floor(u() * vocab)),
-  );
 }
 
 /** Features of layer 0 on random windows. */

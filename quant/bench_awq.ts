@@ -13,7 +13,7 @@
 import { loadCheckpoint } from "../model/checkpoint.ts";
 import { LINEAR_NAMES, linearShape, type LlamaWeights } from "../model/config.ts";
 import { RunState } from "../model/forward.ts";
-import { mulberry32 } from "../model/random.ts";
+import { randomWindows } from "../model/random.ts";
 import { sharedData } from "../testing.ts";
 import {
   applyClip,
@@ -96,11 +96,7 @@ export async function benchAwq(opts: BenchAwqOptions = {}): Promise<BenchAwqResu
   if (!(layer >= 0 && layer < c.nLayers)) {
     throw new RangeError(`benchAwq(): layer must be in 0..${c.nLayers - 1}, got ${layer}`);
   }
-  const u = mulberry32(opts.seed ?? 0);
-  const windows = Array.from(
-    { length: nWin },
-    () => Int32Array.from({ length: seqlen }, () => Math.floor(u() * c.vocabSize)),
-  );
+  const windows = randomWindows(nWin, seqlen, c.vocabSize, opts.seed ?? 0);
   const s = new RunState(c, seqlen);
   const hidden = embedWindows(w, windows);
   const steps: AwqStepTiming[] = [];

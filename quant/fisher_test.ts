@@ -2,9 +2,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { BackwardState, lossAndGradients } from "../model/backward.ts";
 import { loadCheckpoint } from "../model/checkpoint.ts";
-import type { LlamaConfig } from "../model/config.ts";
 import { LINEAR_NAMES } from "../model/config.ts";
-import { mulberry32, randomWeights } from "../model/random.ts";
+import { randomWeights, randomWindows, tinyConfig } from "../model/random.ts";
 import { sharedData } from "../testing.ts";
 import {
   cachedFisher,
@@ -15,26 +14,7 @@ import {
   windowsSha256,
 } from "./fisher.ts";
 
-const config: LlamaConfig = {
-  dim: 16,
-  hiddenDim: 24,
-  nLayers: 2,
-  nHeads: 4,
-  nKvHeads: 2,
-  vocabSize: 20,
-  maxSeqLen: 12,
-  sharedClassifier: true,
-  normEps: 1e-5,
-  ropeTheta: 10000,
-};
-
-function randomWindows(n: number, T: number, vocab: number, seed: number): Int32Array[] {
-  const r = mulberry32(seed);
-  return Array.from(
-    { length: n },
-    () => Int32Array.from({ length: T }, () => Math.floor(r() * vocab)),
-  );
-}
+const config = tinyConfig();
 
 Deno.test("fisherInformation() of two windows equals g1² + g2² from lossAndGradients()", async () => {
   const w = randomWeights(config, 1);

@@ -63,8 +63,8 @@ export interface FpTensors {
   classifier?: Float32Array; // [vocabSize, dim]
 }
 
-/** A quantized model: what {@linkcode saveQuantizedModel} writes and {@linkcode loadQuantizedModel} returns. */
-export interface QuantizedModelFile {
+/** What a quantized model file says about itself: stored as is in the JSON header. */
+export interface QModelMeta {
   config: LlamaConfig;
   /** Quantization method ("rtn", "gptq", "awq", "squeezellm", …). */
   method: string;
@@ -74,6 +74,10 @@ export interface QuantizedModelFile {
   provenance: Record<string, unknown>;
   /** The checkpoint that was quantized. */
   base: { path: string; sha256: string };
+}
+
+/** A quantized model: what {@linkcode saveQuantizedModel} writes and {@linkcode loadQuantizedModel} returns. */
+export interface QuantizedModelFile extends QModelMeta {
   /** Quantized linears by "layers.{l}.{name}" (name one of LINEAR_NAMES). */
   linears: Map<string, QuantizedLinear>;
   /** The unquantized tensors. */
@@ -90,12 +94,7 @@ export interface ArrayRef {
 }
 
 /** The JSON header of a file. */
-export interface QModelHeader {
-  config: LlamaConfig;
-  method: string;
-  options: Record<string, unknown>;
-  provenance: Record<string, unknown>;
-  base: { path: string; sha256: string };
+export interface QModelHeader extends QModelMeta {
   tensors: Record<string, ArrayRef>;
   linears: Record<string, {
     dense:

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { LINEAR_NAMES, linearShape, type LlamaConfig } from "../model/config.ts";
-import { randn, randomWeights } from "../model/random.ts";
+import { LINEAR_NAMES, linearShape } from "../model/config.ts";
+import { randn, randomWeights, tinyConfig } from "../model/random.ts";
 import { loadCheckpoint } from "../model/checkpoint.ts";
 import { sharedData } from "../testing.ts";
 import {
@@ -25,18 +25,7 @@ import {
 } from "./qmodel.ts";
 import { rtn } from "./rtn.ts";
 
-const CONFIG: LlamaConfig = {
-  dim: 16,
-  hiddenDim: 40,
-  nLayers: 2,
-  nHeads: 4,
-  nKvHeads: 2,
-  vocabSize: 13,
-  maxSeqLen: 32,
-  sharedClassifier: false,
-  normEps: 1e-5,
-  ropeTheta: 10000,
-};
+const CONFIG = tinyConfig({ hiddenDim: 40, vocabSize: 13, maxSeqLen: 32, sharedClassifier: false });
 
 /** A small model whose linears use every part of the format: uniform (with and without gIdx), lut, sparse. */
 function tinyModel(): SaveQuantizedModelInput {

@@ -1,7 +1,7 @@
 /**
  * The layer-by-layer calibration loop of GPTQ (IST-DASLab/gptq llama.py,
  * `llama_sequential`), and the pieces of it AWQ's per-block search shares
- * (embedding the windows, running a block up to a given linear).
+ * (checking and embedding the windows).
  *
  * `llama_sequential`: the embeddings of every calibration window are
  * computed once (`inps`, [nsamples, seqlen, dim], all kept in memory); then
@@ -15,16 +15,16 @@
  *   then run the fully quantized block on every window (`outs = layer(inps)`)
  *   to produce block i+1's inputs.
  *
- * A group's collection pass stops after the last linear it needs (the
- * official code runs the whole block and discards the outputs; the inputs
- * recorded are the same).
+ * A group's collection pass stops after the last linear it needs
+ * (model/forward.ts `block` with `until`; the official code runs the whole
+ * block and discards the outputs; the inputs recorded are the same).
  *
  * @module
  */
 import type { LayerWeights, LinearName, LlamaConfig, LlamaWeights } from "../model/config.ts";
 import { LINEAR_NAMES, linearShape } from "../model/config.ts";
 import type { ForwardHooks } from "../model/forward.ts";
-import { attention, embed, feedForward, rmsnorm, RunState } from "../model/forward.ts";
+import { block, embed, RunState, stageOf } from "../model/forward.ts";
 import { checkBits, dequantize, type QuantizedLinear } from "./format.ts";
 import { Gptq } from "./gptq.ts";
 
@@ -123,65 +123,6 @@ export function embedWindows(weights: LlamaWeights, windows: Int32Array[]): Floa
   });
 }
 
-/**
- * How far {@linkcode runBlock} goes, in the order the block's linears read
- * their inputs: "qkv" stops after the attention RMSNorm (inputs of wq, wk,
- * wv reported), "wo" after the attention (wo's input reported), "ffn" after
- * the FFN RMSNorm (inputs of w1, w3 reported), "block" runs the whole block.
- */
-export type BlockStage = "qkv" | "wo" | "ffn" | "block";
-
-/** The stage after which the input of `name` has been reported. */
-export function stageOf(name: LinearName): BlockStage {
-  return name === "wo"
-    ? "wo"
-    : name === "w1" || name === "w3"
-    ? "ffn"
-    : name === "w2"
-    ? "block"
-    : "qkv";
-}
-
-/**
- * Runs block `layer` (weights lw) on the residual stream x [T, dim] in
- * place, reporting each linear's input to `hooks` as model/forward.ts's
- * `block` does, and stops after `until`. A partial run leaves x partly
- * updated: callers that stop early pass a scratch copy. With "block" the
- * result equals forward.ts's `block`.
- */
-export function runBlock(
-  c: LlamaConfig,
-  lw: LayerWeights,
-  layer: number,
-  x: Float32Array,
-  T: number,
-  s: RunState,
-  hooks: ForwardHooks,
-  until: BlockStage = "block",
-): void {
-  const n = T * c.dim;
-  const xn = s.xn.subarray(0, n), out = s.out.subarray(0, n);
-  rmsnorm(xn, x, lw.attnNorm, T, c.dim, c.normEps);
-  if (until === "qkv") {
-    // attention() would report these before its first matmul; stop here.
-    hooks.onLinearInput?.(layer, "wq", xn, T);
-    hooks.onLinearInput?.(layer, "wk", xn, T);
-    hooks.onLinearInput?.(layer, "wv", xn, T);
-    return;
-  }
-  attention(c, lw, layer, xn, T, s, out, hooks);
-  if (until === "wo") return;
-  for (let i = 0; i < n; i++) x[i] += out[i];
-  rmsnorm(xn, x, lw.ffnNorm, T, c.dim, c.normEps);
-  if (until === "ffn") {
-    hooks.onLinearInput?.(layer, "w1", xn, T);
-    hooks.onLinearInput?.(layer, "w3", xn, T);
-    return;
-  }
-  feedForward(c, lw, layer, xn, T, s, out, hooks);
-  for (let i = 0; i < n; i++) x[i] += out[i];
-}
-
 /** Seconds since `t0` (a performance.now() reading). */
 export function since(t0: number): number {
   return (performance.now() - t0) / 1000;
@@ -231,10 +172,7 @@ export function gptqQuantizeModel(
         const [rows, cols] = linearShape(c, name);
         gptq.set(name, new Gptq(rows, cols));
       }
-      const until = names.map(stageOf).reduce((
-        a,
-        b,
-      ) => (STAGES.indexOf(b) > STAGES.indexOf(a) ? b : a));
+      const until = stageOf(names);
       const hooks: ForwardHooks = {
         onLinearInput(_layer, name, x, T) {
           gptq.get(name)?.addBatch(x.subarray(0, T * linearShape(c, name)[1]), T);
@@ -244,7 +182,7 @@ export function gptqQuantizeModel(
         const T = windows[j].length;
         const xs = scratch.subarray(0, T * c.dim);
         xs.set(x);
-        runBlock(c, lw, l, xs, T, s, hooks, until);
+        block(c, lw, l, xs, T, s, hooks, until);
       });
       for (const name of names) {
         const t = performance.now();
@@ -269,12 +207,10 @@ export function gptqQuantizeModel(
       }
     }
     // outs = layer(inps) with the quantized block; inps, outs = outs, inps.
-    inps.forEach((x, j) => runBlock(c, lw, l, x, windows[j].length, s, {}));
+    inps.forEach((x, j) => block(c, lw, l, x, windows[j].length, s));
     layers.push(lw);
     opts.onProgress?.(`gptq: layers.${l} done (${since(t0).toFixed(1)} s)`);
   }
   stats.seconds = since(t0);
   return { weights: { ...weights, layers }, linears, stats };
 }
-
-const STAGES: readonly BlockStage[] = ["qkv", "wo", "ffn", "block"];

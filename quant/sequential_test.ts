@@ -1,33 +1,14 @@
 import assert from "node:assert/strict";
-import type { LayerWeights, LinearName, LlamaConfig, LlamaWeights } from "../model/config.ts";
+import type { LayerWeights, LinearName, LlamaWeights } from "../model/config.ts";
 import { LINEAR_NAMES, linearShape } from "../model/config.ts";
 import { attention, block, rmsnorm, RunState } from "../model/forward.ts";
-import { mulberry32, randomWeights } from "../model/random.ts";
+import { randomWeights, randomWindows, tinyConfig } from "../model/random.ts";
 import { dequantize, type UniformTensor } from "./format.ts";
 import { Gptq } from "./gptq.ts";
 import { rtn } from "./rtn.ts";
-import { embedWindows, gptqQuantizeModel, runBlock } from "./sequential.ts";
+import { embedWindows, gptqQuantizeModel } from "./sequential.ts";
 
-const C: LlamaConfig = {
-  dim: 32,
-  hiddenDim: 64,
-  nLayers: 2,
-  nHeads: 4,
-  nKvHeads: 2,
-  vocabSize: 64,
-  maxSeqLen: 32,
-  sharedClassifier: true,
-  normEps: 1e-5,
-  ropeTheta: 10000,
-};
-
-function randomWindows(n: number, T: number, vocab: number, seed: number): Int32Array[] {
-  const u = mulberry32(seed);
-  return Array.from(
-    { length: n },
-    () => Int32Array.from({ length: T }, () => Math.floor(u() * vocab)),
-  );
-}
+const C = tinyConfig({ dim: 32, hiddenDim: 64, vocabSize: 64, maxSeqLen: 32 });
 
 /**
  * Inputs of every linear of layer l when layers < l are `quantized`'s and
@@ -45,7 +26,7 @@ function layerInputs(
   embedWindows(fp, windows).forEach((x, j) => {
     const T = windows[j].length;
     for (let k = 0; k < l; k++) block(c, quantized.layers[k], k, x, T, s);
-    runBlock(c, fp.layers[l], l, x, T, s, {
+    block(c, fp.layers[l], l, x, T, s, {
       onLinearInput(_l, name, xin, T) {
         got.get(name)!.push(xin.slice(0, T * linearShape(c, name)[1]));
       },

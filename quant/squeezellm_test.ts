@@ -9,6 +9,7 @@ import {
   outlierThreshold,
   quantileLinear,
   rowSeed,
+  type SqueezeLLMOptions,
   squeezellmQuantize,
 } from "./squeezellm.ts";
 
@@ -21,6 +22,21 @@ function layer(seed: number, rows = ROWS, cols = COLS) {
   return { W, F };
 }
 
+/**
+ * squeezellmQuantize() of layer(seed) with its sparse part stored as
+ * `opts.sparseDtype`: W, the result and the sparse part, whose dtype is checked.
+ */
+async function quantizeSparse(
+  seed: number,
+  opts: SqueezeLLMOptions & { sparseDtype: "f16" | "f32" },
+) {
+  const { W, F } = layer(seed);
+  const { q, stats } = await squeezellmQuantize(W, F, ROWS, COLS, opts);
+  const s = q.sparse!;
+  assert.equal(s.dtype, opts.sparseDtype);
+  return { W, q, s, stats };
+}
+
 /** Positions of a CSR matrix as flat indices, in storage order. */
 function csrPositions(s: { rows: number; cols: number; rowPtr: Int32Array; colIdx: Int32Array }) {
   const out: number[] = [];
@@ -31,15 +47,12 @@ function csrPositions(s: { rows: number; cols: number; rowPtr: Int32Array; colId
 }
 
 Deno.test("squeezellmQuantize() dense + sparse gives back the removed values (f32)", async () => {
-  const { W, F } = layer(1);
-  const { q, stats } = await squeezellmQuantize(W, F, ROWS, COLS, {
+  const { W, q, s, stats } = await quantizeSparse(1, {
     bits: 3,
     sensitivePct: 1,
     outlierRange: 1.5,
     sparseDtype: "f32",
   });
-  const s = q.sparse!;
-  assert.equal(s.dtype, "f32");
   assert.equal(s.colIdx.length, stats.nnz);
   assert.equal(stats.nnz, stats.nSensitive + stats.nOutliers);
   const D = dequantize(q), Dd = dequantize({ dense: q.dense }), v = csrValues(s);
@@ -63,15 +76,12 @@ Deno.test("squeezellmQuantize() dense + sparse gives back the removed values (f3
 });
 
 Deno.test("squeezellmQuantize() f16 sparse values are off by their fp16 rounding only", async () => {
-  const { W, F } = layer(2);
-  const { q } = await squeezellmQuantize(W, F, ROWS, COLS, {
+  const { W, q, s } = await quantizeSparse(2, {
     bits: 4,
     sensitivePct: 0.5,
     outlierRange: 1.8,
     sparseDtype: "f16",
   });
-  const s = q.sparse!;
-  assert.equal(s.dtype, "f16");
   assert.ok(s.values instanceof Uint16Array);
   const D = dequantize(q), Dd = dequantize({ dense: q.dense });
   for (const i of csrPositions(s)) {

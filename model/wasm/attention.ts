@@ -2,7 +2,8 @@
  * Causal softmax attention of all heads of one layer over a prefill window
  * (positions 0..T−1), with grouped-query heads: the other hot loop of the
  * CPU forward pass (at T = 512 on stories260K about 160 K multiply-adds per
- * token, against 260 K in the linear layers).
+ * token, against 260 K in the linear layers). Every version meets the
+ * {@linkcode AttentionFn} contract of kernels.ts:
  *
  *   att[t, h] = Σ_{u≤t} softmax_u(q[t, h] · k[u, g] / √headSize) · v[u, g],
  *   g = ⌊h / (nHeads / nKvHeads)⌋
@@ -19,7 +20,7 @@
  *
  * @module
  */
-import { checkAttentionArgs, WASM_SIMD, WasmKernels } from "./kernels.ts";
+import { type AttentionFn, checkAttentionArgs, FORWARD_KERNELS, withoutSimd } from "./kernels.ts";
 
 /**
  * Causal attention, plain reference: scores, softmax and weighted sum in
@@ -38,16 +39,7 @@ import { checkAttentionArgs, WASM_SIMD, WasmKernels } from "./kernels.ts";
  * causalAttentionRef(att, q, k, v, 2, 1, 1, 2); // att[0..1] = [1, 2]
  * ```
  */
-export function causalAttentionRef(
-  att: Float32Array,
-  q: Float32Array,
-  k: Float32Array,
-  v: Float32Array,
-  T: number,
-  nHeads: number,
-  nKvHeads: number,
-  headSize: number,
-): void {
+export const causalAttentionRef: AttentionFn = (att, q, k, v, T, nHeads, nKvHeads, headSize) => {
   checkAttentionArgs("causalAttentionRef", att, q, k, v, T, nHeads, nKvHeads, headSize);
   const hs = headSize, dim = nHeads * hs, kv = nKvHeads * hs, group = nHeads / nKvHeads;
   const scale = 1 / Math.sqrt(hs);
@@ -75,14 +67,12 @@ export function causalAttentionRef(
       }
     }
   }
-}
-
-/** The kernels instance behind {@linkcode causalAttentionWasm}; undefined without SIMD. */
-const wasmKernels: WasmKernels | undefined = WASM_SIMD ? new WasmKernels() : undefined;
+};
 
 /**
- * Causal attention in WebAssembly SIMD (kernels.wat), float32; same contract
- * as {@linkcode causalAttentionRef}. Copies q, k, v into the module's memory
+ * Causal attention in WebAssembly SIMD (kernels.wat, the shared
+ * `FORWARD_KERNELS` instance), float32; same contract as
+ * {@linkcode causalAttentionRef}. Copies q, k, v into the module's memory
  * and att out.
  *
  * @param att [T, nHeads · headSize], written
@@ -92,21 +82,8 @@ const wasmKernels: WasmKernels | undefined = WASM_SIMD ? new WasmKernels() : und
  * @param headSize must be a multiple of 4
  * @throws Error without WebAssembly SIMD; RangeError on a bad shape or headSize % 4 ≠ 0.
  */
-export function causalAttentionWasm(
-  att: Float32Array,
-  q: Float32Array,
-  k: Float32Array,
-  v: Float32Array,
-  T: number,
-  nHeads: number,
-  nKvHeads: number,
-  headSize: number,
-): void {
-  if (!wasmKernels) {
-    throw new Error("causalAttentionWasm: this engine has no WebAssembly SIMD");
-  }
-  wasmKernels.attention(att, q, k, v, T, nHeads, nKvHeads, headSize);
-}
+export const causalAttentionWasm: AttentionFn = FORWARD_KERNELS?.attention ??
+  withoutSimd("causalAttentionWasm");
 
 /**
  * Causal attention, fastest available for this head size: the WebAssembly
@@ -118,17 +95,7 @@ export function causalAttentionWasm(
  * @param k [T, nKvHeads · headSize]
  * @param v [T, nKvHeads · headSize]
  */
-export function causalAttention(
-  att: Float32Array,
-  q: Float32Array,
-  k: Float32Array,
-  v: Float32Array,
-  T: number,
-  nHeads: number,
-  nKvHeads: number,
-  headSize: number,
-): void {
-  if (wasmKernels && headSize % 4 === 0) {
-    wasmKernels.attention(att, q, k, v, T, nHeads, nKvHeads, headSize);
-  } else causalAttentionRef(att, q, k, v, T, nHeads, nKvHeads, headSize);
-}
+export const causalAttention: AttentionFn = (att, q, k, v, T, nHeads, nKvHeads, headSize) => {
+  const attend = FORWARD_KERNELS && headSize % 4 === 0 ? causalAttentionWasm : causalAttentionRef;
+  attend(att, q, k, v, T, nHeads, nKvHeads, headSize);
+};

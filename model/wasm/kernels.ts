@@ -8,9 +8,45 @@
  * Both kernels accumulate in float32 (unfused multiply and add, so the bits
  * are the same on every engine); see `kernels.wat` for the summation order.
  *
+ * The two contracts every version meets (model/matmul.ts, attention.ts) are
+ * stated once here as {@linkcode MatmulFn} and {@linkcode AttentionFn}.
+ *
  * @module
  */
 import { KERNELS_WASM_BASE64 } from "./_kernels_wasm.ts";
+
+/**
+ * The matmul contract: out[t, o] = Σ_i x[t, i] · W[o, i] for t < T, i.e.
+ * out [T, d] = x [T, n] @ Wᵀ with W [d, n] row-major (PyTorch's
+ * Linear.weight). `out` is written, the others are read.
+ */
+export type MatmulFn = (
+  out: Float32Array,
+  x: Float32Array,
+  w: Float32Array,
+  T: number,
+  n: number,
+  d: number,
+) => void;
+
+/**
+ * The causal attention contract, all heads over a prefill window (positions
+ * 0..T−1) with grouped-query heads (head h reads kv head
+ * g = ⌊h / (nHeads / nKvHeads)⌋):
+ * att[t, h] = Σ_{u≤t} softmax_u(q[t, h] · k[u, g] / √headSize) · v[u, g],
+ * with att, q [T, nHeads · headSize] and k, v [T, nKvHeads · headSize]
+ * (heads side by side; RoPE already applied to q and k). `att` is written.
+ */
+export type AttentionFn = (
+  att: Float32Array,
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  T: number,
+  nHeads: number,
+  nKvHeads: number,
+  headSize: number,
+) => void;
 
 /** The exports of `kernels.wat`. Pointers are byte offsets into `memory`. */
 interface KernelExports {
@@ -73,20 +109,12 @@ function checkLength(fn: string, name: string, a: Float32Array, need: number, ho
 }
 
 /**
- * Validates the operands of `out = x @ Wᵀ` (x: [T, n], w: [d, n], out: [T, d]).
+ * Validates the operands of a {@linkcode MatmulFn} (x: [T, n], w: [d, n], out: [T, d]).
  *
  * @param fn name of the calling function, for the error message.
  * @throws RangeError naming the function, the operand, the expected and the found size.
  */
-export function checkMatmulArgs(
-  fn: string,
-  out: Float32Array,
-  x: Float32Array,
-  w: Float32Array,
-  T: number,
-  n: number,
-  d: number,
-): void {
+export function checkMatmulArgs(fn: string, ...[out, x, w, T, n, d]: Parameters<MatmulFn>): void {
   checkDim(fn, "T", T);
   checkDim(fn, "n", n);
   checkDim(fn, "d", d);
@@ -96,22 +124,15 @@ export function checkMatmulArgs(
 }
 
 /**
- * Validates the operands of causal attention over a window of T positions:
- * q, att: [T, nHeads · headSize], k, v: [T, nKvHeads · headSize].
+ * Validates the operands of an {@linkcode AttentionFn} over a window of T
+ * positions: q, att: [T, nHeads · headSize], k, v: [T, nKvHeads · headSize].
  *
  * @param fn name of the calling function, for the error message.
  * @throws RangeError naming the function, the operand, the expected and the found value.
  */
 export function checkAttentionArgs(
   fn: string,
-  att: Float32Array,
-  q: Float32Array,
-  k: Float32Array,
-  v: Float32Array,
-  T: number,
-  nHeads: number,
-  nKvHeads: number,
-  headSize: number,
+  ...[att, q, k, v, T, nHeads, nKvHeads, headSize]: Parameters<AttentionFn>
 ): void {
   checkDim(fn, "T", T);
   checkDim(fn, "nHeads", nHeads);
@@ -178,22 +199,16 @@ export class WasmKernels {
   }
 
   /**
-   * out[t, o] = Σ_i x[t, i] · W[o, i] (x @ Wᵀ), same contract as `matmulRef`
-   * in model/matmul.ts, accumulated in float32.
+   * out[t, o] = Σ_i x[t, i] · W[o, i] (x @ Wᵀ), the {@linkcode MatmulFn}
+   * contract, accumulated in float32. Bound to this instance (may be passed
+   * around as a function).
    *
    * @param out [T, d], written
    * @param x [T, n]
    * @param w [d, n], row-major (PyTorch's Linear.weight)
    * @throws RangeError when a dimension is not a non-negative integer or an operand is too short.
    */
-  matmul(
-    out: Float32Array,
-    x: Float32Array,
-    w: Float32Array,
-    T: number,
-    n: number,
-    d: number,
-  ): void {
+  readonly matmul: MatmulFn = (out, x, w, T, n, d) => {
     checkMatmulArgs("matmulWasm", out, x, w, T, n, d);
     if (T === 0 || d === 0) return;
     if (n === 0) {
@@ -216,13 +231,13 @@ export class WasmKernels {
         for (let o = 0; o < d; o++) out[dst + o] = f[src + o];
       }
     }
-  }
+  };
 
   /**
-   * Causal softmax attention of every head over a prefill window (positions
-   * 0..T−1), grouped-query heads: head h reads kv head ⌊h / (nHeads / nKvHeads)⌋.
-   * att[t, h] = Σ_{u≤t} softmax_u(q[t, h] · k[u, g] / √headSize) · v[u, g].
-   * q and k are used as given (RoPE already applied).
+   * Causal softmax attention of every head over a prefill window, the
+   * {@linkcode AttentionFn} contract: head h reads kv head
+   * ⌊h / (nHeads / nKvHeads)⌋, q and k are used as given (RoPE already
+   * applied). Bound to this instance (may be passed around as a function).
    *
    * @param att [T, nHeads · headSize], written
    * @param q [T, nHeads · headSize]
@@ -231,16 +246,7 @@ export class WasmKernels {
    * @param headSize must be a multiple of 4
    * @throws RangeError on a bad shape, an operand too short or headSize not a multiple of 4.
    */
-  attention(
-    att: Float32Array,
-    q: Float32Array,
-    k: Float32Array,
-    v: Float32Array,
-    T: number,
-    nHeads: number,
-    nKvHeads: number,
-    headSize: number,
-  ): void {
+  readonly attention: AttentionFn = (att, q, k, v, T, nHeads, nKvHeads, headSize) => {
     const fn = "causalAttentionWasm";
     checkAttentionArgs(fn, att, q, k, v, T, nHeads, nKvHeads, headSize);
     if (headSize % 4 !== 0) {
@@ -271,7 +277,26 @@ export class WasmKernels {
       1 / Math.sqrt(headSize),
     );
     att.set(f.subarray(fo, fo + T * dim));
-  }
+  };
+}
+
+/**
+ * The one instance behind the CPU forward pass's kernels (model/matmul.ts's
+ * `matmulWasm`, attention.ts's `causalAttentionWasm`); undefined without
+ * WebAssembly SIMD.
+ */
+export const FORWARD_KERNELS: WasmKernels | undefined = kernelsModule
+  ? new WasmKernels()
+  : undefined;
+
+/**
+ * What a SIMD-only function is on an engine without WebAssembly SIMD: one
+ * that throws an Error naming `fn`, plus `hint` when given.
+ */
+export function withoutSimd(fn: string, hint?: string): () => never {
+  return () => {
+    throw new Error(`${fn}: this engine has no WebAssembly SIMD${hint ? `; ${hint}` : ""}`);
+  };
 }
 
 /**
