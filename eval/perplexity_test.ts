@@ -1,21 +1,9 @@
 import assert from "node:assert/strict";
 import { perplexity, windowLoss, windowPlan } from "./perplexity.ts";
 import { ReferenceDecoder } from "../model/reference.ts";
-import { randomWeights } from "../model/random.ts";
-import type { LlamaConfig } from "../model/config.ts";
+import { randomWeights, tinyConfig } from "../model/random.ts";
 
-const config: LlamaConfig = {
-  dim: 16,
-  hiddenDim: 24,
-  nLayers: 2,
-  nHeads: 4,
-  nKvHeads: 2,
-  vocabSize: 23,
-  maxSeqLen: 8,
-  sharedClassifier: true,
-  normEps: 1e-5,
-  ropeTheta: 10000,
-};
+const config = tinyConfig({ vocabSize: 23, maxSeqLen: 8 });
 const weights = randomWeights(config, 11);
 // 37 tokens: 4 windows of 8 and a dropped tail of 5, as GPTQ does.
 const tokens = Int32Array.from({ length: 37 }, (_, i) => (i * 7 + 3) % 23);

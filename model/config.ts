@@ -110,7 +110,9 @@ export function withLinears(
       if (r) {
         if (r.length !== lw[name].length) {
           throw new RangeError(
-            `withLinears(): layers.${l}.${name} has ${lw[name].length} weights, replacement has ${r.length}`,
+            `withLinears(): layers.${l}.${name} has ${
+              lw[name].length
+            } weights, replacement has ${r.length}`,
           );
         }
         next[name] = r;

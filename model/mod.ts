@@ -11,4 +11,4 @@ export * from "./forward.ts";
 export * from "./backward.ts";
 export * from "./reference.ts";
 export * from "./random.ts";
-export { MATMUL_KIND, matmul, matmulRef } from "./matmul.ts";
+export { matmul, MATMUL_KIND, matmulRef } from "./matmul.ts";
