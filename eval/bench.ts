@@ -114,16 +114,31 @@ async function benchSqueezellmAll(values: Values) {
   return { kmeans, fisher };
 }
 
+/** Runs `fn` with a GPU device that is destroyed afterwards (before the process exits). */
+async function withGpu<T>(fn: (gpu: import("../kernels/device.ts").Gpu) => Promise<T>): Promise<T> {
+  const { getGpu } = await import("../kernels/device.ts");
+  const gpu = await getGpu();
+  try {
+    return await fn(gpu);
+  } finally {
+    gpu.pool.trim();
+    gpu.device.destroy();
+  }
+}
+
 async function benchKernelsCmd(values: Values) {
   const { benchKernels } = await import("../kernels/bench.ts");
-  const r = await benchKernels({
-    shapes: str(values, "shapes", "llama7b")!,
-    formats: list(values, "formats", ["f32", "f16", "uniform", "lut", "lut+sparse"]) as never,
-    bits: list(values, "bits", ["3", "4"]).map(Number),
-    batch: list(values, "batch", ["1"]).map(Number),
-    runs: int(values, "runs", values.small ? 5 : 30, 1)!,
-    warmup: 3,
-  });
+  const r = await withGpu((gpu) =>
+    benchKernels({
+      gpu,
+      shapes: str(values, "shapes", "llama7b")!,
+      formats: list(values, "formats", ["f32", "f16", "uniform", "lut", "lut+sparse"]) as never,
+      bits: list(values, "bits", ["3", "4"]).map(Number),
+      batch: list(values, "batch", ["1"]).map(Number),
+      runs: int(values, "runs", values.small ? 5 : 30, 1)!,
+      warmup: 3,
+    })
+  );
   const storePath = str(values, "store");
   if (storePath) {
     const { ResultsStore, currentRun } = await import("../reports/store.ts");
@@ -159,13 +174,16 @@ async function benchKernelsCmd(values: Values) {
 async function benchDecodeCmd(values: Values) {
   const { benchDecodeFormats } = await import("../kernels/decode_bench.ts");
   const { isOffline, resolveDataDir } = await import("../datasets/datadir.ts");
-  return await benchDecodeFormats({
-    dataDir: resolveDataDir(str(values, "data-dir")),
-    offline: isOffline(values.offline === true),
-    small: values.small === true,
-    tokens: int(values, "tokens", undefined, 1, 512),
-    formats: values.formats === undefined ? undefined : list(values, "formats", []) as never,
-  });
+  return await withGpu((gpu) =>
+    benchDecodeFormats({
+      gpu,
+      dataDir: resolveDataDir(str(values, "data-dir")),
+      offline: isOffline(values.offline === true),
+      small: values.small === true,
+      tokens: int(values, "tokens", undefined, 1, 512),
+      formats: values.formats === undefined ? undefined : list(values, "formats", []) as never,
+    })
+  );
 }
 
 async function benchMatmulCmd(_values: Values) {

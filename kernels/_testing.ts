@@ -17,7 +17,17 @@ let shared: Promise<Gpu> | undefined;
 
 /** The device shared by the tests of this file. */
 export function testGpu(): Promise<Gpu> {
-  return shared ??= getGpu();
+  if (!shared) {
+    let gpu: Gpu | undefined;
+    shared = getGpu().then((g) => (gpu = g));
+    // Release the device before the test runtime exits, so no wgpu or Vulkan
+    // driver thread is still working while native state is torn down.
+    globalThis.addEventListener("unload", () => {
+      gpu?.pool.trim();
+      gpu?.device.destroy();
+    });
+  }
+  return shared;
 }
 
 /**
