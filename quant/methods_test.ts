@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { loadCheckpoint } from "../model/checkpoint.ts";
+import type { LlamaWeights } from "../model/config.ts";
 import { loadTokenizer } from "../model/tokenizer.ts";
 import { loadEvalSet } from "../datasets/eval_sets.ts";
 import { perplexity } from "../eval/perplexity.ts";
@@ -25,6 +26,17 @@ const ctx: QuantContext = {
   workers: 2,
   cacheDir,
 };
+
+/** Perplexity on TinyStories' validation text (seqlen 512; the first `limit` windows, or all). */
+async function tinyStoriesPpl(w: LlamaWeights, limit?: number): Promise<number> {
+  const set = await loadEvalSet("tinystories", {
+    dataDir: SHARED_DATA,
+    tokenizer,
+    seqlen: 512,
+    offline: true,
+  });
+  return (await perplexity(w, set.tokens, { seqlen: 512, limit, workers: 2 })).ppl;
+}
 
 Deno.test("variantName() carries the config; resolveGroup() names the valid groups", () => {
   assert.equal(variantName(defaultSpec("rtn", 3)), "rtn.w3");
@@ -70,14 +82,7 @@ Deno.test({
   name:
     "stories260K at 3 bits on the full TinyStories set: SqueezeLLM beats RTN, and 0.45% sparse helps",
   async fn() {
-    const set = await loadEvalSet("tinystories", {
-      dataDir: SHARED_DATA,
-      tokenizer,
-      seqlen: 512,
-      offline: true,
-    });
-    const ppl = async (w: typeof weights) =>
-      (await perplexity(w, set.tokens, { seqlen: 512, workers: 2 })).ppl;
+    const ppl = (w: LlamaWeights) => tinyStoriesPpl(w);
     const sq = (over: object) => {
       // 16 Fisher windows (the official default is 100) keep this test within CI's time.
       const s = { ...defaultSpec("squeezellm", 3), fisherSamples: 16, ...over };
@@ -105,14 +110,7 @@ Deno.test({
 Deno.test({
   name: "stories260K at 3 bits per row on TinyStories: GPTQ beats RTN and AWQ is no worse than RTN",
   async fn() {
-    const set = await loadEvalSet("tinystories", {
-      dataDir: SHARED_DATA,
-      tokenizer,
-      seqlen: 512,
-      offline: true,
-    });
-    const ppl = async (w: typeof weights) =>
-      (await perplexity(w, set.tokens, { seqlen: 512, limit: 64, workers: 2 })).ppl;
+    const ppl = (w: LlamaWeights) => tinyStoriesPpl(w, 64);
     // 32 calibration windows of 512 from the TinyStories train sample (GPTQ's default is 128).
     const spec = (method: "gptq" | "awq") => {
       const s = { ...defaultSpec(method, 3), groupSize: null };
