@@ -27,8 +27,12 @@
  *    the block's group read once per block (groups that are multiples of 32,
  *    or one group per row: s multiplies the block's dot product), or per code
  *    (act-order / other group sizes); `lut` w = lut[row][q] from the row's
- *    table, staged in workgroup memory as the official SqueezeLLM CUDA
- *    kernel stages its per-channel tables;
+ *    table: for b ≤ 4 each thread loads its row's 2^b entries into registers
+ *    once and picks four weights at a time with a tree of 2^b − 1 vec4 selects on
+ *    the code bits (llvmpipe turns dynamically indexed loads into one scalar
+ *    load per SIMD lane, which made the lookup slower than fp16); for b > 4
+ *    the tables are staged in workgroup memory as the official SqueezeLLM
+ *    CUDA kernel stages its per-channel tables;
  * 4. each thread keeps B partial sums; the fused sparse part (compiled into
  *    every variant, switched by a uniform flag) adds the row's nonzeros
  *    strided over the row's TPR threads; partial sums are reduced in
@@ -112,6 +116,25 @@ export const MATVEC_KERNEL: Kernel<MatvecParams> = {
   wgsl: matvecWgsl,
 };
 
+/** Largest lut code width whose table a thread keeps in registers (select tree of 2^b − 1 blends). */
+const LUT_REG_BITS = 4;
+
+/**
+ * WGSL `lutPick(q, l)`: entries l[q] of a 2^bits table for four codes, as a
+ * binary tree of selects on the bits of q (high bit at the root); every index
+ * is a constant, so the table stays in registers.
+ */
+function lutPickFn(bits: number): string {
+  const tree = (bit: number, base: number): string => {
+    if (bit < 0) return `vec4<f32>(l[${base}])`;
+    const lo = tree(bit - 1, base), hi = tree(bit - 1, base + (1 << bit));
+    return `select(${lo}, ${hi}, (q & vec4<u32>(${1 << bit}u)) != vec4<u32>())`;
+  };
+  return `fn lutPick(q: vec4<u32>, l: array<f32, K>) -> vec4<f32> {
+  return ${tree(bits - 1, 0)};
+}`;
+}
+
 function matvecWgsl(p: MatvecParams): string {
   const { format, bits, batch: B, rowsPerWg: ROWS, threadsPerRow: TPR } = p;
   const WG = ROWS * TPR, TILE = TPR * 32, T4 = TILE / 4;
@@ -155,10 +178,14 @@ function matvecWgsl(p: MatvecParams): string {
       );
     }
   }
+  // b ≤ 4: each thread holds its row's table in registers and picks entries with a select
+  // tree (llvmpipe runs dynamically indexed loads lane by lane; selects are SIMD blends).
+  const lutRegs = format === "lut" && bits <= LUT_REG_BITS;
   if (format === "lut") {
     L.push(`@group(0) @binding(4) var<storage, read> LT: array<u32>; // fp16 [rows, K]`);
     L.push(HALF_FN("lutAt", "LT"));
-    L.push(`var<workgroup> lutS: array<f32, ${ROWS << bits}>; // [ROWS, K]`);
+    if (lutRegs) L.push(lutPickFn(bits));
+    else L.push(`var<workgroup> lutS: array<f32, ${ROWS << bits}>; // [ROWS, K]`);
   }
   // The fused sparse part is always compiled in and switched by P.sparse, so it costs no variants.
   L.push(`@group(0) @binding(7) var<storage, read> RP: array<i32>; // [rows + 1]`);
@@ -190,7 +217,8 @@ function matvecWgsl(p: MatvecParams): string {
       break;
     default: {
       const code = `codeSlow(row, c)`;
-      if (format === "lut") slowWeight = `lutS[rl * K + ${code}]`;
+      if (lutRegs) slowWeight = `lutPick(vec4<u32>(${code}), lr).x`;
+      else if (format === "lut") slowWeight = `lutS[rl * K + ${code}]`;
       else {
         const g = p.groups === "column" ? `gs[cl + i]` : `c / P.groupSize`;
         slowWeight = `wUniform(row, ${g}, ${code})`;
@@ -247,7 +275,12 @@ function matvecWgsl(p: MatvecParams): string {
       if (s + bits > 32) return `((${lo} | (w${w + 1} << ${32 - s}u)) & MASK)`;
       return `(${lo} & MASK)`;
     };
-    if (format === "lut") {
+    if (lutRegs) {
+      for (let j = 0; j < 8; j++) {
+        const q4 = `vec4<u32>(${[0, 1, 2, 3].map((k) => code(4 * j + k)).join(", ")})`;
+        fast.push(dot4("acc", `lutPick(${q4}, lr)`, j));
+      }
+    } else if (format === "lut") {
       for (let j = 0; j < 8; j++) {
         fast.push(dot4("acc", vec4Of((i) => `lutS[lb + ${code(i)}]`, j), j));
       }
@@ -281,7 +314,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let tr = tid % TPR;
   let row = P.rowBase + min(first + rl, P.chunkRows - 1u); // clamped: loads stay in bounds
   var acc = array<f32, B>();`);
-  if (format === "lut") {
+  if (lutRegs) {
+    const entries = Array.from({ length: 1 << bits }, (_, i) => `lutAt(row * K + ${i}u)`);
+    L.push(`  let lr = array<f32, K>(${entries.join(", ")}); // this row's table`);
+  } else if (format === "lut") {
     L.push(`  let lb = rl * K;
   for (var i = tid; i < ROWS * K; i += WG) {
     let r = P.rowBase + min(first + i / K, P.chunkRows - 1u);
@@ -666,7 +702,7 @@ export async function createMatvecPlan(
     xAligned: cols % 4 === 0,
   };
   const shared = 4 *
-    (B * TPR * 32 + (lin.format === "lut" ? ROWS << lin.bits : 0) +
+    (B * TPR * 32 + (lin.format === "lut" && lin.bits > LUT_REG_BITS ? ROWS << lin.bits : 0) +
       (lin.groups === "column" ? TPR * 32 : 0));
   if (shared > device.limits.maxComputeWorkgroupStorageSize) {
     throw new RangeError(
