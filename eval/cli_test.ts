@@ -63,6 +63,10 @@ Deno.test("bad input gets one clear error line and exit code 2, never a stack tr
       ["ppl", "--data-dir", SHARED_DATA, "--method", "rtn", "--bits", "3", "--group", "5"],
       /--group 5 does not divide every layer's input width \(64, 172\)/,
     ],
+    [
+      ["ppl", "--data-dir", SHARED_DATA, "--method", "awq", "--bits", "3", "--group", "32"],
+      /--group 32 does not divide every layer's input width \(64, 172\)/,
+    ],
     [["ppl", "--data-dir", SHARED_DATA, "--dataset", "imdb"], /--dataset must be one of/],
     [
       ["ppl", "--data-dir", SHARED_DATA, "--seqlen", "4096", "--limit", "1"],

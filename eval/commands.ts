@@ -132,7 +132,7 @@ async function quantizedFromOptions(
     modelKey: model.checkpointSha256,
     workers: workersOf(values),
     log: (s) => console.error(s),
-  });
+  }, { groupGiven: values.group !== undefined });
   console.error(
     `quantized in ${q.seconds.toFixed(1)} s: ${q.avgBits.toFixed(3)} average bits per weight` +
       (q.calibration ? `; calibration: ${q.calibration}` : ""),
