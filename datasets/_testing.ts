@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { sharedData } from "../testing.ts";
+import { sharedData } from "./testing.ts";
 
 /** A temporary folder: its path, removed with its content when disposed (`await using`). */
 export interface TempDir extends AsyncDisposable {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { sharedData } from "../testing.ts";
+import { sharedData } from "./testing.ts";
 import { loadTokenizer } from "../model/tokenizer.ts";
 import { openC4Documents, sampleDocumentWindows, sampleStreamWindows } from "./c4.ts";
 import { PyRandom } from "./pyrandom.ts";

@@ -2,7 +2,7 @@
 // running GPTQ's get_c4 / get_wikitext2 train-loader loops on the same files
 // (documents tokenized as [1] + sp.encode(text)); see datasets/c4_test.ts.
 import assert from "node:assert/strict";
-import { SHARED_DATA, sharedData } from "../testing.ts";
+import { SHARED_DATA, sharedData } from "./testing.ts";
 import { loadTokenizer } from "../model/tokenizer.ts";
 import { calibrationWindows } from "./calibration.ts";
 import { openC4Documents } from "./c4.ts";

@@ -4,7 +4,7 @@
 //     print(hashlib.sha256('\n'.join(t).encode()).hexdigest())"
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { sharedData } from "../testing.ts";
+import { sharedData } from "./testing.ts";
 import { DatasetFormatError, JsonLinesTable, readParquetColumn } from "./duckdb.ts";
 import { tempDir } from "./_testing.ts";
 

@@ -5,7 +5,7 @@
 // c4: see datasets/c4_test.ts; c4-new: ids = [1] + sp.encode(" ".join(docs[:1100])),
 // sum(ids[:256 * seqlen]); tinystories: ids = [1] + sp.encode(open(f).read()).
 import assert from "node:assert/strict";
-import { SHARED_DATA, sharedData } from "../testing.ts";
+import { SHARED_DATA, sharedData } from "./testing.ts";
 import { loadTokenizer } from "../model/tokenizer.ts";
 import { MissingDataError } from "./datadir.ts";
 import { loadEvalSet } from "./eval_sets.ts";

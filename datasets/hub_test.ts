@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { SHARED_DATA, sharedData } from "../testing.ts";
+import { SHARED_DATA, sharedData } from "./testing.ts";
 import {
   dataFile,
   findDataFile,

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { sharedData } from "../testing.ts";
+import { sharedData } from "./testing.ts";
 import { readWikitextRows, wikitextJoin, wikitextRowsFromRaw } from "./wikitext2.ts";
 
 Deno.test("wikitextRowsFromRaw() splits lines like the Hugging Face dataset", () => {

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { loadCheckpoint } from "../model/checkpoint.ts";
 import { loadTokenizer } from "../model/tokenizer.ts";
 import { generate } from "./generate.ts";
-import { sharedData } from "../testing.ts";
+import { sharedData } from "../datasets/testing.ts";
 
 Deno.test("generate() prints stories260K's documented greedy story", async () => {
   const w = await loadCheckpoint(sharedData("stories260K/stories260K.bin"));

@@ -6,6 +6,6 @@
  */
 export * from "./perplexity.ts";
 export * from "./generate.ts";
-export { runSweep, type SweepOptions } from "./sweep.ts";
-export { type SweepEntry, SWEEPS } from "./sweep_presets.ts";
-export { main } from "./cli.ts";
+export { runSweep, type SweepOptions } from "./cli/sweep.ts";
+export { type SweepEntry, SWEEPS } from "./cli/presets.ts";
+export { main } from "./cli/main.ts";

@@ -4,11 +4,11 @@
  */
 import assert from "node:assert/strict";
 import { randn } from "../model/random.ts";
-import { maxRelError } from "../testing.ts";
+import { maxRelError } from "../datasets/testing.ts";
 import { gpuTest } from "./_testing.ts";
 import { matvecGpu } from "./matvec.ts";
 import { matvecRef } from "./reference.ts";
-import { f16Tensor, f32Tensor, quantileLut, rtnUniform } from "./synthetic.ts";
+import { f16Tensor, f32Tensor, quantileLut, rtnUniform } from "../eval/bench/synthetic.ts";
 import type { LinearWeight } from "./weight.ts";
 import type { Gpu } from "./device.ts";
 import type { MatvecPlanOptions } from "./matvec.ts";

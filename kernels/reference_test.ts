@@ -8,9 +8,9 @@ import { dequantize, fromF16 } from "../quant/format.ts";
 import type { QuantizedLinear } from "../quant/format.ts";
 import { matmulRef } from "../model/matmul.ts";
 import { randn } from "../model/random.ts";
-import { maxRelError } from "../testing.ts";
+import { maxRelError } from "../datasets/testing.ts";
 import { denseMatvecRef, matvecRef } from "./reference.ts";
-import { csrFrom, f16Tensor, f32Tensor, quantileLut, randomCsr, rtnUniform } from "./synthetic.ts";
+import { csrFrom, f16Tensor, f32Tensor, quantileLut, randomCsr, rtnUniform } from "../eval/bench/synthetic.ts";
 
 const SHAPES = [[37, 83], [129, 67]] as const;
 

@@ -7,13 +7,13 @@
 import assert from "node:assert/strict";
 import type { CsrMatrix } from "../quant/format.ts";
 import { randn } from "../model/random.ts";
-import { maxRelError } from "../testing.ts";
+import { maxRelError } from "../datasets/testing.ts";
 import { gpuTest } from "./_testing.ts";
 import type { Gpu } from "./device.ts";
 import { matvecGpu } from "./matvec.ts";
 import type { MatvecPlanOptions } from "./matvec.ts";
 import { matvecRef } from "./reference.ts";
-import { csrFrom, f16Tensor, f32Tensor, quantileLut, randomCsr, rtnUniform } from "./synthetic.ts";
+import { csrFrom, f16Tensor, f32Tensor, quantileLut, randomCsr, rtnUniform } from "../eval/bench/synthetic.ts";
 import type { LinearWeight } from "./weight.ts";
 
 const MODES = ["fused", "separate"] as const;

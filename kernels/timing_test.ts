@@ -1,7 +1,7 @@
 /** Timing helpers and the kernel benchmark on a small shape. */
 import assert from "node:assert/strict";
 import { gpuTest } from "./_testing.ts";
-import { benchKernels, benchTable, parseShapes } from "./bench.ts";
+import { benchKernels, benchTable, parseShapes } from "../eval/bench/kernels.ts";
 import { copyBandwidth, timeGpu } from "./timing.ts";
 
 gpuTest(

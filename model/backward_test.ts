@@ -8,7 +8,7 @@ import { forward } from "./forward.ts";
 import { mulberry32, randomWeights, tinyConfig } from "./random.ts";
 import { ReferenceDecoder } from "./reference.ts";
 import { windowLoss } from "../eval/perplexity.ts";
-import { sharedData } from "../testing.ts";
+import { sharedData } from "../datasets/testing.ts";
 
 const tiny = (sharedClassifier: boolean): LlamaConfig =>
   tinyConfig({ dim: 8, hiddenDim: 12, vocabSize: 13, maxSeqLen: 8, sharedClassifier });

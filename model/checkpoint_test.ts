@@ -7,7 +7,7 @@ import {
   serializeV1,
 } from "./checkpoint.ts";
 import { randomWeights, tinyConfig } from "./random.ts";
-import { sharedData } from "../testing.ts";
+import { sharedData } from "../datasets/testing.ts";
 
 const STORIES = sharedData("stories260K/stories260K.bin");
 const tiny = tinyConfig({

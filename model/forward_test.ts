@@ -13,7 +13,7 @@ import { ReferenceDecoder } from "./reference.ts";
 import { randomWeights, tinyConfig } from "./random.ts";
 import type { LinearName, LlamaWeights } from "./config.ts";
 import { linearShape, withLinears } from "./config.ts";
-import { maxRelError, sharedData } from "../testing.ts";
+import { maxRelError, sharedData } from "../datasets/testing.ts";
 
 /** Logits of every position, one token at a time through the reference decoder. */
 function referenceLogits(w: LlamaWeights, tokens: number[]): Float64Array {

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { matmul, MATMUL_KIND, matmulBlocked, matmulRef, matmulWasm } from "./matmul.ts";
 import { randn } from "./random.ts";
-import { benchAttention, benchMatmul } from "./bench_matmul.ts";
-import { maxRelError } from "../testing.ts";
+import { benchAttention, benchMatmul } from "../eval/bench/matmul.ts";
+import { maxRelError } from "../datasets/testing.ts";
 
 const VARIANTS = { matmulBlocked, matmulWasm, matmul } as const;
 const TS = [1, 3, 4, 17];

@@ -10,7 +10,7 @@
  * SHA-256 of the id lists (see `idsDigest`).
  */
 import assert from "node:assert/strict";
-import { sharedData } from "../testing.ts";
+import { sharedData } from "../datasets/testing.ts";
 import {
   Llama2cTokenizer,
   loadTokenizer,

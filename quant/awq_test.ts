@@ -4,7 +4,7 @@ import { LINEAR_NAMES, linearShape } from "../model/config.ts";
 import { attention, block, feedForward, RunState } from "../model/forward.ts";
 import { matmul } from "../model/matmul.ts";
 import { mulberry32, randomWeights, randomWindows, tinyConfig } from "../model/random.ts";
-import { maxRelError } from "../testing.ts";
+import { maxRelError } from "../datasets/testing.ts";
 import { dequantize, dequantizeDense, unpackCodes } from "./format.ts";
 import {
   applyClip,

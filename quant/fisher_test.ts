@@ -4,7 +4,7 @@ import { BackwardState, lossAndGradients } from "../model/backward.ts";
 import { loadCheckpoint } from "../model/checkpoint.ts";
 import { LINEAR_NAMES } from "../model/config.ts";
 import { randomWeights, randomWindows, tinyConfig } from "../model/random.ts";
-import { sharedData } from "../testing.ts";
+import { sharedData } from "../datasets/testing.ts";
 import {
   cachedFisher,
   FISHER_CODE_VERSION,

@@ -4,7 +4,7 @@ import type { LlamaWeights } from "../model/config.ts";
 import { loadTokenizer } from "../model/tokenizer.ts";
 import { loadEvalSet } from "../datasets/eval_sets.ts";
 import { perplexity } from "../eval/perplexity.ts";
-import { SHARED_DATA, sharedData } from "../testing.ts";
+import { SHARED_DATA, sharedData } from "../datasets/testing.ts";
 import {
   defaultSpec,
   loadQuantized,

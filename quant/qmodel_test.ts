@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { LINEAR_NAMES, linearShape } from "../model/config.ts";
 import { randn, randomWeights, tinyConfig } from "../model/random.ts";
 import { loadCheckpoint } from "../model/checkpoint.ts";
-import { sharedData } from "../testing.ts";
+import { sharedData } from "../datasets/testing.ts";
 import {
   type CsrMatrix,
   dequantize,

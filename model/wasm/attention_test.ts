@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { causalAttention, causalAttentionRef, causalAttentionWasm } from "./attention.ts";
 import { randn } from "../random.ts";
-import { maxRelError } from "../../testing.ts";
+import { maxRelError } from "../../datasets/testing.ts";
 
 /** q, k, v for a window; q and k scaled by `qkStd` (larger → peakier softmax). */
 function operands(T: number, nHeads: number, nKvHeads: number, hs: number, qkStd = 1) {

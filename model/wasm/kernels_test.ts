@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { KERNELS_WASM_BYTES, WASM_SIMD, WasmKernels } from "./kernels.ts";
 import { matmulRef } from "../matmul.ts";
 import { randn } from "../random.ts";
-import { maxRelError } from "../../testing.ts";
+import { maxRelError } from "../../datasets/testing.ts";
 
 Deno.test("WASM_SIMD is true in Deno and the kernels export matmul, attention and memory", () => {
   assert.equal(WASM_SIMD, true);

@@ -8,10 +8,10 @@
 import type { Command } from "./options.ts";
 import { choice, CliError, int, list, MODEL_HELP, MODEL_OPTIONS, num, str } from "./options.ts";
 import { type LoadedModel, loadModelFromOptions } from "./load.ts";
-import { generate } from "./generate.ts";
-import { perplexity } from "./perplexity.ts";
+import { generate } from "../generate.ts";
+import { perplexity } from "../perplexity.ts";
 import { Progress } from "./progress.ts";
-import { EVAL_SETS, type EvalSetName, loadEvalSet } from "../datasets/eval_sets.ts";
+import { EVAL_SETS, type EvalSetName, loadEvalSet } from "../../datasets/eval_sets.ts";
 import {
   CALIB_SOURCES,
   type CalibSource,
@@ -23,9 +23,9 @@ import {
   type QuantSpec,
   saveQuantized,
   variantName,
-} from "../quant/methods.ts";
-import { SWEEPS } from "./sweep_presets.ts";
-import { BENCHES, runBench } from "./bench.ts";
+} from "../../quant/methods.ts";
+import { SWEEPS } from "./presets.ts";
+import { BENCHES, runBench } from "../bench/bench.ts";
 
 const QUANT_OPTIONS = {
   method: { type: "string" },
@@ -396,8 +396,8 @@ const reportCmd: Command = {
       throw new CliError(`--store ${storePath} does not exist; run "deno task eval" first`);
     }
     const out = str(values, "out", "out/report.html")!;
-    const { ResultsStore } = await import("../reports/store.ts");
-    const { markdownTable, pplTable, renderReport } = await import("../reports/report.ts");
+    const { ResultsStore } = await import("../../reports/store.ts");
+    const { markdownTable, pplTable, renderReport } = await import("../../reports/report.ts");
     const store = await ResultsStore.open(storePath);
     try {
       await Deno.mkdir(out.replace(/\/[^/]*$/, "") || ".", { recursive: true });

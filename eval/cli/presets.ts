@@ -4,8 +4,8 @@
  *
  * @module
  */
-import type { LlamaConfig } from "../model/config.ts";
-import { defaultSpec, inputWidths, type Method, type QuantSpec } from "../quant/methods.ts";
+import type { LlamaConfig } from "../../model/config.ts";
+import { defaultSpec, inputWidths, type Method, type QuantSpec } from "../../quant/methods.ts";
 
 /** A sweep entry; null stands for the unquantized fp32 model. */
 export type SweepEntry = QuantSpec | null;

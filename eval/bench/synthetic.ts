@@ -8,11 +8,11 @@
  *
  * @module
  */
-import type { CsrMatrix, LutTensor, UniformTensor } from "../quant/format.ts";
-import { checkBits, packCodes, toF16, unpackCodes } from "../quant/format.ts";
-import { gaussian, mulberry32 } from "../model/random.ts";
-import { rtn } from "../quant/rtn.ts";
-import type { F16Tensor, F32Tensor, LinearWeight } from "./weight.ts";
+import type { CsrMatrix, LutTensor, UniformTensor } from "../../quant/format.ts";
+import { checkBits, packCodes, toF16, unpackCodes } from "../../quant/format.ts";
+import { gaussian, mulberry32 } from "../../model/random.ts";
+import { rtn } from "../../quant/rtn.ts";
+import type { F16Tensor, F32Tensor, LinearWeight } from "../../kernels/weight.ts";
 
 /**
  * fp32 weights as a kernel tensor (no copy).

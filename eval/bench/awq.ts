@@ -10,11 +10,11 @@
  *
  * @module
  */
-import { loadCheckpoint } from "../model/checkpoint.ts";
-import { LINEAR_NAMES, linearShape, type LlamaWeights } from "../model/config.ts";
-import { RunState } from "../model/forward.ts";
-import { randomWindows } from "../model/random.ts";
-import { sharedData } from "../testing.ts";
+import { loadCheckpoint } from "../../model/checkpoint.ts";
+import { LINEAR_NAMES, linearShape, type LlamaWeights } from "../../model/config.ts";
+import { RunState } from "../../model/forward.ts";
+import { randomWindows } from "../../model/random.ts";
+import { sharedData } from "../../datasets/testing.ts";
 import {
   applyClip,
   applyScale,
@@ -25,8 +25,8 @@ import {
   scaleGroups,
   searchClip,
   searchGroupScale,
-} from "./awq.ts";
-import { embedWindows, since } from "./sequential.ts";
+} from "../../quant/awq.ts";
+import { embedWindows, since } from "../../quant/sequential.ts";
 
 /** Options of {@linkcode benchAwq}. */
 export interface BenchAwqOptions {

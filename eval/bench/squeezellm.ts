@@ -11,9 +11,9 @@
  *
  * @module
  */
-import { randn } from "../model/random.ts";
-import { kmeans1d } from "./kmeans1d.ts";
-import { quantizeLutRows, rowSeed, SQUEEZELLM_DEFAULTS, squeezellmQuantize } from "./squeezellm.ts";
+import { randn } from "../../model/random.ts";
+import { kmeans1d } from "../../quant/kmeans1d.ts";
+import { quantizeLutRows, rowSeed, SQUEEZELLM_DEFAULTS, squeezellmQuantize } from "../../quant/squeezellm.ts";
 
 /** Options of {@linkcode benchSqueezellm}. */
 export interface BenchSqueezellmOptions {

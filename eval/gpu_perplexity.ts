@@ -12,9 +12,9 @@
  *
  * @module
  */
-import type { PerplexityResult } from "../eval/perplexity.ts";
-import { perplexityResult, windowLoss, windowPlan } from "../eval/perplexity.ts";
-import type { GpuDecoder } from "./decode.ts";
+import type { PerplexityResult } from "./perplexity.ts";
+import { perplexityResult, windowLoss, windowPlan } from "./perplexity.ts";
+import type { GpuDecoder } from "../kernels/decode.ts";
 
 /** Options of {@linkcode gpuPerplexity}. */
 export interface GpuPerplexityOptions {

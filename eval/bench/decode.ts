@@ -12,22 +12,22 @@
  *
  * @module
  */
-import { loadCheckpoint } from "../model/checkpoint.ts";
-import type { LinearName, LlamaWeights } from "../model/config.ts";
-import { LINEAR_NAMES, linearShape } from "../model/config.ts";
-import { loadTokenizer } from "../model/tokenizer.ts";
-import { dataFile } from "../datasets/datadir.ts";
-import { loadEvalSet } from "../datasets/eval_sets.ts";
-import { sha256File } from "../datasets/hub.ts";
-import type { CalibSource, QuantContext, QuantSpec } from "../quant/methods.ts";
-import { defaultSpec, quantizeModel, variantName } from "../quant/methods.ts";
-import type { Gpu, GpuInfo } from "./device.ts";
-import { getGpu } from "./device.ts";
-import type { LinearSource } from "./decode.ts";
-import { GpuDecoder, quantizedSource, timeGreedy } from "./decode.ts";
-import { gpuPerplexity } from "./ppl.ts";
+import { loadCheckpoint } from "../../model/checkpoint.ts";
+import type { LinearName, LlamaWeights } from "../../model/config.ts";
+import { LINEAR_NAMES, linearShape } from "../../model/config.ts";
+import { loadTokenizer } from "../../model/tokenizer.ts";
+import { dataFile } from "../../datasets/datadir.ts";
+import { loadEvalSet } from "../../datasets/eval_sets.ts";
+import { sha256File } from "../../datasets/hub.ts";
+import type { CalibSource, QuantContext, QuantSpec } from "../../quant/methods.ts";
+import { defaultSpec, quantizeModel, variantName } from "../../quant/methods.ts";
+import type { Gpu, GpuInfo } from "../../kernels/device.ts";
+import { getGpu } from "../../kernels/device.ts";
+import type { LinearSource } from "../../kernels/decode.ts";
+import { GpuDecoder, quantizedSource, timeGreedy } from "../../kernels/decode.ts";
+import { gpuPerplexity } from "../gpu_perplexity.ts";
 import { f16Tensor, f32Tensor } from "./synthetic.ts";
-import { weightBytes } from "./weight.ts";
+import { weightBytes } from "../../kernels/weight.ts";
 import { markdownTable } from "./_table.ts";
 
 /** The formats {@linkcode benchDecodeFormats} can decode with (quant/methods.ts variant names). */

@@ -13,9 +13,9 @@
  * @module
  */
 import process from "node:process";
-import { matmulBlocked, matmulRef, matmulWasm } from "./matmul.ts";
-import { randn } from "./random.ts";
-import { causalAttentionRef, causalAttentionWasm } from "./wasm/attention.ts";
+import { matmulBlocked, matmulRef, matmulWasm } from "../../model/matmul.ts";
+import { randn } from "../../model/random.ts";
+import { causalAttentionRef, causalAttentionWasm } from "../../model/wasm/attention.ts";
 
 /** A matmul shape: out [T, d] = x [T, n] @ Wᵀ, W [d, n]. */
 export interface MatmulShape {

@@ -12,18 +12,18 @@
  *
  * @module
  */
-import type { Gpu, GpuInfo } from "./device.ts";
-import { getGpu } from "./device.ts";
-import { createMatvecPlan, uploadLinear } from "./matvec.ts";
-import type { MatvecPlanOptions } from "./matvec.ts";
-import { copyBandwidth, timeGpu } from "./timing.ts";
-import type { Timing } from "./timing.ts";
+import type { Gpu, GpuInfo } from "../../kernels/device.ts";
+import { getGpu } from "../../kernels/device.ts";
+import { createMatvecPlan, uploadLinear } from "../../kernels/matvec.ts";
+import type { MatvecPlanOptions } from "../../kernels/matvec.ts";
+import { copyBandwidth, timeGpu } from "../../kernels/timing.ts";
+import type { Timing } from "../../kernels/timing.ts";
 import { f16Tensor, f32Tensor, quantileLut, randomCsr, rtnUniform } from "./synthetic.ts";
-import type { LinearWeight } from "./weight.ts";
-import { averageBits } from "./weight.ts";
+import type { LinearWeight } from "../../kernels/weight.ts";
+import { averageBits } from "../../kernels/weight.ts";
 import { markdownTable } from "./_table.ts";
-import { randn } from "../model/random.ts";
-import { checkBits } from "../quant/format.ts";
+import { randn } from "../../model/random.ts";
+import { checkBits } from "../../quant/format.ts";
 
 /** A format the benchmark can time. */
 export type BenchFormat = "f32" | "f16" | "uniform" | "lut" | "lut+sparse" | "uniform+sparse";

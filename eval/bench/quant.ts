@@ -11,9 +11,9 @@
  *
  * @module
  */
-import { randn } from "../model/random.ts";
-import { Gptq } from "./gptq.ts";
-import { rtn } from "./rtn.ts";
+import { randn } from "../../model/random.ts";
+import { Gptq } from "../../quant/gptq.ts";
+import { rtn } from "../../quant/rtn.ts";
 
 /** Options of {@linkcode benchQuant}. */
 export interface BenchQuantOptions {

@@ -6,7 +6,7 @@
 import { fileURLToPath } from "node:url";
 
 /** Absolute path of the shared real data (`../shared/data` beside the repo). */
-export const SHARED_DATA: string = fileURLToPath(new URL("../shared/data/", import.meta.url));
+export const SHARED_DATA: string = fileURLToPath(new URL("../../shared/data/", import.meta.url));
 
 /** Absolute path of a file under {@linkcode SHARED_DATA}. */
 export function sharedData(rel: string): string {

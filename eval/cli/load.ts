@@ -6,12 +6,12 @@
  */
 import { dirname, join } from "node:path";
 import { existsSync } from "node:fs";
-import { loadCheckpoint } from "../model/checkpoint.ts";
-import type { LlamaWeights } from "../model/config.ts";
-import { loadTokenizer, type Tokenizer } from "../model/tokenizer.ts";
-import { dataFile, isOffline, resolveDataDir } from "../datasets/datadir.ts";
+import { loadCheckpoint } from "../../model/checkpoint.ts";
+import type { LlamaWeights } from "../../model/config.ts";
+import { loadTokenizer, type Tokenizer } from "../../model/tokenizer.ts";
+import { dataFile, isOffline, resolveDataDir } from "../../datasets/datadir.ts";
 import { CliError, str } from "./options.ts";
-import { sha256File } from "../datasets/hub.ts";
+import { sha256File } from "../../datasets/hub.ts";
 
 /** Models known by name: files relative to the data dir. */
 export const KNOWN_MODELS: Record<string, { checkpoint: string; tokenizer: string }> = {

@@ -1,12 +1,12 @@
 /** The fast weight builders used by tests, benchmarks and GPU decoding. */
 import assert from "node:assert/strict";
-import { dequantize, fromF16, groupOf } from "../quant/format.ts";
-import { randn } from "../model/random.ts";
-import { csrValues } from "../quant/format.ts";
+import { dequantize, fromF16, groupOf } from "../../quant/format.ts";
+import { randn } from "../../model/random.ts";
+import { csrValues } from "../../quant/format.ts";
 import { quantileLut, randomCsr, rtnUniform, splitOutliers } from "./synthetic.ts";
-import { validateWeight } from "./weight.ts";
-import { rtn } from "../quant/rtn.ts";
-import { unpackCodes } from "../quant/format.ts";
+import { validateWeight } from "../../kernels/weight.ts";
+import { rtn } from "../../quant/rtn.ts";
+import { unpackCodes } from "../../quant/format.ts";
 
 Deno.test("rtnUniform() is quant/rtn.ts's grid: whole groups equal rtn(), ragged groups use the same grid", () => {
   const [rows, cols] = [6, 48];

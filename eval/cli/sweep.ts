@@ -6,14 +6,14 @@
  *
  * @module
  */
-import { type EvalSet, type EvalSetName, loadEvalSet } from "../datasets/eval_sets.ts";
-import { type QuantizedModel, quantizeModel, variantName } from "../quant/methods.ts";
-import type { SweepEntry } from "./sweep_presets.ts";
-import { perplexity, type PerplexityResult } from "./perplexity.ts";
+import { type EvalSet, type EvalSetName, loadEvalSet } from "../../datasets/eval_sets.ts";
+import { type QuantizedModel, quantizeModel, variantName } from "../../quant/methods.ts";
+import type { SweepEntry } from "./presets.ts";
+import { perplexity, type PerplexityResult } from "../perplexity.ts";
 import { Progress } from "./progress.ts";
 import type { LoadedModel } from "./load.ts";
-import { currentRun, ResultsStore } from "../reports/store.ts";
-import { markdownTable, pplTable, renderReport } from "../reports/report.ts";
+import { currentRun, ResultsStore } from "../../reports/store.ts";
+import { markdownTable, pplTable, renderReport } from "../../reports/report.ts";
 
 /** Options of {@linkcode runSweep}. */
 export interface SweepOptions {

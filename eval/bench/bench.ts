@@ -4,12 +4,12 @@
  *
  * @module
  */
-import { forward, RunState } from "../model/forward.ts";
-import { loadEvalSet } from "../datasets/eval_sets.ts";
-import { loadModelFromOptions } from "./load.ts";
-import { perplexity } from "./perplexity.ts";
-import { Progress } from "./progress.ts";
-import { int, list, str } from "./options.ts";
+import { forward, RunState } from "../../model/forward.ts";
+import { loadEvalSet } from "../../datasets/eval_sets.ts";
+import { loadModelFromOptions } from "../cli/load.ts";
+import { perplexity } from "../perplexity.ts";
+import { Progress } from "../cli/progress.ts";
+import { int, list, str } from "../cli/options.ts";
 
 type Values = Record<string, unknown>;
 
@@ -95,8 +95,8 @@ async function benchPpl(values: Values) {
 }
 
 async function benchQuantAll(values: Values) {
-  const { benchQuant } = await import("../quant/bench_quant.ts");
-  const { benchAwq } = await import("../quant/bench_awq.ts");
+  const { benchQuant } = await import("./quant.ts");
+  const { benchAwq } = await import("./awq.ts");
   const layer = await benchQuant({ small: values.small === true });
   const model = await loadModelFromOptions(values);
   const awq = await benchAwq({ small: values.small === true, weights: model.weights });
@@ -104,8 +104,8 @@ async function benchQuantAll(values: Values) {
 }
 
 async function benchSqueezellmAll(values: Values) {
-  const { benchSqueezellm } = await import("../quant/bench_squeezellm.ts");
-  const { benchFisher } = await import("../quant/fisher.ts");
+  const { benchSqueezellm } = await import("./squeezellm.ts");
+  const { benchFisher } = await import("../../quant/fisher.ts");
   const kmeans = await benchSqueezellm({ small: values.small === true });
   const fisher = await benchFisher({
     small: values.small === true,
@@ -115,8 +115,8 @@ async function benchSqueezellmAll(values: Values) {
 }
 
 /** Runs `fn` with a GPU device that is destroyed afterwards (before the process exits). */
-async function withGpu<T>(fn: (gpu: import("../kernels/device.ts").Gpu) => Promise<T>): Promise<T> {
-  const { getGpu } = await import("../kernels/device.ts");
+async function withGpu<T>(fn: (gpu: import("../../kernels/device.ts").Gpu) => Promise<T>): Promise<T> {
+  const { getGpu } = await import("../../kernels/device.ts");
   const gpu = await getGpu();
   try {
     return await fn(gpu);
@@ -127,7 +127,7 @@ async function withGpu<T>(fn: (gpu: import("../kernels/device.ts").Gpu) => Promi
 }
 
 async function benchKernelsCmd(values: Values) {
-  const { benchKernels } = await import("../kernels/bench.ts");
+  const { benchKernels } = await import("./kernels.ts");
   const r = await withGpu((gpu) =>
     benchKernels({
       gpu,
@@ -141,7 +141,7 @@ async function benchKernelsCmd(values: Values) {
   );
   const storePath = str(values, "store");
   if (storePath) {
-    const { ResultsStore, currentRun } = await import("../reports/store.ts");
+    const { ResultsStore, currentRun } = await import("../../reports/store.ts");
     const store = await ResultsStore.open(storePath);
     try {
       const run = await currentRun("bench kernels " + Deno.args.join(" "));
@@ -172,8 +172,8 @@ async function benchKernelsCmd(values: Values) {
 }
 
 async function benchDecodeCmd(values: Values) {
-  const { benchDecodeFormats } = await import("../kernels/decode_bench.ts");
-  const { isOffline, resolveDataDir } = await import("../datasets/datadir.ts");
+  const { benchDecodeFormats } = await import("./decode.ts");
+  const { isOffline, resolveDataDir } = await import("../../datasets/datadir.ts");
   return await withGpu((gpu) =>
     benchDecodeFormats({
       gpu,
@@ -187,7 +187,7 @@ async function benchDecodeCmd(values: Values) {
 }
 
 async function benchMatmulCmd(_values: Values) {
-  const { benchMatmul } = await import("../model/bench_matmul.ts");
+  const { benchMatmul } = await import("./matmul.ts");
   return await benchMatmul();
 }
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { SHARED_DATA } from "../testing.ts";
+import { SHARED_DATA } from "../../datasets/testing.ts";
 
-const CLI = new URL("./cli.ts", import.meta.url).pathname;
+const CLI = new URL("./main.ts", import.meta.url).pathname;
 
 /** Runs the CLI in a subprocess; returns exit code, stdout and stderr. */
 async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {

@@ -11,17 +11,17 @@ import { loadCheckpoint } from "../model/checkpoint.ts";
 import { forward } from "../model/forward.ts";
 import { loadTokenizer } from "../model/tokenizer.ts";
 import { loadEvalSet } from "../datasets/eval_sets.ts";
-import { perplexity } from "../eval/perplexity.ts";
+import { perplexity } from "./perplexity.ts";
 import type { QuantizedLinear } from "../quant/format.ts";
 import { wordsPerRow } from "../quant/format.ts";
 import type { QuantContext, QuantizedModel, QuantSpec } from "../quant/methods.ts";
 import { defaultSpec, linearKey, quantizeModel, variantName } from "../quant/methods.ts";
-import { maxRelError, SHARED_DATA, sharedData } from "../testing.ts";
-import { gpuTest } from "./_testing.ts";
-import type { Gpu } from "./device.ts";
-import { GpuDecoder, quantizedSource } from "./decode.ts";
-import type { GpuDecoderOptions } from "./decode.ts";
-import { gpuPerplexity } from "./ppl.ts";
+import { maxRelError, SHARED_DATA, sharedData } from "../datasets/testing.ts";
+import { gpuTest } from "../kernels/_testing.ts";
+import type { Gpu } from "../kernels/device.ts";
+import { GpuDecoder, quantizedSource } from "../kernels/decode.ts";
+import type { GpuDecoderOptions } from "../kernels/decode.ts";
+import { gpuPerplexity } from "./gpu_perplexity.ts";
 
 const SEQLEN = 128, WINDOWS = 2, TOL = 1e-4;
 

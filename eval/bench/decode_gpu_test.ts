@@ -1,10 +1,10 @@
 /** benchDecodeFormats() on stories260K with the real RTN quantizer (a short run). */
 import assert from "node:assert/strict";
-import { SHARED_DATA } from "../testing.ts";
-import { gpuTest } from "./_testing.ts";
-import { benchDecodeFormats, DECODE_FORMATS, decodeFormatSpec } from "./decode_bench.ts";
-import type { DecodeFormat } from "./decode_bench.ts";
-import { variantName } from "../quant/methods.ts";
+import { SHARED_DATA } from "../../datasets/testing.ts";
+import { gpuTest } from "../../kernels/_testing.ts";
+import { benchDecodeFormats, DECODE_FORMATS, decodeFormatSpec } from "./decode.ts";
+import type { DecodeFormat } from "./decode.ts";
+import { variantName } from "../../quant/methods.ts";
 
 Deno.test("decodeFormatSpec() gives every quantized format the spec whose variant name it is", () => {
   for (const f of DECODE_FORMATS) {
