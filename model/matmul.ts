@@ -13,7 +13,7 @@
  *   relative 1e-5 of the reference (tested up to n = 4100).
  *
  * Speed on one core of the 2-core CI machine (`deno run -A
- * model/bench_matmul.ts`, CPU time): on the stories260K shapes at T = 512,
+ * eval/bench/matmul.ts`, CPU time): on the stories260K shapes at T = 512,
  * ref ≈ 2.5, blocked ≈ 5.7, wasm ≈ 31–39 GFLOP/s (copies included); on
  * 4096 × 4096 at T = 8, 2.1 / 5.7 / 13.7 GFLOP/s.
  *

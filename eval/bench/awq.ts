@@ -5,7 +5,7 @@
  * the final quantization. Calibration windows are seeded random tokens: the
  * work does not depend on their values.
  *
- * Run: `deno run -A quant/bench_awq.ts [--small]` (or through the CLI's
+ * Run: `deno run -A eval/bench/awq.ts [--small]` (or through the CLI's
  * `bench quant`).
  *
  * @module

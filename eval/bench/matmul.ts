@@ -7,7 +7,7 @@
  * CPU time is the steadier measure of the code's own speed).
  *
  * ```sh
- * deno run -A model/bench_matmul.ts
+ * deno run -A eval/bench/matmul.ts
  * ```
  *
  * @module

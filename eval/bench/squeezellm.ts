@@ -6,7 +6,7 @@
  * row on the same rows (how the official `nuq.py` clusters), run with
  * /usr/bin/python3 when it has scikit-learn.
  *
- * Run: `deno run -A quant/bench_squeezellm.ts [--small]` (or through the CLI's
+ * Run: `deno run -A eval/bench/squeezellm.ts [--small]` (or through the CLI's
  * `bench squeezellm`).
  *
  * @module
