@@ -5,7 +5,7 @@
  * the final quantization. Calibration windows are seeded random tokens: the
  * work does not depend on their values.
  *
- * Run: `deno run -A eval/bench/awq.ts [--small]` (or through the CLI's
+ * Run: `deno run -A eval/bench/awq.ts CHECKPOINT [--small]` (or through the CLI's
  * `bench quant`).
  *
  * @module
@@ -14,7 +14,6 @@ import { loadCheckpoint } from "../../model/checkpoint.ts";
 import { LINEAR_NAMES, linearShape, type LlamaWeights } from "../../model/config.ts";
 import { RunState } from "../../model/forward.ts";
 import { randomWindows } from "../../model/random.ts";
-import { sharedData } from "../../datasets/testing.ts";
 import {
   applyClip,
   applyScale,
@@ -42,8 +41,8 @@ export interface BenchAwqOptions {
   groupSize?: number;
   /** Block to time. @default 0 */
   layer?: number;
-  /** The model; loaded from ../shared/data/stories260K when absent. */
-  weights?: LlamaWeights;
+  /** The model (the CLI passes the one `--model` resolved). */
+  weights: LlamaWeights;
   /** Seed of the random tokens. @default 0 */
   seed?: number;
   /** Where lines go. @default console.log */
@@ -82,16 +81,17 @@ export interface BenchAwqResult {
  * @returns per-step seconds and totals (also logged, one line each)
  * @example
  * ```ts
- * const r = await benchAwq({ small: true });
+ * const weights = await loadCheckpoint("stories260K.bin");
+ * const r = await benchAwq({ small: true, weights });
  * r.blockSeconds;
  * ```
  */
-export async function benchAwq(opts: BenchAwqOptions = {}): Promise<BenchAwqResult> {
+export async function benchAwq(opts: BenchAwqOptions): Promise<BenchAwqResult> {
   const log = opts.log ?? console.log;
   const small = opts.small ?? false;
   const nWin = opts.windows ?? (small ? 4 : 16), seqlen = opts.seqlen ?? (small ? 128 : 512);
   const bits = opts.bits ?? 3, layer = opts.layer ?? 0;
-  const w = opts.weights ?? await loadCheckpoint(sharedData("stories260K/stories260K.bin"));
+  const w = opts.weights;
   const c = w.config;
   if (!(layer >= 0 && layer < c.nLayers)) {
     throw new RangeError(`benchAwq(): layer must be in 0..${c.nLayers - 1}, got ${layer}`);
@@ -174,4 +174,13 @@ export async function benchAwq(opts: BenchAwqOptions = {}): Promise<BenchAwqResu
   return result;
 }
 
-if (import.meta.main) await benchAwq({ small: Deno.args.includes("--small") });
+if (import.meta.main) {
+  const path = Deno.args.find((a) => !a.startsWith("--"));
+  if (!path) {
+    console.error(
+      "usage: deno run -A eval/bench/awq.ts CHECKPOINT [--small] (or: deno task bench quant)",
+    );
+    Deno.exit(2);
+  }
+  await benchAwq({ small: Deno.args.includes("--small"), weights: await loadCheckpoint(path) });
+}
