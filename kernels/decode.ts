@@ -23,8 +23,14 @@
  * @module
  */
 import type { LinearName, LlamaConfig, LlamaWeights } from "../model/config.ts";
-import { headSize, kvDim, LINEAR_NAMES, linearShape } from "../model/config.ts";
-import { ropeTables } from "../model/forward.ts";
+import {
+  headSize,
+  kvDim,
+  LINEAR_NAMES,
+  linearKey,
+  linearShape,
+  ropeTables,
+} from "../model/config.ts";
 import type { Gpu, Kernel } from "./device.ts";
 import { dispatchSize, readBuffer } from "./device.ts";
 import type { GpuLinear, MatvecPlan, MatvecPlanOptions } from "./matvec.ts";
@@ -33,7 +39,6 @@ import { f32Tensor, syntheticLinear } from "../eval/bench/synthetic.ts";
 import type { SyntheticSpec } from "../eval/bench/synthetic.ts";
 import type { LinearWeight } from "./weight.ts";
 import type { QuantizedLinear } from "../quant/format.ts";
-import { linearKey } from "../quant/methods.ts";
 
 /** The weight of linear `name` of block `layer`, in whatever format it is stored. */
 export type LinearSource = (layer: number, name: LinearName) => LinearWeight;

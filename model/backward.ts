@@ -23,8 +23,8 @@
  * @module
  */
 import type { LinearName, LlamaConfig, LlamaWeights } from "./config.ts";
-import { headSize, kvDim } from "./config.ts";
-import { embed, qkvProjection, rmsInverse, rmsnorm, ropeTables, swiglu } from "./forward.ts";
+import { headSize, kvDim, ropeTables } from "./config.ts";
+import { embed, qkvProjection, rmsInverse, rmsnorm, swiglu } from "./forward.ts";
 import { matmul } from "./matmul.ts";
 
 /** Gradients of one block: the seven linear weights [out, in] and the two norm weights [dim]. */

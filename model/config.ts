@@ -78,6 +78,44 @@ export function kvDim(c: LlamaConfig): number {
   return (c.dim * c.nKvHeads) / c.nHeads;
 }
 
+/**
+ * Key of one linear layer in a quantized model's `linears` map
+ * (quant/methods.ts's `QuantizedModel.linears`, GPU decoding's sources).
+ *
+ * @param layer block index
+ * @param name the linear's name
+ * @returns "layers.{layer}.{name}"
+ * @example
+ * ```ts
+ * linearKey(2, "wq"); // "layers.2.wq"
+ * ```
+ */
+export const linearKey = (layer: number, name: string): string => `layers.${layer}.${name}`;
+
+/**
+ * RoPE rotation tables as llama2.c computes them in float32:
+ * freq_i = 1 / theta^(2i / headSize), angle = pos · freq_i. Shared by the CPU
+ * forward and backward passes and the GPU decoder.
+ *
+ * @param config the model (headSize, ropeTheta)
+ * @param maxT positions to tabulate
+ * @returns [cos, sin], each [maxT, headSize / 2]
+ */
+export function ropeTables(config: LlamaConfig, maxT: number): [Float32Array, Float32Array] {
+  const hs = headSize(config), half = hs / 2;
+  const f = Math.fround;
+  const cos = new Float32Array(maxT * half), sin = new Float32Array(maxT * half);
+  for (let i = 0; i < half; i++) {
+    const freq = f(1 / f(Math.pow(config.ropeTheta, f((2 * i) / hs))));
+    for (let pos = 0; pos < maxT; pos++) {
+      const val = f(pos * freq);
+      cos[pos * half + i] = Math.cos(val);
+      sin[pos * half + i] = Math.sin(val);
+    }
+  }
+  return [cos, sin];
+}
+
 /** [outFeatures, inFeatures] of a linear layer. */
 export function linearShape(c: LlamaConfig, name: LinearName): [number, number] {
   switch (name) {

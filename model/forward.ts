@@ -14,7 +14,7 @@
  * @module
  */
 import type { LayerWeights, LinearName, LlamaConfig, LlamaWeights } from "./config.ts";
-import { headSize, kvDim } from "./config.ts";
+import { headSize, kvDim, ropeTables } from "./config.ts";
 import { matmul } from "./matmul.ts";
 import { causalAttention } from "./wasm/attention.ts";
 
@@ -60,26 +60,6 @@ export class RunState {
     this.logits = new Float32Array(maxT * vocabSize);
     [this.ropeCos, this.ropeSin] = ropeTables(config, maxT);
   }
-}
-
-/**
- * RoPE rotation tables as llama2.c computes them in float32:
- * freq_i = 1 / theta^(2i / headSize), angle = pos · freq_i.
- * Returns [cos, sin], each [maxT, headSize / 2].
- */
-export function ropeTables(config: LlamaConfig, maxT: number): [Float32Array, Float32Array] {
-  const hs = headSize(config), half = hs / 2;
-  const f = Math.fround;
-  const cos = new Float32Array(maxT * half), sin = new Float32Array(maxT * half);
-  for (let i = 0; i < half; i++) {
-    const freq = f(1 / f(Math.pow(config.ropeTheta, f((2 * i) / hs))));
-    for (let pos = 0; pos < maxT; pos++) {
-      const val = f(pos * freq);
-      cos[pos * half + i] = Math.cos(val);
-      sin[pos * half + i] = Math.sin(val);
-    }
-  }
-  return [cos, sin];
 }
 
 /** RMSNorm's factor of one row: 1 / sqrt(mean(x[o..o+dim)²) + eps). */

@@ -11,7 +11,7 @@
  * @module
  */
 import type { LlamaConfig, LlamaWeights } from "../model/config.ts";
-import { LINEAR_NAMES, linearShape, withLinears } from "../model/config.ts";
+import { LINEAR_NAMES, linearKey, linearShape, withLinears } from "../model/config.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
 import { checkBits, dequantize, type QuantizedLinear } from "./format.ts";
 import { rtn } from "./rtn.ts";
@@ -147,8 +147,8 @@ export interface QuantizedModel {
   details: Record<string, unknown>;
 }
 
-/** Key of one linear layer in {@linkcode QuantizedModel.linears}. */
-export const linearKey = (layer: number, name: string): string => `layers.${layer}.${name}`;
+/** Key of one linear layer in {@linkcode QuantizedModel.linears} (defined in model/config.ts). */
+export { linearKey };
 
 /** Quantizes every linear layer of `base` as `spec` says. */
 export async function quantizeModel(
