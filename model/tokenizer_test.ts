@@ -157,9 +157,7 @@ Deno.test("SentencePieceTokenizer.encode() matches sentencepiece on 396 WikiText
 Deno.test("SentencePieceTokenizer.encode() matches sentencepiece on all of wiki.test.raw, with and without the chunk cache", async () => {
   const text = await Deno.readTextFile(WIKI);
   const cached = await spModel();
-  const t0 = performance.now();
   const ids = cached.encode(text);
-  const ms = performance.now() - t0;
   // Python: len(sp.encode(text)) and sha256(",".join(map(str, ids)))
   assert.equal(ids.length, 809_284);
   assert.deepEqual([ids[0], ids[1], ids[ids.length - 1]], [410, 13, 13]);
@@ -170,7 +168,6 @@ Deno.test("SentencePieceTokenizer.encode() matches sentencepiece on all of wiki.
   // The memo is an optimization only: merging the whole text at once gives the same ids.
   const whole = (await spModel({ chunkCache: false })).encode(text);
   assert.deepEqual(whole, ids);
-  assert.ok(ms < 20_000, `encoding 1.29 M characters took ${ms.toFixed(0)} ms`);
 });
 
 Deno.test("SentencePieceTokenizer decode(encode(t)) round-trips WikiText-2 and TinyStories up to whitespace normalization", async () => {
