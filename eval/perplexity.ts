@@ -14,6 +14,7 @@
  */
 import type { LlamaWeights } from "../model/config.ts";
 import { forward, RunState } from "../model/forward.ts";
+import { runTasks, type TaskHandler } from "../model/pool.ts";
 
 /** Options of {@linkcode perplexity}. */
 export interface PerplexityOptions {
@@ -118,16 +119,19 @@ export async function perplexity(
   );
   const t0 = performance.now();
   const nll = new Float64Array(windows);
-  const workers = Math.min(opts.workers ?? 0, windows);
-  if (workers <= 0) {
-    const state = new RunState(weights.config, seqlen);
-    for (let i = 0; i < windows; i++) {
-      nll[i] = windowNll(weights, tokens, i, seqlen, state);
+  await runTasks({
+    name: "perplexity",
+    worker: new URL("./perplexity_worker.ts", import.meta.url),
+    handler: perplexityTasks,
+    workers: Math.max(opts.workers ?? 0, 0),
+    init: { weights, tokens, seqlen },
+    tasks: windows,
+    task: (i) => i,
+    onResult: (i, r) => {
+      nll[i] = r;
       opts.onProgress?.(i + 1, windows);
-    }
-  } else {
-    await runOnWorkers(weights, tokens, seqlen, windows, workers, nll, opts.onProgress);
-  }
+    },
+  });
   return perplexityResult(nll, seqlen, available, (performance.now() - t0) / 1000);
 }
 
@@ -155,43 +159,17 @@ export function perplexityResult(
   };
 }
 
-async function runOnWorkers(
-  weights: LlamaWeights,
-  tokens: Int32Array,
-  seqlen: number,
-  windows: number,
-  nWorkers: number,
-  nll: Float64Array,
-  onProgress?: (done: number, total: number) => void,
-): Promise<void> {
-  const pool = Array.from(
-    { length: nWorkers },
-    () => new Worker(new URL("./perplexity_worker.ts", import.meta.url), { type: "module" }),
-  );
-  let next = 0, done = 0;
-  try {
-    await Promise.all(pool.map((worker) =>
-      new Promise<void>((resolve, reject) => {
-        const feed = () => {
-          if (next >= windows) return resolve();
-          worker.postMessage({ type: "window", i: next++ });
-        };
-        worker.onmessage = (e: MessageEvent) => {
-          const m = e.data;
-          if (m.type === "error") return reject(new Error(m.message));
-          if (m.type === "ready") return feed();
-          nll[m.i] = m.nll;
-          onProgress?.(++done, windows);
-          feed();
-        };
-        worker.onerror = (e) => {
-          e.preventDefault();
-          reject(new Error(`perplexity worker failed: ${e.message}`));
-        };
-        worker.postMessage({ type: "init", weights, tokens, seqlen });
-      })
-    ));
-  } finally {
-    for (const w of pool) w.terminate();
-  }
+/** What a perplexity worker holds: the model, the token stream and the window length. */
+export interface PerplexityInit {
+  weights: LlamaWeights;
+  tokens: Int32Array;
+  seqlen: number;
 }
+
+/** The perplexity pass as pool tasks: window index → GPTQ nll ({@linkcode windowNll}). */
+export const perplexityTasks: TaskHandler<PerplexityInit, number, number> = {
+  setup({ weights, tokens, seqlen }) {
+    const state = new RunState(weights.config, seqlen);
+    return (i) => windowNll(weights, tokens, i, seqlen, state);
+  },
+};
