@@ -26,7 +26,7 @@ import {
   sampleStreamWindows,
 } from "./c4.ts";
 import { dataFile, dataPath, findDataFile } from "./datadir.ts";
-import type { DownloadProgress, EnvLookup } from "./hub.ts";
+import { type DownloadProgress, type EnvLookup, sha256File } from "./hub.ts";
 import { PyRandom } from "./pyrandom.ts";
 import { readWikitextRows, WIKITEXT2_TRAIN_FILES, wikitextJoin } from "./wikitext2.ts";
 
@@ -66,6 +66,23 @@ export interface CalibrationSet {
   windows: Int32Array[];
   /** Which file and rule were used. */
   source: string;
+  /** The file the windows came from, relative to the data dir. */
+  file: string;
+  /** sha256 (hex) of that file. */
+  fileSha256: string;
+}
+
+const fileShas = new Map<string, Promise<string>>();
+
+/** sha256 of the file at `path`, computed once per file version (path, size, mtime). */
+async function fileSha256(path: string): Promise<string> {
+  const key = await fileVersionKey(path);
+  let p = fileShas.get(key);
+  if (!p) {
+    fileShas.set(key, p = sha256File(path));
+    p.catch(() => fileShas.delete(key));
+  }
+  return await p;
 }
 
 /**
@@ -112,6 +129,8 @@ export async function calibrationWindows(options: CalibrationOptions): Promise<C
         windows: windows.map((w) => w.slice()),
         source: `wikitext2: "\\n\\n".join(train rows of ${relPath}), BOS + encode once ` +
           `(${stream.length} tokens), GPTQ get_wikitext2 rule`,
+        file: relPath,
+        fileSha256: await fileSha256(path),
       };
     }
     case "tinystories": {
@@ -127,6 +146,8 @@ export async function calibrationWindows(options: CalibrationOptions): Promise<C
         windows: windows.map((w) => w.slice()),
         source: `tinystories: whole text of ${TINYSTORIES_TRAIN_FILE}, BOS + encode once ` +
           `(${stream.length} tokens), GPTQ get_wikitext2 rule`,
+        file: TINYSTORIES_TRAIN_FILE,
+        fileSha256: await fileSha256(path),
       };
     }
     default:
@@ -167,5 +188,7 @@ async function c4Calibration(rng: PyRandom, o: CalibrationOptions): Promise<Cali
         `(train shard ${C4_TRAIN_FILE} absent from ${dataPath(o.dataDir, "")}; ` +
         `docs 0..${poolStart - 1} are the evaluation set), ${rule}`
       : `c4: all ${docs.length} docs of ${relPath}, ${rule}`,
+    file: relPath,
+    fileSha256: await fileSha256(path),
   };
 }

@@ -157,6 +157,28 @@ export function resolveDataDir(flag?: string, env: EnvLookup = denoEnv): string 
 }
 
 /**
+ * The cache dir, where derived files go (the Fisher cache; never the data
+ * dir): `$SQB_CACHE_DIR`, else `~/.cache/squeezebench/cache`.
+ *
+ * @param env environment lookup @default {the process environment}
+ * @returns a folder path (not created here)
+ * @throws {MissingDataError} when neither the variable nor a home folder is available
+ * @example
+ * ```ts
+ * resolveCacheDir(); // e.g. "/home/me/.cache/squeezebench/cache"
+ * ```
+ */
+export function resolveCacheDir(env: EnvLookup = denoEnv): string {
+  const sqb = env("SQB_CACHE_DIR");
+  if (sqb) return sqb.replace(/\/+$/, "") || "/";
+  const home = env("HOME") ?? env("USERPROFILE");
+  if (!home) {
+    throw new MissingDataError("Cannot choose a cache dir: no $SQB_CACHE_DIR or $HOME");
+  }
+  return `${home.replace(/\/+$/, "")}/.cache/squeezebench/cache`;
+}
+
+/**
  * Whether downloads are forbidden: the `--offline` flag, or `HF_HUB_OFFLINE`
  * set to 1/true/yes/on (as huggingface_hub reads it).
  *
