@@ -5,14 +5,13 @@ import { loadCheckpoint } from "../model/checkpoint.ts";
 import { LINEAR_NAMES } from "../model/config.ts";
 import { randomWeights, randomWindows, tinyConfig } from "../model/random.ts";
 import { sharedData } from "../datasets/testing.ts";
+import { FISHER_CODE_VERSION, fisherInformation } from "./fisher.ts";
 import {
   cachedFisher,
-  FISHER_CODE_VERSION,
   fisherCacheKey,
-  fisherInformation,
   type FisherKeyFields,
   windowsSha256,
-} from "./fisher.ts";
+} from "./fisher_cache.ts";
 
 const config = tinyConfig();
 
@@ -161,5 +160,18 @@ Deno.test("fisherInformation() on stories260K: finite, non-negative, nonzero for
       }
       assert.ok(sum > 0, `layers.${l}.${n} is all zero`);
     })
+  );
+});
+
+Deno.test("fisherInformation() passes a worker's error on with its class, naming the pool", async () => {
+  const w = randomWeights(config, 1);
+  const windows = randomWindows(6, 8, config.vocabSize, 5);
+  windows[5][2] = -1; // in the second chunk only
+  const message = /token -1 at position 2 is outside the vocabulary/;
+  await assert.rejects(() => fisherInformation(w, windows, { workers: 0 }), message);
+  await assert.rejects(
+    () => fisherInformation(w, windows, { workers: 2 }),
+    (e: Error) =>
+      e instanceof RangeError && /^Fisher worker: /.test(e.message) && message.test(e.message),
   );
 });

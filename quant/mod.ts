@@ -15,4 +15,5 @@ export { gptqQuantizeModel } from "./sequential.ts";
 export { awqQuantizeModel } from "./awq.ts";
 export { findOutlierRange, outlierThreshold, squeezellmQuantize } from "./squeezellm.ts";
 export { kmeans1d, kmeans1dOptimum } from "./kmeans1d.ts";
-export { cachedFisher, fisherInformation } from "./fisher.ts";
+export { fisherInformation } from "./fisher.ts";
+export { cachedFisher } from "./fisher_cache.ts";

@@ -105,7 +105,7 @@ async function benchQuantAll(values: Values) {
 
 async function benchSqueezellmAll(values: Values) {
   const { benchSqueezellm } = await import("./squeezellm.ts");
-  const { benchFisher } = await import("../../quant/fisher.ts");
+  const { benchFisher } = await import("./fisher.ts");
   const kmeans = await benchSqueezellm({ small: values.small === true });
   const fisher = await benchFisher({
     small: values.small === true,
