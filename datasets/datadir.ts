@@ -5,9 +5,16 @@
  *
  * Resolution: the `--data-dir` flag, else `$SQB_DATA_DIR`, else a per-user
  * cache (`$XDG_CACHE_HOME/squeezebench`, else `~/.cache/squeezebench`).
- * A missing known file is downloaded (see {@linkcode download}) unless
- * offline (`--offline` or `HF_HUB_OFFLINE=1`); offline, the error names the
- * missing file, where to put it and its URL.
+ * A `--data-dir` the user names must exist ({@linkcode requireDataDir});
+ * the default folders are created as needed. A missing known file is
+ * downloaded (see {@linkcode download}) unless offline (`--offline` or
+ * `HF_HUB_OFFLINE=1`); offline, or with the network unreachable, the error
+ * names the missing file, where to put it and its URL.
+ * {@linkcode requireDataFiles} resolves every file a run needs before the
+ * run starts.
+ *
+ * Caches (Fisher information, quantized artifacts) never go into the data
+ * dir, which may be read-only: they live in {@linkcode resolveCacheDir}.
  *
  * @module
  */
@@ -18,6 +25,7 @@ import {
   type EnvLookup,
   hubEndpoint,
   hubUrl,
+  UnreachableError,
 } from "./hub.ts";
 
 /** Where a known file comes from. */
@@ -179,6 +187,41 @@ export function resolveCacheDir(env: EnvLookup = denoEnv): string {
 }
 
 /**
+ * {@linkcode resolveDataDir}, checked: a data dir the user named with
+ * `--data-dir` must be an existing folder (a typo never becomes a fresh,
+ * empty data dir that downloads everything); the default folders are
+ * created later, as files are downloaded into them.
+ *
+ * @param flag value of `--data-dir`, if given
+ * @param env environment lookup @default {the process environment}
+ * @returns the data dir
+ * @throws {MissingDataError} when `flag` names no folder
+ * @example
+ * ```ts
+ * requireDataDir("../shared/data"); // "../shared/data"
+ * requireDataDir("/nonexistent"); // throws: --data-dir /nonexistent does not exist
+ * ```
+ */
+export function requireDataDir(flag?: string, env: EnvLookup = denoEnv): string {
+  const dir = resolveDataDir(flag, env);
+  if (flag === undefined || flag === "") return dir;
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(dir);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new MissingDataError(
+        `--data-dir ${flag} does not exist; give an existing folder (laid out like ` +
+          `../shared/data), or leave --data-dir out to use ${resolveDataDir(undefined, env)}`,
+      );
+    }
+    throw e;
+  }
+  if (!info.isDirectory) throw new MissingDataError(`--data-dir ${flag} is not a folder`);
+  return dir;
+}
+
+/**
  * Whether downloads are forbidden: the `--offline` flag, or `HF_HUB_OFFLINE`
  * set to 1/true/yes/on (as huggingface_hub reads it).
  *
@@ -276,7 +319,15 @@ export async function dataFile(
         `Put it at ${local}; its URL is ${url}`,
     );
   }
-  await download(url, local, { sha256: known.sha256, progress: options.progress });
+  try {
+    await download(url, local, { sha256: known.sha256, progress: options.progress });
+  } catch (e) {
+    if (!(e instanceof UnreachableError)) throw e;
+    throw new MissingDataError(
+      `Missing data file ${relPath} (${known.description}): not found at ${local}, and the ` +
+        `network is unreachable (${e.message}). Put it at ${local}; its URL is ${url}`,
+    );
+  }
   return local;
 }
 
@@ -323,6 +374,57 @@ export async function findDataFile(
     );
   }
   return { relPath: downloadable, path: await dataFile(dataDir, downloadable, options) };
+}
+
+/** A file a run reads: what it is, and the paths (relative to the data dir) that can serve. */
+export interface DataNeed {
+  /** What the file is, for the error message (e.g. "WikiText-2 test"). */
+  what: string;
+  /** Relative paths in order of preference (see {@linkcode findDataFile}). */
+  candidates: readonly string[];
+}
+
+/**
+ * Resolves every file a run needs before the run starts: each is found in
+ * the data dir or downloaded (online), so a missing file fails the command
+ * at once rather than after minutes of work. Every file that cannot be had
+ * is named in one error.
+ *
+ * @param dataDir the data dir
+ * @param needs the files, each with its candidates
+ * @param options offline mode, progress, endpoint
+ * @returns relative and local path of the file used for each need, in order
+ * @throws {MissingDataError} naming every missing file, where to put it and its URL
+ * @example
+ * ```ts
+ * await requireDataFiles(dir, [
+ *   { what: "stories260K checkpoint", candidates: ["stories260K/stories260K.bin"] },
+ *   { what: "TinyStories validation", candidates: ["tinystories/tinystories-valid-head.txt"] },
+ * ], { offline: true });
+ * ```
+ */
+export async function requireDataFiles(
+  dataDir: string,
+  needs: readonly DataNeed[],
+  options: DataFileOptions = {},
+): Promise<{ relPath: string; path: string }[]> {
+  const found: { relPath: string; path: string }[] = [];
+  const missing: string[] = [];
+  for (const need of needs) {
+    try {
+      found.push(await findDataFile(dataDir, need.candidates, need.what, options));
+    } catch (e) {
+      if (!(e instanceof MissingDataError)) throw e;
+      missing.push(e.message);
+    }
+  }
+  if (missing.length === 1) throw new MissingDataError(missing[0]);
+  if (missing.length > 1) {
+    throw new MissingDataError(
+      `${missing.length} data files are missing:\n  - ${missing.join("\n  - ")}`,
+    );
+  }
+  return found;
 }
 
 async function isFile(path: string): Promise<boolean> {

@@ -39,6 +39,11 @@ export class DownloadError extends Error {
   }
 }
 
+/** A download that never reached the server: no network, DNS failure, connection refused. */
+export class UnreachableError extends DownloadError {
+  override name = "UnreachableError";
+}
+
 /**
  * The hub endpoint: `HF_ENDPOINT` when set, else {@linkcode DEFAULT_HUB_ENDPOINT}.
  *
@@ -215,7 +220,8 @@ async function request(url: string, from: number, signal?: AbortSignal): Promise
   try {
     return await fetch(url, { headers, signal, redirect: "follow" });
   } catch (e) {
-    throw new DownloadError(`Cannot download ${url}: ${(e as Error).message}`, url);
+    const Err = signal?.aborted ? DownloadError : UnreachableError;
+    throw new Err(`Cannot download ${url}: ${(e as Error).message}`, url);
   }
 }
 
