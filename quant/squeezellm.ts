@@ -54,6 +54,7 @@ import {
   wordsPerRow,
 } from "./format.ts";
 import { kmeans1d, type KMeansMethod, nearestCodes } from "./kmeans1d.ts";
+import { runTasks, type TaskHandler } from "../model/pool.ts";
 
 /** Defaults of {@linkcode SqueezeLLMOptions}, the one source for the library and the CLI. */
 export const SQUEEZELLM_DEFAULTS = {
@@ -345,7 +346,27 @@ export function quantizeLutRows(
   return { lut, codes: packCodes(rowCodes, nRows, cols, opts.bits), iterations };
 }
 
-/** Runs {@linkcode quantizeLutRows} over chunks of rows on a pool of workers. */
+/** One block of rows for {@linkcode lutRowTasks}: dense weights and Fisher [nRows, cols]. */
+export interface LutRowTask {
+  firstRow: number;
+  nRows: number;
+  wd: Float32Array<ArrayBuffer>; // [nRows, cols]
+  f: Float32Array<ArrayBuffer>; // [nRows, cols]
+}
+
+/** The rows of one layer as pool tasks: a block of rows → {@linkcode quantizeLutRows}. */
+export const lutRowTasks: TaskHandler<
+  LutRowOptions & { cols: number },
+  LutRowTask,
+  { lut: Uint16Array; codes: Uint32Array; iterations: number }
+> = {
+  setup(init) {
+    return (t) => quantizeLutRows(t.wd, t.f, t.nRows, init.cols, t.firstRow, init);
+  },
+  transfer: (r) => [r.lut.buffer as ArrayBuffer, r.codes.buffer as ArrayBuffer],
+};
+
+/** Runs {@linkcode quantizeLutRows} over chunks of rows on the worker pool (`kmeans_worker.ts`). */
 async function rowsOnWorkers(
   Wd: Float32Array,
   F: Float32Array,
@@ -358,47 +379,26 @@ async function rowsOnWorkers(
   codes: Uint32Array,
 ): Promise<number> {
   const k = 1 << opts.bits, wpr = wordsPerRow(cols, opts.bits);
-  const nTasks = Math.ceil(rows / chunk);
-  const pool = Array.from(
-    { length: Math.min(nWorkers, nTasks) },
-    () => new Worker(new URL("./kmeans_worker.ts", import.meta.url), { type: "module" }),
-  );
   let iterations = 0;
-  try {
-    await new Promise<void>((resolve, reject) => {
-      let next = 0, done = 0;
-      const send = (worker: Worker) => {
-        if (next >= nTasks) return;
-        const r0 = next++ * chunk, r1 = Math.min(rows, r0 + chunk);
-        const wd = Wd.slice(r0 * cols, r1 * cols), f = F.slice(r0 * cols, r1 * cols);
-        worker.postMessage({ firstRow: r0, nRows: r1 - r0, cols, wd, f, opts }, [
-          wd.buffer,
-          f.buffer,
-        ]);
-      };
-      for (const worker of pool) {
-        worker.onmessage = (e: MessageEvent) => {
-          const m = e.data;
-          if (m.error) {
-            reject(m.name === "RangeError" ? new RangeError(m.error) : new Error(m.error));
-            return;
-          }
-          lut.set(m.lut, m.firstRow * k);
-          codes.set(m.codes, m.firstRow * wpr);
-          iterations += m.iterations;
-          if (++done === nTasks) resolve();
-          else send(worker);
-        };
-        worker.onerror = (e: ErrorEvent) => {
-          e.preventDefault();
-          reject(new Error(`squeezellm: kmeans_worker.ts failed: ${e.message}`));
-        };
-        send(worker);
-      }
-    });
-  } finally {
-    for (const worker of pool) worker.terminate();
-  }
+  await runTasks({
+    name: "squeezellm k-means",
+    worker: new URL("./kmeans_worker.ts", import.meta.url),
+    handler: lutRowTasks,
+    workers: nWorkers,
+    init: { ...opts, cols },
+    tasks: Math.ceil(rows / chunk),
+    task: (t) => {
+      const r0 = t * chunk, r1 = Math.min(rows, r0 + chunk);
+      const wd = Wd.slice(r0 * cols, r1 * cols), f = F.slice(r0 * cols, r1 * cols);
+      return { firstRow: r0, nRows: r1 - r0, wd, f };
+    },
+    transferTask: (t) => [t.wd.buffer, t.f.buffer],
+    onResult: (t, r) => {
+      lut.set(r.lut, t * chunk * k);
+      codes.set(r.codes, t * chunk * wpr);
+      iterations += r.iterations;
+    },
+  });
   return iterations;
 }
 
