@@ -1,22 +1,38 @@
 /**
  * squeezebench's quantized model file (".sqbq"): every quantized linear in
- * the format.ts layout, plus the model's unquantized tensors, in one file.
+ * the format.ts layout, plus the model's unquantized tensors, in one file
+ * that detects damage: the header and every array carry a sha256, checked on
+ * read, and every header field is checked against the data it describes.
  *
- * Layout (all integers little-endian):
+ * Layout, format version 2 (all integers little-endian):
  *
  * | offset | size | content |
  * |---|---|---|
  * | 0 | 4 | magic, the ASCII bytes "SQBQ" |
  * | 4 | 4 | version, u32 (= {@linkcode QMODEL_VERSION}) |
  * | 8 | 4 | header length L in bytes, u32 |
- * | 12 | L | header: UTF-8 JSON ({@linkcode QModelHeader}) |
- * | D | … | data section: D = 12 + L rounded up to a multiple of 8 |
+ * | 12 | 32 | sha256 of the L header bytes |
+ * | 44 | L | header: UTF-8 JSON ({@linkcode QModelMeta}: config, method, options, provenance, base) |
+ * | D | … | data section, D = 44 + L rounded up to a multiple of 8: the arrays |
+ * | X | N | index: UTF-8 JSON ({@linkcode QModelIndex}: every array's place, shape and sha256) |
+ * | X + N | 32 | sha256 of the N index bytes |
+ * | X + N + 32 | 8 | X, u64 |
+ * | X + N + 40 | 4 | N, u32 |
+ * | X + N + 44 | 4 | end marker, the ASCII bytes "SQBQ" (the file's last 4 bytes) |
  *
- * Every array of the header is `{dtype, shape, offset, byteLength}` with
- * `offset` counted from D and a multiple of 8; arrays are raw little-endian
- * typed arrays: "u32" (packed codes), "i32" (gIdx, CSR row pointers and column
- * indices), "f16" (fp16 bit patterns: scales, zeros, lookup tables, fp16
- * sparse values) and "f32". Zero bytes pad each array to the next multiple of 8.
+ * Every array of the index is `{dtype, shape, offset, byteLength, sha256}`
+ * with `offset` counted from D and a multiple of 8; arrays are raw
+ * little-endian typed arrays: "u32" (packed codes), "i32" (gIdx, CSR row
+ * pointers and column indices), "f16" (fp16 bit patterns: scales, zeros,
+ * lookup tables, fp16 sparse values) and "f32". Zero bytes pad each array to
+ * the next multiple of 8.
+ *
+ * The layout can be written front to back without holding the model: the
+ * header is known before the first array, each array is hashed as it is
+ * written, and the index and the fixed 48-byte trailer come last (Parquet's
+ * footer-plus-magic idea). A file whose writer stopped early has no end
+ * marker. A reader checks each array's sha256 when it reads the array, so a
+ * damaged byte is reported with the array it lies in.
  *
  * The unquantized tensors (token embedding, RMSNorm weights, the classifier
  * when it is not tied) are embedded as fp32, so a file is self-contained: it
@@ -24,8 +40,12 @@
  * records as provenance). For stories260K they are a few hundred kB; for
  * LLaMA-7B ~1 GB, a cost paid for robustness.
  *
+ * Files of format version 1 (no checksums) are refused with a message that
+ * says to re-quantize: their numbers cannot be verified.
+ *
  * @module
  */
+import { createHash } from "node:crypto";
 import {
   type LayerWeights,
   LINEAR_NAMES,
@@ -43,10 +63,15 @@ import {
   wordsPerRow,
 } from "./format.ts";
 
-/** The four magic bytes. */
+/** The four magic bytes, at the start and (as the end marker) at the end of a file. */
 export const QMODEL_MAGIC = "SQBQ";
 /** The format version this module writes and reads. */
-export const QMODEL_VERSION = 1;
+export const QMODEL_VERSION = 2;
+
+/** Bytes before the header: magic, version, header length, header sha256. */
+const PREAMBLE_BYTES = 44;
+/** Bytes after the index: index sha256, index offset (u64), index length (u32), end marker. */
+const TRAILER_BYTES = 48;
 
 /** A quantized model file that cannot be read or written; the message names the file. */
 export class QModelError extends Error {
@@ -63,12 +88,15 @@ export interface FpTensors {
   classifier?: Float32Array; // [vocabSize, dim]
 }
 
-/** What a quantized model file says about itself: stored as is in the JSON header. */
+/** What a quantized model file says about itself: its JSON header, stored as is. */
 export interface QModelMeta {
   config: LlamaConfig;
   /** Quantization method ("rtn", "gptq", "awq", "squeezellm", …). */
   method: string;
-  /** The method's options (any JSON). */
+  /**
+   * The method's options (any JSON). `bits`, `groupSize` (null = one group per
+   * row) and `sym`, when present, are checked against every linear.
+   */
   options: Record<string, unknown>;
   /** Where the numbers came from: command, calibration data, versions, timings (any JSON). */
   provenance: Record<string, unknown>;
@@ -84,17 +112,22 @@ export interface QuantizedModelFile extends QModelMeta {
   rest: FpTensors;
 }
 
-/** An array reference in the header. */
+/** An array reference in the index. */
 export interface ArrayRef {
   dtype: "u32" | "i32" | "f16" | "f32";
   shape: number[];
   /** Byte offset from the start of the data section (a multiple of 8). */
   offset: number;
   byteLength: number;
+  /** Lowercase hex sha256 of the array's byteLength bytes. */
+  sha256: string;
 }
 
-/** The JSON header of a file. */
-export interface QModelHeader extends QModelMeta {
+/** The JSON header of a file: the model's description, hashed on its own. */
+export type QModelHeader = QModelMeta;
+
+/** The JSON index at the end of a file: where every array lies, and its sha256. */
+export interface QModelIndex {
   tensors: Record<string, ArrayRef>;
   linears: Record<string, {
     dense:
@@ -103,6 +136,18 @@ export interface QModelHeader extends QModelMeta {
     sparse?: { rows: number; cols: number; dtype: "f16" | "f32"; arrays: Record<string, ArrayRef> };
   }>;
 }
+
+/**
+ * What the methods squeezebench knows write: the dense kind of every linear
+ * and whether a sparse part may accompany it. Other method names are not
+ * checked (tests and experiments write their own).
+ */
+const METHOD_LAYOUT: Record<string, { dense: DenseTensor["kind"]; sparse: boolean }> = {
+  rtn: { dense: "uniform", sparse: false },
+  gptq: { dense: "uniform", sparse: false },
+  awq: { dense: "uniform", sparse: false },
+  squeezellm: { dense: "lut", sparse: true },
+};
 
 type Typed = Uint32Array | Int32Array | Uint16Array | Float32Array;
 
@@ -117,10 +162,40 @@ function dtypeOf(a: Typed): ArrayRef["dtype"] {
 
 const align8 = (n: number) => Math.ceil(n / 8) * 8;
 
+/** Lowercase hex sha256 of some bytes, synchronously. */
+function sha256Sync(bytes: Uint8Array): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+function bytesOf(a: Typed): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+
 function checkLittleEndian(): void {
   if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
     throw new QModelError("quantized model files are little-endian; this host is big-endian");
   }
+}
+
+/**
+ * Index and value of the first NaN or ±Infinity of a float array ("f16" bit
+ * patterns or "f32"), or null when every value is finite.
+ */
+function firstNonFinite(a: Typed, dtype: ArrayRef["dtype"]): [number, number] | null {
+  if (dtype === "f16") {
+    const h = a as Uint16Array;
+    for (let i = 0; i < h.length; i++) {
+      if ((h[i] & 0x7c00) === 0x7c00) {
+        return [i, new Float16Array(h.buffer, h.byteOffset + 2 * i, 1)[0]];
+      }
+    }
+  } else if (dtype === "f32") {
+    const f = a as Float32Array;
+    for (let i = 0; i < f.length; i++) if (!Number.isFinite(f[i])) return [i, f[i]];
+  }
+  return null;
 }
 
 /** "layers.{l}.{name}" → [l, name], checked against the config. */
@@ -135,6 +210,74 @@ function parseLinearKey(key: string, config: LlamaConfig, where: string): [numbe
     );
   }
   return [l, m[2] as LinearName];
+}
+
+/** The reason `config` is not a usable LLaMA config, or null. */
+function configProblem(config: LlamaConfig | undefined): string | null {
+  if (!config || typeof config !== "object") return `header has no "config"`;
+  for (const k of ["dim", "hiddenDim", "nLayers", "nHeads", "nKvHeads", "vocabSize", "maxSeqLen"]) {
+    const v = (config as unknown as Record<string, unknown>)[k];
+    if (!Number.isInteger(v) || (v as number) < 1) {
+      return `config.${k} is ${JSON.stringify(v)}, expected a positive integer`;
+    }
+  }
+  if (config.dim % config.nHeads !== 0 || config.nHeads % config.nKvHeads !== 0) {
+    return `config has dim ${config.dim}, ${config.nHeads} heads and ${config.nKvHeads} key/value heads: ` +
+      `dim must be a multiple of nHeads and nHeads a multiple of nKvHeads`;
+  }
+  if (typeof config.sharedClassifier !== "boolean") {
+    return `config.sharedClassifier is ${
+      JSON.stringify(config.sharedClassifier)
+    }, expected a boolean`;
+  }
+  const eps = config.normEps, theta = config.ropeTheta;
+  if (typeof eps !== "number" || !(eps > 0 && eps < 1)) {
+    return `config.normEps is ${JSON.stringify(eps)}, expected a number in (0, 1)`;
+  }
+  if (typeof theta !== "number" || !(theta > 1 && Number.isFinite(theta))) {
+    return `config.ropeTheta is ${JSON.stringify(theta)}, expected a finite number > 1`;
+  }
+  return null;
+}
+
+/** The reason the header's method and options do not describe `linears`, or null. */
+function optionsProblem(
+  meta: QModelMeta,
+  linears: Map<string, QuantizedLinear>,
+): string | null {
+  const { method, options } = meta;
+  const layout = METHOD_LAYOUT[method];
+  const { bits, groupSize, sym } = options;
+  if ("bits" in options && (typeof bits !== "number" || !Number.isInteger(bits))) {
+    return `options.bits is ${JSON.stringify(bits)}, expected an integer`;
+  }
+  if ("groupSize" in options && groupSize !== null && !Number.isInteger(groupSize)) {
+    return `options.groupSize is ${JSON.stringify(groupSize)}, expected an integer or null`;
+  }
+  if ("sym" in options && typeof sym !== "boolean") {
+    return `options.sym is ${JSON.stringify(sym)}, expected a boolean`;
+  }
+  for (const [key, { dense, sparse }] of linears) {
+    if (layout && dense.kind !== layout.dense) {
+      return `method "${method}" stores ${layout.dense} tensors, but ${key} is ${dense.kind}`;
+    }
+    if (layout && sparse && !layout.sparse) {
+      return `method "${method}" stores no sparse part, but ${key} has one`;
+    }
+    if ("bits" in options && dense.bits !== bits) {
+      return `options.bits is ${bits}, but ${key} holds ${dense.bits}-bit codes`;
+    }
+    if (dense.kind !== "uniform") continue;
+    if ("groupSize" in options && dense.groupSize !== (groupSize ?? dense.cols)) {
+      return `options.groupSize is ${groupSize}${
+        groupSize === null ? " (one group per row)" : ""
+      }, but ${key} has groups of ${dense.groupSize} of its ${dense.cols} columns`;
+    }
+    if ("sym" in options && dense.sym !== sym) {
+      return `options.sym is ${sym}, but ${key} has sym ${dense.sym}`;
+    }
+  }
+  return null;
 }
 
 /** The unquantized tensors of `weights` (shared, not copied). */
@@ -155,44 +298,97 @@ export interface SaveQuantizedModelInput extends Omit<QuantizedModelFile, "rest"
 }
 
 /**
+ * The preamble and header of a file (everything before the data section,
+ * padding included).
+ */
+function encodeHead(meta: QModelMeta): Uint8Array {
+  const json = new TextEncoder().encode(JSON.stringify(meta));
+  const out = new Uint8Array(align8(PREAMBLE_BYTES + json.length));
+  out.set(new TextEncoder().encode(QMODEL_MAGIC), 0);
+  const view = new DataView(out.buffer);
+  view.setUint32(4, QMODEL_VERSION, true);
+  view.setUint32(8, json.length, true);
+  out.set(createHash("sha256").update(json).digest(), 12);
+  out.set(json, PREAMBLE_BYTES);
+  return out;
+}
+
+/** The index and trailer of a file whose data section starts at `dataStart` and is `dataBytes` long. */
+function encodeTail(index: QModelIndex, dataStart: number, dataBytes: number): Uint8Array {
+  const json = new TextEncoder().encode(JSON.stringify(index));
+  const out = new Uint8Array(json.length + TRAILER_BYTES);
+  out.set(json, 0);
+  out.set(createHash("sha256").update(json).digest(), json.length);
+  const view = new DataView(out.buffer);
+  view.setBigUint64(json.length + 32, BigInt(dataStart + dataBytes), true);
+  view.setUint32(json.length + 40, json.length, true);
+  out.set(new TextEncoder().encode(QMODEL_MAGIC), json.length + 44);
+  return out;
+}
+
+/**
  * Serializes a quantized model to bytes (see the module doc for the layout).
  *
  * @param m config, method, options, provenance, base, linears and the base weights
+ * @param path the file's name, for error messages
  * @returns the file's bytes
- * @throws {QModelError} when a linear's key or shape does not match the config
+ * @throws {QModelError} when a linear's key or shape does not match the config,
+ *   the options do not describe the linears, or a float array holds NaN/±Infinity
  */
 export function serializeQuantizedModel(m: SaveQuantizedModelInput, path = "<memory>"): Uint8Array {
   checkLittleEndian();
   const where = `Cannot write quantized model ${path}`;
   const { config } = m;
+  const bad = configProblem(config);
+  if (bad) throw new QModelError(`${where}: ${bad}`);
   const rest = "layers" in m.weights ? restOf(m.weights) : m.weights;
   const arrays: Typed[] = [];
   let offset = 0;
-  const ref = (a: Typed, shape: number[]): ArrayRef => {
-    const r: ArrayRef = { dtype: dtypeOf(a), shape, offset, byteLength: a.byteLength };
+  const ref = (a: Typed, shape: number[], name: string): ArrayRef => {
+    const dtype = dtypeOf(a);
     if (shape.reduce((p, s) => p * s, 1) !== a.length) {
       throw new QModelError(
-        `${where}: array of ${a.length} values does not match shape [${shape}]`,
+        `${where}: ${name} has ${a.length} values, which does not match shape [${shape}]`,
       );
     }
+    const nonFinite = firstNonFinite(a, dtype);
+    if (nonFinite) {
+      throw new QModelError(
+        `${where}: ${name} has a non-finite value (${nonFinite[1]}) at index ${nonFinite[0]}` +
+          (dtype === "f16" ? " (fp16 holds magnitudes up to 65504)" : ""),
+      );
+    }
+    const r: ArrayRef = {
+      dtype,
+      shape,
+      offset,
+      byteLength: a.byteLength,
+      sha256: sha256Sync(bytesOf(a)),
+    };
     arrays.push(a);
     offset += align8(a.byteLength);
     return r;
   };
   const tensors: Record<string, ArrayRef> = {};
-  tensors.tokenEmbedding = ref(rest.tokenEmbedding, [config.vocabSize, config.dim]);
-  tensors.finalNorm = ref(rest.finalNorm, [config.dim]);
+  tensors.tokenEmbedding = ref(
+    rest.tokenEmbedding,
+    [config.vocabSize, config.dim],
+    "tokenEmbedding",
+  );
+  tensors.finalNorm = ref(rest.finalNorm, [config.dim], "finalNorm");
   if (!config.sharedClassifier) {
     if (!rest.classifier) {
       throw new QModelError(`${where}: the config has an untied classifier but none was given`);
     }
-    tensors.classifier = ref(rest.classifier, [config.vocabSize, config.dim]);
+    tensors.classifier = ref(rest.classifier, [config.vocabSize, config.dim], "classifier");
   }
   for (let l = 0; l < config.nLayers; l++) {
-    tensors[`layers.${l}.attnNorm`] = ref(rest.attnNorm[l], [config.dim]);
-    tensors[`layers.${l}.ffnNorm`] = ref(rest.ffnNorm[l], [config.dim]);
+    for (const norm of ["attnNorm", "ffnNorm"] as const) {
+      const name = `layers.${l}.${norm}`;
+      tensors[name] = ref(rest[norm][l], [config.dim], name);
+    }
   }
-  const linears: QModelHeader["linears"] = {};
+  const linears: QModelIndex["linears"] = {};
   for (const [key, q] of m.linears) {
     const [, name] = parseLinearKey(key, config, where);
     const d = q.dense;
@@ -203,7 +399,7 @@ export function serializeQuantizedModel(m: SaveQuantizedModelInput, path = "<mem
       );
     }
     const wpr = wordsPerRow(cols, d.bits);
-    const dense: QModelHeader["linears"][string]["dense"] = d.kind === "uniform"
+    const dense: QModelIndex["linears"][string]["dense"] = d.kind === "uniform"
       ? {
         kind: "uniform",
         bits: d.bits,
@@ -212,10 +408,10 @@ export function serializeQuantizedModel(m: SaveQuantizedModelInput, path = "<mem
         groupSize: d.groupSize,
         sym: d.sym,
         arrays: {
-          codes: ref(d.codes, [rows, wpr]),
-          scales: ref(d.scales, [rows, d.scales.length / rows]),
-          zeros: ref(d.zeros, [rows, d.zeros.length / rows]),
-          ...(d.gIdx ? { gIdx: ref(d.gIdx, [cols]) } : {}),
+          codes: ref(d.codes, [rows, wpr], `${key}.codes`),
+          scales: ref(d.scales, [rows, d.scales.length / rows], `${key}.scales`),
+          zeros: ref(d.zeros, [rows, d.zeros.length / rows], `${key}.zeros`),
+          ...(d.gIdx ? { gIdx: ref(d.gIdx, [cols], `${key}.gIdx`) } : {}),
         },
       }
       : {
@@ -223,7 +419,10 @@ export function serializeQuantizedModel(m: SaveQuantizedModelInput, path = "<mem
         bits: d.bits,
         rows,
         cols,
-        arrays: { codes: ref(d.codes, [rows, wpr]), lut: ref(d.lut, [rows, 1 << d.bits]) },
+        arrays: {
+          codes: ref(d.codes, [rows, wpr], `${key}.codes`),
+          lut: ref(d.lut, [rows, 1 << d.bits], `${key}.lut`),
+        },
       };
     const s = q.sparse;
     linears[key] = {
@@ -235,37 +434,34 @@ export function serializeQuantizedModel(m: SaveQuantizedModelInput, path = "<mem
             cols: s.cols,
             dtype: s.dtype,
             arrays: {
-              rowPtr: ref(s.rowPtr, [s.rows + 1]),
-              colIdx: ref(s.colIdx, [s.colIdx.length]),
-              values: ref(s.values, [s.values.length]),
+              rowPtr: ref(s.rowPtr, [s.rows + 1], `${key}.rowPtr`),
+              colIdx: ref(s.colIdx, [s.colIdx.length], `${key}.colIdx`),
+              values: ref(s.values, [s.values.length], `${key}.values`),
             },
           },
         }
         : {}),
     };
   }
-  const header: QModelHeader = {
+  const meta: QModelMeta = {
     config,
     method: m.method,
     options: m.options,
     provenance: m.provenance,
     base: m.base,
-    tensors,
-    linears,
   };
-  const json = new TextEncoder().encode(JSON.stringify(header));
-  const dataStart = align8(12 + json.length);
-  const out = new Uint8Array(dataStart + offset);
-  out.set(new TextEncoder().encode(QMODEL_MAGIC), 0);
-  const view = new DataView(out.buffer);
-  view.setUint32(4, QMODEL_VERSION, true);
-  view.setUint32(8, json.length, true);
-  out.set(json, 12);
-  let at = dataStart;
+  const inconsistent = optionsProblem(meta, m.linears);
+  if (inconsistent) throw new QModelError(`${where}: ${inconsistent}`);
+  const head = encodeHead(meta);
+  const tail = encodeTail({ tensors, linears }, head.length, offset);
+  const out = new Uint8Array(head.length + offset + tail.length);
+  out.set(head, 0);
+  let at = head.length;
   for (const a of arrays) {
-    out.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), at);
+    out.set(bytesOf(a), at);
     at += align8(a.byteLength);
   }
+  out.set(tail, head.length + offset);
   return out;
 }
 
@@ -275,6 +471,7 @@ export function serializeQuantizedModel(m: SaveQuantizedModelInput, path = "<mem
  * @param path where to write (the folder must exist)
  * @param m config, method, options, provenance, base {path, sha256}, linears and the base weights
  * @returns the number of bytes written
+ * @throws {QModelError} as {@linkcode serializeQuantizedModel}, or when the file cannot be written
  * @example
  * ```ts
  * await saveQuantizedModel("out/stories260K.gptq.w3.sqbq", {
@@ -297,13 +494,23 @@ export async function saveQuantizedModel(
 }
 
 /**
- * Parses the bytes of a quantized model file.
+ * Parses the bytes of a quantized model file, verifying the sha256 of the
+ * header, the index and every array, and every header field against the
+ * data it describes.
  *
  * @param bytes the file's content
  * @param path the file's name, for error messages
  * @returns the model; its arrays are views into `bytes` where aligned, else copies
- * @throws {QModelError} on a wrong magic or version, a truncated file, an
- *   array outside the file, or arrays that do not match their shapes
+ * @throws {QModelError} naming the file and what is wrong: a wrong magic or
+ *   version (version 1: written without checksums, re-quantize), a truncated
+ *   file, a checksum mismatch (naming the section: "header", "index" or
+ *   "data" with the array), an array outside the data section or not of its
+ *   shape, options that do not describe the linears, an invalid config, or
+ *   a NaN/±Infinity among the stored floats
+ * @example
+ * ```ts
+ * const m = parseQuantizedModel(await Deno.readFile("m.sqbq"), "m.sqbq");
+ * ```
  */
 export function parseQuantizedModel(bytes: Uint8Array, path = "<memory>"): QuantizedModelFile {
   checkLittleEndian();
@@ -311,88 +518,153 @@ export function parseQuantizedModel(bytes: Uint8Array, path = "<memory>"): Quant
   const fail = (msg: string): never => {
     throw new QModelError(`${where}: ${msg}`);
   };
-  if (bytes.length < 12) fail(`file has ${bytes.length} bytes, too short for the 12-byte preamble`);
+  const damaged = (section: string, stored: string, computed: string, array = ""): never =>
+    fail(
+      `${section} checksum mismatch${array ? ` in ${array}` : ""} (sha256 stored ${
+        stored.slice(0, 12)
+      }…, computed ${
+        computed.slice(0, 12)
+      }…): the file was damaged or changed after it was written; re-quantize it ` +
+        `("deno task quantize")`,
+    );
+  if (bytes.length < 12) {
+    fail(`file has ${bytes.length} bytes, too short for the ${PREAMBLE_BYTES}-byte preamble`);
+  }
   const magic = new TextDecoder().decode(bytes.subarray(0, 4));
   if (magic !== QMODEL_MAGIC) fail(`magic is ${JSON.stringify(magic)}, expected "${QMODEL_MAGIC}"`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const version = view.getUint32(4, true);
+  if (version === 1) {
+    fail(
+      `it was written by an older squeezebench (format version 1, without checksums), so its ` +
+        `numbers cannot be verified; re-quantize the model ("deno task quantize") to get a ` +
+        `version ${QMODEL_VERSION} file`,
+    );
+  }
   if (version !== QMODEL_VERSION) {
     fail(`version ${version} is not supported (this reader knows ${QMODEL_VERSION})`);
   }
+  if (bytes.length < PREAMBLE_BYTES) {
+    fail(
+      `file has ${bytes.length} bytes, too short for the ${PREAMBLE_BYTES}-byte preamble (truncated?)`,
+    );
+  }
   const headerLength = view.getUint32(8, true);
-  if (12 + headerLength > bytes.length) {
+  if (PREAMBLE_BYTES + headerLength > bytes.length) {
     fail(
       `header claims ${headerLength} bytes, file has ${
-        bytes.length - 12
+        bytes.length - PREAMBLE_BYTES
       } after the preamble (truncated?)`,
     );
   }
-  let header: QModelHeader;
+  const dataStart = align8(PREAMBLE_BYTES + headerLength);
+  const end = bytes.length - TRAILER_BYTES;
+  if (
+    end < dataStart ||
+    new TextDecoder().decode(bytes.subarray(bytes.length - 4)) !== QMODEL_MAGIC
+  ) {
+    fail(
+      `file has ${bytes.length} bytes and does not end with the end marker "${QMODEL_MAGIC}": ` +
+        `it was truncated or not completely written`,
+    );
+  }
+  // header
+  const headerBytes = bytes.subarray(PREAMBLE_BYTES, PREAMBLE_BYTES + headerLength);
+  const headerSha = sha256Sync(headerBytes), storedHeaderSha = hex(bytes.subarray(12, 44));
+  if (headerSha !== storedHeaderSha) damaged("header", storedHeaderSha, headerSha);
+  let meta: QModelMeta;
   try {
-    header = JSON.parse(new TextDecoder().decode(bytes.subarray(12, 12 + headerLength)));
+    meta = JSON.parse(new TextDecoder().decode(headerBytes));
   } catch (e) {
     return fail(`header is not valid JSON (${(e as Error).message})`);
   }
-  const dataStart = align8(12 + headerLength);
-  const { config } = header;
-  if (!config || typeof config.dim !== "number" || typeof config.nLayers !== "number") {
-    fail(`header has no valid "config"`);
+  const badConfig = configProblem(meta?.config);
+  if (badConfig) fail(badConfig);
+  if (typeof meta.method !== "string") fail(`header's method is ${JSON.stringify(meta.method)}`);
+  for (const k of ["options", "provenance", "base"] as const) {
+    if (!meta[k] || typeof meta[k] !== "object" || Array.isArray(meta[k])) {
+      fail(`header's ${k} is ${JSON.stringify(meta[k])}, expected an object`);
+    }
   }
+  // index
+  const indexOffset = Number(view.getBigUint64(end + 32, true));
+  const indexLength = view.getUint32(end + 40, true);
+  if (indexOffset < dataStart || indexOffset + indexLength !== end) {
+    fail(
+      `the trailer places the index at bytes ${indexOffset}..${indexOffset + indexLength}, ` +
+        `but it must end where the trailer starts (byte ${end}): the trailer is damaged`,
+    );
+  }
+  const indexBytes = bytes.subarray(indexOffset, end);
+  const indexSha = sha256Sync(indexBytes), storedIndexSha = hex(bytes.subarray(end, end + 32));
+  if (indexSha !== storedIndexSha) damaged("index", storedIndexSha, indexSha);
+  let index: QModelIndex;
+  try {
+    index = JSON.parse(new TextDecoder().decode(indexBytes));
+  } catch (e) {
+    return fail(`index is not valid JSON (${(e as Error).message})`);
+  }
+  const dataBytes = indexOffset - dataStart;
   const arr = (
     r: ArrayRef | undefined,
     name: string,
     dtype: ArrayRef["dtype"],
-    length: number,
+    shape: number[],
+    what = "",
   ): Typed => {
     if (!r) return fail(`${name} is missing`);
     if (r.dtype !== dtype) fail(`${name} has dtype ${r.dtype}, expected ${dtype}`);
+    const length = shape.reduce((p, s) => p * s, 1);
     const nbytes = length * ELEMENT_BYTES[dtype];
     if (r.byteLength !== nbytes) {
-      fail(`${name} has ${r.byteLength} bytes, expected ${nbytes} (${length} × ${dtype})`);
+      fail(`${name} has ${r.byteLength} bytes, expected ${nbytes} (${length} × ${dtype}${what})`);
     }
-    const start = dataStart + r.offset;
-    if (!Number.isInteger(r.offset) || r.offset < 0 || start + nbytes > bytes.length) {
+    if (!Array.isArray(r.shape) || r.shape.join(",") !== shape.join(",")) {
+      fail(`${name} has shape [${r.shape}], expected [${shape}]`);
+    }
+    if (!Number.isInteger(r.offset) || r.offset < 0 || r.offset % 8 !== 0) {
+      fail(`${name} has offset ${r.offset}, expected a multiple of 8`);
+    }
+    if (r.offset + nbytes > dataBytes) {
       fail(
-        `${name} lies at bytes ${start}..${
-          start + nbytes
-        }, beyond the end of the file (${bytes.length} bytes; truncated?)`,
+        `${name} lies at bytes ${dataStart + r.offset}..${dataStart + r.offset + nbytes}, ` +
+          `beyond the end of the file's data section (byte ${indexOffset})`,
       );
     }
+    const start = dataStart + r.offset;
+    const sha = sha256Sync(bytes.subarray(start, start + nbytes));
+    if (sha !== r.sha256) damaged("data", String(r.sha256), sha, name);
     const abs = bytes.byteOffset + start;
     const src = abs % ELEMENT_BYTES[dtype] === 0
       ? bytes.buffer as ArrayBuffer
       : bytes.slice(start, start + nbytes).buffer as ArrayBuffer;
     const off = abs % ELEMENT_BYTES[dtype] === 0 ? abs : 0;
-    switch (dtype) {
-      case "u32":
-        return new Uint32Array(src, off, length);
-      case "i32":
-        return new Int32Array(src, off, length);
-      case "f16":
-        return new Uint16Array(src, off, length);
-      case "f32":
-        return new Float32Array(src, off, length);
+    const a = dtype === "u32"
+      ? new Uint32Array(src, off, length)
+      : dtype === "i32"
+      ? new Int32Array(src, off, length)
+      : dtype === "f16"
+      ? new Uint16Array(src, off, length)
+      : new Float32Array(src, off, length);
+    const nonFinite = firstNonFinite(a, dtype);
+    if (nonFinite) {
+      fail(`${name} has a non-finite value (${nonFinite[1]}) at index ${nonFinite[0]}`);
     }
+    return a;
   };
+  const { config } = meta;
   const { dim, vocabSize, nLayers } = config;
-  const t = header.tensors ?? {};
+  const t = index.tensors ?? {};
+  const f32 = (name: string, shape: number[]) => arr(t[name], name, "f32", shape) as Float32Array;
   const rest: FpTensors = {
-    tokenEmbedding: arr(t.tokenEmbedding, "tokenEmbedding", "f32", vocabSize * dim) as Float32Array,
-    finalNorm: arr(t.finalNorm, "finalNorm", "f32", dim) as Float32Array,
-    attnNorm: Array.from(
-      { length: nLayers },
-      (_, l) => arr(t[`layers.${l}.attnNorm`], `layers.${l}.attnNorm`, "f32", dim) as Float32Array,
-    ),
-    ffnNorm: Array.from(
-      { length: nLayers },
-      (_, l) => arr(t[`layers.${l}.ffnNorm`], `layers.${l}.ffnNorm`, "f32", dim) as Float32Array,
-    ),
-    ...(config.sharedClassifier
-      ? {}
-      : { classifier: arr(t.classifier, "classifier", "f32", vocabSize * dim) as Float32Array }),
+    tokenEmbedding: f32("tokenEmbedding", [vocabSize, dim]),
+    finalNorm: f32("finalNorm", [dim]),
+    attnNorm: Array.from({ length: nLayers }, (_, l) => f32(`layers.${l}.attnNorm`, [dim])),
+    ffnNorm: Array.from({ length: nLayers }, (_, l) => f32(`layers.${l}.ffnNorm`, [dim])),
+    ...(config.sharedClassifier ? {} : { classifier: f32("classifier", [vocabSize, dim]) }),
   };
   const linears = new Map<string, QuantizedLinear>();
-  for (const [key, e] of Object.entries(header.linears ?? {})) {
+  for (const [key, e] of Object.entries(index.linears ?? {})) {
     const [, name] = parseLinearKey(key, config, where);
     const [rows, cols] = linearShape(config, name);
     const d = e.dense;
@@ -408,16 +680,18 @@ export function parseQuantizedModel(bytes: Uint8Array, path = "<memory>"): Quant
       d.arrays.codes,
       `${key}.codes`,
       "u32",
-      rows * wordsPerRow(cols, d.bits),
+      [rows, wordsPerRow(cols, d.bits)],
+      ` = ${rows} rows of ${cols} ${d.bits}-bit codes`,
     ) as Uint32Array;
     let dense: DenseTensor;
     if (d.kind === "uniform") {
-      const ng = d.arrays.scales?.shape?.[1] ?? 0;
-      if (!d.arrays.gIdx && (d.groupSize < 1 || ng !== Math.ceil(cols / d.groupSize))) {
-        fail(
-          `${key}: ${ng} groups per row do not match groupSize ${d.groupSize} over ${cols} columns`,
-        );
+      if (!Number.isInteger(d.groupSize) || d.groupSize < 1 || d.groupSize > cols) {
+        fail(`${key}: groupSize ${d.groupSize} is not an integer in 1..${cols}`);
       }
+      if (typeof d.sym !== "boolean") fail(`${key}: sym is ${JSON.stringify(d.sym)}`);
+      // ⌈cols / groupSize⌉ groups per row; with act-order's gIdx, as many as the scales hold
+      const ng = d.arrays.gIdx ? d.arrays.scales?.shape?.[1] : Math.ceil(cols / d.groupSize);
+      if (!Number.isInteger(ng) || ng < 1) fail(`${key}.scales has ${ng} groups per row`);
       dense = {
         kind: "uniform",
         bits: d.bits,
@@ -426,11 +700,11 @@ export function parseQuantizedModel(bytes: Uint8Array, path = "<memory>"): Quant
         groupSize: d.groupSize,
         sym: d.sym,
         codes,
-        scales: arr(d.arrays.scales, `${key}.scales`, "f16", rows * ng) as Uint16Array,
-        zeros: arr(d.arrays.zeros, `${key}.zeros`, "f16", rows * ng) as Uint16Array,
+        scales: arr(d.arrays.scales, `${key}.scales`, "f16", [rows, ng]) as Uint16Array,
+        zeros: arr(d.arrays.zeros, `${key}.zeros`, "f16", [rows, ng]) as Uint16Array,
       };
       if (d.arrays.gIdx) {
-        const gIdx = arr(d.arrays.gIdx, `${key}.gIdx`, "i32", cols) as Int32Array;
+        const gIdx = arr(d.arrays.gIdx, `${key}.gIdx`, "i32", [cols]) as Int32Array;
         for (const g of gIdx) {
           if (g < 0 || g >= ng) fail(`${key}.gIdx has group ${g}, outside 0..${ng - 1}`);
         }
@@ -443,7 +717,13 @@ export function parseQuantizedModel(bytes: Uint8Array, path = "<memory>"): Quant
         rows,
         cols,
         codes,
-        lut: arr(d.arrays.lut, `${key}.lut`, "f16", rows << d.bits) as Uint16Array,
+        lut: arr(
+          d.arrays.lut,
+          `${key}.lut`,
+          "f16",
+          [rows, 1 << d.bits],
+          ` = ${rows} rows of 2^${d.bits} entries`,
+        ) as Uint16Array,
       };
     } else {
       return fail(`${key} has unknown kind ${JSON.stringify((d as { kind: unknown }).kind)}`);
@@ -454,14 +734,17 @@ export function parseQuantizedModel(bytes: Uint8Array, path = "<memory>"): Quant
       if (s.rows !== rows || s.cols !== cols) {
         fail(`${key}.sparse is ${s.rows}×${s.cols}, expected ${rows}×${cols}`);
       }
-      const rowPtr = arr(s.arrays.rowPtr, `${key}.rowPtr`, "i32", rows + 1) as Int32Array;
+      if (s.dtype !== "f16" && s.dtype !== "f32") {
+        fail(`${key}.sparse has dtype ${JSON.stringify(s.dtype)}, expected "f16" or "f32"`);
+      }
+      const rowPtr = arr(s.arrays.rowPtr, `${key}.rowPtr`, "i32", [rows + 1]) as Int32Array;
       const nnz = rowPtr[rows];
       for (let r = 0; r < rows; r++) {
         if (rowPtr[r] > rowPtr[r + 1] || rowPtr[0] !== 0) {
           fail(`${key}.rowPtr is not non-decreasing from 0`);
         }
       }
-      const colIdx = arr(s.arrays.colIdx, `${key}.colIdx`, "i32", nnz) as Int32Array;
+      const colIdx = arr(s.arrays.colIdx, `${key}.colIdx`, "i32", [nnz]) as Int32Array;
       for (const c of colIdx) {
         if (c < 0 || c >= cols) fail(`${key}.colIdx has column ${c}, outside 0..${cols - 1}`);
       }
@@ -470,32 +753,36 @@ export function parseQuantizedModel(bytes: Uint8Array, path = "<memory>"): Quant
         cols,
         rowPtr,
         colIdx,
-        values: arr(s.arrays.values, `${key}.values`, s.dtype === "f32" ? "f32" : "f16", nnz) as
-          | Uint16Array
-          | Float32Array,
-        dtype: s.dtype === "f32" ? "f32" : "f16",
+        values: arr(s.arrays.values, `${key}.values`, s.dtype, [nnz]) as Uint16Array | Float32Array,
+        dtype: s.dtype,
       };
       q.sparse = sparse;
     }
     linears.set(key, q);
   }
+  const inconsistent = optionsProblem(meta, linears);
+  if (inconsistent) fail(inconsistent);
   return {
     config,
-    method: header.method,
-    options: header.options ?? {},
-    provenance: header.provenance ?? {},
-    base: header.base,
+    method: meta.method,
+    options: meta.options,
+    provenance: meta.provenance,
+    base: meta.base,
     linears,
     rest,
   };
 }
 
 /**
- * Reads a quantized model file.
+ * Reads a quantized model file and verifies it (see {@linkcode parseQuantizedModel}).
  *
  * @param path the file
  * @returns the model
- * @throws {QModelError} when the file is missing, truncated, of another format or version
+ * @throws {QModelError} when the file is missing, truncated, damaged, of another format or version
+ * @example
+ * ```ts
+ * const m = await loadQuantizedModel("out/stories260K.rtn.w4.sqbq");
+ * ```
  */
 export async function loadQuantizedModel(path: string): Promise<QuantizedModelFile> {
   let bytes: Uint8Array;

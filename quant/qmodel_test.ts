@@ -5,6 +5,7 @@ import { loadCheckpoint } from "../model/checkpoint.ts";
 import { sharedData } from "../datasets/testing.ts";
 import {
   type CsrMatrix,
+  type DenseTensor,
   dequantize,
   type LutTensor,
   packCodes,
@@ -12,11 +13,13 @@ import {
   toF16,
 } from "./format.ts";
 import { Gptq } from "./gptq.ts";
+import { createHash } from "node:crypto";
 import {
   dequantizedWeights,
   loadQuantizedModel,
   parseQuantizedModel,
   QMODEL_MAGIC,
+  QMODEL_VERSION,
   QModelError,
   saveQuantizedModel,
   type SaveQuantizedModelInput,
@@ -134,7 +137,7 @@ Deno.test("saveQuantizedModel()/loadQuantizedModel() round-trip stories260K quan
     const n = await saveQuantizedModel(file, {
       config,
       method: "rtn",
-      options: { bits: 3, groupSize: 32 }, // one group per row for the 172-wide w2
+      options: { bits: 3 }, // groups of 32, one group per row for the 172-wide w2
       provenance: {},
       base: { path, sha256 },
       linears,
@@ -156,6 +159,89 @@ Deno.test("saveQuantizedModel()/loadQuantizedModel() round-trip stories260K quan
   }
 });
 
+/** A file taken apart along the documented layout: header JSON text, index, data section. */
+type ArrayRefLike = { offset: number };
+
+interface Parts {
+  header: string;
+  // deno-lint-ignore no-explicit-any
+  index: any;
+  data: Uint8Array;
+}
+
+const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest();
+
+/** Splits a version-2 file as the module doc lays it out (no checks: that is the reader's job). */
+function split(bytes: Uint8Array): Parts {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const headerLength = view.getUint32(8, true);
+  const dataStart = Math.ceil((44 + headerLength) / 8) * 8;
+  const end = bytes.length - 48;
+  const indexOffset = Number(view.getBigUint64(end + 32, true));
+  const dec = new TextDecoder();
+  return {
+    header: dec.decode(bytes.subarray(44, 44 + headerLength)),
+    index: JSON.parse(dec.decode(bytes.subarray(indexOffset, end))),
+    data: bytes.slice(dataStart, indexOffset),
+  };
+}
+
+/**
+ * Writes parts back with valid checksums everywhere (every array's sha256
+ * recomputed from the data): a file as a buggy writer could make it, to reach
+ * the checks that lie behind the checksums.
+ */
+function seal(p: Parts): Uint8Array {
+  const enc = new TextEncoder();
+  const rehash = (o: unknown) => {
+    if (!o || typeof o !== "object") return;
+    const r = o as { sha256?: string; offset: number; byteLength: number };
+    if (typeof r.sha256 === "string") {
+      r.sha256 = sha256(p.data.subarray(r.offset, r.offset + r.byteLength)).toString("hex");
+    } else Object.values(o).forEach(rehash);
+  };
+  rehash(p.index);
+  const header = enc.encode(p.header), index = enc.encode(JSON.stringify(p.index));
+  const dataStart = Math.ceil((44 + header.length) / 8) * 8;
+  const out = new Uint8Array(dataStart + p.data.length + index.length + 48);
+  const view = new DataView(out.buffer);
+  out.set(enc.encode("SQBQ"), 0);
+  view.setUint32(4, QMODEL_VERSION, true);
+  view.setUint32(8, header.length, true);
+  out.set(sha256(header), 12);
+  out.set(header, 44);
+  out.set(p.data, dataStart);
+  const x = dataStart + p.data.length;
+  out.set(index, x);
+  out.set(sha256(index), x + index.length);
+  view.setBigUint64(x + index.length + 32, BigInt(x), true);
+  view.setUint32(x + index.length + 40, index.length, true);
+  out.set(enc.encode("SQBQ"), x + index.length + 44);
+  return out;
+}
+
+/** `bytes` after `edit` changed its parts, resealed. */
+function resealed(bytes: Uint8Array, edit: (p: Parts) => void): Uint8Array {
+  const p = split(bytes);
+  edit(p);
+  return seal(p);
+}
+
+/** Position of an array's first byte in the file. */
+function arrayStart(
+  bytes: Uint8Array,
+  array: (index: Parts["index"]) => { offset: number },
+): number {
+  const headerLength = new DataView(bytes.buffer, bytes.byteOffset).getUint32(8, true);
+  return Math.ceil((44 + headerLength) / 8) * 8 + array(split(bytes).index).offset;
+}
+
+Deno.test("the file layout is the documented one: split and sealed again, a file is the same bytes", () => {
+  const bytes = serializeQuantizedModel(tinyModel());
+  assert.deepEqual(seal(split(bytes)), bytes);
+  assert.equal(new TextDecoder().decode(bytes.subarray(bytes.length - 4)), QMODEL_MAGIC);
+});
+
 Deno.test("loadQuantizedModel() rejects truncated files, wrong magic and version, and arrays beyond the file", async () => {
   const bytes = serializeQuantizedModel(tinyModel());
   const parse = (b: Uint8Array) => () => parseQuantizedModel(b, "m.sqbq");
@@ -167,8 +253,8 @@ Deno.test("loadQuantizedModel() rejects truncated files, wrong magic and version
   magic.set([0x47, 0x47, 0x55, 0x46]); // "GGUF"
   assert.throws(parse(magic), /magic is "GGUF", expected "SQBQ"/);
   const version = bytes.slice();
-  new DataView(version.buffer).setUint32(4, 2, true);
-  assert.throws(parse(version), /version 2 is not supported \(this reader knows 1\)/);
+  new DataView(version.buffer).setUint32(4, 3, true);
+  assert.throws(parse(version), /version 3 is not supported \(this reader knows 2\)/);
   const headerLength = new DataView(bytes.buffer).getUint32(8, true);
   assert.throws(
     parse(bytes.slice(0, 12 + headerLength - 1)),
@@ -176,31 +262,252 @@ Deno.test("loadQuantizedModel() rejects truncated files, wrong magic and version
   );
   assert.throws(
     parse(bytes.slice(0, bytes.length - 100)),
-    /beyond the end of the file \(\d+ bytes; truncated\?\)/,
+    /file has \d+ bytes and does not end with the end marker "SQBQ": it was truncated/,
   );
   assert.throws(parse(bytes.slice(0, bytes.length - 100)), QModelError);
-  // a header pointing outside the file
-  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(12, 12 + headerLength)));
-  header.linears["layers.0.wk"].dense.arrays.codes.offset = 1e9;
-  const json = new TextEncoder().encode(JSON.stringify(header));
-  const oldData = Math.ceil((12 + headerLength) / 8) * 8,
-    newData = Math.ceil((12 + json.length) / 8) * 8;
-  const edited = new Uint8Array(newData + bytes.length - oldData);
-  edited.set(bytes.subarray(0, 12));
-  new DataView(edited.buffer).setUint32(8, json.length, true);
-  edited.set(json, 12);
-  edited.set(bytes.subarray(oldData), newData);
+  // an index pointing outside the data section (checksums valid)
+  const edited = resealed(bytes, (p) => {
+    p.index.linears["layers.0.wk"].dense.arrays.codes.offset = 1e9;
+  });
   assert.ok(parseQuantizedModel(bytes), "the unedited file parses");
   assert.throws(
     parse(edited),
-    /layers\.0\.wk\.codes lies at bytes \d+\.\.\d+, beyond the end of the file/,
+    /layers\.0\.wk\.codes lies at bytes \d+\.\.\d+, beyond the end of the file's data section/,
   );
-  const garbage = bytes.slice(0, 12 + headerLength);
-  garbage[12] = 0x7b + 1;
+  const garbage = resealed(bytes, (p) => {
+    p.header = "|" + p.header.slice(1);
+  });
   assert.throws(parse(garbage), /header is not valid JSON/);
   await assert.rejects(
     loadQuantizedModel("/nonexistent/m.sqbq"),
     /Cannot read quantized model \/nonexistent\/m\.sqbq: file not found/,
+  );
+});
+
+Deno.test("parseQuantizedModel() rejects a file cut anywhere, naming truncation", () => {
+  const bytes = serializeQuantizedModel(tinyModel());
+  const dataStart = arrayStart(bytes, () => ({ offset: 0 }));
+  for (const n of [12, 44, 50, dataStart, dataStart + 9, bytes.length - 200, bytes.length - 1]) {
+    assert.throws(
+      () => parseQuantizedModel(bytes.slice(0, n), "cut.sqbq"),
+      (e: Error) =>
+        e instanceof QModelError && /^Cannot read quantized model cut\.sqbq: /.test(e.message) &&
+        /truncated/.test(e.message),
+      `cut at ${n} of ${bytes.length}`,
+    );
+  }
+  const longer = new Uint8Array(bytes.length + 8);
+  longer.set(bytes);
+  assert.throws(() => parseQuantizedModel(longer), /does not end with the end marker/);
+});
+
+Deno.test("parseQuantizedModel() refuses a version-1 file: written without checksums, re-quantize", () => {
+  const v1 = serializeQuantizedModel(tinyModel());
+  new DataView(v1.buffer).setUint32(4, 1, true);
+  assert.throws(
+    () => parseQuantizedModel(v1, "old.sqbq"),
+    /old\.sqbq: it was written by an older squeezebench \(format version 1, without checksums\).*re-quantize/,
+  );
+});
+
+/** stories260K, every linear RTN 3-bit per row, as a file's bytes. */
+async function stories260KRtn3(): Promise<Uint8Array> {
+  const path = sharedData("stories260K/stories260K.bin");
+  const weights = await loadCheckpoint(path);
+  const linears = new Map<string, QuantizedLinear>();
+  weights.layers.forEach((lw, l) => {
+    for (const name of LINEAR_NAMES) {
+      const [rows, cols] = linearShape(weights.config, name);
+      linears.set(`layers.${l}.${name}`, { dense: rtn(lw[name], rows, cols, { bits: 3 }) });
+    }
+  });
+  return serializeQuantizedModel({
+    config: weights.config,
+    method: "rtn",
+    options: { method: "rtn", bits: 3, groupSize: null, sym: false },
+    provenance: {},
+    base: { path, sha256: "b0a507e7ad0f626624f17112325e66691f9076d622e1d3274d103d00299f2696" },
+    linears,
+    weights,
+  });
+}
+
+Deno.test("loadQuantizedModel() names the damaged array when a byte of a scale or a code of layers.2.w1 flips", async () => {
+  const bytes = await stories260KRtn3();
+  const dir = await Deno.makeTempDir();
+  try {
+    const w1 = (index: Parts["index"]) => index.linears["layers.2.w1"].dense.arrays;
+    for (const array of ["scales", "codes"]) {
+      const damaged = bytes.slice();
+      damaged[arrayStart(bytes, (i) => w1(i)[array]) + 5] ^= 0x10;
+      const file = `${dir}/${array}.sqbq`;
+      await Deno.writeFile(file, damaged);
+      await assert.rejects(
+        loadQuantizedModel(file),
+        new RegExp(
+          `Cannot read quantized model ${file}: data checksum mismatch in layers\\.2\\.w1\\.${array} ` +
+            `\\(sha256 stored [0-9a-f]{12}…, computed [0-9a-f]{12}…\\): the file was damaged`,
+        ),
+      );
+    }
+    const file = `${dir}/intact.sqbq`;
+    await Deno.writeFile(file, bytes);
+    assert.equal((await loadQuantizedModel(file)).linears.size, 5 * 7, "the intact file loads");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("parseQuantizedModel() rejects a header whose bits, normEps or ropeTheta were edited, and a damaged index", async () => {
+  const bytes = await stories260KRtn3();
+  const text = new TextDecoder().decode(bytes);
+  // same-length edits: every offset stays valid, only the header checksum can tell
+  const edits: [string, string][] = [
+    ['"bits":3', '"bits":4'],
+    ['"normEps":0.00001', '"normEps":0.00002'],
+    ['"ropeTheta":10000', '"ropeTheta":20000'],
+  ];
+  for (const [from, to] of edits) {
+    const at = text.indexOf(from);
+    assert.ok(at > 0 && at < 2000, `${from} is in the header`);
+    const edited = bytes.slice();
+    edited.set(new TextEncoder().encode(to), at);
+    assert.throws(
+      () => parseQuantizedModel(edited, "e.sqbq"),
+      /e\.sqbq: header checksum mismatch \(sha256 stored [0-9a-f]{12}…, computed [0-9a-f]{12}…\)/,
+      from,
+    );
+  }
+  const at = text.lastIndexOf('"bits":3'); // in the index
+  const edited = bytes.slice();
+  edited.set(new TextEncoder().encode('"bits":4'), at);
+  assert.throws(() => parseQuantizedModel(edited, "e.sqbq"), /e\.sqbq: index checksum mismatch/);
+  const trailer = bytes.slice();
+  trailer[trailer.length - 10] ^= 1; // the index offset
+  assert.throws(() => parseQuantizedModel(trailer), /the trailer is damaged/);
+});
+
+Deno.test("parseQuantizedModel() checks every header field against the data it describes", () => {
+  const m = tinyModel();
+  const uniform = { ...m, method: "rtn", options: { bits: 3, groupSize: 4, sym: false } };
+  uniform.linears = new Map([...m.linears].filter(([k]) => k.endsWith(".wq")));
+  const bytes = serializeQuantizedModel(uniform);
+  assert.equal(parseQuantizedModel(bytes).linears.size, 2);
+  const cases: [(p: Parts) => void, RegExp][] = [
+    [
+      (p) => p.header = p.header.replace('"bits":3', '"bits":4'),
+      /options\.bits is 4, but layers\.0\.wq holds 3-bit codes/,
+    ],
+    [
+      (p) => p.header = p.header.replace('"groupSize":4', '"groupSize":null'),
+      /options\.groupSize is null \(one group per row\), but layers\.0\.wq has groups of 4 of its 16 columns/,
+    ],
+    [
+      (p) => p.header = p.header.replace('"sym":false', '"sym":true'),
+      /options\.sym is true, but layers\.0\.wq has sym false/,
+    ],
+    [
+      (p) => p.header = p.header.replace('"method":"rtn"', '"method":"squeezellm"'),
+      /method "squeezellm" stores lut tensors, but layers\.0\.wq is uniform/,
+    ],
+    [
+      (p) => p.header = p.header.replace('"normEps":0.00001', '"normEps":-1'),
+      /config\.normEps is -1, expected a number in \(0, 1\)/,
+    ],
+    [
+      (p) => p.header = p.header.replace('"ropeTheta":10000', '"ropeTheta":"x"'),
+      /config\.ropeTheta is "x"/,
+    ],
+    [
+      (p) => p.header = p.header.replace('"nHeads":4', '"nHeads":3'),
+      /dim must be a multiple of nHeads/,
+    ],
+    [
+      (p) => p.index.linears["layers.1.wq"].dense.bits = 5,
+      /layers\.1\.wq\.codes has 128 bytes, expected 192 \(48 × u32 = 16 rows of 16 5-bit codes\)/,
+    ],
+    [
+      (p) => p.index.linears["layers.1.wq"].dense.arrays.scales.shape = [4, 16],
+      /layers\.1\.wq\.scales has 128 bytes, expected 512 \(256 × f16\)/,
+    ],
+    [
+      (p) => p.index.linears["layers.1.wq"].dense.arrays.codes.shape = [32, 1],
+      /layers\.1\.wq\.codes has shape \[32,1\], expected \[16,2\]/,
+    ],
+    [
+      (p) => p.index.tensors.finalNorm.offset += 4,
+      /finalNorm has offset \d+, expected a multiple of 8/,
+    ],
+    [
+      (p) => p.index.linears["layers.0.wq"].dense.groupSize = 8,
+      /options\.groupSize is 4, but layers\.0\.wq has groups of 8 of its 16 columns/,
+    ],
+  ];
+  for (const [edit, re] of cases) {
+    assert.throws(() => parseQuantizedModel(resealed(bytes, edit), "h.sqbq"), re, String(re));
+  }
+});
+
+Deno.test("serializeQuantizedModel() and parseQuantizedModel() reject NaN/Infinity in fp16 scales, LUTs, sparse values and fp32 tensors", () => {
+  const m = tinyModel();
+  const bytes = serializeQuantizedModel(m);
+  const NAN16 = 0x7e00, INF16 = 0x7c00;
+  // the writer refuses them
+  const wq = m.linears.get("layers.0.wq")!.dense as { scales: Uint16Array };
+  const scales = wq.scales.slice();
+  scales[3] = INF16;
+  const bad = new Map(m.linears);
+  bad.set("layers.0.wq", {
+    dense: { ...m.linears.get("layers.0.wq")!.dense, scales } as DenseTensor,
+  });
+  assert.throws(
+    () => serializeQuantizedModel({ ...m, linears: bad }, "w.sqbq"),
+    /Cannot write quantized model w\.sqbq: layers\.0\.wq\.scales has a non-finite value \(Infinity\) at index 3/,
+  );
+  // the reader refuses a file that holds them with valid checksums
+  const cases: [string, (i: Parts["index"]) => ArrayRefLike, number, RegExp][] = [
+    [
+      "scales",
+      (i) => i.linears["layers.1.wk"].dense.arrays.scales,
+      NAN16,
+      /layers\.1\.wk\.scales has a non-finite value \(NaN\) at index 0/,
+    ],
+    [
+      "zeros",
+      (i) => i.linears["layers.1.wk"].dense.arrays.zeros,
+      INF16,
+      /layers\.1\.wk\.zeros has a non-finite value \(Infinity\)/,
+    ],
+    [
+      "lut",
+      (i) => i.linears["layers.0.w1"].dense.arrays.lut,
+      NAN16,
+      /layers\.0\.w1\.lut has a non-finite value \(NaN\)/,
+    ],
+    [
+      "f16 sparse",
+      (i) => i.linears["layers.0.w1"].sparse.arrays.values,
+      INF16 | 0x8000,
+      /layers\.0\.w1\.values has a non-finite value \(-Infinity\)/,
+    ],
+  ];
+  for (const [what, array, bits, re] of cases) {
+    const edited = resealed(bytes, (p) => {
+      new DataView(p.data.buffer).setUint16(array(p.index).offset, bits, true);
+    });
+    assert.throws(() => parseQuantizedModel(edited), re, what);
+  }
+  const f32 = resealed(bytes, (p) => {
+    new DataView(p.data.buffer).setFloat32(
+      p.index.linears["layers.1.w1"].sparse.arrays.values.offset + 4,
+      NaN,
+      true,
+    );
+    new DataView(p.data.buffer).setFloat32(p.index.tensors["layers.1.ffnNorm"].offset, NaN, true);
+  });
+  assert.throws(
+    () => parseQuantizedModel(f32),
+    /layers\.1\.ffnNorm has a non-finite value \(NaN\) at index 0/,
   );
 });
 
