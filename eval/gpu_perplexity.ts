@@ -13,7 +13,7 @@
  * @module
  */
 import type { PerplexityResult } from "./perplexity.ts";
-import { perplexityResult, windowLoss, windowPlan } from "./perplexity.ts";
+import { checkWindowLoss, perplexityResult, windowLoss, windowPlan } from "./perplexity.ts";
 import type { GpuDecoder } from "../kernels/decode.ts";
 
 /** Options of {@linkcode gpuPerplexity}. */
@@ -26,6 +26,8 @@ export interface GpuPerplexityOptions {
   onProgress?: (done: number, total: number) => void;
   /** Called with each window's logits [seqlen, vocab] (for comparisons against a CPU forward). */
   onLogits?: (window: number, logits: Float32Array) => void;
+  /** Names the model in errors (e.g. "stories260K rtn.w3"). @default "the model" */
+  label?: string;
 }
 
 /**
@@ -34,9 +36,10 @@ export interface GpuPerplexityOptions {
  *
  * @param dec the decoder (reset to position 0 before every window)
  * @param tokens the token stream [numel]
- * @param opts window length, window limit, progress and logits callbacks
+ * @param opts window length, window limit, progress and logits callbacks, the model's label
  * @returns the same record as eval/perplexity.ts's `perplexity`
- * @throws RangeError for a bad seqlen / limit (eval/perplexity.ts's messages) or a non-finite loss
+ * @throws RangeError for a bad seqlen / limit (eval/perplexity.ts's messages)
+ * @throws {NonFinitePerplexityError} at the first window whose loss is NaN, infinite or overflows exp
  * @example
  * ```ts
  * const dec = await GpuDecoder.create(gpu, q.weights, quantizedSource(q.linears));
@@ -59,14 +62,15 @@ export async function gpuPerplexity(
     dec.reset();
     const logits = await dec.forward(win); // [seqlen, vocab]
     opts.onLogits?.(i, logits);
-    const loss = windowLoss(logits, win, vocabSize);
-    if (!Number.isFinite(loss)) {
-      throw new RangeError(
-        `gpuPerplexity(): window ${i} has a non-finite loss (${loss}): the kernels produced NaN/Inf logits`,
-      );
-    }
+    const loss = checkWindowLoss(
+      windowLoss(logits, win, vocabSize),
+      i,
+      seqlen,
+      opts.label,
+      "kernels",
+    );
     nll[i] = loss * seqlen;
     opts.onProgress?.(i + 1, windows);
   }
-  return perplexityResult(nll, seqlen, available, (performance.now() - t0) / 1000);
+  return perplexityResult(nll, seqlen, available, (performance.now() - t0) / 1000, opts.label);
 }

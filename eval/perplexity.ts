@@ -26,6 +26,8 @@ export interface PerplexityOptions {
   workers?: number;
   /** Called after each finished window with the count done so far. */
   onProgress?: (done: number, total: number) => void;
+  /** Names the model in errors (e.g. "stories260K rtn.w3"). @default "the model" */
+  label?: string;
 }
 
 /** The result of a perplexity evaluation. */
@@ -62,7 +64,10 @@ export function windowLoss(logits: Float32Array, tokens: ArrayLike<number>, voca
   return total / (T - 1);
 }
 
-/** GPTQ's nll of window i of `tokens`: windowLoss × seqlen. */
+/**
+ * GPTQ's nll of window i of `tokens`: windowLoss × seqlen, as computed (NaN
+ * or ±Infinity included; {@linkcode checkWindowLoss} judges it).
+ */
 export function windowNll(
   weights: LlamaWeights,
   tokens: Int32Array,
@@ -72,13 +77,71 @@ export function windowNll(
 ): number {
   const win = tokens.subarray(i * seqlen, (i + 1) * seqlen);
   const logits = forward(weights, win, { state });
-  const loss = windowLoss(logits, win, weights.config.vocabSize);
-  if (!Number.isFinite(loss)) {
-    throw new RangeError(
-      `window ${i} has a non-finite loss (${loss}): the model produced NaN/Inf logits`,
+  return windowLoss(logits, win, weights.config.vocabSize) * seqlen;
+}
+
+/**
+ * A perplexity that is not a finite number: some window's mean loss is NaN,
+ * infinite, or so large that exp(loss) overflows (> ~709.78 nats per token).
+ * The model's weights are broken; the perplexity must not be reported.
+ */
+export class NonFinitePerplexityError extends Error {
+  override name = "NonFinitePerplexityError";
+  /**
+   * @param model names the model ("stories260K rtn.w3", a file)
+   * @param window the first bad window (0-based)
+   * @param loss that window's mean next-token loss in nats
+   * @param seqlen the window length
+   * @param source what produced the logits ("forward pass", "kernels")
+   */
+  constructor(
+    readonly model: string,
+    readonly window: number,
+    readonly loss: number,
+    seqlen: number,
+    source = "forward pass",
+  ) {
+    const tokens = `tokens ${window * seqlen}..${(window + 1) * seqlen - 1}`;
+    super(
+      `perplexity of ${model} is not finite: window ${window} has ` +
+        (Number.isFinite(loss)
+          ? `a mean loss of ${loss.toPrecision(4)} nats per token over ${tokens}, ` +
+            `whose exp overflows to Infinity`
+          : `a non-finite loss (${loss}) over ${tokens}`) +
+        `: the ${source} produced NaN, infinite or overflowing logits. The model's weights are ` +
+        `broken (e.g. a NaN or huge norm weight or scale); check, re-create or re-quantize the model`,
     );
   }
-  return loss * seqlen;
+}
+
+/**
+ * Throws {@linkcode NonFinitePerplexityError} unless window `i`'s mean loss
+ * has a finite exp (its own perplexity). When every window passes, the mean
+ * over windows does too, so GPTQ's ppl is finite.
+ *
+ * @param loss the window's mean next-token loss (nll / seqlen)
+ * @param i the window index
+ * @param seqlen the window length
+ * @param label names the model in the error
+ * @param source what produced the logits, for the error
+ * @returns loss
+ * @throws {NonFinitePerplexityError} for NaN, ±Infinity or a loss whose exp overflows
+ * @example
+ * ```ts
+ * checkWindowLoss(2.5, 0, 512, "stories260K fp32"); // 2.5
+ * ```
+ */
+export function checkWindowLoss(
+  loss: number,
+  i: number,
+  seqlen: number,
+  label = "the model",
+  source?: string,
+): number {
+  if (!(Math.exp(loss) < Infinity)) {
+    throw new NonFinitePerplexityError(label, i, loss, seqlen, source);
+  }
+  return loss;
 }
 
 /** Number of windows and the seqlen actually used, with clear errors. */
@@ -128,26 +191,34 @@ export async function perplexity(
     tasks: windows,
     task: (i) => i,
     onResult: (i, r) => {
+      checkWindowLoss(r / seqlen, i, seqlen, opts.label); // stop at the first bad window
       nll[i] = r;
       opts.onProgress?.(i + 1, windows);
     },
   });
-  return perplexityResult(nll, seqlen, available, (performance.now() - t0) / 1000);
+  return perplexityResult(nll, seqlen, available, (performance.now() - t0) / 1000, opts.label);
 }
 
 /**
  * GPTQ's ppl = exp(Σ nll / (windows · seqlen)) from the per-window nll
  * (summed in window order), with the counts that go with it.
+ *
+ * @throws {NonFinitePerplexityError} naming `label` and the first window
+ *   whose loss is not finite or overflows exp ({@linkcode checkWindowLoss})
  */
 export function perplexityResult(
   nll: Float64Array,
   seqlen: number,
   windowsAvailable: number,
   seconds: number,
+  label?: string,
 ): PerplexityResult {
   const windows = nll.length;
   let sum = 0;
-  for (let i = 0; i < windows; i++) sum += nll[i];
+  for (let i = 0; i < windows; i++) {
+    checkWindowLoss(nll[i] / seqlen, i, seqlen, label);
+    sum += nll[i];
+  }
   return {
     ppl: Math.exp(sum / (windows * seqlen)),
     windows,

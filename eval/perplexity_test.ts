@@ -1,5 +1,14 @@
 import assert from "node:assert/strict";
-import { perplexity, windowLoss, windowPlan } from "./perplexity.ts";
+import {
+  checkWindowLoss,
+  NonFinitePerplexityError,
+  perplexity,
+  perplexityResult,
+  windowLoss,
+  windowPlan,
+} from "./perplexity.ts";
+import { gpuPerplexity } from "./gpu_perplexity.ts";
+import type { GpuDecoder } from "../kernels/decode.ts";
 import { ReferenceDecoder } from "../model/reference.ts";
 import { randomWeights, tinyConfig } from "../model/random.ts";
 
@@ -63,4 +72,71 @@ Deno.test("perplexity() refuses NaN weights with a clear error instead of a NaN 
   const bad = randomWeights(config, 11);
   bad.layers[1].w2.fill(NaN);
   await assert.rejects(perplexity(bad, tokens, { seqlen: 8 }), /window 0 has a non-finite loss/);
+});
+
+Deno.test("perplexity() throws NonFinitePerplexityError naming the model and window for a 1e30 norm weight, on 0 and 2 workers", async () => {
+  const huge = randomWeights(config, 11);
+  huge.finalNorm[0] = 1e30; // finite, but the logits' loss overflows exp: ppl would be Infinity
+  for (const workers of [0, 2]) {
+    await assert.rejects(
+      perplexity(huge, tokens, { seqlen: 8, workers, label: "tiny fp32" }),
+      (e: Error) => {
+        assert.ok(e instanceof NonFinitePerplexityError, `${workers} workers: ${e}`);
+        assert.equal(e.window, 0);
+        assert.equal(e.model, "tiny fp32");
+        assert.match(
+          e.message,
+          /^perplexity of tiny fp32 is not finite: window 0 has a mean loss of [\d.]+e\+\d+ nats per token over tokens 0\.\.7, whose exp overflows to Infinity/,
+        );
+        return true;
+      },
+    );
+  }
+  const nan = randomWeights(config, 11);
+  nan.layers[0].attnNorm[3] = 1e30; // overflows inside the block: NaN logits
+  await assert.rejects(
+    perplexity(nan, tokens, { seqlen: 8, workers: 2 }),
+    /perplexity of the model is not finite: window 0 has a non-finite loss \(NaN\) over tokens 0\.\.7/,
+  );
+});
+
+Deno.test("perplexityResult() refuses a window whose loss is NaN, infinite or overflows exp, naming the first", () => {
+  const ok = perplexityResult(new Float64Array([8, 16]), 8, 2, 0, "m");
+  assert.equal(ok.ppl, Math.exp(24 / 16));
+  for (const bad of [NaN, Infinity, 8 * 710]) {
+    assert.throws(
+      () => perplexityResult(new Float64Array([8, bad, NaN]), 8, 3, 0, "m.sqbq"),
+      (e: Error) =>
+        e instanceof NonFinitePerplexityError && e.window === 1 &&
+        /^perplexity of m\.sqbq/.test(e.message),
+      String(bad),
+    );
+  }
+  assert.equal(checkWindowLoss(709, 0, 8), 709, "exp(709) is finite");
+});
+
+Deno.test("gpuPerplexity() throws NonFinitePerplexityError when the kernels return NaN or overflowing logits", async () => {
+  for (
+    const [value, re] of [[NaN, /non-finite loss \(NaN\)/], [1e30, /whose exp overflows/]] as const
+  ) {
+    const dec = {
+      config,
+      reset() {},
+      forward: (win: ArrayLike<number>) => {
+        const logits = new Float32Array(win.length * config.vocabSize);
+        logits[config.vocabSize * 3 + 1] = value; // one bad logit at position 3
+        return Promise.resolve(logits);
+      },
+    } as unknown as GpuDecoder;
+    await assert.rejects(
+      gpuPerplexity(dec, tokens, { seqlen: 8, label: "tiny rtn.w3" }),
+      (e: Error) => {
+        assert.ok(e instanceof NonFinitePerplexityError, String(e));
+        assert.match(e.message, /^perplexity of tiny rtn\.w3 is not finite: window 0 /);
+        assert.match(e.message, re);
+        assert.match(e.message, /the kernels produced/);
+        return true;
+      },
+    );
+  }
 });
