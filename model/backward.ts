@@ -7,10 +7,11 @@
  * mean next-token cross-entropy over the T − 1 predictions of the window
  * (logits of position t predict token t + 1).
  *
- * The forward half is model/forward.ts's prefill, assembled again from the
- * same primitives (`embed`, `rmsnorm`, `qkvProjection`, `swiglu`, `matmul`)
- * so that it keeps every activation the backward half needs, including the
- * causal softmax probabilities of every head (its own attention loop). Every
+ * The forward half is model/forward.ts's {@linkcode block}, run with one set
+ * of {@linkcode BlockBuffers} per layer so that it keeps every activation
+ * the backward half needs, a residual hook that saves the stream after the
+ * attention, and an attention hook that keeps the causal softmax
+ * probabilities of every head (its own attention loop). Every
  * linear layer y = x Wᵀ (W [out, in]) is differentiated with two calls of the
  * shared `matmul`:
  *
@@ -24,7 +25,14 @@
  */
 import type { LinearName, LlamaConfig, LlamaWeights } from "./config.ts";
 import { headSize, kvDim, ropeTables } from "./config.ts";
-import { embed, qkvProjection, rmsInverse, rmsnorm, swiglu } from "./forward.ts";
+import {
+  block,
+  type BlockBuffers,
+  type BlockHooks,
+  embed,
+  rmsInverse,
+  rmsnorm,
+} from "./forward.ts";
 import { matmul } from "./matmul.ts";
 
 /** Gradients of one block: the seven linear weights [out, in] and the two norm weights [dim]. */
@@ -106,6 +114,9 @@ export class BackwardState {
   readonly gQKV: Float32Array[]; // [nLayers][dim + 2 * kvDim, dim] rows: wq | wk | wv
   readonly g13: Float32Array[]; // [nLayers][2 * hiddenDim, dim] rows: w1 | w3
   readonly grads: Gradients;
+  // The forward half: block()'s buffers of each layer (views of the saved activations) and hooks.
+  readonly blockBuffers: BlockBuffers[]; // [nLayers]
+  readonly blockHooks: BlockHooks;
   // Transposed weights of the prepared model.
   private prepared?: LlamaWeights;
   private wqkvT: Float32Array[] = []; // [nLayers][dim, dim + 2 * kvDim]
@@ -178,6 +189,26 @@ export class BackwardState {
       tokenEmbedding: new Float32Array(vocabSize * dim),
       classifier: config.sharedClassifier ? undefined : new Float32Array(vocabSize * dim),
       finalNorm: new Float32Array(dim),
+    };
+    this.blockBuffers = Array.from({ length: nLayers }, (_, l) => ({
+      xnAttn: this.xnA[l],
+      q: this.q[l],
+      k: this.k[l],
+      v: this.v[l],
+      att: this.att[l],
+      out: this.out,
+      xnFfn: this.xnF[l],
+      h1: this.h1[l],
+      h3: this.h3[l],
+      gated: this.gated[l],
+      ropeCos: this.ropeCos,
+      ropeSin: this.ropeSin,
+    }));
+    this.blockHooks = {
+      attention: (l, _b, T) => attentionForward(config, this, l, T),
+      onResidual: (l, after, x, T) => {
+        if (after === "attention") this.xMid[l].set(x.subarray(0, T * dim));
+      },
     };
   }
 
@@ -517,22 +548,14 @@ function attentionBackward(c: LlamaConfig, s: BackwardState, l: number, T: numbe
 /** The forward half: fills the saved activations and returns the loss; s.logits becomes dLoss/dlogits. */
 function forwardSaved(w: LlamaWeights, tokens: ArrayLike<number>, s: BackwardState): number {
   const c = w.config;
-  const { dim, hiddenDim, vocabSize, normEps } = c;
+  const { dim, vocabSize, normEps } = c;
   const T = tokens.length;
   embed(w, tokens, s.xIn[0]);
   for (let l = 0; l < c.nLayers; l++) {
-    const lw = w.layers[l], x = s.xIn[l], xMid = s.xMid[l], xNext = s.xIn[l + 1];
-    rmsnorm(s.xnA[l], x, lw.attnNorm, T, dim, normEps);
-    qkvProjection(c, lw, s.xnA[l], T, s.q[l], s.k[l], s.v[l], s.ropeCos, s.ropeSin);
-    attentionForward(c, s, l, T);
-    matmul(s.out, s.att[l], lw.wo, T, dim, dim);
-    for (let i = 0; i < T * dim; i++) xMid[i] = x[i] + s.out[i];
-    rmsnorm(s.xnF[l], xMid, lw.ffnNorm, T, dim, normEps);
-    matmul(s.h1[l], s.xnF[l], lw.w1, T, dim, hiddenDim);
-    matmul(s.h3[l], s.xnF[l], lw.w3, T, dim, hiddenDim);
-    swiglu(s.gated[l], s.h1[l], s.h3[l], T * hiddenDim);
-    matmul(s.out, s.gated[l], lw.w2, T, hiddenDim, dim);
-    for (let i = 0; i < T * dim; i++) xNext[i] = xMid[i] + s.out[i];
+    // xIn[l + 1] = block(xIn[l]), in place on a copy; the hooks save xMid[l] and the probabilities.
+    const x = s.xIn[l + 1];
+    x.set(s.xIn[l].subarray(0, T * dim));
+    block(c, w.layers[l], l, x, T, s.blockBuffers[l], s.blockHooks);
   }
   rmsnorm(s.xnFinal, s.xIn[c.nLayers], w.finalNorm, T, dim, normEps);
   // Only the T − 1 positions that predict a token are needed.

@@ -4,12 +4,18 @@
  * with RoPE and grouped-query heads → residual → RMSNorm → SwiGLU FFN →
  * residual) → final RMSNorm → classifier.
  *
- * The pieces are exported separately because the quantizers and the
- * backward pass need them: GPTQ runs the model block by block on calibration
- * windows, each block only as far as the linears it is solving
- * ({@linkcode block}'s `until`), and records the input of every linear layer
- * (`hooks.onLinearInput`); AWQ scores candidate scales on the attention and
- * FFN sub-blocks alone; model/backward.ts reuses the primitives.
+ * {@linkcode block} is the one transformer block every caller runs, with
+ * hook points ({@linkcode BlockHooks}) instead of copies: the forward pass
+ * runs it plainly; GPTQ's calibration (quant/sequential.ts) runs it block by
+ * block, only as far as the linears it is solving (`until`), and feeds the
+ * input of each linear to its Hessian (`onLinearInput`); AWQ (quant/awq.ts)
+ * records the same inputs and scores candidate scales on the block's own
+ * attention and FFN sub-blocks ({@linkcode attention},
+ * {@linkcode feedForward}); the backward pass (model/backward.ts) runs it
+ * with one set of {@linkcode BlockBuffers} per layer, so that every
+ * activation stays saved, and its own attention that keeps the softmax
+ * probabilities (`hooks.attention`). model/reference.ts stays a separate,
+ * deliberately plain decoder to check all of this against.
  *
  * @module
  */
@@ -18,31 +24,84 @@ import { headSize, kvDim, ropeTables } from "./config.ts";
 import { matmul } from "./matmul.ts";
 import { causalAttention } from "./wasm/attention.ts";
 
-/** Observers of a forward pass. */
-export interface ForwardHooks {
+/**
+ * Hook points of {@linkcode block}: observers of the inputs of each linear
+ * and of the residual stream, and a replacement for the attention kernel.
+ */
+export interface BlockHooks {
   /**
    * Called with the input of each linear layer right before it is applied.
    * x: [T, inFeatures], valid only during the call (the buffer is reused).
    * wq, wk and wv share one input, as do w1 and w3; each name is reported.
    */
   onLinearInput?(layer: number, name: LinearName, x: Float32Array, T: number): void;
+  /**
+   * Called after `onLinearInput` with the same input x [T, inFeatures]: the
+   * array [≥ T, inFeatures] the linear reads instead (x itself must not be
+   * modified: wq, wk, wv and w1, w3 share it), or undefined to keep x.
+   */
+  replaceLinearInput?(
+    layer: number,
+    name: LinearName,
+    x: Float32Array,
+    T: number,
+  ): Float32Array | undefined;
+  /**
+   * Called after each residual addition with the residual stream x [T, dim]:
+   * `after` "attention" (x + attention) and "block" (the block's output).
+   * Valid only during the call.
+   */
+  onResidual?(layer: number, after: "attention" | "block", x: Float32Array, T: number): void;
+  /**
+   * Computes b.att [T, dim] from b.q, b.k (after RoPE) and b.v, instead of
+   * the default {@linkcode causalAttention} (the backward pass keeps the
+   * softmax probabilities).
+   */
+  attention?(layer: number, b: BlockBuffers, T: number): void;
+}
+
+/** The hooks of {@linkcode forward}: those of {@linkcode block}. */
+export type ForwardHooks = BlockHooks;
+
+/**
+ * Where {@linkcode block} writes its activations, each with room for the
+ * window: {@linkcode RunState} reuses one set for every layer (the two norm
+ * outputs share a buffer, and the gate is computed in place of h1); the
+ * backward pass passes one set per layer so that all of them stay saved.
+ */
+export interface BlockBuffers {
+  xnAttn: Float32Array; // [maxT, dim] attention RMSNorm output: input of wq, wk, wv
+  q: Float32Array; // [maxT, dim] queries after RoPE
+  k: Float32Array; // [maxT, kvDim] keys after RoPE
+  v: Float32Array; // [maxT, kvDim]
+  att: Float32Array; // [maxT, dim] attention output: input of wo
+  out: Float32Array; // [maxT, dim] sub-block output (before the residual addition)
+  xnFfn: Float32Array; // [maxT, dim] FFN RMSNorm output: input of w1, w3
+  h1: Float32Array; // [maxT, hiddenDim] w1 · xn (before the gate, unless gated is h1)
+  h3: Float32Array; // [maxT, hiddenDim] w3 · xn
+  gated: Float32Array; // [maxT, hiddenDim] silu(h1) ⊙ h3: input of w2; may be h1
+  ropeCos: Float32Array; // [≥ maxT, headSize / 2]
+  ropeSin: Float32Array; // [≥ maxT, headSize / 2]
 }
 
 /** Activation buffers for windows of up to `maxT` tokens, allocated once. */
-export class RunState {
+export class RunState implements BlockBuffers {
   readonly maxT: number;
   x: Float32Array; // [maxT, dim] residual stream
-  xn: Float32Array; // [maxT, dim] normalized input of a sub-block
+  xn: Float32Array; // [maxT, dim] normalized input of a sub-block (xnAttn and xnFfn)
   q: Float32Array; // [maxT, dim]
   k: Float32Array; // [maxT, kvDim]
   v: Float32Array; // [maxT, kvDim]
   att: Float32Array; // [maxT, dim] attention output before wo
   out: Float32Array; // [maxT, dim] sub-block output
-  h1: Float32Array; // [maxT, hiddenDim]
+  h1: Float32Array; // [maxT, hiddenDim] w1 · xn, then the gate (gated)
   h3: Float32Array; // [maxT, hiddenDim]
   logits: Float32Array; // [maxT, vocabSize]
   ropeCos: Float32Array; // [maxT, headSize / 2]
   ropeSin: Float32Array; // [maxT, headSize / 2]
+  xnAttn: Float32Array; // = xn
+  xnFfn: Float32Array; // = xn
+  gated: Float32Array; // = h1
 
   constructor(readonly config: LlamaConfig, maxT = config.maxSeqLen) {
     const { dim, hiddenDim, vocabSize } = config;
@@ -59,6 +118,8 @@ export class RunState {
     this.h3 = new Float32Array(maxT * hiddenDim);
     this.logits = new Float32Array(maxT * vocabSize);
     [this.ropeCos, this.ropeSin] = ropeTables(config, maxT);
+    this.xnAttn = this.xnFfn = this.xn;
+    this.gated = this.h1;
   }
 }
 
@@ -113,7 +174,7 @@ export function rope(
 
 /** Calls `hooks.onLinearInput` for each of `names`, all reading x [T, inFeatures]. */
 function reportInputs(
-  hooks: ForwardHooks | undefined,
+  hooks: BlockHooks | undefined,
   layer: number,
   names: readonly LinearName[],
   x: Float32Array,
@@ -129,29 +190,22 @@ const QKV: readonly LinearName[] = ["wq", "wk", "wv"];
 const GATE_UP: readonly LinearName[] = ["w1", "w3"];
 
 /**
- * The projections of the attention sub-block for positions 0..T−1:
- * q [T, dim] = RoPE(xn · wqᵀ), k [T, kvDim] = RoPE(xn · wkᵀ),
- * v [T, kvDim] = xn · wvᵀ, from xn [T, dim] and the RoPE tables
- * cos, sin [≥ T, headSize / 2].
+ * Linear `name` of block `layer`: y [T, outF] = x [T, inF] · Wᵀ (W [outF, inF]),
+ * x first shown to `hooks.onLinearInput`, then to `hooks.replaceLinearInput`.
  */
-export function qkvProjection(
-  c: LlamaConfig,
-  lw: LayerWeights,
-  xn: Float32Array,
+function linear(
+  hooks: BlockHooks | undefined,
+  layer: number,
+  name: LinearName,
+  y: Float32Array,
+  x: Float32Array,
+  W: Float32Array,
   T: number,
-  q: Float32Array,
-  k: Float32Array,
-  v: Float32Array,
-  cos: Float32Array,
-  sin: Float32Array,
+  inF: number,
+  outF: number,
 ): void {
-  const { dim } = c;
-  const kv = kvDim(c), hs = headSize(c);
-  matmul(q, xn, lw.wq, T, dim, dim);
-  matmul(k, xn, lw.wk, T, dim, kv);
-  matmul(v, xn, lw.wv, T, dim, kv);
-  rope(q, T, dim, hs, cos, sin);
-  rope(k, T, kv, hs, cos, sin);
+  hooks?.onLinearInput?.(layer, name, x, T);
+  matmul(y, hooks?.replaceLinearInput?.(layer, name, x, T) ?? x, W, T, inF, outF);
 }
 
 /**
@@ -167,8 +221,8 @@ export function swiglu(out: Float32Array, h1: Float32Array, h3: Float32Array, n:
 
 /**
  * A sub-block of block `layer` (weights lw): out [T, dim] from its
- * normalized input xn [T, dim], with s as scratch, each linear's input
- * reported to `hooks` right before it is applied.
+ * normalized input xn [T, dim], with b for its activations, each linear's
+ * input shown to `hooks` right before it is applied.
  */
 export type SubBlock = (
   c: LlamaConfig,
@@ -176,33 +230,40 @@ export type SubBlock = (
   layer: number,
   xn: Float32Array,
   T: number,
-  s: RunState,
+  b: BlockBuffers,
   out: Float32Array,
-  hooks?: ForwardHooks,
+  hooks?: BlockHooks,
 ) => void;
 
 /**
  * The attention sub-block: out [T, dim] = wo · softmax-attention(RoPE(wq·xn),
- * RoPE(wk·xn), wv·xn) with a causal mask; xn [T, dim] is the normalized input.
+ * RoPE(wk·xn), wv·xn) with a causal mask (grouped-query heads, positions
+ * 0..T−1); xn [T, dim] is the normalized input. q, k, v and the attention
+ * output stay in b.
  */
-export const attention: SubBlock = (c, lw, layer, xn, T, s, out, hooks) => {
+export const attention: SubBlock = (c, lw, layer, xn, T, b, out, hooks) => {
   const { dim, nHeads } = c;
-  reportInputs(hooks, layer, QKV, xn, T);
-  qkvProjection(c, lw, xn, T, s.q, s.k, s.v, s.ropeCos, s.ropeSin);
-  causalAttention(s.att, s.q, s.k, s.v, T, nHeads, c.nKvHeads, headSize(c));
-  hooks?.onLinearInput?.(layer, "wo", s.att, T);
-  matmul(out, s.att, lw.wo, T, dim, dim);
+  const kv = kvDim(c), hs = headSize(c);
+  linear(hooks, layer, "wq", b.q, xn, lw.wq, T, dim, dim);
+  linear(hooks, layer, "wk", b.k, xn, lw.wk, T, dim, kv);
+  linear(hooks, layer, "wv", b.v, xn, lw.wv, T, dim, kv);
+  rope(b.q, T, dim, hs, b.ropeCos, b.ropeSin);
+  rope(b.k, T, kv, hs, b.ropeCos, b.ropeSin);
+  if (hooks?.attention) hooks.attention(layer, b, T);
+  else causalAttention(b.att, b.q, b.k, b.v, T, nHeads, c.nKvHeads, hs);
+  linear(hooks, layer, "wo", out, b.att, lw.wo, T, dim, dim);
 };
 
-/** The SwiGLU sub-block: out [T, dim] = w2 · (silu(w1·xn) ⊙ w3·xn). */
-export const feedForward: SubBlock = (c, lw, layer, xn, T, s, out, hooks) => {
+/**
+ * The SwiGLU sub-block: out [T, dim] = w2 · (silu(w1·xn) ⊙ w3·xn); h1, h3
+ * and the gate stay in b.
+ */
+export const feedForward: SubBlock = (c, lw, layer, xn, T, b, out, hooks) => {
   const { dim, hiddenDim } = c;
-  reportInputs(hooks, layer, GATE_UP, xn, T);
-  matmul(s.h1, xn, lw.w1, T, dim, hiddenDim);
-  matmul(s.h3, xn, lw.w3, T, dim, hiddenDim);
-  swiglu(s.h1, s.h1, s.h3, T * hiddenDim);
-  hooks?.onLinearInput?.(layer, "w2", s.h1, T);
-  matmul(out, s.h1, lw.w2, T, hiddenDim, dim);
+  linear(hooks, layer, "w1", b.h1, xn, lw.w1, T, dim, hiddenDim);
+  linear(hooks, layer, "w3", b.h3, xn, lw.w3, T, dim, hiddenDim);
+  swiglu(b.gated, b.h1, b.h3, T * hiddenDim);
+  linear(hooks, layer, "w2", out, b.gated, lw.w2, T, hiddenDim, dim);
 };
 
 /**
@@ -237,11 +298,28 @@ export function stageOf(names: readonly LinearName[]): BlockStage {
 }
 
 /**
- * One transformer block applied in place to the residual stream x [T, dim],
- * each linear's input reported to `hooks` right before it is applied. With
+ * One transformer block applied in place to the residual stream x [T, dim]:
+ * x += attention(rmsnorm(x)); x += feedForward(rmsnorm(x)), with the
+ * activations in b and the hook points of {@linkcode BlockHooks}. With
  * `until` short of "block" it stops once that stage's inputs are reported
  * (see {@linkcode BlockStage}), leaving x partly updated: callers that stop
  * early pass a scratch copy.
+ *
+ * @param c the model's config
+ * @param lw the block's weights (read only)
+ * @param layer the block's index, passed to the hooks
+ * @param x the residual stream [≥ T, dim], updated in place
+ * @param T tokens, positions 0..T−1
+ * @param b activation buffers (a {@linkcode RunState}, or one set per layer)
+ * @param hooks observers and replacements
+ * @param until how far to run @default "block"
+ * @example
+ * ```ts
+ * const s = new RunState(w.config, T);
+ * block(w.config, w.layers[0], 0, x, T, s, {
+ *   onLinearInput: (l, name, xin, T) => console.log(l, name, xin.length / T),
+ * });
+ * ```
  */
 export function block(
   c: LlamaConfig,
@@ -249,26 +327,28 @@ export function block(
   layer: number,
   x: Float32Array,
   T: number,
-  s: RunState,
-  hooks?: ForwardHooks,
+  b: BlockBuffers,
+  hooks?: BlockHooks,
   until: BlockStage = "block",
 ): void {
   const n = T * c.dim;
-  rmsnorm(s.xn, x, lw.attnNorm, T, c.dim, c.normEps);
+  rmsnorm(b.xnAttn, x, lw.attnNorm, T, c.dim, c.normEps);
   if (until === "qkv") {
-    reportInputs(hooks, layer, QKV, s.xn, T); // attention() would report them next
+    reportInputs(hooks, layer, QKV, b.xnAttn, T); // attention() would report them next
     return;
   }
-  attention(c, lw, layer, s.xn, T, s, s.out, hooks);
+  attention(c, lw, layer, b.xnAttn, T, b, b.out, hooks);
   if (until === "wo") return;
-  for (let i = 0; i < n; i++) x[i] += s.out[i];
-  rmsnorm(s.xn, x, lw.ffnNorm, T, c.dim, c.normEps);
+  for (let i = 0; i < n; i++) x[i] += b.out[i];
+  hooks?.onResidual?.(layer, "attention", x, T);
+  rmsnorm(b.xnFfn, x, lw.ffnNorm, T, c.dim, c.normEps);
   if (until === "ffn") {
-    reportInputs(hooks, layer, GATE_UP, s.xn, T); // feedForward() would report them next
+    reportInputs(hooks, layer, GATE_UP, b.xnFfn, T); // feedForward() would report them next
     return;
   }
-  feedForward(c, lw, layer, s.xn, T, s, s.out, hooks);
-  for (let i = 0; i < n; i++) x[i] += s.out[i];
+  feedForward(c, lw, layer, b.xnFfn, T, b, b.out, hooks);
+  for (let i = 0; i < n; i++) x[i] += b.out[i];
+  hooks?.onResidual?.(layer, "block", x, T);
 }
 
 /** Token embeddings of `tokens` into x [T, dim]; rejects ids outside the vocabulary. */

@@ -98,6 +98,53 @@ Deno.test("block() with `until` reports the same inputs as a full run up to that
   assert.equal(stageOf(["w1", "w2", "wq"]), "block");
 });
 
+Deno.test("block() hooks: a replaced linear input equals scaled weights, residuals are reported, attention can be swapped", () => {
+  const c = tinyConfig();
+  const w = randomWeights(c, 6);
+  const tokens = [1, 4, 9, 16, 3, 7], T = tokens.length;
+  const x0 = new Float32Array(T * c.dim);
+  embed(w, tokens, x0);
+  const lw = w.layers[0];
+  const s = new RunState(c, T);
+  // Reading 2·x into w1 equals w1 with every weight doubled (both exact in fp32).
+  const doubled = x0.slice();
+  block(c, lw, 0, doubled, T, s, {
+    replaceLinearInput: (_l, name, x, T) =>
+      name === "w1" ? x.subarray(0, T * c.dim).map((v) => 2 * v) : undefined,
+  });
+  const want = x0.slice();
+  block(c, { ...lw, w1: lw.w1.map((v) => 2 * v) }, 0, want, T, s);
+  assert.deepEqual(doubled, want);
+  assert.notDeepEqual(
+    doubled,
+    (() => {
+      const x = x0.slice();
+      block(c, lw, 0, x, T, s);
+      return x;
+    })(),
+  );
+  // The residual stream after the attention and after the block.
+  const residuals: [string, Float32Array][] = [];
+  const x = x0.slice();
+  block(c, lw, 0, x, T, s, {
+    onResidual: (_l, after, xr, T) => residuals.push([after, xr.slice(0, T * c.dim)]),
+  });
+  assert.deepEqual(residuals.map(([a]) => a), ["attention", "block"]);
+  assert.deepEqual(residuals[1][1], x.subarray(0, T * c.dim));
+  const xw = x0.slice();
+  block(c, lw, 0, xw, T, s, undefined, "wo");
+  const attended = x0.slice(0, T * c.dim);
+  for (let i = 0; i < attended.length; i++) attended[i] += s.out[i];
+  assert.deepEqual(residuals[0][1], attended);
+  // An attention hook that outputs zeros leaves x + wo·0 = x after the attention.
+  const zeroAtt: [string, Float32Array][] = [];
+  block(c, lw, 0, x0.slice(), T, s, {
+    attention: (_l, b, T) => b.att.fill(0, 0, T * c.dim),
+    onResidual: (_l, after, xr, T) => zeroAtt.push([after, xr.slice(0, T * c.dim)]),
+  });
+  assert.deepEqual(zeroAtt[0][1], x0);
+});
+
 Deno.test("withLinears() replaces one layer and changes the logits; rejects a wrong size", () => {
   const c = tinyConfig({ nKvHeads: 4 });
   const w = randomWeights(c, 4);
