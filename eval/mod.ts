@@ -6,6 +6,10 @@
  */
 export * from "./perplexity.ts";
 export * from "./generate.ts";
+export * from "./gpu_perplexity.ts";
+export * from "./bench/kernels.ts";
+export * from "./bench/decode.ts";
+export * from "./bench/synthetic.ts";
 export { runSweep, type SweepOptions } from "./cli/sweep.ts";
 export { type SweepEntry, SWEEPS } from "./cli/presets.ts";
 export { main } from "./cli/main.ts";

@@ -13,11 +13,11 @@
  * lookup through a small state buffer {token, pos}) and reads back once, so
  * tokens/s measures the GPU work. {@linkcode GpuDecoder.forward} feeds a
  * given window the same way (teacher-forced, for perplexity through the
- * kernels: kernels/ppl.ts) and reads every position's logits back once;
+ * kernels: eval/gpu_perplexity.ts) and reads every position's logits back once;
  * {@linkcode GpuDecoder.step} reads the logits back after every token.
  *
  * Numerics follow model/forward.ts in fp32: the same RoPE tables
- * (ropeTables), RMSNorm as x / sqrt(mean(x²) + eps) ⊙ w, softmax with the
+ * (model/config.ts's ropeTables), RMSNorm as x / sqrt(mean(x²) + eps) ⊙ w, softmax with the
  * max subtracted, silu(a) = a / (1 + e^(−a)).
  *
  * @module
@@ -35,10 +35,8 @@ import type { Gpu, Kernel } from "./device.ts";
 import { dispatchSize, readBuffer } from "./device.ts";
 import type { GpuLinear, MatvecPlan, MatvecPlanOptions } from "./matvec.ts";
 import { createMatvecPlan, uploadLinear } from "./matvec.ts";
-import { f32Tensor, syntheticLinear } from "../eval/bench/synthetic.ts";
-import type { SyntheticSpec } from "../eval/bench/synthetic.ts";
-import type { LinearWeight } from "./weight.ts";
-import type { QuantizedLinear } from "../quant/format.ts";
+import type { LinearWeight, QuantizedLinear } from "../quant/format.ts";
+import { f32Tensor } from "../quant/format.ts";
 
 /** The weight of linear `name` of block `layer`, in whatever format it is stored. */
 export type LinearSource = (layer: number, name: LinearName) => LinearWeight;
@@ -558,81 +556,6 @@ export class GpuDecoder {
   }
 }
 
-/** One row of {@linkcode benchDecode}. */
-export interface DecodeBenchRow {
-  /** Format label, e.g. "lut+sparse". */
-  format: string;
-  bits: number;
-  tokens: number;
-  seconds: number;
-  tokensPerSec: number;
-  /** The greedy tokens (BOS excluded), for a quick look at the text. */
-  generated: number[];
-}
-
-/**
- * Tokens per second of greedy decoding from BOS (token 1) for each weight
- * source, all steps in one submit (one warm-up step first, which compiles
- * the pipelines).
- *
- * @param gpu the device
- * @param weights the model
- * @param sources label, bits and linear source of each format to time
- * @param tokens positions to decode per format @default 64
- * @param opts decoder options
- */
-export async function benchDecode(
-  gpu: Gpu,
-  weights: LlamaWeights,
-  sources: { format: string; bits: number; linears: LinearSource }[],
-  tokens = 64,
-  opts: GpuDecoderOptions = {},
-): Promise<DecodeBenchRow[]> {
-  const rows: DecodeBenchRow[] = [];
-  for (const s of sources) {
-    const dec = await GpuDecoder.create(gpu, weights, s.linears, opts);
-    try {
-      rows.push({ format: s.format, bits: s.bits, ...await timeGreedy(dec, tokens) });
-    } finally {
-      dec.release();
-    }
-  }
-  return rows;
-}
-
-/**
- * Times greedy decoding from BOS (token 1): one untimed step first (it
- * compiles the pipelines), then `runs` times `tokens` steps in one submit;
- * the median run counts.
- *
- * @param dec the decoder (left at position n)
- * @param tokens steps to time (capped at max_seq_len)
- * @param runs timed runs @default 1
- * @returns steps, median seconds, tokens per second and the tokens chosen (BOS excluded)
- */
-export async function timeGreedy(
-  dec: GpuDecoder,
-  tokens: number,
-  runs = 1,
-): Promise<Omit<DecodeBenchRow, "format" | "bits">> {
-  if (!(Number.isInteger(runs) && runs >= 1)) {
-    throw new RangeError(`timeGreedy(): runs must be a positive integer, got ${runs}`);
-  }
-  const n = Math.min(tokens, dec.config.maxSeqLen);
-  dec.reset();
-  await dec.generate(1, 1);
-  const times: number[] = [];
-  let generated: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    dec.reset();
-    const t0 = performance.now();
-    generated = await dec.generate(1, n);
-    times.push((performance.now() - t0) / 1000);
-  }
-  const seconds = times.sort((a, b) => a - b)[Math.floor(runs / 2)];
-  return { tokens: n, seconds, tokensPerSec: n / seconds, generated };
-}
-
 /**
  * The linear source of a quantized model: `linears` keyed "layers.{l}.{name}"
  * as quant/methods.ts's `quantizeModel` returns them (QuantizedLinear is a
@@ -668,31 +591,3 @@ export function argmax(v: ArrayLike<number>): number {
 
 /** Names of the linear layers a {@linkcode LinearSource} is asked for, per block. */
 export const DECODE_LINEARS: readonly LinearName[] = LINEAR_NAMES;
-
-/**
- * Linear sources for {@linkcode benchDecode} built from the model's own fp32
- * weights with the fast builders of kernels/synthetic.ts, one per spec.
- * @param weights the model
- * @param specs formats to build
- * @returns label, bits and source of each spec (outliers add "+sparse" to the label)
- */
-export function syntheticSources(
-  weights: LlamaWeights,
-  specs: SyntheticSpec[],
-): { format: string; bits: number; linears: LinearSource }[] {
-  return specs.map((spec) => {
-    const cache = new Map<string, LinearWeight>();
-    const linears: LinearSource = (l, name) => {
-      const key = `${l}.${name}`;
-      let w = cache.get(key);
-      if (!w) {
-        const [rows, cols] = linearShape(weights.config, name);
-        w = syntheticLinear(weights.layers[l][name], rows, cols, spec);
-        cache.set(key, w);
-      }
-      return w;
-    };
-    const bits = spec.format === "f32" ? 32 : spec.format === "f16" ? 16 : spec.bits ?? 4;
-    return { format: spec.format + (spec.outliers ? "+sparse" : ""), bits, linears };
-  });
-}

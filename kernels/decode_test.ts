@@ -10,14 +10,15 @@ import { dequantize } from "../quant/format.ts";
 import type { QuantizedLinear } from "../quant/format.ts";
 import { maxRelError, sharedData } from "../datasets/testing.ts";
 import { gpuTest } from "./_testing.ts";
-import { argmax, benchDecode, GpuDecoder } from "./decode.ts";
+import { argmax, GpuDecoder } from "./decode.ts";
 import type { LinearSource } from "./decode.ts";
+import { benchDecode } from "../eval/bench/decode.ts";
 import { syntheticLinear } from "../eval/bench/synthetic.ts";
 import { loadTokenizer } from "../model/tokenizer.ts";
 import type { SyntheticSpec } from "../eval/bench/synthetic.ts";
 import { linearShape } from "../model/config.ts";
 import type { LlamaWeights } from "../model/config.ts";
-import type { LinearWeight } from "./weight.ts";
+import type { LinearWeight } from "../quant/format.ts";
 
 const PROMPT = [1, 403, 407, 261, 378, 70, 30, 267]; // BOS and seven arbitrary tokens
 

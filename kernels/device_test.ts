@@ -5,7 +5,8 @@ import { gpuTest } from "./_testing.ts";
 import { dispatchSize, GpuUnavailableError, readBuffer, ShaderCompileError } from "./device.ts";
 import type { Kernel } from "./device.ts";
 import { createMatvecPlan, MATVEC_KERNEL, matvecGpu, uploadLinear } from "./matvec.ts";
-import { f32Tensor, quantileLut, randomCsr, rtnUniform } from "../eval/bench/synthetic.ts";
+import { f32Tensor } from "../quant/format.ts";
+import { quantileLut, randomCsr, rtnUniform } from "../eval/bench/synthetic.ts";
 
 const LIMITS = { maxComputeWorkgroupsPerDimension: 65535 };
 

@@ -60,12 +60,10 @@
  *
  * @module
  */
-import type { CsrMatrix } from "../quant/format.ts";
-import { nGroups, wordsPerRow } from "../quant/format.ts";
+import type { CsrMatrix, DenseFormat, LinearWeight, SizeReport } from "../quant/format.ts";
+import { nGroups, sizeOf, validateWeight, wordsPerRow } from "../quant/format.ts";
 import type { Gpu, Kernel } from "./device.ts";
 import { dispatchSize, readBuffer } from "./device.ts";
-import type { DenseFormat, LinearWeight, WeightBytes } from "./weight.ts";
-import { validateWeight, weightBytes } from "./weight.ts";
 
 /** Largest activation batch a kernel takes. */
 export const MAX_BATCH = 8;
@@ -507,8 +505,8 @@ export interface GpuLinear {
     nnz: number;
     dtype: "f16" | "f32";
   };
-  /** Bytes of every stored part (for effective bandwidth). */
-  bytes: WeightBytes;
+  /** Bytes of every stored part, quant/format.ts's `sizeOf` (for effective bandwidth). */
+  bytes: SizeReport["storedBytes"];
   /** Returns every buffer to the pool. */
   release(): void;
 }
@@ -531,7 +529,7 @@ export function uploadLinear(gpu: Gpu, weight: LinearWeight): GpuLinear {
     held.push(b);
     return b;
   };
-  const base = { rows: d.rows, cols: d.cols, format: d.kind, bytes: weightBytes(weight) };
+  const base = { rows: d.rows, cols: d.cols, format: d.kind, bytes: sizeOf(weight).storedBytes };
   let lin: Omit<GpuLinear, "sparse" | "release">;
   if (d.kind === "f32" || d.kind === "f16") {
     lin = {

@@ -8,8 +8,9 @@ import { maxRelError } from "../datasets/testing.ts";
 import { gpuTest } from "./_testing.ts";
 import { matvecGpu } from "./matvec.ts";
 import { matvecRef } from "./reference.ts";
-import { f16Tensor, f32Tensor, quantileLut, rtnUniform } from "../eval/bench/synthetic.ts";
-import type { LinearWeight } from "./weight.ts";
+import { f16Tensor, f32Tensor } from "../quant/format.ts";
+import type { LinearWeight } from "../quant/format.ts";
+import { quantileLut, rtnUniform } from "../eval/bench/synthetic.ts";
 import type { Gpu } from "./device.ts";
 import type { MatvecPlanOptions } from "./matvec.ts";
 

@@ -7,9 +7,8 @@
  *
  * @module
  */
-import { codeAt, csrValues, fromF16, groupOf, nGroups } from "../quant/format.ts";
-import type { KernelDense, LinearWeight } from "./weight.ts";
-import { validateWeight } from "./weight.ts";
+import type { LinearWeight, StoredDense } from "../quant/format.ts";
+import { codeAt, csrValues, fromF16, groupOf, nGroups, validateWeight } from "../quant/format.ts";
 
 /**
  * y[b, r] = Σ_c W[r, c] · x[b, c] for the dense part of a weight.
@@ -19,7 +18,7 @@ import { validateWeight } from "./weight.ts";
  * @param batch number of activation rows
  * @returns y [batch, rows]
  */
-export function denseMatvecRef(dense: KernelDense, x: Float32Array, batch: number): Float32Array {
+export function denseMatvecRef(dense: StoredDense, x: Float32Array, batch: number): Float32Array {
   const { rows, cols } = dense;
   checkX(x, batch, cols);
   const y = new Float32Array(batch * rows);

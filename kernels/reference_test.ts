@@ -4,13 +4,13 @@
  * weights, for every format and code width.
  */
 import assert from "node:assert/strict";
-import { dequantize, fromF16 } from "../quant/format.ts";
+import { dequantize, f16Tensor, f32Tensor, fromF16 } from "../quant/format.ts";
 import type { QuantizedLinear } from "../quant/format.ts";
 import { matmulRef } from "../model/matmul.ts";
 import { randn } from "../model/random.ts";
 import { maxRelError } from "../datasets/testing.ts";
 import { denseMatvecRef, matvecRef } from "./reference.ts";
-import { csrFrom, f16Tensor, f32Tensor, quantileLut, randomCsr, rtnUniform } from "../eval/bench/synthetic.ts";
+import { csrFrom, quantileLut, randomCsr, rtnUniform } from "../eval/bench/synthetic.ts";
 
 const SHAPES = [[37, 83], [129, 67]] as const;
 

@@ -13,8 +13,9 @@ import type { Gpu } from "./device.ts";
 import { matvecGpu } from "./matvec.ts";
 import type { MatvecPlanOptions } from "./matvec.ts";
 import { matvecRef } from "./reference.ts";
-import { csrFrom, f16Tensor, f32Tensor, quantileLut, randomCsr, rtnUniform } from "../eval/bench/synthetic.ts";
-import type { LinearWeight } from "./weight.ts";
+import { f16Tensor, f32Tensor } from "../quant/format.ts";
+import type { LinearWeight } from "../quant/format.ts";
+import { csrFrom, quantileLut, randomCsr, rtnUniform } from "../eval/bench/synthetic.ts";
 
 const MODES = ["fused", "separate"] as const;
 

@@ -4,6 +4,11 @@ import { gpuTest } from "./_testing.ts";
 import { benchKernels, benchTable, parseShapes } from "../eval/bench/kernels.ts";
 import { copyBandwidth, timeGpu } from "./timing.ts";
 
+/** Asserts |got / want − 1| < 1e-9 (the figures are products and quotients of floats). */
+function near(got: number, want: number, what: string): void {
+  assert.ok(Math.abs(got / want - 1) < 1e-9, `${what}: ${got} vs ${want}`);
+}
+
 gpuTest(
   "timeGpu() times a pass with GPU timestamps when available, else the wall clock",
   async (gpu) => {
@@ -11,7 +16,11 @@ gpuTest(
     assert.equal(copy.method, gpu.timestamps ? "timestamp" : "wall");
     assert.equal(copy.bytes, 1 << 20);
     assert.ok(copy.minUs > 0 && copy.minUs <= copy.medianUs, JSON.stringify(copy));
-    assert.ok(Math.abs(copy.GBps - (2 * copy.bytes) / (copy.medianUs * 1e3)) < 1e-9);
+    // A copy of 1 MiB reads 1 MiB and writes 1 MiB: 2²¹ bytes in medianUs µs.
+    near(copy.GBps * copy.medianUs * 1e3, 2 ** 21, "copy bytes");
+    // Rounded down to whole vec4s: 1 MiB + 15 bytes copies 1 MiB.
+    const odd = await copyBandwidth(gpu, (1 << 20) + 15, { runs: 1, warmup: 0 });
+    assert.equal(odd.bytes, 1 << 20);
     const wall = await copyBandwidth(gpu, 1 << 20, { runs: 3, warmup: 0, method: "wall", reps: 2 });
     assert.equal(wall.method, "wall");
     assert.ok(wall.minUs > 0 && wall.minUs <= wall.medianUs);
@@ -42,18 +51,44 @@ gpuTest(
     assert.equal(r.rows.length, 6 * 2);
     assert.equal(r.adapter, gpu.info);
     assert.ok(r.copyGBps > 0);
+    // Bytes of the 40×256 weight, by hand: f32 4 and f16 2 per weight; 3-bit
+    // codes are 256·3/32 = 24 words per row; uniform adds an fp16 scale and
+    // zero per row and group of 128, lut 2³ fp16 entries per row.
+    const weightBytes: Record<string, number> = {
+      f32: 40 * 256 * 4,
+      f16: 40 * 256 * 2,
+      uniform: 40 * 24 * 4 + 40 * 2 * (2 + 2),
+      lut: 40 * 24 * 4 + 40 * 8 * 2,
+    };
+    // The sparse part: 41 int32 row pointers, then an int32 index and an fp16 value per nonzero.
+    const at1 = (f: string) => r.rows.find((x) => x.format === f && x.batch === 1)!;
+    const sparseBytes = at1("lut+sparse").bytesMoved - at1("lut").bytesMoved - 41 * 4;
+    const nnz = sparseBytes / 6;
+    assert.ok(Number.isInteger(nnz) && nnz > 0.02 * 40 * 256 && nnz < 0.08 * 40 * 256, `${nnz}`);
+    weightBytes["lut+sparse"] = weightBytes.lut + 41 * 4 + 6 * nnz;
+    weightBytes["uniform+sparse"] = weightBytes.uniform + 41 * 4 + 6 * nnz;
     for (const row of r.rows) {
+      const what = `${row.format} B=${row.batch}`;
       assert.ok(row.medianUs >= row.minUs && row.minUs > 0, JSON.stringify(row));
-      assert.ok(Math.abs(row.fractionOfCopy - row.GBps / r.copyGBps) < 1e-12);
+      const bytes = weightBytes[row.format] + 4 * row.batch * (40 + 256); // + x in, y out (fp32)
+      assert.equal(row.bytesMoved, bytes, what);
+      near(row.GBps * row.medianUs * 1e3, bytes, `${what}: GB/s`);
+      near(row.fractionOfCopy * r.copyGBps * row.medianUs * 1e3, bytes, `${what}: of copy`);
+      const f16 = r.rows.find((x) => x.format === "f16" && x.batch === row.batch)!;
+      near(row.speedupVsF16 * row.medianUs, f16.medianUs, `${what}: vs f16`);
       if (row.format === "f16") assert.equal(row.speedupVsF16, 1);
       if (row.format === "f32") assert.equal(row.speedupVsF32, 1);
     }
-    const avg = (f: string) => r.rows.find((x) => x.format === f)!.avgBits;
+    const avg = (f: string) => at1(f).avgStoredBits;
     assert.equal(avg("f32"), 32);
     assert.equal(avg("f16"), 16);
     assert.equal(avg("uniform"), 3 + (2 * 16) / 128); // fp16 scale + zero per 128 weights
     assert.equal(avg("lut"), 3 + (8 * 16) / 256); // 8 fp16 entries per row of 256
     assert.ok(avg("lut+sparse") > avg("lut"));
+    // no row padding here, so information bits equal stored bits for the dense formats;
+    // the sparse part counts 16-bit column indices but stores int32
+    for (const f of ["f32", "f16", "uniform", "lut"]) assert.equal(at1(f).avgInfoBits, avg(f), f);
+    near(avg("lut+sparse") - at1("lut+sparse").avgInfoBits, (16 * nnz) / (40 * 256), "index bits");
     assert.equal(r.rows.find((x) => x.format === "uniform")!.groupSize, 128);
     assert.equal(r.rows.find((x) => x.format === "lut")!.groupSize, null);
     assert.match(lines.at(-1)!, /^\| shape +\| format/);

@@ -5,6 +5,8 @@ import {
   codeAt,
   type CsrMatrix,
   dequantize,
+  f16Tensor,
+  f32Tensor,
   fromF16,
   groupOf,
   type LutTensor,
@@ -13,6 +15,7 @@ import {
   toF16,
   type UniformTensor,
   unpackCodes,
+  validateWeight,
   wordsPerRow,
 } from "./format.ts";
 import { mulberry32 } from "../model/random.ts";
@@ -168,4 +171,64 @@ Deno.test("dequantize() of a hand-built lookup-table tensor plus a sparse part",
   const d = dequantize({ dense: lut, sparse: sparse32 });
   assert.equal(d[2], Math.fround(-0.25 + Math.fround(0.1)));
   assert.deepEqual(Array.from(addSparse(new Float32Array(6), sparse16)), [0, 0, 10, -4, 0, 0.5]);
+});
+
+Deno.test("f32Tensor()/f16Tensor() wrap or round the data and reject a wrong length", () => {
+  const data = Float32Array.from([1, 0.1, -2, 65504]);
+  const f32 = f32Tensor(data, 2, 2);
+  assert.equal(f32.data, data); // no copy
+  const f16 = f16Tensor(data, 2, 2);
+  // 1 = 0x3c00, 0.1 → 0x2e66 (0.0999755859375), −2 = 0xc000, 65504 = 0x7bff (largest half)
+  assert.deepEqual(Array.from(f16.data), [0x3c00, 0x2e66, 0xc000, 0x7bff]);
+  assert.throws(() => f32Tensor(data, 3, 2), /f32Tensor\(\): expected 3×2 values, found 4/);
+  assert.throws(() => f16Tensor(data, 1, 3), /f16Tensor\(\): expected 1×3 values, found 4/);
+});
+
+Deno.test("validateWeight() names the field whose length disagrees with the shape", () => {
+  const rows = 2, cols = 5, bits = 3;
+  const uniform: UniformTensor = {
+    kind: "uniform",
+    bits,
+    rows,
+    cols,
+    groupSize: 5,
+    sym: false,
+    codes: new Uint32Array(rows * wordsPerRow(cols, bits)),
+    scales: new Uint16Array(rows),
+    zeros: new Uint16Array(rows),
+  };
+  const sparse: CsrMatrix = {
+    rows,
+    cols,
+    rowPtr: Int32Array.from([0, 1, 2]),
+    colIdx: Int32Array.from([0, 4]),
+    values: toF16([1, 2]),
+    dtype: "f16",
+  };
+  validateWeight({ dense: uniform, sparse });
+  validateWeight({ dense: f16Tensor(new Float32Array(rows * cols), rows, cols) });
+  assert.throws(
+    () => validateWeight({ dense: { ...uniform, scales: new Uint16Array(3) } }, "layers.0.wq"),
+    /layers\.0\.wq\.dense\.scales: expected length 2, found 3/,
+  );
+  assert.throws(
+    () => validateWeight({ dense: { ...uniform, codes: new Uint32Array(1) } }),
+    /weight\.dense\.codes: expected length 2, found 1/,
+  );
+  assert.throws(
+    () => validateWeight({ dense: uniform, sparse: { ...sparse, colIdx: new Int32Array(1) } }),
+    /weight\.sparse\.colIdx: expected length 2, found 1/,
+  );
+  assert.throws(
+    () => validateWeight({ dense: uniform, sparse: { ...sparse, cols: 4 } }),
+    /weight\.sparse: shape 2×4 differs from dense 2×5/,
+  );
+  assert.throws(
+    () => validateWeight({ dense: { kind: "f32", rows: 0, cols, data: new Float32Array(0) } }),
+    /weight: rows and cols must be positive integers, got 0×5/,
+  );
+  assert.throws(
+    () => validateWeight({ dense: { ...uniform, bits: 9 } }),
+    /weight\.dense\.bits must be an integer from 2 to 8, got 9/,
+  );
 });

@@ -1,6 +1,6 @@
 /**
  * Decode benchmark with the real quantizers: stories260K is quantized by
- * quant/methods.ts's `quantizeModel` (RTN, SqueezeLLM dense-only and
+ * eval/pipeline.ts's `quantizeModel` (RTN, SqueezeLLM dense-only and
  * Dense-and-Sparse) and decoded token by token on the GPU with every linear
  * in its packed format, next to fp32 and fp16. Per format: tokens per second
  * of greedy decoding (all steps in one submit), the perplexity through the
@@ -9,6 +9,10 @@
  *
  * On a software adapter (llvmpipe) the speeds are CPU speeds; the table says
  * which adapter measured them.
+ *
+ * The timing primitives are here too: {@linkcode timeGreedy} (one decoder),
+ * {@linkcode benchDecode} (several linear sources, e.g. the seeded formats
+ * of {@linkcode syntheticSources}).
  *
  * @module
  */
@@ -19,16 +23,20 @@ import { loadTokenizer } from "../../model/tokenizer.ts";
 import { dataFile } from "../../datasets/datadir.ts";
 import { loadEvalSet } from "../../datasets/eval_sets.ts";
 import { sha256File } from "../../datasets/hub.ts";
-import type { CalibSource, QuantContext, QuantSpec } from "../../quant/methods.ts";
-import { defaultSpec, quantizeModel, variantName } from "../../quant/methods.ts";
+import type { CalibSource, QuantSpec } from "../../quant/methods.ts";
+import { defaultSpec, variantName } from "../../quant/methods.ts";
+import { type QuantContext, quantizeModel } from "../pipeline.ts";
 import type { Gpu, GpuInfo } from "../../kernels/device.ts";
 import { getGpu } from "../../kernels/device.ts";
-import type { LinearSource } from "../../kernels/decode.ts";
-import { GpuDecoder, quantizedSource, timeGreedy } from "../../kernels/decode.ts";
+import type { GpuDecoderOptions, LinearSource } from "../../kernels/decode.ts";
+import { GpuDecoder, quantizedSource } from "../../kernels/decode.ts";
 import { gpuPerplexity } from "../gpu_perplexity.ts";
-import { f16Tensor, f32Tensor } from "./synthetic.ts";
-import { weightBytes } from "../../kernels/weight.ts";
-import { markdownTable } from "./_table.ts";
+import type { SyntheticSpec } from "./synthetic.ts";
+import { syntheticLinear } from "./synthetic.ts";
+import type { LinearWeight, SizeReport } from "../../quant/format.ts";
+import { f16Tensor, f32Tensor, sizeOf } from "../../quant/format.ts";
+import { sumSizes } from "../../quant/size.ts";
+import { markdownTable } from "../../reports/markdown.ts";
 
 /** The formats {@linkcode benchDecodeFormats} can decode with (quant/methods.ts variant names). */
 export const DECODE_FORMATS = [
@@ -73,7 +81,7 @@ export interface BenchDecodeFormatsOptions {
   calib?: CalibSource;
   /** Never download. @default false */
   offline?: boolean;
-  /** Fisher cache. @default quantizeModel's (`${dataDir}/.cache/fisher`) */
+  /** Cache dir of the Fisher pass. @default quantizeModel's (datasets/datadir.ts resolveCacheDir()) */
   cacheDir?: string;
   /** Worker threads of the quantizers. @default 0 (stories260K is too small to gain) */
   workers?: number;
@@ -88,10 +96,10 @@ export interface DecodeFormatRow {
   format: DecodeFormat;
   /** Code width; 32 / 16 for f32 / f16. */
   bits: number;
-  /** Average bits per linear weight as quant/size.ts counts them (32 / 16 for f32 / f16). */
-  avgBits: number;
-  /** Bits per linear weight the kernels read (every stored part, CSR indices included). */
-  storedBits: number;
+  /** Information bits per linear weight, quant/format.ts's `sizeOf` (32 / 16 for f32 / f16). */
+  avgInfoBits: number;
+  /** Stored bits per linear weight, what the kernels read (every part, padding and int32 CSR indices included). */
+  avgStoredBits: number;
   /** Greedy steps timed. */
   tokens: number;
   /** Median seconds of the timed runs. */
@@ -211,23 +219,23 @@ export async function benchDecodeFormats(
   const rows: DecodeFormatRow[] = [];
   for (const format of formats) {
     const spec = decodeFormatSpec(format, o.fisherSamples, o.calib);
-    let model = weights, linears: LinearSource, bits: number, avgBits: number;
+    let model = weights, linears: LinearSource, bits: number;
     let quantizeSeconds = 0, sparseNnz = 0;
     if (spec === null) {
-      bits = avgBits = format === "f32" ? 32 : 16;
+      bits = format === "f32" ? 32 : 16;
       linears = plainSource(weights, format === "f32" ? "f32" : "f16");
     } else {
       const q = await quantizeModel(weights, spec, ctx);
       if (variantName(q.spec) !== format) {
         throw new Error(`benchDecodeFormats(): ${format} quantized as ${variantName(q.spec)}`);
       }
-      ({ avgBits, seconds: quantizeSeconds } = q);
+      quantizeSeconds = q.seconds;
       bits = spec.bits;
       model = q.weights; // norms and embeddings as the quantizer left them
       linears = quantizedSource(q.linears);
       for (const w of q.linears.values()) sparseNnz += w.sparse?.rowPtr[w.sparse.rows] ?? 0;
     }
-    const storedBits = storedBitsPerWeight(weights, linears);
+    const { avgInfoBits, avgStoredBits } = sourceSize(weights, linears);
     const dec = await GpuDecoder.create(gpu, model, linears);
     try {
       const t = await timeGreedy(dec, o.tokens, o.runs);
@@ -238,8 +246,8 @@ export async function benchDecodeFormats(
       rows.push({
         format,
         bits,
-        avgBits,
-        storedBits,
+        avgInfoBits,
+        avgStoredBits,
         tokens: t.tokens,
         seconds: t.seconds,
         tokensPerSecond: t.tokensPerSec,
@@ -275,17 +283,13 @@ function plainSource(weights: LlamaWeights, kind: "f32" | "f16"): LinearSource {
   };
 }
 
-/** Stored bits per weight over every linear of every block, as the kernels read them. */
-function storedBitsPerWeight(weights: LlamaWeights, linears: LinearSource): number {
-  let bytes = 0, n = 0;
+/** The size of every linear of every block, summed (quant/size.ts's `sumSizes`). */
+function sourceSize(weights: LlamaWeights, linears: LinearSource): SizeReport {
+  const reports: SizeReport[] = [];
   for (let l = 0; l < weights.config.nLayers; l++) {
-    for (const name of LINEAR_NAMES) {
-      const w = linears(l, name);
-      bytes += weightBytes(w).total;
-      n += w.dense.rows * w.dense.cols;
-    }
+    for (const name of LINEAR_NAMES) reports.push(sizeOf(linears(l, name)));
   }
-  return (8 * bytes) / n;
+  return sumSizes(reports);
 }
 
 /**
@@ -297,11 +301,114 @@ export function decodeFormatsTable(rows: DecodeFormatRow[]): string {
   const lines = rows.map((r) => [
     r.format,
     String(r.bits),
-    r.avgBits.toFixed(3),
-    r.storedBits.toFixed(3),
+    r.avgInfoBits.toFixed(3),
+    r.avgStoredBits.toFixed(3),
     r.tokensPerSecond.toFixed(1),
     r.ppl === null ? "-" : r.ppl.toFixed(3),
     JSON.stringify(r.text).replaceAll("|", "\\|"),
   ]);
   return markdownTable(head, lines);
+}
+
+/** One row of {@linkcode benchDecode}. */
+export interface DecodeBenchRow {
+  /** Format label, e.g. "lut+sparse". */
+  format: string;
+  bits: number;
+  tokens: number;
+  seconds: number;
+  tokensPerSec: number;
+  /** The greedy tokens (BOS excluded), for a quick look at the text. */
+  generated: number[];
+}
+
+/**
+ * Tokens per second of greedy decoding from BOS (token 1) for each weight
+ * source, all steps in one submit (one warm-up step first, which compiles
+ * the pipelines).
+ *
+ * @param gpu the device
+ * @param weights the model
+ * @param sources label, bits and linear source of each format to time
+ * @param tokens positions to decode per format @default 64
+ * @param opts decoder options
+ */
+export async function benchDecode(
+  gpu: Gpu,
+  weights: LlamaWeights,
+  sources: { format: string; bits: number; linears: LinearSource }[],
+  tokens = 64,
+  opts: GpuDecoderOptions = {},
+): Promise<DecodeBenchRow[]> {
+  const rows: DecodeBenchRow[] = [];
+  for (const s of sources) {
+    const dec = await GpuDecoder.create(gpu, weights, s.linears, opts);
+    try {
+      rows.push({ format: s.format, bits: s.bits, ...await timeGreedy(dec, tokens) });
+    } finally {
+      dec.release();
+    }
+  }
+  return rows;
+}
+
+/**
+ * Times greedy decoding from BOS (token 1): one untimed step first (it
+ * compiles the pipelines), then `runs` times `tokens` steps in one submit;
+ * the median run counts.
+ *
+ * @param dec the decoder (left at position n)
+ * @param tokens steps to time (capped at max_seq_len)
+ * @param runs timed runs @default 1
+ * @returns steps, median seconds, tokens per second and the tokens chosen (BOS excluded)
+ */
+export async function timeGreedy(
+  dec: GpuDecoder,
+  tokens: number,
+  runs = 1,
+): Promise<Omit<DecodeBenchRow, "format" | "bits">> {
+  if (!(Number.isInteger(runs) && runs >= 1)) {
+    throw new RangeError(`timeGreedy(): runs must be a positive integer, got ${runs}`);
+  }
+  const n = Math.min(tokens, dec.config.maxSeqLen);
+  dec.reset();
+  await dec.generate(1, 1);
+  const times: number[] = [];
+  let generated: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    dec.reset();
+    const t0 = performance.now();
+    generated = await dec.generate(1, n);
+    times.push((performance.now() - t0) / 1000);
+  }
+  const seconds = times.sort((a, b) => a - b)[Math.floor(runs / 2)];
+  return { tokens: n, seconds, tokensPerSec: n / seconds, generated };
+}
+
+/**
+ * Linear sources for {@linkcode benchDecode} built from the model's own fp32
+ * weights with the fast builders of eval/bench/synthetic.ts, one per spec.
+ * @param weights the model
+ * @param specs formats to build
+ * @returns label, bits and source of each spec (outliers add "+sparse" to the label)
+ */
+export function syntheticSources(
+  weights: LlamaWeights,
+  specs: SyntheticSpec[],
+): { format: string; bits: number; linears: LinearSource }[] {
+  return specs.map((spec) => {
+    const cache = new Map<string, LinearWeight>();
+    const linears: LinearSource = (l, name) => {
+      const key = `${l}.${name}`;
+      let w = cache.get(key);
+      if (!w) {
+        const [rows, cols] = linearShape(weights.config, name);
+        w = syntheticLinear(weights.layers[l][name], rows, cols, spec);
+        cache.set(key, w);
+      }
+      return w;
+    };
+    const bits = spec.format === "f32" ? 32 : spec.format === "f16" ? 16 : spec.bits ?? 4;
+    return { format: spec.format + (spec.outliers ? "+sparse" : ""), bits, linears };
+  });
 }

@@ -33,8 +33,11 @@ gpuTest(
     const [f32, w4] = r.rows;
     // data/README.md: greedy decoding from BOS begins with this text.
     assert.ok(f32.text.startsWith("Once upon a time, there was a little girl"), f32.text);
-    assert.equal(f32.avgBits, 32);
-    assert.ok(w4.avgBits > 4 && w4.avgBits < 4.5 && w4.storedBits >= w4.avgBits, `${w4.avgBits}`);
+    assert.equal(f32.avgInfoBits, 32);
+    assert.ok(
+      w4.avgInfoBits > 4 && w4.avgInfoBits < 4.5 && w4.avgStoredBits >= w4.avgInfoBits,
+      `${w4.avgInfoBits}`,
+    );
     for (const row of r.rows) {
       assert.ok(row.tokensPerSecond > 0 && row.tokens === 16);
       assert.ok(row.ppl! > 1 && Number.isFinite(row.ppl));

@@ -6,7 +6,7 @@
  * over the fp16 and fp32 kernels of the same shape and batch.
  *
  * Weights are seeded random N(0, 0.02²) values quantized by the fast builders
- * of kernels/synthetic.ts (min/max round-to-nearest for uniform, per-row
+ * of eval/bench/synthetic.ts (min/max round-to-nearest for uniform, per-row
  * quantile tables for lut, 0.45 % random nonzeros for the sparse part): only
  * the layout matters for speed.
  *
@@ -18,12 +18,11 @@ import { createMatvecPlan, uploadLinear } from "../../kernels/matvec.ts";
 import type { MatvecPlanOptions } from "../../kernels/matvec.ts";
 import { copyBandwidth, timeGpu } from "../../kernels/timing.ts";
 import type { Timing } from "../../kernels/timing.ts";
-import { f16Tensor, f32Tensor, quantileLut, randomCsr, rtnUniform } from "./synthetic.ts";
-import type { LinearWeight } from "../../kernels/weight.ts";
-import { averageBits } from "../../kernels/weight.ts";
-import { markdownTable } from "./_table.ts";
+import { quantileLut, randomCsr, rtnUniform } from "./synthetic.ts";
+import { markdownTable } from "../../reports/markdown.ts";
 import { randn } from "../../model/random.ts";
-import { checkBits } from "../../quant/format.ts";
+import type { LinearWeight, SizeReport } from "../../quant/format.ts";
+import { checkBits, f16Tensor, f32Tensor, sizeOf } from "../../quant/format.ts";
 
 /** A format the benchmark can time. */
 export type BenchFormat = "f32" | "f16" | "uniform" | "lut" | "lut+sparse" | "uniform+sparse";
@@ -102,13 +101,17 @@ export interface BenchRow {
   batch: number;
   medianUs: number;
   minUs: number;
-  /** Effective bandwidth: (all weight bytes + 4·batch·(rows + cols)) / median time, 10⁹ B/s. */
+  /** Bytes one run reads and writes: every stored weight part + fp32 activations, 4·batch·(rows + cols). */
+  bytesMoved: number;
+  /** Effective bandwidth: bytesMoved / median time, 10⁹ B/s. */
   GBps: number;
   fractionOfCopy: number;
   speedupVsF16: number;
   speedupVsF32: number;
-  /** Stored bits per weight, all parts included. */
-  avgBits: number;
+  /** Information bits per weight (quant/format.ts's `sizeOf`), all parts included. */
+  avgInfoBits: number;
+  /** Stored bits per weight, what the kernel reads: all parts, row padding and int32 CSR indices included. */
+  avgStoredBits: number;
   /** Columns per scale group of the uniform formats (cols for one per row); null for the others. */
   groupSize: number | null;
   method: Timing["method"];
@@ -236,7 +239,7 @@ export async function benchKernels(opts: BenchKernelsOptions = {}): Promise<Benc
       B: number;
       t: Timing;
       bytes: number;
-      avgBits: number;
+      size: SizeReport;
     }[] = [];
     for (const c of cases) {
       const weight = c.weight();
@@ -255,7 +258,7 @@ export async function benchKernels(opts: BenchKernelsOptions = {}): Promise<Benc
               runs: o.runs,
               warmup: o.warmup,
             });
-            timed.push({ c, B, t, bytes: plan.bytesMoved, avgBits: averageBits(weight) });
+            timed.push({ c, B, t, bytes: plan.bytesMoved, size: sizeOf(weight) });
             log(
               `${shape} ${c.format} b=${c.bits} B=${B}: ${t.medianUs.toFixed(1)} µs (min ${
                 t.minUs.toFixed(1)
@@ -272,7 +275,7 @@ export async function benchKernels(opts: BenchKernelsOptions = {}): Promise<Benc
     // Baselines are timed whatever the formats: every row reports its speedup over them.
     const baseline = (format: BenchFormat, B: number) =>
       timed.find((e) => e.c.format === format && e.B === B)!.t.medianUs;
-    for (const { c, B, t, bytes, avgBits } of timed) {
+    for (const { c, B, t, bytes, size } of timed) {
       if (!o.formats.includes(c.format)) continue;
       const GBps = bytes / (t.medianUs * 1e3);
       rows.push({
@@ -280,13 +283,15 @@ export async function benchKernels(opts: BenchKernelsOptions = {}): Promise<Benc
         bits: c.bits,
         shape,
         batch: B,
+        bytesMoved: bytes,
         medianUs: t.medianUs,
         minUs: t.minUs,
         GBps,
         fractionOfCopy: GBps / copy.GBps,
         speedupVsF16: baseline("f16", B) / t.medianUs,
         speedupVsF32: baseline("f32", B) / t.medianUs,
-        avgBits,
+        avgInfoBits: size.avgInfoBits,
+        avgStoredBits: size.avgStoredBits,
         groupSize: c.format.startsWith("uniform") ? group : null,
         method: t.method,
       });
@@ -311,7 +316,7 @@ export function benchTable(rows: BenchRow[]): string {
     "shape",
     "format",
     "bits",
-    "avg bits",
+    "stored bits",
     "B",
     "median µs",
     "min µs",
@@ -324,7 +329,7 @@ export function benchTable(rows: BenchRow[]): string {
     r.shape,
     r.format,
     String(r.bits),
-    r.avgBits.toFixed(2),
+    r.avgStoredBits.toFixed(2),
     String(r.batch),
     r.medianUs.toFixed(1),
     r.minUs.toFixed(1),

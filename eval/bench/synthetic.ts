@@ -1,6 +1,7 @@
 /**
  * Fast, seeded builders of weights in every kernel format, for tests,
- * benchmarks and GPU decoding. They only need the right layout, not the best
+ * benchmarks and GPU decoding (the plain fp32 / fp16 constructors,
+ * `f32Tensor` and `f16Tensor`, are quant/format.ts's). They only need the right layout, not the best
  * quality: uniform is quant/rtn.ts's round-to-nearest on GPTQ's grid (extended
  * to ragged and act-order groups), lut uses 2^b sorted quantiles of each row
  * with nearest codes, sparse picks random positions. The real quantizers
@@ -8,37 +9,17 @@
  *
  * @module
  */
-import type { CsrMatrix, LutTensor, UniformTensor } from "../../quant/format.ts";
-import { checkBits, packCodes, toF16, unpackCodes } from "../../quant/format.ts";
+import type { CsrMatrix, LinearWeight, LutTensor, UniformTensor } from "../../quant/format.ts";
+import {
+  checkBits,
+  f16Tensor,
+  f32Tensor,
+  packCodes,
+  toF16,
+  unpackCodes,
+} from "../../quant/format.ts";
 import { gaussian, mulberry32 } from "../../model/random.ts";
 import { rtn } from "../../quant/rtn.ts";
-import type { F16Tensor, F32Tensor, LinearWeight } from "../../kernels/weight.ts";
-
-/**
- * fp32 weights as a kernel tensor (no copy).
- * @param data weights [rows, cols]
- * @param rows output features
- * @param cols input features
- */
-export function f32Tensor(data: Float32Array, rows: number, cols: number): F32Tensor {
-  if (data.length !== rows * cols) {
-    throw new RangeError(`f32Tensor(): expected ${rows}×${cols} values, found ${data.length}`);
-  }
-  return { kind: "f32", rows, cols, data };
-}
-
-/**
- * fp16 weights: each value rounded to the nearest half.
- * @param data weights [rows, cols]
- * @param rows output features
- * @param cols input features
- */
-export function f16Tensor(data: Float32Array, rows: number, cols: number): F16Tensor {
-  if (data.length !== rows * cols) {
-    throw new RangeError(`f16Tensor(): expected ${rows}×${cols} values, found ${data.length}`);
-  }
-  return { kind: "f16", rows, cols, data: toF16(data) };
-}
 
 /** Options of {@linkcode rtnUniform}: quant/rtn.ts's options, plus ragged groups and act-order. */
 export interface RtnUniformOptions {

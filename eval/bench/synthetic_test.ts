@@ -4,7 +4,7 @@ import { dequantize, fromF16, groupOf } from "../../quant/format.ts";
 import { randn } from "../../model/random.ts";
 import { csrValues } from "../../quant/format.ts";
 import { quantileLut, randomCsr, rtnUniform, splitOutliers } from "./synthetic.ts";
-import { validateWeight } from "../../kernels/weight.ts";
+import { validateWeight } from "../../quant/format.ts";
 import { rtn } from "../../quant/rtn.ts";
 import { unpackCodes } from "../../quant/format.ts";
 
