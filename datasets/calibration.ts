@@ -52,7 +52,7 @@ export interface CalibrationOptions {
   tokenizer: Tokenizer;
   /** Never download. @default {false} */
   offline?: boolean;
-  /** Download progress; `false` for none. @default {a bar on stderr} */
+  /** Download progress (the CLI draws it); `false` or absent for none. */
   progress?: DownloadProgress | false;
   /** Hub endpoint. @default {hubEndpoint()} */
   endpoint?: string;

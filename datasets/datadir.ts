@@ -260,7 +260,7 @@ export function knownFileUrl(relPath: string, endpoint: string = hubEndpoint()):
 export interface DataFileOptions {
   /** Never touch the network (also forced by `HF_HUB_OFFLINE=1`). @default {false} */
   offline?: boolean;
-  /** Download progress sink; `false` for none. @default {a bar on stderr} */
+  /** Download progress sink (the CLI draws it); `false` or absent for none. */
   progress?: DownloadProgress | false;
   /** Hub endpoint. @default {hubEndpoint(env)} */
   endpoint?: string;

@@ -67,7 +67,7 @@ export interface EvalSetOptions {
   seqlen: number;
   /** Never download. @default {false} */
   offline?: boolean;
-  /** Download progress; `false` for none. @default {a bar on stderr} */
+  /** Download progress (the CLI draws it); `false` or absent for none. */
   progress?: DownloadProgress | false;
   /** Hub endpoint. @default {hubEndpoint()} */
   endpoint?: string;

@@ -102,14 +102,18 @@ export async function sha256File(path: string): Promise<string> {
   return hash.digest("hex");
 }
 
-/** Called as bytes arrive: `done` includes a resumed prefix; `total` is null when unknown. */
-export type DownloadProgress = (done: number, total: number | null) => void;
+/**
+ * Called as bytes arrive: `done` includes a resumed prefix; `total` is null
+ * when unknown; `what` is the file's name. Library code only reports: the
+ * CLI draws the bar (eval/cli/progress.ts `downloadBars`).
+ */
+export type DownloadProgress = (done: number, total: number | null, what: string) => void;
 
 /** Options of {@linkcode download}. */
 export interface DownloadOptions {
   /** Expected sha256 (hex); a mismatch deletes the download and throws. */
   sha256?: string;
-  /** Progress sink; `false` for none. @default {a bar on stderr (bytes, %, MB/s)} */
+  /** Progress sink; `false` or absent for none. */
   progress?: DownloadProgress | false;
   /** Aborts the transfer (the partial file is kept). */
   signal?: AbortSignal;
@@ -150,9 +154,9 @@ export async function download(
 ): Promise<DownloadResult> {
   const partial = dest + ".partial";
   await Deno.mkdir(dirOf(dest), { recursive: true });
-  const progress = options.progress === false
-    ? undefined
-    : options.progress ?? stderrProgress(basename(dest));
+  const name = basename(dest);
+  const sink = options.progress || undefined;
+  const progress = sink && ((done: number, total: number | null) => sink(done, total, name));
   let have = await fileSize(partial);
   let res = await request(url, have, options.signal);
   if (res.status === 416 && have > 0) {
@@ -233,7 +237,7 @@ async function receive(
   have: number,
   total: number | null,
   url: string,
-  progress: DownloadProgress | undefined,
+  progress: ((done: number, total: number | null) => void) | undefined,
 ): Promise<void> {
   using file = await Deno.open(partial, {
     write: true,
@@ -295,36 +299,4 @@ function dirOf(path: string): string {
 
 function basename(path: string): string {
   return path.slice(path.lastIndexOf("/") + 1);
-}
-
-/**
- * A progress bar on stderr: bytes, percent and MB/s. On a terminal it
- * redraws one line (at most every 100 ms); otherwise it prints every 10%.
- *
- * @param label file name shown before the bar
- * @returns a {@linkcode DownloadProgress} sink
- */
-export function stderrProgress(label: string): DownloadProgress {
-  const tty = Deno.stderr.isTerminal();
-  const enc = new TextEncoder();
-  const t0 = performance.now();
-  let start = -1, lastPrint = 0, lastDecile = -1;
-  return (done, total) => {
-    if (start < 0) start = done;
-    const now = performance.now();
-    const final = total !== null && done >= total;
-    const frac = total ? done / total : 0;
-    const decile = Math.floor(frac * 10);
-    if (tty ? now - lastPrint < 100 && !final : decile === lastDecile && !final) return;
-    lastPrint = now;
-    lastDecile = decile;
-    const mb = (b: number) => (b / 1e6).toFixed(1);
-    const rate = (done - start) / 1e6 / Math.max((now - t0) / 1000, 1e-3);
-    const width = 24, fill = Math.round(frac * width);
-    const line = total
-      ? `${label} ${"█".repeat(fill)}${"░".repeat(width - fill)} ${mb(done)}/${mb(total)} MB ` +
-        `${(frac * 100).toFixed(0)}% ${rate.toFixed(1)} MB/s`
-      : `${label} ${mb(done)} MB ${rate.toFixed(1)} MB/s`;
-    Deno.stderr.writeSync(enc.encode(tty ? `\r\x1b[2K${line}${final ? "\n" : ""}` : `${line}\n`));
-  };
 }

@@ -119,10 +119,10 @@ Deno.test("dataFile() downloads a known file from the hub and checks its sha256"
   await using hub = loopbackHub();
   await using tmp = await tempDir("sqb-hub-test-");
   const dir = tmp.path;
-  const progress: [number, number | null][] = [];
+  const progress: [number, number | null, string][] = [];
   const path = await dataFile(dir, MODEL, {
     endpoint: hub.endpoint,
-    progress: (d, t) => progress.push([d, t]),
+    progress: (d, t, what) => progress.push([d, t, what]),
   });
   assert.equal(path, `${dir}/${MODEL}`);
   assert.equal(await sha256File(path), KNOWN_FILES[MODEL].sha256);
@@ -132,7 +132,7 @@ Deno.test("dataFile() downloads a known file from the hub and checks its sha256"
     range: null,
     status: 200,
   }]);
-  assert.deepEqual(progress.at(-1), [1056540, 1056540]);
+  assert.deepEqual(progress.at(-1), [1056540, 1056540, "stories260K.bin"]);
   // present now: a second call does not touch the network
   assert.equal(await dataFile(dir, MODEL, { endpoint: hub.endpoint }), path);
   assert.equal(hub.seen.length, 1);
