@@ -1,6 +1,6 @@
 /**
  * Sweep presets: the lists of quantization specs `deno task eval --sweep NAME`
- * runs. Configs are data; eval/sweep.ts runs any list.
+ * runs. Configs are data; eval/cli/sweep.ts runs any list.
  *
  * @module
  */
@@ -10,10 +10,9 @@ import { defaultSpec, inputWidths, type Method, type QuantSpec } from "../../qua
 /** A sweep entry; null stands for the unquantized fp32 model. */
 export type SweepEntry = QuantSpec | null;
 
-const spec = (method: Method, bits: number, over: Partial<QuantSpec> = {}): QuantSpec => ({
-  ...defaultSpec(method, bits),
-  ...over,
-});
+/** The default spec of `method` at `bits` with `over` replaced (checked when it is resolved). */
+const spec = (method: Method, bits: number, over: Record<string, unknown> = {}): QuantSpec =>
+  ({ ...defaultSpec(method, bits), ...over }) as QuantSpec;
 
 /**
  * SqueezeLLM's Table 1 rows at 3 and 4 bits: per-row RTN, GPTQ (with and

@@ -1,5 +1,5 @@
 /**
- * Markdown tables of the benchmarks.
+ * Markdown tables: the one helper for the report, the sweep and every benchmark.
  *
  * @module
  */
