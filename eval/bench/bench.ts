@@ -6,15 +6,29 @@
  */
 import { forward, RunState } from "../../model/forward.ts";
 import { loadEvalSet } from "../../datasets/eval_sets.ts";
-import { loadModelFromOptions } from "../cli/load.ts";
+import {
+  calibrationNeed,
+  evalSetNeed,
+  KNOWN_MODELS,
+  loadModelFromOptions,
+  requireDataFromOptions,
+} from "../cli/load.ts";
 import { perplexity } from "../perplexity.ts";
 import { Progress } from "../cli/progress.ts";
-import { int, list, str } from "../cli/options.ts";
+import { checkOutputFile, checkStoreFile, int, list, str } from "../cli/options.ts";
+import type { DataNeed } from "../../datasets/datadir.ts";
 
 type Values = Record<string, unknown>;
 
+/** The files of the benchmarks that read stories260K and TinyStories from the data dir directly. */
+const STORIES260K_NEEDS: DataNeed[] = [
+  { what: "stories260K checkpoint", candidates: [KNOWN_MODELS.stories260K.checkpoint] },
+  { what: "stories260K tokenizer", candidates: [KNOWN_MODELS.stories260K.tokenizer] },
+  evalSetNeed("tinystories"),
+];
+
 async function benchForward(values: Values) {
-  const model = await loadModelFromOptions(values);
+  const model = await loadModelFromOptions(values, [evalSetNeed("tinystories")]);
   const seqlen = model.weights.config.maxSeqLen;
   const set = await loadEvalSet("tinystories", {
     dataDir: model.dataDir,
@@ -51,7 +65,7 @@ async function benchForward(values: Values) {
 }
 
 async function benchPpl(values: Values) {
-  const model = await loadModelFromOptions(values);
+  const model = await loadModelFromOptions(values, [evalSetNeed("wikitext2")]);
   const seqlen = model.weights.config.maxSeqLen;
   const t0 = performance.now();
   const set = await loadEvalSet("wikitext2", {
@@ -97,8 +111,8 @@ async function benchPpl(values: Values) {
 async function benchQuantAll(values: Values) {
   const { benchQuant } = await import("./quant.ts");
   const { benchAwq } = await import("./awq.ts");
+  const model = await loadModelFromOptions(values); // before any work: it may need a download
   const layer = await benchQuant({ small: values.small === true });
-  const model = await loadModelFromOptions(values);
   const awq = await benchAwq({ small: values.small === true, weights: model.weights });
   return { layer, awq };
 }
@@ -106,16 +120,16 @@ async function benchQuantAll(values: Values) {
 async function benchSqueezellmAll(values: Values) {
   const { benchSqueezellm } = await import("./squeezellm.ts");
   const { benchFisher } = await import("./fisher.ts");
+  const { dataDir } = await requireDataFromOptions(values, STORIES260K_NEEDS);
   const kmeans = await benchSqueezellm({ small: values.small === true });
-  const fisher = await benchFisher({
-    small: values.small === true,
-    dataDir: str(values, "data-dir"),
-  });
+  const fisher = await benchFisher({ small: values.small === true, dataDir });
   return { kmeans, fisher };
 }
 
 /** Runs `fn` with a GPU device that is destroyed afterwards (before the process exits). */
-async function withGpu<T>(fn: (gpu: import("../../kernels/device.ts").Gpu) => Promise<T>): Promise<T> {
+async function withGpu<T>(
+  fn: (gpu: import("../../kernels/device.ts").Gpu) => Promise<T>,
+): Promise<T> {
   const { getGpu } = await import("../../kernels/device.ts");
   const gpu = await getGpu();
   try {
@@ -127,6 +141,11 @@ async function withGpu<T>(fn: (gpu: import("../../kernels/device.ts").Gpu) => Pr
 }
 
 async function benchKernelsCmd(values: Values) {
+  const storePath = str(values, "store");
+  if (storePath) {
+    await checkStoreFile("--store", storePath);
+    await checkOutputFile("--store", storePath);
+  }
   const { benchKernels } = await import("./kernels.ts");
   const r = await withGpu((gpu) =>
     benchKernels({
@@ -139,12 +158,11 @@ async function benchKernelsCmd(values: Values) {
       warmup: 3,
     })
   );
-  const storePath = str(values, "store");
   if (storePath) {
     const { ResultsStore, currentRun } = await import("../../reports/store.ts");
     const store = await ResultsStore.open(storePath);
     try {
-      const run = await currentRun("bench kernels " + Deno.args.join(" "));
+      const run = await currentRun(Deno.args.join(" "));
       await store.addRun(run);
       for (const row of r.rows) {
         const [rows, cols] = String(row.shape).split("x").map(Number);
@@ -161,7 +179,8 @@ async function benchKernelsCmd(values: Values) {
           gbps: row.GBps,
           fractionOfCopy: row.fractionOfCopy,
           speedupVsF16: row.speedupVsF16 ?? null,
-          avgBits: row.avgBits,
+          infoBits: row.avgInfoBits,
+          storedBits: row.avgStoredBits,
         });
       }
     } finally {
@@ -173,15 +192,24 @@ async function benchKernelsCmd(values: Values) {
 
 async function benchDecodeCmd(values: Values) {
   const { benchDecodeFormats } = await import("./decode.ts");
-  const { isOffline, resolveDataDir } = await import("../../datasets/datadir.ts");
+  const tokens = int(values, "tokens", undefined, 1, 512);
+  const formats = values.formats === undefined ? undefined : list(values, "formats", []);
+  // SqueezeLLM formats calibrate on TinyStories (decode.ts's default).
+  const calib = formats === undefined || formats.some((f) => f.startsWith("squeezellm"))
+    ? [calibrationNeed("tinystories")]
+    : [];
+  const { dataDir, offline } = await requireDataFromOptions(values, [
+    ...STORIES260K_NEEDS,
+    ...calib,
+  ]);
   return await withGpu((gpu) =>
     benchDecodeFormats({
       gpu,
-      dataDir: resolveDataDir(str(values, "data-dir")),
-      offline: isOffline(values.offline === true),
+      dataDir,
+      offline,
       small: values.small === true,
-      tokens: int(values, "tokens", undefined, 1, 512),
-      formats: values.formats === undefined ? undefined : list(values, "formats", []) as never,
+      tokens,
+      formats: formats as never,
     })
   );
 }

@@ -1,17 +1,31 @@
 /**
  * Resolves the model options of the CLI (`--model`, `--tokenizer`,
- * `--data-dir`, `--offline`) to a loaded checkpoint and tokenizer.
+ * `--data-dir`, `--offline`) to a loaded checkpoint and tokenizer, and names
+ * the data files a command will read ({@linkcode evalSetNeed},
+ * {@linkcode calibrationNeed}) so that they are all found or downloaded
+ * before any work starts.
  *
  * @module
  */
 import { dirname, join } from "node:path";
-import { existsSync } from "node:fs";
 import { loadCheckpoint } from "../../model/checkpoint.ts";
 import type { LlamaWeights } from "../../model/config.ts";
 import { loadTokenizer, type Tokenizer } from "../../model/tokenizer.ts";
-import { dataFile, isOffline, resolveDataDir } from "../../datasets/datadir.ts";
+import {
+  type DataNeed,
+  isOffline,
+  requireDataDir,
+  requireDataFiles,
+} from "../../datasets/datadir.ts";
 import { CliError, str } from "./options.ts";
+import { downloadBars } from "./progress.ts";
 import { sha256File } from "../../datasets/hub.ts";
+import type { EvalSetName } from "../../datasets/eval_sets.ts";
+import { TINYSTORIES_VALID_FILE } from "../../datasets/eval_sets.ts";
+import { TINYSTORIES_TRAIN_FILE } from "../../datasets/calibration.ts";
+import { C4_PROXY_FILE, C4_TRAIN_FILE, C4_VALIDATION_FILES } from "../../datasets/c4.ts";
+import { WIKITEXT2_TEST_FILES, WIKITEXT2_TRAIN_FILES } from "../../datasets/wikitext2.ts";
+import { QMODEL_MAGIC } from "../../quant/qmodel.ts";
 
 /** Models known by name: files relative to the data dir. */
 export const KNOWN_MODELS: Record<string, { checkpoint: string; tokenizer: string }> = {
@@ -33,24 +47,79 @@ export interface LoadedModel {
   offline: boolean;
 }
 
-/** Loads the model named by the CLI options. */
-export async function loadModelFromOptions(values: Record<string, unknown>): Promise<LoadedModel> {
-  const dataDir = resolveDataDir(str(values, "data-dir"));
+/** The data files of evaluation set `name` (the candidates datasets/eval_sets.ts reads). */
+export function evalSetNeed(name: EvalSetName): DataNeed {
+  switch (name) {
+    case "wikitext2":
+      return { what: "WikiText-2 test", candidates: WIKITEXT2_TEST_FILES };
+    case "c4":
+    case "c4-new":
+      return { what: "C4 validation", candidates: C4_VALIDATION_FILES };
+    case "tinystories":
+      return { what: "TinyStories validation", candidates: [TINYSTORIES_VALID_FILE] };
+  }
+}
+
+/** The data files of calibration source `source` (those datasets/calibration.ts reads). */
+export function calibrationNeed(source: "c4" | "wikitext2" | "tinystories"): DataNeed {
+  switch (source) {
+    case "c4":
+      return { what: "C4 train (calibration)", candidates: [C4_TRAIN_FILE, C4_PROXY_FILE] };
+    case "wikitext2":
+      return { what: "WikiText-2 train (calibration)", candidates: WIKITEXT2_TRAIN_FILES };
+    case "tinystories":
+      return { what: "TinyStories train (calibration)", candidates: [TINYSTORIES_TRAIN_FILE] };
+  }
+}
+
+/**
+ * The data dir, offline mode and every data file a command needs, resolved
+ * before any work: the files are found or downloaded now, and one error
+ * names all that are missing. `paths[i]` is the file of `needs[i]` when the
+ * needs are distinct (a repeated need is resolved once).
+ */
+export async function requireDataFromOptions(
+  values: Record<string, unknown>,
+  needs: readonly DataNeed[],
+): Promise<{ dataDir: string; offline: boolean; paths: string[] }> {
+  const dataDir = requireDataDir(str(values, "data-dir"));
   const offline = isOffline(values.offline === true);
+  const seen = new Set<string>();
+  const unique = needs.filter((n) => {
+    const key = n.candidates.join("\n");
+    return !seen.has(key) && seen.add(key);
+  });
+  const found = await requireDataFiles(dataDir, unique, { offline, progress: downloadBars() });
+  return { dataDir, offline, paths: found.map((f) => f.path) };
+}
+
+/**
+ * Loads the model named by the CLI options. `needs` are the other data files
+ * the command will read: they are found or downloaded together with the
+ * model's, before the model is loaded (one error names every missing file).
+ */
+export async function loadModelFromOptions(
+  values: Record<string, unknown>,
+  needs: readonly DataNeed[] = [],
+): Promise<LoadedModel> {
   const name = str(values, "model", DEFAULT_MODEL)!;
   let checkpointPath: string, tokenizerPath: string | undefined = str(values, "tokenizer");
   const known = KNOWN_MODELS[name];
+  const modelNeeds: DataNeed[] = [];
   if (known) {
-    checkpointPath = await dataFile(dataDir, known.checkpoint, { offline });
-    tokenizerPath ??= await dataFile(dataDir, known.tokenizer, { offline });
-  } else {
-    if (!existsSync(name)) {
-      throw new CliError(
-        `--model "${name}" is neither a known model (${
-          Object.keys(KNOWN_MODELS).join(", ")
-        }) nor an existing file`,
-      );
+    modelNeeds.push({ what: `${name} checkpoint`, candidates: [known.checkpoint] });
+    if (!tokenizerPath) {
+      modelNeeds.push({ what: `${name} tokenizer`, candidates: [known.tokenizer] });
     }
+  } else checkCheckpointFile(name);
+  const { dataDir, offline, paths } = await requireDataFromOptions(values, [
+    ...modelNeeds,
+    ...needs,
+  ]);
+  if (known) {
+    checkpointPath = paths[0];
+    tokenizerPath ??= paths[1];
+  } else {
     checkpointPath = name;
     tokenizerPath ??= findTokenizerBeside(name);
   }
@@ -74,6 +143,42 @@ export async function loadModelFromOptions(values: Record<string, unknown>): Pro
     dataDir,
     offline,
   };
+}
+
+/**
+ * Checks that `--model path` is a file that can be a llama2.c checkpoint:
+ * not a folder, not a squeezebench quantized model (recognized by its
+ * magic, quant/qmodel.ts).
+ */
+function checkCheckpointFile(path: string): void {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(path);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory)) throw e;
+    throw new CliError(
+      `--model "${path}" is neither a known model (${
+        Object.keys(KNOWN_MODELS).join(", ")
+      }) nor an existing file`,
+    );
+  }
+  if (info.isDirectory) {
+    throw new CliError(
+      `--model "${path}" is a folder; give a llama2.c checkpoint file or a known model (${
+        Object.keys(KNOWN_MODELS).join(", ")
+      })`,
+    );
+  }
+  const head = new Uint8Array(QMODEL_MAGIC.length);
+  using file = Deno.openSync(path, { read: true });
+  const n = file.readSync(head) ?? 0;
+  if (n === head.length && new TextDecoder().decode(head) === QMODEL_MAGIC) {
+    throw new CliError(
+      `--model "${path}" is a quantized model (squeezebench "${QMODEL_MAGIC}" file, written by ` +
+        `"deno task quantize"), not a checkpoint: evaluate it with --quantized ${path} ` +
+        `(--model names the checkpoint it was quantized from)`,
+    );
+  }
 }
 
 function findTokenizerBeside(checkpoint: string): string {

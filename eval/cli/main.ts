@@ -16,7 +16,7 @@
  */
 import { parseArgs } from "node:util";
 import { COMMANDS } from "./commands.ts";
-import { CliError } from "./options.ts";
+import { CliError, type OptionSpec } from "./options.ts";
 
 /** Runs the CLI with `args`; returns the process exit code. */
 export async function main(args: string[]): Promise<number> {
@@ -33,7 +33,7 @@ export async function main(args: string[]): Promise<number> {
   let values: Record<string, unknown>, positionals: string[];
   try {
     ({ values, positionals } = parseArgs({
-      args: rest,
+      args: joinNegativeValues(rest, cmd.options),
       options: { ...cmd.options, help: { type: "boolean", short: "h" }, json: { type: "boolean" } },
       allowPositionals: cmd.positionals !== undefined,
       strict: true,
@@ -60,6 +60,33 @@ export async function main(args: string[]): Promise<number> {
     console.error(`error: ${known ? err.message : String(e)}`);
     return 2;
   }
+}
+
+/**
+ * parseArgs reads a value that starts with "-" as an option, so `--limit -1`
+ * would fail with its "argument is ambiguous" message: a string option
+ * followed by a negative number is joined into `--limit=-1`, and the
+ * option's own check then names the flag and what it accepts.
+ */
+export function joinNegativeValues(args: readonly string[], options: OptionSpec): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === "--") {
+      out.push(...args.slice(i));
+      break;
+    }
+    const next = args[i + 1];
+    const name = a.startsWith("--") ? a.slice(2) : undefined;
+    if (
+      name !== undefined && options[name]?.type === "string" && next !== undefined &&
+      /^-(\d|\.\d|Infinity$)/.test(next)
+    ) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else out.push(a);
+  }
+  return out;
 }
 
 function usage(): string {

@@ -1,21 +1,7 @@
 import assert from "node:assert/strict";
 import { SHARED_DATA } from "../../datasets/testing.ts";
-
-const CLI = new URL("./main.ts", import.meta.url).pathname;
-
-/** Runs the CLI in a subprocess; returns exit code, stdout and stderr. */
-async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const r = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CLI, ...args],
-    env: { NO_COLOR: "1", HF_HUB_OFFLINE: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: r.code, out: dec.decode(r.stdout), err: dec.decode(r.stderr) };
-}
-
-const lastJson = (out: string) => JSON.parse(out.trim().split("\n").at(-1)!);
+import { tempDir } from "../../datasets/_testing.ts";
+import { cli, lastJson } from "./_testing.ts";
 
 Deno.test("generate --json prints the documented story as the last stdout line's JSON", async () => {
   const r = await cli(
@@ -48,6 +34,8 @@ Deno.test("every subcommand answers --help", async () => {
 });
 
 Deno.test("bad input gets one clear error line and exit code 2, never a stack trace", async () => {
+  // A --data-dir that does not exist is an error of its own (checks_test.ts): an empty one.
+  await using empty = await tempDir("sqb-cli-test-");
   const cases: [string[], RegExp][] = [
     [["frobnicate"], /unknown command "frobnicate"/],
     [
@@ -77,7 +65,7 @@ Deno.test("bad input gets one clear error line and exit code 2, never a stack tr
       /--model "\/nonexistent\/x\.bin" is neither a known model/,
     ],
     [["generate", "--frob"], /Unknown option '--frob'/],
-    [["generate", "--data-dir", "/nonexistent-dir", "--offline"], /stories260K\/stories260K\.bin/],
+    [["generate", "--data-dir", empty.path, "--offline"], /stories260K\/stories260K\.bin/],
   ];
   for (const [args, re] of cases) {
     const r = await cli(...args);
