@@ -37,7 +37,8 @@ export const MODEL_OPTIONS: OptionSpec = {
 export const MODEL_HELP =
   `  --model NAME|PATH    stories260K (default) or a llama2.c checkpoint path
   --tokenizer PATH     tokenizer (.model or llama2.c .bin); default: beside the checkpoint
-  --data-dir DIR       models and datasets (default $SQB_DATA_DIR, else ~/.cache/squeezebench)
+  --data-dir DIR       an existing folder of models and datasets (default $SQB_DATA_DIR, else
+                       ~/.cache/squeezebench, created as files are downloaded)
   --offline            never download (also HF_HUB_OFFLINE=1)
   --json               last stdout line is one JSON object with the results
   -h, --help           this help`;
