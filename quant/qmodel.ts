@@ -12,9 +12,9 @@
  * | 4 | 4 | version, u32 (= {@linkcode QMODEL_VERSION}) |
  * | 8 | 4 | header length L in bytes, u32 |
  * | 12 | 32 | sha256 of the L header bytes |
- * | 44 | L | header: UTF-8 JSON ({@linkcode QModelMeta}: config, method, options, provenance, base) |
+ * | 44 | L | header: UTF-8 JSON ({@linkcode QModelHeader}: config, method, options, base) |
  * | D | … | data section, D = 44 + L rounded up to a multiple of 8: the arrays |
- * | X | N | index: UTF-8 JSON ({@linkcode QModelIndex}: every array's place, shape and sha256) |
+ * | X | N | index: UTF-8 JSON ({@linkcode QModelIndex}: provenance; every array's place, shape and sha256) |
  * | X + N | 32 | sha256 of the N index bytes |
  * | X + N + 32 | 8 | X, u64 |
  * | X + N + 40 | 4 | N, u32 |
@@ -28,9 +28,10 @@
  * the next multiple of 8.
  *
  * The layout can be written front to back without holding the model: the
- * header is known before the first array, each array is hashed as it is
- * written, and the index and the fixed 48-byte trailer come last (Parquet's
- * footer-plus-magic idea). A file whose writer stopped early has no end
+ * header (what the model is and how it is quantized) is known before the
+ * first array, each array is hashed as it is written, and the index (with
+ * the provenance, which holds timings and facts known only at the end) and
+ * the fixed 48-byte trailer come last (Parquet's footer-plus-magic idea). A file whose writer stopped early has no end
  * marker. A reader checks each array's sha256 when it reads the array, so a
  * damaged byte is reported with the array it lies in.
  *
@@ -88,7 +89,7 @@ export interface FpTensors {
   classifier?: Float32Array; // [vocabSize, dim]
 }
 
-/** What a quantized model file says about itself: its JSON header, stored as is. */
+/** What a quantized model file says about itself (its header, plus the index's provenance). */
 export interface QModelMeta {
   config: LlamaConfig;
   /** Quantization method ("rtn", "gptq", "awq", "squeezellm", …). */
@@ -123,11 +124,12 @@ export interface ArrayRef {
   sha256: string;
 }
 
-/** The JSON header of a file: the model's description, hashed on its own. */
-export type QModelHeader = QModelMeta;
+/** The JSON header of a file: what the model is and how it was quantized, hashed on its own. */
+export type QModelHeader = Omit<QModelMeta, "provenance">;
 
-/** The JSON index at the end of a file: where every array lies, and its sha256. */
+/** The JSON index at the end of a file: the provenance, where every array lies, and its sha256. */
 export interface QModelIndex {
+  provenance: Record<string, unknown>;
   tensors: Record<string, ArrayRef>;
   linears: Record<string, {
     dense:
@@ -242,7 +244,7 @@ function configProblem(config: LlamaConfig | undefined): string | null {
 
 /** The reason the header's method and options do not describe `linears`, or null. */
 function optionsProblem(
-  meta: QModelMeta,
+  meta: QModelHeader,
   linears: Map<string, QuantizedLinear>,
 ): string | null {
   const { method, options } = meta;
@@ -301,7 +303,7 @@ export interface SaveQuantizedModelInput extends Omit<QuantizedModelFile, "rest"
  * The preamble and header of a file (everything before the data section,
  * padding included).
  */
-function encodeHead(meta: QModelMeta): Uint8Array {
+function encodeHead(meta: QModelHeader): Uint8Array {
   const json = new TextEncoder().encode(JSON.stringify(meta));
   const out = new Uint8Array(align8(PREAMBLE_BYTES + json.length));
   out.set(new TextEncoder().encode(QMODEL_MAGIC), 0);
@@ -443,17 +445,11 @@ export function serializeQuantizedModel(m: SaveQuantizedModelInput, path = "<mem
         : {}),
     };
   }
-  const meta: QModelMeta = {
-    config,
-    method: m.method,
-    options: m.options,
-    provenance: m.provenance,
-    base: m.base,
-  };
+  const meta: QModelHeader = { config, method: m.method, options: m.options, base: m.base };
   const inconsistent = optionsProblem(meta, m.linears);
   if (inconsistent) throw new QModelError(`${where}: ${inconsistent}`);
   const head = encodeHead(meta);
-  const tail = encodeTail({ tensors, linears }, head.length, offset);
+  const tail = encodeTail({ provenance: m.provenance, tensors, linears }, head.length, offset);
   const out = new Uint8Array(head.length + offset + tail.length);
   out.set(head, 0);
   let at = head.length;
@@ -518,15 +514,60 @@ export function parseQuantizedModel(bytes: Uint8Array, path = "<memory>"): Quant
   const fail = (msg: string): never => {
     throw new QModelError(`${where}: ${msg}`);
   };
-  const damaged = (section: string, stored: string, computed: string, array = ""): never =>
-    fail(
-      `${section} checksum mismatch${array ? ` in ${array}` : ""} (sha256 stored ${
-        stored.slice(0, 12)
-      }…, computed ${
-        computed.slice(0, 12)
-      }…): the file was damaged or changed after it was written; re-quantize it ` +
-        `("deno task quantize")`,
-    );
+  const { meta, index, dataStart, dataEnd } = readSections(bytes, fail);
+  const arr = arrayReader(bytes, dataStart, dataEnd, fail);
+  const { config } = meta;
+  const { dim, vocabSize, nLayers } = config;
+  const t = index.tensors ?? {};
+  const f32 = (name: string, shape: number[]) => arr(t[name], name, "f32", shape) as Float32Array;
+  const rest: FpTensors = {
+    tokenEmbedding: f32("tokenEmbedding", [vocabSize, dim]),
+    finalNorm: f32("finalNorm", [dim]),
+    attnNorm: Array.from({ length: nLayers }, (_, l) => f32(`layers.${l}.attnNorm`, [dim])),
+    ffnNorm: Array.from({ length: nLayers }, (_, l) => f32(`layers.${l}.ffnNorm`, [dim])),
+    ...(config.sharedClassifier ? {} : { classifier: f32("classifier", [vocabSize, dim]) }),
+  };
+  const linears = new Map<string, QuantizedLinear>();
+  for (const [key, entry] of Object.entries(index.linears ?? {})) {
+    const [, name] = parseLinearKey(key, config, where);
+    linears.set(key, readLinear(key, entry, linearShape(config, name), arr, fail));
+  }
+  const inconsistent = optionsProblem(meta, linears);
+  if (inconsistent) fail(inconsistent);
+  return {
+    config,
+    method: meta.method,
+    options: meta.options,
+    provenance: index.provenance,
+    base: meta.base,
+    linears,
+    rest,
+  };
+}
+
+/** Throws a {@linkcode QModelError} naming the file. */
+type Fail = (msg: string) => never;
+
+/** A checksum mismatch: names the section ("header", "index", "data") and the array. */
+function damaged(fail: Fail, section: string, stored: string, computed: string, array = ""): never {
+  return fail(
+    `${section} checksum mismatch${array ? ` in ${array}` : ""} (sha256 stored ${
+      stored.slice(0, 12)
+    }…, computed ${
+      computed.slice(0, 12)
+    }…): the file was damaged or changed after it was written; re-quantize it ` +
+      `("deno task quantize")`,
+  );
+}
+
+/**
+ * The preamble, header, trailer and index of a file, checked: magic,
+ * version, lengths, end marker, both checksums, the config.
+ */
+function readSections(
+  bytes: Uint8Array,
+  fail: Fail,
+): { meta: QModelHeader; index: QModelIndex; dataStart: number; dataEnd: number } {
   if (bytes.length < 12) {
     fail(`file has ${bytes.length} bytes, too short for the ${PREAMBLE_BYTES}-byte preamble`);
   }
@@ -571,8 +612,8 @@ export function parseQuantizedModel(bytes: Uint8Array, path = "<memory>"): Quant
   // header
   const headerBytes = bytes.subarray(PREAMBLE_BYTES, PREAMBLE_BYTES + headerLength);
   const headerSha = sha256Sync(headerBytes), storedHeaderSha = hex(bytes.subarray(12, 44));
-  if (headerSha !== storedHeaderSha) damaged("header", storedHeaderSha, headerSha);
-  let meta: QModelMeta;
+  if (headerSha !== storedHeaderSha) damaged(fail, "header", storedHeaderSha, headerSha);
+  let meta: QModelHeader;
   try {
     meta = JSON.parse(new TextDecoder().decode(headerBytes));
   } catch (e) {
@@ -581,10 +622,13 @@ export function parseQuantizedModel(bytes: Uint8Array, path = "<memory>"): Quant
   const badConfig = configProblem(meta?.config);
   if (badConfig) fail(badConfig);
   if (typeof meta.method !== "string") fail(`header's method is ${JSON.stringify(meta.method)}`);
-  for (const k of ["options", "provenance", "base"] as const) {
+  for (const k of ["options", "base"] as const) {
     if (!meta[k] || typeof meta[k] !== "object" || Array.isArray(meta[k])) {
       fail(`header's ${k} is ${JSON.stringify(meta[k])}, expected an object`);
     }
+  }
+  if (typeof meta.base.path !== "string" || typeof meta.base.sha256 !== "string") {
+    fail(`header's base is ${JSON.stringify(meta.base)}, expected {path, sha256} strings`);
   }
   // index
   const indexOffset = Number(view.getBigUint64(end + 32, true));
@@ -597,21 +641,42 @@ export function parseQuantizedModel(bytes: Uint8Array, path = "<memory>"): Quant
   }
   const indexBytes = bytes.subarray(indexOffset, end);
   const indexSha = sha256Sync(indexBytes), storedIndexSha = hex(bytes.subarray(end, end + 32));
-  if (indexSha !== storedIndexSha) damaged("index", storedIndexSha, indexSha);
+  if (indexSha !== storedIndexSha) damaged(fail, "index", storedIndexSha, indexSha);
   let index: QModelIndex;
   try {
     index = JSON.parse(new TextDecoder().decode(indexBytes));
   } catch (e) {
     return fail(`index is not valid JSON (${(e as Error).message})`);
   }
-  const dataBytes = indexOffset - dataStart;
-  const arr = (
-    r: ArrayRef | undefined,
-    name: string,
-    dtype: ArrayRef["dtype"],
-    shape: number[],
-    what = "",
-  ): Typed => {
+  if (!index || typeof index !== "object") fail(`index is ${JSON.stringify(index)}, not an object`);
+  const { provenance } = index;
+  if (!provenance || typeof provenance !== "object" || Array.isArray(provenance)) {
+    fail(`index's provenance is ${JSON.stringify(provenance)}, expected an object`);
+  }
+  return { meta, index, dataStart, dataEnd: indexOffset };
+}
+
+/** Reads array `name` of `dtype` and `shape` from its index entry, checked (see arrayReader). */
+type ArrayReader = (
+  r: ArrayRef | undefined,
+  name: string,
+  dtype: ArrayRef["dtype"],
+  shape: number[],
+  what?: string,
+) => Typed;
+
+/**
+ * Reads arrays from the data section [dataStart, dataEnd) of `bytes`: each
+ * checked for dtype, byte length, shape, place and sha256, and (floats) for
+ * NaN/±Infinity. Arrays are views into `bytes` where aligned, else copies.
+ */
+function arrayReader(
+  bytes: Uint8Array,
+  dataStart: number,
+  dataEnd: number,
+  fail: Fail,
+): ArrayReader {
+  return (r, name, dtype, shape, what = "") => {
     if (!r) return fail(`${name} is missing`);
     if (r.dtype !== dtype) fail(`${name} has dtype ${r.dtype}, expected ${dtype}`);
     const length = shape.reduce((p, s) => p * s, 1);
@@ -625,15 +690,15 @@ export function parseQuantizedModel(bytes: Uint8Array, path = "<memory>"): Quant
     if (!Number.isInteger(r.offset) || r.offset < 0 || r.offset % 8 !== 0) {
       fail(`${name} has offset ${r.offset}, expected a multiple of 8`);
     }
-    if (r.offset + nbytes > dataBytes) {
+    if (dataStart + r.offset + nbytes > dataEnd) {
       fail(
         `${name} lies at bytes ${dataStart + r.offset}..${dataStart + r.offset + nbytes}, ` +
-          `beyond the end of the file's data section (byte ${indexOffset})`,
+          `beyond the end of the file's data section (byte ${dataEnd})`,
       );
     }
     const start = dataStart + r.offset;
     const sha = sha256Sync(bytes.subarray(start, start + nbytes));
-    if (sha !== r.sha256) damaged("data", String(r.sha256), sha, name);
+    if (sha !== r.sha256) damaged(fail, "data", String(r.sha256), sha, name);
     const abs = bytes.byteOffset + start;
     const src = abs % ELEMENT_BYTES[dtype] === 0
       ? bytes.buffer as ArrayBuffer
@@ -652,125 +717,108 @@ export function parseQuantizedModel(bytes: Uint8Array, path = "<memory>"): Quant
     }
     return a;
   };
-  const { config } = meta;
-  const { dim, vocabSize, nLayers } = config;
-  const t = index.tensors ?? {};
-  const f32 = (name: string, shape: number[]) => arr(t[name], name, "f32", shape) as Float32Array;
-  const rest: FpTensors = {
-    tokenEmbedding: f32("tokenEmbedding", [vocabSize, dim]),
-    finalNorm: f32("finalNorm", [dim]),
-    attnNorm: Array.from({ length: nLayers }, (_, l) => f32(`layers.${l}.attnNorm`, [dim])),
-    ffnNorm: Array.from({ length: nLayers }, (_, l) => f32(`layers.${l}.ffnNorm`, [dim])),
-    ...(config.sharedClassifier ? {} : { classifier: f32("classifier", [vocabSize, dim]) }),
-  };
-  const linears = new Map<string, QuantizedLinear>();
-  for (const [key, e] of Object.entries(index.linears ?? {})) {
-    const [, name] = parseLinearKey(key, config, where);
-    const [rows, cols] = linearShape(config, name);
-    const d = e.dense;
-    if (d.rows !== rows || d.cols !== cols) {
-      fail(`${key} is ${d.rows}×${d.cols}, the config says ${rows}×${cols}`);
-    }
-    try {
-      checkBits(d.bits);
-    } catch (err) {
-      fail(`${key}: ${(err as Error).message}`);
-    }
-    const codes = arr(
-      d.arrays.codes,
-      `${key}.codes`,
-      "u32",
-      [rows, wordsPerRow(cols, d.bits)],
-      ` = ${rows} rows of ${cols} ${d.bits}-bit codes`,
-    ) as Uint32Array;
-    let dense: DenseTensor;
-    if (d.kind === "uniform") {
-      if (!Number.isInteger(d.groupSize) || d.groupSize < 1 || d.groupSize > cols) {
-        fail(`${key}: groupSize ${d.groupSize} is not an integer in 1..${cols}`);
-      }
-      if (typeof d.sym !== "boolean") fail(`${key}: sym is ${JSON.stringify(d.sym)}`);
-      // ⌈cols / groupSize⌉ groups per row; with act-order's gIdx, as many as the scales hold
-      const ng = d.arrays.gIdx ? d.arrays.scales?.shape?.[1] : Math.ceil(cols / d.groupSize);
-      if (!Number.isInteger(ng) || ng < 1) fail(`${key}.scales has ${ng} groups per row`);
-      dense = {
-        kind: "uniform",
-        bits: d.bits,
-        rows,
-        cols,
-        groupSize: d.groupSize,
-        sym: d.sym,
-        codes,
-        scales: arr(d.arrays.scales, `${key}.scales`, "f16", [rows, ng]) as Uint16Array,
-        zeros: arr(d.arrays.zeros, `${key}.zeros`, "f16", [rows, ng]) as Uint16Array,
-      };
-      if (d.arrays.gIdx) {
-        const gIdx = arr(d.arrays.gIdx, `${key}.gIdx`, "i32", [cols]) as Int32Array;
-        for (const g of gIdx) {
-          if (g < 0 || g >= ng) fail(`${key}.gIdx has group ${g}, outside 0..${ng - 1}`);
-        }
-        dense.gIdx = gIdx;
-      }
-    } else if (d.kind === "lut") {
-      dense = {
-        kind: "lut",
-        bits: d.bits,
-        rows,
-        cols,
-        codes,
-        lut: arr(
-          d.arrays.lut,
-          `${key}.lut`,
-          "f16",
-          [rows, 1 << d.bits],
-          ` = ${rows} rows of 2^${d.bits} entries`,
-        ) as Uint16Array,
-      };
-    } else {
-      return fail(`${key} has unknown kind ${JSON.stringify((d as { kind: unknown }).kind)}`);
-    }
-    const q: QuantizedLinear = { dense };
-    if (e.sparse) {
-      const s = e.sparse;
-      if (s.rows !== rows || s.cols !== cols) {
-        fail(`${key}.sparse is ${s.rows}×${s.cols}, expected ${rows}×${cols}`);
-      }
-      if (s.dtype !== "f16" && s.dtype !== "f32") {
-        fail(`${key}.sparse has dtype ${JSON.stringify(s.dtype)}, expected "f16" or "f32"`);
-      }
-      const rowPtr = arr(s.arrays.rowPtr, `${key}.rowPtr`, "i32", [rows + 1]) as Int32Array;
-      const nnz = rowPtr[rows];
-      for (let r = 0; r < rows; r++) {
-        if (rowPtr[r] > rowPtr[r + 1] || rowPtr[0] !== 0) {
-          fail(`${key}.rowPtr is not non-decreasing from 0`);
-        }
-      }
-      const colIdx = arr(s.arrays.colIdx, `${key}.colIdx`, "i32", [nnz]) as Int32Array;
-      for (const c of colIdx) {
-        if (c < 0 || c >= cols) fail(`${key}.colIdx has column ${c}, outside 0..${cols - 1}`);
-      }
-      const sparse: CsrMatrix = {
-        rows,
-        cols,
-        rowPtr,
-        colIdx,
-        values: arr(s.arrays.values, `${key}.values`, s.dtype, [nnz]) as Uint16Array | Float32Array,
-        dtype: s.dtype,
-      };
-      q.sparse = sparse;
-    }
-    linears.set(key, q);
+}
+
+/** One linear from its index entry: shapes and values checked against `[rows, cols]` of the config. */
+function readLinear(
+  key: string,
+  e: QModelIndex["linears"][string],
+  [rows, cols]: [number, number],
+  arr: ArrayReader,
+  fail: Fail,
+): QuantizedLinear {
+  const d = e.dense;
+  if (d.rows !== rows || d.cols !== cols) {
+    fail(`${key} is ${d.rows}×${d.cols}, the config says ${rows}×${cols}`);
   }
-  const inconsistent = optionsProblem(meta, linears);
-  if (inconsistent) fail(inconsistent);
-  return {
-    config,
-    method: meta.method,
-    options: meta.options,
-    provenance: meta.provenance,
-    base: meta.base,
-    linears,
-    rest,
-  };
+  try {
+    checkBits(d.bits);
+  } catch (err) {
+    fail(`${key}: ${(err as Error).message}`);
+  }
+  const codes = arr(
+    d.arrays.codes,
+    `${key}.codes`,
+    "u32",
+    [rows, wordsPerRow(cols, d.bits)],
+    ` = ${rows} rows of ${cols} ${d.bits}-bit codes`,
+  ) as Uint32Array;
+  let dense: DenseTensor;
+  if (d.kind === "uniform") {
+    if (!Number.isInteger(d.groupSize) || d.groupSize < 1 || d.groupSize > cols) {
+      fail(`${key}: groupSize ${d.groupSize} is not an integer in 1..${cols}`);
+    }
+    if (typeof d.sym !== "boolean") fail(`${key}: sym is ${JSON.stringify(d.sym)}`);
+    // ⌈cols / groupSize⌉ groups per row; with act-order's gIdx, as many as the scales hold
+    const ng = d.arrays.gIdx ? d.arrays.scales?.shape?.[1] : Math.ceil(cols / d.groupSize);
+    if (!Number.isInteger(ng) || ng < 1) fail(`${key}.scales has ${ng} groups per row`);
+    dense = {
+      kind: "uniform",
+      bits: d.bits,
+      rows,
+      cols,
+      groupSize: d.groupSize,
+      sym: d.sym,
+      codes,
+      scales: arr(d.arrays.scales, `${key}.scales`, "f16", [rows, ng]) as Uint16Array,
+      zeros: arr(d.arrays.zeros, `${key}.zeros`, "f16", [rows, ng]) as Uint16Array,
+    };
+    if (d.arrays.gIdx) {
+      const gIdx = arr(d.arrays.gIdx, `${key}.gIdx`, "i32", [cols]) as Int32Array;
+      for (const g of gIdx) {
+        if (g < 0 || g >= ng) fail(`${key}.gIdx has group ${g}, outside 0..${ng - 1}`);
+      }
+      dense.gIdx = gIdx;
+    }
+  } else if (d.kind === "lut") {
+    dense = {
+      kind: "lut",
+      bits: d.bits,
+      rows,
+      cols,
+      codes,
+      lut: arr(
+        d.arrays.lut,
+        `${key}.lut`,
+        "f16",
+        [rows, 1 << d.bits],
+        ` = ${rows} rows of 2^${d.bits} entries`,
+      ) as Uint16Array,
+    };
+  } else {
+    return fail(`${key} has unknown kind ${JSON.stringify((d as { kind: unknown }).kind)}`);
+  }
+  const q: QuantizedLinear = { dense };
+  if (e.sparse) {
+    const s = e.sparse;
+    if (s.rows !== rows || s.cols !== cols) {
+      fail(`${key}.sparse is ${s.rows}×${s.cols}, expected ${rows}×${cols}`);
+    }
+    if (s.dtype !== "f16" && s.dtype !== "f32") {
+      fail(`${key}.sparse has dtype ${JSON.stringify(s.dtype)}, expected "f16" or "f32"`);
+    }
+    const rowPtr = arr(s.arrays.rowPtr, `${key}.rowPtr`, "i32", [rows + 1]) as Int32Array;
+    const nnz = rowPtr[rows];
+    for (let r = 0; r < rows; r++) {
+      if (rowPtr[r] > rowPtr[r + 1] || rowPtr[0] !== 0) {
+        fail(`${key}.rowPtr is not non-decreasing from 0`);
+      }
+    }
+    const colIdx = arr(s.arrays.colIdx, `${key}.colIdx`, "i32", [nnz]) as Int32Array;
+    for (const c of colIdx) {
+      if (c < 0 || c >= cols) fail(`${key}.colIdx has column ${c}, outside 0..${cols - 1}`);
+    }
+    const sparse: CsrMatrix = {
+      rows,
+      cols,
+      rowPtr,
+      colIdx,
+      values: arr(s.arrays.values, `${key}.values`, s.dtype, [nnz]) as Uint16Array | Float32Array,
+      dtype: s.dtype,
+    };
+    q.sparse = sparse;
+  }
+  return q;
 }
 
 /**
