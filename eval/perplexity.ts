@@ -14,7 +14,7 @@
  */
 import type { LlamaWeights } from "../model/config.ts";
 import { forward, RunState } from "../model/forward.ts";
-import { runTasks, type TaskHandler } from "../model/pool.ts";
+import { type ProgressCallback, runTasks, type TaskHandler } from "../model/pool.ts";
 
 /** Options of {@linkcode perplexity}. */
 export interface PerplexityOptions {
@@ -24,8 +24,8 @@ export interface PerplexityOptions {
   limit?: number;
   /** Worker threads (0 = this thread). @default 0 */
   workers?: number;
-  /** Called after each finished window with the count done so far. */
-  onProgress?: (done: number, total: number) => void;
+  /** Called after each finished window: (windows done, windows, "windows"). */
+  onProgress?: ProgressCallback;
   /** Names the model in errors (e.g. "stories260K rtn.w3"). @default "the model" */
   label?: string;
 }
@@ -193,7 +193,7 @@ export async function perplexity(
     onResult: (i, r) => {
       checkWindowLoss(r / seqlen, i, seqlen, opts.label); // stop at the first bad window
       nll[i] = r;
-      opts.onProgress?.(i + 1, windows);
+      opts.onProgress?.(i + 1, windows, "windows");
     },
   });
   return perplexityResult(nll, seqlen, available, (performance.now() - t0) / 1000, opts.label);
