@@ -1,6 +1,7 @@
 /**
  * The LLaMA architecture: llama2.c checkpoints, tokenizers, the prefill
- * forward pass, the backward pass, and the plain reference decoder.
+ * forward pass, the backward pass, the plain reference decoder, and the one
+ * worker pool every parallel pass runs on.
  *
  * @module
  */
@@ -11,4 +12,11 @@ export * from "./forward.ts";
 export * from "./backward.ts";
 export * from "./reference.ts";
 export * from "./random.ts";
+export {
+  type ProgressCallback,
+  runTasks,
+  type RunTasksOptions,
+  serveTasks,
+  type TaskHandler,
+} from "./pool.ts";
 export { matmul, MATMUL_KIND, matmulRef } from "./matmul.ts";
