@@ -871,9 +871,3 @@ export function dequantizedWeights(m: QuantizedModelFile): LlamaWeights {
     classifier: config.sharedClassifier ? rest.tokenEmbedding : rest.classifier!,
   };
 }
-
-/** Lowercase hex sha256 of some bytes (for `base.sha256`). */
-export async function sha256Hex(bytes: Uint8Array): Promise<string> {
-  const d = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);
-  return Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, "0")).join("");
-}
