@@ -18,6 +18,8 @@
 export * from "./model/mod.ts";
 export * from "./datasets/mod.ts";
 export * from "./quant/mod.ts";
+// the producer's definition (quant/methods.ts); reports/identity.ts reads a compatible shape
+export type { CalibrationIdentity } from "./quant/mod.ts";
 export * from "./eval/mod.ts";
 export * from "./reports/mod.ts";
 export * from "./kernels/mod.ts";

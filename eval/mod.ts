@@ -4,6 +4,12 @@
  *
  * @module
  */
+export {
+  loadCalibration,
+  type QuantContext,
+  quantizeModel,
+  type QuantizeModelOptions,
+} from "./pipeline.ts";
 export * from "./perplexity.ts";
 export * from "./generate.ts";
 export * from "./gpu_perplexity.ts";

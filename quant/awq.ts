@@ -46,8 +46,8 @@
  *
  * Group size: as in pseudo_quantize_tensor (`assert cols % q_group_size ==
  * 0`), a group size must divide the input width of every linear (dim and
- * hiddenDim); `groupSize` undefined means one group per row (AWQ's
- * q_group_size = −1). AWQ's default 128 lives in quant/methods.ts. For
+ * hiddenDim); `groupSize` null (or undefined) means one group per row (AWQ's
+ * q_group_size = −1). AWQ's default 128 lives in quant/spec.ts DEFAULTS. For
  * stories260K (widths 64 and 172) the valid sizes are 1, 2, 4, or per-row.
  *
  * @module
@@ -55,6 +55,7 @@
 import type { LayerWeights, LinearName, LlamaConfig, LlamaWeights } from "../model/config.ts";
 import { LINEAR_NAMES, linearShape } from "../model/config.ts";
 import { attention, block, feedForward, RunState } from "../model/forward.ts";
+import type { ProgressCallback } from "../model/pool.ts";
 import { matmul } from "../model/matmul.ts";
 import {
   checkBits,
@@ -65,30 +66,36 @@ import {
 } from "./format.ts";
 import { roundHalfEven, storedScale } from "./rtn.ts";
 import { checkWindows, embedWindows, since } from "./sequential.ts";
+import { DEFAULTS } from "./spec.ts";
 
 /** Options of {@linkcode awqQuantizeModel}; defaults are llm-awq's. */
 export interface AwqOptions {
   /** Bits per weight (w_bit), 2..8. */
   bits: number;
-  /** Columns per group (q_group_size); must divide dim and hiddenDim. @default one group per row */
-  groupSize?: number;
+  /** Columns per group (q_group_size); must divide dim and hiddenDim; null: one group per row. @default null */
+  groupSize?: number | null;
   /**
    * Symmetric grid (zero_point=False: codes −2^(b−1)..2^(b−1)−1, zero 0).
    * @default false (llm-awq's zero_point=True)
    */
   sym?: boolean;
-  /** Number of scale ratios and clip-grid denominator (n_grid). @default 20 */
+  /** Number of scale ratios and clip-grid denominator (n_grid). @default DEFAULTS.awq.nGrid (20) */
   nGrid?: number;
-  /** Largest fraction of amax|w| that clipping may remove (max_shrink). @default 0.5 */
+  /** Largest fraction of amax|w| that clipping may remove (max_shrink). @default DEFAULTS.awq.maxShrink (0.5) */
   maxShrink?: number;
-  /** Tokens the clip search samples (n_sample_token). @default 512 */
+  /** Tokens the clip search samples (n_sample_token). @default DEFAULTS.awq.nSampleTokens (512) */
   nSampleTokens?: number;
   /** Search the per-channel scales (run_awq's auto_scale). @default true */
   autoScale?: boolean;
   /** Search the clipping ranges (run_awq's mse_range). @default true */
   autoClip?: boolean;
   /** Called with a one-line message after each stage of each block. */
-  onProgress?: (message: string) => void;
+  log?: (message: string) => void;
+  /**
+   * Called after every step of the search: each scale ratio of each group
+   * and each clipped linear, of every layer — (steps done, steps, what).
+   */
+  onProgress?: ProgressCallback;
 }
 
 /** The grid of {@linkcode awqQuantizeTensor} (pseudo_quantize_tensor's arguments). */
@@ -100,12 +107,12 @@ export interface AwqGrid {
   sym?: boolean;
 }
 
-/** The grid and search settings of a model-level search: groupSize undefined = one group per row. */
+/** The grid and search settings of a model-level search: groupSize null = one group per row. */
 export interface AwqSearchGrid {
   bits: number;
-  groupSize?: number;
+  groupSize?: number | null;
   sym?: boolean;
-  /** @default 20 */
+  /** @default DEFAULTS.awq.nGrid (20) */
   nGrid?: number;
 }
 
@@ -484,9 +491,10 @@ export function searchGroupScale(
   f: BlockFeatures,
   s: RunState,
   grid: AwqSearchGrid,
+  onRatio?: (k: number) => void,
 ): AwqScaleSearch {
   const g = SCALE_GROUPS.find((x) => x.prevOp === group.prevOp)!;
-  const nGrid = grid.nGrid ?? 20;
+  const nGrid = grid.nGrid ?? DEFAULTS.awq.nGrid;
   const outWidth = linearShape(c, g.linears[g.linears.length - 1])[0];
   const width = g.inspect === "linear" ? outWidth : c.dim;
   const orgOut = inspectOutput(c, lw, layer, g, f, s, new Float32Array(f.N * width));
@@ -513,6 +521,7 @@ export function searchGroupScale(
       bestK = k;
       bestScales = sc;
     }
+    onRatio?.(k);
   }
   if (!bestScales) {
     throw new RangeError(
@@ -600,7 +609,8 @@ export function searchClip(
   grid: AwqGrid & { nGrid?: number; maxShrink?: number },
 ): Float32Array {
   const g = groupFor(grid, cols, "searchClip()");
-  const nGrid = grid.nGrid ?? 20, steps = Math.floor((grid.maxShrink ?? 0.5) * nGrid);
+  const nGrid = grid.nGrid ?? DEFAULTS.awq.nGrid;
+  const steps = Math.floor((grid.maxShrink ?? DEFAULTS.awq.maxShrink) * nGrid);
   const sym = grid.sym ?? false;
   const ng = cols / g;
   const maxVal = new Float32Array(rows * ng);
@@ -683,8 +693,8 @@ export function scaleGroups(c: LlamaConfig): { prevOp: AwqPrevOp; linears: Linea
 }
 
 /** Throws unless groupSize (when given) divides every linear's input width. */
-function checkAwqGroup(c: LlamaConfig, groupSize: number | undefined): void {
-  if (groupSize === undefined) return;
+function checkAwqGroup(c: LlamaConfig, groupSize: number | null | undefined): void {
+  if (groupSize === undefined || groupSize === null) return;
   const widths = [...new Set(LINEAR_NAMES.map((n) => linearShape(c, n)[1]))];
   if (!Number.isInteger(groupSize) || groupSize < 1 || widths.some((w) => w % groupSize !== 0)) {
     const valid = [];
@@ -695,7 +705,7 @@ function checkAwqGroup(c: LlamaConfig, groupSize: number | undefined): void {
       `awqQuantizeModel(): groupSize must divide the input width of every linear ` +
         `(${widths.join(", ")}), got ${groupSize}; valid: ${
           valid.join(", ")
-        }, or undefined for one group per row`,
+        }, or null for one group per row`,
     );
   }
 }
@@ -724,8 +734,9 @@ export function awqQuantizeModel(
   checkBits(opts.bits, "awqQuantizeModel(): bits");
   checkAwqGroup(c, opts.groupSize);
   const maxT = checkWindows("awqQuantizeModel()", windows, c);
-  const nGrid = opts.nGrid ?? 20, maxShrink = opts.maxShrink ?? 0.5;
-  const nSampleTokens = opts.nSampleTokens ?? 512;
+  const nGrid = opts.nGrid ?? DEFAULTS.awq.nGrid,
+    maxShrink = opts.maxShrink ?? DEFAULTS.awq.maxShrink;
+  const nSampleTokens = opts.nSampleTokens ?? DEFAULTS.awq.nSampleTokens;
   if (!Number.isInteger(nGrid) || nGrid < 1) {
     throw new RangeError(`awqQuantizeModel(): nGrid must be a positive integer, got ${nGrid}`);
   }
@@ -759,6 +770,13 @@ export function awqQuantizeModel(
   const allScales: AwqScaleSearch[][] = [], allClips: AwqClip[][] = [];
   const layers: LayerWeights[] = [];
 
+  // Progress: every scale ratio of every group and every clipped linear is one step.
+  const autoScale = opts.autoScale ?? true, autoClip = opts.autoClip ?? true;
+  const stepsPerLayer = (autoScale ? scaleGroups(c).length * nGrid : 0) +
+    (autoClip ? CLIP_LINEARS.length : 0);
+  let step = 0;
+  const tick = (what: string) => opts.onProgress?.(++step, c.nLayers * stepsPerLayer, what);
+
   for (let l = 0; l < c.nLayers; l++) {
     const orig = weights.layers[l];
     let t = performance.now();
@@ -775,7 +793,7 @@ export function awqQuantizeModel(
     };
     for (const name of LINEAR_NAMES) lw[name] = orig[name].slice();
     const scales: AwqScaleSearch[] = [];
-    if (opts.autoScale ?? true) {
+    if (autoScale) {
       const groups = scaleGroups(c);
       if (!groups.some((g) => g.prevOp === "wv")) {
         const v = linearShape(c, "wv"), o = linearShape(c, "wo");
@@ -784,12 +802,13 @@ export function awqQuantizeModel(
         );
       }
       for (const g of groups) {
-        scales.push(searchGroupScale(c, orig, l, g, f, s, { ...opts, nGrid }));
+        const what = `awq layers.${l} scale ${g.linears.join(",")}`;
+        scales.push(searchGroupScale(c, orig, l, g, f, s, { ...opts, nGrid }, () => tick(what)));
       }
       for (const r of scales) applyScale(c, lw, r, f);
     }
     stats.scaleSeconds += since(t);
-    opts.onProgress?.(
+    opts.log?.(
       `awq: layers.${l} scales: ` +
         (scales.map((r) => `${r.linears.join(",")} ratio ${r.ratio}`).join("; ") || "off"),
     );
@@ -797,7 +816,7 @@ export function awqQuantizeModel(
     // auto_clip_block + apply_clip.
     t = performance.now();
     const clips: AwqClip[] = [];
-    if (opts.autoClip ?? true) {
+    if (autoClip) {
       const sampled = new Map<string, { x: Float32Array; n: number }>();
       for (const name of CLIP_LINEARS) {
         const [rows, cols] = linearShape(c, name);
@@ -818,6 +837,7 @@ export function awqQuantizeModel(
           }
         }
         clips.push({ layer: l, name, maxVal, clipped });
+        tick(`awq layers.${l} clip ${name}`);
       }
       for (const cl of clips) {
         const [rows, cols] = linearShape(c, cl.name);
@@ -838,7 +858,7 @@ export function awqQuantizeModel(
     layers.push(lw);
     allScales.push(scales);
     allClips.push(clips);
-    opts.onProgress?.(
+    opts.log?.(
       `awq: layers.${l} done (${clips.reduce((a, x) => a + x.clipped, 0)} groups clipped)`,
     );
   }

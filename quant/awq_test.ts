@@ -320,3 +320,30 @@ Deno.test("awqQuantizeModel() skips wv→wo under grouped-query attention and ch
     /bits must be an integer from 2 to 8, got 9/,
   );
 });
+
+Deno.test("awqQuantizeModel() reports every scale ratio and clipped linear as a progress step", () => {
+  const c = GQA;
+  const w = outlierWeights(c, 51);
+  const windows = randomWindows(2, 16, c.vocabSize, 52);
+  const steps: [number, number, string][] = [];
+  const logged: string[] = [];
+  const nGrid = 4;
+  const r = awqQuantizeModel(w, windows, {
+    bits: 4,
+    nGrid,
+    onProgress: (d, n, what) => steps.push([d, n, what]),
+    log: (m) => logged.push(m),
+  });
+  const perLayer = 3 * nGrid + 5; // GQA: three scaled groups; five clipped linears
+  const total = c.nLayers * perLayer;
+  assert.deepEqual(steps.map(([d]) => d), Array.from({ length: total }, (_, i) => i + 1));
+  assert.ok(steps.every(([, n]) => n === total));
+  assert.equal(steps[0][2], "awq layers.0 scale wq,wk,wv");
+  assert.equal(steps[perLayer - 1][2], "awq layers.0 clip w2");
+  assert.equal(logged.length, 2 * c.nLayers);
+  // Progress does not change the result.
+  assert.deepEqual(
+    r.weights.layers,
+    awqQuantizeModel(w, windows, { bits: 4, nGrid }).weights.layers,
+  );
+});

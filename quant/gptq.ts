@@ -1,8 +1,9 @@
 /**
  * GPTQ (Frantar et al., 2023, "GPTQ: Accurate Post-Training Quantization for
  * Generative Pre-trained Transformers"), following IST-DASLab/gptq gptq.py
- * (`GPTQ.add_batch`, `fasterquant`, `free`) step by step, on the grid of
- * quant/rtn.ts (GPTQ's `Quantizer`).
+ * (`GPTQ.add_batch`, `fasterquant`, `free`) step by step, on a grid passed
+ * in (quant/rtn.ts `UniformGrid`; by default GPTQ's own `Quantizer`,
+ * `minMaxGrid`), so one solver serves every grid.
  *
  * GPTQ minimizes ‖W X − Q X‖² column by column: with H = 2 X Xᵀ / nsamples
  * (the Hessian of the layer-wise objective) and Hinv the upper Cholesky factor
@@ -44,24 +45,30 @@
  * @module
  */
 import { checkBits, packCodes, toF16, type UniformTensor } from "./format.ts";
+import { DEFAULTS } from "./spec.ts";
 import { NotPositiveDefiniteError, subtractPanel, upperCholeskyOfInverse } from "./linalg.ts";
 import {
   checkFinite,
   checkGroupSize,
-  findParams,
   maxqOf,
+  minMaxGrid,
   quantizeValue,
-  storedScale,
+  type UniformGrid,
 } from "./rtn.ts";
 
 /** Options of {@linkcode Gptq.fasterquant} (GPTQ's `fasterquant` arguments). */
 export interface GptqOptions {
   /** Bits per weight, 2..8. */
   bits: number;
-  /** Columns per group (GPTQ's `groupsize`); undefined or −1: one group per row. Must divide cols. */
-  groupSize?: number;
+  /** Columns per group (GPTQ's `groupsize`); must divide cols. null: one group per row. @default null */
+  groupSize?: number | null;
   /** Symmetric grid. @default false */
   sym?: boolean;
+  /**
+   * How group parameters are found (GPTQ's `quantizer.find_params`); must
+   * have `bits` and `sym` of these options. @default minMaxGrid(bits, sym)
+   */
+  grid?: UniformGrid;
   /** Quantize columns in order of decreasing diag(H) (GPTQ's `actorder`). @default false */
   actOrder?: boolean;
   /** Group parameters from the unpermuted weights before the sweep (GPTQ's `static_groups`). @default false */
@@ -84,10 +91,10 @@ export interface GptqResult {
   seconds: number;
 }
 
-/** Default lazy-update block of GPTQ. */
-export const GPTQ_BLOCKSIZE = 128;
-/** Default damping fraction of GPTQ. */
-export const GPTQ_PERCDAMP = 0.01;
+/** Default lazy-update block of GPTQ (quant/spec.ts DEFAULTS). */
+export const GPTQ_BLOCKSIZE: number = DEFAULTS.gptq.blocksize;
+/** Default damping fraction of GPTQ (quant/spec.ts DEFAULTS). */
+export const GPTQ_PERCDAMP: number = DEFAULTS.gptq.percdamp;
 
 /** Rows per tile of the sweep (the lazy update's register tile). */
 const ROW_TILE = 4;
@@ -231,9 +238,16 @@ export class Gptq {
     const H = this.live("fasterquant()");
     const { rows, columns } = this;
     const bits = checkBits(opts.bits);
-    const grouped = opts.groupSize !== undefined && opts.groupSize !== -1;
+    const grouped = opts.groupSize !== undefined && opts.groupSize !== null;
     const groupsize = checkGroupSize(opts.groupSize, columns, what);
     const sym = opts.sym ?? false;
+    const grid = opts.grid ?? minMaxGrid(bits, sym);
+    if (grid.bits !== bits || grid.sym !== sym) {
+      throw new RangeError(
+        `GPTQ on ${what}: grid of ${grid.bits} bits${grid.sym ? ", symmetric" : ""} given for ` +
+          `bits ${bits}${sym ? ", symmetric" : ""}`,
+      );
+    }
     const actorder = opts.actOrder ?? false;
     const staticGroups = (opts.staticGroups ?? false) && grouped;
     const blocksize = opts.blocksize ?? GPTQ_BLOCKSIZE;
@@ -264,8 +278,8 @@ export class Gptq {
     const zeros = new Float32Array(rows * ng); // [rows, ng]
     if (!grouped) {
       for (let r = 0; r < rows; r++) {
-        const p = findParams(Wf, bits, sym, r * columns, (r + 1) * columns);
-        scales[r] = storedScale(p.scale, `${what} row ${r}`);
+        const p = grid.params(Wf, r * columns, (r + 1) * columns, `${what} row ${r}`);
+        scales[r] = p.scale;
         zeros[r] = p.zero;
       }
     }
@@ -283,8 +297,8 @@ export class Gptq {
       for (let r = 0; r < rows; r++) {
         for (let g = 0; g < ng; g++) {
           const c0 = r * columns + g * groupsize;
-          const p = findParams(Wf, bits, sym, c0, c0 + groupsize);
-          scales[r * ng + g] = storedScale(p.scale, `${what} row ${r}`);
+          const p = grid.params(Wf, c0, c0 + groupsize, `${what} row ${r}`);
+          scales[r * ng + g] = p.scale;
           zeros[r * ng + g] = p.zero;
         }
       }
@@ -356,8 +370,8 @@ export class Gptq {
                 const g = Math.floor(col / groupsize);
                 if (col % groupsize === 0) {
                   // find_params(W[:, (i1+i):(i1+i+groupsize)]) on the block-level W
-                  const p = findParams(Wf, bits, sym, o + col, o + col + groupsize);
-                  scales[r * ng + g] = storedScale(p.scale, `${what} row ${r}`);
+                  const p = grid.params(Wf, o + col, o + col + groupsize, `${what} row ${r}`);
+                  scales[r * ng + g] = p.scale;
                   zeros[r * ng + g] = p.zero;
                 }
                 scale = scales[r * ng + g];

@@ -1,42 +1,20 @@
 import assert from "node:assert/strict";
 import { loadCheckpoint } from "../model/checkpoint.ts";
-import type { LlamaWeights } from "../model/config.ts";
-import { loadTokenizer } from "../model/tokenizer.ts";
-import { loadEvalSet } from "../datasets/eval_sets.ts";
-import { perplexity } from "../eval/perplexity.ts";
-import { SHARED_DATA, sharedData } from "../datasets/testing.ts";
+import { sharedData } from "../datasets/testing.ts";
+import { rtn } from "./rtn.ts";
+import { dequantize } from "./format.ts";
 import {
   defaultSpec,
   loadQuantized,
-  type QuantContext,
-  quantizeModel,
+  QUANTIZERS,
+  quantizeWith,
   resolveGroup,
+  resolveSpec,
   saveQuantized,
   variantName,
 } from "./methods.ts";
 
 const weights = await loadCheckpoint(sharedData("stories260K/stories260K.bin"));
-const tokenizer = await loadTokenizer(sharedData("stories260K/tok512.model"));
-const cacheDir = await Deno.makeTempDir();
-const ctx: QuantContext = {
-  tokenizer,
-  dataDir: SHARED_DATA,
-  offline: true,
-  modelKey: "stories260K-test",
-  workers: 2,
-  cacheDir,
-};
-
-/** Perplexity on TinyStories' validation text (seqlen 512; the first `limit` windows, or all). */
-async function tinyStoriesPpl(w: LlamaWeights, limit?: number): Promise<number> {
-  const set = await loadEvalSet("tinystories", {
-    dataDir: SHARED_DATA,
-    tokenizer,
-    seqlen: 512,
-    offline: true,
-  });
-  return (await perplexity(w, set.tokens, { seqlen: 512, limit, workers: 2 })).ppl;
-}
 
 Deno.test("variantName() carries the config; resolveGroup() names the valid groups", () => {
   assert.equal(variantName(defaultSpec("rtn", 3)), "rtn.w3");
@@ -50,94 +28,72 @@ Deno.test("variantName() carries the config; resolveGroup() names the valid grou
   );
   assert.throws(() => defaultSpec("rtn", 9), /--bits must be an integer from 2 to 8, got 9/);
   const c = weights.config;
-  assert.equal(resolveGroup({ ...defaultSpec("rtn", 3), groupSize: 4 }, c, true), 4);
-  assert.equal(resolveGroup(defaultSpec("awq", 3), c, false), null); // 128 does not divide 64, 172
+  assert.equal(
+    resolveGroup({ ...defaultSpec("rtn", 3), groupSize: 4 }, c, { groupGiven: true }),
+    4,
+  );
+  assert.equal(resolveGroup(defaultSpec("awq", 3), c, { groupGiven: false }), null); // 128 ∤ 64, 172
   assert.throws(
-    () => resolveGroup({ ...defaultSpec("rtn", 3), groupSize: 32 }, c, true),
+    () => resolveGroup({ ...defaultSpec("rtn", 3), groupSize: 32 }, c, { groupGiven: true }),
     /--group 32 does not divide every layer's input width \(64, 172\); valid groups for this model: 1, 2, 4/,
   );
 });
 
-Deno.test("quantizeModel() is deterministic and its file round-trips to the same weights", async () => {
-  const spec = {
-    ...defaultSpec("squeezellm", 3),
-    sensitivePct: 0.05,
-    outlierPct: 0.4,
-    fisherSamples: 4,
+Deno.test("the registry says what calibration each method needs", () => {
+  assert.deepEqual(
+    Object.values(QUANTIZERS).map((q) => [q.method, q.calibration]),
+    [["rtn", "none"], ["gptq", "activations"], ["awq", "activations"], [
+      "squeezellm",
+      "fisher",
+    ]],
+  );
+});
+
+Deno.test("quantizeWith() RTN equals rtn() per linear, and its file round-trips", async () => {
+  const spec = resolveSpec({ ...defaultSpec("rtn", 4), groupSize: 4 }, weights.config);
+  const q = await quantizeWith(weights, spec, null, { workers: 0 });
+  assert.equal(q.variantName, "rtn.w4.g4");
+  assert.equal(q.calibration, null);
+  const [rows, cols] = [weights.config.dim, weights.config.dim];
+  const want = dequantize({
+    dense: rtn(weights.layers[1].wo, rows, cols, { bits: 4, groupSize: 4 }),
+  });
+  assert.deepEqual(q.weights.layers[1].wo, want);
+  const dir = await Deno.makeTempDir();
+  try {
+    await saveQuantized(`${dir}/m.sqbq`, q, { path: "stories260K.bin", sha256: "x" });
+    const back = await loadQuantized(`${dir}/m.sqbq`);
+    assert.deepEqual(back.spec, q.spec);
+    assert.equal(JSON.stringify(back.spec), JSON.stringify(q.spec), "same key order");
+    assert.deepEqual(back.weights.layers, q.weights.layers);
+    assert.equal(back.avgBits, q.avgBits);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("quantizeWith() refuses calibration a method does not take, and none where it needs some", async () => {
+  const c = weights.config;
+  await assert.rejects(
+    () => quantizeWith(weights, resolveSpec(defaultSpec("gptq", 3), c), null, { workers: 0 }),
+    /gptq needs calibration "activations", got none/,
+  );
+  const identity = {
+    source: "c4" as const,
+    file: "f",
+    fileSha256: "0",
+    nsamples: 1,
+    seqlen: 8,
+    seed: 0,
+    tokensSha256: "0",
   };
-  spec.calib.source = "tinystories";
-  const a = await quantizeModel(weights, spec, ctx);
-  const b = await quantizeModel(weights, spec, { ...ctx, workers: 0 });
-  assert.deepEqual(a.weights.layers, b.weights.layers);
-  assert.ok(Number(a.details.sparseNnz) > 0);
-  const path = `${cacheDir}/m.sqbq`;
-  await saveQuantized(path, a, { path: "stories260K.bin", sha256: "x" });
-  const back = await loadQuantized(path);
-  assert.deepEqual(back.weights.layers, a.weights.layers);
-  assert.equal(back.avgBits, a.avgBits);
-  assert.equal(variantName(back.spec), "squeezellm.w3.s0.45");
-});
-
-Deno.test({
-  name:
-    "stories260K at 3 bits on the full TinyStories set: SqueezeLLM beats RTN, and 0.45% sparse helps",
-  async fn() {
-    const ppl = (w: LlamaWeights) => tinyStoriesPpl(w);
-    const sq = (over: object) => {
-      // 16 Fisher windows (the official default is 100) keep this test within CI's time.
-      const s = { ...defaultSpec("squeezellm", 3), fisherSamples: 16, ...over };
-      s.calib = { ...s.calib, source: "tinystories" };
-      return quantizeModel(weights, s, ctx);
-    };
-    const rtn = await quantizeModel(weights, defaultSpec("rtn", 3), ctx);
-    const dense = await sq({});
-    const sparse = await sq({ sensitivePct: 0.05, outlierPct: 0.4 });
-    const [pRtn, pDense, pSparse] = [
-      await ppl(rtn.weights),
-      await ppl(dense.weights),
-      await ppl(sparse.weights),
-    ];
-    console.log(
-      `TinyStories ppl at 3 bits: RTN ${pRtn.toFixed(3)}, SqueezeLLM ${pDense.toFixed(3)}, 0.45% ${
-        pSparse.toFixed(3)
-      }`,
-    );
-    assert.ok(pDense < pRtn, `SqueezeLLM ${pDense} vs RTN ${pRtn}`);
-    assert.ok(pSparse <= pDense, `0.45% ${pSparse} vs dense-only ${pDense}`);
-  },
-});
-
-Deno.test({
-  name: "stories260K at 3 bits per row on TinyStories: GPTQ beats RTN and AWQ is no worse than RTN",
-  async fn() {
-    const ppl = (w: LlamaWeights) => tinyStoriesPpl(w, 64);
-    // 32 calibration windows of 512 from the TinyStories train sample (GPTQ's default is 128).
-    const spec = (method: "gptq" | "awq") => {
-      const s = { ...defaultSpec(method, 3), groupSize: null };
-      s.calib = { ...s.calib, source: "tinystories" as const, nsamples: 32 };
-      return s;
-    };
-    const rtn = await quantizeModel(weights, defaultSpec("rtn", 3), ctx);
-    const gptq = await quantizeModel(weights, spec("gptq"), ctx);
-    const awq = await quantizeModel(weights, spec("awq"), ctx);
-    const [pRtn, pGptq, pAwq] = [
-      await ppl(rtn.weights),
-      await ppl(gptq.weights),
-      await ppl(awq.weights),
-    ];
-    console.log(
-      `TinyStories ppl (first 64 windows) at 3 bits: RTN ${pRtn.toFixed(3)}, GPTQ ${
-        pGptq.toFixed(3)
-      }, AWQ ${pAwq.toFixed(3)}`,
-    );
-    assert.ok(pGptq < pRtn, `GPTQ ${pGptq} vs RTN ${pRtn}`);
-    assert.ok(pAwq <= pRtn, `AWQ ${pAwq} vs RTN ${pRtn}`);
-    assert.equal(
-      (awq.details.stats as { skipped: unknown[] }).skipped.length,
-      5,
-      "GQA: wv→wo is skipped in every block",
-    );
-    const again = await quantizeModel(weights, spec("gptq"), ctx);
-    assert.deepEqual(again.weights.layers, gptq.weights.layers, "same seed, same GPTQ model");
-  },
+  await assert.rejects(
+    () =>
+      quantizeWith(weights, resolveSpec(defaultSpec("rtn", 3), c), {
+        inputs: { windows: [new Int32Array(8)] },
+        identity,
+        text: "t",
+      }, { workers: 0 }),
+    /rtn needs calibration "none", got calibration data/,
+  );
 });

@@ -27,8 +27,8 @@ import { checkBits, packCodes, toF16, type UniformTensor } from "./format.ts";
 export interface RtnOptions {
   /** Bits per weight, 2..8. */
   bits: number;
-  /** Columns per scale group; must divide cols. @default cols (one group per row) */
-  groupSize?: number;
+  /** Columns per scale group; must divide cols. null: one group per row. @default null */
+  groupSize?: number | null;
   /** Symmetric grid (zero fixed at 2^(b−1)). @default false */
   sym?: boolean;
   /** Name of the tensor, for error messages (e.g. "layers.0.wq"). @default "W" */
@@ -101,6 +101,49 @@ export function findParams(
   return { scale, zero };
 }
 
+/**
+ * A uniform grid: how the parameters of one row or group are found. Codes
+ * are always {@linkcode quantizeValue}(x, scale, zero, 2^b − 1) and values
+ * scale·(q − zero) (quant/format.ts `UniformTensor`); grids differ only in
+ * how scale and zero are chosen. GPTQ's solver takes the grid as an argument
+ * (as gpt-fast's GPTQ takes its find-params/quantize functions), so one
+ * solver serves every grid.
+ */
+export interface UniformGrid {
+  bits: number;
+  sym: boolean;
+  /**
+   * Parameters of w[start:end], the scale as stored (fp16,
+   * {@linkcode storedScale}) and the zero in 0..2^b − 1.
+   *
+   * @param what the row or tensor, for error messages
+   */
+  params(w: ArrayLike<number>, start: number, end: number, what: string): GridParams;
+}
+
+/**
+ * GPTQ's min-max grid (`Quantizer.find_params`, {@linkcode findParams}) with
+ * the scale as stored: the grid of RTN and of GPTQ.
+ *
+ * @param bits 2..8
+ * @param sym symmetric grid @default false
+ * @example
+ * ```ts
+ * minMaxGrid(2).params([-1, 0.5, 2], 0, 3, "W"); // { scale: 1, zero: 1 }
+ * ```
+ */
+export function minMaxGrid(bits: number, sym = false): UniformGrid {
+  checkBits(bits);
+  return {
+    bits,
+    sym,
+    params(w, start, end, what) {
+      const p = findParams(w, bits, sym, start, end);
+      return { scale: storedScale(p.scale, what), zero: p.zero };
+    },
+  };
+}
+
 /** Smallest positive fp16 value (subnormal), 2^−24. */
 export const F16_MIN_SCALE = 2 ** -24;
 
@@ -140,18 +183,18 @@ export function quantizeValue(x: number, scale: number, zero: number, maxq: numb
 }
 
 /**
- * Throws a RangeError naming `option` unless `groupSize` (or cols when
- * undefined or −1, GPTQ's "no groups") is a positive integer dividing `cols`.
+ * Throws a RangeError naming `option` unless `groupSize` is a positive
+ * integer dividing `cols`, or null / undefined (one group per row: GPTQ's −1).
  *
- * @returns the group size to use
+ * @returns the group size of the packed format: cols for one group per row
  */
 export function checkGroupSize(
-  groupSize: number | undefined,
+  groupSize: number | null | undefined,
   cols: number,
   what = "W",
   option = "--group",
 ): number {
-  if (groupSize === undefined || groupSize === -1) return cols;
+  if (groupSize === undefined || groupSize === null) return cols;
   if (!Number.isInteger(groupSize) || groupSize < 1 || cols % groupSize !== 0) {
     throw new RangeError(
       `${option} must be a positive integer dividing the row width of ${what} (${cols} columns), ` +
@@ -208,6 +251,7 @@ export function rtn(
   const groupSize = checkGroupSize(opts.groupSize, cols, what);
   const sym = opts.sym ?? false;
   checkFinite(W, rows, cols, what);
+  const grid = minMaxGrid(bits, sym);
   const maxq = maxqOf(bits);
   const ng = cols / groupSize;
   const scales = new Float32Array(rows * ng);
@@ -216,8 +260,8 @@ export function rtn(
   for (let r = 0; r < rows; r++) {
     for (let g = 0; g < ng; g++) {
       const c0 = r * cols + g * groupSize;
-      const p = findParams(W, bits, sym, c0, c0 + groupSize);
-      const scale = storedScale(p.scale, `${what} row ${r}`);
+      const p = grid.params(W, c0, c0 + groupSize, `${what} row ${r}`);
+      const scale = p.scale;
       scales[r * ng + g] = scale;
       zeros[r * ng + g] = p.zero;
       for (let c = c0; c < c0 + groupSize; c++) codes[c] = quantizeValue(W[c], scale, p.zero, maxq);

@@ -184,8 +184,10 @@ Deno.test("rtn() rejects bad bit widths, groups that do not divide the row, and 
   bad[8 + 5] = Infinity;
   assert.throws(() => rtn(bad, 2, 8, { bits: 3 }), /W: weight \(1, 5\) is Infinity/);
   assert.throws(() => rtn(W, 3, 8, { bits: 3 }), /expected 3×8 = 24 weights, got 16/);
-  assert.equal(checkGroupSize(-1, 8), 8);
+  // one encoding of "one group per row": null (or an absent option); GPTQ's −1 is not another
+  assert.equal(checkGroupSize(null, 8), 8);
   assert.equal(checkGroupSize(undefined, 8), 8);
+  assert.throws(() => checkGroupSize(-1, 8), /--group must be a positive integer/);
 });
 
 Deno.test("rtn() error shrinks as bits grow and the grid covers every row's range", () => {

@@ -25,6 +25,7 @@ import type { LayerWeights, LinearName, LlamaConfig, LlamaWeights } from "../mod
 import { LINEAR_NAMES, linearShape } from "../model/config.ts";
 import type { ForwardHooks } from "../model/forward.ts";
 import { block, embed, RunState, stageOf } from "../model/forward.ts";
+import type { ProgressCallback } from "../model/pool.ts";
 import { checkBits, dequantize, type QuantizedLinear } from "./format.ts";
 import { Gptq } from "./gptq.ts";
 
@@ -32,8 +33,8 @@ import { Gptq } from "./gptq.ts";
 export interface GptqModelOptions {
   /** Bits per weight (wbits), 2..8. */
   bits: number;
-  /** Columns per group (groupsize). @default one group per row (−1) */
-  groupSize?: number;
+  /** Columns per group (groupsize); null: one group per row (GPTQ's −1). @default null */
+  groupSize?: number | null;
   /** Symmetric grid. @default false */
   sym?: boolean;
   /** Quantize columns in order of descending diag(H) (act_order). @default false */
@@ -47,12 +48,14 @@ export interface GptqModelOptions {
    * @default true
    */
   trueSequential?: boolean;
-  /** Dampening: fraction of mean(diag(H)) added to the diagonal. @default 0.01 */
+  /** Dampening: fraction of mean(diag(H)) added to the diagonal. @default DEFAULTS.gptq.percdamp (0.01) */
   percdamp?: number;
-  /** Columns per lazy-batch block of fasterquant. @default 128 */
+  /** Columns per lazy-batch block of fasterquant. @default DEFAULTS.gptq.blocksize (128) */
   blocksize?: number;
   /** Called with a one-line message after each linear and each block. */
-  onProgress?: (message: string) => void;
+  log?: (message: string) => void;
+  /** Called after each solved linear: (linears done, linears, what). */
+  onProgress?: ProgressCallback;
 }
 
 /** One solved linear. */
@@ -195,21 +198,22 @@ export function gptqQuantizeModel(
           sym: opts.sym ?? false,
           actOrder: opts.actOrder ?? false,
           staticGroups: opts.staticGroups ?? false,
-          blocksize: opts.blocksize ?? 128,
-          percdamp: opts.percdamp ?? 0.01,
+          blocksize: opts.blocksize,
+          percdamp: opts.percdamp,
         });
         g.free();
         const q: QuantizedLinear = { dense: r.q };
         linears.set(key, q);
         lw[name] = dequantize(q);
         stats.linears.push({ key, error: r.error, seconds: since(t) });
-        opts.onProgress?.(`gptq: ${key} error ${r.error.toPrecision(4)}`);
+        opts.log?.(`gptq: ${key} error ${r.error.toPrecision(4)}`);
+        opts.onProgress?.(stats.linears.length, c.nLayers * LINEAR_NAMES.length, `gptq ${key}`);
       }
     }
     // outs = layer(inps) with the quantized block; inps, outs = outs, inps.
     inps.forEach((x, j) => block(c, lw, l, x, windows[j].length, s));
     layers.push(lw);
-    opts.onProgress?.(`gptq: layers.${l} done (${since(t0).toFixed(1)} s)`);
+    opts.log?.(`gptq: layers.${l} done (${since(t0).toFixed(1)} s)`);
   }
   stats.seconds = since(t0);
   return { weights: { ...weights, layers }, linears, stats };

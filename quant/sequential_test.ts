@@ -183,3 +183,21 @@ Deno.test("gptqQuantizeModel() rejects empty or too long calibration windows and
     /bits must be an integer from 2 to 8, got 1/,
   );
 });
+
+Deno.test("gptqQuantizeModel() reports each solved linear as a progress step", () => {
+  const w = randomWeights(C, 7);
+  const windows = randomWindows(2, 12, C.vocabSize, 8);
+  const steps: [number, number, string][] = [];
+  gptqQuantizeModel(w, windows, { bits: 4, onProgress: (d, n, what) => steps.push([d, n, what]) });
+  const total = C.nLayers * 7;
+  assert.deepEqual(
+    steps.map(([d, n]) => [d, n]),
+    Array.from({ length: total }, (_, i) => [i + 1, total]),
+  );
+  assert.deepEqual(steps.slice(0, 4).map(([, , what]) => what), [
+    "gptq layers.0.wk",
+    "gptq layers.0.wv",
+    "gptq layers.0.wq",
+    "gptq layers.0.wo",
+  ]);
+});

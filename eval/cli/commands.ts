@@ -1,143 +1,65 @@
 /**
  * The subcommands of the CLI. Each one parses its options into the library's
- * option objects (one source of defaults: quant/methods.ts and the modules it
- * calls), runs, prints human-readable output and returns its results object.
+ * option objects (one source of defaults: quant/spec.ts; the quantization
+ * options and their help are generated in ./quant_options.ts), runs, prints human-readable output and returns its results object.
  *
  * @module
  */
 import type { Command } from "./options.ts";
-import { choice, CliError, int, list, MODEL_HELP, MODEL_OPTIONS, num, str } from "./options.ts";
-import { type LoadedModel, loadModelFromOptions } from "./load.ts";
+import {
+  checkOutputFile,
+  checkStoreFile,
+  choice,
+  CliError,
+  int,
+  list,
+  MODEL_HELP,
+  MODEL_OPTIONS,
+  num,
+  optionLabel,
+  str,
+} from "./options.ts";
+import {
+  calibrationNeed,
+  evalSetNeed,
+  loadModelFromOptions,
+  requireDataFromOptions,
+} from "./load.ts";
+import type { DataNeed } from "../../datasets/datadir.ts";
 import { generate } from "../generate.ts";
 import { perplexity } from "../perplexity.ts";
 import { Progress } from "./progress.ts";
 import { EVAL_SETS, type EvalSetName, loadEvalSet } from "../../datasets/eval_sets.ts";
+import { METHODS, type QuantSpec, saveQuantized, variantName } from "../../quant/methods.ts";
 import {
-  CALIB_SOURCES,
-  type CalibSource,
-  defaultSpec,
-  loadQuantized,
-  METHODS,
-  type QuantizedModel,
-  quantizeModel,
-  type QuantSpec,
-  saveQuantized,
-  variantName,
-} from "../../quant/methods.ts";
+  QUANT_HELP,
+  QUANT_OPTIONS,
+  quantizedFromOptions,
+  specFromOptions,
+  workersOf,
+} from "./quant_options.ts";
 import { SWEEPS } from "./presets.ts";
 import { BENCHES, runBench } from "../bench/bench.ts";
 
-const QUANT_OPTIONS = {
-  method: { type: "string" },
-  bits: { type: "string" },
-  group: { type: "string" },
-  sym: { type: "boolean" },
-  "act-order": { type: "boolean" },
-  "static-groups": { type: "boolean" },
-  "no-true-sequential": { type: "boolean" },
-  calib: { type: "string" },
-  nsamples: { type: "string" },
-  seed: { type: "string" },
-  sensitive: { type: "string" },
-  outliers: { type: "string" },
-  "outlier-range": { type: "string" },
-  "fisher-samples": { type: "string" },
-  workers: { type: "string" },
-} as const;
-
-const QUANT_HELP = `Quantization:
-  --method M           rtn | gptq | awq | squeezellm (absent: fp32)
-  --bits B             2..8
-  --group G            columns per scale group (default: one group per row; AWQ: 128, or the
-                       largest of 128/64/32/… dividing every layer width)
-  --sym                symmetric grid (RTN/GPTQ; AWQ is asymmetric like its official default)
-  --act-order          GPTQ: quantize columns by descending diag(H)
-  --static-groups      GPTQ: group parameters from the unpermuted weights
-  --no-true-sequential GPTQ: quantize all sub-layers of a block from the same inputs
-  --calib SRC          c4 | wikitext2 | tinystories (calibration data, default c4)
-  --nsamples N         calibration windows (default 128, as GPTQ)
-  --seed S             calibration and k-means seed (default 0)
-  --sensitive P        SqueezeLLM: % of weights kept sparse by Fisher value (e.g. 0.05)
-  --outliers P         SqueezeLLM: % of weights kept sparse as outliers (searches the range r)
-  --outlier-range R    SqueezeLLM: outlier range r directly (T = max(|q1 − r·IQR|, |q3 + r·IQR|))
-  --fisher-samples N   SqueezeLLM: calibration windows of the Fisher pass (default 100)
-  --workers N          worker threads (default: number of cores)`;
-
-/** The quantization spec given by the options, or null for fp32. */
-export function specFromOptions(values: Record<string, unknown>): QuantSpec | null {
-  const method = str(values, "method");
-  if (method === undefined || method === "fp32") {
-    for (const k of ["bits", "group", "sensitive", "outliers", "outlier-range"]) {
-      if (values[k] !== undefined) {
-        throw new CliError(`--${k} needs --method (${METHODS.join(", ")})`);
-      }
-    }
-    return null;
-  }
-  const m = choice(values, "method", METHODS, "rtn");
-  if (values.bits === undefined) throw new CliError(`--method ${m} needs --bits B (2..8)`);
-  const bits = int(values, "bits", undefined, 2, 8)!;
-  const spec = defaultSpec(m, bits);
-  const group = int(values, "group", undefined, 1);
-  if (group !== undefined) spec.groupSize = group;
-  if (values.sym) spec.sym = true;
-  if (values["act-order"]) spec.actOrder = true;
-  if (values["static-groups"]) spec.staticGroups = true;
-  if (values["no-true-sequential"]) spec.trueSequential = false;
-  spec.calib.source = choice(values, "calib", CALIB_SOURCES, spec.calib.source as CalibSource);
-  spec.calib.nsamples = int(values, "nsamples", spec.calib.nsamples, 1)!;
-  spec.calib.seed = int(values, "seed", spec.calib.seed, 0)!;
-  spec.sensitivePct = num(values, "sensitive", spec.sensitivePct)!;
-  spec.outlierPct = num(values, "outliers", spec.outlierPct ?? undefined) ?? null;
-  spec.outlierRange = num(values, "outlier-range", spec.outlierRange ?? undefined) ?? null;
-  spec.fisherSamples = int(values, "fisher-samples", spec.fisherSamples, 1)!;
-  if (m !== "squeezellm" && (values.sensitive || values.outliers || values["outlier-range"])) {
-    throw new CliError(`--sensitive/--outliers/--outlier-range apply to --method squeezellm only`);
-  }
-  if (spec.outlierPct !== null && spec.outlierRange !== null) {
-    throw new CliError(`give --outliers P or --outlier-range R, not both`);
-  }
-  return spec;
+/** The calibration files the specs' methods read (none for fp32 and RTN). */
+function calibNeeds(specs: readonly (QuantSpec | null)[]): DataNeed[] {
+  const sources = new Set(specs.flatMap((s) => s && "calib" in s ? [s.calib.source] : []));
+  return [...sources].map(calibrationNeed);
 }
 
-function workersOf(values: Record<string, unknown>): number {
-  return int(values, "workers", navigator.hardwareConcurrency, 0, 64)!;
-}
-
-/** Quantizes `model` per the options (or loads --quantized), with progress on stderr. */
-async function quantizedFromOptions(
-  model: LoadedModel,
-  values: Record<string, unknown>,
-): Promise<QuantizedModel | null> {
-  const file = str(values, "quantized");
-  if (file) {
-    if (values.method) throw new CliError(`give --quantized FILE or --method, not both`);
-    const q = await loadQuantized(file);
-    if (q.base.sha256 !== model.checkpointSha256) {
-      console.error(
-        `warning: ${file} was quantized from ${q.base.path} (sha256 ${
-          q.base.sha256.slice(0, 12)
-        }…), not ${model.checkpointPath}`,
-      );
-    }
-    return q;
+/**
+ * The window length: `--seqlen` when given, else the max_seq_len of the
+ * model evaluated (`what` names it in the message).
+ */
+function seqlenFor(given: number | undefined, maxSeqLen: number, what: string): number {
+  if (given === undefined) return maxSeqLen;
+  if (given > maxSeqLen) {
+    throw new CliError(
+      `--seqlen ${given} exceeds the model's max_seq_len ${maxSeqLen} (${what}); ` +
+        `leave --seqlen out to use ${maxSeqLen}`,
+    );
   }
-  const spec = specFromOptions(values);
-  if (!spec) return null;
-  console.error(`quantizing ${model.name} with ${variantName(spec)} …`);
-  const q = await quantizeModel(model.weights, spec, {
-    tokenizer: model.tokenizer,
-    dataDir: model.dataDir,
-    offline: model.offline,
-    modelKey: model.checkpointSha256,
-    workers: workersOf(values),
-    log: (s) => console.error(s),
-  }, { groupGiven: values.group !== undefined });
-  console.error(
-    `quantized in ${q.seconds.toFixed(1)} s: ${q.avgBits.toFixed(3)} average bits per weight` +
-      (q.calibration ? `; calibration: ${q.calibration}` : ""),
-  );
-  return q;
+  return given;
 }
 
 const generateCmd: Command = {
@@ -157,16 +79,17 @@ const generateCmd: Command = {
   --seed S             sampling seed (default 0)
 ${MODEL_HELP}`,
   async run(values) {
-    const model = await loadModelFromOptions(values);
     const steps = int(values, "steps", 256, 1)!;
     const temperature = num(values, "temperature", 0)!;
     if (temperature < 0) throw new CliError(`--temperature must be ≥ 0, got ${temperature}`);
+    const seed = int(values, "seed", 0, 0);
+    const model = await loadModelFromOptions(values);
     const t0 = performance.now();
     const out = generate(model.weights, model.tokenizer, {
       steps,
       temperature,
       prompt: str(values, "prompt"),
-      seed: int(values, "seed", 0, 0),
+      seed,
       onText: values.json ? undefined : (p) => Deno.stdout.writeSync(new TextEncoder().encode(p)),
     });
     const seconds = (performance.now() - t0) / 1000;
@@ -202,11 +125,26 @@ const pplCmd: Command = {
 ${QUANT_HELP}
 ${MODEL_HELP}`,
   async run(values) {
-    const model = await loadModelFromOptions(values);
+    // Every option, output file and data file is checked before any work.
     const dataset = choice(values, "dataset", EVAL_SETS, "wikitext2");
-    const seqlen = int(values, "seqlen", model.weights.config.maxSeqLen, 2)!;
+    const seqlenGiven = int(values, "seqlen", undefined, 2);
     const limit = int(values, "limit", undefined, 1);
-    const q = await quantizedFromOptions(model, values);
+    const workers = workersOf(values);
+    const storePath = str(values, "store");
+    if (storePath) {
+      await checkStoreFile("--store", storePath);
+      await checkOutputFile("--store", storePath);
+    }
+    const file = str(values, "quantized");
+    const spec = file ? null : specFromOptions(values);
+    const model = await loadModelFromOptions(values, [evalSetNeed(dataset), ...calibNeeds([spec])]);
+    const fromFile = file ? await quantizedFromOptions(model, values) : null;
+    // The window length defaults to the max_seq_len of the model evaluated (a
+    // quantized file may come from another checkpoint than --model).
+    const seqlen = fromFile
+      ? seqlenFor(seqlenGiven, fromFile.weights.config.maxSeqLen, `the quantized model ${file}`)
+      : seqlenFor(seqlenGiven, model.weights.config.maxSeqLen, model.name);
+    const q = fromFile ?? await quantizedFromOptions(model, values);
     const set = await loadEvalSet(dataset as EvalSetName, {
       dataDir: model.dataDir,
       tokenizer: model.tokenizer,
@@ -216,13 +154,14 @@ ${MODEL_HELP}`,
     const weights = q ? q.weights : model.weights;
     const total = Math.min(Math.floor(set.tokens.length / seqlen), limit ?? Infinity);
     const bar = new Progress(`ppl ${dataset}`, total, "windows", seqlen, "tok");
+    const variant = q ? variantName(q.spec) : "fp32";
     const r = await perplexity(weights, set.tokens, {
       seqlen,
       limit,
-      workers: workersOf(values),
+      workers,
       onProgress: (d) => bar.update(d),
+      label: `${file ?? model.name} ${variant}`,
     });
-    const variant = q ? variantName(q.spec) : "fp32";
     const limited = r.windows < r.windowsAvailable
       ? ` (--limit: ${r.windows} of ${r.windowsAvailable} windows)`
       : "";
@@ -251,10 +190,9 @@ ${MODEL_HELP}`,
       seconds: r.seconds,
       tokensPerSecond: r.tokens / r.seconds,
     };
-    const storePath = str(values, "store");
     if (storePath) {
       const { recordPpl } = await import("./sweep.ts");
-      await recordPpl(storePath, model, q, set, r, "ppl " + Deno.args.join(" "));
+      await recordPpl(storePath, model, q, set, r, Deno.args.join(" "));
     }
     return result;
   },
@@ -272,7 +210,9 @@ ${MODEL_HELP}`,
     const out = str(values, "out");
     if (!out) throw new CliError(`--out FILE is required`);
     if (!values.method) throw new CliError(`--method is required (${METHODS.join(", ")})`);
-    const model = await loadModelFromOptions(values);
+    await checkOutputFile("--out", out);
+    const spec = specFromOptions(values);
+    const model = await loadModelFromOptions(values, calibNeeds([spec]));
     const q = (await quantizedFromOptions(model, values))!;
     await saveQuantized(out, q, { path: model.checkpointPath, sha256: model.checkpointSha256 }, {
       model: model.name,
@@ -320,7 +260,7 @@ const evalCmd: Command = {
   --workers N          worker threads (default: number of cores)
 ${MODEL_HELP}`,
   async run(values) {
-    const model = await loadModelFromOptions(values);
+    // Every option, output file and data file is checked before any work.
     const sweep = choice(values, "sweep", Object.keys(SWEEPS) as (keyof typeof SWEEPS)[], "paper");
     const datasets = list(values, "datasets", [...EVAL_SETS]);
     for (const d of datasets) {
@@ -328,17 +268,32 @@ ${MODEL_HELP}`,
         throw new CliError(`--datasets: unknown dataset "${d}" (${EVAL_SETS.join(", ")})`);
       }
     }
+    const seqlenGiven = int(values, "seqlen", undefined, 2);
+    const limit = int(values, "limit", undefined, 1);
+    const workers = workersOf(values);
+    const storePath = str(values, "store", "out/results.duckdb")!;
+    const reportPath = str(values, "report", "out/report.html")!;
+    await checkStoreFile(optionLabel(values, "store"), storePath);
+    await checkOutputFile(optionLabel(values, "store"), storePath, { createDir: true });
+    await checkOutputFile(optionLabel(values, "report"), reportPath, { createDir: true });
+    const model = await loadModelFromOptions(
+      values,
+      (datasets as EvalSetName[]).map(evalSetNeed),
+    );
+    const seqlen = seqlenFor(seqlenGiven, model.weights.config.maxSeqLen, model.name);
+    const specs = SWEEPS[sweep](model.weights.config);
+    await requireDataFromOptions(values, calibNeeds(specs));
     const { runSweep } = await import("./sweep.ts");
     return await runSweep(model, {
-      specs: SWEEPS[sweep](model.weights.config),
+      specs,
       datasets: datasets as EvalSetName[],
-      seqlen: int(values, "seqlen", model.weights.config.maxSeqLen, 2)!,
-      limit: int(values, "limit", undefined, 1),
-      storePath: str(values, "store", "out/results.duckdb")!,
-      reportPath: str(values, "report", "out/report.html")!,
-      workers: workersOf(values),
+      seqlen,
+      limit,
+      storePath,
+      reportPath,
+      workers,
       resume: !values["no-resume"],
-      command: "eval " + Deno.args.join(" "),
+      command: Deno.args.join(" "), // the task name is Deno.args[0]
     });
   },
 };
@@ -390,25 +345,24 @@ const reportCmd: Command = {
   help: `deno task report [--store out/results.duckdb] [--out out/report.html]`,
   async run(values) {
     const storePath = str(values, "store", "out/results.duckdb")!;
-    try {
-      await Deno.stat(storePath);
-    } catch {
-      throw new CliError(`--store ${storePath} does not exist; run "deno task eval" first`);
-    }
+    await checkStoreFile(optionLabel(values, "store"), storePath, { mustExist: true });
     const out = str(values, "out", "out/report.html")!;
-    const { ResultsStore } = await import("../../reports/store.ts");
-    const { markdownTable, pplTable, renderReport } = await import("../../reports/report.ts");
-    const store = await ResultsStore.open(storePath);
-    try {
-      await Deno.mkdir(out.replace(/\/[^/]*$/, "") || ".", { recursive: true });
-      await Deno.writeTextFile(out, await renderReport(store));
-      const tables = await pplTable(store);
-      for (const [model, rows] of tables) console.log(`\n${model}\n\n${markdownTable(rows)}`);
-      console.log(`\nwrote ${out}`);
-      return { out, store: storePath, models: [...tables.keys()] };
-    } finally {
-      store.close();
-    }
+    await checkOutputFile(optionLabel(values, "out"), out, { createDir: true });
+    const { openForReport } = await import("../../reports/store.ts");
+    const { markdownReport, renderReport, reportData } = await import("../../reports/report.ts");
+    // Read-only: works on a read-only file and while a sweep is writing to it.
+    const store = await openForReport(storePath, (s) => console.error(s));
+    const data = await reportData(store);
+    store.close();
+    await Deno.mkdir(out.replace(/\/[^/]*$/, "") || ".", { recursive: true });
+    await Deno.writeTextFile(out, await renderReport(data));
+    console.log(`\n${markdownReport(data.tables)}\n\nwrote ${out}`);
+    return {
+      out,
+      store: storePath,
+      models: [...new Set(data.tables.map((t) => t.model))],
+      tables: data.tables.map((t) => ({ title: t.title, seqlen: t.seqlen, columns: t.columns })),
+    };
   },
 };
 

@@ -1,0 +1,145 @@
+/**
+ * model → calibrate → quantize: the one place that loads what a method's
+ * calibration needs and hands it to the quantizer registry (quant/registry.ts).
+ *
+ * - "activations" (GPTQ, AWQ): `calib.nsamples` windows drawn by
+ *   datasets/calibration.ts.
+ * - "fisher" (SqueezeLLM): `fisherSamples` windows, then the Fisher
+ *   information, cached in `<cache dir>/fisher` (quant/fisher_cache.ts; the
+ *   cache dir is `$SQB_CACHE_DIR`, else `~/.cache/squeezebench/cache`, never
+ *   the data dir).
+ *
+ * The result carries the resolved spec and the calibration's identity (file,
+ * its sha256, window count, length, seed and the sha256 of the token ids),
+ * which the results store hashes into a result's key.
+ *
+ * @module
+ */
+import type { LlamaWeights } from "../model/config.ts";
+import type { ProgressCallback } from "../model/pool.ts";
+import type { Tokenizer } from "../model/tokenizer.ts";
+import { calibrationWindows } from "../datasets/calibration.ts";
+import { resolveCacheDir } from "../datasets/datadir.ts";
+import { cachedFisher, windowsSha256 } from "../quant/fisher_cache.ts";
+import {
+  type Calibration,
+  type CalibrationIdentity,
+  type CalibrationKind,
+  calibrationRequest,
+  type CalibSource,
+  type QuantizedModel,
+  quantizeWith,
+  type QuantSpec,
+  resolveSpec,
+} from "../quant/methods.ts";
+
+/** What {@linkcode quantizeModel} needs besides the weights and the spec. */
+export interface QuantContext {
+  tokenizer: Tokenizer;
+  /** Where the calibration data lives. */
+  dataDir: string;
+  offline: boolean;
+  /** Identifies the base checkpoint (its sha256) in caches. */
+  modelKey: string;
+  /** Worker threads (Fisher pass, k-means); 0 = this thread. */
+  workers: number;
+  log?: (line: string) => void;
+  /** Steps of the long passes (Fisher windows, GPTQ linears, AWQ search steps): (done, total, what). */
+  onProgress?: ProgressCallback;
+  /** Where derived files (the Fisher cache) go. @default resolveCacheDir() */
+  cacheDir?: string;
+}
+
+/** Options of {@linkcode quantizeModel}. */
+export interface QuantizeModelOptions {
+  /** The group size was asked for by the user (quant/spec.ts `resolveSpec`). @default false */
+  groupGiven?: boolean;
+}
+
+/**
+ * Loads the calibration `spec`'s method needs and quantizes every linear of
+ * `base`.
+ *
+ * @param base the full-precision model (not modified)
+ * @param spec the quantization (missing parameters take quant/spec.ts's defaults)
+ * @param ctx tokenizer, data dir, model key, workers, progress, cache dir
+ * @param opts whether the group size was asked for
+ * @returns the quantized model; `seconds` counts calibration and quantization
+ * @throws {RangeError} for a spec parameter that does not apply or is out of range
+ * @example
+ * ```ts
+ * const q = await quantizeModel(weights, defaultSpec("gptq", 3), ctx);
+ * q.variantName; // "gptq.w3"
+ * ```
+ */
+export async function quantizeModel(
+  base: LlamaWeights,
+  spec: QuantSpec,
+  ctx: QuantContext,
+  opts: QuantizeModelOptions = {},
+): Promise<QuantizedModel> {
+  const t0 = performance.now();
+  const resolved = resolveSpec(spec, base.config, { groupGiven: opts.groupGiven });
+  if (
+    "groupSize" in spec && "groupSize" in resolved && spec.groupSize != null &&
+    resolved.groupSize === null
+  ) {
+    ctx.log?.(
+      `${spec.method}: group ${spec.groupSize} does not divide every layer width of this model; ` +
+        `using one group per row`,
+    );
+  }
+  const calibration = await loadCalibration(base, resolved, ctx);
+  const q = await quantizeWith(base, resolved, calibration, {
+    workers: ctx.workers,
+    log: ctx.log,
+    onProgress: ctx.onProgress,
+  });
+  return { ...q, seconds: (performance.now() - t0) / 1000 };
+}
+
+/**
+ * The calibration a resolved spec's method needs (quant/registry.ts
+ * `calibrationRequest`), or null for none.
+ */
+export async function loadCalibration(
+  base: LlamaWeights,
+  spec: QuantSpec,
+  ctx: QuantContext,
+): Promise<Calibration<CalibrationKind> | null> {
+  const req = calibrationRequest(spec);
+  if (!req) return null;
+  const seqlen = req.seqlen ?? base.config.maxSeqLen;
+  const set = await calibrationWindows({
+    source: req.source as CalibSource,
+    nsamples: req.nsamples,
+    seqlen,
+    seed: req.seed,
+    dataDir: ctx.dataDir,
+    tokenizer: ctx.tokenizer,
+    offline: ctx.offline,
+  });
+  const identity: CalibrationIdentity = {
+    source: req.source as CalibSource,
+    file: set.file,
+    fileSha256: set.fileSha256,
+    nsamples: req.nsamples,
+    seqlen,
+    seed: req.seed,
+    tokensSha256: windowsSha256(set.windows),
+  };
+  const text = `${set.source}; ${req.nsamples} windows of ${seqlen}, seed ${req.seed}`;
+  if (req.kind === "activations") {
+    return { inputs: { windows: set.windows }, identity, text };
+  }
+  const fisher = await cachedFisher(base, set.windows, {
+    cacheDir: `${ctx.cacheDir ?? resolveCacheDir()}/fisher`,
+    key: `${ctx.modelKey}|${identity.source}|${identity.fileSha256}`,
+    workers: ctx.workers,
+    onProgress: (d, n, what) => {
+      ctx.onProgress?.(d, n, `fisher ${what}`);
+      if (d === n) ctx.log?.(`fisher: ${n} windows`);
+    },
+  });
+  return { inputs: { fisher: fisher.fisher, windows: fisher.windows }, identity, text };
+}

@@ -1,0 +1,226 @@
+/**
+ * The quantization methods behind one interface. Each entry says what
+ * calibration it needs — none (RTN), layer-input windows (GPTQ, AWQ:
+ * "activations") or the Fisher information of the weights (SqueezeLLM) — and
+ * quantizes a model given that calibration. quant/ never loads data: the
+ * caller (eval/pipeline.ts) draws the windows, computes the Fisher
+ * information, and calls {@linkcode QUANTIZERS}.
+ *
+ * Every linear layer (wq, wk, wv, wo, w1, w2, w3) is quantized; embeddings,
+ * norms and the classifier stay fp32, as in the papers.
+ *
+ * @module
+ */
+import type { LinearName, LlamaWeights } from "../model/config.ts";
+import type { ProgressCallback } from "../model/pool.ts";
+import { LINEAR_NAMES, linearKey, linearShape, withLinears } from "../model/config.ts";
+import { dequantize, type QuantizedLinear } from "./format.ts";
+import { rtn } from "./rtn.ts";
+import { gptqQuantizeModel } from "./sequential.ts";
+import { awqQuantizeModel } from "./awq.ts";
+import { findOutlierRange, squeezellmQuantize } from "./squeezellm.ts";
+import type { Method, QuantSpec, SpecOf } from "./spec.ts";
+
+/** What a method needs besides the weights. */
+export type CalibrationKind = "none" | "activations" | "fisher";
+
+/** Fisher information of every linear: [layer][name] = F [rows, cols] (squared gradients). */
+export type FisherLayers = Record<LinearName, Float32Array>[];
+
+/** The calibration a method of each kind is given. */
+export interface CalibrationInputs {
+  none: null;
+  /** Calibration windows of token ids, each ≤ max_seq_len. */
+  activations: { windows: Int32Array[] };
+  /** The Fisher information and how many windows it was computed from. */
+  fisher: { fisher: FisherLayers; windows: number };
+}
+
+/** Context of a quantizer besides the weights and calibration. */
+export interface QuantizeContext {
+  /** Worker threads (SqueezeLLM's k-means); 0 = this thread. */
+  workers: number;
+  /** One-line progress messages. */
+  log?: (line: string) => void;
+  /** Steps of the long searches (GPTQ's linears, AWQ's ratios and clips): (done, total, what). */
+  onProgress?: ProgressCallback;
+}
+
+/** What a quantizer returns. */
+export interface MethodOutput {
+  /** Fake-quantized weights: every linear = dequantize(linears[key]); AWQ's norms scaled. */
+  weights: LlamaWeights;
+  /** Keys "layers.{l}.{name}" ({@linkcode linearKey}). */
+  linears: Map<string, QuantizedLinear>;
+  /** Method-specific facts (outlier range, sparse counts, AWQ scales chosen…). */
+  details: Record<string, unknown>;
+}
+
+/** One quantization method. */
+export interface Quantizer<M extends Method, K extends CalibrationKind> {
+  method: M;
+  /** The calibration {@linkcode Quantizer.quantize} needs. */
+  calibration: K;
+  /**
+   * Quantizes every linear of `base`.
+   *
+   * @param base the full-precision model (not modified)
+   * @param spec a spec resolved by quant/spec.ts `resolveSpec` (every default filled in)
+   * @param calibration what {@linkcode Quantizer.calibration} names
+   * @param ctx workers and progress
+   */
+  quantize(
+    base: LlamaWeights,
+    spec: SpecOf<M>,
+    calibration: CalibrationInputs[K],
+    ctx: QuantizeContext,
+  ): Promise<MethodOutput>;
+}
+
+/** Key of one linear layer in {@linkcode MethodOutput.linears} (defined in model/config.ts). */
+export { linearKey };
+
+/** The fp32 weights of `base` with every linear replaced by its dequantized form. */
+export function fakeQuant(base: LlamaWeights, linears: Map<string, QuantizedLinear>): LlamaWeights {
+  return withLinears(base, (l, name) => {
+    const q = linears.get(linearKey(l, name));
+    return q ? dequantize(q) : undefined;
+  });
+}
+
+const rtnQuantizer: Quantizer<"rtn", "none"> = {
+  method: "rtn",
+  calibration: "none",
+  quantize(base, spec) {
+    const c = base.config;
+    const linears = new Map<string, QuantizedLinear>();
+    for (let l = 0; l < c.nLayers; l++) {
+      for (const name of LINEAR_NAMES) {
+        const [rows, cols] = linearShape(c, name);
+        const dense = rtn(base.layers[l][name], rows, cols, {
+          bits: spec.bits,
+          groupSize: spec.groupSize,
+          sym: spec.sym,
+          name: linearKey(l, name),
+        });
+        linears.set(linearKey(l, name), { dense });
+      }
+    }
+    return Promise.resolve({ weights: fakeQuant(base, linears), linears, details: {} });
+  },
+};
+
+const gptqQuantizer: Quantizer<"gptq", "activations"> = {
+  method: "gptq",
+  calibration: "activations",
+  quantize(base, spec, { windows }, ctx) {
+    const r = gptqQuantizeModel(base, windows, {
+      bits: spec.bits,
+      groupSize: spec.groupSize,
+      sym: spec.sym,
+      actOrder: spec.actOrder,
+      staticGroups: spec.staticGroups,
+      trueSequential: spec.trueSequential,
+      blocksize: spec.blocksize,
+      percdamp: spec.percdamp,
+      log: ctx.log,
+      onProgress: ctx.onProgress,
+    });
+    return Promise.resolve({ weights: r.weights, linears: r.linears, details: { stats: r.stats } });
+  },
+};
+
+const awqQuantizer: Quantizer<"awq", "activations"> = {
+  method: "awq",
+  calibration: "activations",
+  quantize(base, spec, { windows }, ctx) {
+    const r = awqQuantizeModel(base, windows, {
+      bits: spec.bits,
+      groupSize: spec.groupSize,
+      nGrid: spec.nGrid,
+      maxShrink: spec.maxShrink,
+      nSampleTokens: spec.nSampleTokens,
+      log: ctx.log,
+      onProgress: ctx.onProgress,
+    });
+    return Promise.resolve({ weights: r.weights, linears: r.linears, details: { stats: r.stats } });
+  },
+};
+
+const squeezellmQuantizer: Quantizer<"squeezellm", "fisher"> = {
+  method: "squeezellm",
+  calibration: "fisher",
+  async quantize(base, spec, { fisher, windows }, ctx) {
+    const c = base.config;
+    const details: Record<string, unknown> = {};
+    let r = spec.outlierRange;
+    if (spec.outlierPct !== null) {
+      const all = base.layers.flatMap((lw) => LINEAR_NAMES.map((n) => lw[n]));
+      r = findOutlierRange(all, spec.outlierPct);
+      details.outlierRange = r;
+      ctx.log?.(
+        `squeezellm: outlier range r = ${r.toPrecision(6)} gives ${spec.outlierPct}% outliers`,
+      );
+    }
+    const linears = new Map<string, QuantizedLinear>();
+    let nnz = 0;
+    for (let l = 0; l < c.nLayers; l++) {
+      for (const name of LINEAR_NAMES) {
+        const [rows, cols] = linearShape(c, name);
+        const q = await squeezellmQuantize(base.layers[l][name], fisher[l][name], rows, cols, {
+          bits: spec.bits,
+          seed: spec.calib.seed,
+          sensitivePct: spec.sensitivePct,
+          outlierRange: r ?? undefined,
+          maxIter: spec.kmeansIters,
+          tol: spec.kmeansTol,
+          workers: ctx.workers,
+        });
+        nnz += q.stats.nnz;
+        linears.set(linearKey(l, name), q.q);
+      }
+    }
+    details.sparseNnz = nnz;
+    details.fisherWindows = windows;
+    return { weights: fakeQuant(base, linears), linears, details };
+  },
+};
+
+/** Every method's quantizer, by name. */
+export const QUANTIZERS: {
+  readonly rtn: Quantizer<"rtn", "none">;
+  readonly gptq: Quantizer<"gptq", "activations">;
+  readonly awq: Quantizer<"awq", "activations">;
+  readonly squeezellm: Quantizer<"squeezellm", "fisher">;
+} = {
+  rtn: rtnQuantizer,
+  gptq: gptqQuantizer,
+  awq: awqQuantizer,
+  squeezellm: squeezellmQuantizer,
+};
+
+/** The calibration windows `spec` needs, or null for none. */
+export interface CalibrationRequest {
+  kind: "activations" | "fisher";
+  source: string;
+  nsamples: number;
+  /** Null: the model's max_seq_len. */
+  seqlen: number | null;
+  seed: number;
+}
+
+/**
+ * What calibration a spec needs: its kind, and the windows to draw (GPTQ and
+ * AWQ: `calib.nsamples`; SqueezeLLM: `fisherSamples` for the Fisher pass).
+ */
+export function calibrationRequest(spec: QuantSpec): CalibrationRequest | null {
+  switch (spec.method) {
+    case "rtn":
+      return null;
+    case "gptq":
+    case "awq":
+      return { kind: "activations", ...spec.calib };
+    case "squeezellm":
+      return { kind: "fisher", ...spec.calib, nsamples: spec.fisherSamples };
+  }
+}
