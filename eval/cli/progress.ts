@@ -19,7 +19,8 @@ export class Progress {
   #lastPrint = 0;
   #lastDecile = -1;
   #last = 0;
-  #start = -1; // bytes: the first count reported (a resumed download's prefix)
+  #start = -1; // the count the rate and ETA start from
+  #fromFirst = false;
   readonly #tty = Deno.stderr.isTerminal();
   readonly #enc = new TextEncoder();
 
@@ -40,6 +41,16 @@ export class Progress {
     readonly bytes = false,
   ) {}
 
+  /**
+   * Measures rate and ETA from the first update on (its count and time)
+   * rather than from zero at construction: for a bar made when the first
+   * report arrives, or a resumed download. Returns this.
+   */
+  fromFirstUpdate(): this {
+    this.#fromFirst = true;
+    return this;
+  }
+
   /** The last `done` reported. */
   get done(): number {
     return this.#last;
@@ -48,8 +59,11 @@ export class Progress {
   /** Reports that `done` of `total` steps are finished; `what` is shown after the figures. */
   update(done: number, what = ""): void {
     this.#last = done;
-    if (this.#start < 0) this.#start = this.bytes ? done : 0;
     const now = performance.now();
+    if (this.#start < 0) {
+      this.#start = this.#fromFirst ? done : 0;
+      if (this.#fromFirst) this.#t0 = now;
+    }
     const total = this.total;
     const frac = total ? Math.min(done / total, 1) : total === 0 ? 1 : 0;
     const decile = Math.floor(frac * 10);
@@ -72,7 +86,7 @@ export class Progress {
     if (total === null) {
       line = `${this.label} ${count(done)} ${unit} ${rateText}`;
     } else {
-      const eta = done > 0 ? (sec / done) * (total - done) : NaN;
+      const eta = done > this.#start ? (sec / (done - this.#start)) * (total - done) : NaN;
       const width = 24, fill = Math.round(frac * width);
       const bar = "█".repeat(fill) + "░".repeat(width - fill);
       line = `${this.label} ${bar} ${count(done)}/${count(total)} ${unit} ${rateText} ` +
@@ -87,24 +101,25 @@ export class Progress {
 
 /**
  * A {@linkcode ProgressCallback} that draws one bar per pass: a new bar
- * starts whenever the total changes or the count goes back, labelled
- * `label` (or the pass's `what` when no label is given); `what` is shown
+ * starts whenever the total changes or the count goes back. The bar is
+ * labelled `label`, or the first word of the pass's `what` ("awq",
+ * "fisher"); the whole `what` (e.g. "awq layers.3 scale w1,w3") is shown
  * beside the figures.
  *
- * @param label shown before every bar @default the first `what` of each pass
+ * @param label shown before every bar @default the first word of `what`
  * @returns the callback to hand to library code (`onProgress`)
  * @example
  * ```ts
- * await fisherInformation(weights, windows, { onProgress: progressBars("fisher") });
+ * await fisherInformation(weights, windows, { onProgress: progressBars() });
  * ```
  */
 export function progressBars(label?: string): ProgressCallback {
   let bar: Progress | undefined;
   return (done, total, what) => {
     if (!bar || bar.total !== total || done < bar.done) {
-      bar = new Progress(label ?? what, total, "steps");
+      bar = new Progress(label ?? what.split(" ")[0], total, "steps").fromFirstUpdate();
     }
-    bar.update(done, label === undefined ? "" : what);
+    bar.update(done, what === bar.label ? "" : what);
   };
 }
 
@@ -118,7 +133,7 @@ export function downloadBars(): DownloadProgress {
   let bar: Progress | undefined, file = "";
   return (done, total, what) => {
     if (!bar || what !== file || bar.total !== total || done < bar.done) {
-      bar = new Progress(what, total, "B", 1, "B", true);
+      bar = new Progress(what, total, "B", 1, "B", true).fromFirstUpdate();
       file = what;
     }
     bar.update(done);
