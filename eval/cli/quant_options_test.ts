@@ -160,3 +160,34 @@ Deno.test("the help is generated from the table: every flag, its methods and def
   assert.match(flat, /--fisher-samples N .*\[squeezellm: default 100\]/);
   assert.match(QUANT_HELP, /--sym .*\[rtn, gptq\]/);
 });
+
+Deno.test("ppl and quantize reject a bad quantization flag before loading any model or data", async () => {
+  const main = new URL("./main.ts", import.meta.url).pathname;
+  for (
+    const [args, re] of [
+      [
+        ["ppl", "--method", "squeezellm", "--bits", "3", "--sensitive", "150"],
+        /--sensitive must be a number in 0\.\.100, got 150/,
+      ],
+      [
+        ["ppl", "--method", "squeezellm", "--bits", "3", "--sym"],
+        /--sym does not apply to --method squeezellm/,
+      ],
+      [
+        ["quantize", "--method", "rtn", "--bits", "3", "--act-order", "--out", "/tmp/x.sqbq"],
+        /--act-order does not apply to --method rtn/,
+      ],
+    ] as const
+  ) {
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", main, ...args, "--data-dir", "/nonexistent-data-dir", "--offline"],
+      env: { NO_COLOR: "1", HF_HUB_OFFLINE: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const err = new TextDecoder().decode(r.stderr);
+    assert.equal(r.code, 2, err);
+    assert.match(err, re);
+    assert.doesNotMatch(err, /nonexistent-data-dir/, "the flag is checked before the data dir");
+  }
+});
