@@ -1,0 +1,331 @@
+/**
+ * Hugging Face LLaMA / Mistral checkpoint folders: `config.json`, the
+ * safetensors weights (single file or sharded, F32/F16/BF16) and the
+ * tokenizer (`tokenizer.model` when present, else `tokenizer.json`).
+ *
+ * Tensor names map to llama2.c's (model/config.ts):
+ *
+ * | Hugging Face                                  | here                 |
+ * | --------------------------------------------- | -------------------- |
+ * | `model.embed_tokens.weight`                   | tokenEmbedding       |
+ * | `model.layers.{i}.self_attn.{q,k,v,o}_proj.weight` | wq, wk, wv, wo  |
+ * | `model.layers.{i}.mlp.gate_proj.weight`       | w1                   |
+ * | `model.layers.{i}.mlp.down_proj.weight`       | w2                   |
+ * | `model.layers.{i}.mlp.up_proj.weight`         | w3                   |
+ * | `model.layers.{i}.input_layernorm.weight`     | attnNorm             |
+ * | `model.layers.{i}.post_attention_layernorm.weight` | ffnNorm         |
+ * | `model.norm.weight`                           | finalNorm            |
+ * | `lm_head.weight` (absent when tied)           | classifier           |
+ *
+ * RoPE convention. Meta's LLaMA and llama2.c rotate adjacent pairs
+ * (2i, 2i+1) of each head; Hugging Face's LlamaAttention rotates halves
+ * (i, i + headSize/2). HF's convert_llama_weights_to_hf.py therefore permutes
+ * the rows of q_proj and k_proj:
+ * `w.view(n_heads, rows // n_heads // 2, 2, cols).transpose(1, 2).reshape(rows, cols)`,
+ * i.e. HF row `h·hs + p·hs/2 + i` = Meta row `h·hs + 2i + p`. The loader
+ * applies the inverse ({@linkcode unpermuteRotateHalf}) so the forward pass's
+ * interleaved RoPE computes exactly what HF computes on the stored weights.
+ *
+ * @module
+ */
+import type { LayerWeights, LlamaConfig, LlamaWeights } from "./config.ts";
+import { kvDim } from "./config.ts";
+import { ShardedSafetensors } from "./safetensors.ts";
+import { checkFinite, ModelFormatError } from "./tensor_file.ts";
+import { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
+import { loadTokenizerJson } from "./tokenizer_json.ts";
+
+/** Architectures whose config.json and tensors this loader understands. */
+export const HF_ARCHITECTURES: readonly string[] = ["LlamaForCausalLM", "MistralForCausalLM"];
+
+/** A parsed config.json. */
+export interface HfConfig {
+  /** The model's hyper-parameters in llama2.c terms. */
+  config: LlamaConfig;
+  /** `architectures[0]`. */
+  architecture: string;
+  /** `torch_dtype` as stated (informational: tensors carry their own dtype). */
+  torchDtype: string | undefined;
+}
+
+/**
+ * Reads a LlamaForCausalLM / MistralForCausalLM `config.json`.
+ *
+ * `maxSeqLen` is `max_position_embeddings`, capped by Mistral's
+ * `sliding_window` (windows no longer than it attend exactly as the model does).
+ *
+ * @param text the file content
+ * @param path its name, for messages
+ * @returns the config in llama2.c terms
+ * @throws {ModelFormatError} for another architecture, a missing or invalid
+ *   field, or a feature the forward pass lacks (biases, rope_scaling, head_dim ≠ hidden/heads)
+ */
+export function parseHfConfig(text: string, path: string): HfConfig {
+  const fail = (msg: string): never => {
+    throw new ModelFormatError(`Cannot use ${path}: ${msg}`);
+  };
+  let j: Record<string, unknown> = {};
+  try {
+    const parsed = JSON.parse(text);
+    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+      fail("not a JSON object");
+    }
+    j = parsed;
+  } catch (e) {
+    if (e instanceof ModelFormatError) throw e;
+    fail(`not valid JSON (${(e as Error).message})`);
+  }
+  const archs = j.architectures;
+  const architecture = Array.isArray(archs) && typeof archs[0] === "string"
+    ? archs[0]
+    : j.model_type === "llama"
+    ? "LlamaForCausalLM"
+    : j.model_type === "mistral"
+    ? "MistralForCausalLM"
+    : String(archs ?? j.model_type);
+  if (!HF_ARCHITECTURES.includes(architecture)) {
+    fail(`architecture ${architecture} is not supported (only ${HF_ARCHITECTURES.join(", ")})`);
+  }
+  const int = (key: string, fallback?: number): number => {
+    const v = j[key] ?? fallback;
+    if (!Number.isSafeInteger(v) || (v as number) <= 0 || (v as number) > 2 ** 31) {
+      fail(`${key} is ${JSON.stringify(j[key])}, expected a positive integer`);
+    }
+    return v as number;
+  };
+  const num = (key: string, fallback: number): number => {
+    const v = j[key] ?? fallback;
+    if (typeof v !== "number" || !(v > 0) || !Number.isFinite(v)) {
+      fail(`${key} is ${JSON.stringify(j[key])}, expected a positive number`);
+    }
+    return v as number;
+  };
+  const dim = int("hidden_size");
+  const nHeads = int("num_attention_heads");
+  const nKvHeads = int("num_key_value_heads", nHeads);
+  if (dim % nHeads !== 0) fail(`hidden_size ${dim} is not a multiple of num_attention_heads`);
+  if ((dim / nHeads) % 2 !== 0) fail(`head size ${dim / nHeads} must be even for RoPE`);
+  if (nKvHeads > nHeads || nHeads % nKvHeads !== 0) {
+    fail(`num_attention_heads ${nHeads} is not a multiple of num_key_value_heads ${nKvHeads}`);
+  }
+  if (j.head_dim !== undefined && j.head_dim !== null && j.head_dim !== dim / nHeads) {
+    fail(`head_dim ${j.head_dim} differs from hidden_size / num_attention_heads (${dim / nHeads})`);
+  }
+  if (j.hidden_act !== undefined && j.hidden_act !== "silu") {
+    fail(`hidden_act ${JSON.stringify(j.hidden_act)} is not supported (only "silu")`);
+  }
+  if (j.rope_scaling !== undefined && j.rope_scaling !== null) {
+    fail(`rope_scaling ${JSON.stringify(j.rope_scaling)} is not supported`);
+  }
+  for (const b of ["attention_bias", "mlp_bias"]) {
+    if (j[b] === true) fail(`${b} = true is not supported (the forward pass has no biases)`);
+  }
+  let maxSeqLen = int("max_position_embeddings", 2048);
+  if (typeof j.sliding_window === "number" && j.sliding_window > 0) {
+    maxSeqLen = Math.min(maxSeqLen, j.sliding_window);
+  }
+  const config: LlamaConfig = {
+    dim,
+    hiddenDim: int("intermediate_size"),
+    nLayers: int("num_hidden_layers"),
+    nHeads,
+    nKvHeads,
+    vocabSize: int("vocab_size"),
+    maxSeqLen,
+    sharedClassifier: j.tie_word_embeddings === true,
+    normEps: num("rms_norm_eps", 1e-6),
+    ropeTheta: num("rope_theta", 10000),
+  };
+  const td = j.torch_dtype ?? j.dtype;
+  return { config, architecture, torchDtype: typeof td === "string" ? td : undefined };
+}
+
+/**
+ * Meta / llama2.c (interleaved pairs) → Hugging Face (rotate-half) row order
+ * of a q or k projection: HF's `permute` in convert_llama_weights_to_hf.py.
+ *
+ * @param w `[rows, cols]` row-major, rows = nHeads · headSize
+ * @param nHeads heads of this projection (nKvHeads for k)
+ * @param cols input width
+ * @returns the permuted copy
+ */
+export function permuteRotateHalf(w: Float32Array, nHeads: number, cols: number): Float32Array {
+  const hs = w.length / cols / nHeads, half = hs / 2;
+  const out = new Float32Array(w.length);
+  for (let h = 0; h < nHeads; h++) {
+    for (let i = 0; i < half; i++) {
+      for (let p = 0; p < 2; p++) {
+        const meta = h * hs + 2 * i + p, hf = h * hs + p * half + i;
+        out.set(w.subarray(meta * cols, (meta + 1) * cols), hf * cols);
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * Hugging Face (rotate-half) → Meta / llama2.c (interleaved) row order: the
+ * inverse of {@linkcode permuteRotateHalf}.
+ *
+ * @param w `[rows, cols]` row-major, rows = nHeads · headSize
+ * @param nHeads heads of this projection (nKvHeads for k)
+ * @param cols input width
+ * @returns the un-permuted copy
+ */
+export function unpermuteRotateHalf(w: Float32Array, nHeads: number, cols: number): Float32Array {
+  const hs = w.length / cols / nHeads, half = hs / 2;
+  const out = new Float32Array(w.length);
+  for (let h = 0; h < nHeads; h++) {
+    for (let i = 0; i < half; i++) {
+      for (let p = 0; p < 2; p++) {
+        const meta = h * hs + 2 * i + p, hf = h * hs + p * half + i;
+        out.set(w.subarray(hf * cols, (hf + 1) * cols), meta * cols);
+      }
+    }
+  }
+  return out;
+}
+
+/** Reads and checks one tensor of a HF checkpoint as float32. */
+export interface TensorReader {
+  /** Whether the checkpoint has `name`. */
+  has(name: string): boolean;
+  /** `[numel]` values of `name`, its stored shape checked against `shape`. */
+  read(name: string, shape: readonly number[]): Float32Array;
+}
+
+/**
+ * Assembles {@linkcode LlamaWeights} from HF-named tensors, un-permuting q
+ * and k into the interleaved RoPE order.
+ *
+ * @param config the model config
+ * @param t tensor access (see {@linkcode hfTensorReader})
+ * @returns fp32 weights
+ * @throws {ModelFormatError} for a missing tensor or a shape mismatch
+ */
+export function assembleHfWeights(config: LlamaConfig, t: TensorReader): LlamaWeights {
+  const { dim, hiddenDim, nHeads, nKvHeads, vocabSize } = config;
+  const kv = kvDim(config);
+  const tokenEmbedding = t.read("model.embed_tokens.weight", [vocabSize, dim]);
+  const layers: LayerWeights[] = [];
+  for (let l = 0; l < config.nLayers; l++) {
+    const p = `model.layers.${l}.`;
+    layers.push({
+      attnNorm: t.read(`${p}input_layernorm.weight`, [dim]),
+      wq: unpermuteRotateHalf(t.read(`${p}self_attn.q_proj.weight`, [dim, dim]), nHeads, dim),
+      wk: unpermuteRotateHalf(t.read(`${p}self_attn.k_proj.weight`, [kv, dim]), nKvHeads, dim),
+      wv: t.read(`${p}self_attn.v_proj.weight`, [kv, dim]),
+      wo: t.read(`${p}self_attn.o_proj.weight`, [dim, dim]),
+      ffnNorm: t.read(`${p}post_attention_layernorm.weight`, [dim]),
+      w1: t.read(`${p}mlp.gate_proj.weight`, [hiddenDim, dim]),
+      w2: t.read(`${p}mlp.down_proj.weight`, [dim, hiddenDim]),
+      w3: t.read(`${p}mlp.up_proj.weight`, [hiddenDim, dim]),
+    });
+  }
+  const finalNorm = t.read("model.norm.weight", [dim]);
+  const classifier = config.sharedClassifier
+    ? tokenEmbedding
+    : t.read("lm_head.weight", [vocabSize, dim]);
+  return { config, tokenEmbedding, layers, finalNorm, classifier };
+}
+
+/**
+ * A {@linkcode TensorReader} over open safetensors: checks shape, rejects
+ * non-finite values.
+ *
+ * @param st the open checkpoint
+ * @returns the reader
+ */
+export function hfTensorReader(st: ShardedSafetensors): TensorReader {
+  return {
+    has: (name) => st.has(name),
+    read(name, shape) {
+      const info = st.info(name);
+      if (!info) {
+        throw new ModelFormatError(`Missing tensor "${name}" in ${st.dir}`);
+      }
+      if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) {
+        throw new ModelFormatError(
+          `Tensor "${name}" in ${st.dir} has shape [${info.shape}], config.json implies [${shape}]`,
+        );
+      }
+      const x = st.read(name);
+      checkFinite(x, `Tensor "${name}" in ${st.dir}`);
+      return x;
+    },
+  };
+}
+
+/** A loaded Hugging Face checkpoint folder. */
+export interface HfModel extends HfConfig {
+  /** fp32 weights in llama2.c's layout and RoPE convention. */
+  weights: LlamaWeights;
+  /** `tokenizer.model`, else `tokenizer.json`; undefined when the folder has neither. */
+  tokenizer: Tokenizer | undefined;
+}
+
+/**
+ * Loads a Hugging Face LLaMA / Mistral checkpoint folder.
+ *
+ * @param dir folder with config.json, the safetensors and usually a tokenizer
+ * @returns config, fp32 weights and tokenizer
+ * @throws {ModelFormatError} naming the file and what is wrong
+ * @throws {TokenizerError} for a malformed tokenizer file
+ * @example
+ * ```ts
+ * const { weights, tokenizer } = await loadHfModel("/models/Llama-2-7b-hf");
+ * ```
+ */
+export async function loadHfModel(dir: string): Promise<HfModel> {
+  dir = dir.replace(/\/+$/, "") || "/";
+  const cfgPath = `${dir}/config.json`;
+  let text: string;
+  try {
+    text = await Deno.readTextFile(cfgPath);
+  } catch (e) {
+    const why = e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message;
+    throw new ModelFormatError(`Cannot read ${cfgPath}: ${why}`);
+  }
+  const cfg = parseHfConfig(text, cfgPath);
+  let weights: LlamaWeights;
+  {
+    using st = ShardedSafetensors.open(dir);
+    weights = assembleHfWeights(cfg.config, hfTensorReader(st));
+  }
+  const tokenizer = await loadHfTokenizer(dir, cfg.config.vocabSize);
+  return { ...cfg, weights, tokenizer };
+}
+
+/**
+ * The tokenizer of a checkpoint folder: `tokenizer.model` (SentencePiece)
+ * when present, else `tokenizer.json`, else undefined.
+ *
+ * @param dir the folder
+ * @param vocabSize the model's vocabulary size; the tokenizer may not have more tokens
+ * @returns the tokenizer, or undefined
+ */
+export async function loadHfTokenizer(
+  dir: string,
+  vocabSize?: number,
+): Promise<Tokenizer | undefined> {
+  let tok: Tokenizer | undefined;
+  if (await isFile(`${dir}/tokenizer.model`)) tok = await loadTokenizer(`${dir}/tokenizer.model`);
+  else if (await isFile(`${dir}/tokenizer.json`)) {
+    tok = await loadTokenizerJson(`${dir}/tokenizer.json`);
+  }
+  if (tok && vocabSize !== undefined && tok.vocabSize > vocabSize) {
+    throw new ModelFormatError(
+      `Tokenizer ${tok.source} has ${tok.vocabSize} tokens, the model's vocab_size is ${vocabSize}`,
+    );
+  }
+  return tok;
+}
+
+async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isFile;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
