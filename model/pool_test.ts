@@ -88,13 +88,13 @@ Deno.test("runTasks() rejects with the task's error class, named by the pool, an
 });
 
 Deno.test("runTasks() reports a worker module that fails to load", async () => {
-  const missing = new URL("./_no_such_worker.ts", import.meta.url);
+  const broken = new URL("./_pool_test_broken_worker.ts", import.meta.url);
   const r = await withTrackedWorkers(async () => {
     await assert.rejects(
       () =>
         runTasks({
           name: "squares",
-          worker: missing,
+          worker: broken,
           handler: squareTasks,
           workers: 1,
           init: { spin: 0 },
@@ -102,7 +102,7 @@ Deno.test("runTasks() reports a worker module that fails to load", async () => {
           task: (k) => k,
           onResult: () => {},
         }),
-      /squares worker failed \(.*_no_such_worker\.ts\)/,
+      /squares worker failed \(.*_pool_test_broken_worker\.ts\): .*fails to load on purpose/,
     );
   });
   assert.deepEqual(r, { created: 1, live: 0 });

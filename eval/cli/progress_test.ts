@@ -24,12 +24,12 @@ Deno.test("progressBars() draws one bar per pass, labelled by the first word of 
   assert.equal(awq.length + fisher.length, lines.length, err);
   // The first step, then one line per 10% (steps 2, 4, …, 20).
   assert.equal(awq.length, 11, err);
-  assert.match(awq.at(-1)!, /^awq █{24} 20\/20 steps .* steps\/s \d+\.\ds  awq layers\.1 scale$/);
+  assert.match(awq.at(-1)!, /^awq █{24} 20\/20 steps .* steps\/s \d+\.\ds {2}awq layers\.1 scale$/);
   // The rate and ETA count from the first report (the bar is made then).
-  assert.match(awq[0], /^awq █░{23} 1\/20 steps 0\.0 steps\/s ETA \?  awq layers\.0 scale$/);
-  assert.match(awq[1], /^awq ██░{22} 2\/20 steps .* ETA \d+s  awq layers\.0 scale$/);
+  assert.match(awq[0], /^awq █░{23} 1\/20 steps 0\.0 steps\/s ETA \? {2}awq layers\.0 scale$/);
+  assert.match(awq[1], /^awq ██░{22} 2\/20 steps .* ETA \d+s {2}awq layers\.0 scale$/);
   assert.equal(fisher.length, 3, err);
-  assert.match(fisher.at(-1)!, /^fisher █{24} 3\/3 steps .*  fisher windows$/);
+  assert.match(fisher.at(-1)!, /^fisher █{24} 3\/3 steps .* {2}fisher windows$/);
 });
 
 Deno.test("downloadBars() shows megabytes per file, and only the figures when the size is unknown", async () => {
