@@ -279,17 +279,25 @@ export async function renderReport(source: ResultsStore | ReportData): Promise<s
   const data = "tables" in source ? source : await reportData(source);
   const sections: string[] = [];
   for (const t of data.tables) {
-    const th = ["variant", "bits", "avg bits", ...t.columns.map((c) => c.label), "stored bits"]
-      .map((h) => `<th>${esc(h)}</th>`).join("");
+    const th = [
+      "variant",
+      "bits",
+      "avg bits",
+      ...t.columns.map((c) => c.label),
+      "stored bits",
+      "calibration",
+    ].map((h) => `<th>${esc(h)}</th>`).join("");
     const trs = t.rows.map((r) =>
-      `<tr><td title="${esc(`config ${r.configKey}; calibration ${r.calibration}`)}">${
-        esc(r.label)
-      }</td><td>${r.bits ?? "fp32"}</td><td>${r.avgBits.toFixed(2)}</td>${
+      `<tr><td title="${esc(`config key ${r.configKey}`)}">${esc(r.label)}</td><td>${
+        r.bits ?? "fp32"
+      }</td><td>${r.avgBits.toFixed(2)}</td>${
         t.columns.map((c) =>
           `<td>${r.ppl[c.key] === undefined ? "—" : r.ppl[c.key].toFixed(3)}</td>`
         )
           .join("")
-      }<td>${r.storedBits === null ? "?" : r.storedBits.toFixed(2)}</td></tr>`
+      }<td>${r.storedBits === null ? "?" : r.storedBits.toFixed(2)}</td><td>${
+        esc(r.calibration)
+      }</td></tr>`
     ).join("\n");
     const points = t.rows.flatMap((r) =>
       t.columns.filter((c) => r.ppl[c.key] !== undefined).map((c) => ({

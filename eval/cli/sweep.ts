@@ -29,7 +29,7 @@ import { modelSize } from "../../quant/size.ts";
 import { quantizeModel } from "../pipeline.ts";
 import type { SweepEntry } from "./presets.ts";
 import { perplexity, type PerplexityResult, windowPlan } from "../perplexity.ts";
-import { Progress } from "./progress.ts";
+import { Progress, progressBars } from "./progress.ts";
 import type { LoadedModel } from "./load.ts";
 import { currentRun, ResultsStore, type RunInfo } from "../../reports/store.ts";
 import {
@@ -144,13 +144,21 @@ export async function runSweep(model: LoadedModel, opts: SweepOptions): Promise<
     }
     return sets.get(d)!;
   };
+  // Specs that draw the same windows (e.g. GPTQ and AWQ at every bit width) share one draw.
+  const calibrations = new Map<string, Promise<CalibrationIdentity | null>>();
+  const calibrationOf = (spec: QuantSpec) => {
+    const { kind: _, ...draw } = calibrationRequest(spec) ?? { kind: "none" };
+    const key = canonicalJson(draw);
+    if (!calibrations.has(key)) calibrations.set(key, calibrationIdentity(model, spec));
+    return calibrations.get(key)!;
+  };
   const results: object[] = [];
   const keys: string[] = [];
   const t0 = performance.now();
   for (const entry of opts.specs) {
     const spec = entry ? resolveSpec(entry, config) : null;
     const variant = spec ? variantName(spec) : "fp32";
-    const calibration = spec ? await calibrationIdentity(model, spec) : null;
+    const calibration = spec ? await calibrationOf(spec) : null;
     const todo: { p: PlannedSet; identity: ResultIdentity }[] = [];
     for (const d of opts.datasets) {
       const p = await planned(d);
@@ -183,6 +191,7 @@ export async function runSweep(model: LoadedModel, opts: SweepOptions): Promise<
         modelKey: model.checkpointSha256,
         workers: opts.workers,
         log: (s) => console.error(`   ${s}`),
+        onProgress: progressBars("   "),
       });
       console.error(`   ${q.avgBits.toFixed(3)} avg bits, ${q.seconds.toFixed(1)} s`);
       // The key was computed before quantizing; the quantizer's own account must agree.
@@ -203,6 +212,7 @@ export async function runSweep(model: LoadedModel, opts: SweepOptions): Promise<
         limit: p.identity.windows,
         workers: opts.workers,
         onProgress: (n) => bar.update(n),
+        label: `${model.name} ${variant}`,
       });
       await recordInto(store, run, model, q, p.set, r, identity);
       console.error(
