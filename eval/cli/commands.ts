@@ -216,7 +216,7 @@ ${MODEL_HELP}`,
     const q = (await quantizedFromOptions(model, values))!;
     await saveQuantized(out, q, { path: model.checkpointPath, sha256: model.checkpointSha256 }, {
       model: model.name,
-      command: "quantize " + Deno.args.join(" "),
+      command: Deno.args.join(" "), // the task name is Deno.args[0]
       created: new Date().toISOString(),
     });
     const bytes = (await Deno.stat(out)).size;
