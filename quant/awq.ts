@@ -57,14 +57,15 @@ import { LINEAR_NAMES, linearShape } from "../model/config.ts";
 import { attention, block, feedForward, RunState } from "../model/forward.ts";
 import type { ProgressCallback } from "../model/pool.ts";
 import { matmul } from "../model/matmul.ts";
+import { checkBits, dequantizeDense, type QuantizedLinear, type UniformTensor } from "./format.ts";
 import {
-  checkBits,
-  dequantizeDense,
-  packCodes,
-  type QuantizedLinear,
-  type UniformTensor,
-} from "./format.ts";
-import { roundHalfEven, storedScale } from "./rtn.ts";
+  maxqOf,
+  quantizeUniform,
+  quantizeValue,
+  roundHalfEven,
+  storedScale,
+  type UniformGrid,
+} from "./rtn.ts";
 import { checkWindows, embedWindows, since } from "./sequential.ts";
 import { DEFAULTS } from "./spec.ts";
 
@@ -175,9 +176,9 @@ export interface AwqResult {
 }
 
 /**
- * AWQ's pseudo_quantize_tensor on one group: quantizes w[off + k·stride],
- * k = 0..n−1, writes the fake-quantized values to wq (same positions) and,
- * when `codes` is given, the codes to codes[off + k·stride].
+ * AWQ's grid (pseudo_quantize_tensor's scale and zero) as a quant/rtn.ts
+ * {@linkcode UniformGrid}, so AWQ shares the one quantization loop
+ * (quantizeUniform) and GPTQ's solver could run on it.
  *
  * zero_point (asymmetric): scale = max(max − min, 1e-5) / (2^b − 1),
  * zero = clamp(−round(min / scale), 0, 2^b − 1),
@@ -185,48 +186,65 @@ export interface AwqResult {
  * Symmetric: scale = max(amax|w|, 1e-5) / (2^(b−1) − 1), zero = 0,
  * q = clamp(round(w / scale), −2^(b−1), 2^(b−1) − 1); the stored code is
  * q + 2^(b−1) and the stored zero 2^(b−1), so that w_q = scale·(code − zero)
- * in both cases (quant/format.ts's UniformTensor). The scale is rounded to
- * fp16 before use (rtn.ts's storedScale: never 0). Arithmetic is fp32 like
- * torch's, with halves rounded to even like torch.round. Returns
- * [scale, zero] as stored.
+ * in both cases (quant/format.ts's UniformTensor) and the code is
+ * rtn.ts's quantizeValue(w, scale, zero, 2^b − 1) in both. The scale is
+ * rounded to fp16 before use (rtn.ts's storedScale: never 0). Arithmetic is
+ * fp32 like torch's, with halves rounded to even like torch.round. Unlike
+ * GPTQ's min-max grid, the range is the group's own [min, max] (0 need not
+ * be in it).
+ *
+ * @param bits 2..8
+ * @param sym zero_point=False @default false
+ * @example
+ * ```ts
+ * awqGrid(2).params([0, 1, 2, 3], 0, 4, "W"); // { scale: 1, zero: 0 }
+ * ```
+ */
+export function awqGrid(bits: number, sym = false): UniformGrid {
+  checkBits(bits);
+  const f = Math.fround;
+  return {
+    bits,
+    sym,
+    params(w, start, end, what) {
+      let max = -Infinity, min = Infinity;
+      for (let i = start; i < end; i++) {
+        const v = w[i];
+        if (v > max) max = v;
+        if (v < min) min = v;
+      }
+      if (sym) {
+        const hi = 2 ** (bits - 1) - 1;
+        return {
+          scale: storedScale(f(Math.max(max, -min, 1e-5) / hi), what),
+          zero: 2 ** (bits - 1),
+        };
+      }
+      const hi = 2 ** bits - 1;
+      const scale = storedScale(f(Math.max(f(max - min), 1e-5) / hi), what);
+      return { scale, zero: Math.min(Math.max(-roundHalfEven(f(min / scale)), 0), hi) };
+    },
+  };
+}
+
+/**
+ * pseudo_quantize_tensor on one group w[off .. off + n) with `grid`
+ * ({@linkcode awqGrid}): writes the fake-quantized values to wq (same
+ * positions). Returns [scale, zero] as stored.
  */
 function quantizeGroup(
   w: ArrayLike<number>,
   off: number,
   n: number,
-  bits: number,
-  sym: boolean,
+  grid: UniformGrid,
   wq: Float32Array,
-  codes?: Uint8Array,
 ): [number, number] {
-  let max = -Infinity, min = Infinity;
-  for (let k = 0; k < n; k++) {
-    const v = w[off + k];
-    if (v > max) max = v;
-    if (v < min) min = v;
+  const { scale, zero } = grid.params(w, off, off + n, "AWQ group");
+  const maxq = maxqOf(grid.bits);
+  for (let i = off; i < off + n; i++) {
+    wq[i] = (quantizeValue(w[i], scale, zero, maxq) - zero) * scale;
   }
-  const f = Math.fround;
-  let scale: number, zero: number, lo: number, hi: number, shift: number;
-  if (sym) {
-    hi = 2 ** (bits - 1) - 1;
-    lo = -(2 ** (bits - 1));
-    scale = storedScale(f(Math.max(max, -min, 1e-5) / hi), "AWQ group");
-    zero = 0;
-    shift = 2 ** (bits - 1);
-  } else {
-    hi = 2 ** bits - 1;
-    lo = 0;
-    scale = storedScale(f(Math.max(f(max - min), 1e-5) / hi), "AWQ group");
-    zero = Math.min(Math.max(-roundHalfEven(f(min / scale)), 0), hi);
-    shift = 0;
-  }
-  for (let k = 0; k < n; k++) {
-    const i = off + k;
-    const q = Math.min(Math.max(roundHalfEven(f(w[i] / scale)) + zero, lo), hi);
-    wq[i] = (q - zero) * scale;
-    if (codes) codes[i] = q + shift;
-  }
-  return [scale, zero + shift];
+  return [scale, zero];
 }
 
 /** Checks a grid against a weight width; returns the group size. */
@@ -259,7 +277,8 @@ export function awqPseudoQuantize(
 ): Float32Array {
   const g = groupFor(grid, cols, "awqPseudoQuantize()");
   const n = rows * cols;
-  for (let off = 0; off < n; off += g) quantizeGroup(W, off, g, grid.bits, grid.sym ?? false, out);
+  const uniform = awqGrid(grid.bits, grid.sym ?? false);
+  for (let off = 0; off < n; off += g) quantizeGroup(W, off, g, uniform, out);
   return out;
 }
 
@@ -283,29 +302,7 @@ export function awqQuantizeTensor(
   if (W.length !== rows * cols) {
     throw new RangeError(`awqQuantizeTensor(): expected ${rows}×${cols} weights, got ${W.length}`);
   }
-  const sym = grid.sym ?? false;
-  const ng = cols / g;
-  const codes = new Uint8Array(rows * cols);
-  const scales = new Float32Array(rows * ng), zeros = new Float32Array(rows * ng);
-  const wq = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) {
-    for (let j = 0; j < ng; j++) {
-      const [s, z] = quantizeGroup(W, r * cols + j * g, g, grid.bits, sym, wq, codes);
-      scales[r * ng + j] = s;
-      zeros[r * ng + j] = z;
-    }
-  }
-  return {
-    kind: "uniform",
-    bits: grid.bits,
-    rows,
-    cols,
-    groupSize: g,
-    sym,
-    codes: packCodes(codes, rows, cols, grid.bits),
-    scales: new Uint16Array(Float16Array.from(scales).buffer),
-    zeros: new Uint16Array(Float16Array.from(zeros).buffer),
-  };
+  return quantizeUniform(W, rows, cols, g, awqGrid(grid.bits, grid.sym ?? false), "AWQ group");
 }
 
 /** get_act_scale: mean over tokens of |x| per input channel. x: [N, width]. */
@@ -611,7 +608,7 @@ export function searchClip(
   const g = groupFor(grid, cols, "searchClip()");
   const nGrid = grid.nGrid ?? DEFAULTS.awq.nGrid;
   const steps = Math.floor((grid.maxShrink ?? DEFAULTS.awq.maxShrink) * nGrid);
-  const sym = grid.sym ?? false;
+  const uniform = awqGrid(grid.bits, grid.sym ?? false);
   const ng = cols / g;
   const maxVal = new Float32Array(rows * ng);
   const xg = new Float32Array(n * g); // [n, g] inputs of one group, contiguous
@@ -632,7 +629,7 @@ export function searchClip(
       for (let i = 0; i < steps; i++) {
         const mv = Math.fround(amax * (1 - i / nGrid));
         for (let k = 0; k < g; k++) cur[k] = Math.min(Math.max(w[k], -mv), mv);
-        quantizeGroup(cur, 0, g, grid.bits, sym, q);
+        quantizeGroup(cur, 0, g, uniform, q);
         let err = 0;
         for (let t = 0; t < n; t++) {
           let acc = 0;

@@ -3,6 +3,7 @@ import { dequantize, fromF16, packCodes, unpackCodes } from "./format.ts";
 import { descendingOrder, Gptq, type GptqOptions } from "./gptq.ts";
 import { spdInverse, upperCholesky } from "./linalg.ts";
 import { findParams, quantizeValue, rtn, storedScale } from "./rtn.ts";
+import { awqGrid, awqQuantizeTensor } from "./awq.ts";
 import { gaussian, randn } from "../model/random.ts";
 
 const ROWS = 24, COLS = 70;
@@ -335,4 +336,31 @@ Deno.test("copyFor() gives a layer with the same inputs the same H", () => {
   assert.throws(() => g.copyFor(5), /already consumed/);
   const b = accumulate(cal).fasterquant(W, { bits: 3 });
   assert.deepEqual(a.q, b.q);
+});
+
+Deno.test("fasterquant() runs on any grid passed in: AWQ's grid, GPTQ objective below AWQ's RTN", () => {
+  const W = weights(5);
+  const cal = calibration(6);
+  for (const bits of [3, 4]) {
+    for (const sym of [false, true]) {
+      const g = accumulate(cal);
+      const H = g.hessian();
+      let calls = 0;
+      const grid = awqGrid(bits, sym);
+      const counted = {
+        ...grid,
+        params: (...a: Parameters<typeof grid.params>) => (calls++, grid.params(...a)),
+      };
+      const q = g.fasterquant(W, { bits, sym, groupSize: 10, grid: counted }).q;
+      assert.equal(calls, ROWS * (COLS / 10), "every group's parameters come from the grid");
+      const base = awqQuantizeTensor(W, ROWS, COLS, { bits, groupSize: 10, sym });
+      const gptq = objective(W, dequantize({ dense: q }), H);
+      const rtnAwq = objective(W, dequantize({ dense: base }), H);
+      assert.ok(gptq < 0.9 * rtnAwq, `bits ${bits} sym ${sym}: GPTQ ${gptq} vs AWQ RTN ${rtnAwq}`);
+    }
+  }
+  assert.throws(
+    () => accumulate(cal).fasterquant(W, { bits: 3, grid: awqGrid(4) }),
+    /grid of 4 bits given for bits 3/,
+  );
 });

@@ -251,20 +251,51 @@ export function rtn(
   const groupSize = checkGroupSize(opts.groupSize, cols, what);
   const sym = opts.sym ?? false;
   checkFinite(W, rows, cols, what);
-  const grid = minMaxGrid(bits, sym);
+  return quantizeUniform(W, rows, cols, groupSize, minMaxGrid(bits, sym), what);
+}
+
+/**
+ * W [rows, cols] on a uniform grid with one (scale, zero) per row, or per
+ * group of `groupSize` consecutive columns: the parameters from
+ * `grid.params`, the codes {@linkcode quantizeValue}(w, scale, zero, 2^b − 1).
+ * The one quantization loop of RTN and AWQ (GPTQ's solver calls the grid
+ * itself).
+ *
+ * @param W weights [rows, cols], row-major
+ * @param rows number of rows
+ * @param cols number of columns
+ * @param groupSize columns per group, dividing cols (cols: one group per row)
+ * @param grid how scale and zero are found
+ * @param what the tensor, for error messages @default "W"
+ * @returns the uniform tensor (fp16 scales/zeros [rows, cols/groupSize], packed codes)
+ * @example
+ * ```ts
+ * quantizeUniform(new Float32Array([0, 1, 2, 3]), 1, 4, 4, minMaxGrid(2)); // = rtn(…, { bits: 2 })
+ * ```
+ */
+export function quantizeUniform(
+  W: ArrayLike<number>,
+  rows: number,
+  cols: number,
+  groupSize: number,
+  grid: UniformGrid,
+  what = "W",
+): UniformTensor {
+  const { bits, sym } = grid;
   const maxq = maxqOf(bits);
   const ng = cols / groupSize;
-  const scales = new Float32Array(rows * ng);
-  const zeros = new Float32Array(rows * ng);
+  const scales = new Float32Array(rows * ng); // [rows, ng]
+  const zeros = new Float32Array(rows * ng); // [rows, ng]
   const codes = new Uint8Array(rows * cols); // [rows, cols]
   for (let r = 0; r < rows; r++) {
     for (let g = 0; g < ng; g++) {
       const c0 = r * cols + g * groupSize;
       const p = grid.params(W, c0, c0 + groupSize, `${what} row ${r}`);
-      const scale = p.scale;
-      scales[r * ng + g] = scale;
+      scales[r * ng + g] = p.scale;
       zeros[r * ng + g] = p.zero;
-      for (let c = c0; c < c0 + groupSize; c++) codes[c] = quantizeValue(W[c], scale, p.zero, maxq);
+      for (let c = c0; c < c0 + groupSize; c++) {
+        codes[c] = quantizeValue(W[c], p.scale, p.zero, maxq);
+      }
     }
   }
   return {
