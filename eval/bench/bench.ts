@@ -17,6 +17,7 @@ import { perplexity } from "../perplexity.ts";
 import { Progress } from "../cli/progress.ts";
 import { checkOutputFile, checkStoreFile, int, list, str } from "../cli/options.ts";
 import type { DataNeed } from "../../datasets/datadir.ts";
+import { DEFAULT_WORKERS } from "../../quant/spec.ts";
 
 type Values = Record<string, unknown>;
 
@@ -44,7 +45,7 @@ async function benchForward(values: Values) {
     forward(model.weights, set.tokens.subarray(i * seqlen, (i + 1) * seqlen), { state });
   }
   const single = (windows * seqlen) / ((performance.now() - t0) / 1000);
-  const workers = int(values, "workers", navigator.hardwareConcurrency, 1)!;
+  const workers = int(values, "workers", DEFAULT_WORKERS, 1)!;
   const r = await perplexity(model.weights, set.tokens, { seqlen, limit: windows * 2, workers });
   const parallel = r.tokens / r.seconds;
   console.log(`prefill forward, ${model.name}, ${seqlen}-token windows of TinyStories text`);
@@ -75,7 +76,7 @@ async function benchPpl(values: Values) {
     offline: model.offline,
   });
   const loadSeconds = (performance.now() - t0) / 1000;
-  const workers = int(values, "workers", navigator.hardwareConcurrency, 0)!;
+  const workers = int(values, "workers", DEFAULT_WORKERS, 0)!;
   const total = Math.floor(set.tokens.length / seqlen);
   const bar = new Progress("wikitext2", total, "windows", seqlen, "tok");
   const r = await perplexity(model.weights, set.tokens, {

@@ -14,12 +14,13 @@
 import { randn } from "../../model/random.ts";
 import { kmeans1d } from "../../quant/kmeans1d.ts";
 import { quantizeLutRows, rowSeed, SQUEEZELLM_DEFAULTS, squeezellmQuantize } from "../../quant/squeezellm.ts";
+import { DEFAULT_WORKERS } from "../../quant/spec.ts";
 
 /** Options of {@linkcode benchSqueezellm}. */
 export interface BenchSqueezellmOptions {
   /** Smoke run: 1/16 of the layer rows, 20 timed rows, 10 scikit-learn rows. @default false */
   small?: boolean;
-  /** Worker threads for the layer timings. @default navigator.hardwareConcurrency */
+  /** Worker threads for the layer timings. @default DEFAULT_WORKERS (quant/spec.ts: the number of cores) */
   workers?: number;
   /** Bit widths. @default [3, 4] */
   bits?: number[];
@@ -101,7 +102,7 @@ export async function benchSqueezellm(
   opts: BenchSqueezellmOptions = {},
 ): Promise<BenchSqueezellmResult> {
   const small = opts.small ?? false;
-  const workers = opts.workers ?? navigator.hardwareConcurrency;
+  const workers = opts.workers ?? DEFAULT_WORKERS;
   const bitsList = opts.bits ?? [3, 4];
   const nRows = opts.rows ?? (small ? 20 : 200);
   const nSk = opts.sklearnRows ?? (small ? 10 : 50);
