@@ -7,20 +7,7 @@ import assert from "node:assert/strict";
 import { SHARED_DATA } from "../../datasets/testing.ts";
 import { loadCheckpoint } from "../../model/checkpoint.ts";
 import { parseQuantizedModel } from "../../quant/qmodel.ts";
-
-const CLI = new URL("./main.ts", import.meta.url).pathname;
-
-/** Runs the CLI in a subprocess; returns exit code, stdout and stderr. */
-async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const r = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CLI, ...args],
-    env: { NO_COLOR: "1", HF_HUB_OFFLINE: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: r.code, out: dec.decode(r.stdout), err: dec.decode(r.stderr) };
-}
+import { cli } from "./_testing.ts";
 
 Deno.test("ppl of a checkpoint with a 1e30 final norm weight is an error naming the model and the window, exit 2, no ppl printed", async () => {
   const dir = await Deno.makeTempDir();
