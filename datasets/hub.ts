@@ -117,6 +117,8 @@ export interface DownloadOptions {
   progress?: DownloadProgress | false;
   /** Aborts the transfer (the partial file is kept). */
   signal?: AbortSignal;
+  /** Access token (`HF_TOKEN`), sent as `Authorization: Bearer <token>` for gated repositories. */
+  token?: string;
 }
 
 /** What {@linkcode download} did. */
@@ -158,7 +160,7 @@ export async function download(
   const sink = options.progress || undefined;
   const progress = sink && ((done: number, total: number | null) => sink(done, total, name));
   let have = await fileSize(partial);
-  let res = await request(url, have, options.signal);
+  let res = await request(url, have, options.signal, options.token);
   if (res.status === 416 && have > 0) {
     // The range starts at or past the end: the partial file is complete or stale.
     const total = contentRangeTotal(res.headers.get("content-range"));
@@ -166,7 +168,7 @@ export async function download(
     if (total !== have) {
       await Deno.remove(partial);
       have = 0;
-      res = await request(url, 0, options.signal);
+      res = await request(url, 0, options.signal, options.token);
     }
   }
   let resumedFrom = 0;
@@ -218,9 +220,15 @@ export async function download(
   return { path: dest, bytes: await fileSize(dest), resumedFrom, sha256 };
 }
 
-async function request(url: string, from: number, signal?: AbortSignal): Promise<Response> {
+async function request(
+  url: string,
+  from: number,
+  signal?: AbortSignal,
+  token?: string,
+): Promise<Response> {
   const headers: Record<string, string> = {};
   if (from > 0) headers["Range"] = `bytes=${from}-`;
+  if (token) headers["Authorization"] = `Bearer ${token}`;
   try {
     return await fetch(url, { headers, signal, redirect: "follow" });
   } catch (e) {
