@@ -104,11 +104,18 @@ Deno.test("eval resumes by result identity: --limit runs, other calibrations and
   );
   assert.equal(lastJson(fp32.out).ppl, full.results[0].ppl);
 
+  // ppl --store records the same settings under the sweep's key
+  const rtn = await cli(
+    ...["ppl", "--data-dir", SHARED_DATA, "--dataset", "c4", "--seqlen", "64"],
+    ...["--method", "rtn", "--bits", "3", "--store", store, "--json"],
+  );
+  assert.equal(lastJson(rtn.out).ppl, full.results[1].ppl);
+
   const s = await ResultsStore.open(store, { readOnly: true });
   const counts = await s.query(
     "select windows, count(*)::integer n, count(distinct result_key)::integer k from ppl_results group by windows order by windows",
   );
-  assert.deepEqual(counts, [{ windows: 4, n: 4, k: 4 }, { windows: 256, n: 3, k: 3 }]);
+  assert.deepEqual(counts, [{ windows: 4, n: 4, k: 4 }, { windows: 256, n: 4, k: 3 }]);
   const [row] = await s.query(
     `select data_sha256, calib_sha256, calib_source, calib_seed, calib_nsamples, info_bits, stored_bits
      from ppl_results where variant = 'squeezellm.w3' and calib_seed = 7`,
