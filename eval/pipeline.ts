@@ -15,7 +15,7 @@
  *
  * @module
  */
-import type { LlamaWeights } from "../model/config.ts";
+import type { LlamaConfig, LlamaWeights } from "../model/config.ts";
 import type { ProgressCallback } from "../model/pool.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
 import { calibrationWindows } from "../datasets/calibration.ts";
@@ -98,26 +98,40 @@ export async function quantizeModel(
   return { ...q, seconds: (performance.now() - t0) / 1000 };
 }
 
+/** Calibration windows drawn for a spec, with their identity and a description. */
+export interface DrawnCalibration {
+  /** What the method needs them for. */
+  kind: "activations" | "fisher";
+  windows: Int32Array[];
+  identity: CalibrationIdentity;
+  text: string;
+}
+
 /**
- * The calibration a resolved spec's method needs (quant/registry.ts
- * `calibrationRequest`), or null for none.
+ * The calibration windows a resolved spec's method draws (quant/registry.ts
+ * `calibrationRequest`) and their identity, without quantizing; null when the
+ * method needs none. The results store keys results by this identity.
+ *
+ * @param config the model (max_seq_len is the default window length)
+ * @param spec a resolved spec (quant/spec.ts `resolveSpec`)
+ * @param data tokenizer, data dir, offline
  */
-export async function loadCalibration(
-  base: LlamaWeights,
+export async function drawCalibration(
+  config: LlamaConfig,
   spec: QuantSpec,
-  ctx: QuantContext,
-): Promise<Calibration<CalibrationKind> | null> {
+  data: Pick<QuantContext, "tokenizer" | "dataDir" | "offline">,
+): Promise<DrawnCalibration | null> {
   const req = calibrationRequest(spec);
   if (!req) return null;
-  const seqlen = req.seqlen ?? base.config.maxSeqLen;
+  const seqlen = req.seqlen ?? config.maxSeqLen;
   const set = await calibrationWindows({
     source: req.source as CalibSource,
     nsamples: req.nsamples,
     seqlen,
     seed: req.seed,
-    dataDir: ctx.dataDir,
-    tokenizer: ctx.tokenizer,
-    offline: ctx.offline,
+    dataDir: data.dataDir,
+    tokenizer: data.tokenizer,
+    offline: data.offline,
   });
   const identity: CalibrationIdentity = {
     source: req.source as CalibSource,
@@ -129,10 +143,26 @@ export async function loadCalibration(
     tokensSha256: windowsSha256(set.windows),
   };
   const text = `${set.source}; ${req.nsamples} windows of ${seqlen}, seed ${req.seed}`;
-  if (req.kind === "activations") {
-    return { inputs: { windows: set.windows }, identity, text };
+  return { kind: req.kind, windows: set.windows, identity, text };
+}
+
+/**
+ * The calibration a resolved spec's method needs: the windows
+ * ({@linkcode drawCalibration}), and for "fisher" the Fisher information
+ * (cached); null for none.
+ */
+export async function loadCalibration(
+  base: LlamaWeights,
+  spec: QuantSpec,
+  ctx: QuantContext,
+): Promise<Calibration<CalibrationKind> | null> {
+  const drawn = await drawCalibration(base.config, spec, ctx);
+  if (!drawn) return null;
+  const { identity, text } = drawn;
+  if (drawn.kind === "activations") {
+    return { inputs: { windows: drawn.windows }, identity, text };
   }
-  const fisher = await cachedFisher(base, set.windows, {
+  const fisher = await cachedFisher(base, drawn.windows, {
     cacheDir: `${ctx.cacheDir ?? resolveCacheDir()}/fisher`,
     key: `${ctx.modelKey}|${identity.source}|${identity.fileSha256}`,
     workers: ctx.workers,

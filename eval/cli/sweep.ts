@@ -14,19 +14,16 @@
  * @module
  */
 import { type EvalSet, type EvalSetName, loadEvalSet } from "../../datasets/eval_sets.ts";
-import { calibrationWindows } from "../../datasets/calibration.ts";
 import {
   type CalibrationIdentity,
   calibrationRequest,
-  type CalibSource,
   type QuantizedModel,
   type QuantSpec,
   resolveSpec,
   variantName,
 } from "../../quant/methods.ts";
-import { windowsSha256 } from "../../quant/fisher_cache.ts";
 import { modelSize } from "../../quant/size.ts";
-import { quantizeModel } from "../pipeline.ts";
+import { drawCalibration, quantizeModel } from "../pipeline.ts";
 import type { SweepEntry } from "./presets.ts";
 import { perplexity, type PerplexityResult, windowPlan } from "../perplexity.ts";
 import { Progress, progressBars } from "./progress.ts";
@@ -76,27 +73,7 @@ export async function calibrationIdentity(
   model: LoadedModel,
   spec: QuantSpec,
 ): Promise<CalibrationIdentity | null> {
-  const req = calibrationRequest(spec);
-  if (!req) return null;
-  const seqlen = req.seqlen ?? model.weights.config.maxSeqLen;
-  const set = await calibrationWindows({
-    source: req.source as CalibSource,
-    nsamples: req.nsamples,
-    seqlen,
-    seed: req.seed,
-    dataDir: model.dataDir,
-    tokenizer: model.tokenizer,
-    offline: model.offline,
-  });
-  return {
-    source: req.source as CalibSource,
-    file: set.file,
-    fileSha256: set.fileSha256,
-    nsamples: req.nsamples,
-    seqlen,
-    seed: req.seed,
-    tokensSha256: windowsSha256(set.windows),
-  };
+  return (await drawCalibration(model.weights.config, spec, model))?.identity ?? null;
 }
 
 /**
