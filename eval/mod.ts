@@ -5,6 +5,8 @@
  * @module
  */
 export {
+  drawCalibration,
+  type DrawnCalibration,
   loadCalibration,
   type QuantContext,
   quantizeModel,

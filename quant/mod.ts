@@ -9,10 +9,17 @@ export * from "./format.ts";
 export * from "./methods.ts";
 export * from "./size.ts";
 export * from "./qmodel.ts";
-export { findParams, quantizeValue, rtn } from "./rtn.ts";
+export {
+  findParams,
+  minMaxGrid,
+  quantizeUniform,
+  quantizeValue,
+  rtn,
+  type UniformGrid,
+} from "./rtn.ts";
 export { Gptq } from "./gptq.ts";
 export { gptqQuantizeModel } from "./sequential.ts";
-export { awqQuantizeModel } from "./awq.ts";
+export { awqGrid, awqQuantizeModel } from "./awq.ts";
 export { findOutlierRange, outlierThreshold, squeezellmQuantize } from "./squeezellm.ts";
 export { kmeans1d, kmeans1dOptimum } from "./kmeans1d.ts";
 export { fisherInformation } from "./fisher.ts";
