@@ -483,6 +483,11 @@ export function checkSpec(spec: QuantSpec): void {
   if (m === "squeezellm" && spec.outlierPct != null && spec.outlierRange != null) {
     throw new RangeError(`squeezellm spec: give --outliers P or --outlier-range R, not both`);
   }
+  if (m === "gptq" && spec.staticGroups && spec.groupSize === null) {
+    throw new RangeError(
+      `gptq spec: --static-groups needs --group G (with one group per row there are no groups to fix)`,
+    );
+  }
 }
 
 /** Widths of the layers a group size must divide (the input width of each linear). */

@@ -104,6 +104,7 @@ Deno.test("checkSpec() rejects parameters a method does not take and values out 
     ],
     [{ ...defaultSpec("squeezellm", 3), outlierPct: 0.4, outlierRange: 2 }, /not both/],
     [{ ...defaultSpec("gptq", 3), percdamp: -0.1 }, /--percdamp must be a number ≥ 0/],
+    [{ ...defaultSpec("gptq", 3), staticGroups: true }, /--static-groups needs --group G/],
     [
       { ...defaultSpec("awq", 3), maxShrink: 1 },
       /--max-shrink must be a number in \[0, 1\), got 1/,
