@@ -206,6 +206,8 @@ export interface GgufRawTensor {
   ne: number[];
   type: number;
   data: Uint8Array;
+  /** Data offset to write instead of the next aligned one (fuzzers: overlaps, misalignment). */
+  offset?: number;
 }
 
 /**
@@ -289,7 +291,7 @@ export function ggufBytes(
     u32(t.ne.length);
     for (const d of t.ne) u64(d);
     u32(t.type);
-    u64(off);
+    u64(t.offset ?? off);
     offsets.push(off);
     off = Math.ceil((off + t.data.length) / alignment) * alignment;
   }
@@ -350,6 +352,22 @@ export interface GgufModelOptions {
  * @returns the file content
  */
 export function ggufModelBytes(w: LlamaWeights, options: GgufModelOptions = {}): Uint8Array {
+  const { kvs, tensors } = ggufModelParts(w, options);
+  return ggufBytes(kvs, tensors, options.version ?? 3, options.alignment ?? 32);
+}
+
+/**
+ * The metadata and tensors {@linkcode ggufModelBytes} writes, for fuzzers to
+ * alter before {@linkcode ggufBytes}.
+ *
+ * @param w the model
+ * @param options storage type, alignment, tokenizer
+ * @returns metadata entries and tensors in file order
+ */
+export function ggufModelParts(
+  w: LlamaWeights,
+  options: GgufModelOptions = {},
+): { kvs: GgufKv[]; tensors: GgufRawTensor[] } {
   const c = w.config;
   const storage = options.type ?? "F32";
   const alignment = options.alignment ?? 32;
@@ -440,7 +458,7 @@ export function ggufModelBytes(w: LlamaWeights, options: GgufModelOptions = {}):
       },
     );
   }
-  return ggufBytes(kvs, tensors, options.version ?? 3, alignment);
+  return { kvs, tensors };
 }
 
 /**

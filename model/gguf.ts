@@ -355,10 +355,9 @@ export function parseGgufHeader(src: ByteSource): GgufHeader {
     const offset = c.u64(`tensor "${name}" offset`);
     const t = GGML_TYPES[type];
     if (!t) fail(`tensor "${name}" has unknown ggml type ${type}`);
-    if (nDims > 0 && ne[0] % t.block !== 0) {
-      fail(
-        `tensor "${name}" ${t.name}: ne[0] = ${ne[0]} is not a multiple of the block ${t.block}`,
-      );
+    const ne0 = nDims > 0 ? ne[0] : 1; // a 0-d tensor holds one element
+    if (ne0 % t.block !== 0) {
+      fail(`tensor "${name}" ${t.name}: ne[0] = ${ne0} is not a multiple of the block ${t.block}`);
     }
     let numel = ne.includes(0) ? 0 : 1;
     for (const d of ne) {

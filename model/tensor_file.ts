@@ -153,8 +153,9 @@ export function f16ToF32(src: Uint16Array): Float32Array<ArrayBuffer> {
  * @returns the nearest float16's bits
  */
 export function f32ToF16Bits(x: number): number {
-  const f = new Float32Array([x]);
-  const u = new Uint32Array(f.buffer)[0];
+  const f = SCRATCH_F32;
+  f[0] = x;
+  const u = SCRATCH_U32[0];
   const sign = (u >>> 16) & 0x8000;
   const e = (u >>> 23) & 0xff, m = u & 0x7fffff;
   if (e === 0xff) return sign | 0x7c00 | (m ? 0x200 : 0);
@@ -169,6 +170,10 @@ export function f32ToF16Bits(x: number): number {
   if (rest > 0x1000 || (rest === 0x1000 && (h & 1))) h++;
   return sign | h;
 }
+
+/** One float32 and its bits (the conversions above are synchronous, so sharing is safe). */
+const SCRATCH_F32 = new Float32Array(1);
+const SCRATCH_U32 = new Uint32Array(SCRATCH_F32.buffer);
 
 function roundEven(v: number): number {
   const r = Math.round(v);
@@ -194,7 +199,8 @@ export function bf16ToF32(src: Uint16Array): Float32Array<ArrayBuffer> {
  * @returns the nearest bfloat16's bits
  */
 export function f32ToBf16Bits(x: number): number {
-  const u = new Uint32Array(new Float32Array([x]).buffer)[0];
+  SCRATCH_F32[0] = x;
+  const u = SCRATCH_U32[0];
   if ((u & 0x7f800000) === 0x7f800000 && (u & 0x7fffff)) return (u >>> 16) | 0x40; // NaN
   return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
 }
