@@ -19,3 +19,4 @@ export * from "./eval_sets.ts";
 export * from "./hub.ts";
 export * from "./pyrandom.ts";
 export * from "./wikitext2.ts";
+export * from "./hf_cache.ts";

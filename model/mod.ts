@@ -20,3 +20,9 @@ export {
   type TaskHandler,
 } from "./pool.ts";
 export { matmul, MATMUL_KIND, matmulRef } from "./matmul.ts";
+export * from "./tensor_file.ts";
+export * from "./safetensors.ts";
+export * from "./hf.ts";
+export * from "./gguf.ts";
+export * from "./tokenizer_json.ts";
+export * from "./source.ts";
