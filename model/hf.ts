@@ -28,8 +28,8 @@
  *
  * @module
  */
-import type { LayerWeights, LlamaConfig, LlamaWeights } from "./config.ts";
-import { kvDim } from "./config.ts";
+import type { LayerWeights, LinearName, LlamaConfig, LlamaWeights } from "./config.ts";
+import { HF_LINEAR_NAMES, LINEAR_NAMES, linearShape } from "./config.ts";
 import { ShardedSafetensors } from "./safetensors.ts";
 import { checkFinite, ModelFormatError } from "./tensor_file.ts";
 import { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
@@ -195,6 +195,56 @@ export interface TensorReader {
 }
 
 /**
+ * The weights of block `l` from HF-named tensors, q and k un-permuted into
+ * the interleaved RoPE order. Reads only that block's tensors, so a caller
+ * can hold one block at a time.
+ *
+ * @param config the model config
+ * @param t tensor access (see {@linkcode hfTensorReader})
+ * @param l block index
+ * @returns the block's fp32 weights
+ * @throws {ModelFormatError} for a missing tensor or a shape mismatch
+ */
+export function hfLayerWeights(config: LlamaConfig, t: TensorReader, l: number): LayerWeights {
+  const { dim } = config;
+  const p = `model.layers.${l}.`;
+  const lin = (name: LinearName) => hfLinear(config, t, l, name);
+  return {
+    attnNorm: t.read(`${p}input_layernorm.weight`, [dim]),
+    wq: lin("wq"),
+    wk: lin("wk"),
+    wv: lin("wv"),
+    wo: lin("wo"),
+    ffnNorm: t.read(`${p}post_attention_layernorm.weight`, [dim]),
+    w1: lin("w1"),
+    w2: lin("w2"),
+    w3: lin("w3"),
+  };
+}
+
+/**
+ * One linear of block `l`: `model.layers.{l}.{HF_LINEAR_NAMES[name]}.weight`,
+ * shape-checked, q and k un-permuted to the interleaved RoPE order.
+ *
+ * @param config the model config
+ * @param t tensor access
+ * @param l block index
+ * @param name llama2.c's name of the linear
+ * @returns `[out, in]` row-major
+ */
+export function hfLinear(
+  config: LlamaConfig,
+  t: TensorReader,
+  l: number,
+  name: LinearName,
+): Float32Array {
+  const x = t.read(`model.layers.${l}.${HF_LINEAR_NAMES[name]}.weight`, linearShape(config, name));
+  if (name === "wq") return unpermuteRotateHalf(x, config.nHeads, config.dim);
+  if (name === "wk") return unpermuteRotateHalf(x, config.nKvHeads, config.dim);
+  return x;
+}
+
+/**
  * Assembles {@linkcode LlamaWeights} from HF-named tensors, un-permuting q
  * and k into the interleaved RoPE order.
  *
@@ -204,29 +254,80 @@ export interface TensorReader {
  * @throws {ModelFormatError} for a missing tensor or a shape mismatch
  */
 export function assembleHfWeights(config: LlamaConfig, t: TensorReader): LlamaWeights {
-  const { dim, hiddenDim, nHeads, nKvHeads, vocabSize } = config;
-  const kv = kvDim(config);
+  const { dim, vocabSize } = config;
   const tokenEmbedding = t.read("model.embed_tokens.weight", [vocabSize, dim]);
-  const layers: LayerWeights[] = [];
-  for (let l = 0; l < config.nLayers; l++) {
-    const p = `model.layers.${l}.`;
-    layers.push({
-      attnNorm: t.read(`${p}input_layernorm.weight`, [dim]),
-      wq: unpermuteRotateHalf(t.read(`${p}self_attn.q_proj.weight`, [dim, dim]), nHeads, dim),
-      wk: unpermuteRotateHalf(t.read(`${p}self_attn.k_proj.weight`, [kv, dim]), nKvHeads, dim),
-      wv: t.read(`${p}self_attn.v_proj.weight`, [kv, dim]),
-      wo: t.read(`${p}self_attn.o_proj.weight`, [dim, dim]),
-      ffnNorm: t.read(`${p}post_attention_layernorm.weight`, [dim]),
-      w1: t.read(`${p}mlp.gate_proj.weight`, [hiddenDim, dim]),
-      w2: t.read(`${p}mlp.down_proj.weight`, [dim, hiddenDim]),
-      w3: t.read(`${p}mlp.up_proj.weight`, [hiddenDim, dim]),
-    });
-  }
+  const layers = Array.from({ length: config.nLayers }, (_, l) => hfLayerWeights(config, t, l));
   const finalNorm = t.read("model.norm.weight", [dim]);
   const classifier = config.sharedClassifier
     ? tokenEmbedding
     : t.read("lm_head.weight", [vocabSize, dim]);
   return { config, tokenEmbedding, layers, finalNorm, classifier };
+}
+
+/** SqueezeLLM's Fisher information per block: linear name → [out, in], llama2.c's layout. */
+export type HfFisherLayers = Record<LinearName, Float32Array>[];
+
+/**
+ * Reads the output of SqueezeLLM's official gradient script
+ * (kssteven418/SqueezeLLM-gradients `run.py`), which stores the summed
+ * squared gradients as a Hugging Face checkpoint with the model's tensor
+ * names (safetensors). Only the seven linears of each block are read; q and
+ * k are un-permuted like the weights, so each value stays with its weight.
+ *
+ * @param dir the gradient checkpoint folder (config.json + safetensors)
+ * @param config the model's config; the folder's config.json must describe the same shapes
+ * @returns Fisher values per block, float32
+ * @throws {ModelFormatError} for another model's shapes, a missing tensor, or a
+ *   negative or non-finite value
+ * @example
+ * ```ts
+ * const fisher = await loadHfFisher("/grads/llama-7b", weights.config);
+ * ```
+ */
+export async function loadHfFisher(dir: string, config: LlamaConfig): Promise<HfFisherLayers> {
+  dir = dir.replace(/\/+$/, "") || "/";
+  const cfgPath = `${dir}/config.json`;
+  let text: string;
+  try {
+    text = await Deno.readTextFile(cfgPath);
+  } catch (e) {
+    const why = e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message;
+    throw new ModelFormatError(`Cannot read Fisher checkpoint ${cfgPath}: ${why}`);
+  }
+  const theirs = parseHfConfig(text, cfgPath).config;
+  for (const k of ["dim", "hiddenDim", "nLayers", "nHeads", "nKvHeads"] as const) {
+    if (theirs[k] !== config[k]) {
+      throw new ModelFormatError(
+        `Fisher checkpoint ${dir} is for another model: its ${k} is ${theirs[k]}, the model's ${
+          config[k]
+        }`,
+      );
+    }
+  }
+  using st = ShardedSafetensors.open(dir);
+  const read = hfTensorReader(st);
+  const t: TensorReader = {
+    has: read.has,
+    read(name, shape) {
+      const x = read.read(name, shape);
+      for (let i = 0; i < x.length; i++) {
+        if (x[i] < 0) {
+          throw new ModelFormatError(
+            `Fisher tensor "${name}" in ${dir} has a negative value (${x[i]}) at index ${i}`,
+          );
+        }
+      }
+      return x;
+    },
+  };
+  return Array.from(
+    { length: config.nLayers },
+    (_, l) =>
+      Object.fromEntries(LINEAR_NAMES.map((n) => [n, hfLinear(config, t, l, n)])) as Record<
+        LinearName,
+        Float32Array
+      >,
+  );
 }
 
 /**

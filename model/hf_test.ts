@@ -7,11 +7,29 @@ import { loadCheckpoint } from "./checkpoint.ts";
 import { forward } from "./forward.ts";
 import { generate } from "../eval/generate.ts";
 import { loadTokenizer } from "./tokenizer.ts";
-import { hfConfigJson, writeHfCheckpoint } from "./_convert_testing.ts";
-import { loadHfModel, parseHfConfig, permuteRotateHalf, unpermuteRotateHalf } from "./hf.ts";
-import { randomWeights, tinyConfig } from "./random.ts";
+import {
+  hfConfigJson,
+  tokenizerJsonFromSentencePiece,
+  writeHfCheckpoint,
+} from "./_convert_testing.ts";
+import {
+  loadHfFisher,
+  loadHfModel,
+  parseHfConfig,
+  permuteRotateHalf,
+  unpermuteRotateHalf,
+} from "./hf.ts";
+import { mulberry32, randomWeights, tinyConfig } from "./random.ts";
+import { parseModelProto, SentencePieceTokenizer } from "./sentencepiece.ts";
+import { TokenizerJson } from "./tokenizer_json.ts";
 import { ModelFormatError } from "./tensor_file.ts";
-import { headSize, type LlamaWeights } from "./config.ts";
+import {
+  headSize,
+  LINEAR_NAMES,
+  type LinearName,
+  type LlamaWeights,
+  withLinears,
+} from "./config.ts";
 import { maxRelError, sharedData } from "../datasets/testing.ts";
 import { tempDir } from "../datasets/_testing.ts";
 
@@ -207,4 +225,50 @@ Deno.test("loadHfModel() names the file and tensor when a tensor is missing or m
     loadHfModel(tmp.path),
     /No weights in .*: neither model\.safetensors nor model\.safetensors\.index\.json exists/,
   );
+});
+
+Deno.test("loadHfFisher() reads SqueezeLLM-gradients output (squared gradients under the model's tensor names) in llama2.c's layout", async () => {
+  const ref = await loadCheckpoint(MODEL);
+  const u = mulberry32(11);
+  const fisher = ref.layers.map((lw) =>
+    Object.fromEntries(
+      LINEAR_NAMES.map((n) => [n, Float32Array.from(lw[n], () => u() * 1e-3)]),
+    ) as Record<LinearName, Float32Array>
+  );
+  // save_pretrained of the gradients: every parameter, linears hold F = Σ g²
+  const grads = withLinears(ref, (l, n) => fisher[l][n]);
+  await using tmp = await tempDir("sqb-hf-test-");
+  await writeHfCheckpoint(tmp.path, grads);
+  const got = await loadHfFisher(tmp.path, ref.config);
+  assert.equal(got.length, ref.config.nLayers);
+  for (let l = 0; l < got.length; l++) {
+    for (const n of LINEAR_NAMES) assert.deepEqual(got[l][n], fisher[l][n], `layer ${l} ${n}`);
+  }
+  await assert.rejects(
+    loadHfFisher(tmp.path, { ...ref.config, hiddenDim: 160 }),
+    /Fisher checkpoint .* is for another model: its hiddenDim is 172, the model's 160/,
+  );
+  fisher[1].w2[5] = -1;
+  await writeHfCheckpoint(tmp.path, withLinears(ref, (l, n) => fisher[l][n]));
+  await assert.rejects(
+    loadHfFisher(tmp.path, ref.config),
+    /Fisher tensor "model\.layers\.1\.mlp\.down_proj\.weight" in .* has a negative value \(-1\) at index 5/,
+  );
+});
+
+Deno.test("loadHfModel() uses tokenizer.json when the folder has no tokenizer.model", async () => {
+  const ref = await loadCheckpoint(MODEL);
+  const proto = parseModelProto(await Deno.readFile(sharedData("stories260K/tok512.model")));
+  await using tmp = await tempDir("sqb-hf-test-");
+  await writeHfCheckpoint(tmp.path, ref, {
+    files: { "tokenizer.json": tokenizerJsonFromSentencePiece(proto) },
+  });
+  const m = await loadHfModel(tmp.path);
+  assert.ok(m.tokenizer instanceof TokenizerJson);
+  const text = "Once upon a time, there was a big dog.";
+  assert.deepEqual(
+    m.tokenizer.encodeWithBos(text),
+    new SentencePieceTokenizer(proto).encodeWithBos(text),
+  );
+  assert.ok(generate(m.weights, m.tokenizer, { steps: 60 }).text.startsWith(GREEDY));
 });

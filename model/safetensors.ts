@@ -253,7 +253,21 @@ export class SafetensorsFile implements Disposable {
           `(supported: ${READABLE_DTYPES.join(", ")})`,
       );
     }
-    return decodeFloats(this.src.read(t.begin, t.end - t.begin), t.dtype);
+    return decodeFloats(this.readRaw(name).bytes, t.dtype);
+  }
+
+  /**
+   * The stored bytes of one tensor, undecoded (any dtype), so that a caller
+   * can keep 16-bit weights at 16 bits until they are used.
+   *
+   * @param name tensor name
+   * @returns dtype, shape and the little-endian bytes (a buffer of their own)
+   * @throws {ModelFormatError} when absent
+   */
+  readRaw(name: string): { dtype: string; shape: number[]; bytes: Uint8Array<ArrayBuffer> } {
+    const t = this.tensors.get(name);
+    if (!t) throw new ModelFormatError(`No tensor "${name}" in ${this.path}`);
+    return { dtype: t.dtype, shape: t.shape, bytes: this.src.read(t.begin, t.end - t.begin) };
   }
 
   [Symbol.dispose](): void {
@@ -405,9 +419,24 @@ export class ShardedSafetensors implements Disposable {
    * @throws {ModelFormatError} when absent or of an unsupported dtype
    */
   read(name: string): Float32Array {
+    return this.#file(name).read(name);
+  }
+
+  /**
+   * The stored bytes of one tensor, undecoded ({@linkcode SafetensorsFile.readRaw}).
+   *
+   * @param name tensor name
+   * @returns dtype, shape and bytes
+   * @throws {ModelFormatError} when absent
+   */
+  readRaw(name: string): { dtype: string; shape: number[]; bytes: Uint8Array<ArrayBuffer> } {
+    return this.#file(name).readRaw(name);
+  }
+
+  #file(name: string): SafetensorsFile {
     const f = this.#where.get(name);
     if (!f) throw new ModelFormatError(`No tensor "${name}" in ${this.dir}`);
-    return f.read(name);
+    return f;
   }
 
   [Symbol.dispose](): void {

@@ -61,6 +61,9 @@ Deno.test("SafetensorsFile reads F32, F16 and BF16 tensors, and only the bytes o
   assert.deepEqual(reads.at(-1), [8 + hlen + 16, 4]);
   assert.deepEqual(f.read("c"), bf16ToF32(Uint16Array.from(B, f32ToBf16Bits)));
   assert.equal(reads.length, 5);
+  const raw = f.readRaw("b");
+  assert.deepEqual([raw.dtype, raw.shape], ["F16", [2]]);
+  assert.deepEqual(raw.bytes, encodeFloats(B, "F16"));
   assert.deepEqual(f.metadata, { format: "pt" });
   assert.deepEqual(f.tensors.get("a")!.shape, [2, 2]);
   assert.throws(() => f.read("i"), /Unsupported dtype I32 for tensor "i" in rec\.safetensors/);
