@@ -2,7 +2,11 @@
  * The uniform quantization grid of GPTQ's `Quantizer` (IST-DASLab/gptq
  * quant.py, `find_params` with `perchannel=True, mse=False`, and `quantize`)
  * as pure functions, and round-to-nearest (RTN) quantization of a weight
- * matrix on that grid, per row or per group of columns.
+ * matrix on that grid, per row or per group of columns. A grid is a
+ * {@linkcode UniformGrid} (how scale and zero are found; the code step is
+ * always {@linkcode quantizeValue}): {@linkcode minMaxGrid} is GPTQ's, AWQ's
+ * is quant/awq.ts `awqGrid`; {@linkcode quantizeUniform} quantizes a matrix on
+ * any of them and GPTQ's solver takes one as an argument.
  *
  * Grid: q = clamp(round(x / scale) + zero, 0, maxq), w = scale · (q − zero),
  * maxq = 2^b − 1, with `round` rounding halves to even like `torch.round`.
