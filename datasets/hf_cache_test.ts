@@ -59,6 +59,28 @@ async function cacheFixture(cache: string): Promise<string> {
   return root;
 }
 
+Deno.test("resolveHfModel() reads huggingface_hub's own layout: snapshot files linked into blobs/", async () => {
+  await using tmp = await tempDir("sqb-hfcache-test-");
+  const root = repoCacheDir(tmp.path, "org/linked");
+  await using src = await tempDir("sqb-hfcache-src-");
+  await writeHfCheckpoint(
+    src.path,
+    await loadCheckpoint(sharedData("stories260K/stories260K.bin")),
+  );
+  await Deno.mkdir(`${root}/blobs`, { recursive: true });
+  await Deno.mkdir(`${root}/snapshots/${HASH_B}`, { recursive: true });
+  await Deno.mkdir(`${root}/refs`);
+  await Deno.writeTextFile(`${root}/refs/v1.0`, HASH_B);
+  for (const [i, name] of ["config.json", "model.safetensors"].entries()) {
+    const blob = String(i).repeat(64); // huggingface_hub names blobs by etag (sha256 for LFS)
+    await Deno.copyFile(`${src.path}/${name}`, `${root}/blobs/${blob}`);
+    await Deno.symlink(`../../blobs/${blob}`, `${root}/snapshots/${HASH_B}/${name}`);
+  }
+  const r = await resolveHfModel("org/linked@v1.0", { cacheDir: tmp.path, offline: true });
+  assert.equal(r.dir, `${root}/snapshots/${HASH_B}`);
+  assert.equal((await loadHfModel(r.dir)).config.nLayers, 5);
+});
+
 Deno.test("resolveHfModel() finds refs and snapshots in the cache offline, and names what is missing", async () => {
   await using tmp = await tempDir("sqb-hfcache-test-");
   const root = await cacheFixture(tmp.path);
