@@ -565,6 +565,55 @@ export function ggufLlamaConfig(g: GgufFile): LlamaConfig {
 }
 
 /**
+ * Reads one tensor, checking its ne against `ne` and its values for NaN/Inf.
+ *
+ * @param g the open file
+ * @param name tensor name
+ * @param ne expected ggml dims (ne[0] fastest)
+ * @returns `[numel]` float32 values
+ * @throws {ModelFormatError} for a missing tensor, other dims, an unsupported type or a
+ *   non-finite value
+ */
+export function ggufTensor(g: GgufFile, name: string, ne: readonly number[]): Float32Array {
+  const t = g.header.tensors.get(name);
+  if (!t) throw new ModelFormatError(`Missing tensor "${name}" in ${g.path}`);
+  if (t.ne.length !== ne.length || t.ne.some((d, i) => d !== ne[i])) {
+    throw new ModelFormatError(
+      `Tensor "${name}" in ${g.path} has ne [${t.ne}], the metadata implies [${ne}]`,
+    );
+  }
+  const x = g.read(name);
+  checkFinite(x, `Tensor "${name}" in ${g.path}`);
+  return x;
+}
+
+/**
+ * The weights of block `l` (only that block's tensors are read).
+ *
+ * @param g the open file
+ * @param config its config ({@linkcode ggufLlamaConfig})
+ * @param l block index
+ * @returns the block's fp32 weights, q/k as stored (interleaved RoPE order)
+ */
+export function ggufLayerWeights(g: GgufFile, config: LlamaConfig, l: number): LayerWeights {
+  const { dim, hiddenDim } = config;
+  const kv = kvDim(config);
+  const p = `blk.${l}.`;
+  const read = (name: string, ne: number[]) => ggufTensor(g, p + name, ne);
+  return {
+    attnNorm: read("attn_norm.weight", [dim]),
+    wq: read("attn_q.weight", [dim, dim]),
+    wk: read("attn_k.weight", [dim, kv]),
+    wv: read("attn_v.weight", [dim, kv]),
+    wo: read("attn_output.weight", [dim, dim]),
+    ffnNorm: read("ffn_norm.weight", [dim]),
+    w1: read("ffn_gate.weight", [dim, hiddenDim]),
+    w2: read("ffn_down.weight", [hiddenDim, dim]),
+    w3: read("ffn_up.weight", [dim, hiddenDim]),
+  };
+}
+
+/**
  * fp32 weights of a llama GGUF file (q/k used as stored: see the module doc).
  *
  * @param g the open file
@@ -574,40 +623,13 @@ export function ggufLlamaConfig(g: GgufFile): LlamaConfig {
  *   or a non-finite value
  */
 export function ggufLlamaWeights(g: GgufFile, config: LlamaConfig): LlamaWeights {
-  const { dim, hiddenDim, vocabSize } = config;
-  const kv = kvDim(config);
-  const read = (name: string, ne: number[]): Float32Array => {
-    const t = g.header.tensors.get(name);
-    if (!t) throw new ModelFormatError(`Missing tensor "${name}" in ${g.path}`);
-    if (t.ne.length !== ne.length || t.ne.some((d, i) => d !== ne[i])) {
-      throw new ModelFormatError(
-        `Tensor "${name}" in ${g.path} has ne [${t.ne}], the metadata implies [${ne}]`,
-      );
-    }
-    const x = g.read(name);
-    checkFinite(x, `Tensor "${name}" in ${g.path}`);
-    return x;
-  };
-  const tokenEmbedding = read("token_embd.weight", [dim, vocabSize]);
-  const layers: LayerWeights[] = [];
-  for (let l = 0; l < config.nLayers; l++) {
-    const p = `blk.${l}.`;
-    layers.push({
-      attnNorm: read(`${p}attn_norm.weight`, [dim]),
-      wq: read(`${p}attn_q.weight`, [dim, dim]),
-      wk: read(`${p}attn_k.weight`, [dim, kv]),
-      wv: read(`${p}attn_v.weight`, [dim, kv]),
-      wo: read(`${p}attn_output.weight`, [dim, dim]),
-      ffnNorm: read(`${p}ffn_norm.weight`, [dim]),
-      w1: read(`${p}ffn_gate.weight`, [dim, hiddenDim]),
-      w2: read(`${p}ffn_down.weight`, [hiddenDim, dim]),
-      w3: read(`${p}ffn_up.weight`, [dim, hiddenDim]),
-    });
-  }
-  const finalNorm = read("output_norm.weight", [dim]);
+  const { dim, vocabSize } = config;
+  const tokenEmbedding = ggufTensor(g, "token_embd.weight", [dim, vocabSize]);
+  const layers = Array.from({ length: config.nLayers }, (_, l) => ggufLayerWeights(g, config, l));
+  const finalNorm = ggufTensor(g, "output_norm.weight", [dim]);
   const classifier = config.sharedClassifier
     ? tokenEmbedding
-    : read("output.weight", [dim, vocabSize]);
+    : ggufTensor(g, "output.weight", [dim, vocabSize]);
   return { config, tokenEmbedding, layers, finalNorm, classifier };
 }
 
