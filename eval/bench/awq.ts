@@ -82,11 +82,11 @@ export interface BenchAwqResult {
  * @example
  * ```ts
  * const weights = await loadCheckpoint("stories260K.bin");
- * const r = await benchAwq({ small: true, weights });
+ * const r = benchAwq({ small: true, weights });
  * r.blockSeconds;
  * ```
  */
-export async function benchAwq(opts: BenchAwqOptions): Promise<BenchAwqResult> {
+export function benchAwq(opts: BenchAwqOptions): BenchAwqResult {
   const log = opts.log ?? console.log;
   const small = opts.small ?? false;
   const nWin = opts.windows ?? (small ? 4 : 16), seqlen = opts.seqlen ?? (small ? 128 : 512);
@@ -182,5 +182,5 @@ if (import.meta.main) {
     );
     Deno.exit(2);
   }
-  await benchAwq({ small: Deno.args.includes("--small"), weights: await loadCheckpoint(path) });
+  benchAwq({ small: Deno.args.includes("--small"), weights: await loadCheckpoint(path) });
 }

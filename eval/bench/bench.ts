@@ -114,7 +114,7 @@ async function benchQuantAll(values: Values) {
   const { benchAwq } = await import("./awq.ts");
   const model = await loadModelFromOptions(values); // before any work: it may need a download
   const layer = await benchQuant({ small: values.small === true });
-  const awq = await benchAwq({ small: values.small === true, weights: model.weights });
+  const awq = benchAwq({ small: values.small === true, weights: model.weights });
   return { layer, awq };
 }
 

@@ -13,7 +13,12 @@
  */
 import { randn } from "../../model/random.ts";
 import { kmeans1d } from "../../quant/kmeans1d.ts";
-import { quantizeLutRows, rowSeed, SQUEEZELLM_DEFAULTS, squeezellmQuantize } from "../../quant/squeezellm.ts";
+import {
+  quantizeLutRows,
+  rowSeed,
+  SQUEEZELLM_DEFAULTS,
+  squeezellmQuantize,
+} from "../../quant/squeezellm.ts";
 import { DEFAULT_WORKERS } from "../../quant/spec.ts";
 
 /** Options of {@linkcode benchSqueezellm}. */
