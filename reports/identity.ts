@@ -27,6 +27,7 @@
  *
  * @module
  */
+import type { CalibrationIdentity } from "../quant/methods.ts";
 
 /**
  * Version of the numerics. Bump when any change alters a stored number
@@ -39,22 +40,7 @@ export const CODE_VERSION = 1;
 export const LEGACY_KEY_PREFIX = "legacy:";
 
 /** The calibration data a quantizer saw (null in an identity: no calibration, e.g. RTN, fp32). */
-export interface CalibrationIdentity {
-  /** Calibration source name: "c4" | "wikitext2" | "tinystories". */
-  source: string;
-  /** Path of the data file, where known; provenance only, never in the key (it depends on the machine). */
-  file?: string | null;
-  /** sha256 (hex) of the data file, null when unknown. */
-  fileSha256: string | null;
-  /** Windows drawn (GPTQ/AWQ: nsamples; SqueezeLLM: the Fisher samples). */
-  nsamples: number;
-  /** Tokens per window. */
-  seqlen: number;
-  /** `random.seed(seed)` of the window draw. */
-  seed: number;
-  /** sha256 of the windows' tokens ({@linkcode tokensSha256}). */
-  tokensSha256: string;
-}
+export type { CalibrationIdentity };
 
 /** The evaluation data of one result. */
 export interface DatasetIdentity {
@@ -186,8 +172,11 @@ export async function datasetIdentity(
 }
 
 /** The part of an identity that goes into keys: machine-dependent paths left out. */
-function keyed(id: ResultIdentity): ResultIdentity {
-  const calibration = id.calibration && { ...id.calibration, file: undefined };
+function keyed(
+  id: ResultIdentity,
+): Omit<ResultIdentity, "calibration"> & { calibration: Omit<CalibrationIdentity, "file"> | null } {
+  if (!id.calibration) return id;
+  const { file: _path, ...calibration } = id.calibration;
   return { ...id, calibration };
 }
 

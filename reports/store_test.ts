@@ -12,6 +12,7 @@ import {
 } from "./store.ts";
 import { markdownPplTable, pplTables, renderReport } from "./report.ts";
 import {
+  type CalibrationIdentity,
   canonicalJson,
   CODE_VERSION,
   datasetIdentity,
@@ -34,7 +35,7 @@ const SQLLM3 = {
   kmeansTol: 1e-6,
   calib: { source: "c4", seqlen: 512, seed: 0 },
 };
-const CALIB = {
+const CALIB: CalibrationIdentity = {
   source: "c4",
   file: "c4/c4-validation-2k.json.gz",
   fileSha256: "c4sha",
