@@ -111,6 +111,8 @@ export async function getGpu(opts: GetGpuOptions = {}): Promise<Gpu> {
     );
   }
   const requiredFeatures: GPUFeatureName[] = timestamps ? ["timestamp-query"] : [];
+  // Native f16 loads in kernels/matmul.ts where offered; kernels fall back to unpack2x16float.
+  if (adapter.features.has("shader-f16")) requiredFeatures.push("shader-f16");
   const requiredLimits: Record<string, number> = {};
   for (const name of LIMIT_NAMES) {
     if (name === "minStorageBufferOffsetAlignment") continue; // better is smaller; keep default

@@ -22,3 +22,4 @@ export * from "./matvec.ts";
 export * from "./reference.ts";
 export * from "./timing.ts";
 export * from "./decode.ts";
+export * from "./matmul.ts";

@@ -1,0 +1,525 @@
+/**
+ * WGSL matrix-matrix kernels for a whole window of tokens at once (prefill):
+ * Y[T, rows] = X[T, cols] · Wᵀ (+ X · Sᵀ for a CSR sparse part), for every
+ * storage format of quant/format.ts (f32, f16, uniform b-bit with groups and
+ * act-order gIdx, lut b-bit, b = 2..8), W [rows = out, cols = in] uploaded
+ * as-is by kernels/matvec.ts's `uploadLinear`.
+ *
+ * ## Tiling ({@linkcode MATMUL_KERNEL})
+ *
+ * One workgroup of 64 threads (an 8 × 8 grid) computes a tile of TM = 32
+ * tokens × TN = 32 output rows; thread (tx, ty) owns tokens ty + 8i and rows
+ * tx + 8j (i, j < 4), 16 accumulators. The columns are walked in chunks of
+ * KC = 32 (one 32-code block of a packed row, b whole words):
+ *
+ * 1. the workgroup stages X[tile tokens, chunk] in workgroup memory as vec4s
+ *    (zero past the last token or column);
+ * 2. it decodes W[tile rows, chunk] to fp32 into workgroup memory — every
+ *    weight is decoded once per tile of 32 tokens, not once per token. A
+ *    code is read from its one or two stream words with constant shifts
+ *    (bits is baked into the source); `uniform` w = s·(q − z) with the group
+ *    of the column from the act-order / derived group table (GroupMode
+ *    "column") or ⌊c / groupSize⌋; `lut` w = lut[row][q]; f16 is read
+ *    natively as `array<f16>` when the device has `shader-f16`, else with
+ *    `unpack2x16float` (the same values either way);
+ * 3. every thread dots its four token vec4s with its four row vec4s, KC / 4
+ *    times per chunk (fp32 accumulation);
+ * 4. the CSR sparse part (compiled into every variant, switched by a uniform
+ *    flag) adds each owned row's nonzeros times the owned tokens' inputs,
+ *    read from global memory, before the single write of Y.
+ *
+ * Device limits: a dense part larger than maxStorageBufferBindingSize is
+ * bound as several row windows (as kernels/matvec.ts does), and X / Y larger
+ * than it as several token windows (multiples of 64 tokens, so binding
+ * offsets stay 256-byte aligned): one dispatch per (row window, token
+ * window). Workgroup ids are linearized through `dispatchSize`.
+ *
+ * The uniform parameters of every kernel here and in kernels/prefill.ts are
+ * declared once as a field list ({@linkcode UniformLayout}), from which both
+ * the WGSL struct and the host-side packing are generated.
+ *
+ * @module
+ */
+import type { LinearWeight } from "../quant/format.ts";
+import type { Gpu, Kernel } from "./device.ts";
+import { dispatchSize, readBuffer } from "./device.ts";
+import type { GpuLinear, GroupMode } from "./matvec.ts";
+import { uploadLinear } from "./matvec.ts";
+
+/**
+ * A uniform struct declared once: the WGSL `struct` and the host bytes are
+ * both generated from the same ordered field list, so they cannot drift.
+ *
+ * @example
+ * ```ts
+ * const L = new UniformLayout("Params", { n: "u32", eps: "f32" });
+ * L.wgsl(); // "struct Params { n: u32, eps: f32, _p0: u32, _p1: u32 }"
+ * L.pack({ n: 3, eps: 1e-5 }); // 16 bytes
+ * ```
+ */
+export class UniformLayout<F extends string> {
+  readonly names: readonly F[];
+  /** Bytes of the struct (a multiple of 16). */
+  readonly size: number;
+
+  /**
+   * @param struct the WGSL struct name
+   * @param fields field name → scalar type, in declaration order
+   */
+  constructor(readonly struct: string, readonly fields: Record<F, "u32" | "f32">) {
+    this.names = Object.keys(fields) as F[];
+    this.size = Math.max(16, Math.ceil(this.names.length / 4) * 16);
+  }
+
+  /** The WGSL declaration, padded to a multiple of 16 bytes. */
+  wgsl(): string {
+    const decl = this.names.map((n) => `${n}: ${this.fields[n]}`);
+    for (let i = this.names.length; i < this.size / 4; i++) {
+      decl.push(`_p${i - this.names.length}: u32`);
+    }
+    return `struct ${this.struct} { ${decl.join(", ")} }`;
+  }
+
+  /**
+   * The struct's bytes.
+   * @param values every field's value (missing fields are an error)
+   */
+  pack(values: Record<F, number>): ArrayBuffer {
+    const buf = new ArrayBuffer(this.size);
+    const u = new Uint32Array(buf), f = new Float32Array(buf);
+    this.names.forEach((n, i) => {
+      const v = values[n];
+      if (typeof v !== "number" || Number.isNaN(v)) {
+        throw new RangeError(`${this.struct}.${n}: expected a number, got ${v}`);
+      }
+      if (this.fields[n] === "f32") f[i] = v;
+      else u[i] = v >>> 0;
+    });
+    return buf;
+  }
+}
+
+/** Tokens per workgroup tile. */
+export const MATMUL_TM = 32;
+/** Output rows per workgroup tile. */
+export const MATMUL_TN = 32;
+/** Columns per chunk (one 32-code block). */
+const KC = 32;
+const MATMUL_WG = 64;
+
+/** Everything that changes the matmul kernel's WGSL source. */
+export interface MatmulParams {
+  format: GpuLinear["format"];
+  /** Code width for uniform / lut; 0 for f32 / f16. */
+  bits: number;
+  /** "column": the group of a column comes from the group table. */
+  groups: GroupMode;
+  /** f16 weights read as `array<f16>` (device feature `shader-f16`). */
+  nativeF16: boolean;
+}
+
+const MATMUL_PARAMS = new UniformLayout("Params", {
+  T: "u32", // tokens of this token window
+  rows: "u32", // rows of the whole weight (Y's row stride)
+  cols: "u32",
+  wpr: "u32",
+  wBase: "u32", // first word of the bound weight window
+  rowBase: "u32", // first row of this row window
+  chunkRows: "u32", // rows of this row window
+  nx: "u32", // workgroups per grid row (linearization)
+  tilesN: "u32", // row tiles of this window
+  groupSize: "u32",
+  nGroups: "u32",
+  sparse: "u32",
+  sparseF32: "u32",
+});
+
+/** The tiled matmul kernel (module doc, "Tiling"). */
+export const MATMUL_KERNEL: Kernel<MatmulParams> = {
+  name: "matmul",
+  key: (p) => [p.format, p.bits, p.groups, p.nativeF16].join(","),
+  wgsl: matmulWgsl,
+};
+
+function matmulWgsl(p: MatmulParams): string {
+  const { format, bits } = p;
+  const native = format === "f16" && p.nativeF16;
+  const L: string[] = [];
+  if (native) L.push("enable f16;");
+  L.push(`// ${MATMUL_KERNEL.name}: ${MATMUL_KERNEL.key(p)}`);
+  L.push(
+    `const TM = ${MATMUL_TM}u;`,
+    `const TN = ${MATMUL_TN}u;`,
+    `const KC = ${KC}u;`,
+    `const K4 = ${KC / 4}u;`,
+    `const WG = ${MATMUL_WG}u;`,
+  );
+  if (bits) L.push(`const BITS = ${bits}u;`, `const MASK = ${(1 << bits) - 1}u;`);
+  L.push(MATMUL_PARAMS.wgsl());
+  L.push(`@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> X: array<f32>; // [T, cols]
+@group(0) @binding(2) var<storage, read_write> Y: array<f32>; // [T, rows]`);
+  const wType = format === "f32" ? "f32" : native ? "f16" : "u32";
+  L.push(
+    `@group(0) @binding(3) var<storage, read> W: array<${wType}>; // row window of the dense part`,
+  );
+  const half = (name: string, buf: string) =>
+    `fn ${name}(i: u32) -> f32 { return unpack2x16float(${buf}[i >> 1u])[i & 1u]; }`;
+  let weight: string;
+  if (format === "f32") weight = `return W[row * P.cols + c - P.wBase];`;
+  else if (format === "f16") {
+    const i = `row * P.cols + c - 2u * P.wBase`;
+    weight = native
+      ? `return f32(W[${i}]);`
+      : `return unpack2x16float(W[(${i}) >> 1u])[(${i}) & 1u];`;
+  } else {
+    L.push(`fn code(row: u32, c: u32) -> u32 {
+  let bit = c * BITS;
+  let wi = row * P.wpr + (bit >> 5u) - P.wBase;
+  let s = bit & 31u;
+  var v = W[wi] >> s;
+  if (s + BITS > 32u) { v = v | (W[wi + 1u] << (32u - s)); }
+  return v & MASK;
+}`);
+    if (format === "lut") {
+      L.push(`@group(0) @binding(4) var<storage, read> LT: array<u32>; // fp16 [rows, 2^BITS]`);
+      L.push(half("lutAt", "LT"));
+      weight = `return lutAt((row << BITS) + code(row, c));`;
+    } else {
+      L.push(`@group(0) @binding(4) var<storage, read> S: array<u32>; // fp16 [rows, nGroups]
+@group(0) @binding(5) var<storage, read> Z: array<u32>; // fp16 [rows, nGroups]`);
+      L.push(half("scaleAt", "S"), half("zeroAt", "Z"));
+      let g = `c / P.groupSize`;
+      if (p.groups === "column") {
+        L.push(
+          `@group(0) @binding(6) var<storage, read> G: array<i32>; // [cols] group of each column`,
+        );
+        g = `u32(G[c])`;
+      }
+      weight = `let gi = row * P.nGroups + ${g};
+  return scaleAt(gi) * (f32(code(row, c)) - zeroAt(gi));`;
+    }
+  }
+  L.push(`fn weightAt(row: u32, c: u32) -> f32 {
+  ${weight}
+}`);
+  L.push(`@group(0) @binding(7) var<storage, read> RP: array<i32>; // [rows + 1]
+@group(0) @binding(8) var<storage, read> CI: array<i32>; // [nnz]
+@group(0) @binding(9) var<storage, read> V: array<u32>; // [nnz] fp32, or fp16 pairs
+fn valAt(k: u32) -> f32 {
+  if (P.sparseF32 != 0u) { return bitcast<f32>(V[k]); }
+  return unpack2x16float(V[k >> 1u])[k & 1u];
+}
+var<workgroup> xs: array<vec4<f32>, ${(MATMUL_TM * KC) / 4}>; // [TM, KC / 4]
+var<workgroup> ws: array<vec4<f32>, ${(MATMUL_TN * KC) / 4}>; // [TN, KC / 4]
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+  let id = wid.y * P.nx + wid.x;
+  let tilesM = (P.T + TM - 1u) / TM;
+  if (id >= P.tilesN * tilesM) { return; }
+  let r0 = (id % P.tilesN) * TN; // first row of the tile, within the window
+  let t0 = (id / P.tilesN) * TM; // first token of the tile
+  let tx = tid % 8u;
+  let ty = tid / 8u;
+  var acc = array<f32, 16>(); // [i = token, j = row]
+  for (var c0 = 0u; c0 < P.cols; c0 += KC) {
+    workgroupBarrier();
+    for (var i = tid; i < TM * K4; i += WG) {
+      let t = t0 + i / K4;
+      let c = c0 + 4u * (i % K4);
+      var v = vec4<f32>();
+      if (t < P.T) {
+        let o = t * P.cols + c;
+        for (var k = 0u; k < 4u; k++) { if (c + k < P.cols) { v[k] = X[o + k]; } }
+      }
+      xs[i] = v;
+    }
+    for (var i = tid; i < TN * K4; i += WG) {
+      let r = r0 + i / K4;
+      let c = c0 + 4u * (i % K4);
+      var v = vec4<f32>();
+      if (r < P.chunkRows) {
+        let row = P.rowBase + r;
+        for (var k = 0u; k < 4u; k++) { if (c + k < P.cols) { v[k] = weightAt(row, c + k); } }
+      }
+      ws[i] = v;
+    }
+    workgroupBarrier();
+    for (var k = 0u; k < K4; k++) {
+      let a0 = xs[ty * K4 + k];
+      let a1 = xs[(ty + 8u) * K4 + k];
+      let a2 = xs[(ty + 16u) * K4 + k];
+      let a3 = xs[(ty + 24u) * K4 + k];
+      for (var j = 0u; j < 4u; j++) {
+        let b = ws[(tx + 8u * j) * K4 + k];
+        acc[j] += dot(a0, b);
+        acc[4u + j] += dot(a1, b);
+        acc[8u + j] += dot(a2, b);
+        acc[12u + j] += dot(a3, b);
+      }
+    }
+  }
+  for (var j = 0u; j < 4u; j++) {
+    let r = r0 + tx + 8u * j;
+    if (r >= P.chunkRows) { continue; }
+    let row = P.rowBase + r;
+    if (P.sparse != 0u) {
+      for (var k = u32(RP[row]); k < u32(RP[row + 1u]); k++) {
+        let v = valAt(k);
+        let c = u32(CI[k]);
+        for (var i = 0u; i < 4u; i++) {
+          let t = t0 + ty + 8u * i;
+          if (t < P.T) { acc[4u * i + j] += v * X[t * P.cols + c]; }
+        }
+      }
+    }
+    for (var i = 0u; i < 4u; i++) {
+      let t = t0 + ty + 8u * i;
+      if (t < P.T) { Y[t * P.rows + row] = acc[4u * i + j]; }
+    }
+  }
+}`);
+  return L.join("\n");
+}
+
+/** Options of {@linkcode createMatmulPlan}. */
+export interface MatmulPlanOptions {
+  /** Tokens T of the window. */
+  tokens: number;
+  /** X [≥ xOffsetTokens + T, cols] (STORAGE); created by the plan when absent. */
+  x?: GPUBuffer;
+  /** First token of X read by this plan (a multiple of 64). @default 0 */
+  xOffsetTokens?: number;
+  /** Y [T, rows] (STORAGE); created by the plan when absent. */
+  y?: GPUBuffer;
+  /** Read f16 weights as `array<f16>` when the device has shader-f16. @default true */
+  nativeF16?: boolean;
+  /** Largest binding (tests use a small one to force row and token windows). */
+  maxBindingBytes?: number;
+  /** Per-dimension workgroup cap (tests use a small one to force 2-D grids). */
+  maxWorkgroupsPerDim?: number;
+}
+
+/** A matmul bound to buffers, ready to encode any number of times. */
+export interface MatmulPlan {
+  readonly tokens: number;
+  readonly linear: GpuLinear;
+  /** Activations [T, cols] (write with queue.writeBuffer). */
+  readonly x: GPUBuffer;
+  /** Output [T, rows] (COPY_SRC, for readback). */
+  readonly y: GPUBuffer;
+  /** Number of dispatches one run takes (row windows × token windows). */
+  readonly dispatchCount: number;
+  /** Multiply-adds of one run: T · rows · cols (+ T · nnz). */
+  readonly macs: number;
+  /** Records the run's dispatches into a compute pass. */
+  encode(pass: GPUComputePassEncoder): void;
+  /** Returns the plan's own buffers to the pool. */
+  release(): void;
+}
+
+/** True when `gpu`'s device has the shader-f16 feature. */
+export function hasShaderF16(gpu: Gpu): boolean {
+  return gpu.device.features.has("shader-f16");
+}
+
+/**
+ * Binds `lin` to activation / output buffers for T tokens: compiles (or
+ * reuses) the pipeline, writes the uniform parameters, and splits the work
+ * into row windows of the dense part and token windows of X / Y, each
+ * within maxStorageBufferBindingSize.
+ *
+ * @param gpu the device
+ * @param lin the uploaded weight (kernels/matvec.ts's `uploadLinear`)
+ * @param opts tokens, buffers, limits; see {@linkcode MatmulPlanOptions}
+ * @returns the plan; release it before releasing `lin`
+ * @throws RangeError when one row or one 64-token slice exceeds the binding limit
+ */
+export async function createMatmulPlan(
+  gpu: Gpu,
+  lin: GpuLinear,
+  opts: MatmulPlanOptions,
+): Promise<MatmulPlan> {
+  const { device, pool } = gpu;
+  const T = opts.tokens;
+  if (!(Number.isInteger(T) && T >= 1)) {
+    throw new RangeError(`createMatmulPlan(): tokens must be a positive integer, got ${T}`);
+  }
+  const xOff = opts.xOffsetTokens ?? 0;
+  if (xOff % 64 !== 0) {
+    throw new RangeError(`createMatmulPlan(): xOffsetTokens must be a multiple of 64, got ${xOff}`);
+  }
+  const { rows, cols } = lin;
+  const held: GPUBuffer[] = [];
+  const own = (size: number, usage: GPUBufferUsageFlags, label: string) => {
+    const b = pool.acquire(size, usage, label);
+    held.push(b);
+    return b;
+  };
+  const STO = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+  const x = opts.x ?? own(4 * T * cols, STO, "matmul-x");
+  const y = opts.y ?? own(4 * T * rows, STO, "matmul-y");
+  const params: MatmulParams = {
+    format: lin.format,
+    bits: lin.bits,
+    groups: lin.groups,
+    nativeF16: lin.format === "f16" && (opts.nativeF16 ?? true) && hasShaderF16(gpu),
+  };
+  const pipeline = await gpu.pipelines.get(MATMUL_KERNEL, params);
+  const maxBind = Math.min(
+    opts.maxBindingBytes ?? Infinity,
+    device.limits.maxStorageBufferBindingSize,
+  );
+  const align = device.limits.minStorageBufferOffsetAlignment;
+
+  // Row windows of the dense part (as kernels/matvec.ts).
+  const total = lin.w.size;
+  const rowsPerWindow = total <= maxBind ? rows : Math.floor((maxBind - align - 4) / lin.rowBytes);
+  if (rowsPerWindow < 1) {
+    throw new RangeError(
+      `createMatmulPlan(): one row of ${lin.rowBytes} bytes exceeds the binding limit ${maxBind}`,
+    );
+  }
+  // Token windows of X and Y: multiples of 64 tokens keep offsets 256-byte aligned.
+  const widest = 4 * Math.max(rows, cols);
+  const tokensPerWindow = T * widest <= maxBind ? T : Math.floor(maxBind / widest / 64) * 64;
+  if (tokensPerWindow < 1) {
+    throw new RangeError(
+      `createMatmulPlan(): 64 tokens of a ${rows}×${cols} matmul need ${64 * widest} bytes, ` +
+        `above the binding limit ${maxBind}`,
+    );
+  }
+  const sp = lin.sparse && lin.sparse.nnz > 0 ? lin.sparse : undefined;
+  const dummy = sp ? undefined : own(16, GPUBufferUsage.STORAGE, "no-sparse");
+  const dispatches: { bindGroup: GPUBindGroup; x: number; y: number }[] = [];
+  for (let r0 = 0; r0 < rows; r0 += rowsPerWindow) {
+    const nr = Math.min(rowsPerWindow, rows - r0);
+    const start = total <= maxBind ? 0 : Math.floor((r0 * lin.rowBytes) / align) * align;
+    const end = total <= maxBind
+      ? total
+      : Math.min(total, Math.ceil(((r0 + nr) * lin.rowBytes) / 4) * 4);
+    for (let t0 = 0; t0 < T; t0 += tokensPerWindow) {
+      const nt = Math.min(tokensPerWindow, T - t0);
+      const tilesN = Math.ceil(nr / MATMUL_TN);
+      const grid = dispatchSize(
+        tilesN * Math.ceil(nt / MATMUL_TM),
+        device.limits,
+        opts.maxWorkgroupsPerDim,
+      );
+      const u = own(
+        MATMUL_PARAMS.size,
+        GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+        "matmul-params",
+      );
+      device.queue.writeBuffer(
+        u,
+        0,
+        MATMUL_PARAMS.pack({
+          T: nt,
+          rows,
+          cols,
+          wpr: lin.wpr,
+          wBase: start / 4,
+          rowBase: r0,
+          chunkRows: nr,
+          nx: grid.nx,
+          tilesN,
+          groupSize: lin.groupSize > 0 ? lin.groupSize : 1,
+          nGroups: lin.nGroups,
+          sparse: sp ? 1 : 0,
+          sparseF32: sp?.dtype === "f32" ? 1 : 0,
+        }),
+      );
+      const xBytes = 4 * cols, yBytes = 4 * rows;
+      const entries: GPUBindGroupEntry[] = [
+        { binding: 0, resource: { buffer: u } },
+        {
+          binding: 1,
+          resource: { buffer: x, offset: (xOff + t0) * xBytes, size: nt * xBytes },
+        },
+        { binding: 2, resource: { buffer: y, offset: t0 * yBytes, size: nt * yBytes } },
+        { binding: 3, resource: { buffer: lin.w, offset: start, size: end - start } },
+      ];
+      if (lin.format === "uniform") {
+        entries.push({ binding: 4, resource: { buffer: lin.scales! } });
+        entries.push({ binding: 5, resource: { buffer: lin.zeros! } });
+        if (lin.groups === "column") entries.push({ binding: 6, resource: { buffer: lin.gIdx! } });
+      }
+      if (lin.format === "lut") entries.push({ binding: 4, resource: { buffer: lin.lut! } });
+      entries.push({ binding: 7, resource: { buffer: sp?.rowPtr ?? dummy! } });
+      entries.push({ binding: 8, resource: { buffer: sp?.colIdx ?? dummy! } });
+      entries.push({ binding: 9, resource: { buffer: sp?.values ?? dummy! } });
+      const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+      if (grid.count > 0) dispatches.push({ bindGroup, x: grid.x, y: grid.y });
+    }
+  }
+  let released = false;
+  return {
+    tokens: T,
+    linear: lin,
+    x,
+    y,
+    dispatchCount: dispatches.length,
+    macs: T * (rows * cols + (sp?.nnz ?? 0)),
+    encode(pass) {
+      pass.setPipeline(pipeline);
+      for (const d of dispatches) {
+        pass.setBindGroup(0, d.bindGroup);
+        pass.dispatchWorkgroups(d.x, d.y);
+      }
+    },
+    release() {
+      if (released) throw new Error("MatmulPlan.release(): already released");
+      released = true;
+      for (const b of held) pool.release(b);
+    },
+  };
+}
+
+/**
+ * One-shot Y = X · Wᵀ on the GPU: uploads the weight and X, runs, reads Y
+ * back and releases everything. For repeated runs use `uploadLinear` +
+ * {@linkcode createMatmulPlan}.
+ *
+ * @param gpu the device
+ * @param weight the weight W [rows, cols] (any format + optional sparse part)
+ * @param x activations [T, cols]
+ * @param tokens T
+ * @param opts plan options (limits, native f16)
+ * @returns Y [T, rows]
+ * @example
+ * ```ts
+ * const gpu = await getGpu();
+ * const w = { dense: { kind: "f32", rows: 2, cols: 2, data: new Float32Array([1, 2, 3, 4]) } } as const;
+ * await matmulGpu(gpu, w, new Float32Array([1, 1, 1, 0]), 2); // Float32Array [3, 7, 1, 3]
+ * ```
+ */
+export async function matmulGpu(
+  gpu: Gpu,
+  weight: LinearWeight,
+  x: Float32Array,
+  tokens: number,
+  opts: Omit<MatmulPlanOptions, "tokens" | "x" | "y" | "xOffsetTokens"> = {},
+): Promise<Float32Array> {
+  const { rows, cols } = weight.dense;
+  if (x.length !== tokens * cols) {
+    throw new RangeError(
+      `matmulGpu(): x must hold tokens×cols = ${tokens}×${cols} values, found ${x.length}`,
+    );
+  }
+  const lin = uploadLinear(gpu, weight);
+  const plan = await createMatmulPlan(gpu, lin, { ...opts, tokens });
+  try {
+    gpu.device.queue.writeBuffer(plan.x, 0, x as Float32Array<ArrayBuffer>);
+    const enc = gpu.device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    plan.encode(pass);
+    pass.end();
+    gpu.device.queue.submit([enc.finish()]);
+    return new Float32Array(await readBuffer(gpu, plan.y, tokens * rows * 4));
+  } finally {
+    plan.release();
+    lin.release();
+  }
+}
