@@ -23,3 +23,4 @@ export * from "./reference.ts";
 export * from "./timing.ts";
 export * from "./decode.ts";
 export * from "./matmul.ts";
+export * from "./prefill.ts";

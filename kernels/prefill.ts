@@ -1,0 +1,725 @@
+/**
+ * The LLaMA forward pass over a whole window of T tokens at once (prefill),
+ * entirely on the GPU, ending in the per-window next-token loss: only one
+ * number per window is read back.
+ *
+ * Per window: embedding lookup → nLayers × (RMSNorm → wq, wk, wv → RoPE →
+ * causal grouped-query attention → wo → residual → RMSNorm → w1, w3 → SwiGLU
+ * → w2 → residual) → final RMSNorm → classifier (fp32) → log-softmax loss of
+ * every position → the window's mean loss. Every linear runs through
+ * kernels/matmul.ts's tiled matmul in its own storage format (f32, f16,
+ * uniform, lut, + CSR part), so each weight is decoded once per tile of 32
+ * tokens. Numerics follow model/forward.ts in fp32: RMSNorm
+ * x / sqrt(mean(x²) + eps) ⊙ w; RoPE in llama2.c's interleaved convention
+ * (pairs (2i, 2i + 1) of each head, model/config.ts's `ropeTables`) — the
+ * convention every loaded model's weights are in (Hugging Face checkpoints
+ * are un-permuted at load); silu(a) = a / (1 + e^(−a)).
+ *
+ * Attention is tiled as in FlashAttention: one workgroup per (head, tile of
+ * 64 queries), one query per thread; keys and values are staged in
+ * workgroup memory KT at a time (KT sized from maxComputeWorkgroupStorageSize
+ * and the head size) and folded into a running max / sum / output per query
+ * (online softmax), so no T × T score buffer exists at all.
+ *
+ * The classifier's logits [T, vocab] are produced in chunks of tokens (a
+ * multiple of 64) small enough for one binding, each followed by its loss
+ * kernel (one workgroup per token: max, Σ exp, logZ − logit[target]); a
+ * last kernel sums the T − 1 token losses into the window's mean. Windows
+ * are batched into one submit: before each window a copy writes its
+ * {token offset, window index} into a small state buffer that the embedding,
+ * loss and reduction kernels read.
+ *
+ * Device limits: weights and X / Y of every matmul split into windows below
+ * maxStorageBufferBindingSize (kernels/matmul.ts); an activation buffer that
+ * does not fit one binding is an error naming it and the window length to
+ * lower. Out-of-memory while uploading a layer, and a lost device while
+ * running, are errors naming the layer / window and the bytes involved.
+ *
+ * @module
+ */
+import type { LinearName, LlamaConfig, LlamaWeights } from "../model/config.ts";
+import { headSize, kvDim, linearShape, ropeTables } from "../model/config.ts";
+import { f16Tensor, f32Tensor, sizeOf } from "../quant/format.ts";
+import type { LinearWeight } from "../quant/format.ts";
+import type { Gpu, Kernel } from "./device.ts";
+import { dispatchSize, readBuffer } from "./device.ts";
+import type { LinearSource } from "./decode.ts";
+import type { GpuLinear } from "./matvec.ts";
+import { uploadLinear } from "./matvec.ts";
+import type { MatmulPlan } from "./matmul.ts";
+import { createMatmulPlan, UniformLayout } from "./matmul.ts";
+
+/** Thrown when the device runs out of memory or is lost; names what was being done. */
+export class GpuResourceError extends Error {
+  override name = "GpuResourceError";
+}
+
+const WG = 64; // threads of every prefill kernel
+const QT = 64; // queries per attention workgroup (one per thread)
+
+/** Uniform layouts of the prefill kernels (one field list each: struct + host packing). */
+const LAYOUTS = {
+  embed: new UniformLayout("Params", { n: "u32", dim: "u32", nx: "u32" }),
+  rmsnorm: new UniformLayout("Params", { T: "u32", dim: "u32", nx: "u32", eps: "f32" }),
+  rope: new UniformLayout("Params", { n: "u32", width: "u32", hs: "u32", nx: "u32" }),
+  attention: new UniformLayout("Params", {
+    T: "u32",
+    nHeads: "u32",
+    group: "u32",
+    dim: "u32",
+    kv: "u32",
+    nx: "u32",
+    scale: "f32",
+  }),
+  add: new UniformLayout("Params", { n: "u32", nx: "u32" }),
+  swiglu: new UniformLayout("Params", { n: "u32", nx: "u32" }),
+  loss: new UniformLayout("Params", { n: "u32", vocab: "u32", c0: "u32", T: "u32", nx: "u32" }),
+  reduce: new UniformLayout("Params", { T: "u32" }),
+} as const;
+
+/** A prefill op; every op but attention has one source. */
+type OpName = keyof typeof LAYOUTS;
+
+/** Parameters that change a prefill kernel's source. */
+export interface PrefillOpParams {
+  op: OpName;
+  /** attention: head size (baked in). */
+  headSize: number;
+  /** attention: keys staged per tile. */
+  keyTile: number;
+}
+
+const STATE = `struct State { base: u32, window: u32 }`;
+/** Linear id of the thread: workgroups linearized as wid.y · nx + wid.x. */
+const GID = `let gid = (wid.y * P.nx + wid.x) * ${WG}u + lid;`;
+const MAIN = `@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32)`;
+const SUM = (red: string, op: (a: string, b: string) => string) =>
+  `for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {
+    workgroupBarrier();
+    if (lid < s) { ${red}[lid] = ${op(`${red}[lid]`, `${red}[lid + s]`)}; }
+  }
+  workgroupBarrier();`;
+
+/** The prefill kernels (module doc). */
+export const PREFILL_KERNEL: Kernel<PrefillOpParams> = {
+  name: "prefill",
+  key: (p) => (p.op === "attention" ? `attention,${p.headSize},${p.keyTile}` : p.op),
+  wgsl: (p) => {
+    const head = `${LAYOUTS[p.op].wgsl()}
+@group(0) @binding(0) var<uniform> P: Params;`;
+    switch (p.op) {
+      case "embed": // X[t, i] = E[tokens[base + t], i]; n = T · dim
+        return `${head}
+${STATE}
+@group(0) @binding(1) var<storage, read> S: State;
+@group(0) @binding(2) var<storage, read> TOK: array<i32>; // [windows · T]
+@group(0) @binding(3) var<storage, read> E: array<f32>; // [vocab, dim]
+@group(0) @binding(4) var<storage, read_write> X: array<f32>; // [T, dim]
+${MAIN} {
+  ${GID}
+  if (gid >= P.n) { return; }
+  let t = gid / P.dim;
+  X[gid] = E[u32(TOK[S.base + t]) * P.dim + gid % P.dim];
+}`;
+      case "rmsnorm": // O[t] = X[t] / sqrt(mean(X[t]²) + eps) ⊙ W; one workgroup per token
+        return `${head}
+@group(0) @binding(1) var<storage, read> X: array<f32>; // [T, dim]
+@group(0) @binding(2) var<storage, read> W: array<f32>; // [dim]
+@group(0) @binding(3) var<storage, read_write> O: array<f32>; // [T, dim]
+var<workgroup> red: array<f32, ${WG}>;
+${MAIN} {
+  let t = wid.y * P.nx + wid.x;
+  if (t >= P.T) { return; }
+  let o = t * P.dim;
+  var ss = 0.0;
+  for (var i = lid; i < P.dim; i += ${WG}u) { ss += X[o + i] * X[o + i]; }
+  red[lid] = ss;
+  ${SUM("red", (a, b) => `${a} + ${b}`)}
+  let inv = 1.0 / sqrt(red[0] / f32(P.dim) + P.eps);
+  for (var i = lid; i < P.dim; i += ${WG}u) { O[o + i] = W[i] * (X[o + i] * inv); }
+}`;
+      case "rope": // rotate pairs (2i, 2i + 1) of every head of X [T, width] in place; n = T · width / 2
+        return `${head}
+@group(0) @binding(1) var<storage, read_write> X: array<f32>; // [T, width]
+@group(0) @binding(2) var<storage, read> COS: array<f32>; // [T, hs / 2]
+@group(0) @binding(3) var<storage, read> SIN: array<f32>;
+${MAIN} {
+  ${GID}
+  if (gid >= P.n) { return; }
+  let half = P.width / 2u;
+  let t = gid / half;
+  let i = 2u * (gid % half);
+  let j = t * (P.hs / 2u) + ((i % P.hs) >> 1u);
+  let c = COS[j];
+  let s = SIN[j];
+  let o = t * P.width + i;
+  let a = X[o];
+  let b = X[o + 1u];
+  X[o] = a * c - b * s;
+  X[o + 1u] = a * s + b * c;
+}`;
+      case "attention":
+        return attentionWgsl(head, p.headSize, p.keyTile);
+      case "add": // X += O; n = len
+        return `${head}
+@group(0) @binding(1) var<storage, read> O: array<f32>;
+@group(0) @binding(2) var<storage, read_write> X: array<f32>;
+${MAIN} {
+  ${GID}
+  if (gid < P.n) { X[gid] += O[gid]; }
+}`;
+      case "swiglu": // H1 = silu(H1) · H3 in place; n = T · hiddenDim
+        return `${head}
+@group(0) @binding(1) var<storage, read_write> H1: array<f32>;
+@group(0) @binding(2) var<storage, read> H3: array<f32>;
+${MAIN} {
+  ${GID}
+  if (gid < P.n) { let a = H1[gid]; H1[gid] = (a / (1.0 + exp(-a))) * H3[gid]; }
+}`;
+      case "loss": // TL[c0 + t] = logsumexp(L[t]) − L[t, target]; one workgroup per token of the chunk
+        return `${head}
+${STATE}
+@group(0) @binding(1) var<storage, read> S: State;
+@group(0) @binding(2) var<storage, read> TOK: array<i32>;
+@group(0) @binding(3) var<storage, read> L: array<f32>; // [n, vocab] logits of the chunk
+@group(0) @binding(4) var<storage, read_write> TL: array<f32>; // [T] token losses
+var<workgroup> red: array<f32, ${WG}>;
+${MAIN} {
+  let t = wid.y * P.nx + wid.x;
+  if (t >= P.n) { return; }
+  let pos = P.c0 + t;
+  let o = t * P.vocab;
+  var m = -3.402823e38;
+  for (var i = lid; i < P.vocab; i += ${WG}u) { m = max(m, L[o + i]); }
+  red[lid] = m;
+  ${SUM("red", (a, b) => `max(${a}, ${b})`)}
+  let mx = red[0];
+  workgroupBarrier();
+  var s = 0.0;
+  for (var i = lid; i < P.vocab; i += ${WG}u) { s += exp(L[o + i] - mx); }
+  red[lid] = s;
+  ${SUM("red", (a, b) => `${a} + ${b}`)}
+  if (lid == 0u) {
+    var loss = 0.0;
+    if (pos + 1u < P.T) {
+      loss = mx + log(red[0]) - L[o + u32(TOK[S.base + pos + 1u])];
+    }
+    TL[pos] = loss;
+  }
+}`;
+      case "reduce": // OUT[window] = mean of TL[0 .. T − 1)
+        return `${head}
+${STATE}
+@group(0) @binding(1) var<storage, read> S: State;
+@group(0) @binding(2) var<storage, read> TL: array<f32>;
+@group(0) @binding(3) var<storage, read_write> OUT: array<f32>;
+var<workgroup> red: array<f32, ${WG}>;
+${MAIN} {
+  var s = 0.0;
+  for (var i = lid; i + 1u < P.T; i += ${WG}u) { s += TL[i]; }
+  red[lid] = s;
+  ${SUM("red", (a, b) => `${a} + ${b}`)}
+  if (lid == 0u) { OUT[S.window] = red[0] / f32(P.T - 1u); }
+}`;
+    }
+  },
+};
+
+/** Tiled causal attention with an online softmax (module doc). */
+function attentionWgsl(head: string, HS: number, KT: number): string {
+  return `${head}
+const HS = ${HS}u;
+const KT = ${KT}u;
+const QT = ${QT}u;
+@group(0) @binding(1) var<storage, read> Q: array<f32>; // [T, dim] after RoPE
+@group(0) @binding(2) var<storage, read> K: array<f32>; // [T, kv] after RoPE
+@group(0) @binding(3) var<storage, read> V: array<f32>; // [T, kv]
+@group(0) @binding(4) var<storage, read_write> A: array<f32>; // [T, dim]
+var<workgroup> ks: array<f32, ${KT * HS}>; // [KT, HS]
+var<workgroup> vs: array<f32, ${KT * HS}>;
+@compute @workgroup_size(QT)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let id = wid.y * P.nx + wid.x;
+  if (id >= ((P.T + QT - 1u) / QT) * P.nHeads) { return; }
+  let h = id % P.nHeads;
+  let q0 = (id / P.nHeads) * QT;
+  let t = q0 + lid; // this thread's query
+  let qo = min(t, P.T - 1u) * P.dim + h * HS;
+  let kc = (h / P.group) * HS; // this head's kv columns
+  var q: array<f32, HS>;
+  for (var j = 0u; j < HS; j++) { q[j] = Q[qo + j]; }
+  var o: array<f32, HS>;
+  var m = -3.402823e38;
+  var l = 0.0;
+  let last = min(q0 + QT, P.T); // keys 0 .. last − 1 serve this tile
+  for (var u0 = 0u; u0 < last; u0 += KT) {
+    workgroupBarrier();
+    for (var i = lid; i < KT * HS; i += QT) {
+      let u = u0 + i / HS;
+      var kx = 0.0;
+      var vx = 0.0;
+      if (u < P.T) {
+        kx = K[u * P.kv + kc + i % HS];
+        vx = V[u * P.kv + kc + i % HS];
+      }
+      ks[i] = kx;
+      vs[i] = vx;
+    }
+    workgroupBarrier();
+    if (t < P.T && u0 <= t) {
+      let ue = min(KT, t + 1u - u0);
+      var sc: array<f32, KT>;
+      var mt = m;
+      for (var u = 0u; u < ue; u++) {
+        var s = 0.0;
+        for (var j = 0u; j < HS; j++) { s += q[j] * ks[u * HS + j]; }
+        s *= P.scale;
+        sc[u] = s;
+        mt = max(mt, s);
+      }
+      let corr = exp(m - mt);
+      l *= corr;
+      for (var j = 0u; j < HS; j++) { o[j] *= corr; }
+      for (var u = 0u; u < ue; u++) {
+        let pu = exp(sc[u] - mt);
+        l += pu;
+        for (var j = 0u; j < HS; j++) { o[j] += pu * vs[u * HS + j]; }
+      }
+      m = mt;
+    }
+  }
+  if (t < P.T) {
+    let inv = 1.0 / l;
+    for (var j = 0u; j < HS; j++) { A[t * P.dim + h * HS + j] = o[j] * inv; }
+  }
+}`;
+}
+
+/** Options of {@linkcode GpuPrefill.create}. */
+export interface GpuPrefillOptions {
+  /** Window length T in tokens. @default the model's max_seq_len */
+  seqlen?: number;
+  /** Windows encoded into one submit (one readback each). @default 16 */
+  windowsPerSubmit?: number;
+  /** Read f16 weights natively where the device has shader-f16. @default true */
+  nativeF16?: boolean;
+  /** Largest binding (tests use a small one to force windows and classifier chunks). */
+  maxBindingBytes?: number;
+}
+
+interface Op {
+  pipeline: GPUComputePipeline;
+  bindGroup: GPUBindGroup;
+  x: number;
+  y: number;
+}
+type Step = ({ kind: "op" } & Op) | { kind: "plan"; plan: MatmulPlan };
+
+/** One chunk of the classifier: logits of tokens c0 .. c0 + n − 1, then their losses. */
+interface HeadChunk {
+  c0: number;
+  n: number;
+  steps: Step[];
+}
+
+/**
+ * The model on the GPU, ready to run windows of `seqlen` tokens. Create with
+ * {@linkcode GpuPrefill.create}; {@linkcode GpuPrefill.windowLosses} returns
+ * the mean next-token loss of each window (eval/gpu_perplexity.ts's prefill
+ * path turns them into GPTQ's perplexity); {@linkcode GpuPrefill.logits}
+ * reads one window's logits back (tests); {@linkcode GpuPrefill.release}
+ * returns every buffer to the pool.
+ */
+export class GpuPrefill {
+  private constructor(
+    readonly gpu: Gpu,
+    readonly config: LlamaConfig,
+    /** Window length T. */
+    readonly seqlen: number,
+    /** Windows per submit. */
+    readonly windowsPerSubmit: number,
+    private readonly body: Step[],
+    private readonly chunks: HeadChunk[],
+    private readonly reduce: Step,
+    private readonly buffers: Record<"state" | "tokens" | "feed" | "losses" | "logits", GPUBuffer>,
+    /** Multiply-adds of the linear layers and classifier of one window. */
+    readonly macsPerWindow: number,
+    readonly release: () => void,
+  ) {}
+
+  /**
+   * Uploads every linear layer (in its own format), the fp32 classifier,
+   * embeddings and norms, allocates the activations of one window and
+   * compiles the pipelines.
+   *
+   * @param gpu the device
+   * @param weights the model (norms, embeddings and classifier are read from here)
+   * @param linears the stored weight of each linear layer (kernels/decode.ts's `LinearSource`)
+   * @param opts window length, windows per submit, native f16, binding limit
+   * @returns the prefill, ready to run
+   * @throws GpuResourceError when a layer does not fit in device memory
+   * @throws RangeError for a bad seqlen, a shape mismatch or an activation beyond one binding
+   * @example
+   * ```ts
+   * const pf = await GpuPrefill.create(gpu, weights, (l, n) => ({ dense: f32Tensor(weights.layers[l][n], ...linearShape(weights.config, n)) }));
+   * const losses = await pf.windowLosses([tokens.subarray(0, 512)]);
+   * pf.release();
+   * ```
+   */
+  static async create(
+    gpu: Gpu,
+    weights: LlamaWeights,
+    linears: LinearSource,
+    opts: GpuPrefillOptions = {},
+  ): Promise<GpuPrefill> {
+    const c = weights.config;
+    const { device, pool } = gpu;
+    const { dim, hiddenDim, vocabSize: V, nLayers, nHeads, nKvHeads } = c;
+    const T = opts.seqlen ?? c.maxSeqLen;
+    if (!(Number.isInteger(T) && T >= 2 && T <= c.maxSeqLen)) {
+      throw new RangeError(
+        `GpuPrefill: seqlen must be an integer in 2..${c.maxSeqLen} (max_seq_len), got ${T}`,
+      );
+    }
+    const W = opts.windowsPerSubmit ?? 16;
+    const kv = kvDim(c), hs = headSize(c);
+    const maxBind = Math.min(
+      opts.maxBindingBytes ?? Infinity,
+      device.limits.maxStorageBufferBindingSize,
+    );
+    const held: GPUBuffer[] = [];
+    const lins: GpuLinear[] = [];
+    const plans: MatmulPlan[] = [];
+    const release = () => {
+      for (const p of plans) p.release();
+      for (const l of lins) l.release();
+      for (const b of held) pool.release(b);
+      plans.length = lins.length = held.length = 0;
+    };
+    try {
+      const STO = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+      const buf = (floats: number, label: string) => {
+        if (4 * floats > maxBind) {
+          throw new RangeError(
+            `GpuPrefill: activation "${label}" of a ${T}-token window needs ${4 * floats} bytes, ` +
+              `above the device's maxStorageBufferBindingSize ${maxBind}: lower --seqlen`,
+          );
+        }
+        const b = pool.acquire(4 * floats, STO, label);
+        held.push(b);
+        return b;
+      };
+      const upload = (a: ArrayBufferView, label: string) => {
+        const b = pool.upload(a, GPUBufferUsage.COPY_SRC, label);
+        held.push(b);
+        return b;
+      };
+      /** Runs f inside an out-of-memory error scope; a failure names what and how many bytes. */
+      const guarded = async <R>(what: string, bytes: number, f: () => R): Promise<R> => {
+        device.pushErrorScope("out-of-memory");
+        let out: R | undefined, failure: unknown;
+        try {
+          out = f();
+        } catch (e) {
+          failure = e;
+        }
+        const err = await device.popErrorScope();
+        if (err) {
+          throw new GpuResourceError(
+            `GpuPrefill: out of GPU memory while uploading ${what} (${bytes} bytes; ` +
+              `${pool.bytesInUse} bytes already in use): ${err.message}`,
+          );
+        }
+        if (failure !== undefined) throw failure;
+        return out as R;
+      };
+      // run state of one window
+      const x = buf(T * dim, "x"), xn = buf(T * dim, "xn"), q = buf(T * dim, "q");
+      const k = buf(T * kv, "k"), v = buf(T * kv, "v"), att = buf(T * dim, "att");
+      const o = buf(T * dim, "o");
+      const h1 = buf(T * hiddenDim, "h1"), h3 = buf(T * hiddenDim, "h3");
+      // Classifier chunks: multiples of 64 tokens whose logits fit one binding.
+      const perChunk = T * V * 4 <= maxBind ? T : Math.floor(maxBind / (4 * V) / 64) * 64;
+      if (perChunk < 1) {
+        throw new RangeError(
+          `GpuPrefill: 64 tokens of logits (vocab ${V}) need ${256 * V} bytes, above the ` +
+            `binding limit ${maxBind}`,
+        );
+      }
+      const logits = buf(Math.min(T, perChunk) * V, "logits");
+      const tokenLoss = buf(T, "token-loss");
+      const losses = buf(W, "window-losses");
+      const state = buf(2, "state"), feed = buf(2 * W, "feed");
+      const tokens = buf(W * T, "tokens");
+      const [cosT, sinT] = ropeTables(c, T);
+      const cos = upload(cosT, "rope-cos"), sin = upload(sinT, "rope-sin");
+      const emb = await guarded(
+        "the token embedding",
+        weights.tokenEmbedding.byteLength,
+        () => upload(weights.tokenEmbedding, "embedding"),
+      );
+      const finalNorm = upload(weights.finalNorm, "final-norm");
+
+      const keyTile = Math.max(
+        1,
+        Math.min(64, Math.floor(device.limits.maxComputeWorkgroupStorageSize / (8 * hs))),
+      );
+      const op = async (
+        name: OpName,
+        values: Record<string, number>,
+        bufs: GPUBuffer[],
+        workgroups: number,
+      ): Promise<Step> => {
+        const pipeline = await gpu.pipelines.get(PREFILL_KERNEL, {
+          op: name,
+          headSize: hs,
+          keyTile,
+        });
+        const grid = dispatchSize(workgroups, device.limits);
+        const L = LAYOUTS[name] as UniformLayout<string>;
+        const u = pool.acquire(L.size, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, name);
+        held.push(u);
+        device.queue.writeBuffer(u, 0, L.pack({ ...values, nx: grid.nx }));
+        const bindGroup = device.createBindGroup({
+          layout: pipeline.getBindGroupLayout(0),
+          entries: [u, ...bufs].map((buffer, binding) => ({ binding, resource: { buffer } })),
+        });
+        return { kind: "op", pipeline, bindGroup, x: grid.x, y: grid.y };
+      };
+      const groups = (n: number) => Math.ceil(n / WG);
+      let macs = 0;
+      const matmul = async (
+        w: LinearWeight,
+        what: string,
+        shape: [number, number],
+        input: GPUBuffer,
+        out: GPUBuffer,
+        xOffsetTokens = 0,
+        tokensHere = T,
+      ): Promise<Step> => {
+        if (w.dense.rows !== shape[0] || w.dense.cols !== shape[1]) {
+          throw new RangeError(
+            `GpuPrefill: ${what} is ${w.dense.rows}×${w.dense.cols}, the config needs ` +
+              `${shape[0]}×${shape[1]}`,
+          );
+        }
+        const lin = await guarded(what, sizeOf(w).storedBytes.total, () => uploadLinear(gpu, w));
+        lins.push(lin);
+        const plan = await createMatmulPlan(gpu, lin, {
+          tokens: tokensHere,
+          x: input,
+          y: out,
+          xOffsetTokens,
+          nativeF16: opts.nativeF16,
+          maxBindingBytes: opts.maxBindingBytes,
+        });
+        plans.push(plan);
+        macs += plan.macs;
+        return { kind: "plan", plan };
+      };
+
+      const body: Step[] = [];
+      body.push(await op("embed", { n: T * dim, dim }, [state, tokens, emb, x], groups(T * dim)));
+      const norm = (w: GPUBuffer) => op("rmsnorm", { T, dim, eps: c.normEps }, [x, w, xn], T);
+      for (let l = 0; l < nLayers; l++) {
+        const lw = weights.layers[l];
+        const src = (name: LinearName) => linears(l, name);
+        const lin = (name: LinearName, input: GPUBuffer, out: GPUBuffer) =>
+          matmul(src(name), `layers.${l}.${name}`, linearShape(c, name), input, out);
+        const attnNorm = upload(lw.attnNorm, "attn-norm"), ffnNorm = upload(lw.ffnNorm, "ffn-norm");
+        body.push(await norm(attnNorm));
+        body.push(await lin("wq", xn, q), await lin("wk", xn, k), await lin("wv", xn, v));
+        for (const [b, width] of [[q, dim], [k, kv]] as const) {
+          const n = (T * width) / 2;
+          body.push(await op("rope", { n, width, hs }, [b, cos, sin], groups(n)));
+        }
+        body.push(
+          await op(
+            "attention",
+            { T, nHeads, group: nHeads / nKvHeads, dim, kv, scale: 1 / Math.sqrt(hs) },
+            [q, k, v, att],
+            Math.ceil(T / QT) * nHeads,
+          ),
+        );
+        body.push(await lin("wo", att, o));
+        body.push(await op("add", { n: T * dim }, [o, x], groups(T * dim)));
+        body.push(await norm(ffnNorm));
+        body.push(await lin("w1", xn, h1), await lin("w3", xn, h3));
+        const nh = T * hiddenDim;
+        body.push(await op("swiglu", { n: nh }, [h1, h3], groups(nh)));
+        body.push(await lin("w2", h1, o));
+        body.push(await op("add", { n: T * dim }, [o, x], groups(T * dim)));
+      }
+      body.push(await norm(finalNorm));
+      const classifier = { dense: f32Tensor(weights.classifier, V, dim) };
+      const chunks: HeadChunk[] = [];
+      for (let c0 = 0; c0 < T; c0 += perChunk) {
+        const n = Math.min(perChunk, T - c0);
+        chunks.push({
+          c0,
+          n,
+          steps: [
+            await matmul(classifier, "classifier", [V, dim], xn, logits, c0, n),
+            await op("loss", { n, vocab: V, c0, T }, [state, tokens, logits, tokenLoss], n),
+          ],
+        });
+      }
+      const reduce = await op("reduce", { T }, [state, tokenLoss, losses], 1);
+      return new GpuPrefill(
+        gpu,
+        c,
+        T,
+        W,
+        body,
+        chunks,
+        reduce,
+        { state, tokens, feed, losses, logits },
+        macs,
+        release,
+      );
+    } catch (e) {
+      release();
+      throw e;
+    }
+  }
+
+  #run(pass: GPUComputePassEncoder, steps: Step[]): void {
+    for (const s of steps) {
+      if (s.kind === "plan") s.plan.encode(pass);
+      else {
+        pass.setPipeline(s.pipeline);
+        pass.setBindGroup(0, s.bindGroup);
+        pass.dispatchWorkgroups(s.x, s.y);
+      }
+    }
+  }
+
+  #checkWindow(win: ArrayLike<number>, i: number): void {
+    const V = this.config.vocabSize;
+    if (win.length !== this.seqlen) {
+      throw new RangeError(
+        `GpuPrefill: window ${i} has ${win.length} tokens, the prefill was built for ${this.seqlen}`,
+      );
+    }
+    for (let t = 0; t < win.length; t++) {
+      if (!(Number.isInteger(win[t]) && win[t] >= 0 && win[t] < V)) {
+        throw new RangeError(
+          `GpuPrefill: token ${win[t]} at position ${t} of window ${i} is outside the ` +
+            `vocabulary (0..${V - 1})`,
+        );
+      }
+    }
+  }
+
+  /** Reads `bytes` of `buf`, or throws GpuResourceError when the device is lost meanwhile. */
+  async #read(buf: GPUBuffer, bytes: number, what: string): Promise<ArrayBuffer> {
+    const lost = this.gpu.device.lost.then((info) => {
+      throw new GpuResourceError(
+        `GpuPrefill: the GPU device was lost while running ${what} (${info.reason}: ` +
+          `${info.message}); ${this.gpu.pool.bytesInUse} bytes were in use`,
+      );
+    });
+    return await Promise.race([readBuffer(this.gpu, buf, bytes), lost]);
+  }
+
+  /**
+   * The mean next-token loss of each window (eval/perplexity.ts's
+   * `windowLoss`, computed on the GPU in fp32): `windowsPerSubmit` windows
+   * per submit, one readback of their losses each.
+   *
+   * @param windows token windows, each of exactly `seqlen` ids
+   * @param onProgress called after each submit with the windows done
+   * @returns mean loss per window [windows.length]
+   */
+  async windowLosses(
+    windows: readonly ArrayLike<number>[],
+    onProgress?: (done: number, total: number) => void,
+  ): Promise<Float64Array> {
+    const { device } = this.gpu;
+    const T = this.seqlen, W = this.windowsPerSubmit;
+    const out = new Float64Array(windows.length);
+    for (let w0 = 0; w0 < windows.length; w0 += W) {
+      const n = Math.min(W, windows.length - w0);
+      const toks = new Int32Array(n * T), feed = new Uint32Array(2 * n);
+      for (let i = 0; i < n; i++) {
+        this.#checkWindow(windows[w0 + i], w0 + i);
+        toks.set(windows[w0 + i], i * T);
+        feed[2 * i] = i * T;
+        feed[2 * i + 1] = i;
+      }
+      device.queue.writeBuffer(this.buffers.tokens, 0, toks);
+      device.queue.writeBuffer(this.buffers.feed, 0, feed);
+      const enc = device.createCommandEncoder();
+      for (let i = 0; i < n; i++) {
+        enc.copyBufferToBuffer(this.buffers.feed, 8 * i, this.buffers.state, 0, 8);
+        const pass = enc.beginComputePass();
+        this.#run(pass, this.body);
+        for (const ch of this.chunks) this.#run(pass, ch.steps);
+        this.#run(pass, [this.reduce]);
+        pass.end();
+      }
+      device.queue.submit([enc.finish()]);
+      const got = new Float32Array(
+        await this.#read(this.buffers.losses, 4 * n, `windows ${w0}..${w0 + n - 1}`),
+      );
+      out.set(got, w0);
+      onProgress?.(w0 + n, windows.length);
+    }
+    return out;
+  }
+
+  /**
+   * The logits of one window (for comparisons against the CPU forward).
+   * @param win `seqlen` token ids
+   * @returns logits [seqlen, vocab]
+   */
+  async logits(win: ArrayLike<number>): Promise<Float32Array> {
+    this.#checkWindow(win, 0);
+    const { device, pool } = this.gpu;
+    const T = this.seqlen, V = this.config.vocabSize;
+    device.queue.writeBuffer(this.buffers.tokens, 0, Int32Array.from(win));
+    device.queue.writeBuffer(this.buffers.state, 0, new Uint32Array([0, 0]));
+    const all = pool.acquire(
+      4 * T * V,
+      GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+      "all-logits",
+    );
+    try {
+      const enc = device.createCommandEncoder();
+      let pass = enc.beginComputePass();
+      this.#run(pass, this.body);
+      for (const ch of this.chunks) {
+        this.#run(pass, ch.steps);
+        pass.end();
+        enc.copyBufferToBuffer(this.buffers.logits, 0, all, 4 * ch.c0 * V, 4 * ch.n * V);
+        pass = enc.beginComputePass();
+      }
+      pass.end();
+      device.queue.submit([enc.finish()]);
+      return new Float32Array(await this.#read(all, 4 * T * V, "one window's logits"));
+    } finally {
+      pool.release(all);
+    }
+  }
+}
+
+/**
+ * The linear source of an unquantized model: every linear as an fp32 tensor
+ * (or fp16 when `dtype` is "f16", rounded once here).
+ *
+ * @param weights the model
+ * @param dtype storage of the linears @default "f32"
+ * @returns a {@linkcode LinearSource}
+ * @example
+ * ```ts
+ * const pf = await GpuPrefill.create(gpu, weights, denseSource(weights));
+ * ```
+ */
+export function denseSource(weights: LlamaWeights, dtype: "f32" | "f16" = "f32"): LinearSource {
+  return (l, name) => {
+    const [rows, cols] = linearShape(weights.config, name);
+    const w = weights.layers[l][name];
+    return { dense: dtype === "f32" ? f32Tensor(w, rows, cols) : f16Tensor(w, rows, cols) };
+  };
+}
