@@ -88,10 +88,16 @@ export async function detectModelSource(path: string): Promise<ModelSourceKind> 
   if (n >= 9 && head[8] === 0x7b /* "{" */ && view.getBigUint64(0, true) < BigInt(info.size)) {
     return "safetensors";
   }
-  if (n >= 28 && legacyLlama2cSize(view) === info.size) return "llama2c";
+  const legacySize = n >= 28 ? legacyLlama2cSize(view) : -1;
+  if (legacySize === info.size) return "llama2c";
+  // A plausible legacy header with the wrong size is most likely a cut llama2.c file: say so.
+  const cut = legacySize > 0
+    ? `; read as a legacy llama2.c header it needs ${legacySize} bytes, file has ${info.size} ` +
+      `(${legacySize > info.size ? "truncated" : "trailing bytes"})`
+    : "";
   throw new ModelFormatError(
     `Cannot tell what model ${path} is (${info.size} bytes): not a llama2.c checkpoint, ` +
-      `GGUF file, Hugging Face folder or squeezebench quantized model`,
+      `GGUF file, Hugging Face folder or squeezebench quantized model${cut}`,
   );
 }
 

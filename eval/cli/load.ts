@@ -8,7 +8,8 @@
  * @module
  */
 import { dirname, join } from "node:path";
-import { loadCheckpoint } from "../../model/checkpoint.ts";
+import { loadModelSource, type ModelSource } from "../../model/source.ts";
+import { parseHfModelId } from "../../datasets/hf_cache.ts";
 import type { LlamaWeights } from "../../model/config.ts";
 import { loadTokenizer, type Tokenizer } from "../../model/tokenizer.ts";
 import {
@@ -20,6 +21,7 @@ import {
 import { CliError, str } from "./options.ts";
 import { downloadBars } from "./progress.ts";
 import { sha256File } from "../../datasets/hub.ts";
+import { sha256Hex } from "../../reports/identity.ts";
 import type { EvalSetName } from "../../datasets/eval_sets.ts";
 import { TINYSTORIES_VALID_FILE } from "../../datasets/eval_sets.ts";
 import { TINYSTORIES_TRAIN_FILE } from "../../datasets/calibration.ts";
@@ -103,7 +105,7 @@ export async function loadModelFromOptions(
   needs: readonly DataNeed[] = [],
 ): Promise<LoadedModel> {
   const name = str(values, "model", DEFAULT_MODEL)!;
-  let checkpointPath: string, tokenizerPath: string | undefined = str(values, "tokenizer");
+  let tokenizerPath: string | undefined = str(values, "tokenizer");
   const known = KNOWN_MODELS[name];
   const modelNeeds: DataNeed[] = [];
   if (known) {
@@ -111,22 +113,27 @@ export async function loadModelFromOptions(
     if (!tokenizerPath) {
       modelNeeds.push({ what: `${name} tokenizer`, candidates: [known.tokenizer] });
     }
-  } else checkCheckpointFile(name);
+  } else checkModelPath(name);
   const { dataDir, offline, paths } = await requireDataFromOptions(values, [
     ...modelNeeds,
     ...needs,
   ]);
-  if (known) {
-    checkpointPath = paths[0];
-    tokenizerPath ??= paths[1];
+  if (known) tokenizerPath ??= paths[1];
+  const source = await loadModelSource(known ? paths[0] : name, {
+    offline,
+    progress: downloadBars(),
+  });
+  const checkpointPath = source.path;
+  const weights = source.weights;
+  let tokenizer: Tokenizer;
+  if (tokenizerPath) tokenizer = await loadTokenizer(tokenizerPath);
+  else if (source.tokenizer) {
+    tokenizer = source.tokenizer;
+    tokenizerPath = `${checkpointPath} (its own tokenizer)`;
   } else {
-    checkpointPath = name;
-    tokenizerPath ??= findTokenizerBeside(name);
+    tokenizerPath = findTokenizerBeside(checkpointPath);
+    tokenizer = await loadTokenizer(tokenizerPath);
   }
-  const [weights, tokenizer] = await Promise.all([
-    loadCheckpoint(checkpointPath),
-    loadTokenizer(tokenizerPath),
-  ]);
   if (tokenizer.vocabSize !== weights.config.vocabSize) {
     throw new CliError(
       `tokenizer ${tokenizerPath} has ${tokenizer.vocabSize} pieces but ${checkpointPath} has vocab_size ` +
@@ -134,11 +141,11 @@ export async function loadModelFromOptions(
     );
   }
   return {
-    name: known ? name : checkpointPath,
+    name: known || source.hub ? name : checkpointPath,
     weights,
     tokenizer,
     checkpointPath,
-    checkpointSha256: await sha256File(checkpointPath),
+    checkpointSha256: await modelSha256(source),
     tokenizerPath,
     dataDir,
     offline,
@@ -146,27 +153,33 @@ export async function loadModelFromOptions(
 }
 
 /**
- * Checks that `--model path` is a file that can be a llama2.c checkpoint:
- * not a folder, not a squeezebench quantized model (recognized by its
- * magic, quant/qmodel.ts).
+ * Checks what `--model` names before any data is resolved: an existing file
+ * or a Hugging Face folder (model/source.ts tells their kinds by content), or
+ * else a Hugging Face model id `ORG/NAME[@REV]`. A squeezebench quantized
+ * model (recognized by its magic, quant/qmodel.ts) is sent to `--quantized`.
  */
-function checkCheckpointFile(path: string): void {
+function checkModelPath(path: string): void {
+  const known = Object.keys(KNOWN_MODELS).join(", ");
   let info: Deno.FileInfo;
   try {
     info = Deno.statSync(path);
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory)) throw e;
+    if (parseHfModelId(path)) return;
     throw new CliError(
-      `--model "${path}" is neither a known model (${
-        Object.keys(KNOWN_MODELS).join(", ")
-      }) nor an existing file`,
+      `--model "${path}" is neither a known model (${known}), an existing file or folder, ` +
+        `nor a Hugging Face model id ORG/NAME[@REVISION]`,
     );
   }
   if (info.isDirectory) {
+    try {
+      if (Deno.statSync(join(path, "config.json")).isFile) return;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
     throw new CliError(
-      `--model "${path}" is a folder; give a llama2.c checkpoint file or a known model (${
-        Object.keys(KNOWN_MODELS).join(", ")
-      })`,
+      `--model "${path}" is a folder without config.json; give a Hugging Face checkpoint folder, ` +
+        `a llama2.c or GGUF file, or a known model (${known})`,
     );
   }
   const head = new Uint8Array(QMODEL_MAGIC.length);
@@ -179,6 +192,23 @@ function checkCheckpointFile(path: string): void {
         `(--model names the checkpoint it was quantized from)`,
     );
   }
+}
+
+/**
+ * The sha256 that identifies a model in result keys: of the file for a
+ * llama2.c or GGUF checkpoint; for a Hugging Face folder, of the list of its
+ * config.json and weight files with each file's own sha256 (sorted by name),
+ * so the same checkpoint gives the same key wherever it is kept.
+ */
+async function modelSha256(source: ModelSource): Promise<string> {
+  if (source.kind !== "hf") return await sha256File(source.path);
+  const names = [...Deno.readDirSync(source.path)]
+    .map((e) => e.name)
+    .filter((n) => n === "config.json" || n.endsWith(".safetensors"))
+    .sort();
+  const lines: string[] = [];
+  for (const n of names) lines.push(`${await sha256File(join(source.path, n))}  ${n}`);
+  return await sha256Hex(lines.join("\n") + "\n");
 }
 
 function findTokenizerBeside(checkpoint: string): string {
