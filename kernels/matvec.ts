@@ -559,8 +559,8 @@ export function uploadLinear(gpu: Gpu, weight: LinearWeight): GpuLinear {
       lin = {
         ...common,
         groups,
-        // One group per row: any block index maps to group 0.
-        groupSize: ng === 1 && !d.gIdx ? 0xffffffff : d.groupSize,
+        // One group per row is groupSize ≥ cols (quant/format.ts): every column maps to group 0.
+        groupSize: d.groupSize,
         nGroups: ng,
         scales: up(d.scales, "scales"),
         zeros: up(d.zeros, "zeros"),
