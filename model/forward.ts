@@ -53,6 +53,12 @@ export interface BlockHooks {
    */
   onResidual?(layer: number, after: "attention" | "block", x: Float32Array, T: number): void;
   /**
+   * Called after RoPE with b.q [T, dim], b.k [T, kvDim] (both rotated) and
+   * b.v [T, kvDim], right before the attention reads them; may change them
+   * in place (quant/act_quant.ts fake-quantizes Q, K and V here).
+   */
+  onQkv?(layer: number, b: BlockBuffers, T: number): void;
+  /**
    * Computes b.att [T, dim] from b.q, b.k (after RoPE) and b.v, instead of
    * the default {@linkcode causalAttention} (the backward pass keeps the
    * softmax probabilities).
@@ -249,6 +255,7 @@ export const attention: SubBlock = (c, lw, layer, xn, T, b, out, hooks) => {
   linear(hooks, layer, "wv", b.v, xn, lw.wv, T, dim, kv);
   rope(b.q, T, dim, hs, b.ropeCos, b.ropeSin);
   rope(b.k, T, kv, hs, b.ropeCos, b.ropeSin);
+  hooks?.onQkv?.(layer, b, T);
   if (hooks?.attention) hooks.attention(layer, b, T);
   else causalAttention(b.att, b.q, b.k, b.v, T, nHeads, c.nKvHeads, hs);
   linear(hooks, layer, "wo", out, b.att, lw.wo, T, dim, dim);

@@ -52,6 +52,12 @@ export interface UniformTensor {
   groupSize: number;
   /** Symmetric grid: zero fixed at 2^(b−1), as in GPTQ's quantizer. */
   sym: boolean;
+  /**
+   * Largest code, when below 2^bits − 1: bit balance (ABQ-LLM's W2*) gives a
+   * 2-bit grid five levels, codes 0..4, stored as 3-bit codes (bits = 3,
+   * maxq = 4) and counted as 3 bits. Absent: 2^bits − 1.
+   */
+  maxq?: number;
   codes: Uint32Array; // [rows, wordsPerRow(cols, bits)]
   scales: Uint16Array; // fp16 [rows, nGroups]
   zeros: Uint16Array; // fp16 [rows, nGroups]; integers in 0..2^b−1 (GPTQ rounds them)
@@ -331,6 +337,13 @@ export function validateWeight(w: LinearWeight, what = "weight"): void {
     if (d.kind === "lut") expect("dense.lut", d.lut.length, rows << d.bits);
     else {
       if (d.gIdx) expect("dense.gIdx", d.gIdx.length, cols);
+      if (
+        d.maxq !== undefined && !(Number.isInteger(d.maxq) && d.maxq >= 1 && d.maxq < (1 << d.bits))
+      ) {
+        throw new RangeError(
+          `${what}.dense.maxq: expected an integer in 1..${(1 << d.bits) - 1}, found ${d.maxq}`,
+        );
+      }
       const ng = nGroups(d);
       expect("dense.scales", d.scales.length, rows * ng);
       expect("dense.zeros", d.zeros.length, rows * ng);

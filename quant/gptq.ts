@@ -50,6 +50,7 @@ import { NotPositiveDefiniteError, subtractPanel, upperCholeskyOfInverse } from 
 import {
   checkFinite,
   checkGroupSize,
+  codeBits,
   maxqOf,
   minMaxGrid,
   quantizeValue,
@@ -266,7 +267,7 @@ export class Gptq {
     checkFinite(W, rows, columns, what);
     this.H = null; // consumed, as GPTQ's `del self.H`
     this.xt = this.xc = null;
-    const maxq = maxqOf(bits);
+    const maxq = grid.maxq ?? maxqOf(bits); // 4 with bit balance at 2 bits
     const ng = columns / groupsize;
 
     // W = layer.weight.float(): the fp32 working copy [rows, columns].
@@ -424,14 +425,16 @@ export class Gptq {
       gIdx = new Int32Array(columns);
       for (let i = 0; i < columns; i++) gIdx[perm![i]] = Math.floor(i / groupsize);
     }
+    const cb = codeBits(maxq); // 3 for bit balance's five levels
     const q: UniformTensor = {
       kind: "uniform",
-      bits,
+      bits: cb,
       rows,
       cols: columns,
       groupSize: groupsize,
       sym,
-      codes: packCodes(codes, rows, columns, bits),
+      ...(maxq !== maxqOf(cb) ? { maxq } : {}),
+      codes: packCodes(codes, rows, columns, cb),
       scales: toF16(scales),
       zeros: toF16(zeros),
       ...(gIdx ? { gIdx } : {}),

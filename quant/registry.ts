@@ -19,6 +19,7 @@ import { rtn } from "./rtn.ts";
 import { gptqQuantizeModel } from "./sequential.ts";
 import { awqQuantizeModel } from "./awq.ts";
 import { findOutlierRange, squeezellmQuantize } from "./squeezellm.ts";
+import { smoothquantQuantizeModel } from "./smoothquant.ts";
 import type { Method, QuantSpec, SpecOf } from "./spec.ts";
 
 /** What a method needs besides the weights. */
@@ -101,6 +102,7 @@ const rtnQuantizer: Quantizer<"rtn", "none"> = {
           bits: spec.bits,
           groupSize: spec.groupSize,
           sym: spec.sym,
+          bitBalance: spec.bitBalance,
           name: linearKey(l, name),
         });
         linears.set(linearKey(l, name), { dense });
@@ -118,6 +120,7 @@ const gptqQuantizer: Quantizer<"gptq", "activations"> = {
       bits: spec.bits,
       groupSize: spec.groupSize,
       sym: spec.sym,
+      bitBalance: spec.bitBalance,
       actOrder: spec.actOrder,
       staticGroups: spec.staticGroups,
       trueSequential: spec.trueSequential,
@@ -186,17 +189,34 @@ const squeezellmQuantizer: Quantizer<"squeezellm", "fisher"> = {
   },
 };
 
+const smoothquantQuantizer: Quantizer<"smoothquant", "activations"> = {
+  method: "smoothquant",
+  calibration: "activations",
+  quantize(base, spec, { windows }, ctx) {
+    const r = smoothquantQuantizeModel(base, windows, {
+      bits: spec.bits,
+      alpha: spec.alpha,
+      bitBalance: spec.bitBalance,
+      onProgress: ctx.onProgress,
+    });
+    ctx.log?.(`smoothquant: α = ${spec.alpha}, factors from ${windows.length} windows`);
+    return Promise.resolve({ weights: r.weights, linears: r.linears, details: {} });
+  },
+};
+
 /** Every method's quantizer, by name. */
 export const QUANTIZERS: {
   readonly rtn: Quantizer<"rtn", "none">;
   readonly gptq: Quantizer<"gptq", "activations">;
   readonly awq: Quantizer<"awq", "activations">;
   readonly squeezellm: Quantizer<"squeezellm", "fisher">;
+  readonly smoothquant: Quantizer<"smoothquant", "activations">;
 } = {
   rtn: rtnQuantizer,
   gptq: gptqQuantizer,
   awq: awqQuantizer,
   squeezellm: squeezellmQuantizer,
+  smoothquant: smoothquantQuantizer,
 };
 
 /** The calibration windows `spec` needs, or null for none. */
@@ -219,6 +239,7 @@ export function calibrationRequest(spec: QuantSpec): CalibrationRequest | null {
       return null;
     case "gptq":
     case "awq":
+    case "smoothquant":
       return { kind: "activations", ...spec.calib };
     case "squeezellm":
       return { kind: "fisher", ...spec.calib, nsamples: spec.fisherSamples };

@@ -10,6 +10,12 @@
  *
  * Grid: q = clamp(round(x / scale) + zero, 0, maxq), w = scale · (q − zero),
  * maxq = 2^b − 1, with `round` rounding halves to even like `torch.round`.
+ *
+ * Bit balance (ABQ-LLM's W2*, `--bit-balance`): an asymmetric 2-bit grid
+ * gets one more level, maxq = 2^b = 4 and scale = (xmax − xmin) / 4, five
+ * levels 0..4 (ABQ-LLM's quantizer.py raises qmax by one at 2 bits). Five
+ * levels need 3-bit codes, and that is how they are stored and counted
+ * (quant/format.ts `UniformTensor.maxq`, bits = 3).
  * All arithmetic mirrors torch's fp32 (each result rounded with
  * `Math.fround`), so the parameters equal GPTQ's bit for bit.
  *
@@ -37,6 +43,8 @@ export interface RtnOptions {
   sym?: boolean;
   /** Name of the tensor, for error messages (e.g. "layers.0.wq"). @default "W" */
   name?: string;
+  /** Bit balance: at 2 bits, five levels (module doc); no effect at other widths. @default false */
+  bitBalance?: boolean;
 }
 
 /** Grid parameters of one row or group: w ≈ scale · (q − zero). */
@@ -59,6 +67,30 @@ export function maxqOf(bits: number): number {
 }
 
 /**
+ * The largest code of a grid of `bits` bits: 2^b − 1, or 4 for an
+ * asymmetric 2-bit grid with bit balance (five levels).
+ *
+ * @example
+ * ```ts
+ * gridMaxq(2, false, true); // 4
+ * gridMaxq(3, false, true); // 7
+ * ```
+ */
+export function gridMaxq(bits: number, sym = false, bitBalance = false): number {
+  return bitBalance && bits === 2 && !sym ? 4 : maxqOf(bits);
+}
+
+/**
+ * The code width that holds codes 0..maxq: the smallest b with 2^b − 1 ≥ maxq
+ * (3 for bit balance's five levels).
+ */
+export function codeBits(maxq: number): number {
+  let b = 1;
+  while ((1 << b) - 1 < maxq) b++;
+  return b;
+}
+
+/**
  * GPTQ's `Quantizer.find_params` for one row or group: xmin = min(min(w), 0),
  * xmax = max(max(w), 0); symmetric: xmax = max(|xmin|, xmax) and xmin = −xmax
  * when xmin < 0; xmin = xmax = 0 becomes [−1, +1]; scale = (xmax − xmin)/maxq;
@@ -69,6 +101,7 @@ export function maxqOf(bits: number): number {
  * @param sym symmetric grid
  * @param start first index of w to read @default 0
  * @param end one past the last index to read @default w.length
+ * @param maxq largest code (bit balance: 4 at 2 bits) @default 2^bits − 1
  * @returns fp32 scale and integer zero
  * @example
  * ```ts
@@ -81,8 +114,8 @@ export function findParams(
   sym: boolean,
   start = 0,
   end = w.length,
+  maxq = maxqOf(bits),
 ): GridParams {
-  const maxq = maxqOf(bits);
   let xmin = 0, xmax = 0;
   for (let i = start; i < end; i++) {
     const v = w[i];
@@ -114,8 +147,14 @@ export function findParams(
  * solver serves every grid.
  */
 export interface UniformGrid {
+  /** Bits of the grid (2 for bit balance's five levels; see {@linkcode UniformGrid.maxq}). */
   bits: number;
   sym: boolean;
+  /**
+   * Largest code: 4 for a bit-balanced 2-bit grid, whose codes are stored
+   * with 3 bits ({@linkcode codeBits}). @default 2^bits − 1
+   */
+  maxq?: number;
   /**
    * Parameters of w[start:end], the scale as stored (fp16,
    * {@linkcode storedScale}) and the zero in 0..2^b − 1.
@@ -131,18 +170,22 @@ export interface UniformGrid {
  *
  * @param bits 2..8
  * @param sym symmetric grid @default false
+ * @param bitBalance five levels at 2 bits (asymmetric only; module doc) @default false
  * @example
  * ```ts
  * minMaxGrid(2).params([-1, 0.5, 2], 0, 3, "W"); // { scale: 1, zero: 1 }
+ * minMaxGrid(2, false, true).params([-1, 0.5, 2], 0, 3, "W"); // { scale: 0.75, zero: 1 }
  * ```
  */
-export function minMaxGrid(bits: number, sym = false): UniformGrid {
+export function minMaxGrid(bits: number, sym = false, bitBalance = false): UniformGrid {
   checkBits(bits);
+  const maxq = gridMaxq(bits, sym, bitBalance);
   return {
     bits,
     sym,
+    ...(maxq !== maxqOf(bits) ? { maxq } : {}),
     params(w, start, end, what) {
-      const p = findParams(w, bits, sym, start, end);
+      const p = findParams(w, bits, sym, start, end, maxq);
       return { scale: storedScale(p.scale, what), zero: p.zero };
     },
   };
@@ -255,13 +298,16 @@ export function rtn(
   const groupSize = checkGroupSize(opts.groupSize, cols, what);
   const sym = opts.sym ?? false;
   checkFinite(W, rows, cols, what);
-  return quantizeUniform(W, rows, cols, groupSize, minMaxGrid(bits, sym), what);
+  const grid = minMaxGrid(bits, sym, opts.bitBalance ?? false);
+  return quantizeUniform(W, rows, cols, groupSize, grid, what);
 }
 
 /**
  * W [rows, cols] on a uniform grid with one (scale, zero) per row, or per
  * group of `groupSize` consecutive columns: the parameters from
- * `grid.params`, the codes {@linkcode quantizeValue}(w, scale, zero, 2^b − 1).
+ * `grid.params`, the codes {@linkcode quantizeValue}(w, scale, zero, maxq)
+ * (maxq = `grid.maxq`, else 2^b − 1), stored with {@linkcode codeBits}(maxq)
+ * bits.
  * The one quantization loop of RTN and AWQ (GPTQ's solver calls the grid
  * itself).
  *
@@ -271,7 +317,8 @@ export function rtn(
  * @param groupSize columns per group, dividing cols (cols: one group per row)
  * @param grid how scale and zero are found
  * @param what the tensor, for error messages @default "W"
- * @returns the uniform tensor (fp16 scales/zeros [rows, cols/groupSize], packed codes)
+ * @returns the uniform tensor (fp16 scales/zeros [rows, cols/groupSize], packed codes;
+ *   `maxq` set when below the code width's 2^b − 1)
  * @example
  * ```ts
  * quantizeUniform(new Float32Array([0, 1, 2, 3]), 1, 4, 4, minMaxGrid(2)); // = rtn(…, { bits: 2 })
@@ -285,8 +332,9 @@ export function quantizeUniform(
   grid: UniformGrid,
   what = "W",
 ): UniformTensor {
-  const { bits, sym } = grid;
-  const maxq = maxqOf(bits);
+  const { sym } = grid;
+  const maxq = grid.maxq ?? maxqOf(grid.bits);
+  const bits = codeBits(maxq);
   const ng = cols / groupSize;
   const scales = new Float32Array(rows * ng); // [rows, ng]
   const zeros = new Float32Array(rows * ng); // [rows, ng]
@@ -309,6 +357,7 @@ export function quantizeUniform(
     cols,
     groupSize,
     sym,
+    ...(maxq !== maxqOf(bits) ? { maxq } : {}),
     codes: packCodes(codes, rows, cols, bits),
     scales: toF16(scales),
     zeros: toF16(zeros),

@@ -28,6 +28,7 @@ import { block, embed, RunState, stageOf } from "../model/forward.ts";
 import type { ProgressCallback } from "../model/pool.ts";
 import { checkBits, dequantize, type QuantizedLinear } from "./format.ts";
 import { Gptq } from "./gptq.ts";
+import { minMaxGrid } from "./rtn.ts";
 
 /** Options of {@linkcode gptqQuantizeModel}; defaults are GPTQ's llama.py. */
 export interface GptqModelOptions {
@@ -37,6 +38,8 @@ export interface GptqModelOptions {
   groupSize?: number | null;
   /** Symmetric grid. @default false */
   sym?: boolean;
+  /** Bit balance: five levels at 2 bits (quant/rtn.ts `minMaxGrid`). @default false */
+  bitBalance?: boolean;
   /** Quantize columns in order of descending diag(H) (act_order). @default false */
   actOrder?: boolean;
   /** Group parameters from the unpermuted weights (static_groups). @default false */
@@ -196,6 +199,7 @@ export function gptqQuantizeModel(
           bits: opts.bits,
           groupSize: opts.groupSize,
           sym: opts.sym ?? false,
+          grid: minMaxGrid(opts.bits, opts.sym ?? false, opts.bitBalance ?? false),
           actOrder: opts.actOrder ?? false,
           staticGroups: opts.staticGroups ?? false,
           blocksize: opts.blocksize,

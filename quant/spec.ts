@@ -5,7 +5,8 @@
  * library, the CLI's parser and its generated help all read.
  *
  * A spec that went through {@linkcode resolveSpec} has every default filled
- * in, its group size resolved against the model and its keys in table order:
+ * in (but the activation fields of {@linkcode ActSpec}, absent when off), its
+ * group size resolved against the model and its keys in table order:
  * it is a plain JSON value that identifies the quantization (the results
  * store hashes it). {@linkcode variantName} is for people.
  *
@@ -21,7 +22,7 @@ import { LINEAR_NAMES, linearShape } from "../model/config.ts";
 import { checkBits, MAX_BITS, MIN_BITS } from "./format.ts";
 
 /** The quantization methods. */
-export const METHODS = ["rtn", "gptq", "awq", "squeezellm"] as const;
+export const METHODS = ["rtn", "gptq", "awq", "squeezellm", "smoothquant"] as const;
 /** One of {@linkcode METHODS}. */
 export type Method = typeof METHODS[number];
 /** Where calibration windows come from. */
@@ -39,8 +40,34 @@ export interface CalibSpec {
   seed: number;
 }
 
+/**
+ * What every method's spec may carry besides its own parameters: activation
+ * quantization (quant/act_quant.ts) and bit balance. Each is absent when off
+ * (abits 16, kvBits null with abits 16, bitBalance false), so a weight-only
+ * spec is exactly what it was before these existed and its result keys stay
+ * valid; {@linkcode resolveSpec} drops them when they change nothing.
+ */
+export interface ActSpec {
+  /**
+   * Bits of the dynamic per-token asymmetric min/max fake quantization of the
+   * input of every linear (ABQ-LLM's `act_quant_params`), 2..8; 16 = off.
+   */
+  abits?: number;
+  /**
+   * Bits of Q and K after RoPE and of V, per head and token vector, 2..8;
+   * 16 = off; null = `abits` (ABQ-LLM's q/k/v quantizers take `abits`).
+   */
+  kvBits?: number | null;
+  /**
+   * ABQ-LLM's bit balance: every 2-bit asymmetric grid (uniform weights,
+   * activations, Q/K/V) gets a fifth level, q_max = 2^n = 4 and step =
+   * range / 4; such weights are stored as 3-bit codes. No effect elsewhere.
+   */
+  bitBalance?: boolean;
+}
+
 /** Round-to-nearest on GPTQ's min-max grid (quant/rtn.ts). */
-export interface RtnSpec {
+export interface RtnSpec extends ActSpec {
   method: "rtn";
   bits: number;
   /** Columns per scale group; null = one group per row. */
@@ -50,7 +77,7 @@ export interface RtnSpec {
 }
 
 /** GPTQ (quant/gptq.ts, quant/sequential.ts). */
-export interface GptqSpec {
+export interface GptqSpec extends ActSpec {
   method: "gptq";
   bits: number;
   groupSize: number | null;
@@ -69,7 +96,7 @@ export interface GptqSpec {
 }
 
 /** AWQ (quant/awq.ts): asymmetric grid, as llm-awq's default zero_point=True. */
-export interface AwqSpec {
+export interface AwqSpec extends ActSpec {
   method: "awq";
   bits: number;
   groupSize: number | null;
@@ -83,7 +110,7 @@ export interface AwqSpec {
 }
 
 /** SqueezeLLM (quant/squeezellm.ts) with its Fisher pass; `calib.seed` also seeds k-means. */
-export interface SqueezeLLMSpec {
+export interface SqueezeLLMSpec extends ActSpec {
   method: "squeezellm";
   bits: number;
   /** % of weights kept in fp16 by largest Fisher value, 0..100. */
@@ -101,14 +128,30 @@ export interface SqueezeLLMSpec {
   calib: Omit<CalibSpec, "nsamples">;
 }
 
+/**
+ * SmoothQuant (quant/smoothquant.ts): per-channel smoothing factors
+ * s = max|X_c|^α / max|W_c|^(1−α) from calibration activations, folded into
+ * the preceding norm and the weights, then per-channel RTN of the weights —
+ * ABQ-LLM Table 2's W8A8 / W6A6 / W4A4 baseline.
+ */
+export interface SmoothQuantSpec extends ActSpec {
+  method: "smoothquant";
+  bits: number;
+  /** Migration strength α in 0..1. */
+  alpha: number;
+  calib: CalibSpec;
+}
+
 /** Everything that determines a quantized model, per method. */
-export type QuantSpec = RtnSpec | GptqSpec | AwqSpec | SqueezeLLMSpec;
+export type QuantSpec = RtnSpec | GptqSpec | AwqSpec | SqueezeLLMSpec | SmoothQuantSpec;
 /** The spec variant of method M. */
 export type SpecOf<M extends Method> = Extract<QuantSpec, { method: M }>;
 /** The fields of a method's spec that have defaults. */
 export type SpecDefaults<M extends Method> = Omit<SpecOf<M>, "method" | "bits">;
 
 const CALIB: CalibSpec = { source: "c4", nsamples: 128, seqlen: null, seed: 0 };
+/** Activation quantization off, bit balance off: every method's default but ABQ's. */
+const ACT = { abits: 16, kvBits: null, bitBalance: false } as const;
 
 /**
  * The defaults of every method — the papers' official code — in one table.
@@ -116,7 +159,7 @@ const CALIB: CalibSpec = { source: "c4", nsamples: 128, seqlen: null, seed: 0 };
  * its checks of which flags apply are generated from this table.
  */
 export const DEFAULTS: { readonly [M in Method]: Readonly<SpecDefaults<M>> } = {
-  rtn: { groupSize: null, sym: false },
+  rtn: { groupSize: null, sym: false, ...ACT },
   // GPTQ llama.py: wbits, groupsize −1, sym off, act-order off, true-sequential on; fasterquant's
   // blocksize 128 and percdamp .01; 128 C4 windows of the model's length, seed 0.
   gptq: {
@@ -128,9 +171,10 @@ export const DEFAULTS: { readonly [M in Method]: Readonly<SpecDefaults<M>> } = {
     blocksize: 128,
     percdamp: 0.01,
     calib: CALIB,
+    ...ACT,
   },
   // llm-awq run_awq: q_group_size 128, n_grid 20, max_shrink 0.5, n_sample_token 512, 128 samples.
-  awq: { groupSize: 128, nGrid: 20, maxShrink: 0.5, nSampleTokens: 512, calib: CALIB },
+  awq: { groupSize: 128, nGrid: 20, maxShrink: 0.5, nSampleTokens: 512, calib: CALIB, ...ACT },
   // SqueezeLLM: 100 Fisher windows; scikit-learn KMeans' max_iter 50 (as the official nuq.py), tol 1e-4.
   squeezellm: {
     sensitivePct: 0,
@@ -140,7 +184,11 @@ export const DEFAULTS: { readonly [M in Method]: Readonly<SpecDefaults<M>> } = {
     kmeansIters: 50,
     kmeansTol: 1e-4,
     calib: { source: "c4", seqlen: null, seed: 0 },
+    ...ACT,
   },
+  // SmoothQuant's α = 0.5 (ABQ-LLM's LET initialisation too); activation maxima from the
+  // calibration windows (ABQ-LLM's generate_act_scale_shift.py: 128 windows).
+  smoothquant: { alpha: 0.5, calib: CALIB, ...ACT },
 };
 
 /** Worker threads of the parallel passes (perplexity, Fisher, k-means) unless told otherwise. */
@@ -167,6 +215,10 @@ export interface QuantParam {
   negated?: boolean;
   /** Nullable parameters: what null means ("one group per row"). */
   nullable?: string;
+  /** A value outside `range` that is also valid and turns the parameter off (abits 16). */
+  off?: number;
+  /** A boolean parameter's second flag, which sets it to false (--no-bit-balance). */
+  negFlag?: string;
   range?: ParamRange;
   choices?: readonly string[];
   doc: string;
@@ -299,6 +351,40 @@ export const QUANT_PARAMS: readonly QuantParam[] = [
     doc: "Lloyd's relative tolerance",
   },
   {
+    key: "alpha",
+    flag: "alpha",
+    arg: "F",
+    kind: "number",
+    range: { min: 0, max: 1 },
+    doc: "SmoothQuant's migration strength: s = max|X|^α / max|W|^(1−α)",
+  },
+  {
+    key: "abits",
+    flag: "abits",
+    arg: "A",
+    kind: "int",
+    range: { min: MIN_BITS, max: MAX_BITS },
+    off: 16,
+    doc: "bits of the dynamic per-token asymmetric quantization of every linear's input",
+  },
+  {
+    key: "kvBits",
+    flag: "kv-bits",
+    arg: "K",
+    kind: "int",
+    nullable: "as --abits",
+    range: { min: MIN_BITS, max: MAX_BITS },
+    off: 16,
+    doc: "bits of Q, K (after RoPE) and V per head and token; the softmax output stays fp32",
+  },
+  {
+    key: "bitBalance",
+    flag: "bit-balance",
+    negFlag: "no-bit-balance",
+    kind: "boolean",
+    doc: "2-bit asymmetric grids get a fifth level (ABQ-LLM's W2*; weights stored as 3-bit codes)",
+  },
+  {
     key: "calib.source",
     flag: "calib",
     arg: "SRC",
@@ -372,6 +458,7 @@ export function describeRange(r: ParamRange): string {
 export function paramError(p: QuantParam, value: unknown): string | null {
   const got = typeof value === "string" ? `"${value}"` : String(value);
   if (value === null) return p.nullable ? null : `--${p.flag} must be given a value, got null`;
+  if (p.off !== undefined && value === p.off) return null;
   switch (p.kind) {
     case "boolean":
       return typeof value === "boolean" ? null : `--${p.flag} is a flag, got ${got}`;
@@ -388,7 +475,8 @@ export function paramError(p: QuantParam, value: unknown): string | null {
         (p.kind === "number" || Number.isInteger(n)) &&
         (r.minOpen ? n > r.min : n >= r.min) &&
         (r.max === undefined || (r.maxOpen ? n < r.max : n <= r.max));
-      return ok ? null : `--${p.flag} must be ${what} ${describeRange(r)}, got ${got}`;
+      const off = p.off !== undefined ? ` or ${p.off} (off)` : "";
+      return ok ? null : `--${p.flag} must be ${what} ${describeRange(r)}${off}, got ${got}`;
     }
   }
 }
@@ -430,7 +518,40 @@ function build(method: Method, bits: number, given: (p: QuantParam) => unknown):
     const v = given(p);
     setPath(out, p.key, v === undefined ? d : v);
   }
-  return out as unknown as QuantSpec;
+  return canonicalAct(out as unknown as QuantSpec);
+}
+
+/** Methods whose weights sit on a uniform grid (bit balance applies to them). */
+const NON_UNIFORM: readonly Method[] = ["squeezellm"];
+
+/** The bits of Q, K and V of `s`: kvBits, else abits; 16 = off. */
+export function effectiveKvBits(s: ActSpec): number {
+  return s.kvBits ?? s.abits ?? 16;
+}
+
+/**
+ * Whether bit balance changes anything in `s`: a 2-bit asymmetric weight
+ * grid (uniform methods), 2-bit activations, or 2-bit Q/K/V.
+ */
+export function hasTwoBitGrid(s: QuantSpec): boolean {
+  const sym = "sym" in s && s.sym === true;
+  return (s.bits === 2 && !sym && !NON_UNIFORM.includes(s.method)) || s.abits === 2 ||
+    effectiveKvBits(s) === 2;
+}
+
+/**
+ * `s` (modified) with the activation fields in their one form: kvBits equal
+ * to abits becomes null; bit balance that changes nothing becomes false; and
+ * each field that is off (abits 16, kvBits null, bitBalance false) is
+ * removed, so a weight-only spec keeps its pre-existing identity.
+ */
+function canonicalAct<S extends QuantSpec>(s: S): S {
+  if (s.kvBits !== undefined && s.kvBits !== null && s.kvBits === (s.abits ?? 16)) s.kvBits = null;
+  if (s.bitBalance && !hasTwoBitGrid(s)) s.bitBalance = false;
+  if (s.abits === 16) delete s.abits;
+  if (s.kvBits === null) delete s.kvBits;
+  if (s.bitBalance === false) delete s.bitBalance;
+  return s;
 }
 
 /**
@@ -557,17 +678,28 @@ export function resolveSpec<S extends QuantSpec>(
   checkSpec(spec);
   const full = build(spec.method, spec.bits, (p) => getPath(spec, p.key));
   if ("groupSize" in full) full.groupSize = resolveGroup(full, config, opts);
+  canonicalAct(full);
   if ("calib" in full) full.calib.seqlen ??= config.maxSeqLen;
   return full as S;
 }
 
 /**
  * Artifact name carrying the config, e.g. "gptq.w3.g128.act",
- * "squeezellm.w3.s0.45", for people (never a key: keys hash
- * {@linkcode resolveSpec}'s output).
+ * "squeezellm.w3.s0.45", "gptq.w4a8" (activations at 8 bits), "rtn.w2*a8"
+ * (bit balance), "rtn.w4a8kv4" (Q/K/V at other bits than the activations),
+ * for people (never a key: keys hash {@linkcode resolveSpec}'s output).
  */
 export function variantName(s: QuantSpec): string {
-  const parts: string[] = [s.method, `w${s.bits}`];
+  const star = (b: number) => (s.bitBalance && b === 2 ? "*" : "");
+  const weightsStar = hasTwoBitGrid({ ...s, abits: 16, kvBits: 16 } as QuantSpec)
+    ? star(s.bits)
+    : "";
+  const a = s.abits ?? 16, kv = effectiveKvBits(s);
+  const parts: string[] = [
+    s.method,
+    `w${s.bits}${weightsStar}${a < 16 ? `a${a}${star(a)}` : ""}` +
+    (kv !== a ? `kv${kv}${kv < 16 ? star(kv) : ""}` : ""),
+  ];
   if ("groupSize" in s && s.groupSize !== null) parts.push(`g${s.groupSize}`);
   if ("sym" in s && s.sym) parts.push("sym");
   if (s.method === "gptq") {
