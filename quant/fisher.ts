@@ -28,9 +28,7 @@ import { BackwardState, lossAndGradients } from "../model/backward.ts";
 import type { LinearName, LlamaConfig, LlamaWeights } from "../model/config.ts";
 import { LINEAR_NAMES, linearShape } from "../model/config.ts";
 import { type ProgressCallback, runTasks, type TaskHandler } from "../model/pool.ts";
-
-/** The official defaults (SqueezeLLM-gradients): 100 windows of 512 tokens, seed 0. */
-export const FISHER_DEFAULTS = { nsamples: 100, seqlen: 512, seed: 0 } as const;
+import { DEFAULT_WORKERS } from "./spec.ts";
 
 /** Windows per partial sum; fixed so that results do not depend on the worker count. */
 export const FISHER_CHUNK = 4;
@@ -45,7 +43,7 @@ export type FisherLayers = Record<LinearName, Float32Array>[];
 export interface FisherOptions {
   /** Called after every finished window: (windows done, windows, "windows"). */
   onProgress?: ProgressCallback;
-  /** Worker threads (0 = this thread). @default 2 */
+  /** Worker threads (0 = this thread). @default DEFAULT_WORKERS (the machine's cores) */
   workers?: number;
 }
 
@@ -166,7 +164,7 @@ export async function fisherInformation(
 ): Promise<FisherResult> {
   const c = weights.config;
   const maxT = checkFisherWindows(c, windows);
-  const workers = opts.workers ?? 2;
+  const workers = opts.workers ?? DEFAULT_WORKERS;
   if (!Number.isInteger(workers) || workers < 0) {
     throw new RangeError(`Fisher: workers must be an integer ≥ 0, got ${workers}`);
   }

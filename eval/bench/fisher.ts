@@ -6,8 +6,8 @@
  *
  * @module
  */
+import { DEFAULT_WORKERS } from "../../quant/spec.ts";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { loadCheckpoint } from "../../model/checkpoint.ts";
 import { loadTokenizer } from "../../model/tokenizer.ts";
 import { fisherInformation } from "../../quant/fisher.ts";
@@ -16,9 +16,9 @@ import { fisherInformation } from "../../quant/fisher.ts";
 export interface BenchFisherOptions {
   /** Fewer windows (CI). */
   small?: boolean;
-  /** Folder with stories260K/ and tinystories/. @default the shared data beside the repo */
-  dataDir?: string;
-  /** Worker threads of the parallel measurement. @default 2 */
+  /** Data dir with stories260K/ and tinystories/ (the CLI resolves it before the work). */
+  dataDir: string;
+  /** Worker threads of the parallel measurement. @default DEFAULT_WORKERS (the machine's cores) */
   workers?: number;
 }
 
@@ -26,7 +26,7 @@ export interface BenchFisherOptions {
  * Windows per second of the Fisher pass on stories260K, 512-token windows of
  * TinyStories text, on this thread and on `workers` threads.
  */
-export async function benchFisher(opts: BenchFisherOptions = {}): Promise<{
+export async function benchFisher(opts: BenchFisherOptions): Promise<{
   model: string;
   seqlen: number;
   windows1Thread: number;
@@ -35,7 +35,7 @@ export async function benchFisher(opts: BenchFisherOptions = {}): Promise<{
   windowsWorkers: number;
   windowsPerSecondWorkers: number;
 }> {
-  const dir = opts.dataDir ?? fileURLToPath(new URL("../../../shared/data/", import.meta.url));
+  const dir = opts.dataDir;
   const weights = await loadCheckpoint(join(dir, "stories260K/stories260K.bin"));
   const tok = await loadTokenizer(join(dir, "stories260K/tok512.model"), {
     vocabSize: weights.config.vocabSize,
@@ -57,7 +57,7 @@ export async function benchFisher(opts: BenchFisherOptions = {}): Promise<{
   );
   await fisherInformation(weights, windows.slice(0, 1), { workers: 0 }); // warm-up
   const one = await fisherInformation(weights, windows.slice(0, n1), { workers: 0 });
-  const workers = opts.workers ?? 2;
+  const workers = opts.workers ?? DEFAULT_WORKERS;
   const par = await fisherInformation(weights, windows.slice(n1, n1 + nW), { workers });
   const r = {
     model: "stories260K",
