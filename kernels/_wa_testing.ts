@@ -1,0 +1,64 @@
+/**
+ * Seeded random operands of the W×A kernel tests: uniform weights with
+ * random codes over the whole range, integer zero points and fp16 scales,
+ * and per-token activation codes.
+ *
+ * @module
+ */
+import { mulberry32 } from "../model/random.ts";
+import type { UniformTensor } from "../quant/format.ts";
+import { packCodes, toF16 } from "../quant/format.ts";
+import type { ActCodes } from "./bitplane_reference.ts";
+
+/**
+ * A uniform weight with uniformly random codes, zeros and scales.
+ * @param seed seed
+ * @param rows output features
+ * @param cols input features
+ * @param bits code width
+ * @param groupSize columns per group (cols for one per row) @default cols
+ * @param maxCode largest code (ABQ-LLM's bit balance: 4 at 3 bits) @default 2^bits − 1
+ */
+export function randomUniform(
+  seed: number,
+  rows: number,
+  cols: number,
+  bits: number,
+  groupSize = cols,
+  maxCode = (1 << bits) - 1,
+): UniformTensor {
+  const u = mulberry32(seed);
+  const ng = Math.ceil(cols / groupSize);
+  const codes = Uint8Array.from({ length: rows * cols }, () => Math.floor(u() * (maxCode + 1)));
+  return {
+    kind: "uniform",
+    bits,
+    rows,
+    cols,
+    groupSize,
+    sym: false,
+    codes: packCodes(codes, rows, cols, bits),
+    scales: toF16(Array.from({ length: rows * ng }, () => 0.001 + 0.02 * u())),
+    zeros: toF16(Array.from({ length: rows * ng }, () => Math.floor(u() * (maxCode + 1)))),
+  };
+}
+
+/**
+ * Per-token activation codes with uniformly random codes, zeros and scales.
+ * @param seed seed
+ * @param batch tokens
+ * @param cols input features
+ * @param bits code width
+ */
+export function randomActs(seed: number, batch: number, cols: number, bits: number): ActCodes {
+  const u = mulberry32(seed);
+  const maxq = (1 << bits) - 1;
+  return {
+    batch,
+    cols,
+    bits,
+    codes: Uint8Array.from({ length: batch * cols }, () => Math.floor(u() * (maxq + 1))),
+    scales: Float32Array.from({ length: batch }, () => 0.01 + u()),
+    zeros: Int32Array.from({ length: batch }, () => Math.floor(u() * (maxq + 1))),
+  };
+}
