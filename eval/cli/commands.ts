@@ -35,6 +35,7 @@ import {
   QUANT_HELP,
   QUANT_OPTIONS,
   quantizedFromOptions,
+  quantRequest,
   specFromOptions,
   workersOf,
 } from "./quant_options.ts";
@@ -136,7 +137,7 @@ ${MODEL_HELP}`,
       await checkOutputFile("--store", storePath);
     }
     const file = str(values, "quantized");
-    const spec = file ? null : specFromOptions(values);
+    const { spec } = quantRequest(values); // stray quantization flags fail here, before any I/O
     const model = await loadModelFromOptions(values, [evalSetNeed(dataset), ...calibNeeds([spec])]);
     const fromFile = file ? await quantizedFromOptions(model, values) : null;
     // The window length defaults to the max_seq_len of the model evaluated (a

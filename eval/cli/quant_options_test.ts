@@ -122,7 +122,7 @@ Deno.test("SqueezeLLM-only flags with other methods are errors; flags without --
   }
   assert.match(
     parseError({ method: "rtn", bits: "3", nsamples: "4" }),
-    /--nsamples does not apply to --method rtn \(only to gptq, awq\)/,
+    /--nsamples does not apply to --method rtn \(only to gptq, awq, smoothquant\)/,
   );
   assert.match(parseError({ method: "squeezellm", bits: "3", nsamples: "4" }), /only to gptq, awq/);
   assert.match(
@@ -176,6 +176,10 @@ Deno.test("ppl and quantize reject a bad quantization flag before loading any mo
       [
         ["quantize", "--method", "rtn", "--bits", "3", "--act-order", "--out", "/tmp/x.sqbq"],
         /--act-order does not apply to --method rtn/,
+      ],
+      [
+        ["ppl", "--quantized", "/tmp/x.sqbq", "--sensitive", "0.05"],
+        /--sensitive does not apply to --quantized FILE/,
       ],
     ] as const
   ) {
