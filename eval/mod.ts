@@ -21,3 +21,4 @@ export * from "./bench/synthetic.ts";
 export { runSweep, type SweepOptions } from "./cli/sweep.ts";
 export { type SweepEntry, SWEEPS } from "./cli/presets.ts";
 export { main } from "./cli/main.ts";
+export * from "./model_source.ts";

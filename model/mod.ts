@@ -25,4 +25,3 @@ export * from "./safetensors.ts";
 export * from "./hf.ts";
 export * from "./gguf.ts";
 export * from "./tokenizer_json.ts";
-export * from "./source.ts";

@@ -8,7 +8,7 @@
  * @module
  */
 import { dirname, join } from "node:path";
-import { loadModelSource, type ModelSource } from "../../model/source.ts";
+import { loadModelSource, type ModelSource } from "../model_source.ts";
 import { parseHfModelId } from "../../datasets/hf_cache.ts";
 import type { LlamaWeights } from "../../model/config.ts";
 import { loadTokenizer, type Tokenizer } from "../../model/tokenizer.ts";

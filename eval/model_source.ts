@@ -12,12 +12,12 @@
  *
  * @module
  */
-import type { LlamaWeights } from "./config.ts";
-import { LLAMA2C_MAGIC, loadCheckpoint } from "./checkpoint.ts";
-import { loadGgufModel } from "./gguf.ts";
-import { loadHfModel } from "./hf.ts";
-import { ModelFormatError } from "./tensor_file.ts";
-import type { Tokenizer } from "./tokenizer.ts";
+import type { LlamaWeights } from "../model/config.ts";
+import { LLAMA2C_MAGIC, loadCheckpoint } from "../model/checkpoint.ts";
+import { loadGgufModel } from "../model/gguf.ts";
+import { loadHfModel } from "../model/hf.ts";
+import { ModelFormatError } from "../model/tensor_file.ts";
+import type { Tokenizer } from "../model/tokenizer.ts";
 import {
   parseHfModelId,
   type ResolvedHfModel,

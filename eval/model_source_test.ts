@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import { loadCheckpoint, serializeV1 } from "./checkpoint.ts";
-import { forward } from "./forward.ts";
-import { ggufModelBytes, safetensorsBytes, writeHfCheckpoint } from "./_convert_testing.ts";
-import { parseModelProto } from "./sentencepiece.ts";
-import { detectModelSource, loadModelSource } from "./source.ts";
-import { ModelFormatError } from "./tensor_file.ts";
+import { loadCheckpoint, serializeV1 } from "../model/checkpoint.ts";
+import { forward } from "../model/forward.ts";
+import { ggufModelBytes, safetensorsBytes, writeHfCheckpoint } from "../model/_convert_testing.ts";
+import { parseModelProto } from "../model/sentencepiece.ts";
+import { detectModelSource, loadModelSource } from "./model_source.ts";
+import { ModelFormatError } from "../model/tensor_file.ts";
 import { maxRelError, sharedData } from "../datasets/testing.ts";
 import { tempDir } from "../datasets/_testing.ts";
 import { repoCacheDir } from "../datasets/hf_cache.ts";
