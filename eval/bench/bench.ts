@@ -220,6 +220,22 @@ async function benchMatmulCmd(_values: Values) {
   return await benchMatmul();
 }
 
+async function benchWaCmd(values: Values) {
+  const { benchWa, parsePairs, SMALL_PAIRS, SMALL_SHAPES } = await import("./wa.ts");
+  const small = values.small === true;
+  return await withGpu((gpu) =>
+    benchWa({
+      gpu,
+      shapes: str(values, "shapes", small ? SMALL_SHAPES : "llama7b")!,
+      pairs: values.pairs === undefined && small
+        ? [...SMALL_PAIRS]
+        : parsePairs(str(values, "pairs", "all")!),
+      batch: list(values, "batch", ["1", "4", "8"]).map(Number),
+      runs: int(values, "runs", small ? 3 : 10, 1)!,
+    })
+  );
+}
+
 /** Benchmarks by name. */
 export const BENCHES = {
   forward: benchForward,
@@ -229,6 +245,7 @@ export const BENCHES = {
   kernels: benchKernelsCmd,
   decode: benchDecodeCmd,
   matmul: benchMatmulCmd,
+  wa: benchWaCmd,
 } as const;
 
 /** Runs benchmark `name`. */

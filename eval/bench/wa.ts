@@ -1,0 +1,295 @@
+/**
+ * `deno task bench wa`: the weight × activation kernels against each other,
+ * in one run on one device: every bit-plane pair W2..8 × A2..8
+ * (kernels/bitplane.ts), the W8A8 kernel (kernels/int8.ts, `dot4I8Packed`
+ * where the runtime's WGSL has it) and the fp16 weight-only kernel
+ * (kernels/matvec.ts), on LLaMA-7B's linear shapes (4096×4096, 11008×4096,
+ * 4096×11008) at batch 1, 4 and 8. Each row prints its median time and its
+ * speedup over W8A8 and fp16 of the same shape and batch: ABQ-LLM
+ * (arXiv 2408.08554, Fig. 1 / Table 5) reports W2A8 ≈ 4× and W4A8 ≈ 2.1× its
+ * CUTLASS W8A8 at batch 1 on an A800.
+ *
+ * Operands are seeded random bit planes, bytes and halves: kernel time does
+ * not depend on the values, only on the layout (one group per row, the
+ * per-channel weight scales of ABQ-LLM's W×A setting). Kernel time only: the
+ * per-token activation quantization and packing are not timed (ABQ-LLM's
+ * engine reports them apart too).
+ *
+ * ```sh
+ * deno task bench wa                      # every pair, LLaMA-7B shapes, batch 1, 4, 8
+ * deno task bench wa --small              # 512×512 etc., five pairs, three runs
+ * deno task bench wa --shapes 4096x4096 --pairs w2a8,w4a8 --batch 1
+ * ```
+ *
+ * @module
+ */
+import type { Gpu, GpuInfo } from "../../kernels/device.ts";
+import { createMatvecPlan, uploadLinear } from "../../kernels/matvec.ts";
+import { createBitplanePlan, uploadWeightPlanes } from "../../kernels/bitplane.ts";
+import { createInt8Plan, hasPackedDot, uploadInt8Weight } from "../../kernels/int8.ts";
+import type { WaPlan } from "../../kernels/_wa_kernel.ts";
+import { timeGpu } from "../../kernels/timing.ts";
+import type { Timing } from "../../kernels/timing.ts";
+import { parseShapes } from "./kernels.ts";
+import { markdownTable } from "../../reports/markdown.ts";
+import { mulberry32 } from "../../model/random.ts";
+import { checkBits } from "../../quant/format.ts";
+import type { UniformTensor } from "../../quant/format.ts";
+
+/** A weight × activation bit pair. */
+export interface WaPair {
+  w: number;
+  a: number;
+}
+
+/** Every pair W2..8 × A2..8. */
+export const ALL_PAIRS: readonly WaPair[] = [2, 3, 4, 5, 6, 7, 8].flatMap((w) =>
+  [2, 3, 4, 5, 6, 7, 8].map((a) => ({ w, a }))
+);
+
+/** The pairs of `--small`: ABQ-LLM's headline ones. */
+export const SMALL_PAIRS: readonly WaPair[] = [
+  { w: 2, a: 8 },
+  { w: 4, a: 8 },
+  { w: 4, a: 4 },
+  { w: 6, a: 6 },
+  { w: 8, a: 8 },
+];
+
+/** LLaMA-7B's shapes divided by 8 (a quick run). */
+export const SMALL_SHAPES = "512x512,1376x512,512x1376";
+
+/**
+ * Parses `--pairs`: "all" or a list like "w2a8,W4A8".
+ * @param spec the list
+ * @returns the pairs
+ * @throws RangeError naming --pairs on a malformed entry
+ */
+export function parsePairs(spec: string): WaPair[] {
+  if (spec === "all") return ALL_PAIRS.map((p) => ({ ...p }));
+  return spec.split(",").map((s) => {
+    const m = /^\s*w(\d)a(\d)\s*$/i.exec(s);
+    if (!m) throw new RangeError(`--pairs: expected all or wXaY,… (e.g. w2a8,w4a8); found "${s}"`);
+    return {
+      w: checkBits(+m[1], "--pairs weight bits"),
+      a: checkBits(+m[2], "--pairs activation bits"),
+    };
+  });
+}
+
+/** Options of {@linkcode benchWa}. */
+export interface BenchWaOptions {
+  gpu: Gpu;
+  /** "llama7b", "stories260K" or "ROWSxCOLS,…". @default "llama7b" */
+  shapes?: string;
+  /** @default every pair */
+  pairs?: WaPair[];
+  /** Tokens. @default [1, 4, 8] */
+  batch?: number[];
+  /** Timed runs per kernel. @default 10 */
+  runs?: number;
+  /** Untimed runs first. @default 2 */
+  warmup?: number;
+  /** Seed of the random operands. @default 1 */
+  seed?: number;
+  /** Progress and the table. @default console.log */
+  log?: (line: string) => void;
+}
+
+/** One timed kernel. */
+export interface WaRow {
+  shape: string;
+  batch: number;
+  /** "f16", "int8" (the W8A8 baseline) or "wXaY" (bit planes; "w8a8" is the bit-plane W8A8). */
+  kernel: string;
+  medianUs: number;
+  minUs: number;
+  /** Median time of the int8 W8A8 kernel / this one (> 1: faster than W8A8). */
+  speedupVsW8A8: number;
+  /** Median time of fp16 / this one. */
+  speedupVsF16: number;
+  /** Bytes one run reads and writes at least (weights, activations, outputs). */
+  bytesMoved: number;
+  method: Timing["method"];
+}
+
+/** Result of {@linkcode benchWa}. */
+export interface BenchWaResult {
+  adapter: GpuInfo;
+  /** Whether the W8A8 kernel used dot4I8Packed. */
+  packedDot: boolean;
+  options: { shapes: string; pairs: string[]; batch: number[]; runs: number; warmup: number };
+  rows: WaRow[];
+}
+
+/** Seeded random u32 words. */
+function randomWords(n: number, seed: number): Uint32Array {
+  const u = mulberry32(seed);
+  return Uint32Array.from({ length: n }, () => (u() * 4294967296) >>> 0);
+}
+
+/**
+ * Times every pair, W8A8 and fp16 on every shape and batch; prints a table
+ * with the ratios.
+ *
+ * @param opts see {@linkcode BenchWaOptions}
+ * @returns the adapter and one row per timed kernel
+ */
+export async function benchWa(opts: BenchWaOptions): Promise<BenchWaResult> {
+  const { gpu } = opts;
+  const o = {
+    shapes: opts.shapes ?? "llama7b",
+    pairs: (opts.pairs ?? ALL_PAIRS).map((p) => `w${p.w}a${p.a}`),
+    batch: opts.batch ?? [1, 4, 8],
+    runs: opts.runs ?? 10,
+    warmup: opts.warmup ?? 2,
+  };
+  const pairs = opts.pairs ?? ALL_PAIRS;
+  for (const b of o.batch) {
+    if (!(Number.isInteger(b) && b >= 1 && b <= 8)) {
+      throw new RangeError(`--batch: expected integers in 1..8, found ${b}`);
+    }
+  }
+  const seed = opts.seed ?? 1;
+  const log = opts.log ?? ((s: string) => console.log(s));
+  const packed = hasPackedDot();
+  log(
+    `adapter: ${gpu.info.description}${
+      gpu.info.isFallbackAdapter ? " (fallback/software)" : ""
+    }; ` +
+      `W8A8 through ${packed ? "dot4I8Packed" : "unpacked int8 products"}`,
+  );
+  const rows: WaRow[] = [];
+  const time = async (plan: { encode(p: GPUComputePassEncoder): void }) =>
+    await timeGpu(gpu, (pass) => plan.encode(pass), { runs: o.runs, warmup: o.warmup, reps: 1 });
+  for (const [R, C] of parseShapes(o.shapes)) {
+    const shape = `${R}x${C}`;
+    const kBlocks = Math.ceil(C / 32);
+    const timed: Omit<WaRow, "speedupVsW8A8" | "speedupVsF16">[] = [];
+    const record = (kernel: string, B: number, t: Timing, bytesMoved: number) => {
+      timed.push({
+        shape,
+        batch: B,
+        kernel,
+        medianUs: t.medianUs,
+        minUs: t.minUs,
+        bytesMoved,
+        method: t.method,
+      });
+      log(`${shape} B=${B} ${kernel}: ${t.medianUs.toFixed(1)} µs (min ${t.minUs.toFixed(1)})`);
+    };
+    // fp16 weight-only: the halves of random words (finite: exponent bits cleared to ≤ 1).
+    const halves = new Uint16Array(randomWords((R * C) / 2 + 1, seed).buffer, 0, R * C)
+      .map((h) => h & 0xbfff);
+    const f16 = uploadLinear(gpu, { dense: { kind: "f16", rows: R, cols: C, data: halves } });
+    try {
+      for (const B of o.batch) {
+        const plan = await createMatvecPlan(gpu, f16, { batch: B });
+        try {
+          gpu.device.queue.writeBuffer(plan.x, 0, new Float32Array(B * C).fill(0.5));
+          record("f16", B, await time(plan), plan.bytesMoved);
+        } finally {
+          plan.release();
+        }
+      }
+    } finally {
+      f16.release();
+    }
+    // W8A8: random bytes as 8-bit codes of a per-row weight.
+    const w8: UniformTensor = {
+      kind: "uniform",
+      bits: 8,
+      rows: R,
+      cols: C,
+      groupSize: C,
+      sym: false,
+      codes: randomWords(R * Math.ceil(C / 4), seed + 1),
+      scales: new Uint16Array(R).fill(0x2000),
+      zeros: new Uint16Array(R).fill(0x5800), // fp16 128
+    };
+    const i8 = uploadInt8Weight(gpu, w8);
+    try {
+      for (const B of o.batch) {
+        const plan = await createInt8Plan(gpu, i8, { batch: B });
+        try {
+          writeRandomTokens(plan, B * kBlocks * 8, B, seed + B);
+          record("int8", B, await time(plan), plan.bytesMoved);
+        } finally {
+          plan.release();
+        }
+      }
+    } finally {
+      i8.release();
+    }
+    // Bit planes: random words are random codes; one group per row.
+    for (const wBits of [...new Set(pairs.map((p) => p.w))].sort((a, b) => a - b)) {
+      const lin = uploadWeightPlanes(gpu, {
+        rows: R,
+        cols: C,
+        bits: wBits,
+        kBlocks,
+        groupSize: C,
+        nGroups: 1,
+        planes: randomWords(R * kBlocks * wBits, seed + 10 + wBits),
+        scales: new Float32Array(R).fill(0.01),
+        zeros: new Int32Array(R).fill(1 << (wBits - 1)),
+        sums: new Int32Array(R),
+      });
+      try {
+        for (const { a } of pairs.filter((p) => p.w === wBits)) {
+          for (const B of o.batch) {
+            const plan = await createBitplanePlan(gpu, lin, a, { batch: B });
+            try {
+              writeRandomTokens(plan, B * kBlocks * a, B, seed + 100 * a + B);
+              record(`w${wBits}a${a}`, B, await time(plan), plan.bytesMoved);
+            } finally {
+              plan.release();
+            }
+          }
+        }
+      } finally {
+        lin.release();
+      }
+    }
+    const base = (kernel: string, B: number) =>
+      timed.find((e) => e.kernel === kernel && e.batch === B)!.medianUs;
+    for (const e of timed) {
+      rows.push({
+        ...e,
+        speedupVsW8A8: base("int8", e.batch) / e.medianUs,
+        speedupVsF16: base("f16", e.batch) / e.medianUs,
+      });
+    }
+  }
+  gpu.pool.trim();
+  log(waTable(rows));
+  return { adapter: gpu.info, packedDot: packed, options: o, rows };
+}
+
+function writeRandomTokens(plan: WaPlan, words: number, B: number, seed: number): void {
+  plan.writeTokens(
+    randomWords(words, seed),
+    new Float32Array(B).fill(0.01),
+    new Int32Array(B).fill(3),
+    new Int32Array(B),
+  );
+}
+
+/**
+ * The rows as a markdown table.
+ * @param rows rows of {@linkcode benchWa}
+ */
+export function waTable(rows: WaRow[]): string {
+  return markdownTable(
+    ["shape", "B", "kernel", "median µs", "min µs", "vs int8 W8A8", "vs f16"],
+    rows.map((r) => [
+      r.shape,
+      String(r.batch),
+      r.kernel,
+      r.medianUs.toFixed(1),
+      r.minUs.toFixed(1),
+      `${r.speedupVsW8A8.toFixed(2)}×`,
+      `${r.speedupVsF16.toFixed(2)}×`,
+    ]),
+  );
+}
