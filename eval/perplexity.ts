@@ -10,10 +10,16 @@
  * results are summed in window order, so the number does not depend on the
  * number of workers.
  *
+ * A quantized model with activation quantization (quant/methods.ts
+ * `QuantizedModel.actQuant`) is evaluated with it: `actQuant` makes every
+ * block run with quant/act_quant.ts's hooks (the config is JSON, so workers
+ * build the same hooks).
+ *
  * @module
  */
 import type { LlamaWeights } from "../model/config.ts";
-import { forward, RunState } from "../model/forward.ts";
+import { type BlockHooks, forward, RunState } from "../model/forward.ts";
+import { type ActQuantConfig, actQuantHooks } from "../quant/act_quant.ts";
 import { type ProgressCallback, runTasks, type TaskHandler } from "../model/pool.ts";
 
 /** Options of {@linkcode perplexity}. */
@@ -28,6 +34,11 @@ export interface PerplexityOptions {
   onProgress?: ProgressCallback;
   /** Names the model in errors (e.g. "stories260K rtn.w3"). @default "the model" */
   label?: string;
+  /**
+   * Activation quantization to evaluate with (a quantized model's
+   * `actQuant`); null or absent: none.
+   */
+  actQuant?: ActQuantConfig | null;
 }
 
 /** The result of a perplexity evaluation. */
@@ -74,9 +85,10 @@ export function windowNll(
   i: number,
   seqlen: number,
   state: RunState,
+  hooks?: BlockHooks,
 ): number {
   const win = tokens.subarray(i * seqlen, (i + 1) * seqlen);
-  const logits = forward(weights, win, { state });
+  const logits = forward(weights, win, { state, hooks });
   return windowLoss(logits, win, weights.config.vocabSize) * seqlen;
 }
 
@@ -187,7 +199,7 @@ export async function perplexity(
     worker: new URL("./perplexity_worker.ts", import.meta.url),
     handler: perplexityTasks,
     workers: Math.max(opts.workers ?? 0, 0),
-    init: { weights, tokens, seqlen },
+    init: { weights, tokens, seqlen, actQuant: opts.actQuant ?? null },
     tasks: windows,
     task: (i) => i,
     onResult: (i, r) => {
@@ -230,17 +242,20 @@ export function perplexityResult(
   };
 }
 
-/** What a perplexity worker holds: the model, the token stream and the window length. */
+/** What a perplexity worker holds: the model, the token stream, the window length, the activation quantization. */
 export interface PerplexityInit {
   weights: LlamaWeights;
   tokens: Int32Array;
   seqlen: number;
+  /** Activation quantization of the evaluated model, or null. @default null */
+  actQuant?: ActQuantConfig | null;
 }
 
 /** The perplexity pass as pool tasks: window index → GPTQ nll ({@linkcode windowNll}). */
 export const perplexityTasks: TaskHandler<PerplexityInit, number, number> = {
-  setup({ weights, tokens, seqlen }) {
+  setup({ weights, tokens, seqlen, actQuant }) {
     const state = new RunState(weights.config, seqlen);
-    return (i) => windowNll(weights, tokens, i, seqlen, state);
+    const hooks = actQuant ? actQuantHooks(actQuant, weights.config, seqlen) : undefined;
+    return (i) => windowNll(weights, tokens, i, seqlen, state, hooks);
   },
 };

@@ -59,6 +59,7 @@ import type { ProgressCallback } from "../model/pool.ts";
 import { matmul } from "../model/matmul.ts";
 import { checkBits, dequantizeDense, type QuantizedLinear, type UniformTensor } from "./format.ts";
 import {
+  gridMaxq,
   maxqOf,
   quantizeUniform,
   quantizeValue,
@@ -80,6 +81,8 @@ export interface AwqOptions {
    * @default false (llm-awq's zero_point=True)
    */
   sym?: boolean;
+  /** Bit balance: five levels at 2 bits (quant/rtn.ts), in the searches too. @default false */
+  bitBalance?: boolean;
   /** Number of scale ratios and clip-grid denominator (n_grid). @default DEFAULTS.awq.nGrid (20) */
   nGrid?: number;
   /** Largest fraction of amax|w| that clipping may remove (max_shrink). @default DEFAULTS.awq.maxShrink (0.5) */
@@ -106,6 +109,8 @@ export interface AwqGrid {
   groupSize: number;
   /** zero_point=False. @default false */
   sym?: boolean;
+  /** Five levels at 2 bits (asymmetric; quant/rtn.ts `gridMaxq`). @default false */
+  bitBalance?: boolean;
 }
 
 /** The grid and search settings of a model-level search: groupSize null = one group per row. */
@@ -113,6 +118,7 @@ export interface AwqSearchGrid {
   bits: number;
   groupSize?: number | null;
   sym?: boolean;
+  bitBalance?: boolean;
   /** @default DEFAULTS.awq.nGrid (20) */
   nGrid?: number;
 }
@@ -195,17 +201,20 @@ export interface AwqResult {
  *
  * @param bits 2..8
  * @param sym zero_point=False @default false
+ * @param bitBalance five levels at 2 bits, asymmetric only (hi = 4) @default false
  * @example
  * ```ts
  * awqGrid(2).params([0, 1, 2, 3], 0, 4, "W"); // { scale: 1, zero: 0 }
  * ```
  */
-export function awqGrid(bits: number, sym = false): UniformGrid {
+export function awqGrid(bits: number, sym = false, bitBalance = false): UniformGrid {
   checkBits(bits);
   const f = Math.fround;
+  const maxq = gridMaxq(bits, sym, bitBalance);
   return {
     bits,
     sym,
+    ...(maxq !== maxqOf(bits) ? { maxq } : {}),
     params(w, start, end, what) {
       let max = -Infinity, min = Infinity;
       for (let i = start; i < end; i++) {
@@ -220,7 +229,7 @@ export function awqGrid(bits: number, sym = false): UniformGrid {
           zero: 2 ** (bits - 1),
         };
       }
-      const hi = 2 ** bits - 1;
+      const hi = maxq;
       const scale = storedScale(f(Math.max(f(max - min), 1e-5) / hi), what);
       return { scale, zero: Math.min(Math.max(-roundHalfEven(f(min / scale)), 0), hi) };
     },
@@ -240,7 +249,7 @@ function quantizeGroup(
   wq: Float32Array,
 ): [number, number] {
   const { scale, zero } = grid.params(w, off, off + n, "AWQ group");
-  const maxq = maxqOf(grid.bits);
+  const maxq = grid.maxq ?? maxqOf(grid.bits);
   for (let i = off; i < off + n; i++) {
     wq[i] = (quantizeValue(w[i], scale, zero, maxq) - zero) * scale;
   }
@@ -277,7 +286,7 @@ export function awqPseudoQuantize(
 ): Float32Array {
   const g = groupFor(grid, cols, "awqPseudoQuantize()");
   const n = rows * cols;
-  const uniform = awqGrid(grid.bits, grid.sym ?? false);
+  const uniform = awqGrid(grid.bits, grid.sym ?? false, grid.bitBalance ?? false);
   for (let off = 0; off < n; off += g) quantizeGroup(W, off, g, uniform, out);
   return out;
 }
@@ -302,7 +311,14 @@ export function awqQuantizeTensor(
   if (W.length !== rows * cols) {
     throw new RangeError(`awqQuantizeTensor(): expected ${rows}×${cols} weights, got ${W.length}`);
   }
-  return quantizeUniform(W, rows, cols, g, awqGrid(grid.bits, grid.sym ?? false), "AWQ group");
+  return quantizeUniform(
+    W,
+    rows,
+    cols,
+    g,
+    awqGrid(grid.bits, grid.sym ?? false, grid.bitBalance ?? false),
+    "AWQ group",
+  );
 }
 
 /** get_act_scale: mean over tokens of |x| per input channel. x: [N, width]. */
@@ -608,7 +624,7 @@ export function searchClip(
   const g = groupFor(grid, cols, "searchClip()");
   const nGrid = grid.nGrid ?? DEFAULTS.awq.nGrid;
   const steps = Math.floor((grid.maxShrink ?? DEFAULTS.awq.maxShrink) * nGrid);
-  const uniform = awqGrid(grid.bits, grid.sym ?? false);
+  const uniform = awqGrid(grid.bits, grid.sym ?? false, grid.bitBalance ?? false);
   const ng = cols / g;
   const maxVal = new Float32Array(rows * ng);
   const xg = new Float32Array(n * g); // [n, g] inputs of one group, contiguous
@@ -749,6 +765,7 @@ export function awqQuantizeModel(
     bits: opts.bits,
     groupSize: opts.groupSize ?? cols,
     sym: opts.sym ?? false,
+    bitBalance: opts.bitBalance ?? false,
   });
   const stats: AwqStats = {
     seconds: 0,

@@ -21,6 +21,7 @@ import {
   QUANTIZERS,
 } from "./registry.ts";
 import { type CalibSource, pickSpec, type QuantSpec, variantName } from "./spec.ts";
+import { type ActQuantConfig, actQuantOf } from "./act_quant.ts";
 
 export * from "./spec.ts";
 export {
@@ -67,6 +68,11 @@ export interface QuantizedModel {
   variantName: string;
   /** Fake-quantized weights: every linear = dequantize(linears[key]). */
   weights: LlamaWeights;
+  /**
+   * The activation quantization the model is evaluated with (quant/act_quant.ts,
+   * from the spec's abits, kvBits, bitBalance; JSON-able), or null (weight-only).
+   */
+  actQuant: ActQuantConfig | null;
   /** Keys "layers.{l}.{name}". */
   linears: Map<string, QuantizedLinear>;
   avgBits: number;
@@ -115,6 +121,7 @@ export async function quantizeWith(
     spec,
     variantName: variantName(spec),
     weights: out.weights,
+    actQuant: actQuantOf(spec),
     linears: out.linears,
     avgBits: modelSize(out.linears).avgInfoBits,
     calibration: calibration?.identity ?? null,
@@ -170,6 +177,7 @@ export async function loadQuantized(
     spec,
     variantName: variantName(spec),
     weights: dequantizedWeights(f),
+    actQuant: actQuantOf(spec),
     linears: f.linears,
     avgBits: modelSize(f.linears).avgInfoBits,
     calibration: cal !== null && typeof cal === "object" ? cal as CalibrationIdentity : null,

@@ -133,7 +133,7 @@ export interface QModelIndex {
   tensors: Record<string, ArrayRef>;
   linears: Record<string, {
     dense:
-      & ({ kind: "uniform"; groupSize: number; sym: boolean } | { kind: "lut" })
+      & ({ kind: "uniform"; groupSize: number; sym: boolean; maxq?: number } | { kind: "lut" })
       & { bits: number; rows: number; cols: number; arrays: Record<string, ArrayRef> };
     sparse?: { rows: number; cols: number; dtype: "f16" | "f32"; arrays: Record<string, ArrayRef> };
   }>;
@@ -149,6 +149,7 @@ const METHOD_LAYOUT: Record<string, { dense: DenseTensor["kind"]; sparse: boolea
   gptq: { dense: "uniform", sparse: false },
   awq: { dense: "uniform", sparse: false },
   squeezellm: { dense: "lut", sparse: true },
+  smoothquant: { dense: "uniform", sparse: false },
 };
 
 type Typed = Uint32Array | Int32Array | Uint16Array | Float32Array;
@@ -266,7 +267,10 @@ function optionsProblem(
     if (layout && sparse && !layout.sparse) {
       return `method "${method}" stores no sparse part, but ${key} has one`;
     }
-    if ("bits" in options && dense.bits !== bits) {
+    // bit balance stores a 2-bit grid's five levels as 3-bit codes (maxq 4)
+    const balanced = options.bitBalance === true && dense.kind === "uniform" &&
+      dense.maxq === 4 && dense.bits === 3 && bits === 2;
+    if ("bits" in options && dense.bits !== bits && !balanced) {
       return `options.bits is ${bits}, but ${key} holds ${dense.bits}-bit codes`;
     }
     if (dense.kind !== "uniform") continue;
@@ -409,6 +413,7 @@ export function serializeQuantizedModel(m: SaveQuantizedModelInput, path = "<mem
         cols,
         groupSize: d.groupSize,
         sym: d.sym,
+        ...(d.maxq !== undefined ? { maxq: d.maxq } : {}),
         arrays: {
           codes: ref(d.codes, [rows, wpr], `${key}.codes`),
           scales: ref(d.scales, [rows, d.scales.length / rows], `${key}.scales`),
@@ -749,6 +754,11 @@ function readLinear(
       fail(`${key}: groupSize ${d.groupSize} is not an integer in 1..${cols}`);
     }
     if (typeof d.sym !== "boolean") fail(`${key}: sym is ${JSON.stringify(d.sym)}`);
+    if (
+      d.maxq !== undefined && !(Number.isInteger(d.maxq) && d.maxq >= 1 && d.maxq < (1 << d.bits))
+    ) {
+      fail(`${key}: maxq ${JSON.stringify(d.maxq)} is not an integer in 1..${(1 << d.bits) - 1}`);
+    }
     // ⌈cols / groupSize⌉ groups per row; with act-order's gIdx, as many as the scales hold
     const ng = d.arrays.gIdx ? d.arrays.scales?.shape?.[1] : Math.ceil(cols / d.groupSize);
     if (!Number.isInteger(ng) || ng < 1) fail(`${key}.scales has ${ng} groups per row`);
@@ -759,6 +769,7 @@ function readLinear(
       cols,
       groupSize: d.groupSize,
       sym: d.sym,
+      ...(d.maxq !== undefined ? { maxq: d.maxq } : {}),
       codes,
       scales: arr(d.arrays.scales, `${key}.scales`, "f16", [rows, ng]) as Uint16Array,
       zeros: arr(d.arrays.zeros, `${key}.zeros`, "f16", [rows, ng]) as Uint16Array,

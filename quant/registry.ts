@@ -140,6 +140,7 @@ const awqQuantizer: Quantizer<"awq", "activations"> = {
     const r = awqQuantizeModel(base, windows, {
       bits: spec.bits,
       groupSize: spec.groupSize,
+      bitBalance: spec.bitBalance,
       nGrid: spec.nGrid,
       maxShrink: spec.maxShrink,
       nSampleTokens: spec.nSampleTokens,

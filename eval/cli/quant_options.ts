@@ -37,6 +37,9 @@ export const QUANT_OPTIONS: OptionSpec = {
   ...Object.fromEntries(
     QUANT_PARAMS.map((p) => [p.flag, { type: p.kind === "boolean" ? "boolean" : "string" }]),
   ),
+  ...Object.fromEntries(
+    QUANT_PARAMS.filter((p) => p.negFlag).map((p) => [p.negFlag!, { type: "boolean" }]),
+  ),
   workers: { type: "string" },
 };
 
@@ -67,13 +70,15 @@ function helpLine(head: string, text: string): string {
 
 function showDefault(p: QuantParam, v: unknown): string {
   if (v === null) return p.nullable ?? "none";
+  if (typeof v === "boolean") return v ? "on" : "off";
   return String(v);
 }
 
 /** "[rtn, gptq: default one group per row; awq: default 128, …]" for `p`, from DEFAULTS. */
 function methodsNote(p: QuantParam): string {
   const defaults = paramDefaults(p);
-  if (p.kind === "boolean") return `[${[...defaults.keys()].join(", ")}]`;
+  // a flag that only turns something on lists its methods; an on/off pair shows each default
+  if (p.kind === "boolean" && !p.negFlag) return `[${[...defaults.keys()].join(", ")}]`;
   const byValue = new Map<string, Method[]>();
   for (const [m, v] of defaults) {
     const key = JSON.stringify(v) + (p.defaultNote?.[m] ? `|${m}` : "");
@@ -93,23 +98,38 @@ export const QUANT_HELP: string = [
   helpLine("  --method M", `${METHODS.join(" | ")} (absent: fp32)`),
   helpLine("  --bits B", `bits per weight, ${describeRange(BITS_RANGE)} (needed with --method)`),
   ...QUANT_PARAMS.map((p) => {
-    const range = p.range ? `, ${describeRange(p.range)}` : "";
+    const off = p.off !== undefined ? ` or ${p.off} (off)` : "";
+    const range = p.range ? `, ${describeRange(p.range)}${off}` : "";
     const choices = p.choices ? ` (${p.choices.join(" | ")})` : "";
     return helpLine(
-      `  --${p.flag}${p.arg ? " " + p.arg : ""}`,
+      `  --${p.flag}${p.negFlag ? ` / --${p.negFlag}` : ""}${p.arg ? " " + p.arg : ""}`,
       `${p.doc}${choices}${range} ${methodsNote(p)}`,
     );
   }),
   helpLine("  --workers N", `worker threads (default: the number of cores, ${DEFAULT_WORKERS})`),
 ].join("\n");
 
-/** The flags of `values` that are quantization parameters, in table order. */
+/** Whether flag `f` of `values` was given. */
+function has(values: Record<string, unknown>, f: string | undefined): boolean {
+  return f !== undefined && values[f] !== undefined && values[f] !== false;
+}
+
+/** The quantization parameters given as flags in `values` (either flag of a pair), in table order. */
 function givenParams(values: Record<string, unknown>): QuantParam[] {
-  return QUANT_PARAMS.filter((p) => values[p.flag] !== undefined && values[p.flag] !== false);
+  return QUANT_PARAMS.filter((p) => has(values, p.flag) || has(values, p.negFlag));
+}
+
+/** The flag of `p` that `values` gives ("no-bit-balance" when that one). */
+function givenFlag(p: QuantParam, values: Record<string, unknown>): string {
+  return has(values, p.flag) ? p.flag : p.negFlag!;
 }
 
 /** The value of parameter `p` given as a flag; a CliError naming the flag when invalid. */
-function parseParam(p: QuantParam, raw: unknown): unknown {
+function parseParam(p: QuantParam, raw: unknown, values: Record<string, unknown> = {}): unknown {
+  if (p.negFlag && has(values, p.flag) && has(values, p.negFlag)) {
+    throw new CliError(`give --${p.flag} or --${p.negFlag}, not both`);
+  }
+  if (p.negFlag && has(values, p.negFlag)) return false;
   let v: unknown = raw;
   if (p.kind === "boolean") v = p.negated ? false : true;
   else if (p.kind === "int" || p.kind === "number") {
@@ -144,7 +164,7 @@ export function specFromOptions(values: Record<string, unknown>): QuantSpec | nu
     }
     if (given[0]) {
       const takers = [...paramDefaults(given[0]).keys()].join(", ");
-      throw new CliError(`--${given[0].flag} needs --method (${takers})`);
+      throw new CliError(`--${givenFlag(given[0], values)} needs --method (${takers})`);
     }
     return null;
   }
@@ -155,9 +175,11 @@ export function specFromOptions(values: Record<string, unknown>): QuantSpec | nu
   for (const p of given) {
     if (!appliesTo(p, m)) {
       const takers = [...paramDefaults(p).keys()].join(", ");
-      throw new CliError(`--${p.flag} does not apply to --method ${m} (only to ${takers})`);
+      throw new CliError(
+        `--${givenFlag(p, values)} does not apply to --method ${m} (only to ${takers})`,
+      );
     }
-    setPath(record, p.key, parseParam(p, values[p.flag]));
+    setPath(record, p.key, parseParam(p, values[p.flag], values));
   }
   if (values.outliers !== undefined && values["outlier-range"] !== undefined) {
     throw new CliError(`give --outliers P or --outlier-range R, not both`);
@@ -167,11 +189,19 @@ export function specFromOptions(values: Record<string, unknown>): QuantSpec | nu
       `--static-groups needs --group G (with one group per row there are no groups to fix)`,
     );
   }
+  let spec: QuantSpec;
   try {
-    return pickSpec(m, bits, record);
+    spec = pickSpec(m, bits, record);
   } catch (e) {
     throw new CliError((e as Error).message);
   }
+  if (values["bit-balance"] && !spec.bitBalance) {
+    throw new CliError(
+      `--bit-balance changes nothing here: it gives 2-bit asymmetric grids a fifth level ` +
+        `(--bits 2 without --sym on a uniform method, --abits 2 or --kv-bits 2)`,
+    );
+  }
+  return spec;
 }
 
 /** --workers N (0..64), default quant/spec.ts's DEFAULT_WORKERS (the number of cores). */
@@ -201,7 +231,8 @@ export function quantRequest(values: Record<string, unknown>): QuantRequest {
   const workers = workersOf(values);
   if (file) {
     if (values.method) throw new CliError(`give --quantized FILE or --method, not both`);
-    const flag = values.bits !== undefined ? "bits" : givenParams(values)[0]?.flag;
+    const p0 = givenParams(values)[0];
+    const flag = values.bits !== undefined ? "bits" : p0 && givenFlag(p0, values);
     if (flag) {
       throw new CliError(`--${flag} does not apply to --quantized FILE (the file holds its spec)`);
     }
