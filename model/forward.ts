@@ -47,6 +47,12 @@ export interface BlockHooks {
     T: number,
   ): Float32Array | undefined;
   /**
+   * Called after each linear computed y = x · Wᵀ, y [≥ T, outFeatures] (its
+   * first T rows); may overwrite those rows in place (eval/wa_perplexity.ts
+   * puts the W×A kernels' outputs there).
+   */
+  onLinearOutput?(layer: number, name: LinearName, y: Float32Array, T: number): void;
+  /**
    * Called after each residual addition with the residual stream x [T, dim]:
    * `after` "attention" (x + attention) and "block" (the block's output).
    * Valid only during the call.
@@ -212,6 +218,7 @@ function linear(
 ): void {
   hooks?.onLinearInput?.(layer, name, x, T);
   matmul(y, hooks?.replaceLinearInput?.(layer, name, x, T) ?? x, W, T, inF, outF);
+  hooks?.onLinearOutput?.(layer, name, y, T);
 }
 
 /**
