@@ -1,7 +1,7 @@
 /**
  * Quantized-tensor formats and packing, the quantizers (RTN, GPTQ, AWQ,
- * SqueezeLLM) behind one interface, size accounting and the quantized model
- * file.
+ * SqueezeLLM, SmoothQuant) behind one interface, activation quantization,
+ * size accounting and the quantized model file.
  *
  * @module
  */
@@ -10,7 +10,9 @@ export * from "./methods.ts";
 export * from "./size.ts";
 export * from "./qmodel.ts";
 export {
+  codeBits,
   findParams,
+  gridMaxq,
   minMaxGrid,
   quantizeUniform,
   quantizeValue,
@@ -22,5 +24,14 @@ export { gptqQuantizeModel } from "./sequential.ts";
 export { awqGrid, awqQuantizeModel } from "./awq.ts";
 export { findOutlierRange, outlierThreshold, squeezellmQuantize } from "./squeezellm.ts";
 export { kmeans1d, kmeans1dOptimum } from "./kmeans1d.ts";
+export {
+  type ActQuantConfig,
+  actQuantHooks,
+  actQuantOf,
+  asymMaxq,
+  fakeQuantRows,
+  tokenParams,
+} from "./act_quant.ts";
+export { activationAbsMax, smoothquantQuantizeModel, smoothWeights } from "./smoothquant.ts";
 export { fisherInformation } from "./fisher.ts";
 export { cachedFisher } from "./fisher_cache.ts";
