@@ -19,6 +19,6 @@ export * from "./bench/kernels.ts";
 export * from "./bench/decode.ts";
 export * from "./bench/synthetic.ts";
 export { runSweep, type SweepOptions } from "./cli/sweep.ts";
-export { type SweepEntry, SWEEPS } from "./cli/presets.ts";
+export { applyOverrides, loadPreset, type Preset, presetNames } from "./cli/presets.ts";
 export { main } from "./cli/main.ts";
 export * from "./model_source.ts";

@@ -139,6 +139,13 @@ const KERNELS = `create table kernel_results (
   speedup_vs_f16 double, info_bits double, stored_bits double,
   recorded_at timestamp default current_timestamp)`;
 const META = `create table meta (key varchar primary key, value varchar)`;
+/**
+ * Jobs of a run plan whose rows are stored (eval/cli/plan.ts: kernel timings, which have no
+ * result key); added to schema 2 without a version change (created when missing).
+ */
+const JOBS = `create table if not exists jobs (
+  job_key varchar primary key, kind varchar, label varchar, run_id varchar,
+  recorded_at timestamp default current_timestamp)`;
 
 /**
  * The CREATE statements of schema 1 (squeezebench before `meta`), kept to
@@ -246,11 +253,14 @@ export class ResultsStore {
     } else {
       await store.session(false, async (con) => {
         const v = await schemaVersion(con, path);
-        if (v === SCHEMA_VERSION) return;
+        if (v === SCHEMA_VERSION) {
+          await con.run(JOBS);
+          return;
+        }
         await con.run("begin transaction");
         try {
-          if (v === null) await con.run([META, RUNS, PPL, KERNELS].join(";\n"));
-          else await con.run(MIGRATE_1_TO_2 + META);
+          if (v === null) await con.run([META, RUNS, PPL, KERNELS, JOBS].join(";\n"));
+          else await con.run(`${MIGRATE_1_TO_2}${META};\n${JOBS}`);
           await con.run(
             `insert into meta values ('store', '${STORE_MARK}'), ('schema_version', '${SCHEMA_VERSION}')` +
               (v === 1
@@ -339,9 +349,24 @@ export class ResultsStore {
     });
   }
 
-  /** Records kernel timings, all in one transaction (committed before it returns). */
-  async addKernels(rs: KernelRecord[]): Promise<void> {
+  /**
+   * Records kernel timings, all in one transaction (committed before it returns). With `job`,
+   * the job's key is recorded in the same transaction ({@linkcode ResultsStore.doneJobs}): the
+   * rows and the mark are stored together or not at all.
+   */
+  async addKernels(
+    rs: KernelRecord[],
+    job?: { key: string; kind: string; label: string },
+  ): Promise<void> {
     await this.write(async (con) => {
+      if (job) {
+        await con.run("insert into jobs (job_key, kind, label, run_id) values ($1, $2, $3, $4)", [
+          job.key,
+          job.kind,
+          job.label,
+          rs[0]?.runId ?? null,
+        ]);
+      }
       for (const r of rs) {
         await con.run(
           `insert into kernel_results (run_id, adapter, format, bits, rows, cols, batch, median_us,
@@ -380,6 +405,24 @@ export class ResultsStore {
       [resultKey],
     );
     return Number(rows[0].n) > 0;
+  }
+
+  /** Every stored `result_key`: a run plan's status in one query. */
+  async storedResultKeys(): Promise<Set<string>> {
+    const rows = await this.query("select distinct result_key from ppl_results");
+    return new Set(rows.map((r) => String(r.result_key)));
+  }
+
+  /** The keys of the plan jobs recorded with {@linkcode ResultsStore.addKernels} (empty before the table exists). */
+  async doneJobs(): Promise<Set<string>> {
+    return await this.session(true, async (con) => {
+      const has = (await con.runAndReadAll(
+        "select 1 from duckdb_tables() where database_name = current_database() and table_name = 'jobs'",
+      )).getRows().length > 0;
+      if (!has) return new Set<string>();
+      const rows = (await con.runAndReadAll("select job_key from jobs")).getRows();
+      return new Set(rows.map((r) => String(r[0])));
+    });
   }
 
   /** Rows of a read-only query as JSON-safe objects. */
@@ -562,4 +605,77 @@ export async function openForReport(
     );
   }
   return await ResultsStore.open(path, { readOnly: true });
+}
+
+/**
+ * Merges results stores (e.g. the shards of a Slurm job array) into one new
+ * store `dest`: every run, every perplexity result once per `result_key`
+ * (the first source's row wins), the kernel timings of every plan job once
+ * per job key (rows of no job are all kept), every job mark once. Sources
+ * are only read. `dest` is written to a temporary file beside it and renamed
+ * into place, so it never exists half-written.
+ *
+ * @param sources the store files, in order of precedence
+ * @param dest the merged store; must not exist
+ * @returns the number of perplexity rows and kernel rows in `dest`
+ * @throws {StoreSchemaError} for a source that is not a current squeezebench store
+ * @example
+ * ```ts
+ * await mergeStores(["out/shard-0.duckdb", "out/shard-1.duckdb"], "out/merged.duckdb");
+ * ```
+ */
+export async function mergeStores(
+  sources: readonly string[],
+  dest: string,
+): Promise<{ ppl: number; kernels: number }> {
+  for (const s of sources) (await ResultsStore.open(s, { readOnly: true })).close();
+  const tmp = `${dest}.merging-${Deno.pid}`;
+  await Deno.remove(tmp).catch(() => {});
+  (await ResultsStore.open(tmp)).close();
+  const instance = await DuckDBInstance.create(tmp);
+  const con = await instance.connect();
+  try {
+    for (const [i, s] of sources.entries()) {
+      const db = `src${i}`;
+      await con.run(`attach '${s.replaceAll("'", "''")}' as ${db} (read_only)`);
+      const hasJobs = (await con.runAndReadAll(
+        `select 1 from duckdb_tables() where database_name = '${db}' and table_name = 'jobs'`,
+      )).getRows().length > 0;
+      await con.run("begin transaction");
+      await con.run(
+        `insert into runs select * from ${db}.runs where run_id not in (select run_id from runs)`,
+      );
+      await con.run(
+        `insert into ppl_results select * from ${db}.ppl_results s
+         where s.result_key not in (select result_key from ppl_results)
+         qualify row_number() over (partition by s.result_key order by s.recorded_at) = 1`,
+      );
+      const jobRuns = hasJobs
+        ? `(select run_id from ${db}.jobs where job_key in (select job_key from jobs))`
+        : "(select null where false)";
+      await con.run(
+        `insert into kernel_results select * from ${db}.kernel_results
+         where run_id is null or run_id not in ${jobRuns}`,
+      );
+      if (hasJobs) {
+        await con.run(
+          `insert into jobs select * from ${db}.jobs where job_key not in (select job_key from jobs)`,
+        );
+      }
+      await con.run("commit");
+      await con.run(`detach ${db}`);
+    }
+    const count = async (t: string) =>
+      Number((await con.runAndReadAll(`select count(*)::integer from ${t}`)).getRows()[0][0]);
+    const out = { ppl: await count("ppl_results"), kernels: await count("kernel_results") };
+    con.closeSync();
+    instance.closeSync();
+    await Deno.rename(tmp, dest);
+    return out;
+  } catch (e) {
+    con.closeSync();
+    instance.closeSync();
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
 }

@@ -44,19 +44,19 @@ Deno.test("ppl --store FILE that is not a DuckDB file fails before the perplexit
   assert.doesNotMatch(r.out, /ppl/);
 });
 
-Deno.test("eval --store and --report that cannot be written fail before the sweep", async () => {
+Deno.test("eval --store and --out that cannot be written fail before the sweep", async () => {
   await using tmp = await tempDir("sqb-cli-checks-");
   const file = `${tmp.path}/a-file`;
   await Deno.writeTextFile(file, "");
-  const common = ["eval", "--data-dir", SHARED_DATA, "--sweep", "quick", "--limit", "1"];
+  const common = ["eval", "--data-dir", SHARED_DATA, "--preset", "quick", "--limit", "1"];
   const store = await cli(...common, "--store", `${file}/results.duckdb`);
   assertCliError(store, /--store .*a-file\/results\.duckdb: cannot create its folder/);
   assert.doesNotMatch(store.err, /==/);
   const report = await cli(
     ...common,
-    ...["--store", `${tmp.path}/r.duckdb`, "--report", `${file}/report.html`],
+    ...["--store", `${tmp.path}/r.duckdb`, "--out", `${file}/report`],
   );
-  assertCliError(report, /--report .*a-file\/report\.html: cannot create its folder/);
+  assertCliError(report, /--out .*a-file\/report: cannot create the report folder/);
   assert.doesNotMatch(report.err, /==/);
 });
 

@@ -39,7 +39,7 @@ import {
   specFromOptions,
   workersOf,
 } from "./quant_options.ts";
-import { SWEEPS } from "./presets.ts";
+import { presetNames } from "./presets.ts";
 import { BENCHES, runBench } from "../bench/bench.ts";
 
 /** The calibration files the specs' methods read (none for fp32 and RTN). */
@@ -160,6 +160,7 @@ ${MODEL_HELP}`,
       seqlen,
       limit,
       workers,
+      actQuant: q?.actQuant,
       onProgress: (d) => bar.update(d),
       label: `${file ?? model.name} ${variant}`,
     });
@@ -237,70 +238,122 @@ ${MODEL_HELP}`,
 };
 
 const evalCmd: Command = {
-  summary: "every method × bit width: quantize, evaluate all datasets, store, report",
+  summary: "a preset (default table1: SqueezeLLM Table 1) run as a plan: quantize, evaluate, " +
+    "time kernels, store, report",
   options: {
     ...MODEL_OPTIONS,
-    sweep: { type: "string" },
+    preset: { type: "string" },
+    methods: { type: "string" },
+    bits: { type: "string" },
     datasets: { type: "string" },
+    group: { type: "string" },
+    kernels: { type: "string" },
     seqlen: { type: "string" },
     limit: { type: "string" },
     store: { type: "string" },
-    report: { type: "string" },
+    out: { type: "string" },
+    shard: { type: "string" },
+    "dry-run": { type: "boolean" },
     workers: { type: "string" },
     "no-resume": { type: "boolean" },
   },
   help: `deno task eval [options]
 
-  --sweep NAME         ${Object.keys(SWEEPS).join(" | ")} (default paper: SqueezeLLM Table 1's rows)
-  --datasets LIST      comma-separated (default wikitext2,c4,c4-new,tinystories)
-  --seqlen N           window length (default: the model's max_seq_len)
-  --limit N            only the first N windows of each dataset (said in the results)
+  --preset NAME        a file eval/presets/NAME.json: ${presetNames().join(" | ")} (default table1)
+  --methods LIST       only these methods' rows (fp32,rtn,gptq,awq,squeezellm; a method the preset
+                       lacks gets its default row)
+  --bits LIST          bit widths, each in 2..8 (default: the preset's)
+  --datasets LIST      ${EVAL_SETS.join(",")} (default: the preset's)
+  --group N            group size of every RTN/GPTQ/AWQ row; must divide every layer width
+  --kernels LIST|none  kernel shapes: model,llama7b,ROWSxCOLS (default: the preset's)
+  --seqlen N           window length (default: the preset's, else the model's max_seq_len)
+  --limit N|all        only the first N windows of each dataset (default: the preset's)
   --store FILE         DuckDB results store (default out/results.duckdb)
-  --report FILE        HTML report written at the end (default out/report.html)
+  --out DIR            report folder re-rendered at the end (default out/report)
+  --shard i/n|auto     run the i-th of n disjoint, balanced parts of the plan (0-based); auto
+                       reads a Slurm job array (SLURM_ARRAY_TASK_ID, _COUNT or _MIN/_MAX)
+  --dry-run            print the plan with what is already stored or cached, and stop
   --no-resume          re-evaluate results already in the store
   --workers N          worker threads (default: number of cores)
+  --json               also one JSON line per finished job on stderr
 ${MODEL_HELP}`,
   async run(values) {
     // Every option, output file and data file is checked before any work.
-    const sweep = choice(values, "sweep", Object.keys(SWEEPS) as (keyof typeof SWEEPS)[], "paper");
-    const datasets = list(values, "datasets", [...EVAL_SETS]);
-    for (const d of datasets) {
+    const { applyOverrides, loadPreset, DEFAULT_PRESET } = await import("./presets.ts");
+    const preset0 = await loadPreset(str(values, "preset", DEFAULT_PRESET)!);
+    const datasets = values.datasets === undefined ? undefined : list(values, "datasets", []);
+    for (const d of datasets ?? []) {
       if (!(EVAL_SETS as readonly string[]).includes(d)) {
         throw new CliError(`--datasets: unknown dataset "${d}" (${EVAL_SETS.join(", ")})`);
       }
     }
-    const seqlenGiven = int(values, "seqlen", undefined, 2);
-    const limit = int(values, "limit", undefined, 1);
+    const bits = values.bits === undefined ? undefined : list(values, "bits", []).map((b) => {
+      const n = Number(b);
+      if (!Number.isInteger(n) || n < 2 || n > 8) {
+        throw new CliError(`--bits: each width must be an integer in 2..8, got "${b}"`);
+      }
+      return n;
+    });
+    const kernels = values.kernels === undefined
+      ? undefined
+      : str(values, "kernels") === "none"
+      ? []
+      : list(values, "kernels", []).map((k) => {
+        if (!/^(model|llama7b|\d+x\d+)$/.test(k)) {
+          throw new CliError(`--kernels: expected model, llama7b, ROWSxCOLS or none; got "${k}"`);
+        }
+        return k;
+      });
+    const limit = str(values, "limit") === "all" ? null : int(values, "limit", undefined, 1);
+    const preset = applyOverrides(preset0, {
+      methods: values.methods === undefined ? undefined : list(values, "methods", []),
+      bits,
+      datasets: datasets as EvalSetName[] | undefined,
+      seqlen: int(values, "seqlen", undefined, 2),
+      limit,
+      group: int(values, "group", undefined, 1),
+      kernelShapes: kernels,
+    });
+    const { parseShard } = await import("./shard.ts");
+    const shardValue = str(values, "shard");
+    const shard = shardValue === undefined ? null : parseShard(shardValue);
     const workers = workersOf(values);
     const storePath = str(values, "store", "out/results.duckdb")!;
-    const reportPath = str(values, "report", "out/report.html")!;
+    const outDir = str(values, "out", "out/report")!;
+    const dryRun = values["dry-run"] === true;
     await checkStoreFile(optionLabel(values, "store"), storePath);
-    await checkOutputFile(optionLabel(values, "store"), storePath, { createDir: true });
-    await checkOutputFile(optionLabel(values, "report"), reportPath, { createDir: true });
+    if (!dryRun) {
+      await checkOutputFile(optionLabel(values, "store"), storePath, { createDir: true });
+      await checkOutputDir(optionLabel(values, "out"), outDir);
+    }
     const model = await loadModelFromOptions(
       values,
-      (datasets as EvalSetName[]).map(evalSetNeed),
+      preset.datasets.map(evalSetNeed),
     );
-    const seqlen = seqlenFor(seqlenGiven, model.weights.config.maxSeqLen, model.name);
-    const specs = SWEEPS[sweep](model.weights.config);
-    await requireDataFromOptions(values, calibNeeds(specs));
+    const seqlen = seqlenFor(preset.seqlen ?? undefined, model.weights.config.maxSeqLen, model.name);
+    const { expandVariants } = await import("./plan.ts");
+    const specs = expandVariants(preset, model.weights.config).variants.map((v) => v.spec);
+    if (preset.datasets.length > 0) await requireDataFromOptions(values, calibNeeds(specs));
+    const { resolveCacheDir } = await import("../../datasets/datadir.ts");
     const { runSweep } = await import("./sweep.ts");
     return await runSweep(model, {
-      specs,
-      datasets: datasets as EvalSetName[],
+      preset,
       seqlen,
-      limit,
       storePath,
-      reportPath,
+      outDir,
+      cacheDir: resolveCacheDir(),
       workers,
       resume: !values["no-resume"],
+      dryRun,
+      shard,
+      jsonEvents: values.json === true,
       command: Deno.args.join(" "), // the task name is Deno.args[0]
     });
   },
 };
 
 const benchCmd: Command = {
-  summary: "benchmarks: forward | ppl | quant | squeezellm | kernels | decode | matmul",
+  summary: "benchmarks: forward | ppl | quant | squeezellm | kernels | decode | matmul | wa",
   positionals: "NAME",
   options: {
     ...MODEL_OPTIONS,
@@ -313,6 +366,7 @@ const benchCmd: Command = {
     small: { type: "boolean" },
     workers: { type: "string" },
     store: { type: "string" },
+    pairs: { type: "string" },
   },
   help: `deno task bench NAME [options]
 
@@ -326,6 +380,8 @@ const benchCmd: Command = {
                perplexity through the kernels and greedy text per format (--formats f32,rtn.w3,
                squeezellm.w3.s0.45,… --tokens N)
   matmul       GFLOP/s of the CPU matmul variants
+  wa           W×A kernels: every bit-plane pair W2..8 × A2..8 vs W8A8 (dot4I8Packed) and fp16,
+               LLaMA-7B shapes, batch 1, 4, 8: --pairs all|w2a8,w4a8,… --shapes --batch --runs
   --small      a quick, smaller run (smoke test)
   --store FILE record kernel timings in this DuckDB results store
 ${MODEL_HELP}`,
@@ -341,31 +397,91 @@ ${MODEL_HELP}`,
 };
 
 const reportCmd: Command = {
-  summary: "render the HTML report (and a markdown table) from a results store",
-  options: { store: { type: "string" }, out: { type: "string" } },
-  help: `deno task report [--store out/results.duckdb] [--out out/report.html]`,
+  summary: "write the report folder (and markdown tables) from one or more results stores",
+  options: {
+    store: { type: "string", multiple: true },
+    out: { type: "string" },
+    serve: { type: "boolean" },
+    port: { type: "string" },
+  },
+  help: `deno task report [--store FILE …] [--out DIR] [--serve [--port N]]
+
+  --store FILE         a results store; repeat it, or give a quoted pattern ("out/shard-*.duckdb"),
+                       to merge several (the shards of a sweep) (default out/results.duckdb)
+  --out DIR            the report folder: index.html, charts/*.vl.json, data/*.parquet, assets/
+                       (default out/report)
+  --serve              then serve the folder on http://127.0.0.1:PORT/ until interrupted: browsers
+                       do not run the SQL panel (WebAssembly in a worker) from file://
+  --port N             port of --serve (default 8000; 0 picks a free one)`,
   async run(values) {
-    const storePath = str(values, "store", "out/results.duckdb")!;
-    await checkStoreFile(optionLabel(values, "store"), storePath, { mustExist: true });
-    const out = str(values, "out", "out/report.html")!;
-    await checkOutputFile(optionLabel(values, "out"), out, { createDir: true });
-    const { openForReport } = await import("../../reports/store.ts");
-    const { markdownReport, renderReport, reportData } = await import("../../reports/report.ts");
-    // Read-only: works on a read-only file and while a sweep is writing to it.
-    const store = await openForReport(storePath, (s) => console.error(s));
-    const data = await reportData(store);
-    store.close();
-    await Deno.mkdir(out.replace(/\/[^/]*$/, "") || ".", { recursive: true });
-    await Deno.writeTextFile(out, await renderReport(data));
-    console.log(`\n${markdownReport(data.tables)}\n\nwrote ${out}`);
-    return {
+    const given = (values.store as string[] | undefined) ?? [];
+    const patterns = given.length ? given : ["out/results.duckdb"];
+    const out = str(values, "out", "out/report")!;
+    const port = int(values, "port", 8000, 0, 65535)!;
+    const { expandStorePaths, MergedResults } = await import("../../reports/results.ts");
+    let stores: string[];
+    try {
+      stores = await expandStorePaths(patterns);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+      throw new CliError(
+        `${e.message}${given.length ? "" : ' (the default); run "deno task eval" first'}`,
+      );
+    }
+    for (const s of stores) {
+      await checkStoreFile(optionLabel(values, "store"), s, { mustExist: true });
+    }
+    await checkOutputDir(optionLabel(values, "out"), out);
+    const { markdownReport, writeReport } = await import("../../reports/report.ts");
+    // Read-only: works on read-only files and while a sweep is writing to them.
+    const results = await MergedResults.open(stores, { log: (s) => console.error(s) });
+    let written;
+    try {
+      written = await writeReport(results, out);
+    } finally {
+      results.close();
+    }
+    console.log(`\n${markdownReport(written.data.tables)}\n\nwrote ${written.index}`);
+    const summary = {
       out,
-      store: storePath,
-      models: [...new Set(data.tables.map((t) => t.model))],
-      tables: data.tables.map((t) => ({ title: t.title, seqlen: t.seqlen, columns: t.columns })),
+      index: written.index,
+      stores,
+      models: [...new Set(written.data.tables.map((t) => t.model))],
+      tables: written.data.tables.map((t) => ({
+        title: t.title,
+        seqlen: t.seqlen,
+        columns: t.columns,
+      })),
+      kernelTimings: written.data.kernels.length,
+      files: written.files,
     };
+    if (values.serve) {
+      const { serveReport } = await import("../../reports/serve.ts");
+      const server = serveReport(out, { port });
+      console.error(`serving ${out} on ${server.url} (Ctrl+C stops)`);
+      if (values.json) console.log(JSON.stringify({ ...summary, url: server.url }));
+      await server.finished;
+    }
+    return summary;
   },
 };
+
+/** Checks that `dir` can be the report folder: a folder or nothing yet (created now), writable. */
+async function checkOutputDir(label: string, dir: string): Promise<void> {
+  try {
+    await Deno.mkdir(dir, { recursive: true });
+  } catch (e) {
+    throw new CliError(
+      e instanceof Deno.errors.AlreadyExists
+        ? `${label} ${dir} is a file; give a folder for the report`
+        : `${label} ${dir}: cannot create the report folder (${(e as Error).message})`,
+    );
+  }
+  if (!(await Deno.stat(dir)).isDirectory) {
+    throw new CliError(`${label} ${dir} is a file; give a folder for the report`);
+  }
+  await checkOutputFile(label, `${dir}/index.html`);
+}
 
 /** Every subcommand by name. */
 export const COMMANDS: Record<string, Command> = {

@@ -1,63 +1,361 @@
 /**
- * Sweep presets: the lists of quantization specs `deno task eval --sweep NAME`
- * runs. Configs are data; eval/cli/sweep.ts runs any list.
+ * Presets of `deno task eval`: data files in eval/presets/NAME.json, read and
+ * validated here, with the command line's overrides applied. A preset names
+ * table rows (a method and options, e.g. "SqueezeLLM 0.45%" = squeezellm with
+ * sensitivePct 0.05 and outlierPct 0.4), the bit widths, the datasets, the
+ * window length and limit, and the kernel timings; eval/cli/plan.ts expands
+ * it into jobs.
+ *
+ * File format (every key checked; an unknown key is an error naming the file):
+ *
+ * ```json
+ * {
+ *   "description": "what the preset reproduces",
+ *   "rows": [{ "name": "AWQ g128", "method": "awq", "options": { "groupSize": 128 },
+ *              "ifGroupIndivisible": "per-row" }],
+ *   "bits": [3, 4],
+ *   "datasets": ["wikitext2", "c4", "c4-new", "tinystories"],
+ *   "seqlen": null, "limit": null,
+ *   "kernels": { "shapes": ["model", "llama7b"], "batch": [1], "runs": 10 }
+ * }
+ * ```
+ *
+ * `method` is one of quant/spec.ts's METHODS or "fp32" (one row, no bits);
+ * `options` are spec parameters (quant/spec.ts QUANT_PARAMS keys, checked
+ * against every bit width); a row whose group does not divide every layer
+ * width of the model is dropped ("drop", the default) or run with one group
+ * per row ("per-row"), and the plan says which. `kernels` is null for no
+ * timings; its shapes are "model" (the model's own linear shapes), "llama7b"
+ * or "ROWSxCOLS".
  *
  * @module
  */
-import type { LlamaConfig } from "../../model/config.ts";
-import { defaultSpec, inputWidths, type Method, type QuantSpec } from "../../quant/methods.ts";
+import { fileURLToPath } from "node:url";
+import { checkSpec, defaultSpec, type Method, METHODS, type QuantSpec } from "../../quant/spec.ts";
+import { EVAL_SETS, type EvalSetName } from "../../datasets/eval_sets.ts";
+import { MAX_BITS, MIN_BITS } from "../../quant/format.ts";
 
-/** A sweep entry; null stands for the unquantized fp32 model. */
-export type SweepEntry = QuantSpec | null;
+/** The folder of the preset files. */
+export const PRESET_DIR: string = fileURLToPath(new URL("../presets/", import.meta.url));
 
-/** The default spec of `method` at `bits` with `over` replaced (checked when it is resolved). */
-const spec = (method: Method, bits: number, over: Record<string, unknown> = {}): QuantSpec =>
-  ({ ...defaultSpec(method, bits), ...over }) as QuantSpec;
+/** The preset `deno task eval` runs without `--preset`. */
+export const DEFAULT_PRESET = "table1";
+
+/** One table row of a preset. */
+export interface PresetRow {
+  /** Row label, e.g. "SqueezeLLM 0.45%". */
+  name: string;
+  /** A quantization method, or "fp32" for the unquantized model. */
+  method: Method | "fp32";
+  /** Spec parameters over the method's defaults (quant/spec.ts). */
+  options: Record<string, unknown>;
+  /** A group that does not divide every width: drop the row, or one group per row. @default "drop" */
+  ifGroupIndivisible: "drop" | "per-row";
+  /** The group came from `--group`: one that does not divide a width is an error. */
+  groupGiven?: boolean;
+}
+
+/** Kernel timings of a preset (eval/bench/kernels.ts). */
+export interface PresetKernels {
+  /** "model", "llama7b" or "ROWSxCOLS". */
+  shapes: string[];
+  batch: number[];
+  runs: number;
+}
+
+/** A preset, validated. */
+export interface Preset {
+  name: string;
+  /** The file it was read from. */
+  file: string;
+  description: string;
+  rows: PresetRow[];
+  bits: number[];
+  datasets: EvalSetName[];
+  /** Window length; null = the model's max_seq_len. */
+  seqlen: number | null;
+  /** First N windows of each set; null = every window. */
+  limit: number | null;
+  kernels: PresetKernels | null;
+}
+
+/** A preset file that cannot be used; the message names the file and the key. */
+export class PresetError extends Error {
+  override name = "PresetError";
+}
+
+/** The names of the preset files, sorted. */
+export function presetNames(dir: string = PRESET_DIR): string[] {
+  return [...Deno.readDirSync(dir)]
+    .filter((e) => e.isFile && e.name.endsWith(".json"))
+    .map((e) => e.name.slice(0, -5))
+    .sort();
+}
 
 /**
- * SqueezeLLM's Table 1 rows at 3 and 4 bits: per-row RTN, GPTQ (with and
- * without act-order), AWQ, SqueezeLLM dense-only, 0.05% and 0.45% sparse;
- * plus the g128 baselines where 128 divides every layer width (LLaMA shapes).
+ * Reads and validates preset `name` (eval/presets/NAME.json).
+ *
+ * @param name the preset's name
+ * @param dir the folder of the presets @default {PRESET_DIR}
+ * @returns the preset
+ * @throws {PresetError} for an unknown preset (naming the known ones) or a file that is not a
+ *   valid preset (naming the file, the key and what was expected)
+ * @example
+ * ```ts
+ * const p = await loadPreset("table1");
+ * p.bits; // [3, 4]
+ * ```
  */
-function paper(c: LlamaConfig): SweepEntry[] {
-  const g128 = inputWidths(c).every((w) => w % 128 === 0);
-  const out: SweepEntry[] = [null];
-  for (const bits of [3, 4]) {
-    out.push(
-      spec("rtn", bits),
-      spec("gptq", bits),
-      spec("gptq", bits, { actOrder: true }),
-      spec("awq", bits, { groupSize: g128 ? 128 : null }),
-      spec("squeezellm", bits),
-      spec("squeezellm", bits, { sensitivePct: 0.05 }),
-      spec("squeezellm", bits, { sensitivePct: 0.05, outlierPct: 0.4 }),
+export async function loadPreset(name: string, dir: string = PRESET_DIR): Promise<Preset> {
+  if (!/^[A-Za-z0-9_.-]+$/.test(name) || !presetNames(dir).includes(name)) {
+    throw new PresetError(
+      `--preset: unknown preset "${name}"; the presets are ${
+        presetNames(dir).join(", ")
+      } (files in ${dir})`,
     );
-    if (g128) {
-      out.push(spec("rtn", bits, { groupSize: 128 }), spec("gptq", bits, { groupSize: 128 }));
+  }
+  const file = `${dir.replace(/\/+$/, "")}/${name}.json`;
+  let json: unknown;
+  try {
+    json = JSON.parse(await Deno.readTextFile(file));
+  } catch (e) {
+    throw new PresetError(`preset ${file}: not valid JSON (${(e as Error).message})`);
+  }
+  return parsePreset(json, name, file);
+}
+
+/**
+ * Validates a preset's JSON.
+ *
+ * @param json the parsed file
+ * @param name the preset's name
+ * @param file the file, for messages
+ * @throws {PresetError} naming the file, the key and what was expected
+ */
+export function parsePreset(json: unknown, name: string, file: string): Preset {
+  const fail = (key: string, what: string): never => {
+    throw new PresetError(`preset ${file}: "${key}" ${what}`);
+  };
+  if (!isObject(json)) return fail("(top level)", "must be a JSON object");
+  const keys = ["description", "rows", "bits", "datasets", "seqlen", "limit", "kernels"];
+  for (const k of Object.keys(json)) {
+    if (!keys.includes(k)) fail(k, `is not a preset key (expected ${keys.join(", ")})`);
+  }
+  for (const k of keys) if (!(k in json)) fail(k, "is missing");
+  const description = json.description;
+  if (typeof description !== "string") fail("description", "must be a string");
+  const bits = intList(json.bits, "bits", MIN_BITS, MAX_BITS, fail);
+  if (!Array.isArray(json.datasets)) fail("datasets", "must be a list");
+  const datasets = (json.datasets as unknown[]).map((d, i) => {
+    if (!(EVAL_SETS as readonly unknown[]).includes(d)) {
+      fail(`datasets[${i}]`, `must be one of ${EVAL_SETS.join(", ")}; found ${JSON.stringify(d)}`);
+    }
+    return d as EvalSetName;
+  });
+  const seqlen = nullableInt(json.seqlen, "seqlen", 2, fail);
+  const limit = nullableInt(json.limit, "limit", 1, fail);
+  if (!Array.isArray(json.rows) || json.rows.length === 0) fail("rows", "must be a non-empty list");
+  const rows = (json.rows as unknown[]).map((r, i) => parseRow(r, `rows[${i}]`, bits, fail));
+  const names = new Set<string>();
+  for (const r of rows) {
+    if (names.has(r.name)) fail("rows", `has two rows named "${r.name}"`);
+    names.add(r.name);
+  }
+  let kernels: PresetKernels | null = null;
+  if (json.kernels !== null) {
+    const k = json.kernels;
+    if (!isObject(k)) return fail("kernels", "must be an object or null");
+    for (const key of Object.keys(k)) {
+      if (!["shapes", "batch", "runs"].includes(key)) {
+        fail(`kernels.${key}`, "is not a kernels key (expected shapes, batch, runs)");
+      }
+    }
+    if (!Array.isArray(k.shapes) || k.shapes.length === 0) {
+      fail("kernels.shapes", "must be a non-empty list");
+    }
+    const shapes = (k.shapes as unknown[]).map((s, i) => {
+      if (typeof s !== "string" || !/^(model|llama7b|\d+x\d+)$/.test(s)) {
+        fail(`kernels.shapes[${i}]`, `must be "model", "llama7b" or "ROWSxCOLS"; found ${s}`);
+      }
+      return s as string;
+    });
+    kernels = {
+      shapes,
+      batch: intList(k.batch, "kernels.batch", 1, 8, fail),
+      runs: nullableInt(k.runs, "kernels.runs", 1, fail) ?? fail("kernels.runs", "is required"),
+    };
+  }
+  return {
+    name,
+    file,
+    description: description as string,
+    rows,
+    bits,
+    datasets,
+    seqlen,
+    limit,
+    kernels,
+  };
+}
+
+function parseRow(
+  r: unknown,
+  at: string,
+  bits: number[],
+  fail: (key: string, what: string) => never,
+): PresetRow {
+  if (!isObject(r)) return fail(at, "must be an object");
+  for (const k of Object.keys(r)) {
+    if (!["name", "method", "options", "ifGroupIndivisible"].includes(k)) {
+      fail(`${at}.${k}`, "is not a row key (expected name, method, options, ifGroupIndivisible)");
     }
   }
-  return out;
-}
-
-/** Every method at every bit width 2..8 (dense-only SqueezeLLM). */
-function bits(c: LlamaConfig): SweepEntry[] {
-  const out: SweepEntry[] = [null];
-  const g = inputWidths(c).every((w) => w % 128 === 0) ? 128 : null;
-  for (let b = 2; b <= 8; b++) {
-    out.push(
-      spec("rtn", b),
-      spec("gptq", b),
-      spec("awq", b, { groupSize: g }),
-      spec("squeezellm", b),
-    );
+  if (typeof r.name !== "string" || r.name === "") fail(`${at}.name`, "must be a string");
+  const method = r.method;
+  if (method !== "fp32" && !(METHODS as readonly unknown[]).includes(method)) {
+    fail(`${at}.method`, `must be fp32 or one of ${METHODS.join(", ")}; found ${method}`);
   }
-  return out;
+  const options = r.options ?? {};
+  if (!isObject(options)) return fail(`${at}.options`, "must be an object");
+  if (method === "fp32" && Object.keys(options).length > 0) {
+    fail(`${at}.options`, "must be empty for fp32");
+  }
+  const policy = r.ifGroupIndivisible ?? "drop";
+  if (policy !== "drop" && policy !== "per-row") {
+    fail(`${at}.ifGroupIndivisible`, `must be "drop" or "per-row"; found ${policy}`);
+  }
+  if (method !== "fp32") {
+    for (const b of bits) {
+      try {
+        checkSpec(withOptions(method as Method, b, options));
+      } catch (e) {
+        fail(`${at}.options`, `at ${b} bits: ${(e as Error).message}`);
+      }
+    }
+  }
+  return {
+    name: r.name as string,
+    method: method as Method | "fp32",
+    options,
+    ifGroupIndivisible: policy,
+  };
 }
 
-/** A few minutes' smoke run: fp32, RTN and SqueezeLLM at 3 bits. */
-function quick(_c: LlamaConfig): SweepEntry[] {
-  return [null, spec("rtn", 3), spec("squeezellm", 3, { fisherSamples: 16 })];
+/** The default spec of `method` at `bits` with `options` over it (nested keys merged). */
+export function withOptions(
+  method: Method,
+  bits: number,
+  options: Record<string, unknown>,
+): QuantSpec {
+  const base = defaultSpec(method, bits) as unknown as Record<string, unknown>;
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(options)) {
+    out[k] = isObject(v) && isObject(base[k]) ? { ...base[k] as object, ...v } : v;
+  }
+  return out as unknown as QuantSpec;
 }
 
-/** Sweep presets by name. */
-export const SWEEPS = { paper, bits, quick } as const;
+/** Command-line overrides of a preset's lists. */
+export interface PresetOverrides {
+  /** Keep the rows of these methods (and add a default row for a method the preset lacks). */
+  methods?: string[];
+  bits?: number[];
+  datasets?: EvalSetName[];
+  seqlen?: number;
+  /** null = every window (`--limit all`). */
+  limit?: number | null;
+  /** Group size of every row whose method has groups (rtn, gptq, awq); checked strictly. */
+  group?: number;
+  /** Kernel shapes in place of the preset's; [] = no kernel timings. */
+  kernelShapes?: string[];
+}
+
+/**
+ * `preset` with the command line's lists in place of its own.
+ *
+ * @param preset a loaded preset
+ * @param o the overrides
+ * @returns a new preset; `methods` naming no method of the preset adds that method's default row
+ * @throws {PresetError} for an unknown method
+ */
+export function applyOverrides(preset: Preset, o: PresetOverrides): Preset {
+  let rows = preset.rows;
+  if (o.methods) {
+    for (const m of o.methods) {
+      if (m !== "fp32" && !(METHODS as readonly string[]).includes(m)) {
+        throw new PresetError(
+          `--methods: unknown method "${m}"; expected some of fp32, ${METHODS.join(", ")}`,
+        );
+      }
+    }
+    rows = o.methods.flatMap((m) => {
+      const own = preset.rows.filter((r) => r.method === m);
+      return own.length > 0 ? own : [{
+        name: m === "fp32" ? "FP32" : m.toUpperCase(),
+        method: m as Method | "fp32",
+        options: {},
+        ifGroupIndivisible: "drop" as const,
+      }];
+    });
+  }
+  if (o.group !== undefined) {
+    const g = o.group;
+    const grouped = (m: string) => m === "rtn" || m === "gptq" || m === "awq";
+    const seen = new Set<string>();
+    rows = rows.flatMap((r) => {
+      if (!grouped(r.method)) return [r];
+      const options = { ...r.options, groupSize: g };
+      const key = `${r.method}|${JSON.stringify(options)}`;
+      if (seen.has(key)) return [];
+      seen.add(key);
+      const name = `${r.name.replace(/ g\d+$/, "")} g${g}`;
+      return [{ ...r, name, options, ifGroupIndivisible: "drop" as const, groupGiven: true }];
+    });
+  }
+  return {
+    ...preset,
+    rows,
+    bits: o.bits ?? preset.bits,
+    datasets: o.datasets ?? preset.datasets,
+    seqlen: o.seqlen ?? preset.seqlen,
+    limit: o.limit === undefined ? preset.limit : o.limit,
+    kernels: o.kernelShapes === undefined
+      ? preset.kernels
+      : o.kernelShapes.length === 0
+      ? null
+      : { batch: [1], runs: 10, ...preset.kernels, shapes: o.kernelShapes },
+  };
+}
+
+function intList(
+  v: unknown,
+  key: string,
+  min: number,
+  max: number,
+  fail: (key: string, what: string) => never,
+): number[] {
+  if (!Array.isArray(v) || v.length === 0) return fail(key, "must be a non-empty list");
+  return v.map((x, i) => {
+    if (!Number.isInteger(x) || x < min || x > max) {
+      fail(`${key}[${i}]`, `must be an integer in ${min}..${max}; found ${JSON.stringify(x)}`);
+    }
+    return x as number;
+  });
+}
+
+function nullableInt(
+  v: unknown,
+  key: string,
+  min: number,
+  fail: (key: string, what: string) => never,
+): number | null {
+  if (v === null || v === undefined) return null;
+  if (!Number.isInteger(v) || (v as number) < min) {
+    fail(key, `must be null or an integer ≥ ${min}; found ${JSON.stringify(v)}`);
+  }
+  return v as number;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}

@@ -1,234 +1,529 @@
 /**
- * Sweeps: lists of quantization specs (eval/cli/presets.ts) run end to end —
- * quantize → evaluate every dataset → store each result as it is computed →
- * report.
+ * `deno task eval`: a run plan (eval/cli/plan.ts) executed job by job —
+ * calibrate → quantize → evaluate → bench — each result stored as soon as it
+ * is computed, then the report re-rendered and a summary table printed in
+ * SqueezeLLM Table 1's layout.
  *
- * Resume by identity. Before quantizing a spec, the sweep builds the full
- * identity (reports/identity.ts) of each of its results — resolved spec,
- * calibration data (windows drawn and hashed, which is cheap), evaluation
- * tokens and the windows that will actually be evaluated, model sha256, code
- * version — and skips those whose key is already stored. A spec whose
- * results are all stored is never quantized. An interrupted sweep continues
- * where it stopped; a `--limit` run never stands in for a full one.
+ * Resume by identity. Every job's key is known before any work: an evaluate
+ * job whose result key is stored, or a bench job whose job key is, is
+ * skipped; a quantized model is read back from the cache dir when it is
+ * there, so a run killed at any point (even with SIGKILL) continues where it
+ * stopped and ends with exactly the rows a clean run has. A `--limit` run
+ * never stands in for a full one (the windows are part of the key).
+ *
+ * One writer per store: the run holds an advisory lock on `STORE.lock`
+ * (released by the kernel when the process dies); a second run on the same
+ * store fails at once. Readers (`deno task report`) never wait for it.
  *
  * @module
  */
-import { type EvalSet, type EvalSetName, loadEvalSet } from "../../datasets/eval_sets.ts";
+import type { EvalSet } from "../../datasets/eval_sets.ts";
 import {
-  type CalibrationIdentity,
   calibrationRequest,
+  loadQuantized,
   type QuantizedModel,
-  type QuantSpec,
-  resolveSpec,
+  saveQuantized,
   variantName,
 } from "../../quant/methods.ts";
 import { modelSize } from "../../quant/size.ts";
-import { drawCalibration, quantizeModel } from "../pipeline.ts";
-import type { SweepEntry } from "./presets.ts";
-import { perplexity, type PerplexityResult, windowPlan } from "../perplexity.ts";
+import { loadCalibration, quantizeModel } from "../pipeline.ts";
+import { perplexity, type PerplexityResult } from "../perplexity.ts";
 import { Progress, progressBars } from "./progress.ts";
 import type { LoadedModel } from "./load.ts";
-import { currentRun, ResultsStore, type RunInfo } from "../../reports/store.ts";
+import { currentRun, type KernelRecord, ResultsStore, type RunInfo } from "../../reports/store.ts";
 import {
   canonicalJson,
   CODE_VERSION,
-  type DatasetIdentity,
   datasetIdentity,
   type ResultIdentity,
-  resultKeys,
 } from "../../reports/identity.ts";
-import { markdownReport, pplTables, renderReport } from "../../reports/report.ts";
+import { markdownTable } from "../../reports/markdown.ts";
+import type { Preset } from "./presets.ts";
+import {
+  type BenchJob,
+  buildPlan,
+  type EvaluateJob,
+  formatPlan,
+  type JobStatus,
+  kernelFormat,
+  type Plan,
+  planStatus,
+  type QuantizeJob,
+  type Unit,
+} from "./plan.ts";
+import { type Shard, shardUnits } from "./shard.ts";
+import { CliError } from "./options.ts";
 
 /** Options of {@linkcode runSweep}. */
 export interface SweepOptions {
-  specs: SweepEntry[];
-  datasets: EvalSetName[];
+  /** The preset, command-line overrides applied. */
+  preset: Preset;
   seqlen: number;
-  limit?: number;
   storePath: string;
-  reportPath: string;
+  /** The report folder, re-rendered at the end (`deno task report --out DIR`). */
+  outDir: string;
+  /** The cache dir (quantized models, Fisher information). */
+  cacheDir: string;
   workers: number;
+  /** Skip what is stored. @default true */
   resume: boolean;
+  /** Print the plan and what is stored or cached; do nothing. */
+  dryRun?: boolean;
+  /** Run only this part of the plan. */
+  shard?: Shard | null;
+  /** Also one JSON line per finished job on stderr. */
+  jsonEvents?: boolean;
   /** The command line, recorded with the run. */
   command: string;
+  /** How long to wait for the store's writer lock. @default 2000 */
+  lockWaitMs?: number;
 }
 
-/** An evaluation set with the identity of evaluating it under the sweep's seqlen and limit. */
-interface PlannedSet {
-  set: EvalSet;
-  identity: DatasetIdentity;
-  windowsAvailable: number;
+/** One row of the run's summary: a variant's numbers. */
+export interface SummaryRow {
+  row: string;
+  variant: string;
+  bits: number | null;
+  avgBits: number;
+  /** Dataset → perplexity (null when not evaluated). */
+  ppl: Record<string, number | null>;
+  /** Shape set name → speedup over f16 (a layer's linears, time-weighted). */
+  speedup: Record<string, number | null>;
 }
 
 /**
- * The identity of the calibration data a resolved spec's method draws,
- * computed without quantizing: the same windows eval/pipeline.ts draws
- * (quant/registry.ts `calibrationRequest`), hashed. Null when the method
- * needs no calibration.
+ * Runs a preset: builds the plan, runs this shard's units, stores every
+ * result as it is computed, re-renders the report, prints the summary.
  *
- * @param model the loaded model (tokenizer, data dir)
- * @param spec a resolved spec (quant/spec.ts `resolveSpec`)
+ * @param model the loaded model
+ * @param opts see {@linkcode SweepOptions}
+ * @returns the plan's status and the summary (also printed)
  */
-export async function calibrationIdentity(
-  model: LoadedModel,
-  spec: QuantSpec,
-): Promise<CalibrationIdentity | null> {
-  return (await drawCalibration(model.weights.config, spec, model))?.identity ?? null;
-}
-
-/**
- * The dataset part of a result's identity: the windows that will actually be
- * evaluated (`limit` capped at what the set holds).
- */
-async function planSet(
-  set: EvalSet,
-  seqlen: number,
-  limit: number | undefined,
-  maxSeqLen: number,
-): Promise<PlannedSet> {
-  const { windows, available } = windowPlan(set.tokens.length, seqlen, limit, maxSeqLen);
-  if (!set.fileSha256) {
-    throw new Error(`${set.name}: ${set.file} has no sha256 (loadEvalSet sets it)`);
-  }
-  return {
-    set,
-    identity: await datasetIdentity(
-      { name: set.name, fileSha256: set.fileSha256, protocol: set.protocol, tokens: set.tokens },
-      seqlen,
-      windows,
-    ),
-    windowsAvailable: available,
-  };
-}
-
-/** Runs a sweep; every result is stored as soon as it is computed. */
 export async function runSweep(model: LoadedModel, opts: SweepOptions): Promise<object> {
-  await Deno.mkdir(opts.storePath.replace(/\/[^/]*$/, "") || ".", { recursive: true });
+  const t0 = performance.now();
+  const log = (s: string) => console.error(s);
+  const plan = await buildPlan(model, opts.preset, {
+    seqlen: opts.seqlen,
+    cacheDir: opts.cacheDir,
+  });
+  const units = opts.shard ? shardUnits(plan.units, opts.shard) : plan.units;
+  const shardInfo = opts.shard ? { ...opts.shard, units } : undefined;
+  const existing = await exists(opts.storePath)
+    ? await ResultsStore.open(opts.storePath, { readOnly: true })
+    : null;
+  const before = await planStatus(plan, opts.resume ? existing : null);
+  existing?.close();
+  if (opts.dryRun) {
+    console.log(formatPlan(plan, before, shardInfo));
+    return { dryRun: true, ...planJson(plan, before, units) };
+  }
+  log(formatPlan(plan, before, shardInfo));
+  using _lock = await lockStore(opts.storePath, opts.lockWaitMs ?? 2000);
   const store = await ResultsStore.open(opts.storePath);
   const run = await currentRun(opts.command);
   await store.addRun(run);
-  const config = model.weights.config;
-  const sets = new Map<EvalSetName, PlannedSet>();
-  const planned = async (d: EvalSetName) => {
-    if (!sets.has(d)) {
-      const set = await loadEvalSet(d, {
-        dataDir: model.dataDir,
-        tokenizer: model.tokenizer,
-        seqlen: opts.seqlen,
-        offline: model.offline,
-      });
-      sets.set(d, await planSet(set, opts.seqlen, opts.limit, config.maxSeqLen));
-    }
-    return sets.get(d)!;
+  const event = (o: object) => {
+    if (opts.jsonEvents) console.error(JSON.stringify({ event: "job", ...o }));
   };
-  // Specs that draw the same windows (e.g. GPTQ and AWQ at every bit width) share one draw.
-  const calibrations = new Map<string, Promise<CalibrationIdentity | null>>();
-  const calibrationOf = (spec: QuantSpec) => {
-    const { kind: _, ...draw } = calibrationRequest(spec) ?? { kind: "none" };
-    const key = canonicalJson(draw);
-    if (!calibrations.has(key)) calibrations.set(key, calibrationIdentity(model, spec));
-    return calibrations.get(key)!;
-  };
+  const done = new Set<string>();
   const results: object[] = [];
-  const keys: string[] = [];
-  const t0 = performance.now();
-  for (const entry of opts.specs) {
-    const spec = entry ? resolveSpec(entry, config) : null;
-    const variant = spec ? variantName(spec) : "fp32";
-    const calibration = spec ? await calibrationOf(spec) : null;
-    const todo: { p: PlannedSet; identity: ResultIdentity }[] = [];
-    for (const d of opts.datasets) {
-      const p = await planned(d);
-      const identity: ResultIdentity = {
-        codeVersion: CODE_VERSION,
-        model: { sha256: model.checkpointSha256 },
-        quant: spec,
-        calibration,
-        dataset: p.identity,
-      };
-      const { resultKey } = await resultKeys(identity);
-      keys.push(resultKey);
-      if (opts.resume && await store.hasResult(resultKey)) {
-        console.error(
-          `${variant} ${d} (${p.identity.windows} windows of ${opts.seqlen}): already in ` +
-            `${opts.storePath} under key ${
-              resultKey.slice(0, 12)
-            }…, skipped (--no-resume re-runs it)`,
-        );
-      } else todo.push({ p, identity });
+  for (const [i, unit] of units.entries()) {
+    log(`\n== [${i + 1}/${units.length}] ${unit.id}`);
+    await runUnit(model, plan, unit, { ...opts, store, run, status: before, done, event, results });
+  }
+  await renderReportFolder(opts.storePath, opts.outDir);
+  // This plan's results only (computed now or found stored), each table titled with its seqlen
+  // and the windows its numbers cover; then the summary in Table 1's layout.
+  const { markdownReport, pplTables } = await import("../../reports/report.ts");
+  const keys = plan.units.flatMap((u) =>
+    u.jobs.flatMap((j) => j.kind === "evaluate" ? [j.resultKey] : [])
+  );
+  if (keys.length > 0) {
+    console.log(`\n${markdownReport(await pplTables(store, { resultKeys: keys }))}`);
+  }
+  const summary = await summarize(plan, store);
+  console.log(`\n${summaryMarkdown(plan, summary)}`);
+  console.log(`\nstore: ${opts.storePath}\nreport: ${opts.outDir}/`);
+  store.close();
+  return {
+    model: model.name,
+    preset: plan.preset,
+    runId: run.runId,
+    store: opts.storePath,
+    out: opts.outDir,
+    shard: opts.shard ?? null,
+    seconds: (performance.now() - t0) / 1000,
+    ...planJson(plan, before, units),
+    /** The results computed by this run (not those found stored). */
+    results,
+    summary,
+  };
+}
+
+interface UnitContext extends SweepOptions {
+  store: ResultsStore;
+  run: RunInfo;
+  status: Map<string, JobStatus>;
+  /** Jobs done by this process (shared calibrations). */
+  done: Set<string>;
+  event: (o: object) => void;
+  results: object[];
+}
+
+async function runUnit(model: LoadedModel, plan: Plan, unit: Unit, c: UnitContext) {
+  const log = (s: string) => console.error(s);
+  const stored = c.resume ? await c.store.storedResultKeys() : new Set<string>();
+  const evals = unit.jobs.filter((j): j is EvaluateJob => j.kind === "evaluate");
+  const todo = evals.filter((e) => !stored.has(e.resultKey));
+  for (const e of evals) {
+    if (stored.has(e.resultKey)) {
+      const w = plan.sets.get(e.dataset)!.identity.windows;
+      log(
+        `   ${e.variant} ${e.dataset} (${w} windows of ${plan.seqlen}): already in ` +
+          `${c.storePath} under key ${e.resultKey.slice(0, 12)}…, skipped (--no-resume re-runs it)`,
+      );
+      c.event({ id: e.id, status: "stored" });
     }
-    if (todo.length === 0) continue;
-    let q: QuantizedModel | null = null;
-    if (spec) {
-      console.error(`\n== ${variant}: quantizing …`);
-      q = await quantizeModel(model.weights, spec, {
+  }
+  let q: QuantizedModel | null = null;
+  for (const job of unit.jobs) {
+    const t = performance.now();
+    if (job.kind === "calibrate") {
+      if (todo.length === 0 || c.done.has(job.id)) continue;
+      log(`   calibrate: ${job.label}`);
+      await loadCalibration(model.weights, job.spec, {
         tokenizer: model.tokenizer,
         dataDir: model.dataDir,
         offline: model.offline,
         modelKey: model.checkpointSha256,
-        workers: opts.workers,
-        log: (s) => console.error(`   ${s}`),
-        onProgress: progressBars("   "),
+        workers: c.workers,
+        cacheDir: c.cacheDir,
+        log: (s) => log(`   ${s}`),
+        onProgress: progressBars("   calibrate"),
       });
-      console.error(`   ${q.avgBits.toFixed(3)} avg bits, ${q.seconds.toFixed(1)} s`);
-      // The key was computed before quantizing; the quantizer's own account must agree.
-      const predicted = canonicalJson({ quant: spec, calibration: stripFile(calibration) });
-      const actual = canonicalJson({ quant: q.spec, calibration: stripFile(q.calibration) });
-      if (predicted !== actual) {
-        throw new Error(
-          `${variant}: the identity computed before quantizing (${predicted}) differs from the ` +
-            `quantizer's (${actual}); a result stored under it would be mislabelled`,
-        );
-      }
-    } else console.error(`\n== fp32`);
-    for (const { p, identity } of todo) {
-      const d = p.set.name;
-      const bar = new Progress(`   ${d}`, p.identity.windows, "windows", opts.seqlen, "tok");
-      const r = await perplexity(q ? q.weights : model.weights, p.set.tokens, {
-        seqlen: opts.seqlen,
-        limit: p.identity.windows,
-        workers: opts.workers,
-        onProgress: (n) => bar.update(n),
-        label: `${model.name} ${variant}`,
-      });
-      await recordInto(store, run, model, q, p.set, r, identity);
-      console.error(
-        `   ${d}: ppl ${r.ppl.toFixed(4)} (${r.windows} of ${r.windowsAvailable} windows, ${
-          (r.tokens / r.seconds).toFixed(0)
-        } tok/s)`,
+      c.done.add(job.id);
+      c.event({ id: job.id, status: "done", seconds: (performance.now() - t) / 1000 });
+    } else if (job.kind === "quantize") {
+      if (todo.length === 0) continue;
+      q = await quantized(model, job, c);
+      c.event({ id: job.id, status: "done", seconds: (performance.now() - t) / 1000 });
+    } else if (job.kind === "evaluate") {
+      if (!todo.includes(job)) continue;
+      const p = plan.sets.get(job.dataset)!;
+      const bar = new Progress(
+        `   ${job.dataset}`,
+        p.identity.windows,
+        "windows",
+        plan.seqlen,
+        "tok",
       );
-      results.push({
-        variant,
-        dataset: d,
+      const r = await perplexity(q ? q.weights : model.weights, p.set.tokens, {
+        seqlen: plan.seqlen,
+        limit: p.identity.windows,
+        workers: c.workers,
+        actQuant: q?.actQuant,
+        onProgress: (n) => bar.update(n),
+        label: `${model.name} ${job.variant}`,
+      });
+      await recordInto(c.store, c.run, model, q, p.set, r, job.identity);
+      log(
+        `   ${job.dataset}: ppl ${r.ppl.toFixed(4)} (${r.windows} of ${r.windowsAvailable} ` +
+          `windows, ${(r.tokens / r.seconds).toFixed(0)} tok/s)`,
+      );
+      c.event({ id: job.id, status: "done", ppl: r.ppl, seconds: r.seconds });
+      c.results.push({
+        variant: job.variant,
+        dataset: job.dataset,
         ppl: r.ppl,
         seqlen: r.seqlen,
         windows: r.windows,
         windowsAvailable: r.windowsAvailable,
         avgBits: q?.avgBits ?? 32,
-        resultKey: (await resultKeys(identity)).resultKey,
+        resultKey: job.resultKey,
       });
+    } else if (job.kind === "bench") {
+      if (c.resume && (await c.store.doneJobs()).has(job.jobKey)) {
+        log(`   ${job.id}: already in ${c.storePath}, skipped`);
+        c.event({ id: job.id, status: "stored" });
+        continue;
+      }
+      const n = await runBench(job, c);
+      c.event({ id: job.id, status: "done", rows: n, seconds: (performance.now() - t) / 1000 });
     }
   }
-  await Deno.mkdir(opts.reportPath.replace(/\/[^/]*$/, "") || ".", { recursive: true });
-  await Deno.writeTextFile(opts.reportPath, await renderReport(store));
-  // This sweep's results only (computed now or found stored), each table titled with its
-  // seqlen and the windows its numbers cover.
-  const tables = await pplTables(store, { resultKeys: keys });
-  console.log(`\n${markdownReport(tables)}`);
-  console.log(`\nstore: ${opts.storePath}\nreport: ${opts.reportPath}`);
-  store.close();
-  return {
+}
+
+/**
+ * The quantized model of a quantize job: read back from the cache dir when
+ * a valid file of the same identity is there, else quantized and written
+ * there (to a temporary file renamed into place: never half-written).
+ */
+async function quantized(
+  model: LoadedModel,
+  job: QuantizeJob,
+  c: UnitContext,
+): Promise<QuantizedModel> {
+  const log = (s: string) => console.error(s);
+  const calibration = job.calibration;
+  if (await exists(job.path)) {
+    try {
+      const q = await loadQuantized(job.path);
+      const same = canonicalJson({ quant: q.spec, calibration: stripFile(q.calibration) }) ===
+        canonicalJson({ quant: job.spec, calibration: stripFile(calibration) });
+      if (same && q.base.sha256 === model.checkpointSha256) {
+        log(`   ${job.variant}: quantized model read from the cache ${job.path}`);
+        return q;
+      }
+      log(`   ${job.path} is not ${job.variant} of this model; quantizing again`);
+    } catch (e) {
+      log(`   ${job.path} cannot be used (${(e as Error).message}); quantizing again`);
+    }
+  }
+  log(`   ${job.variant}: quantizing …`);
+  const q = await quantizeModel(model.weights, job.spec, {
+    tokenizer: model.tokenizer,
+    dataDir: model.dataDir,
+    offline: model.offline,
+    modelKey: model.checkpointSha256,
+    workers: c.workers,
+    cacheDir: c.cacheDir,
+    log: (s) => log(`   ${s}`),
+    onProgress: progressBars("   "),
+  });
+  log(`   ${q.avgBits.toFixed(3)} avg bits, ${q.seconds.toFixed(1)} s`);
+  // The key was computed before quantizing; the quantizer's own account must agree.
+  const predicted = canonicalJson({ quant: job.spec, calibration: stripFile(calibration) });
+  const actual = canonicalJson({ quant: q.spec, calibration: stripFile(q.calibration) });
+  if (predicted !== actual) {
+    throw new Error(
+      `${job.variant}: the identity computed before quantizing (${predicted}) differs from the ` +
+        `quantizer's (${actual}); a result stored under it would be mislabelled`,
+    );
+  }
+  await Deno.mkdir(job.path.replace(/\/[^/]*$/, ""), { recursive: true });
+  const tmp = `${job.path}.tmp-${Deno.pid}`;
+  await saveQuantized(tmp, q, { path: model.checkpointPath, sha256: model.checkpointSha256 }, {
     model: model.name,
-    runId: run.runId,
-    store: opts.storePath,
-    report: opts.reportPath,
-    seconds: (performance.now() - t0) / 1000,
-    results,
+    command: c.command,
+    created: new Date().toISOString(),
+  });
+  await Deno.rename(tmp, job.path);
+  return q;
+}
+
+/** Times a bench job's formats (eval/bench/kernels.ts) and stores the rows with the job's key. */
+async function runBench(job: BenchJob, c: UnitContext): Promise<number> {
+  const { benchKernels } = await import("../bench/kernels.ts");
+  const group = job.formats.find((f) => f.format === "uniform")?.groupSize ?? 0;
+  const density = job.formats.find((f) => f.format === "lut+sparse")?.density ?? 0.0045;
+  const formats = [...new Set(job.formats.map((f) => f.format))];
+  const nShapes = job.shapes === "llama7b" ? 3 : job.shapes.split(",").length;
+  const total = nShapes * (2 + formats.length * job.bits.length) * job.batch.length;
+  const bar = new Progress(`   kernels ${job.shapeName}`, total, "kernels", 1, "kernels");
+  let timed = 0;
+  const r = await benchKernels({
+    shapes: job.shapes,
+    formats: ["f32", "f16", ...formats],
+    bits: job.bits,
+    batch: job.batch,
+    runs: job.runs,
+    groupSize: group,
+    density,
+    log: (line) => {
+      if (/ B=\d+: /.test(line)) bar.update(++timed, line.split(":")[0]);
+    },
+  });
+  const labelOf = (format: string) => job.formats.find((f) => f.format === format)?.label ?? format;
+  const records: KernelRecord[] = r.rows.map((row) => ({
+    runId: c.run.runId,
+    adapter: r.adapter,
+    format: labelOf(row.format),
+    bits: row.bits,
+    rows: Number(row.shape.split("x")[0]),
+    cols: Number(row.shape.split("x")[1]),
+    batch: row.batch,
+    medianUs: row.medianUs,
+    minUs: row.minUs,
+    gbps: row.GBps,
+    fractionOfCopy: row.fractionOfCopy,
+    speedupVsF16: row.speedupVsF16,
+    infoBits: row.avgInfoBits,
+    storedBits: row.avgStoredBits,
+  }));
+  await c.store.addKernels(records, { key: job.jobKey, kind: "bench", label: job.id });
+  return records.length;
+}
+
+/**
+ * Re-renders the report folder from the store with `deno task report`'s own
+ * code (reports/ owns the page; this only calls it).
+ */
+async function renderReportFolder(storePath: string, outDir: string): Promise<void> {
+  const { COMMANDS } = await import("./commands.ts");
+  const report = COMMANDS.report;
+  const store = report.options.store?.multiple ? [storePath] : storePath;
+  // The report command prints every table of the store; the sweep prints its own (below).
+  const print = console.log;
+  console.log = () => {};
+  try {
+    await report.run({ store, out: outDir }, []);
+  } finally {
+    console.log = print;
+  }
+}
+
+/**
+ * The summary of a plan from the store: one row per variant with its
+ * average bits, perplexity per dataset and kernel speedup per shape set
+ * (over a decoder layer's linears, each shape weighted by how many linears
+ * have it: time of fp16 / time of the format, both from the same timing run).
+ *
+ * @param plan the plan
+ * @param store the results store
+ */
+export async function summarize(plan: Plan, store: ResultsStore): Promise<SummaryRow[]> {
+  const keys = plan.units.flatMap((u) =>
+    u.jobs.flatMap((j) => j.kind === "evaluate" ? [j.resultKey] : [])
+  );
+  const ppl = new Map<string, { ppl: number; info_bits: number }>();
+  if (keys.length > 0) {
+    const rows = await store.query(
+      `select result_key, ppl, info_bits from ppl_results where result_key in (${
+        keys.map((_, i) => `$${i + 1}`).join(", ")
+      }) qualify row_number() over (partition by result_key order by recorded_at desc) = 1`,
+      keys,
+    );
+    for (const r of rows) {
+      ppl.set(String(r.result_key), { ppl: Number(r.ppl), info_bits: Number(r.info_bits) });
+    }
+  }
+  const benchJobs = plan.units.flatMap((u) =>
+    u.jobs.filter((j): j is BenchJob => j.kind === "bench")
+  );
+  const kernels = benchJobs.length === 0 ? [] : await store.query(
+    `select j.job_key, k.format, k.bits, k.rows, k.cols, k.median_us, k.speedup_vs_f16
+     from jobs j join kernel_results k on k.run_id = j.run_id
+     where j.job_key in (${benchJobs.map((_, i) => `$${i + 1}`).join(", ")})`,
+    benchJobs.map((j) => j.jobKey),
+  ).catch(() => []);
+  return plan.variants.map((v) => {
+    const evals = plan.units.flatMap((u) =>
+      u.jobs.filter((j): j is EvaluateJob => j.kind === "evaluate" && j.variant === v.variant)
+    );
+    const stored = evals.map((e) => ppl.get(e.resultKey));
+    const row: SummaryRow = {
+      row: v.row,
+      variant: v.variant,
+      bits: v.bits,
+      avgBits: stored.find((s) => s)?.info_bits ?? (v.spec ? NaN : 32),
+      ppl: Object.fromEntries(evals.map((e, i) => [e.dataset, stored[i]?.ppl ?? null])),
+      speedup: {},
+    };
+    for (const job of benchJobs) {
+      const format = v.spec ? kernelFormat(v.spec).label : "f32";
+      if (v.spec && !job.formats.some((f) => f.label === format)) continue;
+      const mine = kernels.filter((k) =>
+        k.job_key === job.jobKey && k.format === format && Number(k.bits) === (v.bits ?? 32)
+      );
+      row.speedup[job.shapeName] = layerSpeedup(mine, job.layerCounts) ?? null;
+    }
+    return row;
+  });
+}
+
+/** Speedup over f16 of a decoder layer's linears (each shape weighted by its count in a layer). */
+function layerSpeedup(
+  rows: Record<string, unknown>[],
+  counts: Record<string, number>,
+): number | undefined {
+  let f16 = 0, mine = 0;
+  for (const r of rows) {
+    const n = counts[`${r.rows}x${r.cols}`] ?? 0;
+    const t = Number(r.median_us);
+    mine += n * t;
+    f16 += n * t * Number(r.speedup_vs_f16);
+  }
+  return mine > 0 ? f16 / mine : undefined;
+}
+
+/** The summary as Table 1's layout: rows = preset rows, column groups = bit widths. */
+export function summaryMarkdown(plan: Plan, rows: SummaryRow[]): string {
+  const datasets = [...plan.sets.keys()];
+  const shapeNames = [...new Set(rows.flatMap((r) => Object.keys(r.speedup)))];
+  const bits = [...new Set(rows.flatMap((r) => r.bits === null ? [] : [r.bits]))];
+  const head = ["method"];
+  for (const b of bits) {
+    head.push(`${b}-bit avg bits`, ...datasets.map((d) => `${b}-bit ${d}`));
+    head.push(...shapeNames.map((s) => `${b}-bit speedup (${s})`));
+  }
+  const names = [...new Set(rows.map((r) => r.row))];
+  const fmt = (x: number | null | undefined, digits = 2) =>
+    x === null || x === undefined || Number.isNaN(x) ? "–" : x.toFixed(digits);
+  const lines = names.map((name) => {
+    const fp = rows.find((r) => r.row === name && r.bits === null);
+    const cells = [name];
+    for (const b of bits) {
+      const r = fp ?? rows.find((x) => x.row === name && x.bits === b);
+      cells.push(fmt(r?.avgBits, 2), ...datasets.map((d) => fmt(r?.ppl[d])));
+      cells.push(...shapeNames.map((s) => (r?.speedup[s] ? `${fmt(r.speedup[s])}×` : "–")));
+    }
+    return cells;
+  });
+  const title = `${plan.model} · preset ${plan.preset} · seqlen ${plan.seqlen} · ` +
+    ([...plan.sets.values()].every((p) => p.identity.windows === p.windowsAvailable)
+      ? "every window"
+      : `first ${Math.max(...[...plan.sets.values()].map((p) => p.identity.windows))} windows`) +
+    (shapeNames.length ? " · speedup = fp16 time / format time, one decoder layer's linears" : "");
+  return `${title}\n\n${markdownTable(head, lines)}`;
+}
+
+function planJson(plan: Plan, status: Map<string, JobStatus>, units: Unit[]) {
+  return {
+    notes: plan.notes,
+    jobs: units.flatMap((u) =>
+      u.jobs.map((j) => ({
+        unit: u.id,
+        id: j.id,
+        kind: j.kind,
+        status: status.get(j.id),
+        ...(j.kind === "evaluate" ? { resultKey: j.resultKey } : {}),
+        ...(j.kind === "bench" ? { jobKey: j.jobKey } : {}),
+      }))
+    ),
   };
 }
 
-function stripFile(c: CalibrationIdentity | null) {
-  return c && { ...c, file: undefined };
+function stripFile(c: { file?: unknown } | null | undefined) {
+  return c ? { ...c, file: undefined } : null;
+}
+
+/**
+ * Takes the store's writer lock (an advisory lock on `STORE.lock`, released
+ * by the kernel when the process ends, however it ends).
+ *
+ * @throws {CliError} when another process holds it for `waitMs`
+ */
+async function lockStore(storePath: string, waitMs: number): Promise<Disposable> {
+  const path = `${storePath}.lock`;
+  const file = await Deno.open(path, { create: true, write: true });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const got = await Promise.race([
+    file.lock(true).then(() => true),
+    new Promise<boolean>((r) => timer = setTimeout(() => r(false), waitMs)),
+  ]);
+  clearTimeout(timer);
+  if (!got) {
+    throw new CliError(
+      `--store ${storePath} is locked by another writer (a "deno task eval" still running on it ` +
+        `holds ${path}); wait for it to finish, or pass another --store`,
+    );
+  }
+  return {
+    [Symbol.dispose]() {
+      file.unlockSync();
+      file.close();
+    },
+  };
 }
 
 async function recordInto(
@@ -300,4 +595,13 @@ export async function recordPpl(
   await store.addRun(run);
   await recordInto(store, run, model, q, set, r, identity, complete);
   store.close();
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isFile;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
 }

@@ -35,9 +35,9 @@ const C4_64 = ["--data-dir", SHARED_DATA, "--datasets", "c4", "--seqlen", "64"];
 Deno.test("eval resumes by result identity: --limit runs, other calibrations and over-large limits never stand in for a result", async () => {
   const dir = await Deno.makeTempDir();
   const store = `${dir}/r.duckdb`;
-  const out = ["--store", store, "--report", `${dir}/r.html`, "--json"];
+  const out = ["--store", store, "--out", `${dir}/report`, "--kernels", "none", "--json"];
   const sweep = async (...extra: string[]) => {
-    const r = await cli("eval", "--sweep", "quick", ...C4_64, ...out, ...extra);
+    const r = await cli("eval", "--preset", "quick", ...C4_64, ...out, ...extra);
     assert.equal(r.code, 0, r.err);
     return { ...r, results: lastJson(r.out).results as SweepResult[] };
   };
@@ -76,7 +76,7 @@ Deno.test("eval resumes by result identity: --limit runs, other calibrations and
   assert.notEqual(smoke.results[2].ppl, lastJson(own.out).ppl);
   // A full run after a --limit run evaluates everything (defect: it skipped all of it and
   // printed the 4-window numbers as the result).
-  const full = await sweep();
+  const full = await sweep("--limit", "all");
   assert.deepEqual(full.results.map((r) => [r.variant, r.windows]), [
     ["fp32", 256],
     ["rtn.w3", 256],
@@ -129,7 +129,7 @@ Deno.test("eval resumes by result identity: --limit runs, other calibrations and
     String(r.command)
   );
   assert.match(commands[0], /^ppl --data-dir /);
-  assert.match(commands[1], /^eval --sweep quick /);
+  assert.match(commands[1], /^eval --preset quick /);
   s.close();
   await Deno.remove(dir, { recursive: true });
 });
@@ -139,8 +139,10 @@ Deno.test("a sweep killed with SIGKILL loses nothing recorded, is readable while
   const store = `${dir}/r.duckdb`;
   const args = [
     "eval",
-    "--sweep",
+    "--preset",
     "quick",
+    "--kernels",
+    "none",
     "--data-dir",
     SHARED_DATA,
     "--datasets",
@@ -151,8 +153,8 @@ Deno.test("a sweep killed with SIGKILL loses nothing recorded, is readable while
     "8",
     "--store",
     store,
-    "--report",
-    `${dir}/r.html`,
+    "--out",
+    `${dir}/report`,
   ];
   const proc = cliCommand(args).spawn();
   const stderr = proc.stderr.pipeThrough(new TextDecoderStream()).getReader();
