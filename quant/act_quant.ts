@@ -204,10 +204,17 @@ export function actQuantHooks(cfg: ActQuantConfig, config: LlamaConfig, maxT: nu
     const maxq = asymMaxq(cfg.abits, cfg.bitBalance);
     const { dim, hiddenDim } = config;
     const scratch = new Float32Array(maxT * Math.max(dim, hiddenDim)); // [maxT, inFeatures]
-    hooks.replaceLinearInput = (_l: number, name: LinearName, x: Float32Array, T: number) => {
+    // wk, wv read wq's input and w3 reads w1's, right after it (model/forward.ts): the input
+    // quantized for wq (w1) is reused when the next call is wk, wv (w3) of the same layer and x.
+    let last: { layer: number; x: Float32Array; T: number } | null = null;
+    hooks.replaceLinearInput = (layer: number, name: LinearName, x: Float32Array, T: number) => {
       const inF = name === "w2" ? hiddenDim : dim;
       if (T > maxT) throw new RangeError(`act-quant hooks: window of ${T} > maxT ${maxT}`);
-      return fakeQuantRows(x, T, inF, maxq, scratch.subarray(0, T * inF));
+      const out = scratch.subarray(0, T * inF);
+      const shared = name === "wk" || name === "wv" || name === "w3";
+      if (shared && last && last.layer === layer && last.x === x && last.T === T) return out;
+      last = name === "wq" || name === "w1" ? { layer, x, T } : null;
+      return fakeQuantRows(x, T, inF, maxq, out);
     };
   }
   if (cfg.kvBits < ACT_OFF_BITS) {

@@ -126,6 +126,17 @@ Deno.test("actQuantHooks() quantizes Q, K, V per head and token, and every linea
     return Math.sqrt(e / n);
   };
   const e8 = err(8), e2 = err(2);
+  // the input quantized for wq (w1) serves wk, wv (w3): the same as quantizing at every linear
+  const naive = forward(w, tokens, {
+    hooks: {
+      replaceLinearInput: (_l, name, x, T) => {
+        const inF = name === "w2" ? config.hiddenDim : config.dim;
+        return fakeQuantRows(x, T, inF, 7, new Float32Array(T * inF));
+      },
+    },
+  }).slice();
+  const cfg3 = { abits: 3, kvBits: 16, bitBalance: false };
+  assert.deepEqual(forward(w, tokens, { hooks: actQuantHooks(cfg3, config, T) }), naive);
   assert.ok(e8 > 0 && e8 < 0.02, `8-bit relative error ${e8}`);
   assert.ok(e2 > 5 * e8, `2-bit ${e2} vs 8-bit ${e8}`);
 });
