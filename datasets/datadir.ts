@@ -122,6 +122,13 @@ export const KNOWN_FILES: Readonly<Record<string, KnownFile>> = {
     path: "tinystories/tinystories-valid-head.txt",
     description: "head of the TinyStories validation text (local file, no public download)",
   },
+  "tinystories/TinyStories-valid.txt": {
+    repo: "datasets/roneneldan/TinyStories",
+    revision: "main",
+    path: "TinyStories-valid.txt",
+    description: "the public TinyStories validation text (stories separated by <|endoftext|> " +
+      "lines); the tinystories set reads its head when tinystories-valid-head.txt is absent",
+  },
   "tinystories/tinystories-train-sample.txt": {
     repo: null,
     revision: "main",

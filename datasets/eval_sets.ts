@@ -14,7 +14,14 @@
  *   `c4/en/c4-validation.00000-of-00008.json.gz` all its documents are the pool.
  * - `c4-new`: `" ".join(first 1,100 validation documents)`, truncated to
  *   256 × seqlen tokens.
- * - `tinystories`: the whole of `tinystories/tinystories-valid-head.txt`.
+ * - `tinystories`: the whole of `tinystories/tinystories-valid-head.txt` when
+ *   it is in the data dir; else the public validation file
+ *   `tinystories/TinyStories-valid.txt` (downloaded from
+ *   huggingface.co/datasets/roneneldan/TinyStories), its `<|endoftext|>`
+ *   separator lines removed and cut at the last line end within the head's
+ *   794,375 bytes: the same amount of text from the same start (the head's
+ *   exact cut is not confirmed, so results name the file used, and its sha256
+ *   is part of their identity).
  *
  * @module
  */
@@ -28,7 +35,7 @@ import {
   openC4Documents,
   sampleDocumentWindows,
 } from "./c4.ts";
-import { dataFile, findDataFile } from "./datadir.ts";
+import { findDataFile } from "./datadir.ts";
 import { type DownloadProgress, type EnvLookup, sha256File } from "./hub.ts";
 import { PyRandom } from "./pyrandom.ts";
 import { readWikitextRows, WIKITEXT2_TEST_FILES, wikitextJoin } from "./wikitext2.ts";
@@ -40,6 +47,15 @@ export type EvalSetName = typeof EVAL_SETS[number];
 
 /** TinyStories evaluation text (relative to the data dir). */
 export const TINYSTORIES_VALID_FILE = "tinystories/tinystories-valid-head.txt";
+/** The public TinyStories validation file (relative to the data dir; downloadable). */
+export const TINYSTORIES_PUBLIC_VALID_FILE = "tinystories/TinyStories-valid.txt";
+/** The files the tinystories set reads, in order of preference (the first that exists). */
+export const TINYSTORIES_VALID_FILES: readonly string[] = [
+  TINYSTORIES_VALID_FILE,
+  TINYSTORIES_PUBLIC_VALID_FILE,
+];
+/** Bytes of the local head file: how much of the public file the set takes. */
+export const TINYSTORIES_HEAD_BYTES = 794_375;
 
 /** A tokenized evaluation set. */
 export interface EvalSet {
@@ -190,18 +206,50 @@ async function c4New(o: EvalSetOptions): Promise<EvalSet> {
 }
 
 async function tinystories(o: EvalSetOptions): Promise<EvalSet> {
-  const path = await dataFile(o.dataDir, TINYSTORIES_VALID_FILE, o);
-  const key = `${await fileVersionKey(path)}\u0000whole text`;
+  const { relPath, path } = await findDataFile(
+    o.dataDir,
+    TINYSTORIES_VALID_FILES,
+    "TinyStories validation",
+    o,
+  );
+  const isHead = relPath === TINYSTORIES_VALID_FILE;
+  const key = `${await fileVersionKey(path)}\u0000${isHead ? "whole text" : "head of public"}`;
   const { ids, chars } = await memoByTokenizer(o.tokenizer, key, async () => {
-    const text = await Deno.readTextFile(path);
+    const raw = await Deno.readTextFile(path);
+    const text = isHead ? raw : tinyStoriesHead(raw);
     return { ids: o.tokenizer.encodeWithBos(text), chars: text.length };
   });
+  const what = isHead
+    ? `whole text of ${TINYSTORIES_VALID_FILE}`
+    : `${relPath} without its <|endoftext|> lines, cut at the last line end within ` +
+      `${TINYSTORIES_HEAD_BYTES} bytes`;
   return {
     name: "tinystories",
     tokens: ids.slice(),
     seqlen: o.seqlen,
-    protocol: `tinystories: whole text of ${TINYSTORIES_VALID_FILE} (${chars} chars), ` +
-      `BOS + encode once, consecutive windows of ${o.seqlen}`,
+    protocol: `tinystories: ${what} (${chars} chars), BOS + encode once, consecutive windows of ` +
+      `${o.seqlen}`,
     file: path,
   };
+}
+
+/**
+ * The evaluation text taken from the public TinyStories validation file:
+ * `<|endoftext|>` separator lines removed, then the first
+ * {@linkcode TINYSTORIES_HEAD_BYTES} bytes cut back to the last line end.
+ *
+ * @param text the file's content
+ * @returns the text evaluated
+ * @example
+ * ```ts
+ * tinyStoriesHead("One.\n<|endoftext|>\nTwo.\n"); // "One.\nTwo.\n"
+ * ```
+ */
+export function tinyStoriesHead(text: string): string {
+  const joined = text.split("\n").filter((l) => l.trim() !== "<|endoftext|>").join("\n");
+  const bytes = new TextEncoder().encode(joined);
+  if (bytes.length <= TINYSTORIES_HEAD_BYTES) return joined;
+  let end = TINYSTORIES_HEAD_BYTES;
+  while (end > 0 && bytes[end - 1] !== 0x0a) end--;
+  return new TextDecoder().decode(bytes.subarray(0, end || TINYSTORIES_HEAD_BYTES));
 }

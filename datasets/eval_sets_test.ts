@@ -100,3 +100,65 @@ Deno.test("loadEvalSet() offline with an empty data dir names the missing files"
   }
   await assert.rejects(loadEvalSet("wikitext2", { ...opts, seqlen: 1 }), /seqlen/);
 });
+
+/** A loopback server laid out like the hub: `/{repo}/resolve/{revision}/{path}` → bytes. */
+function loopbackHubServing(files: Map<string, Uint8Array>) {
+  const seen: string[] = [];
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
+    const path = new URL(req.url).pathname;
+    seen.push(path);
+    const body = files.get(path);
+    if (!body) return new Response("Entry not found", { status: 404 });
+    return new Response(body.slice(), { headers: { "content-length": String(body.length) } });
+  });
+  return {
+    endpoint: `http://127.0.0.1:${server.addr.port}`,
+    seen,
+    async [Symbol.asyncDispose]() {
+      await server.shutdown();
+    },
+  };
+}
+
+Deno.test("loadEvalSet('tinystories') downloads the public validation file into an empty data dir and evaluates its head", async () => {
+  await using tmp = await tempDir("sqb-tinystories-");
+  // The public file's layout: stories separated by <|endoftext|> lines.
+  const head = await Deno.readTextFile(sharedData("tinystories/tinystories-valid-head.txt"));
+  const stories = head.split("\n\n").slice(0, 400);
+  const publicText = stories.join("\n<|endoftext|>\n") + "\n".repeat(1) +
+    "<|endoftext|>\n" + "Filler story past the head. ".repeat(40_000) + "\n";
+  const bytes = new TextEncoder().encode(publicText);
+  await using hub = loopbackHubServing(
+    new Map([["/datasets/roneneldan/TinyStories/resolve/main/TinyStories-valid.txt", bytes]]),
+  );
+  const set = await loadEvalSet("tinystories", {
+    dataDir: tmp.path,
+    tokenizer: tok,
+    seqlen: 512,
+    endpoint: hub.endpoint,
+    env: () => undefined,
+  });
+  assert.deepEqual(hub.seen, [
+    "/datasets/roneneldan/TinyStories/resolve/main/TinyStories-valid.txt",
+  ]);
+  assert.equal(set.file, `${tmp.path}/tinystories/TinyStories-valid.txt`);
+  assert.deepEqual(await Deno.readFile(set.file), bytes);
+  const { sha256File } = await import("./hub.ts");
+  assert.equal(set.fileSha256, await sha256File(set.file));
+  assert.match(set.protocol, /TinyStories-valid\.txt without its <\|endoftext\|> lines/);
+  const { tinyStoriesHead, TINYSTORIES_HEAD_BYTES } = await import("./eval_sets.ts");
+  const text = tinyStoriesHead(publicText);
+  assert.ok(!text.includes("<|endoftext|>"));
+  assert.ok(new TextEncoder().encode(text).length <= TINYSTORIES_HEAD_BYTES);
+  assert.ok(text.endsWith("\n"));
+  assert.ok(text.startsWith(stories[0]));
+  assert.deepEqual(set.tokens, tok.encodeWithBos(text));
+  // offline and absent: one message naming the file and its public URL
+  await using empty = await tempDir("sqb-tinystories-");
+  await assert.rejects(
+    loadEvalSet("tinystories", { dataDir: empty.path, tokenizer: tok, seqlen: 512, offline: true }),
+    (e) =>
+      e instanceof MissingDataError && /TinyStories-valid\.txt/.test(e.message) &&
+      /huggingface\.co\/datasets\/roneneldan\/TinyStories/.test(e.message),
+  );
+});

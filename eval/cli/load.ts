@@ -23,7 +23,7 @@ import { downloadBars } from "./progress.ts";
 import { sha256File } from "../../datasets/hub.ts";
 import { sha256Hex } from "../../reports/identity.ts";
 import type { EvalSetName } from "../../datasets/eval_sets.ts";
-import { TINYSTORIES_VALID_FILE } from "../../datasets/eval_sets.ts";
+import { TINYSTORIES_VALID_FILES } from "../../datasets/eval_sets.ts";
 import { TINYSTORIES_TRAIN_FILE } from "../../datasets/calibration.ts";
 import { C4_PROXY_FILE, C4_TRAIN_FILE, C4_VALIDATION_FILES } from "../../datasets/c4.ts";
 import { WIKITEXT2_TEST_FILES, WIKITEXT2_TRAIN_FILES } from "../../datasets/wikitext2.ts";
@@ -58,7 +58,7 @@ export function evalSetNeed(name: EvalSetName): DataNeed {
     case "c4-new":
       return { what: "C4 validation", candidates: C4_VALIDATION_FILES };
     case "tinystories":
-      return { what: "TinyStories validation", candidates: [TINYSTORIES_VALID_FILE] };
+      return { what: "TinyStories validation", candidates: TINYSTORIES_VALID_FILES };
   }
 }
 
