@@ -1,7 +1,8 @@
 /**
  * The report: paper-style tables (SqueezeLLM's Table 1 layout: method × bit
- * width with average bits and perplexity per dataset) and vega-lite charts
- * rendered to inline SVG, all read back from the results store.
+ * width with average bits, perplexity per dataset and kernel speedup), charts
+ * (vega-lite, rendered to inline SVG at build time), the provenance of every
+ * run and an in-page SQL panel, all read back from one or more results stores.
  *
  * Every stored result is one cell, found by its key (reports/identity.ts):
  * the latest row of each `result_key`. Cells are never mixed across window
@@ -12,13 +13,37 @@
  * (quantization + calibration + code version); rows of an older code version
  * or migrated from a store without identities are labelled so.
  *
+ * {@linkcode writeReport} writes the report folder (reports/html.ts lays out
+ * the page); {@linkcode renderReport} returns the page alone.
+ *
  * @module
  */
-import * as vl from "vega-lite";
-import * as vega from "vega";
-import type { ResultsStore } from "./store.ts";
+import type * as vl from "vega-lite";
+import { fileURLToPath } from "node:url";
+import { type MergedResults, RESULT_TABLES, type ResultsReader } from "./results.ts";
 import { CODE_VERSION, LEGACY_KEY_PREFIX } from "./identity.ts";
 import { markdownTable } from "./markdown.ts";
+import {
+  type KernelPoint,
+  kernelSpec,
+  METHOD_ORDER,
+  paretoSpec,
+  type PplPoint,
+  pplVsBitsSpec,
+  renderSvg,
+} from "./charts.ts";
+import {
+  CSS,
+  esc,
+  figureHtml,
+  kernelTableHtml,
+  paperTableHtml,
+  runHtml,
+  sqlPanelHtml,
+  variantsTableHtml,
+} from "./html.ts";
+
+export { renderSvg } from "./charts.ts";
 
 /** One row of a paper-style table: one quantization config. */
 export interface TableRow {
@@ -36,6 +61,8 @@ export interface TableRow {
   storedBits: number | null;
   /** Calibration in short, e.g. "c4 ×128, seed 0"; "—" for none. */
   calibration: string;
+  /** The stored quantization config (resolved spec + details); null for migrated rows without it. */
+  quantConfig: Record<string, unknown> | null;
   /** Column key → perplexity. */
   ppl: Record<string, number>;
 }
@@ -70,8 +97,6 @@ export interface PplTablesOptions {
   resultKeys?: Iterable<string>;
 }
 
-const METHOD_ORDER = ["fp32", "rtn", "gptq", "awq", "squeezellm"];
-
 /**
  * The stored perplexities as paper-style tables: the latest row of every
  * result key, one table per (model, seqlen, window scope).
@@ -81,13 +106,13 @@ const METHOD_ORDER = ["fp32", "rtn", "gptq", "awq", "squeezellm"];
  * @returns the tables, ordered by model, seqlen, full tables first
  */
 export async function pplTables(
-  store: ResultsStore,
+  store: ResultsReader,
   options: PplTablesOptions = {},
 ): Promise<PplTable[]> {
   let rows = await store.query(`
     select * exclude (rn) from (
       select result_key, config_key, dataset_key, model, model_sha256, variant, method, bits,
-        info_bits, stored_bits, calib_source, calib_nsamples, calib_seed, identity_complete,
+        info_bits, stored_bits, quant_config, calib_source, calib_nsamples, calib_seed, identity_complete,
         code_version, dataset, data_sha256, seqlen, windows, windows_available, ppl,
         row_number() over (partition by result_key order by recorded_at desc) rn
       from ppl_results) where rn = 1
@@ -146,6 +171,7 @@ export async function pplTables(
         avgBits: Number(r.info_bits),
         storedBits: r.stored_bits === null ? null : Number(r.stored_bits),
         calibration: calibrationLabel(r),
+        quantConfig: parseJson(r.quant_config),
         ppl: {},
       };
       if (!r.identity_complete) row.label += " (legacy)";
@@ -195,6 +221,11 @@ function uniqueKeys<T>(
   }
 }
 
+function parseJson(v: unknown): Record<string, unknown> | null {
+  if (v === null || v === undefined) return null;
+  return typeof v === "string" ? JSON.parse(v) : v as Record<string, unknown>;
+}
+
 function calibrationLabel(r: Record<string, unknown>): string {
   if (r.calib_source === null || r.calib_source === undefined) {
     return r.identity_complete ? "—" : "?";
@@ -236,152 +267,635 @@ export function markdownReport(tables: PplTable[]): string {
   return tables.map((t) => `${t.title}\n\n${markdownPplTable(t)}`).join("\n\n");
 }
 
-/** Renders a vega-lite spec to an SVG string, headless. */
-export async function renderSvg(spec: vl.TopLevelSpec): Promise<string> {
-  const compiled = vl.compile(spec).spec;
-  const view = new vega.View(vega.parse(compiled), { renderer: "none" });
-  try {
-    return await view.toSVG();
-  } finally {
-    view.finalize();
-  }
+/** Display names of the methods, as the papers write them. */
+export const METHOD_LABELS: Record<string, string> = {
+  fp32: "FP32",
+  rtn: "RTN",
+  gptq: "GPTQ",
+  awq: "AWQ",
+  squeezellm: "SqueezeLLM",
+  smoothquant: "SmoothQuant",
+};
+
+/**
+ * The method family of a table row: its variant name without the bit width,
+ * as people write it ("squeezellm.w3.s0.45" → "SqueezeLLM 0.45%",
+ * "gptq.w4.g128.act" → "GPTQ g128 act-order"), plus what tells apart rows
+ * that share it (calibration, code version, legacy).
+ *
+ * @param row a row of {@linkcode pplTables}
+ */
+export function familyLabel(row: TableRow): string {
+  const [, ...rest] = row.label.split(/\s+/);
+  const pieces = row.variant.split(".").slice(1).filter((p) => !/^w\d+$/.test(p)).map((p) =>
+    /^s[\d.]+$/.test(p)
+      ? `${p.slice(1)}%`
+      : p === "act"
+      ? "act-order"
+      : p === "nts"
+      ? "not true-sequential"
+      : /^r[\d.]+$/.test(p)
+      ? `range ${p.slice(1)}`
+      : p
+  );
+  return [METHOD_LABELS[row.method] ?? row.method, ...pieces, ...rest].join(" ");
 }
 
-const esc = (s: string) => s.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
+/**
+ * The kernel format label a row's weights are timed under, as the run plan
+ * (eval/cli/plan.ts `kernelFormat`) and `deno task bench kernels` store it in
+ * `kernel_results.format`: "uniform" or "uniform.gG" (RTN, GPTQ, AWQ with
+ * groups of G), "lut" (SqueezeLLM dense-only), "lut+sparse" (SqueezeLLM with
+ * the paper's 0.45 % sparse) or "lut+sparse.sP" (another sparse fraction P),
+ * "f32" for the unquantized model; null where no kernel format applies.
+ *
+ * @param row a row of {@linkcode pplTables}
+ */
+export function kernelFormat(row: TableRow): string | null {
+  if (row.method === "fp32") return "f32";
+  const c = row.quantConfig ?? {};
+  if (row.method === "squeezellm") {
+    const pct = Number(c.sensitivePct ?? 0) + Number(c.outlierPct ?? 0);
+    if (pct === 0 && (c.outlierRange === null || c.outlierRange === undefined)) return "lut";
+    return pct === 0.45 ? "lut+sparse" : `lut+sparse.s${+pct.toFixed(4)}`;
+  }
+  if (!["rtn", "gptq", "awq", "smoothquant"].includes(row.method)) return null;
+  const g = typeof c.groupSize === "number" ? c.groupSize : null;
+  return g ? `uniform.g${g}` : "uniform";
+}
 
-/** What the HTML report shows, read from a store in a few short queries. */
+/** One kernel timing: the latest of each (adapter, format, bits, shape, batch). */
+export interface KernelRow {
+  format: string;
+  /** Code width; 16 / 32 for f16 / f32. */
+  bits: number;
+  rows: number;
+  cols: number;
+  batch: number;
+  medianUs: number;
+  minUs: number;
+  gbps: number;
+  fractionOfCopy: number;
+  /** Speedup over the f16 kernel of the same shape, batch and adapter; null when none was timed. */
+  speedup: number | null;
+  infoBits: number | null;
+  storedBits: number | null;
+  /** The adapter's description, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)". */
+  adapter: string;
+  runId: string;
+}
+
+/** LLaMA-7B's linear shapes (rows × cols), the paper's kernel benchmark. */
+const LLAMA7B_SHAPES = new Set(["4096×4096", "11008×4096", "4096×11008"]);
+
+/**
+ * The shape set a kernel timing belongs to in the tables: "LLaMA-7B" for
+ * LLaMA-7B's layer shapes, "small" for the rest (the small models' own layers).
+ */
+export function shapeSet(k: { rows: number; cols: number }): string {
+  return LLAMA7B_SHAPES.has(`${k.rows}×${k.cols}`) ? "LLaMA-7B" : "small";
+}
+
+/** A table's kernel speedups: which adapter, and per shape set which shapes. */
+export interface SpeedupSource {
+  adapter: string;
+  /** Shape set → the shapes averaged, e.g. {"LLaMA-7B": ["4096×4096", …]}. */
+  shapes: Record<string, string[]>;
+}
+
+/**
+ * Kernel speedups over f16 per (format, bits, shape set): the geometric mean
+ * over the set's shapes of each shape's speedup at batch 1, on one adapter
+ * (the one timed last). A format is averaged only over the shapes it was
+ * timed on.
+ *
+ * @param kernels rows of {@linkcode ReportData.kernels}
+ * @returns the speedups by `${format}|${bits}|${set}` and where they come from, or null without timings
+ */
+export function kernelSpeedups(
+  kernels: KernelRow[],
+): { speedup: Map<string, number>; source: SpeedupSource } | null {
+  const timed = kernels.filter((k) => k.batch === 1 && k.speedup !== null);
+  if (timed.length === 0) return null;
+  const adapter = timed[0].adapter; // kernels are sorted newest first
+  const logs = new Map<string, number[]>();
+  const shapes: Record<string, Set<string>> = {};
+  for (const k of timed.filter((k) => k.adapter === adapter)) {
+    const set = shapeSet(k);
+    (shapes[set] ??= new Set()).add(`${k.rows}×${k.cols}`);
+    const key = `${k.format}|${k.bits}|${set}`;
+    logs.set(key, [...(logs.get(key) ?? []), Math.log(k.speedup!)]);
+  }
+  const speedup = new Map(
+    [...logs].map(([k, l]) => [k, Math.exp(l.reduce((a, b) => a + b, 0) / l.length)]),
+  );
+  return {
+    speedup,
+    source: {
+      adapter,
+      shapes: Object.fromEntries(Object.entries(shapes).map(([s, v]) => [s, [...v].sort()])),
+    },
+  };
+}
+
+/** One cell group of a paper table: one family at one bit width. */
+export interface PaperCell {
+  row: TableRow;
+  /** Shape set → speedup over f16 (absent when not timed). */
+  speedup: Record<string, number>;
+}
+
+/** One row of a paper table: a method family, with a cell per bit width. */
+export interface PaperRow {
+  family: string;
+  method: string;
+  /** True for the unquantized model, shown in every bit-width group and never "best". */
+  baseline: boolean;
+  calibration: string;
+  /** Bit width → cell. */
+  cells: Record<number, PaperCell>;
+}
+
+/** A table in SqueezeLLM Table 1's layout: rows = methods, column groups = bit widths. */
+export interface PaperTable {
+  /** The table of {@linkcode pplTables} it lays out. */
+  source: PplTable;
+  /** The column groups: 3 and 4 where stored, else every width stored. */
+  bits: number[];
+  /** Speedup columns per group (shape sets), empty without kernel timings. */
+  speedupSets: string[];
+  rows: PaperRow[];
+  /** Where the speedups come from; null without kernel timings. */
+  speedupSource: SpeedupSource | null;
+}
+
+/**
+ * Lays out a table of {@linkcode pplTables} as SqueezeLLM's Table 1: one row
+ * per method family (the variant without its bit width), one column group
+ * per bit width with the average bits, the perplexity per dataset and the
+ * kernel speedup over f16 of the row's storage format.
+ *
+ * @param t a table of {@linkcode pplTables}
+ * @param kernels kernel timings ({@linkcode ReportData.kernels})
+ */
+export function paperTable(t: PplTable, kernels: KernelRow[] = []): PaperTable {
+  const stored = [...new Set(t.rows.flatMap((r) => r.bits === null ? [] : [r.bits]))].sort((a, b) =>
+    a - b
+  );
+  const bits = stored.some((b) => b === 3 || b === 4)
+    ? stored.filter((b) => b === 3 || b === 4)
+    : stored;
+  const sp = kernelSpeedups(kernels);
+  const speedupSets = sp ? Object.keys(sp.source.shapes).sort() : [];
+  const rows: PaperRow[] = [];
+  for (const r of t.rows) {
+    if (r.bits !== null && !bits.includes(r.bits)) continue;
+    const family = familyLabel(r);
+    let row = rows.find((x) => x.family === family && x.calibration === r.calibration);
+    if (!row) {
+      row = {
+        family,
+        method: r.method,
+        baseline: r.bits === null,
+        calibration: r.calibration,
+        cells: {},
+      };
+      rows.push(row);
+    }
+    const format = kernelFormat(r);
+    for (const b of r.bits === null ? bits : [r.bits]) {
+      const speedup: Record<string, number> = {};
+      for (const set of speedupSets) {
+        const kb = r.bits === null ? 32 : b;
+        const v = format && sp?.speedup.get(`${format}|${kb}|${set}`);
+        if (v) speedup[set] = v;
+      }
+      row.cells[b] = { row: r, speedup };
+    }
+  }
+  rows.sort((a, b) =>
+    Number(b.baseline) - Number(a.baseline) ||
+    METHOD_ORDER.indexOf(a.method) - METHOD_ORDER.indexOf(b.method)
+  );
+  return { source: t, bits, speedupSets, rows, speedupSource: sp?.source ?? null };
+}
+
+/** A run of `deno task ...` and what it recorded: the report's provenance section. */
+export interface RunProvenance {
+  runId: string;
+  command: string;
+  gitCommit: string;
+  codeVersion: number | null;
+  denoVersion: string;
+  host: string;
+  startedAt: string;
+  /** The store file it was read from. */
+  storeFile: string;
+  /** Models evaluated: name and checkpoint sha256. */
+  models: { model: string; sha256: string }[];
+  /** Evaluation data: dataset, file, its sha256, protocol, seqlen, windows, tokens sha256. */
+  datasets: Record<string, unknown>[];
+  /** Calibration data: source, file, sha256, windows, seed, tokens sha256. */
+  calibrations: Record<string, unknown>[];
+  /** Full configs: variant, config key, resolved spec + details (JSON). */
+  configs: { variant: string; configKey: string; config: unknown }[];
+  /** Kernel adapters it timed on (full adapter JSON). */
+  adapters: unknown[];
+  /** Results it recorded: perplexities and kernel timings. */
+  pplCount: number;
+  kernelCount: number;
+}
+
+/** What the report shows, read from a store (or merged stores) in a few short queries. */
 export interface ReportData {
-  /** The store file. */
+  /** The store file(s). */
   source: string;
   tables: PplTable[];
-  kernels: Record<string, unknown>[];
+  kernels: KernelRow[];
+  runs: RunProvenance[];
+  /** Protocol text per dataset and data file (the footnotes quote it). */
+  protocols: { dataset: string; protocol: string; dataSha256: string | null }[];
+  /** AWQ rows stored with one group per row (the g128 fallback on narrow models). */
+  awqPerRow: boolean;
 }
 
 /**
  * Reads what the report shows. Each query holds the file only while it runs,
  * so a sweep writing to it is never kept waiting for the rendering.
  *
- * @param store an open store (read-only is enough)
+ * @param store an open store (read-only is enough) or merged stores (reports/results.ts)
  */
-export async function reportData(store: ResultsStore): Promise<ReportData> {
+export async function reportData(store: ResultsReader): Promise<ReportData> {
+  const kernels = (await store.query(`
+    select * exclude (rn) from (
+      select format, bits, rows, cols, batch, median_us, min_us, gbps, fraction_of_copy,
+        speedup_vs_f16, info_bits, stored_bits, coalesce(adapter->>'description', '?') adapter,
+        run_id, recorded_at,
+        row_number() over (partition by adapter->>'description', format, bits, rows, cols, batch
+          order by recorded_at desc) rn
+      from kernel_results) where rn = 1
+    order by recorded_at desc, rows, cols, batch, format, bits`)).map((k): KernelRow => ({
+    format: String(k.format),
+    bits: Number(k.bits ?? (k.format === "f16" ? 16 : 32)),
+    rows: Number(k.rows),
+    cols: Number(k.cols),
+    batch: Number(k.batch),
+    medianUs: Number(k.median_us),
+    minUs: Number(k.min_us),
+    gbps: Number(k.gbps),
+    fractionOfCopy: Number(k.fraction_of_copy),
+    speedup: k.speedup_vs_f16 === null ? null : Number(k.speedup_vs_f16),
+    infoBits: k.info_bits === null ? null : Number(k.info_bits),
+    storedBits: k.stored_bits === null ? null : Number(k.stored_bits),
+    adapter: String(k.adapter),
+    runId: String(k.run_id),
+  }));
+  // A speedup the bench did not store is computed from the f16 kernel of the same shape.
+  const f16 = new Map(
+    kernels.filter((k) => k.format === "f16").map((
+      k,
+    ) => [`${k.adapter}|${k.rows}|${k.cols}|${k.batch}`, k.medianUs]),
+  );
+  for (const k of kernels) {
+    const base = f16.get(`${k.adapter}|${k.rows}|${k.cols}|${k.batch}`);
+    if (k.speedup === null && base !== undefined) k.speedup = base / k.medianUs;
+  }
+  const cols = new Set(
+    (await store.query("select column_name from (describe ppl_results)")).map((r) =>
+      String(r.column_name)
+    ),
+  );
+  const storeFile = cols.has("store_file") ? "store_file" : `'${store.path.replaceAll("'", "''")}'`;
+  const runs = await store.query(`
+    select run_id, command, git_commit, code_version, deno_version, host,
+      strftime(started_at, '%Y-%m-%d %H:%M:%S') started_at,
+      ${storeFile.replace("store_file", "r.store_file")} store_file
+    from runs r order by started_at`);
+  const ppl = await store.query(`
+    select run_id, model, model_sha256, variant, config_key, quant_config, dataset, data_file,
+      data_sha256, protocol, seqlen, windows, tokens_sha256, calib_source, calib_file,
+      calib_sha256, calib_nsamples, calib_seqlen, calib_seed, calib_tokens_sha256
+    from ppl_results order by recorded_at`);
+  const kernelRuns = await store.query(`
+    select run_id, list(distinct adapter::varchar) adapters, count(*)::integer n
+    from kernel_results group by run_id`);
+  const uniq = <T>(xs: T[]) => [...new Map(xs.map((x) => [JSON.stringify(x), x])).values()];
+  const provenance = runs.map((r): RunProvenance => {
+    const mine = ppl.filter((p) => p.run_id === r.run_id);
+    const k = kernelRuns.find((x) => x.run_id === r.run_id);
+    return {
+      runId: String(r.run_id),
+      command: String(r.command),
+      gitCommit: String(r.git_commit),
+      codeVersion: r.code_version === null ? null : Number(r.code_version),
+      denoVersion: String(r.deno_version),
+      host: String(r.host),
+      startedAt: String(r.started_at),
+      storeFile: String(r.store_file),
+      models: uniq(mine.map((p) => ({ model: String(p.model), sha256: String(p.model_sha256) }))),
+      datasets: uniq(mine.map((p) => ({
+        dataset: p.dataset,
+        file: p.data_file,
+        sha256: p.data_sha256,
+        seqlen: p.seqlen,
+        windows: p.windows,
+        tokensSha256: p.tokens_sha256,
+        protocol: p.protocol,
+      }))),
+      calibrations: uniq(
+        mine.filter((p) => p.calib_source !== null).map((p) => ({
+          source: p.calib_source,
+          file: p.calib_file,
+          sha256: p.calib_sha256,
+          windows: p.calib_nsamples,
+          seqlen: p.calib_seqlen,
+          seed: p.calib_seed,
+          tokensSha256: p.calib_tokens_sha256,
+        })),
+      ),
+      configs: uniq(mine.map((p) => ({
+        variant: String(p.variant),
+        configKey: String(p.config_key),
+        config: parseJson(p.quant_config),
+      }))),
+      adapters: ((k?.adapters as string[] | undefined) ?? []).map((a) => JSON.parse(a)),
+      pplCount: mine.length,
+      kernelCount: Number(k?.n ?? 0),
+    };
+  });
+  const protocols = uniq(ppl.map((p) => ({
+    dataset: String(p.dataset),
+    protocol: String(p.protocol),
+    dataSha256: p.data_sha256 === null ? null : String(p.data_sha256),
+  })));
+  const awqPerRow = (await store.query(
+    "select count(*)::integer n from ppl_results where method = 'awq' and group_size is null",
+  ))[0].n as number > 0;
   return {
     source: store.path,
     tables: await pplTables(store),
-    kernels: await store.query(`
-      select format, bits, rows || '×' || cols shape, batch, median_us, gbps, fraction_of_copy,
-        speedup_vs_f16, info_bits, stored_bits, adapter->>'description' adapter
-      from kernel_results order by recorded_at desc limit 200`),
+    kernels,
+    runs: provenance,
+    protocols,
+    awqPerRow,
   };
 }
 
-/** The whole report as one self-contained HTML page. */
-export async function renderReport(source: ResultsStore | ReportData): Promise<string> {
-  const data = "tables" in source ? source : await reportData(source);
-  const sections: string[] = [];
-  for (const t of data.tables) {
-    const th = [
-      "variant",
-      "bits",
-      "avg bits",
-      ...t.columns.map((c) => c.label),
-      "stored bits",
-      "calibration",
-    ].map((h) => `<th>${esc(h)}</th>`).join("");
-    const trs = t.rows.map((r) =>
-      `<tr><td title="${esc(`config key ${r.configKey}`)}">${esc(r.label)}</td><td>${
-        r.bits ?? "fp32"
-      }</td><td>${r.avgBits.toFixed(2)}</td>${
-        t.columns.map((c) =>
-          `<td>${r.ppl[c.key] === undefined ? "—" : r.ppl[c.key].toFixed(3)}</td>`
-        )
-          .join("")
-      }<td>${r.storedBits === null ? "?" : r.storedBits.toFixed(2)}</td><td>${
-        esc(r.calibration)
-      }</td></tr>`
-    ).join("\n");
-    const points = t.rows.flatMap((r) =>
+/** Options of {@linkcode renderReport}. */
+export interface RenderOptions {
+  /**
+   * The page is written into a report folder ({@linkcode writeReport}): chart
+   * specs are linked as files and the SQL panel is included. @default {false}
+   */
+  folder?: boolean;
+}
+
+/** The DuckDB file of the merged results in a report folder's `data/`, which the SQL panel attaches. */
+export const RESULTS_DB = "results.duckdb";
+
+/** The page and its charts' specs (each written as `charts/<id>.vl.json` in a folder). */
+export interface RenderedReport {
+  html: string;
+  charts: { id: string; spec: object }[];
+}
+
+/**
+ * The report page and its chart specs.
+ *
+ * @param data what {@linkcode reportData} read
+ * @param options folder or single page
+ */
+export async function renderPage(
+  data: ReportData,
+  options: RenderOptions = {},
+): Promise<RenderedReport> {
+  const folder = options.folder ?? false;
+  const charts: { id: string; spec: object }[] = [];
+  const figure = async (id: string, title: string, spec: vl.TopLevelSpec) => {
+    charts.push({ id, spec });
+    return figureHtml({
+      id,
+      title,
+      svg: await renderSvg(spec),
+      specHref: folder ? `charts/${id}.vl.json` : null,
+    });
+  };
+  const tableSections: string[] = [];
+  const chartSections: string[] = [];
+  for (const [i, t] of data.tables.entries()) {
+    const p = paperTable(t, data.kernels);
+    const id = `t${i + 1}`;
+    tableSections.push(
+      `<section class="model" id="${id}"><h3>${esc(t.title)}</h3>` +
+        `<p class="muted">model sha256 <code>${esc(t.modelSha256)}</code></p>` +
+        paperTableHtml(p, data) +
+        `<details><summary>Every stored variant of this table (${t.rows.length}), with stored ` +
+        `bits (bytes as laid out, padding included)</summary>${
+          variantsTableHtml(t)
+        }</details></section>`,
+    );
+    const families = p.rows.map((r) => r.family);
+    const points: PplPoint[] = t.rows.flatMap((r) =>
       t.columns.filter((c) => r.ppl[c.key] !== undefined).map((c) => ({
+        family: familyLabel(r),
         method: r.method,
         variant: r.label,
-        bits: r.bits ?? "fp32",
+        bits: r.bits,
         avgBits: r.avgBits,
         dataset: c.label,
         ppl: r.ppl[c.key],
       }))
     );
-    // Perplexity against average bits per weight, one panel per dataset; the
-    // fp32 model is a dashed reference line rather than a point at 32 bits.
-    const svg = await renderSvg({
-      $schema: "https://vega.github.io/schema/vega-lite/v6.json",
-      data: { values: points },
-      facet: { field: "dataset", type: "nominal", title: null },
-      columns: 2,
-      resolve: { scale: { y: "independent" } },
-      spec: {
-        width: 300,
-        height: 200,
-        layer: [
-          {
-            transform: [{ filter: "datum.method !== 'fp32'" }],
-            mark: { type: "point", filled: true, size: 70 },
-            encoding: {
-              x: {
-                field: "avgBits",
-                type: "quantitative",
-                title: "average bits per weight",
-                scale: { zero: false },
-              },
-              y: {
-                field: "ppl",
-                type: "quantitative",
-                title: "perplexity",
-                scale: { type: "log", zero: false },
-              },
-              color: {
-                field: "method",
-                type: "nominal",
-                sort: ["rtn", "gptq", "awq", "squeezellm"],
-              },
-              shape: { field: "bits", type: "nominal" },
-              tooltip: [{ field: "variant" }, { field: "ppl", format: ".3f" }],
-            },
-          },
-          {
-            transform: [{ filter: "datum.method === 'fp32'" }],
-            mark: { type: "rule", strokeDash: [4, 4], color: "#555" },
-            encoding: { y: { field: "ppl", type: "quantitative" } },
-          },
-        ],
-      },
-    } as vl.TopLevelSpec);
-    sections.push(
-      `<h2>${esc(t.title)}</h2>\n<p>model sha256 ${esc(t.modelSha256.slice(0, 12))}…; ` +
-        `columns: dataset (windows evaluated)</p>\n<table><tr>${th}</tr>\n${trs}</table>\n` +
-        `<figure>${svg}</figure>`,
+    // every family at every width, not only the table's 3 and 4 bits
+    for (const f of points.map((x) => x.family)) if (!families.includes(f)) families.push(f);
+    if (!points.some((x) => x.bits !== null)) continue;
+    chartSections.push(
+      `<h3>${esc(t.title)}</h3>` +
+        await figure(
+          `ppl-vs-bits-${id}`,
+          `Perplexity vs bits per weight, per method (dashed: FP32)`,
+          pplVsBitsSpec(points, families),
+        ) +
+        await figure(
+          `pareto-${id}`,
+          `Perplexity vs average bits per weight, every stored variant, with the Pareto front`,
+          paretoSpec(points.map((x) => ({ ...x })), families),
+        ),
     );
   }
-  if (data.kernels.length) {
-    const svg = await renderSvg({
-      $schema: "https://vega.github.io/schema/vega-lite/v6.json",
-      data: { values: data.kernels },
-      width: 420,
-      height: 220,
-      mark: { type: "bar" },
-      encoding: {
-        x: { field: "format", type: "nominal" },
-        xOffset: { field: "bits", type: "nominal" },
-        y: { field: "gbps", type: "quantitative", title: "effective GB/s" },
-        color: { field: "bits", type: "nominal" },
-      },
-    });
-    sections.push(`<h2>Kernels</h2><figure>${svg}</figure>`);
+  const kernelSections: string[] = [];
+  const byAdapter = Map.groupBy(data.kernels, (k) => k.adapter);
+  for (const [j, [adapter, ks]] of [...byAdapter].entries()) {
+    const points: KernelPoint[] = ks.map((k) => ({
+      format: k.format,
+      bits: k.bits,
+      shape: `${k.rows}×${k.cols}`,
+      batch: k.batch,
+      medianUs: k.medianUs,
+      speedup: k.speedup,
+      adapter: k.adapter,
+    }));
+    kernelSections.push(
+      `<h3>${esc(adapter)}</h3>` +
+        await figure(
+          `kernel-latency-a${j + 1}`,
+          `Kernel latency vs bits per format, per shape (dashed: f16, dotted: f32)`,
+          kernelSpec(points, "latency"),
+        ) +
+        await figure(
+          `kernel-speedup-a${j + 1}`,
+          `Kernel speedup over f16 vs bits per format, per shape`,
+          kernelSpec(points, "speedup"),
+        ) +
+        `<details><summary>Every timing on this adapter (${ks.length})</summary>${
+          kernelTableHtml(ks)
+        }</details>`,
+    );
   }
-  return `<!doctype html><html><head><meta charset="utf-8"><title>squeezebench report</title>
-<style>body{font:14px system-ui,sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse}
-td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}</style></head>
-<body><h1>squeezebench report</h1><p>Perplexity under the GPTQ protocol; source: ${
+  const nav = [
+    ["tables", "Tables"],
+    ["charts", "Charts"],
+    ["kernels", "Kernels"],
+    ...(folder ? [["sql-panel", "SQL"]] : []),
+    ["provenance", "Provenance"],
+  ].map(([id, name]) => `<a href="#${id}">${name}</a>`).join("");
+  const nResults = data.tables.reduce(
+    (n, t) => n + t.rows.reduce((m, r) => m + Object.keys(r.ppl).length, 0),
+    0,
+  );
+  const html = `<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,"><title>squeezebench report</title><style>${CSS}</style></head>
+<body><main><header><h1>squeezebench report</h1>
+<p class="sub-title">${nResults} perplexities, ${data.kernels.length} kernel timings and ${data.runs.length} runs from <code>${
     esc(data.source)
-  }</p>
-${sections.join("\n") || "<p>No results recorded yet: run <code>deno task eval</code>.</p>"}
-</body></html>`;
+  }</code>, code version ${CODE_VERSION}.</p><nav>${nav}</nav></header>
+<section id="tables"><h2>Tables</h2>${
+    tableSections.join("\n") ||
+    "<p>No perplexities recorded yet: run <code>deno task eval</code>.</p>"
+  }</section>
+<section id="charts"><h2>Charts</h2>${
+    chartSections.join("\n") || "<p>No quantized results yet.</p>"
+  }</section>
+<section id="kernels"><h2>Kernels</h2>${
+    kernelSections.join("\n") ||
+    "<p>No kernel timings recorded: <code>deno task bench kernels --store FILE</code> records them.</p>"
+  }</section>
+${
+    folder
+      ? `<section id="sql-panel"><h2>SQL</h2>${
+        sqlPanelHtml(RESULTS_DB, [...RESULT_TABLES])
+      }</section>`
+      : ""
+  }
+<section id="provenance"><h2>Provenance</h2><p class="muted">One entry per run: the command, commit, code version, data and model hashes and every config it recorded.</p>${
+    data.runs.map(runHtml).join("\n") || "<p>No runs recorded.</p>"
+  }</section>
+</main></body></html>`;
+  return { html, charts };
+}
+
+/**
+ * The report as one HTML page (charts inline; no SQL panel, which needs the
+ * report folder of {@linkcode writeReport}).
+ *
+ * @param source an open store or merged stores, or data already read
+ */
+export async function renderReport(source: ResultsReader | ReportData): Promise<string> {
+  const data = "tables" in source ? source : await reportData(source);
+  return (await renderPage(data)).html;
+}
+
+/** What {@linkcode writeReport} wrote. */
+export interface WrittenReport {
+  /** The report folder. */
+  dir: string;
+  /** `<dir>/index.html`. */
+  index: string;
+  data: ReportData;
+  /** Every file written, relative to `dir`. */
+  files: string[];
+}
+
+/** The duckdb-wasm files the SQL panel loads, copied from the npm package. */
+export const DUCKDB_WASM_FILES = ["duckdb-browser-eh.worker.js", "duckdb-eh.wasm"];
+
+/**
+ * Writes the report folder: `index.html` (tables, charts as inline SVG,
+ * provenance, SQL panel), `charts/<id>.vl.json` (each chart's vega-lite spec,
+ * data inline), `data/results.duckdb` (the merged results, which the SQL
+ * panel attaches), `data/<table>.parquet` (the same tables, for any other
+ * tool) and `assets/` (the panel's script and duckdb-wasm). Nothing in it is fetched from the network.
+ *
+ * @param results the merged stores (reports/results.ts)
+ * @param dir the report folder, created if missing; files of a previous report are replaced
+ * @returns the files written and the data shown
+ * @throws {Error} naming the duckdb-wasm package when it is not installed (`deno install`)
+ * @example
+ * ```ts
+ * const results = await MergedResults.open(["out/results.duckdb"]);
+ * await writeReport(results, "out/report");
+ * results.close();
+ * ```
+ */
+export async function writeReport(results: MergedResults, dir: string): Promise<WrittenReport> {
+  const wasmDir = fileURLToPath(
+    new URL("../node_modules/@duckdb/duckdb-wasm/dist/", import.meta.url),
+  );
+  for (const f of DUCKDB_WASM_FILES) {
+    try {
+      await Deno.stat(`${wasmDir}${f}`);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) {
+        throw new Error(
+          `${wasmDir}${f} is missing: run "deno install" (the report copies duckdb-wasm from it)`,
+        );
+      }
+      throw e;
+    }
+  }
+  const data = await reportData(results);
+  for (const sub of ["charts", "data", "assets"]) {
+    await Deno.mkdir(`${dir}/${sub}`, { recursive: true });
+  }
+  const files: string[] = [];
+  const tables = await results.exportParquet(`${dir}/data`);
+  files.push(...Object.values(tables).map((f) => `data/${f}`));
+  await results.exportDuckDb(`${dir}/data/${RESULTS_DB}`);
+  files.push(`data/${RESULTS_DB}`);
+  for (const f of DUCKDB_WASM_FILES) {
+    await Deno.copyFile(`${wasmDir}${f}`, `${dir}/assets/${f}`);
+    files.push(`assets/${f}`);
+  }
+  await bundleSqlPanel(`${dir}/assets/sql_panel.js`);
+  files.push("assets/sql_panel.js");
+  const page = await renderPage(data, { folder: true });
+  for (const c of page.charts) {
+    await Deno.writeTextFile(
+      `${dir}/charts/${c.id}.vl.json`,
+      JSON.stringify(c.spec, null, 1) + "\n",
+    );
+    files.push(`charts/${c.id}.vl.json`);
+  }
+  await Deno.writeTextFile(`${dir}/index.html`, page.html);
+  files.push("index.html");
+  return { dir, index: `${dir}/index.html`, data, files };
+}
+
+/** Bundles reports/assets/sql_panel.ts with duckdb-wasm's JS for the browser (`deno bundle`). */
+async function bundleSqlPanel(out: string): Promise<void> {
+  const entry = fileURLToPath(new URL("./assets/sql_panel.ts", import.meta.url));
+  const r = await new Deno.Command(Deno.execPath(), {
+    args: ["bundle", "--quiet", "--platform", "browser", "--minify", "-o", out, entry],
+    cwd: fileURLToPath(new URL("../", import.meta.url)),
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!r.success) {
+    throw new Error(
+      `deno bundle ${entry} failed (the report's SQL panel script): ${
+        new TextDecoder().decode(r.stderr)
+      }`,
+    );
+  }
 }
