@@ -73,9 +73,8 @@ Deno.test("expandVariants() on stories260K: g128 rows dropped or per-row as the 
       "squeezellm.w4.s0.05",
       "squeezellm.w3.s0.45",
       "squeezellm.w4.s0.45",
-    ].map((v) => variants.find((x) => x.variant.startsWith(v))?.variant ?? v),
+    ],
   );
-  assert.equal(variants.length, 13);
   assert.deepEqual(notes, [
     'row "GPTQ g128" left out: 128 does not divide every input width (64, 172)',
     'row "AWQ g128" runs with one group per row: 128 does not divide every input width (64, 172)',
