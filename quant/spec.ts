@@ -698,7 +698,7 @@ export function variantName(s: QuantSpec): string {
   const parts: string[] = [
     s.method,
     `w${s.bits}${weightsStar}${a < 16 ? `a${a}${star(a)}` : ""}` +
-    (kv !== a ? `kv${kv}${kv < 16 ? star(kv) : ""}` : ""),
+    (kv !== a ? `kv${kv}${star(kv)}` : ""),
   ];
   if ("groupSize" in s && s.groupSize !== null) parts.push(`g${s.groupSize}`);
   if ("sym" in s && s.sym) parts.push("sym");
@@ -706,6 +706,9 @@ export function variantName(s: QuantSpec): string {
     if (s.actOrder) parts.push("act");
     if (s.staticGroups) parts.push("static");
     if (!s.trueSequential) parts.push("nts");
+  }
+  if (s.method === "smoothquant" && s.alpha !== DEFAULTS.smoothquant.alpha) {
+    parts.push(`alpha${s.alpha}`);
   }
   if (s.method === "squeezellm") {
     const sparse = s.sensitivePct + (s.outlierPct ?? 0);
