@@ -110,7 +110,12 @@ export function pplVsBitsSpec(points: PplPoint[], families: string[]): vl.TopLev
   return {
     $schema: VEGA_LITE_SCHEMA,
     data: { values: points },
-    facet: { field: "dataset", type: "nominal", title: null },
+    facet: {
+      field: "dataset",
+      type: "nominal",
+      title: null,
+      header: { labelFontSize: 12, labelFontWeight: "bold" },
+    },
     columns: 2,
     resolve: { scale: { y: "independent" } },
     spec: {
@@ -167,7 +172,12 @@ export function paretoSpec(points: PplPoint[], families: string[]): vl.TopLevelS
   return {
     $schema: VEGA_LITE_SCHEMA,
     data: { values: points },
-    facet: { field: "dataset", type: "nominal", title: null },
+    facet: {
+      field: "dataset",
+      type: "nominal",
+      title: null,
+      header: { labelFontSize: 12, labelFontWeight: "bold" },
+    },
     columns: 2,
     resolve: { scale: { y: "independent" } },
     spec: {
@@ -221,16 +231,15 @@ export function paretoSpec(points: PplPoint[], families: string[]): vl.TopLevelS
  * dashed reference lines (their latency, or their speedup).
  *
  * @param points timings of one adapter
- * @param measure "latency" (median µs, log scale) or "speedup"
+ * @param measure "latency" (median µs) or "speedup"
  */
 export function kernelSpec(points: KernelPoint[], measure: "latency" | "speedup"): vl.TopLevelSpec {
   const y = measure === "latency"
     ? {
       field: "medianUs",
       type: "quantitative",
-      title: "median latency (µs, log scale)",
-      scale: { type: "log", nice: false },
-      axis: { format: "~s", tickCount: 5 },
+      title: "median latency (µs)",
+      scale: { zero: false },
     }
     : { field: "speedup", type: "quantitative", title: "speedup over f16 (×)" };
   const batches = new Set(points.map((p) => p.batch));
@@ -244,7 +253,13 @@ export function kernelSpec(points: KernelPoint[], measure: "latency" | "speedup"
         weights: p.shape.split("×").reduce((a, b) => a * Number(b), 1),
       })),
     },
-    facet: { field: "panel", type: "nominal", title: null, sort: { field: "weights", op: "max" } },
+    facet: {
+      field: "panel",
+      type: "nominal",
+      title: null,
+      sort: { field: "weights", op: "max" },
+      header: { labelFontSize: 12, labelFontWeight: "bold" },
+    },
     columns: 4,
     resolve: { scale: { y: "independent" } },
     spec: {

@@ -87,10 +87,12 @@ export function paperTableHtml(p: PaperTable, data: ReportData): string {
   const speedMark = sp
     ? note(
       `<b>Speedup</b> of the row's storage format (uniform: RTN, GPTQ, AWQ; lut / lut+sparse: ` +
-        `SqueezeLLM) over the f16 kernel on the same shape, batch 1, on ${esc(sp.adapter)}: ` +
-        `the geometric mean over ${
-          Object.entries(sp.shapes).map(([s, v]) => `${esc(s)} shapes ${v.join(", ")}`).join("; ")
-        }. Timed on synthetic weights of the same layout (eval/bench/kernels.ts). Empty: not timed.`,
+        `SqueezeLLM; f32: the FP32 row) over the f16 kernel at batch 1 on ${esc(sp.adapter)}: ` +
+        `f16's time over the format's, summed over the shapes (LLaMA-7B's weighted by their ` +
+        `linears per decoder layer, 4 : 2 : 1). Shapes: ${
+          Object.entries(sp.shapes).map(([s, v]) => `${esc(s)} ${v.join(", ")}`).join("; ")
+        }. Timed on synthetic weights of the same layout (eval/bench/kernels.ts). ` +
+        `—: not timed.`,
     )
     : null;
   const perGroup = 1 + t.columns.length + p.speedupSets.length;
@@ -100,7 +102,9 @@ export function paperTableHtml(p: PaperTable, data: ReportData): string {
   const subHeads = [
     "Avg. bits",
     ...t.columns.map((c) => `${esc(c.label)}${colMark.has(c.key) ? sup(colMark.get(c.key)!) : ""}`),
-    ...p.speedupSets.map((s) => `speedup ${esc(s)}${speedMark ? sup(speedMark) : ""}`),
+    ...p.speedupSets.map((s) =>
+      `speedup${speedMark ? sup(speedMark) : ""}<br><span class="set">${esc(s)}</span>`
+    ),
   ];
   const head2 = `<tr>${
     p.bits.map((_, g) =>
@@ -362,6 +366,7 @@ th,td{border:1px solid var(--line);padding:3px 8px;text-align:right;white-space:
 thead th{background:var(--head);font-weight:600}
 td:first-child{text-align:left}
 table.paper th.row{text-align:left;background:#fff;font-weight:600}
+table.paper thead th{text-align:center;vertical-align:bottom}table.paper .set{font-weight:400;font-size:.85em;color:var(--muted)}
 table.paper td.calib{text-align:left;color:var(--muted);font-size:.9em}
 table.paper th.group{text-align:center;border-bottom:2px solid var(--fg)}
 table.paper .first{border-left:2px solid var(--fg)}

@@ -286,18 +286,23 @@ export const METHOD_LABELS: Record<string, string> = {
  * @param row a row of {@linkcode pplTables}
  */
 export function familyLabel(row: TableRow): string {
-  const [, ...rest] = row.label.split(/\s+/);
-  const pieces = row.variant.split(".").slice(1).filter((p) => !/^w\d+$/.test(p)).map((p) =>
-    /^s[\d.]+$/.test(p)
-      ? `${p.slice(1)}%`
-      : p === "act"
-      ? "act-order"
-      : p === "nts"
-      ? "not true-sequential"
-      : /^r[\d.]+$/.test(p)
-      ? `range ${p.slice(1)}`
-      : p
-  );
+  const [, ...rest] = row.label.split(/\s+/); // "(legacy)", "#1a2b3c4d": what tells rows apart
+  const c = row.quantConfig;
+  const pieces: string[] = [];
+  if (c && row.method !== "fp32") {
+    if (typeof c.groupSize === "number") pieces.push(`g${c.groupSize}`);
+    if (c.sym === true) pieces.push("sym");
+    if (c.actOrder === true) pieces.push("act-order");
+    if (c.staticGroups === true) pieces.push("static groups");
+    if (c.trueSequential === false) pieces.push("not true-sequential");
+    const pct = Number(c.sensitivePct ?? 0) + Number(c.outlierPct ?? 0);
+    if (c.outlierRange !== null && c.outlierRange !== undefined) {
+      pieces.push(`${c.sensitivePct}% + range ${c.outlierRange}`);
+    } else if (pct > 0) pieces.push(`${+pct.toFixed(4)}%`);
+  } else if (!c) {
+    // migrated rows without a config: the variant name's own pieces
+    pieces.push(...row.variant.split(".").slice(1).filter((p) => !/^w\d+$/.test(p)));
+  }
   return [METHOD_LABELS[row.method] ?? row.method, ...pieces, ...rest].join(" ");
 }
 
@@ -345,15 +350,15 @@ export interface KernelRow {
   runId: string;
 }
 
-/** LLaMA-7B's linear shapes (rows × cols), the paper's kernel benchmark. */
-const LLAMA7B_SHAPES = new Set(["4096×4096", "11008×4096", "4096×11008"]);
+/** Linears of each LLaMA-7B shape in one decoder layer (q, k, v, o; gate, up; down). */
+const LLAMA7B_LAYER = new Map([["4096×4096", 4], ["11008×4096", 2], ["4096×11008", 1]]);
 
 /**
  * The shape set a kernel timing belongs to in the tables: "LLaMA-7B" for
- * LLaMA-7B's layer shapes, "small" for the rest (the small models' own layers).
+ * LLaMA-7B's layer shapes, "other shapes" for the rest (a small model's own layers).
  */
 export function shapeSet(k: { rows: number; cols: number }): string {
-  return LLAMA7B_SHAPES.has(`${k.rows}×${k.cols}`) ? "LLaMA-7B" : "small";
+  return LLAMA7B_LAYER.has(`${k.rows}×${k.cols}`) ? "LLaMA-7B" : "other shapes";
 }
 
 /** A table's kernel speedups: which adapter, and per shape set which shapes. */
@@ -364,12 +369,15 @@ export interface SpeedupSource {
 }
 
 /**
- * Kernel speedups over f16 per (format, bits, shape set): the geometric mean
- * over the set's shapes of each shape's speedup at batch 1, on one adapter
- * (the one timed last). A format is averaged only over the shapes it was
+ * Kernel speedups over f16 per (format, bits, shape set), on one adapter (the
+ * one timed last), at batch 1: the time of f16 over the time of the format,
+ * both summed over the set's shapes — for LLaMA-7B each shape weighted by its
+ * linears in one decoder layer (4, 2, 1), so the figure is a layer's speedup;
+ * other shapes once each. Each shape's f16 time is the one of the format's
+ * own timing run (speedup × time). A format counts only the shapes it was
  * timed on.
  *
- * @param kernels rows of {@linkcode ReportData.kernels}
+ * @param kernels rows of {@linkcode ReportData.kernels}, newest first
  * @returns the speedups by `${format}|${bits}|${set}` and where they come from, or null without timings
  */
 export function kernelSpeedups(
@@ -377,20 +385,22 @@ export function kernelSpeedups(
 ): { speedup: Map<string, number>; source: SpeedupSource } | null {
   const timed = kernels.filter((k) => k.batch === 1 && k.speedup !== null);
   if (timed.length === 0) return null;
-  const adapter = timed[0].adapter; // kernels are sorted newest first
-  const logs = new Map<string, number[]>();
+  const adapter = timed[0].adapter;
+  const sums = new Map<string, { f16: number; fmt: number }>();
   const shapes: Record<string, Set<string>> = {};
   for (const k of timed.filter((k) => k.adapter === adapter)) {
     const set = shapeSet(k);
-    (shapes[set] ??= new Set()).add(`${k.rows}×${k.cols}`);
+    const shape = `${k.rows}×${k.cols}`;
+    (shapes[set] ??= new Set()).add(shape);
+    const w = set === "LLaMA-7B" ? LLAMA7B_LAYER.get(shape)! : 1;
     const key = `${k.format}|${k.bits}|${set}`;
-    logs.set(key, [...(logs.get(key) ?? []), Math.log(k.speedup!)]);
+    const s = sums.get(key) ?? { f16: 0, fmt: 0 };
+    s.f16 += w * k.speedup! * k.medianUs;
+    s.fmt += w * k.medianUs;
+    sums.set(key, s);
   }
-  const speedup = new Map(
-    [...logs].map(([k, l]) => [k, Math.exp(l.reduce((a, b) => a + b, 0) / l.length)]),
-  );
   return {
-    speedup,
+    speedup: new Map([...sums].map(([k, s]) => [k, s.f16 / s.fmt])),
     source: {
       adapter,
       shapes: Object.fromEntries(Object.entries(shapes).map(([s, v]) => [s, [...v].sort()])),
