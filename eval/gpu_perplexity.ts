@@ -6,6 +6,13 @@
  * `windowLoss`, under the same window plan (`windowPlan`) and the same
  * formula (GPTQ's `llama_eval`: nll = loss · seqlen, ppl = exp(Σ nll / (n · seqlen))).
  *
+ * {@linkcode gpuPrefillPerplexity} is the fast path: every window runs as one
+ * prefill (kernels/prefill.ts: tiled matmuls in each linear's packed format,
+ * tiled attention, the log-softmax loss on the GPU) and only the per-window
+ * mean losses are read back, many windows per submit. Both paths share the
+ * window plan and GPTQ's formula; the token-by-token path stays as the
+ * independent check of the decoder.
+ *
  * This is the check llm-awq issue #109 asks for: a packed-kernel perplexity
  * (16.38 there) that disagrees with the fake-quant perplexity (5.60) means
  * the packing or the kernel is wrong, whatever the quantizer did.
@@ -15,6 +22,7 @@
 import type { PerplexityResult } from "./perplexity.ts";
 import { checkWindowLoss, perplexityResult, windowLoss, windowPlan } from "./perplexity.ts";
 import type { GpuDecoder } from "../kernels/decode.ts";
+import type { GpuPrefill } from "../kernels/prefill.ts";
 
 /** Options of {@linkcode gpuPerplexity}. */
 export interface GpuPerplexityOptions {
@@ -71,6 +79,56 @@ export async function gpuPerplexity(
     );
     nll[i] = loss * seqlen;
     opts.onProgress?.(i + 1, windows);
+  }
+  return perplexityResult(nll, seqlen, available, (performance.now() - t0) / 1000, opts.label);
+}
+
+/** Options of {@linkcode gpuPrefillPerplexity}. */
+export type GpuPrefillPerplexityOptions = Pick<
+  GpuPerplexityOptions,
+  "limit" | "onProgress" | "label"
+>;
+
+/**
+ * GPTQ's perplexity of `tokens` through the GPU prefill: windows of the
+ * prefill's seqlen, each's mean loss computed on the GPU (fp32) and read
+ * back `windowsPerSubmit` at a time; nll = loss · seqlen and ppl as in
+ * eval/perplexity.ts (float64 sums on the host).
+ *
+ * @param pf the prefill, built for the window length wanted
+ * @param tokens the token stream [numel]
+ * @param opts window limit, progress callback, the model's label
+ * @returns the same record as eval/perplexity.ts's `perplexity`
+ * @throws RangeError for a bad limit or too few tokens (eval/perplexity.ts's messages)
+ * @throws {NonFinitePerplexityError} at the first window whose loss is NaN, infinite or overflows exp
+ * @example
+ * ```ts
+ * const pf = await GpuPrefill.create(gpu, q.weights, quantizedSource(q.linears), { seqlen: 512 });
+ * const r = await gpuPrefillPerplexity(pf, set.tokens);
+ * pf.release();
+ * ```
+ */
+export async function gpuPrefillPerplexity(
+  pf: GpuPrefill,
+  tokens: Int32Array,
+  opts: GpuPrefillPerplexityOptions = {},
+): Promise<PerplexityResult> {
+  const seqlen = pf.seqlen;
+  const { windows, available } = windowPlan(
+    tokens.length,
+    seqlen,
+    opts.limit,
+    pf.config.maxSeqLen,
+  );
+  const t0 = performance.now();
+  const wins = Array.from(
+    { length: windows },
+    (_, i) => tokens.subarray(i * seqlen, (i + 1) * seqlen),
+  );
+  const losses = await pf.windowLosses(wins, opts.onProgress);
+  const nll = new Float64Array(windows); // [windows]
+  for (let i = 0; i < windows; i++) {
+    nll[i] = checkWindowLoss(losses[i], i, seqlen, opts.label, "GPU prefill") * seqlen;
   }
   return perplexityResult(nll, seqlen, available, (performance.now() - t0) / 1000, opts.label);
 }

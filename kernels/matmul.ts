@@ -201,6 +201,7 @@ function matmulWgsl(p: MatmulParams): string {
     }
   }
   L.push(`fn weightAt(row: u32, c: u32) -> f32 {
+  if (c >= P.cols) { return 0.0; }
   ${weight}
 }`);
   L.push(`@group(0) @binding(7) var<storage, read> RP: array<i32>; // [rows + 1]
@@ -210,10 +211,16 @@ fn valAt(k: u32) -> f32 {
   if (P.sparseF32 != 0u) { return bitcast<f32>(V[k]); }
   return unpack2x16float(V[k >> 1u])[k & 1u];
 }
+fn xAt(i: u32, c: u32) -> f32 {
+  if (c >= P.cols) { return 0.0; }
+  return X[i];
+}
 var<workgroup> xs: array<vec4<f32>, ${(MATMUL_TM * KC) / 4}>; // [TM, KC / 4]
-var<workgroup> ws: array<vec4<f32>, ${(MATMUL_TN * KC) / 4}>; // [TN, KC / 4]
-
-@compute @workgroup_size(WG)
+var<workgroup> ws: array<vec4<f32>, ${(MATMUL_TN * KC) / 4}>; // [TN, KC / 4]`);
+  // Thread (tx, ty): tokens ty + 8i (accumulator acc{i}, a vec4 over its rows tx + 8j).
+  const I4 = [0, 1, 2, 3];
+  const unroll = (f: (i: number) => string, sep = "\n    ") => I4.map(f).join(sep);
+  L.push(`@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let id = wid.y * P.nx + wid.x;
   let tilesM = (P.T + TM - 1u) / TM;
@@ -222,7 +229,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let t0 = (id / P.tilesN) * TM; // first token of the tile
   let tx = tid % 8u;
   let ty = tid / 8u;
-  var acc = array<f32, 16>(); // [i = token, j = row]
+  ${unroll((i) => `var acc${i} = vec4<f32>();`, "\n  ")}
   for (var c0 = 0u; c0 < P.cols; c0 += KC) {
     workgroupBarrier();
     for (var i = tid; i < TM * K4; i += WG) {
@@ -231,7 +238,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       var v = vec4<f32>();
       if (t < P.T) {
         let o = t * P.cols + c;
-        for (var k = 0u; k < 4u; k++) { if (c + k < P.cols) { v[k] = X[o + k]; } }
+        v = vec4<f32>(${I4.map((k) => `xAt(o + ${k}u, c + ${k}u)`).join(", ")});
       }
       xs[i] = v;
     }
@@ -241,43 +248,55 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       var v = vec4<f32>();
       if (r < P.chunkRows) {
         let row = P.rowBase + r;
-        for (var k = 0u; k < 4u; k++) { if (c + k < P.cols) { v[k] = weightAt(row, c + k); } }
+        v = vec4<f32>(${I4.map((k) => `weightAt(row, c + ${k}u)`).join(", ")});
       }
       ws[i] = v;
     }
     workgroupBarrier();
     for (var k = 0u; k < K4; k++) {
-      let a0 = xs[ty * K4 + k];
-      let a1 = xs[(ty + 8u) * K4 + k];
-      let a2 = xs[(ty + 16u) * K4 + k];
-      let a3 = xs[(ty + 24u) * K4 + k];
-      for (var j = 0u; j < 4u; j++) {
-        let b = ws[(tx + 8u * j) * K4 + k];
-        acc[j] += dot(a0, b);
-        acc[4u + j] += dot(a1, b);
-        acc[8u + j] += dot(a2, b);
-        acc[12u + j] += dot(a3, b);
+      ${unroll((j) => `let b${j} = ws[(tx + ${8 * j}u) * K4 + k];`, "\n      ")}
+      ${
+    unroll(
+      (i) =>
+        `{ let a = xs[(ty + ${
+          8 * i
+        }u) * K4 + k]; acc${i} += vec4<f32>(dot(a, b0), dot(a, b1), dot(a, b2), dot(a, b3)); }`,
+      "\n      ",
+    )
+  }
+    }
+  }
+  if (P.sparse != 0u) {
+    for (var j = 0u; j < 4u; j++) {
+      let r = r0 + tx + 8u * j;
+      if (r >= P.chunkRows) { continue; }
+      let row = P.rowBase + r;
+      var add = vec4<f32>(); // over tokens i
+      for (var k = u32(RP[row]); k < u32(RP[row + 1u]); k++) {
+        let v = valAt(k);
+        let c = u32(CI[k]);
+        ${
+    unroll(
+      (i) =>
+        `if (t0 + ty + ${8 * i}u < P.T) { add[${i}] += v * X[(t0 + ty + ${
+          8 * i
+        }u) * P.cols + c]; }`,
+      "\n        ",
+    )
+  }
       }
+      ${unroll((i) => `acc${i}[j] += add[${i}];`, "\n      ")}
     }
   }
   for (var j = 0u; j < 4u; j++) {
     let r = r0 + tx + 8u * j;
     if (r >= P.chunkRows) { continue; }
     let row = P.rowBase + r;
-    if (P.sparse != 0u) {
-      for (var k = u32(RP[row]); k < u32(RP[row + 1u]); k++) {
-        let v = valAt(k);
-        let c = u32(CI[k]);
-        for (var i = 0u; i < 4u; i++) {
-          let t = t0 + ty + 8u * i;
-          if (t < P.T) { acc[4u * i + j] += v * X[t * P.cols + c]; }
-        }
-      }
-    }
-    for (var i = 0u; i < 4u; i++) {
-      let t = t0 + ty + 8u * i;
-      if (t < P.T) { Y[t * P.rows + row] = acc[4u * i + j]; }
-    }
+    ${
+    unroll((i) =>
+      `if (t0 + ty + ${8 * i}u < P.T) { Y[(t0 + ty + ${8 * i}u) * P.rows + row] = acc${i}[j]; }`
+    )
+  }
   }
 }`);
   return L.join("\n");

@@ -226,72 +226,72 @@ ${MAIN} {
   },
 };
 
-/** Tiled causal attention with an online softmax (module doc). */
+/**
+ * Tiled causal attention with an online softmax (module doc). The query and
+ * the running output of a thread live in HS / 4 vec4 registers each (named
+ * variables, code unrolled over the head: llvmpipe runs dynamically indexed
+ * private arrays lane by lane); every key updates the running max m, sum l
+ * and output o in one step: m' = max(m, s), o = o·e^(m − m') + e^(s − m')·v.
+ */
 function attentionWgsl(head: string, HS: number, KT: number): string {
+  const H4 = HS / 4;
+  const each = (f: (c: number) => string, sep = "\n    ") =>
+    Array.from({ length: H4 }, (_, c) => f(c)).join(sep);
   return `${head}
 const HS = ${HS}u;
+const H4 = ${H4}u;
 const KT = ${KT}u;
 const QT = ${QT}u;
-@group(0) @binding(1) var<storage, read> Q: array<f32>; // [T, dim] after RoPE
-@group(0) @binding(2) var<storage, read> K: array<f32>; // [T, kv] after RoPE
-@group(0) @binding(3) var<storage, read> V: array<f32>; // [T, kv]
-@group(0) @binding(4) var<storage, read_write> A: array<f32>; // [T, dim]
-var<workgroup> ks: array<f32, ${KT * HS}>; // [KT, HS]
-var<workgroup> vs: array<f32, ${KT * HS}>;
+@group(0) @binding(1) var<storage, read> Q: array<vec4<f32>>; // [T, dim / 4] after RoPE
+@group(0) @binding(2) var<storage, read> K: array<vec4<f32>>; // [T, kv / 4] after RoPE
+@group(0) @binding(3) var<storage, read> V: array<vec4<f32>>; // [T, kv / 4]
+@group(0) @binding(4) var<storage, read_write> A: array<vec4<f32>>; // [T, dim / 4]
+var<workgroup> ks: array<vec4<f32>, ${KT * H4}>; // [KT, HS / 4]
+var<workgroup> vs: array<vec4<f32>, ${KT * H4}>;
 @compute @workgroup_size(QT)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let id = wid.y * P.nx + wid.x;
   if (id >= ((P.T + QT - 1u) / QT) * P.nHeads) { return; }
   let h = id % P.nHeads;
-  let q0 = (id / P.nHeads) * QT;
-  let t = q0 + lid; // this thread's query
-  let qo = min(t, P.T - 1u) * P.dim + h * HS;
-  let kc = (h / P.group) * HS; // this head's kv columns
-  var q: array<f32, HS>;
-  for (var j = 0u; j < HS; j++) { q[j] = Q[qo + j]; }
-  var o: array<f32, HS>;
+  let first = (id / P.nHeads) * QT;
+  let t = first + lid; // this thread's query
+  let qo = (min(t, P.T - 1u) * P.dim + h * HS) / 4u;
+  let kc = ((h / P.group) * HS) / 4u; // this head's kv columns, in vec4s
+  ${each((c) => `let qv${c} = Q[qo + ${c}u];`, "\n  ")}
+  ${each((c) => `var o${c} = vec4<f32>();`, "\n  ")}
   var m = -3.402823e38;
   var l = 0.0;
-  let last = min(q0 + QT, P.T); // keys 0 .. last − 1 serve this tile
+  let last = min(first + QT, P.T); // keys 0 .. last − 1 serve this tile
   for (var u0 = 0u; u0 < last; u0 += KT) {
     workgroupBarrier();
-    for (var i = lid; i < KT * HS; i += QT) {
-      let u = u0 + i / HS;
-      var kx = 0.0;
-      var vx = 0.0;
+    for (var i = lid; i < KT * H4; i += QT) {
+      let u = u0 + i / H4;
+      var kx = vec4<f32>();
+      var vx = vec4<f32>();
       if (u < P.T) {
-        kx = K[u * P.kv + kc + i % HS];
-        vx = V[u * P.kv + kc + i % HS];
+        kx = K[u * (P.kv / 4u) + kc + i % H4];
+        vx = V[u * (P.kv / 4u) + kc + i % H4];
       }
       ks[i] = kx;
       vs[i] = vx;
     }
     workgroupBarrier();
-    if (t < P.T && u0 <= t) {
-      let ue = min(KT, t + 1u - u0);
-      var sc: array<f32, KT>;
-      var mt = m;
-      for (var u = 0u; u < ue; u++) {
-        var s = 0.0;
-        for (var j = 0u; j < HS; j++) { s += q[j] * ks[u * HS + j]; }
-        s *= P.scale;
-        sc[u] = s;
-        mt = max(mt, s);
-      }
-      let corr = exp(m - mt);
-      l *= corr;
-      for (var j = 0u; j < HS; j++) { o[j] *= corr; }
-      for (var u = 0u; u < ue; u++) {
-        let pu = exp(sc[u] - mt);
-        l += pu;
-        for (var j = 0u; j < HS; j++) { o[j] += pu * vs[u * HS + j]; }
-      }
-      m = mt;
+    let ue = select(0u, min(KT, t + 1u - u0), t < P.T && u0 <= t);
+    for (var u = 0u; u < ue; u++) {
+      let b = u * H4;
+      let s = (${each((c) => `dot(qv${c}, ks[b + ${c}u])`, " + ")}) * P.scale;
+      let mn = max(m, s);
+      let corr = exp(m - mn);
+      let p = exp(s - mn);
+      l = l * corr + p;
+      ${each((c) => `o${c} = o${c} * corr + p * vs[b + ${c}u];`, "\n      ")}
+      m = mn;
     }
   }
   if (t < P.T) {
     let inv = 1.0 / l;
-    for (var j = 0u; j < HS; j++) { A[t * P.dim + h * HS + j] = o[j] * inv; }
+    let ao = (t * P.dim + h * HS) / 4u;
+    ${each((c) => `A[ao + ${c}u] = o${c} * inv;`, "\n    ")}
   }
 }`;
 }
@@ -461,6 +461,11 @@ export class GpuPrefill {
       );
       const finalNorm = upload(weights.finalNorm, "final-norm");
 
+      if (hs % 4 !== 0) {
+        throw new RangeError(
+          `GpuPrefill: head size ${hs} must be a multiple of 4 (vec4 attention)`,
+        );
+      }
       const keyTile = Math.max(
         1,
         Math.min(64, Math.floor(device.limits.maxComputeWorkgroupStorageSize / (8 * hs))),
