@@ -15,6 +15,9 @@ export {
 export * from "./perplexity.ts";
 export * from "./generate.ts";
 export * from "./gpu_perplexity.ts";
+export * from "./wa_linear.ts";
+export * from "./wa_perplexity.ts";
+export * from "./bench/wa.ts";
 export * from "./bench/kernels.ts";
 export * from "./bench/decode.ts";
 export * from "./bench/synthetic.ts";

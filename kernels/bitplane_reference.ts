@@ -48,7 +48,7 @@ import type { UniformTensor } from "../quant/format.ts";
 import { checkBits, codeAt, fromF16, nGroups } from "../quant/format.ts";
 
 /** Columns per plane word. */
-export const BLOCK = 32;
+export const PLANE_BLOCK = 32;
 
 /** Per-token quantized activations: x[b, k] = scales[b] · (codes[b, k] − zeros[b]). */
 export interface ActCodes {
@@ -110,10 +110,10 @@ export function checkWaWeight(t: UniformTensor, what = "weight"): void {
         `run through kernels/matvec.ts instead`,
     );
   }
-  if (t.groupSize < t.cols && t.groupSize % BLOCK !== 0) {
+  if (t.groupSize < t.cols && t.groupSize % PLANE_BLOCK !== 0) {
     throw new RangeError(
-      `${what}: groups of ${t.groupSize} columns are not whole ${BLOCK}-column blocks; the W×A ` +
-        `kernels take group sizes that are multiples of ${BLOCK}, or one group per row`,
+      `${what}: groups of ${t.groupSize} columns are not whole ${PLANE_BLOCK}-column blocks; the W×A ` +
+        `kernels take group sizes that are multiples of ${PLANE_BLOCK}, or one group per row`,
     );
   }
   for (const z of fromF16(t.zeros)) {
@@ -168,7 +168,7 @@ function packPlanes(
   cols: number,
   bits: number,
 ): Uint32Array {
-  const kBlocks = Math.ceil(cols / BLOCK);
+  const kBlocks = Math.ceil(cols / PLANE_BLOCK);
   const out = new Uint32Array(n * kBlocks * bits);
   for (let r = 0; r < n; r++) {
     for (let c = 0; c < cols; c++) {
@@ -205,7 +205,7 @@ export function packActPlanes(x: ActCodes): ActPlanes {
     batch,
     cols,
     bits,
-    kBlocks: Math.ceil(cols / BLOCK),
+    kBlocks: Math.ceil(cols / PLANE_BLOCK),
     planes: packPlanes((b, c) => codes[b * cols + c], batch, cols, bits),
     scales: x.scales,
     zeros: x.zeros,
@@ -235,7 +235,7 @@ export function packWeightPlanes(t: UniformTensor): WeightPlanes {
     rows,
     cols,
     bits,
-    kBlocks: Math.ceil(cols / BLOCK),
+    kBlocks: Math.ceil(cols / PLANE_BLOCK),
     groupSize: gs,
     nGroups: ng,
     planes: packPlanes((r, c) => codeAt(codes, cols, bits, r, c), rows, cols, bits),
@@ -296,7 +296,7 @@ export function bitplaneAccRef(w: WeightPlanes, x: ActPlanes): Int32Array {
   }
   const { rows, cols, kBlocks, nGroups: ng, groupSize: gs } = w;
   const out = new Int32Array(x.batch * rows);
-  const gBlocks = Math.ceil(gs / BLOCK);
+  const gBlocks = Math.ceil(gs / PLANE_BLOCK);
   for (let b = 0; b < x.batch; b++) {
     const zx = x.zeros[b];
     for (let r = 0; r < rows; r++) {

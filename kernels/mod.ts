@@ -22,5 +22,8 @@ export * from "./matvec.ts";
 export * from "./reference.ts";
 export * from "./timing.ts";
 export * from "./decode.ts";
+export * from "./bitplane.ts";
+export * from "./bitplane_reference.ts";
+export * from "./int8.ts";
 export * from "./matmul.ts";
 export * from "./prefill.ts";
