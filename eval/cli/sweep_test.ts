@@ -194,3 +194,152 @@ Deno.test("a sweep killed with SIGKILL loses nothing recorded, is readable while
   for (const r of kept) assert.deepEqual(all.find((x) => x.result_key === r.result_key), r);
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("eval errors: one message naming the option or file, exit code 2, nothing written", async () => {
+  const dir = await Deno.makeTempDir();
+  const store = `${dir}/r.duckdb`;
+  const base = ["eval", "--data-dir", SHARED_DATA, "--store", store, "--out", `${dir}/report`];
+  const cases: [string[], RegExp][] = [
+    [
+      ["--preset", "table2"],
+      /--preset: unknown preset "table2"; the presets are bits, kernels, quick/,
+    ],
+    [["--methods", "rtn,hqq"], /--methods: unknown method "hqq"/],
+    [["--datasets", "c4,ptb"], /--datasets: unknown dataset "ptb"/],
+    [["--bits", "3,9"], /--bits: each width must be an integer in 2\.\.8, got "9"/],
+    [
+      ["--methods", "gptq", "--group", "128"],
+      /--group 128 does not divide every layer's input width/,
+    ],
+    [["--shard", "2/2"], /--shard 2\/2: expected 0 ≤ i < n/],
+    [["--shard", "auto"], /--shard auto: SLURM_ARRAY_TASK_ID is not set/],
+  ];
+  for (const [args, re] of cases) {
+    const r = await cli(...base, ...args);
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.err}`);
+    assert.match(r.err, re);
+    assert.equal(r.err.trim().split("\n").filter((l) => l.startsWith("error:")).length, 1);
+  }
+  // data missing offline: names the file
+  const empty = await Deno.makeTempDir();
+  const offline = await cli(
+    ...["eval", "--data-dir", empty, "--offline", "--store", store, "--out", `${dir}/report`],
+  );
+  assert.equal(offline.code, 2);
+  assert.match(offline.err, /stories260K\.bin/);
+  // nothing was written: no store, no report
+  assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n !== "report"), []);
+  // a store locked by another writer
+  using lock = await Deno.open(`${store}.lock`, { create: true, write: true });
+  await lock.lock(true);
+  const locked = await cli(
+    ...base,
+    ...[
+      "--preset",
+      "quick",
+      "--methods",
+      "fp32",
+      "--datasets",
+      "c4",
+      "--limit",
+      "1",
+      "--kernels",
+      "none",
+    ],
+  );
+  assert.equal(locked.code, 2);
+  assert.match(locked.err, /--store .*r\.duckdb is locked by another writer/);
+  await lock.unlock();
+  await Deno.remove(dir, { recursive: true });
+  await Deno.remove(empty, { recursive: true });
+});
+
+Deno.test("eval --dry-run prints the plan with what is stored and cached; a cached quantized model gives the same numbers", async () => {
+  const dir = await Deno.makeTempDir();
+  const args = [
+    ...["eval", "--preset", "quick", "--methods", "fp32,rtn", "--data-dir", SHARED_DATA],
+    ...["--datasets", "c4,tinystories", "--seqlen", "64", "--limit", "2", "--kernels", "none"],
+    ...["--store", `${dir}/r.duckdb`, "--out", `${dir}/report`],
+  ];
+  const env = { SQB_CACHE_DIR: `${dir}/cache` };
+  const run = async (...extra: string[]) => {
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", CLI, ...args, ...extra],
+      env: { NO_COLOR: "1", HF_HUB_OFFLINE: "1", ...env },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    return { code: r.code, out: dec.decode(r.stdout), err: dec.decode(r.stderr) };
+  };
+  const before = await run("--dry-run");
+  assert.equal(before.code, 0, before.err);
+  assert.match(before.out, /jobs: 5 \(5 to do, 0 stored, 0 cached, 0 not needed\)/);
+  assert.match(before.out, /\[todo {6}\] evaluate rtn\.w3 on c4 \(2 windows\)/);
+  await assert.rejects(Deno.stat(`${dir}/r.duckdb`)); // a dry run writes nothing
+  const first = await run("--json");
+  assert.equal(first.code, 0, first.err);
+  const events = first.err.split("\n").filter((l) => l.startsWith('{"event"')).map((l) =>
+    JSON.parse(l)
+  );
+  assert.deepEqual(events.map((e) => e.id), [
+    "evaluate fp32 c4",
+    "evaluate fp32 tinystories",
+    "quantize rtn.w3",
+    "evaluate rtn.w3 c4",
+    "evaluate rtn.w3 tinystories",
+  ]);
+  const after = await run("--dry-run");
+  assert.match(after.out, /jobs: 5 \(0 to do, 4 stored, 1 cached, 0 not needed\)/);
+  assert.match(after.out, /\[cached {4}\] quantize rtn\.w3/);
+  // --no-resume re-evaluates with the quantized model read back from the cache: same numbers
+  const again = await run("--no-resume", "--json");
+  assert.equal(again.code, 0, again.err);
+  assert.match(again.err, /rtn\.w3: quantized model read from the cache/);
+  const ppl = (out: string) => lastJson(out).results.map((r: SweepResult) => [r.variant, r.ppl]);
+  assert.deepEqual(ppl(again.out), ppl(first.out));
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("a sweep killed with SIGKILL during the Fisher pass and again mid-evaluation ends with exactly a clean run's rows", async () => {
+  const dir = await Deno.makeTempDir();
+  const args = (store: string) => [
+    ...["eval", "--preset", "quick", "--data-dir", SHARED_DATA, "--kernels", "none"],
+    ...["--datasets", "c4,tinystories", "--seqlen", "64", "--limit", "4"],
+    ...["--store", store, "--out", `${dir}/report`],
+  ];
+  const spawn = (store: string, cache: string) =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", CLI, ...args(store)],
+      env: { NO_COLOR: "1", HF_HUB_OFFLINE: "1", SQB_CACHE_DIR: cache },
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+  const rows = async (store: string) => {
+    const s = await ResultsStore.open(store, { readOnly: true });
+    const r = await s.query("select result_key, ppl from ppl_results order by result_key");
+    s.close();
+    return r;
+  };
+  // the clean run, with its own cache
+  const clean = await spawn(`${dir}/clean.duckdb`, `${dir}/cache-clean`).output();
+  assert.equal(clean.code, 0, dec.decode(clean.stderr));
+  // killed when the stderr says `when`, then run to the end
+  const killedAt = async (when: RegExp) => {
+    const p = spawn(`${dir}/killed.duckdb`, `${dir}/cache-killed`);
+    let text = "";
+    for await (const chunk of p.stderr.pipeThrough(new TextDecoderStream())) {
+      text += chunk;
+      if (when.test(text)) break;
+    }
+    p.kill("SIGKILL");
+    await p.status;
+    return text;
+  };
+  assert.match(await killedAt(/calibrate: fisher/), /calibrate: fisher/);
+  assert.match(await killedAt(/squeezellm\.w3[\s\S]*c4: ppl/), /c4: ppl/);
+  const rest = await spawn(`${dir}/killed.duckdb`, `${dir}/cache-killed`).output();
+  assert.equal(rest.code, 0, dec.decode(rest.stderr));
+  assert.deepEqual(await rows(`${dir}/killed.duckdb`), await rows(`${dir}/clean.duckdb`));
+  assert.equal((await rows(`${dir}/clean.duckdb`)).length, 6);
+  await Deno.remove(dir, { recursive: true });
+});
