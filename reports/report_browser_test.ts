@@ -14,7 +14,7 @@ import assert from "node:assert/strict";
 import { Chromium, findChromium } from "./_chromium.ts";
 import { buildFixtureStore, recordFixtureKernels } from "./_testing.ts";
 import { MergedResults } from "./results.ts";
-import { writeReport } from "./report.ts";
+import { paperTable, writeReport } from "./report.ts";
 import { serveReport } from "./serve.ts";
 
 const CI = Deno.env.get("CI") === "true";
@@ -93,8 +93,14 @@ Deno.test({
         assert.ok(charts.includes("ppl-vs-bits-t1") && charts.includes("pareto-t1"), `${charts}`);
         if (!kernelsFailed) {
           assert.ok(charts.includes("kernel-latency-a1") && charts.includes("kernel-speedup-a1"));
-          // the speedup column holds the stored timings' geometric means
-          assert.match(page.paperText, /speedup ×, other shapes/);
+          // the speedup columns hold the stored timings' speedups
+          const p = paperTable(t, data.kernels);
+          assert.deepEqual(p.speedupSets, ["other shapes"]);
+          const speedups = p.rows.flatMap((r) =>
+            p.bits.flatMap((b) => Object.values(r.cells[b]?.speedup ?? {}))
+          );
+          assert.ok(speedups.length >= 2 * p.rows.length, `${speedups.length} speedups`);
+          for (const v of speedups) assert.ok(page.paperText.includes(v.toFixed(2)), `${v}`);
         }
         for (const s of page.svgs) assert.ok(s.marks > 10, `${s.id} has ${s.marks} marks`);
         assert.equal(page.runs, data.runs.length);
