@@ -343,3 +343,79 @@ Deno.test("a sweep killed with SIGKILL during the Fisher pass and again mid-eval
   assert.equal((await rows(`${dir}/clean.duckdb`)).length, 6);
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("deno task eval on a fresh machine (no --data-dir, empty caches) downloads everything from a loopback hub", async () => {
+  const home = await Deno.makeTempDir({ prefix: "sqb-fresh-" });
+  const shared = (rel: string) => Deno.readFile(`${SHARED_DATA}/${rel}`);
+  const head = await Deno.readTextFile(`${SHARED_DATA}/tinystories/tinystories-valid-head.txt`);
+  const tinystories = new TextEncoder().encode(
+    head.split("\n\n").slice(0, 300).join("\n<|endoftext|>\n") + "\n",
+  );
+  const c4 = await shared("c4/c4-validation-2k.json.gz"); // served as both C4 shards
+  const files = new Map<string, Uint8Array>([
+    [
+      "/karpathy/tinyllamas/resolve/main/stories260K/stories260K.bin",
+      await shared("stories260K/stories260K.bin"),
+    ],
+    [
+      "/karpathy/tinyllamas/resolve/main/stories260K/tok512.model",
+      await shared("stories260K/tok512.model"),
+    ],
+    [
+      "/datasets/Salesforce/wikitext/resolve/main/wikitext-2-raw-v1/test-00000-of-00001.parquet",
+      await shared("wikitext-2-raw-v1/test-00000-of-00001.parquet"),
+    ],
+    ["/datasets/allenai/c4/resolve/main/en/c4-validation.00000-of-00008.json.gz", c4],
+    ["/datasets/allenai/c4/resolve/main/en/c4-train.00000-of-01024.json.gz", c4],
+    ["/datasets/roneneldan/TinyStories/resolve/main/TinyStories-valid.txt", tinystories],
+  ]);
+  const seen: string[] = [];
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
+    const path = new URL(req.url).pathname;
+    seen.push(path);
+    const body = files.get(path);
+    return body
+      ? new Response(body.slice(), { headers: { "content-length": String(body.length) } })
+      : new Response("Entry not found", { status: 404 });
+  });
+  try {
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: [
+        ...["run", "-A", CLI, "eval", "--preset", "quick", "--kernels", "none"],
+        ...["--seqlen", "64", "--limit", "2", "--json"],
+        ...["--store", `${home}/r.duckdb`, "--out", `${home}/report`],
+      ],
+      env: {
+        NO_COLOR: "1",
+        HOME: home,
+        XDG_CACHE_HOME: "",
+        SQB_DATA_DIR: "",
+        SQB_CACHE_DIR: "",
+        HF_HUB_OFFLINE: "",
+        HF_ENDPOINT: `http://127.0.0.1:${server.addr.port}`,
+      },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(r.code, 0, dec.decode(r.stderr));
+    assert.deepEqual(new Set(seen), new Set(files.keys()));
+    const data = `${home}/.cache/squeezebench`;
+    assert.ok((await Deno.stat(`${data}/tinystories/TinyStories-valid.txt`)).isFile);
+    const s = await ResultsStore.open(`${home}/r.duckdb`, { readOnly: true });
+    const rows = await s.query(
+      "select distinct data_file, data_sha256 from ppl_results where dataset = 'tinystories'",
+    );
+    s.close();
+    const { sha256File } = await import("../../datasets/hub.ts");
+    assert.deepEqual(rows, [{
+      data_file: `${data}/tinystories/TinyStories-valid.txt`,
+      data_sha256: await sha256File(`${data}/tinystories/TinyStories-valid.txt`),
+    }]);
+    assert.equal(lastJson(dec.decode(r.stdout)).results.length, 3 * 3);
+    // the quantized models went to the cache dir, not the data dir
+    assert.ok([...Deno.readDirSync(`${data}/cache/quantized`)].length >= 2);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(home, { recursive: true });
+  }
+});
