@@ -22,7 +22,11 @@
 import type { PerplexityResult } from "./perplexity.ts";
 import { checkWindowLoss, perplexityResult, windowLoss, windowPlan } from "./perplexity.ts";
 import type { GpuDecoder } from "../kernels/decode.ts";
-import type { GpuPrefill } from "../kernels/prefill.ts";
+import { denseSource, GpuPrefill } from "../kernels/prefill.ts";
+import type { Gpu } from "../kernels/device.ts";
+import { quantizedSource } from "../kernels/decode.ts";
+import type { LlamaWeights } from "../model/config.ts";
+import type { QuantizedLinear } from "../quant/format.ts";
 
 /** Options of {@linkcode gpuPerplexity}. */
 export interface GpuPerplexityOptions {
@@ -131,4 +135,55 @@ export async function gpuPrefillPerplexity(
     nll[i] = checkWindowLoss(losses[i], i, seqlen, opts.label, "GPU prefill") * seqlen;
   }
   return perplexityResult(nll, seqlen, available, (performance.now() - t0) / 1000, opts.label);
+}
+
+/** Where the CLI's perplexity runs (`--device`): the CPU forward or the GPU prefill. */
+export const DEVICES = ["cpu", "gpu"] as const;
+/** One of {@linkcode DEVICES}. */
+export type Device = typeof DEVICES[number];
+
+/**
+ * What a GPU perplexity records as its evaluator in a result's identity
+ * (reports/identity.ts): the GPU prefill's fp32 numbers equal the CPU's
+ * within 1e-4 relative, not bit for bit, so they are stored under their own keys.
+ */
+export const GPU_EVALUATOR = "gpu-prefill";
+
+/** Options of {@linkcode prefillPerplexity}. */
+export interface PrefillPerplexityOptions extends GpuPrefillPerplexityOptions {
+  /** Window length. @default weights.config.maxSeqLen */
+  seqlen?: number;
+}
+
+/**
+ * GPTQ's perplexity of a model on the GPU prefill, from the weights as
+ * stored: builds the prefill (every linear in its packed format when
+ * `linears` is given, else fp32), runs {@linkcode gpuPrefillPerplexity} and
+ * releases every buffer.
+ *
+ * @param gpu the device
+ * @param weights the model (norms, embeddings, classifier; the linears when `linears` is null)
+ * @param linears the packed linears of a quantized model ("layers.{l}.{name}"), or null
+ * @param tokens the token stream [numel]
+ * @param opts window length and limit, progress callback, the model's label
+ * @returns the same record as eval/perplexity.ts's `perplexity`
+ * @example
+ * ```ts
+ * const r = await prefillPerplexity(await getGpu(), q.weights, q.linears, set.tokens, { limit: 4 });
+ * ```
+ */
+export async function prefillPerplexity(
+  gpu: Gpu,
+  weights: LlamaWeights,
+  linears: ReadonlyMap<string, QuantizedLinear> | null,
+  tokens: Int32Array,
+  opts: PrefillPerplexityOptions = {},
+): Promise<PerplexityResult> {
+  const source = linears ? quantizedSource(linears) : denseSource(weights);
+  const pf = await GpuPrefill.create(gpu, weights, source, { seqlen: opts.seqlen });
+  try {
+    return await gpuPrefillPerplexity(pf, tokens, opts);
+  } finally {
+    pf.release();
+  }
 }

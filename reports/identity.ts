@@ -70,6 +70,12 @@ export interface ResultIdentity {
   calibration: CalibrationIdentity | null;
   /** The evaluation data. */
   dataset: DatasetIdentity;
+  /**
+   * What computed the logits when it is not the CPU forward: "gpu-prefill"
+   * (eval/gpu_perplexity.ts; equal to the CPU within 1e-4, not bit for bit).
+   * Absent for the CPU, so the CPU's keys are unchanged.
+   */
+  evaluator?: string;
 }
 
 /** The keys of one result. */

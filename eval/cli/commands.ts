@@ -27,7 +27,9 @@ import {
 } from "./load.ts";
 import type { DataNeed } from "../../datasets/datadir.ts";
 import { generate } from "../generate.ts";
-import { perplexity } from "../perplexity.ts";
+import { perplexity, type PerplexityResult } from "../perplexity.ts";
+import { type Device, DEVICES, GPU_EVALUATOR, prefillPerplexity } from "../gpu_perplexity.ts";
+import type { Gpu } from "../../kernels/device.ts";
 import { Progress } from "./progress.ts";
 import { EVAL_SETS, type EvalSetName, loadEvalSet } from "../../datasets/eval_sets.ts";
 import { METHODS, type QuantSpec, saveQuantized, variantName } from "../../quant/methods.ts";
@@ -61,6 +63,49 @@ function seqlenFor(given: number | undefined, maxSeqLen: number, what: string): 
     );
   }
   return given;
+}
+
+/** Help of `--device` (ppl and eval). */
+const DEVICE_HELP =
+  `  --device cpu|gpu     where perplexity runs: cpu (default: the WebAssembly forward, bit-exact
+                       across runs) or gpu (WebGPU prefill, every linear in its stored format;
+                       equal to cpu within 1e-4, stored under its own result keys). No
+                       auto-detection: a software adapter (llvmpipe) is slower than the CPU`;
+
+/**
+ * The `--device` option and, for gpu, the adapter — opened before any work,
+ * so a missing adapter fails at once with the driver hint.
+ */
+async function deviceFromOptions(
+  values: Record<string, unknown>,
+): Promise<{ device: Device; gpu: Gpu | null; text: string }> {
+  const device = choice(values, "device", DEVICES, "cpu");
+  if (device === "cpu") return { device, gpu: null, text: "cpu (WebAssembly forward)" };
+  const { getGpu } = await import("../../kernels/device.ts");
+  try {
+    const gpu = await getGpu();
+    const i = gpu.info;
+    const what = i.description || [i.vendor, i.architecture, i.device].filter((s) => s).join(" ");
+    return {
+      device,
+      gpu,
+      text: `gpu (WebGPU prefill on ${what || "an unnamed adapter"}${
+        i.isFallbackAdapter ? ", software fallback" : ""
+      })`,
+    };
+  } catch (e) {
+    throw new CliError(`--device gpu: ${(e as Error).message}; or use --device cpu`);
+  }
+}
+
+/** --device gpu cannot run a model with activation quantization (the prefill has no hooks). */
+function checkGpuModel(device: Device, actQuant: unknown, variant: string): void {
+  if (device === "gpu" && actQuant) {
+    throw new CliError(
+      `--device gpu: ${variant} quantizes activations (--abits / --kv-bits), which only the CPU ` +
+        `forward runs; use --device cpu`,
+    );
+  }
 }
 
 const generateCmd: Command = {
@@ -115,6 +160,7 @@ const pplCmd: Command = {
     limit: { type: "string" },
     quantized: { type: "string" },
     store: { type: "string" },
+    device: { type: "string" },
   },
   help: `deno task ppl [options]
 
@@ -123,6 +169,7 @@ const pplCmd: Command = {
   --limit N            evaluate only the first N windows (said in the output)
   --quantized FILE     evaluate a model written by "deno task quantize"
   --store FILE         also record the result in this DuckDB results store
+${DEVICE_HELP}
 ${QUANT_HELP}
 ${MODEL_HELP}`,
   async run(values) {
@@ -138,6 +185,14 @@ ${MODEL_HELP}`,
     }
     const file = str(values, "quantized");
     const { spec } = quantRequest(values); // stray quantization flags fail here, before any I/O
+    const { device, gpu, text: deviceText } = await deviceFromOptions(values);
+    if (spec) {
+      checkGpuModel(
+        device,
+        (spec.abits ?? 16) < 16 || (spec.kvBits ?? null) !== null,
+        variantName(spec),
+      );
+    }
     const model = await loadModelFromOptions(values, [evalSetNeed(dataset), ...calibNeeds([spec])]);
     const fromFile = file ? await quantizedFromOptions(model, values) : null;
     // The window length defaults to the max_seq_len of the model evaluated (a
@@ -154,16 +209,25 @@ ${MODEL_HELP}`,
     });
     const weights = q ? q.weights : model.weights;
     const total = Math.min(Math.floor(set.tokens.length / seqlen), limit ?? Infinity);
-    const bar = new Progress(`ppl ${dataset}`, total, "windows", seqlen, "tok");
     const variant = q ? variantName(q.spec) : "fp32";
-    const r = await perplexity(weights, set.tokens, {
-      seqlen,
-      limit,
-      workers,
-      actQuant: q?.actQuant,
-      onProgress: (d) => bar.update(d),
-      label: `${file ?? model.name} ${variant}`,
-    });
+    checkGpuModel(device, q?.actQuant, variant);
+    const bar = new Progress(`ppl ${dataset} (${device})`, total, "windows", seqlen, "tok");
+    const label = `${file ?? model.name} ${variant}`;
+    const r: PerplexityResult = gpu
+      ? await prefillPerplexity(gpu, weights, q ? q.linears : null, set.tokens, {
+        seqlen,
+        limit,
+        onProgress: (d) => bar.update(d),
+        label,
+      })
+      : await perplexity(weights, set.tokens, {
+        seqlen,
+        limit,
+        workers,
+        actQuant: q?.actQuant,
+        onProgress: (d) => bar.update(d),
+        label,
+      });
     const limited = r.windows < r.windowsAvailable
       ? ` (--limit: ${r.windows} of ${r.windowsAvailable} windows)`
       : "";
@@ -172,7 +236,7 @@ ${MODEL_HELP}`,
         r.ppl.toFixed(4)
       } over ${r.windows} windows of ${seqlen}${limited}`,
     );
-    console.log(`protocol: ${set.protocol}\ndata: ${set.file}`);
+    console.log(`protocol: ${set.protocol}\ndata: ${set.file}\ndevice: ${deviceText}`);
     const result = {
       model: model.name,
       modelSha256: model.checkpointSha256,
@@ -191,10 +255,14 @@ ${MODEL_HELP}`,
       seqlen,
       seconds: r.seconds,
       tokensPerSecond: r.tokens / r.seconds,
+      device,
+      adapter: gpu ? gpu.info : null,
     };
     if (storePath) {
       const { recordPpl } = await import("./sweep.ts");
-      await recordPpl(storePath, model, q, set, r, Deno.args.join(" "));
+      await recordPpl(storePath, model, q, set, r, Deno.args.join(" "), {
+        evaluator: gpu ? GPU_EVALUATOR : undefined,
+      });
     }
     return result;
   },
@@ -256,6 +324,7 @@ const evalCmd: Command = {
     "dry-run": { type: "boolean" },
     workers: { type: "string" },
     "no-resume": { type: "boolean" },
+    device: { type: "string" },
   },
   help: `deno task eval [options]
 
@@ -275,6 +344,7 @@ const evalCmd: Command = {
   --dry-run            print the plan with what is already stored or cached, and stop
   --no-resume          re-evaluate results already in the store
   --workers N          worker threads (default: number of cores)
+${DEVICE_HELP}
   --json               also one JSON line per finished job on stderr
 ${MODEL_HELP}`,
   async run(values) {
@@ -322,6 +392,8 @@ ${MODEL_HELP}`,
     const outDir = str(values, "out", "out/report")!;
     const dryRun = values["dry-run"] === true;
     await checkStoreFile(optionLabel(values, "store"), storePath);
+    const { gpu, text: deviceText } = await deviceFromOptions(values);
+    console.error(`device: ${deviceText}`);
     if (!dryRun) {
       await checkOutputFile(optionLabel(values, "store"), storePath, { createDir: true });
       await checkOutputDir(optionLabel(values, "out"), outDir);
@@ -330,7 +402,11 @@ ${MODEL_HELP}`,
       values,
       preset.datasets.map(evalSetNeed),
     );
-    const seqlen = seqlenFor(preset.seqlen ?? undefined, model.weights.config.maxSeqLen, model.name);
+    const seqlen = seqlenFor(
+      preset.seqlen ?? undefined,
+      model.weights.config.maxSeqLen,
+      model.name,
+    );
     const { expandVariants } = await import("./plan.ts");
     const specs = expandVariants(preset, model.weights.config).variants.map((v) => v.spec);
     if (preset.datasets.length > 0) await requireDataFromOptions(values, calibNeeds(specs));
@@ -348,6 +424,7 @@ ${MODEL_HELP}`,
       shard,
       jsonEvents: values.json === true,
       command: Deno.args.join(" "), // the task name is Deno.args[0]
+      gpu,
     });
   },
 };

@@ -285,6 +285,8 @@ export interface BuildPlanOptions {
   cacheDir: string;
   /** Print what the plan loads (eval sets, calibration windows). */
   log?: (line: string) => void;
+  /** The evaluator of every result when not the CPU forward (reports/identity.ts). */
+  evaluator?: string;
 }
 
 /**
@@ -356,6 +358,7 @@ export async function buildPlan(
           quant: v.spec,
           calibration,
           dataset: p.identity,
+          ...(opts.evaluator ? { evaluator: opts.evaluator } : {}),
         };
         const keys = await resultKeys(identity);
         evals.push({

@@ -28,6 +28,8 @@ import {
 import { modelSize } from "../../quant/size.ts";
 import { loadCalibration, quantizeModel } from "../pipeline.ts";
 import { perplexity, type PerplexityResult } from "../perplexity.ts";
+import { GPU_EVALUATOR, prefillPerplexity } from "../gpu_perplexity.ts";
+import type { Gpu } from "../../kernels/device.ts";
 import { Progress, progressBars } from "./progress.ts";
 import type { LoadedModel } from "./load.ts";
 import { currentRun, type KernelRecord, ResultsStore, type RunInfo } from "../../reports/store.ts";
@@ -77,6 +79,8 @@ export interface SweepOptions {
   command: string;
   /** How long to wait for the store's writer lock. @default 2000 */
   lockWaitMs?: number;
+  /** Run perplexity on this GPU (the prefill, eval/gpu_perplexity.ts) instead of the CPU. */
+  gpu?: Gpu | null;
 }
 
 /** One row of the run's summary: a variant's numbers. */
@@ -105,6 +109,7 @@ export async function runSweep(model: LoadedModel, opts: SweepOptions): Promise<
   const plan = await buildPlan(model, opts.preset, {
     seqlen: opts.seqlen,
     cacheDir: opts.cacheDir,
+    evaluator: opts.gpu ? GPU_EVALUATOR : undefined,
   });
   const units = opts.shard ? shardUnits(plan.units, opts.shard) : plan.units;
   const shardInfo = opts.shard ? { ...opts.shard, units } : undefined;
@@ -217,14 +222,34 @@ async function runUnit(model: LoadedModel, plan: Plan, unit: Unit, c: UnitContex
         plan.seqlen,
         "tok",
       );
-      const r = await perplexity(q ? q.weights : model.weights, p.set.tokens, {
-        seqlen: plan.seqlen,
-        limit: p.identity.windows,
-        workers: c.workers,
-        actQuant: q?.actQuant,
-        onProgress: (n) => bar.update(n),
-        label: `${model.name} ${job.variant}`,
-      });
+      const label = `${model.name} ${job.variant}`;
+      if (c.gpu && q?.actQuant) {
+        throw new CliError(
+          `--device gpu: ${job.variant} quantizes activations, which only the CPU forward runs; ` +
+            `use --device cpu`,
+        );
+      }
+      const r = c.gpu
+        ? await prefillPerplexity(
+          c.gpu,
+          q ? q.weights : model.weights,
+          q ? q.linears : null,
+          p.set.tokens,
+          {
+            seqlen: plan.seqlen,
+            limit: p.identity.windows,
+            onProgress: (n) => bar.update(n),
+            label,
+          },
+        )
+        : await perplexity(q ? q.weights : model.weights, p.set.tokens, {
+          seqlen: plan.seqlen,
+          limit: p.identity.windows,
+          workers: c.workers,
+          actQuant: q?.actQuant,
+          onProgress: (n) => bar.update(n),
+          label,
+        });
       await recordInto(c.store, c.run, model, q, p.set, r, job.identity);
       log(
         `   ${job.dataset}: ppl ${r.ppl.toFixed(4)} (${r.windows} of ${r.windowsAvailable} ` +
@@ -573,6 +598,7 @@ export async function recordPpl(
   set: EvalSet,
   r: PerplexityResult,
   command: string,
+  opts: { evaluator?: string } = {},
 ): Promise<void> {
   if (!set.fileSha256) {
     throw new Error(`${set.name}: ${set.file} has no sha256 (loadEvalSet sets it)`);
@@ -587,6 +613,7 @@ export async function recordPpl(
       r.seqlen,
       r.windows,
     ),
+    evaluator: opts.evaluator,
   };
   const complete = !q || q.calibration !== null || calibrationRequest(q.spec) === null;
   await Deno.mkdir(storePath.replace(/\/[^/]*$/, "") || ".", { recursive: true });
