@@ -382,6 +382,7 @@ figure{margin:1em 0 1.6em}figcaption{font-weight:600;margin-bottom:.4em}figcapti
 .chart{overflow-x:auto}
 details{margin:.4em 0}details>summary{cursor:pointer;color:var(--fg)}
 details.run{border:1px solid var(--line);border-radius:4px;padding:.4em .7em}
+.runs.many{max-height:32em;overflow-y:auto;border:1px solid var(--line);padding:.3em;border-radius:4px}
 details.run[open]{padding-bottom:.8em}
 pre{background:#f6f8fa;border:1px solid var(--line);padding:.5em;overflow-x:auto;font-size:12px;max-height:24em}
 #sql textarea{width:100%;font:13px ui-monospace,monospace;padding:.5em;border:1px solid var(--line);border-radius:4px}

@@ -799,7 +799,11 @@ ${
       : ""
   }
 <section id="provenance"><h2>Provenance</h2><p class="muted">One entry per run: the command, commit, code version, data and model hashes and every config it recorded.</p>${
-    data.runs.map(runHtml).join("\n") || "<p>No runs recorded.</p>"
+    data.runs.length
+      ? `<div class="${data.runs.length > 8 ? "runs many" : "runs"}">${
+        data.runs.map(runHtml).join("\n")
+      }</div>`
+      : "<p>No runs recorded.</p>"
   }</section>
 </main></body></html>`;
   return { html, charts };
