@@ -25,8 +25,11 @@
  * scale, no zero points). Here the zero points are exact: SW per weight row
  * and SX per token are precomputed once, and the epilogue applies the
  * correction above in wrapping 32-bit integer arithmetic, which is exact
- * whenever the corrected accumulator itself fits in an int32 (every shape
- * up to 2^31 / 255² ≈ 33,000 columns at 8×8 bits).
+ * whenever the corrected accumulator itself fits in an int32: every shape
+ * up to 2^31 / 255² ≈ 33,000 columns at 8×8 bits when the zero points lie in
+ * the code range. (quant/act_quant.ts clamps an activation zero only to
+ * ±10^4, reached by a vector whose values all share one sign and are far
+ * from 0; {@linkcode waAccRef} throws when an accumulator would not fit.)
  *
  * ## Plane layout
  *
