@@ -252,7 +252,7 @@ Deno.test("MergedResults merges shards, keeps a store given twice once, and expa
     await assert.rejects(() => expandStorePaths([`${dir}/none-*.duckdb`]), /matches no file/);
     await assert.rejects(
       () => expandStorePaths([`${dir}/missing.duckdb`]),
-      /no such results store/,
+      /missing\.duckdb does not exist/,
     );
     // a copy of a shard adds nothing
     await Deno.copyFile(`${dir}/shard-1.duckdb`, `${dir}/copy.duckdb`);

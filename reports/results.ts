@@ -68,7 +68,7 @@ export async function expandStorePaths(patterns: readonly string[]): Promise<str
         await Deno.stat(p);
       } catch (e) {
         if (e instanceof Deno.errors.NotFound) {
-          throw new Deno.errors.NotFound(`--store ${p}: no such results store`);
+          throw new Deno.errors.NotFound(`--store ${p} does not exist`);
         }
         throw e;
       }
