@@ -27,3 +27,4 @@ export * from "./bitplane_reference.ts";
 export * from "./int8.ts";
 export * from "./matmul.ts";
 export * from "./prefill.ts";
+export * from "./hessian.ts";
