@@ -155,6 +155,7 @@ const pplCmd: Command = {
   options: {
     ...MODEL_OPTIONS,
     ...QUANT_OPTIONS,
+    datasets: { type: "string" },
     dataset: { type: "string" },
     seqlen: { type: "string" },
     limit: { type: "string" },
@@ -164,7 +165,8 @@ const pplCmd: Command = {
   },
   help: `deno task ppl [options]
 
-  --dataset D          wikitext2 | c4 | c4-new | tinystories (default wikitext2)
+  --datasets LIST      comma-separated: wikitext2,c4,c4-new,tinystories (default wikitext2); the
+                       model is quantized once and evaluated on each (--dataset D: the same)
   --seqlen N           window length (default: the model's max_seq_len)
   --limit N            evaluate only the first N windows (said in the output)
   --quantized FILE     evaluate a model written by "deno task quantize"
@@ -174,7 +176,18 @@ ${QUANT_HELP}
 ${MODEL_HELP}`,
   async run(values) {
     // Every option, output file and data file is checked before any work.
-    const dataset = choice(values, "dataset", EVAL_SETS, "wikitext2");
+    if (values.dataset !== undefined && values.datasets !== undefined) {
+      throw new CliError(`give --datasets LIST or its alias --dataset, not both`);
+    }
+    const datasets = list(values, values.dataset !== undefined ? "dataset" : "datasets", [
+      "wikitext2",
+    ]);
+    for (const d of datasets) {
+      if (!(EVAL_SETS as readonly string[]).includes(d)) {
+        const flag = values.dataset !== undefined ? "--dataset" : "--datasets";
+        throw new CliError(`${flag}: unknown dataset "${d}" (${EVAL_SETS.join(", ")})`);
+      }
+    }
     const seqlenGiven = int(values, "seqlen", undefined, 2);
     const limit = int(values, "limit", undefined, 1);
     const workers = workersOf(values);
@@ -193,7 +206,10 @@ ${MODEL_HELP}`,
         variantName(spec),
       );
     }
-    const model = await loadModelFromOptions(values, [evalSetNeed(dataset), ...calibNeeds([spec])]);
+    const model = await loadModelFromOptions(values, [
+      ...(datasets as EvalSetName[]).map(evalSetNeed),
+      ...calibNeeds([spec]),
+    ]);
     const fromFile = file ? await quantizedFromOptions(model, values) : null;
     // The window length defaults to the max_seq_len of the model evaluated (a
     // quantized file may come from another checkpoint than --model).
@@ -201,70 +217,73 @@ ${MODEL_HELP}`,
       ? seqlenFor(seqlenGiven, fromFile.weights.config.maxSeqLen, `the quantized model ${file}`)
       : seqlenFor(seqlenGiven, model.weights.config.maxSeqLen, model.name);
     const q = fromFile ?? await quantizedFromOptions(model, values);
-    const set = await loadEvalSet(dataset as EvalSetName, {
-      dataDir: model.dataDir,
-      tokenizer: model.tokenizer,
-      seqlen,
-      offline: model.offline,
-    });
     const weights = q ? q.weights : model.weights;
-    const total = Math.min(Math.floor(set.tokens.length / seqlen), limit ?? Infinity);
     const variant = q ? variantName(q.spec) : "fp32";
     checkGpuModel(device, q?.actQuant, variant);
-    const bar = new Progress(`ppl ${dataset} (${device})`, total, "windows", seqlen, "tok");
     const label = `${file ?? model.name} ${variant}`;
-    const r: PerplexityResult = gpu
-      ? await prefillPerplexity(gpu, weights, q ? q.linears : null, set.tokens, {
+    const results: Record<string, unknown>[] = [];
+    for (const dataset of datasets as EvalSetName[]) {
+      const set = await loadEvalSet(dataset, {
+        dataDir: model.dataDir,
+        tokenizer: model.tokenizer,
         seqlen,
-        limit,
-        onProgress: (d) => bar.update(d),
-        label,
-      })
-      : await perplexity(weights, set.tokens, {
+        offline: model.offline,
+      });
+      const total = Math.min(Math.floor(set.tokens.length / seqlen), limit ?? Infinity);
+      const bar = new Progress(`ppl ${dataset} (${device})`, total, "windows", seqlen, "tok");
+      const r: PerplexityResult = gpu
+        ? await prefillPerplexity(gpu, weights, q ? q.linears : null, set.tokens, {
+          seqlen,
+          limit,
+          onProgress: (d) => bar.update(d),
+          label,
+        })
+        : await perplexity(weights, set.tokens, {
+          seqlen,
+          limit,
+          workers,
+          actQuant: q?.actQuant,
+          onProgress: (d) => bar.update(d),
+          label,
+        });
+      const limited = r.windows < r.windowsAvailable
+        ? ` (--limit: ${r.windows} of ${r.windowsAvailable} windows)`
+        : "";
+      console.log(
+        `${model.name} ${variant} ${dataset}: ppl ${
+          r.ppl.toFixed(4)
+        } over ${r.windows} windows of ${seqlen}${limited}`,
+      );
+      console.log(`protocol: ${set.protocol}\ndata: ${set.file}\ndevice: ${deviceText}`);
+      results.push({
+        model: model.name,
+        modelSha256: model.checkpointSha256,
+        variant,
+        quant: q
+          ? { spec: q.spec, avgBits: q.avgBits, calibration: q.calibration, seconds: q.seconds }
+          : null,
+        dataset,
+        protocol: set.protocol,
+        dataFile: set.file,
+        ppl: r.ppl,
+        windows: r.windows,
+        windowsAvailable: r.windowsAvailable,
+        limited: r.windows < r.windowsAvailable,
+        tokens: r.tokens,
         seqlen,
-        limit,
-        workers,
-        actQuant: q?.actQuant,
-        onProgress: (d) => bar.update(d),
-        label,
+        seconds: r.seconds,
+        tokensPerSecond: r.tokens / r.seconds,
+        device,
+        adapter: gpu ? gpu.info : null,
       });
-    const limited = r.windows < r.windowsAvailable
-      ? ` (--limit: ${r.windows} of ${r.windowsAvailable} windows)`
-      : "";
-    console.log(
-      `${model.name} ${variant} ${dataset}: ppl ${
-        r.ppl.toFixed(4)
-      } over ${r.windows} windows of ${seqlen}${limited}`,
-    );
-    console.log(`protocol: ${set.protocol}\ndata: ${set.file}\ndevice: ${deviceText}`);
-    const result = {
-      model: model.name,
-      modelSha256: model.checkpointSha256,
-      variant,
-      quant: q
-        ? { spec: q.spec, avgBits: q.avgBits, calibration: q.calibration, seconds: q.seconds }
-        : null,
-      dataset,
-      protocol: set.protocol,
-      dataFile: set.file,
-      ppl: r.ppl,
-      windows: r.windows,
-      windowsAvailable: r.windowsAvailable,
-      limited: r.windows < r.windowsAvailable,
-      tokens: r.tokens,
-      seqlen,
-      seconds: r.seconds,
-      tokensPerSecond: r.tokens / r.seconds,
-      device,
-      adapter: gpu ? gpu.info : null,
-    };
-    if (storePath) {
-      const { recordPpl } = await import("./sweep.ts");
-      await recordPpl(storePath, model, q, set, r, Deno.args.join(" "), {
-        evaluator: gpu ? GPU_EVALUATOR : undefined,
-      });
+      if (storePath) {
+        const { recordPpl } = await import("./sweep.ts");
+        await recordPpl(storePath, model, q, set, r, Deno.args.join(" "), {
+          evaluator: gpu ? GPU_EVALUATOR : undefined,
+        });
+      }
     }
-    return result;
+    return results.length === 1 ? results[0] : { model: model.name, variant, results };
   },
 };
 
@@ -430,7 +449,8 @@ ${MODEL_HELP}`,
 };
 
 const benchCmd: Command = {
-  summary: "benchmarks: forward | ppl | quant | squeezellm | kernels | decode | matmul | wa",
+  summary:
+    "benchmarks: forward | ppl | quant | squeezellm | kernels | decode | matmul | wa | prefill",
   positionals: "NAME",
   options: {
     ...MODEL_OPTIONS,
@@ -444,6 +464,9 @@ const benchCmd: Command = {
     workers: { type: "string" },
     store: { type: "string" },
     pairs: { type: "string" },
+    models: { type: "string" },
+    seqlens: { type: "string" },
+    windows: { type: "string" },
   },
   help: `deno task bench NAME [options]
 
@@ -459,6 +482,9 @@ const benchCmd: Command = {
   matmul       GFLOP/s of the CPU matmul variants
   wa           W×A kernels: every bit-plane pair W2..8 × A2..8 vs W8A8 (dot4I8Packed) and fp16,
                LLaMA-7B shapes, batch 1, 4, 8: --pairs all|w2a8,w4a8,… --shapes --batch --runs
+  prefill      tokens/s of GPU prefill vs token-by-token GPU decoding vs the CPU forward:
+               --models stories260K,llama7b --seqlens 512,2048 --formats f16,uniform3,uniform4,
+               lut3,lut4 --windows N (--small: stories260K, T = 512, 1 window)
   --small      a quick, smaller run (smoke test)
   --store FILE record kernel timings in this DuckDB results store
 ${MODEL_HELP}`,

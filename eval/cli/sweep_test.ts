@@ -419,3 +419,34 @@ Deno.test("deno task eval on a fresh machine (no --data-dir, empty caches) downl
     await Deno.remove(home, { recursive: true });
   }
 });
+
+Deno.test("ppl --datasets takes a list (the model quantized once); --dataset is its one-dataset alias", async () => {
+  const common = ["ppl", "--data-dir", SHARED_DATA, "--seqlen", "64", "--limit", "2"];
+  const both = await cli(
+    ...common,
+    "--datasets",
+    "c4,tinystories",
+    "--method",
+    "rtn",
+    "--bits",
+    "3",
+    "--json",
+  );
+  assert.equal(both.code, 0, both.err);
+  const results = lastJson(both.out).results as { dataset: string; ppl: number }[];
+  assert.deepEqual(results.map((r) => r.dataset), ["c4", "tinystories"]);
+  const one = await cli(
+    ...common,
+    "--dataset",
+    "tinystories",
+    "--method",
+    "rtn",
+    "--bits",
+    "3",
+    "--json",
+  );
+  assert.equal(lastJson(one.out).ppl, results[1].ppl);
+  const clash = await cli(...common, "--dataset", "c4", "--datasets", "c4");
+  assert.equal(clash.code, 2);
+  assert.match(clash.err, /give --datasets LIST or its alias --dataset, not both/);
+});
