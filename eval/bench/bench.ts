@@ -15,7 +15,7 @@ import {
 } from "../cli/load.ts";
 import { perplexity } from "../perplexity.ts";
 import { Progress } from "../cli/progress.ts";
-import { checkOutputFile, checkStoreFile, int, list, str } from "../cli/options.ts";
+import { checkOutputFile, checkStoreFile, CliError, int, list, str } from "../cli/options.ts";
 import type { DataNeed } from "../../datasets/datadir.ts";
 import { DEFAULT_WORKERS } from "../../quant/spec.ts";
 
@@ -237,6 +237,42 @@ async function benchWaCmd(values: Values) {
 }
 
 /** Benchmarks by name. */
+async function benchPrefillCmd(values: Values) {
+  const { benchPrefill, PREFILL_FORMATS } = await import("./prefill.ts");
+  const models = list(
+    values,
+    "models",
+    values.small ? ["stories260K"] : ["stories260K", "llama7b"],
+  );
+  for (const m of models) {
+    if (m !== "stories260K" && m !== "llama7b") {
+      throw new CliError(`--models: expected stories260K and/or llama7b; got "${m}"`);
+    }
+  }
+  const seqlens = list(values, "seqlens", values.small ? ["512"] : ["512", "2048"]).map((v) => {
+    const n = Number(v);
+    if (!(Number.isInteger(n) && n >= 2 && n <= 2048)) {
+      throw new CliError(`--seqlens: each window length must be an integer in 2..2048, got "${v}"`);
+    }
+    return n;
+  });
+  const formats = list(values, "formats", [...PREFILL_FORMATS]);
+  const windows = int(values, "windows", values.small ? 1 : 2, 1)!;
+  const stories260K = models.includes("stories260K")
+    ? (await loadModelFromOptions(values)).weights
+    : undefined;
+  return await withGpu((gpu) =>
+    benchPrefill({
+      gpu,
+      stories260K,
+      llama7bBlock: models.includes("llama7b"),
+      seqlens,
+      formats: formats as never,
+      windows,
+    })
+  );
+}
+
 export const BENCHES = {
   forward: benchForward,
   ppl: benchPpl,
@@ -246,6 +282,7 @@ export const BENCHES = {
   decode: benchDecodeCmd,
   matmul: benchMatmulCmd,
   wa: benchWaCmd,
+  prefill: benchPrefillCmd,
 } as const;
 
 /** Runs benchmark `name`. */
