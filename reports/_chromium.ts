@@ -104,7 +104,7 @@ export class Chromium {
     // Drain the rest of stderr so the browser never blocks on a full pipe.
     (async () => {
       while (!(await reader.read()).done) { /* Chromium's own log lines */ }
-    })().catch(() => {});
+    })();
     const ws = new WebSocket(wsUrl);
     await new Promise((resolve, reject) => {
       ws.onopen = resolve;
@@ -236,19 +236,17 @@ export class Chromium {
     return Uint8Array.from(atob(String(r.data)), (c) => c.charCodeAt(0));
   }
 
-  /** Closes the browser and removes its profile. */
+  /** Closes the browser (killing it if it does not exit within 3 s) and removes its profile. */
   async close(): Promise<void> {
-    try {
-      await Promise.race([
-        this.send("Browser.close", {}, ""),
-        new Promise((r) => setTimeout(r, 2000)),
-      ]);
-    } catch { /* the browser may close the socket before it answers */ }
-    this.ws.close();
-    try {
-      this.proc.kill("SIGKILL");
-    } catch { /* already exited */ }
+    // Chromium may close the socket without answering Browser.close: wait for the exit instead.
+    this.send("Browser.close", {}, "");
+    const exited = await Promise.race([
+      this.proc.status.then(() => true),
+      new Promise<false>((r) => setTimeout(() => r(false), 3000)),
+    ]);
+    if (!exited) this.proc.kill("SIGKILL");
     await this.proc.status;
+    this.ws.close();
     await Deno.remove(this.profile, { recursive: true });
   }
 }
