@@ -26,13 +26,13 @@ import type { BlockHooks, BlockStage } from "../model/forward.ts";
 import { block, embed, head, RunState } from "../model/forward.ts";
 import type { ActQuantConfig } from "../quant/act_quant.ts";
 import { ACT_OFF_BITS, actQuantHooks, asymMaxq } from "../quant/act_quant.ts";
-import type { UniformTensor } from "../quant/format.ts";
+import type { QuantizedLinear, UniformTensor } from "../quant/format.ts";
 import type { Gpu } from "../kernels/device.ts";
 import { readBuffer } from "../kernels/device.ts";
 import type { WaWeight } from "../kernels/_wa_kernel.ts";
 import type { BitplanePlan } from "../kernels/bitplane.ts";
 import type { Int8Plan } from "../kernels/int8.ts";
-import { packActPlanes, packWeightPlanes } from "../kernels/bitplane_reference.ts";
+import { checkWaWeight, packActPlanes, packWeightPlanes } from "../kernels/bitplane_reference.ts";
 import { createBitplanePlan, uploadWeightPlanes, WA_MAX_BATCH } from "../kernels/bitplane.ts";
 import { createInt8Plan, packInt8Acts, uploadInt8Weight } from "../kernels/int8.ts";
 import { planesFor, quantizeTokens } from "./wa_linear.ts";
@@ -98,6 +98,26 @@ export class WaLinears {
     return new WaLinears(gpu, kernel, maxq, up);
   }
 
+  /**
+   * Uploads the linears of a quantized model (quant/methods.ts's `QuantizedModel.linears`).
+   *
+   * @param gpu the device
+   * @param linears "layers.{l}.{name}" → quantized linear
+   * @param maxq largest activation code
+   * @param kernel which kernel @default "bitplane"
+   * @returns the uploaded set
+   * @throws RangeError naming the first linear the W×A kernels cannot take (a lookup table,
+   *   a sparse part, act-order, groups that are not whole 32-column blocks)
+   */
+  static fromQuantized(
+    gpu: Gpu,
+    linears: ReadonlyMap<string, QuantizedLinear>,
+    maxq: number,
+    kernel: WaKernelName = "bitplane",
+  ): WaLinears {
+    return WaLinears.create(gpu, uniformLinears(linears), maxq, kernel);
+  }
+
   async #plan(key: string, lin: WaWeight, B: number) {
     const id = `${key}|${B}`;
     let p = this.#plans.get(id);
@@ -154,6 +174,30 @@ export class WaLinears {
     this.#plans.clear();
     this.#out.clear();
   }
+}
+
+/**
+ * The uniform dense parts of quantized linears, checked for the W×A kernels.
+ *
+ * @param linears "layers.{l}.{name}" → quantized linear
+ * @returns the same keys → uniform tensors
+ * @throws RangeError naming the first linear that is not a uniform tensor the kernels take
+ */
+export function uniformLinears(
+  linears: ReadonlyMap<string, QuantizedLinear>,
+): Map<string, UniformTensor> {
+  const out = new Map<string, UniformTensor>();
+  for (const [key, q] of linears) {
+    if (q.dense.kind !== "uniform" || q.sparse) {
+      throw new RangeError(
+        `${key}: the W×A kernels take uniform codes without a sparse part, found ` +
+          `${q.dense.kind}${q.sparse ? " + sparse" : ""}`,
+      );
+    }
+    checkWaWeight(q.dense, key);
+    out.set(key, q.dense);
+  }
+  return out;
 }
 
 /** Options of {@linkcode waPerplexity}. */

@@ -19,7 +19,7 @@
  */
 import assert from "node:assert/strict";
 import { gpuTest } from "../kernels/_testing.ts";
-import { waForward, WaLinears, waPerplexity } from "./wa_perplexity.ts";
+import { uniformLinears, waForward, WaLinears, waPerplexity } from "./wa_perplexity.ts";
 import type { WaKernelName } from "./wa_perplexity.ts";
 import { perplexity } from "./perplexity.ts";
 import { actQuantOf, asymMaxq, fakeQuantRows } from "../quant/act_quant.ts";
@@ -94,6 +94,28 @@ gpuTest(
     }
   },
 );
+
+Deno.test("uniformLinears() names the linear the W×A kernels cannot take", () => {
+  const u = rtn(weights.layers[0].wq, 64, 64, { bits: 4 });
+  assert.equal(uniformLinears(new Map([["layers.0.wq", { dense: u }]])).get("layers.0.wq"), u);
+  const lut = {
+    kind: "lut",
+    bits: 2,
+    rows: 64,
+    cols: 64,
+    codes: u.codes,
+    lut: new Uint16Array(256),
+  };
+  assert.throws(
+    () => uniformLinears(new Map([["layers.1.wk", { dense: lut } as never]])),
+    /layers\.1\.wk: the W×A kernels take uniform codes/,
+  );
+  const actOrder = { ...u, gIdx: new Int32Array(64) };
+  assert.throws(
+    () => uniformLinears(new Map([["layers.2.w1", { dense: actOrder }]])),
+    /layers\.2\.w1: .*act-order/,
+  );
+});
 
 const CASES: [string, number, number, boolean, WaKernelName, boolean][] = [
   // [name, weight bits, activation bits, bit balance, kernel, strict 1e-4]
