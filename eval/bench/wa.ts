@@ -9,6 +9,12 @@
  * (arXiv 2408.08554, Fig. 1 / Table 5) reports W2A8 ≈ 4× and W4A8 ≈ 2.1× its
  * CUTLASS W8A8 at batch 1 on an A800.
  *
+ * For each shape and batch every kernel is planned first, then timed in
+ * rounds (warm-up rounds, then `runs` rounds, each kernel once per round
+ * with GPU timestamps when the adapter has them): on a shared machine the
+ * load of the moment slows every kernel of a round alike, so the ratios are
+ * steadier than the times. Median and minimum over the rounds.
+ *
  * Operands are seeded random bit planes, bytes and halves: kernel time does
  * not depend on the values, only on the layout (one group per row, the
  * per-channel weight scales of ABQ-LLM's W×A setting). Kernel time only: the
@@ -27,7 +33,7 @@ import type { Gpu, GpuInfo } from "../../kernels/device.ts";
 import { createMatvecPlan, uploadLinear } from "../../kernels/matvec.ts";
 import { createBitplanePlan, uploadWeightPlanes } from "../../kernels/bitplane.ts";
 import { createInt8Plan, hasPackedDot, uploadInt8Weight } from "../../kernels/int8.ts";
-import type { WaPlan } from "../../kernels/_wa_kernel.ts";
+import type { WaPlan, WaWeight } from "../../kernels/_wa_kernel.ts";
 import { timeGpu } from "../../kernels/timing.ts";
 import type { Timing } from "../../kernels/timing.ts";
 import { parseShapes } from "./kernels.ts";
@@ -86,9 +92,9 @@ export interface BenchWaOptions {
   pairs?: WaPair[];
   /** Tokens. @default [1, 4, 8] */
   batch?: number[];
-  /** Timed runs per kernel. @default 10 */
+  /** Timed rounds (each kernel once per round). @default 10 */
   runs?: number;
-  /** Untimed runs first. @default 2 */
+  /** Untimed rounds first. @default 2 */
   warmup?: number;
   /** Seed of the random operands. @default 1 */
   seed?: number;
@@ -162,106 +168,110 @@ export async function benchWa(opts: BenchWaOptions): Promise<BenchWaResult> {
       `W8A8 through ${packed ? "dot4I8Packed" : "unpacked int8 products"}`,
   );
   const rows: WaRow[] = [];
-  const time = async (plan: { encode(p: GPUComputePassEncoder): void }) =>
-    await timeGpu(gpu, (pass) => plan.encode(pass), { runs: o.runs, warmup: o.warmup, reps: 1 });
   for (const [R, C] of parseShapes(o.shapes)) {
     const shape = `${R}x${C}`;
     const kBlocks = Math.ceil(C / 32);
-    const timed: Omit<WaRow, "speedupVsW8A8" | "speedupVsF16" | "minSpeedupVsW8A8">[] = [];
-    const record = (kernel: string, B: number, t: Timing, bytesMoved: number) => {
-      timed.push({
-        shape,
-        batch: B,
-        kernel,
-        medianUs: t.medianUs,
-        minUs: t.minUs,
-        bytesMoved,
-        method: t.method,
-      });
-      log(`${shape} B=${B} ${kernel}: ${t.medianUs.toFixed(1)} µs (min ${t.minUs.toFixed(1)})`);
-    };
-    // fp16 weight-only: the halves of random words (finite: exponent bits cleared to ≤ 1).
+    // Every weight of the shape: fp16, int8, and the planes of each weight width asked for.
+    // fp16 from random halves (finite: the top exponent bit cleared).
     const halves = new Uint16Array(randomWords((R * C) / 2 + 1, seed).buffer, 0, R * C)
       .map((h) => h & 0xbfff);
+    const held: WaWeight[] = [];
     const f16 = uploadLinear(gpu, { dense: { kind: "f16", rows: R, cols: C, data: halves } });
     try {
-      for (const B of o.batch) {
-        const plan = await createMatvecPlan(gpu, f16, { batch: B });
-        try {
-          gpu.device.queue.writeBuffer(plan.x, 0, new Float32Array(B * C).fill(0.5));
-          record("f16", B, await time(plan), plan.bytesMoved);
-        } finally {
-          plan.release();
-        }
-      }
-    } finally {
-      f16.release();
-    }
-    // W8A8: random bytes as 8-bit codes of a per-row weight.
-    const w8: UniformTensor = {
-      kind: "uniform",
-      bits: 8,
-      rows: R,
-      cols: C,
-      groupSize: C,
-      sym: false,
-      codes: randomWords(R * Math.ceil(C / 4), seed + 1),
-      scales: new Uint16Array(R).fill(0x2000),
-      zeros: new Uint16Array(R).fill(0x5800), // fp16 128
-    };
-    const i8 = uploadInt8Weight(gpu, w8);
-    try {
-      for (const B of o.batch) {
-        const plan = await createInt8Plan(gpu, i8, { batch: B });
-        try {
-          writeRandomTokens(plan, B * kBlocks * 8, B, seed + B);
-          record("int8", B, await time(plan), plan.bytesMoved);
-        } finally {
-          plan.release();
-        }
-      }
-    } finally {
-      i8.release();
-    }
-    // Bit planes: random words are random codes; one group per row.
-    for (const wBits of [...new Set(pairs.map((p) => p.w))].sort((a, b) => a - b)) {
-      const lin = uploadWeightPlanes(gpu, {
+      const w8: UniformTensor = {
+        kind: "uniform",
+        bits: 8,
         rows: R,
         cols: C,
-        bits: wBits,
-        kBlocks,
         groupSize: C,
-        nGroups: 1,
-        planes: randomWords(R * kBlocks * wBits, seed + 10 + wBits),
-        scales: new Float32Array(R).fill(0.01),
-        zeros: new Int32Array(R).fill(1 << (wBits - 1)),
-        sums: new Int32Array(R),
-      });
-      try {
-        for (const { a } of pairs.filter((p) => p.w === wBits)) {
-          for (const B of o.batch) {
-            const plan = await createBitplanePlan(gpu, lin, a, { batch: B });
-            try {
-              writeRandomTokens(plan, B * kBlocks * a, B, seed + 100 * a + B);
-              record(`w${wBits}a${a}`, B, await time(plan), plan.bytesMoved);
-            } finally {
-              plan.release();
+        sym: false,
+        codes: randomWords(R * Math.ceil(C / 4), seed + 1),
+        scales: new Uint16Array(R).fill(0x2000),
+        zeros: new Uint16Array(R).fill(0x5800), // fp16 128
+      };
+      const i8 = uploadInt8Weight(gpu, w8);
+      held.push(i8);
+      const planes = new Map<number, WaWeight>(); // weight bits → planes (random words are random codes)
+      for (const wBits of new Set(pairs.map((p) => p.w))) {
+        const lin = uploadWeightPlanes(gpu, {
+          rows: R,
+          cols: C,
+          bits: wBits,
+          kBlocks,
+          groupSize: C,
+          nGroups: 1,
+          planes: randomWords(R * kBlocks * wBits, seed + 10 + wBits),
+          scales: new Float32Array(R).fill(0.01),
+          zeros: new Int32Array(R).fill(1 << (wBits - 1)),
+          sums: new Int32Array(R),
+        });
+        held.push(lin);
+        planes.set(wBits, lin);
+      }
+      for (const B of o.batch) {
+        const kernels: {
+          name: string;
+          plan: { encode(p: GPUComputePassEncoder): void; release(): void };
+          bytes: number;
+        }[] = [];
+        try {
+          const mv = await createMatvecPlan(gpu, f16, { batch: B });
+          kernels.push({ name: "f16", plan: mv, bytes: mv.bytesMoved });
+          gpu.device.queue.writeBuffer(mv.x, 0, new Float32Array(B * C).fill(0.5));
+          const ip = await createInt8Plan(gpu, i8, { batch: B });
+          kernels.push({ name: "int8", plan: ip, bytes: ip.bytesMoved });
+          writeRandomTokens(ip, B * kBlocks * 8, B, seed + B);
+          for (const { w, a } of pairs) {
+            const bp = await createBitplanePlan(gpu, planes.get(w)!, a, { batch: B });
+            kernels.push({ name: `w${w}a${a}`, plan: bp, bytes: bp.bytesMoved });
+            writeRandomTokens(bp, B * kBlocks * a, B, seed + 100 * a + B);
+          }
+          // Rounds: every kernel once per round, so a busy machine slows all of them alike.
+          const us = kernels.map(() => [] as number[]);
+          let method: Timing["method"] = "wall";
+          for (let r = -o.warmup; r < o.runs; r++) {
+            for (const [i, k] of kernels.entries()) {
+              const t = await timeGpu(gpu, (pass) => k.plan.encode(pass), {
+                runs: 1,
+                warmup: 0,
+                reps: 1,
+              });
+              method = t.method;
+              if (r >= 0) us[i].push(t.medianUs);
             }
           }
+          const stat = (i: number) => {
+            const v = [...us[i]].sort((x, y) => x - y), n = v.length;
+            return { median: n % 2 ? v[n >> 1] : (v[n / 2 - 1] + v[n / 2]) / 2, min: v[0] };
+          };
+          const base = (name: string) => stat(kernels.findIndex((k) => k.name === name));
+          for (const [i, k] of kernels.entries()) {
+            const t = stat(i);
+            const row: WaRow = {
+              shape,
+              batch: B,
+              kernel: k.name,
+              medianUs: t.median,
+              minUs: t.min,
+              speedupVsW8A8: base("int8").median / t.median,
+              speedupVsF16: base("f16").median / t.median,
+              minSpeedupVsW8A8: base("int8").min / t.min,
+              bytesMoved: k.bytes,
+              method,
+            };
+            rows.push(row);
+            log(
+              `${shape} B=${B} ${k.name}: ${t.median.toFixed(1)} µs (min ${t.min.toFixed(1)}), ` +
+                `${row.speedupVsW8A8.toFixed(2)}× int8`,
+            );
+          }
+        } finally {
+          for (const k of kernels) k.plan.release();
         }
-      } finally {
-        lin.release();
       }
-    }
-    const base = (kernel: string, B: number) =>
-      timed.find((e) => e.kernel === kernel && e.batch === B)!;
-    for (const e of timed) {
-      rows.push({
-        ...e,
-        speedupVsW8A8: base("int8", e.batch).medianUs / e.medianUs,
-        speedupVsF16: base("f16", e.batch).medianUs / e.medianUs,
-        minSpeedupVsW8A8: base("int8", e.batch).minUs / e.minUs,
-      });
+    } finally {
+      for (const w of held) w.release();
+      f16.release();
     }
   }
   gpu.pool.trim();

@@ -28,7 +28,7 @@ gpuTest(
     });
     assert.deepEqual(
       r.rows.map((x) => `${x.kernel}/${x.batch}`),
-      ["f16/1", "f16/3", "int8/1", "int8/3", "w2a8/1", "w2a8/3", "w4a4/1", "w4a4/3"],
+      ["f16/1", "int8/1", "w2a8/1", "w4a4/1", "f16/3", "int8/3", "w2a8/3", "w4a4/3"],
     );
     for (const row of r.rows) {
       assert.ok(row.medianUs > 0 && Number.isFinite(row.speedupVsW8A8), `${row.kernel}`);
