@@ -88,11 +88,13 @@ export function paperTableHtml(p: PaperTable, data: ReportData): string {
     ? note(
       `<b>Speedup</b> of the row's storage format (uniform: RTN, GPTQ, AWQ; lut / lut+sparse: ` +
         `SqueezeLLM; f32: the FP32 row) over the f16 kernel at batch 1 on ${esc(sp.adapter)}: ` +
-        `f16's time over the format's, summed over the shapes (LLaMA-7B's weighted by their ` +
-        `linears per decoder layer, 4 : 2 : 1). Shapes: ${
-          Object.entries(sp.shapes).map(([s, v]) => `${esc(s)} ${v.join(", ")}`).join("; ")
-        }. Timed on synthetic weights of the same layout (eval/bench/kernels.ts). ` +
-        `—: not timed.`,
+        `f16's time over the format's for one decoder layer's linears, each shape weighted by ` +
+        `its linears per layer (shape × linears: ${
+          Object.entries(sp.shapes).map(([s, w]) =>
+            `${esc(s)} ${Object.entries(w).map(([shape, n]) => `${shape} × ${n}`).join(", ")}`
+          ).join("; ")
+        }; × 0: timed, not in a layer). Timed on synthetic weights of the same layout ` +
+        `(eval/bench/kernels.ts). —: not timed.`,
     )
     : null;
   const perGroup = 1 + t.columns.length + p.speedupSets.length;

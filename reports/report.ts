@@ -350,32 +350,66 @@ export interface KernelRow {
   runId: string;
 }
 
-/** Linears of each LLaMA-7B shape in one decoder layer (q, k, v, o; gate, up; down). */
-const LLAMA7B_LAYER = new Map([["4096×4096", 4], ["11008×4096", 2], ["4096×11008", 1]]);
+/** LLaMA-7B's linear shapes (rows × cols), the paper's kernel benchmark. */
+const LLAMA7B_SHAPES = new Set(["4096×4096", "11008×4096", "4096×11008"]);
 
 /**
  * The shape set a kernel timing belongs to in the tables: "LLaMA-7B" for
- * LLaMA-7B's layer shapes, "other shapes" for the rest (a small model's own layers).
+ * LLaMA-7B's layer shapes, "model shapes" for the rest (a small model's own layers).
  */
 export function shapeSet(k: { rows: number; cols: number }): string {
-  return LLAMA7B_LAYER.has(`${k.rows}×${k.cols}`) ? "LLaMA-7B" : "other shapes";
+  return LLAMA7B_SHAPES.has(`${k.rows}×${k.cols}`) ? "LLaMA-7B" : "model shapes";
 }
 
-/** A table's kernel speedups: which adapter, and per shape set which shapes. */
+/**
+ * How many linears of each shape one LLaMA decoder layer has, read off the
+ * shapes timed (the report does not know the model's config): the square
+ * dim × dim is wq and wo (and wk, wv when no kv × dim shape with kv < dim
+ * is there), kv × dim is wk and wv, hidden × dim is w1 and w3 when its
+ * transpose dim × hidden (w2) is there too; anything else (the classifier)
+ * is no layer's. These are the counts eval/cli/plan.ts's `layerCounts`
+ * takes from the config. Without a square shape the shapes are not a layer:
+ * each counts once.
+ *
+ * @param shapes "ROWS×COLS" of one shape set
+ * @returns shape → linears per layer (0: not in a layer)
+ * @example
+ * ```ts
+ * layerWeights(["4096×4096", "11008×4096", "4096×11008"]); // 4, 2, 1
+ * ```
+ */
+export function layerWeights(shapes: readonly string[]): Map<string, number> {
+  const dims = shapes.map((s) => s.split("×").map(Number) as [number, number]);
+  const has = (r: number, c: number) => dims.some(([a, b]) => a === r && b === c);
+  const squares = dims.filter(([r, c]) => r === c).map(([r]) => r);
+  if (squares.length === 0) return new Map(shapes.map((s) => [s, 1]));
+  const dim = Math.max(...squares);
+  const kv = dims.some(([r, c]) => c === dim && r < dim);
+  return new Map(shapes.map((s, i) => {
+    const [r, c] = dims[i];
+    if (r === dim && c === dim) return [s, kv ? 2 : 4];
+    if (c === dim && r < dim) return [s, 2];
+    if (c === dim && has(dim, r)) return [s, 2];
+    if (r === dim && has(c, dim)) return [s, 1];
+    return [s, 0];
+  }));
+}
+
+/** A table's kernel speedups: which adapter, and per shape set which shapes with what weight. */
 export interface SpeedupSource {
   adapter: string;
-  /** Shape set → the shapes averaged, e.g. {"LLaMA-7B": ["4096×4096", …]}. */
-  shapes: Record<string, string[]>;
+  /** Shape set → shape → linears per decoder layer, e.g. {"LLaMA-7B": {"4096×4096": 4, …}}. */
+  shapes: Record<string, Record<string, number>>;
 }
 
 /**
  * Kernel speedups over f16 per (format, bits, shape set), on one adapter (the
- * one timed last), at batch 1: the time of f16 over the time of the format,
- * both summed over the set's shapes — for LLaMA-7B each shape weighted by its
- * linears in one decoder layer (4, 2, 1), so the figure is a layer's speedup;
- * other shapes once each. Each shape's f16 time is the one of the format's
- * own timing run (speedup × time). A format counts only the shapes it was
- * timed on.
+ * one timed last), at batch 1: f16's time over the format's, both summed over
+ * the set's shapes, each weighted by its linears in one decoder layer
+ * ({@linkcode layerWeights}): the speedup of a decoder layer's linears, as
+ * `deno task eval` prints it. Each shape's f16 time is the one of the
+ * format's own timing run (speedup × time). A format counts only the shapes
+ * it was timed on.
  *
  * @param kernels rows of {@linkcode ReportData.kernels}, newest first
  * @returns the speedups by `${format}|${bits}|${set}` and where they come from, or null without timings
@@ -386,25 +420,26 @@ export function kernelSpeedups(
   const timed = kernels.filter((k) => k.batch === 1 && k.speedup !== null);
   if (timed.length === 0) return null;
   const adapter = timed[0].adapter;
+  const mine = timed.filter((k) => k.adapter === adapter);
+  const bySet = Map.groupBy(mine, (k) => shapeSet(k));
+  const shapes: Record<string, Record<string, number>> = {};
   const sums = new Map<string, { f16: number; fmt: number }>();
-  const shapes: Record<string, Set<string>> = {};
-  for (const k of timed.filter((k) => k.adapter === adapter)) {
-    const set = shapeSet(k);
-    const shape = `${k.rows}×${k.cols}`;
-    (shapes[set] ??= new Set()).add(shape);
-    const w = set === "LLaMA-7B" ? LLAMA7B_LAYER.get(shape)! : 1;
-    const key = `${k.format}|${k.bits}|${set}`;
-    const s = sums.get(key) ?? { f16: 0, fmt: 0 };
-    s.f16 += w * k.speedup! * k.medianUs;
-    s.fmt += w * k.medianUs;
-    sums.set(key, s);
+  for (const [set, ks] of [...bySet].sort(([a], [b]) => a.localeCompare(b))) {
+    const weights = layerWeights([...new Set(ks.map((k) => `${k.rows}×${k.cols}`))].sort());
+    shapes[set] = Object.fromEntries(weights);
+    for (const k of ks) {
+      const w = weights.get(`${k.rows}×${k.cols}`)!;
+      if (w === 0) continue;
+      const key = `${k.format}|${k.bits}|${set}`;
+      const s = sums.get(key) ?? { f16: 0, fmt: 0 };
+      s.f16 += w * k.speedup! * k.medianUs;
+      s.fmt += w * k.medianUs;
+      sums.set(key, s);
+    }
   }
   return {
     speedup: new Map([...sums].map(([k, s]) => [k, s.f16 / s.fmt])),
-    source: {
-      adapter,
-      shapes: Object.fromEntries(Object.entries(shapes).map(([s, v]) => [s, [...v].sort()])),
-    },
+    source: { adapter, shapes },
   };
 }
 

@@ -95,7 +95,7 @@ Deno.test({
           assert.ok(charts.includes("kernel-latency-a1") && charts.includes("kernel-speedup-a1"));
           // the speedup columns hold the stored timings' speedups
           const p = paperTable(t, data.kernels);
-          assert.deepEqual(p.speedupSets, ["other shapes"]);
+          assert.deepEqual(p.speedupSets, ["model shapes"]);
           const speedups = p.rows.flatMap((r) =>
             p.bits.flatMap((b) => Object.values(r.cells[b]?.speedup ?? {}))
           );

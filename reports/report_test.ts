@@ -6,6 +6,7 @@ import {
   familyLabel,
   kernelFormat,
   kernelSpeedups,
+  layerWeights,
   paperTable,
   pplTables,
   reportData,
@@ -143,7 +144,7 @@ Deno.test("paperTable() lays results out as Table 1: methods × (3-bit, 4-bit) w
       host: "test",
       startedAt: "2026-12-02T11:00:00Z",
     });
-    // two shapes: f16 takes 100 and 300 µs; uniform 3-bit 50 and 100 µs → 400 / 150
+    // f16 takes 100 and 300 µs; uniform 3-bit 50 and 100 µs
     await k.addKernels([
       kernel("f16", 16, 64, 64, 100, 100),
       kernel("f16", 16, 172, 64, 300, 300),
@@ -163,10 +164,10 @@ Deno.test("paperTable() lays results out as Table 1: methods × (3-bit, 4-bit) w
       [rtn.cells[3].row.ppl.wikitext2, rtn.cells[4].row.ppl.c4, rtn.cells[3].row.avgBits],
       [30, 50, 3.5],
     );
-    assert.deepEqual(p.speedupSets, ["other shapes"]);
-    assert.equal(rtn.cells[3].speedup["other shapes"], 400 / 150);
-    // lut+sparse was timed on one shape only: its own ratio
-    assert.equal(p.rows[2].cells[3].speedup["other shapes"], 100 / 80);
+    assert.deepEqual(p.speedupSets, ["model shapes"]);
+    // 64×64 is wq, wk, wv, wo (4 linears); 172×64 has no w2 beside it: not in the layer
+    assert.equal(rtn.cells[3].speedup["model shapes"], 100 / 50);
+    assert.equal(p.rows[2].cells[3].speedup["model shapes"], 100 / 80);
     assert.deepEqual(rtn.cells[4].speedup, {}); // 4-bit uniform not timed: empty
     assert.deepEqual(p.rows[0].cells[3], p.rows[0].cells[4]); // FP32 in both groups
     assert.ok(data.protocols.some((x) => /proxy/.test(x.protocol)));
@@ -211,22 +212,35 @@ Deno.test("familyLabel() and kernelFormat() name a row as the paper and the run 
   assert.equal(familyLabel(legacy), "RTN (legacy)");
 });
 
-Deno.test("kernelSpeedups() weights LLaMA-7B shapes by their linears per decoder layer", () => {
-  const rows = [
-    [4096, 4096, 4],
-    [11008, 4096, 2],
-    [4096, 11008, 1],
-  ].map(([r, c]) => ({
-    ...kernel("lut", 3, r, c, r === 4096 && c === 4096 ? 10 : 40, 80),
-    speedup: 0,
-    adapter: "a",
-  }));
-  const ks = rows.map((k) => ({ ...k, speedup: k.speedupVsF16 }));
+Deno.test("kernelSpeedups() weights each shape by its linears per decoder layer", () => {
+  // LLaMA-7B: f16 80 µs per shape; lut 10 µs on 4096², 40 µs on the MLP shapes
+  const ks = [[4096, 4096], [11008, 4096], [4096, 11008]].map(([r, c]) => {
+    const k = kernel("lut", 3, r, c, r === c ? 10 : 40, 80);
+    return { ...k, speedup: k.speedupVsF16, adapter: "a" };
+  });
   const sp = kernelSpeedups(ks as never)!;
   // f16: 4·80 + 2·80 + 80 = 560 µs; lut: 4·10 + 2·40 + 40 = 160 µs
   assert.equal(sp.speedup.get("lut|3|LLaMA-7B"), 560 / 160);
-  assert.deepEqual(sp.source.shapes, { "LLaMA-7B": ["11008×4096", "4096×11008", "4096×4096"] });
+  assert.deepEqual(sp.source.shapes, {
+    "LLaMA-7B": { "11008×4096": 2, "4096×11008": 1, "4096×4096": 4 },
+  });
   assert.equal(kernelSpeedups([]), null);
+});
+
+Deno.test("layerWeights() reads a LLaMA layer off its shapes: stories260K as eval/cli/plan.ts counts it", () => {
+  // dim 64, kv 32, hidden 172, vocab 512: wq wo, wk wv, w1 w3, w2; the classifier is no layer's
+  const w = layerWeights(["64×64", "32×64", "172×64", "64×172", "512×64"]);
+  assert.deepEqual(Object.fromEntries(w), {
+    "64×64": 2,
+    "32×64": 2,
+    "172×64": 2,
+    "64×172": 1,
+    "512×64": 0,
+  });
+  assert.deepEqual(Object.fromEntries(layerWeights(["172×64", "64×172"])), {
+    "172×64": 1,
+    "64×172": 1,
+  });
 });
 
 Deno.test("paretoFront() keeps the points no smaller-or-equal-bits point beats", () => {
