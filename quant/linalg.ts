@@ -13,8 +13,13 @@
  * {@linkcode upperCholeskyOfInverse} reaches the same factor in n³/3 (see its
  * doc) and is the one GPTQ uses.
  *
+ * {@linkcode upperCholeskyOfInverseSimd} is the same factor with the O(n³)
+ * products in WebAssembly SIMD; {@linkcode upperCholeskyOfInverseF32} is it
+ * in float32, GPTQ's own precision (GPTQ's fast path, quant/gptq_fast.ts).
+ *
  * @module
  */
+import { growMemory, solverKernels } from "../model/wasm/kernels.ts";
 
 /** A matrix that is not (numerically) symmetric positive definite. */
 export class NotPositiveDefiniteError extends RangeError {
@@ -299,4 +304,293 @@ export function upperCholeskyOfInverse(a: Float64Array, n: number): Float64Array
   a.reverse(); // J A J: its lower triangle is A's upper triangle
   choleskyInPlace(a, n, "upperCholeskyOfInverse()");
   return lowerTriangularInverse(a, n).reverse();
+}
+
+/** Columns per block of {@linkcode upperCholeskyOfInverseSimd}. */
+const SIMD_BLOCK = 32;
+/** Columns per block of {@linkcode upperCholeskyOfInverseF32} (more reuse per pass over the trailing matrix). */
+const F32_BLOCK = 64;
+/** Rows per gemm_f64 call: calls stay short (model/wasm/kernels.ts `warmUp`). */
+const CALL_ROWS = 256;
+/** k per gemm_f64 call of the triangular inverse (a chunk of X's rows stays in L2). */
+const K_CHUNK = 256;
+/** Columns per block of a gemm_f64 call (K_CHUNK rows of them stay in L2). */
+const J_BLOCK = 64;
+
+/**
+ * {@linkcode upperCholeskyOfInverse} with the O(n³) products in WebAssembly
+ * SIMD (model/wasm/kernels.wat `gemm_f64`, float64, 4 × 4 register tiles):
+ * the same route (Cholesky of J A J, then the inverse of the triangular
+ * factor, reversed), the same blocked algorithms with blocks of 32 columns.
+ * The Cholesky's trailing updates and the inverse's off-diagonal block rows
+ * are `gemm_f64` calls (n³/6 multiply-adds each); the diagonal blocks and
+ * panels (n²·16 multiply-adds each) stay in TypeScript. The matrix is
+ * padded to a multiple of 4 with the identity, which changes nothing in
+ * the n × n factor. Results agree with {@linkcode upperCholeskyOfInverse}
+ * to rounding (the sums of a product are taken in another order).
+ *
+ * Memory: a fresh kernel instance per call holding 2·n'² doubles
+ * (n' = ⌈n/4⌉·4; 256 MiB at n = 4096), released with it.
+ *
+ * @param a symmetric positive-definite matrix [n, n], row-major (only its upper triangle is read; not modified)
+ * @param n order
+ * @returns U [n, n], upper triangular, with A⁻¹ = Uᵀ U
+ * @throws {NotPositiveDefiniteError} when A is not positive definite
+ * @example
+ * ```ts
+ * upperCholeskyOfInverseSimd(new Float64Array([4, 0, 0, 1]), 2); // [0.5, 0, 0, 1]
+ * ```
+ */
+export function upperCholeskyOfInverseSimd(a: Float64Array, n: number): Float64Array {
+  const fn = "upperCholeskyOfInverseSimd()";
+  checkSquare(fn, a, n);
+  const np = (n + 3) & ~3;
+  const ldt = np + 8; // row stride of PT and X: off multiples of 4 KiB (no L1 set aliasing)
+  const offA = 0, offT = np * np * 8, offX = offT + SIMD_BLOCK * ldt * 8;
+  const k = solverKernels(fn);
+  growMemory(fn, k.memory, offX + np * ldt * 8);
+  const mem = new Float64Array(k.memory.buffer);
+  const A = mem.subarray(0, np * np); // [np, np]: J a J, identity beyond n
+  const PT = mem.subarray(offT / 8, offT / 8 + SIMD_BLOCK * ldt); // [BLOCK, ldt]
+  const X = mem.subarray(offX / 8, offX / 8 + np * ldt); // [np, ldt]
+  for (let i = 0; i < n; i++) {
+    const src = (n - 1 - i) * n + n - 1, dst = i * np;
+    for (let j = 0; j <= i; j++) A[dst + j] = a[src - j]; // lower triangle of J a J
+  }
+  for (let i = n; i < np; i++) A[i * np + i] = 1;
+
+  // Cholesky, right-looking: per block, the diagonal block and the panel
+  // below it here, the trailing lower triangle by gemm_f64 (mode 1).
+  for (let kb = 0; kb < np; kb += SIMD_BLOCK) {
+    const be = Math.min(kb + SIMD_BLOCK, np);
+    for (let i = kb; i < np; i++) {
+      const ri = i * np;
+      const je = Math.min(i + 1, be);
+      for (let j = kb; j < je; j++) {
+        const rj = j * np;
+        let s = A[ri + j];
+        for (let t = kb; t < j; t++) s -= A[ri + t] * A[rj + t];
+        if (i === j) {
+          if (!(s > 0)) throw new NotPositiveDefiniteError(fn, i + 1, s);
+          A[ri + i] = Math.sqrt(s);
+        } else {
+          A[ri + j] = s / A[rj + j];
+        }
+      }
+    }
+    if (be >= np) break;
+    const bw = be - kb, m = np - be;
+    for (let t = 0; t < bw; t++) {
+      const p = t * ldt, c = kb + t;
+      for (let j = 0; j < m; j++) PT[p + j] = A[(be + j) * np + c];
+    }
+    // A[be:, be:] −= L[be:, kb:be] · PT, lower triangle (diagonal tiles whole),
+    // in calls of CALL_ROWS rows (C[r, j] is entry (r + r0, j): doff = r0)
+    for (let r0 = 0; r0 < m; r0 += CALL_ROWS) {
+      const rows = Math.min(CALL_ROWS, m - r0), ro = (be + r0) * np;
+      const cols = Math.min(m, r0 + rows); // no tile right of the diagonal
+      k.gemm_f64(
+        offA + (ro + kb) * 8,
+        np * 8,
+        offT,
+        ldt * 8,
+        offA + (ro + be) * 8,
+        np * 8,
+        rows,
+        cols,
+        bw,
+        1,
+        r0,
+        J_BLOCK,
+      );
+    }
+  }
+
+  // X = L⁻¹ by block rows: X[ib:ie, :ib] = −L[ib:ie, :ib] · X[:ib, :ib] by
+  // gemm_f64 (mode 2: X is lower triangular), then the block's own rows here.
+  for (let ib = 0; ib < np; ib += SIMD_BLOCK) {
+    const ie = Math.min(ib + SIMD_BLOCK, np);
+    // in chunks of K_CHUNK k (their rows of X stay in L2); in chunk k0..k1 only
+    // the columns j < k1 of X[k, j] (lower triangular) are non-zero: doff = −k0
+    for (let k0 = 0; k0 < ib; k0 += K_CHUNK) {
+      const k1 = Math.min(k0 + K_CHUNK, ib);
+      k.gemm_f64(
+        offA + (ib * np + k0) * 8,
+        np * 8,
+        offX + k0 * ldt * 8,
+        ldt * 8,
+        offX + ib * ldt * 8,
+        ldt * 8,
+        ie - ib,
+        k1,
+        k1 - k0,
+        2,
+        -k0,
+        J_BLOCK,
+      );
+    }
+    for (let i = ib; i < ie; i++) {
+      const ri = i * ldt, li = i * np;
+      for (let t = ib; t < i; t++) {
+        const l = A[li + t];
+        if (l === 0) continue;
+        const rt = t * ldt;
+        for (let j = 0; j <= t; j++) X[ri + j] -= l * X[rt + j];
+      }
+      X[ri + i] += 1;
+      const d = A[li + i];
+      for (let j = 0; j <= i; j++) X[ri + j] /= d;
+    }
+  }
+
+  // U = J X J on the leading n × n block: U[i, j] = X[n−1−i, n−1−j]
+  const U = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    const src = (n - 1 - i) * ldt + n - 1, dst = i * n;
+    for (let j = i; j < n; j++) U[dst + j] = X[src - j];
+  }
+  return U;
+}
+
+/**
+ * {@linkcode upperCholeskyOfInverse} in float32 with the O(n³) products in
+ * WebAssembly SIMD (model/wasm/kernels.wat `gemm_f32`, 4 × 8 register
+ * tiles): GPTQ's own precision (torch's fp32 `cholesky`, `cholesky_inverse`,
+ * `cholesky(upper=True)` on the GPU), the reference's route (Cholesky of
+ * J A J, inverse of the factor, reversed), blocks of 64 columns. Entries are
+ * stored as float32; the diagonal blocks and panels (n²·32 multiply-adds
+ * each, in TypeScript) sum in float64 before each store. The matrix is
+ * padded to a multiple of 8 with the identity. GPTQ's fast path
+ * (quant/gptq_fast.ts) uses this factor, whose relative error is that of
+ * fp32 elimination (about n·2⁻²⁴ times the condition number of A).
+ *
+ * @param a symmetric positive-definite matrix [n, n], row-major (only its upper triangle is read; not modified)
+ * @param n order
+ * @returns U [n, n] in float32, upper triangular, with A⁻¹ ≈ Uᵀ U
+ * @throws {NotPositiveDefiniteError} when a pivot is not positive
+ * @example
+ * ```ts
+ * upperCholeskyOfInverseF32(new Float64Array([4, 0, 0, 1]), 2); // [0.5, 0, 0, 1]
+ * ```
+ */
+export function upperCholeskyOfInverseF32(a: Float64Array, n: number): Float32Array {
+  const fn = "upperCholeskyOfInverseF32()";
+  checkSquare(fn, a, n);
+  const B = F32_BLOCK;
+  const np = (n + 7) & ~7;
+  const ldt = np + 16; // floats per row of PT and X: off multiples of 4 KiB
+  // Memory (floats): A [np, np]; PT [B, ldt]; packed panels [np/8, B, 8]; X [np, ldt]; T [np, B]
+  const oA = 0, oT = np * np, oP = oT + B * ldt, oX = oP + np * B, oC = oX + np * ldt;
+  const k = solverKernels(fn);
+  growMemory(fn, k.memory, (oC + np * B) * 4);
+  const mem = new Float32Array(k.memory.buffer);
+  const A = mem.subarray(oA, oT), PT = mem.subarray(oT, oP), P = mem.subarray(oP, oX);
+  const X = mem.subarray(oX, oC), T = mem.subarray(oC, oC + np * B);
+  for (let i = 0; i < n; i++) {
+    const src = (n - 1 - i) * n + n - 1, dst = i * np;
+    for (let j = 0; j <= i; j++) A[dst + j] = a[src - j]; // lower triangle of J a J
+  }
+  for (let i = n; i < np; i++) A[i * np + i] = 1;
+
+  for (let kb = 0; kb < np; kb += B) {
+    const be = Math.min(kb + B, np);
+    for (let i = kb; i < np; i++) {
+      const ri = i * np;
+      const je = Math.min(i + 1, be);
+      for (let j = kb; j < je; j++) {
+        const rj = j * np;
+        let s = A[ri + j];
+        for (let t = kb; t < j; t++) s -= A[ri + t] * A[rj + t];
+        if (i === j) {
+          if (!(s > 0)) throw new NotPositiveDefiniteError(fn, i + 1, s);
+          A[ri + i] = Math.sqrt(s);
+        } else {
+          A[ri + j] = s / A[rj + j];
+        }
+      }
+    }
+    if (be >= np) break;
+    // PT[t, j] = L[be + j, kb + t]; P = −PT in panels of 8 columns
+    const bw = be - kb, m = np - be;
+    for (let t = 0; t < bw; t++) {
+      const p = t * ldt, c = kb + t;
+      for (let j = 0; j < m; j++) {
+        const v = A[(be + j) * np + c];
+        PT[p + j] = v;
+        P[(j >> 3) * bw * 8 + t * 8 + (j & 7)] = -v;
+      }
+    }
+    // A[be:, be:] += PTᵀ · (−PT): the lower triangle (mode 2), CALL_ROWS rows a call
+    for (let r0 = 0; r0 < m; r0 += CALL_ROWS) {
+      const rows = Math.min(CALL_ROWS, m - r0);
+      k.gemm_f32(
+        (oT + r0) * 4,
+        32,
+        ldt * 4,
+        oP * 4,
+        bw,
+        (oA + (be + r0) * np + be) * 4,
+        np * 4,
+        rows,
+        r0 + rows,
+        128,
+        2,
+        r0,
+      );
+    }
+  }
+
+  // X = L⁻¹ by block rows. X[ib:ie, :ib] = −L[ib:ie, :ib] · X[:ib, :ib], as its
+  // transpose T [ib, w] = X[:ib, :ib]ᵀ · (−L[ib:ie, :ib])ᵀ (mode 3: X[k, j] = 0
+  // for k < j), then the block's own rows here.
+  for (let ib = 0; ib < np; ib += B) {
+    const ie = Math.min(ib + B, np), w = ie - ib;
+    if (ib > 0) {
+      for (let r = 0; r < w; r++) {
+        const src = (ib + r) * np;
+        for (let t = 0; t < ib; t++) P[(r >> 3) * ib * 8 + t * 8 + (r & 7)] = -A[src + t];
+      }
+      T.fill(0, 0, ib * w);
+      for (let j0 = 0; j0 < ib; j0 += CALL_ROWS) {
+        const rows = Math.min(CALL_ROWS, ib - j0);
+        k.gemm_f32(
+          (oX + j0) * 4,
+          32,
+          ldt * 4,
+          oP * 4,
+          ib,
+          (oC + j0 * w) * 4,
+          w * 4,
+          rows,
+          w,
+          128,
+          3,
+          j0,
+        );
+      }
+      for (let r = 0; r < w; r++) {
+        const dst = (ib + r) * ldt;
+        for (let j = 0; j < ib; j++) X[dst + j] = T[j * w + r];
+      }
+    }
+    for (let i = ib; i < ie; i++) {
+      const ri = i * ldt, li = i * np;
+      for (let t = ib; t < i; t++) {
+        const l = A[li + t];
+        if (l === 0) continue;
+        const rt = t * ldt;
+        for (let j = 0; j <= t; j++) X[ri + j] -= l * X[rt + j];
+      }
+      X[ri + i] += 1;
+      const d = A[li + i];
+      for (let j = 0; j <= i; j++) X[ri + j] /= d;
+    }
+  }
+
+  const U = new Float32Array(n * n);
+  for (let i = 0; i < n; i++) {
+    const src = (n - 1 - i) * ldt + n - 1, dst = i * n;
+    for (let j = i; j < n; j++) U[dst + j] = X[src - j];
+  }
+  return U;
 }

@@ -7,6 +7,8 @@ import {
   spdInverse,
   upperCholesky,
   upperCholeskyOfInverse,
+  upperCholeskyOfInverseF32,
+  upperCholeskyOfInverseSimd,
 } from "./linalg.ts";
 import { randn } from "../model/random.ts";
 
@@ -107,4 +109,32 @@ Deno.test("cholesky() and upperCholeskyOfInverse() reject matrices that are not 
     NotPositiveDefiniteError,
   );
   assert.throws(() => cholesky([1, 2, 3], 2), /expected an 2×2 matrix \(4 values\), got 3/);
+});
+
+Deno.test("upperCholeskyOfInverseSimd() and upperCholeskyOfInverseF32() give upperCholeskyOfInverse()'s factor (every block path, padded orders)", () => {
+  // 1..7: padding only; 70, 133: partial blocks; 200: several blocks of both
+  for (const n of [1, 3, 7, 70, 133, 200]) {
+    const A = randomSpd(n, 40 + n);
+    const want = upperCholeskyOfInverse(A.slice(), n);
+    const keep = A.slice();
+    const got64 = upperCholeskyOfInverseSimd(A, n);
+    assert.deepEqual(A, keep, "the input is not modified");
+    close(got64, want, 1e-10, `f64 n=${n}`);
+    const got32 = upperCholeskyOfInverseF32(A, n);
+    assert.ok(got32 instanceof Float32Array);
+    close(got32, want, 2e-4, `f32 n=${n}`);
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < i; j++) {
+        assert.equal(got64[i * n + j], 0, `f64 (${i}, ${j}) below the diagonal`);
+        assert.equal(got32[i * n + j], 0, `f32 (${i}, ${j}) below the diagonal`);
+      }
+    }
+  }
+});
+
+Deno.test("upperCholeskyOfInverseSimd() and upperCholeskyOfInverseF32() reject a matrix that is not positive definite", () => {
+  const bad = new Float64Array([1, 2, 2, 1]); // eigenvalues 3 and −1
+  assert.throws(() => upperCholeskyOfInverseSimd(bad, 2), NotPositiveDefiniteError);
+  assert.throws(() => upperCholeskyOfInverseF32(bad, 2), NotPositiveDefiniteError);
+  assert.throws(() => upperCholeskyOfInverseF32(bad, 3), /expected an 3×3 matrix/);
 });

@@ -113,9 +113,23 @@ async function benchQuantAll(values: Values) {
   const { benchQuant } = await import("./quant.ts");
   const { benchAwq } = await import("./awq.ts");
   const model = await loadModelFromOptions(values); // before any work: it may need a download
-  const layer = await benchQuant({ small: values.small === true });
+  const workers = int(values, "workers", DEFAULT_WORKERS, 0)!;
+  const layer = await benchQuant({
+    small: values.small === true,
+    peer: values.peer === true,
+    workers,
+  });
   const awq = benchAwq({ small: values.small === true, weights: model.weights });
-  return { layer, awq };
+  // --peer: GPTQ's ratios to the official PyTorch code (ours / official) at the top
+  const peer = layer.peer && "hessianRatio" in layer.peer
+    ? {
+      hessianRatio: layer.peer.hessianRatio,
+      fasterquantRatio: layer.peer.fasterquantRatio,
+      hessianRatioAllThreads: layer.peer.hessianRatioAllThreads,
+      fasterquantRatioAllThreads: layer.peer.fasterquantRatioAllThreads,
+    }
+    : {};
+  return { ...peer, layer, awq };
 }
 
 async function benchSqueezellmAll(values: Values) {

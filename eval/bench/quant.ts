@@ -1,10 +1,20 @@
 /**
  * Benchmark of the CPU quantizers on LLaMA-7B-shaped layers: RTN and GPTQ
- * on a 4096×4096 (q/k/v/o_proj) and an 11008×4096 (gate/up_proj) weight,
- * seeded random (N(0, 0.02²)), with H accumulated from 4,096 seeded random
- * calibration rows of width 4096 (GPTQ's add_batch, counted as one window).
- * Both layers read 4096-wide inputs, so H is accumulated once and copied
- * ({@linkcode Gptq.copyFor}); the time of add_batch is reported on its own.
+ * (quant/gptq_fast.ts) on a 4096×4096 (q/k/v/o_proj) and an 11008×4096
+ * (gate/up_proj) weight, seeded random (N(0, 0.02²)), with H accumulated
+ * from 4,096 seeded random calibration rows of width 4096 (GPTQ's add_batch,
+ * counted as one window). Both layers read 4096-wide inputs, so H is
+ * accumulated once and copied; the time of add_batch is reported on its own.
+ *
+ * `peer: true` (`deno task bench quant --peer`) also races the official
+ * GPTQ on the q_proj layer: eval/bench/peers/gptq_official.py implements
+ * IST-DASLab/gptq's `add_batch` + `fasterquant` step by step in PyTorch, run
+ * by /usr/bin/python3 on the same x and W (written to a temporary folder),
+ * same bits and groups. The four runs are interleaved in one process — ours
+ * on one thread, the official code on one thread (OMP/OpenBLAS threads 1),
+ * ours on every worker, the official code on every thread — so that load
+ * from other processes hits both sides alike. Ratios are ours / official
+ * (below 1: ours is faster).
  *
  * `deno task bench quant` runs it through the CLI; `--small` divides every
  * width by 8 (512×512 and 1376×512, 512 calibration rows) for a smoke test.
@@ -12,8 +22,9 @@
  * @module
  */
 import { randn } from "../../model/random.ts";
-import { Gptq } from "../../quant/gptq.ts";
+import { GptqFast } from "../../quant/gptq_fast.ts";
 import { rtn } from "../../quant/rtn.ts";
+import { DEFAULT_WORKERS } from "../../quant/spec.ts";
 
 /** Options of {@linkcode benchQuant}. */
 export interface BenchQuantOptions {
@@ -27,6 +38,12 @@ export interface BenchQuantOptions {
   actOrder?: boolean;
   /** Seed of the weights and calibration rows. @default 0 */
   seed?: number;
+  /** Worker threads of our solver ("all threads"). @default DEFAULT_WORKERS (quant/spec.ts) */
+  workers?: number;
+  /** Race the official GPTQ (PyTorch) on the q_proj layer. @default false */
+  peer?: boolean;
+  /** Python with PyTorch for the peer. @default "/usr/bin/python3" */
+  python?: string;
   /** Where progress lines go. @default console.log */
   log?: (line: string) => void;
 }
@@ -37,9 +54,37 @@ export interface BenchQuantLayer {
   rows: number;
   cols: number;
   rtnSeconds: number;
+  /** GptqFast.fasterquant on `workers` threads. */
   gptqSeconds: number;
   /** GPTQ's Σ Losses. */
   gptqError: number;
+}
+
+/** Ours against the official GPTQ on one layer; seconds, ratios ours / official. */
+export interface PeerComparison {
+  rows: number;
+  cols: number;
+  calibRows: number;
+  /** Threads of the "all threads" runs (our workers; torch's and OpenBLAS's threads). */
+  threadsAll: number;
+  oursHessianSeconds1: number;
+  oursFasterquantSeconds1: number;
+  officialHessianSeconds1: number;
+  officialFasterquantSeconds1: number;
+  oursHessianSecondsAll: number;
+  oursFasterquantSecondsAll: number;
+  officialHessianSecondsAll: number;
+  officialFasterquantSecondsAll: number;
+  /** Hessian, one thread each: ours / official. */
+  hessianRatio: number;
+  /** fasterquant, one thread each: ours / official. */
+  fasterquantRatio: number;
+  hessianRatioAllThreads: number;
+  fasterquantRatioAllThreads: number;
+  /** Σ Losses of ours and of the official code (same layer; close, not equal: fp16 scales here). */
+  oursError: number;
+  officialError: number;
+  torch: string;
 }
 
 /** What {@linkcode benchQuant} returns. */
@@ -50,17 +95,20 @@ export interface BenchQuantResult {
   groupSize: number;
   actOrder: boolean;
   calibRows: number;
-  /** Seconds of Gptq.addBatch over all calibration rows. */
+  workers: number;
+  /** Seconds of GptqFast.addBatch + flush over all calibration rows, `workers` threads. */
   hessianSeconds: number;
   layers: BenchQuantLayer[];
-  /** The machine's logical cores (the solvers here use one). */
+  peer?: PeerComparison | { skipped: string };
+  /** The machine's logical cores. */
   cores: number;
 }
 
 /**
- * Times RTN and GPTQ on LLaMA-7B-shaped layers and prints the seconds.
+ * Times RTN and GPTQ on LLaMA-7B-shaped layers (and, with `peer`, the
+ * official GPTQ) and prints the seconds.
  *
- * @param opts small, bits, groupSize, actOrder, seed, log
+ * @param opts small, bits, groupSize, actOrder, seed, workers, peer, python, log
  * @returns the timings
  * @example
  * ```ts
@@ -68,36 +116,54 @@ export interface BenchQuantResult {
  * console.log(r.layers[0].gptqSeconds);
  * ```
  */
-export function benchQuant(opts: BenchQuantOptions = {}): Promise<BenchQuantResult> {
+export async function benchQuant(opts: BenchQuantOptions = {}): Promise<BenchQuantResult> {
   const small = opts.small ?? false;
   const bits = opts.bits ?? 3;
   const groupSize = opts.groupSize ?? 128;
   const actOrder = opts.actOrder ?? false;
   const seed = opts.seed ?? 0;
+  const workers = opts.workers ?? DEFAULT_WORKERS;
   const log = opts.log ?? ((s: string) => console.log(s));
   const div = small ? 8 : 1;
   const cols = 4096 / div, calibRows = 4096 / div;
   const shapes: [string, number][] = [["q_proj", 4096 / div], ["gate_proj", 11008 / div]];
+  const group = groupSize === -1 ? null : groupSize;
   log(
     `bench quant: ${bits}-bit, group ${groupSize}${actOrder ? ", act-order" : ""}, ` +
-      `H from ${calibRows} rows × ${cols}${small ? " (--small: widths / 8)" : ""}`,
+      `H from ${calibRows} rows × ${cols}, ${workers} workers${
+        small ? " (--small: widths / 8)" : ""
+      }`,
   );
 
   const x = randn(calibRows * cols, seed * 100 + 1); // [calibRows, cols]
-  const base = new Gptq(1, cols);
+  const weights = shapes.map(([, rows], i) => randn(rows * cols, seed * 100 + 2 + i, 0.02));
+
+  let peer: BenchQuantResult["peer"];
+  if (opts.peer) {
+    peer = await comparePeer(x, calibRows, weights[0], shapes[0][1], cols, {
+      bits,
+      group,
+      workers,
+      python: opts.python ?? "/usr/bin/python3",
+      log,
+    });
+  }
+
+  const base = new GptqFast(1, cols, { workers });
   let t = performance.now();
   base.addBatch(x, calibRows);
+  await base.flush();
   const hessianSeconds = (performance.now() - t) / 1000;
   log(`  add_batch ${calibRows}×${cols}: ${hessianSeconds.toFixed(2)} s`);
 
   const layers: BenchQuantLayer[] = [];
   for (const [i, [name, rows]] of shapes.entries()) {
-    const W = randn(rows * cols, seed * 100 + 2 + i, 0.02); // [rows, cols]
+    const W = weights[i]; // [rows, cols]
     t = performance.now();
-    rtn(W, rows, cols, { bits, groupSize });
+    rtn(W, rows, cols, { bits, groupSize: group });
     const rtnSeconds = (performance.now() - t) / 1000;
-    const g = base.copyFor(rows);
-    const r = g.fasterquant(W, { bits, groupSize, actOrder });
+    const g = await base.copyFor(rows);
+    const r = await g.fasterquant(W, { bits, groupSize: group, actOrder });
     g.free();
     layers.push({ name, rows, cols, rtnSeconds, gptqSeconds: r.seconds, gptqError: r.error });
     log(
@@ -106,17 +172,136 @@ export function benchQuant(opts: BenchQuantOptions = {}): Promise<BenchQuantResu
     );
   }
   base.free();
-  return Promise.resolve({
+  return {
     bench: "quant",
     small,
     bits,
     groupSize,
     actOrder,
     calibRows,
+    workers,
     hessianSeconds,
     layers,
+    ...(peer ? { peer } : {}),
     cores: navigator.hardwareConcurrency,
-  });
+  };
 }
 
-if (import.meta.main) await benchQuant({ small: Deno.args.includes("--small") });
+/** Ours (1 thread), official (1 thread), ours (all), official (all), on one layer. */
+async function comparePeer(
+  x: Float32Array,
+  calibRows: number,
+  W: Float32Array,
+  rows: number,
+  cols: number,
+  o: {
+    bits: number;
+    group: number | null;
+    workers: number;
+    python: string;
+    log: (line: string) => void;
+  },
+): Promise<PeerComparison | { skipped: string }> {
+  const threadsAll = Math.max(1, o.workers);
+  const dir = await Deno.makeTempDir({ prefix: "sqb_gptq_peer_" });
+  try {
+    await Deno.writeFile(`${dir}/x.bin`, new Uint8Array(x.buffer, x.byteOffset, x.byteLength));
+    await Deno.writeFile(`${dir}/w.bin`, new Uint8Array(W.buffer, W.byteOffset, W.byteLength));
+    const ours = async (workers: number) => {
+      const g = new GptqFast(rows, cols, { workers });
+      const t = performance.now();
+      g.addBatch(x, calibRows);
+      await g.flush();
+      const hessian = (performance.now() - t) / 1000;
+      const r = await g.fasterquant(W, { bits: o.bits, groupSize: o.group });
+      g.free();
+      return { hessian, fasterquant: r.seconds, error: r.error };
+    };
+    const official = async (threads: number) => {
+      const script = new URL("./peers/gptq_official.py", import.meta.url).pathname;
+      const n = String(threads);
+      const out = await new Deno.Command(o.python, {
+        args: [
+          script,
+          dir,
+          ...["--rows", String(rows), "--cols", String(cols)],
+          ...["--calib-rows", String(calibRows), "--bits", String(o.bits)],
+          ...["--group", String(o.group ?? -1), "--threads", n],
+        ],
+        env: { OMP_NUM_THREADS: n, OPENBLAS_NUM_THREADS: n, MKL_NUM_THREADS: n },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      if (!out.success) {
+        const err = new TextDecoder().decode(out.stderr).trim().split("\n").at(-1);
+        throw new PeerError(`${o.python} ${script} failed: ${err}`);
+      }
+      const lines = new TextDecoder().decode(out.stdout).trim().split("\n");
+      return JSON.parse(lines.at(-1)!) as {
+        hessianSeconds: number;
+        fasterquantSeconds: number;
+        error: number;
+        torch: string;
+      };
+    };
+    o.log(`  vs official GPTQ (PyTorch) on ${rows}×${cols}, H from ${calibRows} rows:`);
+    const line = (who: string, h: number, f: number) =>
+      o.log(`    ${who}: add_batch ${h.toFixed(2)} s, fasterquant ${f.toFixed(2)} s`);
+    const o1 = await ours(0);
+    line("ours, 1 thread          ", o1.hessian, o1.fasterquant);
+    let p1;
+    try {
+      p1 = await official(1);
+    } catch (e) {
+      if (e instanceof PeerError || e instanceof Deno.errors.NotFound) {
+        const why = `${(e as Error).message}; install python3-torch (apt) to compare`;
+        o.log(`    official: skipped (${why})`);
+        return { skipped: why };
+      }
+      throw e;
+    }
+    line("official, 1 thread      ", p1.hessianSeconds, p1.fasterquantSeconds);
+    const oa = await ours(o.workers);
+    line(`ours, ${threadsAll} workers         `, oa.hessian, oa.fasterquant);
+    const pa = await official(threadsAll);
+    line(`official, ${threadsAll} threads     `, pa.hessianSeconds, pa.fasterquantSeconds);
+    const r: PeerComparison = {
+      rows,
+      cols,
+      calibRows,
+      threadsAll,
+      oursHessianSeconds1: o1.hessian,
+      oursFasterquantSeconds1: o1.fasterquant,
+      officialHessianSeconds1: p1.hessianSeconds,
+      officialFasterquantSeconds1: p1.fasterquantSeconds,
+      oursHessianSecondsAll: oa.hessian,
+      oursFasterquantSecondsAll: oa.fasterquant,
+      officialHessianSecondsAll: pa.hessianSeconds,
+      officialFasterquantSecondsAll: pa.fasterquantSeconds,
+      hessianRatio: o1.hessian / p1.hessianSeconds,
+      fasterquantRatio: o1.fasterquant / p1.fasterquantSeconds,
+      hessianRatioAllThreads: oa.hessian / pa.hessianSeconds,
+      fasterquantRatioAllThreads: oa.fasterquant / pa.fasterquantSeconds,
+      oursError: o1.error,
+      officialError: p1.error,
+      torch: p1.torch,
+    };
+    o.log(
+      `    ours / official: add_batch ${r.hessianRatio.toFixed(2)}×, fasterquant ` +
+        `${r.fasterquantRatio.toFixed(2)}× (1 thread each); ${
+          r.hessianRatioAllThreads.toFixed(2)
+        }×, ${r.fasterquantRatioAllThreads.toFixed(2)}× (${threadsAll} threads each); ` +
+        `error ${r.oursError.toFixed(1)} vs ${r.officialError.toFixed(1)} (torch ${r.torch})`,
+    );
+    return r;
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** The peer script could not run (no PyTorch, or it failed). */
+class PeerError extends Error {}
+
+if (import.meta.main) {
+  await benchQuant({ small: Deno.args.includes("--small"), peer: Deno.args.includes("--peer") });
+}

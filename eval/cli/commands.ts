@@ -461,6 +461,7 @@ const benchCmd: Command = {
     runs: { type: "string" },
     tokens: { type: "string" },
     small: { type: "boolean" },
+    peer: { type: "boolean" },
     workers: { type: "string" },
     store: { type: "string" },
     pairs: { type: "string" },
@@ -472,7 +473,8 @@ const benchCmd: Command = {
 
   forward      tokens/s of the prefill forward on stories260K, 512-token windows of real text
   ppl          full WikiText-2 perplexity of stories260K: wall time and tokens/s
-  quant        RTN and GPTQ on LLaMA-7B-shaped layers; AWQ's search on a stories260K block
+  quant        RTN and GPTQ on LLaMA-7B-shaped layers; AWQ's search on a stories260K block;
+               --peer: GPTQ against the official PyTorch code (1 thread and all threads each)
   squeezellm   k-means per row / per layer (3 and 4 bits) vs scikit-learn; Fisher windows/s
   kernels      WebGPU kernels: --shapes llama7b|stories260K|NxK,… --formats f16,uniform,lut,lut+sparse
                --bits 2,3,4 --batch 1,4,8 --runs N

@@ -1,5 +1,5 @@
 /**
- * The WebAssembly SIMD kernels of the CPU forward pass (source:
+ * The WebAssembly SIMD kernels of the CPU forward pass, and of GPTQ's solver (source:
  * `kernels.wat`, compiled by `build.ts` into `_kernels_wasm.ts`), wrapped
  * for Float32Array operands: each call copies its operands into the
  * instance's own linear memory (grown as needed, reused between calls),
@@ -64,6 +64,58 @@ interface KernelExports {
     nKvHeads: number,
     headSize: number,
     scale: number,
+  ): void;
+}
+
+/**
+ * The exports of `kernels.wat` for callers that lay out the linear memory
+ * themselves (quant/gptq_fast.ts, quant/linalg.ts): GPTQ's f32 matrix
+ * product, in-block sweep and f64 matrix product. Pointers and strides are
+ * bytes; the contracts are stated in `kernels.wat` above each function.
+ */
+export interface SolverKernels {
+  memory: WebAssembly.Memory;
+  gemm_f32(
+    pa: number,
+    s8: number,
+    sak: number,
+    pb: number,
+    K: number,
+    pc: number,
+    ldc: number,
+    R: number,
+    J: number,
+    jblk: number,
+    mode: number,
+    doff: number,
+  ): void;
+  gptq_block(
+    pw: number,
+    ldw: number,
+    R: number,
+    count: number,
+    ph: number,
+    ps: number,
+    pz: number,
+    pq: number,
+    pe: number,
+    pt: number,
+    pl: number,
+    maxq: number,
+  ): void;
+  gemm_f64(
+    pa: number,
+    lda: number,
+    pb: number,
+    ldb: number,
+    pc: number,
+    ldc: number,
+    R: number,
+    J: number,
+    K: number,
+    mode: number,
+    doff: number,
+    jblk: number,
   ): void;
 }
 
@@ -288,6 +340,65 @@ export class WasmKernels {
 export const FORWARD_KERNELS: WasmKernels | undefined = kernelsModule
   ? new WasmKernels()
   : undefined;
+
+/**
+ * A new instance of the kernels with its own linear memory (one page), for
+ * a caller that lays out the memory itself; grow it with `memory.grow`. A
+ * fresh instance per large job lets its memory be collected afterwards.
+ *
+ * @throws Error when the engine has no WebAssembly SIMD, naming `fn`
+ * @example
+ * ```ts
+ * const k = solverKernels("upperCholeskyOfInverseSimd");
+ * k.memory.grow(16);
+ * ```
+ */
+export function solverKernels(fn: string): SolverKernels {
+  if (!kernelsModule) {
+    throw new Error(`${fn}: this engine has no WebAssembly SIMD (model/wasm/kernels.wat)`);
+  }
+  const instance = () =>
+    new WebAssembly.Instance(kernelsModule, {}).exports as unknown as SolverKernels;
+  if (!solverWarm) warmUp(instance());
+  solverWarm = true;
+  return instance();
+}
+
+/**
+ * Whether this thread has run {@linkcode warmUp} (a cache of the engine's
+ * state, not an option: results never depend on it).
+ */
+let solverWarm = false;
+
+/**
+ * V8 first runs a wasm function as baseline code and swaps in optimized code
+ * only at its next call, after enough work; a solver's first call may be
+ * one long loop. Small calls of each solver kernel on a throwaway instance
+ * make the engine optimize them before the real work (about 10 ms,
+ * once per thread).
+ */
+function warmUp(k: SolverKernels): void {
+  for (let rep = 0; rep < 300; rep++) {
+    k.gemm_f32(0, 64 * 32, 32, 16384, 64, 32768, 64, 8, 16, 8, rep & 3, 0);
+    k.gemm_f64(0, 512, 16384, 512, 32768, 512, 8, 8, 32, rep % 3, 0, 4);
+    k.gptq_block(0, 64, 8, 8, 4096, 8192, 12288, 16384, 20480, 24576, 28672, 7);
+  }
+}
+
+/**
+ * Grows `memory` to at least `bytes` (whole 64 KiB pages).
+ *
+ * @throws RangeError naming `fn` beyond the 4 GiB of wasm32
+ */
+export function growMemory(fn: string, memory: WebAssembly.Memory, bytes: number): void {
+  if (bytes > MAX_BYTES) {
+    throw new RangeError(
+      `${fn}: needs ${bytes} bytes of WebAssembly memory, the limit is ${MAX_BYTES}`,
+    );
+  }
+  const have = memory.buffer.byteLength;
+  if (have < bytes) memory.grow(Math.ceil((bytes - have) / PAGE));
+}
 
 /**
  * What a SIMD-only function is on an engine without WebAssembly SIMD: one

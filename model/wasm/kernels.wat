@@ -1,5 +1,6 @@
 ;; WebAssembly SIMD (f32x4) kernels of the CPU forward pass: the linear
-;; layers (`matmul`) and causal softmax attention (`attention`).
+;; layers (`matmul`) and causal softmax attention (`attention`); and of
+;; GPTQ's solver (`gemm_f32`, `gptq_block`, `gemm_f64`, at the end).
 ;;
 ;; Build: `deno run -A model/wasm/build.ts` (wat2wasm from the `wabt` npm
 ;; package) writes model/wasm/_kernels_wasm.ts; model/wasm/build_test.ts
@@ -455,4 +456,336 @@
             (br $queries)))
         (local.set $h (i32.add (local.get $h) (i32.const 1)))
         (br $heads))))
+
+  ;; -------------------------------------------------------------------------
+  ;; GPTQ's solver (quant/gptq_fast.ts): the Hessian X'X, the lazy block
+  ;; updates and the in-block sweep in f32x4, the blocked Cholesky and
+  ;; triangular inverse in f64x2. Plain (unfused) multiply and add, like the
+  ;; kernels above: the same bits on every engine.
+
+  ;; gemm_f32: C[r, j] += Σ_{k<K} A[r, k] · B[k, j] for r < R, j < J, in f32,
+  ;; k in increasing order per output (lane), 4 × 8 register tiles.
+  ;;   A[r, k] at $pa + (r >> 3)·$s8 + (r & 7)·4 + k·$sak: four consecutive
+  ;;       rows are four consecutive floats (a 4-row tile is splat-loaded);
+  ;;       $s8 = 32 for a row-major [K, R] A (column-contiguous), K·32 for
+  ;;       A in the packed layout of B (A = Bᵀ: the symmetric X'X)
+  ;;   B packed in panels of 8 columns: B[k, j] at $pb + ((j >> 3)·K + k)·32 + (j & 7)·4
+  ;;   C[r, j] at $pc + r·$ldc + j·4 (row-major, $ldc bytes per row)
+  ;; R a multiple of 4, J and $jblk multiples of 8. Loop order: blocks of
+  ;; $jblk columns (their B panels stay in L2) → 4-row tiles → 8-column
+  ;; tiles. With t = r0 + $doff (the tile's row in C's triangle):
+  ;;   $mode 0: every tile, k from 0 to K;
+  ;;   $mode 1: only tiles with j0 + 8 > t (an upper triangle, diagonal tiles whole);
+  ;;   $mode 2: only tiles with j0 ≤ t + 3 (a lower triangle, diagonal tiles whole);
+  ;;   $mode 3: every tile, k from max(0, t) (A[r, k] = 0 for k < r + $doff).
+  (func (export "gemm_f32")
+    (param $pa i32) (param $s8 i32) (param $sak i32) (param $pb i32) (param $K i32)
+    (param $pc i32) (param $ldc i32) (param $R i32) (param $J i32) (param $jblk i32)
+    (param $mode i32) (param $doff i32)
+    (local $jb i32) (local $je i32) (local $r0 i32) (local $j0 i32) (local $a i32) (local $ak i32)
+    (local $k0 i32) (local $t i32)
+    (local $b i32) (local $bend i32) (local $c i32) (local $kb i32)
+    (local $s v128) (local $b0 v128) (local $b1 v128)
+    (local $c00 v128) (local $c01 v128) (local $c10 v128) (local $c11 v128)
+    (local $c20 v128) (local $c21 v128) (local $c30 v128) (local $c31 v128)
+    (if (i32.eqz (local.get $K)) (then (return)))
+    (local.set $kb (i32.shl (local.get $K) (i32.const 5)))
+    (local.set $jb (i32.const 0))
+    (block $done_jb
+      (loop $jbl
+        (br_if $done_jb (i32.ge_u (local.get $jb) (local.get $J)))
+        (local.set $je (i32.add (local.get $jb) (local.get $jblk)))
+        (if (i32.gt_u (local.get $je) (local.get $J)) (then (local.set $je (local.get $J))))
+        (local.set $r0 (i32.const 0))
+        (block $done_r
+          (loop $rl
+            (br_if $done_r (i32.ge_u (local.get $r0) (local.get $R)))
+            (local.set $t (i32.add (local.get $r0) (local.get $doff))) ;; the tile's row in C's triangle
+            ;; mode 1: no tile of this column block has j0 + 8 > t once t ≥ je
+            (br_if $done_r (i32.and (i32.eq (local.get $mode) (i32.const 1))
+              (i32.ge_s (local.get $t) (local.get $je))))
+            ;; mode 3: k from max(0, t); none left once t ≥ K
+            (local.set $k0 (i32.const 0))
+            (if (i32.eq (local.get $mode) (i32.const 3))
+              (then
+                (br_if $done_r (i32.ge_s (local.get $t) (local.get $K)))
+                (if (i32.gt_s (local.get $t) (i32.const 0)) (then (local.set $k0 (local.get $t))))))
+            (local.set $a
+              (i32.add
+                (i32.add (local.get $pa) (i32.mul (i32.shr_u (local.get $r0) (i32.const 3)) (local.get $s8)))
+                (i32.add (i32.shl (i32.and (local.get $r0) (i32.const 7)) (i32.const 2))
+                  (i32.mul (local.get $k0) (local.get $sak)))))
+            (local.set $j0 (local.get $jb))
+            (if (i32.and (i32.eq (local.get $mode) (i32.const 1))
+                  (i32.gt_s (i32.and (local.get $t) (i32.const -8)) (local.get $j0)))
+              (then (local.set $j0 (i32.and (local.get $t) (i32.const -8)))))
+            (block $done_j
+              (loop $jl
+                (br_if $done_j (i32.ge_u (local.get $j0) (local.get $je)))
+                ;; mode 2: tiles with j0 ≤ t + 3 only
+                (br_if $done_j (i32.and (i32.eq (local.get $mode) (i32.const 2))
+                  (i32.gt_s (local.get $j0) (i32.add (local.get $t) (i32.const 3)))))
+                (local.set $b (i32.add (local.get $pb) (i32.mul (i32.shr_u (local.get $j0) (i32.const 3)) (local.get $kb))))
+                (local.set $bend (i32.add (local.get $b) (local.get $kb)))
+                (local.set $b (i32.add (local.get $b) (i32.shl (local.get $k0) (i32.const 5))))
+                (local.set $c00 (v128.const i32x4 0 0 0 0))
+                (local.set $c01 (v128.const i32x4 0 0 0 0))
+                (local.set $c10 (v128.const i32x4 0 0 0 0))
+                (local.set $c11 (v128.const i32x4 0 0 0 0))
+                (local.set $c20 (v128.const i32x4 0 0 0 0))
+                (local.set $c21 (v128.const i32x4 0 0 0 0))
+                (local.set $c30 (v128.const i32x4 0 0 0 0))
+                (local.set $c31 (v128.const i32x4 0 0 0 0))
+                (local.set $ak (local.get $a))
+                (loop $kl
+                  (local.set $b0 (v128.load (local.get $b)))
+                  (local.set $b1 (v128.load offset=16 (local.get $b)))
+                  (local.set $s (v128.load32_splat (local.get $ak)))
+                  (local.set $c00 (f32x4.add (local.get $c00) (f32x4.mul (local.get $s) (local.get $b0))))
+                  (local.set $c01 (f32x4.add (local.get $c01) (f32x4.mul (local.get $s) (local.get $b1))))
+                  (local.set $s (v128.load32_splat offset=4 (local.get $ak)))
+                  (local.set $c10 (f32x4.add (local.get $c10) (f32x4.mul (local.get $s) (local.get $b0))))
+                  (local.set $c11 (f32x4.add (local.get $c11) (f32x4.mul (local.get $s) (local.get $b1))))
+                  (local.set $s (v128.load32_splat offset=8 (local.get $ak)))
+                  (local.set $c20 (f32x4.add (local.get $c20) (f32x4.mul (local.get $s) (local.get $b0))))
+                  (local.set $c21 (f32x4.add (local.get $c21) (f32x4.mul (local.get $s) (local.get $b1))))
+                  (local.set $s (v128.load32_splat offset=12 (local.get $ak)))
+                  (local.set $c30 (f32x4.add (local.get $c30) (f32x4.mul (local.get $s) (local.get $b0))))
+                  (local.set $c31 (f32x4.add (local.get $c31) (f32x4.mul (local.get $s) (local.get $b1))))
+                  (local.set $ak (i32.add (local.get $ak) (local.get $sak)))
+                  (local.set $b (i32.add (local.get $b) (i32.const 32)))
+                  (br_if $kl (i32.lt_u (local.get $b) (local.get $bend))))
+                (local.set $c
+                  (i32.add (local.get $pc)
+                    (i32.add (i32.mul (local.get $r0) (local.get $ldc)) (i32.shl (local.get $j0) (i32.const 2)))))
+                (v128.store (local.get $c) (f32x4.add (v128.load (local.get $c)) (local.get $c00)))
+                (v128.store offset=16 (local.get $c) (f32x4.add (v128.load offset=16 (local.get $c)) (local.get $c01)))
+                (local.set $c (i32.add (local.get $c) (local.get $ldc)))
+                (v128.store (local.get $c) (f32x4.add (v128.load (local.get $c)) (local.get $c10)))
+                (v128.store offset=16 (local.get $c) (f32x4.add (v128.load offset=16 (local.get $c)) (local.get $c11)))
+                (local.set $c (i32.add (local.get $c) (local.get $ldc)))
+                (v128.store (local.get $c) (f32x4.add (v128.load (local.get $c)) (local.get $c20)))
+                (v128.store offset=16 (local.get $c) (f32x4.add (v128.load offset=16 (local.get $c)) (local.get $c21)))
+                (local.set $c (i32.add (local.get $c) (local.get $ldc)))
+                (v128.store (local.get $c) (f32x4.add (v128.load (local.get $c)) (local.get $c30)))
+                (v128.store offset=16 (local.get $c) (f32x4.add (v128.load offset=16 (local.get $c)) (local.get $c31)))
+                (local.set $j0 (i32.add (local.get $j0) (i32.const 8)))
+                (br $jl)))
+            (local.set $r0 (i32.add (local.get $r0) (i32.const 4)))
+            (br $rl)))
+        (local.set $jb (local.get $je))
+        (br $jbl))))
+
+  ;; gptq_block: GPTQ's in-block sweep (gptq.py `for i in range(count)`) on
+  ;; R rows at once, in f32 like torch, columns transposed:
+  ;;   W1 at $pw: W1[i, r] at $pw + i·$ldw + r·4 = weight (row r, column i1 + i),
+  ;;       updated in place (W1[:, i:] −= err1 · Hinv1[i, i:])
+  ;;   Hinv1 at $ph: [count, count] f32, row-major
+  ;;   scale, zero at $ps, $pz: laid out as W1 (the grid of row r at column i)
+  ;;   codes at $pq: laid out as W1 (written, as floats)
+  ;;   −Err1 at $pe: in gemm_f32's packed B layout with K = count:
+  ;;       −err1[r, i] at $pe + ((r >> 3)·count + i)·32 + (r & 7)·4 (written)
+  ;;   $pt: scratch, 64 floats; $pl: two f64x2 (32 bytes) to which the
+  ;;       losses (w − q)² / d² are added, lane by lane
+  ;; R a multiple of 8. Rows go 64 at a time (their W1 stays in L1) through
+  ;; every column: q = scale·(clamp(nearest(w / scale) + zero, 0, maxq) − zero),
+  ;; err1 = (w − q) / d with d = Hinv1[i, i], then W1[j, r] −= err1[r] · Hinv1[i, j]
+  ;; for j > i.
+  (func (export "gptq_block")
+    (param $pw i32) (param $ldw i32) (param $R i32) (param $count i32) (param $ph i32)
+    (param $ps i32) (param $pz i32) (param $pq i32) (param $pe i32) (param $pt i32) (param $pl i32)
+    (param $maxq f32)
+    (local $rc i32) (local $rend i32) (local $i i32) (local $j i32) (local $r i32) (local $o i32)
+    (local $p i32) (local $rowB i32) (local $endB i32)
+    (local $w v128) (local $sc v128) (local $z v128) (local $cq v128) (local $diff v128) (local $e v128)
+    (local $d v128) (local $d2 v128) (local $h v128) (local $vmax v128) (local $zero v128)
+    (local $l0 v128) (local $l1 v128) (local $t v128)
+    (local.set $vmax (f32x4.splat (local.get $maxq)))
+    (local.set $zero (v128.const i32x4 0 0 0 0))
+    (local.set $l0 (v128.load (local.get $pl)))
+    (local.set $l1 (v128.load offset=16 (local.get $pl)))
+    (local.set $rc (i32.const 0))
+    (block $done_rc
+      (loop $rcl
+        (br_if $done_rc (i32.ge_u (local.get $rc) (local.get $R)))
+        (local.set $rend (i32.add (local.get $rc) (i32.const 64)))
+        (if (i32.gt_u (local.get $rend) (local.get $R)) (then (local.set $rend (local.get $R))))
+        (local.set $rowB (i32.shl (local.get $rc) (i32.const 2)))
+        (local.set $endB (i32.shl (local.get $rend) (i32.const 2)))
+        (local.set $i (i32.const 0))
+        (block $done_i
+          (loop $il
+            (br_if $done_i (i32.ge_u (local.get $i) (local.get $count)))
+            (local.set $d
+              (v128.load32_splat
+                (i32.add (local.get $ph) (i32.shl (i32.mul (local.get $i) (i32.add (local.get $count) (i32.const 1))) (i32.const 2)))))
+            (local.set $d2 (f32x4.mul (local.get $d) (local.get $d)))
+            ;; quantize column i of rows rc..rend
+            (local.set $r (local.get $rc))
+            (loop $ql
+              (local.set $o (i32.add (i32.mul (local.get $i) (local.get $ldw)) (i32.shl (local.get $r) (i32.const 2))))
+              (local.set $w (v128.load (i32.add (local.get $pw) (local.get $o))))
+              (local.set $sc (v128.load (i32.add (local.get $ps) (local.get $o))))
+              (local.set $z (v128.load (i32.add (local.get $pz) (local.get $o))))
+              (local.set $cq
+                (f32x4.min
+                  (f32x4.max
+                    (f32x4.add (f32x4.nearest (f32x4.div (local.get $w) (local.get $sc))) (local.get $z))
+                    (local.get $zero))
+                  (local.get $vmax)))
+              (v128.store (i32.add (local.get $pq) (local.get $o)) (local.get $cq))
+              (local.set $diff
+                (f32x4.sub (local.get $w)
+                  (f32x4.mul (local.get $sc) (f32x4.sub (local.get $cq) (local.get $z)))))
+              (local.set $e (f32x4.div (local.get $diff) (local.get $d)))
+              (v128.store (i32.add (local.get $pt) (i32.shl (i32.sub (local.get $r) (local.get $rc)) (i32.const 2)))
+                (local.get $e))
+              (v128.store
+                (i32.add (local.get $pe)
+                  (i32.add
+                    (i32.shl (i32.add (i32.mul (i32.shr_u (local.get $r) (i32.const 3)) (local.get $count)) (local.get $i))
+                      (i32.const 5))
+                    (i32.shl (i32.and (local.get $r) (i32.const 7)) (i32.const 2))))
+                (f32x4.neg (local.get $e)))
+              (local.set $t (f32x4.div (f32x4.mul (local.get $diff) (local.get $diff)) (local.get $d2)))
+              (local.set $l0 (f64x2.add (local.get $l0) (f64x2.promote_low_f32x4 (local.get $t))))
+              (local.set $l1 (f64x2.add (local.get $l1)
+                (f64x2.promote_low_f32x4
+                  (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $t) (local.get $t)))))
+              (local.set $r (i32.add (local.get $r) (i32.const 4)))
+              (br_if $ql (i32.lt_u (local.get $r) (local.get $rend))))
+            ;; W1[j, rc..rend] −= err1 · Hinv1[i, j] for i < j < count
+            (local.set $j (i32.add (local.get $i) (i32.const 1)))
+            (block $done_j
+              (loop $jl
+                (br_if $done_j (i32.ge_u (local.get $j) (local.get $count)))
+                (local.set $h
+                  (v128.load32_splat
+                    (i32.add (local.get $ph)
+                      (i32.shl (i32.add (i32.mul (local.get $i) (local.get $count)) (local.get $j)) (i32.const 2)))))
+                (local.set $p (i32.add (local.get $pw) (i32.mul (local.get $j) (local.get $ldw))))
+                (local.set $o (local.get $rowB))
+                (local.set $r (local.get $pt))
+                (loop $ul
+                  (v128.store (i32.add (local.get $p) (local.get $o))
+                    (f32x4.sub (v128.load (i32.add (local.get $p) (local.get $o)))
+                      (f32x4.mul (v128.load (local.get $r)) (local.get $h))))
+                  (local.set $r (i32.add (local.get $r) (i32.const 16)))
+                  (local.set $o (i32.add (local.get $o) (i32.const 16)))
+                  (br_if $ul (i32.lt_u (local.get $o) (local.get $endB))))
+                (local.set $j (i32.add (local.get $j) (i32.const 1)))
+                (br $jl)))
+            (local.set $i (i32.add (local.get $i) (i32.const 1)))
+            (br $il)))
+        (local.set $rc (local.get $rend))
+        (br $rcl)))
+    (v128.store (local.get $pl) (local.get $l0))
+    (v128.store offset=16 (local.get $pl) (local.get $l1)))
+
+  ;; gemm_f64: C[r, j] −= Σ_k A[r, k] · B[k, j] for r < R, j < J, in f64,
+  ;; k in increasing order per output (lane), 4 × 4 register tiles; all
+  ;; row-major with byte strides: A[r, k] at $pa + r·$lda + k·8, B[k, j] at
+  ;; $pb + k·$ldb + j·8, C[r, j] at $pc + r·$ldc + j·8. R, J and $jblk
+  ;; multiples of 4.
+  ;;   $mode 0: every tile, k from 0 to K;
+  ;;   $mode 1: only tiles with j0 ≤ r0 + 3 + $doff (C's lower triangle when
+  ;;            C[r, j] is entry (r + $doff, j) of a symmetric matrix; diagonal tiles whole);
+  ;;   $mode 2: every tile, k from max(0, j0 + $doff) (B[k, j] = 0 for k < j + $doff:
+  ;;            B lower triangular).
+  ;; Loop order: blocks of $jblk columns (their strip of B stays in L2) →
+  ;; 4-row tiles (a tile's rows of A stay in L1) → 4-column tiles.
+  (func (export "gemm_f64")
+    (param $pa i32) (param $lda i32) (param $pb i32) (param $ldb i32) (param $pc i32) (param $ldc i32)
+    (param $R i32) (param $J i32) (param $K i32) (param $mode i32) (param $doff i32) (param $jblk i32)
+    (local $jb i32) (local $je i32) (local $r0 i32) (local $j0 i32) (local $k0 i32)
+    (local $a i32) (local $b i32) (local $c i32) (local $n i32) (local $l2 i32) (local $l3 i32)
+    (local $s v128) (local $b0 v128) (local $b1 v128)
+    (local $c00 v128) (local $c01 v128) (local $c10 v128) (local $c11 v128)
+    (local $c20 v128) (local $c21 v128) (local $c30 v128) (local $c31 v128)
+    (local.set $l2 (i32.shl (local.get $lda) (i32.const 1)))
+    (local.set $l3 (i32.add (local.get $l2) (local.get $lda)))
+    (local.set $jb (i32.const 0))
+    (block $done_jb
+      (loop $jbl
+        (br_if $done_jb (i32.ge_u (local.get $jb) (local.get $J)))
+        (local.set $je (i32.add (local.get $jb) (local.get $jblk)))
+        (if (i32.gt_u (local.get $je) (local.get $J)) (then (local.set $je (local.get $J))))
+        (local.set $r0 (i32.const 0))
+        (if (i32.eq (local.get $mode) (i32.const 1))
+          (then
+            ;; first r0 (a multiple of 4) with r0 ≥ jb − 3 − doff
+            (local.set $n (i32.sub (i32.sub (local.get $jb) (i32.const 3)) (local.get $doff)))
+            (if (i32.gt_s (local.get $n) (i32.const 0))
+              (then (local.set $r0 (i32.and (i32.add (local.get $n) (i32.const 3)) (i32.const -4)))))))
+        (block $done_r
+          (loop $rl
+            (br_if $done_r (i32.ge_u (local.get $r0) (local.get $R)))
+            (local.set $j0 (local.get $jb))
+            (block $done_j
+              (loop $jl
+                (br_if $done_j (i32.ge_u (local.get $j0) (local.get $je)))
+                (br_if $done_j
+                  (i32.and (i32.eq (local.get $mode) (i32.const 1))
+                    (i32.gt_s (local.get $j0)
+                      (i32.add (i32.add (local.get $r0) (i32.const 3)) (local.get $doff)))))
+                (local.set $k0 (i32.const 0))
+                (if (i32.eq (local.get $mode) (i32.const 2))
+                  (then
+                    (if (i32.gt_s (i32.add (local.get $j0) (local.get $doff)) (i32.const 0))
+                      (then (local.set $k0 (i32.add (local.get $j0) (local.get $doff)))))))
+                (br_if $done_j (i32.ge_s (local.get $k0) (local.get $K)))
+                (local.set $c00 (v128.const i32x4 0 0 0 0))
+                (local.set $c01 (v128.const i32x4 0 0 0 0))
+                (local.set $c10 (v128.const i32x4 0 0 0 0))
+                (local.set $c11 (v128.const i32x4 0 0 0 0))
+                (local.set $c20 (v128.const i32x4 0 0 0 0))
+                (local.set $c21 (v128.const i32x4 0 0 0 0))
+                (local.set $c30 (v128.const i32x4 0 0 0 0))
+                (local.set $c31 (v128.const i32x4 0 0 0 0))
+                (local.set $a
+                  (i32.add (local.get $pa)
+                    (i32.add (i32.mul (local.get $r0) (local.get $lda)) (i32.shl (local.get $k0) (i32.const 3)))))
+                (local.set $b
+                  (i32.add (local.get $pb)
+                    (i32.add (i32.mul (local.get $k0) (local.get $ldb)) (i32.shl (local.get $j0) (i32.const 3)))))
+                (local.set $n (i32.sub (local.get $K) (local.get $k0)))
+                (loop $kl
+                  (local.set $b0 (v128.load (local.get $b)))
+                  (local.set $b1 (v128.load offset=16 (local.get $b)))
+                  (local.set $s (v128.load64_splat (local.get $a)))
+                  (local.set $c00 (f64x2.add (local.get $c00) (f64x2.mul (local.get $s) (local.get $b0))))
+                  (local.set $c01 (f64x2.add (local.get $c01) (f64x2.mul (local.get $s) (local.get $b1))))
+                  (local.set $s (v128.load64_splat (i32.add (local.get $a) (local.get $lda))))
+                  (local.set $c10 (f64x2.add (local.get $c10) (f64x2.mul (local.get $s) (local.get $b0))))
+                  (local.set $c11 (f64x2.add (local.get $c11) (f64x2.mul (local.get $s) (local.get $b1))))
+                  (local.set $s (v128.load64_splat (i32.add (local.get $a) (local.get $l2))))
+                  (local.set $c20 (f64x2.add (local.get $c20) (f64x2.mul (local.get $s) (local.get $b0))))
+                  (local.set $c21 (f64x2.add (local.get $c21) (f64x2.mul (local.get $s) (local.get $b1))))
+                  (local.set $s (v128.load64_splat (i32.add (local.get $a) (local.get $l3))))
+                  (local.set $c30 (f64x2.add (local.get $c30) (f64x2.mul (local.get $s) (local.get $b0))))
+                  (local.set $c31 (f64x2.add (local.get $c31) (f64x2.mul (local.get $s) (local.get $b1))))
+                  (local.set $a (i32.add (local.get $a) (i32.const 8)))
+                  (local.set $b (i32.add (local.get $b) (local.get $ldb)))
+                  (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+                  (br_if $kl (local.get $n)))
+                (local.set $c
+                  (i32.add (local.get $pc)
+                    (i32.add (i32.mul (local.get $r0) (local.get $ldc)) (i32.shl (local.get $j0) (i32.const 3)))))
+                (v128.store (local.get $c) (f64x2.sub (v128.load (local.get $c)) (local.get $c00)))
+                (v128.store offset=16 (local.get $c) (f64x2.sub (v128.load offset=16 (local.get $c)) (local.get $c01)))
+                (local.set $c (i32.add (local.get $c) (local.get $ldc)))
+                (v128.store (local.get $c) (f64x2.sub (v128.load (local.get $c)) (local.get $c10)))
+                (v128.store offset=16 (local.get $c) (f64x2.sub (v128.load offset=16 (local.get $c)) (local.get $c11)))
+                (local.set $c (i32.add (local.get $c) (local.get $ldc)))
+                (v128.store (local.get $c) (f64x2.sub (v128.load (local.get $c)) (local.get $c20)))
+                (v128.store offset=16 (local.get $c) (f64x2.sub (v128.load offset=16 (local.get $c)) (local.get $c21)))
+                (local.set $c (i32.add (local.get $c) (local.get $ldc)))
+                (v128.store (local.get $c) (f64x2.sub (v128.load (local.get $c)) (local.get $c30)))
+                (v128.store offset=16 (local.get $c) (f64x2.sub (v128.load offset=16 (local.get $c)) (local.get $c31)))
+                (local.set $j0 (i32.add (local.get $j0) (i32.const 4)))
+                (br $jl)))
+            (local.set $r0 (i32.add (local.get $r0) (i32.const 4)))
+            (br $rl)))
+        (local.set $jb (local.get $je))
+        (br $jbl))))
 )

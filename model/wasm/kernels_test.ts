@@ -4,11 +4,11 @@ import { matmulRef } from "../matmul.ts";
 import { randn } from "../random.ts";
 import { maxRelError } from "../../datasets/testing.ts";
 
-Deno.test("WASM_SIMD is true in Deno and the kernels export matmul, attention and memory", () => {
+Deno.test("WASM_SIMD is true in Deno and the kernels export the forward's and GPTQ's kernels and memory", () => {
   assert.equal(WASM_SIMD, true);
   const names = WebAssembly.Module.exports(new WebAssembly.Module(KERNELS_WASM_BYTES))
     .map((e) => e.name).sort();
-  assert.deepEqual(names, ["attention", "matmul", "memory"]);
+  assert.deepEqual(names, ["attention", "gemm_f32", "gemm_f64", "gptq_block", "matmul", "memory"]);
 });
 
 Deno.test("WasmKernels grows its memory to fit a call and keeps it for smaller ones", () => {

@@ -1,0 +1,787 @@
+/**
+ * GPTQ's solver at LLaMA-7B scale: the same lifecycle and results as
+ * {@linkcode Gptq} (quant/gptq.ts, the plain transcription of IST-DASLab/gptq
+ * gptq.py kept as the tested reference), with every O(n³) step as a blocked
+ * matrix product in WebAssembly SIMD (model/wasm/kernels.wat) and the work
+ * split over worker threads (model/pool.ts):
+ *
+ * - **Hessian** (`add_batch`): H = 2/nsamples · Σ xᵀx as a symmetric rank-k
+ *   update, `gemm_f32` with 4 × 8 register tiles over X packed in panels of
+ *   8 columns, 256 rows of X per pass, only the upper triangle; the rows of H
+ *   are split over the workers (tasks of equal area). Rows given to
+ *   {@linkcode GptqFast.addBatch} are buffered and accumulated at the next
+ *   {@linkcode GptqFast.flush} (or when 2²⁴ values are waiting, on this
+ *   thread): fp32 sums per flush, like torch's `inp.matmul(inp.t())`, added
+ *   into a float64 Σ xᵀx; H = (2/nsamples)·Σ xᵀx at the end instead of GPTQ's
+ *   running rescale (`H *= nsamples / (nsamples + tmp)`), equal up to rounding.
+ * - **Hinv** (`cholesky → cholesky_inverse → cholesky(upper)`): in fp32 like
+ *   GPTQ's torch code, by quant/linalg.ts {@linkcode upperCholeskyOfInverseF32}
+ *   (the reference's route, its products in `gemm_f32`); H, its dead columns
+ *   and its damping stay float64 until then.
+ * - **The sweep** (`fasterquant`'s loop): rows are independent once Hinv is
+ *   known, so each worker takes a range of rows, held transposed (one column
+ *   of W is a contiguous vector of rows). Per block of `blocksize` columns:
+ *   the group parameters of every group starting in the block, from the
+ *   block-level W (as GPTQ), here through the grid; the in-block sweep
+ *   `gptq_block` (quantize a column of 64 rows, err1 = (w − q)/d, the rank-1
+ *   update of the block's later columns); the lazy update
+ *   W[:, i2:] −= Err1 · Hinv[i1:i2, i2:] as one `gemm_f32`.
+ *
+ * Floating point, and why a code can differ from the reference: Hinv and
+ * the sweep are fp32 like GPTQ's torch code (the in-block update rounds err1·Hinv1[i, j] to fp32 before subtracting; the
+ * lazy update sums Err1·Hinv in fp32 in k order), where the reference
+ * {@linkcode Gptq} computes Hinv in float64 and rounds each update once. The
+ * weights fed to the grid therefore differ by a few fp32 ulps, and a code
+ * differs only where a weight lies within those ulps of a rounding boundary
+ * of its grid (tests: the same codes on the reference's test layers). Losses
+ * (w − q)²/d² are computed per weight in fp32 and summed in float64.
+ *
+ * Results never depend on the number of workers: every entry of H and every
+ * row of the sweep is computed by one task, in the same order.
+ *
+ * @module
+ */
+import { packCodes, toF16, type UniformTensor } from "./format.ts";
+import { DEFAULT_WORKERS } from "./spec.ts";
+import {
+  NotPositiveDefiniteError,
+  upperCholeskyOfInverseF32,
+  upperCholeskyOfInverseSimd,
+} from "./linalg.ts";
+import {
+  checkFinite,
+  checkGroupSize,
+  codeBits,
+  maxqOf,
+  minMaxGrid,
+  type UniformGrid,
+} from "./rtn.ts";
+import { awqGrid } from "./awq.ts";
+import {
+  descendingOrder,
+  GPTQ_BLOCKSIZE,
+  GPTQ_PERCDAMP,
+  type GptqOptions,
+  type GptqResult,
+} from "./gptq.ts";
+import { checkBits } from "./format.ts";
+import { runTasks, type TaskHandler } from "../model/pool.ts";
+import { growMemory, type SolverKernels, solverKernels } from "../model/wasm/kernels.ts";
+
+/**
+ * A grid by name, so that it can travel to worker threads (a
+ * {@linkcode UniformGrid} object holds a function, which cannot).
+ */
+export type GridSpec =
+  | { kind: "minmax"; bits: number; sym: boolean; bitBalance?: boolean }
+  | { kind: "awq"; bits: number; sym: boolean };
+
+/**
+ * The grid a {@linkcode GridSpec} names: quant/rtn.ts `minMaxGrid` or
+ * quant/awq.ts `awqGrid`.
+ *
+ * @example
+ * ```ts
+ * gridOf({ kind: "minmax", bits: 3, sym: false }).params([-1, 2], 0, 2, "W");
+ * ```
+ */
+export function gridOf(spec: GridSpec): UniformGrid {
+  return spec.kind === "awq"
+    ? awqGrid(spec.bits, spec.sym)
+    : minMaxGrid(spec.bits, spec.sym, spec.bitBalance ?? false);
+}
+
+/** Options of {@linkcode GptqFast.fasterquant}: GPTQ's, plus where the grid and the work go. */
+export interface GptqFastOptions extends Omit<GptqOptions, "grid"> {
+  /**
+   * The grid: a {@linkcode GridSpec} (runs on workers) or a
+   * {@linkcode UniformGrid} object (its sweep then runs on this thread, with
+   * the same numbers). @default { kind: "minmax", bits, sym }
+   */
+  grid?: UniformGrid | GridSpec;
+  /**
+   * Precision of Hinv: "f32" as GPTQ's torch code
+   * ({@linkcode upperCholeskyOfInverseF32}), or "f64" as the reference
+   * ({@linkcode upperCholeskyOfInverseSimd}, about 2× slower), rounded to
+   * fp32 for the sweep. @default "f32"
+   */
+  hinv?: "f32" | "f64";
+}
+
+/** Options of the {@linkcode GptqFast} constructor. */
+export interface GptqFastInit {
+  /**
+   * Worker threads for the Hessian and the sweep (0: this thread only).
+   * Jobs below ~5·10⁸ multiply-adds always run on this thread (starting
+   * workers would cost more). @default DEFAULT_WORKERS (quant/spec.ts: the number of cores)
+   */
+  workers?: number;
+  /** Multiply-adds below which a job runs on this thread whatever `workers` says. @default 5e8 */
+  parallelMinMacs?: number;
+}
+
+/** Values of x waiting in {@linkcode GptqFast.addBatch} before they are accumulated on this thread. */
+const PENDING_LIMIT = 1 << 24;
+/** Rows of X per packed pass of the Hessian. */
+const HESSIAN_ROWS = 256;
+/** Rows of output per gemm_f32 call: calls stay short (model/wasm/kernels.ts `warmUp`). */
+const CALL_ROWS = 256;
+/** Default of {@linkcode GptqFastInit.parallelMinMacs}. */
+const PARALLEL_MIN_MACS = 5e8;
+
+const ceil4 = (v: number) => (v + 3) & ~3;
+const ceil8 = (v: number) => (v + 7) & ~7;
+
+/**
+ * GPTQ's solver for one linear layer W [rows, cols], fast: accumulate
+ * H = 2/nsamples Σ xᵀx with {@linkcode addBatch} (and {@linkcode flush}),
+ * solve with {@linkcode fasterquant}, release with {@linkcode free}. Same
+ * options and results as {@linkcode Gptq} (see the module doc for the
+ * floating-point differences).
+ *
+ * @example
+ * ```ts
+ * const g = new GptqFast(rows, cols, { workers: 2 });
+ * for (const x of windows) g.addBatch(x, seqlen);
+ * const { q, error } = await g.fasterquant(W, { bits: 3, groupSize: 128 });
+ * g.free();
+ * ```
+ */
+export class GptqFast {
+  /** Output features (rows of W). */
+  readonly rows: number;
+  /** Input features (columns of W, order of H). */
+  readonly columns: number;
+  /** Worker threads (0: this thread). */
+  readonly workers: number;
+  /** Multiply-adds below which a job stays on this thread. */
+  readonly parallelMinMacs: number;
+  /** Windows accumulated so far (GPTQ's `nsamples`). */
+  nsamples = 0;
+  /** Σ xᵀx [columns, columns], upper triangle, float64. Null once consumed. */
+  private S: Float64Array | null;
+  private pending: Float32Array[] = []; // rows of x not yet in S, each [N_i, columns]
+  private pendingRows = 0;
+
+  /**
+   * @param rows output features of the layer
+   * @param cols input features of the layer
+   * @param init workers
+   */
+  constructor(rows: number, cols: number, init: GptqFastInit = {}) {
+    if (!Number.isInteger(rows) || rows < 1 || !Number.isInteger(cols) || cols < 1) {
+      throw new RangeError(
+        `GptqFast: rows and cols must be positive integers, got ${rows}×${cols}`,
+      );
+    }
+    const workers = init.workers ?? DEFAULT_WORKERS;
+    if (!Number.isInteger(workers) || workers < 0) {
+      throw new RangeError(`GptqFast: --workers must be an integer ≥ 0, got ${workers}`);
+    }
+    this.rows = rows;
+    this.columns = cols;
+    this.workers = workers;
+    this.parallelMinMacs = init.parallelMinMacs ?? PARALLEL_MIN_MACS;
+    this.S = new Float64Array(cols * cols);
+  }
+
+  /**
+   * GPTQ's `add_batch`: takes the N rows of x (one per token) from `samples`
+   * calibration windows (GPTQ's tmp). The rows are copied and accumulated
+   * at the next {@linkcode flush}, or here on this thread when 2²⁴ values
+   * are waiting.
+   *
+   * @param x layer inputs [N, cols]
+   * @param N number of rows of x
+   * @param samples calibration windows x stands for @default 1
+   */
+  addBatch(x: Float32Array, N: number, samples = 1): void {
+    this.live("addBatch()");
+    const n = this.columns;
+    if (x.length !== N * n) {
+      throw new RangeError(
+        `GptqFast.addBatch(): expected x of ${N}×${n} = ${N * n} values, got ${x.length}`,
+      );
+    }
+    if (!(samples > 0)) {
+      throw new RangeError(`GptqFast.addBatch(): samples must be > 0, got ${samples}`);
+    }
+    for (let i = 0; i < x.length; i++) {
+      if (!Number.isFinite(x[i])) {
+        throw new RangeError(
+          `GptqFast.addBatch(): input row ${Math.floor(i / n)} has a non-finite value ${x[i]}`,
+        );
+      }
+    }
+    this.nsamples += samples;
+    if (N === 0) return;
+    this.pending.push(x.slice());
+    this.pendingRows += N;
+    if (this.pendingRows * n >= PENDING_LIMIT) this.accumulate(this.takePending(), 0);
+  }
+
+  /** Accumulates the rows waiting from {@linkcode addBatch} into H, on the workers. */
+  async flush(): Promise<void> {
+    this.live("flush()");
+    if (this.pendingRows === 0) return;
+    const x = this.takePending();
+    await this.accumulateAsync(x, this.workers);
+  }
+
+  /**
+   * A new solver for another layer that reads the same inputs: same
+   * columns, a copy of this H and nsamples.
+   *
+   * @param rows output features of the other layer
+   */
+  async copyFor(rows: number): Promise<GptqFast> {
+    await this.flush();
+    const g = new GptqFast(rows, this.columns, {
+      workers: this.workers,
+      parallelMinMacs: this.parallelMinMacs,
+    });
+    g.S!.set(this.live("copyFor()"));
+    g.nsamples = this.nsamples;
+    return g;
+  }
+
+  /** The accumulated H [cols, cols], full and symmetric (flushes first). */
+  async hessian(): Promise<Float64Array> {
+    await this.flush();
+    return this.H(this.live("hessian()"));
+  }
+
+  /**
+   * GPTQ's `fasterquant` (see {@linkcode Gptq.fasterquant}): quantizes W
+   * [rows, cols] column by column with error feedback through Hinv.
+   * Consumes H.
+   *
+   * @param W weights [rows, cols] (not modified)
+   * @param opts bits, groupSize, sym, grid, actOrder, staticGroups, blocksize, percdamp, name
+   * @returns the uniform tensor, Σ Losses and the seconds taken (from before
+   *   the solve: GPTQ's `tick`; the flush of waiting rows is not counted)
+   * @throws {RangeError} as {@linkcode Gptq.fasterquant}
+   */
+  async fasterquant(W: ArrayLike<number>, opts: GptqFastOptions): Promise<GptqResult> {
+    await this.flush();
+    const tick = performance.now();
+    const what = opts.name ?? "W";
+    const S = this.live("fasterquant()");
+    const { rows, columns } = this;
+    const bits = checkBits(opts.bits);
+    const grouped = opts.groupSize !== undefined && opts.groupSize !== null;
+    const groupsize = checkGroupSize(opts.groupSize, columns, what);
+    const sym = opts.sym ?? false;
+    const gridIn = opts.grid ?? { kind: "minmax", bits, sym };
+    const spec = "kind" in gridIn ? gridIn as GridSpec : null;
+    const grid = spec ? gridOf(spec) : gridIn as UniformGrid;
+    if (grid.bits !== bits || grid.sym !== sym) {
+      throw new RangeError(
+        `GPTQ on ${what}: grid of ${grid.bits} bits${grid.sym ? ", symmetric" : ""} given for ` +
+          `bits ${bits}${sym ? ", symmetric" : ""}`,
+      );
+    }
+    const actorder = opts.actOrder ?? false;
+    const staticGroups = (opts.staticGroups ?? false) && grouped;
+    const blocksize = opts.blocksize ?? GPTQ_BLOCKSIZE;
+    const percdamp = opts.percdamp ?? GPTQ_PERCDAMP;
+    if (!Number.isInteger(blocksize) || blocksize < 1) {
+      throw new RangeError(`GPTQ blocksize must be a positive integer, got ${blocksize}`);
+    }
+    if (!(percdamp >= 0) || !Number.isFinite(percdamp)) {
+      throw new RangeError(`--percdamp must be a finite number ≥ 0, got ${percdamp}`);
+    }
+    if (this.nsamples === 0) {
+      throw new RangeError(
+        `GPTQ on ${what}: no calibration data (call addBatch() before fasterquant())`,
+      );
+    }
+    checkFinite(W, rows, columns, what);
+    const H = this.upperH(S); // [columns, columns], upper triangle
+    this.S = null; // consumed, as GPTQ's `del self.H`
+    const maxq = grid.maxq ?? maxqOf(bits);
+    const ng = columns / groupsize;
+    const parallel = spec !== null && rows * columns * columns / 2 >= this.parallelMinMacs;
+    const workers = parallel ? this.workers : 0;
+    const share = workers > 0;
+
+    const Wf = newF32(rows * columns, share); // [rows, columns], permuted below
+    Wf.set(W);
+    // Parameters fixed before the sweep ([rows, ng]): per row without groups
+    // (from W before dead columns are zeroed), per group with static groups.
+    const preScales = new Float32Array(rows * ng), preZeros = new Float32Array(rows * ng);
+    if (!grouped) {
+      for (let r = 0; r < rows; r++) {
+        const p = grid.params(Wf, r * columns, (r + 1) * columns, `${what} row ${r}`);
+        preScales[r] = p.scale;
+        preZeros[r] = p.zero;
+      }
+    }
+    for (let i = 0; i < columns; i++) {
+      if (H[i * columns + i] === 0) {
+        H[i * columns + i] = 1;
+        for (let r = 0; r < rows; r++) Wf[r * columns + i] = 0;
+      }
+    }
+    if (staticGroups) {
+      for (let r = 0; r < rows; r++) {
+        for (let g = 0; g < ng; g++) {
+          const c0 = r * columns + g * groupsize;
+          const p = grid.params(Wf, c0, c0 + groupsize, `${what} row ${r}`);
+          preScales[r * ng + g] = p.scale;
+          preZeros[r * ng + g] = p.zero;
+        }
+      }
+    }
+    let perm: Int32Array | null = null;
+    let Hp = H;
+    if (actorder) {
+      perm = descendingOrder(H, columns);
+      const row = new Float32Array(columns);
+      for (let r = 0; r < rows; r++) {
+        const o = r * columns;
+        for (let i = 0; i < columns; i++) row[i] = Wf[o + perm[i]];
+        Wf.set(row, o);
+      }
+      Hp = new Float64Array(columns * columns);
+      for (let i = 0; i < columns; i++) {
+        const a = perm[i], dst = i * columns;
+        for (let j = i; j < columns; j++) {
+          const b = perm[j];
+          Hp[dst + j] = a <= b ? H[a * columns + b] : H[b * columns + a];
+        }
+      }
+    }
+    let mean = 0;
+    for (let i = 0; i < columns; i++) mean += Hp[i * columns + i];
+    const damp = percdamp * (mean / columns);
+    for (let i = 0; i < columns; i++) Hp[i * columns + i] += damp;
+    let Hinv: Float32Array; // [columns, columns], fp32
+    try {
+      Hinv = (opts.hinv ?? "f32") === "f32"
+        ? upperCholeskyOfInverseF32(Hp, columns)
+        : Float32Array.from(upperCholeskyOfInverseSimd(Hp, columns));
+    } catch (e) {
+      if (e instanceof NotPositiveDefiniteError) {
+        throw new RangeError(
+          `GPTQ on ${what}: H is not positive definite after damping with percdamp=${percdamp} ` +
+            `(${e.message}); increase --percdamp`,
+        );
+      }
+      throw e;
+    }
+    const U = share ? newF32(columns * columns, true) : Hinv;
+    if (share) U.set(Hinv);
+
+    const codes = new Uint8Array(rows * columns); // [rows, columns], original column order
+    const scales = new Float32Array(rows * ng), zeros = new Float32Array(rows * ng);
+    let losses = 0;
+    const nTasks = workers > 0 ? Math.min(rows, 2 * workers) : 1;
+    const bounds = Array.from({ length: nTasks + 1 }, (_, t) => Math.round((t * rows) / nTasks));
+    await runTasks<GptqInit, GptqTask, GptqTaskResult>({
+      name: "GPTQ sweep",
+      worker: new URL("./gptq_worker.ts", import.meta.url),
+      handler: gptqTasks,
+      workers,
+      init: {
+        kind: "sweep",
+        W: Wf,
+        U,
+        rows,
+        cols: columns,
+        blocksize,
+        groupsize,
+        grouped,
+        staticGroups,
+        perm,
+        grid: spec ?? grid,
+        maxq,
+        what,
+        preScales,
+        preZeros,
+      },
+      tasks: nTasks,
+      task: (t) => ({ kind: "sweep", r0: bounds[t], r1: bounds[t + 1] }),
+      onResult: (t, res) => {
+        const r = res as SweepResult;
+        codes.set(r.codes, bounds[t] * columns);
+        scales.set(r.scales, bounds[t] * ng);
+        zeros.set(r.zeros, bounds[t] * ng);
+        losses += r.losses;
+      },
+    });
+
+    let gIdx: Int32Array | undefined;
+    if (grouped && actorder && !staticGroups) {
+      gIdx = new Int32Array(columns);
+      for (let i = 0; i < columns; i++) gIdx[perm![i]] = Math.floor(i / groupsize);
+    }
+    const cb = codeBits(maxq);
+    const q: UniformTensor = {
+      kind: "uniform",
+      bits: cb,
+      rows,
+      cols: columns,
+      groupSize: groupsize,
+      sym,
+      ...(maxq !== maxqOf(cb) ? { maxq } : {}),
+      codes: packCodes(codes, rows, columns, cb),
+      scales: toF16(scales),
+      zeros: toF16(zeros),
+      ...(gIdx ? { gIdx } : {}),
+    };
+    return { q, error: losses / 2, seconds: (performance.now() - tick) / 1000 };
+  }
+
+  /** GPTQ's `free`: drops H and the rows waiting. */
+  free(): void {
+    this.S = null;
+    this.pending = [];
+    this.pendingRows = 0;
+  }
+
+  /** H = (2 / nsamples) · S, full and symmetric. */
+  private H(S: Float64Array): Float64Array {
+    const n = this.columns;
+    const H = this.upperH(S);
+    for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) H[j * n + i] = H[i * n + j];
+    return H;
+  }
+
+  /** H = (2 / nsamples) · S, upper triangle only (the lower one zero). */
+  private upperH(S: Float64Array): Float64Array {
+    const n = this.columns;
+    const f = this.nsamples > 0 ? 2 / this.nsamples : 0;
+    const H = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) {
+      const o = i * n;
+      for (let j = i; j < n; j++) H[o + j] = f * S[o + j];
+    }
+    return H;
+  }
+
+  /** The waiting rows as one array [pendingRows, columns]. */
+  private takePending(): Float32Array {
+    const x = new Float32Array(this.pendingRows * this.columns);
+    let o = 0;
+    for (const p of this.pending) x.set(p, (o += p.length) - p.length);
+    this.pending = [];
+    this.pendingRows = 0;
+    return x;
+  }
+
+  /** S += xᵀx on this thread. */
+  private accumulate(x: Float32Array, _workers: 0): void {
+    const S = this.live("addBatch()");
+    const n = this.columns, N = x.length / n;
+    const r = hessianRows(solverKernels("GptqFast.addBatch()"), x, N, n, 0, ceil8(n));
+    addUpper(S, n, r, 0, ceil8(n));
+  }
+
+  /** S += xᵀx, the rows of H split over `workers` threads. */
+  private async accumulateAsync(x: Float32Array, workers: number): Promise<void> {
+    const S = this.live("flush()");
+    const n = this.columns, N = x.length / n, np = ceil8(n);
+    if (workers === 0 || (n * n * N) / 2 < this.parallelMinMacs) return this.accumulate(x, 0);
+    const xs = newF32(x.length, true);
+    xs.set(x);
+    const bounds = equalAreaRows(np, 2 * workers);
+    await runTasks<GptqInit, GptqTask, GptqTaskResult>({
+      name: "GPTQ Hessian",
+      worker: new URL("./gptq_worker.ts", import.meta.url),
+      handler: gptqTasks,
+      workers,
+      init: { kind: "hessian", x: xs, N, n },
+      tasks: bounds.length - 1,
+      task: (t) => ({ kind: "hessian", i0: bounds[t], i1: bounds[t + 1] }),
+      onResult: (t, r) => addUpper(S, n, r as Float32Array, bounds[t], bounds[t + 1]),
+    });
+  }
+
+  private live(fn: string): Float64Array {
+    if (!this.S) {
+      throw new Error(`GptqFast.${fn}: H was already consumed by fasterquant() or free()`);
+    }
+    return this.S;
+  }
+}
+
+/** A Float32Array of `n` zeros, on a SharedArrayBuffer when `shared` (handed to workers without a copy). */
+function newF32(n: number, shared: boolean): Float32Array {
+  return shared ? new Float32Array(new SharedArrayBuffer(n * 4)) : new Float32Array(n);
+}
+
+/**
+ * Boundaries (multiples of 8) splitting rows 0..np of an upper triangle
+ * into `parts` ranges of about equal area (row i costs np − i).
+ */
+function equalAreaRows(np: number, parts: number): number[] {
+  const total = (np * (np + 1)) / 2;
+  const out = [0];
+  let acc = 0, i = 0;
+  for (let p = 1; p < parts; p++) {
+    const target = (total * p) / parts;
+    while (i < np && acc + (np - i) <= target) acc += np - i++;
+    const b = Math.min(np, (i + 7) & ~7);
+    if (b > out[out.length - 1] && b < np) out.push(b);
+  }
+  out.push(np);
+  return out;
+}
+
+/**
+ * S[i0 + r, i0 + j] += C[r, j] for j ≥ r inside the n × n upper triangle;
+ * C [i1 − i0, np − i0] from {@linkcode hessianRows}.
+ */
+function addUpper(S: Float64Array, n: number, C: Float32Array, i0: number, i1: number): void {
+  const J = ceil8(n) - i0;
+  for (let i = i0; i < Math.min(i1, n); i++) {
+    const s = S.subarray(i * n + i, i * n + n);
+    const c = C.subarray((i - i0) * J + i - i0, (i - i0) * J + n - i0);
+    for (let j = 0; j < s.length; j++) s[j] += c[j];
+  }
+}
+
+/**
+ * Rows i0..i1 (multiples of 8) of Σ_t x[t]ᵀ x[t] on one thread, columns from
+ * i0: C [i1 − i0, np − i0] with C[r, j] = H[i0 + r, i0 + j] for j ≥ r (fp32
+ * sums; entries left of the diagonal are not computed). Per 256 rows of x,
+ * the columns i0..np are packed into panels of 8 (zeros beyond n) and
+ * `gemm_f32` (upper) adds their products.
+ */
+function hessianRows(
+  k: SolverKernels,
+  x: Float32Array,
+  N: number,
+  n: number,
+  i0: number,
+  i1: number,
+): Float32Array {
+  const np = ceil8(n), J = np - i0, R = i1 - i0;
+  const offC = J * HESSIAN_ROWS * 4; // panels [J/8, kc, 8] at 0, C [R, J] after
+  growMemory("GptqFast Hessian", k.memory, offC + R * J * 4);
+  const f = new Float32Array(k.memory.buffer);
+  const full = n - i0 >= J ? J / 8 : Math.floor((n - i0) / 8); // panels with no column beyond n
+  for (let t0 = 0; t0 < N; t0 += HESSIAN_ROWS) {
+    const kc = Math.min(HESSIAN_ROWS, N - t0);
+    for (let t = 0; t < kc; t++) {
+      const xr = (t0 + t) * n + i0;
+      let p = t * 8;
+      for (let c8 = 0; c8 < full; c8++, p += kc * 8) {
+        const s = xr + c8 * 8;
+        f[p] = x[s], f[p + 1] = x[s + 1], f[p + 2] = x[s + 2], f[p + 3] = x[s + 3];
+        f[p + 4] = x[s + 4], f[p + 5] = x[s + 5], f[p + 6] = x[s + 6], f[p + 7] = x[s + 7];
+      }
+      for (let c8 = full; c8 < J / 8; c8++, p += kc * 8) {
+        for (let l = 0; l < 8; l++) {
+          const c = i0 + c8 * 8 + l;
+          f[p + l] = c < n ? x[(t0 + t) * n + c] : 0;
+        }
+      }
+    }
+    // C[r, j] += Σ_t X[t, i0 + r] X[t, i0 + j], j ≥ r: calls of CALL_ROWS rows,
+    // each shifted right by its first row so that `upper` sees the diagonal.
+    for (let r0 = 0; r0 < R; r0 += CALL_ROWS) {
+      const panel = (r0 >> 3) * kc * 32;
+      k.gemm_f32(
+        panel,
+        kc * 32,
+        32,
+        panel,
+        kc,
+        offC + (r0 * J + r0) * 4,
+        J * 4,
+        Math.min(CALL_ROWS, R - r0),
+        J - r0,
+        128,
+        1,
+        0,
+      );
+    }
+  }
+  return f.slice(offC / 4, offC / 4 + R * J);
+}
+
+/** What a sweep task returns: rows r0..r1 of the result. */
+interface SweepResult {
+  codes: Uint8Array; // [r1 − r0, cols], original column order
+  scales: Float32Array; // [r1 − r0, ng]
+  zeros: Float32Array; // [r1 − r0, ng]
+  losses: number;
+}
+
+/** Shared state of the GPTQ tasks (Hessian rows or a sweep over rows). */
+type GptqInit =
+  | { kind: "hessian"; x: Float32Array; N: number; n: number }
+  | {
+    kind: "sweep";
+    W: Float32Array; // [rows, cols], permuted, dead columns zeroed
+    U: Float32Array; // Hinv [cols, cols], fp32
+    rows: number;
+    cols: number;
+    blocksize: number;
+    groupsize: number;
+    grouped: boolean;
+    staticGroups: boolean;
+    perm: Int32Array | null;
+    grid: GridSpec | UniformGrid; // a UniformGrid object only on this thread
+    maxq: number;
+    what: string;
+    preScales: Float32Array; // [rows, ng]: per row without groups, static groups
+    preZeros: Float32Array;
+  };
+type GptqTask = { kind: "hessian"; i0: number; i1: number } | {
+  kind: "sweep";
+  r0: number;
+  r1: number;
+};
+type GptqTaskResult = Float32Array | SweepResult;
+
+/** The tasks of quant/gptq_worker.ts: Hessian rows, or the sweep of a range of rows. */
+export const gptqTasks: TaskHandler<GptqInit, GptqTask, GptqTaskResult> = {
+  setup(init) {
+    return (task) => {
+      if (init.kind === "hessian" && task.kind === "hessian") {
+        const k = solverKernels("GptqFast Hessian");
+        return hessianRows(k, init.x, init.N, init.n, task.i0, task.i1);
+      }
+      if (init.kind === "sweep" && task.kind === "sweep") return sweepRows(init, task.r0, task.r1);
+      throw new Error(`GPTQ task ${task.kind} sent to a ${init.kind} pool`);
+    };
+  },
+  transfer(r) {
+    const bufs = r instanceof Float32Array
+      ? [r.buffer]
+      : [r.codes.buffer, r.scales.buffer, r.zeros.buffer];
+    return bufs.filter((b): b is ArrayBuffer => b instanceof ArrayBuffer);
+  },
+};
+
+/**
+ * fasterquant's sweep over rows r0..r1, on one thread (module doc). W is
+ * held transposed: WT[c, r] = W[r0 + r, c], rows padded to a multiple of 8
+ * (zero weights, scale 1, zero point 0: they quantize to 0 and feed nothing
+ * back).
+ */
+function sweepRows(
+  init: Extract<GptqInit, { kind: "sweep" }>,
+  r0: number,
+  r1: number,
+): SweepResult {
+  const { W, U, cols: n, blocksize: bs, groupsize: gs, grouped, staticGroups, perm, maxq } = init;
+  const grid = "kind" in init.grid ? gridOf(init.grid) : init.grid;
+  const ng = n / gs;
+  const R = r1 - r0, Rp = ceil8(R);
+  const ldw = Rp + 16; // floats per row of WT (off multiples of 4 KiB)
+  const ldh = ceil4(n) + 4; // floats per row of the lazy block of Hinv
+  // Memory (bytes): WT [n + 8, ldw]; Hb [bs, ldh]; H1 [bs, bs]; scale, zero and
+  // codes [bs, ldw] each; −Err1 panels [Rp/8, bs, 8]; err scratch; losses.
+  const offW = 0;
+  const offHb = offW + (n + 8) * ldw * 4;
+  const offH1 = offHb + bs * ldh * 4;
+  const offS = offH1 + bs * bs * 4;
+  const offZ = offS + bs * ldw * 4;
+  const offQ = offZ + bs * ldw * 4;
+  const offE = offQ + bs * ldw * 4;
+  const offT = offE + Rp * bs * 4;
+  const offL = offT + 256;
+  const k = solverKernels("GptqFast.fasterquant()");
+  growMemory("GptqFast.fasterquant()", k.memory, offL + 32);
+  const f = new Float32Array(k.memory.buffer);
+  const WT = f.subarray(0, (n + 8) * ldw);
+  const Hb = f.subarray(offHb / 4, offH1 / 4);
+  const H1 = f.subarray(offH1 / 4, offS / 4);
+  const Sc = f.subarray(offS / 4, offZ / 4);
+  const Zc = f.subarray(offZ / 4, offQ / 4);
+  const Qc = f.subarray(offQ / 4, offE / 4);
+  for (let r = 0; r < R; r++) {
+    const src = (r0 + r) * n;
+    for (let c = 0; c < n; c++) WT[c * ldw + r] = W[src + c];
+  }
+  const scales = init.preScales.slice(r0 * ng, r1 * ng); // [R, ng]
+  const zeros = init.preZeros.slice(r0 * ng, r1 * ng);
+  const codes = new Uint8Array(R * n);
+  // the grid of column i of the block for every row (padding rows: scale 1, zero 0)
+  const setColumn = (i: number, g: number) => {
+    const o = i * ldw;
+    for (let r = 0; r < R; r++) {
+      Sc[o + r] = scales[r * ng + g];
+      Zc[o + r] = zeros[r * ng + g];
+    }
+    for (let r = R; r < Rp; r++) Sc[o + r] = 1, Zc[o + r] = 0;
+  };
+  if (!grouped) { for (let i = 0; i < bs; i++) setColumn(i, 0); }
+  const tmp = new Float32Array(R * gs); // one group of every row
+  for (let i1 = 0; i1 < n; i1 += bs) {
+    const i2 = Math.min(i1 + bs, n), count = i2 - i1;
+    if (grouped && !staticGroups) {
+      // find_params(W[:, c:c+gs]) of every group starting in the block, on the block-level W
+      for (let c = Math.ceil(i1 / gs) * gs; c < i2; c += gs) {
+        for (let t = 0; t < gs; t++) {
+          const o = (c + t) * ldw;
+          for (let r = 0; r < R; r++) tmp[r * gs + t] = WT[o + r];
+        }
+        const g = c / gs;
+        for (let r = 0; r < R; r++) {
+          const p = grid.params(tmp, r * gs, (r + 1) * gs, `${init.what} row ${r0 + r}`);
+          scales[r * ng + g] = p.scale;
+          zeros[r * ng + g] = p.zero;
+        }
+      }
+    }
+    if (grouped) {
+      for (let i = 0; i < count; i++) {
+        const col = i1 + i;
+        setColumn(i, Math.floor((staticGroups && perm ? perm[col] : col) / gs));
+      }
+    }
+    for (let a = 0; a < count; a++) {
+      H1.set(U.subarray((i1 + a) * n + i1, (i1 + a) * n + i2), a * count);
+    }
+    k.gptq_block(
+      offW + i1 * ldw * 4,
+      ldw * 4,
+      Rp,
+      count,
+      offH1,
+      offS,
+      offZ,
+      offQ,
+      offE,
+      offT,
+      offL,
+      maxq,
+    );
+    for (let i = 0; i < count; i++) {
+      const col = i1 + i, oc = perm ? perm[col] : col, o = i * ldw;
+      for (let r = 0; r < R; r++) codes[r * n + oc] = Qc[o + r];
+    }
+    if (i2 < n) {
+      // W[:, i2:] −= Err1 · Hinv[i1:i2, i2:]: WTᵀ rows i2.. += Hinv[i1:i2, i2:]ᵀ · (−Err1)ᵀ
+      const m = n - i2, Jr = ceil4(m);
+      for (let a = 0; a < count; a++) {
+        const dst = a * ldh;
+        Hb.set(U.subarray((i1 + a) * n + i2, (i1 + a) * n + n), dst);
+        Hb.fill(0, dst + m, dst + Jr);
+      }
+      for (let j0 = 0; j0 < Jr; j0 += CALL_ROWS) {
+        k.gemm_f32(
+          offHb + j0 * 4,
+          32,
+          ldh * 4,
+          offE,
+          count,
+          offW + (i2 + j0) * ldw * 4,
+          ldw * 4,
+          Math.min(CALL_ROWS, Jr - j0),
+          Rp,
+          128,
+          0,
+          0,
+        );
+      }
+    }
+  }
+  const l = new Float64Array(k.memory.buffer, offL, 4);
+  return { codes, scales, zeros, losses: l[0] + l[1] + l[2] + l[3] };
+}

@@ -1,0 +1,151 @@
+import assert from "node:assert/strict";
+import { type UniformTensor, unpackCodes } from "./format.ts";
+import { Gptq, type GptqOptions } from "./gptq.ts";
+import { GptqFast, gridOf } from "./gptq_fast.ts";
+import { awqGrid } from "./awq.ts";
+import { gaussian, randn } from "../model/random.ts";
+
+const ROWS = 24, COLS = 70;
+const DEAD = 5; // a column whose inputs are all zero
+
+/** Correlated calibration rows (x = z·(I + 0.5·R), column scales e^±1), column DEAD zero: [3 windows of 40 rows, COLS]. */
+function calibration(seed: number, cols = COLS): Float32Array[] {
+  const g = gaussian(seed);
+  const mix = Float64Array.from(
+    { length: cols * cols },
+    (_, i) => (i % (cols + 1) === 0 ? 1 : 0) + (0.5 * g()) / Math.sqrt(cols),
+  );
+  const colScale = Float64Array.from({ length: cols }, () => Math.exp(g()));
+  return [0, 1, 2].map(() => {
+    const z = Float64Array.from({ length: 40 * cols }, () => g());
+    const x = new Float32Array(40 * cols);
+    for (let t = 0; t < 40; t++) {
+      for (let j = 0; j < cols; j++) {
+        let s = 0;
+        for (let k = 0; k < cols; k++) s += z[t * cols + k] * mix[k * cols + j];
+        x[t * cols + j] = j === DEAD ? 0 : s * colScale[j];
+      }
+    }
+    return x;
+  });
+}
+
+function codesOf(q: UniformTensor): Uint8Array {
+  return unpackCodes(q.codes, q.rows, q.cols, q.bits);
+}
+
+Deno.test("GptqFast gives the reference Gptq's codes, scales and zeros on the reference's test layers", async () => {
+  // the configurations of gptq_test.ts's transcription test, plus AWQ's grid
+  const configs: GptqOptions[] = [
+    { bits: 3 },
+    { bits: 4, groupSize: 10, blocksize: 16 }, // groups start inside blocks
+    { bits: 3, groupSize: 14, actOrder: true, blocksize: 16 },
+    { bits: 2, groupSize: 35, actOrder: true, staticGroups: true, blocksize: 32 },
+    { bits: 4, sym: true, actOrder: true, blocksize: 8 },
+    { bits: 8, groupSize: 7, percdamp: 0.1 },
+    { bits: 3, groupSize: 10, staticGroups: true, blocksize: 16 },
+    { bits: 2, groupSize: 14, sym: true },
+    { bits: 3, groupSize: 10, grid: awqGrid(3) },
+  ];
+  for (
+    const [seed, W] of [[1, randn(ROWS * COLS, 1, 0.05)], [2, randn(ROWS * COLS, 7, 0.05)]] as const
+  ) {
+    const cal = calibration(seed + 1);
+    for (const o of configs) {
+      const ref = new Gptq(ROWS, COLS);
+      const fast = new GptqFast(ROWS, COLS, { workers: 0 });
+      for (const x of cal) {
+        ref.addBatch(x, 40);
+        fast.addBatch(x, 40);
+      }
+      const want = ref.fasterquant(W, o);
+      const got = await fast.fasterquant(W, o);
+      const what = `seed ${seed} ${JSON.stringify({ ...o, grid: o.grid ? "awq" : undefined })}`;
+      assert.deepEqual(codesOf(got.q), codesOf(want.q), `${what}: codes`);
+      assert.deepEqual(got.q.scales, want.q.scales, `${what}: scales`);
+      assert.deepEqual(got.q.zeros, want.q.zeros, `${what}: zeros`);
+      assert.deepEqual(got.q.gIdx, want.q.gIdx, `${what}: gIdx`);
+      assert.equal(got.q.bits, want.q.bits);
+      assert.ok(
+        Math.abs(got.error - want.error) <= 1e-4 * want.error,
+        `${what}: error ${got.error} vs ${want.error}`,
+      );
+    }
+  }
+});
+
+Deno.test("GptqFast: the same H and the same quantized layer with 0 and 2 workers", async () => {
+  const rows = 40, cols = 72;
+  const cal = calibration(5, cols);
+  const W = randn(rows * cols, 6, 0.05);
+  const run = async (workers: number) => {
+    const g = new GptqFast(rows, cols, { workers, parallelMinMacs: 0 });
+    for (const x of cal) g.addBatch(x, 40);
+    await g.flush();
+    const H = await g.hessian();
+    return { H, r: await g.fasterquant(W, { bits: 3, groupSize: 8, blocksize: 16 }) };
+  };
+  const a = await run(0), b = await run(2);
+  assert.deepEqual(b.H, a.H);
+  assert.deepEqual(b.r.q, a.r.q);
+  assert.equal(b.r.error, a.r.error);
+});
+
+Deno.test("GptqFast keeps H = 2/nsamples · Σ xᵀx (the reference's, to fp32 rounding); batches sum like one batch", async () => {
+  const cal = calibration(10);
+  const ref = new Gptq(ROWS, COLS);
+  const fast = new GptqFast(ROWS, COLS, { workers: 0 });
+  for (const x of cal) {
+    ref.addBatch(x, 40);
+    fast.addBatch(x, 40);
+  }
+  assert.equal(fast.nsamples, 3);
+  const want = ref.hessian(), got = await fast.hessian();
+  let scale = 0;
+  for (const v of want) scale = Math.max(scale, Math.abs(v));
+  for (let i = 0; i < want.length; i++) {
+    assert.ok(Math.abs(got[i] - want[i]) <= 1e-6 * scale, `H[${i}]: ${got[i]} vs ${want[i]}`);
+  }
+  for (let i = 0; i < COLS; i++) assert.equal(got[i * COLS + DEAD], 0);
+  const one = new GptqFast(ROWS, COLS, { workers: 0 });
+  one.addBatch(new Float32Array([...cal[0], ...cal[1], ...cal[2]]), 120, 3);
+  assert.deepEqual(await one.hessian(), got);
+});
+
+Deno.test("GptqFast runs on a grid object on this thread with the numbers of its GridSpec on workers", async () => {
+  const cal = calibration(12);
+  const W = randn(ROWS * COLS, 13, 0.05);
+  const run = async (grid: Parameters<GptqFast["fasterquant"]>[1]["grid"], workers: number) => {
+    const g = new GptqFast(ROWS, COLS, { workers, parallelMinMacs: 0 });
+    for (const x of cal) g.addBatch(x, 40);
+    return await g.fasterquant(W, { bits: 4, groupSize: 14, grid });
+  };
+  const spec = { kind: "awq", bits: 4, sym: false } as const;
+  const a = await run(awqGrid(4), 2), b = await run(spec, 2);
+  assert.deepEqual(a.q, b.q);
+  assert.deepEqual(gridOf(spec).params(W, 0, 14, "W"), awqGrid(4).params(W, 0, 14, "W"));
+});
+
+Deno.test("GptqFast rejects missing calibration, a consumed H, a wrong grid and non-finite data", async () => {
+  const W = randn(ROWS * COLS, 1, 0.05);
+  const cal = calibration(2);
+  await assert.rejects(
+    () => new GptqFast(ROWS, COLS, { workers: 0 }).fasterquant(W, { bits: 3 }),
+    /no calibration data/,
+  );
+  const g = new GptqFast(ROWS, COLS, { workers: 0 });
+  g.addBatch(cal[0], 40);
+  await g.fasterquant(W, { bits: 3 });
+  await assert.rejects(() => g.fasterquant(W, { bits: 3 }), /already consumed/);
+  assert.throws(() => g.addBatch(cal[0], 40), /already consumed/);
+  const h = new GptqFast(ROWS, COLS, { workers: 0 });
+  h.addBatch(cal[0], 40);
+  await assert.rejects(
+    () => h.fasterquant(W, { bits: 3, grid: { kind: "minmax", bits: 4, sym: false } }),
+    /grid of 4 bits given for bits 3/,
+  );
+  const x = cal[0].slice();
+  x[2 * COLS] = NaN;
+  assert.throws(() => h.addBatch(x, 40), /input row 2 has a non-finite value NaN/);
+  assert.throws(() => new GptqFast(ROWS, COLS, { workers: -1 }), /--workers must be an integer/);
+});
