@@ -89,6 +89,13 @@ export interface EvalSetOptions {
   endpoint?: string;
   /** Environment lookup. @default {the process environment} */
   env?: EnvLookup;
+  /**
+   * Keep the token ids of wikitext2 and tinystories in `dir` (files
+   * `tokens-<key>.bin`), keyed by the sha256 of the text file and of the
+   * tokenizer file and by `version` (the caller's code version: a change of
+   * the tokenizer code must change it), so later processes skip tokenizing.
+   */
+  tokenCache?: { dir: string; version: string };
 }
 
 /**
@@ -147,11 +154,16 @@ async function wikitext2(o: EvalSetOptions): Promise<EvalSet> {
     o,
   );
   const key = `${await fileVersionKey(path)}\u0000joined rows`;
-  const { ids, rows, chars } = await memoByTokenizer(o.tokenizer, key, async () => {
-    const r = await readWikitextRows(path);
-    const text = wikitextJoin(r);
-    return { ids: o.tokenizer.encodeWithBos(text), rows: r.length, chars: text.length };
-  });
+  const { ids, rows, chars } = await memoByTokenizer(
+    o.tokenizer,
+    key,
+    () =>
+      diskCached(o, path, "wikitext2 joined rows", async () => {
+        const r = await readWikitextRows(path);
+        const text = wikitextJoin(r);
+        return { ids: o.tokenizer.encodeWithBos(text), rows: r.length, chars: text.length };
+      }),
+  );
   return {
     name: "wikitext2",
     tokens: ids.slice(),
@@ -214,11 +226,16 @@ async function tinystories(o: EvalSetOptions): Promise<EvalSet> {
   );
   const isHead = relPath === TINYSTORIES_VALID_FILE;
   const key = `${await fileVersionKey(path)}\u0000${isHead ? "whole text" : "head of public"}`;
-  const { ids, chars } = await memoByTokenizer(o.tokenizer, key, async () => {
-    const raw = await Deno.readTextFile(path);
-    const text = isHead ? raw : tinyStoriesHead(raw);
-    return { ids: o.tokenizer.encodeWithBos(text), chars: text.length };
-  });
+  const { ids, chars } = await memoByTokenizer(
+    o.tokenizer,
+    key,
+    () =>
+      diskCached(o, path, `tinystories ${isHead ? "whole text" : "head of public"}`, async () => {
+        const raw = await Deno.readTextFile(path);
+        const text = isHead ? raw : tinyStoriesHead(raw);
+        return { ids: o.tokenizer.encodeWithBos(text), rows: 0, chars: text.length };
+      }),
+  );
   const what = isHead
     ? `whole text of ${TINYSTORIES_VALID_FILE}`
     : `${relPath} without its <|endoftext|> lines, cut at the last line end within ` +
@@ -252,4 +269,64 @@ export function tinyStoriesHead(text: string): string {
   let end = TINYSTORIES_HEAD_BYTES;
   while (end > 0 && bytes[end - 1] !== 0x0a) end--;
   return new TextDecoder().decode(bytes.subarray(0, end || TINYSTORIES_HEAD_BYTES));
+}
+
+/** Tokenized text with the counts its protocol text states. */
+interface Encoded {
+  ids: Int32Array;
+  rows: number;
+  chars: number;
+}
+
+/**
+ * `encode()`, or its result read back from `options.tokenCache` (see
+ * {@linkcode EvalSetOptions.tokenCache}). File: 8-byte magic "SQBTOK01",
+ * uint32 LE rows, uint32 LE chars, then the ids as int32 LE; written to a
+ * temporary file renamed into place. A file of the wrong size or magic is
+ * ignored and rewritten.
+ */
+async function diskCached(
+  o: EvalSetOptions,
+  textFile: string,
+  part: string,
+  encode: () => Promise<Encoded>,
+): Promise<Encoded> {
+  const c = o.tokenCache;
+  if (!c) return await encode();
+  const key = await sha256Hex(JSON.stringify({
+    version: c.version,
+    part,
+    text: await sha256File(textFile),
+    tokenizer: await sha256File(o.tokenizer.source),
+  }));
+  const path = `${c.dir}/tokens-${key}.bin`;
+  try {
+    const b = await Deno.readFile(path);
+    const magic = new TextDecoder().decode(b.subarray(0, 8));
+    if (magic === "SQBTOK01" && b.length >= 16 && (b.length - 16) % 4 === 0) {
+      const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+      const ids = new Int32Array((b.length - 16) / 4);
+      for (let i = 0; i < ids.length; i++) ids[i] = v.getInt32(16 + 4 * i, true);
+      return { ids, rows: v.getUint32(8, true), chars: v.getUint32(12, true) };
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  const r = await encode();
+  const b = new Uint8Array(16 + 4 * r.ids.length);
+  b.set(new TextEncoder().encode("SQBTOK01"));
+  const v = new DataView(b.buffer);
+  v.setUint32(8, r.rows, true);
+  v.setUint32(12, r.chars, true);
+  for (let i = 0; i < r.ids.length; i++) v.setInt32(16 + 4 * i, r.ids[i], true);
+  await Deno.mkdir(c.dir, { recursive: true });
+  const tmp = `${path}.tmp-${Deno.pid}`;
+  await Deno.writeFile(tmp, b);
+  await Deno.rename(tmp, path);
+  return r;
+}
+
+async function sha256Hex(text: string): Promise<string> {
+  const d = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return [...new Uint8Array(d)].map((x) => x.toString(16).padStart(2, "0")).join("");
 }

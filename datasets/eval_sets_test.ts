@@ -162,3 +162,43 @@ Deno.test("loadEvalSet('tinystories') downloads the public validation file into 
       /huggingface\.co\/datasets\/roneneldan\/TinyStories/.test(e.message),
   );
 });
+
+Deno.test("loadEvalSet() with a token cache reads the ids back in a later process, equal; a damaged file is rewritten", async () => {
+  await using tmp = await tempDir("sqb-tokens-");
+  const cache = { dir: tmp.path, version: "test 1" };
+  const first = await loadEvalSet("tinystories", {
+    ...opts,
+    tokenizer: await loadTokenizer(sharedData("stories260K/tok512.model")), // no in-memory memo
+    seqlen: 512,
+    tokenCache: cache,
+  });
+  const files = [...Deno.readDirSync(tmp.path)].map((e) => e.name);
+  assert.equal(files.length, 1);
+  assert.match(files[0], /^tokens-[0-9a-f]{64}\.bin$/);
+  // a new tokenizer object: no in-memory memo, the file is read
+  const fresh = await loadTokenizer(sharedData("stories260K/tok512.model"));
+  const again = await loadEvalSet("tinystories", {
+    ...opts,
+    tokenizer: fresh,
+    seqlen: 512,
+    tokenCache: cache,
+  });
+  assert.deepEqual(again.tokens, first.tokens);
+  assert.equal(again.protocol, first.protocol);
+  await Deno.writeFile(`${tmp.path}/${files[0]}`, new Uint8Array(10));
+  const third = await loadEvalSet("tinystories", {
+    ...opts,
+    tokenizer: await loadTokenizer(sharedData("stories260K/tok512.model")),
+    seqlen: 512,
+    tokenCache: cache,
+  });
+  assert.deepEqual(third.tokens, first.tokens);
+  assert.ok((await Deno.stat(`${tmp.path}/${files[0]}`)).size > 10);
+  // another version is another file
+  await loadEvalSet("tinystories", {
+    ...opts,
+    seqlen: 512,
+    tokenCache: { ...cache, version: "2" },
+  });
+  assert.equal([...Deno.readDirSync(tmp.path)].length, 2);
+});

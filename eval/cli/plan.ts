@@ -314,6 +314,7 @@ export async function buildPlan(
       tokenizer: model.tokenizer,
       seqlen,
       offline: model.offline,
+      tokenCache: { dir: `${opts.cacheDir}/tokens`, version: `code ${CODE_VERSION}` },
     });
     if (!set.fileSha256) throw new Error(`${d}: ${set.file} has no sha256`);
     const { windows, available } = windowPlan(
