@@ -497,8 +497,9 @@ export function transformBackward(
 
 /** The teacher's attention map of one window: head-averaged probabilities and row log-normalisers. */
 export interface TeacherMap {
-  avg: Float32Array; // [T(T+1)/2] head-averaged probabilities of F on X_fp
+  avg: Float32Array; // [T(T+1)/2] head-averaged probabilities A_fp of F on X_fp
   logZ: Float32Array; // [T] log Σ_u exp(A_fp[t, u]) over the full row (T entries, zeros past t)
+  pf: Float32Array; // [T(T+1)/2] softmax(A_fp) on and below the diagonal
 }
 
 /** The teacher map of `avg` (head-averaged causal probabilities [T(T+1)/2]). */
@@ -510,7 +511,12 @@ export function teacherMap(avg: Float32Array, T: number): TeacherMap {
     for (let u = 0; u <= t; u++) z += Math.exp(avg[o + u]);
     logZ[t] = Math.log(z);
   }
-  return { avg: avg.slice(0, triangle(T)), logZ };
+  const pf = new Float32Array(triangle(T));
+  for (let t = 0; t < T; t++) {
+    const o = (t * (t + 1)) / 2;
+    for (let u = 0; u <= t; u++) pf[o + u] = Math.exp(avg[o + u] - logZ[t]);
+  }
+  return { avg: avg.slice(0, triangle(T)), logZ, pf };
 }
 
 /** The loss of one window and its gradients. */
@@ -587,24 +593,28 @@ export function abqLoss(
   // the attention-map terms, row by row over all T entries (zeros past the diagonal)
   const N = T * T;
   let kl1 = 0, kl2 = 0;
-  const { avg: F, logZ } = teacher;
+  const { avg: F, logZ, pf } = teacher;
   for (let t = 0; t < T; t++) {
     const o = (t * (t + 1)) / 2, masked = T - 1 - t, lzf = logZ[t];
     let z = masked;
-    for (let u = 0; u <= t; u++) z += Math.exp(avgQ[o + u]);
-    const lz = Math.log(z);
-    // KL1_t = Σ P (log P − log Pf);  KL2_t = Σ Pf (log Pf − log P)
-    let r1 = masked * (1 / z) * (-lz + lzf), r2 = masked * Math.exp(-lzf) * (-lzf + lz);
     for (let u = 0; u <= t; u++) {
-      const lp = avgQ[o + u] - lz, lpf = F[o + u] - lzf;
-      r1 += Math.exp(lp) * (lp - lpf);
-      r2 += Math.exp(lpf) * (lpf - lp);
+      const e = Math.exp(avgQ[o + u]);
+      dA[o + u] = e; // e^{A_q}, until the gradient below
+      z += e;
+    }
+    const lz = Math.log(z), iz = 1 / z;
+    // KL1_t = Σ P (log P − log Pf);  KL2_t = Σ Pf (log Pf − log P)
+    let r1 = masked * iz * (lzf - lz), r2 = masked * Math.exp(-lzf) * (lz - lzf);
+    for (let u = 0; u <= t; u++) {
+      const d = avgQ[o + u] - lz - (F[o + u] - lzf); // log P − log Pf
+      r1 += dA[o + u] * iz * d;
+      r2 -= pf[o + u] * d;
     }
     kl1 += r1;
     kl2 += r2;
     for (let u = 0; u <= t; u++) {
-      const lp = avgQ[o + u] - lz, lpf = F[o + u] - lzf, P = Math.exp(lp), Pf = Math.exp(lpf);
-      dA[o + u] = (P * (lp - lpf - r1) + (P - Pf)) / N;
+      const d = avgQ[o + u] - lz - (F[o + u] - lzf), P = dA[o + u] * iz;
+      dA[o + u] = (P * (d - r1) + (P - pf[o + u])) / N;
     }
   }
   const terms = [mse1 / n, mse2 / n, c1, c2, Math.abs(kl1 / N), Math.abs(kl2 / N)];

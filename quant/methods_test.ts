@@ -45,7 +45,7 @@ Deno.test("the registry says what calibration each method needs", () => {
     [["rtn", "none"], ["gptq", "activations"], ["awq", "activations"], [
       "squeezellm",
       "fisher",
-    ], ["smoothquant", "activations"]],
+    ], ["smoothquant", "activations"], ["abq", "activations"]],
   );
 });
 

@@ -150,6 +150,7 @@ const METHOD_LAYOUT: Record<string, { dense: DenseTensor["kind"]; sparse: boolea
   awq: { dense: "uniform", sparse: false },
   squeezellm: { dense: "lut", sparse: true },
   smoothquant: { dense: "uniform", sparse: false },
+  abq: { dense: "uniform", sparse: false },
 };
 
 type Typed = Uint32Array | Int32Array | Uint16Array | Float32Array;

@@ -17,9 +17,11 @@ import { LINEAR_NAMES, linearKey, linearShape, withLinears } from "../model/conf
 import { dequantize, type QuantizedLinear } from "./format.ts";
 import { rtn } from "./rtn.ts";
 import { gptqQuantizeModel } from "./sequential.ts";
-import { awqQuantizeModel } from "./awq.ts";
+import { awqQuantizeModelParallel } from "./awq.ts";
 import { findOutlierRange, squeezellmQuantize } from "./squeezellm.ts";
 import { smoothquantQuantizeModel } from "./smoothquant.ts";
+import { abqQuantizeModel, defaultEpochs } from "./abq.ts";
+import { actQuantOf } from "./act_quant.ts";
 import type { Method, QuantSpec, SpecOf } from "./spec.ts";
 
 /** What a method needs besides the weights. */
@@ -39,7 +41,7 @@ export interface CalibrationInputs {
 
 /** Context of a quantizer besides the weights and calibration. */
 export interface QuantizeContext {
-  /** Worker threads (SqueezeLLM's k-means); 0 = this thread. */
+  /** Worker threads (AWQ's searches, SqueezeLLM's k-means); 0 = this thread. */
   workers: number;
   /** One-line progress messages. */
   log?: (line: string) => void;
@@ -136,18 +138,19 @@ const gptqQuantizer: Quantizer<"gptq", "activations"> = {
 const awqQuantizer: Quantizer<"awq", "activations"> = {
   method: "awq",
   calibration: "activations",
-  quantize(base, spec, { windows }, ctx) {
-    const r = awqQuantizeModel(base, windows, {
+  async quantize(base, spec, { windows }, ctx) {
+    const r = await awqQuantizeModelParallel(base, windows, {
       bits: spec.bits,
       groupSize: spec.groupSize,
       bitBalance: spec.bitBalance,
       nGrid: spec.nGrid,
       maxShrink: spec.maxShrink,
       nSampleTokens: spec.nSampleTokens,
+      workers: ctx.workers,
       log: ctx.log,
       onProgress: ctx.onProgress,
     });
-    return Promise.resolve({ weights: r.weights, linears: r.linears, details: { stats: r.stats } });
+    return { weights: r.weights, linears: r.linears, details: { stats: r.stats } };
   },
 };
 
@@ -205,6 +208,32 @@ const smoothquantQuantizer: Quantizer<"smoothquant", "activations"> = {
   },
 };
 
+const abqQuantizer: Quantizer<"abq", "activations"> = {
+  method: "abq",
+  calibration: "activations",
+  quantize(base, spec, { windows }, ctx) {
+    const act = actQuantOf(spec);
+    const epochs = spec.epochs ?? defaultEpochs(spec.bits, act?.abits ?? 16);
+    ctx.log?.(`abq: ${epochs} epochs over ${windows.length} windows per block`);
+    const r = abqQuantizeModel(base, windows, {
+      bits: spec.bits,
+      groupSize: spec.groupSize,
+      bitBalance: spec.bitBalance ?? false,
+      act,
+      epochs,
+      letLr: spec.letLr,
+      lwcLr: spec.lwcLr,
+      log: ctx.log,
+      onProgress: ctx.onProgress,
+    });
+    return Promise.resolve({
+      weights: r.weights,
+      linears: r.linears,
+      details: { epochs, stats: r.stats },
+    });
+  },
+};
+
 /** Every method's quantizer, by name. */
 export const QUANTIZERS: {
   readonly rtn: Quantizer<"rtn", "none">;
@@ -212,12 +241,14 @@ export const QUANTIZERS: {
   readonly awq: Quantizer<"awq", "activations">;
   readonly squeezellm: Quantizer<"squeezellm", "fisher">;
   readonly smoothquant: Quantizer<"smoothquant", "activations">;
+  readonly abq: Quantizer<"abq", "activations">;
 } = {
   rtn: rtnQuantizer,
   gptq: gptqQuantizer,
   awq: awqQuantizer,
   squeezellm: squeezellmQuantizer,
   smoothquant: smoothquantQuantizer,
+  abq: abqQuantizer,
 };
 
 /** The calibration windows `spec` needs, or null for none. */
@@ -241,6 +272,7 @@ export function calibrationRequest(spec: QuantSpec): CalibrationRequest | null {
     case "gptq":
     case "awq":
     case "smoothquant":
+    case "abq":
       return { kind: "activations", ...spec.calib };
     case "squeezellm":
       return { kind: "fisher", ...spec.calib, nsamples: spec.fisherSamples };

@@ -22,7 +22,7 @@ import { LINEAR_NAMES, linearShape } from "../model/config.ts";
 import { checkBits, MAX_BITS, MIN_BITS } from "./format.ts";
 
 /** The quantization methods. */
-export const METHODS = ["rtn", "gptq", "awq", "squeezellm", "smoothquant"] as const;
+export const METHODS = ["rtn", "gptq", "awq", "squeezellm", "smoothquant", "abq"] as const;
 /** One of {@linkcode METHODS}. */
 export type Method = typeof METHODS[number];
 /** Where calibration windows come from. */
@@ -142,8 +142,27 @@ export interface SmoothQuantSpec extends ActSpec {
   calib: CalibSpec;
 }
 
+/**
+ * ABQ-LLM (quant/abq.ts): block-wise reconstruction with learnable weight
+ * clipping, learnable equivalent transformations and compensation vectors;
+ * asymmetric uniform grid with the learned clipping in its scales and zeros.
+ */
+export interface AbqSpec extends ActSpec {
+  method: "abq";
+  bits: number;
+  /** Columns per LWC group; null = one per row (ABQ-LLM's scripts). */
+  groupSize: number | null;
+  /** Passes over the windows per block; null = ABQ-LLM's scripts: 40 at 2 bits and W8A8, else 20. */
+  epochs: number | null;
+  /** AdamW learning rate of the LET scales. */
+  letLr: number;
+  /** AdamW learning rate of the LWC bounds. */
+  lwcLr: number;
+  calib: CalibSpec;
+}
+
 /** Everything that determines a quantized model, per method. */
-export type QuantSpec = RtnSpec | GptqSpec | AwqSpec | SqueezeLLMSpec | SmoothQuantSpec;
+export type QuantSpec = RtnSpec | GptqSpec | AwqSpec | SqueezeLLMSpec | SmoothQuantSpec | AbqSpec;
 /** The spec variant of method M. */
 export type SpecOf<M extends Method> = Extract<QuantSpec, { method: M }>;
 /** The fields of a method's spec that have defaults. */
@@ -189,6 +208,17 @@ export const DEFAULTS: { readonly [M in Method]: Readonly<SpecDefaults<M>> } = {
   // SmoothQuant's α = 0.5 (ABQ-LLM's LET initialisation too); activation maxima from the
   // calibration windows (ABQ-LLM's generate_act_scale_shift.py: 128 windows).
   smoothquant: { alpha: 0.5, calib: CALIB, ...ACT },
+  // ABQ-LLM main.py and scripts: per-channel LWC and LET, let_lr 5e-3, lwc_lr 1e-2, 128 windows,
+  // seed 2 (its calibration seed); epochs 20 (40 at w2 and w8a8); bit balance at 2 bits always.
+  abq: {
+    groupSize: null,
+    epochs: null,
+    letLr: 5e-3,
+    lwcLr: 1e-2,
+    calib: { ...CALIB, seed: 2 },
+    ...ACT,
+    bitBalance: true,
+  },
 };
 
 /** Worker threads of the parallel passes (perplexity, Fisher, k-means) unless told otherwise. */
@@ -357,6 +387,31 @@ export const QUANT_PARAMS: readonly QuantParam[] = [
     kind: "number",
     range: { min: 0, max: 1 },
     doc: "SmoothQuant's migration strength: s = max|X|^α / max|W|^(1−α)",
+  },
+  {
+    key: "epochs",
+    flag: "epochs",
+    arg: "N",
+    kind: "int",
+    nullable: "40 at 2 bits and W8A8, else 20 (ABQ-LLM's scripts)",
+    range: { min: 0 },
+    doc: "ABQ-LLM's passes over the calibration windows per block",
+  },
+  {
+    key: "letLr",
+    flag: "let-lr",
+    arg: "F",
+    kind: "number",
+    range: { min: 0 },
+    doc: "ABQ-LLM's AdamW learning rate of the equivalent-transformation scales",
+  },
+  {
+    key: "lwcLr",
+    flag: "lwc-lr",
+    arg: "F",
+    kind: "number",
+    range: { min: 0 },
+    doc: "ABQ-LLM's AdamW learning rate of the weight-clipping bounds",
   },
   {
     key: "abits",
@@ -550,7 +605,8 @@ function canonicalAct<S extends QuantSpec>(s: S): S {
   if (s.bitBalance && !hasTwoBitGrid(s)) s.bitBalance = false;
   if (s.abits === 16) delete s.abits;
   if (s.kvBits === null) delete s.kvBits;
-  if (s.bitBalance === false) delete s.bitBalance;
+  // ABQ's default is on: its false stays, or resolving again would turn it back on
+  if (s.bitBalance === false && s.method !== "abq") delete s.bitBalance;
   return s;
 }
 

@@ -44,7 +44,7 @@ Deno.test("bad input gets one clear error line and exit code 2, never a stack tr
     ],
     [
       ["ppl", "--data-dir", SHARED_DATA, "--method", "nope", "--bits", "3"],
-      /--method must be one of rtn, gptq, awq, squeezellm; got "nope"/,
+      /--method must be one of rtn, gptq, awq, squeezellm, smoothquant, abq; got "nope"/,
     ],
     [["ppl", "--data-dir", SHARED_DATA, "--bits", "3"], /--bits needs --method/],
     [

@@ -122,7 +122,7 @@ Deno.test("SqueezeLLM-only flags with other methods are errors; flags without --
   }
   assert.match(
     parseError({ method: "rtn", bits: "3", nsamples: "4" }),
-    /--nsamples does not apply to --method rtn \(only to gptq, awq, smoothquant\)/,
+    /--nsamples does not apply to --method rtn \(only to gptq, awq, smoothquant, abq\)/,
   );
   assert.match(parseError({ method: "squeezellm", bits: "3", nsamples: "4" }), /only to gptq, awq/);
   assert.match(
