@@ -462,6 +462,12 @@ export class GptqFast {
 
   /** The waiting rows as one array [pendingRows, columns]. */
   private takePending(): Float32Array {
+    if (this.pending.length === 1) {
+      const x = this.pending[0];
+      this.pending = [];
+      this.pendingRows = 0;
+      return x;
+    }
     const x = new Float32Array(this.pendingRows * this.columns);
     let o = 0;
     for (const p of this.pending) x.set(p, (o += p.length) - p.length);
@@ -474,8 +480,13 @@ export class GptqFast {
   private accumulate(x: Float32Array, _workers: 0): void {
     const S = this.live("addBatch()");
     const n = this.columns, N = x.length / n;
-    const r = hessianRows(solverKernels("GptqFast.addBatch()"), x, N, n, 0, ceil8(n));
-    addUpper(S, n, r, 0, ceil8(n));
+    addUpper(
+      S,
+      n,
+      hessianRows(solverKernels("GptqFast.addBatch()"), x, N, n, 0, ceil8(n), false),
+      0,
+      ceil8(n),
+    );
   }
 
   /** S += xᵀx, the rows of H split over `workers` threads. */
@@ -545,7 +556,8 @@ function addUpper(S: Float64Array, n: number, C: Float32Array, i0: number, i1: n
 /**
  * Rows i0..i1 (multiples of 8) of Σ_t x[t]ᵀ x[t] on one thread, columns from
  * i0: C [i1 − i0, np − i0] with C[r, j] = H[i0 + r, i0 + j] for j ≥ r (fp32
- * sums; entries left of the diagonal are not computed). Per 256 rows of x,
+ * sums; entries left of the diagonal are not computed; a view of the
+ * kernels' memory unless `copy`). Per 256 rows of x,
  * the columns i0..np are packed into panels of 8 (zeros beyond n) and
  * `gemm_f32` (upper) adds their products.
  */
@@ -556,6 +568,7 @@ function hessianRows(
   n: number,
   i0: number,
   i1: number,
+  copy = true,
 ): Float32Array {
   const np = ceil8(n), J = np - i0, R = i1 - i0;
   const offC = J * HESSIAN_ROWS * 4; // panels [J/8, kc, 8] at 0, C [R, J] after
@@ -599,7 +612,7 @@ function hessianRows(
       );
     }
   }
-  return f.slice(offC / 4, offC / 4 + R * J);
+  return (copy ? f.slice : f.subarray).call(f, offC / 4, offC / 4 + R * J);
 }
 
 /** What a sweep task returns: rows r0..r1 of the result. */

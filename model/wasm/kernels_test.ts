@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { KERNELS_WASM_BYTES, WASM_SIMD, WasmKernels } from "./kernels.ts";
+import {
+  growMemory,
+  KERNELS_WASM_BYTES,
+  solverKernels,
+  WASM_SIMD,
+  WasmKernels,
+} from "./kernels.ts";
 import { matmulRef } from "../matmul.ts";
 import { randn } from "../random.ts";
 import { maxRelError } from "../../datasets/testing.ts";
@@ -36,4 +42,118 @@ Deno.test("WasmKernels instances have separate memories and agree bit for bit", 
   b.matmul(new Float32Array(3 * 5), randn(3 * 7, 5), randn(5 * 7, 6), 3, 7, 5); // other data in b
   b.matmul(outB, x, w, T, n, d);
   assert.deepEqual(outB, outA);
+});
+
+Deno.test("solverKernels(): gemm_f32 in every mode equals a float64 reference within fp32 rounding", () => {
+  const k = solverKernels("kernels_test");
+  growMemory("kernels_test", k.memory, 1 << 20);
+  const f = new Float32Array(k.memory.buffer);
+  const R = 12, J = 16, K = 9, oA = 0, oB = 1024, oC = 4096; // floats
+  // A row-major [K, R] (s8 = 32: four rows of a tile are consecutive floats), B packed [J/8, K, 8]
+  const A = randn(K * R, 21), B = randn(K * J, 22), C0 = randn(R * J, 23);
+  f.set(A, oA);
+  for (let kk = 0; kk < K; kk++) {
+    for (let j = 0; j < J; j++) f[oB + (j >> 3) * K * 8 + kk * 8 + (j & 7)] = B[kk * J + j];
+  }
+  for (const [mode, doff] of [[0, 0], [1, 0], [1, 4], [2, 0], [2, -4], [3, 0], [3, 2]]) {
+    f.set(C0, oC);
+    k.gemm_f32(oA * 4, 32, R * 4, oB * 4, K, oC * 4, J * 4, R, J, 8, mode, doff);
+    for (let r = 0; r < R; r++) {
+      const t = (r & ~3) + doff; // the tile's row in the triangle
+      for (let j = 0; j < J; j++) {
+        const j0 = j & ~7;
+        const kept = mode === 1 ? j0 + 8 > t : mode === 2 ? j0 <= t + 3 : true;
+        let s = C0[r * J + j];
+        if (kept) {
+          for (let kk = mode === 3 ? Math.max(0, t) : 0; kk < K; kk++) {
+            s += A[kk * R + r] * B[kk * J + j];
+          }
+        }
+        const got = f[oC + r * J + j];
+        assert.ok(
+          Math.abs(got - s) <= 1e-5 * (1 + Math.abs(s)),
+          `mode ${mode}/${doff} (${r}, ${j}): ${got} vs ${s}`,
+        );
+      }
+    }
+  }
+});
+
+Deno.test("solverKernels(): gemm_f64 in every mode equals a float64 reference", () => {
+  const k = solverKernels("kernels_test");
+  growMemory("kernels_test", k.memory, 1 << 20);
+  const d = new Float64Array(k.memory.buffer);
+  const R = 8, J = 12, K = 10, oA = 0, oB = 512, oC = 2048; // doubles, all row-major
+  const A = Float64Array.from(randn(R * K, 31)), B = Float64Array.from(randn(K * J, 32));
+  const C0 = Float64Array.from(randn(R * J, 33));
+  d.set(A, oA);
+  d.set(B, oB);
+  for (const [mode, doff] of [[0, 0], [1, 0], [1, 4], [2, 0], [2, -3]]) {
+    d.set(C0, oC);
+    k.gemm_f64(oA * 8, K * 8, oB * 8, J * 8, oC * 8, J * 8, R, J, K, mode, doff, 4);
+    for (let r = 0; r < R; r++) {
+      for (let j = 0; j < J; j++) {
+        const kept = mode !== 1 || (j & ~3) <= (r & ~3) + 3 + doff;
+        let s = 0;
+        if (kept) {
+          for (let kk = mode === 2 ? Math.max(0, (j & ~3) + doff) : 0; kk < K; kk++) {
+            s += A[r * K + kk] * B[kk * J + j];
+          }
+        }
+        const want = C0[r * J + j] - s, got = d[oC + r * J + j];
+        assert.ok(
+          Math.abs(got - want) <= 1e-12 * (1 + Math.abs(want)),
+          `mode ${mode}/${doff} (${r}, ${j})`,
+        );
+      }
+    }
+  }
+});
+
+Deno.test("solverKernels(): gptq_block quantizes a column, feeds err1 forward and writes −Err1 in gemm_f32's panels", () => {
+  const k = solverKernels("kernels_test");
+  growMemory("kernels_test", k.memory, 1 << 20);
+  const f = new Float32Array(k.memory.buffer);
+  const R = 8, count = 3, ldw = 8; // floats
+  const oW = 0, oH = 64, oS = 128, oZ = 192, oQ = 256, oE = 320, oT = 448, oL = 512;
+  const W = Float32Array.from(randn(count * R, 41));
+  const H = new Float32Array([2, 0.5, -0.25, 0, 1.5, 0.75, 0, 0, 1.25]); // upper [count, count]
+  f.set(W, oW);
+  f.set(H, oH);
+  f.fill(0.25, oS, oS + count * ldw);
+  f.fill(4, oZ, oZ + count * ldw);
+  new Float64Array(k.memory.buffer, oL * 4, 4).fill(0);
+  k.gptq_block(
+    oW * 4,
+    ldw * 4,
+    R,
+    count,
+    oH * 4,
+    oS * 4,
+    oZ * 4,
+    oQ * 4,
+    oE * 4,
+    oT * 4,
+    oL * 4,
+    7,
+  );
+  const fr = Math.fround;
+  const w = Array.from({ length: count }, (_, i) => Array.from(W.subarray(i * ldw, i * ldw + R)));
+  let loss = 0;
+  for (let i = 0; i < count; i++) {
+    const d = H[i * count + i];
+    for (let r = 0; r < R; r++) {
+      const code = Math.min(7, Math.max(0, Math.round(fr(w[i][r] / 0.25)) + 4)); // no exact halves here
+      assert.equal(f[oQ + i * ldw + r], code, `code (${i}, ${r})`);
+      const diff = fr(w[i][r] - fr(0.25 * (code - 4))), e = fr(diff / d);
+      assert.equal(f[oE + i * 8 + r], -e, `−err1 (${i}, ${r})`);
+      loss += fr(fr(diff * diff) / fr(d * d));
+      for (let j = i + 1; j < count; j++) w[j][r] = fr(w[j][r] - fr(e * H[i * count + j]));
+    }
+  }
+  for (let i = 0; i < count; i++) {
+    for (let r = 0; r < R; r++) assert.equal(f[oW + i * ldw + r], w[i][r], `W1 (${i}, ${r})`);
+  }
+  const l = new Float64Array(k.memory.buffer, oL * 4, 4);
+  assert.ok(Math.abs(l[0] + l[1] + l[2] + l[3] - loss) <= 1e-9 * loss);
 });
