@@ -35,3 +35,14 @@ export {
 export { activationAbsMax, smoothquantQuantizeModel, smoothWeights } from "./smoothquant.ts";
 export { fisherInformation } from "./fisher.ts";
 export { cachedFisher } from "./fisher_cache.ts";
+export {
+  abqLoss,
+  type AbqOptions,
+  abqQuantizeModel,
+  type AbqResult,
+  defaultEpochs,
+  lwcBackward,
+  lwcForward,
+  transformBlock,
+} from "./abq.ts";
+export { AbqBlockState, fakeQuantGrad } from "./abq_grad.ts";
