@@ -812,7 +812,9 @@ export async function renderPage(
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="icon" href="data:,"><title>squeezebench report</title><style>${CSS}</style></head>
 <body><main><header><h1>squeezebench report</h1>
-<p class="sub-title">${nResults} perplexities, ${data.kernels.length} kernel timings and ${data.runs.length} runs from <code>${
+<p class="sub-title">${count(nResults, "perplexity", "perplexities")}, ${
+    count(data.kernels.length, "kernel timing")
+  } and ${count(data.runs.length, "run")} from <code>${
     esc(data.source)
   }</code>, code version ${CODE_VERSION}.</p><nav>${nav}</nav></header>
 <section id="tables"><h2>Tables</h2>${
@@ -843,6 +845,8 @@ ${
 </main></body></html>`;
   return { html, charts };
 }
+
+const count = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 
 /**
  * The report as one HTML page (charts inline; no SQL panel, which needs the
