@@ -311,8 +311,10 @@ class SortedRow {
     // leaving out values whose summed weight is 0, and accumulate the prefix
     // sums about the weighted mean (any shift near the data limits cancellation).
     const perm = argsort(x);
-    const xs = new Float64Array(n), ws = new Float64Array(n);
-    const P0 = new Float64Array(n + 1), P1 = new Float64Array(n + 1), P2 = new Float64Array(n + 1);
+    // The row's arrays live in the module's scratch (a SortedRow lives only
+    // inside one kmeans1d call); P0[0] = P1[0] = P2[0] = 0 start the sums.
+    const { xs, ws, P0, P1, P2 } = scratch(n);
+    P0[0] = P1[0] = P2[0] = 0;
     let m = 0, last = x[perm[0]], acc = 0;
     for (let r = 0; r <= n; r++) {
       const p = r < n ? perm[r] : 0;
@@ -584,7 +586,8 @@ class SortedRow {
  */
 function argsort(x: ArrayLike<number>): Uint32Array {
   const n = x.length;
-  let idx = new Uint32Array(n);
+  const sc = scratch(n);
+  let idx = sc.idx;
   for (let i = 0; i < n; i++) idx[i] = i;
   let f32: Float32Array;
   if (x instanceof Float32Array) f32 = x;
@@ -595,13 +598,13 @@ function argsort(x: ArrayLike<number>): Uint32Array {
     }
   }
   const bits = new Uint32Array(f32.buffer, f32.byteOffset, n);
-  let key = new Uint32Array(n);
+  let key = sc.key;
   for (let i = 0; i < n; i++) {
     const b = bits[i];
     key[i] = b & 0x80000000 ? ~b >>> 0 : (b | 0x80000000) >>> 0;
   }
-  let key2 = new Uint32Array(n), idx2 = new Uint32Array(n);
-  const count = new Int32Array(2048);
+  let key2 = sc.key2, idx2 = sc.idx2;
+  const count = sc.count;
   for (let shift = 0; shift < 32; shift += 11) {
     count.fill(0);
     for (let i = 0; i < n; i++) count[(key[i] >>> shift) & 2047]++;
@@ -619,6 +622,63 @@ function argsort(x: ArrayLike<number>): Uint32Array {
     [idx, idx2] = [idx2, idx];
   }
   return idx;
+}
+
+/** Scratch arrays of one row, reused from call to call (grown as needed). */
+interface Scratch {
+  cap: number;
+  idx: Uint32Array;
+  idx2: Uint32Array;
+  key: Uint32Array;
+  key2: Uint32Array;
+  count: Int32Array;
+  xs: Float64Array;
+  ws: Float64Array;
+  P0: Float64Array;
+  P1: Float64Array;
+  P2: Float64Array;
+}
+
+let SCRATCH: Scratch | undefined;
+let VIEWS: Scratch | undefined; // SCRATCH cut to the last row length asked for
+
+/**
+ * The module's scratch arrays for a row of n values (length n, or n + 1 for
+ * the prefix sums). kmeans1d is not re-entrant and every worker has its own
+ * module instance, so one set serves every call.
+ */
+function scratch(n: number): Scratch {
+  if (VIEWS && VIEWS.idx.length === n) return VIEWS;
+  if (!SCRATCH || SCRATCH.cap < n) {
+    const cap = Math.max(n, 2 * (SCRATCH?.cap ?? 0));
+    SCRATCH = {
+      cap,
+      idx: new Uint32Array(cap),
+      idx2: new Uint32Array(cap),
+      key: new Uint32Array(cap),
+      key2: new Uint32Array(cap),
+      count: new Int32Array(2048),
+      xs: new Float64Array(cap),
+      ws: new Float64Array(cap),
+      P0: new Float64Array(cap + 1),
+      P1: new Float64Array(cap + 1),
+      P2: new Float64Array(cap + 1),
+    };
+  }
+  const s = SCRATCH;
+  return VIEWS = {
+    cap: s.cap,
+    idx: s.idx.subarray(0, n),
+    idx2: s.idx2.subarray(0, n),
+    key: s.key.subarray(0, n),
+    key2: s.key2.subarray(0, n),
+    count: s.count,
+    xs: s.xs.subarray(0, n),
+    ws: s.ws.subarray(0, n),
+    P0: s.P0.subarray(0, n + 1),
+    P1: s.P1.subarray(0, n + 1),
+    P2: s.P2.subarray(0, n + 1),
+  };
 }
 
 function sameInts(a: Int32Array, b: Int32Array): boolean {
