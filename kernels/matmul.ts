@@ -7,22 +7,27 @@
  *
  * ## Tiling ({@linkcode MATMUL_KERNEL})
  *
- * One workgroup of 64 threads (an 8 × 8 grid) computes a tile of TM = 32
- * tokens × TN = 32 output rows; thread (tx, ty) owns tokens ty + 8i and rows
- * tx + 8j (i, j < 4), 16 accumulators. The columns are walked in chunks of
- * KC = 32 (one 32-code block of a packed row, b whole words):
+ * One workgroup of 64 threads (an 8 × 8 grid) computes a tile of TM = 64
+ * tokens × TN = 32 output rows; thread (tx, ty) owns tokens ty + 8i (i < 8)
+ * and rows tx + 8j (j < 4), 32 accumulators in eight vec4 registers. The
+ * columns are walked in chunks of KC = 32 (one 32-code block of a packed
+ * row, b whole words):
  *
  * 1. the workgroup stages X[tile tokens, chunk] in workgroup memory as vec4s
- *    (zero past the last token or column);
- * 2. it decodes W[tile rows, chunk] to fp32 into workgroup memory — every
- *    weight is decoded once per tile of 32 tokens, not once per token. A
- *    code is read from its one or two stream words with constant shifts
- *    (bits is baked into the source); `uniform` w = s·(q − z) with the group
- *    of the column from the act-order / derived group table (GroupMode
- *    "column") or ⌊c / groupSize⌋; `lut` w = lut[row][q]; f16 is read
- *    natively as `array<f16>` when the device has `shader-f16`, else with
- *    `unpack2x16float` (the same values either way);
- * 3. every thread dots its four token vec4s with its four row vec4s, KC / 4
+ *    (zero past the last token or column; one vec4 load when cols % 4 = 0);
+ * 2. threads 0..31 decode W[tile rows, chunk] to fp32 into workgroup memory,
+ *    one row's 32-code block each — every weight is decoded once per tile
+ *    of 64 tokens, not once per token. A block of 32 b-bit codes is exactly b
+ *    whole words of the row's bitstream, read at once and split with shifts
+ *    that are WGSL constants (bits is baked into the source), as in
+ *    kernels/matvec.ts; `uniform` w = s·(q − z) with s, z read once per
+ *    block when the block lies in one group (GroupMode "block"), else per
+ *    code from the act-order / derived group table ("column"); `lut`
+ *    w = lut[row][q]; f16 is read natively as `array<f16>` when the device
+ *    has `shader-f16`, else with `unpack2x16float` (the same values either
+ *    way). A partial last chunk (cols not a multiple of 32) takes a per-code
+ *    path with bounds checks;
+ * 3. every thread dots its eight token vec4s with its four row vec4s, KC / 4
  *    times per chunk (fp32 accumulation);
  * 4. the CSR sparse part (compiled into every variant, switched by a uniform
  *    flag) adds each owned row's nonzeros times the owned tokens' inputs,
@@ -100,7 +105,7 @@ export class UniformLayout<F extends string> {
 }
 
 /** Tokens per workgroup tile. */
-export const MATMUL_TM = 32;
+export const MATMUL_TM = 64;
 /** Output rows per workgroup tile. */
 export const MATMUL_TN = 32;
 /** Columns per chunk (one 32-code block). */
@@ -116,6 +121,8 @@ export interface MatmulParams {
   groups: GroupMode;
   /** f16 weights read as `array<f16>` (device feature `shader-f16`). */
   nativeF16: boolean;
+  /** cols % 4 == 0: X (and f32 weights) read as vec4; f16 rows start on whole words. */
+  aligned: boolean;
 }
 
 const MATMUL_PARAMS = new UniformLayout("Params", {
@@ -137,7 +144,7 @@ const MATMUL_PARAMS = new UniformLayout("Params", {
 /** The tiled matmul kernel (module doc, "Tiling"). */
 export const MATMUL_KERNEL: Kernel<MatmulParams> = {
   name: "matmul",
-  key: (p) => [p.format, p.bits, p.groups, p.nativeF16].join(","),
+  key: (p) => [p.format, p.bits, p.groups, p.nativeF16, p.aligned].join(","),
   wgsl: matmulWgsl,
 };
 
@@ -156,22 +163,62 @@ function matmulWgsl(p: MatmulParams): string {
   );
   if (bits) L.push(`const BITS = ${bits}u;`, `const MASK = ${(1 << bits) - 1}u;`);
   L.push(MATMUL_PARAMS.wgsl());
+  const A = p.aligned;
   L.push(`@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> X: array<f32>; // [T, cols]
+@group(0) @binding(1) var<storage, read> X: array<${A ? "vec4<f32>" : "f32"}>; // [T, cols]
 @group(0) @binding(2) var<storage, read_write> Y: array<f32>; // [T, rows]`);
-  const wType = format === "f32" ? "f32" : native ? "f16" : "u32";
+  L.push(
+    A
+      ? `fn xAt(i: u32) -> f32 { return X[i >> 2u][i & 3u]; }`
+      : `fn xAt(i: u32) -> f32 { return X[i]; }`,
+  );
+  const f32v4 = format === "f32" && A;
+  const wType = format === "f32" ? (f32v4 ? "vec4<f32>" : "f32") : native ? "f16" : "u32";
   L.push(
     `@group(0) @binding(3) var<storage, read> W: array<${wType}>; // row window of the dense part`,
   );
   const half = (name: string, buf: string) =>
     `fn ${name}(i: u32) -> f32 { return unpack2x16float(${buf}[i >> 1u])[i & 1u]; }`;
+  // weightAt(row, c): one weight (partial last chunk); FAST: the 32 weights of the chunk as
+  // ws[tid · K4 + j] = vec4 (the chunk lies inside the row; c0 is a multiple of 32).
   let weight: string;
-  if (format === "f32") weight = `return W[row * P.cols + c - P.wBase];`;
-  else if (format === "f16") {
+  const fast: string[] = [];
+  const put = (j: number, v: string) => fast.push(`ws[tid * K4 + ${j}u] = ${v};`);
+  if (format === "f32") {
+    weight = f32v4
+      ? `let i = row * P.cols + c - P.wBase; return W[i >> 2u][i & 3u];`
+      : `return W[row * P.cols + c - P.wBase];`;
+    if (f32v4) {
+      fast.push(`let w4 = (row * P.cols + c0 - P.wBase) >> 2u;`);
+      for (let j = 0; j < 8; j++) put(j, `W[w4 + ${j}u]`);
+    } else {
+      fast.push(`let w1 = row * P.cols + c0 - P.wBase;`);
+      for (let j = 0; j < 8; j++) {
+        put(j, `vec4<f32>(${[0, 1, 2, 3].map((k) => `W[w1 + ${4 * j + k}u]`).join(", ")})`);
+      }
+    }
+  } else if (format === "f16") {
     const i = `row * P.cols + c - 2u * P.wBase`;
     weight = native
       ? `return f32(W[${i}]);`
       : `return unpack2x16float(W[(${i}) >> 1u])[(${i}) & 1u];`;
+    fast.push(`let h0 = row * P.cols + c0 - 2u * P.wBase;`);
+    for (let j = 0; j < 8; j++) {
+      if (native) {
+        put(j, `vec4<f32>(${[0, 1, 2, 3].map((k) => `f32(W[h0 + ${4 * j + k}u])`).join(", ")})`);
+      } else if (A) {
+        put(
+          j,
+          `vec4<f32>(unpack2x16float(W[(h0 >> 1u) + ${2 * j}u]), unpack2x16float(W[(h0 >> 1u) + ${
+            2 * j + 1
+          }u]))`,
+        );
+      } else {
+        const h = (k: number) =>
+          `unpack2x16float(W[(h0 + ${4 * j + k}u) >> 1u])[(h0 + ${4 * j + k}u) & 1u]`;
+        put(j, `vec4<f32>(${[0, 1, 2, 3].map(h).join(", ")})`);
+      }
+    }
   } else {
     L.push(`fn code(row: u32, c: u32) -> u32 {
   let bit = c * BITS;
@@ -181,10 +228,24 @@ function matmulWgsl(p: MatmulParams): string {
   if (s + BITS > 32u) { v = v | (W[wi + 1u] << (32u - s)); }
   return v & MASK;
 }`);
+    // A 32-code block is exactly BITS whole words; code i from constant shifts.
+    fast.push(`let wi = row * P.wpr + (c0 >> 5u) * BITS - P.wBase;`);
+    for (let k = 0; k < bits; k++) fast.push(`let w${k} = W[wi + ${k}u];`);
+    const code = (i: number) => {
+      const bit = i * bits, w = bit >> 5, sh = bit & 31;
+      const lo = sh ? `(w${w} >> ${sh}u)` : `w${w}`;
+      if (sh + bits > 32) return `((${lo} | (w${w + 1} << ${32 - sh}u)) & MASK)`;
+      return `(${lo} & MASK)`;
+    };
+    const q4 = (j: number) => [0, 1, 2, 3].map((k) => code(4 * j + k));
     if (format === "lut") {
       L.push(`@group(0) @binding(4) var<storage, read> LT: array<u32>; // fp16 [rows, 2^BITS]`);
       L.push(half("lutAt", "LT"));
       weight = `return lutAt((row << BITS) + code(row, c));`;
+      fast.push(`let lb = row << BITS;`);
+      for (let j = 0; j < 8; j++) {
+        put(j, `vec4<f32>(${q4(j).map((q) => `lutAt(lb + ${q})`).join(", ")})`);
+      }
     } else {
       L.push(`@group(0) @binding(4) var<storage, read> S: array<u32>; // fp16 [rows, nGroups]
 @group(0) @binding(5) var<storage, read> Z: array<u32>; // fp16 [rows, nGroups]`);
@@ -195,6 +256,19 @@ function matmulWgsl(p: MatmulParams): string {
           `@group(0) @binding(6) var<storage, read> G: array<i32>; // [cols] group of each column`,
         );
         g = `u32(G[c])`;
+        // per code: s, z of the column's group
+        const w = (i: number, q: string) => `wq(row * P.nGroups + u32(G[c0 + ${i}u]), ${q})`;
+        L.push(`fn wq(gi: u32, q: u32) -> f32 { return scaleAt(gi) * (f32(q) - zeroAt(gi)); }`);
+        for (let j = 0; j < 8; j++) {
+          put(j, `vec4<f32>(${q4(j).map((q, k) => w(4 * j + k, q)).join(", ")})`);
+        }
+      } else {
+        // one group per block (group a multiple of 32, or one group per row)
+        fast.push(`let gi = row * P.nGroups + c0 / P.groupSize;`);
+        fast.push(`let s = scaleAt(gi);`, `let z = vec4<f32>(zeroAt(gi));`);
+        for (let j = 0; j < 8; j++) {
+          put(j, `s * (vec4<f32>(vec4<u32>(${q4(j).join(", ")})) - z)`);
+        }
       }
       weight = `let gi = row * P.nGroups + ${g};
   return scaleAt(gi) * (f32(code(row, c)) - zeroAt(gi));`;
@@ -211,15 +285,13 @@ fn valAt(k: u32) -> f32 {
   if (P.sparseF32 != 0u) { return bitcast<f32>(V[k]); }
   return unpack2x16float(V[k >> 1u])[k & 1u];
 }
-fn xAt(i: u32, c: u32) -> f32 {
-  if (c >= P.cols) { return 0.0; }
-  return X[i];
-}
 var<workgroup> xs: array<vec4<f32>, ${(MATMUL_TM * KC) / 4}>; // [TM, KC / 4]
 var<workgroup> ws: array<vec4<f32>, ${(MATMUL_TN * KC) / 4}>; // [TN, KC / 4]`);
   // Thread (tx, ty): tokens ty + 8i (accumulator acc{i}, a vec4 over its rows tx + 8j).
   const I4 = [0, 1, 2, 3];
   const unroll = (f: (i: number) => string, sep = "\n    ") => I4.map(f).join(sep);
+  const IT = Array.from({ length: MATMUL_TM / 8 }, (_, i) => i); // tokens of a thread
+  const unrollT = (f: (i: number) => string, sep = "\n    ") => IT.map(f).join(sep);
   L.push(`@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let id = wid.y * P.nx + wid.x;
@@ -229,34 +301,48 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let t0 = (id / P.tilesN) * TM; // first token of the tile
   let tx = tid % 8u;
   let ty = tid / 8u;
-  ${unroll((i) => `var acc${i} = vec4<f32>();`, "\n  ")}
+  ${unrollT((i) => `var acc${i} = vec4<f32>();`, "\n  ")}
   for (var c0 = 0u; c0 < P.cols; c0 += KC) {
     workgroupBarrier();
     for (var i = tid; i < TM * K4; i += WG) {
       let t = t0 + i / K4;
       let c = c0 + 4u * (i % K4);
       var v = vec4<f32>();
-      if (t < P.T) {
+      if (t < P.T && c < P.cols) {
         let o = t * P.cols + c;
-        v = vec4<f32>(${I4.map((k) => `xAt(o + ${k}u, c + ${k}u)`).join(", ")});
+        ${
+    A
+      ? "v = X[o >> 2u];"
+      : `v = vec4<f32>(${
+        [0, 1, 2, 3].map((k) => k ? `select(0.0, xAt(o + ${k}u), c + ${k}u < P.cols)` : "xAt(o)")
+          .join(", ")
+      });`
+  }
       }
       xs[i] = v;
     }
-    for (var i = tid; i < TN * K4; i += WG) {
-      let r = r0 + i / K4;
-      let c = c0 + 4u * (i % K4);
-      var v = vec4<f32>();
-      if (r < P.chunkRows) {
+    if (tid < TN) { // thread tid decodes row r0 + tid of the chunk
+      let r = r0 + tid;
+      if (r >= P.chunkRows) {
+        for (var j = 0u; j < K4; j++) { ws[tid * K4 + j] = vec4<f32>(); }
+      } else if (c0 + KC <= P.cols) {
         let row = P.rowBase + r;
-        v = vec4<f32>(${I4.map((k) => `weightAt(row, c + ${k}u)`).join(", ")});
+        ${fast.join("\n        ")}
+      } else {
+        let row = P.rowBase + r;
+        for (var j = 0u; j < K4; j++) {
+          let c = c0 + 4u * j;
+          ws[tid * K4 + j] = vec4<f32>(${
+    [0, 1, 2, 3].map((k) => `weightAt(row, c + ${k}u)`).join(", ")
+  });
+        }
       }
-      ws[i] = v;
     }
     workgroupBarrier();
     for (var k = 0u; k < K4; k++) {
       ${unroll((j) => `let b${j} = ws[(tx + ${8 * j}u) * K4 + k];`, "\n      ")}
       ${
-    unroll(
+    unrollT(
       (i) =>
         `{ let a = xs[(ty + ${
           8 * i
@@ -271,21 +357,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let r = r0 + tx + 8u * j;
       if (r >= P.chunkRows) { continue; }
       let row = P.rowBase + r;
-      var add = vec4<f32>(); // over tokens i
+      ${unrollT((i) => `var add${i} = 0.0;`, "\n      ")}
       for (var k = u32(RP[row]); k < u32(RP[row + 1u]); k++) {
         let v = valAt(k);
         let c = u32(CI[k]);
         ${
-    unroll(
+    unrollT(
       (i) =>
-        `if (t0 + ty + ${8 * i}u < P.T) { add[${i}] += v * X[(t0 + ty + ${
+        `if (t0 + ty + ${8 * i}u < P.T) { add${i} += v * xAt((t0 + ty + ${
           8 * i
-        }u) * P.cols + c]; }`,
+        }u) * P.cols + c); }`,
       "\n        ",
     )
   }
       }
-      ${unroll((i) => `acc${i}[j] += add[${i}];`, "\n      ")}
+      ${unrollT((i) => `acc${i}[j] += add${i};`, "\n      ")}
     }
   }
   for (var j = 0u; j < 4u; j++) {
@@ -293,7 +379,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (r >= P.chunkRows) { continue; }
     let row = P.rowBase + r;
     ${
-    unroll((i) =>
+    unrollT((i) =>
       `if (t0 + ty + ${8 * i}u < P.T) { Y[(t0 + ty + ${8 * i}u) * P.rows + row] = acc${i}[j]; }`
     )
   }
@@ -384,6 +470,7 @@ export async function createMatmulPlan(
     bits: lin.bits,
     groups: lin.groups,
     nativeF16: lin.format === "f16" && (opts.nativeF16 ?? true) && hasShaderF16(gpu),
+    aligned: cols % 4 === 0,
   };
   const pipeline = await gpu.pipelines.get(MATMUL_KERNEL, params);
   const maxBind = Math.min(

@@ -8,7 +8,7 @@
  * → w2 → residual) → final RMSNorm → classifier (fp32) → log-softmax loss of
  * every position → the window's mean loss. Every linear runs through
  * kernels/matmul.ts's tiled matmul in its own storage format (f32, f16,
- * uniform, lut, + CSR part), so each weight is decoded once per tile of 32
+ * uniform, lut, + CSR part), so each weight is decoded once per tile of 64
  * tokens. Numerics follow model/forward.ts in fp32: RMSNorm
  * x / sqrt(mean(x²) + eps) ⊙ w; RoPE in llama2.c's interleaved convention
  * (pairs (2i, 2i + 1) of each head, model/config.ts's `ropeTables`) — the
