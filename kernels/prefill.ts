@@ -230,8 +230,9 @@ ${MAIN} {
  * Tiled causal attention with an online softmax (module doc). The query and
  * the running output of a thread live in HS / 4 vec4 registers each (named
  * variables, code unrolled over the head: llvmpipe runs dynamically indexed
- * private arrays lane by lane); every key updates the running max m, sum l
- * and output o in one step: m' = max(m, s), o = o·e^(m − m') + e^(s − m')·v.
+ * private arrays lane by lane); every key updates the running sum l and
+ * output o: o += e^(s − m)·v, after rescaling both by e^(m − s) when s
+ * exceeds the running max m (one exp per key once the max has settled).
  */
 function attentionWgsl(head: string, HS: number, KT: number): string {
   const H4 = HS / 4;
@@ -280,12 +281,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var u = 0u; u < ue; u++) {
       let b = u * H4;
       let s = (${each((c) => `dot(qv${c}, ks[b + ${c}u])`, " + ")}) * P.scale;
-      let mn = max(m, s);
-      let corr = exp(m - mn);
-      let p = exp(s - mn);
-      l = l * corr + p;
-      ${each((c) => `o${c} = o${c} * corr + p * vs[b + ${c}u];`, "\n      ")}
-      m = mn;
+      if (s > m) { // a new running max: rescale what was summed (rare after the first keys)
+        let corr = exp(m - s);
+        l *= corr;
+        ${each((c) => `o${c} *= corr;`, "\n        ")}
+        m = s;
+      }
+      let p = exp(s - m);
+      l += p;
+      ${each((c) => `o${c} += p * vs[b + ${c}u];`, "\n      ")}
     }
   }
   if (t < P.T) {
