@@ -55,7 +55,7 @@ import {
 } from "./format.ts";
 import { kmeans1d, type KMeansMethod, nearestCodes } from "./kmeans1d.ts";
 import { f32Residual, kthLargest, quantilesLinear } from "./stats.ts";
-import { DEFAULTS } from "./spec.ts";
+import { DEFAULT_WORKERS, DEFAULTS } from "./spec.ts";
 import { runTasks, type TaskHandler } from "../model/pool.ts";
 
 /**
@@ -67,7 +67,7 @@ export const SQUEEZELLM_DEFAULTS = {
   sensitivePct: DEFAULTS.squeezellm.sensitivePct,
   sparseDtype: "f16",
   method: "lloyd",
-  workers: 0,
+  workers: DEFAULT_WORKERS,
   maxIter: DEFAULTS.squeezellm.kmeansIters,
   tol: DEFAULTS.squeezellm.kmeansTol,
 } as const;
@@ -86,7 +86,7 @@ export interface SqueezeLLMOptions {
   sparseDtype?: "f16" | "f32";
   /** k-means by Lloyd's algorithm (as the official code) or the exact DP optimum. @default "lloyd" */
   method?: KMeansMethod;
-  /** Worker threads for the rows (0 = this thread). @default 0 */
+  /** Worker threads for the rows (0 = this thread). @default DEFAULT_WORKERS (quant/spec.ts) */
   workers?: number;
   /** Most Lloyd iterations per row. @default 50 */
   maxIter?: number;
