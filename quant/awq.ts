@@ -55,7 +55,7 @@
 import type { LayerWeights, LinearName, LlamaConfig, LlamaWeights } from "../model/config.ts";
 import { LINEAR_NAMES, linearShape } from "../model/config.ts";
 import { attention, block, feedForward, RunState } from "../model/forward.ts";
-import type { ProgressCallback } from "../model/pool.ts";
+import { type ProgressCallback, runTasks, type TaskHandler } from "../model/pool.ts";
 import { matmul } from "../model/matmul.ts";
 import { checkBits, dequantizeDense, type QuantizedLinear, type UniformTensor } from "./format.ts";
 import {
@@ -68,7 +68,7 @@ import {
   type UniformGrid,
 } from "./rtn.ts";
 import { checkWindows, embedWindows, since } from "./sequential.ts";
-import { DEFAULTS } from "./spec.ts";
+import { DEFAULT_WORKERS, DEFAULTS } from "./spec.ts";
 
 /** Options of {@linkcode awqQuantizeModel}; defaults are llm-awq's. */
 export interface AwqOptions {
@@ -93,6 +93,12 @@ export interface AwqOptions {
   autoScale?: boolean;
   /** Search the clipping ranges (run_awq's mse_range). @default true */
   autoClip?: boolean;
+  /**
+   * Worker threads of {@linkcode awqQuantizeModelParallel} (0 = this
+   * thread); the one-thread {@linkcode awqQuantizeModel} ignores it.
+   * @default DEFAULT_WORKERS (quant/spec.ts: the number of cores)
+   */
+  workers?: number;
   /** Called with a one-line message after each stage of each block. */
   log?: (message: string) => void;
   /**
@@ -409,7 +415,7 @@ export interface BlockFeatures {
 /**
  * Runs block `layer` (weights lw) on every window's residual stream in
  * place (hidden[j]: [T_j, dim] becomes the block's output) and records the
- * inputs of its linears.
+ * inputs of its linears (in SharedArrayBuffers when `shared`, for workers).
  */
 export function collectBlockFeatures(
   c: LlamaConfig,
@@ -417,7 +423,10 @@ export function collectBlockFeatures(
   layer: number,
   hidden: Float32Array[],
   s: RunState,
+  shared = false,
 ): BlockFeatures {
+  const alloc = (n: number) =>
+    shared ? new Float32Array(new SharedArrayBuffer(n * 4)) : new Float32Array(n);
   const lengths = hidden.map((x) => x.length / c.dim);
   const offsets: number[] = [];
   let N = 0;
@@ -429,10 +438,10 @@ export function collectBlockFeatures(
     lengths,
     offsets,
     N,
-    attnIn: new Float32Array(N * c.dim),
-    woIn: new Float32Array(N * c.dim),
-    ffnIn: new Float32Array(N * c.dim),
-    w2In: new Float32Array(N * c.hiddenDim),
+    attnIn: alloc(N * c.dim),
+    woIn: alloc(N * c.dim),
+    ffnIn: alloc(N * c.dim),
+    w2In: alloc(N * c.hiddenDim),
   };
   hidden.forEach((x, j) => {
     const t0 = offsets[j];
@@ -491,6 +500,82 @@ function inspectOutput(
   return out;
 }
 
+/** The inspected module's output shape and the activation scales of one group. */
+function groupSetup(c: LlamaConfig, prevOp: AwqPrevOp, f: BlockFeatures) {
+  const g = SCALE_GROUPS.find((x) => x.prevOp === prevOp)!;
+  const outWidth = linearShape(c, g.linears[g.linears.length - 1])[0];
+  const width = g.inspect === "linear" ? outWidth : c.dim;
+  const inWidth = linearShape(c, g.linears[0])[1];
+  return { g, width, xMax: actScale(f[g.input], f.N, inWidth) };
+}
+
+/**
+ * The loss of ratio k / nGrid of one group: mean squared error between
+ * `orgOut` (the inspected module's full-precision output) and its output
+ * with the group's linears scaled and fake-quantized. `out` is scratch
+ * [N, width]. One step of `_search_module_scale`.
+ */
+function ratioLoss(
+  c: LlamaConfig,
+  lw: LayerWeights,
+  layer: number,
+  g: ScaleGroup,
+  f: BlockFeatures,
+  s: RunState,
+  grid: AwqSearchGrid,
+  xMax: Float32Array,
+  k: number,
+  nGrid: number,
+  orgOut: Float32Array,
+  out: Float32Array,
+): number {
+  const sc = ratioScales(xMax, k / nGrid);
+  const trial: LayerWeights = { ...lw };
+  for (const name of g.linears) {
+    const [rows, cols] = linearShape(c, name);
+    trial[name] = scaledFakeQuant(lw[name], rows, cols, sc, {
+      ...grid,
+      groupSize: grid.groupSize ?? cols,
+    });
+  }
+  return mse(orgOut, inspectOutput(c, trial, layer, g, f, s, out));
+}
+
+/**
+ * The first ratio with the smallest loss (`_search_module_scale`'s choice)
+ * from the losses of every ratio, in ratio order.
+ */
+function pickRatio(
+  layer: number,
+  g: ScaleGroup,
+  xMax: Float32Array,
+  history: Float64Array,
+): AwqScaleSearch {
+  const nGrid = history.length;
+  let best = Infinity, bestK = -1;
+  for (let k = 0; k < nGrid; k++) {
+    if (history[k] < best) {
+      best = history[k];
+      bestK = k;
+    }
+  }
+  if (bestK < 0) {
+    throw new RangeError(
+      `awqQuantizeModel(): layers.${layer} ${g.linears.join(",")}: no ratio gave a finite loss ` +
+        `(losses ${Array.from(history).join(", ")}); the block produced NaN/Inf`,
+    );
+  }
+  return {
+    layer,
+    prevOp: g.prevOp,
+    linears: [...g.linears],
+    scales: ratioScales(xMax, bestK / nGrid),
+    ratio: bestK / nGrid,
+    loss: best,
+    history,
+  };
+}
+
 /**
  * `_search_module_scale` for one group of block `layer`: the ratio whose
  * scaled-and-quantized group gives the smallest mean squared error of the
@@ -506,51 +591,16 @@ export function searchGroupScale(
   grid: AwqSearchGrid,
   onRatio?: (k: number) => void,
 ): AwqScaleSearch {
-  const g = SCALE_GROUPS.find((x) => x.prevOp === group.prevOp)!;
+  const { g, width, xMax } = groupSetup(c, group.prevOp, f);
   const nGrid = grid.nGrid ?? DEFAULTS.awq.nGrid;
-  const outWidth = linearShape(c, g.linears[g.linears.length - 1])[0];
-  const width = g.inspect === "linear" ? outWidth : c.dim;
   const orgOut = inspectOutput(c, lw, layer, g, f, s, new Float32Array(f.N * width));
   const out = new Float32Array(f.N * width);
-  const inWidth = linearShape(c, g.linears[0])[1];
-  const xMax = actScale(f[g.input], f.N, inWidth);
   const history = new Float64Array(nGrid);
-  let best = Infinity, bestK = -1, bestScales: Float32Array | undefined;
   for (let k = 0; k < nGrid; k++) {
-    const ratio = k / nGrid;
-    const sc = ratioScales(xMax, ratio);
-    const trial: LayerWeights = { ...lw };
-    for (const name of g.linears) {
-      const [rows, cols] = linearShape(c, name);
-      trial[name] = scaledFakeQuant(lw[name], rows, cols, sc, {
-        ...grid,
-        groupSize: grid.groupSize ?? cols,
-      });
-    }
-    const loss = mse(orgOut, inspectOutput(c, trial, layer, g, f, s, out));
-    history[k] = loss;
-    if (loss < best) {
-      best = loss;
-      bestK = k;
-      bestScales = sc;
-    }
+    history[k] = ratioLoss(c, lw, layer, g, f, s, grid, xMax, k, nGrid, orgOut, out);
     onRatio?.(k);
   }
-  if (!bestScales) {
-    throw new RangeError(
-      `awqQuantizeModel(): layers.${layer} ${g.linears.join(",")}: no ratio gave a finite loss ` +
-        `(losses ${Array.from(history).join(", ")}); the block produced NaN/Inf`,
-    );
-  }
-  return {
-    layer,
-    prevOp: g.prevOp,
-    linears: [...g.linears],
-    scales: bestScales,
-    ratio: bestK / nGrid,
-    loss: best,
-    history,
-  };
+  return pickRatio(layer, g, xMax, history);
 }
 
 /**
@@ -723,14 +773,109 @@ function checkAwqGroup(c: LlamaConfig, groupSize: number | null | undefined): vo
   }
 }
 
+/** What a search pass of {@linkcode awqTasks} starts from (one per pass). */
+export type AwqPassInit =
+  | {
+    kind: "scale";
+    config: LlamaConfig;
+    layer: number;
+    /** The block's original weights. */
+    lw: LayerWeights;
+    f: BlockFeatures;
+    maxT: number;
+    grid: AwqSearchGrid;
+    nGrid: number;
+  }
+  | {
+    kind: "clip";
+    /** Sampled inputs of the clipped linears, by input name. */
+    sampled: Partial<Record<ScaleGroup["input"], { x: Float32Array; n: number }>>;
+    bits: number;
+    groupSize: number | null;
+    sym: boolean;
+    bitBalance: boolean;
+    nGrid: number;
+    maxShrink: number;
+  };
+
+/** One task of an AWQ pass: a ratio of a scaled group, or a block of rows of a clipped linear. */
+export type AwqTask =
+  | { kind: "scale"; prevOp: AwqPrevOp; k: number }
+  | { kind: "clip"; name: LinearName; rows: number; cols: number; w: Float32Array };
+
+/**
+ * The AWQ searches as pool tasks (model/pool.ts; `awq_worker.ts` serves
+ * them): a scale task returns the loss of one ratio of one group (the
+ * worker computes the group's full-precision output once), a clip task
+ * the clipping values [rows, nGroups] of a block of rows. Both run the very
+ * functions of the one-thread path, so the results are the same numbers.
+ */
+export const awqTasks: TaskHandler<AwqPassInit, AwqTask, number | Float32Array> = {
+  setup(init) {
+    if (init.kind === "scale") {
+      const { config: c, lw, layer, f, grid, nGrid } = init;
+      const s = new RunState(c, init.maxT);
+      const groups = new Map<AwqPrevOp, ReturnType<typeof groupSetup> & { orgOut: Float32Array }>();
+      let out = new Float32Array(0);
+      return (t) => {
+        if (t.kind !== "scale") throw new TypeError("awq: a clip task in a scale pass");
+        let gs = groups.get(t.prevOp);
+        if (!gs) {
+          const set = groupSetup(c, t.prevOp, f);
+          const orgOut = inspectOutput(
+            c,
+            lw,
+            layer,
+            set.g,
+            f,
+            s,
+            new Float32Array(f.N * set.width),
+          );
+          groups.set(t.prevOp, gs = { ...set, orgOut });
+        }
+        if (out.length !== f.N * gs.width) out = new Float32Array(f.N * gs.width);
+        return ratioLoss(c, lw, layer, gs.g, f, s, grid, gs.xMax, t.k, nGrid, gs.orgOut, out);
+      };
+    }
+    return (t) => {
+      if (t.kind !== "clip") throw new TypeError("awq: a scale task in a clip pass");
+      const { x, n } = init.sampled[INPUT_OF[t.name]]!;
+      return searchClip(t.w, t.rows, t.cols, x, n, {
+        bits: init.bits,
+        groupSize: init.groupSize ?? t.cols,
+        sym: init.sym,
+        bitBalance: init.bitBalance,
+        nGrid: init.nGrid,
+        maxShrink: init.maxShrink,
+      });
+    };
+  },
+  transfer: (r) => (typeof r === "number" ? [] : [r.buffer as ArrayBuffer]),
+};
+
+/** One pass of tasks the AWQ loop needs done, results in task order. */
+interface AwqPass {
+  init: AwqPassInit;
+  tasks: AwqTask[];
+  onResult(k: number, result: number | Float32Array): void;
+}
+
+/** A copy of a in shared memory (workers read it without a copy). */
+function sharedCopy(a: Float32Array): Float32Array {
+  const b = new Float32Array(new SharedArrayBuffer(a.byteLength));
+  b.set(a);
+  return b;
+}
+
 /**
  * AWQ (run_awq + pseudo_quantize_model_weight) of every linear of `weights`
- * with calibration windows `windows` (token ids, ≤ max_seq_len each). See
- * the module doc for the exact procedure. Deterministic.
+ * with calibration windows `windows` (token ids, ≤ max_seq_len each) on this
+ * thread. See the module doc for the exact procedure. Deterministic; the
+ * same numbers as {@linkcode awqQuantizeModelParallel} for any number of workers.
  *
  * @param weights the full-precision model (not modified)
  * @param windows calibration windows (llm-awq: 128 × 512 tokens of pile-val)
- * @param opts bits, group size and search settings
+ * @param opts bits, group size and search settings (`workers` is ignored)
  * @returns scaled and fake-quantized weights, the packed linears, the chosen scales and clips
  * @example
  * ```ts
@@ -742,6 +887,65 @@ export function awqQuantizeModel(
   windows: Int32Array[],
   opts: AwqOptions,
 ): AwqResult {
+  const steps = awqSteps(weights, windows, opts, false);
+  for (let r = steps.next();; r = steps.next()) {
+    if (r.done) return r.value;
+    const run = awqTasks.setup(r.value.init);
+    r.value.tasks.forEach((t, k) => r.value.onResult(k, run(t, () => {})));
+  }
+}
+
+/**
+ * {@linkcode awqQuantizeModel} with the scale search (one task per group and
+ * ratio) and the clip search (blocks of rows) on `opts.workers` worker
+ * threads (model/pool.ts); features and weights are shared, not copied.
+ * Results are identical to the one-thread path.
+ *
+ * @param weights the full-precision model (not modified)
+ * @param windows calibration windows
+ * @param opts bits, group size, search settings, workers (default quant/spec.ts DEFAULT_WORKERS)
+ * @returns the same as {@linkcode awqQuantizeModel}
+ * @example
+ * ```ts
+ * const r = await awqQuantizeModelParallel(weights, windows, { bits: 3, workers: 2 });
+ * ```
+ */
+export async function awqQuantizeModelParallel(
+  weights: LlamaWeights,
+  windows: Int32Array[],
+  opts: AwqOptions,
+): Promise<AwqResult> {
+  const workers = opts.workers ?? DEFAULT_WORKERS;
+  if (!Number.isInteger(workers) || workers < 0) {
+    throw new RangeError(`awqQuantizeModel(): workers must be an integer ≥ 0, got ${workers}`);
+  }
+  const steps = awqSteps(weights, windows, opts, workers > 0);
+  for (let r = steps.next();; r = steps.next()) {
+    if (r.done) return r.value;
+    const pass = r.value;
+    await runTasks({
+      name: "AWQ",
+      worker: new URL("./awq_worker.ts", import.meta.url),
+      handler: awqTasks,
+      workers,
+      init: pass.init,
+      tasks: pass.tasks.length,
+      task: (k) => pass.tasks[k],
+      onResult: (k, result) => pass.onResult(k, result),
+    });
+  }
+}
+
+/**
+ * The AWQ loop of both drivers: yields each search pass (the driver runs its
+ * tasks and hands back the results in order), returns the result.
+ */
+function* awqSteps(
+  weights: LlamaWeights,
+  windows: Int32Array[],
+  opts: AwqOptions,
+  shared: boolean,
+): Generator<AwqPass, AwqResult, void> {
   const t0 = performance.now();
   const c = weights.config;
   checkBits(opts.bits, "awqQuantizeModel(): bits");
@@ -783,6 +987,9 @@ export function awqQuantizeModel(
   const linears = new Map<string, QuantizedLinear>();
   const allScales: AwqScaleSearch[][] = [], allClips: AwqClip[][] = [];
   const layers: LayerWeights[] = [];
+  // Rows per clip task: a few tasks per worker and linear.
+  const clipChunk = (rows: number) =>
+    Math.ceil(rows / (4 * Math.max(1, opts.workers ?? DEFAULT_WORKERS)));
 
   // Progress: every scale ratio of every group and every clipped linear is one step.
   const autoScale = opts.autoScale ?? true, autoClip = opts.autoClip ?? true;
@@ -794,7 +1001,7 @@ export function awqQuantizeModel(
   for (let l = 0; l < c.nLayers; l++) {
     const orig = weights.layers[l];
     let t = performance.now();
-    const f = collectBlockFeatures(c, orig, l, hidden, s);
+    const f = collectBlockFeatures(c, orig, l, hidden, s, shared);
     stats.collectSeconds += since(t);
     stats.tokens = f.N;
 
@@ -815,10 +1022,44 @@ export function awqQuantizeModel(
           `layers.${l}: wv→wo not scaled: wv is [${v}], wo is [${o}] (grouped-query attention)`,
         );
       }
-      for (const g of groups) {
-        const what = `awq layers.${l} scale ${g.linears.join(",")}`;
-        scales.push(searchGroupScale(c, orig, l, g, f, s, { ...opts, nGrid }, () => tick(what)));
+      const histories = groups.map(() => new Float64Array(nGrid));
+      const tasks: AwqTask[] = groups.flatMap((g) =>
+        Array.from({ length: nGrid }, (_, k) => ({ kind: "scale" as const, prevOp: g.prevOp, k }))
+      );
+      let passLw = orig;
+      if (shared) {
+        passLw = { ...orig };
+        for (const name of LINEAR_NAMES) passLw[name] = sharedCopy(orig[name]);
       }
+      yield {
+        init: {
+          kind: "scale",
+          config: c,
+          layer: l,
+          lw: passLw,
+          f,
+          maxT,
+          grid: {
+            bits: opts.bits,
+            groupSize: opts.groupSize,
+            sym: opts.sym,
+            bitBalance: opts.bitBalance,
+          },
+          nGrid,
+        },
+        tasks,
+        onResult(k, loss) {
+          const gi = Math.floor(k / nGrid);
+          histories[gi][k % nGrid] = loss as number;
+          tick(`awq layers.${l} scale ${groups[gi].linears.join(",")}`);
+        },
+      };
+      groups.forEach((g, gi) => {
+        const { xMax } = groupSetup(c, g.prevOp, f);
+        scales.push(
+          pickRatio(l, SCALE_GROUPS.find((x) => x.prevOp === g.prevOp)!, xMax, histories[gi]),
+        );
+      });
       for (const r of scales) applyScale(c, lw, r, f);
     }
     stats.scaleSeconds += since(t);
@@ -831,14 +1072,51 @@ export function awqQuantizeModel(
     t = performance.now();
     const clips: AwqClip[] = [];
     if (autoClip) {
-      const sampled = new Map<string, { x: Float32Array; n: number }>();
+      const sampled: Partial<Record<ScaleGroup["input"], { x: Float32Array; n: number }>> = {};
+      const tasks: AwqTask[] = [];
+      const owner: { name: LinearName; firstRow: number; last: boolean }[] = [];
+      const maxVals = new Map<LinearName, Float32Array>();
       for (const name of CLIP_LINEARS) {
         const [rows, cols] = linearShape(c, name);
         const key = INPUT_OF[name];
-        if (!sampled.has(key)) sampled.set(key, sampleTokens(f[key], f.N, cols, nSampleTokens));
-        const { x, n } = sampled.get(key)!;
-        stats.clipTokens = n;
-        const maxVal = searchClip(lw[name], rows, cols, x, n, { ...grid(cols), nGrid, maxShrink });
+        sampled[key] ??= sampleTokens(f[key], f.N, cols, nSampleTokens);
+        stats.clipTokens = sampled[key]!.n;
+        maxVals.set(name, new Float32Array(rows * (cols / grid(cols).groupSize)));
+        const chunk = clipChunk(rows);
+        for (let r0 = 0; r0 < rows; r0 += chunk) {
+          const r1 = Math.min(rows, r0 + chunk);
+          tasks.push({
+            kind: "clip",
+            name,
+            rows: r1 - r0,
+            cols,
+            w: lw[name].slice(r0 * cols, r1 * cols),
+          });
+          owner.push({ name, firstRow: r0, last: r1 === rows });
+        }
+      }
+      yield {
+        init: {
+          kind: "clip",
+          sampled,
+          bits: opts.bits,
+          groupSize: opts.groupSize ?? null,
+          sym: opts.sym ?? false,
+          bitBalance: opts.bitBalance ?? false,
+          nGrid,
+          maxShrink,
+        },
+        tasks,
+        onResult(k, r) {
+          const { name, firstRow, last } = owner[k];
+          const mv = r as Float32Array;
+          maxVals.get(name)!.set(mv, firstRow * (mv.length / (tasks[k] as { rows: number }).rows));
+          if (last) tick(`awq layers.${l} clip ${name}`);
+        },
+      };
+      for (const name of CLIP_LINEARS) {
+        const [rows, cols] = linearShape(c, name);
+        const maxVal = maxVals.get(name)!;
         let clipped = 0;
         const ng = maxVal.length / rows, gs = cols / ng;
         for (let r = 0; r < rows; r++) {
@@ -851,7 +1129,6 @@ export function awqQuantizeModel(
           }
         }
         clips.push({ layer: l, name, maxVal, clipped });
-        tick(`awq layers.${l} clip ${name}`);
       }
       for (const cl of clips) {
         const [rows, cols] = linearShape(c, cl.name);

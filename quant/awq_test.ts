@@ -12,6 +12,7 @@ import {
   type AwqPrevOp,
   awqPseudoQuantize,
   awqQuantizeModel,
+  awqQuantizeModelParallel,
   awqQuantizeTensor,
   type BlockFeatures,
   collectBlockFeatures,
@@ -345,5 +346,34 @@ Deno.test("awqQuantizeModel() reports every scale ratio and clipped linear as a 
   assert.deepEqual(
     r.weights.layers,
     awqQuantizeModel(w, windows, { bits: 4, nGrid }).weights.layers,
+  );
+});
+
+Deno.test("awqQuantizeModelParallel() on 0 and 2 workers gives the one-thread path's numbers and progress", async () => {
+  {
+    const c = MHA;
+    const w = outlierWeights(c, 61);
+    const windows = randomWindows(3, 20, c.vocabSize, 62);
+    const opts = { bits: 3, groupSize: 8, nGrid: 5 };
+    const ref = awqQuantizeModel(w, windows, opts);
+    for (const workers of [0, 2]) {
+      const steps: string[] = [];
+      const r = await awqQuantizeModelParallel(w, windows, {
+        ...opts,
+        workers,
+        onProgress: (d, _n, what) => steps.push(`${d} ${what}`),
+      });
+      assert.deepEqual(r.weights.layers, ref.weights.layers);
+      assert.deepEqual([...r.linears.entries()], [...ref.linears.entries()]);
+      assert.deepEqual(r.scales, ref.scales);
+      assert.deepEqual(r.clips, ref.clips);
+      const perLayer = ref.scales[0].length * 5 + 5;
+      assert.equal(steps.length, c.nLayers * perLayer);
+      assert.equal(steps[perLayer - 1], `${perLayer} awq layers.0 clip w2`);
+    }
+  }
+  await assert.rejects(
+    () => awqQuantizeModelParallel(outlierWeights(GQA, 1), [], { bits: 4, workers: 2 }),
+    /at least one calibration window/,
   );
 });
