@@ -611,7 +611,8 @@ export async function openForReport(
  * Merges results stores (e.g. the shards of a Slurm job array) into one new
  * store `dest`: every run, every perplexity result once per `result_key`
  * (the first source's row wins), the kernel timings of every plan job once
- * per job key (rows of no job are all kept), every job mark once. Sources
+ * per job key (a job's rows share its mark's run_id and recorded_at; rows of
+ * no job are all kept), every job mark once. Sources
  * are only read. `dest` is written to a temporary file beside it and renamed
  * into place, so it never exists half-written.
  *
@@ -650,12 +651,14 @@ export async function mergeStores(
          where s.result_key not in (select result_key from ppl_results)
          qualify row_number() over (partition by s.result_key order by s.recorded_at) = 1`,
       );
-      const jobRuns = hasJobs
-        ? `(select run_id from ${db}.jobs where job_key in (select job_key from jobs))`
-        : "(select null where false)";
+      // A job's kernel rows were written in the job mark's transaction: same run_id and
+      // recorded_at (DuckDB's current_timestamp is the transaction's start).
       await con.run(
-        `insert into kernel_results select * from ${db}.kernel_results
-         where run_id is null or run_id not in ${jobRuns}`,
+        hasJobs
+          ? `insert into kernel_results select k.* from ${db}.kernel_results k
+             where not exists (select 1 from ${db}.jobs j where j.run_id = k.run_id
+               and j.recorded_at = k.recorded_at and j.job_key in (select job_key from jobs))`
+          : `insert into kernel_results select * from ${db}.kernel_results`,
       );
       if (hasJobs) {
         await con.run(

@@ -427,10 +427,10 @@ export async function summarize(plan: Plan, store: ResultsStore): Promise<Summar
   );
   const kernels = benchJobs.length === 0 ? [] : await store.query(
     `select j.job_key, k.format, k.bits, k.rows, k.cols, k.median_us, k.speedup_vs_f16
-     from jobs j join kernel_results k on k.run_id = j.run_id
+     from jobs j join kernel_results k on k.run_id = j.run_id and k.recorded_at = j.recorded_at
      where j.job_key in (${benchJobs.map((_, i) => `$${i + 1}`).join(", ")})`,
     benchJobs.map((j) => j.jobKey),
-  ).catch(() => []);
+  );
   return plan.variants.map((v) => {
     const evals = plan.units.flatMap((u) =>
       u.jobs.filter((j): j is EvaluateJob => j.kind === "evaluate" && j.variant === v.variant)
