@@ -374,7 +374,7 @@ export function ropeBackwardTransposed(
  * positions read contiguous memory; head features go four at a time
  * (hs is even; a pair is left over when hs % 4 = 2).
  */
-export function attentionForward(c: LlamaConfig, s: BackwardState, l: number, T: number): void {
+function attentionForward(c: LlamaConfig, s: BackwardState, l: number, T: number): void {
   const { dim, nHeads } = c;
   const kv = kvDim(c), hs = headSize(c), groups = nHeads / c.nKvHeads;
   const q = s.q[l], k = s.k[l], v = s.v[l], P = s.probs[l], att = s.att[l];
@@ -461,20 +461,8 @@ function transposeHead(
  * With p = softmax(scale·q·k), o = Σ p·v:
  *   dv_u += p_u·do;  dp_u = do·v_u;  ds_u = p_u·(dp_u − do·o);
  *   dq += scale·Σ_u ds_u·k_u;  dk_u += scale·ds_u·q.
- * Options (quant/abq_grad.ts): `dAvgProbs` [maxT(maxT+1)/2] (row t at
- * t(t+1)/2) is a loss gradient with respect to the head-averaged
- * probabilities, added to every head's dp_u divided by nHeads; `rope: false`
- * leaves the q and k gradients after RoPE (the caller goes back through
- * what came between).
  */
-export function attentionBackward(
-  c: LlamaConfig,
-  s: BackwardState,
-  l: number,
-  T: number,
-  opts: { dAvgProbs?: Float32Array; rope?: boolean } = {},
-): void {
-  const { dAvgProbs, rope = true } = opts;
+function attentionBackward(c: LlamaConfig, s: BackwardState, l: number, T: number): void {
   const { dim, nHeads, nKvHeads } = c;
   const kv = kvDim(c), hs = headSize(c), groups = nHeads / nKvHeads;
   const q = s.q[l], k = s.k[l], v = s.v[l], P = s.probs[l], att = s.att[l];
@@ -515,16 +503,7 @@ export function attentionBackward(
             dqkvT[wj + u] += P[row + u] * dj;
           }
         }
-        if (dAvgProbs) {
-          // dp_u += dAvgProbs_u / nHeads, and Σ_u p_u·dp_u grows by the same amount
-          const r0 = (t * n) / 2, inv = 1 / nHeads;
-          for (let u = 0; u < n; u++) {
-            const e = dAvgProbs[r0 + u] * inv;
-            dP[u] += e;
-            D += P[row + u] * e;
-          }
-        }
-        // ds_u = p_u (dp_u − Σ_v p_v·dp_v); without dAvgProbs Σ_v p_v·dp_v = do·o
+        // ds_u = p_u (dp_u − do·o)
         for (let u = 0; u < n; u++) dP[u] = P[row + u] * (dP[u] - D);
         // dq = scale Σ_u ds_u k_u and dk_u += scale ds_u q
         for (j = 0; j < hs4; j += 4) {
@@ -562,7 +541,6 @@ export function attentionBackward(
       }
     }
   }
-  if (!rope) return;
   ropeBackwardTransposed(dqkvT, 0, dim, T, hs, s.ropeCos, s.ropeSin);
   ropeBackwardTransposed(dqkvT, dim, kv, T, hs, s.ropeCos, s.ropeSin);
 }
