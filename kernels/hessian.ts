@@ -303,8 +303,21 @@ export class GpuHessian {
    * @param opts binding limit
    */
   static async create(gpu: Gpu, cols: number, opts: GpuHessianOptions = {}): Promise<GpuHessian> {
-    const h = new GpuHessian(gpu, cols, opts);
-    h.#pipeline = await gpu.pipelines.get(GRAM_KERNEL, {});
-    return h;
+    return (await GpuHessian.prepare(gpu))(cols, opts);
+  }
+
+  /**
+   * Compiles the kernel once and returns a synchronous maker of
+   * accumulators (for callers that create them inside a synchronous loop).
+   * @param gpu the device
+   * @returns (cols, opts) => a new accumulator
+   */
+  static async prepare(gpu: Gpu): Promise<(cols: number, opts?: GpuHessianOptions) => GpuHessian> {
+    const pipeline = await gpu.pipelines.get(GRAM_KERNEL, {});
+    return (cols, opts = {}) => {
+      const h = new GpuHessian(gpu, cols, opts);
+      h.#pipeline = pipeline;
+      return h;
+    };
   }
 }

@@ -59,6 +59,69 @@ export interface GptqModelOptions {
   log?: (message: string) => void;
   /** Called after each solved linear: (linears done, linears, what). */
   onProgress?: ProgressCallback;
+  /**
+   * Where each linear's Hessian is accumulated. @default GPTQ's own CPU
+   * accumulation (quant/gptq.ts `Gptq.addBatch`); eval/gpu_calibration.ts
+   * has a GPU one (use {@linkcode gptqQuantizeModelAsync} for accumulators
+   * whose `finish()` is asynchronous).
+   */
+  hessians?: HessianAccumulatorFactory;
+}
+
+/**
+ * GPTQ's `add_batch` for one linear, behind an interface so that the
+ * accumulation can run elsewhere (the GPU): fed one window's inputs at a
+ * time, then asked once for H.
+ */
+export interface HessianAccumulator {
+  /** Adds the inputs x [rows, cols] of one calibration window (x is valid only during the call). */
+  addBatch(x: Float32Array, rows: number): void;
+  /** H = 2/nsamples · Σ xᵀx [cols, cols], float64, symmetric; the accumulator is spent. */
+  finish(): Float64Array | Promise<Float64Array>;
+}
+
+/** Makes the accumulator of linear `name` of block `layer`, whose input width is `cols`. */
+export type HessianAccumulatorFactory = (
+  layer: number,
+  name: LinearName,
+  cols: number,
+) => HessianAccumulator;
+
+/** The CPU accumulator: quant/gptq.ts's `Gptq.addBatch` and `hessian()`. */
+export const cpuHessians: HessianAccumulatorFactory = (_layer, _name, cols) => {
+  const g = new Gptq(1, cols);
+  return {
+    addBatch: (x, rows) => g.addBatch(x, rows),
+    finish: () => {
+      const H = g.hessian();
+      g.free();
+      return H;
+    },
+  };
+};
+
+/**
+ * A GPTQ solver for W [rows, cols] seeded with an accumulated H.
+ *
+ * HACK: quant/gptq.ts has no public way to seed H yet (it is being reworked
+ * concurrently); `Gptq.H` is TypeScript-private, a plain property at run
+ * time, so it is written here, checked for the shape it has today. Replace
+ * with a `Gptq.fromHessian()` once gptq.ts has one.
+ */
+function solverFromHessian(rows: number, cols: number, H: Float64Array, nsamples: number): Gptq {
+  const g = new Gptq(rows, cols);
+  const slot = g as unknown as { H: Float64Array | null };
+  if (
+    !(slot.H instanceof Float64Array) || slot.H.length !== cols * cols || H.length !== cols * cols
+  ) {
+    throw new Error(
+      `solverFromHessian(): expected H [${cols}, ${cols}] and quant/gptq.ts's Gptq holding one; ` +
+        `got ${H.length} values (Gptq's layout changed? update this bridge)`,
+    );
+  }
+  slot.H.set(H);
+  g.nsamples = nsamples;
+  return g;
 }
 
 /** One solved linear. */
@@ -153,6 +216,50 @@ export function gptqQuantizeModel(
   windows: Int32Array[],
   opts: GptqModelOptions,
 ): GptqModelResult {
+  const steps = gptqSteps(weights, windows, opts);
+  let r = steps.next();
+  while (!r.done) {
+    if (r.value instanceof Promise) {
+      throw new TypeError(
+        "gptqQuantizeModel(): the Hessian accumulator's finish() is asynchronous; " +
+          "use gptqQuantizeModelAsync()",
+      );
+    }
+    r = steps.next(r.value);
+  }
+  return r.value;
+}
+
+/**
+ * {@linkcode gptqQuantizeModel} with accumulators whose `finish()` returns
+ * a promise (the GPU's, eval/gpu_calibration.ts); the same loop and results.
+ *
+ * @param weights the full-precision model (not modified)
+ * @param windows calibration windows
+ * @param opts as {@linkcode gptqQuantizeModel}, `hessians` included
+ * @returns the fake-quantized weights, the packed linears and per-linear errors
+ */
+export async function gptqQuantizeModelAsync(
+  weights: LlamaWeights,
+  windows: Int32Array[],
+  opts: GptqModelOptions,
+): Promise<GptqModelResult> {
+  const steps = gptqSteps(weights, windows, opts);
+  let r = steps.next();
+  while (!r.done) r = steps.next(await r.value);
+  return r.value;
+}
+
+/**
+ * The loop of llama_sequential as a generator: it yields each accumulator's
+ * `finish()` (a Hessian or a promise of one) and is resumed with the Hessian,
+ * so one loop serves the synchronous and the asynchronous driver.
+ */
+function* gptqSteps(
+  weights: LlamaWeights,
+  windows: Int32Array[],
+  opts: GptqModelOptions,
+): Generator<Float64Array | Promise<Float64Array>, GptqModelResult, Float64Array> {
   const t0 = performance.now();
   const c = weights.config;
   checkBits(opts.bits, "gptqQuantizeModel(): bits");
@@ -174,14 +281,18 @@ export function gptqQuantizeModel(
     const lw: LayerWeights = { ...weights.layers[l] }; // arrays replaced, never written
     for (const names of sequential) {
       const gptq = new Map<LinearName, Gptq>();
+      const accumulators = new Map<LinearName, HessianAccumulator>();
       for (const name of names) {
         const [rows, cols] = linearShape(c, name);
-        gptq.set(name, new Gptq(rows, cols));
+        if (opts.hessians) accumulators.set(name, opts.hessians(l, name, cols));
+        else gptq.set(name, new Gptq(rows, cols));
       }
       const until = stageOf(names);
       const hooks: ForwardHooks = {
         onLinearInput(_layer, name, x, T) {
-          gptq.get(name)?.addBatch(x.subarray(0, T * linearShape(c, name)[1]), T);
+          const xi = x.subarray(0, T * linearShape(c, name)[1]);
+          gptq.get(name)?.addBatch(xi, T);
+          accumulators.get(name)?.addBatch(xi, T);
         },
       };
       inps.forEach((x, j) => {
@@ -192,7 +303,10 @@ export function gptqQuantizeModel(
       });
       for (const name of names) {
         const t = performance.now();
-        const g = gptq.get(name)!;
+        const [rows, cols] = linearShape(c, name);
+        const g = opts.hessians
+          ? solverFromHessian(rows, cols, yield accumulators.get(name)!.finish(), windows.length)
+          : gptq.get(name)!;
         const key = `layers.${l}.${name}`;
         const r = g.fasterquant(weights.layers[l][name], {
           name: key,
