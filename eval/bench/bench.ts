@@ -287,6 +287,18 @@ async function benchPrefillCmd(values: Values) {
   );
 }
 
+async function benchModelQuantCmd(values: Values) {
+  const { benchModelQuant } = await import("./model_quant.ts");
+  const shape = str(values, "shape", "llama7b")!;
+  if (shape !== "llama7b") throw new CliError(`--shape: expected llama7b, got "${shape}"`);
+  return await benchModelQuant({
+    small: values.small === true,
+    bits: int(values, "bits", 3, 2, 8)!,
+    workers: int(values, "workers", DEFAULT_WORKERS, 0)!,
+    windows: int(values, "windows", 1, 1),
+  });
+}
+
 export const BENCHES = {
   forward: benchForward,
   ppl: benchPpl,
@@ -297,6 +309,7 @@ export const BENCHES = {
   matmul: benchMatmulCmd,
   wa: benchWaCmd,
   prefill: benchPrefillCmd,
+  "model-quant": benchModelQuantCmd,
 } as const;
 
 /** Runs benchmark `name`. */

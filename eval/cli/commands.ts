@@ -450,11 +450,12 @@ ${MODEL_HELP}`,
 
 const benchCmd: Command = {
   summary:
-    "benchmarks: forward | ppl | quant | squeezellm | kernels | decode | matmul | wa | prefill",
+    "benchmarks: forward | ppl | quant | squeezellm | kernels | decode | matmul | wa | prefill | model-quant",
   positionals: "NAME",
   options: {
     ...MODEL_OPTIONS,
     shapes: { type: "string" },
+    shape: { type: "string" },
     formats: { type: "string" },
     bits: { type: "string" },
     batch: { type: "string" },
@@ -487,6 +488,9 @@ const benchCmd: Command = {
   prefill      tokens/s of GPU prefill vs token-by-token GPU decoding vs the CPU forward:
                --models stories260K,llama7b --seqlens 512,2048 --formats f16,uniform3,uniform4,
                lut3,lut4 --windows N (--small: stories260K, T = 512, 1 window)
+  model-quant  projected whole-model time of RTN, GPTQ, AWQ, SqueezeLLM on LLaMA-7B shapes
+               (--shape llama7b, --bits 3, --windows 1; --small: a 1/16-width block), beside
+               the published figures
   --small      a quick, smaller run (smoke test)
   --store FILE record kernel timings in this DuckDB results store
 ${MODEL_HELP}`,

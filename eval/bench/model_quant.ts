@@ -1,0 +1,416 @@
+/**
+ * Projected whole-model quantization time of RTN, GPTQ, AWQ and SqueezeLLM
+ * (3 bits by default) on LLaMA-7B shapes: one seeded LLaMA-7B-shaped block
+ * (dim 4096, hidden 11008, 32 heads; model/random.ts randomWeights) is
+ * quantized piece by piece, each piece timed, and the times are multiplied
+ * out to the method's default calibration and to the model's 32 blocks.
+ *
+ * Calibration data: activations from a seeded Gaussian, N(0, 1) — the inputs
+ * of every linear (attention input, wo input, FFN input, w2 input) are drawn
+ * directly, `windows` × `seqlen` tokens; SqueezeLLM's Fisher information is
+ * the square of a seeded N(0, 1). The work of every solver does not depend
+ * on the values.
+ *
+ * What is timed and how it is multiplied out (per block; × nBlocks):
+ * - RTN: every linear of the block, whole.
+ * - GPTQ (quant/gptq.ts's `Gptq`, one thread): per linear, the Hessian of
+ *   the measured tokens scaled to the default calibration (128 windows of
+ *   the model's length), and `fasterquant` timed on two row counts r and 2r
+ *   of the full width, t = a + b·rows fitted and evaluated at the layer's
+ *   rows (a: the Cholesky work of the width, b: one row's sweep).
+ * - AWQ: each scaled group's search with one ratio (its full-precision
+ *   output and ratio 0 — two evaluations of the inspected module),
+ *   projected to nGrid + 1 evaluations and to the default calibration's
+ *   windows; feature collection ≈ one full-precision evaluation of the
+ *   attention and of the FFN per window; the clip search on a sample of rows
+ *   of each clipped linear, × rows; the final quantization whole. The
+ *   searches run on workers split into equal tasks: the all-workers figure
+ *   divides their one-thread time by the workers (an ideal split).
+ * - SqueezeLLM: the k-means of a sample of rows of each linear shape on the
+ *   workers (squeezellmQuantize, all defaults), × rows. The Fisher pass (one
+ *   backward per calibration window) is not part of this figure, as it is
+ *   not part of the published k-means times.
+ *
+ * Every projection is built from the CPU time (user + system) of the
+ * measured pieces, not their wall time: on a shared machine the wall time
+ * also counts the waiting for a core. The parallel parts (AWQ's searches,
+ * SqueezeLLM's rows: equal independent tasks) are divided by the workers,
+ * an ideal split on an otherwise idle machine. The wall and CPU seconds the
+ * measurements took are printed too.
+ *
+ * Published figures are printed beside the projections, labelled as
+ * published; they are never measured here.
+ *
+ * Run: `deno task bench model-quant --shape llama7b [--small] [--workers N]`.
+ *
+ * @module
+ */
+import process from "node:process";
+import type { LayerWeights, LinearName, LlamaConfig } from "../../model/config.ts";
+import { LINEAR_NAMES, linearShape } from "../../model/config.ts";
+import { RunState } from "../../model/forward.ts";
+import { randn, randomWeights } from "../../model/random.ts";
+import { rtn } from "../../quant/rtn.ts";
+import { Gptq } from "../../quant/gptq.ts";
+import {
+  awqQuantizeTensor,
+  type BlockFeatures,
+  CLIP_LINEARS,
+  sampleTokens,
+  scaleGroups,
+  searchClip,
+  searchGroupScale,
+} from "../../quant/awq.ts";
+import { squeezellmQuantize } from "../../quant/squeezellm.ts";
+import { DEFAULT_WORKERS, DEFAULTS } from "../../quant/spec.ts";
+import { LLAMA7B_BLOCK } from "./prefill.ts";
+
+/** A smoke-test shape: about LLaMA-7B's proportions at 1/16 of the width (widths divisible by 128). */
+export const SMALL_BLOCK: LlamaConfig = {
+  ...LLAMA7B_BLOCK,
+  dim: 256,
+  hiddenDim: 768,
+  nHeads: 4,
+  nKvHeads: 4,
+  maxSeqLen: 128,
+};
+
+/** Options of {@linkcode benchModelQuant}. */
+export interface BenchModelQuantOptions {
+  /** The block's shape. @default LLAMA7B_BLOCK (eval/bench/prefill.ts); small: SMALL_BLOCK */
+  config?: LlamaConfig;
+  /** Blocks of the whole model. @default 32 (LLaMA-7B) */
+  blocks?: number;
+  /** Quick run: SMALL_BLOCK, fewer sampled rows. @default false */
+  small?: boolean;
+  /** Bits per weight. @default 3 */
+  bits?: number;
+  /** Worker threads (AWQ, SqueezeLLM). @default DEFAULT_WORKERS (quant/spec.ts) */
+  workers?: number;
+  /** Measured calibration windows. @default 1 */
+  windows?: number;
+  /** Tokens per measured window. @default the config's maxSeqLen */
+  seqlen?: number;
+  /** Rows timed per layer by the clip search and k-means: rows / rowDivisor. @default 64 (small: 16) */
+  rowDivisor?: number;
+  /** Seed of weights and activations. @default 0 */
+  seed?: number;
+  /** Where lines go. @default console.log */
+  log?: (line: string) => void;
+}
+
+/** One method's projection. */
+export interface MethodProjection {
+  method: "rtn" | "gptq" | "awq" | "squeezellm";
+  /** Projected seconds of one block on one thread (from CPU time). */
+  blockSecondsOneThread: number;
+  /** Projected seconds of one block with `workers` workers (the parallel parts ideally split). */
+  blockSeconds: number;
+  /** blockSeconds × blocks. */
+  modelSeconds: number;
+  /** CPU seconds (user + system, all threads) this method's measurements took. */
+  measuredCpuSeconds: number;
+  /** Wall seconds the measurements took. */
+  measuredWallSeconds: number;
+  /** How the figure was obtained. */
+  note: string;
+}
+
+/** A published figure (not measured here). */
+export interface PublishedFigure {
+  method: string;
+  figure: string;
+  source: string;
+}
+
+/** Everything {@linkcode benchModelQuant} measured. */
+export interface BenchModelQuantResult {
+  config: LlamaConfig;
+  blocks: number;
+  bits: number;
+  workers: number;
+  windows: number;
+  seqlen: number;
+  activations: string;
+  methods: MethodProjection[];
+  published: PublishedFigure[];
+}
+
+/** The published figures printed beside the projections. */
+export const PUBLISHED: readonly PublishedFigure[] = [
+  {
+    method: "squeezellm",
+    figure: "k-means of LLaMA-7B ≈ 11 min on a 48-core machine",
+    source: "SqueezeLLM (Kim et al., 2023), SqueezeAILab/SqueezeLLM",
+  },
+  {
+    method: "squeezellm",
+    figure: "k-means of LLaMA-7B ≈ 6 min after a later pull request",
+    source: "SqueezeAILab/SqueezeLLM pull request",
+  },
+  {
+    method: "gptq",
+    figure: "175-billion-parameter models in ≈ 4 GPU hours (one A100)",
+    source: "GPTQ (Frantar et al., 2023)",
+  },
+];
+
+/** Wall and CPU seconds of fn. */
+function timed<T>(fn: () => T): { r: T; wall: number; cpu: number } {
+  const c0 = process.cpuUsage(), t0 = performance.now();
+  const r = fn();
+  const c = process.cpuUsage(c0);
+  return { r, wall: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6 };
+}
+
+/** {@linkcode timed} for an async fn. */
+async function timedAsync<T>(fn: () => Promise<T>): Promise<{ r: T; wall: number; cpu: number }> {
+  const c0 = process.cpuUsage(), t0 = performance.now();
+  const r = await fn();
+  const c = process.cpuUsage(c0);
+  return { r, wall: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6 };
+}
+
+/** Distinct linear shapes of a block with their names. */
+function shapesOf(c: LlamaConfig): { rows: number; cols: number; names: LinearName[] }[] {
+  const out: { rows: number; cols: number; names: LinearName[] }[] = [];
+  for (const name of LINEAR_NAMES) {
+    const [rows, cols] = linearShape(c, name);
+    const s = out.find((x) => x.rows === rows && x.cols === cols);
+    if (s) s.names.push(name);
+    else out.push({ rows, cols, names: [name] });
+  }
+  return out;
+}
+
+/**
+ * Projects the whole-model quantization time of RTN, GPTQ, AWQ and
+ * SqueezeLLM (see the module doc), prints one line per method and the
+ * published figures, and returns them.
+ *
+ * @param opts shape, bits, workers, measured calibration size
+ * @returns the projections and the published figures
+ * @example
+ * ```ts
+ * const r = await benchModelQuant({ small: true });
+ * r.methods.map((m) => m.modelSeconds);
+ * ```
+ */
+export async function benchModelQuant(
+  opts: BenchModelQuantOptions = {},
+): Promise<BenchModelQuantResult> {
+  const small = opts.small ?? false;
+  const c = opts.config ?? (small ? SMALL_BLOCK : LLAMA7B_BLOCK);
+  const blocks = opts.blocks ?? 32;
+  const bits = opts.bits ?? 3;
+  const workers = opts.workers ?? DEFAULT_WORKERS;
+  const nWin = opts.windows ?? 1;
+  const seqlen = opts.seqlen ?? c.maxSeqLen;
+  const div = opts.rowDivisor ?? (small ? 16 : 64);
+  const seed = opts.seed ?? 0;
+  const log = opts.log ?? console.log;
+  const N = nWin * seqlen;
+  const lw: LayerWeights = randomWeights({ ...c, nLayers: 1 }, seed).layers[0];
+  const methods: MethodProjection[] = [];
+  const fmt = (s: number) => (s >= 120 ? `${(s / 60).toFixed(1)} min` : `${s.toFixed(1)} s`);
+  log(
+    `whole-model quantization time, projected: ${blocks} blocks of dim ${c.dim}, hidden ` +
+      `${c.hiddenDim}, ${c.nHeads} heads; ${bits} bits; ${workers} workers; measured on ` +
+      `${nWin} × ${seqlen} tokens of seeded N(0, 1) activations (this machine, shared)`,
+  );
+  const report = (m: MethodProjection) => {
+    methods.push(m);
+    log(
+      `  ${m.method.padEnd(10)} ${fmt(m.modelSeconds).padStart(10)} (block ${
+        fmt(m.blockSeconds)
+      }, one thread ${fmt(m.blockSecondsOneThread)}; measuring took ${
+        m.measuredWallSeconds.toFixed(1)
+      } s wall, ${m.measuredCpuSeconds.toFixed(1)} s CPU) — ${m.note}`,
+    );
+  };
+
+  // RTN: every linear, whole.
+  {
+    const t = timed(() => {
+      for (const name of LINEAR_NAMES) {
+        const [rows, cols] = linearShape(c, name);
+        rtn(lw[name], rows, cols, { bits, groupSize: DEFAULTS.rtn.groupSize });
+      }
+    });
+    report({
+      method: "rtn",
+      blockSecondsOneThread: t.cpu,
+      blockSeconds: t.cpu,
+      modelSeconds: t.cpu * blocks,
+      measuredCpuSeconds: t.cpu,
+      measuredWallSeconds: t.wall,
+      note: "measured whole, one thread",
+    });
+  }
+
+  // GPTQ: Hessian per linear scaled to the default calibration; fasterquant fitted on rows.
+  {
+    const calibTokens = DEFAULTS.gptq.calib.nsamples * (DEFAULTS.gptq.calib.seqlen ?? c.maxSeqLen);
+    let block = 0, wall = 0, cpu = 0;
+    for (const { rows, cols, names } of shapesOf(c)) {
+      const x = randn(N * cols, 7000 + cols + seed);
+      const r1 = Math.max(8, Math.min(rows, Math.ceil(rows / div))), r2 = Math.min(rows, 2 * r1);
+      const fq = (r: number) => {
+        const g = new Gptq(r, cols);
+        const th = timed(() => g.addBatch(x, N, nWin));
+        const tf = timed(() =>
+          g.fasterquant(lw[names[0]].subarray(0, r * cols), {
+            bits,
+            groupSize: DEFAULTS.gptq.groupSize,
+            blocksize: DEFAULTS.gptq.blocksize,
+            percdamp: DEFAULTS.gptq.percdamp,
+          })
+        );
+        g.free();
+        wall += th.wall + tf.wall;
+        cpu += th.cpu + tf.cpu;
+        return { hess: th.cpu, fq: tf.cpu };
+      };
+      const a = fq(r1), b = fq(r2);
+      const perRow = r2 > r1 ? Math.max(0, (b.fq - a.fq) / (r2 - r1)) : a.fq / r1;
+      const fixed = Math.max(0, a.fq - perRow * r1);
+      const hess = Math.min(a.hess, b.hess) * (calibTokens / N);
+      block += names.length * (hess + fixed + perRow * rows);
+    }
+    report({
+      method: "gptq",
+      blockSecondsOneThread: block,
+      blockSeconds: block,
+      modelSeconds: block * blocks,
+      measuredCpuSeconds: cpu,
+      measuredWallSeconds: wall,
+      note: `quant/gptq.ts Gptq, one thread; Hessian × ${calibTokens} calibration tokens, ` +
+        `fasterquant fitted on rows`,
+    });
+  }
+
+  // AWQ: one ratio per group, a sample of rows per clipped linear.
+  {
+    const nGrid = DEFAULTS.awq.nGrid;
+    const windowsScale = DEFAULTS.awq.calib.nsamples / nWin;
+    const f: BlockFeatures = {
+      lengths: Array.from({ length: nWin }, () => seqlen),
+      offsets: Array.from({ length: nWin }, (_, j) => j * seqlen),
+      N,
+      attnIn: randn(N * c.dim, 8001 + seed),
+      woIn: randn(N * c.dim, 8002 + seed),
+      ffnIn: randn(N * c.dim, 8003 + seed),
+      w2In: randn(N * c.hiddenDim, 8004 + seed),
+    };
+    const s = new RunState(c, seqlen);
+    // AWQ's group (128) when it divides every width, else one group per row (as the CLI).
+    const g0 = DEFAULTS.awq.groupSize;
+    const awqGroup = g0 !== null && c.dim % g0 === 0 && c.hiddenDim % g0 === 0 ? g0 : null;
+    const groupSize = (cols: number) => awqGroup ?? cols;
+    let search = 0, rest = 0, wall = 0, cpu = 0;
+    for (const g of scaleGroups(c)) {
+      const t = timed(() =>
+        searchGroupScale(c, lw, 0, g, f, s, {
+          bits,
+          groupSize: awqGroup,
+          nGrid: 1,
+        })
+      );
+      wall += t.wall;
+      cpu += t.cpu;
+      const perEval = t.cpu / 2;
+      search += perEval * (nGrid + 1) * windowsScale;
+      if (g.prevOp === "attnNorm" || g.prevOp === "ffnNorm") rest += perEval * windowsScale; // collect
+    }
+    const nSample = Math.min(N, DEFAULTS.awq.nSampleTokens);
+    for (const name of CLIP_LINEARS) {
+      const [rows, cols] = linearShape(c, name);
+      const input = name === "wo"
+        ? f.woIn
+        : name === "w2"
+        ? f.w2In
+        : name === "wv"
+        ? f.attnIn
+        : f.ffnIn;
+      const { x, n } = sampleTokens(input, N, cols, nSample);
+      const r = Math.max(1, Math.ceil(rows / div));
+      const t = timed(() =>
+        searchClip(lw[name].subarray(0, r * cols), r, cols, x, n, {
+          bits,
+          groupSize: groupSize(cols),
+          nGrid,
+          maxShrink: DEFAULTS.awq.maxShrink,
+        })
+      );
+      wall += t.wall;
+      cpu += t.cpu;
+      search += (t.cpu * rows) / r;
+    }
+    const tq = timed(() => {
+      for (const name of LINEAR_NAMES) {
+        const [rows, cols] = linearShape(c, name);
+        awqQuantizeTensor(lw[name], rows, cols, { bits, groupSize: groupSize(cols) });
+      }
+    });
+    wall += tq.wall;
+    cpu += tq.cpu;
+    rest += tq.cpu;
+    const oneThread = search + rest;
+    const block = search / Math.max(1, workers) + rest;
+    report({
+      method: "awq",
+      blockSecondsOneThread: oneThread,
+      blockSeconds: block,
+      modelSeconds: block * blocks,
+      measuredCpuSeconds: cpu,
+      measuredWallSeconds: wall,
+      note: `one ratio per group timed, × ${
+        nGrid + 1
+      } evaluations × ${DEFAULTS.awq.calib.nsamples} windows; clip on 1/${div} of the rows; searches ÷ ${workers} workers (ideal split)`,
+    });
+  }
+
+  // SqueezeLLM: k-means of a sample of rows of each shape, on the workers.
+  {
+    let block = 0, oneThread = 0, wall = 0, cpu = 0;
+    for (const { rows, cols, names } of shapesOf(c)) {
+      const r = Math.max(1, Math.ceil(rows / div));
+      const W = lw[names[0]].slice(0, r * cols);
+      const F = randn(r * cols, 9000 + cols + seed);
+      for (let i = 0; i < F.length; i++) F[i] *= F[i];
+      const t = await timedAsync(() => squeezellmQuantize(W, F, r, cols, { bits, seed, workers }));
+      wall += t.wall;
+      cpu += t.cpu;
+      oneThread += (names.length * t.cpu * rows) / r;
+      block = oneThread / Math.max(1, workers);
+    }
+    report({
+      method: "squeezellm",
+      blockSecondsOneThread: oneThread,
+      blockSeconds: block,
+      modelSeconds: block * blocks,
+      measuredCpuSeconds: cpu,
+      measuredWallSeconds: wall,
+      note: `k-means only (no Fisher pass), 1/${div} of the rows run on ${workers} workers; ` +
+        `their CPU time ÷ ${workers} (ideal split)`,
+    });
+  }
+
+  log("  published (not measured here):");
+  for (const p of PUBLISHED) log(`    ${p.method.padEnd(10)} ${p.figure} — ${p.source}`);
+  return {
+    config: c,
+    blocks,
+    bits,
+    workers,
+    windows: nWin,
+    seqlen,
+    activations: "seeded N(0, 1) inputs of every linear; Fisher = squared seeded N(0, 1)",
+    methods,
+    published: [...PUBLISHED],
+  };
+}
+
+if (import.meta.main) {
+  await benchModelQuant({ small: Deno.args.includes("--small") });
+}

@@ -1,0 +1,35 @@
+import assert from "node:assert/strict";
+import { benchModelQuant, PUBLISHED, SMALL_BLOCK } from "./model_quant.ts";
+
+Deno.test("benchModelQuant() projects RTN, GPTQ, AWQ and SqueezeLLM and labels the published figures", async () => {
+  const lines: string[] = [];
+  const config = {
+    ...SMALL_BLOCK,
+    dim: 128,
+    hiddenDim: 256,
+    nHeads: 2,
+    nKvHeads: 2,
+    maxSeqLen: 16,
+  };
+  const r = await benchModelQuant({
+    config,
+    blocks: 3,
+    workers: 0,
+    seqlen: 16,
+    rowDivisor: 16,
+    log: (l) => lines.push(l),
+  });
+  assert.deepEqual(r.methods.map((m) => m.method), ["rtn", "gptq", "awq", "squeezellm"]);
+  for (const m of r.methods) {
+    assert.ok(Number.isFinite(m.blockSeconds) && m.blockSeconds > 0, m.method);
+    assert.ok(m.blockSeconds <= m.blockSecondsOneThread + 1e-12, m.method);
+    assert.equal(m.modelSeconds, m.blockSeconds * 3);
+  }
+  assert.equal(r.bits, 3);
+  assert.match(lines[0], /3 blocks of dim 128, hidden 256/);
+  const p = lines.indexOf("  published (not measured here):");
+  assert.equal(p, 1 + r.methods.length, "the published figures come after the measured ones");
+  assert.equal(lines.length, p + 1 + PUBLISHED.length);
+  assert.match(lines[p + 1], /squeezellm +k-means of LLaMA-7B ≈ 11 min on a 48-core machine/);
+  assert.match(lines.at(-1)!, /gptq +175-billion-parameter models in ≈ 4 GPU hours/);
+});
