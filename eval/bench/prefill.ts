@@ -15,7 +15,10 @@
  * The token-by-token path is timed on the first `decodeTokens` positions of
  * a window (its cost per token grows with the position, so at long windows
  * it is an upper bound on its speed). On a software adapter (llvmpipe) all
- * figures are CPU figures; the output names the adapter.
+ * figures are CPU figures; the output names the adapter. Beside wall-clock
+ * tokens/s, every path is also measured in tokens per CPU-second of this
+ * process (Linux /proc/self/stat, every thread, llvmpipe's included): on a
+ * shared machine the wall clock measures the neighbours, CPU time the work.
  *
  * @module
  */
@@ -62,12 +65,26 @@ export interface BenchPrefillOptions {
   formats?: PrefillFormat[];
   /** Timed windows per prefill measurement. @default 2 */
   windows?: number;
-  /** Positions timed on the token-by-token path. @default 32 */
+  /** Positions timed on the token-by-token path. @default 64 */
   decodeTokens?: number;
   /** The device. */
   gpu: Gpu;
   /** Progress and the table. @default console.log */
   log?: (line: string) => void;
+}
+
+/** CPU seconds of this process so far (user + system, every thread), or NaN off Linux. */
+function cpuSeconds(): number {
+  if (Deno.build.os !== "linux") return NaN; // the CPU-time columns read NaN elsewhere
+  const f = Deno.readTextFileSync("/proc/self/stat").split(") ")[1].split(" ");
+  return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
+}
+
+/** Wall and CPU seconds of `f`. */
+async function timed(f: () => Promise<unknown> | unknown): Promise<{ wall: number; cpu: number }> {
+  const c0 = cpuSeconds(), t0 = performance.now();
+  await f();
+  return { wall: (performance.now() - t0) / 1000, cpu: cpuSeconds() - c0 };
 }
 
 /** One measurement. */
@@ -83,6 +100,12 @@ export interface PrefillBenchRow {
   cpuTokensPerSecond: number;
   /** prefill / token-by-token. */
   speedupVsDecode: number;
+  /** The same three in tokens per CPU-second of this process. */
+  prefillTokensPerCpuSecond: number;
+  decodeTokensPerCpuSecond: number;
+  cpuForwardTokensPerCpuSecond: number;
+  /** prefill / token-by-token in tokens per CPU-second. */
+  speedupVsDecodeCpu: number;
   /** Multiply-adds per second of the prefill's linears and classifier. */
   prefillGmacs: number;
 }
@@ -144,7 +167,7 @@ export async function benchPrefill(opts: BenchPrefillOptions): Promise<BenchPref
     }
   }
   const nWin = opts.windows ?? 2;
-  const decodeTokens = opts.decodeTokens ?? 32;
+  const decodeTokens = opts.decodeTokens ?? 64;
   const { gpu } = opts;
   log(
     `adapter: ${gpu.info.description}${gpu.info.isFallbackAdapter ? " (software fallback)" : ""}`,
@@ -163,36 +186,32 @@ export async function benchPrefill(opts: BenchPrefillOptions): Promise<BenchPref
       const wins = randomWindows(nWin + 1, T, config.vocabSize, T);
       // CPU forward: fp32, one window.
       const state = new RunState(config, T);
-      let t0 = performance.now();
-      forward(weights, wins[0], { state });
-      const cpu = T / ((performance.now() - t0) / 1000);
+      const cf = await timed(() => forward(weights, wins[0], { state }));
+      const cpu = T / cf.wall, cpuC = T / cf.cpu;
       log(`${m.name} T=${T}: CPU forward ${cpu.toFixed(0)} tokens/s`);
       for (const format of formats) {
         const source = sources.get(format)!;
         const pf = await GpuPrefill.create(gpu, weights, source, { seqlen: T });
-        let prefill: number, gmacs: number;
+        let p: { wall: number; cpu: number }, macs: number;
         try {
           await pf.windowLosses([wins[0]]); // compiles, warms
-          t0 = performance.now();
-          await pf.windowLosses(wins.slice(1));
-          const s = (performance.now() - t0) / 1000;
-          prefill = (nWin * T) / s;
-          gmacs = (nWin * pf.macsPerWindow) / s / 1e9;
+          p = await timed(() => pf.windowLosses(wins.slice(1)));
+          macs = nWin * pf.macsPerWindow;
         } finally {
           pf.release();
         }
+        const prefill = (nWin * T) / p.wall, gmacs = macs / p.wall / 1e9;
         const dec = await GpuDecoder.create(gpu, weights, source);
-        let decode: number;
+        let d: { wall: number; cpu: number };
+        const n = Math.min(decodeTokens, T);
         try {
-          const n = Math.min(decodeTokens, T);
           await dec.forward(wins[0].subarray(0, 1));
           dec.reset();
-          t0 = performance.now();
-          await dec.forward(wins[0].subarray(0, n));
-          decode = n / ((performance.now() - t0) / 1000);
+          d = await timed(() => dec.forward(wins[0].subarray(0, n)));
         } finally {
           dec.release();
         }
+        const decode = n / d.wall;
         const row: PrefillBenchRow = {
           model: m.name,
           seqlen: T,
@@ -202,12 +221,18 @@ export async function benchPrefill(opts: BenchPrefillOptions): Promise<BenchPref
           cpuTokensPerSecond: cpu,
           speedupVsDecode: prefill / decode,
           prefillGmacs: gmacs,
+          prefillTokensPerCpuSecond: (nWin * T) / p.cpu,
+          decodeTokensPerCpuSecond: n / d.cpu,
+          cpuForwardTokensPerCpuSecond: cpuC,
+          speedupVsDecodeCpu: (nWin * T) / p.cpu / (n / d.cpu),
         };
         rows.push(row);
         log(
           `${m.name} T=${T} ${format}: prefill ${prefill.toFixed(0)} tok/s ` +
             `(${gmacs.toFixed(2)} GMAC/s), token-by-token ${decode.toFixed(1)} tok/s, ` +
-            `×${row.speedupVsDecode.toFixed(1)}`,
+            `×${row.speedupVsDecode.toFixed(1)} (per CPU-second: ×${
+              row.speedupVsDecodeCpu.toFixed(1)
+            })`,
         );
       }
       gpu.pool.trim();
@@ -232,6 +257,10 @@ export function prefillTable(rows: PrefillBenchRow[]): string {
       "token-by-token tok/s",
       "prefill ÷ token",
       "CPU fp32 tok/s",
+      "prefill tok/CPU-s",
+      "token tok/CPU-s",
+      "÷ (CPU-s)",
+      "CPU fp32 tok/CPU-s",
     ],
     rows.map((r) => [
       r.model,
@@ -242,6 +271,10 @@ export function prefillTable(rows: PrefillBenchRow[]): string {
       r.decodeTokensPerSecond.toFixed(1),
       r.speedupVsDecode.toFixed(1),
       r.cpuTokensPerSecond.toFixed(0),
+      r.prefillTokensPerCpuSecond.toFixed(0),
+      r.decodeTokensPerCpuSecond.toFixed(1),
+      r.speedupVsDecodeCpu.toFixed(1),
+      r.cpuForwardTokensPerCpuSecond.toFixed(0),
     ]),
   );
 }
