@@ -10,8 +10,8 @@
  *   8 columns, 256 rows of X per pass, only the upper triangle; the rows of H
  *   are split over the workers (tasks of equal area). Rows given to
  *   {@linkcode GptqFast.addBatch} are buffered and accumulated at the next
- *   {@linkcode GptqFast.flush} (or when 2²⁴ values are waiting, on this
- *   thread): fp32 sums per flush, like torch's `inp.matmul(inp.t())`, added
+ *   {@linkcode GptqFast.flush} (or when more than 2²⁶ values are waiting, on
+ *   this thread): fp32 sums per flush, like torch's `inp.matmul(inp.t())`, added
  *   into a float64 Σ xᵀx; H = (2/nsamples)·Σ xᵀx at the end instead of GPTQ's
  *   running rescale (`H *= nsamples / (nsamples + tmp)`), equal up to rounding.
  * - **Hinv** (`cholesky → cholesky_inverse → cholesky(upper)`): in fp32 like
@@ -120,8 +120,11 @@ export interface GptqFastInit {
   parallelMinMacs?: number;
 }
 
-/** Values of x waiting in {@linkcode GptqFast.addBatch} before they are accumulated on this thread. */
-const PENDING_LIMIT = 1 << 24;
+/**
+ * Values of x (256 MiB) beyond which {@linkcode GptqFast.addBatch}
+ * accumulates the waiting rows on this thread instead of at the next flush.
+ */
+const PENDING_LIMIT = 1 << 26;
 /** Rows of X per packed pass of the Hessian. */
 const HESSIAN_ROWS = 256;
 /** Rows of output per gemm_f32 call: calls stay short (model/wasm/kernels.ts `warmUp`). */
@@ -188,8 +191,8 @@ export class GptqFast {
   /**
    * GPTQ's `add_batch`: takes the N rows of x (one per token) from `samples`
    * calibration windows (GPTQ's tmp). The rows are copied and accumulated
-   * at the next {@linkcode flush}, or here on this thread when 2²⁴ values
-   * are waiting.
+   * at the next {@linkcode flush} (on the workers), or here on this thread
+   * once more than 2²⁶ values are waiting.
    *
    * @param x layer inputs [N, cols]
    * @param N number of rows of x
@@ -217,7 +220,7 @@ export class GptqFast {
     if (N === 0) return;
     this.pending.push(x.slice());
     this.pendingRows += N;
-    if (this.pendingRows * n >= PENDING_LIMIT) this.accumulate(this.takePending(), 0);
+    if (this.pendingRows * n > PENDING_LIMIT) this.accumulate(this.takePending(), 0);
   }
 
   /** Accumulates the rows waiting from {@linkcode addBatch} into H, on the workers. */

@@ -14,7 +14,9 @@
  * on one thread, the official code on one thread (OMP/OpenBLAS threads 1),
  * ours on every worker, the official code on every thread — so that load
  * from other processes hits both sides alike. Ratios are ours / official
- * (below 1: ours is faster).
+ * (below 1: ours is faster). The official code runs with torch's defaults
+ * (OpenMP's default wait policy: on a machine whose cores are busy with
+ * other work, its threads can spin for minutes; the figures say so).
  *
  * `deno task bench quant` runs it through the CLI; `--small` divides every
  * width by 8 (512×512 and 1376×512, 512 calibration rows) for a smoke test.
