@@ -15,6 +15,8 @@ export {
 export * from "./perplexity.ts";
 export * from "./generate.ts";
 export * from "./gpu_perplexity.ts";
+export * from "./gpu_calibration.ts";
+export * from "./bench/prefill.ts";
 export * from "./wa_linear.ts";
 export * from "./wa_perplexity.ts";
 export * from "./bench/wa.ts";

@@ -20,7 +20,13 @@ export {
   type UniformGrid,
 } from "./rtn.ts";
 export { Gptq } from "./gptq.ts";
-export { gptqQuantizeModel } from "./sequential.ts";
+export {
+  cpuHessians,
+  gptqQuantizeModel,
+  gptqQuantizeModelAsync,
+  type HessianAccumulator,
+  type HessianAccumulatorFactory,
+} from "./sequential.ts";
 export { awqGrid, awqQuantizeModel } from "./awq.ts";
 export { findOutlierRange, outlierThreshold, squeezellmQuantize } from "./squeezellm.ts";
 export { kmeans1d, kmeans1dOptimum } from "./kmeans1d.ts";
