@@ -51,7 +51,7 @@ import { LINEAR_NAMES, linearShape } from "../../model/config.ts";
 import { RunState } from "../../model/forward.ts";
 import { randn, randomWeights } from "../../model/random.ts";
 import { rtn } from "../../quant/rtn.ts";
-import { Gptq } from "../../quant/gptq.ts";
+import { GptqFast } from "../../quant/gptq_fast.ts";
 import {
   awqQuantizeTensor,
   type BlockFeatures,
@@ -255,37 +255,43 @@ export async function benchModelQuant(
     for (const { rows, cols, names } of shapesOf(c)) {
       const x = randn(N * cols, 7000 + cols + seed);
       const r1 = Math.max(8, Math.min(rows, Math.ceil(rows / div))), r2 = Math.min(rows, 2 * r1);
-      const fq = (r: number) => {
-        const g = new Gptq(r, cols);
-        const th = timed(() => g.addBatch(x, N, nWin));
-        const tf = timed(() =>
-          g.fasterquant(lw[names[0]].subarray(0, r * cols), {
+      const g = new GptqFast(r1, cols, { workers });
+      const th = await timedAsync(async () => {
+        g.addBatch(x, N, nWin);
+        await g.flush();
+      });
+      const g2 = await g.copyFor(r2);
+      const fq = async (solver: GptqFast, r: number) => {
+        const t = await timedAsync(() =>
+          solver.fasterquant(lw[names[0]].subarray(0, r * cols), {
             bits,
             groupSize: DEFAULTS.gptq.groupSize,
             blocksize: DEFAULTS.gptq.blocksize,
             percdamp: DEFAULTS.gptq.percdamp,
           })
         );
-        g.free();
-        wall += th.wall + tf.wall;
-        cpu += th.cpu + tf.cpu;
-        return { hess: th.cpu, fq: tf.cpu };
+        solver.free();
+        wall += t.wall;
+        cpu += t.cpu;
+        return t.cpu;
       };
-      const a = fq(r1), b = fq(r2);
-      const perRow = r2 > r1 ? Math.max(0, (b.fq - a.fq) / (r2 - r1)) : a.fq / r1;
-      const fixed = Math.max(0, a.fq - perRow * r1);
-      const hess = Math.min(a.hess, b.hess) * (calibTokens / N);
-      block += names.length * (hess + fixed + perRow * rows);
+      const a = await fq(g, r1), b = await fq(g2, r2);
+      wall += th.wall;
+      cpu += th.cpu;
+      const perRow = r2 > r1 ? Math.max(0, (b - a) / (r2 - r1)) : a / r1;
+      const fixed = Math.max(0, a - perRow * r1);
+      block += names.length * (th.cpu * (calibTokens / N) + fixed + perRow * rows);
     }
     report({
       method: "gptq",
       blockSecondsOneThread: block,
-      blockSeconds: block,
-      modelSeconds: block * blocks,
+      blockSeconds: block / Math.max(1, workers),
+      modelSeconds: (block / Math.max(1, workers)) * blocks,
       measuredCpuSeconds: cpu,
       measuredWallSeconds: wall,
-      note: `quant/gptq.ts Gptq, one thread; Hessian × ${calibTokens} calibration tokens, ` +
-        `fasterquant fitted on rows`,
+      note: `quant/gptq_fast.ts GptqFast on ${workers} workers; Hessian × ${calibTokens} ` +
+        `calibration tokens, fasterquant fitted on rows; CPU time ÷ ${workers} (ideal split; ` +
+        `a lower bound: the Cholesky runs on one thread)`,
     });
   }
 
