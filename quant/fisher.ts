@@ -13,7 +13,11 @@
  * official code runs the model in bfloat16; here everything is float32 and
  * the sums are float64.
  *
- * Windows run on worker threads (model/pool.ts, `fisher_worker.ts`). They
+ * Windows run on worker threads (model/pool.ts, `fisher_worker.ts`), the
+ * weights shared with them ({@linkcode sharedWeights}: one copy of the model
+ * in memory, not one per worker). Each worker holds its activations and
+ * gradients (model/backward.ts BackwardState) and one partial sum, 8 bytes
+ * per linear weight; the caller one more (F). They
  * are cut into fixed chunks of {@linkcode FISHER_CHUNK} windows; each
  * chunk's partial sum starts from zero and the partials are added in chunk
  * order, so the result is bit-identical for any number of workers (0 = this
@@ -178,7 +182,8 @@ export async function fisherInformation(
     worker: new URL("./fisher_worker.ts", import.meta.url),
     handler: fisherTasks,
     workers,
-    init: { weights, maxT },
+    // On workers the weights travel in shared memory: one copy of the model, not one per worker.
+    init: { weights: workers > 0 ? sharedWeights(weights) : weights, maxT },
     tasks: Math.ceil(windows.length / FISHER_CHUNK),
     // Copies, so that views of a long token stream do not clone the whole stream.
     task: (k) => ({
@@ -200,6 +205,45 @@ export async function fisherInformation(
     windows: windows.length,
     seconds: (performance.now() - t0) / 1000,
     meanLoss: lossSum / windows.length,
+  };
+}
+
+/**
+ * A copy of `w` whose arrays live in SharedArrayBuffers, so that posting it
+ * to workers shares the memory instead of cloning the model once per
+ * worker (arrays that are the same object, e.g. a shared classifier, stay
+ * one array).
+ *
+ * @param w the model
+ * @returns the same weights in shared memory
+ * @example
+ * ```ts
+ * const s = sharedWeights(w);
+ * s.layers[0].wq.buffer instanceof SharedArrayBuffer; // true
+ * ```
+ */
+export function sharedWeights(w: LlamaWeights): LlamaWeights {
+  const done = new Map<Float32Array, Float32Array>();
+  const share = (a: Float32Array): Float32Array => {
+    let b = done.get(a);
+    if (!b) {
+      b = new Float32Array(new SharedArrayBuffer(a.byteLength));
+      b.set(a);
+      done.set(a, b);
+    }
+    return b;
+  };
+  const layers = w.layers.map((lw) => {
+    const out = { ...lw };
+    for (const key of Object.keys(lw) as (keyof typeof lw)[]) out[key] = share(lw[key]);
+    return out;
+  });
+  return {
+    ...w,
+    tokenEmbedding: share(w.tokenEmbedding),
+    layers,
+    finalNorm: share(w.finalNorm),
+    classifier: share(w.classifier),
   };
 }
 

@@ -5,7 +5,7 @@ import { loadCheckpoint } from "../model/checkpoint.ts";
 import { LINEAR_NAMES } from "../model/config.ts";
 import { randomWeights, randomWindows, tinyConfig } from "../model/random.ts";
 import { sharedData } from "../datasets/testing.ts";
-import { FISHER_CODE_VERSION, fisherInformation } from "./fisher.ts";
+import { FISHER_CODE_VERSION, fisherInformation, sharedWeights } from "./fisher.ts";
 import {
   cachedFisher,
   fisherCacheKey,
@@ -174,4 +174,16 @@ Deno.test("fisherInformation() passes a worker's error on with its class, naming
     (e: Error) =>
       e instanceof RangeError && /^Fisher worker: /.test(e.message) && message.test(e.message),
   );
+});
+
+Deno.test("sharedWeights() copies the model into shared memory, a shared classifier staying one array", () => {
+  const c = tinyConfig({ sharedClassifier: true });
+  const w = randomWeights(c, 3);
+  const s = sharedWeights(w);
+  assert.ok(s.layers[1].w2.buffer instanceof SharedArrayBuffer);
+  assert.ok(s.tokenEmbedding.buffer instanceof SharedArrayBuffer);
+  assert.equal(s.classifier, s.tokenEmbedding);
+  assert.deepEqual(Array.from(s.layers[1].w2), Array.from(w.layers[1].w2));
+  assert.deepEqual(Array.from(s.finalNorm), Array.from(w.finalNorm));
+  assert.notEqual(s.layers[0].wq, w.layers[0].wq, "a copy, not the caller's array");
 });
