@@ -2,8 +2,9 @@
  * model → calibrate → quantize: the one place that loads what a method's
  * calibration needs and hands it to the quantizer registry (quant/registry.ts).
  *
- * - "activations" (GPTQ, AWQ): `calib.nsamples` windows drawn by
- *   datasets/calibration.ts.
+ * - "activations" (GPTQ, AWQ, SmoothQuant, ABQ-LLM): `calib.nsamples`
+ *   windows drawn by datasets/calibration.ts (ABQ-LLM embeds them itself as
+ *   its first block's inputs, and draws them with its own seed, 2).
  * - "fisher" (SqueezeLLM): `fisherSamples` windows, then the Fisher
  *   information, cached in `<cache dir>/fisher` (quant/fisher_cache.ts; the
  *   cache dir is `$SQB_CACHE_DIR`, else `~/.cache/squeezebench/cache`, never
