@@ -199,6 +199,33 @@ export class Gptq {
   }
 
   /**
+   * A solver seeded with an accumulated H (e.g. from another accumulator:
+   * quant/sequential.ts `HessianAccumulator`, quant/gptq_fast.ts `fastHessians`).
+   *
+   * @param rows output features of the layer
+   * @param cols input features of the layer
+   * @param H 2/nsamples · Σ xᵀx [cols, cols] (only its upper triangle is read; copied)
+   * @param nsamples windows H stands for (GPTQ's `nsamples`)
+   * @throws {RangeError} when H is not [cols, cols] or nsamples is not > 0
+   */
+  static fromHessian(rows: number, cols: number, H: Float64Array, nsamples: number): Gptq {
+    const g = new Gptq(rows, cols);
+    if (H.length !== cols * cols) {
+      throw new RangeError(
+        `Gptq.fromHessian(): expected H of ${cols}×${cols} = ${
+          cols * cols
+        } values, got ${H.length}`,
+      );
+    }
+    if (!(nsamples > 0)) {
+      throw new RangeError(`Gptq.fromHessian(): nsamples must be > 0, got ${nsamples}`);
+    }
+    g.H!.set(H);
+    g.nsamples = nsamples;
+    return g;
+  }
+
+  /**
    * A new solver for another layer that reads the same inputs (e.g. q/k/v, or
    * gate/up, of one block): same columns, a copy of this H and nsamples.
    *

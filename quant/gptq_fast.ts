@@ -232,6 +232,39 @@ export class GptqFast {
   }
 
   /**
+   * A solver seeded with an accumulated H (see {@linkcode Gptq.fromHessian}).
+   *
+   * @param H 2/nsamples · Σ xᵀx [cols, cols] (only its upper triangle is read; copied)
+   * @param nsamples windows H stands for
+   * @param init workers
+   */
+  static fromHessian(
+    rows: number,
+    cols: number,
+    H: Float64Array,
+    nsamples: number,
+    init: GptqFastInit = {},
+  ): GptqFast {
+    const g = new GptqFast(rows, cols, init);
+    if (H.length !== cols * cols) {
+      throw new RangeError(
+        `GptqFast.fromHessian(): expected H of ${cols}×${cols} = ${
+          cols * cols
+        } values, got ${H.length}`,
+      );
+    }
+    if (!(nsamples > 0)) {
+      throw new RangeError(`GptqFast.fromHessian(): nsamples must be > 0, got ${nsamples}`);
+    }
+    const S = g.S!, f = nsamples / 2; // S = nsamples/2 · H
+    for (let i = 0; i < cols; i++) {
+      for (let j = i; j < cols; j++) S[i * cols + j] = f * H[i * cols + j];
+    }
+    g.nsamples = nsamples;
+    return g;
+  }
+
+  /**
    * A new solver for another layer that reads the same inputs: same
    * columns, a copy of this H and nsamples.
    *
@@ -800,4 +833,37 @@ function sweepRows(
   }
   const l = new Float64Array(k.memory.buffer, offL, 4);
   return { codes, scales, zeros, losses: l[0] + l[1] + l[2] + l[3] };
+}
+
+/**
+ * GPTQ's Hessian accumulation on the fast path, in the shape of
+ * quant/sequential.ts's `HessianAccumulatorFactory` (for
+ * `gptqQuantizeModelAsync`): each accumulator buffers its windows and
+ * `finish()` accumulates them on `workers` threads.
+ *
+ * @param workers worker threads @default DEFAULT_WORKERS
+ * @example
+ * ```ts
+ * const acc = fastHessians(2)(0, "wq", 4096);
+ * acc.addBatch(x, 2048);
+ * const H = await acc.finish();
+ * ```
+ */
+export function fastHessians(
+  workers: number = DEFAULT_WORKERS,
+): (layer: number, name: string, cols: number) => {
+  addBatch(x: Float32Array, rows: number): void;
+  finish(): Promise<Float64Array>;
+} {
+  return (_layer, _name, cols) => {
+    const g = new GptqFast(1, cols, { workers });
+    return {
+      addBatch: (x, rows) => g.addBatch(x.subarray(0, rows * cols), rows),
+      finish: async () => {
+        const H = await g.hessian();
+        g.free();
+        return H;
+      },
+    };
+  };
 }

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { type UniformTensor, unpackCodes } from "./format.ts";
 import { Gptq, type GptqOptions } from "./gptq.ts";
-import { GptqFast, gridOf } from "./gptq_fast.ts";
+import { fastHessians, GptqFast, gridOf } from "./gptq_fast.ts";
 import { awqGrid } from "./awq.ts";
 import { gaussian, randn } from "../model/random.ts";
 
@@ -148,4 +148,24 @@ Deno.test("GptqFast rejects missing calibration, a consumed H, a wrong grid and 
   x[2 * COLS] = NaN;
   assert.throws(() => h.addBatch(x, 40), /input row 2 has a non-finite value NaN/);
   assert.throws(() => new GptqFast(ROWS, COLS, { workers: -1 }), /--workers must be an integer/);
+});
+
+Deno.test("fastHessians() and fromHessian(): a solver seeded with an accumulated H quantizes as one that accumulated it", async () => {
+  const cal = calibration(14);
+  const W = randn(ROWS * COLS, 15, 0.05);
+  const acc = fastHessians(0)(0, "wq", COLS);
+  const direct = new GptqFast(ROWS, COLS, { workers: 0 });
+  for (const x of cal) {
+    acc.addBatch(x, 40);
+    direct.addBatch(x, 40);
+  }
+  const H = await acc.finish();
+  assert.deepEqual(H, await direct.hessian());
+  const o = { bits: 3, groupSize: 10 };
+  const seeded = await GptqFast.fromHessian(ROWS, COLS, H, 3, { workers: 0 }).fasterquant(W, o);
+  assert.deepEqual(seeded.q, (await direct.fasterquant(W, o)).q);
+  const ref = Gptq.fromHessian(ROWS, COLS, H, 3).fasterquant(W, o);
+  assert.deepEqual(codesOf(seeded.q), codesOf(ref.q));
+  assert.throws(() => Gptq.fromHessian(ROWS, COLS, H.subarray(1), 3), /expected H of 70×70/);
+  assert.throws(() => GptqFast.fromHessian(ROWS, COLS, H, 0), /nsamples must be > 0/);
 });
