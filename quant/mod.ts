@@ -27,7 +27,7 @@ export {
   type HessianAccumulator,
   type HessianAccumulatorFactory,
 } from "./sequential.ts";
-export { awqGrid, awqQuantizeModel } from "./awq.ts";
+export { awqGrid, awqQuantizeModel, awqQuantizeModelParallel } from "./awq.ts";
 export { findOutlierRange, outlierThreshold, squeezellmQuantize } from "./squeezellm.ts";
 export { kmeans1d, kmeans1dOptimum } from "./kmeans1d.ts";
 export {
