@@ -283,8 +283,6 @@ export interface BuildPlanOptions {
   seqlen: number;
   /** The cache dir (datasets/datadir.ts resolveCacheDir). */
   cacheDir: string;
-  /** Print what the plan loads (eval sets, calibration windows). */
-  log?: (line: string) => void;
   /** The evaluator of every result when not the CPU forward (reports/identity.ts). */
   evaluator?: string;
 }
@@ -345,7 +343,8 @@ export async function buildPlan(
   };
   const calibrates = new Map<string, CalibrateJob>();
   const units: Unit[] = [];
-  const tokensPerSecond = 40_000; // fp32 perplexity of a 260K model on 2 cores, roughly
+  // Only relative costs matter (they balance shards): perplexity tokens against quantization.
+  const tokensPerSecond = 20_000;
   if (preset.datasets.length > 0) {
     for (const v of variants) {
       const calibration = v.spec ? await calibrationOf(v.spec) : null;
