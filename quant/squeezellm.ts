@@ -36,6 +36,16 @@
  * kept in the sparse part (value −l) so that it is reconstructed as 0; the
  * official `to_sparse()` drops it and leaves the dense code's centroid.
  *
+ * Checked step by step against a re-implementation of the official pipeline
+ * (`eval/bench/peers/squeezellm_official.py`, scikit-learn ≥ 1.3 as nuq.py's
+ * pinned 1.3.1) on stories260K at 3 bits with the same Fisher: identical
+ * range r, sensitive and outlier sets and sample weights; from the same
+ * k-means++ init, scikit-learn's Lloyd and {@linkcode kmeans1d} give the same
+ * centroids (to float32 rounding); the same sparse rule. Perplexity
+ * differences between the two are k-means seed draws (±2% on this tiny
+ * model). With scikit-learn < 1.3, whose k-means++ ignores sample_weight,
+ * the official dense-only result is worse and Dense-and-Sparse gains more.
+ *
  * Rows can run on worker threads (`quant/kmeans_worker.ts`); a row's k-means
  * seed is {@linkcode rowSeed}(seed, row), so results do not depend on the
  * number of workers or on which worker ran a row.

@@ -177,6 +177,61 @@ Deno.test("squeezellmQuantize() method dp stores the fp16 of the exact optimum",
   }
 });
 
+Deno.test("squeezellmQuantize() removed values take no part in their row's k-means (weight 0, as nuq.py)", async () => {
+  // nuq.py clusters the zeroed row with sample_weight = g · (w ≠ 0): a removed
+  // value neither keeps its Fisher weight nor is clipped, so the row's LUT is
+  // the k-means of its kept values alone. Checked on the exact optimum ("dp").
+  const rows = 6, cols = 128;
+  const { W, F } = layer(8, rows, cols);
+  for (let i = 0; i < rows * cols; i += 37) W[i] *= 6; // a few clear outliers
+  const { q, stats } = await squeezellmQuantize(W, F, rows, cols, {
+    bits: 3,
+    method: "dp",
+    sensitivePct: 2,
+    outlierRange: 1.5,
+  });
+  assert.ok(stats.nSensitive > 0 && stats.nOutliers > 0);
+  const removed = new Set(csrPositions(q.sparse!));
+  for (let r = 0; r < rows; r++) {
+    const x: number[] = [], g: number[] = [];
+    for (let c = 0; c < cols; c++) {
+      if (!removed.has(r * cols + c)) x.push(W[r * cols + c]), g.push(F[r * cols + c]);
+    }
+    assert.ok(x.length < cols, `row ${r} has no removed value`);
+    assert.deepEqual(
+      q.dense.lut.subarray(r * 8, r * 8 + 8),
+      toF16(kmeans1dOptimum(x, g, 8).centroids),
+      `row ${r}`,
+    );
+  }
+});
+
+Deno.test("squeezellmQuantize() Dense-and-Sparse changes only the rows that lose values", async () => {
+  // As in the official code (one random_state for every row), a row without
+  // removed values gets the same LUT and codes as in the dense-only run with
+  // the same seed, so dense-only vs Dense-and-Sparse is a paired comparison.
+  const { W, F } = layer(9);
+  const opts = { bits: 3, seed: 4 };
+  const dense = (await squeezellmQuantize(W, F, ROWS, COLS, opts)).q.dense;
+  const { q } = await squeezellmQuantize(W, F, ROWS, COLS, {
+    ...opts,
+    sensitivePct: 0.05,
+    outlierRange: 2.5,
+  });
+  const s = q.sparse!, wpr = q.dense.codes.length / ROWS;
+  let untouched = 0;
+  for (let r = 0; r < ROWS; r++) {
+    if (s.rowPtr[r + 1] > s.rowPtr[r]) continue;
+    untouched++;
+    assert.deepEqual(q.dense.lut.subarray(r * 8, r * 8 + 8), dense.lut.subarray(r * 8, r * 8 + 8));
+    assert.deepEqual(
+      q.dense.codes.subarray(r * wpr, (r + 1) * wpr),
+      dense.codes.subarray(r * wpr, (r + 1) * wpr),
+    );
+  }
+  assert.ok(untouched > 0 && untouched < ROWS, `${untouched} of ${ROWS} rows untouched`);
+});
+
 Deno.test("squeezellmQuantize() gives identical results with 0 and 2 workers", async () => {
   const { W, F } = layer(7);
   const opts = { bits: 3, seed: 9, sensitivePct: 0.3, outlierRange: 1.7 };
