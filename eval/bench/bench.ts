@@ -288,7 +288,7 @@ async function benchPrefillCmd(values: Values) {
 }
 
 async function benchModelQuantCmd(values: Values) {
-  const { benchModelQuant } = await import("./model_quant.ts");
+  const { benchModelQuant, MODEL_QUANT_METHODS } = await import("./model_quant.ts");
   const shape = str(values, "shape", "llama7b")!;
   if (shape !== "llama7b") throw new CliError(`--shape: expected llama7b, got "${shape}"`);
   return await benchModelQuant({
@@ -296,6 +296,14 @@ async function benchModelQuantCmd(values: Values) {
     bits: int(values, "bits", 3, 2, 8)!,
     workers: int(values, "workers", DEFAULT_WORKERS, 0)!,
     windows: int(values, "windows", 1, 1),
+    methods: list(values, "methods", [...MODEL_QUANT_METHODS]).map((m) => {
+      if (!(MODEL_QUANT_METHODS as readonly string[]).includes(m)) {
+        throw new CliError(
+          `--methods: expected some of ${MODEL_QUANT_METHODS.join(",")}; got "${m}"`,
+        );
+      }
+      return m as typeof MODEL_QUANT_METHODS[number];
+    }),
   });
 }
 

@@ -26,8 +26,9 @@
  *   of each clipped linear, × rows; the final quantization whole. The
  *   searches run on workers split into equal tasks: the all-workers figure
  *   divides their one-thread time by the workers (an ideal split).
- * - SqueezeLLM: the k-means of a sample of rows of each linear shape on the
- *   workers (squeezellmQuantize, all defaults), × rows. The Fisher pass (one
+ * - SqueezeLLM: the k-means of a sample of rows of each linear shape on this
+ *   thread after a warm-up (squeezellmQuantize, all defaults), × rows; the
+ *   rows are independent tasks on the workers, so ÷ workers. The Fisher pass (one
  *   backward per calibration window) is not part of this figure, as it is
  *   not part of the published k-means times.
  *
@@ -93,6 +94,8 @@ export interface BenchModelQuantOptions {
   seqlen?: number;
   /** Rows timed per layer by the clip search and k-means: rows / rowDivisor. @default 64 (small: 16) */
   rowDivisor?: number;
+  /** The methods to time, in this order. @default all of MODEL_QUANT_METHODS */
+  methods?: readonly MethodProjection["method"][];
   /** Seed of weights and activations. @default 0 */
   seed?: number;
   /** Where lines go. @default console.log */
@@ -115,6 +118,14 @@ export interface MethodProjection {
   /** How the figure was obtained. */
   note: string;
 }
+
+/** The methods {@linkcode benchModelQuant} projects. */
+export const MODEL_QUANT_METHODS: readonly MethodProjection["method"][] = [
+  "rtn",
+  "gptq",
+  "awq",
+  "squeezellm",
+];
 
 /** A published figure (not measured here). */
 export interface PublishedFigure {
@@ -212,7 +223,23 @@ export async function benchModelQuant(
   const N = nWin * seqlen;
   const lw: LayerWeights = randomWeights({ ...c, nLayers: 1 }, seed).layers[0];
   const methods: MethodProjection[] = [];
-  const fmt = (s: number) => (s >= 120 ? `${(s / 60).toFixed(1)} min` : `${s.toFixed(1)} s`);
+  const chosen = opts.methods ?? MODEL_QUANT_METHODS;
+  for (const m of chosen) {
+    if (!MODEL_QUANT_METHODS.includes(m)) {
+      throw new RangeError(
+        `benchModelQuant(): methods: expected some of ${
+          MODEL_QUANT_METHODS.join(", ")
+        }, got "${m}"`,
+      );
+    }
+  }
+  const want = (m: MethodProjection["method"]) => chosen.includes(m);
+  const fmt = (s: number) =>
+    s >= 7200
+      ? `${(s / 3600).toFixed(1)} h`
+      : s >= 120
+      ? `${(s / 60).toFixed(1)} min`
+      : `${s.toFixed(1)} s`;
   log(
     `whole-model quantization time, projected: ${blocks} blocks of dim ${c.dim}, hidden ` +
       `${c.hiddenDim}, ${c.nHeads} heads; ${bits} bits; ${workers} workers; measured on ` +
@@ -230,7 +257,7 @@ export async function benchModelQuant(
   };
 
   // RTN: every linear, whole.
-  {
+  if (want("rtn")) {
     const t = timed(() => {
       for (const name of LINEAR_NAMES) {
         const [rows, cols] = linearShape(c, name);
@@ -249,7 +276,7 @@ export async function benchModelQuant(
   }
 
   // GPTQ: Hessian per linear scaled to the default calibration; fasterquant fitted on rows.
-  {
+  if (want("gptq")) {
     const calibTokens = DEFAULTS.gptq.calib.nsamples * (DEFAULTS.gptq.calib.seqlen ?? c.maxSeqLen);
     let block = 0, wall = 0, cpu = 0;
     for (const { rows, cols, names } of shapesOf(c)) {
@@ -296,7 +323,7 @@ export async function benchModelQuant(
   }
 
   // AWQ: one ratio per group, a sample of rows per clipped linear.
-  {
+  if (want("awq")) {
     const nGrid = DEFAULTS.awq.nGrid;
     const windowsScale = DEFAULTS.awq.calib.nsamples / nWin;
     const f: BlockFeatures = {
@@ -376,20 +403,27 @@ export async function benchModelQuant(
     });
   }
 
-  // SqueezeLLM: k-means of a sample of rows of each shape, on the workers.
-  {
-    let block = 0, oneThread = 0, wall = 0, cpu = 0;
+  // SqueezeLLM: k-means of a sample of rows of each shape, on this thread (after a warm-up).
+  if (want("squeezellm")) {
+    let oneThread = 0, wall = 0, cpu = 0;
     for (const { rows, cols, names } of shapesOf(c)) {
       const r = Math.max(1, Math.ceil(rows / div));
       const W = lw[names[0]].slice(0, r * cols);
       const F = randn(r * cols, 9000 + cols + seed);
       for (let i = 0; i < F.length; i++) F[i] *= F[i];
-      const t = await timedAsync(() => squeezellmQuantize(W, F, r, cols, { bits, seed, workers }));
+      const run = (n: number) =>
+        squeezellmQuantize(W.subarray(0, n * cols), F.subarray(0, n * cols), n, cols, {
+          bits,
+          seed,
+          workers: 0,
+        });
+      await run(Math.min(r, 4)); // warm-up (compilation)
+      const t = await timedAsync(() => run(r));
       wall += t.wall;
       cpu += t.cpu;
       oneThread += (names.length * t.cpu * rows) / r;
-      block = oneThread / Math.max(1, workers);
     }
+    const block = oneThread / Math.max(1, workers);
     report({
       method: "squeezellm",
       blockSecondsOneThread: oneThread,
@@ -397,8 +431,8 @@ export async function benchModelQuant(
       modelSeconds: block * blocks,
       measuredCpuSeconds: cpu,
       measuredWallSeconds: wall,
-      note: `k-means only (no Fisher pass), 1/${div} of the rows run on ${workers} workers; ` +
-        `their CPU time ÷ ${workers} (ideal split)`,
+      note: `k-means only (no Fisher pass), 1/${div} of the rows on one thread, ` +
+        `÷ ${workers} workers (ideal split: rows are independent tasks)`,
     });
   }
 

@@ -33,3 +33,28 @@ Deno.test("benchModelQuant() projects RTN, GPTQ, AWQ and SqueezeLLM and labels t
   assert.match(lines[p + 1], /squeezellm +k-means of LLaMA-7B ≈ 11 min on a 48-core machine/);
   assert.match(lines.at(-1)!, /gptq +175-billion-parameter models in ≈ 4 GPU hours/);
 });
+
+Deno.test("benchModelQuant() times only the methods asked for and names a bad one", async () => {
+  const config = {
+    ...SMALL_BLOCK,
+    dim: 128,
+    hiddenDim: 256,
+    nHeads: 2,
+    nKvHeads: 2,
+    maxSeqLen: 16,
+  };
+  const r = await benchModelQuant({
+    config,
+    workers: 2,
+    seqlen: 16,
+    methods: ["squeezellm", "rtn"],
+    log: () => {},
+  });
+  assert.deepEqual(r.methods.map((m) => m.method), ["rtn", "squeezellm"]);
+  const sq = r.methods[1];
+  assert.ok(Math.abs(sq.blockSeconds - sq.blockSecondsOneThread / 2) < 1e-12, "÷ 2 workers");
+  await assert.rejects(
+    () => benchModelQuant({ config, methods: ["hqq" as "rtn"], log: () => {} }),
+    /methods: expected some of rtn, gptq, awq, squeezellm, got "hqq"/,
+  );
+});

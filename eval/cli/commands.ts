@@ -456,6 +456,7 @@ const benchCmd: Command = {
     ...MODEL_OPTIONS,
     shapes: { type: "string" },
     shape: { type: "string" },
+    methods: { type: "string" },
     formats: { type: "string" },
     bits: { type: "string" },
     batch: { type: "string" },
@@ -489,8 +490,8 @@ const benchCmd: Command = {
                --models stories260K,llama7b --seqlens 512,2048 --formats f16,uniform3,uniform4,
                lut3,lut4 --windows N (--small: stories260K, T = 512, 1 window)
   model-quant  projected whole-model time of RTN, GPTQ, AWQ, SqueezeLLM on LLaMA-7B shapes
-               (--shape llama7b, --bits 3, --windows 1; --small: a 1/16-width block), beside
-               the published figures
+               (--shape llama7b, --bits 3, --windows 1, --methods rtn,gptq,awq,squeezellm;
+               --small: a 1/16-width block), beside the published figures
   --small      a quick, smaller run (smoke test)
   --store FILE record kernel timings in this DuckDB results store
 ${MODEL_HELP}`,
