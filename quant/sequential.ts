@@ -100,30 +100,6 @@ export const cpuHessians: HessianAccumulatorFactory = (_layer, _name, cols) => {
   };
 };
 
-/**
- * A GPTQ solver for W [rows, cols] seeded with an accumulated H.
- *
- * HACK: quant/gptq.ts has no public way to seed H yet (it is being reworked
- * concurrently); `Gptq.H` is TypeScript-private, a plain property at run
- * time, so it is written here, checked for the shape it has today. Replace
- * with a `Gptq.fromHessian()` once gptq.ts has one.
- */
-function solverFromHessian(rows: number, cols: number, H: Float64Array, nsamples: number): Gptq {
-  const g = new Gptq(rows, cols);
-  const slot = g as unknown as { H: Float64Array | null };
-  if (
-    !(slot.H instanceof Float64Array) || slot.H.length !== cols * cols || H.length !== cols * cols
-  ) {
-    throw new Error(
-      `solverFromHessian(): expected H [${cols}, ${cols}] and quant/gptq.ts's Gptq holding one; ` +
-        `got ${H.length} values (Gptq's layout changed? update this bridge)`,
-    );
-  }
-  slot.H.set(H);
-  g.nsamples = nsamples;
-  return g;
-}
-
 /** One solved linear. */
 export interface GptqLinearStats {
   /** "layers.{l}.{name}". */
@@ -305,7 +281,7 @@ function* gptqSteps(
         const t = performance.now();
         const [rows, cols] = linearShape(c, name);
         const g = opts.hessians
-          ? solverFromHessian(rows, cols, yield accumulators.get(name)!.finish(), windows.length)
+          ? Gptq.fromHessian(rows, cols, yield accumulators.get(name)!.finish(), windows.length)
           : gptq.get(name)!;
         const key = `layers.${l}.${name}`;
         const r = g.fasterquant(weights.layers[l][name], {
