@@ -194,9 +194,10 @@ Deno.test("loadEvalSet() with a token cache reads the ids back in a later proces
   });
   assert.deepEqual(third.tokens, first.tokens);
   assert.ok((await Deno.stat(`${tmp.path}/${files[0]}`)).size > 10);
-  // another version is another file
+  // another version is another file (a fresh tokenizer: no in-memory memo from earlier tests)
   await loadEvalSet("tinystories", {
     ...opts,
+    tokenizer: await loadTokenizer(sharedData("stories260K/tok512.model")),
     seqlen: 512,
     tokenCache: { ...cache, version: "2" },
   });

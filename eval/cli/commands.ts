@@ -10,6 +10,7 @@ import {
   checkOutputFile,
   checkStoreFile,
   choice,
+  choiceList,
   CliError,
   int,
   list,
@@ -179,15 +180,8 @@ ${MODEL_HELP}`,
     if (values.dataset !== undefined && values.datasets !== undefined) {
       throw new CliError(`give --datasets LIST or its alias --dataset, not both`);
     }
-    const datasets = list(values, values.dataset !== undefined ? "dataset" : "datasets", [
-      "wikitext2",
-    ]);
-    for (const d of datasets) {
-      if (!(EVAL_SETS as readonly string[]).includes(d)) {
-        const flag = values.dataset !== undefined ? "--dataset" : "--datasets";
-        throw new CliError(`${flag}: unknown dataset "${d}" (${EVAL_SETS.join(", ")})`);
-      }
-    }
+    const flag = values.dataset !== undefined ? "dataset" : "datasets";
+    const datasets = choiceList(values, flag, EVAL_SETS, ["wikitext2"]);
     const seqlenGiven = int(values, "seqlen", undefined, 2);
     const limit = int(values, "limit", undefined, 1);
     const workers = workersOf(values);
@@ -207,7 +201,7 @@ ${MODEL_HELP}`,
       );
     }
     const model = await loadModelFromOptions(values, [
-      ...(datasets as EvalSetName[]).map(evalSetNeed),
+      ...datasets.map(evalSetNeed),
       ...calibNeeds([spec]),
     ]);
     const fromFile = file ? await quantizedFromOptions(model, values) : null;
@@ -222,7 +216,7 @@ ${MODEL_HELP}`,
     checkGpuModel(device, q?.actQuant, variant);
     const label = `${file ?? model.name} ${variant}`;
     const results: Record<string, unknown>[] = [];
-    for (const dataset of datasets as EvalSetName[]) {
+    for (const dataset of datasets) {
       const set = await loadEvalSet(dataset, {
         dataDir: model.dataDir,
         tokenizer: model.tokenizer,
@@ -370,12 +364,9 @@ ${MODEL_HELP}`,
     // Every option, output file and data file is checked before any work.
     const { applyOverrides, loadPreset, DEFAULT_PRESET } = await import("./presets.ts");
     const preset0 = await loadPreset(str(values, "preset", DEFAULT_PRESET)!);
-    const datasets = values.datasets === undefined ? undefined : list(values, "datasets", []);
-    for (const d of datasets ?? []) {
-      if (!(EVAL_SETS as readonly string[]).includes(d)) {
-        throw new CliError(`--datasets: unknown dataset "${d}" (${EVAL_SETS.join(", ")})`);
-      }
-    }
+    const datasets = values.datasets === undefined
+      ? undefined
+      : choiceList(values, "datasets", EVAL_SETS, []);
     const bits = values.bits === undefined ? undefined : list(values, "bits", []).map((b) => {
       const n = Number(b);
       if (!Number.isInteger(n) || n < 2 || n > 8) {

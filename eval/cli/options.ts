@@ -104,6 +104,22 @@ export function choice<T extends string>(
   return v as T;
 }
 
+/** A comma-separated list of `choices`, or a clear error naming the option and the bad item. */
+export function choiceList<T extends string>(
+  values: Record<string, unknown>,
+  name: string,
+  choices: readonly T[],
+  fallback: T[],
+): T[] {
+  const items = list(values, name, fallback);
+  for (const v of items) {
+    if (!(choices as readonly string[]).includes(v)) {
+      throw new CliError(`--${name} must be one of ${choices.join(", ")}; got "${v}"`);
+    }
+  }
+  return items as T[];
+}
+
 /**
  * How to name option `name` in a message: `--name` when the user gave it,
  * `--name (default)` when its value is the default.

@@ -205,7 +205,10 @@ Deno.test("eval errors: one message naming the option or file, exit code 2, noth
       /--preset: unknown preset "table2"; the presets are bits, kernels, quick/,
     ],
     [["--methods", "rtn,hqq"], /--methods: unknown method "hqq"/],
-    [["--datasets", "c4,ptb"], /--datasets: unknown dataset "ptb"/],
+    [
+      ["--datasets", "c4,ptb"],
+      /--datasets must be one of wikitext2, c4, c4-new, tinystories; got "ptb"/,
+    ],
     [["--bits", "3,9"], /--bits: each width must be an integer in 2\.\.8, got "9"/],
     [
       ["--methods", "gptq", "--group", "128"],
