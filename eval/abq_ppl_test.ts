@@ -1,14 +1,9 @@
 import assert from "node:assert/strict";
-import { loadCheckpoint } from "../model/checkpoint.ts";
-import { loadTokenizer } from "../model/tokenizer.ts";
-import { loadEvalSet } from "../datasets/eval_sets.ts";
-import { SHARED_DATA, sharedData } from "../datasets/testing.ts";
-import { perplexity } from "./perplexity.ts";
 import { quantizeModel } from "./pipeline.ts";
+import { ctx, pplOf, weights } from "./_ppl_testing.ts";
 import {
   defaultSpec,
   loadQuantized,
-  type QuantizedModel,
   type QuantSpec,
   resolveSpec,
   saveQuantized,
@@ -17,40 +12,14 @@ import {
 // stories260K on the first 4 windows of 512 of TinyStories' validation text. ABQ kept fast:
 // 8 calibration windows of 128 tokens (the default source, C4), 2 epochs per block
 // (the official setting is 128 windows of max_seq_len and 20 epochs: eval/bench, README).
-const weights = await loadCheckpoint(sharedData("stories260K/stories260K.bin"));
-const tokenizer = await loadTokenizer(sharedData("stories260K/tok512.model"));
-const set = await loadEvalSet("tinystories", {
-  dataDir: SHARED_DATA,
-  tokenizer,
-  seqlen: 512,
-  offline: true,
-});
-const ctx = {
-  tokenizer,
-  dataDir: SHARED_DATA,
-  offline: true,
-  modelKey: "stories260K-test",
-  workers: 0,
-  cacheDir: await Deno.makeTempDir(),
-};
-const LIMIT = 4;
 const FAST = { epochs: 2, calib: { source: "c4" as const, nsamples: 8, seqlen: 128, seed: 2 } };
-
-async function ppl(q: QuantizedModel): Promise<number> {
-  return (await perplexity(q.weights, set.tokens, {
-    seqlen: 512,
-    limit: LIMIT,
-    workers: 0,
-    actQuant: q.actQuant,
-  })).ppl;
-}
 
 Deno.test("stories260K ABQ W3A16 (8 windows of 128, 2 epochs) is below RTN W3A16 on TinyStories, and its file round-trips", async () => {
   const spec: QuantSpec = { ...defaultSpec("abq", 3), ...FAST };
   const abq = await quantizeModel(weights, spec, ctx);
   assert.equal(abq.variantName, "abq.w3");
   const rtn = await quantizeModel(weights, defaultSpec("rtn", 3), ctx);
-  const [pa, pr] = [await ppl(abq), await ppl(rtn)];
+  const [pa, pr] = [await pplOf(abq), await pplOf(rtn)];
   console.log({ abqW3A16: pa, rtnW3A16: pr });
   assert.ok(pa < pr, `ABQ W3A16 ${pa} should be below RTN W3A16 ${pr}`);
   const dir = await Deno.makeTempDir();
@@ -58,7 +27,7 @@ Deno.test("stories260K ABQ W3A16 (8 windows of 128, 2 epochs) is below RTN W3A16
     await saveQuantized(`${dir}/m.sqbq`, abq, { path: "stories260K.bin", sha256: "0" });
     const back = await loadQuantized(`${dir}/m.sqbq`);
     assert.deepEqual(back.spec, abq.spec);
-    assert.equal(await ppl(back), pa);
+    assert.equal(await pplOf(back), pa);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -1,10 +1,7 @@
 import assert from "node:assert/strict";
-import { loadCheckpoint } from "../model/checkpoint.ts";
-import { loadTokenizer } from "../model/tokenizer.ts";
-import { loadEvalSet } from "../datasets/eval_sets.ts";
-import { SHARED_DATA, sharedData } from "../datasets/testing.ts";
 import { perplexity } from "./perplexity.ts";
 import { quantizeModel } from "./pipeline.ts";
+import { ctx, LIMIT, pplOf, set, weights } from "./_ppl_testing.ts";
 import {
   defaultSpec,
   loadQuantized,
@@ -13,37 +10,9 @@ import {
   saveQuantized,
 } from "../quant/methods.ts";
 
-// stories260K on the first 4 windows of 512 of TinyStories' validation text.
-const weights = await loadCheckpoint(sharedData("stories260K/stories260K.bin"));
-const tokenizer = await loadTokenizer(sharedData("stories260K/tok512.model"));
-const set = await loadEvalSet("tinystories", {
-  dataDir: SHARED_DATA,
-  tokenizer,
-  seqlen: 512,
-  offline: true,
-});
-const ctx = {
-  tokenizer,
-  dataDir: SHARED_DATA,
-  offline: true,
-  modelKey: "stories260K-test",
-  workers: 0,
-  cacheDir: await Deno.makeTempDir(),
-};
-const LIMIT = 4;
-
-async function ppl(q: QuantizedModel, workers = 0): Promise<number> {
-  return (await perplexity(q.weights, set.tokens, {
-    seqlen: 512,
-    limit: LIMIT,
-    workers,
-    actQuant: q.actQuant,
-  })).ppl;
-}
-
 async function quantPpl(spec: QuantSpec): Promise<[QuantizedModel, number]> {
   const q = await quantizeModel(weights, spec, ctx);
-  return [q, await ppl(q)];
+  return [q, await pplOf(q)];
 }
 
 Deno.test("stories260K RTN: W8A8 is close to W8A16, W4A4 worse than W4A8 worse than W4A16; same on 2 workers", async () => {
@@ -61,7 +30,7 @@ Deno.test("stories260K RTN: W8A8 is close to W8A16, W4A4 worse than W4A8 worse t
   assert.ok(p4a8 !== p4 && Math.abs(p4a8 - p4) / p4 < 0.02, `W4A8 ${p4a8} vs W4A16 ${p4}`);
   assert.ok(p4a4 > p4a8 * 1.05, `W4A4 ${p4a4} should be clearly worse than W4A8 ${p4a8}`);
   // the config travels to the workers: identical numbers on 2 threads
-  assert.equal(await ppl(w4a8, 2), p4a8);
+  assert.equal(await pplOf(w4a8, 2), p4a8);
   // K/V only at 4 bits sits between
   const [, p4kv4] = await quantPpl({ ...defaultSpec("rtn", 4), kvBits: 4 });
   assert.ok(p4kv4 > p4 && p4kv4 < p4a4, `W4 KV4 ${p4kv4}`);
@@ -79,7 +48,7 @@ Deno.test("a quantized file keeps abits, kvBits and bit balance: ppl --quantized
     assert.deepEqual(back.actQuant, { abits: 6, kvBits: 8, bitBalance: true });
     assert.equal(back.variantName, "rtn.w2*a6kv8");
     assert.equal(back.avgBits, q.avgBits);
-    assert.equal(await ppl(back), await ppl(q));
+    assert.equal(await pplOf(back), await pplOf(q));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
