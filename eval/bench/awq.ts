@@ -11,13 +11,19 @@
  * @module
  */
 import { loadCheckpoint } from "../../model/checkpoint.ts";
-import { LINEAR_NAMES, linearShape, type LlamaWeights } from "../../model/config.ts";
+import {
+  LINEAR_NAMES,
+  type LinearName,
+  linearShape,
+  type LlamaWeights,
+} from "../../model/config.ts";
 import { RunState } from "../../model/forward.ts";
 import { randomWindows } from "../../model/random.ts";
 import {
   applyClip,
   applyScale,
   awqQuantizeTensor,
+  type BlockFeatures,
   CLIP_LINEARS,
   collectBlockFeatures,
   sampleTokens,
@@ -26,6 +32,18 @@ import {
   searchGroupScale,
 } from "../../quant/awq.ts";
 import { embedWindows, since } from "../../quant/sequential.ts";
+
+/**
+ * The input features a clipped linear (one of `CLIP_LINEARS`) is searched on: wo's and w2's
+ * own inputs, the attention input for wv, the FFN input for w1 and w3.
+ *
+ * @param f the block's collected features
+ * @param name a linear of `CLIP_LINEARS`
+ * @returns the features, `[N, cols]`
+ */
+export function clipInput(f: BlockFeatures, name: LinearName): Float32Array {
+  return name === "wo" ? f.woIn : name === "w2" ? f.w2In : name === "wv" ? f.attnIn : f.ffnIn;
+}
 
 /** Options of {@linkcode benchAwq}. */
 export interface BenchAwqOptions {
@@ -125,13 +143,7 @@ export function benchAwq(opts: BenchAwqOptions): BenchAwqResult {
   for (const r of found) applyScale(c, lw, r, f);
   for (const name of CLIP_LINEARS) {
     const [rows, cols] = linearShape(c, name);
-    const input = name === "wo"
-      ? f.woIn
-      : name === "w2"
-      ? f.w2In
-      : name === "wv"
-      ? f.attnIn
-      : f.ffnIn;
+    const input = clipInput(f, name);
     step(`clip ${name}`, () => {
       const { x, n } = sampleTokens(input, f.N, cols, 512);
       const grid = { bits, groupSize: opts.groupSize ?? cols };

@@ -64,6 +64,7 @@ import {
 } from "../../quant/awq.ts";
 import { squeezellmQuantize } from "../../quant/squeezellm.ts";
 import { DEFAULT_WORKERS, DEFAULTS } from "../../quant/spec.ts";
+import { clipInput } from "./awq.ts";
 import { LLAMA7B_BLOCK } from "./prefill.ts";
 
 /** A smoke-test shape: about LLaMA-7B's proportions at 1/16 of the width (widths divisible by 128). */
@@ -358,13 +359,7 @@ export async function benchModelQuant(
     const nSample = Math.min(N, DEFAULTS.awq.nSampleTokens);
     for (const name of CLIP_LINEARS) {
       const [rows, cols] = linearShape(c, name);
-      const input = name === "wo"
-        ? f.woIn
-        : name === "w2"
-        ? f.w2In
-        : name === "wv"
-        ? f.attnIn
-        : f.ffnIn;
+      const input = clipInput(f, name);
       const { x, n } = sampleTokens(input, N, cols, nSample);
       const r = Math.max(1, Math.ceil(rows / div));
       const t = timed(() =>
