@@ -1,16 +1,11 @@
 import assert from "node:assert/strict";
 import { benchModelQuant, PUBLISHED, SMALL_BLOCK } from "./model_quant.ts";
 
+/** A block small enough to time in a test. */
+const config = { ...SMALL_BLOCK, dim: 128, hiddenDim: 256, nHeads: 2, nKvHeads: 2, maxSeqLen: 16 };
+
 Deno.test("benchModelQuant() projects RTN, GPTQ, AWQ and SqueezeLLM and labels the published figures", async () => {
   const lines: string[] = [];
-  const config = {
-    ...SMALL_BLOCK,
-    dim: 128,
-    hiddenDim: 256,
-    nHeads: 2,
-    nKvHeads: 2,
-    maxSeqLen: 16,
-  };
   const r = await benchModelQuant({
     config,
     blocks: 3,
@@ -35,14 +30,6 @@ Deno.test("benchModelQuant() projects RTN, GPTQ, AWQ and SqueezeLLM and labels t
 });
 
 Deno.test("benchModelQuant() times only the methods asked for and names a bad one", async () => {
-  const config = {
-    ...SMALL_BLOCK,
-    dim: 128,
-    hiddenDim: 256,
-    nHeads: 2,
-    nKvHeads: 2,
-    maxSeqLen: 16,
-  };
   const r = await benchModelQuant({
     config,
     workers: 2,
