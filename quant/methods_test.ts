@@ -42,10 +42,17 @@ Deno.test("variantName() carries the config; resolveGroup() names the valid grou
 Deno.test("the registry says what calibration each method needs", () => {
   assert.deepEqual(
     Object.values(QUANTIZERS).map((q) => [q.method, q.calibration]),
-    [["rtn", "none"], ["gptq", "activations"], ["awq", "activations"], [
-      "squeezellm",
-      "fisher",
-    ], ["smoothquant", "activations"], ["abq", "activations"]],
+    [
+      ["rtn", "none"],
+      ["gptq", "activations"],
+      ["awq", "activations"],
+      [
+        "squeezellm",
+        "fisher",
+      ],
+      ["smoothquant", "activations"],
+      ["abq", "activations"],
+    ],
   );
 });
 
