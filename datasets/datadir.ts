@@ -27,6 +27,7 @@ import {
   hubUrl,
   UnreachableError,
 } from "./hub.ts";
+import { isFile } from "../model/tensor_file.ts";
 
 /** Where a known file comes from. */
 export interface KnownFile {
@@ -432,13 +433,4 @@ export async function requireDataFiles(
     );
   }
   return found;
-}
-
-async function isFile(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isFile;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 }

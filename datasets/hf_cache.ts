@@ -36,6 +36,7 @@ import {
   UnreachableError,
 } from "./hub.ts";
 import { isOffline, MissingDataError } from "./datadir.ts";
+import { isFile } from "../model/tensor_file.ts";
 
 /** A parsed model id. */
 export interface HfModelId {
@@ -351,15 +352,6 @@ function authError(e: DownloadError, repo: string, token: string | undefined): D
     : "the repository is gated or private: set HF_TOKEN to an access token (or run " +
       "huggingface-cli login) after accepting its license";
   return new DownloadError(`${e.message}: ${repo}: ${hint}`, e.url, e.status);
-}
-
-async function isFile(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isFile;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 }
 
 function dirOf(path: string): string {

@@ -31,7 +31,7 @@
 import type { LayerWeights, LinearName, LlamaConfig, LlamaWeights } from "./config.ts";
 import { HF_LINEAR_NAMES, LINEAR_NAMES, linearShape } from "./config.ts";
 import { ShardedSafetensors } from "./safetensors.ts";
-import { checkFinite, ModelFormatError } from "./tensor_file.ts";
+import { checkFinite, isFile, ModelFormatError } from "./tensor_file.ts";
 import { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
 import { loadTokenizerJson } from "./tokenizer_json.ts";
 
@@ -420,13 +420,4 @@ export async function loadHfTokenizer(
     );
   }
   return tok;
-}
-
-async function isFile(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isFile;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 }

@@ -219,3 +219,24 @@ export function checkFinite(x: Float32Array, what: string): void {
     }
   }
 }
+
+/**
+ * Whether `path` names a regular file; a missing path is `false`, any other
+ * stat failure (permission, I/O) is thrown.
+ *
+ * @param path the file
+ * @returns `true` for an existing regular file
+ * @example
+ * ```ts
+ * import { isFile } from "./tensor_file.ts";
+ * console.log(await isFile("config.json"));
+ * ```
+ */
+export async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isFile;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
