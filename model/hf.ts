@@ -150,17 +150,7 @@ export function parseHfConfig(text: string, path: string): HfConfig {
  * @returns the permuted copy
  */
 export function permuteRotateHalf(w: Float32Array, nHeads: number, cols: number): Float32Array {
-  const hs = w.length / cols / nHeads, half = hs / 2;
-  const out = new Float32Array(w.length);
-  for (let h = 0; h < nHeads; h++) {
-    for (let i = 0; i < half; i++) {
-      for (let p = 0; p < 2; p++) {
-        const meta = h * hs + 2 * i + p, hf = h * hs + p * half + i;
-        out.set(w.subarray(meta * cols, (meta + 1) * cols), hf * cols);
-      }
-    }
-  }
-  return out;
+  return moveHeadRows(w, nHeads, cols, true);
 }
 
 /**
@@ -173,13 +163,22 @@ export function permuteRotateHalf(w: Float32Array, nHeads: number, cols: number)
  * @returns the un-permuted copy
  */
 export function unpermuteRotateHalf(w: Float32Array, nHeads: number, cols: number): Float32Array {
+  return moveHeadRows(w, nHeads, cols, false);
+}
+
+/**
+ * Row `h·hs + 2i + p` (Meta, interleaved) ↔ row `h·hs + p·hs/2 + i` (HF,
+ * rotate-half) of every head: to HF when `toHf`, back to Meta otherwise.
+ */
+function moveHeadRows(w: Float32Array, nHeads: number, cols: number, toHf: boolean): Float32Array {
   const hs = w.length / cols / nHeads, half = hs / 2;
   const out = new Float32Array(w.length);
   for (let h = 0; h < nHeads; h++) {
     for (let i = 0; i < half; i++) {
       for (let p = 0; p < 2; p++) {
         const meta = h * hs + 2 * i + p, hf = h * hs + p * half + i;
-        out.set(w.subarray(hf * cols, (hf + 1) * cols), meta * cols);
+        const [from, to] = toHf ? [meta, hf] : [hf, meta];
+        out.set(w.subarray(from * cols, (from + 1) * cols), to * cols);
       }
     }
   }
