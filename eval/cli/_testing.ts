@@ -1,8 +1,11 @@
 /**
- * Test helpers of the CLI: run it in a subprocess.
+ * Test helpers of the CLI: run it in a subprocess; read the error of a bad quantization flag.
  *
  * @module
  */
+import assert from "node:assert/strict";
+import { CliError } from "./options.ts";
+import { specFromOptions } from "./quant_options.ts";
 
 const CLI = new URL("./main.ts", import.meta.url).pathname;
 
@@ -35,3 +38,17 @@ export function cli(...args: string[]): Promise<CliRun> {
 
 /** The JSON object on the last stdout line (`--json`). */
 export const lastJson = (out: string) => JSON.parse(out.trim().split("\n").at(-1)!);
+
+/**
+ * The CliError message of specFromOptions(values); fails the test when there is no error or it
+ * is not a CliError.
+ */
+export function parseError(values: Record<string, unknown>): string {
+  try {
+    specFromOptions(values);
+  } catch (e) {
+    assert.ok(e instanceof CliError, `not a CliError: ${e}`);
+    return e.message;
+  }
+  assert.fail(`no error for ${JSON.stringify(values)}`);
+}

@@ -1,19 +1,8 @@
 import assert from "node:assert/strict";
-import { CliError } from "./options.ts";
+import { parseError } from "./_testing.ts";
 import { QUANT_HELP, QUANT_OPTIONS, specFromOptions } from "./quant_options.ts";
 import { defaultSpec, resolveSpec, variantName } from "../../quant/spec.ts";
 import { tinyConfig } from "../../model/random.ts";
-
-/** The CliError message of specFromOptions(values). */
-function parseError(values: Record<string, unknown>): string {
-  try {
-    specFromOptions(values);
-  } catch (e) {
-    assert.ok(e instanceof CliError, `not a CliError: ${e}`);
-    return e.message;
-  }
-  assert.fail(`no error for ${JSON.stringify(values)}`);
-}
 
 Deno.test("--abits and --kv-bits: 2..8 or 16, for every method, into the spec and the variant name", () => {
   assert.deepEqual(specFromOptions({ method: "gptq", bits: "4", abits: "8" }), {

@@ -1,18 +1,7 @@
 import assert from "node:assert/strict";
-import { CliError } from "./options.ts";
+import { parseError } from "./_testing.ts";
 import { QUANT_HELP, QUANT_OPTIONS, quantRequest, specFromOptions } from "./quant_options.ts";
 import { DEFAULTS, defaultSpec, QUANT_PARAMS } from "../../quant/spec.ts";
-
-/** The CliError message of specFromOptions(values). */
-function parseError(values: Record<string, unknown>): string {
-  try {
-    specFromOptions(values);
-  } catch (e) {
-    assert.ok(e instanceof CliError, `not a CliError: ${e}`);
-    return e.message;
-  }
-  assert.fail(`no error for ${JSON.stringify(values)}`);
-}
 
 Deno.test("specFromOptions() fills the table's defaults and reads every flag", () => {
   assert.equal(specFromOptions({}), null);
