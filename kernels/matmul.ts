@@ -47,9 +47,9 @@
  */
 import type { LinearWeight } from "../quant/format.ts";
 import type { Gpu, Kernel } from "./device.ts";
-import { dispatchSize, readBuffer } from "./device.ts";
+import { dispatchSize } from "./device.ts";
 import type { GpuLinear, GroupMode } from "./matvec.ts";
-import { uploadLinear } from "./matvec.ts";
+import { rowWindows, runOnce, uploadLinear, weightEntries } from "./matvec.ts";
 
 /**
  * A uniform struct declared once: the WGSL `struct` and the host bytes are
@@ -473,20 +473,9 @@ export async function createMatmulPlan(
     aligned: cols % 4 === 0,
   };
   const pipeline = await gpu.pipelines.get(MATMUL_KERNEL, params);
-  const maxBind = Math.min(
-    opts.maxBindingBytes ?? Infinity,
-    device.limits.maxStorageBufferBindingSize,
-  );
-  const align = device.limits.minStorageBufferOffsetAlignment;
 
   // Row windows of the dense part (as kernels/matvec.ts).
-  const total = lin.w.size;
-  const rowsPerWindow = total <= maxBind ? rows : Math.floor((maxBind - align - 4) / lin.rowBytes);
-  if (rowsPerWindow < 1) {
-    throw new RangeError(
-      `createMatmulPlan(): one row of ${lin.rowBytes} bytes exceeds the binding limit ${maxBind}`,
-    );
-  }
+  const { maxBind, windows } = rowWindows(gpu, lin, opts.maxBindingBytes, "createMatmulPlan()");
   // Token windows of X and Y: multiples of 64 tokens keep offsets 256-byte aligned.
   const widest = 4 * Math.max(rows, cols);
   const tokensPerWindow = T * widest <= maxBind ? T : Math.floor(maxBind / widest / 64) * 64;
@@ -499,12 +488,8 @@ export async function createMatmulPlan(
   const sp = lin.sparse && lin.sparse.nnz > 0 ? lin.sparse : undefined;
   const dummy = sp ? undefined : own(16, GPUBufferUsage.STORAGE, "no-sparse");
   const dispatches: { bindGroup: GPUBindGroup; x: number; y: number }[] = [];
-  for (let r0 = 0; r0 < rows; r0 += rowsPerWindow) {
-    const nr = Math.min(rowsPerWindow, rows - r0);
-    const start = total <= maxBind ? 0 : Math.floor((r0 * lin.rowBytes) / align) * align;
-    const end = total <= maxBind
-      ? total
-      : Math.min(total, Math.ceil(((r0 + nr) * lin.rowBytes) / 4) * 4);
+  for (const win of windows) {
+    const { r0, nr, start } = win;
     for (let t0 = 0; t0 < T; t0 += tokensPerWindow) {
       const nt = Math.min(tokensPerWindow, T - t0);
       const tilesN = Math.ceil(nr / MATMUL_TN);
@@ -545,17 +530,8 @@ export async function createMatmulPlan(
           resource: { buffer: x, offset: (xOff + t0) * xBytes, size: nt * xBytes },
         },
         { binding: 2, resource: { buffer: y, offset: t0 * yBytes, size: nt * yBytes } },
-        { binding: 3, resource: { buffer: lin.w, offset: start, size: end - start } },
+        ...weightEntries(lin, win, sp, dummy),
       ];
-      if (lin.format === "uniform") {
-        entries.push({ binding: 4, resource: { buffer: lin.scales! } });
-        entries.push({ binding: 5, resource: { buffer: lin.zeros! } });
-        if (lin.groups === "column") entries.push({ binding: 6, resource: { buffer: lin.gIdx! } });
-      }
-      if (lin.format === "lut") entries.push({ binding: 4, resource: { buffer: lin.lut! } });
-      entries.push({ binding: 7, resource: { buffer: sp?.rowPtr ?? dummy! } });
-      entries.push({ binding: 8, resource: { buffer: sp?.colIdx ?? dummy! } });
-      entries.push({ binding: 9, resource: { buffer: sp?.values ?? dummy! } });
       const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
       if (grid.count > 0) dispatches.push({ bindGroup, x: grid.x, y: grid.y });
     }
@@ -616,16 +592,5 @@ export async function matmulGpu(
   }
   const lin = uploadLinear(gpu, weight);
   const plan = await createMatmulPlan(gpu, lin, { ...opts, tokens });
-  try {
-    gpu.device.queue.writeBuffer(plan.x, 0, x as Float32Array<ArrayBuffer>);
-    const enc = gpu.device.createCommandEncoder();
-    const pass = enc.beginComputePass();
-    plan.encode(pass);
-    pass.end();
-    gpu.device.queue.submit([enc.finish()]);
-    return new Float32Array(await readBuffer(gpu, plan.y, tokens * rows * 4));
-  } finally {
-    plan.release();
-    lin.release();
-  }
+  return await runOnce(gpu, lin, plan, x, tokens * rows);
 }

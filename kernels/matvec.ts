@@ -590,6 +590,130 @@ export function uploadLinear(gpu: Gpu, weight: LinearWeight): GpuLinear {
   };
 }
 
+/** Rows r0 .. r0+nr of a dense weight, bound as bytes [start, end) of its buffer. */
+export interface RowWindow {
+  r0: number;
+  nr: number;
+  start: number;
+  end: number;
+}
+
+/**
+ * Splits `lin`'s dense part into row windows, each within the binding limit
+ * (the device's maxStorageBufferBindingSize, or `maxBindingBytes` if smaller),
+ * starting at offsets aligned to minStorageBufferOffsetAlignment.
+ *
+ * @param gpu the device
+ * @param lin the uploaded weight
+ * @param maxBindingBytes a lower binding limit (tests use one to force several windows)
+ * @param caller the function named in the error
+ * @returns the binding limit in force and the windows, in row order
+ * @throws RangeError when one row exceeds the binding limit
+ * @example
+ * ```ts
+ * const { windows } = rowWindows(gpu, lin, undefined, "createMatvecPlan()");
+ * ```
+ */
+export function rowWindows(
+  gpu: Gpu,
+  lin: GpuLinear,
+  maxBindingBytes: number | undefined,
+  caller: string,
+): { maxBind: number; windows: RowWindow[] } {
+  const { device } = gpu;
+  const maxBind = Math.min(maxBindingBytes ?? Infinity, device.limits.maxStorageBufferBindingSize);
+  const align = device.limits.minStorageBufferOffsetAlignment;
+  const total = lin.w.size, rows = lin.rows;
+  const rowsPerWindow = total <= maxBind ? rows : Math.floor((maxBind - align - 4) / lin.rowBytes);
+  if (rowsPerWindow < 1) {
+    throw new RangeError(
+      `${caller}: one row of ${lin.rowBytes} bytes exceeds the binding limit ${maxBind}`,
+    );
+  }
+  const windows: RowWindow[] = [];
+  for (let r0 = 0; r0 < rows; r0 += rowsPerWindow) {
+    const nr = Math.min(rowsPerWindow, rows - r0);
+    const start = total <= maxBind ? 0 : Math.floor((r0 * lin.rowBytes) / align) * align;
+    const end = total <= maxBind
+      ? total
+      : Math.min(total, Math.ceil(((r0 + nr) * lin.rowBytes) / 4) * 4);
+    windows.push({ r0, nr, start, end });
+  }
+  return { maxBind, windows };
+}
+
+/**
+ * The weight's bind-group entries shared by the matvec and matmul kernels:
+ * binding 3 the dense window, 4–6 its format's side buffers (scales, zeros,
+ * column group index; or the LUT), 7–9 the fused sparse part's CSR arrays.
+ *
+ * @param lin the uploaded weight
+ * @param win the row window bound at binding 3
+ * @param sparse the fused sparse part, or undefined
+ * @param dummy the buffer bound to 7–9 when `sparse` is undefined
+ * @returns entries for bindings 3–9 (those the format uses)
+ * @example
+ * ```ts
+ * const entries = [...head, ...weightEntries(lin, windows[0], lin.sparse, undefined)];
+ * ```
+ */
+export function weightEntries(
+  lin: GpuLinear,
+  win: RowWindow,
+  sparse: GpuLinear["sparse"],
+  dummy: GPUBuffer | undefined,
+): GPUBindGroupEntry[] {
+  const entries: GPUBindGroupEntry[] = [
+    { binding: 3, resource: { buffer: lin.w, offset: win.start, size: win.end - win.start } },
+  ];
+  if (lin.format === "uniform") {
+    entries.push({ binding: 4, resource: { buffer: lin.scales! } });
+    entries.push({ binding: 5, resource: { buffer: lin.zeros! } });
+    if (lin.groups === "column") entries.push({ binding: 6, resource: { buffer: lin.gIdx! } });
+  }
+  if (lin.format === "lut") entries.push({ binding: 4, resource: { buffer: lin.lut! } });
+  entries.push({ binding: 7, resource: { buffer: sparse?.rowPtr ?? dummy! } });
+  entries.push({ binding: 8, resource: { buffer: sparse?.colIdx ?? dummy! } });
+  entries.push({ binding: 9, resource: { buffer: sparse?.values ?? dummy! } });
+  return entries;
+}
+
+/**
+ * Runs a freshly made one-shot plan: writes X, encodes one pass, submits,
+ * reads `outFloats` floats of Y back, then releases the plan and the weight.
+ *
+ * @param gpu the device
+ * @param lin the uploaded weight (released here)
+ * @param plan the plan over `lin` (released here)
+ * @param x activations to write to `plan.x`
+ * @param outFloats how many floats of `plan.y` to read
+ * @returns Y
+ * @example
+ * ```ts
+ * const y = await runOnce(gpu, lin, await createMatvecPlan(gpu, lin, { batch: 1 }), x, lin.rows);
+ * ```
+ */
+export async function runOnce(
+  gpu: Gpu,
+  lin: GpuLinear,
+  plan: Pick<MatvecPlan, "x" | "y" | "encode" | "release">,
+  x: Float32Array,
+  outFloats: number,
+): Promise<Float32Array> {
+  try {
+    gpu.device.queue.writeBuffer(plan.x, 0, x as Float32Array<ArrayBuffer>);
+    const enc = gpu.device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    plan.encode(pass);
+    pass.end();
+    gpu.device.queue.submit([enc.finish()]);
+    return new Float32Array(await readBuffer(gpu, plan.y, outFloats * 4));
+  } finally {
+    plan.release();
+    lin.release();
+  }
+}
+
 /** Options of {@linkcode createMatvecPlan}. */
 export interface MatvecPlanOptions {
   /** Activation rows (1..8). */
@@ -713,25 +837,10 @@ export async function createMatvecPlan(
   const uniformUsage = GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST;
 
   // Row windows of the dense part, each within maxStorageBufferBindingSize.
-  const maxBind = Math.min(
-    opts.maxBindingBytes ?? Infinity,
-    device.limits.maxStorageBufferBindingSize,
-  );
-  const align = device.limits.minStorageBufferOffsetAlignment;
-  const total = lin.w.size;
-  const rowsPerWindow = total <= maxBind ? rows : Math.floor((maxBind - align - 4) / lin.rowBytes);
-  if (rowsPerWindow < 1) {
-    throw new RangeError(
-      `createMatvecPlan(): one row of ${lin.rowBytes} bytes exceeds the binding limit ${maxBind}`,
-    );
-  }
+  const { windows } = rowWindows(gpu, lin, opts.maxBindingBytes, "createMatvecPlan()");
   let dummy: GPUBuffer | undefined; // bound to the sparse slots when no part is fused
-  for (let r0 = 0; r0 < rows; r0 += rowsPerWindow) {
-    const nr = Math.min(rowsPerWindow, rows - r0);
-    const start = total <= maxBind ? 0 : Math.floor((r0 * lin.rowBytes) / align) * align;
-    const end = total <= maxBind
-      ? total
-      : Math.min(total, Math.ceil(((r0 + nr) * lin.rowBytes) / 4) * 4);
+  for (const win of windows) {
+    const { r0, nr, start } = win;
     const grid = dispatchSize(Math.ceil(nr / ROWS), device.limits, opts.maxWorkgroupsPerDim);
     const u = own(48, uniformUsage, "matvec-params");
     device.queue.writeBuffer(
@@ -752,22 +861,13 @@ export async function createMatvecPlan(
         0,
       ]),
     );
+    dummy ??= fused ? undefined : own(16, GPUBufferUsage.STORAGE, "no-sparse");
     const entries: GPUBindGroupEntry[] = [
       { binding: 0, resource: { buffer: u } },
       { binding: 1, resource: { buffer: x } },
       { binding: 2, resource: { buffer: y } },
-      { binding: 3, resource: { buffer: lin.w, offset: start, size: end - start } },
+      ...weightEntries(lin, win, fused, dummy),
     ];
-    if (lin.format === "uniform") {
-      entries.push({ binding: 4, resource: { buffer: lin.scales! } });
-      entries.push({ binding: 5, resource: { buffer: lin.zeros! } });
-      if (lin.groups === "column") entries.push({ binding: 6, resource: { buffer: lin.gIdx! } });
-    }
-    if (lin.format === "lut") entries.push({ binding: 4, resource: { buffer: lin.lut! } });
-    dummy ??= fused ? undefined : own(16, GPUBufferUsage.STORAGE, "no-sparse");
-    entries.push({ binding: 7, resource: { buffer: fused?.rowPtr ?? dummy! } });
-    entries.push({ binding: 8, resource: { buffer: fused?.colIdx ?? dummy! } });
-    entries.push({ binding: 9, resource: { buffer: fused?.values ?? dummy! } });
     const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
     if (grid.count > 0) dispatches.push({ pipeline, bindGroup, x: grid.x, y: grid.y });
   }
@@ -870,18 +970,7 @@ export async function matvecGpu(
   }
   const lin = uploadLinear(gpu, weight);
   const plan = await createMatvecPlan(gpu, lin, { ...opts, batch });
-  try {
-    gpu.device.queue.writeBuffer(plan.x, 0, x as Float32Array<ArrayBuffer>);
-    const enc = gpu.device.createCommandEncoder();
-    const pass = enc.beginComputePass();
-    plan.encode(pass);
-    pass.end();
-    gpu.device.queue.submit([enc.finish()]);
-    return new Float32Array(await readBuffer(gpu, plan.y, batch * rows * 4));
-  } finally {
-    plan.release();
-    lin.release();
-  }
+  return await runOnce(gpu, lin, plan, x, batch * rows);
 }
 
 /** Rows and the sparse part of a CSR matrix as a one-line summary (for errors and tables). */
