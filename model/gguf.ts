@@ -44,7 +44,7 @@ import {
   checkFinite,
   f16ToF32,
   ModelFormatError,
-  openByteSource,
+  openReader,
 } from "./tensor_file.ts";
 
 /** "GGUF" as a little-endian uint32. */
@@ -454,13 +454,7 @@ export class GgufFile implements Disposable {
    * @throws {ModelFormatError} when it is missing or malformed
    */
   static open(path: string): GgufFile {
-    const src = openByteSource(path);
-    try {
-      return new GgufFile(src);
-    } catch (e) {
-      src[Symbol.dispose]();
-      throw e;
-    }
+    return openReader(path, (src) => new GgufFile(src));
   }
 
   /** The file name. */

@@ -22,7 +22,7 @@ import {
   type ByteSource,
   f16ToF32,
   ModelFormatError,
-  openByteSource,
+  openReader,
 } from "./tensor_file.ts";
 
 /** The reference implementation's limit on the JSON header (100 MB). */
@@ -223,13 +223,7 @@ export class SafetensorsFile implements Disposable {
    * @throws {ModelFormatError} when it is missing or malformed
    */
   static open(path: string): SafetensorsFile {
-    const src = openByteSource(path);
-    try {
-      return new SafetensorsFile(src);
-    } catch (e) {
-      src[Symbol.dispose]();
-      throw e;
-    }
+    return openReader(path, (src) => new SafetensorsFile(src));
   }
 
   /** The file name. */

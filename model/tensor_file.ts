@@ -86,6 +86,30 @@ export function openByteSource(path: string): ByteSource {
 }
 
 /**
+ * Opens `path` and hands the source to `reader` (which parses the header and
+ * owns the source from then on); the source is closed if `reader` throws.
+ *
+ * @param path the file
+ * @param reader builds the reader over the open source
+ * @returns what `reader` returns (dispose it)
+ * @throws {ModelFormatError} when the file is missing, or what `reader` throws
+ * @example
+ * ```ts
+ * import { SafetensorsFile } from "./safetensors.ts";
+ * using st = openReader("model.safetensors", (src) => new SafetensorsFile(src));
+ * ```
+ */
+export function openReader<T>(path: string, reader: (src: ByteSource) => T): T {
+  const src = openByteSource(path);
+  try {
+    return reader(src);
+  } catch (e) {
+    src[Symbol.dispose]();
+    throw e;
+  }
+}
+
+/**
  * A source over bytes already in memory (tests and fuzzers).
  *
  * @param bytes the content
