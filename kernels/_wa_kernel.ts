@@ -37,7 +37,7 @@
  * @module
  */
 import type { Gpu, Kernel } from "./device.ts";
-import { dispatchSize } from "./device.ts";
+import { dispatchSize, readBuffer } from "./device.ts";
 
 /** Largest activation batch of the W×A kernels. */
 export const WA_MAX_BATCH = 8;
@@ -461,4 +461,47 @@ export async function createWaPlan(
       for (const b of held) pool.release(b);
     },
   };
+}
+
+/**
+ * Runs a one-shot W×A product: makes the plan over `lin`, writes the tokens
+ * with `write`, encodes one pass, submits and reads Y back, then releases the
+ * plan and the weight (also when making or writing the plan throws).
+ *
+ * @param gpu the device
+ * @param lin the uploaded weight (released here)
+ * @param makePlan binds `lin` to a batch (kernels/bitplane.ts's or kernels/int8.ts's plan)
+ * @param write writes the packed activations into the plan
+ * @param output `"i32"` returns the exact integer accumulators
+ * @returns y [batch, rows] (Float32Array), or the accumulators (Int32Array)
+ * @example
+ * ```ts
+ * const y = await runWaOnce(gpu, lin, () => createInt8Plan(gpu, lin, { batch: 1 }),
+ *   (plan) => plan.write(acts), "f32");
+ * ```
+ */
+export async function runWaOnce<P extends WaPlan>(
+  gpu: Gpu,
+  lin: WaWeight,
+  makePlan: () => Promise<P>,
+  write: (plan: P) => void,
+  output: "f32" | "i32" | undefined,
+): Promise<Float32Array | Int32Array> {
+  try {
+    const plan = await makePlan();
+    try {
+      write(plan);
+      const enc = gpu.device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      plan.encode(pass);
+      pass.end();
+      gpu.device.queue.submit([enc.finish()]);
+      const out = await readBuffer(gpu, plan.y, plan.batch * lin.rows * 4);
+      return output === "i32" ? new Int32Array(out) : new Float32Array(out);
+    } finally {
+      plan.release();
+    }
+  } finally {
+    lin.release();
+  }
 }

@@ -24,9 +24,8 @@
 import type { UniformTensor } from "../quant/format.ts";
 import { checkBits } from "../quant/format.ts";
 import type { Gpu } from "./device.ts";
-import { readBuffer } from "./device.ts";
 import type { WaPlan, WaPlanOptions, WaScheme, WaWeight } from "./_wa_kernel.ts";
-import { createWaPlan, uploadWaWeight } from "./_wa_kernel.ts";
+import { createWaPlan, runWaOnce, uploadWaWeight } from "./_wa_kernel.ts";
 import type { ActCodes, ActPlanes, WeightPlanes } from "./bitplane_reference.ts";
 import { packActPlanes, packWeightPlanes } from "./bitplane_reference.ts";
 
@@ -160,21 +159,11 @@ export async function bitplaneMatmulGpu(
     );
   }
   const lin = uploadWeightPlanes(gpu, packWeightPlanes(w));
-  try {
-    const plan = await createBitplanePlan(gpu, lin, x.bits, { ...opts, batch: x.batch });
-    try {
-      plan.write(packActPlanes(x));
-      const enc = gpu.device.createCommandEncoder();
-      const pass = enc.beginComputePass();
-      plan.encode(pass);
-      pass.end();
-      gpu.device.queue.submit([enc.finish()]);
-      const out = await readBuffer(gpu, plan.y, x.batch * w.rows * 4);
-      return opts.output === "i32" ? new Int32Array(out) : new Float32Array(out);
-    } finally {
-      plan.release();
-    }
-  } finally {
-    lin.release();
-  }
+  return await runWaOnce(
+    gpu,
+    lin,
+    () => createBitplanePlan(gpu, lin, x.bits, { ...opts, batch: x.batch }),
+    (plan) => plan.write(packActPlanes(x)),
+    opts.output,
+  );
 }

@@ -19,9 +19,8 @@
 import type { UniformTensor } from "../quant/format.ts";
 import { codeAt, fromF16, nGroups } from "../quant/format.ts";
 import type { Gpu } from "./device.ts";
-import { readBuffer } from "./device.ts";
 import type { WaPlan, WaPlanOptions, WaScheme, WaWeight, WaWeightHost } from "./_wa_kernel.ts";
-import { createWaPlan, uploadWaWeight } from "./_wa_kernel.ts";
+import { createWaPlan, runWaOnce, uploadWaWeight } from "./_wa_kernel.ts";
 import type { ActCodes } from "./bitplane_reference.ts";
 import { checkActCodes, checkWaWeight } from "./bitplane_reference.ts";
 
@@ -223,21 +222,11 @@ export async function int8MatmulGpu(
     throw new RangeError(`int8MatmulGpu(): weight has ${w.cols} columns, activations ${x.cols}`);
   }
   const lin = uploadInt8Weight(gpu, w);
-  try {
-    const plan = await createInt8Plan(gpu, lin, { ...opts, batch: x.batch });
-    try {
-      plan.write(packInt8Acts(x));
-      const enc = gpu.device.createCommandEncoder();
-      const pass = enc.beginComputePass();
-      plan.encode(pass);
-      pass.end();
-      gpu.device.queue.submit([enc.finish()]);
-      const out = await readBuffer(gpu, plan.y, x.batch * w.rows * 4);
-      return opts.output === "i32" ? new Int32Array(out) : new Float32Array(out);
-    } finally {
-      plan.release();
-    }
-  } finally {
-    lin.release();
-  }
+  return await runWaOnce(
+    gpu,
+    lin,
+    () => createInt8Plan(gpu, lin, { ...opts, batch: x.batch }),
+    (plan) => plan.write(packInt8Acts(x)),
+    opts.output,
+  );
 }
