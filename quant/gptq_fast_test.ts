@@ -3,32 +3,8 @@ import { type UniformTensor, unpackCodes } from "./format.ts";
 import { Gptq, type GptqOptions } from "./gptq.ts";
 import { fastHessians, GptqFast, gridOf } from "./gptq_fast.ts";
 import { awqGrid } from "./awq.ts";
-import { gaussian, randn } from "../model/random.ts";
-
-const ROWS = 24, COLS = 70;
-const DEAD = 5; // a column whose inputs are all zero
-
-/** Correlated calibration rows (x = z·(I + 0.5·R), column scales e^±1), column DEAD zero: [3 windows of 40 rows, COLS]. */
-function calibration(seed: number, cols = COLS): Float32Array[] {
-  const g = gaussian(seed);
-  const mix = Float64Array.from(
-    { length: cols * cols },
-    (_, i) => (i % (cols + 1) === 0 ? 1 : 0) + (0.5 * g()) / Math.sqrt(cols),
-  );
-  const colScale = Float64Array.from({ length: cols }, () => Math.exp(g()));
-  return [0, 1, 2].map(() => {
-    const z = Float64Array.from({ length: 40 * cols }, () => g());
-    const x = new Float32Array(40 * cols);
-    for (let t = 0; t < 40; t++) {
-      for (let j = 0; j < cols; j++) {
-        let s = 0;
-        for (let k = 0; k < cols; k++) s += z[t * cols + k] * mix[k * cols + j];
-        x[t * cols + j] = j === DEAD ? 0 : s * colScale[j];
-      }
-    }
-    return x;
-  });
-}
+import { randn } from "../model/random.ts";
+import { calibration, COLS, DEAD, ROWS } from "./_gptq_testing.ts";
 
 function codesOf(q: UniformTensor): Uint8Array {
   return unpackCodes(q.codes, q.rows, q.cols, q.bits);

@@ -4,40 +4,12 @@ import { descendingOrder, Gptq, type GptqOptions } from "./gptq.ts";
 import { spdInverse, upperCholesky } from "./linalg.ts";
 import { findParams, quantizeValue, rtn, storedScale } from "./rtn.ts";
 import { awqGrid, awqQuantizeTensor } from "./awq.ts";
-import { gaussian, randn } from "../model/random.ts";
-
-const ROWS = 24, COLS = 70;
-const DEAD = 5; // a column whose inputs are all zero
+import { randn } from "../model/random.ts";
+import { calibration, COLS, DEAD, ROWS } from "./_gptq_testing.ts";
 
 /** Seeded weights [ROWS, COLS]. */
 function weights(seed = 1): Float32Array {
   return randn(ROWS * COLS, seed, 0.05);
-}
-
-/**
- * Three calibration windows of 40 rows each: correlated features
- * (x = z·(I + 0.5·R)) with per-column scales spread over e^±1, and column
- * DEAD always zero.
- */
-function calibration(seed = 2): Float32Array[] {
-  const g = gaussian(seed);
-  const mix = Float64Array.from(
-    { length: COLS * COLS },
-    (_, i) => (i % (COLS + 1) === 0 ? 1 : 0) + (0.5 * g()) / Math.sqrt(COLS),
-  );
-  const colScale = Float64Array.from({ length: COLS }, () => Math.exp(g()));
-  return [0, 1, 2].map(() => {
-    const z = Float64Array.from({ length: 40 * COLS }, () => g());
-    const x = new Float32Array(40 * COLS);
-    for (let t = 0; t < 40; t++) {
-      for (let j = 0; j < COLS; j++) {
-        let s = 0;
-        for (let k = 0; k < COLS; k++) s += z[t * COLS + k] * mix[k * COLS + j];
-        x[t * COLS + j] = j === DEAD ? 0 : s * colScale[j];
-      }
-    }
-    return x;
-  });
 }
 
 function accumulate(windows: Float32Array[]): Gptq {
