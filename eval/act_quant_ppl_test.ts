@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { perplexity } from "./perplexity.ts";
 import { quantizeModel } from "./pipeline.ts";
-import { ctx, LIMIT, pplOf, set, weights } from "./_ppl_testing.ts";
+import { evalSet, LIMIT, pplOf, quantContext, weights } from "./_ppl_testing.ts";
 import {
   defaultSpec,
   loadQuantized,
@@ -10,9 +10,13 @@ import {
   saveQuantized,
 } from "../quant/methods.ts";
 
+// stories260K on the first 4 windows of 512 of TinyStories' validation text.
+const set = await evalSet("tinystories", 512);
+const ctx = await quantContext("stories260K-test");
+
 async function quantPpl(spec: QuantSpec): Promise<[QuantizedModel, number]> {
   const q = await quantizeModel(weights, spec, ctx);
-  return [q, await pplOf(q)];
+  return [q, await pplOf(set, q)];
 }
 
 Deno.test("stories260K RTN: W8A8 is close to W8A16, W4A4 worse than W4A8 worse than W4A16; same on 2 workers", async () => {
@@ -30,7 +34,7 @@ Deno.test("stories260K RTN: W8A8 is close to W8A16, W4A4 worse than W4A8 worse t
   assert.ok(p4a8 !== p4 && Math.abs(p4a8 - p4) / p4 < 0.02, `W4A8 ${p4a8} vs W4A16 ${p4}`);
   assert.ok(p4a4 > p4a8 * 1.05, `W4A4 ${p4a4} should be clearly worse than W4A8 ${p4a8}`);
   // the config travels to the workers: identical numbers on 2 threads
-  assert.equal(await pplOf(w4a8, 2), p4a8);
+  assert.equal(await pplOf(set, w4a8, 2), p4a8);
   // K/V only at 4 bits sits between
   const [, p4kv4] = await quantPpl({ ...defaultSpec("rtn", 4), kvBits: 4 });
   assert.ok(p4kv4 > p4 && p4kv4 < p4a4, `W4 KV4 ${p4kv4}`);
@@ -48,7 +52,7 @@ Deno.test("a quantized file keeps abits, kvBits and bit balance: ppl --quantized
     assert.deepEqual(back.actQuant, { abits: 6, kvBits: 8, bitBalance: true });
     assert.equal(back.variantName, "rtn.w2*a6kv8");
     assert.equal(back.avgBits, q.avgBits);
-    assert.equal(await pplOf(back), await pplOf(q));
+    assert.equal(await pplOf(set, back), await pplOf(set, q));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -7,18 +7,16 @@
  * Windows: the first 2 windows of 128 tokens of the TinyStories eval set.
  */
 import assert from "node:assert/strict";
-import { loadCheckpoint } from "../model/checkpoint.ts";
 import { forward } from "../model/forward.ts";
-import { loadTokenizer } from "../model/tokenizer.ts";
-import { loadEvalSet } from "../datasets/eval_sets.ts";
 import { perplexity } from "./perplexity.ts";
 import type { QuantizedLinear } from "../quant/format.ts";
 import { wordsPerRow } from "../quant/format.ts";
 import type { QuantizedModel, QuantSpec } from "../quant/methods.ts";
 import { defaultSpec, variantName } from "../quant/methods.ts";
-import { type QuantContext, quantizeModel } from "./pipeline.ts";
+import { quantizeModel } from "./pipeline.ts";
+import { evalSet, quantContext, weights } from "./_ppl_testing.ts";
 import { linearKey } from "../model/config.ts";
-import { maxRelError, SHARED_DATA, sharedData } from "../datasets/testing.ts";
+import { maxRelError } from "../datasets/testing.ts";
 import { gpuTest } from "../kernels/_testing.ts";
 import type { Gpu } from "../kernels/device.ts";
 import { GpuDecoder, quantizedSource } from "../kernels/decode.ts";
@@ -27,22 +25,8 @@ import { gpuPerplexity } from "./gpu_perplexity.ts";
 
 const SEQLEN = 128, WINDOWS = 2, TOL = 1e-4;
 
-const weights = await loadCheckpoint(sharedData("stories260K/stories260K.bin"));
-const tokenizer = await loadTokenizer(sharedData("stories260K/tok512.model"));
-const ctx: QuantContext = {
-  tokenizer,
-  dataDir: SHARED_DATA,
-  offline: true,
-  modelKey: "stories260K-kernels-test",
-  workers: 0, // worker start-up costs more than stories260K's k-means
-  cacheDir: await Deno.makeTempDir(),
-};
-const set = await loadEvalSet("tinystories", {
-  dataDir: SHARED_DATA,
-  tokenizer,
-  seqlen: SEQLEN,
-  offline: true,
-});
+const ctx = await quantContext("stories260K-kernels-test");
+const set = await evalSet("tinystories", SEQLEN);
 
 /** SqueezeLLM 3-bit with 0.45 % sparse (0.05 % sensitive + 0.4 % outliers), 4 Fisher windows. */
 function squeezellmSparse(): QuantSpec {

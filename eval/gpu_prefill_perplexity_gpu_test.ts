@@ -11,15 +11,12 @@
  * figures are in the issue's closing note).
  */
 import assert from "node:assert/strict";
-import { loadCheckpoint } from "../model/checkpoint.ts";
-import { loadTokenizer } from "../model/tokenizer.ts";
-import { loadEvalSet } from "../datasets/eval_sets.ts";
 import { perplexity } from "./perplexity.ts";
 import type { QuantSpec } from "../quant/methods.ts";
 import { defaultSpec, variantName } from "../quant/methods.ts";
-import { type QuantContext, quantizeModel } from "./pipeline.ts";
+import { quantizeModel } from "./pipeline.ts";
+import { evalSet, quantContext, weights } from "./_ppl_testing.ts";
 import { linearKey } from "../model/config.ts";
-import { SHARED_DATA, sharedData } from "../datasets/testing.ts";
 import { gpuTest } from "../kernels/_testing.ts";
 import { quantizedSource } from "../kernels/decode.ts";
 import { denseSource, GpuPrefill } from "../kernels/prefill.ts";
@@ -27,20 +24,9 @@ import { gpuPrefillPerplexity } from "./gpu_perplexity.ts";
 
 const SEQLEN = 512, WINDOWS = 6, TOL = 1e-4;
 
-const weights = await loadCheckpoint(sharedData("stories260K/stories260K.bin"));
-const tokenizer = await loadTokenizer(sharedData("stories260K/tok512.model"));
-const ctx: QuantContext = {
-  tokenizer,
-  dataDir: SHARED_DATA,
-  offline: true,
-  modelKey: "stories260K-prefill-test",
-  workers: 0,
-  cacheDir: await Deno.makeTempDir(),
-};
+const ctx = await quantContext("stories260K-prefill-test");
 const sets = await Promise.all(
-  (["wikitext2", "tinystories"] as const).map((name) =>
-    loadEvalSet(name, { dataDir: SHARED_DATA, tokenizer, seqlen: SEQLEN, offline: true })
-  ),
+  (["wikitext2", "tinystories"] as const).map((name) => evalSet(name, SEQLEN)),
 );
 
 /** Small calibration (4 TinyStories windows of 128) keeps the CPU quantization quick. */
