@@ -353,31 +353,13 @@ export function upperCholeskyOfInverseSimd(a: Float64Array, n: number): Float64A
   const A = mem.subarray(0, np * np); // [np, np]: J a J, identity beyond n
   const PT = mem.subarray(offT / 8, offT / 8 + SIMD_BLOCK * ldt); // [BLOCK, ldt]
   const X = mem.subarray(offX / 8, offX / 8 + np * ldt); // [np, ldt]
-  for (let i = 0; i < n; i++) {
-    const src = (n - 1 - i) * n + n - 1, dst = i * np;
-    for (let j = 0; j <= i; j++) A[dst + j] = a[src - j]; // lower triangle of J a J
-  }
-  for (let i = n; i < np; i++) A[i * np + i] = 1;
+  loadReversedLower(a, n, A, np);
 
   // Cholesky, right-looking: per block, the diagonal block and the panel
   // below it here, the trailing lower triangle by gemm_f64 (mode 1).
   for (let kb = 0; kb < np; kb += SIMD_BLOCK) {
     const be = Math.min(kb + SIMD_BLOCK, np);
-    for (let i = kb; i < np; i++) {
-      const ri = i * np;
-      const je = Math.min(i + 1, be);
-      for (let j = kb; j < je; j++) {
-        const rj = j * np;
-        let s = A[ri + j];
-        for (let t = kb; t < j; t++) s -= A[ri + t] * A[rj + t];
-        if (i === j) {
-          if (!(s > 0)) throw new NotPositiveDefiniteError(fn, i + 1, s);
-          A[ri + i] = Math.sqrt(s);
-        } else {
-          A[ri + j] = s / A[rj + j];
-        }
-      }
-    }
+    factorBlockColumns(fn, A, np, kb, be);
     if (be >= np) break;
     const bw = be - kb, m = np - be;
     for (let t = 0; t < bw; t++) {
@@ -429,27 +411,11 @@ export function upperCholeskyOfInverseSimd(a: Float64Array, n: number): Float64A
         J_BLOCK,
       );
     }
-    for (let i = ib; i < ie; i++) {
-      const ri = i * ldt, li = i * np;
-      for (let t = ib; t < i; t++) {
-        const l = A[li + t];
-        if (l === 0) continue;
-        const rt = t * ldt;
-        for (let j = 0; j <= t; j++) X[ri + j] -= l * X[rt + j];
-      }
-      X[ri + i] += 1;
-      const d = A[li + i];
-      for (let j = 0; j <= i; j++) X[ri + j] /= d;
-    }
+    invertBlockRows(A, np, X, ldt, ib, ie);
   }
 
   // U = J X J on the leading n × n block: U[i, j] = X[n−1−i, n−1−j]
-  const U = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) {
-    const src = (n - 1 - i) * ldt + n - 1, dst = i * n;
-    for (let j = i; j < n; j++) U[dst + j] = X[src - j];
-  }
-  return U;
+  return reversedUpper(X, ldt, n, new Float64Array(n * n));
 }
 
 /**
@@ -486,29 +452,11 @@ export function upperCholeskyOfInverseF32(a: Float64Array, n: number): Float32Ar
   const mem = new Float32Array(k.memory.buffer);
   const A = mem.subarray(oA, oT), PT = mem.subarray(oT, oP), P = mem.subarray(oP, oX);
   const X = mem.subarray(oX, oC), T = mem.subarray(oC, oC + np * B);
-  for (let i = 0; i < n; i++) {
-    const src = (n - 1 - i) * n + n - 1, dst = i * np;
-    for (let j = 0; j <= i; j++) A[dst + j] = a[src - j]; // lower triangle of J a J
-  }
-  for (let i = n; i < np; i++) A[i * np + i] = 1;
+  loadReversedLower(a, n, A, np);
 
   for (let kb = 0; kb < np; kb += B) {
     const be = Math.min(kb + B, np);
-    for (let i = kb; i < np; i++) {
-      const ri = i * np;
-      const je = Math.min(i + 1, be);
-      for (let j = kb; j < je; j++) {
-        const rj = j * np;
-        let s = A[ri + j];
-        for (let t = kb; t < j; t++) s -= A[ri + t] * A[rj + t];
-        if (i === j) {
-          if (!(s > 0)) throw new NotPositiveDefiniteError(fn, i + 1, s);
-          A[ri + i] = Math.sqrt(s);
-        } else {
-          A[ri + j] = s / A[rj + j];
-        }
-      }
-    }
+    factorBlockColumns(fn, A, np, kb, be);
     if (be >= np) break;
     // PT[t, j] = L[be + j, kb + t]; P = −PT in panels of 8 columns
     const bw = be - kb, m = np - be;
@@ -573,21 +521,94 @@ export function upperCholeskyOfInverseF32(a: Float64Array, n: number): Float32Ar
         for (let j = 0; j < ib; j++) X[dst + j] = T[j * w + r];
       }
     }
-    for (let i = ib; i < ie; i++) {
-      const ri = i * ldt, li = i * np;
-      for (let t = ib; t < i; t++) {
-        const l = A[li + t];
-        if (l === 0) continue;
-        const rt = t * ldt;
-        for (let j = 0; j <= t; j++) X[ri + j] -= l * X[rt + j];
-      }
-      X[ri + i] += 1;
-      const d = A[li + i];
-      for (let j = 0; j <= i; j++) X[ri + j] /= d;
-    }
+    invertBlockRows(A, np, X, ldt, ib, ie);
   }
 
-  const U = new Float32Array(n * n);
+  return reversedUpper(X, ldt, n, new Float32Array(n * n));
+}
+
+// Steps shared by upperCholeskyOfInverseSimd (float64) and
+// upperCholeskyOfInverseF32 (float32 storage, sums in float64 before each
+// store): A [np, np] and X [np, ldt] are row-major views of wasm memory.
+
+/** A [np, np] = lower triangle of J a J (J reverses the order), identity beyond n. */
+function loadReversedLower<M extends Float32Array | Float64Array>(
+  a: Float64Array,
+  n: number,
+  A: M,
+  np: number,
+): void {
+  for (let i = 0; i < n; i++) {
+    const src = (n - 1 - i) * n + n - 1, dst = i * np;
+    for (let j = 0; j <= i; j++) A[dst + j] = a[src - j]; // lower triangle of J a J
+  }
+  for (let i = n; i < np; i++) A[i * np + i] = 1;
+}
+
+/**
+ * Cholesky of columns kb..be of A [np, np] in place (their trailing update
+ * done): the diagonal block and the panel below it, L in the lower triangle.
+ *
+ * @throws {NotPositiveDefiniteError} when a pivot is not positive
+ */
+function factorBlockColumns<M extends Float32Array | Float64Array>(
+  fn: string,
+  A: M,
+  np: number,
+  kb: number,
+  be: number,
+): void {
+  for (let i = kb; i < np; i++) {
+    const ri = i * np;
+    const je = Math.min(i + 1, be);
+    for (let j = kb; j < je; j++) {
+      const rj = j * np;
+      let s = A[ri + j];
+      for (let t = kb; t < j; t++) s -= A[ri + t] * A[rj + t];
+      if (i === j) {
+        if (!(s > 0)) throw new NotPositiveDefiniteError(fn, i + 1, s);
+        A[ri + i] = Math.sqrt(s);
+      } else {
+        A[ri + j] = s / A[rj + j];
+      }
+    }
+  }
+}
+
+/**
+ * Rows ib..ie of X = L⁻¹ (L in the lower triangle of A [np, np], X [np, ldt]),
+ * X[ib:ie, :ib] already holding −L[ib:ie, :ib] · X[:ib, :ib]: the block's own
+ * forward substitution.
+ */
+function invertBlockRows<M extends Float32Array | Float64Array>(
+  A: M,
+  np: number,
+  X: M,
+  ldt: number,
+  ib: number,
+  ie: number,
+): void {
+  for (let i = ib; i < ie; i++) {
+    const ri = i * ldt, li = i * np;
+    for (let t = ib; t < i; t++) {
+      const l = A[li + t];
+      if (l === 0) continue;
+      const rt = t * ldt;
+      for (let j = 0; j <= t; j++) X[ri + j] -= l * X[rt + j];
+    }
+    X[ri + i] += 1;
+    const d = A[li + i];
+    for (let j = 0; j <= i; j++) X[ri + j] /= d;
+  }
+}
+
+/** U [n, n] = J X J on the leading n × n block of X [np, ldt]: U[i, j] = X[n−1−i, n−1−j], upper triangle. */
+function reversedUpper<M extends Float32Array | Float64Array>(
+  X: M,
+  ldt: number,
+  n: number,
+  U: M,
+): M {
   for (let i = 0; i < n; i++) {
     const src = (n - 1 - i) * ldt + n - 1, dst = i * n;
     for (let j = i; j < n; j++) U[dst + j] = X[src - j];
