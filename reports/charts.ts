@@ -107,44 +107,63 @@ const pplAxis = {
  * @param families family labels in the order the table lists them
  */
 export function pplVsBitsSpec(points: PplPoint[], families: string[]): vl.TopLevelSpec {
+  return panels({
+    values: points,
+    facet: { field: "dataset" },
+    columns: 2,
+    width: 320,
+    height: 200,
+    layer: [
+      {
+        transform: [{ filter: "datum.bits !== null" }],
+        mark: { type: "line", point: { filled: true, size: 50 }, strokeWidth: 1.5 },
+        encoding: {
+          x: {
+            field: "bits",
+            type: "quantitative",
+            title: "bits per weight (code width)",
+            axis: { tickMinStep: 1, format: "d" },
+            scale: { zero: false, nice: false, padding: 12 },
+          },
+          y: pplAxis,
+          color: colorOf(families.filter((f) => f !== "FP32")),
+          tooltip: [{ field: "variant" }, { field: "ppl", format: ".3f" }, {
+            field: "avgBits",
+            title: "avg bits",
+            format: ".2f",
+          }],
+        },
+      },
+      fp32Rule(),
+    ],
+  });
+}
+
+/**
+ * Small multiples: `layer` drawn once per value of the facet field, `columns` panels a row,
+ * each panel with its own y scale, the data inline.
+ */
+function panels(o: {
+  values: object[];
+  facet: { field: string; sort?: { field: string; op: "max" } };
+  columns: number;
+  width: number;
+  height: number;
+  layer: object[];
+}): vl.TopLevelSpec {
   return {
     $schema: VEGA_LITE_SCHEMA,
-    data: { values: points },
+    data: { values: o.values },
     facet: {
-      field: "dataset",
+      field: o.facet.field,
       type: "nominal",
       title: null,
+      ...(o.facet.sort ? { sort: o.facet.sort } : {}),
       header: { labelFontSize: 12, labelFontWeight: "bold" },
     },
-    columns: 2,
+    columns: o.columns,
     resolve: { scale: { y: "independent" } },
-    spec: {
-      width: 320,
-      height: 200,
-      layer: [
-        {
-          transform: [{ filter: "datum.bits !== null" }],
-          mark: { type: "line", point: { filled: true, size: 50 }, strokeWidth: 1.5 },
-          encoding: {
-            x: {
-              field: "bits",
-              type: "quantitative",
-              title: "bits per weight (code width)",
-              axis: { tickMinStep: 1, format: "d" },
-              scale: { zero: false, nice: false, padding: 12 },
-            },
-            y: pplAxis,
-            color: colorOf(families.filter((f) => f !== "FP32")),
-            tooltip: [{ field: "variant" }, { field: "ppl", format: ".3f" }, {
-              field: "avgBits",
-              title: "avg bits",
-              format: ".2f",
-            }],
-          },
-        },
-        fp32Rule(),
-      ],
-    },
+    spec: { width: o.width, height: o.height, layer: o.layer },
   } as vl.TopLevelSpec;
 }
 
@@ -169,60 +188,51 @@ function fp32Rule() {
 export function paretoSpec(points: PplPoint[], families: string[]): vl.TopLevelSpec {
   const byDataset = Map.groupBy(points.filter((p) => p.bits !== null), (p) => p.dataset);
   for (const ps of byDataset.values()) for (const p of paretoFront(ps)) p.pareto = true;
-  return {
-    $schema: VEGA_LITE_SCHEMA,
-    data: { values: points },
-    facet: {
-      field: "dataset",
-      type: "nominal",
-      title: null,
-      header: { labelFontSize: 12, labelFontWeight: "bold" },
-    },
+  return panels({
+    values: points,
+    facet: { field: "dataset" },
     columns: 2,
-    resolve: { scale: { y: "independent" } },
-    spec: {
-      width: 320,
-      height: 200,
-      layer: [
-        {
-          transform: [{ filter: "datum.pareto === true" }],
-          mark: { type: "line", interpolate: "step-after", color: "#999", strokeWidth: 1 },
-          encoding: {
-            x: { field: "avgBits", type: "quantitative" },
-            y: { field: "ppl", type: "quantitative" },
-            order: { field: "avgBits" },
-          },
+    width: 320,
+    height: 200,
+    layer: [
+      {
+        transform: [{ filter: "datum.pareto === true" }],
+        mark: { type: "line", interpolate: "step-after", color: "#999", strokeWidth: 1 },
+        encoding: {
+          x: { field: "avgBits", type: "quantitative" },
+          y: { field: "ppl", type: "quantitative" },
+          order: { field: "avgBits" },
         },
-        {
-          transform: [{ filter: "datum.bits !== null" }],
-          mark: { type: "point", filled: true, size: 60, opacity: 0.9 },
-          encoding: {
-            x: {
-              field: "avgBits",
-              type: "quantitative",
-              title: "average bits per weight (Pareto front: grey step line)",
-              scale: { zero: false, nice: false, padding: 12 },
-            },
-            y: pplAxis,
-            color: colorOf(families.filter((f) => f !== "FP32")),
-            shape: {
-              field: "pareto",
-              type: "nominal",
-              title: "on the front",
-              scale: { domain: [true, false], range: ["diamond", "circle"] },
-              legend: { labelExpr: "datum.value ? 'yes' : 'no'" },
-            },
-            tooltip: [
-              { field: "variant" },
-              { field: "ppl", format: ".3f" },
-              { field: "avgBits", title: "avg bits", format: ".3f" },
-            ],
+      },
+      {
+        transform: [{ filter: "datum.bits !== null" }],
+        mark: { type: "point", filled: true, size: 60, opacity: 0.9 },
+        encoding: {
+          x: {
+            field: "avgBits",
+            type: "quantitative",
+            title: "average bits per weight (Pareto front: grey step line)",
+            scale: { zero: false, nice: false, padding: 12 },
           },
+          y: pplAxis,
+          color: colorOf(families.filter((f) => f !== "FP32")),
+          shape: {
+            field: "pareto",
+            type: "nominal",
+            title: "on the front",
+            scale: { domain: [true, false], range: ["diamond", "circle"] },
+            legend: { labelExpr: "datum.value ? 'yes' : 'no'" },
+          },
+          tooltip: [
+            { field: "variant" },
+            { field: "ppl", format: ".3f" },
+            { field: "avgBits", title: "avg bits", format: ".3f" },
+          ],
         },
-        fp32Rule(),
-      ],
-    },
-  } as vl.TopLevelSpec;
+      },
+      fp32Rule(),
+    ],
+  });
 }
 
 /**
@@ -244,71 +254,59 @@ export function kernelSpec(points: KernelPoint[], measure: "latency" | "speedup"
     : { field: "speedup", type: "quantitative", title: "speedup over f16 (×)" };
   const batches = new Set(points.map((p) => p.batch));
   const quantized = [...new Set(points.filter((p) => !isPlain(p.format)).map((p) => p.format))];
-  return {
-    $schema: VEGA_LITE_SCHEMA,
-    data: {
-      values: points.map((p) => ({
-        ...p,
-        panel: panelOf(p, batches.size > 1),
-        weights: p.shape.split("×").reduce((a, b) => a * Number(b), 1),
-      })),
-    },
-    facet: {
-      field: "panel",
-      type: "nominal",
-      title: null,
-      sort: { field: "weights", op: "max" },
-      header: { labelFontSize: 12, labelFontWeight: "bold" },
-    },
+  return panels({
+    values: points.map((p) => ({
+      ...p,
+      panel: panelOf(p, batches.size > 1),
+      weights: p.shape.split("×").reduce((a, b) => a * Number(b), 1),
+    })),
+    facet: { field: "panel", sort: { field: "weights", op: "max" } },
     columns: 4,
-    resolve: { scale: { y: "independent" } },
-    spec: {
-      width: 190,
-      height: 150,
-      layer: [
-        {
-          transform: [{ filter: "datum.format !== 'f16' && datum.format !== 'f32'" }],
-          mark: { type: "line", point: { filled: true, size: 40 }, strokeWidth: 1.5 },
-          encoding: {
-            x: {
-              field: "bits",
-              type: "quantitative",
-              title: "bits",
-              axis: { tickMinStep: 1, format: "d" },
-              scale: { zero: false, nice: false, padding: 10 },
-            },
-            y,
-            color: { field: "format", type: "nominal", sort: quantized },
-            tooltip: [
-              { field: "format" },
-              { field: "bits" },
-              { field: "medianUs", title: "median µs", format: ".1f" },
-              { field: "speedup", format: ".2f" },
-            ],
+    width: 190,
+    height: 150,
+    layer: [
+      {
+        transform: [{ filter: "datum.format !== 'f16' && datum.format !== 'f32'" }],
+        mark: { type: "line", point: { filled: true, size: 40 }, strokeWidth: 1.5 },
+        encoding: {
+          x: {
+            field: "bits",
+            type: "quantitative",
+            title: "bits",
+            axis: { tickMinStep: 1, format: "d" },
+            scale: { zero: false, nice: false, padding: 10 },
           },
+          y,
+          color: { field: "format", type: "nominal", sort: quantized },
+          tooltip: [
+            { field: "format" },
+            { field: "bits" },
+            { field: "medianUs", title: "median µs", format: ".1f" },
+            { field: "speedup", format: ".2f" },
+          ],
         },
-        {
-          transform: [{ filter: "datum.format === 'f16' || datum.format === 'f32'" }],
-          mark: { type: "rule" },
-          encoding: {
-            y: { field: y.field, type: "quantitative" },
-            color: { value: "#555" },
-            strokeDash: {
-              field: "format",
-              type: "nominal",
-              title: "reference",
-              scale: { domain: ["f16", "f32"], range: [[6, 3], [1, 2]] },
-            },
-            tooltip: [{ field: "format" }, {
-              field: "medianUs",
-              title: "median µs",
-              format: ".1f",
-            }],
+      },
+      {
+        transform: [{ filter: "datum.format === 'f16' || datum.format === 'f32'" }],
+        mark: { type: "rule" },
+        encoding: {
+          y: { field: y.field, type: "quantitative" },
+          color: { value: "#555" },
+          strokeDash: {
+            field: "format",
+            type: "nominal",
+            title: "reference",
+            scale: { domain: ["f16", "f32"], range: [[6, 3], [1, 2]] },
           },
+          tooltip: [{ field: "format" }, {
+            field: "medianUs",
+            title: "median µs",
+            format: ".1f",
+          }],
         },
-      ],
-    },
-  } as vl.TopLevelSpec;
+      },
+    ],
+  });
 }
 
 const isPlain = (format: string) => format === "f16" || format === "f32";
