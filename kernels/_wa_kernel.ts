@@ -37,7 +37,7 @@
  * @module
  */
 import type { Gpu, Kernel } from "./device.ts";
-import { dispatchSize, readBuffer } from "./device.ts";
+import { dispatchSize, OwnedBuffers, readBuffer } from "./device.ts";
 
 /** Largest activation batch of the W×A kernels. */
 export const WA_MAX_BATCH = 8;
@@ -273,12 +273,8 @@ export function uploadWaWeight(gpu: Gpu, h: WaWeightHost, wWords: number): WaWei
         `maxStorageBufferBindingSize ${maxBind}; split the layer by rows`,
     );
   }
-  const held: GPUBuffer[] = [];
-  const up = (a: ArrayBufferView, label: string) => {
-    const b = gpu.pool.upload(a, 0, label);
-    held.push(b);
-    return b;
-  };
+  const owned = new OwnedBuffers(gpu.pool);
+  const up = (a: ArrayBufferView, label: string) => owned.upload(a, 0, label);
   let released = false;
   return {
     rows: h.rows,
@@ -296,7 +292,7 @@ export function uploadWaWeight(gpu: Gpu, h: WaWeightHost, wWords: number): WaWei
     release() {
       if (released) throw new Error("WaWeight.release(): already released");
       released = true;
-      for (const b of held) gpu.pool.release(b);
+      owned.releaseAll();
     },
   };
 }
@@ -387,12 +383,9 @@ export async function createWaPlan(
     output,
   };
   const pipeline = await gpu.pipelines.get(WA_KERNEL, params);
-  const held: GPUBuffer[] = [];
-  const own = (size: number, usage: GPUBufferUsageFlags, label: string) => {
-    const b = pool.acquire(size, usage, label);
-    held.push(b);
-    return b;
-  };
+  const owned = new OwnedBuffers(pool);
+  const own = (size: number, usage: GPUBufferUsageFlags, label: string) =>
+    owned.acquire(size, usage, label);
   const xBytes = B * lin.kBlocks * scheme.xWords * 4;
   const copyDst = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST;
   const x = own(xBytes, copyDst, "wa-x");
@@ -458,7 +451,7 @@ export async function createWaPlan(
     release() {
       if (released) throw new Error("WaPlan.release(): already released");
       released = true;
-      for (const b of held) pool.release(b);
+      owned.releaseAll();
     },
   };
 }

@@ -32,7 +32,7 @@ import {
   ropeTables,
 } from "../model/config.ts";
 import type { Gpu, Kernel } from "./device.ts";
-import { dispatchSize, readBuffer } from "./device.ts";
+import { dispatchSize, OwnedBuffers, readBuffer } from "./device.ts";
 import type { GpuLinear, MatvecPlan, MatvecPlanOptions } from "./matvec.ts";
 import { createMatvecPlan, uploadLinear } from "./matvec.ts";
 import type { LinearWeight, QuantizedLinear } from "../quant/format.ts";
@@ -277,31 +277,25 @@ export class GpuDecoder {
     const { device, pool } = gpu;
     const { dim, hiddenDim, vocabSize, maxSeqLen, nLayers } = c;
     const kv = kvDim(c), hs = headSize(c);
-    const held: GPUBuffer[] = [];
+    const owned = new OwnedBuffers(pool);
     const lins: GpuLinear[] = [];
     const plans: MatvecPlan[] = [];
     const release = () => {
       for (const p of plans) p.release();
       for (const l of lins) l.release();
-      for (const b of held) pool.release(b);
-      plans.length = lins.length = held.length = 0;
+      owned.releaseAll();
+      plans.length = lins.length = 0;
     };
     try {
       const STO = GPUBufferUsage.STORAGE;
       const buf = (floats: number, label: string, extra = 0) => {
-        const b = pool.acquire(
+        return owned.acquire(
           4 * floats,
           STO | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC | extra,
           label,
         );
-        held.push(b);
-        return b;
       };
-      const upload = (a: Float32Array, label: string) => {
-        const b = pool.upload(a, 0, label);
-        held.push(b);
-        return b;
-      };
+      const upload = (a: Float32Array, label: string) => owned.upload(a, 0, label);
       // run state
       const x = buf(dim, "x"), xn = buf(dim, "xn"), q = buf(dim, "q"), att = buf(dim, "att");
       const o = buf(dim, "o"), k = buf(kv, "k"), v = buf(kv, "v");
@@ -324,12 +318,11 @@ export class GpuDecoder {
         into: Step[] = steps,
       ) => {
         const pipeline = await gpu.pipelines.get(OP_KERNEL, { op: name, maxSeq: maxSeqLen });
-        const u = pool.acquire(
+        const u = owned.acquire(
           32,
           GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
           `${name}-params`,
         );
-        held.push(u);
         const data = new ArrayBuffer(32);
         new Uint32Array(data, 0, 6).set(params.slice(0, 6));
         new Float32Array(data, 24, 2).set(params.slice(6, 8));

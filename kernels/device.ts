@@ -269,6 +269,44 @@ export class BufferPool {
   }
 }
 
+/**
+ * The buffers one owner (a weight, a plan, a model) takes from a pool, given
+ * back together.
+ *
+ * @example
+ * ```ts
+ * const owned = new OwnedBuffers(gpu.pool);
+ * const y = owned.acquire(64, GPUBufferUsage.STORAGE, "y");
+ * owned.releaseAll();
+ * ```
+ */
+export class OwnedBuffers {
+  readonly #held: GPUBuffer[] = [];
+
+  /** @param pool the pool the buffers come from and go back to */
+  constructor(readonly pool: BufferPool) {}
+
+  /** {@linkcode BufferPool.acquire}, held until {@linkcode OwnedBuffers.releaseAll}. */
+  acquire(size: number, usage: GPUBufferUsageFlags, label: string): GPUBuffer {
+    const b = this.pool.acquire(size, usage, label);
+    this.#held.push(b);
+    return b;
+  }
+
+  /** {@linkcode BufferPool.upload}, held until {@linkcode OwnedBuffers.releaseAll}. */
+  upload(data: ArrayBufferView, extraUsage: GPUBufferUsageFlags, label: string): GPUBuffer {
+    const b = this.pool.upload(data, extraUsage, label);
+    this.#held.push(b);
+    return b;
+  }
+
+  /** Returns every held buffer to the pool; a second call has none left to return. */
+  releaseAll(): void {
+    for (const b of this.#held) this.pool.release(b);
+    this.#held.length = 0;
+  }
+}
+
 /** A WGSL kernel: its source as a function of params, and a key naming that source. */
 export interface Kernel<P> {
   /** Short name for labels and errors. */

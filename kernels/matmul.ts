@@ -47,7 +47,7 @@
  */
 import type { LinearWeight } from "../quant/format.ts";
 import type { Gpu, Kernel } from "./device.ts";
-import { dispatchSize } from "./device.ts";
+import { dispatchSize, OwnedBuffers } from "./device.ts";
 import type { GpuLinear, GroupMode } from "./matvec.ts";
 import { rowWindows, runOnce, uploadLinear, weightEntries } from "./matvec.ts";
 
@@ -456,12 +456,9 @@ export async function createMatmulPlan(
     throw new RangeError(`createMatmulPlan(): xOffsetTokens must be a multiple of 64, got ${xOff}`);
   }
   const { rows, cols } = lin;
-  const held: GPUBuffer[] = [];
-  const own = (size: number, usage: GPUBufferUsageFlags, label: string) => {
-    const b = pool.acquire(size, usage, label);
-    held.push(b);
-    return b;
-  };
+  const owned = new OwnedBuffers(pool);
+  const own = (size: number, usage: GPUBufferUsageFlags, label: string) =>
+    owned.acquire(size, usage, label);
   const STO = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
   const x = opts.x ?? own(4 * T * cols, STO, "matmul-x");
   const y = opts.y ?? own(4 * T * rows, STO, "matmul-y");
@@ -554,7 +551,7 @@ export async function createMatmulPlan(
     release() {
       if (released) throw new Error("MatmulPlan.release(): already released");
       released = true;
-      for (const b of held) pool.release(b);
+      owned.releaseAll();
     },
   };
 }

@@ -63,7 +63,7 @@
 import type { CsrMatrix, DenseFormat, LinearWeight, SizeReport } from "../quant/format.ts";
 import { nGroups, sizeOf, validateWeight, wordsPerRow } from "../quant/format.ts";
 import type { Gpu, Kernel } from "./device.ts";
-import { dispatchSize, readBuffer } from "./device.ts";
+import { dispatchSize, OwnedBuffers, readBuffer } from "./device.ts";
 
 /** Largest activation batch a kernel takes. */
 export const MAX_BATCH = 8;
@@ -523,12 +523,8 @@ export function uploadLinear(gpu: Gpu, weight: LinearWeight): GpuLinear {
   validateWeight(weight);
   const d = weight.dense;
   const { pool } = gpu;
-  const held: GPUBuffer[] = [];
-  const up = (a: ArrayBufferView, label: string) => {
-    const b = pool.upload(a, 0, label);
-    held.push(b);
-    return b;
-  };
+  const owned = new OwnedBuffers(pool);
+  const up = (a: ArrayBufferView, label: string) => owned.upload(a, 0, label);
   const base = { rows: d.rows, cols: d.cols, format: d.kind, bytes: sizeOf(weight).storedBytes };
   let lin: Omit<GpuLinear, "sparse" | "release">;
   if (d.kind === "f32" || d.kind === "f16") {
@@ -585,7 +581,7 @@ export function uploadLinear(gpu: Gpu, weight: LinearWeight): GpuLinear {
     release() {
       if (released) throw new Error("GpuLinear.release(): already released");
       released = true;
-      for (const b of held) pool.release(b);
+      owned.releaseAll();
     },
   };
 }
@@ -799,12 +795,9 @@ export async function createMatvecPlan(
   }
   const sparseMode = opts.sparseMode ?? "fused";
   const { rows, cols } = lin;
-  const held: GPUBuffer[] = [];
-  const own = (size: number, usage: GPUBufferUsageFlags, label: string) => {
-    const b = pool.acquire(size, usage, label);
-    held.push(b);
-    return b;
-  };
+  const owned = new OwnedBuffers(pool);
+  const own = (size: number, usage: GPUBufferUsageFlags, label: string) =>
+    owned.acquire(size, usage, label);
   const x = opts.x ?? own(B * cols * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, "x");
   const y = opts.y ??
     own(
@@ -932,7 +925,7 @@ export async function createMatvecPlan(
     release() {
       if (released) throw new Error("MatvecPlan.release(): already released");
       released = true;
-      for (const b of held) pool.release(b);
+      owned.releaseAll();
     },
   };
 }

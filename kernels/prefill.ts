@@ -42,7 +42,7 @@ import { headSize, kvDim, linearShape, ropeTables } from "../model/config.ts";
 import { f16Tensor, f32Tensor, sizeOf } from "../quant/format.ts";
 import type { LinearWeight } from "../quant/format.ts";
 import type { Gpu, Kernel } from "./device.ts";
-import { dispatchSize, readBuffer } from "./device.ts";
+import { dispatchSize, OwnedBuffers, readBuffer } from "./device.ts";
 import type { LinearSource } from "./decode.ts";
 import type { GpuLinear } from "./matvec.ts";
 import { uploadLinear } from "./matvec.ts";
@@ -392,14 +392,14 @@ export class GpuPrefill {
       opts.maxBindingBytes ?? Infinity,
       device.limits.maxStorageBufferBindingSize,
     );
-    const held: GPUBuffer[] = [];
+    const owned = new OwnedBuffers(pool);
     const lins: GpuLinear[] = [];
     const plans: MatmulPlan[] = [];
     const release = () => {
       for (const p of plans) p.release();
       for (const l of lins) l.release();
-      for (const b of held) pool.release(b);
-      plans.length = lins.length = held.length = 0;
+      owned.releaseAll();
+      plans.length = lins.length = 0;
     };
     try {
       const STO = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
@@ -410,15 +410,10 @@ export class GpuPrefill {
               `above the device's maxStorageBufferBindingSize ${maxBind}: lower --seqlen`,
           );
         }
-        const b = pool.acquire(4 * floats, STO, label);
-        held.push(b);
-        return b;
+        return owned.acquire(4 * floats, STO, label);
       };
-      const upload = (a: ArrayBufferView, label: string) => {
-        const b = pool.upload(a, GPUBufferUsage.COPY_SRC, label);
-        held.push(b);
-        return b;
-      };
+      const upload = (a: ArrayBufferView, label: string) =>
+        owned.upload(a, GPUBufferUsage.COPY_SRC, label);
       /** Runs f inside an out-of-memory error scope; a failure names what and how many bytes. */
       const guarded = async <R>(what: string, bytes: number, f: () => R): Promise<R> => {
         device.pushErrorScope("out-of-memory");
@@ -487,8 +482,7 @@ export class GpuPrefill {
         });
         const grid = dispatchSize(workgroups, device.limits);
         const L = LAYOUTS[name] as UniformLayout<string>;
-        const u = pool.acquire(L.size, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, name);
-        held.push(u);
+        const u = owned.acquire(L.size, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, name);
         device.queue.writeBuffer(u, 0, L.pack({ ...values, nx: grid.nx }));
         const bindGroup = device.createBindGroup({
           layout: pipeline.getBindGroupLayout(0),
