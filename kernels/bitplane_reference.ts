@@ -217,6 +217,34 @@ export function packActPlanes(x: ActCodes): ActPlanes {
 }
 
 /**
+ * A uniform weight's groups: their count, their width (at most cols) and the
+ * sum SW of (code − shift) over each row's group, the term both W×A layouts
+ * fold into the zero-point correction.
+ *
+ * @param t the weight (checked by {@linkcode checkWaWeight})
+ * @param shift subtracted from every code (0 for bit planes, 128 for int8)
+ * @returns nGroups, groupSize and sums [rows, nGroups]
+ * @example
+ * ```ts
+ * const { sums } = weightGroupSums(t, 0); // sums[r * nGroups + g] = Σ codes of row r, group g
+ * ```
+ */
+export function weightGroupSums(
+  t: UniformTensor,
+  shift: number,
+): { nGroups: number; groupSize: number; sums: Int32Array } {
+  const { rows, cols, bits, codes } = t;
+  const ng = nGroups(t), gs = Math.min(t.groupSize, cols);
+  const sums = new Int32Array(rows * ng); // [rows, nGroups]
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) {
+      sums[r * ng + Math.floor(c / gs)] += codeAt(codes, cols, bits, r, c) - shift;
+    }
+  }
+  return { nGroups: ng, groupSize: gs, sums };
+}
+
+/**
  * Bit planes of a uniform weight's codes (read from quant/format.ts's packed
  * bitstream), with its scales, integer zeros and SW per row and group.
  *
@@ -227,13 +255,7 @@ export function packActPlanes(x: ActCodes): ActPlanes {
 export function packWeightPlanes(t: UniformTensor): WeightPlanes {
   checkWaWeight(t);
   const { rows, cols, bits, codes } = t;
-  const ng = nGroups(t), gs = Math.min(t.groupSize, cols);
-  const sums = new Int32Array(rows * ng);
-  for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < cols; c++) {
-      sums[r * ng + Math.floor(c / gs)] += codeAt(codes, cols, bits, r, c);
-    }
-  }
+  const { nGroups: ng, groupSize: gs, sums } = weightGroupSums(t, 0);
   return {
     rows,
     cols,

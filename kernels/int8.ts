@@ -17,12 +17,12 @@
  * @module
  */
 import type { UniformTensor } from "../quant/format.ts";
-import { codeAt, fromF16, nGroups } from "../quant/format.ts";
+import { codeAt, fromF16 } from "../quant/format.ts";
 import type { Gpu } from "./device.ts";
 import type { WaPlan, WaPlanOptions, WaScheme, WaWeight, WaWeightHost } from "./_wa_kernel.ts";
 import { createWaPlan, runWaOnce, uploadWaWeight } from "./_wa_kernel.ts";
 import type { ActCodes } from "./bitplane_reference.ts";
-import { checkActCodes, checkWaWeight } from "./bitplane_reference.ts";
+import { checkActCodes, checkWaWeight, weightGroupSums } from "./bitplane_reference.ts";
 
 /** The WGSL language feature that provides `dot4I8Packed`. */
 export const PACKED_DOT_FEATURE = "packed_4x8_integer_dot_product";
@@ -88,13 +88,7 @@ function packBytes(code: (r: number, c: number) => number, n: number, cols: numb
 export function packInt8Weight(t: UniformTensor): WaWeightHost {
   checkWaWeight(t);
   const { rows, cols, bits, codes } = t;
-  const ng = nGroups(t), gs = Math.min(t.groupSize, cols);
-  const sums = new Int32Array(rows * ng);
-  for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < cols; c++) {
-      sums[r * ng + Math.floor(c / gs)] += codeAt(codes, cols, bits, r, c) - 128;
-    }
-  }
+  const { nGroups: ng, groupSize: gs, sums } = weightGroupSums(t, 128);
   return {
     rows,
     cols,
