@@ -62,3 +62,20 @@ export function randomActs(seed: number, batch: number, cols: number, bits: numb
     zeros: Int32Array.from({ length: batch }, () => Math.floor(u() * (maxq + 1))),
   };
 }
+
+/**
+ * 8-bit operands at the accumulator's extreme: every weight and activation
+ * code 255 and every zero 0, so each of the `rows` × 2 tokens accumulates
+ * K · 255² over K = 4096 columns.
+ * @param rows output features
+ * @returns the weight [rows, 4096] and 2 tokens of activations
+ */
+export function maxCodeOperands(rows: number): { w: UniformTensor; x: ActCodes } {
+  const w = randomUniform(5, rows, 4096, 8);
+  w.codes.fill(0xffffffff);
+  w.zeros.fill(0);
+  const x = randomActs(6, 2, 4096, 8);
+  x.codes.fill(255);
+  x.zeros.fill(0);
+  return { w, x };
+}

@@ -15,7 +15,7 @@ import {
   waAccRef,
   waMatmulRef,
 } from "./bitplane_reference.ts";
-import { randomActs, randomUniform } from "./_wa_testing.ts";
+import { maxCodeOperands, randomActs, randomUniform } from "./_wa_testing.ts";
 import { maxRelError } from "../datasets/testing.ts";
 import { dequantizeDense } from "../quant/format.ts";
 
@@ -122,12 +122,7 @@ gpuTest(
       assert.deepEqual(got, want, `W${wb}A${ab} g64 B=${B}: ${firstDiff(got, want)}`);
     }
     // Every code at its maximum and every zero 0: the largest accumulator, K · 255².
-    const w = randomUniform(5, 3, 4096, 8);
-    w.codes.fill(0xffffffff);
-    w.zeros.fill(0);
-    const x = randomActs(6, 2, 4096, 8);
-    x.codes.fill(255);
-    x.zeros.fill(0);
+    const { w, x } = maxCodeOperands(3);
     const got = await bitplaneMatmulGpu(gpu, w, x, { output: "i32" }) as Int32Array;
     assert.deepEqual([...got], new Array(6).fill(4096 * 255 * 255));
   },

@@ -8,7 +8,7 @@ import { gpuTest } from "./_testing.ts";
 import { hasPackedDot, int8MatmulGpu, packInt8Acts, packInt8Weight } from "./int8.ts";
 import { bitplaneMatmulGpu } from "./bitplane.ts";
 import { waAccRef, waMatmulRef } from "./bitplane_reference.ts";
-import { randomActs, randomUniform } from "./_wa_testing.ts";
+import { maxCodeOperands, randomActs, randomUniform } from "./_wa_testing.ts";
 import { maxRelError } from "../datasets/testing.ts";
 
 Deno.test("packInt8Acts() stores q − 128 as signed bytes in column order, 0 past cols", () => {
@@ -81,12 +81,7 @@ gpuTest(
       assert.ok(err < 1e-5, `W${wb}A${ab} B=${B}: ${err}`);
     }
     // Codes 255 against zeros 0 (the largest positive accumulator) and codes 0 (the most negative).
-    const w = randomUniform(5, 2, 4096, 8);
-    w.codes.fill(0xffffffff);
-    w.zeros.fill(0);
-    const x = randomActs(6, 2, 4096, 8);
-    x.codes.fill(255);
-    x.zeros.fill(0);
+    const { w, x } = maxCodeOperands(2);
     const acc = await int8MatmulGpu(gpu, w, x, { output: "i32" }) as Int32Array;
     assert.deepEqual([...acc], new Array(4).fill(4096 * 255 * 255));
     w.zeros.fill(0x5bf8); // fp16 255
