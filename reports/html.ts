@@ -179,26 +179,42 @@ export function paperTableHtml(p: PaperTable, data: ReportData): string {
     `of that column. Avg. bits: information bits per weight, metadata and sparse part included.</p>\n${foot}`;
 }
 
-/** Every stored variant of a table, one row each (the flat table; also the markdown's columns). */
-export function variantsTableHtml(t: PplTable): string {
-  const th = [
+/**
+ * The flat table of every stored variant as text, one row each: variant, bits, average
+ * (information) bits, one column per dataset (with its window count), stored bits and
+ * calibration. The HTML and the markdown report both lay it out.
+ *
+ * @param t one table of report.ts's `pplTables`
+ * @returns the column titles and each row's cells, in `t.rows`' order
+ */
+export function variantsTableText(t: PplTable): { head: string[]; rows: string[][] } {
+  const head = [
     "variant",
     "bits",
     "avg bits",
     ...t.columns.map((c) => c.label),
     "stored bits",
     "calibration",
-  ]
-    .map((h) => `<th>${esc(h)}</th>`).join("");
-  const trs = t.rows.map((r) =>
-    `<tr><td title="${esc(`config key ${r.configKey}`)}">${esc(r.label)}</td><td>${
-      r.bits ?? "fp32"
-    }</td><td>${r.avgBits.toFixed(2)}</td>${
-      t.columns.map((c) => `<td>${r.ppl[c.key] === undefined ? "—" : r.ppl[c.key].toFixed(3)}</td>`)
-        .join("")
-    }<td>${r.storedBits === null ? "?" : r.storedBits.toFixed(2)}</td><td>${
-      esc(r.calibration)
-    }</td></tr>`
+  ];
+  const rows = t.rows.map((r) => [
+    r.label,
+    String(r.bits ?? "fp32"),
+    r.avgBits.toFixed(2),
+    ...t.columns.map((c) => (r.ppl[c.key] === undefined ? "—" : r.ppl[c.key].toFixed(3))),
+    r.storedBits === null ? "?" : r.storedBits.toFixed(2),
+    r.calibration,
+  ]);
+  return { head, rows };
+}
+
+/** Every stored variant of a table, one row each (the flat table; also the markdown's columns). */
+export function variantsTableHtml(t: PplTable): string {
+  const { head, rows } = variantsTableText(t);
+  const th = head.map((h) => `<th>${esc(h)}</th>`).join("");
+  const trs = rows.map(([label, ...cells], i) =>
+    `<tr><td title="${esc(`config key ${t.rows[i].configKey}`)}">${esc(label)}</td>${
+      cells.map((c) => `<td>${esc(c)}</td>`).join("")
+    }</tr>`
   ).join("\n");
   return `<div class="scroll"><table class="variants"><thead><tr>${th}</tr></thead>\n<tbody>${trs}</tbody></table></div>`;
 }

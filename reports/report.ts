@@ -41,6 +41,7 @@ import {
   runHtml,
   sqlPanelHtml,
   variantsTableHtml,
+  variantsTableText,
 } from "./html.ts";
 
 export { renderSvg } from "./charts.ts";
@@ -240,23 +241,8 @@ function calibrationLabel(r: Record<string, unknown>): string {
  * @param t one table of {@linkcode pplTables}
  */
 export function markdownPplTable(t: PplTable): string {
-  const head = [
-    "variant",
-    "bits",
-    "avg bits",
-    ...t.columns.map((c) => c.label),
-    "stored bits",
-    "calibration",
-  ];
-  const lines = t.rows.map((r) => [
-    r.label,
-    String(r.bits ?? "fp32"),
-    r.avgBits.toFixed(2),
-    ...t.columns.map((c) => (r.ppl[c.key] === undefined ? "—" : r.ppl[c.key].toFixed(3))),
-    r.storedBits === null ? "?" : r.storedBits.toFixed(2),
-    r.calibration,
-  ]);
-  return markdownTable(head, lines);
+  const { head, rows } = variantsTableText(t);
+  return markdownTable(head, rows);
 }
 
 /**
