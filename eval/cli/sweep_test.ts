@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
 import { SHARED_DATA } from "../../datasets/testing.ts";
 import { ResultsStore } from "../../reports/store.ts";
+import { cli, lastJson } from "./_testing.ts";
 
 const CLI = new URL("./main.ts", import.meta.url).pathname;
 const dec = new TextDecoder();
 
+/** The CLI with `args` as a subprocess command, offline (for runs that are spawned). */
 function cliCommand(args: string[]) {
   return new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", CLI, ...args],
@@ -13,14 +15,6 @@ function cliCommand(args: string[]) {
     stderr: "piped",
   });
 }
-
-/** Runs the CLI in a subprocess; returns exit code, stdout and stderr. */
-async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const r = await cliCommand(args).output();
-  return { code: r.code, out: dec.decode(r.stdout), err: dec.decode(r.stderr) };
-}
-
-const lastJson = (out: string) => JSON.parse(out.trim().split("\n").at(-1)!);
 
 interface SweepResult {
   variant: string;
@@ -31,6 +25,8 @@ interface SweepResult {
 
 // c4 at seqlen 64 has 256 windows: a full evaluation of stories260K takes seconds.
 const C4_64 = ["--data-dir", SHARED_DATA, "--datasets", "c4", "--seqlen", "64"];
+/** `ppl` on the same data. */
+const PPL_C4_64 = ["ppl", "--data-dir", SHARED_DATA, "--dataset", "c4", "--seqlen", "64"];
 
 Deno.test("eval resumes by result identity: --limit runs, other calibrations and over-large limits never stand in for a result", async () => {
   const dir = await Deno.makeTempDir();
@@ -43,13 +39,7 @@ Deno.test("eval resumes by result identity: --limit runs, other calibrations and
   };
   // SqueezeLLM with settings its variant name leaves out (defect: it answered for the sweep's).
   const own = await cli(
-    "ppl",
-    "--data-dir",
-    SHARED_DATA,
-    "--dataset",
-    "c4",
-    "--seqlen",
-    "64",
+    ...PPL_C4_64,
     "--limit",
     "4",
     "--method",
@@ -93,20 +83,14 @@ Deno.test("eval resumes by result identity: --limit runs, other calibrations and
   assert.doesNotMatch(over.out, /first 300/);
   // the same model and data give the same number from ppl as from the sweep
   const fp32 = await cli(
-    "ppl",
-    "--data-dir",
-    SHARED_DATA,
-    "--dataset",
-    "c4",
-    "--seqlen",
-    "64",
+    ...PPL_C4_64,
     "--json",
   );
   assert.equal(lastJson(fp32.out).ppl, full.results[0].ppl);
 
   // ppl --store records the same settings under the sweep's key
   const rtn = await cli(
-    ...["ppl", "--data-dir", SHARED_DATA, "--dataset", "c4", "--seqlen", "64"],
+    ...PPL_C4_64,
     ...["--method", "rtn", "--bits", "3", "--store", store, "--json"],
   );
   assert.equal(lastJson(rtn.out).ppl, full.results[1].ppl);
