@@ -43,7 +43,7 @@ import { ACT_SCALE_MAX, ACT_SCALE_MIN, ACT_ZERO_MAX, type ActQuantConfig } from 
 import {
   checkFinite,
   gridMaxq,
-  maxqOf,
+  maxqField,
   quantizeUniform,
   roundHalfEven,
   storedScale,
@@ -214,7 +214,7 @@ export function lwcGrid(
   return {
     bits,
     sym: false,
-    ...(maxq !== maxqOf(bits) ? { maxq } : {}),
+    ...maxqField(bits, maxq),
     params(w, start, end, what) {
       const k = start / groupSize;
       let wmax = w[start], wmin = w[start];

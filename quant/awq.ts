@@ -60,6 +60,7 @@ import { matmul } from "../model/matmul.ts";
 import { checkBits, dequantizeDense, type QuantizedLinear, type UniformTensor } from "./format.ts";
 import {
   gridMaxq,
+  maxqField,
   maxqOf,
   quantizeUniform,
   quantizeValue,
@@ -220,7 +221,7 @@ export function awqGrid(bits: number, sym = false, bitBalance = false): UniformG
   return {
     bits,
     sym,
-    ...(maxq !== maxqOf(bits) ? { maxq } : {}),
+    ...maxqField(bits, maxq),
     params(w, start, end, what) {
       let max = -Infinity, min = Infinity;
       for (let i = start; i < end; i++) {

@@ -81,6 +81,24 @@ export function gridMaxq(bits: number, sym = false, bitBalance = false): number 
 }
 
 /**
+ * The `maxq` field of a grid or a uniform tensor: present only when the
+ * largest code is not 2^b − 1 (bit balance), so default grids and tensors
+ * carry none.
+ *
+ * @param bits code width
+ * @param maxq largest code
+ * @returns `{ maxq }`, or `{}` when maxq = 2^bits − 1
+ * @example
+ * ```ts
+ * maxqField(3, 4); // { maxq: 4 }
+ * maxqField(3, 7); // {}
+ * ```
+ */
+export function maxqField(bits: number, maxq: number): { maxq?: number } {
+  return maxq !== maxqOf(bits) ? { maxq } : {};
+}
+
+/**
  * The code width that holds codes 0..maxq: the smallest b with 2^b − 1 ≥ maxq
  * (3 for bit balance's five levels).
  */
@@ -183,7 +201,7 @@ export function minMaxGrid(bits: number, sym = false, bitBalance = false): Unifo
   return {
     bits,
     sym,
-    ...(maxq !== maxqOf(bits) ? { maxq } : {}),
+    ...maxqField(bits, maxq),
     params(w, start, end, what) {
       const p = findParams(w, bits, sym, start, end, maxq);
       return { scale: storedScale(p.scale, what), zero: p.zero };
@@ -357,7 +375,7 @@ export function quantizeUniform(
     cols,
     groupSize,
     sym,
-    ...(maxq !== maxqOf(bits) ? { maxq } : {}),
+    ...maxqField(bits, maxq),
     codes: packCodes(codes, rows, cols, bits),
     scales: toF16(scales),
     zeros: toF16(zeros),
