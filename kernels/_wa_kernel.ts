@@ -275,7 +275,6 @@ export function uploadWaWeight(gpu: Gpu, h: WaWeightHost, wWords: number): WaWei
   }
   const owned = new OwnedBuffers(gpu.pool);
   const up = (a: ArrayBufferView, label: string) => owned.upload(a, 0, label);
-  let released = false;
   return {
     rows: h.rows,
     cols: h.cols,
@@ -289,11 +288,7 @@ export function uploadWaWeight(gpu: Gpu, h: WaWeightHost, wWords: number): WaWei
     zeros: up(h.zeros, "wa-zeros"),
     sums: up(h.sums, "wa-sums"),
     bytes: h.words.byteLength + 12 * h.rows * h.nGroups,
-    release() {
-      if (released) throw new Error("WaWeight.release(): already released");
-      released = true;
-      owned.releaseAll();
-    },
+    release: owned.releaser("WaWeight"),
   };
 }
 
@@ -412,7 +407,6 @@ export async function createWaPlan(
       resource: { buffer: buffers[binding] },
     })),
   });
-  let released = false;
   return {
     batch: B,
     x,
@@ -448,11 +442,7 @@ export async function createWaPlan(
       pass.setBindGroup(0, bindGroup);
       pass.dispatchWorkgroups(grid.x, grid.y);
     },
-    release() {
-      if (released) throw new Error("WaPlan.release(): already released");
-      released = true;
-      owned.releaseAll();
-    },
+    release: owned.releaser("WaPlan"),
   };
 }
 

@@ -305,6 +305,20 @@ export class OwnedBuffers {
     for (const b of this.#held) this.pool.release(b);
     this.#held.length = 0;
   }
+
+  /**
+   * The owner's `release()`: returns every held buffer once.
+   * @param owner the owner's type, named in the error
+   * @returns a function that throws `Error` when called a second time
+   */
+  releaser(owner: string): () => void {
+    let released = false;
+    return () => {
+      if (released) throw new Error(`${owner}.release(): already released`);
+      released = true;
+      this.releaseAll();
+    };
+  }
 }
 
 /** A WGSL kernel: its source as a function of params, and a key naming that source. */

@@ -533,7 +533,6 @@ export async function createMatmulPlan(
       if (grid.count > 0) dispatches.push({ bindGroup, x: grid.x, y: grid.y });
     }
   }
-  let released = false;
   return {
     tokens: T,
     linear: lin,
@@ -548,11 +547,7 @@ export async function createMatmulPlan(
         pass.dispatchWorkgroups(d.x, d.y);
       }
     },
-    release() {
-      if (released) throw new Error("MatmulPlan.release(): already released");
-      released = true;
-      owned.releaseAll();
-    },
+    release: owned.releaser("MatmulPlan"),
   };
 }
 

@@ -574,15 +574,10 @@ export function uploadLinear(gpu: Gpu, weight: LinearWeight): GpuLinear {
       dtype: s.dtype,
     }
     : undefined;
-  let released = false;
   return {
     ...lin,
     sparse,
-    release() {
-      if (released) throw new Error("GpuLinear.release(): already released");
-      released = true;
-      owned.releaseAll();
-    },
+    release: owned.releaser("GpuLinear"),
   };
 }
 
@@ -907,7 +902,6 @@ export async function createMatvecPlan(
     }
   }
 
-  let released = false;
   return {
     batch: B,
     linear: lin,
@@ -922,11 +916,7 @@ export async function createMatvecPlan(
         pass.dispatchWorkgroups(d.x, d.y);
       }
     },
-    release() {
-      if (released) throw new Error("MatvecPlan.release(): already released");
-      released = true;
-      owned.releaseAll();
-    },
+    release: owned.releaser("MatvecPlan"),
   };
 }
 
