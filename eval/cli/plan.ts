@@ -49,6 +49,7 @@ import type { BenchFormat } from "../bench/kernels.ts";
 import { type Preset, withOptions } from "./presets.ts";
 import type { LoadedModel } from "./load.ts";
 import type { ResultsStore } from "../../reports/store.ts";
+import { isFile } from "../../model/tensor_file.ts";
 
 /** One variant of the plan: a preset row at one bit width. */
 export interface PlanVariant {
@@ -526,7 +527,7 @@ export async function planStatus(
     for (const j of u.jobs) {
       if (j.kind === "evaluate") out.set(j.id, storedKeys.has(j.resultKey) ? "stored" : "todo");
       else if (j.kind === "bench") out.set(j.id, doneJobs.has(j.jobKey) ? "stored" : "todo");
-      else if (await exists(j.path)) out.set(j.id, "cached");
+      else if (await isFile(j.path)) out.set(j.id, "cached");
       else out.set(j.id, allStored ? "not needed" : "todo");
     }
   }
@@ -595,13 +596,4 @@ export function formatPlan(
     }
   }
   return lines.join("\n");
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isFile;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 }

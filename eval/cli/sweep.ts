@@ -55,6 +55,7 @@ import {
 } from "./plan.ts";
 import { type Shard, shardUnits } from "./shard.ts";
 import { CliError } from "./options.ts";
+import { isFile } from "../../model/tensor_file.ts";
 
 /** Options of {@linkcode runSweep}. */
 export interface SweepOptions {
@@ -113,7 +114,7 @@ export async function runSweep(model: LoadedModel, opts: SweepOptions): Promise<
   });
   const units = opts.shard ? shardUnits(plan.units, opts.shard) : plan.units;
   const shardInfo = opts.shard ? { ...opts.shard, units } : undefined;
-  const existing = await exists(opts.storePath)
+  const existing = await isFile(opts.storePath)
     ? await ResultsStore.open(opts.storePath, { readOnly: true })
     : null;
   const before = await planStatus(plan, opts.resume ? existing : null);
@@ -290,7 +291,7 @@ async function quantized(
 ): Promise<QuantizedModel> {
   const log = (s: string) => console.error(s);
   const calibration = job.calibration;
-  if (await exists(job.path)) {
+  if (await isFile(job.path)) {
     try {
       const q = await loadQuantized(job.path);
       const same = canonicalJson({ quant: q.spec, calibration: stripFile(q.calibration) }) ===
@@ -622,13 +623,4 @@ export async function recordPpl(
   await store.addRun(run);
   await recordInto(store, run, model, q, set, r, identity, complete);
   store.close();
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isFile;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 }
