@@ -26,7 +26,7 @@ import {
   variantName,
 } from "../../quant/methods.ts";
 import { modelSize } from "../../quant/size.ts";
-import { loadCalibration, quantizeModel } from "../pipeline.ts";
+import { loadCalibration, type QuantContext, quantizeModel } from "../pipeline.ts";
 import { perplexity, type PerplexityResult } from "../perplexity.ts";
 import { GPU_EVALUATOR, prefillPerplexity } from "../gpu_perplexity.ts";
 import type { Gpu } from "../../kernels/device.ts";
@@ -176,6 +176,23 @@ interface UnitContext extends SweepOptions {
   results: object[];
 }
 
+/**
+ * The quantization context of a sweep's jobs on `model`: its lines indented on stderr, progress
+ * bars labelled `progressLabel`.
+ */
+function quantContext(model: LoadedModel, c: UnitContext, progressLabel: string): QuantContext {
+  return {
+    tokenizer: model.tokenizer,
+    dataDir: model.dataDir,
+    offline: model.offline,
+    modelKey: model.checkpointSha256,
+    workers: c.workers,
+    cacheDir: c.cacheDir,
+    log: (s) => console.error(`   ${s}`),
+    onProgress: progressBars(progressLabel),
+  };
+}
+
 async function runUnit(model: LoadedModel, plan: Plan, unit: Unit, c: UnitContext) {
   const log = (s: string) => console.error(s);
   const stored = c.resume ? await c.store.storedResultKeys() : new Set<string>();
@@ -197,16 +214,7 @@ async function runUnit(model: LoadedModel, plan: Plan, unit: Unit, c: UnitContex
     if (job.kind === "calibrate") {
       if (todo.length === 0 || c.done.has(job.id)) continue;
       log(`   calibrate: ${job.label}`);
-      await loadCalibration(model.weights, job.spec, {
-        tokenizer: model.tokenizer,
-        dataDir: model.dataDir,
-        offline: model.offline,
-        modelKey: model.checkpointSha256,
-        workers: c.workers,
-        cacheDir: c.cacheDir,
-        log: (s) => log(`   ${s}`),
-        onProgress: progressBars("   calibrate"),
-      });
+      await loadCalibration(model.weights, job.spec, quantContext(model, c, "   calibrate"));
       c.done.add(job.id);
       c.event({ id: job.id, status: "done", seconds: (performance.now() - t) / 1000 });
     } else if (job.kind === "quantize") {
@@ -306,16 +314,7 @@ async function quantized(
     }
   }
   log(`   ${job.variant}: quantizing …`);
-  const q = await quantizeModel(model.weights, job.spec, {
-    tokenizer: model.tokenizer,
-    dataDir: model.dataDir,
-    offline: model.offline,
-    modelKey: model.checkpointSha256,
-    workers: c.workers,
-    cacheDir: c.cacheDir,
-    log: (s) => log(`   ${s}`),
-    onProgress: progressBars("   "),
-  });
+  const q = await quantizeModel(model.weights, job.spec, quantContext(model, c, "   "));
   log(`   ${q.avgBits.toFixed(3)} avg bits, ${q.seconds.toFixed(1)} s`);
   // The key was computed before quantizing; the quantizer's own account must agree.
   const predicted = canonicalJson({ quant: job.spec, calibration: stripFile(calibration) });
