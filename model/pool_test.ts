@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { type SquareInit, squareTasks } from "./_pool_test_tasks.ts";
 import { runTasks } from "./pool.ts";
+import { withTrackedWorkers } from "./_pool_testing.ts";
 
 const WORKER = new URL("./_pool_test_worker.ts", import.meta.url);
 
@@ -20,32 +21,6 @@ async function squares(workers: number, tasks: number, init: SquareInit) {
     onTick: () => ticks++,
   });
   return { delivered, ticks };
-}
-
-/** Runs f with globalThis.Worker replaced by a subclass that counts live workers. */
-async function withTrackedWorkers(
-  f: () => Promise<void>,
-): Promise<{ created: number; live: number }> {
-  const Original = globalThis.Worker;
-  const live = new Set<Worker>();
-  let created = 0;
-  globalThis.Worker = class extends Original {
-    constructor(...args: ConstructorParameters<typeof Worker>) {
-      super(...args);
-      live.add(this);
-      created++;
-    }
-    override terminate() {
-      live.delete(this);
-      super.terminate();
-    }
-  };
-  try {
-    await f();
-  } finally {
-    globalThis.Worker = Original;
-  }
-  return { created, live: live.size };
 }
 
 Deno.test("runTasks() delivers results in task order on 0, 1 and 3 workers", async () => {

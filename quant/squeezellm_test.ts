@@ -10,6 +10,7 @@ import {
   type SqueezeLLMOptions,
   squeezellmQuantize,
 } from "./squeezellm.ts";
+import { withTrackedWorkers } from "../model/_pool_testing.ts";
 
 const ROWS = 96, COLS = 256;
 
@@ -251,32 +252,6 @@ Deno.test("squeezellmQuantize() gives identical results with 0 and 2 workers", a
   assert.notDeepEqual(c.q.dense.lut, a.q.dense.lut);
   assert.notEqual(rowSeed(9, 0), rowSeed(9, 1));
 });
-
-/** Runs f with globalThis.Worker replaced by a subclass that counts live workers. */
-async function withTrackedWorkers(
-  f: () => Promise<void>,
-): Promise<{ created: number; live: number }> {
-  const Original = globalThis.Worker;
-  const live = new Set<Worker>();
-  let created = 0;
-  globalThis.Worker = class extends Original {
-    constructor(...args: ConstructorParameters<typeof Worker>) {
-      super(...args);
-      live.add(this);
-      created++;
-    }
-    override terminate() {
-      live.delete(this);
-      super.terminate();
-    }
-  };
-  try {
-    await f();
-  } finally {
-    globalThis.Worker = Original;
-  }
-  return { created, live: live.size };
-}
 
 Deno.test("squeezellmQuantize() terminates its workers, also when a row fails", async () => {
   const { W, F } = layer(8, 16, 64);
