@@ -33,7 +33,7 @@ import {
 } from "../model/config.ts";
 import type { Gpu, Kernel } from "./device.ts";
 import { dispatchSize, OwnedBuffers, readBuffer } from "./device.ts";
-import type { GpuLinear, MatvecPlan, MatvecPlanOptions } from "./matvec.ts";
+import type { MatvecPlan, MatvecPlanOptions } from "./matvec.ts";
 import { createMatvecPlan, uploadLinear } from "./matvec.ts";
 import type { LinearWeight, QuantizedLinear } from "../quant/format.ts";
 import { f32Tensor } from "../quant/format.ts";
@@ -278,14 +278,7 @@ export class GpuDecoder {
     const { dim, hiddenDim, vocabSize, maxSeqLen, nLayers } = c;
     const kv = kvDim(c), hs = headSize(c);
     const owned = new OwnedBuffers(pool);
-    const lins: GpuLinear[] = [];
-    const plans: MatvecPlan[] = [];
-    const release = () => {
-      for (const p of plans) p.release();
-      for (const l of lins) l.release();
-      owned.releaseAll();
-      plans.length = lins.length = 0;
-    };
+    const release = () => owned.releaseAll();
     try {
       const STO = GPUBufferUsage.STORAGE;
       const buf = (floats: number, label: string, extra = 0) => {
@@ -349,7 +342,7 @@ export class GpuDecoder {
           );
         }
         const lin = uploadLinear(gpu, w);
-        lins.push(lin);
+        owned.adopt(lin);
         const plan = await createMatvecPlan(gpu, lin, {
           batch: 1,
           x: input,
@@ -357,7 +350,7 @@ export class GpuDecoder {
           sparseMode: opts.sparseMode,
           ...opts.tiling,
         });
-        plans.push(plan);
+        owned.adopt(plan);
         steps.push({ kind: "plan", plan });
       };
       const groups = (n: number) => Math.ceil(n / WG);

@@ -282,6 +282,7 @@ export class BufferPool {
  */
 export class OwnedBuffers {
   readonly #held: GPUBuffer[] = [];
+  readonly #adopted: { release(): void }[] = [];
 
   /** @param pool the pool the buffers come from and go back to */
   constructor(readonly pool: BufferPool) {}
@@ -300,8 +301,21 @@ export class OwnedBuffers {
     return b;
   }
 
-  /** Returns every held buffer to the pool; a second call has none left to return. */
+  /**
+   * Holds `x` (an uploaded linear, a plan) until {@linkcode OwnedBuffers.releaseAll}.
+   * @returns `x`
+   */
+  adopt<T extends { release(): void }>(x: T): T {
+    this.#adopted.push(x);
+    return x;
+  }
+
+  /**
+   * Releases what was adopted, last first, then returns every held buffer to
+   * the pool; a second call has nothing left to release.
+   */
   releaseAll(): void {
+    for (const x of this.#adopted.splice(0).reverse()) x.release();
     for (const b of this.#held) this.pool.release(b);
     this.#held.length = 0;
   }

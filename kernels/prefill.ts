@@ -44,7 +44,6 @@ import type { LinearWeight } from "../quant/format.ts";
 import type { Gpu, Kernel } from "./device.ts";
 import { dispatchSize, OwnedBuffers, readBuffer } from "./device.ts";
 import type { LinearSource } from "./decode.ts";
-import type { GpuLinear } from "./matvec.ts";
 import { uploadLinear } from "./matvec.ts";
 import type { MatmulPlan } from "./matmul.ts";
 import { createMatmulPlan, UniformLayout } from "./matmul.ts";
@@ -393,14 +392,7 @@ export class GpuPrefill {
       device.limits.maxStorageBufferBindingSize,
     );
     const owned = new OwnedBuffers(pool);
-    const lins: GpuLinear[] = [];
-    const plans: MatmulPlan[] = [];
-    const release = () => {
-      for (const p of plans) p.release();
-      for (const l of lins) l.release();
-      owned.releaseAll();
-      plans.length = lins.length = 0;
-    };
+    const release = () => owned.releaseAll();
     try {
       const STO = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
       const buf = (floats: number, label: string) => {
@@ -508,7 +500,7 @@ export class GpuPrefill {
           );
         }
         const lin = await guarded(what, sizeOf(w).storedBytes.total, () => uploadLinear(gpu, w));
-        lins.push(lin);
+        owned.adopt(lin);
         const plan = await createMatmulPlan(gpu, lin, {
           tokens: tokensHere,
           x: input,
@@ -517,7 +509,7 @@ export class GpuPrefill {
           nativeF16: opts.nativeF16,
           maxBindingBytes: opts.maxBindingBytes,
         });
-        plans.push(plan);
+        owned.adopt(plan);
         macs += plan.macs;
         return { kind: "plan", plan };
       };
