@@ -6,6 +6,7 @@
  * @module
  */
 import { gaussian } from "../model/random.ts";
+import type { GptqOptions } from "./gptq.ts";
 
 /** Output features of the test layer. */
 export const ROWS = 24;
@@ -43,3 +44,15 @@ export function calibration(seed = 2, cols = COLS): Float32Array[] {
     return x;
   });
 }
+
+/** The solver configurations the GPTQ tests run: groups inside blocks, act-order, static groups, sym, damping. */
+export const GPTQ_TEST_CONFIGS: readonly GptqOptions[] = [
+  { bits: 3 },
+  { bits: 4, groupSize: 10, blocksize: 16 }, // groups start inside blocks
+  { bits: 3, groupSize: 14, actOrder: true, blocksize: 16 },
+  { bits: 2, groupSize: 35, actOrder: true, staticGroups: true, blocksize: 32 },
+  { bits: 4, sym: true, actOrder: true, blocksize: 8 },
+  { bits: 8, groupSize: 7, percdamp: 0.1 },
+  { bits: 3, groupSize: 10, staticGroups: true, blocksize: 16 },
+  { bits: 2, groupSize: 14, sym: true },
+];

@@ -4,7 +4,7 @@ import { Gptq, type GptqOptions } from "./gptq.ts";
 import { fastHessians, GptqFast, gridOf } from "./gptq_fast.ts";
 import { awqGrid } from "./awq.ts";
 import { randn } from "../model/random.ts";
-import { calibration, COLS, DEAD, ROWS } from "./_gptq_testing.ts";
+import { calibration, COLS, DEAD, GPTQ_TEST_CONFIGS, ROWS } from "./_gptq_testing.ts";
 
 function codesOf(q: UniformTensor): Uint8Array {
   return unpackCodes(q.codes, q.rows, q.cols, q.bits);
@@ -12,17 +12,11 @@ function codesOf(q: UniformTensor): Uint8Array {
 
 Deno.test("GptqFast gives the reference Gptq's codes, scales and zeros on the reference's test layers", async () => {
   // the configurations of gptq_test.ts's transcription test, plus AWQ's grid
-  const configs: GptqOptions[] = [
-    { bits: 3 },
-    { bits: 4, groupSize: 10, blocksize: 16 }, // groups start inside blocks
-    { bits: 3, groupSize: 14, actOrder: true, blocksize: 16 },
-    { bits: 2, groupSize: 35, actOrder: true, staticGroups: true, blocksize: 32 },
-    { bits: 4, sym: true, actOrder: true, blocksize: 8 },
-    { bits: 8, groupSize: 7, percdamp: 0.1 },
-    { bits: 3, groupSize: 10, staticGroups: true, blocksize: 16 },
-    { bits: 2, groupSize: 14, sym: true },
-    { bits: 3, groupSize: 10, grid: awqGrid(3) },
-  ];
+  const configs: GptqOptions[] = [...GPTQ_TEST_CONFIGS, {
+    bits: 3,
+    groupSize: 10,
+    grid: awqGrid(3),
+  }];
   for (
     const [seed, W] of [[1, randn(ROWS * COLS, 1, 0.05)], [2, randn(ROWS * COLS, 7, 0.05)]] as const
   ) {

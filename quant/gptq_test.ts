@@ -5,7 +5,7 @@ import { spdInverse, upperCholesky } from "./linalg.ts";
 import { findParams, quantizeValue, rtn, storedScale } from "./rtn.ts";
 import { awqGrid, awqQuantizeTensor } from "./awq.ts";
 import { randn } from "../model/random.ts";
-import { calibration, COLS, DEAD, ROWS } from "./_gptq_testing.ts";
+import { calibration, COLS, DEAD, GPTQ_TEST_CONFIGS, ROWS } from "./_gptq_testing.ts";
 
 /** Seeded weights [ROWS, COLS]. */
 function weights(seed = 1): Float32Array {
@@ -124,16 +124,7 @@ function referenceFasterquant(W0: Float32Array, Hfull: Float64Array, o: GptqOpti
 Deno.test("fasterquant() matches a plain transcription of gptq.py", () => {
   const W = weights();
   const cal = calibration();
-  const configs: GptqOptions[] = [
-    { bits: 3 },
-    { bits: 4, groupSize: 10, blocksize: 16 }, // groups start inside blocks
-    { bits: 3, groupSize: 14, actOrder: true, blocksize: 16 },
-    { bits: 2, groupSize: 35, actOrder: true, staticGroups: true, blocksize: 32 },
-    { bits: 4, sym: true, actOrder: true, blocksize: 8 },
-    { bits: 8, groupSize: 7, percdamp: 0.1 },
-    { bits: 3, groupSize: 10, staticGroups: true, blocksize: 16 },
-    { bits: 2, groupSize: 14, sym: true },
-  ];
+  const configs = GPTQ_TEST_CONFIGS;
   for (const o of configs) {
     const g = accumulate(cal);
     const H = g.hessian();
