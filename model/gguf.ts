@@ -31,6 +31,7 @@
  */
 import type { LayerWeights, LlamaConfig, LlamaWeights } from "./config.ts";
 import { kvDim } from "./config.ts";
+import { materializeWeights, type WeightSource } from "./weight_source.ts";
 import {
   type ModelProto,
   ModelType,
@@ -617,14 +618,28 @@ export function ggufLayerWeights(g: GgufFile, config: LlamaConfig, l: number): L
  *   or a non-finite value
  */
 export function ggufLlamaWeights(g: GgufFile, config: LlamaConfig): LlamaWeights {
+  return materializeWeights(ggufWeightSource(g, config, () => {}));
+}
+
+/**
+ * The block-by-block view (model/weight_source.ts) of an open GGUF file.
+ *
+ * @param g the open file
+ * @param config its config
+ * @param dispose what disposing the source does
+ */
+function ggufWeightSource(g: GgufFile, config: LlamaConfig, dispose: () => void): WeightSource {
   const { dim, vocabSize } = config;
-  const tokenEmbedding = ggufTensor(g, "token_embd.weight", [dim, vocabSize]);
-  const layers = Array.from({ length: config.nLayers }, (_, l) => ggufLayerWeights(g, config, l));
-  const finalNorm = ggufTensor(g, "output_norm.weight", [dim]);
-  const classifier = config.sharedClassifier
-    ? tokenEmbedding
-    : ggufTensor(g, "output.weight", [dim, vocabSize]);
-  return { config, tokenEmbedding, layers, finalNorm, classifier };
+  return {
+    config,
+    path: g.path,
+    layer: (l) => ggufLayerWeights(g, config, l),
+    tokenEmbedding: () => ggufTensor(g, "token_embd.weight", [dim, vocabSize]),
+    finalNorm: () => ggufTensor(g, "output_norm.weight", [dim]),
+    classifier: () =>
+      config.sharedClassifier ? undefined : ggufTensor(g, "output.weight", [dim, vocabSize]),
+    [Symbol.dispose]: dispose,
+  };
 }
 
 /**
@@ -716,6 +731,49 @@ export function ggufTokenizer(g: GgufFile): SentencePieceTokenizer | undefined {
   }
 }
 
+/** An open llama GGUF file whose weights are read block by block. */
+export interface GgufWeightSource extends WeightSource {
+  tokenizer: SentencePieceTokenizer | undefined;
+  /** All metadata, as read. */
+  metadata: Map<string, GgufValue>;
+  version: number;
+}
+
+/**
+ * Opens a llama GGUF file for block-by-block reads (model/weight_source.ts):
+ * header, config and tokenizer now, tensors when asked for.
+ *
+ * @param path the file
+ * @returns the open source (dispose it)
+ * @throws {ModelFormatError} naming the file and what is wrong
+ * @example
+ * ```ts
+ * using src = openGgufWeights("stories260K-f16.gguf");
+ * const block0 = src.layer(0);
+ * ```
+ */
+export function openGgufWeights(path: string): GgufWeightSource {
+  const g = GgufFile.open(path);
+  try {
+    const config = ggufLlamaConfig(g);
+    const tokenizer = ggufTokenizer(g);
+    if (tokenizer && tokenizer.vocabSize > config.vocabSize) {
+      throw new ModelFormatError(
+        `GGUF file ${path}: the tokenizer has ${tokenizer.vocabSize} tokens, the model ${config.vocabSize}`,
+      );
+    }
+    return {
+      ...ggufWeightSource(g, config, () => g[Symbol.dispose]()),
+      tokenizer,
+      metadata: g.header.metadata,
+      version: g.header.version,
+    };
+  } catch (e) {
+    g[Symbol.dispose]();
+    throw e;
+  }
+}
+
 /** A loaded GGUF model. */
 export interface GgufModel {
   config: LlamaConfig;
@@ -739,14 +797,7 @@ export interface GgufModel {
  * ```
  */
 export function loadGgufModel(path: string): GgufModel {
-  using g = GgufFile.open(path);
-  const config = ggufLlamaConfig(g);
-  const tokenizer = ggufTokenizer(g);
-  if (tokenizer && tokenizer.vocabSize > config.vocabSize) {
-    throw new ModelFormatError(
-      `GGUF file ${path}: the tokenizer has ${tokenizer.vocabSize} tokens, the model ${config.vocabSize}`,
-    );
-  }
-  const weights = ggufLlamaWeights(g, config);
-  return { config, weights, tokenizer, metadata: g.header.metadata, version: g.header.version };
+  using src = openGgufWeights(path);
+  const { config, tokenizer, metadata, version } = src;
+  return { config, weights: materializeWeights(src), tokenizer, metadata, version };
 }

@@ -34,6 +34,7 @@ import { ShardedSafetensors } from "./safetensors.ts";
 import { checkFinite, isFile, ModelFormatError } from "./tensor_file.ts";
 import { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
 import { loadTokenizerJson } from "./tokenizer_json.ts";
+import { materializeWeights, type WeightSource } from "./weight_source.ts";
 
 /** Architectures whose config.json and tensors this loader understands. */
 export const HF_ARCHITECTURES: readonly string[] = ["LlamaForCausalLM", "MistralForCausalLM"];
@@ -243,57 +244,40 @@ export function hfLinear(
   return x;
 }
 
-/**
- * Assembles {@linkcode LlamaWeights} from HF-named tensors, un-permuting q
- * and k into the interleaved RoPE order.
- *
- * @param config the model config
- * @param t tensor access (see {@linkcode hfTensorReader})
- * @returns fp32 weights
- * @throws {ModelFormatError} for a missing tensor or a shape mismatch
- */
-export function assembleHfWeights(config: LlamaConfig, t: TensorReader): LlamaWeights {
-  const { dim, vocabSize } = config;
-  const tokenEmbedding = t.read("model.embed_tokens.weight", [vocabSize, dim]);
-  const layers = Array.from({ length: config.nLayers }, (_, l) => hfLayerWeights(config, t, l));
-  const finalNorm = t.read("model.norm.weight", [dim]);
-  const classifier = config.sharedClassifier
-    ? tokenEmbedding
-    : t.read("lm_head.weight", [vocabSize, dim]);
-  return { config, tokenEmbedding, layers, finalNorm, classifier };
-}
-
 /** SqueezeLLM's Fisher information per block: linear name → [out, in], llama2.c's layout. */
 export type HfFisherLayers = Record<LinearName, Float32Array>[];
 
+/** SqueezeLLM's Fisher information read one block at a time. Dispose it to close its files. */
+export interface FisherSource extends Disposable {
+  /** The gradient checkpoint folder. */
+  readonly path: string;
+  /** The Fisher values of block `l`'s seven linears, read now, in llama2.c's layout. */
+  layer(l: number): Record<LinearName, Float32Array>;
+}
+
 /**
- * Reads the output of SqueezeLLM's official gradient script
+ * Opens the output of SqueezeLLM's official gradient script
  * (kssteven418/SqueezeLLM-gradients `run.py`), which stores the summed
  * squared gradients as a Hugging Face checkpoint with the model's tensor
- * names (safetensors). Only the seven linears of each block are read; q and
- * k are un-permuted like the weights, so each value stays with its weight.
+ * names (safetensors), for block-by-block reads. Only the seven linears of
+ * each block are read; q and k are un-permuted like the weights, so each
+ * value stays with its weight.
  *
  * @param dir the gradient checkpoint folder (config.json + safetensors)
  * @param config the model's config; the folder's config.json must describe the same shapes
- * @returns Fisher values per block, float32
- * @throws {ModelFormatError} for another model's shapes, a missing tensor, or a
- *   negative or non-finite value
+ * @returns the open source (dispose it); `layer()` throws {@linkcode ModelFormatError}
+ *   for a missing tensor, or a negative or non-finite value
+ * @throws {ModelFormatError} for another model's shapes or a malformed file
  * @example
  * ```ts
- * const fisher = await loadHfFisher("/grads/llama-7b", weights.config);
+ * using fisher = await openHfFisher("/grads/llama-7b", config);
+ * const f0 = fisher.layer(0).wq;
  * ```
  */
-export async function loadHfFisher(dir: string, config: LlamaConfig): Promise<HfFisherLayers> {
+export async function openHfFisher(dir: string, config: LlamaConfig): Promise<FisherSource> {
   dir = dir.replace(/\/+$/, "") || "/";
   const cfgPath = `${dir}/config.json`;
-  let text: string;
-  try {
-    text = await Deno.readTextFile(cfgPath);
-  } catch (e) {
-    const why = e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message;
-    throw new ModelFormatError(`Cannot read Fisher checkpoint ${cfgPath}: ${why}`);
-  }
-  const theirs = parseHfConfig(text, cfgPath).config;
+  const theirs = parseHfConfig(await readConfigText(dir, "Fisher checkpoint "), cfgPath).config;
   for (const k of ["dim", "hiddenDim", "nLayers", "nHeads", "nKvHeads"] as const) {
     if (theirs[k] !== config[k]) {
       throw new ModelFormatError(
@@ -303,7 +287,7 @@ export async function loadHfFisher(dir: string, config: LlamaConfig): Promise<Hf
       );
     }
   }
-  using st = ShardedSafetensors.open(dir);
+  const st = ShardedSafetensors.open(dir);
   const read = hfTensorReader(st);
   const t: TensorReader = {
     has: read.has,
@@ -319,14 +303,34 @@ export async function loadHfFisher(dir: string, config: LlamaConfig): Promise<Hf
       return x;
     },
   };
-  return Array.from(
-    { length: config.nLayers },
-    (_, l) =>
+  return {
+    path: dir,
+    layer: (l) =>
       Object.fromEntries(LINEAR_NAMES.map((n) => [n, hfLinear(config, t, l, n)])) as Record<
         LinearName,
         Float32Array
       >,
-  );
+    [Symbol.dispose]: () => st[Symbol.dispose](),
+  };
+}
+
+/**
+ * Reads the whole output of SqueezeLLM's gradient script
+ * ({@linkcode openHfFisher}) into memory.
+ *
+ * @param dir the gradient checkpoint folder (config.json + safetensors)
+ * @param config the model's config; the folder's config.json must describe the same shapes
+ * @returns Fisher values per block, float32
+ * @throws {ModelFormatError} for another model's shapes, a missing tensor, or a
+ *   negative or non-finite value
+ * @example
+ * ```ts
+ * const fisher = await loadHfFisher("/grads/llama-7b", weights.config);
+ * ```
+ */
+export async function loadHfFisher(dir: string, config: LlamaConfig): Promise<HfFisherLayers> {
+  using src = await openHfFisher(dir, config);
+  return Array.from({ length: config.nLayers }, (_, l) => src.layer(l));
 }
 
 /**
@@ -364,8 +368,57 @@ export interface HfModel extends HfConfig {
   tokenizer: Tokenizer | undefined;
 }
 
+/** An open Hugging Face checkpoint folder whose weights are read block by block. */
+export type HfWeightSource = WeightSource & HfConfig;
+
 /**
- * Loads a Hugging Face LLaMA / Mistral checkpoint folder.
+ * Opens a Hugging Face LLaMA / Mistral checkpoint folder for block-by-block
+ * reads: config.json and the safetensors headers are read now, tensors when
+ * asked for (model/weight_source.ts).
+ *
+ * @param dir folder with config.json and the safetensors
+ * @returns the open source (dispose it)
+ * @throws {ModelFormatError} naming the file and what is wrong
+ * @example
+ * ```ts
+ * using src = await openHfWeights("/models/Llama-2-7b-hf");
+ * const block0 = src.layer(0); // fp32, only block 0's tensors read
+ * ```
+ */
+export async function openHfWeights(dir: string): Promise<HfWeightSource> {
+  dir = dir.replace(/\/+$/, "") || "/";
+  const cfg = parseHfConfig(await readConfigText(dir, ""), `${dir}/config.json`);
+  const { config } = cfg;
+  const st = ShardedSafetensors.open(dir);
+  const t = hfTensorReader(st);
+  const { dim, vocabSize } = config;
+  return {
+    ...cfg,
+    path: dir,
+    // q and k un-permuted into the interleaved RoPE order by hfLinear
+    layer: (l) => hfLayerWeights(config, t, l),
+    tokenEmbedding: () => t.read("model.embed_tokens.weight", [vocabSize, dim]),
+    finalNorm: () => t.read("model.norm.weight", [dim]),
+    classifier: () =>
+      config.sharedClassifier ? undefined : t.read("lm_head.weight", [vocabSize, dim]),
+    [Symbol.dispose]: () => st[Symbol.dispose](),
+  };
+}
+
+/** The text of `dir`/config.json; `what` prefixes the file in the message ("Fisher checkpoint "). */
+async function readConfigText(dir: string, what: string): Promise<string> {
+  const cfgPath = `${dir}/config.json`;
+  try {
+    return await Deno.readTextFile(cfgPath);
+  } catch (e) {
+    const why = e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message;
+    throw new ModelFormatError(`Cannot read ${what}${cfgPath}: ${why}`);
+  }
+}
+
+/**
+ * Loads a Hugging Face LLaMA / Mistral checkpoint folder whole, in fp32
+ * ({@linkcode openHfWeights} for block-by-block reads).
  *
  * @param dir folder with config.json, the safetensors and usually a tokenizer
  * @returns config, fp32 weights and tokenizer
@@ -377,22 +430,14 @@ export interface HfModel extends HfConfig {
  * ```
  */
 export async function loadHfModel(dir: string): Promise<HfModel> {
-  dir = dir.replace(/\/+$/, "") || "/";
-  const cfgPath = `${dir}/config.json`;
-  let text: string;
-  try {
-    text = await Deno.readTextFile(cfgPath);
-  } catch (e) {
-    const why = e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message;
-    throw new ModelFormatError(`Cannot read ${cfgPath}: ${why}`);
-  }
-  const cfg = parseHfConfig(text, cfgPath);
-  let weights: LlamaWeights;
+  let cfg: HfConfig, weights: LlamaWeights;
   {
-    using st = ShardedSafetensors.open(dir);
-    weights = assembleHfWeights(cfg.config, hfTensorReader(st));
+    using src = await openHfWeights(dir);
+    const { config, architecture, torchDtype } = src;
+    cfg = { config, architecture, torchDtype };
+    weights = materializeWeights(src);
   }
-  const tokenizer = await loadHfTokenizer(dir, cfg.config.vocabSize);
+  const tokenizer = await loadHfTokenizer(dir.replace(/\/+$/, "") || "/", cfg.config.vocabSize);
   return { ...cfg, weights, tokenizer };
 }
 
