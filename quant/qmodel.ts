@@ -249,8 +249,17 @@ function optionsProblem(
   meta: QModelHeader,
   linears: Map<string, QuantizedLinear>,
 ): string | null {
-  const { method, options } = meta;
-  const layout = METHOD_LAYOUT[method];
+  const bad = headerOptionsProblem(meta);
+  if (bad) return bad;
+  for (const [key, q] of linears) {
+    const wrong = linearOptionsProblem(meta, key, q);
+    if (wrong) return wrong;
+  }
+  return null;
+}
+
+/** The reason the header's options are not of their types, or null. */
+function headerOptionsProblem({ options }: QModelHeader): string | null {
   const { bits, groupSize, sym } = options;
   if ("bits" in options && (typeof bits !== "number" || !Number.isInteger(bits))) {
     return `options.bits is ${JSON.stringify(bits)}, expected an integer`;
@@ -261,28 +270,37 @@ function optionsProblem(
   if ("sym" in options && typeof sym !== "boolean") {
     return `options.sym is ${JSON.stringify(sym)}, expected a boolean`;
   }
-  for (const [key, { dense, sparse }] of linears) {
-    if (layout && dense.kind !== layout.dense) {
-      return `method "${method}" stores ${layout.dense} tensors, but ${key} is ${dense.kind}`;
-    }
-    if (layout && sparse && !layout.sparse) {
-      return `method "${method}" stores no sparse part, but ${key} has one`;
-    }
-    // bit balance stores a 2-bit grid's five levels as 3-bit codes (maxq 4)
-    const balanced = options.bitBalance === true && dense.kind === "uniform" &&
-      dense.maxq === 4 && dense.bits === 3 && bits === 2;
-    if ("bits" in options && dense.bits !== bits && !balanced) {
-      return `options.bits is ${bits}, but ${key} holds ${dense.bits}-bit codes`;
-    }
-    if (dense.kind !== "uniform") continue;
-    if ("groupSize" in options && dense.groupSize !== (groupSize ?? dense.cols)) {
-      return `options.groupSize is ${groupSize}${
-        groupSize === null ? " (one group per row)" : ""
-      }, but ${key} has groups of ${dense.groupSize} of its ${dense.cols} columns`;
-    }
-    if ("sym" in options && dense.sym !== sym) {
-      return `options.sym is ${sym}, but ${key} has sym ${dense.sym}`;
-    }
+  return null;
+}
+
+/** The reason the header's method and options do not describe linear `key`, or null. */
+function linearOptionsProblem(
+  { method, options }: QModelHeader,
+  key: string,
+  { dense, sparse }: QuantizedLinear,
+): string | null {
+  const layout = METHOD_LAYOUT[method];
+  const { bits, groupSize, sym } = options;
+  if (layout && dense.kind !== layout.dense) {
+    return `method "${method}" stores ${layout.dense} tensors, but ${key} is ${dense.kind}`;
+  }
+  if (layout && sparse && !layout.sparse) {
+    return `method "${method}" stores no sparse part, but ${key} has one`;
+  }
+  // bit balance stores a 2-bit grid's five levels as 3-bit codes (maxq 4)
+  const balanced = options.bitBalance === true && dense.kind === "uniform" &&
+    dense.maxq === 4 && dense.bits === 3 && bits === 2;
+  if ("bits" in options && dense.bits !== bits && !balanced) {
+    return `options.bits is ${bits}, but ${key} holds ${dense.bits}-bit codes`;
+  }
+  if (dense.kind !== "uniform") return null;
+  if ("groupSize" in options && dense.groupSize !== (groupSize ?? dense.cols)) {
+    return `options.groupSize is ${groupSize}${
+      groupSize === null ? " (one group per row)" : ""
+    }, but ${key} has groups of ${dense.groupSize} of its ${dense.cols} columns`;
+  }
+  if ("sym" in options && dense.sym !== sym) {
+    return `options.sym is ${sym}, but ${key} has sym ${dense.sym}`;
   }
   return null;
 }
@@ -333,71 +351,156 @@ function encodeTail(index: QModelIndex, dataStart: number, dataBytes: number): U
   return out;
 }
 
-/**
- * Serializes a quantized model to bytes (see the module doc for the layout).
- *
- * @param m config, method, options, provenance, base, linears and the base weights
- * @param path the file's name, for error messages
- * @returns the file's bytes
- * @throws {QModelError} when a linear's key or shape does not match the config,
- *   the options do not describe the linears, or a float array holds NaN/±Infinity
- */
-export function serializeQuantizedModel(m: SaveQuantizedModelInput, path = "<memory>"): Uint8Array {
-  checkLittleEndian();
-  const where = `Cannot write quantized model ${path}`;
-  const { config } = m;
-  const bad = configProblem(config);
-  if (bad) throw new QModelError(`${where}: ${bad}`);
-  const rest = "layers" in m.weights ? restOf(m.weights) : m.weights;
-  const arrays: Typed[] = [];
-  let offset = 0;
-  const ref = (a: Typed, shape: number[], name: string): ArrayRef => {
-    const dtype = dtypeOf(a);
-    if (shape.reduce((p, s) => p * s, 1) !== a.length) {
-      throw new QModelError(
-        `${where}: ${name} has ${a.length} values, which does not match shape [${shape}]`,
-      );
-    }
-    const nonFinite = firstNonFinite(a, dtype);
-    if (nonFinite) {
-      throw new QModelError(
-        `${where}: ${name} has a non-finite value (${nonFinite[1]}) at index ${nonFinite[0]}` +
-          (dtype === "f16" ? " (fp16 holds magnitudes up to 65504)" : ""),
-      );
-    }
-    const r: ArrayRef = {
-      dtype,
-      shape,
-      offset,
-      byteLength: a.byteLength,
-      sha256: sha256Sync(bytesOf(a)),
-    };
-    arrays.push(a);
-    offset += align8(a.byteLength);
-    return r;
-  };
-  const tensors: Record<string, ArrayRef> = {};
-  tensors.tokenEmbedding = ref(
-    rest.tokenEmbedding,
-    [config.vocabSize, config.dim],
-    "tokenEmbedding",
-  );
-  tensors.finalNorm = ref(rest.finalNorm, [config.dim], "finalNorm");
-  if (!config.sharedClassifier) {
-    if (!rest.classifier) {
-      throw new QModelError(`${where}: the config has an untied classifier but none was given`);
-    }
-    tensors.classifier = ref(rest.classifier, [config.vocabSize, config.dim], "classifier");
-  }
+/** The names and shapes of the unquantized tensors a file of `config` holds, in writing order. */
+function restShapes(config: LlamaConfig): Map<string, number[]> {
+  const { vocabSize, dim } = config;
+  const shapes = new Map<string, number[]>([
+    ["tokenEmbedding", [vocabSize, dim]],
+    ["finalNorm", [dim]],
+  ]);
+  if (!config.sharedClassifier) shapes.set("classifier", [vocabSize, dim]);
   for (let l = 0; l < config.nLayers; l++) {
-    for (const norm of ["attnNorm", "ffnNorm"] as const) {
-      const name = `layers.${l}.${norm}`;
-      tensors[name] = ref(rest[norm][l], [config.dim], name);
+    shapes.set(`layers.${l}.attnNorm`, [dim]);
+    shapes.set(`layers.${l}.ffnNorm`, [dim]);
+  }
+  return shapes;
+}
+
+/**
+ * Writes a quantized model file front to back (see the module doc for the
+ * layout) without holding the model: the header goes out on construction,
+ * each array is hashed and written when it is given, and
+ * {@linkcode QModelWriter.finish} writes the index and trailer. A caller
+ * quantizing block by block hands over each block's tensors and linears and
+ * drops them (eval/quantize_stream.ts). Every check of
+ * {@linkcode serializeQuantizedModel} is made as the data arrives.
+ *
+ * @example
+ * ```ts
+ * const w = QModelWriter.create("m.sqbq", { config, method: "rtn", options: { bits: 4 }, base });
+ * w.tensor("tokenEmbedding", emb);
+ * w.linear("layers.0.wq", q);
+ * // … every tensor of the config, and the linears
+ * w.finish({ command: "quantize" });
+ * ```
+ */
+export class QModelWriter {
+  readonly #sink: (bytes: Uint8Array) => void;
+  readonly #close: () => void;
+  readonly #where: string;
+  readonly #meta: QModelHeader;
+  readonly #headBytes: number;
+  /** Unquantized tensors still to be written: name → shape. */
+  readonly #pending: Map<string, number[]>;
+  readonly #tensors: Record<string, ArrayRef> = {};
+  readonly #linears: QModelIndex["linears"] = {};
+  /** Bytes of the data section written so far. */
+  #offset = 0;
+  #done = false;
+
+  /**
+   * Writes the preamble and header to `sink` (a file: {@linkcode QModelWriter.create}).
+   *
+   * @param meta config, method, options and base
+   * @param sink takes the file's bytes in order
+   * @param path the file's name, for messages @default "<memory>"
+   * @param close called once when the writer finishes or aborts @default nothing
+   * @throws {QModelError} for an invalid config or options of the wrong types
+   */
+  constructor(
+    meta: QModelHeader,
+    sink: (bytes: Uint8Array) => void,
+    path = "<memory>",
+    close: () => void = () => {},
+  ) {
+    checkLittleEndian();
+    this.#where = `Cannot write quantized model ${path}`;
+    const bad = configProblem(meta.config) ?? headerOptionsProblem(meta);
+    if (bad) throw new QModelError(`${this.#where}: ${bad}`);
+    this.#meta = {
+      config: meta.config,
+      method: meta.method,
+      options: meta.options,
+      base: meta.base,
+    };
+    this.#sink = sink;
+    this.#close = close;
+    this.#pending = restShapes(meta.config);
+    const head = encodeHead(this.#meta);
+    this.#headBytes = head.length;
+    sink(head);
+  }
+
+  /**
+   * Creates (or truncates) the file `path` and writes its header.
+   *
+   * @param path where to write (the folder must exist)
+   * @param meta config, method, options and base
+   * @returns the writer; call {@linkcode QModelWriter.finish}, or
+   *   {@linkcode QModelWriter.abort} to delete the partial file
+   * @throws {QModelError} when the file cannot be created or the header is invalid
+   */
+  static create(path: string, meta: QModelHeader): QModelWriter {
+    let file: Deno.FsFile;
+    try {
+      file = Deno.openSync(path, { write: true, create: true, truncate: true });
+    } catch (e) {
+      throw new QModelError(`Cannot write quantized model ${path}: ${(e as Error).message}`);
+    }
+    const sink = (bytes: Uint8Array) => {
+      try {
+        for (let at = 0; at < bytes.length;) at += file.writeSync(bytes.subarray(at));
+      } catch (e) {
+        throw new QModelError(`Cannot write quantized model ${path}: ${(e as Error).message}`);
+      }
+    };
+    try {
+      return new QModelWriter(meta, sink, path, () => file.close());
+    } catch (e) {
+      file.close();
+      Deno.removeSync(path);
+      throw e;
     }
   }
-  const linears: QModelIndex["linears"] = {};
-  for (const [key, q] of m.linears) {
+
+  /** The config of the file being written. */
+  get config(): LlamaConfig {
+    return this.#meta.config;
+  }
+
+  /**
+   * Writes one unquantized tensor.
+   *
+   * @param name "tokenEmbedding", "finalNorm", "classifier" (untied only),
+   *   "layers.{l}.attnNorm" or "layers.{l}.ffnNorm"
+   * @param a its fp32 values (`[vocabSize, dim]` or `[dim]`)
+   * @throws {QModelError} for an unknown or repeated name, a wrong length or a non-finite value
+   */
+  tensor(name: string, a: Float32Array): void {
+    const shape = this.#pending.get(name);
+    if (!shape) {
+      throw new QModelError(
+        `${this.#where}: ${
+          name in this.#tensors ? `${name} was already written` : `no tensor ${name} in this model`
+        }`,
+      );
+    }
+    this.#tensors[name] = this.#array(a, shape, name);
+    this.#pending.delete(name);
+  }
+
+  /**
+   * Writes one quantized linear.
+   *
+   * @param key "layers.{l}.{name}"
+   * @param q its dense part and optional sparse part
+   * @throws {QModelError} when the key or shape does not match the config, the
+   *   options do not describe it, it was already written, or a float is non-finite
+   */
+  linear(key: string, q: QuantizedLinear): void {
+    const where = this.#where, config = this.#meta.config;
     const [, name] = parseLinearKey(key, config, where);
+    if (key in this.#linears) throw new QModelError(`${where}: ${key} was already written`);
     const d = q.dense;
     const [rows, cols] = linearShape(config, name);
     if (d.rows !== rows || d.cols !== cols) {
@@ -405,6 +508,10 @@ export function serializeQuantizedModel(m: SaveQuantizedModelInput, path = "<mem
         `${where}: ${key} is ${d.rows}×${d.cols}, the config says ${rows}×${cols}`,
       );
     }
+    const inconsistent = linearOptionsProblem(this.#meta, key, q);
+    if (inconsistent) throw new QModelError(`${where}: ${inconsistent}`);
+    const ref = (a: Typed, shape: number[], what: string) =>
+      this.#array(a, shape, `${key}.${what}`);
     const wpr = wordsPerRow(cols, d.bits);
     const dense: QModelIndex["linears"][string]["dense"] = d.kind === "uniform"
       ? {
@@ -416,10 +523,10 @@ export function serializeQuantizedModel(m: SaveQuantizedModelInput, path = "<mem
         sym: d.sym,
         ...(d.maxq !== undefined ? { maxq: d.maxq } : {}),
         arrays: {
-          codes: ref(d.codes, [rows, wpr], `${key}.codes`),
-          scales: ref(d.scales, [rows, d.scales.length / rows], `${key}.scales`),
-          zeros: ref(d.zeros, [rows, d.zeros.length / rows], `${key}.zeros`),
-          ...(d.gIdx ? { gIdx: ref(d.gIdx, [cols], `${key}.gIdx`) } : {}),
+          codes: ref(d.codes, [rows, wpr], "codes"),
+          scales: ref(d.scales, [rows, d.scales.length / rows], "scales"),
+          zeros: ref(d.zeros, [rows, d.zeros.length / rows], "zeros"),
+          ...(d.gIdx ? { gIdx: ref(d.gIdx, [cols], "gIdx") } : {}),
         },
       }
       : {
@@ -428,12 +535,12 @@ export function serializeQuantizedModel(m: SaveQuantizedModelInput, path = "<mem
         rows,
         cols,
         arrays: {
-          codes: ref(d.codes, [rows, wpr], `${key}.codes`),
-          lut: ref(d.lut, [rows, 1 << d.bits], `${key}.lut`),
+          codes: ref(d.codes, [rows, wpr], "codes"),
+          lut: ref(d.lut, [rows, 1 << d.bits], "lut"),
         },
       };
     const s = q.sparse;
-    linears[key] = {
+    this.#linears[key] = {
       dense,
       ...(s
         ? {
@@ -442,38 +549,131 @@ export function serializeQuantizedModel(m: SaveQuantizedModelInput, path = "<mem
             cols: s.cols,
             dtype: s.dtype,
             arrays: {
-              rowPtr: ref(s.rowPtr, [s.rows + 1], `${key}.rowPtr`),
-              colIdx: ref(s.colIdx, [s.colIdx.length], `${key}.colIdx`),
-              values: ref(s.values, [s.values.length], `${key}.values`),
+              rowPtr: ref(s.rowPtr, [s.rows + 1], "rowPtr"),
+              colIdx: ref(s.colIdx, [s.colIdx.length], "colIdx"),
+              values: ref(s.values, [s.values.length], "values"),
             },
           },
         }
         : {}),
     };
   }
-  const meta: QModelHeader = { config, method: m.method, options: m.options, base: m.base };
-  const inconsistent = optionsProblem(meta, m.linears);
-  if (inconsistent) throw new QModelError(`${where}: ${inconsistent}`);
-  const head = encodeHead(meta);
-  const tail = encodeTail({ provenance: m.provenance, tensors, linears }, head.length, offset);
-  const out = new Uint8Array(head.length + offset + tail.length);
-  out.set(head, 0);
-  let at = head.length;
-  for (const a of arrays) {
-    out.set(bytesOf(a), at);
-    at += align8(a.byteLength);
+
+  /**
+   * Writes the index (with `provenance`) and the trailer, and closes the file.
+   *
+   * @param provenance command, calibration, timings (any JSON)
+   * @returns the file's size in bytes
+   * @throws {QModelError} naming the first unquantized tensor not written
+   */
+  finish(provenance: Record<string, unknown>): number {
+    const missing = this.#pending.keys().next();
+    if (!missing.done) {
+      this.abort();
+      throw new QModelError(
+        missing.value === "classifier"
+          ? `${this.#where}: the config has an untied classifier but none was given`
+          : `${this.#where}: ${missing.value} was not written`,
+      );
+    }
+    const tail = encodeTail(
+      { provenance, tensors: this.#tensors, linears: this.#linears },
+      this.#headBytes,
+      this.#offset,
+    );
+    this.#sink(tail);
+    this.#end();
+    return this.#headBytes + this.#offset + tail.length;
   }
-  out.set(tail, head.length + offset);
-  return out;
+
+  /** Stops writing and closes the file (a file sink's partial file is left to the caller). */
+  abort(): void {
+    this.#end();
+  }
+
+  #end(): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#close();
+  }
+
+  /** Checks, hashes and writes one array (padded to 8 bytes); returns its index entry. */
+  #array(a: Typed, shape: number[], name: string): ArrayRef {
+    if (this.#done) throw new QModelError(`${this.#where}: the file is already finished`);
+    const dtype = dtypeOf(a);
+    if (shape.reduce((p, s) => p * s, 1) !== a.length) {
+      throw new QModelError(
+        `${this.#where}: ${name} has ${a.length} values, which does not match shape [${shape}]`,
+      );
+    }
+    const nonFinite = firstNonFinite(a, dtype);
+    if (nonFinite) {
+      throw new QModelError(
+        `${this.#where}: ${name} has a non-finite value (${nonFinite[1]}) at index ${
+          nonFinite[0]
+        }` + (dtype === "f16" ? " (fp16 holds magnitudes up to 65504)" : ""),
+      );
+    }
+    const bytes = bytesOf(a);
+    const r: ArrayRef = {
+      dtype,
+      shape,
+      offset: this.#offset,
+      byteLength: a.byteLength,
+      sha256: sha256Sync(bytes),
+    };
+    this.#sink(bytes);
+    const pad = align8(a.byteLength) - a.byteLength;
+    if (pad) this.#sink(new Uint8Array(pad));
+    this.#offset += a.byteLength + pad;
+    return r;
+  }
 }
 
 /**
- * Writes a quantized model file.
+ * Serializes a quantized model to bytes (see the module doc for the layout)
+ * through a {@linkcode QModelWriter}.
+ *
+ * @param m config, method, options, provenance, base, linears and the base weights
+ * @param path the file's name, for error messages
+ * @returns the file's bytes
+ * @throws {QModelError} when a linear's key or shape does not match the config,
+ *   the options do not describe the linears, or a float array holds NaN/±Infinity
+ */
+export function serializeQuantizedModel(m: SaveQuantizedModelInput, path = "<memory>"): Uint8Array {
+  const chunks: Uint8Array[] = [];
+  const w = new QModelWriter(m, (b) => chunks.push(b), path);
+  writeModel(w, m);
+  const out = new Uint8Array(w.finish(m.provenance));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+
+/** Hands every tensor and linear of `m` to `w`: the unquantized tensors first, then the linears. */
+function writeModel(w: QModelWriter, m: SaveQuantizedModelInput): void {
+  const rest = "layers" in m.weights ? restOf(m.weights) : m.weights;
+  w.tensor("tokenEmbedding", rest.tokenEmbedding);
+  w.tensor("finalNorm", rest.finalNorm);
+  if (!m.config.sharedClassifier && rest.classifier) w.tensor("classifier", rest.classifier);
+  for (let l = 0; l < m.config.nLayers; l++) {
+    w.tensor(`layers.${l}.attnNorm`, rest.attnNorm[l]);
+    w.tensor(`layers.${l}.ffnNorm`, rest.ffnNorm[l]);
+  }
+  for (const [key, q] of m.linears) w.linear(key, q);
+}
+
+/**
+ * Writes a quantized model file, front to back ({@linkcode QModelWriter}).
  *
  * @param path where to write (the folder must exist)
  * @param m config, method, options, provenance, base {path, sha256}, linears and the base weights
  * @returns the number of bytes written
- * @throws {QModelError} as {@linkcode serializeQuantizedModel}, or when the file cannot be written
+ * @throws {QModelError} as {@linkcode serializeQuantizedModel}, or when the
+ *   file cannot be written (no partial file is left)
  * @example
  * ```ts
  * await saveQuantizedModel("out/stories260K.gptq.w3.sqbq", {
@@ -482,17 +682,22 @@ export function serializeQuantizedModel(m: SaveQuantizedModelInput, path = "<mem
  * });
  * ```
  */
-export async function saveQuantizedModel(
+export function saveQuantizedModel(
   path: string,
   m: SaveQuantizedModelInput,
 ): Promise<number> {
-  const bytes = serializeQuantizedModel(m, path);
+  let w: QModelWriter | undefined;
   try {
-    await Deno.writeFile(path, bytes);
+    w = QModelWriter.create(path, m);
+    writeModel(w, m);
+    return Promise.resolve(w.finish(m.provenance));
   } catch (e) {
-    throw new QModelError(`Cannot write quantized model ${path}: ${(e as Error).message}`);
+    if (w) {
+      w.abort();
+      Deno.removeSync(path);
+    }
+    return Promise.reject(e);
   }
-  return bytes.length;
 }
 
 /**
