@@ -13,12 +13,12 @@
  */
 import type { LinearName, LlamaWeights } from "../model/config.ts";
 import type { ProgressCallback } from "../model/pool.ts";
-import { LINEAR_NAMES, linearKey, linearShape, withLinears } from "../model/config.ts";
+import { LINEAR_NAMES, linearKey, withLinears } from "../model/config.ts";
 import { dequantize, type QuantizedLinear } from "./format.ts";
-import { rtn } from "./rtn.ts";
-import { gptqQuantizeModel } from "./sequential.ts";
+import { rtnBlock, squeezellmBlock } from "./blockwise.ts";
+import { gptqQuantizeModelAsync, type HessianAccumulatorFactory } from "./sequential.ts";
 import { awqQuantizeModelParallel } from "./awq.ts";
-import { findOutlierRange, squeezellmQuantize } from "./squeezellm.ts";
+import { findOutlierRange } from "./squeezellm.ts";
 import { smoothquantQuantizeModel } from "./smoothquant.ts";
 import { abqQuantizeModel, defaultEpochs } from "./abq.ts";
 import { actQuantOf } from "./act_quant.ts";
@@ -41,12 +41,17 @@ export interface CalibrationInputs {
 
 /** Context of a quantizer besides the weights and calibration. */
 export interface QuantizeContext {
-  /** Worker threads (AWQ's searches, SqueezeLLM's k-means); 0 = this thread. */
+  /** Worker threads (GPTQ's solver, AWQ's searches, SqueezeLLM's k-means); 0 = this thread. */
   workers: number;
   /** One-line progress messages. */
   log?: (line: string) => void;
   /** Steps of the long searches (GPTQ's linears, AWQ's ratios and clips): (done, total, what). */
   onProgress?: ProgressCallback;
+  /**
+   * Where the methods marked {@linkcode Quantizer.usesHessians} accumulate
+   * their Hessians (eval/gpu_calibration.ts: on the GPU). @default the CPU
+   */
+  hessians?: HessianAccumulatorFactory;
 }
 
 /** What a quantizer returns. */
@@ -64,6 +69,8 @@ export interface Quantizer<M extends Method, K extends CalibrationKind> {
   method: M;
   /** The calibration {@linkcode Quantizer.quantize} needs. */
   calibration: K;
+  /** Its calibration statistics are GPTQ Hessians, accumulated where `ctx.hessians` says. */
+  usesHessians?: boolean;
   /**
    * Quantizes every linear of `base`.
    *
@@ -95,21 +102,10 @@ const rtnQuantizer: Quantizer<"rtn", "none"> = {
   method: "rtn",
   calibration: "none",
   quantize(base, spec) {
-    const c = base.config;
     const linears = new Map<string, QuantizedLinear>();
-    for (let l = 0; l < c.nLayers; l++) {
-      for (const name of LINEAR_NAMES) {
-        const [rows, cols] = linearShape(c, name);
-        const dense = rtn(base.layers[l][name], rows, cols, {
-          bits: spec.bits,
-          groupSize: spec.groupSize,
-          sym: spec.sym,
-          bitBalance: spec.bitBalance,
-          name: linearKey(l, name),
-        });
-        linears.set(linearKey(l, name), { dense });
-      }
-    }
+    base.layers.forEach((lw, l) => {
+      for (const [k, q] of rtnBlock(base.config, lw, l, spec)) linears.set(k, q);
+    });
     return Promise.resolve({ weights: fakeQuant(base, linears), linears, details: {} });
   },
 };
@@ -117,8 +113,9 @@ const rtnQuantizer: Quantizer<"rtn", "none"> = {
 const gptqQuantizer: Quantizer<"gptq", "activations"> = {
   method: "gptq",
   calibration: "activations",
-  quantize(base, spec, { windows }, ctx) {
-    const r = gptqQuantizeModel(base, windows, {
+  usesHessians: true,
+  async quantize(base, spec, { windows }, ctx) {
+    const opts = {
       bits: spec.bits,
       groupSize: spec.groupSize,
       sym: spec.sym,
@@ -128,10 +125,13 @@ const gptqQuantizer: Quantizer<"gptq", "activations"> = {
       trueSequential: spec.trueSequential,
       blocksize: spec.blocksize,
       percdamp: spec.percdamp,
+      solver: "fast" as const,
+      workers: ctx.workers,
       log: ctx.log,
       onProgress: ctx.onProgress,
-    });
-    return Promise.resolve({ weights: r.weights, linears: r.linears, details: { stats: r.stats } });
+    };
+    const r = await gptqQuantizeModelAsync(base, windows, { ...opts, hessians: ctx.hessians });
+    return { weights: r.weights, linears: r.linears, details: { stats: r.stats } };
   },
 };
 
@@ -172,20 +172,9 @@ const squeezellmQuantizer: Quantizer<"squeezellm", "fisher"> = {
     const linears = new Map<string, QuantizedLinear>();
     let nnz = 0;
     for (let l = 0; l < c.nLayers; l++) {
-      for (const name of LINEAR_NAMES) {
-        const [rows, cols] = linearShape(c, name);
-        const q = await squeezellmQuantize(base.layers[l][name], fisher[l][name], rows, cols, {
-          bits: spec.bits,
-          seed: spec.calib.seed,
-          sensitivePct: spec.sensitivePct,
-          outlierRange: r ?? undefined,
-          maxIter: spec.kmeansIters,
-          tol: spec.kmeansTol,
-          workers: ctx.workers,
-        });
-        nnz += q.stats.nnz;
-        linears.set(linearKey(l, name), q.q);
-      }
+      const b = await squeezellmBlock(c, base.layers[l], fisher[l], l, spec, r, ctx.workers);
+      for (const [k, q] of b.linears) linears.set(k, q);
+      nnz += b.nnz;
     }
     details.sparseNnz = nnz;
     details.fisherWindows = windows;
