@@ -16,7 +16,7 @@ import type { ProgressCallback } from "../model/pool.ts";
 import { LINEAR_NAMES, linearKey, withLinears } from "../model/config.ts";
 import { dequantize, type QuantizedLinear } from "./format.ts";
 import { rtnBlock, squeezellmBlock } from "./blockwise.ts";
-import { gptqQuantizeModelAsync, type HessianAccumulatorFactory } from "./sequential.ts";
+import { gptqQuantizeModel } from "./sequential.ts";
 import { awqQuantizeModelParallel } from "./awq.ts";
 import { findOutlierRange } from "./squeezellm.ts";
 import { smoothquantQuantizeModel } from "./smoothquant.ts";
@@ -41,17 +41,12 @@ export interface CalibrationInputs {
 
 /** Context of a quantizer besides the weights and calibration. */
 export interface QuantizeContext {
-  /** Worker threads (GPTQ's solver, AWQ's searches, SqueezeLLM's k-means); 0 = this thread. */
+  /** Worker threads (AWQ's searches, SqueezeLLM's k-means); 0 = this thread. */
   workers: number;
   /** One-line progress messages. */
   log?: (line: string) => void;
   /** Steps of the long searches (GPTQ's linears, AWQ's ratios and clips): (done, total, what). */
   onProgress?: ProgressCallback;
-  /**
-   * Where the methods marked {@linkcode Quantizer.usesHessians} accumulate
-   * their Hessians (eval/gpu_calibration.ts: on the GPU). @default the CPU
-   */
-  hessians?: HessianAccumulatorFactory;
 }
 
 /** What a quantizer returns. */
@@ -69,8 +64,6 @@ export interface Quantizer<M extends Method, K extends CalibrationKind> {
   method: M;
   /** The calibration {@linkcode Quantizer.quantize} needs. */
   calibration: K;
-  /** Its calibration statistics are GPTQ Hessians, accumulated where `ctx.hessians` says. */
-  usesHessians?: boolean;
   /**
    * Quantizes every linear of `base`.
    *
@@ -91,7 +84,10 @@ export interface Quantizer<M extends Method, K extends CalibrationKind> {
 export { linearKey };
 
 /** The fp32 weights of `base` with every linear replaced by its dequantized form. */
-export function fakeQuant(base: LlamaWeights, linears: Map<string, QuantizedLinear>): LlamaWeights {
+export function fakeQuant(
+  base: LlamaWeights,
+  linears: Map<string, QuantizedLinear>,
+): LlamaWeights {
   return withLinears(base, (l, name) => {
     const q = linears.get(linearKey(l, name));
     return q ? dequantize(q) : undefined;
@@ -104,18 +100,23 @@ const rtnQuantizer: Quantizer<"rtn", "none"> = {
   quantize(base, spec) {
     const linears = new Map<string, QuantizedLinear>();
     base.layers.forEach((lw, l) => {
-      for (const [k, q] of rtnBlock(base.config, lw, l, spec)) linears.set(k, q);
+      for (const [k, q] of rtnBlock(base.config, lw, l, spec)) {
+        linears.set(k, q);
+      }
     });
-    return Promise.resolve({ weights: fakeQuant(base, linears), linears, details: {} });
+    return Promise.resolve({
+      weights: fakeQuant(base, linears),
+      linears,
+      details: {},
+    });
   },
 };
 
 const gptqQuantizer: Quantizer<"gptq", "activations"> = {
   method: "gptq",
   calibration: "activations",
-  usesHessians: true,
-  async quantize(base, spec, { windows }, ctx) {
-    const opts = {
+  quantize(base, spec, { windows }, ctx) {
+    const r = gptqQuantizeModel(base, windows, {
       bits: spec.bits,
       groupSize: spec.groupSize,
       sym: spec.sym,
@@ -125,13 +126,14 @@ const gptqQuantizer: Quantizer<"gptq", "activations"> = {
       trueSequential: spec.trueSequential,
       blocksize: spec.blocksize,
       percdamp: spec.percdamp,
-      solver: "fast" as const,
-      workers: ctx.workers,
       log: ctx.log,
       onProgress: ctx.onProgress,
-    };
-    const r = await gptqQuantizeModelAsync(base, windows, { ...opts, hessians: ctx.hessians });
-    return { weights: r.weights, linears: r.linears, details: { stats: r.stats } };
+    });
+    return Promise.resolve({
+      weights: r.weights,
+      linears: r.linears,
+      details: { stats: r.stats },
+    });
   },
 };
 
@@ -150,7 +152,11 @@ const awqQuantizer: Quantizer<"awq", "activations"> = {
       log: ctx.log,
       onProgress: ctx.onProgress,
     });
-    return { weights: r.weights, linears: r.linears, details: { stats: r.stats } };
+    return {
+      weights: r.weights,
+      linears: r.linears,
+      details: { stats: r.stats },
+    };
   },
 };
 
@@ -166,13 +172,23 @@ const squeezellmQuantizer: Quantizer<"squeezellm", "fisher"> = {
       r = findOutlierRange(all, spec.outlierPct);
       details.outlierRange = r;
       ctx.log?.(
-        `squeezellm: outlier range r = ${r.toPrecision(6)} gives ${spec.outlierPct}% outliers`,
+        `squeezellm: outlier range r = ${
+          r.toPrecision(6)
+        } gives ${spec.outlierPct}% outliers`,
       );
     }
     const linears = new Map<string, QuantizedLinear>();
     let nnz = 0;
     for (let l = 0; l < c.nLayers; l++) {
-      const b = await squeezellmBlock(c, base.layers[l], fisher[l], l, spec, r, ctx.workers);
+      const b = await squeezellmBlock(
+        c,
+        base.layers[l],
+        fisher[l],
+        l,
+        spec,
+        r,
+        ctx.workers,
+      );
       for (const [k, q] of b.linears) linears.set(k, q);
       nnz += b.nnz;
     }
@@ -192,8 +208,14 @@ const smoothquantQuantizer: Quantizer<"smoothquant", "activations"> = {
       bitBalance: spec.bitBalance,
       onProgress: ctx.onProgress,
     });
-    ctx.log?.(`smoothquant: α = ${spec.alpha}, factors from ${windows.length} windows`);
-    return Promise.resolve({ weights: r.weights, linears: r.linears, details: {} });
+    ctx.log?.(
+      `smoothquant: α = ${spec.alpha}, factors from ${windows.length} windows`,
+    );
+    return Promise.resolve({
+      weights: r.weights,
+      linears: r.linears,
+      details: {},
+    });
   },
 };
 
