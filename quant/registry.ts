@@ -84,10 +84,7 @@ export interface Quantizer<M extends Method, K extends CalibrationKind> {
 export { linearKey };
 
 /** The fp32 weights of `base` with every linear replaced by its dequantized form. */
-export function fakeQuant(
-  base: LlamaWeights,
-  linears: Map<string, QuantizedLinear>,
-): LlamaWeights {
+export function fakeQuant(base: LlamaWeights, linears: Map<string, QuantizedLinear>): LlamaWeights {
   return withLinears(base, (l, name) => {
     const q = linears.get(linearKey(l, name));
     return q ? dequantize(q) : undefined;
@@ -100,15 +97,9 @@ const rtnQuantizer: Quantizer<"rtn", "none"> = {
   quantize(base, spec) {
     const linears = new Map<string, QuantizedLinear>();
     base.layers.forEach((lw, l) => {
-      for (const [k, q] of rtnBlock(base.config, lw, l, spec)) {
-        linears.set(k, q);
-      }
+      for (const [k, q] of rtnBlock(base.config, lw, l, spec)) linears.set(k, q);
     });
-    return Promise.resolve({
-      weights: fakeQuant(base, linears),
-      linears,
-      details: {},
-    });
+    return Promise.resolve({ weights: fakeQuant(base, linears), linears, details: {} });
   },
 };
 
@@ -129,11 +120,7 @@ const gptqQuantizer: Quantizer<"gptq", "activations"> = {
       log: ctx.log,
       onProgress: ctx.onProgress,
     });
-    return Promise.resolve({
-      weights: r.weights,
-      linears: r.linears,
-      details: { stats: r.stats },
-    });
+    return Promise.resolve({ weights: r.weights, linears: r.linears, details: { stats: r.stats } });
   },
 };
 
@@ -152,11 +139,7 @@ const awqQuantizer: Quantizer<"awq", "activations"> = {
       log: ctx.log,
       onProgress: ctx.onProgress,
     });
-    return {
-      weights: r.weights,
-      linears: r.linears,
-      details: { stats: r.stats },
-    };
+    return { weights: r.weights, linears: r.linears, details: { stats: r.stats } };
   },
 };
 
@@ -172,23 +155,13 @@ const squeezellmQuantizer: Quantizer<"squeezellm", "fisher"> = {
       r = findOutlierRange(all, spec.outlierPct);
       details.outlierRange = r;
       ctx.log?.(
-        `squeezellm: outlier range r = ${
-          r.toPrecision(6)
-        } gives ${spec.outlierPct}% outliers`,
+        `squeezellm: outlier range r = ${r.toPrecision(6)} gives ${spec.outlierPct}% outliers`,
       );
     }
     const linears = new Map<string, QuantizedLinear>();
     let nnz = 0;
     for (let l = 0; l < c.nLayers; l++) {
-      const b = await squeezellmBlock(
-        c,
-        base.layers[l],
-        fisher[l],
-        l,
-        spec,
-        r,
-        ctx.workers,
-      );
+      const b = await squeezellmBlock(c, base.layers[l], fisher[l], l, spec, r, ctx.workers);
       for (const [k, q] of b.linears) linears.set(k, q);
       nnz += b.nnz;
     }
@@ -208,14 +181,8 @@ const smoothquantQuantizer: Quantizer<"smoothquant", "activations"> = {
       bitBalance: spec.bitBalance,
       onProgress: ctx.onProgress,
     });
-    ctx.log?.(
-      `smoothquant: α = ${spec.alpha}, factors from ${windows.length} windows`,
-    );
-    return Promise.resolve({
-      weights: r.weights,
-      linears: r.linears,
-      details: {},
-    });
+    ctx.log?.(`smoothquant: α = ${spec.alpha}, factors from ${windows.length} windows`);
+    return Promise.resolve({ weights: r.weights, linears: r.linears, details: {} });
   },
 };
 
