@@ -16,7 +16,7 @@ import type { ProgressCallback } from "../model/pool.ts";
 import { LINEAR_NAMES, linearKey, withLinears } from "../model/config.ts";
 import { dequantize, type QuantizedLinear } from "./format.ts";
 import { rtnBlock, squeezellmBlock } from "./blockwise.ts";
-import { gptqQuantizeModel } from "./sequential.ts";
+import { gptqQuantizeModelAsync, type HessianAccumulatorFactory } from "./sequential.ts";
 import { awqQuantizeModelParallel } from "./awq.ts";
 import { findOutlierRange } from "./squeezellm.ts";
 import { smoothquantQuantizeModel } from "./smoothquant.ts";
@@ -41,12 +41,17 @@ export interface CalibrationInputs {
 
 /** Context of a quantizer besides the weights and calibration. */
 export interface QuantizeContext {
-  /** Worker threads (AWQ's searches, SqueezeLLM's k-means); 0 = this thread. */
+  /** Worker threads (GPTQ's solver, AWQ's searches, SqueezeLLM's k-means); 0 = this thread. */
   workers: number;
   /** One-line progress messages. */
   log?: (line: string) => void;
   /** Steps of the long searches (GPTQ's linears, AWQ's ratios and clips): (done, total, what). */
   onProgress?: ProgressCallback;
+  /**
+   * Where the methods marked {@linkcode Quantizer.usesHessians} accumulate
+   * their Hessians (eval/gpu_calibration.ts: on the GPU). @default the CPU
+   */
+  hessians?: HessianAccumulatorFactory;
 }
 
 /** What a quantizer returns. */
@@ -64,6 +69,8 @@ export interface Quantizer<M extends Method, K extends CalibrationKind> {
   method: M;
   /** The calibration {@linkcode Quantizer.quantize} needs. */
   calibration: K;
+  /** Its calibration statistics are GPTQ Hessians, accumulated where `ctx.hessians` says. */
+  usesHessians?: boolean;
   /**
    * Quantizes every linear of `base`.
    *
@@ -106,8 +113,9 @@ const rtnQuantizer: Quantizer<"rtn", "none"> = {
 const gptqQuantizer: Quantizer<"gptq", "activations"> = {
   method: "gptq",
   calibration: "activations",
-  quantize(base, spec, { windows }, ctx) {
-    const r = gptqQuantizeModel(base, windows, {
+  usesHessians: true,
+  async quantize(base, spec, { windows }, ctx) {
+    const opts = {
       bits: spec.bits,
       groupSize: spec.groupSize,
       sym: spec.sym,
@@ -117,10 +125,13 @@ const gptqQuantizer: Quantizer<"gptq", "activations"> = {
       trueSequential: spec.trueSequential,
       blocksize: spec.blocksize,
       percdamp: spec.percdamp,
+      solver: "fast" as const,
+      workers: ctx.workers,
       log: ctx.log,
       onProgress: ctx.onProgress,
-    });
-    return Promise.resolve({ weights: r.weights, linears: r.linears, details: { stats: r.stats } });
+    };
+    const r = await gptqQuantizeModelAsync(base, windows, { ...opts, hessians: ctx.hessians });
+    return { weights: r.weights, linears: r.linears, details: { stats: r.stats } };
   },
 };
 

@@ -19,6 +19,14 @@
  * (model/forward.ts `block` with `until`; the official code runs the whole
  * block and discards the outputs; the inputs recorded are the same).
  *
+ * Two solvers serve the loop: the plain transcription of gptq.py
+ * (quant/gptq.ts {@linkcode Gptq}, the tested reference and the default) and
+ * its fast path (quant/gptq_fast.ts {@linkcode GptqFast}: WebAssembly SIMD,
+ * worker threads, fp32 Hinv like torch; the CLI's solver, through
+ * {@linkcode gptqQuantizeModelAsync}). Their codes agree except where a
+ * weight lies within a few fp32 ulps of a rounding boundary (gptq_fast.ts's
+ * module doc).
+ *
  * @module
  */
 import type { LayerWeights, LinearName, LlamaConfig, LlamaWeights } from "../model/config.ts";
@@ -27,7 +35,8 @@ import type { ForwardHooks } from "../model/forward.ts";
 import { block, embed, RunState, stageOf } from "../model/forward.ts";
 import type { ProgressCallback } from "../model/pool.ts";
 import { checkBits, dequantize, type QuantizedLinear } from "./format.ts";
-import { Gptq } from "./gptq.ts";
+import { Gptq, type GptqResult } from "./gptq.ts";
+import { GptqFast, type GridSpec } from "./gptq_fast.ts";
 import { minMaxGrid } from "./rtn.ts";
 
 /** Options of {@linkcode gptqQuantizeModel}; defaults are GPTQ's llama.py. */
@@ -60,12 +69,27 @@ export interface GptqModelOptions {
   /** Called after each solved linear: (linears done, linears, what). */
   onProgress?: ProgressCallback;
   /**
-   * Where each linear's Hessian is accumulated. @default GPTQ's own CPU
-   * accumulation (quant/gptq.ts `Gptq.addBatch`); eval/gpu_calibration.ts
-   * has a GPU one (use {@linkcode gptqQuantizeModelAsync} for accumulators
-   * whose `finish()` is asynchronous).
+   * Where each linear's Hessian is accumulated. @default the solver's own
+   * CPU accumulation (`addBatch`); eval/gpu_calibration.ts has a GPU one
+   * (use {@linkcode gptqQuantizeModelAsync} for accumulators whose
+   * `finish()` is asynchronous).
    */
   hessians?: HessianAccumulatorFactory;
+  /**
+   * The solver: "reference" (quant/gptq.ts {@linkcode Gptq}, the plain
+   * transcription of gptq.py) or "fast" (quant/gptq_fast.ts
+   * {@linkcode GptqFast}; asynchronous, so {@linkcode gptqQuantizeModelAsync}
+   * only). @default "reference"
+   */
+  solver?: "reference" | "fast";
+  /**
+   * Worker threads of the fast solver (0: this thread; layers below its
+   * parallelMinMacs stay on this thread anyway).
+   * @default DEFAULT_WORKERS (quant/spec.ts: the number of cores)
+   */
+  workers?: number;
+  /** Multiply-adds below which the fast solver stays on this thread (GptqFastInit). @default 5e8 */
+  parallelMinMacs?: number;
 }
 
 /**
@@ -193,6 +217,11 @@ export function gptqQuantizeModel(
   opts: GptqModelOptions,
 ): GptqModelResult {
   const steps = gptqSteps(weights, windows, opts);
+  if (opts.solver === "fast") {
+    throw new TypeError(
+      'gptqQuantizeModel(): the "fast" solver is asynchronous; use gptqQuantizeModelAsync()',
+    );
+  }
   let r = steps.next();
   while (!r.done) {
     if (r.value instanceof Promise) {
@@ -208,11 +237,12 @@ export function gptqQuantizeModel(
 
 /**
  * {@linkcode gptqQuantizeModel} with accumulators whose `finish()` returns
- * a promise (the GPU's, eval/gpu_calibration.ts); the same loop and results.
+ * a promise (the GPU's, eval/gpu_calibration.ts) or the "fast" solver; the
+ * same loop, and with the reference solver the same results.
  *
  * @param weights the full-precision model (not modified)
  * @param windows calibration windows
- * @param opts as {@linkcode gptqQuantizeModel}, `hessians` included
+ * @param opts as {@linkcode gptqQuantizeModel}, `hessians`, `solver` and `workers` included
  * @returns the fake-quantized weights, the packed linears and per-linear errors
  */
 export async function gptqQuantizeModelAsync(
@@ -226,20 +256,62 @@ export async function gptqQuantizeModelAsync(
   return r.value;
 }
 
+/** f(v), or a promise of it when v is a promise. */
+function andThen<T, U>(v: T | Promise<T>, f: (t: T) => U | Promise<U>): U | Promise<U> {
+  return v instanceof Promise ? v.then(f) : f(v);
+}
+
 /**
- * The loop of llama_sequential as a generator: it yields each accumulator's
- * `finish()` (a Hessian or a promise of one) and is resumed with the Hessian,
- * so one loop serves the synchronous and the asynchronous driver.
+ * The loop of llama_sequential as a generator: it yields each linear's
+ * solve (a result, or a promise of one when the Hessian accumulator or the
+ * solver is asynchronous) and is resumed with the result, so one loop serves
+ * the synchronous and the asynchronous driver.
  */
 function* gptqSteps(
   weights: LlamaWeights,
   windows: Int32Array[],
   opts: GptqModelOptions,
-): Generator<Float64Array | Promise<Float64Array>, GptqModelResult, Float64Array> {
+): Generator<GptqResult | Promise<GptqResult>, GptqModelResult, GptqResult> {
   const t0 = performance.now();
   const c = weights.config;
   checkBits(opts.bits, "gptqQuantizeModel(): bits");
   const maxT = checkWindows("gptqQuantizeModel()", windows, c);
+  const fast = opts.solver === "fast";
+  const workers = opts.workers;
+  if (workers !== undefined && (!Number.isInteger(workers) || workers < 0)) {
+    throw new RangeError(`gptqQuantizeModel(): --workers must be an integer ≥ 0, got ${workers}`);
+  }
+  const sym = opts.sym ?? false, bitBalance = opts.bitBalance ?? false;
+  const spec: GridSpec = { kind: "minmax", bits: opts.bits, sym, bitBalance };
+  const init = { workers, parallelMinMacs: opts.parallelMinMacs };
+  const solverFor = (rows: number, cols: number, H?: Float64Array): Gptq | GptqFast =>
+    fast
+      ? (H
+        ? GptqFast.fromHessian(rows, cols, H, windows.length, init)
+        : new GptqFast(rows, cols, init))
+      : (H ? Gptq.fromHessian(rows, cols, H, windows.length) : new Gptq(rows, cols));
+  // fasterquant with llama.py's arguments; the solver is freed once it is done.
+  const solve = (g: Gptq | GptqFast, W: Float32Array, key: string) => {
+    const args = {
+      name: key,
+      bits: opts.bits,
+      groupSize: opts.groupSize,
+      sym,
+      actOrder: opts.actOrder ?? false,
+      staticGroups: opts.staticGroups ?? false,
+      blocksize: opts.blocksize,
+      percdamp: opts.percdamp,
+    };
+    return andThen(
+      g instanceof GptqFast
+        ? g.fasterquant(W, { ...args, grid: spec })
+        : g.fasterquant(W, { ...args, grid: minMaxGrid(opts.bits, sym, bitBalance) }),
+      (r) => {
+        g.free();
+        return r;
+      },
+    );
+  };
   const sequential = (opts.trueSequential ?? true) ? TRUE_SEQUENTIAL_GROUPS : [LINEAR_NAMES];
   const s = new RunState(c, maxT);
   const inps = embedWindows(weights, windows);
@@ -256,12 +328,12 @@ function* gptqSteps(
   for (let l = 0; l < c.nLayers; l++) {
     const lw: LayerWeights = { ...weights.layers[l] }; // arrays replaced, never written
     for (const names of sequential) {
-      const gptq = new Map<LinearName, Gptq>();
+      const gptq = new Map<LinearName, Gptq | GptqFast>();
       const accumulators = new Map<LinearName, HessianAccumulator>();
       for (const name of names) {
         const [rows, cols] = linearShape(c, name);
         if (opts.hessians) accumulators.set(name, opts.hessians(l, name, cols));
-        else gptq.set(name, new Gptq(rows, cols));
+        else gptq.set(name, solverFor(rows, cols));
       }
       const until = stageOf(names);
       const hooks: ForwardHooks = {
@@ -280,22 +352,14 @@ function* gptqSteps(
       for (const name of names) {
         const t = performance.now();
         const [rows, cols] = linearShape(c, name);
-        const g = opts.hessians
-          ? Gptq.fromHessian(rows, cols, yield accumulators.get(name)!.finish(), windows.length)
-          : gptq.get(name)!;
         const key = `layers.${l}.${name}`;
-        const r = g.fasterquant(weights.layers[l][name], {
-          name: key,
-          bits: opts.bits,
-          groupSize: opts.groupSize,
-          sym: opts.sym ?? false,
-          grid: minMaxGrid(opts.bits, opts.sym ?? false, opts.bitBalance ?? false),
-          actOrder: opts.actOrder ?? false,
-          staticGroups: opts.staticGroups ?? false,
-          blocksize: opts.blocksize,
-          percdamp: opts.percdamp,
-        });
-        g.free();
+        const W = weights.layers[l][name];
+        const r: GptqResult = yield opts.hessians
+          ? andThen(
+            accumulators.get(name)!.finish(),
+            (H) => solve(solverFor(rows, cols, H), W, key),
+          )
+          : solve(gptq.get(name)!, W, key);
         const q: QuantizedLinear = { dense: r.q };
         linears.set(key, q);
         lw[name] = dequantize(q);

@@ -6,7 +6,7 @@ import { randomWeights, randomWindows, tinyConfig } from "../model/random.ts";
 import { dequantize, type UniformTensor } from "./format.ts";
 import { Gptq } from "./gptq.ts";
 import { rtn } from "./rtn.ts";
-import { embedWindows, gptqQuantizeModel } from "./sequential.ts";
+import { embedWindows, gptqQuantizeModel, gptqQuantizeModelAsync } from "./sequential.ts";
 
 const C = tinyConfig({ dim: 32, hiddenDim: 64, vocabSize: 64, maxSeqLen: 32 });
 
@@ -200,4 +200,24 @@ Deno.test("gptqQuantizeModel() reports each solved linear as a progress step", (
     "gptq layers.0.wq",
     "gptq layers.0.wo",
   ]);
+});
+
+// The fast path on workers gives the same numbers as on this thread (quant/gptq_fast_test.ts).
+Deno.test('gptqQuantizeModelAsync() with the "fast" solver gives the reference solver\'s codes', async () => {
+  const w = randomWeights(C, 7);
+  const windows = randomWindows(4, 24, C.vocabSize, 8);
+  for (const opts of [{ bits: 3 }, { bits: 4, groupSize: 16, actOrder: true }]) {
+    const ref = gptqQuantizeModel(w, windows, opts);
+    const fast = await gptqQuantizeModelAsync(w, windows, { ...opts, solver: "fast", workers: 0 });
+    assert.deepEqual([...fast.linears.keys()], [...ref.linears.keys()]);
+    for (const [key, q] of ref.linears) {
+      const f = fast.linears.get(key)!.dense as UniformTensor, r = q.dense as UniformTensor;
+      assert.deepEqual(f.codes, r.codes, `${key} ${JSON.stringify(opts)}`);
+      assert.deepEqual([f.scales, f.zeros], [r.scales, r.zeros], key);
+    }
+  }
+  assert.throws(
+    () => gptqQuantizeModel(w, windows, { bits: 3, solver: "fast" }),
+    /"fast" solver is asynchronous; use gptqQuantizeModelAsync/,
+  );
 });
