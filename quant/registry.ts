@@ -16,7 +16,7 @@ import type { ProgressCallback } from "../model/pool.ts";
 import { LINEAR_NAMES, linearKey, withLinears } from "../model/config.ts";
 import { dequantize, type QuantizedLinear } from "./format.ts";
 import { rtnBlock, squeezellmBlock } from "./blockwise.ts";
-import { gptqQuantizeModelAsync, type HessianAccumulatorFactory } from "./sequential.ts";
+import { gptqQuantizeModelAsync } from "./sequential.ts";
 import { awqQuantizeModelParallel } from "./awq.ts";
 import { findOutlierRange } from "./squeezellm.ts";
 import { smoothquantQuantizeModel } from "./smoothquant.ts";
@@ -47,11 +47,6 @@ export interface QuantizeContext {
   log?: (line: string) => void;
   /** Steps of the long searches (GPTQ's linears, AWQ's ratios and clips): (done, total, what). */
   onProgress?: ProgressCallback;
-  /**
-   * Where the methods marked {@linkcode Quantizer.usesHessians} accumulate
-   * their Hessians (eval/gpu_calibration.ts: on the GPU). @default the CPU
-   */
-  hessians?: HessianAccumulatorFactory;
 }
 
 /** What a quantizer returns. */
@@ -69,8 +64,6 @@ export interface Quantizer<M extends Method, K extends CalibrationKind> {
   method: M;
   /** The calibration {@linkcode Quantizer.quantize} needs. */
   calibration: K;
-  /** Its calibration statistics are GPTQ Hessians, accumulated where `ctx.hessians` says. */
-  usesHessians?: boolean;
   /**
    * Quantizes every linear of `base`.
    *
@@ -113,9 +106,8 @@ const rtnQuantizer: Quantizer<"rtn", "none"> = {
 const gptqQuantizer: Quantizer<"gptq", "activations"> = {
   method: "gptq",
   calibration: "activations",
-  usesHessians: true,
   async quantize(base, spec, { windows }, ctx) {
-    const opts = {
+    const r = await gptqQuantizeModelAsync(base, windows, {
       bits: spec.bits,
       groupSize: spec.groupSize,
       sym: spec.sym,
@@ -125,12 +117,11 @@ const gptqQuantizer: Quantizer<"gptq", "activations"> = {
       trueSequential: spec.trueSequential,
       blocksize: spec.blocksize,
       percdamp: spec.percdamp,
-      solver: "fast" as const,
+      solver: "fast",
       workers: ctx.workers,
       log: ctx.log,
       onProgress: ctx.onProgress,
-    };
-    const r = await gptqQuantizeModelAsync(base, windows, { ...opts, hessians: ctx.hessians });
+    });
     return { weights: r.weights, linears: r.linears, details: { stats: r.stats } };
   },
 };
