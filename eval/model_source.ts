@@ -14,8 +14,13 @@
  */
 import type { LlamaWeights } from "../model/config.ts";
 import { LLAMA2C_MAGIC, loadCheckpoint } from "../model/checkpoint.ts";
-import { loadGgufModel } from "../model/gguf.ts";
-import { loadHfModel } from "../model/hf.ts";
+import { openGgufWeights } from "../model/gguf.ts";
+import { type HfWeightSource, loadHfTokenizer, openHfWeights } from "../model/hf.ts";
+import {
+  materializeWeights,
+  memoryWeightSource,
+  type WeightSource,
+} from "../model/weight_source.ts";
 import { ModelFormatError } from "../model/tensor_file.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
 import {
@@ -29,19 +34,29 @@ import { QMODEL_MAGIC } from "../quant/qmodel.ts";
 /** What a model path holds. */
 export type ModelSourceKind = "llama2c" | "gguf" | "hf" | "safetensors" | "quantized";
 
-/** A loaded model, whatever its source. */
-export interface ModelSource {
+/** A model opened for block-by-block reads, whatever its source. */
+export interface OpenedModelSource {
   kind: "llama2c" | "gguf" | "hf";
-  /** The file or folder the weights were read from (the cache snapshot for a model id). */
+  /** The file or folder the weights are read from (the cache snapshot for a model id). */
   path: string;
-  /** fp32 weights in llama2.c's layout and RoPE convention. */
-  weights: LlamaWeights;
+  /**
+   * The weights in llama2.c's layout and RoPE convention, read block by block
+   * (model/weight_source.ts); a llama2.c file is read whole (it is fp32 already).
+   * Dispose it to close the files.
+   */
+  source: WeightSource;
   /** The tokenizer stored with the model (GGUF metadata, tokenizer.model / tokenizer.json); undefined for llama2.c files. */
   tokenizer: Tokenizer | undefined;
   /** For `ORG/NAME[@REV]`: repository, revision and commit used. */
   hub?: ResolvedHfModel;
   /** One line for logs: kind, path, and dtype or format version. */
   description: string;
+}
+
+/** A loaded model, whatever its source. */
+export interface ModelSource extends Omit<OpenedModelSource, "source"> {
+  /** fp32 weights in llama2.c's layout and RoPE convention. */
+  weights: LlamaWeights;
 }
 
 /**
@@ -121,71 +136,65 @@ function legacyLlama2cSize(view: DataView): number {
 export type LoadModelSourceOptions = ResolveHfModelOptions;
 
 /**
- * Loads `--model`: a llama2.c file, a GGUF file or a Hugging Face folder
- * (detected by content), or, when no such path exists, `ORG/NAME[@REV]`
- * from the Hugging Face cache (downloaded there when missing and online).
+ * Opens `--model` for block-by-block reads: a llama2.c file, a GGUF file or
+ * a Hugging Face folder (detected by content), or, when no such path exists,
+ * `ORG/NAME[@REV]` from the Hugging Face cache (downloaded there when missing
+ * and online). Only headers are read; tensors when the source is asked.
  *
  * @param pathOrId a path or a model id
  * @param options cache, offline mode, endpoint, token for model ids
- * @returns weights, tokenizer and where they came from
+ * @returns the open source (dispose `source`), tokenizer and where they came from
  * @throws {ModelFormatError} naming the file and what is wrong (a squeezebench
  *   quantized file: "evaluate it with --quantized")
  * @throws {CheckpointError} for a malformed llama2.c file
  * @throws {MissingDataError} for a model id missing offline
  * @example
  * ```ts
- * const m = await loadModelSource("meta-llama/Llama-2-7b-hf", { offline: true });
- * const m2 = await loadModelSource("stories260K.gguf");
+ * const m = await openModelSource("meta-llama/Llama-2-7b-hf", { offline: true });
+ * using src = m.source;
+ * const block0 = src.layer(0);
  * ```
  */
-export async function loadModelSource(
+export async function openModelSource(
   pathOrId: string,
   options: LoadModelSourceOptions = {},
-): Promise<ModelSource> {
+): Promise<OpenedModelSource> {
   if (!(await exists(pathOrId)) && parseHfModelId(pathOrId)) {
     const hub = await resolveHfModel(pathOrId, options);
-    const m = await loadHfModel(hub.dir);
+    const m = await openHf(hub.dir);
     return {
-      kind: "hf",
-      path: hub.dir,
-      weights: m.weights,
-      tokenizer: m.tokenizer,
+      ...m,
       hub,
       description: `${hub.repo}@${hub.revision} (commit ${hub.commit.slice(0, 10)}, ` +
-        `${m.architecture}, ${m.torchDtype ?? "dtype unstated"})`,
+        `${m.source.architecture}, ${m.source.torchDtype ?? "dtype unstated"})`,
     };
   }
   const kind = await detectModelSource(pathOrId);
   switch (kind) {
-    case "llama2c": {
-      const weights = await loadCheckpoint(pathOrId);
+    case "llama2c":
       return {
         kind,
         path: pathOrId,
-        weights,
+        source: memoryWeightSource(await loadCheckpoint(pathOrId), pathOrId),
         tokenizer: undefined,
         description: `llama2.c checkpoint ${pathOrId}`,
       };
-    }
     case "gguf": {
-      const m = loadGgufModel(pathOrId);
+      const source = openGgufWeights(pathOrId);
       return {
         kind,
         path: pathOrId,
-        weights: m.weights,
-        tokenizer: m.tokenizer,
-        description: `GGUF v${m.version} ${pathOrId}`,
+        source,
+        tokenizer: source.tokenizer,
+        description: `GGUF v${source.version} ${pathOrId}`,
       };
     }
     case "hf": {
-      const m = await loadHfModel(pathOrId);
+      const m = await openHf(pathOrId);
       return {
-        kind,
-        path: pathOrId,
-        weights: m.weights,
-        tokenizer: m.tokenizer,
-        description: `Hugging Face ${m.architecture} ${pathOrId} (${
-          m.torchDtype ?? "dtype unstated"
+        ...m,
+        description: `Hugging Face ${m.source.architecture} ${pathOrId} (${
+          m.source.torchDtype ?? "dtype unstated"
         })`,
       };
     }
@@ -198,6 +207,42 @@ export async function loadModelSource(
         `${pathOrId} is a squeezebench quantized model: evaluate it with --quantized ${pathOrId}`,
       );
   }
+}
+
+/** A Hugging Face folder opened, with its tokenizer (the source is closed if the tokenizer fails). */
+async function openHf(
+  dir: string,
+): Promise<{ kind: "hf"; path: string; source: HfWeightSource; tokenizer: Tokenizer | undefined }> {
+  const source = await openHfWeights(dir);
+  try {
+    const tokenizer = await loadHfTokenizer(source.path, source.config.vocabSize);
+    return { kind: "hf", path: dir, source, tokenizer };
+  } catch (e) {
+    source[Symbol.dispose]();
+    throw e;
+  }
+}
+
+/**
+ * Loads `--model` whole, in fp32 ({@linkcode openModelSource}, then every block read).
+ *
+ * @param pathOrId a path or a model id
+ * @param options cache, offline mode, endpoint, token for model ids
+ * @returns weights, tokenizer and where they came from
+ * @throws what {@linkcode openModelSource} throws
+ * @example
+ * ```ts
+ * const m = await loadModelSource("meta-llama/Llama-2-7b-hf", { offline: true });
+ * const m2 = await loadModelSource("stories260K.gguf");
+ * ```
+ */
+export async function loadModelSource(
+  pathOrId: string,
+  options: LoadModelSourceOptions = {},
+): Promise<ModelSource> {
+  const { source, ...rest } = await openModelSource(pathOrId, options);
+  using src = source;
+  return { ...rest, weights: materializeWeights(src) };
 }
 
 async function exists(path: string): Promise<boolean> {

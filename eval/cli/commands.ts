@@ -44,6 +44,12 @@ import {
 } from "./quant_options.ts";
 import { presetNames } from "./presets.ts";
 import { BENCHES, runBench } from "../bench/bench.ts";
+import {
+  FISHER_HELP,
+  FISHER_OPTIONS,
+  quantizeFileBlockwise,
+  quantizesBlockwise,
+} from "./quantize_file.ts";
 
 /** The calibration files the specs' methods read (none for fp32 and RTN). */
 function calibNeeds(specs: readonly (QuantSpec | null)[]): DataNeed[] {
@@ -283,11 +289,12 @@ ${MODEL_HELP}`,
 
 const quantizeCmd: Command = {
   summary: "quantize a model and write it to a file",
-  options: { ...MODEL_OPTIONS, ...QUANT_OPTIONS, out: { type: "string" } },
+  options: { ...MODEL_OPTIONS, ...QUANT_OPTIONS, ...FISHER_OPTIONS, out: { type: "string" } },
   help: `deno task quantize --method M --bits B --out FILE [options]
 
   --out FILE           where to write the quantized model (squeezebench .sqbq format, see quant/qmodel.ts)
 ${QUANT_HELP}
+${FISHER_HELP}
 ${MODEL_HELP}`,
   async run(values) {
     const out = str(values, "out");
@@ -295,6 +302,8 @@ ${MODEL_HELP}`,
     if (!values.method) throw new CliError(`--method is required (${METHODS.join(", ")})`);
     await checkOutputFile("--out", out);
     const spec = specFromOptions(values);
+    // RTN and SqueezeLLM quantize block by block, in bounded memory (eval/quantize_stream.ts)
+    if (quantizesBlockwise(values, spec)) return await quantizeFileBlockwise(values, spec, out);
     const model = await loadModelFromOptions(values, calibNeeds([spec]));
     const q = (await quantizedFromOptions(model, values))!;
     await saveQuantized(out, q, { path: model.checkpointPath, sha256: model.checkpointSha256 }, {

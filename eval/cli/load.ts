@@ -8,9 +8,10 @@
  * @module
  */
 import { dirname, join } from "node:path";
-import { loadModelSource, type ModelSource } from "../model_source.ts";
+import { type OpenedModelSource, openModelSource } from "../model_source.ts";
 import { parseHfModelId } from "../../datasets/hf_cache.ts";
 import type { LlamaWeights } from "../../model/config.ts";
+import { materializeWeights, type WeightSource } from "../../model/weight_source.ts";
 import { loadTokenizer, type Tokenizer } from "../../model/tokenizer.ts";
 import {
   type DataNeed,
@@ -38,9 +39,15 @@ export const KNOWN_MODELS: Record<string, { checkpoint: string; tokenizer: strin
 export const DEFAULT_MODEL = "stories260K";
 
 /** A loaded model with where it came from. */
-export interface LoadedModel {
-  name: string;
+export interface LoadedModel extends Omit<OpenedModel, "source"> {
   weights: LlamaWeights;
+}
+
+/** A model opened for block-by-block reads (eval/quantize_stream.ts), with where it came from. */
+export interface OpenedModel {
+  name: string;
+  /** Dispose it to close the model's files. */
+  source: WeightSource;
   tokenizer: Tokenizer;
   checkpointPath: string;
   checkpointSha256: string;
@@ -96,14 +103,28 @@ export async function requireDataFromOptions(
 }
 
 /**
- * Loads the model named by the CLI options. `needs` are the other data files
- * the command will read: they are found or downloaded together with the
- * model's, before the model is loaded (one error names every missing file).
+ * Loads the model named by the CLI options, whole, in fp32
+ * ({@linkcode openModelFromOptions}, then every block read).
  */
 export async function loadModelFromOptions(
   values: Record<string, unknown>,
   needs: readonly DataNeed[] = [],
 ): Promise<LoadedModel> {
+  const { source, ...rest } = await openModelFromOptions(values, needs);
+  using src = source;
+  return { ...rest, weights: materializeWeights(src) };
+}
+
+/**
+ * Opens the model named by the CLI options for block-by-block reads. `needs`
+ * are the other data files the command will read: they are found or
+ * downloaded together with the model's, before the model is opened (one
+ * error names every missing file).
+ */
+export async function openModelFromOptions(
+  values: Record<string, unknown>,
+  needs: readonly DataNeed[] = [],
+): Promise<OpenedModel> {
   const name = str(values, "model", DEFAULT_MODEL)!;
   let tokenizerPath: string | undefined = str(values, "tokenizer");
   const known = KNOWN_MODELS[name];
@@ -119,37 +140,42 @@ export async function loadModelFromOptions(
     ...needs,
   ]);
   if (known) tokenizerPath ??= paths[1];
-  const source = await loadModelSource(known ? paths[0] : name, {
+  const opened = await openModelSource(known ? paths[0] : name, {
     offline,
     progress: downloadBars(),
   });
-  const checkpointPath = source.path;
-  const weights = source.weights;
-  let tokenizer: Tokenizer;
-  if (tokenizerPath) tokenizer = await loadTokenizer(tokenizerPath);
-  else if (source.tokenizer) {
-    tokenizer = source.tokenizer;
-    tokenizerPath = `${checkpointPath} (its own tokenizer)`;
-  } else {
-    tokenizerPath = findTokenizerBeside(checkpointPath);
-    tokenizer = await loadTokenizer(tokenizerPath);
+  const { source } = opened;
+  try {
+    const checkpointPath = opened.path;
+    let tokenizer: Tokenizer;
+    if (tokenizerPath) tokenizer = await loadTokenizer(tokenizerPath);
+    else if (opened.tokenizer) {
+      tokenizer = opened.tokenizer;
+      tokenizerPath = `${checkpointPath} (its own tokenizer)`;
+    } else {
+      tokenizerPath = findTokenizerBeside(checkpointPath);
+      tokenizer = await loadTokenizer(tokenizerPath);
+    }
+    if (tokenizer.vocabSize !== source.config.vocabSize) {
+      throw new CliError(
+        `tokenizer ${tokenizerPath} has ${tokenizer.vocabSize} pieces but ${checkpointPath} has vocab_size ` +
+          `${source.config.vocabSize}; pass the matching --tokenizer`,
+      );
+    }
+    return {
+      name: known || opened.hub ? name : checkpointPath,
+      source,
+      tokenizer,
+      checkpointPath,
+      checkpointSha256: await modelSha256(opened.kind, checkpointPath),
+      tokenizerPath,
+      dataDir,
+      offline,
+    };
+  } catch (e) {
+    source[Symbol.dispose]();
+    throw e;
   }
-  if (tokenizer.vocabSize !== weights.config.vocabSize) {
-    throw new CliError(
-      `tokenizer ${tokenizerPath} has ${tokenizer.vocabSize} pieces but ${checkpointPath} has vocab_size ` +
-        `${weights.config.vocabSize}; pass the matching --tokenizer`,
-    );
-  }
-  return {
-    name: known || source.hub ? name : checkpointPath,
-    weights,
-    tokenizer,
-    checkpointPath,
-    checkpointSha256: await modelSha256(source),
-    tokenizerPath,
-    dataDir,
-    offline,
-  };
 }
 
 /**
@@ -196,18 +222,29 @@ function checkModelPath(path: string): void {
 
 /**
  * The sha256 that identifies a model in result keys: of the file for a
- * llama2.c or GGUF checkpoint; for a Hugging Face folder, of the list of its
- * config.json and weight files with each file's own sha256 (sorted by name),
- * so the same checkpoint gives the same key wherever it is kept.
+ * llama2.c or GGUF checkpoint; for a Hugging Face folder
+ * ({@linkcode hfFolderSha256}), of its config.json and weight files.
  */
-async function modelSha256(source: ModelSource): Promise<string> {
-  if (source.kind !== "hf") return await sha256File(source.path);
-  const names = [...Deno.readDirSync(source.path)]
+async function modelSha256(kind: OpenedModelSource["kind"], path: string): Promise<string> {
+  return kind === "hf" ? await hfFolderSha256(path) : await sha256File(path);
+}
+
+/**
+ * The sha256 of a Hugging Face checkpoint folder (a model, or SqueezeLLM's
+ * Fisher checkpoint): of the list of its config.json and weight files with
+ * each file's own sha256 (sorted by name), so the same checkpoint gives the
+ * same key wherever it is kept.
+ *
+ * @param dir the folder
+ * @returns lowercase hex
+ */
+export async function hfFolderSha256(dir: string): Promise<string> {
+  const names = [...Deno.readDirSync(dir)]
     .map((e) => e.name)
     .filter((n) => n === "config.json" || n.endsWith(".safetensors"))
     .sort();
   const lines: string[] = [];
-  for (const n of names) lines.push(`${await sha256File(join(source.path, n))}  ${n}`);
+  for (const n of names) lines.push(`${await sha256File(join(dir, n))}  ${n}`);
   return await sha256Hex(lines.join("\n") + "\n");
 }
 

@@ -1,0 +1,191 @@
+/**
+ * `deno task quantize` for the methods that quantize block by block (RTN,
+ * SqueezeLLM with a fixed outlier range; quant/blockwise.ts): the model is
+ * opened, not loaded (eval/cli/load.ts `openModelFromOptions`), and
+ * eval/quantize_stream.ts reads, quantizes and writes one block at a time,
+ * so a checkpoint larger than memory in fp32 is quantized in about one
+ * block's fp32 size.
+ *
+ * SqueezeLLM's Fisher information comes from `--fisher DIR` (the output of
+ * the official gradient script, kssteven418/SqueezeLLM-gradients: a Hugging
+ * Face checkpoint of squared gradients under the model's tensor names, read
+ * block by block, its sha256 recorded), or else is computed here from the
+ * calibration windows (eval/pipeline.ts: the whole model in fp32 for the
+ * backward pass, then released before quantizing).
+ *
+ * @module
+ */
+import { openHfFisher } from "../../model/hf.ts";
+import { materializeWeights } from "../../model/weight_source.ts";
+import { calibrationNeed, hfFolderSha256, openModelFromOptions } from "./load.ts";
+import { CliError, str } from "./options.ts";
+import { progressBars } from "./progress.ts";
+import { workersOf } from "./quant_options.ts";
+import { type BlockFisher, quantizeToFile } from "../quantize_stream.ts";
+import { blockwiseProblem } from "../../quant/blockwise.ts";
+import { loadCalibration } from "../pipeline.ts";
+import { type CalibrationIdentity, type QuantSpec, resolveSpec } from "../../quant/methods.ts";
+
+/** The `--fisher DIR` option (quantize, ppl, eval). */
+export const FISHER_OPTIONS = { fisher: { type: "string" } } as const;
+
+/** Help of {@linkcode FISHER_OPTIONS}. */
+export const FISHER_HELP =
+  `  --fisher DIR         squeezellm: read the Fisher information from DIR, the output of SqueezeLLM's
+                       gradient script (kssteven418/SqueezeLLM-gradients: config.json and
+                       safetensors of squared gradients), instead of computing it here; its sha256
+                       identifies the results`;
+
+/**
+ * `--fisher DIR`, checked against the method: only SqueezeLLM takes it.
+ *
+ * @param values parsed options
+ * @param spec the quantization asked for, or null (fp32, a --quantized file)
+ * @returns the folder, or undefined
+ * @throws {CliError} when given for another method
+ */
+export function fisherDirOf(
+  values: Record<string, unknown>,
+  spec: QuantSpec | null,
+): string | undefined {
+  const dir = str(values, "fisher");
+  if (dir !== undefined && spec?.method !== "squeezellm") {
+    throw new CliError(
+      `--fisher applies to --method squeezellm only (it holds SqueezeLLM's Fisher information)`,
+    );
+  }
+  return dir;
+}
+
+/**
+ * Whether `deno task quantize` takes the block-by-block path for `spec`
+ * (quant/blockwise.ts `blockwiseProblem`).
+ *
+ * @param values parsed options
+ * @param spec the quantization asked for (null: none)
+ * @returns true for RTN, and SqueezeLLM without --outliers
+ * @throws {CliError} for --fisher with a spec that is not block by block
+ */
+export function quantizesBlockwise(
+  values: Record<string, unknown>,
+  spec: QuantSpec | null,
+): spec is QuantSpec {
+  if (!spec) return false;
+  const problem = blockwiseProblem(spec);
+  if (problem && fisherDirOf(values, spec) !== undefined) {
+    throw new CliError(`--fisher: ${problem}`);
+  }
+  return problem === null;
+}
+
+/** What `deno task quantize` prints as JSON. */
+export interface QuantizeFileResult {
+  out: string;
+  bytes: number;
+  variant: string;
+  spec: QuantSpec;
+  avgBits: number;
+  calibration: CalibrationIdentity | null;
+  seconds: number;
+  /** True: written block by block. */
+  blockwise: true;
+  /** The Fisher checkpoint read (`--fisher`), or null. */
+  fisher: { path: string; sha256: string } | null;
+}
+
+/**
+ * Quantizes the model of the CLI options block by block into `out`.
+ *
+ * @param values parsed options (model, quantization, --fisher, --workers)
+ * @param spec the quantization (quant/blockwise.ts `blockwiseProblem` accepts it)
+ * @param out the file to write (checked writable by the caller)
+ * @returns what was written
+ * @throws {CliError} for a bad option; {@linkcode ModelFormatError} for a bad checkpoint or Fisher folder
+ */
+export async function quantizeFileBlockwise(
+  values: Record<string, unknown>,
+  spec: QuantSpec,
+  out: string,
+): Promise<QuantizeFileResult> {
+  const fisherDir = fisherDirOf(values, spec);
+  const computeFisher = spec.method === "squeezellm" && fisherDir === undefined;
+  const needs = computeFisher && "calib" in spec ? [calibrationNeed(spec.calib.source)] : [];
+  const model = await openModelFromOptions(values, needs);
+  using source = model.source;
+  let resolved: QuantSpec;
+  try {
+    resolved = resolveSpec(spec, source.config, { groupGiven: values.group !== undefined });
+  } catch (e) {
+    throw new CliError((e as Error).message);
+  }
+  const workers = workersOf(values);
+  let fisher: (BlockFisher & Partial<Disposable>) | undefined;
+  let calibration: CalibrationIdentity | null = null, calibrationText: string | null = null;
+  let fisherFile: { path: string; sha256: string } | null = null;
+  const details: Record<string, unknown> = {};
+  if (fisherDir !== undefined) {
+    fisher = await openHfFisher(fisherDir, source.config);
+    fisherFile = { path: fisherDir, sha256: await hfFolderSha256(fisherDir) };
+    calibrationText = `Fisher information read from ${fisherDir} (sha256 ${
+      fisherFile.sha256.slice(0, 12)
+    }…)`;
+    details.fisherFile = fisherFile;
+  } else if (computeFisher) {
+    // The Fisher pass needs the whole model in fp32 (forward and backward over windows).
+    const cal = await loadCalibration(materializeWeights(source), resolved, {
+      tokenizer: model.tokenizer,
+      dataDir: model.dataDir,
+      offline: model.offline,
+      modelKey: model.checkpointSha256,
+      workers,
+      log: (s) => console.error(s),
+      onProgress: progressBars(),
+    });
+    if (!cal?.inputs || !("fisher" in cal.inputs)) {
+      throw new Error("squeezellm: no Fisher information");
+    }
+    const layers = cal.inputs.fisher;
+    fisher = { layer: (l) => layers[l] };
+    calibration = cal.identity;
+    calibrationText = cal.text;
+    details.fisherWindows = cal.inputs.windows;
+  }
+  console.error(`quantizing ${model.name} block by block …`);
+  try {
+    const r = await quantizeToFile({
+      source,
+      spec: resolved,
+      fisher,
+      out,
+      base: { path: model.checkpointPath, sha256: model.checkpointSha256 },
+      calibration,
+      calibrationText,
+      details,
+      provenance: {
+        model: model.name,
+        command: Deno.args.join(" "), // the task name is Deno.args[0]
+        created: new Date().toISOString(),
+      },
+      workers,
+      onProgress: progressBars(),
+    });
+    console.log(
+      `wrote ${out} (${r.bytes} bytes): ${r.variantName}, ${
+        r.avgBits.toFixed(3)
+      } average bits, block by block in ${r.seconds.toFixed(1)} s`,
+    );
+    return {
+      out,
+      bytes: r.bytes,
+      variant: r.variantName,
+      spec: resolved,
+      avgBits: r.avgBits,
+      calibration,
+      seconds: r.seconds,
+      blockwise: true,
+      fisher: fisherFile,
+    };
+  } finally {
+    fisher?.[Symbol.dispose]?.();
+  }
+}
