@@ -14,16 +14,16 @@
  *   grid per row or group with max·σ(γ) and min·σ(β) in place of max and min.
  *
  * The block's own ops go through model/backward.ts (RMSNorm, RoPE, the
- * linears' two matmuls); the attention is {@linkcode MatmulAttention}: every
- * product a WebAssembly SIMD `matmul`, each head's probabilities kept, and
- * the gradient of ABQ's attention-map loss entering its softmax backward.
+ * linears' two matmuls); the attention is quant/abq_attention.ts
+ * {@linkcode AbqAttention}: every product in WebAssembly SIMD, each head's
+ * probabilities kept, and the gradient of ABQ's attention-map loss entering
+ * its softmax backward.
  *
  * @module
  */
 import type { LayerWeights, LlamaConfig } from "../model/config.ts";
 import { headSize, kvDim } from "../model/config.ts";
 import { block, type BlockHooks } from "../model/forward.ts";
-import { matmul } from "../model/matmul.ts";
 import {
   BackwardState,
   type LayerGradients,
@@ -41,11 +41,9 @@ import {
   tokenParams,
 } from "./act_quant.ts";
 import { roundHalfEven } from "./rtn.ts";
+import { AbqAttention, triangle } from "./abq_attention.ts";
 
-/** Floats of one causal map: row t holds t + 1 entries, at t(t+1)/2. */
-export function triangle(T: number): number {
-  return (T * (T + 1)) / 2;
-}
+export { triangle };
 
 /**
  * Backward of one fake-quantized vector (quant/act_quant.ts `fakeQuantRows`,
@@ -126,213 +124,6 @@ export function fakeQuantRowsWith(
 }
 
 /**
- * Causal grouped-query attention of one block as matrix products (the
- * WebAssembly SIMD `matmul`), keeping every head's probabilities for the
- * backward pass and the head-averaged map for ABQ's loss. Per head h (KV
- * head g = ⌊h / groups⌋), with Q_h, K_g, V_g [T, hs]:
- *
- *   S = scale·Q_h K_gᵀ,  P = causal softmax(S),  O_h = P V_g
- *   dV_g += Pᵀ dO_h;  dP = dO_h V_gᵀ (+ dAvg / nHeads);  dS = P ⊙ (dP − rowsum(P ⊙ dP))
- *   dQ_h = scale·dS K_g;  dK_g += scale·dSᵀ Q_h
- *
- * The full [T, T] products waste the masked half; the products still beat
- * scalar loops by far at these head sizes.
- */
-export class MatmulAttention {
-  readonly P: Float32Array; // [nHeads, maxT, maxT] probabilities, 0 above the diagonal
-  private readonly qh: Float32Array; // [maxT, hs]
-  private readonly kh: Float32Array; // [maxT, hs]
-  private readonly vh: Float32Array; // [maxT, hs]
-  private readonly khT: Float32Array; // [hs, maxT]
-  private readonly vhT: Float32Array; // [hs, maxT]
-  private readonly qhT: Float32Array; // [hs, maxT]
-  private readonly oh: Float32Array; // [maxT, hs]
-  private readonly dohT: Float32Array; // [hs, maxT]
-  private readonly sq: Float32Array; // [maxT, maxT] scratch (dP, then dS)
-  private readonly sqT: Float32Array; // [maxT, maxT] a transposed square
-  private readonly acc: Float32Array; // [maxT, hs]
-  private readonly dk: Float32Array; // [maxT, hs]
-  private readonly dv: Float32Array; // [maxT, hs]
-
-  constructor(readonly c: LlamaConfig, readonly maxT: number) {
-    const hs = headSize(c), sq = maxT * maxT;
-    this.P = new Float32Array(c.nHeads * sq);
-    const z = () => new Float32Array(maxT * hs);
-    this.qh = z();
-    this.kh = z();
-    this.vh = z();
-    this.khT = z();
-    this.vhT = z();
-    this.qhT = z();
-    this.oh = z();
-    this.dohT = z();
-    this.acc = z();
-    this.dk = z();
-    this.dv = z();
-    this.sq = new Float32Array(sq);
-    this.sqT = new Float32Array(sq);
-  }
-
-  /** att [T, dim] from q [T, dim] (after RoPE), k, v [T, kv]; avg [T(T+1)/2] = head mean of P. */
-  forward(
-    att: Float32Array,
-    q: Float32Array,
-    k: Float32Array,
-    v: Float32Array,
-    T: number,
-    avg: Float32Array,
-  ): void {
-    const c = this.c, { dim, nHeads } = c;
-    const kv = kvDim(c), hs = headSize(c), groups = nHeads / c.nKvHeads;
-    const scale = 1 / Math.sqrt(hs), inv = 1 / nHeads;
-    const { qh, kh, vh, vhT, oh } = this;
-    avg.fill(0, 0, triangle(T));
-    for (let h = 0; h < nHeads; h++) {
-      const g = Math.floor(h / groups);
-      if (h % groups === 0) {
-        gather(kh, k, T, kv, g * hs, hs);
-        gather(vh, v, T, kv, g * hs, hs);
-        transpose(vhT, vh, T, hs);
-      }
-      gather(qh, q, T, dim, h * hs, hs);
-      const P = this.P.subarray(h * T * T, (h + 1) * T * T);
-      matmul(P, qh, kh, T, hs, T);
-      for (let t = 0; t < T; t++) {
-        const o = t * T;
-        let max = -Infinity;
-        for (let u = 0; u <= t; u++) {
-          const x = P[o + u] * scale;
-          P[o + u] = x;
-          if (x > max) max = x;
-        }
-        let sum = 0;
-        for (let u = 0; u <= t; u++) {
-          const e = Math.exp(P[o + u] - max);
-          P[o + u] = e;
-          sum += e;
-        }
-        const r = 1 / sum, a0 = (t * (t + 1)) / 2;
-        for (let u = 0; u <= t; u++) {
-          P[o + u] *= r;
-          avg[a0 + u] += P[o + u] * inv;
-        }
-        P.fill(0, o + t + 1, o + T);
-      }
-      matmul(oh, P, vhT, T, T, hs);
-      scatter(att, oh, T, dim, h * hs, hs);
-    }
-  }
-
-  /**
-   * From dAtt [T, dim] (and dAvg [T(T+1)/2], the gradient of the head-averaged
-   * probabilities) to dqkv [T, dim + 2kv]: gradients of q | k | v after RoPE.
-   */
-  backward(
-    dqkv: Float32Array,
-    dAtt: Float32Array,
-    dAvg: Float32Array,
-    q: Float32Array,
-    k: Float32Array,
-    v: Float32Array,
-    T: number,
-  ): void {
-    const c = this.c, { dim, nHeads } = c;
-    const kv = kvDim(c), hs = headSize(c), groups = nHeads / c.nKvHeads, qkv = dim + 2 * kv;
-    const scale = 1 / Math.sqrt(hs), inv = 1 / nHeads;
-    const { qh, kh, vh, khT, qhT, dohT, sq, sqT, acc, dk, dv } = this;
-    for (let g = 0; g < c.nKvHeads; g++) {
-      gather(kh, k, T, kv, g * hs, hs);
-      gather(vh, v, T, kv, g * hs, hs);
-      transpose(khT, kh, T, hs);
-      dk.fill(0);
-      dv.fill(0);
-      for (let h = g * groups; h < (g + 1) * groups; h++) {
-        const P = this.P.subarray(h * T * T, (h + 1) * T * T);
-        gather(acc, dAtt, T, dim, h * hs, hs); // dO_h
-        transpose(dohT, acc, T, hs);
-        // dV_g += Pᵀ dO_h
-        transposeLower(sqT, P, T);
-        matmul(acc, sqT, dohT, T, T, hs);
-        for (let i = 0; i < T * hs; i++) dv[i] += acc[i];
-        // dP = dO_h V_gᵀ, then dS
-        gather(acc, dAtt, T, dim, h * hs, hs);
-        matmul(sq, acc, vh, T, hs, T);
-        for (let t = 0; t < T; t++) {
-          const o = t * T, a0 = (t * (t + 1)) / 2;
-          let D = 0;
-          for (let u = 0; u <= t; u++) {
-            const dp = sq[o + u] + dAvg[a0 + u] * inv;
-            sq[o + u] = dp;
-            D += P[o + u] * dp;
-          }
-          for (let u = 0; u <= t; u++) sq[o + u] = P[o + u] * (sq[o + u] - D) * scale;
-          sq.fill(0, o + t + 1, o + T);
-        }
-        // dQ_h = dS K_g;  dK_g += dSᵀ Q_h
-        matmul(acc, sq, khT, T, T, hs);
-        scatter(dqkv, acc, T, qkv, h * hs, hs);
-        gather(qh, q, T, dim, h * hs, hs);
-        transpose(qhT, qh, T, hs);
-        transposeLower(sqT, sq, T);
-        matmul(acc, sqT, qhT, T, T, hs);
-        for (let i = 0; i < T * hs; i++) dk[i] += acc[i];
-      }
-      scatter(dqkv, dk, T, qkv, dim + g * hs, hs);
-      scatter(dqkv, dv, T, qkv, dim + kv + g * hs, hs);
-    }
-  }
-}
-
-/** out [T, w] = x[:, c0 .. c0 + w) of x [T, width]. */
-function gather(
-  out: Float32Array,
-  x: Float32Array,
-  T: number,
-  width: number,
-  c0: number,
-  w: number,
-) {
-  for (let t = 0; t < T; t++) {
-    const o = t * width + c0;
-    for (let j = 0; j < w; j++) out[t * w + j] = x[o + j];
-  }
-}
-
-/** x[:, c0 .. c0 + w) of x [T, width] = a [T, w]. */
-function scatter(
-  x: Float32Array,
-  a: Float32Array,
-  T: number,
-  width: number,
-  c0: number,
-  w: number,
-) {
-  for (let t = 0; t < T; t++) {
-    const o = t * width + c0;
-    for (let j = 0; j < w; j++) x[o + j] = a[t * w + j];
-  }
-}
-
-/**
- * out [T, T] = aᵀ for a [T, T] zero above the diagonal (out is zero below
- * it), in 32 × 32 tiles so that both sides stay in cache.
- */
-function transposeLower(out: Float32Array, a: Float32Array, T: number) {
-  const B = 32;
-  for (let u0 = 0; u0 < T; u0 += B) {
-    const u1 = Math.min(u0 + B, T);
-    for (let u = u0; u < u1; u++) out.fill(0, u * T, u * T + u0);
-    for (let t0 = u0; t0 < T; t0 += B) {
-      const t1 = Math.min(t0 + B, T);
-      for (let u = u0; u < u1; u++) {
-        const o = u * T;
-        for (let t = t0; t < t1; t++) out[o + t] = t >= u ? a[t * T + u] : 0;
-      }
-    }
-  }
-}
-
-/**
  * Saved activations and scratch of one block's forward and backward passes
  * for windows of up to `maxT` tokens (a one-layer {@linkcode BackwardState}
  * plus what activation quantization adds), allocated once.
@@ -360,7 +151,7 @@ export class AbqBlockState {
   readonly w2T: Float32Array; // [hidden, dim]
   readonly cat: Float32Array; // [max(dim + 2kv, 2 hidden), dim] scratch
   readonly grads: LayerGradients;
-  readonly attn: MatmulAttention;
+  readonly attn: AbqAttention;
   private readonly hooks: BlockHooks;
 
   /**
@@ -398,7 +189,7 @@ export class AbqBlockState {
     this.w2T = new Float32Array(hiddenDim * dim);
     this.cat = new Float32Array(Math.max(qkv, 2 * hiddenDim) * dim);
     this.grads = s.grads.layers[0];
-    this.attn = new MatmulAttention(this.c, maxT);
+    this.attn = new AbqAttention(this.c, maxT);
     const hooks: BlockHooks = {
       onResidual: s.blockHooks.onResidual,
       attention: (_l, b, T) => this.attn.forward(b.att, b.q, b.k, b.v, T, this.avgProbs),

@@ -1,0 +1,201 @@
+;; WebAssembly SIMD (f32x4) kernels of ABQ-LLM's attention (quant/abq_attention.ts):
+;; the causal softmax of a head's score rows with the head-averaged map, and
+;; its backward. They work in place on the maps that `gemm_f32`
+;; (model/wasm/kernels.wat) writes, in the same linear memory (imported).
+;;
+;; Build: `deno run -A quant/abq_kernels_build.ts` writes `_abq_kernels_wasm.ts`;
+;; abq_attention_test.ts checks that the committed bytes are what this source
+;; compiles to.
+;;
+;; Layout: a map row t holds the keys u ≤ t at $ps + (t·$ld + u)·4 ($ld a
+;; multiple of 4, $ps 16-byte aligned); the averaged map is the causal
+;; triangle, row t at t(t+1)/2, with at least 3 floats of slack after row
+;; T − 1 (a row's last group of 4 lanes may run into the next row, adding 0).
+;; Lanes u > t of a row's last group are masked; floats after it, up to
+;; $ld, are set to 0. Sums run in 4 lanes, reduced in a fixed order: the
+;; same bits on every engine.
+(module
+  (import "env" "memory" (memory 1))
+
+  ;; causal_softmax: for t < $T, P[t, u] = softmax_u≤t($scale · S[t, u]) in
+  ;; place, 0 for u > t; avg[t(t+1)/2 + u] += $inv · P[t, u].
+  ;;
+  ;; exp as model/wasm/kernels.wat's attention (Cephes' expf): e^x = 2^k · e^r,
+  ;; k = round(x · log2 e), r = x − k·ln 2 (ln 2 in two parts), e^r ≈ 1 + r +
+  ;; r²·P(r) with P of degree 5; x ≥ −87.33654 so that 2^k stays normal.
+  (func (export "causal_softmax")
+    (param $ps i32) (param $ld i32) (param $T i32) (param $scale f32) (param $pavg i32) (param $inv f32)
+    (local $t i32) (local $row i32) (local $p i32) (local $end i32) (local $stop i32) (local $a i32)
+    (local $mask v128) (local $m v128) (local $sum v128) (local $x v128) (local $e v128)
+    (local $vscale v128) (local $vinv v128) (local $is v128)
+    (local $kf v128) (local $k v128) (local $r v128) (local $r2 v128) (local $y v128)
+    (local $c_lo v128) (local $c_log2e v128) (local $c_ln2hi v128) (local $c_ln2lo v128)
+    (local $c_p0 v128) (local $c_p1 v128) (local $c_p2 v128) (local $c_p3 v128)
+    (local $c_p4 v128) (local $c_p5 v128) (local $c_one v128) (local $c_bias v128) (local $c_round v128)
+    (local.set $c_lo (f32x4.splat (f32.const -87.33654)))
+    (local.set $c_log2e (f32x4.splat (f32.const 1.44269504088896341)))
+    (local.set $c_ln2hi (f32x4.splat (f32.const 0.693359375)))
+    (local.set $c_ln2lo (f32x4.splat (f32.const -2.12194440e-4)))
+    (local.set $c_p0 (f32x4.splat (f32.const 1.9875691500e-4)))
+    (local.set $c_p1 (f32x4.splat (f32.const 1.3981999507e-3)))
+    (local.set $c_p2 (f32x4.splat (f32.const 8.3334519073e-3)))
+    (local.set $c_p3 (f32x4.splat (f32.const 4.1665795894e-2)))
+    (local.set $c_p4 (f32x4.splat (f32.const 1.6666665459e-1)))
+    (local.set $c_p5 (f32x4.splat (f32.const 5.0000001201e-1)))
+    (local.set $c_one (f32x4.splat (f32.const 1)))
+    (local.set $c_bias (i32x4.splat (i32.const 127)))
+    (local.set $c_round (f32x4.splat (f32.const 12582912))) ;; 1.5·2²³
+    (local.set $vscale (f32x4.splat (local.get $scale)))
+    (local.set $vinv (f32x4.splat (local.get $inv)))
+    (local.set $t (i32.const 0))
+    (block $done_rows
+      (loop $rows
+        (br_if $done_rows (i32.ge_u (local.get $t) (local.get $T)))
+        (local.set $row (i32.add (local.get $ps) (i32.shl (i32.mul (local.get $t) (local.get $ld)) (i32.const 2))))
+        ;; $end: the row's last group (keys 4·floor(t/4) .. +3), lanes l ≤ t mod 4 kept
+        (local.set $end (i32.add (local.get $row) (i32.shl (i32.and (local.get $t) (i32.const -4)) (i32.const 2))))
+        (local.set $mask
+          (i32x4.le_s (v128.const i32x4 0 1 2 3) (i32x4.splat (i32.and (local.get $t) (i32.const 3)))))
+        ;; scores · scale in place; m = their max, in every lane
+        (local.set $m (f32x4.splat (f32.const -inf)))
+        (local.set $p (local.get $row))
+        (block $done_max
+          (loop $max
+            (br_if $done_max (i32.ge_u (local.get $p) (local.get $end)))
+            (local.set $x (f32x4.mul (v128.load (local.get $p)) (local.get $vscale)))
+            (v128.store (local.get $p) (local.get $x))
+            (local.set $m (f32x4.pmax (local.get $m) (local.get $x)))
+            (local.set $p (i32.add (local.get $p) (i32.const 16)))
+            (br $max)))
+        (local.set $x
+          (v128.bitselect (f32x4.mul (v128.load (local.get $end)) (local.get $vscale))
+            (f32x4.splat (f32.const -inf)) (local.get $mask)))
+        (v128.store (local.get $end) (local.get $x))
+        (local.set $m (f32x4.pmax (local.get $m) (local.get $x)))
+        (local.set $m (f32x4.pmax (local.get $m)
+          (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $m) (local.get $m))))
+        (local.set $m (f32x4.pmax (local.get $m)
+          (i8x16.shuffle 4 5 6 7 0 1 2 3 12 13 14 15 8 9 10 11 (local.get $m) (local.get $m))))
+        ;; e = exp(x − m), lanes u > t zeroed; sum in 4 lanes
+        (local.set $sum (v128.const i32x4 0 0 0 0))
+        (local.set $p (local.get $row))
+        (loop $exp
+          (local.set $x
+            (f32x4.pmax (f32x4.sub (v128.load (local.get $p)) (local.get $m)) (local.get $c_lo)))
+          (local.set $kf (f32x4.add (f32x4.mul (local.get $x) (local.get $c_log2e)) (local.get $c_round)))
+          (local.set $k (f32x4.sub (local.get $kf) (local.get $c_round)))
+          (local.set $r
+            (f32x4.sub
+              (f32x4.sub (local.get $x) (f32x4.mul (local.get $k) (local.get $c_ln2hi)))
+              (f32x4.mul (local.get $k) (local.get $c_ln2lo))))
+          (local.set $r2 (f32x4.mul (local.get $r) (local.get $r)))
+          (local.set $y
+            (f32x4.add
+              (f32x4.mul
+                (f32x4.add (f32x4.mul (local.get $c_p0) (local.get $r)) (local.get $c_p1))
+                (f32x4.mul (local.get $r2) (local.get $r2)))
+              (f32x4.add
+                (f32x4.mul
+                  (f32x4.add (f32x4.mul (local.get $c_p2) (local.get $r)) (local.get $c_p3))
+                  (local.get $r2))
+                (f32x4.add (f32x4.mul (local.get $c_p4) (local.get $r)) (local.get $c_p5)))))
+          (local.set $y
+            (f32x4.add
+              (f32x4.add (f32x4.mul (local.get $y) (local.get $r2)) (local.get $r))
+              (local.get $c_one)))
+          (local.set $e
+            (v128.and
+              (select (v128.const i32x4 -1 -1 -1 -1) (local.get $mask)
+                (i32.lt_u (local.get $p) (local.get $end)))
+              (f32x4.mul (local.get $y)
+                (i32x4.shl (i32x4.add (local.get $kf) (local.get $c_bias)) (i32.const 23)))))
+          (v128.store (local.get $p) (local.get $e))
+          (local.set $sum (f32x4.add (local.get $sum) (local.get $e)))
+          (local.set $p (i32.add (local.get $p) (i32.const 16)))
+          (br_if $exp (i32.le_u (local.get $p) (local.get $end))))
+        (local.set $sum (f32x4.add (local.get $sum)
+          (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $sum) (local.get $sum))))
+        (local.set $sum (f32x4.add (local.get $sum)
+          (i8x16.shuffle 4 5 6 7 0 1 2 3 12 13 14 15 8 9 10 11 (local.get $sum) (local.get $sum))))
+        (local.set $is (f32x4.div (local.get $c_one) (local.get $sum)))
+        ;; P = e / sum; avg += inv · P
+        (local.set $a (i32.add (local.get $pavg)
+          (i32.shl (i32.shr_u (i32.mul (local.get $t) (i32.add (local.get $t) (i32.const 1))) (i32.const 1))
+            (i32.const 2))))
+        (local.set $p (local.get $row))
+        (loop $norm
+          (local.set $x (f32x4.mul (v128.load (local.get $p)) (local.get $is)))
+          (v128.store (local.get $p) (local.get $x))
+          (v128.store (local.get $a)
+            (f32x4.add (v128.load (local.get $a)) (f32x4.mul (local.get $x) (local.get $vinv))))
+          (local.set $a (i32.add (local.get $a) (i32.const 16)))
+          (local.set $p (i32.add (local.get $p) (i32.const 16)))
+          (br_if $norm (i32.le_u (local.get $p) (local.get $end))))
+        ;; zeros after the last group
+        (local.set $stop (i32.add (local.get $row) (i32.shl (local.get $ld) (i32.const 2))))
+        (block $done_zero
+          (loop $zero
+            (br_if $done_zero (i32.ge_u (local.get $p) (local.get $stop)))
+            (v128.store (local.get $p) (v128.const i32x4 0 0 0 0))
+            (local.set $p (i32.add (local.get $p) (i32.const 16)))
+            (br $zero)))
+        (local.set $t (i32.add (local.get $t) (i32.const 1)))
+        (br $rows))))
+
+  ;; causal_softmax_backward: for t < $T, with dP[t, u] at $pd (in place) and
+  ;; P[t, u] at $pp (same layout):
+  ;;   dp_u = dP[t, u] + $inv · dAvg[t(t+1)/2 + u];  D = Σ_u P[t, u] · dp_u
+  ;;   dS[t, u] = $scale · P[t, u] · (dp_u − D)   (0 for u > t, where P is 0)
+  ;; and zeros after the row's last group, up to $ld.
+  (func (export "causal_softmax_backward")
+    (param $pp i32) (param $pd i32) (param $ld i32) (param $T i32) (param $scale f32)
+    (param $pdavg i32) (param $inv f32)
+    (local $t i32) (local $off i32) (local $i i32) (local $last i32) (local $stop i32) (local $a i32)
+    (local $D v128) (local $dp v128) (local $vscale v128) (local $vinv v128)
+    (local.set $vscale (f32x4.splat (local.get $scale)))
+    (local.set $vinv (f32x4.splat (local.get $inv)))
+    (local.set $t (i32.const 0))
+    (block $done_rows
+      (loop $rows
+        (br_if $done_rows (i32.ge_u (local.get $t) (local.get $T)))
+        (local.set $off (i32.shl (i32.mul (local.get $t) (local.get $ld)) (i32.const 2)))
+        (local.set $last (i32.add (local.get $off) (i32.shl (i32.and (local.get $t) (i32.const -4)) (i32.const 2))))
+        (local.set $a (i32.add (local.get $pdavg)
+          (i32.shl (i32.shr_u (i32.mul (local.get $t) (i32.add (local.get $t) (i32.const 1))) (i32.const 1))
+            (i32.const 2))))
+        ;; dp in place; D in 4 lanes
+        (local.set $D (v128.const i32x4 0 0 0 0))
+        (local.set $i (local.get $off))
+        (loop $dots
+          (local.set $dp
+            (f32x4.add (v128.load (i32.add (local.get $pd) (local.get $i)))
+              (f32x4.mul (v128.load (local.get $a)) (local.get $vinv))))
+          (v128.store (i32.add (local.get $pd) (local.get $i)) (local.get $dp))
+          (local.set $D (f32x4.add (local.get $D)
+            (f32x4.mul (v128.load (i32.add (local.get $pp) (local.get $i))) (local.get $dp))))
+          (local.set $a (i32.add (local.get $a) (i32.const 16)))
+          (local.set $i (i32.add (local.get $i) (i32.const 16)))
+          (br_if $dots (i32.le_u (local.get $i) (local.get $last))))
+        (local.set $D (f32x4.add (local.get $D)
+          (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $D) (local.get $D))))
+        (local.set $D (f32x4.add (local.get $D)
+          (i8x16.shuffle 4 5 6 7 0 1 2 3 12 13 14 15 8 9 10 11 (local.get $D) (local.get $D))))
+        (local.set $i (local.get $off))
+        (loop $ds
+          (v128.store (i32.add (local.get $pd) (local.get $i))
+            (f32x4.mul
+              (f32x4.mul (v128.load (i32.add (local.get $pp) (local.get $i)))
+                (f32x4.sub (v128.load (i32.add (local.get $pd) (local.get $i))) (local.get $D)))
+              (local.get $vscale)))
+          (local.set $i (i32.add (local.get $i) (i32.const 16)))
+          (br_if $ds (i32.le_u (local.get $i) (local.get $last))))
+        (local.set $stop (i32.add (local.get $off) (i32.shl (local.get $ld) (i32.const 2))))
+        (block $done_zero
+          (loop $zero
+            (br_if $done_zero (i32.ge_u (local.get $i) (local.get $stop)))
+            (v128.store (i32.add (local.get $pd) (local.get $i)) (v128.const i32x4 0 0 0 0))
+            (local.set $i (i32.add (local.get $i) (i32.const 16)))
+            (br $zero)))
+        (local.set $t (i32.add (local.get $t) (i32.const 1)))
+        (br $rows))))
+)
