@@ -10,9 +10,11 @@
 import type { Gpu } from "../kernels/device.ts";
 import { GpuHessian } from "../kernels/hessian.ts";
 import type { HessianAccumulatorFactory } from "../quant/sequential.ts";
+import type { DeviceHessians } from "./pipeline.ts";
 
 /** A GPU Hessian factory and the release of whatever it still holds. */
-export interface GpuHessians {
+export interface GpuHessians extends DeviceHessians {
+  device: "gpu";
   factory: HessianAccumulatorFactory;
   /** Accumulators made so far. */
   made: number;
@@ -38,6 +40,7 @@ export async function gpuHessians(gpu: Gpu): Promise<GpuHessians> {
   const make = await GpuHessian.prepare(gpu);
   const live = new Set<GpuHessian>();
   const out: GpuHessians = {
+    device: "gpu",
     made: 0,
     factory: (_layer, _name, cols) => {
       const h = make(cols);

@@ -29,10 +29,12 @@ import {
   calibrationRequest,
   type CalibSource,
   type QuantizedModel,
+  QUANTIZERS,
   quantizeWith,
   type QuantSpec,
   resolveSpec,
 } from "../quant/methods.ts";
+import type { HessianAccumulatorFactory } from "../quant/sequential.ts";
 
 /** What {@linkcode quantizeModel} needs besides the weights and the spec. */
 export interface QuantContext {
@@ -49,6 +51,18 @@ export interface QuantContext {
   onProgress?: ProgressCallback;
   /** Where derived files (the Fisher cache) go. @default resolveCacheDir() */
   cacheDir?: string;
+  /**
+   * GPTQ's Hessians accumulated on a device (eval/gpu_calibration.ts
+   * `gpuHessians`); the device goes into the calibration identity of the
+   * methods that use them. @default the CPU
+   */
+  hessians?: DeviceHessians;
+}
+
+/** Hessian accumulators that run on a device, and its name for identities. */
+export interface DeviceHessians {
+  device: "gpu";
+  factory: HessianAccumulatorFactory;
 }
 
 /** Options of {@linkcode quantizeModel}. */
@@ -95,6 +109,7 @@ export async function quantizeModel(
     workers: ctx.workers,
     log: ctx.log,
     onProgress: ctx.onProgress,
+    hessians: ctx.hessians?.factory,
   });
   return { ...q, seconds: (performance.now() - t0) / 1000 };
 }
@@ -115,12 +130,12 @@ export interface DrawnCalibration {
  *
  * @param config the model (max_seq_len is the default window length)
  * @param spec a resolved spec (quant/spec.ts `resolveSpec`)
- * @param data tokenizer, data dir, offline
+ * @param data tokenizer, data dir, offline; `hessianDevice`: where Hessians will be accumulated
  */
 export async function drawCalibration(
   config: LlamaConfig,
   spec: QuantSpec,
-  data: Pick<QuantContext, "tokenizer" | "dataDir" | "offline">,
+  data: Pick<QuantContext, "tokenizer" | "dataDir" | "offline"> & { hessianDevice?: "gpu" },
 ): Promise<DrawnCalibration | null> {
   const req = calibrationRequest(spec);
   if (!req) return null;
@@ -143,7 +158,10 @@ export async function drawCalibration(
     seed: req.seed,
     tokensSha256: windowsSha256(set.windows),
   };
-  const text = `${set.source}; ${req.nsamples} windows of ${seqlen}, seed ${req.seed}`;
+  const onDevice = data.hessianDevice && QUANTIZERS[spec.method].usesHessians;
+  if (onDevice) identity.device = data.hessianDevice;
+  const text = `${set.source}; ${req.nsamples} windows of ${seqlen}, seed ${req.seed}` +
+    (onDevice ? `; Hessians on the ${data.hessianDevice}` : "");
   return { kind: req.kind, windows: set.windows, identity, text };
 }
 
@@ -157,7 +175,10 @@ export async function loadCalibration(
   spec: QuantSpec,
   ctx: QuantContext,
 ): Promise<Calibration<CalibrationKind> | null> {
-  const drawn = await drawCalibration(base.config, spec, ctx);
+  const drawn = await drawCalibration(base.config, spec, {
+    ...ctx,
+    hessianDevice: ctx.hessians?.device,
+  });
   if (!drawn) return null;
   const { identity, text } = drawn;
   if (drawn.kind === "activations") {

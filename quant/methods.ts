@@ -50,6 +50,14 @@ export interface CalibrationIdentity {
   seed: number;
   /** sha256 (hex) of the windows' token ids (int32 little-endian, in order). */
   tokensSha256: string;
+  /**
+   * Where the statistics of the windows (GPTQ's Hessians) were accumulated
+   * when not the CPU: "gpu" (eval/gpu_calibration.ts; equal to the CPU's
+   * within 1e-5, not bit for bit, so the codes may differ at rounding ties).
+   * Absent for the CPU and for methods that take no such statistics, so their
+   * keys are unchanged.
+   */
+  device?: "gpu";
 }
 
 /** Calibration of one kind, with its identity and a description for people. */

@@ -16,7 +16,7 @@ import type { ProgressCallback } from "../model/pool.ts";
 import { LINEAR_NAMES, linearKey, withLinears } from "../model/config.ts";
 import { dequantize, type QuantizedLinear } from "./format.ts";
 import { rtnBlock, squeezellmBlock } from "./blockwise.ts";
-import { gptqQuantizeModelAsync } from "./sequential.ts";
+import { gptqQuantizeModelAsync, type HessianAccumulatorFactory } from "./sequential.ts";
 import { awqQuantizeModelParallel } from "./awq.ts";
 import { findOutlierRange } from "./squeezellm.ts";
 import { smoothquantQuantizeModel } from "./smoothquant.ts";
@@ -47,6 +47,11 @@ export interface QuantizeContext {
   log?: (line: string) => void;
   /** Steps of the long searches (GPTQ's linears, AWQ's ratios and clips): (done, total, what). */
   onProgress?: ProgressCallback;
+  /**
+   * Where the methods marked {@linkcode Quantizer.usesHessians} accumulate
+   * their Hessians (eval/gpu_calibration.ts: on the GPU). @default the CPU
+   */
+  hessians?: HessianAccumulatorFactory;
 }
 
 /** What a quantizer returns. */
@@ -64,6 +69,8 @@ export interface Quantizer<M extends Method, K extends CalibrationKind> {
   method: M;
   /** The calibration {@linkcode Quantizer.quantize} needs. */
   calibration: K;
+  /** Its calibration statistics are GPTQ Hessians, accumulated where `ctx.hessians` says. */
+  usesHessians?: boolean;
   /**
    * Quantizes every linear of `base`.
    *
@@ -106,6 +113,7 @@ const rtnQuantizer: Quantizer<"rtn", "none"> = {
 const gptqQuantizer: Quantizer<"gptq", "activations"> = {
   method: "gptq",
   calibration: "activations",
+  usesHessians: true,
   async quantize(base, spec, { windows }, ctx) {
     const r = await gptqQuantizeModelAsync(base, windows, {
       bits: spec.bits,
@@ -119,6 +127,7 @@ const gptqQuantizer: Quantizer<"gptq", "activations"> = {
       percdamp: spec.percdamp,
       solver: "fast",
       workers: ctx.workers,
+      hessians: ctx.hessians,
       log: ctx.log,
       onProgress: ctx.onProgress,
     });

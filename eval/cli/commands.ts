@@ -31,6 +31,7 @@ import { generate } from "../generate.ts";
 import { perplexity, type PerplexityResult } from "../perplexity.ts";
 import { type Device, DEVICES, GPU_EVALUATOR, prefillPerplexity } from "../gpu_perplexity.ts";
 import type { Gpu } from "../../kernels/device.ts";
+import { gpuHessians } from "../gpu_calibration.ts";
 import { Progress } from "./progress.ts";
 import { EVAL_SETS, type EvalSetName, loadEvalSet } from "../../datasets/eval_sets.ts";
 import { METHODS, type QuantSpec, saveQuantized, variantName } from "../../quant/methods.ts";
@@ -77,7 +78,15 @@ const DEVICE_HELP =
   `  --device cpu|gpu     where perplexity runs: cpu (default: the WebAssembly forward, bit-exact
                        across runs) or gpu (WebGPU prefill, every linear in its stored format;
                        equal to cpu within 1e-4, stored under its own result keys). No
-                       auto-detection: a software adapter (llvmpipe) is slower than the CPU`;
+                       auto-detection: a software adapter (llvmpipe) is slower than the CPU.
+                       GPTQ's Hessians are then accumulated on the GPU too (see quantize)`;
+
+/** Help of `--device` for quantizing. */
+const QUANTIZE_DEVICE_HELP =
+  `  --device cpu|gpu     where GPTQ's Hessians (XᵀX of every linear's inputs) are accumulated:
+                       cpu (default) or gpu (WebGPU, equal to cpu within 1e-5, so a code may
+                       differ at a rounding tie; recorded in the calibration identity, so its
+                       results are keyed apart). Other methods' calibration runs on the CPU`;
 
 /**
  * The `--device` option and, for gpu, the adapter — opened before any work,
@@ -85,9 +94,10 @@ const DEVICE_HELP =
  */
 async function deviceFromOptions(
   values: Record<string, unknown>,
+  runs = { cpu: "WebAssembly forward", gpu: "WebGPU prefill" },
 ): Promise<{ device: Device; gpu: Gpu | null; text: string }> {
   const device = choice(values, "device", DEVICES, "cpu");
-  if (device === "cpu") return { device, gpu: null, text: "cpu (WebAssembly forward)" };
+  if (device === "cpu") return { device, gpu: null, text: `cpu (${runs.cpu})` };
   const { getGpu } = await import("../../kernels/device.ts");
   try {
     const gpu = await getGpu();
@@ -96,7 +106,7 @@ async function deviceFromOptions(
     return {
       device,
       gpu,
-      text: `gpu (WebGPU prefill on ${what || "an unnamed adapter"}${
+      text: `gpu (${runs.gpu} on ${what || "an unnamed adapter"}${
         i.isFallbackAdapter ? ", software fallback" : ""
       })`,
     };
@@ -211,12 +221,14 @@ ${MODEL_HELP}`,
       ...calibNeeds([spec]),
     ]);
     const fromFile = file ? await quantizedFromOptions(model, values) : null;
+    const hessians = gpu && !file ? await gpuHessians(gpu) : undefined;
     // The window length defaults to the max_seq_len of the model evaluated (a
     // quantized file may come from another checkpoint than --model).
     const seqlen = fromFile
       ? seqlenFor(seqlenGiven, fromFile.weights.config.maxSeqLen, `the quantized model ${file}`)
       : seqlenFor(seqlenGiven, model.weights.config.maxSeqLen, model.name);
-    const q = fromFile ?? await quantizedFromOptions(model, values);
+    const q = fromFile ?? await quantizedFromOptions(model, values, { hessians });
+    hessians?.release();
     const weights = q ? q.weights : model.weights;
     const variant = q ? variantName(q.spec) : "fp32";
     checkGpuModel(device, q?.actQuant, variant);
@@ -289,10 +301,17 @@ ${MODEL_HELP}`,
 
 const quantizeCmd: Command = {
   summary: "quantize a model and write it to a file",
-  options: { ...MODEL_OPTIONS, ...QUANT_OPTIONS, ...FISHER_OPTIONS, out: { type: "string" } },
+  options: {
+    ...MODEL_OPTIONS,
+    ...QUANT_OPTIONS,
+    ...FISHER_OPTIONS,
+    out: { type: "string" },
+    device: { type: "string" },
+  },
   help: `deno task quantize --method M --bits B --out FILE [options]
 
   --out FILE           where to write the quantized model (squeezebench .sqbq format, see quant/qmodel.ts)
+${QUANTIZE_DEVICE_HELP}
 ${QUANT_HELP}
 ${FISHER_HELP}
 ${MODEL_HELP}`,
@@ -302,10 +321,18 @@ ${MODEL_HELP}`,
     if (!values.method) throw new CliError(`--method is required (${METHODS.join(", ")})`);
     await checkOutputFile("--out", out);
     const spec = specFromOptions(values);
+    choice(values, "device", DEVICES, "cpu"); // checked before any work; used by GPTQ only
     // RTN and SqueezeLLM quantize block by block, in bounded memory (eval/quantize_stream.ts)
     if (quantizesBlockwise(values, spec)) return await quantizeFileBlockwise(values, spec, out);
+    const { device, gpu, text: deviceText } = await deviceFromOptions(values, {
+      cpu: "calibration on the CPU",
+      gpu: "GPTQ Hessians",
+    });
+    console.error(`device: ${deviceText}`);
     const model = await loadModelFromOptions(values, calibNeeds([spec]));
-    const q = (await quantizedFromOptions(model, values))!;
+    const hessians = gpu ? await gpuHessians(gpu) : undefined;
+    const q = (await quantizedFromOptions(model, values, { hessians }))!;
+    hessians?.release();
     await saveQuantized(out, q, { path: model.checkpointPath, sha256: model.checkpointSha256 }, {
       model: model.name,
       command: Deno.args.join(" "), // the task name is Deno.args[0]
@@ -323,6 +350,8 @@ ${MODEL_HELP}`,
       avgBits: q.avgBits,
       calibration: q.calibration,
       seconds: q.seconds,
+      device,
+      adapter: gpu ? gpu.info : null,
     };
   },
 };
@@ -444,6 +473,7 @@ ${MODEL_HELP}`,
       jsonEvents: values.json === true,
       command: Deno.args.join(" "), // the task name is Deno.args[0]
       gpu,
+      hessians: gpu ? await gpuHessians(gpu) : undefined,
     });
   },
 };

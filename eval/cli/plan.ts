@@ -28,6 +28,7 @@ import {
   type CalibrationIdentity,
   calibrationRequest,
   inputWidths,
+  QUANTIZERS,
   type QuantSpec,
   resolveSpec,
   variantName,
@@ -286,6 +287,8 @@ export interface BuildPlanOptions {
   cacheDir: string;
   /** The evaluator of every result when not the CPU forward (reports/identity.ts). */
   evaluator?: string;
+  /** Where GPTQ's Hessians are accumulated when not the CPU (in the calibration identity). */
+  hessianDevice?: "gpu";
 }
 
 /**
@@ -332,13 +335,18 @@ export async function buildPlan(
       windowsAvailable: available,
     });
   }
-  // Calibration identities: one draw per distinct request (GPTQ and AWQ share theirs).
+  // Calibration identities: one draw per distinct request (GPTQ and AWQ share theirs, unless
+  // GPTQ's Hessians run on a device, which its identity then names).
   const draws = new Map<string, Promise<CalibrationIdentity | null>>();
   const calibrationOf = (spec: QuantSpec) => {
     const { kind: _, ...draw } = calibrationRequest(spec) ?? { kind: "none" };
-    const key = canonicalJson(draw);
+    const key = canonicalJson({ ...draw, hessians: QUANTIZERS[spec.method].usesHessians });
     if (!draws.has(key)) {
-      draws.set(key, drawCalibration(config, spec, model).then((d) => d?.identity ?? null));
+      draws.set(
+        key,
+        drawCalibration(config, spec, { ...model, hessianDevice: opts.hessianDevice })
+          .then((d) => d?.identity ?? null),
+      );
     }
     return draws.get(key)!;
   };

@@ -10,7 +10,7 @@
 import type { OptionSpec } from "./options.ts";
 import { choice, CliError, int, str } from "./options.ts";
 import type { LoadedModel } from "./load.ts";
-import { quantizeModel } from "../pipeline.ts";
+import { type DeviceHessians, quantizeModel } from "../pipeline.ts";
 import { progressBars } from "./progress.ts";
 import {
   appliesTo,
@@ -248,11 +248,12 @@ export function quantRequest(values: Record<string, unknown>): QuantRequest {
 
 /**
  * Quantizes `model` as the options say (or loads --quantized FILE), with
- * progress on stderr; null for fp32.
+ * progress on stderr; null for fp32. `opts.hessians`: GPTQ's Hessians on a device.
  */
 export async function quantizedFromOptions(
   model: LoadedModel,
   values: Record<string, unknown>,
+  opts: { hessians?: DeviceHessians } = {},
 ): Promise<QuantizedModel | null> {
   const request = quantRequest(values);
   if (request.file) {
@@ -276,6 +277,7 @@ export async function quantizedFromOptions(
     workers: request.workers,
     log: (s) => console.error(s),
     onProgress: progressBars(),
+    hessians: opts.hessians,
   }, { groupGiven: request.groupGiven });
   console.error(
     `${q.variantName} in ${q.seconds.toFixed(1)} s: ${

@@ -26,7 +26,12 @@ import {
   variantName,
 } from "../../quant/methods.ts";
 import { modelSize } from "../../quant/size.ts";
-import { loadCalibration, type QuantContext, quantizeModel } from "../pipeline.ts";
+import {
+  type DeviceHessians,
+  loadCalibration,
+  type QuantContext,
+  quantizeModel,
+} from "../pipeline.ts";
 import { perplexity, type PerplexityResult } from "../perplexity.ts";
 import { GPU_EVALUATOR, prefillPerplexity } from "../gpu_perplexity.ts";
 import type { Gpu } from "../../kernels/device.ts";
@@ -82,6 +87,8 @@ export interface SweepOptions {
   lockWaitMs?: number;
   /** Run perplexity on this GPU (the prefill, eval/gpu_perplexity.ts) instead of the CPU. */
   gpu?: Gpu | null;
+  /** Accumulate GPTQ's Hessians there (eval/gpu_calibration.ts), keyed apart. @default the CPU */
+  hessians?: DeviceHessians;
 }
 
 /** One row of the run's summary: a variant's numbers. */
@@ -111,6 +118,7 @@ export async function runSweep(model: LoadedModel, opts: SweepOptions): Promise<
     seqlen: opts.seqlen,
     cacheDir: opts.cacheDir,
     evaluator: opts.gpu ? GPU_EVALUATOR : undefined,
+    hessianDevice: opts.hessians?.device,
   });
   const units = opts.shard ? shardUnits(plan.units, opts.shard) : plan.units;
   const shardInfo = opts.shard ? { ...opts.shard, units } : undefined;
@@ -190,6 +198,7 @@ function quantContext(model: LoadedModel, c: UnitContext, progressLabel: string)
     cacheDir: c.cacheDir,
     log: (s) => console.error(`   ${s}`),
     onProgress: progressBars(progressLabel),
+    hessians: c.hessians,
   };
 }
 

@@ -1,0 +1,56 @@
+/**
+ * Where GPTQ's Hessians run is part of a result's identity only for the
+ * methods that use them: `drawCalibration` with a device marks GPTQ's
+ * calibration identity (its config key changes), and leaves AWQ's (whose
+ * statistics stay on the CPU) as the CPU's.
+ */
+import assert from "node:assert/strict";
+import { defaultSpec, resolveSpec } from "../quant/methods.ts";
+import { CODE_VERSION, resultKeys } from "../reports/identity.ts";
+import { SHARED_DATA } from "../datasets/testing.ts";
+import { tokenizer, weights } from "./_ppl_testing.ts";
+import { drawCalibration } from "./pipeline.ts";
+
+const data = { tokenizer, dataDir: SHARED_DATA, offline: true };
+
+/** The config key (model + spec + calibration) of `method` at 3 bits, Hessians on `device`. */
+async function configKey(method: "gptq" | "awq", device?: "gpu") {
+  const spec = resolveSpec(
+    {
+      ...defaultSpec(method, 3),
+      calib: { source: "tinystories", nsamples: 2, seqlen: 64, seed: 0 },
+    },
+    weights.config,
+  );
+  const drawn = await drawCalibration(weights.config, spec, { ...data, hessianDevice: device });
+  const dataset = {
+    name: "x",
+    fileSha256: "",
+    protocol: "",
+    seqlen: 64,
+    windows: 1,
+    tokensSha256: "",
+  };
+  const keys = await resultKeys({
+    codeVersion: CODE_VERSION,
+    model: { sha256: "m" },
+    quant: spec,
+    calibration: drawn!.identity,
+    dataset,
+  });
+  return { identity: drawn!.identity, text: drawn!.text, configKey: keys.configKey };
+}
+
+Deno.test("drawCalibration() names the Hessians' device in GPTQ's identity, not in AWQ's", async () => {
+  const [gCpu, gGpu, aCpu, aGpu] = await Promise.all([
+    configKey("gptq"),
+    configKey("gptq", "gpu"),
+    configKey("awq"),
+    configKey("awq", "gpu"),
+  ]);
+  assert.equal(gCpu.identity.device, undefined);
+  assert.deepEqual(gGpu.identity, { ...gCpu.identity, device: "gpu" });
+  assert.notEqual(gGpu.configKey, gCpu.configKey);
+  assert.match(gGpu.text, /Hessians on the gpu$/);
+  assert.deepEqual(aGpu, aCpu);
+});
