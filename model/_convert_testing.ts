@@ -12,7 +12,7 @@
  */
 import type { LlamaWeights } from "./config.ts";
 import { HF_LINEAR_NAMES } from "./config.ts";
-import { permuteRotateHalf } from "./hf.ts";
+import { hfConfigText, permuteRotateHalf } from "./hf.ts";
 import { GGML_TYPES, GgufType, type GgufValue } from "./gguf.ts";
 import { type ModelProto, PieceType, SPACE_SYMBOL } from "./sentencepiece.ts";
 import { f32ToBf16Bits, f32ToF16Bits } from "./tensor_file.ts";
@@ -121,32 +121,9 @@ export function hfTensors(w: LlamaWeights, dtype: string, untie = false): RawTen
   return out;
 }
 
-/** The config.json transformers writes for `w` (LlamaForCausalLM). */
+/** The config.json transformers writes for `w` (LlamaForCausalLM; model/hf.ts `hfConfigText`). */
 export function hfConfigJson(w: LlamaWeights, dtype: string, untie = false): string {
-  const c = w.config;
-  return JSON.stringify(
-    {
-      architectures: ["LlamaForCausalLM"],
-      model_type: "llama",
-      hidden_act: "silu",
-      hidden_size: c.dim,
-      intermediate_size: c.hiddenDim,
-      num_hidden_layers: c.nLayers,
-      num_attention_heads: c.nHeads,
-      num_key_value_heads: c.nKvHeads,
-      max_position_embeddings: c.maxSeqLen,
-      rms_norm_eps: c.normEps,
-      rope_theta: c.ropeTheta,
-      rope_scaling: null,
-      vocab_size: c.vocabSize,
-      tie_word_embeddings: c.sharedClassifier && !untie,
-      torch_dtype: { F32: "float32", F16: "float16", BF16: "bfloat16" }[dtype],
-      bos_token_id: 1,
-      eos_token_id: 2,
-    },
-    null,
-    2,
-  );
+  return hfConfigText(w.config, dtype, untie);
 }
 
 /**

@@ -142,6 +142,77 @@ export function parseHfConfig(text: string, path: string): HfConfig {
 }
 
 /**
+ * The config.json transformers writes for a LlamaForCausalLM of `config`
+ * (the inverse of {@linkcode parseHfConfig}).
+ *
+ * @param config the model
+ * @param dtype the safetensors dtype of its tensors ("F32", "F16", "BF16"), for `torch_dtype`
+ * @param untie write `tie_word_embeddings: false` even for a tied model @default false
+ * @returns the JSON text
+ */
+export function hfConfigText(config: LlamaConfig, dtype: string, untie = false): string {
+  const c = config;
+  return JSON.stringify(
+    {
+      architectures: ["LlamaForCausalLM"],
+      model_type: "llama",
+      hidden_act: "silu",
+      hidden_size: c.dim,
+      intermediate_size: c.hiddenDim,
+      num_hidden_layers: c.nLayers,
+      num_attention_heads: c.nHeads,
+      num_key_value_heads: c.nKvHeads,
+      max_position_embeddings: c.maxSeqLen,
+      rms_norm_eps: c.normEps,
+      rope_theta: c.ropeTheta,
+      rope_scaling: null,
+      vocab_size: c.vocabSize,
+      tie_word_embeddings: c.sharedClassifier && !untie,
+      torch_dtype: { F32: "float32", F16: "float16", BF16: "bfloat16" }[dtype],
+      bos_token_id: 1,
+      eos_token_id: 2,
+    },
+    null,
+    2,
+  );
+}
+
+/**
+ * The Hugging Face names and shapes of a LlamaForCausalLM's tensors, in the
+ * order transformers saves them.
+ *
+ * @param config the model
+ * @param only "linears": only the seven linears of each block (what SqueezeLLM's
+ *   gradient script's Fisher needs) @default every tensor
+ * @returns name and `[rows, cols]` (or `[dim]`) of each
+ */
+export function hfTensorShapes(
+  config: LlamaConfig,
+  only?: "linears",
+): { name: string; shape: number[] }[] {
+  const { dim, vocabSize } = config;
+  const out: { name: string; shape: number[] }[] = [];
+  if (!only) out.push({ name: "model.embed_tokens.weight", shape: [vocabSize, dim] });
+  for (let l = 0; l < config.nLayers; l++) {
+    const p = `model.layers.${l}.`;
+    const lin = (names: LinearName[]) => {
+      for (const n of names) {
+        out.push({ name: `${p}${HF_LINEAR_NAMES[n]}.weight`, shape: linearShape(config, n) });
+      }
+    };
+    if (!only) out.push({ name: `${p}input_layernorm.weight`, shape: [dim] });
+    lin(["wq", "wk", "wv", "wo"]);
+    if (!only) out.push({ name: `${p}post_attention_layernorm.weight`, shape: [dim] });
+    lin(["w1", "w2", "w3"]);
+  }
+  if (!only) {
+    out.push({ name: "model.norm.weight", shape: [dim] });
+    if (!config.sharedClassifier) out.push({ name: "lm_head.weight", shape: [vocabSize, dim] });
+  }
+  return out;
+}
+
+/**
  * Meta / llama2.c (interleaved pairs) → Hugging Face (rotate-half) row order
  * of a q or k projection: HF's `permute` in convert_llama_weights_to_hf.py.
  *

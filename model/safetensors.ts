@@ -442,3 +442,71 @@ export class ShardedSafetensors implements Disposable {
 function isObject(v: unknown): boolean {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
+
+/** One tensor to write: name, dtype and shape (its bytes come later). */
+export interface SafetensorsEntry {
+  name: string;
+  /** A key of {@linkcode SAFETENSORS_DTYPE_BYTES}. */
+  dtype: string;
+  shape: number[];
+}
+
+/**
+ * Writes a safetensors file front to back, one tensor at a time: the header
+ * (offsets follow from the shapes, so it is known first, padded with spaces
+ * to a multiple of 8 bytes as the reference writer does), then each
+ * tensor's bytes as `data` produces them. Only one tensor is in memory at a
+ * time, so a checkpoint larger than memory can be written.
+ *
+ * @param path the file to create (or truncate)
+ * @param entries the tensors, in file order
+ * @param data the little-endian bytes of entry `i` (exactly shape × dtype size)
+ * @param metadata `__metadata__` strings @default none
+ * @returns the file's size in bytes
+ * @throws {ModelFormatError} for an unknown dtype, a repeated name or data of the wrong length
+ * @example
+ * ```ts
+ * writeSafetensors("m.safetensors", [{ name: "w", dtype: "F32", shape: [2] }],
+ *   () => new Uint8Array(new Float32Array([1, 2]).buffer));
+ * ```
+ */
+export function writeSafetensors(
+  path: string,
+  entries: readonly SafetensorsEntry[],
+  data: (entry: SafetensorsEntry, i: number) => Uint8Array,
+  metadata?: Record<string, string>,
+): number {
+  const header: Record<string, unknown> = metadata ? { __metadata__: metadata } : {};
+  let offset = 0;
+  const sizes = entries.map((e) => {
+    const bytes = SAFETENSORS_DTYPE_BYTES[e.dtype];
+    if (!bytes) throw new ModelFormatError(`Cannot write ${path}: unknown dtype ${e.dtype}`);
+    if (e.name in header) throw new ModelFormatError(`Cannot write ${path}: ${e.name} twice`);
+    const n = e.shape.reduce((p, d) => p * d, 1) * bytes;
+    header[e.name] = { dtype: e.dtype, shape: e.shape, data_offsets: [offset, offset + n] };
+    offset += n;
+    return n;
+  });
+  let json = JSON.stringify(header);
+  json += " ".repeat((8 - ((8 + new TextEncoder().encode(json).length) % 8)) % 8);
+  const head = new TextEncoder().encode(json);
+  using file = Deno.openSync(path, { write: true, create: true, truncate: true });
+  const write = (b: Uint8Array) => {
+    for (let at = 0; at < b.length;) at += file.writeSync(b.subarray(at));
+  };
+  const len = new Uint8Array(8);
+  new DataView(len.buffer).setBigUint64(0, BigInt(head.length), true);
+  write(len);
+  write(head);
+  entries.forEach((e, i) => {
+    const b = data(e, i);
+    if (b.length !== sizes[i]) {
+      throw new ModelFormatError(
+        `Cannot write ${path}: tensor "${e.name}" of shape [${e.shape}] ${e.dtype} needs ` +
+          `${sizes[i]} bytes, got ${b.length}`,
+      );
+    }
+    write(b);
+  });
+  return 8 + head.length + offset;
+}

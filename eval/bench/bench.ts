@@ -16,7 +16,7 @@ import {
 import { perplexity } from "../perplexity.ts";
 import { Progress } from "../cli/progress.ts";
 import { checkOutputFile, checkStoreFile, CliError, int, list, str } from "../cli/options.ts";
-import type { DataNeed } from "../../datasets/datadir.ts";
+import { type DataNeed, resolveCacheDir } from "../../datasets/datadir.ts";
 import { DEFAULT_WORKERS } from "../../quant/spec.ts";
 
 type Values = Record<string, unknown>;
@@ -307,6 +307,27 @@ async function benchModelQuantCmd(values: Values) {
   });
 }
 
+async function benchScaleCmd(values: Values) {
+  const { benchScale, SCALE_SHAPES } = await import("./scale.ts");
+  const shape = str(values, "shape", values.small ? "tiny" : "tinyllama")!;
+  if (!(shape in SCALE_SHAPES)) {
+    throw new CliError(
+      `--shape: expected ${Object.keys(SCALE_SHAPES).join(", ")}; got "${shape}"`,
+    );
+  }
+  const outDir = await Deno.makeTempDir({ prefix: "sqb-bench-scale-" });
+  try {
+    return await benchScale({
+      shape: shape as keyof typeof SCALE_SHAPES,
+      cacheDir: resolveCacheDir(),
+      outDir,
+      workers: int(values, "workers", DEFAULT_WORKERS, 0)!,
+    });
+  } finally {
+    await Deno.remove(outDir, { recursive: true });
+  }
+}
+
 export const BENCHES = {
   forward: benchForward,
   ppl: benchPpl,
@@ -318,6 +339,7 @@ export const BENCHES = {
   wa: benchWaCmd,
   prefill: benchPrefillCmd,
   "model-quant": benchModelQuantCmd,
+  scale: benchScaleCmd,
 } as const;
 
 /** Runs benchmark `name`. */

@@ -480,7 +480,7 @@ ${MODEL_HELP}`,
 
 const benchCmd: Command = {
   summary:
-    "benchmarks: forward | ppl | quant | squeezellm | kernels | decode | matmul | wa | prefill | model-quant",
+    "benchmarks: forward | ppl | quant | squeezellm | kernels | decode | matmul | wa | prefill | model-quant | scale",
   positionals: "NAME",
   options: {
     ...MODEL_OPTIONS,
@@ -522,6 +522,9 @@ const benchCmd: Command = {
   model-quant  projected whole-model time of RTN, GPTQ, AWQ, SqueezeLLM on LLaMA-7B shapes
                (--shape llama7b, --bits 3, --windows 1, --methods rtn,gptq,awq,squeezellm;
                --small: a 1/16-width block), beside the published figures
+  scale        wall time and peak memory (VmHWM) of quantize (RTN w4 g128, SqueezeLLM w3 with
+               --fisher) on a synthetic fp16 checkpoint written once into the cache dir:
+               --shape tinyllama (default, 2.2 GB) | llama7b (13.5 GB) (--small: a tiny shape)
   --small      a quick, smaller run (smoke test)
   --store FILE record kernel timings in this DuckDB results store
 ${MODEL_HELP}`,

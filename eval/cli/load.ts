@@ -39,8 +39,9 @@ export const KNOWN_MODELS: Record<string, { checkpoint: string; tokenizer: strin
 export const DEFAULT_MODEL = "stories260K";
 
 /** A loaded model with where it came from. */
-export interface LoadedModel extends Omit<OpenedModel, "source"> {
+export interface LoadedModel extends Omit<OpenedModel, "source" | "tokenizer"> {
   weights: LlamaWeights;
+  tokenizer: Tokenizer;
 }
 
 /** A model opened for block-by-block reads (eval/quantize_stream.ts), with where it came from. */
@@ -48,7 +49,8 @@ export interface OpenedModel {
   name: string;
   /** Dispose it to close the model's files. */
   source: WeightSource;
-  tokenizer: Tokenizer;
+  /** Undefined only when not required ({@linkcode OpenModelOptions}) and none was found. */
+  tokenizer: Tokenizer | undefined;
   checkpointPath: string;
   checkpointSha256: string;
   tokenizerPath: string;
@@ -110,9 +112,20 @@ export async function loadModelFromOptions(
   values: Record<string, unknown>,
   needs: readonly DataNeed[] = [],
 ): Promise<LoadedModel> {
-  const { source, ...rest } = await openModelFromOptions(values, needs);
+  const { source, tokenizer, ...rest } = await openModelFromOptions(values, needs);
   using src = source;
-  return { ...rest, weights: materializeWeights(src) };
+  if (!tokenizer) throw new Error("openModelFromOptions() returned no tokenizer"); // required by default
+  return { ...rest, tokenizer, weights: materializeWeights(src) };
+}
+
+/** Options of {@linkcode openModelFromOptions}. */
+export interface OpenModelOptions {
+  /**
+   * A tokenizer must be found (given, stored with the model or beside it);
+   * false for commands that read no text (RTN, SqueezeLLM with --fisher),
+   * so a checkpoint without one can be quantized. @default true
+   */
+  requireTokenizer?: boolean;
 }
 
 /**
@@ -124,6 +137,7 @@ export async function loadModelFromOptions(
 export async function openModelFromOptions(
   values: Record<string, unknown>,
   needs: readonly DataNeed[] = [],
+  opts: OpenModelOptions = {},
 ): Promise<OpenedModel> {
   const name = str(values, "model", DEFAULT_MODEL)!;
   let tokenizerPath: string | undefined = str(values, "tokenizer");
@@ -147,16 +161,19 @@ export async function openModelFromOptions(
   const { source } = opened;
   try {
     const checkpointPath = opened.path;
-    let tokenizer: Tokenizer;
+    let tokenizer: Tokenizer | undefined;
+    tokenizerPath ??= opened.tokenizer ? undefined : findTokenizerBeside(checkpointPath);
     if (tokenizerPath) tokenizer = await loadTokenizer(tokenizerPath);
     else if (opened.tokenizer) {
       tokenizer = opened.tokenizer;
       tokenizerPath = `${checkpointPath} (its own tokenizer)`;
-    } else {
-      tokenizerPath = findTokenizerBeside(checkpointPath);
-      tokenizer = await loadTokenizer(tokenizerPath);
-    }
-    if (tokenizer.vocabSize !== source.config.vocabSize) {
+    } else if (opts.requireTokenizer ?? true) {
+      throw new CliError(
+        `no tokenizer with ${checkpointPath}, nor one (.model or tokenizer.bin) beside it; ` +
+          `pass --tokenizer PATH`,
+      );
+    } else tokenizerPath = "none";
+    if (tokenizer && tokenizer.vocabSize !== source.config.vocabSize) {
       throw new CliError(
         `tokenizer ${tokenizerPath} has ${tokenizer.vocabSize} pieces but ${checkpointPath} has vocab_size ` +
           `${source.config.vocabSize}; pass the matching --tokenizer`,
@@ -248,16 +265,13 @@ export async function hfFolderSha256(dir: string): Promise<string> {
   return await sha256Hex(lines.join("\n") + "\n");
 }
 
-function findTokenizerBeside(checkpoint: string): string {
+/** A tokenizer file in the folder of `checkpoint` (a .model first), or undefined. */
+function findTokenizerBeside(checkpoint: string): string | undefined {
   const dir = dirname(checkpoint);
   const candidates = [...Deno.readDirSync(dir)]
     .map((e) => e.name)
     .filter((n) => n.endsWith(".model") || /^tok.*\.bin$/.test(n) || n === "tokenizer.bin")
     .sort();
-  if (candidates.length === 0) {
-    throw new CliError(
-      `no tokenizer (.model or tokenizer.bin) beside ${checkpoint}; pass --tokenizer PATH`,
-    );
-  }
+  if (candidates.length === 0) return undefined;
   return join(dir, candidates.find((n) => n.endsWith(".model")) ?? candidates[0]);
 }

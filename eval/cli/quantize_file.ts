@@ -91,6 +91,25 @@ export interface QuantizeFileResult {
   blockwise: true;
   /** The Fisher checkpoint read (`--fisher`), or null. */
   fisher: { path: string; sha256: string } | null;
+  /** Peak resident memory of this process so far (VmHWM), in bytes; null off Linux. */
+  peakRssBytes: number | null;
+}
+
+/**
+ * Peak resident set size of this process (VmHWM of /proc/self/status).
+ *
+ * @returns bytes, or null where /proc is not there
+ */
+export function peakRssBytes(): number | null {
+  let status: string;
+  try {
+    status = Deno.readTextFileSync("/proc/self/status");
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  }
+  const m = /^VmHWM:\s+(\d+) kB$/m.exec(status);
+  return m ? Number(m[1]) * 1024 : null;
 }
 
 /**
@@ -110,7 +129,7 @@ export async function quantizeFileBlockwise(
   const fisherDir = fisherDirOf(values, spec);
   const computeFisher = spec.method === "squeezellm" && fisherDir === undefined;
   const needs = computeFisher && "calib" in spec ? [calibrationNeed(spec.calib.source)] : [];
-  const model = await openModelFromOptions(values, needs);
+  const model = await openModelFromOptions(values, needs, { requireTokenizer: computeFisher });
   using source = model.source;
   let resolved: QuantSpec;
   try {
@@ -133,7 +152,7 @@ export async function quantizeFileBlockwise(
   } else if (computeFisher) {
     // The Fisher pass needs the whole model in fp32 (forward and backward over windows).
     const cal = await loadCalibration(materializeWeights(source), resolved, {
-      tokenizer: model.tokenizer,
+      tokenizer: model.tokenizer!, // required above
       dataDir: model.dataDir,
       offline: model.offline,
       modelKey: model.checkpointSha256,
@@ -169,10 +188,12 @@ export async function quantizeFileBlockwise(
       workers,
       onProgress: progressBars(),
     });
+    const peak = peakRssBytes();
     console.log(
       `wrote ${out} (${r.bytes} bytes): ${r.variantName}, ${
         r.avgBits.toFixed(3)
-      } average bits, block by block in ${r.seconds.toFixed(1)} s`,
+      } average bits, block by block in ${r.seconds.toFixed(1)} s` +
+        (peak === null ? "" : `, peak memory ${(peak / 2 ** 20).toFixed(0)} MiB`),
     );
     return {
       out,
@@ -184,6 +205,7 @@ export async function quantizeFileBlockwise(
       seconds: r.seconds,
       blockwise: true,
       fisher: fisherFile,
+      peakRssBytes: peak,
     };
   } finally {
     fisher?.[Symbol.dispose]?.();

@@ -1,0 +1,261 @@
+/**
+ * `deno task bench scale`: quantizing a real-sized checkpoint in bounded
+ * memory. A seeded synthetic checkpoint of the TinyLlama-1.1B shape (fp16
+ * safetensors, ≈ 2.2 GB; `--shape llama7b`: LLaMA-7B, ≈ 13.5 GB) and a
+ * synthetic Fisher checkpoint in the layout of SqueezeLLM's gradient script
+ * (kssteven418/SqueezeLLM-gradients: the squared gradients of the seven
+ * linears under the model's tensor names) are written once into the cache
+ * dir, one tensor at a time (never the whole model in memory), then
+ * `deno task quantize` runs on them as a child process, so that the peak
+ * resident memory (VmHWM) it reports is its own:
+ *
+ * - RTN 4-bit, groups of 128 (target: peak below 1.6 GB for TinyLlama,
+ *   whose fp32 size is 4.4 GB);
+ * - SqueezeLLM 3-bit, dense only, its Fisher read with `--fisher`.
+ *
+ * The weights are N(0, 0.02²) (norms N(1, 0.02²)), the Fisher values the
+ * squares of N(0, 1) draws: realistic magnitudes for timing, no meaning.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import type { LlamaConfig } from "../../model/config.ts";
+import { gaussian } from "../../model/random.ts";
+import { hfConfigText, hfTensorShapes } from "../../model/hf.ts";
+import { writeSafetensors } from "../../model/safetensors.ts";
+import { isFile } from "../../model/tensor_file.ts";
+
+/** The shapes this benchmark writes (HF config values of each model). */
+export const SCALE_SHAPES: Readonly<Record<"tinyllama" | "llama7b" | "tiny", LlamaConfig>> = {
+  /** TinyLlama-1.1B (TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T). */
+  tinyllama: {
+    dim: 2048,
+    hiddenDim: 5632,
+    nLayers: 22,
+    nHeads: 32,
+    nKvHeads: 4,
+    vocabSize: 32000,
+    maxSeqLen: 2048,
+    sharedClassifier: false,
+    normEps: 1e-5,
+    ropeTheta: 10000,
+  },
+  /** LLaMA-7B (huggyllama/llama-7b). */
+  llama7b: {
+    dim: 4096,
+    hiddenDim: 11008,
+    nLayers: 32,
+    nHeads: 32,
+    nKvHeads: 32,
+    vocabSize: 32000,
+    maxSeqLen: 2048,
+    sharedClassifier: false,
+    normEps: 1e-6,
+    ropeTheta: 10000,
+  },
+  /** A few-MB model for the benchmark's own test (widths divisible by 128). */
+  tiny: {
+    dim: 128,
+    hiddenDim: 256,
+    nLayers: 2,
+    nHeads: 4,
+    nKvHeads: 2,
+    vocabSize: 300,
+    maxSeqLen: 64,
+    sharedClassifier: false,
+    normEps: 1e-5,
+    ropeTheta: 10000,
+  },
+};
+
+/** A shape's name. */
+export type ScaleShape = keyof typeof SCALE_SHAPES;
+
+/** The seed of the synthetic weights and Fisher values. */
+export const SCALE_SEED = 11;
+
+/**
+ * Writes a seeded synthetic fp16 Hugging Face checkpoint of `config`
+ * (config.json + model.safetensors) into `dir`, one tensor at a time.
+ *
+ * @param dir the folder (created)
+ * @param config the shape
+ * @param what "model": every tensor, weights N(0, 0.02²), norms N(1, 0.02²);
+ *   "fisher": the seven linears of each block, squares of N(0, 1) draws
+ * @param seed seeds tensor i with seed · 100003 + i
+ * @returns bytes of model.safetensors
+ */
+export function writeSyntheticCheckpoint(
+  dir: string,
+  config: LlamaConfig,
+  what: "model" | "fisher",
+  seed = SCALE_SEED,
+): number {
+  Deno.mkdirSync(dir, { recursive: true });
+  const entries = hfTensorShapes(config, what === "fisher" ? "linears" : undefined)
+    .map((t) => ({ ...t, dtype: "F16" }));
+  const bytes = writeSafetensors(join(dir, "model.safetensors"), entries, (e, i) => {
+    const g = gaussian(seed * 100003 + i);
+    const n = e.shape.reduce((p, d) => p * d, 1);
+    const out = new Float16Array(n);
+    if (what === "fisher") {
+      for (let j = 0; j < n; j++) out[j] = g() ** 2;
+    } else {
+      const mean = e.shape.length === 1 ? 1 : 0; // RMSNorm weights sit near 1
+      for (let j = 0; j < n; j++) out[j] = mean + 0.02 * g();
+    }
+    return new Uint8Array(out.buffer);
+  }, { format: "pt" });
+  Deno.writeTextFileSync(join(dir, "config.json"), hfConfigText(config, "F16"));
+  return bytes;
+}
+
+/** Options of {@linkcode benchScale}. */
+export interface BenchScaleOptions {
+  shape: ScaleShape;
+  /** Where the synthetic checkpoints are kept (datasets/datadir.ts `resolveCacheDir()`). */
+  cacheDir: string;
+  /** Where the quantized files go (deleted after each run). */
+  outDir: string;
+  /** k-means workers of the SqueezeLLM run. */
+  workers: number;
+  /** The runs to make. @default both */
+  runs?: readonly ScaleRun[];
+  log?: (line: string) => void;
+}
+
+/** The two quantizations timed. */
+export const SCALE_RUNS = {
+  "rtn.w4.g128": ["--method", "rtn", "--bits", "4", "--group", "128"],
+  "squeezellm.w3": ["--method", "squeezellm", "--bits", "3", "--fisher", "{fisher}"],
+} as const;
+
+/** One of {@linkcode SCALE_RUNS}. */
+export type ScaleRun = keyof typeof SCALE_RUNS;
+
+/** One timed quantization. */
+export interface ScaleFigure {
+  run: ScaleRun;
+  /** Wall time of the child process, start-up included. */
+  wallSeconds: number;
+  /** What `quantize` reports as its quantization time (reads and writes included). */
+  quantizeSeconds: number;
+  /** The child's VmHWM. */
+  peakRssBytes: number;
+  /** The quantized file's size. */
+  fileBytes: number;
+  avgBits: number;
+}
+
+/** What {@linkcode benchScale} measured. */
+export interface ScaleResult {
+  shape: ScaleShape;
+  config: LlamaConfig;
+  /** Size of the synthetic model.safetensors. */
+  checkpointBytes: number;
+  /** Its size in fp32: what a whole-model load would hold. */
+  fp32Bytes: number;
+  /** Seconds spent writing the synthetic checkpoints (0 when they were in the cache). */
+  writeSeconds: number;
+  figures: ScaleFigure[];
+}
+
+/**
+ * Writes the synthetic checkpoints (once) and times `deno task quantize` on them.
+ *
+ * @param opts shape, cache and output folders, workers
+ * @returns the figures
+ * @throws {Error} when a quantize run fails (its stderr is in the message)
+ */
+export async function benchScale(opts: BenchScaleOptions): Promise<ScaleResult> {
+  const log = opts.log ?? console.log;
+  const config = SCALE_SHAPES[opts.shape];
+  const root = join(opts.cacheDir, "bench-scale", `${opts.shape}-seed${SCALE_SEED}`);
+  const modelDir = join(root, "model"), fisherDir = join(root, "fisher");
+  let writeSeconds = 0;
+  for (const [dir, what] of [[modelDir, "model"], [fisherDir, "fisher"]] as const) {
+    const done = join(dir, "complete"); // written last: a cut-off write is redone
+    if (!(await isFile(done))) {
+      log(`writing the synthetic ${what} checkpoint ${dir} …`);
+      const t0 = performance.now();
+      const bytes = writeSyntheticCheckpoint(dir, config, what);
+      Deno.writeTextFileSync(done, `${bytes}\n`);
+      writeSeconds += (performance.now() - t0) / 1000;
+    }
+  }
+  const checkpointBytes = Deno.statSync(join(modelDir, "model.safetensors")).size;
+  const params = config.vocabSize * config.dim * (config.sharedClassifier ? 1 : 2) +
+    config.dim + config.nLayers * (2 * config.dim + linearParams(config));
+  log(
+    `bench scale: ${opts.shape} (dim ${config.dim}, hidden ${config.hiddenDim}, ` +
+      `${config.nLayers} layers, ${config.nHeads}/${config.nKvHeads} heads, vocab ` +
+      `${config.vocabSize}), fp16 checkpoint ${size(checkpointBytes)}, fp32 ${size(4 * params)}; ` +
+      `quantize as a child process:`,
+  );
+  const figures: ScaleFigure[] = [];
+  for (const run of opts.runs ?? (Object.keys(SCALE_RUNS) as ScaleRun[])) {
+    const out = join(opts.outDir, `scale-${opts.shape}.${run}.sqbq`);
+    const args = SCALE_RUNS[run].map((a) => a === "{fisher}" ? fisherDir : a);
+    const t = performance.now();
+    const child = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-q",
+        "-A",
+        new URL("../cli/main.ts", import.meta.url).pathname,
+        "quantize",
+        "--model",
+        modelDir,
+        ...args,
+        "--workers",
+        String(opts.workers),
+        "--out",
+        out,
+        "--json",
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const wallSeconds = (performance.now() - t) / 1000;
+    const stdout = new TextDecoder().decode(child.stdout);
+    if (!child.success) {
+      throw new Error(
+        `bench scale: quantize ${run} failed:\n${new TextDecoder().decode(child.stderr)}`,
+      );
+    }
+    const r = JSON.parse(stdout.trim().split("\n").at(-1)!);
+    Deno.removeSync(out);
+    figures.push({
+      run,
+      wallSeconds,
+      quantizeSeconds: r.seconds,
+      peakRssBytes: r.peakRssBytes,
+      fileBytes: r.bytes,
+      avgBits: r.avgBits,
+    });
+    log(
+      `  ${run.padEnd(14)} wall ${wallSeconds.toFixed(1).padStart(7)} s  ` +
+        `peak RSS ${(r.peakRssBytes / 1e9).toFixed(2)} GB  file ${
+          (r.bytes / 1e9).toFixed(2)
+        } GB  ` +
+        `${r.avgBits.toFixed(3)} bits`,
+    );
+  }
+  return {
+    shape: opts.shape,
+    config,
+    checkpointBytes,
+    fp32Bytes: 4 * params,
+    writeSeconds,
+    figures,
+  };
+}
+
+function linearParams(c: LlamaConfig): number {
+  const kv = (c.dim * c.nKvHeads) / c.nHeads;
+  return 2 * c.dim * c.dim + 2 * kv * c.dim + 3 * c.hiddenDim * c.dim;
+}
+
+/** Bytes in GB (10⁹) at and above 1 GB, else MB (10⁶). */
+const size = (bytes: number) =>
+  bytes >= 1e9 ? `${(bytes / 1e9).toFixed(2)} GB` : `${(bytes / 1e6).toFixed(1)} MB`;
