@@ -1,0 +1,148 @@
+import assert from "node:assert/strict";
+import { LINEAR_NAMES, type LinearName, withLinears } from "../model/config.ts";
+import { loadCheckpoint } from "../model/checkpoint.ts";
+import { openHfFisher, openHfWeights } from "../model/hf.ts";
+import { mulberry32 } from "../model/random.ts";
+import { materializeWeights } from "../model/weight_source.ts";
+import { writeHfCheckpoint } from "../model/_convert_testing.ts";
+import { sharedData } from "../datasets/testing.ts";
+import { tempDir } from "../datasets/_testing.ts";
+import {
+  type CalibrationIdentity,
+  defaultSpec,
+  quantizeWith,
+  type QuantSpec,
+  resolveSpec,
+} from "../quant/methods.ts";
+import { loadQuantizedModel } from "../quant/qmodel.ts";
+import { quantizeToFile } from "./quantize_stream.ts";
+import { hfFolderSha256 } from "./cli/load.ts";
+import { cli, lastJson } from "./cli/_testing.ts";
+
+const MODEL = sharedData("stories260K/stories260K.bin");
+const ref = await loadCheckpoint(MODEL);
+
+/** Seeded positive "squared gradients" of every linear. */
+const fisher = ref.layers.map((lw, l) => {
+  const u = mulberry32(100 + l);
+  return Object.fromEntries(
+    LINEAR_NAMES.map((n) => [n, Float32Array.from(lw[n], () => u() ** 2)]),
+  ) as Record<LinearName, Float32Array>;
+});
+
+/** An identity for the in-memory Fisher (quantizeWith needs one; the file records null). */
+const NO_WINDOWS: CalibrationIdentity = {
+  source: "c4",
+  file: "-",
+  fileSha256: "-",
+  nsamples: 0,
+  seqlen: 0,
+  seed: 0,
+  tokensSha256: "-",
+};
+
+Deno.test("quantizeToFile() writes an fp16 checkpoint block by block with the whole-model RTN and SqueezeLLM codes", async () => {
+  await using tmp = await tempDir("sqb-stream-test-");
+  const modelDir = `${tmp.path}/model`, fisherDir = `${tmp.path}/fisher`;
+  await writeHfCheckpoint(modelDir, ref, { dtype: "F16", untie: true });
+  await writeHfCheckpoint(fisherDir, withLinears(ref, (l, n) => fisher[l][n]));
+  using src = await openHfWeights(modelDir);
+  const whole = materializeWeights(src);
+  using fisherSrc = await openHfFisher(fisherDir, src.config);
+  const specs: QuantSpec[] = [
+    resolveSpec({ ...defaultSpec("rtn", 3), groupSize: 4 }, src.config, { groupGiven: true }),
+    resolveSpec({ ...defaultSpec("squeezellm", 3), sensitivePct: 0.5 }, src.config),
+  ];
+  for (const spec of specs) {
+    const out = `${tmp.path}/${spec.method}.sqbq`;
+    const r = await quantizeToFile({
+      source: src,
+      spec,
+      fisher: fisherSrc,
+      out,
+      base: { path: modelDir, sha256: "0".repeat(64) },
+      calibration: null,
+      calibrationText: null,
+      workers: 0,
+    });
+    const expected = await quantizeWith(
+      whole,
+      spec,
+      spec.method === "rtn"
+        ? null
+        : { inputs: { fisher, windows: 0 }, identity: NO_WINDOWS, text: "" },
+      { workers: 0 },
+    );
+    const file = await loadQuantizedModel(out);
+    assert.equal(r.bytes, (await Deno.stat(out)).size);
+    assert.equal(r.avgBits, expected.avgBits, spec.method);
+    assert.equal(file.linears.size, expected.linears.size);
+    for (const [key, q] of expected.linears) {
+      assert.deepEqual(file.linears.get(key), q, `${spec.method} ${key}`);
+    }
+    assert.deepEqual(file.rest.tokenEmbedding, whole.tokenEmbedding);
+    assert.deepEqual(file.rest.classifier, whole.classifier);
+    assert.deepEqual(file.rest.ffnNorm[4], whole.layers[4].ffnNorm);
+    assert.equal(file.provenance.blockwise, true);
+    if (spec.method === "squeezellm") assert.ok((r.details.sparseNnz as number) > 0);
+  }
+});
+
+Deno.test("quantize --fisher DIR reads SqueezeLLM-gradients output and records its sha256; bad --fisher is exit 2 naming the problem", async () => {
+  await using tmp = await tempDir("sqb-stream-cli-test-");
+  const modelDir = `${tmp.path}/model`, fisherDir = `${tmp.path}/fisher`;
+  await writeHfCheckpoint(modelDir, ref);
+  await writeHfCheckpoint(fisherDir, withLinears(ref, (l, n) => fisher[l][n]));
+  const out = `${tmp.path}/q.sqbq`;
+  const base = ["quantize", "--model", modelDir, "--out", out, "--workers", "0", "--json"];
+  const ok = await cli(...base, "--method", "squeezellm", "--bits", "3", "--fisher", fisherDir);
+  assert.equal(ok.code, 0, ok.err);
+  const j = lastJson(ok.out);
+  assert.equal(j.blockwise, true);
+  assert.deepEqual(j.fisher, { path: fisherDir, sha256: await hfFolderSha256(fisherDir) });
+  assert.equal(j.calibration, null);
+  assert.ok(j.peakRssBytes > 0);
+  const file = await loadQuantizedModel(out);
+  assert.deepEqual((file.provenance.details as Record<string, unknown>).fisherFile, j.fisher);
+
+  const rtn = await cli(...base, "--method", "rtn", "--bits", "4", "--fisher", fisherDir);
+  assert.equal(rtn.code, 2);
+  assert.match(rtn.err, /--fisher applies to --method squeezellm only/);
+
+  await writeHfCheckpoint(
+    `${tmp.path}/other`,
+    withLinears({ ...ref, config: { ...ref.config } }, (l, n) => fisher[l][n]),
+    { dtype: "F16" },
+  );
+  await Deno.writeTextFile(
+    `${tmp.path}/other/config.json`,
+    (await Deno.readTextFile(`${tmp.path}/other/config.json`)).replace(
+      '"intermediate_size": 172',
+      '"intermediate_size": 160',
+    ),
+  );
+  const other = await cli(
+    ...base,
+    "--method",
+    "squeezellm",
+    "--bits",
+    "3",
+    "--fisher",
+    `${tmp.path}/other`,
+  );
+  assert.equal(other.code, 2);
+  assert.match(other.err, /Fisher checkpoint .*other is for another model: its hiddenDim is 160/);
+  const outliers = await cli(
+    ...base,
+    "--method",
+    "squeezellm",
+    "--bits",
+    "3",
+    "--outliers",
+    "0.1",
+    "--fisher",
+    fisherDir,
+  );
+  assert.equal(outliers.code, 2);
+  assert.match(outliers.err, /--fisher: squeezellm --outliers searches one outlier range/);
+});
