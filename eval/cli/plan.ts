@@ -47,7 +47,7 @@ import {
   sha256Hex,
 } from "../../reports/identity.ts";
 import type { BenchFormat } from "../bench/kernels.ts";
-import { type Preset, withOptions } from "./presets.ts";
+import { type Preset, rowSettings, withOptions } from "./presets.ts";
 import type { LoadedModel } from "./load.ts";
 import type { ResultsStore } from "../../reports/store.ts";
 import { isFile } from "../../model/tensor_file.ts";
@@ -61,6 +61,8 @@ export interface PlanVariant {
   /** e.g. "squeezellm.w3.s0.45"; "fp32". */
   variant: string;
   bits: number | null;
+  /** The W×A setting of a tables preset, e.g. "W2*A8"; null otherwise. */
+  setting?: string | null;
 }
 
 /**
@@ -242,14 +244,20 @@ export function expandVariants(
       notes.push(`row "${row.name}" runs with one group per row: ${why}`);
       options = { ...options, groupSize: null };
     }
-    for (const bits of preset.bits) {
-      const spec = resolveSpec(withOptions(row.method, bits, options), config, {
+    for (const { bits, setting, options: o } of rowSettings(preset, row, options)) {
+      const spec = resolveSpec(withOptions(row.method, bits, o), config, {
         groupGiven: row.groupGiven,
       });
       const variant = variantName(spec);
+      if (setting?.bitBalance && !spec.bitBalance) {
+        notes.push(
+          `row "${row.name}" at ${setting.label}: bit balance changes nothing for ` +
+            `${spec.method} (${variant})`,
+        );
+      }
       if (seen.has(canonicalJson(spec))) continue;
       seen.add(canonicalJson(spec));
-      variants.push({ row: row.name, spec, variant, bits });
+      variants.push({ row: row.name, spec, variant, bits, setting: setting?.label ?? null });
     }
   }
   return { variants, notes };

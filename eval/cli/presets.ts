@@ -2,9 +2,9 @@
  * Presets of `deno task eval`: data files in eval/presets/NAME.json, read and
  * validated here, with the command line's overrides applied. A preset names
  * table rows (a method and options, e.g. "SqueezeLLM 0.45%" = squeezellm with
- * sensitivePct 0.05 and outlierPct 0.4), the bit widths, the datasets, the
- * window length and limit, and the kernel timings; eval/cli/plan.ts expands
- * it into jobs.
+ * sensitivePct 0.05 and outlierPct 0.4), the bit widths — or tables of
+ * weight × activation settings —, the datasets, the window length and limit,
+ * and the kernel timings; eval/cli/plan.ts expands it into jobs.
  *
  * File format (every key checked; an unknown key is an error naming the file):
  *
@@ -19,6 +19,19 @@
  *   "kernels": { "shapes": ["model", "llama7b"], "batch": [1], "runs": 10 }
  * }
  * ```
+ *
+ * In place of `bits`, a preset may give `tables`, as ABQ-LLM's Tables 1–2
+ * (rows = methods, column groups = W×A settings): each names its rows (rows
+ * of `rows`, by name) and its settings, written as the paper writes them,
+ * `W<bits>[*]A<abits>` ("W4A16" weight-only, "W2*A8": 2-bit weights with bit
+ * balance, 8-bit activations; K, V and Q take the activation bits):
+ *
+ * ```json
+ * "tables": [{ "name": "weight-only", "settings": ["W4A16", "W2*A16"], "rows": ["RTN", "ABQ"] }]
+ * ```
+ *
+ * Every row runs at every setting of every table that names it; each
+ * setting is checked against each of its rows' methods.
  *
  * `method` is one of quant/spec.ts's METHODS or "fp32" (one row, no bits);
  * `options` are spec parameters (quant/spec.ts QUANT_PARAMS keys, checked
@@ -55,6 +68,25 @@ export interface PresetRow {
   groupGiven?: boolean;
 }
 
+/** A weight × activation setting of a preset table, e.g. "W2*A8". */
+export interface PresetSetting {
+  /** As written in the preset: `W<bits>[*]A<abits>`. */
+  label: string;
+  bits: number;
+  /** 16 = weight-only. */
+  abits: number;
+  /** The "*": a fifth level on 2-bit grids (ABQ-LLM's W2*). */
+  bitBalance: boolean;
+}
+
+/** A table of a preset: rows (by name) × settings. */
+export interface PresetTable {
+  name: string;
+  settings: PresetSetting[];
+  /** Names of rows of {@linkcode Preset.rows}, in the table's order. */
+  rows: string[];
+}
+
 /** Kernel timings of a preset (eval/bench/kernels.ts). */
 export interface PresetKernels {
   /** "model", "llama7b" or "ROWSxCOLS". */
@@ -70,7 +102,10 @@ export interface Preset {
   file: string;
   description: string;
   rows: PresetRow[];
+  /** Bit widths of every row; with `tables`, the distinct weight bits of their settings. */
   bits: number[];
+  /** W×A tables in place of `bits` (each row at its tables' settings); null = every row at `bits`. */
+  tables: PresetTable[] | null;
   datasets: EvalSetName[];
   /** Window length; null = the model's max_seq_len. */
   seqlen: number | null;
@@ -137,14 +172,22 @@ export function parsePreset(json: unknown, name: string, file: string): Preset {
     throw new PresetError(`preset ${file}: "${key}" ${what}`);
   };
   if (!isObject(json)) return fail("(top level)", "must be a JSON object");
-  const keys = ["description", "rows", "bits", "datasets", "seqlen", "limit", "kernels"];
+  const keys = ["description", "rows", "bits", "tables", "datasets", "seqlen", "limit", "kernels"];
   for (const k of Object.keys(json)) {
     if (!keys.includes(k)) fail(k, `is not a preset key (expected ${keys.join(", ")})`);
   }
-  for (const k of keys) if (!(k in json)) fail(k, "is missing");
+  for (const k of keys) {
+    if (k !== "bits" && k !== "tables" && !(k in json)) fail(k, "is missing");
+  }
+  if (("bits" in json) === ("tables" in json)) {
+    fail("bits", `or "tables": give exactly one of them`);
+  }
   const description = json.description;
   if (typeof description !== "string") fail("description", "must be a string");
-  const bits = intList(json.bits, "bits", MIN_BITS, MAX_BITS, fail);
+  const tables = "tables" in json ? parseTables(json.tables, fail) : null;
+  const bits = tables
+    ? [...new Set(tables.flatMap((t) => t.settings.map((s) => s.bits)))]
+    : intList(json.bits, "bits", MIN_BITS, MAX_BITS, fail);
   if (!Array.isArray(json.datasets)) fail("datasets", "must be a list");
   const datasets = (json.datasets as unknown[]).map((d, i) => {
     if (!(EVAL_SETS as readonly unknown[]).includes(d)) {
@@ -155,12 +198,15 @@ export function parsePreset(json: unknown, name: string, file: string): Preset {
   const seqlen = nullableInt(json.seqlen, "seqlen", 2, fail);
   const limit = nullableInt(json.limit, "limit", 1, fail);
   if (!Array.isArray(json.rows) || json.rows.length === 0) fail("rows", "must be a non-empty list");
-  const rows = (json.rows as unknown[]).map((r, i) => parseRow(r, `rows[${i}]`, bits, fail));
+  const rows = (json.rows as unknown[]).map((r, i) =>
+    parseRow(r, `rows[${i}]`, tables ? [] : bits, fail)
+  );
   const names = new Set<string>();
   for (const r of rows) {
     if (names.has(r.name)) fail("rows", `has two rows named "${r.name}"`);
     names.add(r.name);
   }
+  if (tables) checkTables(tables, rows, fail);
   let kernels: PresetKernels | null = null;
   if (json.kernels !== null) {
     const k = json.kernels;
@@ -191,11 +237,129 @@ export function parsePreset(json: unknown, name: string, file: string): Preset {
     description: description as string,
     rows,
     bits,
+    tables,
     datasets,
     seqlen,
     limit,
     kernels,
   };
+}
+
+/** A W×A setting as the papers write it: `W<bits>[*]A<abits>`. */
+const SETTING = /^W([0-9]+)(\*?)A([0-9]+)$/;
+
+/**
+ * Parses a setting label, e.g. "W2*A8" → 2-bit weights with bit balance,
+ * 8-bit activations.
+ *
+ * @returns the setting, or a message saying what is wrong
+ * @example
+ * ```ts
+ * parseSetting("W4A16"); // { label: "W4A16", bits: 4, abits: 16, bitBalance: false }
+ * ```
+ */
+export function parseSetting(label: string): PresetSetting | string {
+  const m = SETTING.exec(label);
+  if (!m) {
+    return `must be W<bits>[*]A<abits> (e.g. "W4A16", "W2*A8"); found ${JSON.stringify(label)}`;
+  }
+  const bits = Number(m[1]), abits = Number(m[3]);
+  if (bits < MIN_BITS || bits > MAX_BITS) {
+    return `has ${bits}-bit weights; weight bits are ${MIN_BITS}..${MAX_BITS}`;
+  }
+  if (abits !== 16 && (abits < 2 || abits > 8)) {
+    return `has ${abits}-bit activations; activation bits are 2..8, or 16 (off)`;
+  }
+  if (m[2] && bits !== 2) return `has "*" (bit balance) on ${bits}-bit weights; it is for 2 bits`;
+  return { label, bits, abits, bitBalance: m[2] === "*" };
+}
+
+function parseTables(v: unknown, fail: (key: string, what: string) => never): PresetTable[] {
+  if (!Array.isArray(v) || v.length === 0) return fail("tables", "must be a non-empty list");
+  return v.map((t, i) => {
+    const at = `tables[${i}]`;
+    if (!isObject(t)) return fail(at, "must be an object");
+    for (const k of Object.keys(t)) {
+      if (!["name", "settings", "rows"].includes(k)) {
+        fail(`${at}.${k}`, "is not a table key (expected name, settings, rows)");
+      }
+    }
+    if (typeof t.name !== "string" || t.name === "") fail(`${at}.name`, "must be a string");
+    const strings = (key: "settings" | "rows"): string[] => {
+      const list = t[key];
+      if (!Array.isArray(list) || list.length === 0) {
+        fail(`${at}.${key}`, "must be a non-empty list");
+      }
+      return (list as unknown[]).map((x, j) => {
+        if (typeof x !== "string") fail(`${at}.${key}[${j}]`, "must be a string");
+        return x as string;
+      });
+    };
+    const settings = strings("settings").map((label, j) => {
+      const s = parseSetting(label);
+      return typeof s === "string" ? fail(`${at}.settings[${j}]`, s) : s;
+    });
+    return { name: t.name as string, settings, rows: strings("rows") };
+  });
+}
+
+/** Every table row names a row; every row is in a table; every setting suits its rows' methods. */
+function checkTables(
+  tables: PresetTable[],
+  rows: PresetRow[],
+  fail: (key: string, what: string) => never,
+): void {
+  for (const [i, t] of tables.entries()) {
+    for (const [j, name] of t.rows.entries()) {
+      const r = rows.find((x) => x.name === name);
+      if (!r) {
+        fail(
+          `tables[${i}].rows[${j}]`,
+          `names no row; the rows are ${rows.map((x) => x.name).join(", ")}`,
+        );
+      }
+      if (r.method === "fp32") continue;
+      for (const [k, s] of t.settings.entries()) {
+        try {
+          checkSpec(withOptions(r.method, s.bits, settingOptions(r.options, s)));
+        } catch (e) {
+          fail(`tables[${i}].settings[${k}]`, `for row "${name}": ${(e as Error).message}`);
+        }
+      }
+    }
+  }
+  for (const r of rows) {
+    if (!tables.some((t) => t.rows.includes(r.name))) {
+      fail("rows", `has "${r.name}", which no table names`);
+    }
+  }
+}
+
+/**
+ * The bit widths a row runs at, in order: every preset bit width, or the
+ * settings of every table naming the row (each once), with the options each
+ * runs with.
+ */
+export function rowSettings(
+  preset: Preset,
+  row: PresetRow,
+  options: Record<string, unknown> = row.options,
+): { bits: number; setting: PresetSetting | null; options: Record<string, unknown> }[] {
+  if (!preset.tables) return preset.bits.map((bits) => ({ bits, setting: null, options }));
+  const settings = preset.tables.filter((t) => t.rows.includes(row.name)).flatMap((t) =>
+    t.settings
+  );
+  return settings
+    .filter((s, i) => settings.findIndex((x) => x.label === s.label) === i)
+    .map((s) => ({ bits: s.bits, setting: s, options: settingOptions(options, s) }));
+}
+
+/** A row's options at a W×A setting: its own, plus the setting's activation bits and bit balance. */
+export function settingOptions(
+  options: Record<string, unknown>,
+  s: PresetSetting,
+): Record<string, unknown> {
+  return { ...options, abits: s.abits, bitBalance: s.bitBalance };
 }
 
 function parseRow(
@@ -312,10 +476,24 @@ export function applyOverrides(preset: Preset, o: PresetOverrides): Preset {
       return [{ ...r, name, options, ifGroupIndivisible: "drop" as const, groupGiven: true }];
     });
   }
+  let tables = preset.tables;
+  if (tables) {
+    // rows as chosen above (a method the preset lacks joins every table); settings at --bits
+    const names = rows.map((r) => r.name);
+    tables = tables.map((t) => ({
+      ...t,
+      rows: [
+        ...t.rows.filter((n) => names.includes(n)),
+        ...names.filter((n) => !preset.rows.some((r) => r.name === n)),
+      ],
+      settings: t.settings.filter((s) => !o.bits || o.bits.includes(s.bits)),
+    })).filter((t) => t.rows.length > 0 && t.settings.length > 0);
+  }
   return {
     ...preset,
     rows,
-    bits: o.bits ?? preset.bits,
+    tables,
+    bits: tables ? preset.bits.filter((b) => !o.bits || o.bits.includes(b)) : o.bits ?? preset.bits,
     datasets: o.datasets ?? preset.datasets,
     seqlen: o.seqlen ?? preset.seqlen,
     limit: o.limit === undefined ? preset.limit : o.limit,

@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { loadCheckpoint } from "../../model/checkpoint.ts";
 import { sharedData } from "../../datasets/testing.ts";
-import { applyOverrides, loadPreset, PresetError, presetNames } from "./presets.ts";
+import { applyOverrides, loadPreset, parseSetting, PresetError, presetNames } from "./presets.ts";
 import { expandVariants, kernelFormat, layerCounts, modelShapes } from "./plan.ts";
 
 const config = (await loadCheckpoint(sharedData("stories260K/stories260K.bin"))).config;
 
 Deno.test("every preset file loads and validates; table1 is SqueezeLLM Table 1's rows at 3 and 4 bits", async () => {
-  assert.deepEqual(presetNames(), ["bits", "kernels", "quick", "table1"]);
+  assert.deepEqual(presetNames(), ["abq", "bits", "kernels", "quick", "table1"]);
   for (const name of presetNames()) await loadPreset(name);
   const t = await loadPreset("table1");
   assert.deepEqual(t.rows.map((r) => r.name), [
@@ -27,7 +27,10 @@ Deno.test("every preset file loads and validates; table1 is SqueezeLLM Table 1's
 });
 
 Deno.test("loadPreset() names the file and the key of what is wrong, and the known presets", async () => {
-  await assert.rejects(loadPreset("nope"), /unknown preset "nope"; the presets are bits, kernels/);
+  await assert.rejects(
+    loadPreset("nope"),
+    /unknown preset "nope"; the presets are abq, bits, kernels/,
+  );
   const dir = await Deno.makeTempDir();
   const good = JSON.parse(
     await Deno.readTextFile(new URL("../presets/quick.json", import.meta.url)),
@@ -118,4 +121,117 @@ Deno.test("modelShapes() and layerCounts() list a decoder layer's linears", () =
     "11008x4096": 2,
     "4096x11008": 1,
   });
+});
+
+Deno.test("parseSetting() reads ABQ-LLM's W×A labels and says what is wrong with others", () => {
+  assert.deepEqual(parseSetting("W2*A8"), { label: "W2*A8", bits: 2, abits: 8, bitBalance: true });
+  assert.deepEqual(parseSetting("W4A16"), {
+    label: "W4A16",
+    bits: 4,
+    abits: 16,
+    bitBalance: false,
+  });
+  assert.match(parseSetting("W4") as string, /must be W<bits>\[\*\]A<abits>/);
+  assert.match(parseSetting("W9A8") as string, /9-bit weights; weight bits are 2\.\.8/);
+  assert.match(
+    parseSetting("W4A12") as string,
+    /12-bit activations; activation bits are 2\.\.8, or 16/,
+  );
+  assert.match(parseSetting("W3*A8") as string, /bit balance\) on 3-bit weights/);
+});
+
+Deno.test("the abq preset: ABQ-LLM's two tables, each row at its tables' settings, bit balance noted where it changes nothing", async () => {
+  const p = await loadPreset("abq");
+  assert.deepEqual(p.tables?.map((t) => t.settings.map((s) => s.label)), [
+    ["W4A16", "W3A16", "W2A16", "W2*A16"],
+    ["W8A8", "W6A6", "W4A8", "W4A4", "W2A8", "W2*A8"],
+  ]);
+  const { variants, notes } = expandVariants(p, config);
+  const of = (row: string) => variants.filter((v) => v.row === row).map((v) => v.variant);
+  assert.deepEqual(of("FP32"), ["fp32"]);
+  assert.deepEqual(of("ABQ-LLM"), [
+    "abq.w4",
+    "abq.w3",
+    "abq.w2",
+    "abq.w2*",
+    "abq.w8a8",
+    "abq.w6a6",
+    "abq.w4a8",
+    "abq.w4a4",
+    "abq.w2a8",
+    "abq.w2*a8",
+  ]);
+  assert.deepEqual(of("SmoothQuant").length, 6);
+  assert.deepEqual(of("SqueezeLLM"), ["squeezellm.w4", "squeezellm.w3", "squeezellm.w2"]);
+  assert.deepEqual(variants.find((v) => v.variant === "gptq.w2*a8")?.setting, "W2*A8");
+  assert.deepEqual(notes, [
+    'row "SqueezeLLM" at W2*A16: bit balance changes nothing for squeezellm (squeezellm.w2)',
+  ]);
+  assert.equal(variants.length, 1 + 10 + 10 + 4 + 3 + 6 + 10);
+  // --bits keeps the settings at those bits; --methods the rows (a new one joins every table)
+  const o = applyOverrides(p, { bits: [2], methods: ["abq", "rtn"] });
+  assert.deepEqual(o.tables?.map((t) => [t.rows, t.settings.map((s) => s.label)]), [
+    [["RTN", "ABQ-LLM"], ["W2A16", "W2*A16"]],
+    [["RTN", "ABQ-LLM"], ["W2A8", "W2*A8"]],
+  ]);
+  assert.deepEqual(expandVariants(o, config).variants.map((v) => v.variant), [
+    "abq.w2",
+    "abq.w2*",
+    "abq.w2a8",
+    "abq.w2*a8",
+    "rtn.w2",
+    "rtn.w2*",
+    "rtn.w2a8",
+    "rtn.w2*a8",
+  ]);
+});
+
+Deno.test("loadPreset() names the file and the key of a bad table", async () => {
+  const dir = await Deno.makeTempDir();
+  const good = JSON.parse(
+    await Deno.readTextFile(new URL("../presets/abq.json", import.meta.url)),
+  );
+  const table = good.tables[0];
+  const cases: [string, unknown, RegExp][] = [
+    ["both", { ...good, bits: [3] }, /both\.json: "bits" or "tables": give exactly one/],
+    ["empty", { ...good, tables: [] }, /empty\.json: "tables" must be a non-empty list/],
+    [
+      "label",
+      { ...good, tables: [{ ...table, settings: ["W4A16", "W4-A8"] }] },
+      /label\.json: "tables\[0\]\.settings\[1\]" must be W<bits>\[\*\]A<abits>/,
+    ],
+    [
+      "row",
+      { ...good, tables: [{ ...table, rows: ["RTN", "HQQ"] }] },
+      /row\.json: "tables\[0\]\.rows\[1\]" names no row; the rows are FP32, RTN/,
+    ],
+    [
+      "unused",
+      { ...good, tables: [{ ...table, rows: ["RTN"] }] },
+      /unused\.json: "rows" has "FP32", which no table names/,
+    ],
+    [
+      "key",
+      { ...good, tables: [{ ...table, colour: 1 }] },
+      /key\.json: "tables\[0\]\.colour" is not a table key/,
+    ],
+    [
+      "spec",
+      {
+        ...good,
+        rows: [{ name: "G", method: "gptq", options: { blocksize: 0 } }],
+        tables: [{ ...table, rows: ["G"] }],
+      },
+      /spec\.json: "tables\[0\]\.settings\[0\]" for row "G": /,
+    ],
+  ];
+  for (const [name, json, re] of cases) {
+    await Deno.writeTextFile(`${dir}/${name}.json`, JSON.stringify(json));
+    await assert.rejects(
+      loadPreset(name, dir),
+      (e) => e instanceof PresetError && re.test(e.message),
+      name,
+    );
+  }
+  await Deno.remove(dir, { recursive: true });
 });
