@@ -3,6 +3,7 @@ import { LINEAR_NAMES, linearShape } from "../model/config.ts";
 import { randn, randomWeights, tinyConfig } from "../model/random.ts";
 import { loadCheckpoint } from "../model/checkpoint.ts";
 import { sharedData } from "../datasets/testing.ts";
+import { tempDir } from "../datasets/_testing.ts";
 import {
   type CsrMatrix,
   type DenseTensor,
@@ -21,6 +22,7 @@ import {
   QMODEL_MAGIC,
   QMODEL_VERSION,
   QModelError,
+  QModelWriter,
   saveQuantizedModel,
   type SaveQuantizedModelInput,
   serializeQuantizedModel,
@@ -529,4 +531,55 @@ Deno.test("saveQuantizedModel() rejects linears that do not fit the config", asy
   );
   const partial = parseQuantizedModel(serializeQuantizedModel({ ...m, linears: new Map() }));
   assert.throws(() => dequantizedWeights(partial), /quantized model has no linear layers\.0\.wq/);
+});
+
+Deno.test("QModelWriter writes block by block, in any order, a file that reads back as the serialized one", async () => {
+  const m = tinyModel();
+  const w = m.weights as ReturnType<typeof randomWeights>;
+  await using tmp = await tempDir("sqb-qmodel-writer-");
+  const path = `${tmp.path}/m.sqbq`;
+  const writer = QModelWriter.create(path, m);
+  for (let l = CONFIG.nLayers - 1; l >= 0; l--) { // last block first: offsets are the index's
+    for (const name of LINEAR_NAMES) {
+      writer.linear(`layers.${l}.${name}`, m.linears.get(`layers.${l}.${name}`)!);
+    }
+    writer.tensor(`layers.${l}.ffnNorm`, w.layers[l].ffnNorm);
+    writer.tensor(`layers.${l}.attnNorm`, w.layers[l].attnNorm);
+  }
+  writer.tensor("classifier", w.classifier);
+  writer.tensor("finalNorm", w.finalNorm);
+  writer.tensor("tokenEmbedding", w.tokenEmbedding);
+  const bytes = writer.finish(m.provenance);
+  assert.equal(bytes, (await Deno.stat(path)).size);
+  const streamed = await loadQuantizedModel(path);
+  const whole = parseQuantizedModel(serializeQuantizedModel(m));
+  assert.deepEqual(streamed.rest, whole.rest);
+  assert.deepEqual(streamed.linears, whole.linears);
+  assert.deepEqual(streamed.provenance, whole.provenance);
+});
+
+Deno.test("QModelWriter refuses a repeated or unknown tensor or linear, and a file missing a tensor", async () => {
+  const m = tinyModel();
+  const w = m.weights as ReturnType<typeof randomWeights>;
+  await using tmp = await tempDir("sqb-qmodel-writer-");
+  const writer = QModelWriter.create(`${tmp.path}/m.sqbq`, m);
+  writer.tensor("finalNorm", w.finalNorm);
+  assert.throws(() => writer.tensor("finalNorm", w.finalNorm), /finalNorm was already written/);
+  assert.throws(
+    () => writer.tensor("layers.9.ffnNorm", w.finalNorm),
+    /no tensor layers\.9\.ffnNorm/,
+  );
+  assert.throws(
+    () => writer.tensor("tokenEmbedding", w.finalNorm),
+    /tokenEmbedding has 16 values, which does not match shape \[13,16\]/,
+  );
+  const q = m.linears.get("layers.0.wv")!;
+  writer.linear("layers.0.wv", q);
+  assert.throws(() => writer.linear("layers.0.wv", q), /layers\.0\.wv was already written/);
+  assert.throws(
+    () => writer.linear("layers.0.wk", m.linears.get("layers.0.w2")!),
+    /layers\.0\.wk is/,
+  );
+  assert.throws(() => writer.finish({}), /tokenEmbedding was not written/);
+  assert.throws(() => writer.tensor("classifier", w.classifier), /already finished/);
 });
