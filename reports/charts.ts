@@ -23,7 +23,7 @@ import * as vega from "vega";
 export const VEGA_LITE_SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json";
 
 /** Methods in the order the papers list them; colors follow this order. */
-export const METHOD_ORDER = ["fp32", "rtn", "gptq", "awq", "squeezellm", "smoothquant"];
+export const METHOD_ORDER = ["fp32", "rtn", "gptq", "awq", "squeezellm", "smoothquant", "abq"];
 
 /** One perplexity of one stored variant. */
 export interface PplPoint {

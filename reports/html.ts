@@ -99,7 +99,7 @@ export function paperTableHtml(p: PaperTable, data: ReportData): string {
     : null;
   const perGroup = 1 + t.columns.length + p.speedupSets.length;
   const head1 = `<tr><th rowspan="2">method</th><th rowspan="2">calibration</th>${
-    p.bits.map((b) => `<th colspan="${perGroup}" class="group">${b}-bit</th>`).join("")
+    p.groups.map((g) => `<th colspan="${perGroup}" class="group">${esc(g.label)}</th>`).join("")
   }</tr>`;
   const subHeads = [
     "Avg. bits",
@@ -109,7 +109,7 @@ export function paperTableHtml(p: PaperTable, data: ReportData): string {
     ),
   ];
   const head2 = `<tr>${
-    p.bits.map((_, g) =>
+    p.groups.map((_, g) =>
       subHeads.map((h, i) => `<th class="${i === 0 && g > 0 ? "first " : ""}sub">${h}</th>`).join(
         "",
       )
@@ -117,7 +117,7 @@ export function paperTableHtml(p: PaperTable, data: ReportData): string {
   }</tr>`;
   // best per column among quantized rows
   const best = new Map<string, number>();
-  for (const b of p.bits) {
+  for (const { key: b } of p.groups) {
     const quantized = p.rows.filter((r) => !r.baseline && r.cells[b]);
     for (const c of t.columns) {
       const vs = quantized.map((r) => r.cells[b].row.ppl[c.key]).filter((v) => v !== undefined);
@@ -140,7 +140,7 @@ export function paperTableHtml(p: PaperTable, data: ReportData): string {
     const marks = (rowMark.get(r.family) ?? []).map(sup).join("");
     const anyCell = Object.values(r.cells)[0];
     const keys = [...new Set(Object.values(r.cells).map((c) => c.row.configKey))];
-    const cells = p.bits.map((b) => {
+    const cells = p.groups.map(({ key: b }) => {
       const c = r.cells[b];
       if (!c) {
         return `<td class="first num empty">—</td>${

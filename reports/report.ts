@@ -250,7 +250,31 @@ export function markdownPplTable(t: PplTable): string {
  * @param tables tables of {@linkcode pplTables}
  */
 export function markdownReport(tables: PplTable[]): string {
-  return tables.map((t) => `${t.title}\n\n${markdownPplTable(t)}`).join("\n\n");
+  return tables.map((t) =>
+    [`${t.title}\n\n${markdownPplTable(t)}`, ...waTables(t).map(markdownPaperTable)].join("\n\n")
+  ).join("\n\n");
+}
+
+/**
+ * A paper table ({@linkcode waTables}) as markdown under its title: a row per
+ * method family, a column per group and dataset ("W2*A8 wikitext2 (1591 w)").
+ */
+export function markdownPaperTable(p: PaperTable): string {
+  const cols = p.source.columns;
+  const head = [
+    "method",
+    ...p.groups.flatMap((g) => cols.map((c) => `${g.label} ${c.label}`)),
+  ];
+  const rows = p.rows.map((r) => [
+    r.family,
+    ...p.groups.flatMap((g) =>
+      cols.map((c) => {
+        const v = r.cells[g.key]?.row.ppl[c.key];
+        return v === undefined ? "—" : v.toFixed(2);
+      })
+    ),
+  ]);
+  return `${p.title ?? p.source.title}\n\n${markdownTable(head, rows)}`;
 }
 
 /** Display names of the methods, as the papers write them. */
@@ -261,6 +285,7 @@ export const METHOD_LABELS: Record<string, string> = {
   awq: "AWQ",
   squeezellm: "SqueezeLLM",
   smoothquant: "SmoothQuant",
+  abq: "ABQ-LLM",
 };
 
 /**
@@ -429,30 +454,44 @@ export function kernelSpeedups(
   };
 }
 
-/** One cell group of a paper table: one family at one bit width. */
+/** One cell group of a paper table: one family at one bit width (or W×A setting). */
 export interface PaperCell {
   row: TableRow;
   /** Shape set → speedup over f16 (absent when not timed). */
   speedup: Record<string, number>;
 }
 
-/** One row of a paper table: a method family, with a cell per bit width. */
+/** One row of a paper table: a method family, with a cell per column group. */
 export interface PaperRow {
   family: string;
   method: string;
-  /** True for the unquantized model, shown in every bit-width group and never "best". */
+  /** True for the unquantized model, shown in every group and never "best". */
   baseline: boolean;
   calibration: string;
-  /** Bit width → cell. */
-  cells: Record<number, PaperCell>;
+  /** Column group key (bit width, or W×A setting) → cell. */
+  cells: Record<string, PaperCell>;
 }
 
-/** A table in SqueezeLLM Table 1's layout: rows = methods, column groups = bit widths. */
+/** A column group of a paper table: a bit width ("3-bit") or a W×A setting ("W2*A8"). */
+export interface PaperGroup {
+  key: string;
+  label: string;
+}
+
+/**
+ * A table in a paper's layout: rows = methods, column groups = bit widths
+ * (SqueezeLLM's Table 1) or weight × activation settings (ABQ-LLM's Tables
+ * 1–2).
+ */
 export interface PaperTable {
   /** The table of {@linkcode pplTables} it lays out. */
   source: PplTable;
-  /** The column groups: 3 and 4 where stored, else every width stored. */
+  /** A heading of its own (the W×A tables); null for the main table. */
+  title: string | null;
+  /** The bit-width groups: 3 and 4 where stored, else every width stored; [] for a W×A table. */
   bits: number[];
+  /** The column groups, in order. */
+  groups: PaperGroup[];
   /** Speedup columns per group (shape sets), empty without kernel timings. */
   speedupSets: string[];
   rows: PaperRow[];
@@ -461,26 +500,33 @@ export interface PaperTable {
 }
 
 /**
- * Lays out a table of {@linkcode pplTables} as SqueezeLLM's Table 1: one row
- * per method family (the variant without its bit width), one column group
- * per bit width with the average bits, the perplexity per dataset and the
- * kernel speedup over f16 of the row's storage format.
+ * A row's weight × activation setting as ABQ-LLM writes it: "W4A16"
+ * (weight-only), "W2*A8" (2-bit weights with bit balance, 8-bit
+ * activations), with "KV<k>" when Q, K and V take other bits than the
+ * activations; null for fp32.
  *
- * @param t a table of {@linkcode pplTables}
- * @param kernels kernel timings ({@linkcode ReportData.kernels})
+ * @param row a row of {@linkcode pplTables}
  */
-export function paperTable(t: PplTable, kernels: KernelRow[] = []): PaperTable {
-  const stored = [...new Set(t.rows.flatMap((r) => r.bits === null ? [] : [r.bits]))].sort((a, b) =>
-    a - b
-  );
-  const bits = stored.some((b) => b === 3 || b === 4)
-    ? stored.filter((b) => b === 3 || b === 4)
-    : stored;
-  const sp = kernelSpeedups(kernels);
-  const speedupSets = sp ? Object.keys(sp.source.shapes).sort() : [];
+export function settingLabel(row: TableRow): string | null {
+  if (row.bits === null) return null;
+  const c = row.quantConfig ?? {};
+  const abits = Number(c.abits ?? 16);
+  const kv = c.kvBits === null || c.kvBits === undefined ? abits : Number(c.kvBits);
+  const star = c.bitBalance === true && row.bits === 2 ? "*" : "";
+  return `W${row.bits}${star}A${abits}${kv !== abits ? `KV${kv}` : ""}`;
+}
+
+/** Rows by family, a cell per group (`groupOf`: a row's group, or null to leave it out). */
+function familyRows(
+  t: PplTable,
+  groups: PaperGroup[],
+  groupOf: (r: TableRow) => string | null,
+  speedupOf: (r: TableRow, group: string) => Record<string, number>,
+): PaperRow[] {
   const rows: PaperRow[] = [];
   for (const r of t.rows) {
-    if (r.bits !== null && !bits.includes(r.bits)) continue;
+    const g = r.bits === null ? null : groupOf(r);
+    if (r.bits !== null && (g === null || !groups.some((x) => x.key === g))) continue;
     const family = familyLabel(r);
     let row = rows.find((x) => x.family === family && x.calibration === r.calibration);
     if (!row) {
@@ -493,22 +539,121 @@ export function paperTable(t: PplTable, kernels: KernelRow[] = []): PaperTable {
       };
       rows.push(row);
     }
-    const format = kernelFormat(r);
-    for (const b of r.bits === null ? bits : [r.bits]) {
-      const speedup: Record<string, number> = {};
-      for (const set of speedupSets) {
-        const kb = r.bits === null ? 32 : b;
-        const v = format && sp?.speedup.get(`${format}|${kb}|${set}`);
-        if (v) speedup[set] = v;
-      }
-      row.cells[b] = { row: r, speedup };
+    for (const key of g === null ? groups.map((x) => x.key) : [g]) {
+      row.cells[key] = { row: r, speedup: speedupOf(r, key) };
     }
   }
-  rows.sort((a, b) =>
+  return rows.sort((a, b) =>
     Number(b.baseline) - Number(a.baseline) ||
     METHOD_ORDER.indexOf(a.method) - METHOD_ORDER.indexOf(b.method)
   );
-  return { source: t, bits, speedupSets, rows, speedupSource: sp?.source ?? null };
+}
+
+/**
+ * Lays out a table of {@linkcode pplTables} as SqueezeLLM's Table 1: one row
+ * per method family (the variant without its bit width), one column group
+ * per bit width with the average bits, the perplexity per dataset and the
+ * kernel speedup over f16 of the row's storage format. Only weight-only rows
+ * without bit balance take part ({@linkcode waTables} lays out the others).
+ *
+ * @param t a table of {@linkcode pplTables}
+ * @param kernels kernel timings ({@linkcode ReportData.kernels})
+ */
+export function paperTable(t: PplTable, kernels: KernelRow[] = []): PaperTable {
+  const plain = (r: TableRow) => settingLabel(r) === `W${r.bits}A16`;
+  const stored = [...new Set(t.rows.flatMap((r) => r.bits === null || !plain(r) ? [] : [r.bits]))]
+    .sort((a, b) => a - b);
+  const bits = stored.some((b) => b === 3 || b === 4)
+    ? stored.filter((b) => b === 3 || b === 4)
+    : stored;
+  const sp = kernelSpeedups(kernels);
+  const speedupSets = sp ? Object.keys(sp.source.shapes).sort() : [];
+  const rows = familyRows(
+    t,
+    bits.map((b) => ({ key: String(b), label: `${b}-bit` })),
+    (r) => plain(r) ? String(r.bits) : null,
+    (r, group) => {
+      const format = kernelFormat(r);
+      const speedup: Record<string, number> = {};
+      for (const set of speedupSets) {
+        const kb = r.bits === null ? 32 : Number(group);
+        const v = format && sp?.speedup.get(`${format}|${kb}|${set}`);
+        if (v) speedup[set] = v;
+      }
+      return speedup;
+    },
+  );
+  return {
+    source: t,
+    title: null,
+    bits,
+    groups: bits.map((b) => ({ key: String(b), label: `${b}-bit` })),
+    speedupSets,
+    rows,
+    speedupSource: sp?.source ?? null,
+  };
+}
+
+/** ABQ-LLM's settings in its tables' order: Table 1 (weight-only), Table 2 (weight-activation). */
+export const ABQ_SETTINGS: readonly string[] = [
+  "W4A16",
+  "W3A16",
+  "W2A16",
+  "W2*A16",
+  "W8A8",
+  "W6A6",
+  "W4A8",
+  "W4A4",
+  "W2A8",
+  "W2*A8",
+];
+
+/**
+ * ABQ-LLM's Tables 1–2 layout of a table of {@linkcode pplTables}: rows =
+ * method families, column groups = weight × activation settings
+ * ({@linkcode settingLabel}), one table of the weight-only settings and one
+ * of the weight-activation settings, each with the settings stored (ABQ's
+ * in its order, others after). Shown only when the table holds what
+ * SqueezeLLM's layout leaves out or ABQ-LLM's methods: a row with quantized
+ * activations or bit balance, or an ABQ-LLM or SmoothQuant row.
+ *
+ * @param t a table of {@linkcode pplTables}
+ * @returns zero, one or two tables
+ */
+export function waTables(t: PplTable): PaperTable[] {
+  const shown = t.rows.some((r) => {
+    const s = settingLabel(r);
+    return s !== null &&
+      (!s.endsWith("A16") || s.includes("*") || r.method === "abq" || r.method === "smoothquant");
+  });
+  if (!shown) return [];
+  const order = (s: string) => {
+    const i = ABQ_SETTINGS.indexOf(s);
+    return i < 0 ? ABQ_SETTINGS.length : i;
+  };
+  const out: PaperTable[] = [];
+  for (const weightOnly of [true, false]) {
+    const settings = [
+      ...new Set(t.rows.flatMap((r) => {
+        const s = settingLabel(r);
+        return s !== null && s.endsWith("A16") === weightOnly ? [s] : [];
+      })),
+    ].sort((a, b) => order(a) - order(b) || a.localeCompare(b));
+    if (settings.length === 0) continue;
+    const groups = settings.map((s) => ({ key: s, label: s }));
+    out.push({
+      source: t,
+      title: weightOnly
+        ? "Weight-only quantization (ABQ-LLM Table 1 layout)"
+        : "Weight-activation quantization (ABQ-LLM Table 2 layout)",
+      bits: [],
+      groups,
+      speedupSets: [],
+      rows: familyRows(t, groups, settingLabel, () => ({})),
+      speedupSource: null,
+    });
+  }
+  return out;
 }
 
 /** A run of `deno task ...` and what it recorded: the report's provenance section. */
@@ -719,24 +864,29 @@ export async function renderPage(
     tableSections.push(
       `<section class="model" id="${id}"><h3>${esc(t.title)}</h3>` +
         `<p class="muted">model sha256 <code>${esc(t.modelSha256)}</code></p>` +
-        paperTableHtml(p, data) +
+        (p.groups.length > 0 ? paperTableHtml(p, data) : "") +
+        waTables(t).map((w) => `<h4>${esc(w.title!)}</h4>` + paperTableHtml(w, data)).join("") +
         `<details><summary>Every stored variant of this table (${t.rows.length}), with stored ` +
         `bits (bytes as laid out, padding included)</summary>${
           variantsTableHtml(t)
         }</details></section>`,
     );
     const families = p.rows.map((r) => r.family);
-    const points: PplPoint[] = t.rows.flatMap((r) =>
-      t.columns.filter((c) => r.ppl[c.key] !== undefined).map((c) => ({
-        family: familyLabel(r),
-        method: r.method,
-        variant: r.label,
-        bits: r.bits,
-        avgBits: r.avgBits,
-        dataset: c.label,
-        ppl: r.ppl[c.key],
-      }))
-    );
+    // the charts plot weight-only rows (bits on the x axis); W×A rows are in the tables
+    const points: PplPoint[] = t.rows.filter((r) =>
+      [null, `W${r.bits}A16`].includes(settingLabel(r))
+    )
+      .flatMap((r) =>
+        t.columns.filter((c) => r.ppl[c.key] !== undefined).map((c) => ({
+          family: familyLabel(r),
+          method: r.method,
+          variant: r.label,
+          bits: r.bits,
+          avgBits: r.avgBits,
+          dataset: c.label,
+          ppl: r.ppl[c.key],
+        }))
+      );
     // every family at every width, not only the table's 3 and 4 bits
     for (const f of points.map((x) => x.family)) if (!families.includes(f)) families.push(f);
     if (!points.some((x) => x.bits !== null)) continue;

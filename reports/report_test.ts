@@ -7,10 +7,13 @@ import {
   kernelFormat,
   kernelSpeedups,
   layerWeights,
+  markdownReport,
   paperTable,
   pplTables,
   reportData,
+  settingLabel,
   type TableRow,
+  waTables,
   writeReport,
 } from "./report.ts";
 import { paretoFront } from "./charts.ts";
@@ -346,5 +349,72 @@ Deno.test("serveReport() serves the folder's files with their types, nothing out
     } finally {
       await s.shutdown();
     }
+  });
+});
+
+Deno.test("waTables() lays W×A results out as ABQ-LLM's Tables 1–2 (methods × settings), which paperTable() leaves out", async () => {
+  await withTemp(async (dir) => {
+    const s = await ResultsStore.open(`${dir}/wa.duckdb`);
+    await s.addRun({
+      runId: "run-1",
+      command: "eval --preset abq",
+      gitCommit: "abc1234",
+      codeVersion: CODE_VERSION,
+      denoVersion: "2.9.6",
+      host: "test",
+      startedAt: "2026-12-02T10:00:00Z",
+    });
+    const abq = (bits: number, over: object = {}) =>
+      spec("abq", bits, { bitBalance: false, ...over });
+    for (const d of ["wikitext2", "c4"]) {
+      const k = d === "c4" ? 2 : 1;
+      await s.addPpl(ppl("fp32", null, d, 10 * k, 32));
+      await s.addPpl(ppl("rtn.w3", spec("rtn", 3), d, 30 * k, 3.5));
+      await s.addPpl(ppl("rtn.w4a8", spec("rtn", 4, { abits: 8 }), d, 28 * k, 4.5));
+      await s.addPpl(ppl("abq.w3", abq(3), d, 20 * k, 3.5));
+      await s.addPpl(ppl("abq.w2*", abq(2, { bitBalance: true }), d, 40 * k, 3.5));
+      await s.addPpl(ppl("abq.w2*a8", abq(2, { bitBalance: true, abits: 8 }), d, 45 * k, 3.5));
+      await s.addPpl(ppl("abq.w4a8", abq(4, { abits: 8 }), d, 15 * k, 4.5));
+      await s.addPpl(ppl("abq.w4a4kv8", abq(4, { abits: 4, kvBits: 8 }), d, 16 * k, 4.5));
+    }
+    const data = await reportData(s);
+    s.close();
+    const t = data.tables[0];
+    assert.deepEqual(t.rows.map((r) => settingLabel(r)).sort(), [
+      "W2*A16",
+      "W2*A8",
+      "W3A16",
+      "W3A16",
+      "W4A4KV8",
+      "W4A8",
+      "W4A8",
+      null,
+    ]);
+    // SqueezeLLM's layout keeps the plain weight-only rows
+    const p = paperTable(t);
+    assert.deepEqual(p.bits, [3]);
+    assert.deepEqual(p.rows.map((r) => r.family), ["FP32", "RTN", "ABQ-LLM"]);
+    const [wo, wa] = waTables(t);
+    assert.deepEqual(wo.groups.map((g) => g.key), ["W3A16", "W2*A16"]);
+    assert.deepEqual(wa.groups.map((g) => g.key), ["W4A8", "W2*A8", "W4A4KV8"]); // ABQ's order first
+    assert.deepEqual(wa.rows.map((r) => r.family), ["FP32", "RTN", "ABQ-LLM"]);
+    const abqRow = wa.rows[2];
+    assert.equal(abqRow.cells["W4A8"].row.ppl.wikitext2, 15);
+    assert.equal(abqRow.cells["W4A4KV8"].row.ppl.c4, 32);
+    assert.equal(wa.rows[1].cells["W4A4KV8"], undefined);
+    assert.deepEqual(wa.rows[0].cells["W4A8"], wa.rows[0].cells["W4A4KV8"]); // FP32 in every group
+    assert.equal(wo.rows[2].cells["W2*A16"].row.ppl.wikitext2, 40);
+    const md = markdownReport(data.tables);
+    assert.match(md, /Weight-activation quantization \(ABQ-LLM Table 2 layout\)/);
+    assert.match(
+      md,
+      /\| ABQ-LLM +\| 30\.00 +\| 15\.00 +\| 90\.00 +\| 45\.00 +\| 32\.00 +\| 16\.00 +\|/,
+    );
+    // weight-only rows of SqueezeLLM's kind alone: no W×A tables
+    const plain = {
+      ...t,
+      rows: t.rows.filter((r) => r.method !== "abq" && !r.variant.includes("a")),
+    };
+    assert.deepEqual(waTables(plain), []);
   });
 });
