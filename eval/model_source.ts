@@ -30,6 +30,9 @@ import {
   type ResolveHfModelOptions,
 } from "../datasets/hf_cache.ts";
 import { QMODEL_MAGIC } from "../quant/qmodel.ts";
+import { sha256File } from "../datasets/hub.ts";
+import { sha256Hex } from "../reports/identity.ts";
+import { join } from "node:path";
 
 /** What a model path holds. */
 export type ModelSourceKind = "llama2c" | "gguf" | "hf" | "safetensors" | "quantized";
@@ -253,4 +256,23 @@ async function exists(path: string): Promise<boolean> {
     if (e instanceof Deno.errors.NotFound) return false;
     throw e;
   }
+}
+
+/**
+ * The sha256 of a Hugging Face checkpoint folder (a model, or SqueezeLLM's
+ * Fisher checkpoint): of the list of its config.json and weight files with
+ * each file's own sha256 (sorted by name), so the same checkpoint gives the
+ * same key wherever it is kept.
+ *
+ * @param dir the folder
+ * @returns lowercase hex
+ */
+export async function hfFolderSha256(dir: string): Promise<string> {
+  const names = [...Deno.readDirSync(dir)]
+    .map((e) => e.name)
+    .filter((n) => n === "config.json" || n.endsWith(".safetensors"))
+    .sort();
+  const lines: string[] = [];
+  for (const n of names) lines.push(`${await sha256File(join(dir, n))}  ${n}`);
+  return await sha256Hex(lines.join("\n") + "\n");
 }

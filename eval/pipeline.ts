@@ -20,6 +20,8 @@ import type { LlamaConfig, LlamaWeights } from "../model/config.ts";
 import type { ProgressCallback } from "../model/pool.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
 import { calibrationWindows } from "../datasets/calibration.ts";
+import { loadHfFisher } from "../model/hf.ts";
+import { hfFolderSha256 } from "./model_source.ts";
 import { resolveCacheDir } from "../datasets/datadir.ts";
 import { cachedFisher, windowsSha256 } from "../quant/fisher_cache.ts";
 import {
@@ -51,6 +53,12 @@ export interface QuantContext {
   onProgress?: ProgressCallback;
   /** Where derived files (the Fisher cache) go. @default resolveCacheDir() */
   cacheDir?: string;
+  /**
+   * SqueezeLLM's Fisher information from this folder (the official gradient
+   * script's output, model/hf.ts `loadHfFisher`) instead of computed here;
+   * its path and sha256 go into the result's details as `fisherFile`.
+   */
+  fisherDir?: string;
   /**
    * GPTQ's Hessians accumulated on a device (eval/gpu_calibration.ts
    * `gpuHessians`); the device goes into the calibration identity of the
@@ -104,14 +112,45 @@ export async function quantizeModel(
         `using one group per row`,
     );
   }
-  const calibration = await loadCalibration(base, resolved, ctx);
+  const fromFile = ctx.fisherDir === undefined
+    ? null
+    : await fisherFromDir(base.config, resolved, ctx.fisherDir);
+  const calibration = fromFile?.calibration ?? await loadCalibration(base, resolved, ctx);
   const q = await quantizeWith(base, resolved, calibration, {
     workers: ctx.workers,
     log: ctx.log,
     onProgress: ctx.onProgress,
     hessians: ctx.hessians?.factory,
   });
-  return { ...q, seconds: (performance.now() - t0) / 1000 };
+  const details = fromFile ? { ...q.details, fisherFile: fromFile.file } : q.details;
+  return { ...q, details, seconds: (performance.now() - t0) / 1000 };
+}
+
+/**
+ * SqueezeLLM's Fisher information read from `dir` (the official gradient
+ * script's output, model/hf.ts `loadHfFisher`) as the calibration of `spec`,
+ * with the folder's path and sha256.
+ *
+ * @throws {RangeError} when the method of `spec` takes no Fisher information
+ * @throws {ModelFormatError} for another model's shapes or a malformed tensor
+ */
+async function fisherFromDir(
+  config: LlamaConfig,
+  spec: QuantSpec,
+  dir: string,
+): Promise<{ calibration: Calibration<"fisher">; file: { path: string; sha256: string } }> {
+  if (calibrationRequest(spec)?.kind !== "fisher") {
+    throw new RangeError(`${spec.method} takes no Fisher information (fisherDir ${dir})`);
+  }
+  const file = { path: dir, sha256: await hfFolderSha256(dir) };
+  const fisher = await loadHfFisher(dir, config);
+  const text = fisherFileText(file);
+  return { calibration: { inputs: { fisher, windows: 0 }, identity: null, text }, file };
+}
+
+/** The calibration text of SqueezeLLM's Fisher read from a file (`--fisher`). */
+export function fisherFileText(file: { path: string; sha256: string }): string {
+  return `Fisher information read from ${file.path} (sha256 ${file.sha256.slice(0, 12)}…)`;
 }
 
 /** Calibration windows drawn for a spec, with their identity and a description. */

@@ -16,7 +16,7 @@ import {
 } from "../quant/methods.ts";
 import { loadQuantizedModel } from "../quant/qmodel.ts";
 import { quantizeToFile } from "./quantize_stream.ts";
-import { hfFolderSha256 } from "./cli/load.ts";
+import { hfFolderSha256 } from "./model_source.ts";
 import { cli, lastJson } from "./cli/_testing.ts";
 
 const MODEL = sharedData("stories260K/stories260K.bin");
@@ -91,7 +91,8 @@ Deno.test("quantizeToFile() writes an fp16 checkpoint block by block with the wh
 Deno.test("quantize --fisher DIR reads SqueezeLLM-gradients output and records its sha256; bad --fisher is exit 2 naming the problem", async () => {
   await using tmp = await tempDir("sqb-stream-cli-test-");
   const modelDir = `${tmp.path}/model`, fisherDir = `${tmp.path}/fisher`;
-  await writeHfCheckpoint(modelDir, ref);
+  const tokenizer = await Deno.readFile(sharedData("stories260K/tok512.model"));
+  await writeHfCheckpoint(modelDir, ref, { files: { "tokenizer.model": tokenizer } });
   await writeHfCheckpoint(fisherDir, withLinears(ref, (l, n) => fisher[l][n]));
   const out = `${tmp.path}/q.sqbq`;
   const base = ["quantize", "--model", modelDir, "--out", out, "--workers", "0", "--json"];
@@ -143,6 +144,58 @@ Deno.test("quantize --fisher DIR reads SqueezeLLM-gradients output and records i
     "--fisher",
     fisherDir,
   );
-  assert.equal(outliers.code, 2);
-  assert.match(outliers.err, /--fisher: squeezellm --outliers searches one outlier range/);
+  assert.equal(outliers.code, 0, outliers.err); // the whole-model path, the same Fisher file
+  assert.deepEqual(lastJson(outliers.out).calibration, null);
+  const whole = await loadQuantizedModel(out);
+  assert.deepEqual((whole.provenance.details as Record<string, unknown>).fisherFile, j.fisher);
+  assert.notEqual(whole.provenance.blockwise, true);
+});
+
+Deno.test("ppl --fisher DIR quantizes with the file's Fisher and keys the stored result by its sha256", async () => {
+  await using tmp = await tempDir("sqb-stream-ppl-test-");
+  const fisherDir = `${tmp.path}/fisher`;
+  await writeHfCheckpoint(fisherDir, withLinears(ref, (l, n) => fisher[l][n]));
+  const store = `${tmp.path}/r.duckdb`;
+  const args = [
+    "ppl",
+    "--data-dir",
+    sharedData(""),
+    "--datasets",
+    "tinystories",
+    "--limit",
+    "2",
+    "--method",
+    "squeezellm",
+    "--bits",
+    "3",
+    "--workers",
+    "0",
+    "--json",
+  ];
+  const r = await cli(...args, "--fisher", fisherDir, "--store", store);
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.err, /Fisher information read from .*fisher \(sha256 [0-9a-f]{12}…\)/);
+  const { ResultsStore } = await import("../reports/store.ts");
+  const s = await ResultsStore.open(store);
+  const rows = await s.query("select identity, identity_complete from ppl_results");
+  s.close();
+  assert.equal(rows.length, 1);
+  const stored = rows[0].identity;
+  const identity = typeof stored === "string"
+    ? JSON.parse(stored)
+    : stored as Record<string, unknown>;
+  assert.deepEqual(identity.fisher, { sha256: await hfFolderSha256(fisherDir) });
+  assert.equal(identity.calibration, null);
+  assert.equal(rows[0].identity_complete, true);
+  const rtn = await cli(
+    ...args.slice(0, -7),
+    "--method",
+    "rtn",
+    "--bits",
+    "4",
+    "--fisher",
+    fisherDir,
+  );
+  assert.equal(rtn.code, 2);
+  assert.match(rtn.err, /--fisher applies to --method squeezellm only/);
 });

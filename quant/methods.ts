@@ -63,7 +63,8 @@ export interface CalibrationIdentity {
 /** Calibration of one kind, with its identity and a description for people. */
 export interface Calibration<K extends CalibrationKind> {
   inputs: CalibrationInputs[K];
-  identity: CalibrationIdentity;
+  /** Null for SqueezeLLM's Fisher read from a file (`--fisher`; its sha256 is in the details). */
+  identity: CalibrationIdentity | null;
   /** e.g. "c4: docs 1100..1999 of …; 128 windows of 512, seed 0". */
   text: string;
 }

@@ -68,6 +68,12 @@ export interface ResultIdentity {
   quant: object | null;
   /** The calibration data; null when the method uses none. */
   calibration: CalibrationIdentity | null;
+  /**
+   * SqueezeLLM's Fisher information read from a file (`--fisher DIR`, the
+   * official gradient script's output) instead of computed from calibration
+   * data: the file's sha256. Absent otherwise, so other keys are unchanged.
+   */
+  fisher?: { sha256: string };
   /** The evaluation data. */
   dataset: DatasetIdentity;
   /**

@@ -48,6 +48,7 @@ import { BENCHES, runBench } from "../bench/bench.ts";
 import {
   FISHER_HELP,
   FISHER_OPTIONS,
+  fisherDirOf,
   quantizeFileBlockwise,
   quantizesBlockwise,
 } from "./quantize_file.ts";
@@ -172,6 +173,7 @@ const pplCmd: Command = {
   options: {
     ...MODEL_OPTIONS,
     ...QUANT_OPTIONS,
+    ...FISHER_OPTIONS,
     datasets: { type: "string" },
     dataset: { type: "string" },
     seqlen: { type: "string" },
@@ -190,6 +192,7 @@ const pplCmd: Command = {
   --store FILE         also record the result in this DuckDB results store
 ${DEVICE_HELP}
 ${QUANT_HELP}
+${FISHER_HELP}
 ${MODEL_HELP}`,
   async run(values) {
     // Every option, output file and data file is checked before any work.
@@ -218,7 +221,7 @@ ${MODEL_HELP}`,
     }
     const model = await loadModelFromOptions(values, [
       ...datasets.map(evalSetNeed),
-      ...calibNeeds([spec]),
+      ...calibNeeds(fisherDirOf(values, spec) === undefined ? [spec] : []),
     ]);
     const fromFile = file ? await quantizedFromOptions(model, values) : null;
     const hessians = gpu && !file ? await gpuHessians(gpu) : undefined;
@@ -323,13 +326,16 @@ ${MODEL_HELP}`,
     const spec = specFromOptions(values);
     choice(values, "device", DEVICES, "cpu"); // checked before any work; used by GPTQ only
     // RTN and SqueezeLLM quantize block by block, in bounded memory (eval/quantize_stream.ts)
-    if (quantizesBlockwise(values, spec)) return await quantizeFileBlockwise(values, spec, out);
+    if (quantizesBlockwise(spec)) return await quantizeFileBlockwise(values, spec, out);
     const { device, gpu, text: deviceText } = await deviceFromOptions(values, {
       cpu: "calibration on the CPU",
       gpu: "GPTQ Hessians",
     });
     console.error(`device: ${deviceText}`);
-    const model = await loadModelFromOptions(values, calibNeeds([spec]));
+    const model = await loadModelFromOptions(
+      values,
+      calibNeeds(fisherDirOf(values, spec) === undefined ? [spec] : []),
+    );
     const hessians = gpu ? await gpuHessians(gpu) : undefined;
     const q = (await quantizedFromOptions(model, values, { hessians }))!;
     hessians?.release();

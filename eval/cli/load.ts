@@ -8,7 +8,7 @@
  * @module
  */
 import { dirname, join } from "node:path";
-import { type OpenedModelSource, openModelSource } from "../model_source.ts";
+import { hfFolderSha256, type OpenedModelSource, openModelSource } from "../model_source.ts";
 import { parseHfModelId } from "../../datasets/hf_cache.ts";
 import type { LlamaWeights } from "../../model/config.ts";
 import { materializeWeights, type WeightSource } from "../../model/weight_source.ts";
@@ -22,7 +22,6 @@ import {
 import { CliError, str } from "./options.ts";
 import { downloadBars } from "./progress.ts";
 import { sha256File } from "../../datasets/hub.ts";
-import { sha256Hex } from "../../reports/identity.ts";
 import type { EvalSetName } from "../../datasets/eval_sets.ts";
 import { TINYSTORIES_VALID_FILES } from "../../datasets/eval_sets.ts";
 import { TINYSTORIES_TRAIN_FILE } from "../../datasets/calibration.ts";
@@ -244,25 +243,6 @@ function checkModelPath(path: string): void {
  */
 async function modelSha256(kind: OpenedModelSource["kind"], path: string): Promise<string> {
   return kind === "hf" ? await hfFolderSha256(path) : await sha256File(path);
-}
-
-/**
- * The sha256 of a Hugging Face checkpoint folder (a model, or SqueezeLLM's
- * Fisher checkpoint): of the list of its config.json and weight files with
- * each file's own sha256 (sorted by name), so the same checkpoint gives the
- * same key wherever it is kept.
- *
- * @param dir the folder
- * @returns lowercase hex
- */
-export async function hfFolderSha256(dir: string): Promise<string> {
-  const names = [...Deno.readDirSync(dir)]
-    .map((e) => e.name)
-    .filter((n) => n === "config.json" || n.endsWith(".safetensors"))
-    .sort();
-  const lines: string[] = [];
-  for (const n of names) lines.push(`${await sha256File(join(dir, n))}  ${n}`);
-  return await sha256Hex(lines.join("\n") + "\n");
 }
 
 /** A tokenizer file in the folder of `checkpoint` (a .model first), or undefined. */

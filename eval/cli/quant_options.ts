@@ -278,6 +278,7 @@ export async function quantizedFromOptions(
     log: (s) => console.error(s),
     onProgress: progressBars(),
     hessians: opts.hessians,
+    fisherDir: str(values, "fisher"), // --fisher (quantize, ppl): checked against the method there
   }, { groupGiven: request.groupGiven });
   console.error(
     `${q.variantName} in ${q.seconds.toFixed(1)} s: ${

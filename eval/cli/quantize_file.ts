@@ -17,13 +17,14 @@
  */
 import { openHfFisher } from "../../model/hf.ts";
 import { materializeWeights } from "../../model/weight_source.ts";
-import { calibrationNeed, hfFolderSha256, openModelFromOptions } from "./load.ts";
+import { calibrationNeed, openModelFromOptions } from "./load.ts";
+import { hfFolderSha256 } from "../model_source.ts";
 import { CliError, str } from "./options.ts";
 import { progressBars } from "./progress.ts";
 import { workersOf } from "./quant_options.ts";
 import { type BlockFisher, quantizeToFile } from "../quantize_stream.ts";
 import { blockwiseProblem } from "../../quant/blockwise.ts";
-import { loadCalibration } from "../pipeline.ts";
+import { fisherFileText, loadCalibration } from "../pipeline.ts";
 import { type CalibrationIdentity, type QuantSpec, resolveSpec } from "../../quant/methods.ts";
 
 /** The `--fisher DIR` option (quantize, ppl, eval). */
@@ -59,23 +60,29 @@ export function fisherDirOf(
 
 /**
  * Whether `deno task quantize` takes the block-by-block path for `spec`
- * (quant/blockwise.ts `blockwiseProblem`).
+ * (quant/blockwise.ts `blockwiseProblem`); the others hold the model in fp32.
  *
- * @param values parsed options
  * @param spec the quantization asked for (null: none)
  * @returns true for RTN, and SqueezeLLM without --outliers
- * @throws {CliError} for --fisher with a spec that is not block by block
  */
-export function quantizesBlockwise(
-  values: Record<string, unknown>,
-  spec: QuantSpec | null,
-): spec is QuantSpec {
-  if (!spec) return false;
-  const problem = blockwiseProblem(spec);
-  if (problem && fisherDirOf(values, spec) !== undefined) {
-    throw new CliError(`--fisher: ${problem}`);
-  }
-  return problem === null;
+export function quantizesBlockwise(spec: QuantSpec | null): spec is QuantSpec {
+  return spec !== null && blockwiseProblem(spec) === null;
+}
+
+/**
+ * The Fisher file of a quantized model in a result's identity
+ * (reports/identity.ts `ResultIdentity.fisher`): its sha256 when the Fisher
+ * information was read with `--fisher` (the model's details say so, also
+ * when it comes from a .sqbq file), else undefined.
+ *
+ * @param q the quantized model, or null (fp32)
+ * @returns `{ sha256 }` or undefined
+ */
+export function fisherIdentity(
+  q: { details: Record<string, unknown> } | null,
+): { sha256: string } | undefined {
+  const f = q?.details.fisherFile as { sha256?: unknown } | undefined;
+  return typeof f?.sha256 === "string" ? { sha256: f.sha256 } : undefined;
 }
 
 /** What `deno task quantize` prints as JSON. */
@@ -145,9 +152,7 @@ export async function quantizeFileBlockwise(
   if (fisherDir !== undefined) {
     fisher = await openHfFisher(fisherDir, source.config);
     fisherFile = { path: fisherDir, sha256: await hfFolderSha256(fisherDir) };
-    calibrationText = `Fisher information read from ${fisherDir} (sha256 ${
-      fisherFile.sha256.slice(0, 12)
-    }…)`;
+    calibrationText = fisherFileText(fisherFile);
     details.fisherFile = fisherFile;
   } else if (computeFisher) {
     // The Fisher pass needs the whole model in fp32 (forward and backward over windows).

@@ -32,6 +32,7 @@ import {
   type QuantContext,
   quantizeModel,
 } from "../pipeline.ts";
+import { fisherIdentity } from "./quantize_file.ts";
 import { perplexity, type PerplexityResult } from "../perplexity.ts";
 import { GPU_EVALUATOR, prefillPerplexity } from "../gpu_perplexity.ts";
 import type { Gpu } from "../../kernels/device.ts";
@@ -623,8 +624,10 @@ export async function recordPpl(
       r.windows,
     ),
     evaluator: opts.evaluator,
+    fisher: fisherIdentity(q),
   };
-  const complete = !q || q.calibration !== null || calibrationRequest(q.spec) === null;
+  const complete = !q || q.calibration !== null || calibrationRequest(q.spec) === null ||
+    identity.fisher !== undefined;
   await Deno.mkdir(storePath.replace(/\/[^/]*$/, "") || ".", { recursive: true });
   const store = await ResultsStore.open(storePath);
   const run = await currentRun(command);
