@@ -28,9 +28,12 @@
  *   W[:, i2:] −= Err1 · Hinv[i1:i2, i2:] as one `gemm_f32`.
  *
  * Floating point, and why a code can differ from the reference: Hinv and
- * the sweep are fp32 like GPTQ's torch code (the in-block update rounds err1·Hinv1[i, j] to fp32 before subtracting; the
- * lazy update sums Err1·Hinv in fp32 in k order), where the reference
- * {@linkcode Gptq} computes Hinv in float64 and rounds each update once. The
+ * the sweep are fp32 like GPTQ's torch code (the in-block update
+ * w − err1·Hinv1[i, j] and the lazy update's sums of Err1·Hinv in k order,
+ * and the Hessian's and Hinv's products, are relaxed-SIMD multiply-adds:
+ * fused, one rounding each, where the host has FMA, as BLAS does, else
+ * rounded twice — so the last ulp can differ between hosts), where the
+ * reference {@linkcode Gptq} computes Hinv in float64 and rounds each update once. The
  * weights fed to the grid therefore differ by a few fp32 ulps, and a code
  * differs only where a weight lies within those ulps of a rounding boundary
  * of its grid (tests: the same codes on the reference's test layers). Losses
@@ -646,6 +649,7 @@ function hessianRows(
         128,
         1,
         0,
+        1, // fused multiply-add
       );
     }
   }
@@ -828,6 +832,7 @@ function sweepRows(
           128,
           0,
           0,
+          1, // fused multiply-add
         );
       }
     }

@@ -484,6 +484,7 @@ export function upperCholeskyOfInverseF32(a: Float64Array, n: number): Float32Ar
         128,
         2,
         r0,
+        1, // fused multiply-add
       );
     }
   }
@@ -514,6 +515,7 @@ export function upperCholeskyOfInverseF32(a: Float64Array, n: number): Float32Ar
           128,
           3,
           j0,
+          1, // fused multiply-add
         );
       }
       for (let r = 0; r < w; r++) {

@@ -5,8 +5,11 @@
  * instance's own linear memory (grown as needed, reused between calls),
  * runs the kernel and copies the result out.
  *
- * Both kernels accumulate in float32 (unfused multiply and add, so the bits
- * are the same on every engine); see `kernels.wat` for the summation order.
+ * The forward kernels accumulate in float32 (unfused multiply and add, so
+ * the bits are the same on every engine); GPTQ's solver kernels
+ * (`gemm_f32` with `fused` 1, `gptq_block`, `gemm_f64`) use relaxed SIMD's
+ * multiply-add, fused where the host has FMA (the same bits on one host,
+ * possibly not across hosts); see `kernels.wat` for the summation order.
  *
  * The two contracts every version meets (model/matmul.ts, attention.ts) are
  * stated once here as {@linkcode MatmulFn} and {@linkcode AttentionFn}.
@@ -88,6 +91,8 @@ export interface SolverKernels {
     jblk: number,
     mode: number,
     doff: number,
+    /** 1: relaxed_madd (fused where the host has FMA; GPTQ); 0 or absent: plain multiply and add. */
+    fused?: number,
   ): void;
   gptq_block(
     pw: number,
@@ -379,7 +384,7 @@ let solverWarm = false;
  */
 function warmUp(k: SolverKernels): void {
   for (let rep = 0; rep < 300; rep++) {
-    k.gemm_f32(0, 64 * 32, 32, 16384, 64, 32768, 64, 8, 16, 8, rep & 3, 0);
+    k.gemm_f32(0, 64 * 32, 32, 16384, 64, 32768, 64, 8, 16, 8, rep & 3, 0, (rep >> 2) & 1);
     k.gemm_f64(0, 512, 16384, 512, 32768, 512, 8, 8, 32, rep % 3, 0, 4);
     k.gptq_block(0, 64, 8, 8, 4096, 8192, 12288, 16384, 20480, 24576, 28672, 7);
   }

@@ -8,8 +8,14 @@
 ;; The caller (model/wasm/kernels.ts) owns the memory layout: it copies the
 ;; operands in, calls a kernel, and copies the result out.
 ;;
-;; Both kernels accumulate in float32 with plain (unfused) multiply and add,
-;; so results are bit-identical on every engine: no relaxed SIMD.
+;; The forward kernels (`matmul`, `attention`) accumulate in float32 with
+;; plain (unfused) multiply and add, so their results are bit-identical on
+;; every engine. GPTQ's solver kernels use relaxed SIMD's multiply-add
+;; (`f32x4.relaxed_madd` in `gemm_f32` when asked, `f32x4.relaxed_nmadd` in
+;; `gptq_block`, `f64x2.relaxed_madd` in `gemm_f64`): the engine may fuse it
+;; (one rounding; V8 on x86-64 with FMA3 and on arm64 does) or not (two
+;; roundings), so those results can differ between hosts in the last ulp,
+;; and are fixed on any one host.
 (module
   (memory (export "memory") 1)
 
@@ -460,8 +466,8 @@
   ;; -------------------------------------------------------------------------
   ;; GPTQ's solver (quant/gptq_fast.ts): the Hessian X'X, the lazy block
   ;; updates and the in-block sweep in f32x4, the blocked Cholesky and
-  ;; triangular inverse in f64x2. Plain (unfused) multiply and add, like the
-  ;; kernels above: the same bits on every engine.
+  ;; triangular inverse in f64x2. Each multiply-add is one relaxed_madd
+  ;; (fused where the host has FMA: see the top of this file).
 
   ;; gemm_f32: C[r, j] += Σ_{k<K} A[r, k] · B[k, j] for r < R, j < J, in f32,
   ;; k in increasing order per output (lane), 4 × 8 register tiles.
@@ -478,10 +484,13 @@
   ;;   $mode 1: only tiles with j0 + 8 > t (an upper triangle, diagonal tiles whole);
   ;;   $mode 2: only tiles with j0 ≤ t + 3 (a lower triangle, diagonal tiles whole);
   ;;   $mode 3: every tile, k from max(0, t) (A[r, k] = 0 for k < r + $doff).
+  ;; $fused 1: each multiply-add is one relaxed_madd (fused where the host has
+  ;; FMA: GPTQ's solver); 0: plain multiply and add, the same bits on every
+  ;; engine (quant/abq_attention.ts).
   (func (export "gemm_f32")
     (param $pa i32) (param $s8 i32) (param $sak i32) (param $pb i32) (param $K i32)
     (param $pc i32) (param $ldc i32) (param $R i32) (param $J i32) (param $jblk i32)
-    (param $mode i32) (param $doff i32)
+    (param $mode i32) (param $doff i32) (param $fused i32)
     (local $jb i32) (local $je i32) (local $r0 i32) (local $j0 i32) (local $a i32) (local $ak i32)
     (local $k0 i32) (local $t i32)
     (local $b i32) (local $bend i32) (local $c i32) (local $kb i32)
@@ -537,24 +546,45 @@
                 (local.set $c30 (v128.const i32x4 0 0 0 0))
                 (local.set $c31 (v128.const i32x4 0 0 0 0))
                 (local.set $ak (local.get $a))
-                (loop $kl
-                  (local.set $b0 (v128.load (local.get $b)))
-                  (local.set $b1 (v128.load offset=16 (local.get $b)))
-                  (local.set $s (v128.load32_splat (local.get $ak)))
-                  (local.set $c00 (f32x4.add (local.get $c00) (f32x4.mul (local.get $s) (local.get $b0))))
-                  (local.set $c01 (f32x4.add (local.get $c01) (f32x4.mul (local.get $s) (local.get $b1))))
-                  (local.set $s (v128.load32_splat offset=4 (local.get $ak)))
-                  (local.set $c10 (f32x4.add (local.get $c10) (f32x4.mul (local.get $s) (local.get $b0))))
-                  (local.set $c11 (f32x4.add (local.get $c11) (f32x4.mul (local.get $s) (local.get $b1))))
-                  (local.set $s (v128.load32_splat offset=8 (local.get $ak)))
-                  (local.set $c20 (f32x4.add (local.get $c20) (f32x4.mul (local.get $s) (local.get $b0))))
-                  (local.set $c21 (f32x4.add (local.get $c21) (f32x4.mul (local.get $s) (local.get $b1))))
-                  (local.set $s (v128.load32_splat offset=12 (local.get $ak)))
-                  (local.set $c30 (f32x4.add (local.get $c30) (f32x4.mul (local.get $s) (local.get $b0))))
-                  (local.set $c31 (f32x4.add (local.get $c31) (f32x4.mul (local.get $s) (local.get $b1))))
-                  (local.set $ak (i32.add (local.get $ak) (local.get $sak)))
-                  (local.set $b (i32.add (local.get $b) (i32.const 32)))
-                  (br_if $kl (i32.lt_u (local.get $b) (local.get $bend))))
+                (if (local.get $fused)
+                  (then
+                    (loop $kl
+                      (local.set $b0 (v128.load (local.get $b)))
+                      (local.set $b1 (v128.load offset=16 (local.get $b)))
+                      (local.set $s (v128.load32_splat (local.get $ak)))
+                      (local.set $c00 (f32x4.relaxed_madd (local.get $s) (local.get $b0) (local.get $c00)))
+                      (local.set $c01 (f32x4.relaxed_madd (local.get $s) (local.get $b1) (local.get $c01)))
+                      (local.set $s (v128.load32_splat offset=4 (local.get $ak)))
+                      (local.set $c10 (f32x4.relaxed_madd (local.get $s) (local.get $b0) (local.get $c10)))
+                      (local.set $c11 (f32x4.relaxed_madd (local.get $s) (local.get $b1) (local.get $c11)))
+                      (local.set $s (v128.load32_splat offset=8 (local.get $ak)))
+                      (local.set $c20 (f32x4.relaxed_madd (local.get $s) (local.get $b0) (local.get $c20)))
+                      (local.set $c21 (f32x4.relaxed_madd (local.get $s) (local.get $b1) (local.get $c21)))
+                      (local.set $s (v128.load32_splat offset=12 (local.get $ak)))
+                      (local.set $c30 (f32x4.relaxed_madd (local.get $s) (local.get $b0) (local.get $c30)))
+                      (local.set $c31 (f32x4.relaxed_madd (local.get $s) (local.get $b1) (local.get $c31)))
+                      (local.set $ak (i32.add (local.get $ak) (local.get $sak)))
+                      (local.set $b (i32.add (local.get $b) (i32.const 32)))
+                      (br_if $kl (i32.lt_u (local.get $b) (local.get $bend)))))
+                  (else
+                    (loop $kp
+                      (local.set $b0 (v128.load (local.get $b)))
+                      (local.set $b1 (v128.load offset=16 (local.get $b)))
+                      (local.set $s (v128.load32_splat (local.get $ak)))
+                      (local.set $c00 (f32x4.add (local.get $c00) (f32x4.mul (local.get $s) (local.get $b0))))
+                      (local.set $c01 (f32x4.add (local.get $c01) (f32x4.mul (local.get $s) (local.get $b1))))
+                      (local.set $s (v128.load32_splat offset=4 (local.get $ak)))
+                      (local.set $c10 (f32x4.add (local.get $c10) (f32x4.mul (local.get $s) (local.get $b0))))
+                      (local.set $c11 (f32x4.add (local.get $c11) (f32x4.mul (local.get $s) (local.get $b1))))
+                      (local.set $s (v128.load32_splat offset=8 (local.get $ak)))
+                      (local.set $c20 (f32x4.add (local.get $c20) (f32x4.mul (local.get $s) (local.get $b0))))
+                      (local.set $c21 (f32x4.add (local.get $c21) (f32x4.mul (local.get $s) (local.get $b1))))
+                      (local.set $s (v128.load32_splat offset=12 (local.get $ak)))
+                      (local.set $c30 (f32x4.add (local.get $c30) (f32x4.mul (local.get $s) (local.get $b0))))
+                      (local.set $c31 (f32x4.add (local.get $c31) (f32x4.mul (local.get $s) (local.get $b1))))
+                      (local.set $ak (i32.add (local.get $ak) (local.get $sak)))
+                      (local.set $b (i32.add (local.get $b) (i32.const 32)))
+                      (br_if $kp (i32.lt_u (local.get $b) (local.get $bend))))))
                 (local.set $c
                   (i32.add (local.get $pc)
                     (i32.add (i32.mul (local.get $r0) (local.get $ldc)) (i32.shl (local.get $j0) (i32.const 2)))))
@@ -668,8 +698,8 @@
                 (local.set $r (local.get $pt))
                 (loop $ul
                   (v128.store (i32.add (local.get $p) (local.get $o))
-                    (f32x4.sub (v128.load (i32.add (local.get $p) (local.get $o)))
-                      (f32x4.mul (v128.load (local.get $r)) (local.get $h))))
+                    (f32x4.relaxed_nmadd (v128.load (local.get $r)) (local.get $h)
+                      (v128.load (i32.add (local.get $p) (local.get $o)))))
                   (local.set $r (i32.add (local.get $r) (i32.const 16)))
                   (local.set $o (i32.add (local.get $o) (i32.const 16)))
                   (br_if $ul (i32.lt_u (local.get $o) (local.get $endB))))
@@ -753,17 +783,17 @@
                   (local.set $b0 (v128.load (local.get $b)))
                   (local.set $b1 (v128.load offset=16 (local.get $b)))
                   (local.set $s (v128.load64_splat (local.get $a)))
-                  (local.set $c00 (f64x2.add (local.get $c00) (f64x2.mul (local.get $s) (local.get $b0))))
-                  (local.set $c01 (f64x2.add (local.get $c01) (f64x2.mul (local.get $s) (local.get $b1))))
+                  (local.set $c00 (f64x2.relaxed_madd (local.get $s) (local.get $b0) (local.get $c00)))
+                  (local.set $c01 (f64x2.relaxed_madd (local.get $s) (local.get $b1) (local.get $c01)))
                   (local.set $s (v128.load64_splat (i32.add (local.get $a) (local.get $lda))))
-                  (local.set $c10 (f64x2.add (local.get $c10) (f64x2.mul (local.get $s) (local.get $b0))))
-                  (local.set $c11 (f64x2.add (local.get $c11) (f64x2.mul (local.get $s) (local.get $b1))))
+                  (local.set $c10 (f64x2.relaxed_madd (local.get $s) (local.get $b0) (local.get $c10)))
+                  (local.set $c11 (f64x2.relaxed_madd (local.get $s) (local.get $b1) (local.get $c11)))
                   (local.set $s (v128.load64_splat (i32.add (local.get $a) (local.get $l2))))
-                  (local.set $c20 (f64x2.add (local.get $c20) (f64x2.mul (local.get $s) (local.get $b0))))
-                  (local.set $c21 (f64x2.add (local.get $c21) (f64x2.mul (local.get $s) (local.get $b1))))
+                  (local.set $c20 (f64x2.relaxed_madd (local.get $s) (local.get $b0) (local.get $c20)))
+                  (local.set $c21 (f64x2.relaxed_madd (local.get $s) (local.get $b1) (local.get $c21)))
                   (local.set $s (v128.load64_splat (i32.add (local.get $a) (local.get $l3))))
-                  (local.set $c30 (f64x2.add (local.get $c30) (f64x2.mul (local.get $s) (local.get $b0))))
-                  (local.set $c31 (f64x2.add (local.get $c31) (f64x2.mul (local.get $s) (local.get $b1))))
+                  (local.set $c30 (f64x2.relaxed_madd (local.get $s) (local.get $b0) (local.get $c30)))
+                  (local.set $c31 (f64x2.relaxed_madd (local.get $s) (local.get $b1) (local.get $c31)))
                   (local.set $a (i32.add (local.get $a) (i32.const 8)))
                   (local.set $b (i32.add (local.get $b) (local.get $ldb)))
                   (local.set $n (i32.sub (local.get $n) (i32.const 1)))

@@ -44,7 +44,7 @@ Deno.test("WasmKernels instances have separate memories and agree bit for bit", 
   assert.deepEqual(outB, outA);
 });
 
-Deno.test("solverKernels(): gemm_f32 in every mode equals a float64 reference within fp32 rounding", () => {
+Deno.test("solverKernels(): gemm_f32 in every mode, fused or not, equals a float64 reference within fp32 rounding", () => {
   const k = solverKernels("kernels_test");
   growMemory("kernels_test", k.memory, 1 << 20);
   const f = new Float32Array(k.memory.buffer);
@@ -55,9 +55,10 @@ Deno.test("solverKernels(): gemm_f32 in every mode equals a float64 reference wi
   for (let kk = 0; kk < K; kk++) {
     for (let j = 0; j < J; j++) f[oB + (j >> 3) * K * 8 + kk * 8 + (j & 7)] = B[kk * J + j];
   }
-  for (const [mode, doff] of [[0, 0], [1, 0], [1, 4], [2, 0], [2, -4], [3, 0], [3, 2]]) {
+  const modes = [[0, 0], [1, 0], [1, 4], [2, 0], [2, -4], [3, 0], [3, 2]];
+  for (const [mode, doff, fused] of modes.flatMap(([m, d]) => [[m, d, 0], [m, d, 1]])) {
     f.set(C0, oC);
-    k.gemm_f32(oA * 4, 32, R * 4, oB * 4, K, oC * 4, J * 4, R, J, 8, mode, doff);
+    k.gemm_f32(oA * 4, 32, R * 4, oB * 4, K, oC * 4, J * 4, R, J, 8, mode, doff, fused);
     for (let r = 0; r < R; r++) {
       const t = (r & ~3) + doff; // the tile's row in the triangle
       for (let j = 0; j < J; j++) {
@@ -72,7 +73,7 @@ Deno.test("solverKernels(): gemm_f32 in every mode equals a float64 reference wi
         const got = f[oC + r * J + j];
         assert.ok(
           Math.abs(got - s) <= 1e-5 * (1 + Math.abs(s)),
-          `mode ${mode}/${doff} (${r}, ${j}): ${got} vs ${s}`,
+          `mode ${mode}/${doff}, fused ${fused} (${r}, ${j}): ${got} vs ${s}`,
         );
       }
     }
@@ -138,22 +139,37 @@ Deno.test("solverKernels(): gptq_block quantizes a column, feeds err1 forward an
     7,
   );
   const fr = Math.fround;
-  const w = Array.from({ length: count }, (_, i) => Array.from(W.subarray(i * ldw, i * ldw + R)));
-  let loss = 0;
-  for (let i = 0; i < count; i++) {
-    const d = H[i * count + i];
-    for (let r = 0; r < R; r++) {
-      const code = Math.min(7, Math.max(0, Math.round(fr(w[i][r] / 0.25)) + 4)); // no exact halves here
-      assert.equal(f[oQ + i * ldw + r], code, `code (${i}, ${r})`);
-      const diff = fr(w[i][r] - fr(0.25 * (code - 4))), e = fr(diff / d);
-      assert.equal(f[oE + i * 8 + r], -e, `−err1 (${i}, ${r})`);
-      loss += fr(fr(diff * diff) / fr(d * d));
-      for (let j = i + 1; j < count; j++) w[j][r] = fr(w[j][r] - fr(e * H[i * count + j]));
+  // gptq.py's sweep in f32; the update w −= e·h is relaxed_nmadd: fused (one
+  // rounding: e·h of two floats is exact in float64) or not, as the host does.
+  const sweep = (fused: boolean) => {
+    const w = Array.from({ length: count }, (_, i) => Array.from(W.subarray(i * ldw, i * ldw + R)));
+    const codes: number[] = [], errs: number[] = [];
+    let loss = 0;
+    for (let i = 0; i < count; i++) {
+      const d = H[i * count + i];
+      for (let r = 0; r < R; r++) {
+        const code = Math.min(7, Math.max(0, Math.round(fr(w[i][r] / 0.25)) + 4)); // no exact halves here
+        const diff = fr(w[i][r] - fr(0.25 * (code - 4))), e = fr(diff / d);
+        codes.push(code);
+        errs.push(-e);
+        loss += fr(fr(diff * diff) / fr(d * d));
+        for (let j = i + 1; j < count; j++) {
+          const h = H[i * count + j];
+          w[j][r] = fused ? fr(w[j][r] - e * h) : fr(w[j][r] - fr(e * h));
+        }
+      }
     }
-  }
-  for (let i = 0; i < count; i++) {
-    for (let r = 0; r < R; r++) assert.equal(f[oW + i * ldw + r], w[i][r], `W1 (${i}, ${r})`);
-  }
+    return { codes, errs, w: w.flat(), loss };
+  };
+  const got = {
+    codes: Array.from({ length: count * R }, (_, x) => f[oQ + Math.floor(x / R) * ldw + (x % R)]),
+    errs: Array.from({ length: count * R }, (_, x) => f[oE + Math.floor(x / R) * 8 + (x % R)]),
+    w: Array.from({ length: count * R }, (_, x) => f[oW + Math.floor(x / R) * ldw + (x % R)]),
+  };
+  const fused = sweep(true), split = sweep(false);
+  const want = got.w.every((v, x) => v === fused.w[x]) ? fused : split;
+  assert.deepEqual(got, { codes: want.codes, errs: want.errs, w: want.w });
+  const loss = want.loss;
   const l = new Float64Array(k.memory.buffer, oL * 4, 4);
   assert.ok(Math.abs(l[0] + l[1] + l[2] + l[3] - loss) <= 1e-9 * loss);
 });
