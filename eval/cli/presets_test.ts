@@ -7,7 +7,7 @@ import { expandVariants, kernelFormat, layerCounts, modelShapes } from "./plan.t
 const config = (await loadCheckpoint(sharedData("stories260K/stories260K.bin"))).config;
 
 Deno.test("every preset file loads and validates; table1 is SqueezeLLM Table 1's rows at 3 and 4 bits", async () => {
-  assert.deepEqual(presetNames(), ["abq", "bits", "kernels", "quick", "table1"]);
+  assert.deepEqual(presetNames(), ["abq", "abq-quick", "bits", "kernels", "quick", "table1"]);
   for (const name of presetNames()) await loadPreset(name);
   const t = await loadPreset("table1");
   assert.deepEqual(t.rows.map((r) => r.name), [
@@ -29,7 +29,7 @@ Deno.test("every preset file loads and validates; table1 is SqueezeLLM Table 1's
 Deno.test("loadPreset() names the file and the key of what is wrong, and the known presets", async () => {
   await assert.rejects(
     loadPreset("nope"),
-    /unknown preset "nope"; the presets are abq, bits, kernels/,
+    /unknown preset "nope"; the presets are abq, abq-quick, bits, kernels/,
   );
   const dir = await Deno.makeTempDir();
   const good = JSON.parse(
