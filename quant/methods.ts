@@ -13,7 +13,12 @@
 import type { LlamaWeights } from "../model/config.ts";
 import type { QuantizedLinear } from "./format.ts";
 import { modelSize } from "./size.ts";
-import { dequantizedWeights, loadQuantizedModel, saveQuantizedModel } from "./qmodel.ts";
+import {
+  dequantizedWeights,
+  loadQuantizedModel,
+  type QuantizedModelFile,
+  saveQuantizedModel,
+} from "./qmodel.ts";
 import {
   type CalibrationInputs,
   type CalibrationKind,
@@ -169,6 +174,23 @@ export async function loadQuantized(
   path: string,
 ): Promise<QuantizedModel & { base: { path: string; sha256: string } }> {
   const f = await loadQuantizedModel(path);
+  return { ...quantizedFileInfo(f, path), weights: dequantizedWeights(f) };
+}
+
+/**
+ * What a quantized model file says about its model, without dequantizing
+ * it: everything of a {@linkcode QuantizedModel} but the fp32 weights
+ * (eval/perplexity_blockwise.ts dequantizes one block at a time).
+ *
+ * @param f the file's content (quant/qmodel.ts `loadQuantizedModel`)
+ * @param path the file, for messages
+ * @returns spec, names, linears, sizes, calibration, details and base
+ * @throws {RangeError} when the method and options are not a spec squeezebench writes
+ */
+export function quantizedFileInfo(
+  f: QuantizedModelFile,
+  path: string,
+): Omit<QuantizedModel, "weights"> & { base: { path: string; sha256: string } } {
   let spec: QuantSpec;
   try {
     spec = pickSpec(f.method, Number(f.options.bits), f.options);
@@ -185,7 +207,6 @@ export async function loadQuantized(
   return {
     spec,
     variantName: variantName(spec),
-    weights: dequantizedWeights(f),
     actQuant: actQuantOf(spec),
     linears: f.linears,
     avgBits: modelSize(f.linears).avgInfoBits,

@@ -55,6 +55,7 @@ import {
   type LlamaConfig,
   type LlamaWeights,
 } from "../model/config.ts";
+import { materializeWeights, type WeightSource } from "../model/weight_source.ts";
 import {
   checkBits,
   type CsrMatrix,
@@ -1061,6 +1062,46 @@ export async function loadQuantizedModel(path: string): Promise<QuantizedModelFi
 }
 
 /**
+ * The fake-quantized fp32 weights of block `l`: its linears dequantized
+ * (dense + sparse), its norms as stored.
+ *
+ * @param m a model with the block's 7 linears
+ * @param l block index
+ * @returns the block's weights for the forward pass
+ * @throws {QModelError} naming the first missing linear
+ */
+export function dequantizedLayer(m: QuantizedModelFile, l: number): LayerWeights {
+  const lin = {} as Record<LinearName, Float32Array>;
+  for (const name of LINEAR_NAMES) {
+    const q = m.linears.get(`layers.${l}.${name}`);
+    if (!q) throw new QModelError(`quantized model has no linear layers.${l}.${name}`);
+    lin[name] = dequantize(q);
+  }
+  return { attnNorm: m.rest.attnNorm[l], ffnNorm: m.rest.ffnNorm[l], ...lin };
+}
+
+/**
+ * A quantized model as a block-by-block source (model/weight_source.ts):
+ * each block is dequantized when asked for and not kept, so the model is
+ * held at its packed size plus one fp32 block.
+ *
+ * @param m the model
+ * @param path its file, for messages @default "<memory>"
+ * @returns the source
+ */
+export function dequantizedWeightSource(m: QuantizedModelFile, path = "<memory>"): WeightSource {
+  return {
+    config: m.config,
+    path,
+    layer: (l) => dequantizedLayer(m, l),
+    tokenEmbedding: () => m.rest.tokenEmbedding,
+    finalNorm: () => m.rest.finalNorm,
+    classifier: () => m.config.sharedClassifier ? undefined : m.rest.classifier,
+    [Symbol.dispose]() {},
+  };
+}
+
+/**
  * The fake-quantized fp32 weights of a quantized model: every linear
  * dequantized (dense + sparse), the other tensors as stored.
  *
@@ -1069,22 +1110,5 @@ export async function loadQuantizedModel(path: string): Promise<QuantizedModelFi
  * @throws {QModelError} naming the first missing linear
  */
 export function dequantizedWeights(m: QuantizedModelFile): LlamaWeights {
-  const { config, rest } = m;
-  const layers: LayerWeights[] = [];
-  for (let l = 0; l < config.nLayers; l++) {
-    const lin = {} as Record<LinearName, Float32Array>;
-    for (const name of LINEAR_NAMES) {
-      const q = m.linears.get(`layers.${l}.${name}`);
-      if (!q) throw new QModelError(`quantized model has no linear layers.${l}.${name}`);
-      lin[name] = dequantize(q);
-    }
-    layers.push({ attnNorm: rest.attnNorm[l], ffnNorm: rest.ffnNorm[l], ...lin });
-  }
-  return {
-    config,
-    tokenEmbedding: rest.tokenEmbedding,
-    layers,
-    finalNorm: rest.finalNorm,
-    classifier: config.sharedClassifier ? rest.tokenEmbedding : rest.classifier!,
-  };
+  return materializeWeights(dequantizedWeightSource(m));
 }

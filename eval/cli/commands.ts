@@ -45,6 +45,7 @@ import {
 } from "./quant_options.ts";
 import { presetNames } from "./presets.ts";
 import { BENCHES, runBench } from "../bench/bench.ts";
+import { BLOCKWISE_HELP, BLOCKWISE_OPTIONS, pplBlockwise } from "./ppl_blockwise.ts";
 import {
   FISHER_HELP,
   FISHER_OPTIONS,
@@ -174,6 +175,7 @@ const pplCmd: Command = {
     ...MODEL_OPTIONS,
     ...QUANT_OPTIONS,
     ...FISHER_OPTIONS,
+    ...BLOCKWISE_OPTIONS,
     datasets: { type: "string" },
     dataset: { type: "string" },
     seqlen: { type: "string" },
@@ -191,6 +193,7 @@ const pplCmd: Command = {
   --quantized FILE     evaluate a model written by "deno task quantize"
   --store FILE         also record the result in this DuckDB results store
 ${DEVICE_HELP}
+${BLOCKWISE_HELP}
 ${QUANT_HELP}
 ${FISHER_HELP}
 ${MODEL_HELP}`,
@@ -203,6 +206,7 @@ ${MODEL_HELP}`,
     const datasets = choiceList(values, flag, EVAL_SETS, ["wikitext2"]);
     const seqlenGiven = int(values, "seqlen", undefined, 2);
     const limit = int(values, "limit", undefined, 1);
+    if (values.blockwise) return await pplBlockwise(values, datasets, seqlenGiven, limit);
     const workers = workersOf(values);
     const storePath = str(values, "store");
     if (storePath) {

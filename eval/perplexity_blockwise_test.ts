@@ -1,0 +1,60 @@
+import assert from "node:assert/strict";
+import { memoryWeightSource } from "../model/weight_source.ts";
+import { openHfWeights } from "../model/hf.ts";
+import { writeHfCheckpoint } from "../model/_convert_testing.ts";
+import { sharedData } from "../datasets/testing.ts";
+import { tempDir } from "../datasets/_testing.ts";
+import { evalSet, weights } from "./_ppl_testing.ts";
+import { perplexity } from "./perplexity.ts";
+import { perplexityBlockwise } from "./perplexity_blockwise.ts";
+import { cli } from "./cli/_testing.ts";
+
+const set = await evalSet("tinystories", 128);
+
+Deno.test("perplexityBlockwise() gives perplexity()'s window nll bit for bit, in any chunk, with activation quantization", async () => {
+  for (const actQuant of [null, { abits: 4, kvBits: 6, bitBalance: false }]) {
+    const whole = await perplexity(weights, set.tokens, { seqlen: 128, limit: 5, actQuant });
+    for (const chunk of [1, 3, 8]) {
+      const r = await perplexityBlockwise(memoryWeightSource(weights), set.tokens, {
+        seqlen: 128,
+        limit: 5,
+        chunk,
+        actQuant,
+      });
+      assert.deepEqual(r.windowNll, whole.windowNll, `chunk ${chunk}, ${JSON.stringify(actQuant)}`);
+      assert.equal(r.ppl, whole.ppl);
+    }
+  }
+});
+
+Deno.test("perplexityBlockwise() reads an fp16 checkpoint one block at a time with its whole-model perplexity", async () => {
+  await using tmp = await tempDir("sqb-ppl-blockwise-");
+  await writeHfCheckpoint(tmp.path, weights, { dtype: "F16" });
+  using src = await openHfWeights(tmp.path);
+  const read: number[] = [];
+  const counting = {
+    ...src,
+    layer(l: number) {
+      read.push(l);
+      return src.layer(l);
+    },
+  };
+  const r = await perplexityBlockwise(counting, set.tokens, { seqlen: 128, limit: 4, chunk: 2 });
+  assert.deepEqual(read, [0, 1, 2, 3, 4, 0, 1, 2, 3, 4], "each block read once per chunk");
+  const { loadHfModel } = await import("../model/hf.ts");
+  const whole = await perplexity((await loadHfModel(tmp.path)).weights, set.tokens, {
+    seqlen: 128,
+    limit: 4,
+  });
+  assert.deepEqual(r.windowNll, whole.windowNll);
+});
+
+Deno.test("ppl --blockwise refuses --method and --store, naming what to do", async () => {
+  const base = ["ppl", "--data-dir", sharedData(""), "--blockwise", "--limit", "1"];
+  const m = await cli(...base, "--method", "rtn", "--bits", "4");
+  assert.equal(m.code, 2);
+  assert.match(m.err, /--blockwise does not take --method: quantize block by block first/);
+  const s = await cli(...base, "--store", "/tmp/x.duckdb");
+  assert.equal(s.code, 2);
+  assert.match(s.err, /--blockwise does not take --store/);
+});
