@@ -15,11 +15,19 @@
  * convention every loaded model's weights are in (Hugging Face checkpoints
  * are un-permuted at load); silu(a) = a / (1 + e^(−a)).
  *
- * Attention is tiled as in FlashAttention: one workgroup per (head, tile of
- * 64 queries), one query per thread; keys and values are staged in
- * workgroup memory KT at a time (KT sized from maxComputeWorkgroupStorageSize
- * and the head size) and folded into a running max / sum / output per query
- * (online softmax), so no T × T score buffer exists at all.
+ * Attention is tiled as in FlashAttention, with an online softmax (a running
+ * max / sum / output per query), so no T × T score buffer exists at all. A
+ * thread owns QP queries (t, t + 64, …) of HG heads of one KV group (HG
+ * divides nHeads / nKvHeads) and walks the keys KB at a time: each key and
+ * value vector it loads serves QP · HG queries, from registers. Loads, not
+ * arithmetic, are what a software adapter pays for (llvmpipe: a storage
+ * load costs about as much as a hundred multiply-adds; workgroup memory is
+ * no cheaper), so QP · HG is as large as a register budget allows: QP · HG ·
+ * head size ≤ 128 floats of queries and outputs (stories260K, head size 8 in
+ * groups of 2: HG = 2, QP = 8; LLaMA-7B, head size 128: one query of one
+ * head, as before). A workgroup of 64 threads covers 64 · QP queries; keys
+ * below its first query need no mask, the rest are masked per query and
+ * skipped for a query row whose 64 queries all precede the block.
  *
  * The classifier's logits [T, vocab] are produced in chunks of tokens (a
  * multiple of 64) small enough for one binding, each followed by its loss
@@ -54,7 +62,10 @@ export class GpuResourceError extends Error {
 }
 
 const WG = 64; // threads of every prefill kernel
-const QT = 64; // queries per attention workgroup (one per thread)
+/** Keys per step of the attention loop (each loaded once per thread). */
+const KB = 4;
+/** Floats of queries and outputs an attention thread keeps in registers (QP · HG · head size). */
+const ATTENTION_FLOATS = 128;
 
 /** Uniform layouts of the prefill kernels (one field list each: struct + host packing). */
 const LAYOUTS = {
@@ -84,8 +95,31 @@ export interface PrefillOpParams {
   op: OpName;
   /** attention: head size (baked in). */
   headSize: number;
-  /** attention: keys staged per tile. */
-  keyTile: number;
+  /** attention: queries per thread (QP). */
+  queriesPerThread: number;
+  /** attention: heads of one KV group per thread (HG). */
+  headsPerThread: number;
+}
+
+/**
+ * The attention shape of a model (module doc): HG heads of a KV group and
+ * QP queries per thread, within {@linkcode ATTENTION_FLOATS}.
+ *
+ * @param headSize the head size (a multiple of 4)
+ * @param group query heads per KV head
+ * @returns QP and HG
+ */
+export function attentionShape(
+  headSize: number,
+  group: number,
+): { queriesPerThread: number; headsPerThread: number } {
+  const perQuery = Math.max(1, Math.floor(ATTENTION_FLOATS / headSize));
+  let hg = Math.min(group, perQuery);
+  while (group % hg !== 0) hg--;
+  return {
+    headsPerThread: hg,
+    queriesPerThread: Math.max(1, Math.min(8, Math.floor(perQuery / hg))),
+  };
 }
 
 const STATE = `struct State { base: u32, window: u32 }`;
@@ -103,7 +137,10 @@ const SUM = (red: string, op: (a: string, b: string) => string) =>
 /** The prefill kernels (module doc). */
 export const PREFILL_KERNEL: Kernel<PrefillOpParams> = {
   name: "prefill",
-  key: (p) => (p.op === "attention" ? `attention,${p.headSize},${p.keyTile}` : p.op),
+  key: (p) =>
+    p.op === "attention"
+      ? `attention,${p.headSize},${p.queriesPerThread},${p.headsPerThread}`
+      : p.op,
   wgsl: (p) => {
     const head = `${LAYOUTS[p.op].wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;`;
@@ -159,7 +196,7 @@ ${MAIN} {
   X[o + 1u] = a * s + b * c;
 }`;
       case "attention":
-        return attentionWgsl(head, p.headSize, p.keyTile);
+        return attentionWgsl(head, p.headSize, p.queriesPerThread, p.headsPerThread);
       case "add": // X += O; n = len
         return `${head}
 @group(0) @binding(1) var<storage, read> O: array<f32>;
@@ -226,75 +263,107 @@ ${MAIN} {
 };
 
 /**
- * Tiled causal attention with an online softmax (module doc). The query and
- * the running output of a thread live in HS / 4 vec4 registers each (named
- * variables, code unrolled over the head: llvmpipe runs dynamically indexed
- * private arrays lane by lane); every key updates the running sum l and
- * output o: o += e^(s − m)·v, after rescaling both by e^(m − s) when s
- * exceeds the running max m (one exp per key once the max has settled).
+ * Tiled causal attention with an online softmax (module doc). Thread
+ * registers, all named (code unrolled: llvmpipe runs dynamically indexed
+ * private arrays lane by lane): query q{i}_{g}_{c} and output o{i}_{g}_{c}
+ * (vec4 c of head g of query i), running max m{i}_{g} and sum l{i}_{g}; each
+ * step loads KB keys and values k{j}_{c}, v{j}_{c} and folds them into every
+ * query: m′ = max(m, s_j), o = o·e^(m − m′) + Σ_j e^(s_j − m′)·v_j, likewise l.
  */
-function attentionWgsl(head: string, HS: number, KT: number): string {
+function attentionWgsl(head: string, HS: number, QP: number, HG: number): string {
   const H4 = HS / 4;
-  const each = (f: (c: number) => string, sep = "\n    ") =>
-    Array.from({ length: H4 }, (_, c) => f(c)).join(sep);
+  const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+  const C = range(H4), J = range(KB), G = range(HG), I = range(QP);
+  const QI = I.flatMap((i) => G.map((g) => `${i}_${g}`)); // (query, head) register sets
+  const load = (masked: boolean) =>
+    J.map((j) => {
+      const row = masked ? `min(u + ${j}u, P.T - 1u) * kvRow + kc` : `(u + ${j}u) * kvRow + kc`;
+      return C.map((c) => `let k${j}_${c} = K[${row} + ${c}u]; let v${j}_${c} = V[${row} + ${c}u];`)
+        .join(" ");
+    }).join("\n      ");
+  const fold = (masked: boolean) =>
+    I.map((i) => {
+      const rows = G.map((g) => {
+        const a = `${i}_${g}`;
+        const s = J.map((j) => {
+          const dot = `(${C.map((c) => `dot(q${a}_${c}, k${j}_${c})`).join(" + ")}) * P.scale`;
+          return masked
+            ? `let s${j} = select(-3.402823e38, ${dot}, u + ${j}u <= t${i});`
+            : `let s${j} = ${dot};`;
+        }).join(" ");
+        return `{
+        ${s}
+        let mx = ${J.reduce((acc, j) => `max(${acc}, s${j})`, `m${a}`)};
+        let corr = exp(m${a} - mx);
+        ${J.map((j) => `let p${j} = exp(s${j} - mx);`).join(" ")}
+        l${a} = l${a} * corr + ${J.map((j) => `p${j}`).join(" + ")};
+        ${
+          C.map((c) =>
+            `o${a}_${c} = o${a}_${c} * corr + ${J.map((j) => `p${j} * v${j}_${c}`).join(" + ")};`
+          ).join("\n        ")
+        }
+        m${a} = mx;
+      }`;
+      }).join("\n      ");
+      // a masked block after every query of row i (first + 64i .. + 63) adds nothing to it
+      return masked ? `if (u <= first + ${WG * i + WG - 1}u) ${rows}` : rows;
+    }).join("\n      ");
   return `${head}
 const HS = ${HS}u;
-const H4 = ${H4}u;
-const KT = ${KT}u;
-const QT = ${QT}u;
+const QT = ${WG * QP}u; // queries per workgroup
 @group(0) @binding(1) var<storage, read> Q: array<vec4<f32>>; // [T, dim / 4] after RoPE
 @group(0) @binding(2) var<storage, read> K: array<vec4<f32>>; // [T, kv / 4] after RoPE
 @group(0) @binding(3) var<storage, read> V: array<vec4<f32>>; // [T, kv / 4]
 @group(0) @binding(4) var<storage, read_write> A: array<vec4<f32>>; // [T, dim / 4]
-var<workgroup> ks: array<vec4<f32>, ${KT * H4}>; // [KT, HS / 4]
-var<workgroup> vs: array<vec4<f32>, ${KT * H4}>;
-@compute @workgroup_size(QT)
+@compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let id = wid.y * P.nx + wid.x;
-  if (id >= ((P.T + QT - 1u) / QT) * P.nHeads) { return; }
-  let h = id % P.nHeads;
-  let first = (id / P.nHeads) * QT;
-  let t = first + lid; // this thread's query
-  let qo = (min(t, P.T - 1u) * P.dim + h * HS) / 4u;
-  let kc = ((h / P.group) * HS) / 4u; // this head's kv columns, in vec4s
-  ${each((c) => `let qv${c} = Q[qo + ${c}u];`, "\n  ")}
-  ${each((c) => `var o${c} = vec4<f32>();`, "\n  ")}
-  var m = -3.402823e38;
-  var l = 0.0;
-  let last = min(first + QT, P.T); // keys 0 .. last − 1 serve this tile
-  for (var u0 = 0u; u0 < last; u0 += KT) {
-    workgroupBarrier();
-    for (var i = lid; i < KT * H4; i += QT) {
-      let u = u0 + i / H4;
-      var kx = vec4<f32>();
-      var vx = vec4<f32>();
-      if (u < P.T) {
-        kx = K[u * (P.kv / 4u) + kc + i % H4];
-        vx = V[u * (P.kv / 4u) + kc + i % H4];
-      }
-      ks[i] = kx;
-      vs[i] = vx;
-    }
-    workgroupBarrier();
-    let ue = select(0u, min(KT, t + 1u - u0), t < P.T && u0 <= t);
-    for (var u = 0u; u < ue; u++) {
-      let b = u * H4;
-      let s = (${each((c) => `dot(qv${c}, ks[b + ${c}u])`, " + ")}) * P.scale;
-      if (s > m) { // a new running max: rescale what was summed (rare after the first keys)
-        let corr = exp(m - s);
-        l *= corr;
-        ${each((c) => `o${c} *= corr;`, "\n        ")}
-        m = s;
-      }
-      let p = exp(s - m);
-      l += p;
-      ${each((c) => `o${c} += p * vs[b + ${c}u];`, "\n      ")}
-    }
+  let headGroups = P.nHeads / ${HG}u;
+  if (id >= ((P.T + QT - 1u) / QT) * headGroups) { return; }
+  let h0 = (id % headGroups) * ${HG}u; // heads h0 .. h0 + ${HG - 1} share one KV head
+  let first = (id / headGroups) * QT;
+  let kvRow = P.kv / 4u;
+  let kc = ((h0 / P.group) * HS) / 4u; // the KV head's columns, in vec4s
+  ${
+    I.map((i) =>
+      `let t${i} = first + lid + ${WG * i}u;
+  let qo${i} = (min(t${i}, P.T - 1u) * P.dim + h0 * HS) / 4u;`
+    ).join("\n  ")
   }
-  if (t < P.T) {
-    let inv = 1.0 / l;
-    let ao = (t * P.dim + h * HS) / 4u;
-    ${each((c) => `A[ao + ${c}u] = o${c} * inv;`, "\n    ")}
+  ${
+    QI.map((a) => {
+      const [i, g] = a.split("_");
+      return C.map((c) => `let q${a}_${c} = Q[qo${i} + ${Number(g) * H4 + c}u];`).join(" ");
+    }).join("\n  ")
+  }
+  ${
+    QI.map((a) =>
+      `${C.map((c) => `var o${a}_${c} = vec4<f32>();`).join(" ")} var m${a} = -3.402823e38; ` +
+      `var l${a} = 0.0;`
+    ).join("\n  ")
+  }
+  let last = min(first + QT, P.T); // keys 0 .. last − 1 serve this tile
+  var u = 0u;
+  for (; u + ${KB}u <= first; u += ${KB}u) { // keys before every query: no mask
+      ${load(false)}
+      ${fold(false)}
+  }
+  for (; u < last; u += ${KB}u) {
+      ${load(true)}
+      ${fold(true)}
+  }
+  ${
+    I.map((i) =>
+      `if (t${i} < P.T) {
+    let ao = (t${i} * P.dim + h0 * HS) / 4u;
+    ${
+        G.map((g) =>
+          C.map((c) => `A[ao + ${g * H4 + c}u] = o${i}_${g}_${c} / l${i}_${g};`).join(" ")
+        )
+          .join("\n    ")
+      }
+  }`
+    ).join("\n  ")
   }
 }`;
 }
@@ -457,10 +526,7 @@ export class GpuPrefill {
           `GpuPrefill: head size ${hs} must be a multiple of 4 (vec4 attention)`,
         );
       }
-      const keyTile = Math.max(
-        1,
-        Math.min(64, Math.floor(device.limits.maxComputeWorkgroupStorageSize / (8 * hs))),
-      );
+      const shape = attentionShape(hs, nHeads / nKvHeads);
       const op = async (
         name: OpName,
         values: Record<string, number>,
@@ -470,7 +536,7 @@ export class GpuPrefill {
         const pipeline = await gpu.pipelines.get(PREFILL_KERNEL, {
           op: name,
           headSize: hs,
-          keyTile,
+          ...shape,
         });
         const grid = dispatchSize(workgroups, device.limits);
         const L = LAYOUTS[name] as UniformLayout<string>;
@@ -534,7 +600,7 @@ export class GpuPrefill {
             "attention",
             { T, nHeads, group: nHeads / nKvHeads, dim, kv, scale: 1 / Math.sqrt(hs) },
             [q, k, v, att],
-            Math.ceil(T / QT) * nHeads,
+            Math.ceil(T / (WG * shape.queriesPerThread)) * (nHeads / shape.headsPerThread),
           ),
         );
         body.push(await lin("wo", att, o));

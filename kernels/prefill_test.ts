@@ -12,7 +12,7 @@ import { randomWeights, randomWindows, tinyConfig } from "../model/random.ts";
 import { maxRelError, sharedData } from "../datasets/testing.ts";
 import { windowLoss } from "../eval/perplexity.ts";
 import { gpuTest } from "./_testing.ts";
-import { denseSource, GpuPrefill } from "./prefill.ts";
+import { attentionShape, denseSource, GpuPrefill } from "./prefill.ts";
 import type { LlamaWeights } from "../model/config.ts";
 import { linearShape } from "../model/config.ts";
 import { f16Tensor, fromF16 } from "../quant/format.ts";
@@ -100,6 +100,30 @@ gpuTest(
       await compare(gpu, "tiny f16", rounded, windows, pf16);
     } finally {
       pf16.release();
+    }
+  },
+);
+
+gpuTest(
+  "GPU prefill attention over several query tiles: T = 203, head size 16, 4 heads over 1 KV head, " +
+    "4 heads and 2 queries per thread (unmasked and masked key loops, T not a multiple of the key step)",
+  async (gpu) => {
+    const c = tinyConfig({
+      dim: 64,
+      hiddenDim: 96,
+      nHeads: 4,
+      nKvHeads: 1,
+      vocabSize: 50,
+      maxSeqLen: 256,
+    });
+    assert.deepEqual(attentionShape(16, 4), { headsPerThread: 4, queriesPerThread: 2 });
+    const w = randomWeights(c, 11);
+    const windows = randomWindows(2, 203, c.vocabSize, 3);
+    const pf = await GpuPrefill.create(gpu, w, denseSource(w), { seqlen: 203 });
+    try {
+      await compare(gpu, "tiles", w, windows, pf);
+    } finally {
+      pf.release();
     }
   },
 );
