@@ -38,6 +38,27 @@
  *  5. Every linear is quantized with pseudo_quantize_tensor
  *     ({@linkcode awqQuantizeTensor}).
  *
+ * Work, against the official protocol (checked step by step): one
+ * collection pass per block (run_awq's `inps = layer(inps)` with the
+ * feature hooks), which also records the attention and FFN sub-blocks'
+ * outputs, the `org_out` of every scale search (the official code
+ * recomputes it once per group; the numbers are the same); then per scaled
+ * group `n_grid` = 20 evaluations of the inspected module (self_attn for
+ * q/k/v, o_proj for v→o, mlp for gate/up, down_proj for down) on every
+ * calibration token, as `_search_module_scale`; per clipped linear
+ * ⌊max_shrink · n_grid⌋ = 10 shrink steps on the ⌈N / ⌊N / 512⌋⌉ tokens
+ * auto_clip_layer samples (512 of the CLI's 65,536) (its output-channel batches of 256
+ * only bound GPU memory and change no number). The scale searches run as
+ * one task per (group, ratio) and the clip search as blocks of rows on the
+ * worker pool ({@linkcode awqQuantizeModelParallel}). Calibration is
+ * whatever windows the caller hands in: the CLI draws GPTQ's (128 windows of
+ * max_seq_len tokens), where run_awq takes 128 pile-val texts of ≤ 512
+ * tokens, concatenated and cut into ⌊Σ / 512⌋ blocks of 512 (get_calib_dataset):
+ * on the C4 calibration pool (proxy documents 1100..1999) with the
+ * stories260K tokenizer, the first 128 documents of ≤ 512 tokens give 69
+ * blocks (35,328 tokens, 54% of the 65,536 the CLI draws; the search's work
+ * is proportional to the tokens).
+ *
  * Differences from the official code, all of precision only: activations
  * and weights are fp32 (not fp16) and sums are accumulated in float64; the
  * quantization scales are rounded to fp16, as they are stored (and as the
@@ -411,12 +432,19 @@ export interface BlockFeatures {
   woIn: Float32Array; // [N, dim]  input of wo
   ffnIn: Float32Array; // [N, dim]  input of w1, w3 (FFN RMSNorm output)
   w2In: Float32Array; // [N, hiddenDim]  input of w2
+  attnOut: Float32Array; // [N, dim]  output of the attention sub-block (of wo)
+  ffnOut: Float32Array; // [N, dim]  output of the FFN sub-block (of w2)
 }
 
 /**
  * Runs block `layer` (weights lw) on every window's residual stream in
  * place (hidden[j]: [T_j, dim] becomes the block's output) and records the
- * inputs of its linears (in SharedArrayBuffers when `shared`, for workers).
+ * inputs of its linears and the outputs of its two sub-blocks (in
+ * SharedArrayBuffers when `shared`, for workers). The sub-blocks' outputs
+ * are the full-precision outputs every scale search compares against
+ * (`org_out`): the attention's for the q/k/v and wv→wo groups, the FFN's for
+ * the w1/w3 and w3→w2 groups, computed once here instead of once per group
+ * (and per worker); they are the very numbers a recomputation gives.
  */
 export function collectBlockFeatures(
   c: LlamaConfig,
@@ -443,6 +471,8 @@ export function collectBlockFeatures(
     woIn: alloc(N * c.dim),
     ffnIn: alloc(N * c.dim),
     w2In: alloc(N * c.hiddenDim),
+    attnOut: alloc(N * c.dim),
+    ffnOut: alloc(N * c.dim),
   };
   hidden.forEach((x, j) => {
     const t0 = offsets[j];
@@ -452,6 +482,10 @@ export function collectBlockFeatures(
         const dst = f[INPUT_OF[name]];
         const width = name === "w2" ? c.hiddenDim : c.dim;
         dst.set(xin.subarray(0, T * width), t0 * width);
+      },
+      onLinearOutput(_l, name, y, T) {
+        if (name === "wo") f.attnOut.set(y.subarray(0, T * c.dim), t0 * c.dim);
+        if (name === "w2") f.ffnOut.set(y.subarray(0, T * c.dim), t0 * c.dim);
       },
     });
   });
@@ -465,13 +499,21 @@ interface ScaleGroup {
   /** Inspected module: the attention or FFN sub-block, or the single linear. */
   inspect: "attention" | "ffn" | "linear";
   input: keyof Pick<BlockFeatures, "attnIn" | "woIn" | "ffnIn" | "w2In">;
+  /** The inspected module's full-precision output: that of the sub-block it ends. */
+  output: keyof Pick<BlockFeatures, "attnOut" | "ffnOut">;
 }
 
 const SCALE_GROUPS: ScaleGroup[] = [
-  { prevOp: "attnNorm", linears: ["wq", "wk", "wv"], inspect: "attention", input: "attnIn" },
-  { prevOp: "wv", linears: ["wo"], inspect: "linear", input: "woIn" },
-  { prevOp: "ffnNorm", linears: ["w1", "w3"], inspect: "ffn", input: "ffnIn" },
-  { prevOp: "w3", linears: ["w2"], inspect: "linear", input: "w2In" },
+  {
+    prevOp: "attnNorm",
+    linears: ["wq", "wk", "wv"],
+    inspect: "attention",
+    input: "attnIn",
+    output: "attnOut",
+  },
+  { prevOp: "wv", linears: ["wo"], inspect: "linear", input: "woIn", output: "attnOut" },
+  { prevOp: "ffnNorm", linears: ["w1", "w3"], inspect: "ffn", input: "ffnIn", output: "ffnOut" },
+  { prevOp: "w3", linears: ["w2"], inspect: "linear", input: "w2In", output: "ffnOut" },
 ];
 
 /** Output [N, width] of the inspected module of `group` with weights lw on its recorded input. */
@@ -594,7 +636,7 @@ export function searchGroupScale(
 ): AwqScaleSearch {
   const { g, width, xMax } = groupSetup(c, group.prevOp, f);
   const nGrid = grid.nGrid ?? DEFAULTS.awq.nGrid;
-  const orgOut = inspectOutput(c, lw, layer, g, f, s, new Float32Array(f.N * width));
+  const orgOut = f[g.output];
   const out = new Float32Array(f.N * width);
   const history = new Float64Array(nGrid);
   for (let k = 0; k < nGrid; k++) {
@@ -806,8 +848,8 @@ export type AwqTask =
 
 /**
  * The AWQ searches as pool tasks (model/pool.ts; `awq_worker.ts` serves
- * them): a scale task returns the loss of one ratio of one group (the
- * worker computes the group's full-precision output once), a clip task
+ * them): a scale task returns the loss of one ratio of one group (against
+ * the full-precision output recorded with the features), a clip task
  * the clipping values [rows, nGroups] of a block of rows. Both run the very
  * functions of the one-thread path, so the results are the same numbers.
  */
@@ -816,26 +858,14 @@ export const awqTasks: TaskHandler<AwqPassInit, AwqTask, number | Float32Array> 
     if (init.kind === "scale") {
       const { config: c, lw, layer, f, grid, nGrid } = init;
       const s = new RunState(c, init.maxT);
-      const groups = new Map<AwqPrevOp, ReturnType<typeof groupSetup> & { orgOut: Float32Array }>();
+      const groups = new Map<AwqPrevOp, ReturnType<typeof groupSetup>>();
       let out = new Float32Array(0);
       return (t) => {
         if (t.kind !== "scale") throw new TypeError("awq: a clip task in a scale pass");
         let gs = groups.get(t.prevOp);
-        if (!gs) {
-          const set = groupSetup(c, t.prevOp, f);
-          const orgOut = inspectOutput(
-            c,
-            lw,
-            layer,
-            set.g,
-            f,
-            s,
-            new Float32Array(f.N * set.width),
-          );
-          groups.set(t.prevOp, gs = { ...set, orgOut });
-        }
+        if (!gs) groups.set(t.prevOp, gs = groupSetup(c, t.prevOp, f));
         if (out.length !== f.N * gs.width) out = new Float32Array(f.N * gs.width);
-        return ratioLoss(c, lw, layer, gs.g, f, s, grid, gs.xMax, t.k, nGrid, gs.orgOut, out);
+        return ratioLoss(c, lw, layer, gs.g, f, s, grid, gs.xMax, t.k, nGrid, f[gs.g.output], out);
       };
     }
     return (t) => {

@@ -153,6 +153,15 @@ Deno.test("ratioScales() is x_max^ratio clamped at 1e-4 and normalized by sqrt(m
   assert.deepEqual(Array.from(ratioScales(new Float32Array([4, 0, 3]), 0)), [1, 1, 1]);
 });
 
+Deno.test("collectBlockFeatures() records each group's full-precision output: the very numbers a recomputation gives", () => {
+  const c = MHA;
+  const { w, s, f } = layer0(c, 11);
+  for (const g of GROUPS) {
+    const recorded = g.prevOp === "attnNorm" || g.prevOp === "wv" ? f.attnOut : f.ffnOut;
+    assert.deepEqual(moduleOutput(c, w.layers[0], g.prevOp, f, s), recorded, g.prevOp);
+  }
+});
+
 Deno.test("searchGroupScale() never makes a group's output error worse than plain RTN (ratio 0)", () => {
   const c = MHA;
   const { w, s, f } = layer0(c, 11);

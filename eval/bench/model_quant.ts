@@ -13,16 +13,16 @@
  *
  * What is timed and how it is multiplied out (per block; × nBlocks):
  * - RTN: every linear of the block, whole.
- * - GPTQ (quant/gptq.ts's `Gptq`, one thread): per linear, the Hessian of
+ * - GPTQ (quant/gptq_fast.ts's `GptqFast`, the CLI's solver): per linear, the Hessian of
  *   the measured tokens scaled to the default calibration (128 windows of
  *   the model's length), and `fasterquant` timed on two row counts r and 2r
  *   of the full width, t = a + b·rows fitted and evaluated at the layer's
  *   rows (a: the Cholesky work of the width, b: one row's sweep).
- * - AWQ: each scaled group's search with one ratio (its full-precision
- *   output and ratio 0 — two evaluations of the inspected module),
- *   projected to nGrid + 1 evaluations and to the default calibration's
- *   windows; feature collection ≈ one full-precision evaluation of the
- *   attention and of the FFN per window; the clip search on a sample of rows
+ * - AWQ: each scaled group's search with one ratio (ratio 0: one
+ *   evaluation of the inspected module; the full-precision output comes with
+ *   the features), projected to nGrid evaluations and to the default
+ *   calibration's windows; feature collection ≈ one full-precision
+ *   evaluation of the attention and of the FFN per window; the clip search on a sample of rows
  *   of each clipped linear, × rows; the final quantization whole. The
  *   searches run on workers split into equal tasks: the all-workers figure
  *   divides their one-thread time by the workers (an ideal split).
@@ -335,6 +335,8 @@ export async function benchModelQuant(
       woIn: randn(N * c.dim, 8002 + seed),
       ffnIn: randn(N * c.dim, 8003 + seed),
       w2In: randn(N * c.hiddenDim, 8004 + seed),
+      attnOut: randn(N * c.dim, 8005 + seed),
+      ffnOut: randn(N * c.dim, 8006 + seed),
     };
     const s = new RunState(c, seqlen);
     // AWQ's group (128) when it divides every width, else one group per row (as the CLI).
@@ -352,8 +354,8 @@ export async function benchModelQuant(
       );
       wall += t.wall;
       cpu += t.cpu;
-      const perEval = t.cpu / 2;
-      search += perEval * (nGrid + 1) * windowsScale;
+      const perEval = t.cpu; // one ratio; org_out comes with the features
+      search += perEval * nGrid * windowsScale;
       if (g.prevOp === "attnNorm" || g.prevOp === "ffnNorm") rest += perEval * windowsScale; // collect
     }
     const nSample = Math.min(N, DEFAULTS.awq.nSampleTokens);
@@ -392,9 +394,8 @@ export async function benchModelQuant(
       modelSeconds: block * blocks,
       measuredCpuSeconds: cpu,
       measuredWallSeconds: wall,
-      note: `one ratio per group timed, × ${
-        nGrid + 1
-      } evaluations × ${DEFAULTS.awq.calib.nsamples} windows; clip on 1/${div} of the rows; searches ÷ ${workers} workers (ideal split)`,
+      note:
+        `one ratio per group timed, × ${nGrid} evaluations × ${DEFAULTS.awq.calib.nsamples} windows; clip on 1/${div} of the rows; searches ÷ ${workers} workers (ideal split)`,
     });
   }
 
