@@ -34,6 +34,8 @@ import {
   variantName,
 } from "../../quant/methods.ts";
 import { fisherCacheKey } from "../../quant/fisher_cache.ts";
+import { defaultEpochs } from "../../quant/abq.ts";
+import type { AbqSpec } from "../../quant/spec.ts";
 import { FISHER_CODE_VERSION } from "../../quant/fisher.ts";
 import { drawCalibration } from "../pipeline.ts";
 import { windowPlan } from "../perplexity.ts";
@@ -430,7 +432,9 @@ export async function buildPlan(
           configKey,
           calibration,
         });
-        cost += (QUANT_SECONDS[v.spec.method] ?? 10) * (v.spec.bits >= 5 ? 1.5 : 1);
+        cost += v.spec.method === "abq"
+          ? abqSeconds(v.spec, config)
+          : (QUANT_SECONDS[v.spec.method] ?? 10) * (v.spec.bits >= 5 ? 1.5 : 1);
       }
       jobs.push(...evals);
       units.push({ id: v.variant, jobs, cost });
@@ -517,6 +521,18 @@ const QUANT_SECONDS: Partial<Record<QuantSpec["method"], number>> = {
   awq: 25,
   squeezellm: 12,
 };
+
+/**
+ * ABQ-LLM's training time: about 45 ms of one core per step (one window of
+ * 512 tokens through one block, forward and backward: eval/bench/abq.ts),
+ * steps = blocks × windows × epochs; attention makes a step grow faster than
+ * its window.
+ */
+function abqSeconds(spec: AbqSpec, config: LlamaConfig): number {
+  const epochs = spec.epochs ?? defaultEpochs(spec.bits, spec.abits ?? 16);
+  const seqlen = spec.calib.seqlen ?? config.maxSeqLen;
+  return config.nLayers * spec.calib.nsamples * epochs * 0.045 * (seqlen / 512) ** 1.5;
+}
 
 /** The state of one job before a run. */
 export type JobStatus = "stored" | "cached" | "todo" | "not needed";
