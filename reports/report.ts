@@ -257,7 +257,8 @@ export function markdownReport(tables: PplTable[]): string {
 
 /**
  * A paper table ({@linkcode waTables}) as markdown under its title: a row per
- * method family, a column per group and dataset ("W2*A8 wikitext2 (1591 w)").
+ * method family (with its calibration), a column per group and dataset
+ * ("W2*A8 wikitext2 (1591 w)").
  */
 export function markdownPaperTable(p: PaperTable): string {
   const cols = p.source.columns;
@@ -266,7 +267,7 @@ export function markdownPaperTable(p: PaperTable): string {
     ...p.groups.flatMap((g) => cols.map((c) => `${g.label} ${c.label}`)),
   ];
   const rows = p.rows.map((r) => [
-    r.family,
+    r.calibration === "—" ? r.family : `${r.family} (${r.calibration})`,
     ...p.groups.flatMap((g) =>
       cols.map((c) => {
         const v = r.cells[g.key]?.row.ppl[c.key];
