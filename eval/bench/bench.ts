@@ -308,19 +308,26 @@ async function benchModelQuantCmd(values: Values) {
 }
 
 async function benchScaleCmd(values: Values) {
-  const { benchScale, SCALE_SHAPES } = await import("./scale.ts");
+  const { benchScale, SCALE_RUNS, SCALE_SHAPES } = await import("./scale.ts");
   const shape = str(values, "shape", values.small ? "tiny" : "tinyllama")!;
   if (!(shape in SCALE_SHAPES)) {
     throw new CliError(
       `--shape: expected ${Object.keys(SCALE_SHAPES).join(", ")}; got "${shape}"`,
     );
   }
+  const runs = list(values, "methods", Object.keys(SCALE_RUNS)).map((r) => {
+    if (!(r in SCALE_RUNS)) {
+      throw new CliError(`--methods: expected some of ${Object.keys(SCALE_RUNS)}; got "${r}"`);
+    }
+    return r as keyof typeof SCALE_RUNS;
+  });
   const outDir = await Deno.makeTempDir({ prefix: "sqb-bench-scale-" });
   try {
     return await benchScale({
       shape: shape as keyof typeof SCALE_SHAPES,
       cacheDir: resolveCacheDir(),
       outDir,
+      runs,
       workers: int(values, "workers", DEFAULT_WORKERS, 0)!,
     });
   } finally {

@@ -119,7 +119,7 @@ export interface BenchScaleOptions {
   outDir: string;
   /** k-means workers of the SqueezeLLM run. */
   workers: number;
-  /** The runs to make. @default both */
+  /** The runs to make (the Fisher checkpoint is written only for SqueezeLLM). @default both */
   runs?: readonly ScaleRun[];
   log?: (line: string) => void;
 }
@@ -172,8 +172,12 @@ export async function benchScale(opts: BenchScaleOptions): Promise<ScaleResult> 
   const config = SCALE_SHAPES[opts.shape];
   const root = join(opts.cacheDir, "bench-scale", `${opts.shape}-seed${SCALE_SEED}`);
   const modelDir = join(root, "model"), fisherDir = join(root, "fisher");
+  const runs = opts.runs ?? (Object.keys(SCALE_RUNS) as ScaleRun[]);
+  const needFisher = runs.some((r) => (SCALE_RUNS[r] as readonly string[]).includes("{fisher}"));
   let writeSeconds = 0;
-  for (const [dir, what] of [[modelDir, "model"], [fisherDir, "fisher"]] as const) {
+  const checkpoints: [string, "model" | "fisher"][] = [[modelDir, "model"]];
+  if (needFisher) checkpoints.push([fisherDir, "fisher"]);
+  for (const [dir, what] of checkpoints) {
     const done = join(dir, "complete"); // written last: a cut-off write is redone
     if (!(await isFile(done))) {
       log(`writing the synthetic ${what} checkpoint ${dir} …`);
@@ -193,7 +197,7 @@ export async function benchScale(opts: BenchScaleOptions): Promise<ScaleResult> 
       `quantize as a child process:`,
   );
   const figures: ScaleFigure[] = [];
-  for (const run of opts.runs ?? (Object.keys(SCALE_RUNS) as ScaleRun[])) {
+  for (const run of runs) {
     const out = join(opts.outDir, `scale-${opts.shape}.${run}.sqbq`);
     const args = SCALE_RUNS[run].map((a) => a === "{fisher}" ? fisherDir : a);
     const t = performance.now();
