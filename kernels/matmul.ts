@@ -8,14 +8,17 @@
  * ## Tiling ({@linkcode MATMUL_KERNEL})
  *
  * One workgroup of 64 threads (an 8 × 8 grid) computes a tile of TM = 64
- * tokens × TN = 32 output rows; thread (tx, ty) owns tokens ty + 8i (i < 8)
- * and rows tx + 8j (j < 4), 32 accumulators in eight vec4 registers. The
- * columns are walked in chunks of KC = 32 (one 32-code block of a packed
- * row, b whole words):
+ * tokens × TN = 64 output rows; thread (tx, ty) owns tokens ty + 8i (i < 8)
+ * and rows tx + 8j (j < 8), 64 accumulators in sixteen vec4 registers, so
+ * each staged value a thread loads serves eight dot products (loads, not
+ * arithmetic, bound a software adapter such as llvmpipe; on a GPU the
+ * larger register tile halves the workgroup-memory traffic per
+ * multiply-add). The columns are walked in chunks of KC = 32 (one 32-code
+ * block of a packed row, b whole words):
  *
  * 1. the workgroup stages X[tile tokens, chunk] in workgroup memory as vec4s
  *    (zero past the last token or column; one vec4 load when cols % 4 = 0);
- * 2. threads 0..31 decode W[tile rows, chunk] to fp32 into workgroup memory,
+ * 2. every thread decodes W[tile rows, chunk] to fp32 into workgroup memory,
  *    one row's 32-code block each — every weight is decoded once per tile
  *    of 64 tokens, not once per token. A block of 32 b-bit codes is exactly b
  *    whole words of the row's bitstream, read at once and split with shifts
@@ -27,7 +30,7 @@
  *    has `shader-f16`, else with `unpack2x16float` (the same values either
  *    way). A partial last chunk (cols not a multiple of 32) takes a per-code
  *    path with bounds checks;
- * 3. every thread dots its eight token vec4s with its four row vec4s, KC / 4
+ * 3. every thread dots its eight token vec4s with its eight row vec4s, KC / 4
  *    times per chunk (fp32 accumulation);
  * 4. the CSR sparse part (compiled into every variant, switched by a uniform
  *    flag) adds each owned row's nonzeros times the owned tokens' inputs,
@@ -107,7 +110,7 @@ export class UniformLayout<F extends string> {
 /** Tokens per workgroup tile. */
 export const MATMUL_TM = 64;
 /** Output rows per workgroup tile. */
-export const MATMUL_TN = 32;
+export const MATMUL_TN = 64;
 /** Columns per chunk (one 32-code block). */
 const KC = 32;
 const MATMUL_WG = 64;
@@ -287,9 +290,11 @@ fn valAt(k: u32) -> f32 {
 }
 var<workgroup> xs: array<vec4<f32>, ${(MATMUL_TM * KC) / 4}>; // [TM, KC / 4]
 var<workgroup> ws: array<vec4<f32>, ${(MATMUL_TN * KC) / 4}>; // [TN, KC / 4]`);
-  // Thread (tx, ty): tokens ty + 8i (accumulator acc{i}, a vec4 over its rows tx + 8j).
-  const I4 = [0, 1, 2, 3];
-  const unroll = (f: (i: number) => string, sep = "\n    ") => I4.map(f).join(sep);
+  // Thread (tx, ty): tokens ty + 8i; accumulators acc{i}_{h}, a vec4 over its rows tx + 8j,
+  // j = 4h .. 4h + 3.
+  const J8 = [0, 1, 2, 3, 4, 5, 6, 7];
+  const H2 = [0, 1];
+  const unroll = (f: (i: number) => string, sep = "\n    ") => J8.map(f).join(sep);
   const IT = Array.from({ length: MATMUL_TM / 8 }, (_, i) => i); // tokens of a thread
   const unrollT = (f: (i: number) => string, sep = "\n    ") => IT.map(f).join(sep);
   L.push(`@compute @workgroup_size(WG)
@@ -301,7 +306,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let t0 = (id / P.tilesN) * TM; // first token of the tile
   let tx = tid % 8u;
   let ty = tid / 8u;
-  ${unrollT((i) => `var acc${i} = vec4<f32>();`, "\n  ")}
+  ${unrollT((i) => H2.map((h) => `var acc${i}_${h} = vec4<f32>();`).join(" "), "\n  ")}
   for (var c0 = 0u; c0 < P.cols; c0 += KC) {
     workgroupBarrier();
     for (var i = tid; i < TM * K4; i += WG) {
@@ -321,7 +326,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       }
       xs[i] = v;
     }
-    if (tid < TN) { // thread tid decodes row r0 + tid of the chunk
+    { // thread tid decodes row r0 + tid of the chunk (TN = WG)
       let r = r0 + tid;
       if (r >= P.chunkRows) {
         for (var j = 0u; j < K4; j++) { ws[tid * K4 + j] = vec4<f32>(); }
@@ -344,16 +349,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       ${
     unrollT(
       (i) =>
-        `{ let a = xs[(ty + ${
-          8 * i
-        }u) * K4 + k]; acc${i} += vec4<f32>(dot(a, b0), dot(a, b1), dot(a, b2), dot(a, b3)); }`,
+        `{ let a = xs[(ty + ${8 * i}u) * K4 + k]; ${
+          H2.map((h) =>
+            `acc${i}_${h} += vec4<f32>(${
+              [0, 1, 2, 3].map((j) => `dot(a, b${4 * h + j})`).join(", ")
+            });`
+          ).join(" ")
+        } }`,
       "\n      ",
     )
   }
     }
   }
   if (P.sparse != 0u) {
-    for (var j = 0u; j < 4u; j++) {
+    for (var j = 0u; j < 8u; j++) {
       let r = r0 + tx + 8u * j;
       if (r >= P.chunkRows) { continue; }
       let row = P.rowBase + r;
@@ -371,16 +380,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     )
   }
       }
-      ${unrollT((i) => `acc${i}[j] += add${i};`, "\n      ")}
+      ${
+    unrollT(
+      (i) => `if (j < 4u) { acc${i}_0[j] += add${i}; } else { acc${i}_1[j - 4u] += add${i}; }`,
+      "\n      ",
+    )
+  }
     }
   }
-  for (var j = 0u; j < 4u; j++) {
+  for (var j = 0u; j < 8u; j++) {
     let r = r0 + tx + 8u * j;
     if (r >= P.chunkRows) { continue; }
     let row = P.rowBase + r;
     ${
     unrollT((i) =>
-      `if (t0 + ty + ${8 * i}u < P.T) { Y[(t0 + ty + ${8 * i}u) * P.rows + row] = acc${i}[j]; }`
+      `if (t0 + ty + ${8 * i}u < P.T) { Y[(t0 + ty + ${
+        8 * i
+      }u) * P.rows + row] = select(acc${i}_1[j & 3u], acc${i}_0[j & 3u], j < 4u); }`
     )
   }
   }
