@@ -1,6 +1,9 @@
 /**
  * `--model PATH|ORG/NAME[@REV]`: what a model argument names, decided by
- * content, not by file name, and loaded as fp32 {@linkcode LlamaWeights}.
+ * content, not by file name, opened for block-by-block reads
+ * ({@linkcode openModelSource}: a model/weight_source.ts `WeightSource`; GGUF
+ * and Hugging Face tensors stay on disk until a block is used) or loaded
+ * whole as fp32 {@linkcode LlamaWeights} ({@linkcode loadModelSource}).
  *
  * | it is                                   | detected by                              | loaded by |
  * | --------------------------------------- | ---------------------------------------- | --------- |
