@@ -79,7 +79,9 @@ export interface GptqModelOptions {
    * The solver: "reference" (quant/gptq.ts {@linkcode Gptq}, the plain
    * transcription of gptq.py) or "fast" (quant/gptq_fast.ts
    * {@linkcode GptqFast}; asynchronous, so {@linkcode gptqQuantizeModelAsync}
-   * only). @default "reference"
+   * only; it accumulates one H per distinct input — wq, wk, wv share one,
+   * w1, w3 another — and copies it, where gptq.py accumulates each linear's
+   * own: the same H, accumulated once). @default "reference"
    */
   solver?: "reference" | "fast";
   /**
@@ -256,6 +258,30 @@ export async function gptqQuantizeModelAsync(
   return r.value;
 }
 
+/**
+ * The linear of `names` whose solver accumulates the input `name` reads:
+ * the first of `names` reading the same input (wq, wk and wv read one, w1
+ * and w3 another).
+ */
+function inputOwner(names: readonly LinearName[], name: LinearName): LinearName {
+  const input = (n: LinearName) => (n === "wk" || n === "wv" ? "wq" : n === "w3" ? "w1" : n);
+  return names.find((n) => input(n) === input(name))!;
+}
+
+/** Gives every linear of `names` without a solver a copy of its input owner's (H and nsamples). */
+async function copyShared(
+  c: LlamaConfig,
+  gptq: Map<LinearName, Gptq | GptqFast>,
+  names: readonly LinearName[],
+): Promise<void> {
+  for (const name of names) {
+    if (gptq.has(name)) continue;
+    const owner = gptq.get(inputOwner(names, name))!;
+    const rows = linearShape(c, name)[0];
+    gptq.set(name, owner instanceof GptqFast ? await owner.copyFor(rows) : owner.copyFor(rows));
+  }
+}
+
 /** f(v), or a promise of it when v is a promise. */
 function andThen<T, U>(v: T | Promise<T>, f: (t: T) => U | Promise<U>): U | Promise<U> {
   return v instanceof Promise ? v.then(f) : f(v);
@@ -333,7 +359,7 @@ function* gptqSteps(
       for (const name of names) {
         const [rows, cols] = linearShape(c, name);
         if (opts.hessians) accumulators.set(name, opts.hessians(l, name, cols));
-        else gptq.set(name, solverFor(rows, cols));
+        else if (!fast || inputOwner(names, name) === name) gptq.set(name, solverFor(rows, cols));
       }
       const until = stageOf(names);
       const hooks: ForwardHooks = {
@@ -349,6 +375,9 @@ function* gptqSteps(
         xs.set(x);
         block(c, lw, l, xs, T, s, hooks, until);
       });
+      // The fast path accumulated one H per distinct input: the other linears
+      // reading it get copies (the very H their own add_batch would give).
+      const copied = fast && !opts.hessians ? copyShared(c, gptq, names) : undefined;
       for (const name of names) {
         const t = performance.now();
         const [rows, cols] = linearShape(c, name);
@@ -359,7 +388,7 @@ function* gptqSteps(
             accumulators.get(name)!.finish(),
             (H) => solve(solverFor(rows, cols, H), W, key),
           )
-          : solve(gptq.get(name)!, W, key);
+          : andThen(copied, () => solve(gptq.get(name)!, W, key));
         const q: QuantizedLinear = { dense: r.q };
         linears.set(key, q);
         lw[name] = dequantize(q);

@@ -206,7 +206,12 @@ Deno.test("gptqQuantizeModel() reports each solved linear as a progress step", (
 Deno.test('gptqQuantizeModelAsync() with the "fast" solver gives the reference solver\'s codes', async () => {
   const w = randomWeights(C, 7);
   const windows = randomWindows(4, 24, C.vocabSize, 8);
-  for (const opts of [{ bits: 3 }, { bits: 4, groupSize: 16, actOrder: true }]) {
+  const configs = [
+    { bits: 3 },
+    { bits: 4, groupSize: 16, actOrder: true },
+    { bits: 3, trueSequential: false },
+  ];
+  for (const opts of configs) {
     const ref = gptqQuantizeModel(w, windows, opts);
     const fast = await gptqQuantizeModelAsync(w, windows, { ...opts, solver: "fast", workers: 0 });
     assert.deepEqual([...fast.linears.keys()], [...ref.linears.keys()]);
