@@ -287,6 +287,41 @@ async function benchPrefillCmd(values: Values) {
   );
 }
 
+async function benchGpuCheckCmd(values: Values) {
+  const { benchGpuCheck, GPU_CHECK_VARIANTS, gpuCheckSpec } = await import("./gpu_check.ts");
+  const { EVAL_SETS } = await import("../../datasets/eval_sets.ts");
+  const variants = list(values, "methods", [...GPU_CHECK_VARIANTS]).map((v) => {
+    if (!(GPU_CHECK_VARIANTS as readonly string[]).includes(v)) {
+      throw new CliError(`--methods: expected some of ${GPU_CHECK_VARIANTS.join(",")}; got "${v}"`);
+    }
+    return v as typeof GPU_CHECK_VARIANTS[number];
+  });
+  const datasets = list(values, "datasets", ["wikitext2", "tinystories"]).map((d) => {
+    if (!(EVAL_SETS as readonly string[]).includes(d)) {
+      throw new CliError(`--datasets: expected some of ${EVAL_SETS.join(",")}; got "${d}"`);
+    }
+    return d as typeof EVAL_SETS[number];
+  });
+  const bits = int(values, "bits", 3, 2, 8)!;
+  const specs = variants.map((v) => gpuCheckSpec(v, bits));
+  const sources = new Set(specs.flatMap((s) => s && "calib" in s ? [s.calib.source] : []));
+  const model = await loadModelFromOptions(values, [
+    ...datasets.map(evalSetNeed),
+    ...[...sources].map(calibrationNeed),
+  ]);
+  return await withGpu((gpu) =>
+    benchGpuCheck({
+      gpu,
+      model,
+      variants,
+      datasets,
+      bits,
+      limit: int(values, "limit", undefined, 1),
+      workers: int(values, "workers", DEFAULT_WORKERS, 0)!,
+    })
+  );
+}
+
 async function benchModelQuantCmd(values: Values) {
   const { benchModelQuant, MODEL_QUANT_METHODS } = await import("./model_quant.ts");
   const shape = str(values, "shape", "llama7b")!;
@@ -345,6 +380,7 @@ export const BENCHES = {
   matmul: benchMatmulCmd,
   wa: benchWaCmd,
   prefill: benchPrefillCmd,
+  "gpu-check": benchGpuCheckCmd,
   "model-quant": benchModelQuantCmd,
   scale: benchScaleCmd,
 } as const;

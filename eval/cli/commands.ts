@@ -490,7 +490,7 @@ ${MODEL_HELP}`,
 
 const benchCmd: Command = {
   summary:
-    "benchmarks: forward | ppl | quant | squeezellm | kernels | decode | matmul | wa | prefill | model-quant | scale",
+    "benchmarks: forward | ppl | quant | squeezellm | kernels | decode | matmul | wa | prefill | gpu-check | model-quant | scale",
   positionals: "NAME",
   options: {
     ...MODEL_OPTIONS,
@@ -510,6 +510,8 @@ const benchCmd: Command = {
     models: { type: "string" },
     seqlens: { type: "string" },
     windows: { type: "string" },
+    datasets: { type: "string" },
+    limit: { type: "string" },
   },
   help: `deno task bench NAME [options]
 
@@ -529,6 +531,8 @@ const benchCmd: Command = {
   prefill      tokens/s of GPU prefill vs token-by-token GPU decoding vs the CPU forward:
                --models stories260K,llama7b --seqlens 512,2048 --formats f16,uniform3,uniform4,
                lut3,lut4 --windows N (--small: stories260K, T = 512, 1 window)
+  gpu-check    GPU prefill perplexity vs the CPU's (tolerance 1e-4) on full sets: --methods fp32,rtn,
+               gptq-act,awq,squeezellm-0.45 --datasets wikitext2,tinystories --bits 3 --limit N
   model-quant  projected whole-model time of RTN, GPTQ, AWQ, SqueezeLLM on LLaMA-7B shapes
                (--shape llama7b, --bits 3, --windows 1, --methods rtn,gptq,awq,squeezellm;
                --small: a 1/16-width block), beside the published figures
