@@ -390,9 +390,10 @@ const evalCmd: Command = {
   help: `deno task eval [options]
 
   --preset NAME        a file eval/presets/NAME.json: ${presetNames().join(" | ")} (default table1)
-  --methods LIST       only these methods' rows (fp32,rtn,gptq,awq,squeezellm; a method the preset
-                       lacks gets its default row)
-  --bits LIST          bit widths, each in 2..8 (default: the preset's)
+  --methods LIST       only these methods' rows (fp32,rtn,gptq,awq,squeezellm,smoothquant,abq; a
+                       method the preset lacks gets its default row)
+  --bits LIST          bit widths, each in 2..8 (default: the preset's; a preset of W×A tables keeps
+                       its settings of these weight bits)
   --datasets LIST      ${EVAL_SETS.join(",")} (default: the preset's)
   --group N            group size of every RTN/GPTQ/AWQ row; must divide every layer width
   --kernels LIST|none  kernel shapes: model,llama7b,ROWSxCOLS (default: the preset's)
