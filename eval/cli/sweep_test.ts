@@ -186,7 +186,7 @@ Deno.test("eval errors: one message naming the option or file, exit code 2, noth
   const cases: [string[], RegExp][] = [
     [
       ["--preset", "table2"],
-      /--preset: unknown preset "table2"; the presets are bits, kernels, quick/,
+      /--preset: unknown preset "table2"; the presets are abq, abq-quick, bits, kernels, quick/,
     ],
     [["--methods", "rtn,hqq"], /--methods: unknown method "hqq"/],
     [
