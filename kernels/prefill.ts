@@ -61,14 +61,16 @@ export class GpuResourceError extends Error {
   override name = "GpuResourceError";
 }
 
-const WG = 64; // threads of every prefill kernel
+/** Threads of every prefill kernel's workgroup. */
+export const PREFILL_WG = 64;
+const WG = PREFILL_WG;
 /** Keys per step of the attention loop (each loaded once per thread). */
 const KB = 4;
 /** Floats of queries and outputs an attention thread keeps in registers (QP · HG · head size). */
 const ATTENTION_FLOATS = 128;
 
 /** Uniform layouts of the prefill kernels (one field list each: struct + host packing). */
-const LAYOUTS = {
+export const PREFILL_LAYOUTS = {
   embed: new UniformLayout("Params", { n: "u32", dim: "u32", nx: "u32" }),
   rmsnorm: new UniformLayout("Params", { T: "u32", dim: "u32", nx: "u32", eps: "f32" }),
   rope: new UniformLayout("Params", { n: "u32", width: "u32", hs: "u32", nx: "u32" }),
@@ -88,11 +90,11 @@ const LAYOUTS = {
 } as const;
 
 /** A prefill op; every op but attention has one source. */
-type OpName = keyof typeof LAYOUTS;
+export type PrefillOpName = keyof typeof PREFILL_LAYOUTS;
 
 /** Parameters that change a prefill kernel's source. */
 export interface PrefillOpParams {
-  op: OpName;
+  op: PrefillOpName;
   /** attention: head size (baked in). */
   headSize: number;
   /** attention: queries per thread (QP). */
@@ -142,7 +144,7 @@ export const PREFILL_KERNEL: Kernel<PrefillOpParams> = {
       ? `attention,${p.headSize},${p.queriesPerThread},${p.headsPerThread}`
       : p.op,
   wgsl: (p) => {
-    const head = `${LAYOUTS[p.op].wgsl()}
+    const head = `${PREFILL_LAYOUTS[p.op].wgsl()}
 @group(0) @binding(0) var<uniform> P: Params;`;
     switch (p.op) {
       case "embed": // X[t, i] = E[tokens[base + t], i]; n = T · dim
@@ -528,7 +530,7 @@ export class GpuPrefill {
       }
       const shape = attentionShape(hs, nHeads / nKvHeads);
       const op = async (
-        name: OpName,
+        name: PrefillOpName,
         values: Record<string, number>,
         bufs: GPUBuffer[],
         workgroups: number,
@@ -539,7 +541,7 @@ export class GpuPrefill {
           ...shape,
         });
         const grid = dispatchSize(workgroups, device.limits);
-        const L = LAYOUTS[name] as UniformLayout<string>;
+        const L = PREFILL_LAYOUTS[name] as UniformLayout<string>;
         const u = owned.acquire(L.size, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, name);
         device.queue.writeBuffer(u, 0, L.pack({ ...values, nx: grid.nx }));
         const bindGroup = device.createBindGroup({

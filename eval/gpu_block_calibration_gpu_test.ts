@@ -1,0 +1,80 @@
+/**
+ * The whole calibration pass on the GPU (eval/gpu_calibration.ts over
+ * kernels/block.ts) against the CPU loop on stories260K with real
+ * calibration text: GPTQ's codes and errors match quant/sequential.ts's
+ * `gptqQuantizeModel` up to rounding ties, and AWQ's mean |x| of every
+ * linear input matches the CPU forward's hooks; every buffer goes back to
+ * the pool.
+ */
+import assert from "node:assert/strict";
+import { forward } from "../model/forward.ts";
+import { linearKey } from "../model/config.ts";
+import { calibrationWindows } from "../datasets/calibration.ts";
+import { maxRelError, SHARED_DATA } from "../datasets/testing.ts";
+import { gptqQuantizeModel } from "../quant/sequential.ts";
+import { gpuTest } from "../kernels/_testing.ts";
+import { tokenizer, weights } from "./_ppl_testing.ts";
+import { gptqQuantizeModelGpu, gpuActivationStats } from "./gpu_calibration.ts";
+
+const { windows } = await calibrationWindows({
+  source: "tinystories",
+  nsamples: 4,
+  seqlen: 128,
+  seed: 0,
+  dataDir: SHARED_DATA,
+  tokenizer,
+  offline: true,
+});
+
+gpuTest(
+  "gptqQuantizeModelGpu() (block inputs on the GPU) matches the CPU loop on stories260K",
+  async (gpu) => {
+    const before = gpu.pool.bytesInUse;
+    const opts = { bits: 3, actOrder: true } as const;
+    const onGpu = await gptqQuantizeModelGpu(gpu, weights, windows, opts);
+    assert.equal(gpu.pool.bytesInUse, before, "every buffer returned to the pool");
+    const cpu = gptqQuantizeModel(weights, windows, opts);
+    let same = 0, total = 0;
+    for (const [key, q] of cpu.linears) {
+      const a = q.dense.codes, b = onGpu.linears.get(key)!.dense.codes;
+      for (let i = 0; i < a.length; i++, total++) if (a[i] === b[i]) same++;
+    }
+    assert.equal(total, 21_520);
+    assert.ok(same / total >= 0.99, `only ${same} of ${total} codes equal`);
+    cpu.stats.linears.forEach((s, i) => {
+      assert.equal(onGpu.stats.linears[i].key, s.key);
+      const e = Math.abs(onGpu.stats.linears[i].error - s.error) / s.error;
+      assert.ok(e < 1e-2, `${s.key}: GPTQ error ${onGpu.stats.linears[i].error} vs ${s.error}`);
+    });
+    console.log(`${same} of ${total} codes equal`);
+  },
+);
+
+gpuTest(
+  "gpuActivationStats() equals the CPU forward's mean |x| of every linear input (1e-4)",
+  async (gpu) => {
+    const stats = await gpuActivationStats(gpu, weights, windows);
+    const sums = new Map<string, Float64Array>();
+    let rows = 0;
+    for (const w of windows) {
+      forward(weights, w, {
+        hooks: {
+          onLinearInput(layer, name, x, T) {
+            const key = linearKey(layer, name), cols = x.length / T;
+            const s = sums.get(key) ?? new Float64Array(cols);
+            for (let t = 0; t < T; t++) {
+              for (let c = 0; c < cols; c++) s[c] += Math.abs(x[t * cols + c]);
+            }
+            sums.set(key, s);
+          },
+        },
+      });
+      rows += w.length;
+    }
+    assert.equal(stats.size, 35);
+    for (const [key, s] of sums) {
+      const err = maxRelError(stats.get(key)!, s.map((v) => v / rows));
+      assert.ok(err < 1e-4, `${key}: mean |x| differs by ${err}`);
+    }
+  },
+);
