@@ -7,9 +7,11 @@
  *
  * One workgroup of 64 threads (8 × 8) owns a 32 × 32 tile (i, j) of the
  * upper triangle (tiles below the diagonal return at once); thread (tx, ty)
- * owns i = i0 + ty + 8a, j = j0 + tx + 8b (a, b < 4) in four vec4
- * accumulators. The batch's rows are walked 32 at a time, staging X[rows,
- * i-tile] and X[rows, j-tile] in workgroup memory; the batch's Gram tile is
+ * owns the 4 × 4 block i = i0 + 4ty + a, j = j0 + 4tx + b (a, b < 4) in four
+ * vec4 accumulators, so each row t costs it two vec4 loads (its four i and
+ * its four j inputs) for sixteen multiply-adds (loads are what a software
+ * adapter pays for). The batch's rows are walked 32 at a time, staging
+ * X[rows, i-tile] and X[rows, j-tile] in workgroup memory as vec4s; the batch's Gram tile is
  * summed in fp32 (one window of ≤ max_seq_len rows), then added into the
  * running sum held as an unevaluated pair hi + lo of fp32 buffers with
  * Knuth's TwoSum (s = hi + v; lo += (hi − (s − b′)) + (v − b′), b′ = s − hi),
@@ -48,8 +50,8 @@ export const GRAM_KERNEL: Kernel<Record<string, never>> = {
 @group(0) @binding(1) var<storage, read> X: array<f32>; // [N, n]
 @group(0) @binding(2) var<storage, read_write> HI: array<f32>; // [n, n] upper triangle
 @group(0) @binding(3) var<storage, read_write> LO: array<f32>; // [n, n] TwoSum residuals
-var<workgroup> xa: array<f32, ${TILE * TILE}>; // [32 rows, 32 columns of the i-tile]
-var<workgroup> xb: array<f32, ${TILE * TILE}>; // [32 rows, 32 columns of the j-tile]
+var<workgroup> xa: array<vec4<f32>, ${(TILE * TILE) / 4}>; // [32 rows, 8 vec4 of the i-tile]
+var<workgroup> xb: array<vec4<f32>, ${(TILE * TILE) / 4}>; // [32 rows, 8 vec4 of the j-tile]
 fn xAt(t: u32, c: u32) -> f32 {
   if (t >= P.N || c >= P.n) { return 0.0; }
   return X[t * P.n + c];
@@ -77,22 +79,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   ${I4.map((a) => `var acc${a} = vec4<f32>();`).join("\n  ")}
   for (var t0 = 0u; t0 < P.N; t0 += ${TILE}u) {
     workgroupBarrier();
-    for (var e = tid; e < ${TILE * TILE}u; e += ${WG}u) {
-      let t = t0 + e / ${TILE}u;
-      let c = e % ${TILE}u;
-      xa[e] = xAt(t, i0 + c);
-      xb[e] = xAt(t, j0 + c);
+    for (var e = tid; e < ${(TILE * TILE) / 4}u; e += ${WG}u) {
+      let t = t0 + e / 8u;
+      let c = 4u * (e % 8u);
+      xa[e] = vec4<f32>(${I4.map((k) => `xAt(t, i0 + c + ${k}u)`).join(", ")});
+      xb[e] = vec4<f32>(${I4.map((k) => `xAt(t, j0 + c + ${k}u)`).join(", ")});
     }
     workgroupBarrier();
     for (var t = 0u; t < ${TILE}u; t++) {
-      let r = t * ${TILE}u;
-      let b = vec4<f32>(${I4.map((b) => `xb[r + tx + ${8 * b}u]`).join(", ")});
-      ${I4.map((a) => `acc${a} += xa[r + ty + ${8 * a}u] * b;`).join("\n      ")}
+      let a = xa[t * 8u + ty];
+      let b = xb[t * 8u + tx];
+      ${I4.map((a) => `acc${a} += a[${a}] * b;`).join("\n      ")}
     }
   }
   ${
       I4.flatMap((a) =>
-        I4.map((b) => `accumulate(i0 + ty + ${8 * a}u, j0 + tx + ${8 * b}u, acc${a}[${b}]);`)
+        I4.map((b) => `accumulate(i0 + 4u * ty + ${a}u, j0 + 4u * tx + ${b}u, acc${a}[${b}]);`)
       ).join("\n  ")
     }
 }`;
