@@ -140,6 +140,8 @@ export interface ScaleFigure {
   wallSeconds: number;
   /** What `quantize` reports as its quantization time (reads and writes included). */
   quantizeSeconds: number;
+  /** CPU time of the child (user + system, all threads): what wall time is on a quiet machine, × threads. */
+  cpuSeconds: number;
   /** The child's VmHWM. */
   peakRssBytes: number;
   /** The quantized file's size. */
@@ -233,12 +235,15 @@ export async function benchScale(opts: BenchScaleOptions): Promise<ScaleResult> 
       run,
       wallSeconds,
       quantizeSeconds: r.seconds,
+      cpuSeconds: r.cpuSeconds,
       peakRssBytes: r.peakRssBytes,
       fileBytes: r.bytes,
       avgBits: r.avgBits,
     });
     log(
-      `  ${run.padEnd(14)} wall ${wallSeconds.toFixed(1).padStart(7)} s  ` +
+      `  ${run.padEnd(14)} wall ${wallSeconds.toFixed(1).padStart(7)} s  cpu ${
+        r.cpuSeconds.toFixed(1).padStart(7)
+      } s  ` +
         `peak RSS ${(r.peakRssBytes / 1e9).toFixed(2)} GB  file ${
           (r.bytes / 1e9).toFixed(2)
         } GB  ` +

@@ -31,7 +31,10 @@ Deno.test("benchScale() quantizes the synthetic checkpoint in a child process an
   assert.ok(r.writeSeconds > 0);
   assert.ok(r.checkpointBytes > 2 * r.fp32Bytes / 4, "fp16: half the fp32 size");
   for (const f of r.figures) {
-    assert.ok(f.peakRssBytes > 1e6 && f.wallSeconds > 0 && f.fileBytes > 0, JSON.stringify(f));
+    assert.ok(
+      f.peakRssBytes > 1e6 && f.wallSeconds > 0 && f.cpuSeconds > 0 && f.fileBytes > 0,
+      JSON.stringify(f),
+    );
   }
   assert.equal(r.figures[0].avgBits, 4 + 32 / 128); // fp16 scale and zero per group of 128
   assert.ok(r.figures[1].avgBits > 3 && r.figures[1].avgBits < 4);

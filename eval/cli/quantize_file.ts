@@ -15,6 +15,7 @@
  *
  * @module
  */
+import process from "node:process";
 import { openHfFisher } from "../../model/hf.ts";
 import { materializeWeights } from "../../model/weight_source.ts";
 import { calibrationNeed, openModelFromOptions } from "./load.ts";
@@ -100,6 +101,8 @@ export interface QuantizeFileResult {
   fisher: { path: string; sha256: string } | null;
   /** Peak resident memory of this process so far (VmHWM), in bytes; null off Linux. */
   peakRssBytes: number | null;
+  /** CPU time of this process so far (user + system, every thread), in seconds. */
+  cpuSeconds: number;
 }
 
 /**
@@ -211,8 +214,15 @@ export async function quantizeFileBlockwise(
       blockwise: true,
       fisher: fisherFile,
       peakRssBytes: peak,
+      cpuSeconds: cpuSeconds(),
     };
   } finally {
     fisher?.[Symbol.dispose]?.();
   }
+}
+
+/** CPU time of this process (user + system, every thread), in seconds. */
+function cpuSeconds(): number {
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1e6;
 }
