@@ -350,7 +350,8 @@ export async function buildPlan(
   const draws = new Map<string, Promise<CalibrationIdentity | null>>();
   const calibrationOf = (spec: QuantSpec) => {
     const { kind: _, ...draw } = calibrationRequest(spec) ?? { kind: "none" };
-    const key = canonicalJson({ ...draw, hessians: QUANTIZERS[spec.method].usesHessians });
+    const onDevice = opts.hessianDevice && QUANTIZERS[spec.method].usesHessians;
+    const key = canonicalJson({ ...draw, ...(onDevice ? { device: opts.hessianDevice } : {}) });
     if (!draws.has(key)) {
       draws.set(
         key,
