@@ -58,3 +58,20 @@ Deno.test("ppl --blockwise refuses --method and --store, naming what to do", asy
   assert.equal(s.code, 2);
   assert.match(s.err, /--blockwise does not take --store/);
 });
+
+Deno.test("ppl refuses a model whose fp32 weights exceed the machine's memory, naming what runs block by block", async () => {
+  await using tmp = await tempDir("sqb-ppl-too-big-");
+  await writeHfCheckpoint(tmp.path, weights, {
+    files: { "tokenizer.model": await Deno.readFile(sharedData("stories260K/tok512.model")) },
+  });
+  const config = JSON.parse(await Deno.readTextFile(`${tmp.path}/config.json`));
+  const huge = { ...config, hidden_size: 65536, intermediate_size: 262144, num_hidden_layers: 200 };
+  huge.num_attention_heads = huge.num_key_value_heads = 512;
+  await Deno.writeTextFile(`${tmp.path}/config.json`, JSON.stringify(huge));
+  const r = await cli("ppl", "--model", tmp.path, "--data-dir", sharedData(""), "--limit", "1");
+  assert.equal(r.code, 2, r.err);
+  assert.match(
+    r.err,
+    /needs [\d.]+ GB in fp32, more than this machine's [\d.]+ GB of memory; what runs block by block: quantize --method rtn \| squeezellm .* ppl --blockwise/,
+  );
+});

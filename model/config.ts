@@ -116,6 +116,24 @@ export function ropeTables(config: LlamaConfig, maxT: number): [Float32Array, Fl
   return [cos, sin];
 }
 
+/**
+ * Number of weights of a model: embedding, every block's linears and norms,
+ * the final norm, and the classifier when it is not tied.
+ *
+ * @param c the model
+ * @returns the count (× 4 = its fp32 size in bytes)
+ * @example
+ * ```ts
+ * parameterCount(config) * 4; // bytes of the whole model in fp32
+ * ```
+ */
+export function parameterCount(c: LlamaConfig): number {
+  const kv = kvDim(c);
+  const linears = 2 * c.dim * c.dim + 2 * kv * c.dim + 3 * c.hiddenDim * c.dim;
+  return c.vocabSize * c.dim * (c.sharedClassifier ? 1 : 2) + c.dim +
+    c.nLayers * (2 * c.dim + linears);
+}
+
 /** [outFeatures, inFeatures] of a linear layer. */
 export function linearShape(c: LlamaConfig, name: LinearName): [number, number] {
   switch (name) {

@@ -19,7 +19,7 @@
  * @module
  */
 import { join } from "node:path";
-import type { LlamaConfig } from "../../model/config.ts";
+import { type LlamaConfig, parameterCount } from "../../model/config.ts";
 import { gaussian } from "../../model/random.ts";
 import { hfConfigText, hfTensorShapes } from "../../model/hf.ts";
 import { writeSafetensors } from "../../model/safetensors.ts";
@@ -190,8 +190,7 @@ export async function benchScale(opts: BenchScaleOptions): Promise<ScaleResult> 
     }
   }
   const checkpointBytes = Deno.statSync(join(modelDir, "model.safetensors")).size;
-  const params = config.vocabSize * config.dim * (config.sharedClassifier ? 1 : 2) +
-    config.dim + config.nLayers * (2 * config.dim + linearParams(config));
+  const params = parameterCount(config);
   log(
     `bench scale: ${opts.shape} (dim ${config.dim}, hidden ${config.hiddenDim}, ` +
       `${config.nLayers} layers, ${config.nHeads}/${config.nKvHeads} heads, vocab ` +
@@ -258,11 +257,6 @@ export async function benchScale(opts: BenchScaleOptions): Promise<ScaleResult> 
     writeSeconds,
     figures,
   };
-}
-
-function linearParams(c: LlamaConfig): number {
-  const kv = (c.dim * c.nKvHeads) / c.nHeads;
-  return 2 * c.dim * c.dim + 2 * kv * c.dim + 3 * c.hiddenDim * c.dim;
 }
 
 /** Bytes in GB (10⁹) at and above 1 GB, else MB (10⁶). */

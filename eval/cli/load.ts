@@ -10,7 +10,7 @@
 import { dirname, join } from "node:path";
 import { hfFolderSha256, type OpenedModelSource, openModelSource } from "../model_source.ts";
 import { parseHfModelId } from "../../datasets/hf_cache.ts";
-import type { LlamaWeights } from "../../model/config.ts";
+import { type LlamaConfig, type LlamaWeights, parameterCount } from "../../model/config.ts";
 import { materializeWeights, type WeightSource } from "../../model/weight_source.ts";
 import { loadTokenizer, type Tokenizer } from "../../model/tokenizer.ts";
 import {
@@ -113,8 +113,29 @@ export async function loadModelFromOptions(
 ): Promise<LoadedModel> {
   const { source, tokenizer, ...rest } = await openModelFromOptions(values, needs);
   using src = source;
+  checkFitsInMemory(rest.checkpointPath, src.config);
   if (!tokenizer) throw new Error("openModelFromOptions() returned no tokenizer"); // required by default
   return { ...rest, tokenizer, weights: materializeWeights(src) };
+}
+
+/**
+ * Refuses, before reading it, a model whose fp32 weights exceed the
+ * machine's memory, naming the commands that work on it block by block
+ * (instead of the process being killed for memory halfway).
+ *
+ * @param path the checkpoint, for the message
+ * @param config its shapes
+ * @throws {CliError} when 4 × its parameters ≥ the machine's total memory
+ */
+export function checkFitsInMemory(path: string, config: LlamaConfig): void {
+  const need = 4 * parameterCount(config), { total } = Deno.systemMemoryInfo();
+  if (need < total) return;
+  const gb = (b: number) => `${(b / 1e9).toFixed(1)} GB`;
+  throw new CliError(
+    `${path} needs ${gb(need)} in fp32, more than this machine's ${gb(total)} of memory; ` +
+      `what runs block by block: quantize --method rtn | squeezellm (with --fisher DIR, without ` +
+      `--outliers), and ppl --blockwise (a checkpoint or --quantized FILE)`,
+  );
 }
 
 /** Options of {@linkcode openModelFromOptions}. */

@@ -18,7 +18,7 @@
 import process from "node:process";
 import { openHfFisher } from "../../model/hf.ts";
 import { materializeWeights } from "../../model/weight_source.ts";
-import { calibrationNeed, openModelFromOptions } from "./load.ts";
+import { calibrationNeed, checkFitsInMemory, openModelFromOptions } from "./load.ts";
 import { hfFolderSha256 } from "../model_source.ts";
 import { CliError, str } from "./options.ts";
 import { progressBars } from "./progress.ts";
@@ -159,6 +159,7 @@ export async function quantizeFileBlockwise(
     details.fisherFile = fisherFile;
   } else if (computeFisher) {
     // The Fisher pass needs the whole model in fp32 (forward and backward over windows).
+    checkFitsInMemory(model.checkpointPath, source.config);
     const cal = await loadCalibration(materializeWeights(source), resolved, {
       tokenizer: model.tokenizer!, // required above
       dataDir: model.dataDir,
