@@ -466,17 +466,21 @@
   ;; -------------------------------------------------------------------------
   ;; GPTQ's solver (quant/gptq_fast.ts): the Hessian X'X, the lazy block
   ;; updates and the in-block sweep in f32x4, the blocked Cholesky and
-  ;; triangular inverse in f64x2. Each multiply-add is one relaxed_madd
-  ;; (fused where the host has FMA: see the top of this file).
+  ;; triangular inverse in f64x2, their multiply-adds relaxed_madd (fused
+  ;; where the host has FMA: see the top of this file).
 
   ;; gemm_f32: C[r, j] += Σ_{k<K} A[r, k] · B[k, j] for r < R, j < J, in f32,
   ;; k in increasing order per output (lane), 4 × 8 register tiles.
   ;;   A[r, k] at $pa + (r >> 3)·$s8 + (r & 7)·4 + k·$sak: four consecutive
-  ;;       rows are four consecutive floats (a 4-row tile is splat-loaded);
+  ;;       rows are four consecutive floats (one v128 load per 4-row tile and k);
   ;;       $s8 = 32 for a row-major [K, R] A (column-contiguous), K·32 for
   ;;       A in the packed layout of B (A = Bᵀ: the symmetric X'X)
   ;;   B packed in panels of 8 columns: B[k, j] at $pb + ((j >> 3)·K + k)·32 + (j & 7)·4
   ;;   C[r, j] at $pc + r·$ldc + j·4 (row-major, $ldc bytes per row)
+  ;; A tile's four values A[r0 .. r0+3, k] are one v128 load, broadcast
+  ;; lane by lane with i8x16.shuffle (fewer memory accesses than four
+  ;; load32_splat: V8 checks every access's bounds here; about 1.3× faster,
+  ;; the same bits).
   ;; R a multiple of 4, J and $jblk multiples of 8. Loop order: blocks of
   ;; $jblk columns (their B panels stay in L2) → 4-row tiles → 8-column
   ;; tiles. With t = r0 + $doff (the tile's row in C's triangle):
@@ -494,7 +498,7 @@
     (local $jb i32) (local $je i32) (local $r0 i32) (local $j0 i32) (local $a i32) (local $ak i32)
     (local $k0 i32) (local $t i32)
     (local $b i32) (local $bend i32) (local $c i32) (local $kb i32)
-    (local $s v128) (local $b0 v128) (local $b1 v128)
+    (local $s v128) (local $av v128) (local $b0 v128) (local $b1 v128)
     (local $c00 v128) (local $c01 v128) (local $c10 v128) (local $c11 v128)
     (local $c20 v128) (local $c21 v128) (local $c30 v128) (local $c31 v128)
     (if (i32.eqz (local.get $K)) (then (return)))
@@ -551,16 +555,17 @@
                     (loop $kl
                       (local.set $b0 (v128.load (local.get $b)))
                       (local.set $b1 (v128.load offset=16 (local.get $b)))
-                      (local.set $s (v128.load32_splat (local.get $ak)))
+                      (local.set $av (v128.load (local.get $ak))) ;; A[r0 .. r0+3, k]
+                      (local.set $s (i8x16.shuffle 0 1 2 3 0 1 2 3 0 1 2 3 0 1 2 3 (local.get $av) (local.get $av)))
                       (local.set $c00 (f32x4.relaxed_madd (local.get $s) (local.get $b0) (local.get $c00)))
                       (local.set $c01 (f32x4.relaxed_madd (local.get $s) (local.get $b1) (local.get $c01)))
-                      (local.set $s (v128.load32_splat offset=4 (local.get $ak)))
+                      (local.set $s (i8x16.shuffle 4 5 6 7 4 5 6 7 4 5 6 7 4 5 6 7 (local.get $av) (local.get $av)))
                       (local.set $c10 (f32x4.relaxed_madd (local.get $s) (local.get $b0) (local.get $c10)))
                       (local.set $c11 (f32x4.relaxed_madd (local.get $s) (local.get $b1) (local.get $c11)))
-                      (local.set $s (v128.load32_splat offset=8 (local.get $ak)))
+                      (local.set $s (i8x16.shuffle 8 9 10 11 8 9 10 11 8 9 10 11 8 9 10 11 (local.get $av) (local.get $av)))
                       (local.set $c20 (f32x4.relaxed_madd (local.get $s) (local.get $b0) (local.get $c20)))
                       (local.set $c21 (f32x4.relaxed_madd (local.get $s) (local.get $b1) (local.get $c21)))
-                      (local.set $s (v128.load32_splat offset=12 (local.get $ak)))
+                      (local.set $s (i8x16.shuffle 12 13 14 15 12 13 14 15 12 13 14 15 12 13 14 15 (local.get $av) (local.get $av)))
                       (local.set $c30 (f32x4.relaxed_madd (local.get $s) (local.get $b0) (local.get $c30)))
                       (local.set $c31 (f32x4.relaxed_madd (local.get $s) (local.get $b1) (local.get $c31)))
                       (local.set $ak (i32.add (local.get $ak) (local.get $sak)))
@@ -570,16 +575,17 @@
                     (loop $kp
                       (local.set $b0 (v128.load (local.get $b)))
                       (local.set $b1 (v128.load offset=16 (local.get $b)))
-                      (local.set $s (v128.load32_splat (local.get $ak)))
+                      (local.set $av (v128.load (local.get $ak))) ;; A[r0 .. r0+3, k]
+                      (local.set $s (i8x16.shuffle 0 1 2 3 0 1 2 3 0 1 2 3 0 1 2 3 (local.get $av) (local.get $av)))
                       (local.set $c00 (f32x4.add (local.get $c00) (f32x4.mul (local.get $s) (local.get $b0))))
                       (local.set $c01 (f32x4.add (local.get $c01) (f32x4.mul (local.get $s) (local.get $b1))))
-                      (local.set $s (v128.load32_splat offset=4 (local.get $ak)))
+                      (local.set $s (i8x16.shuffle 4 5 6 7 4 5 6 7 4 5 6 7 4 5 6 7 (local.get $av) (local.get $av)))
                       (local.set $c10 (f32x4.add (local.get $c10) (f32x4.mul (local.get $s) (local.get $b0))))
                       (local.set $c11 (f32x4.add (local.get $c11) (f32x4.mul (local.get $s) (local.get $b1))))
-                      (local.set $s (v128.load32_splat offset=8 (local.get $ak)))
+                      (local.set $s (i8x16.shuffle 8 9 10 11 8 9 10 11 8 9 10 11 8 9 10 11 (local.get $av) (local.get $av)))
                       (local.set $c20 (f32x4.add (local.get $c20) (f32x4.mul (local.get $s) (local.get $b0))))
                       (local.set $c21 (f32x4.add (local.get $c21) (f32x4.mul (local.get $s) (local.get $b1))))
-                      (local.set $s (v128.load32_splat offset=12 (local.get $ak)))
+                      (local.set $s (i8x16.shuffle 12 13 14 15 12 13 14 15 12 13 14 15 12 13 14 15 (local.get $av) (local.get $av)))
                       (local.set $c30 (f32x4.add (local.get $c30) (f32x4.mul (local.get $s) (local.get $b0))))
                       (local.set $c31 (f32x4.add (local.get $c31) (f32x4.mul (local.get $s) (local.get $b1))))
                       (local.set $ak (i32.add (local.get $ak) (local.get $sak)))
