@@ -28,3 +28,4 @@ export * from "./int8.ts";
 export * from "./matmul.ts";
 export * from "./prefill.ts";
 export * from "./hessian.ts";
+export * from "./block.ts";
