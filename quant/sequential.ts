@@ -259,13 +259,21 @@ export async function gptqQuantizeModelAsync(
 }
 
 /**
+ * Which input a linear reads, named by its first reader: wq, wk and wv read
+ * one ("wq"), w1 and w3 another ("w1"); wo and w2 their own.
+ *
+ * @example sharedInput("wv"); // "wq"
+ */
+export function sharedInput(name: LinearName): LinearName {
+  return name === "wk" || name === "wv" ? "wq" : name === "w3" ? "w1" : name;
+}
+
+/**
  * The linear of `names` whose solver accumulates the input `name` reads:
- * the first of `names` reading the same input (wq, wk and wv read one, w1
- * and w3 another).
+ * the first of `names` reading the same input.
  */
 function inputOwner(names: readonly LinearName[], name: LinearName): LinearName {
-  const input = (n: LinearName) => (n === "wk" || n === "wv" ? "wq" : n === "w3" ? "w1" : n);
-  return names.find((n) => input(n) === input(name))!;
+  return names.find((n) => sharedInput(n) === sharedInput(name))!;
 }
 
 /** Gives every linear of `names` without a solver a copy of its input owner's (H and nsamples). */

@@ -13,7 +13,9 @@
  *
  * What is timed and how it is multiplied out (per block; × nBlocks):
  * - RTN: every linear of the block, whole.
- * - GPTQ (quant/gptq_fast.ts's `GptqFast`, the CLI's solver): per linear, the Hessian of
+ * - GPTQ (quant/gptq_fast.ts's `GptqFast`, the CLI's solver): per distinct
+ *   input (wq, wk, wv share one, w1, w3 another, as gptqQuantizeModelAsync's
+ *   fast path), the Hessian of
  *   the measured tokens scaled to the default calibration (128 windows of
  *   the model's length), and `fasterquant` timed on two row counts r and 2r
  *   of the full width, t = a + b·rows fitted and evaluated at the layer's
@@ -53,6 +55,7 @@ import { RunState } from "../../model/forward.ts";
 import { randn, randomWeights } from "../../model/random.ts";
 import { rtn } from "../../quant/rtn.ts";
 import { GptqFast } from "../../quant/gptq_fast.ts";
+import { sharedInput } from "../../quant/sequential.ts";
 import {
   awqQuantizeTensor,
   type BlockFeatures,
@@ -308,7 +311,9 @@ export async function benchModelQuant(
       cpu += th.cpu;
       const perRow = r2 > r1 ? Math.max(0, (b - a) / (r2 - r1)) : a / r1;
       const fixed = Math.max(0, a - perRow * r1);
-      block += names.length * (th.cpu * (calibTokens / N) + fixed + perRow * rows);
+      // one Hessian per distinct input (quant/sequential.ts: wq, wk, wv share one; w1, w3 another)
+      const hessians = new Set(names.map(sharedInput)).size;
+      block += hessians * th.cpu * (calibTokens / N) + names.length * (fixed + perRow * rows);
     }
     report({
       method: "gptq",
