@@ -46,6 +46,7 @@ import {
 import { presetNames } from "./presets.ts";
 import { BENCHES, runBench } from "../bench/bench.ts";
 import { BLOCKWISE_HELP, BLOCKWISE_OPTIONS, pplBlockwise } from "./ppl_blockwise.ts";
+import { pplResultRow } from "./ppl_result.ts";
 import {
   FISHER_HELP,
   FISHER_OPTIONS,
@@ -275,23 +276,7 @@ ${MODEL_HELP}`,
       );
       console.log(`protocol: ${set.protocol}\ndata: ${set.file}\ndevice: ${deviceText}`);
       results.push({
-        model: model.name,
-        modelSha256: model.checkpointSha256,
-        variant,
-        quant: q
-          ? { spec: q.spec, avgBits: q.avgBits, calibration: q.calibration, seconds: q.seconds }
-          : null,
-        dataset,
-        protocol: set.protocol,
-        dataFile: set.file,
-        ppl: r.ppl,
-        windows: r.windows,
-        windowsAvailable: r.windowsAvailable,
-        limited: r.windows < r.windowsAvailable,
-        tokens: r.tokens,
-        seqlen,
-        seconds: r.seconds,
-        tokensPerSecond: r.tokens / r.seconds,
+        ...pplResultRow(model, variant, q, set, r),
         device,
         adapter: gpu ? gpu.info : null,
       });

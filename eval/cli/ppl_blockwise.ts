@@ -16,6 +16,7 @@ import { perplexityBlockwise } from "../perplexity_blockwise.ts";
 import { evalSetNeed, openModelFromOptions } from "./load.ts";
 import { CliError, int, str } from "./options.ts";
 import { Progress } from "./progress.ts";
+import { pplResultRow } from "./ppl_result.ts";
 
 /** The `--blockwise` and `--chunk` options of ppl. */
 export const BLOCKWISE_OPTIONS = {
@@ -91,27 +92,7 @@ export async function pplBlockwise(
       `${model.name} ${variant} ${dataset}: ppl ${r.ppl.toFixed(4)} over ${r.windows} windows ` +
         `of ${seqlen}, block by block`,
     );
-    results.push({
-      model: model.name,
-      modelSha256: model.checkpointSha256,
-      variant,
-      quant: q
-        ? { spec: q.spec, avgBits: q.avgBits, calibration: q.calibration, seconds: q.seconds }
-        : null,
-      dataset,
-      protocol: set.protocol,
-      dataFile: set.file,
-      ppl: r.ppl,
-      windows: r.windows,
-      windowsAvailable: r.windowsAvailable,
-      limited: r.windows < r.windowsAvailable,
-      tokens: r.tokens,
-      seqlen,
-      seconds: r.seconds,
-      tokensPerSecond: r.tokens / r.seconds,
-      device: "cpu",
-      blockwise: true,
-    });
+    results.push({ ...pplResultRow(model, variant, q, set, r), device: "cpu", blockwise: true });
   }
   return results.length === 1 ? results[0] : { model: model.name, variant, results };
 }
