@@ -48,6 +48,7 @@ import { BENCHES, runBench } from "../bench/bench.ts";
 import { BLOCKWISE_HELP, BLOCKWISE_OPTIONS, pplBlockwise } from "./ppl_blockwise.ts";
 import { pplResultRow } from "./ppl_result.ts";
 import {
+  checkedFisherFile,
   FISHER_HELP,
   FISHER_OPTIONS,
   fisherDirOf,
@@ -371,6 +372,7 @@ const evalCmd: Command = {
     workers: { type: "string" },
     "no-resume": { type: "boolean" },
     device: { type: "string" },
+    ...FISHER_OPTIONS,
   },
   help: `deno task eval [options]
 
@@ -392,6 +394,7 @@ const evalCmd: Command = {
   --no-resume          re-evaluate results already in the store
   --workers N          worker threads (default: number of cores)
 ${DEVICE_HELP}
+${FISHER_HELP}; the SqueezeLLM rows then need no Fisher pass
   --json               also one JSON line per finished job on stderr
 ${MODEL_HELP}`,
   async run(values) {
@@ -453,7 +456,18 @@ ${MODEL_HELP}`,
     );
     const { expandVariants } = await import("./plan.ts");
     const specs = expandVariants(preset, model.weights.config).variants.map((v) => v.spec);
-    if (preset.datasets.length > 0) await requireDataFromOptions(values, calibNeeds(specs));
+    const fisherDir = str(values, "fisher");
+    if (fisherDir !== undefined && !specs.some((s) => s?.method === "squeezellm")) {
+      throw new CliError(
+        `--fisher applies to SqueezeLLM rows only, and this plan has none ` +
+          `(--methods squeezellm adds its row)`,
+      );
+    }
+    const fisher = fisherDir === undefined
+      ? undefined
+      : await checkedFisherFile(fisherDir, model.weights.config);
+    const computed = fisher ? specs.filter((s) => s?.method !== "squeezellm") : specs;
+    if (preset.datasets.length > 0) await requireDataFromOptions(values, calibNeeds(computed));
     const { resolveCacheDir } = await import("../../datasets/datadir.ts");
     const { runSweep } = await import("./sweep.ts");
     return await runSweep(model, {
@@ -467,6 +481,7 @@ ${MODEL_HELP}`,
       dryRun,
       shard,
       jsonEvents: values.json === true,
+      fisher,
       command: Deno.args.join(" "), // the task name is Deno.args[0]
       gpu,
       hessians: gpu ? await gpuHessians(gpu) : undefined,

@@ -6,7 +6,9 @@
  *
  * - calibrate: one Fisher pass per (model, calibration config), shared by
  *   every SqueezeLLM variant that reads it; cached in `CACHE/fisher/`
- *   (quant/fisher_cache.ts).
+ *   (quant/fisher_cache.ts). None with `--fisher DIR`: the SqueezeLLM
+ *   variants read the folder's Fisher, and their keys hold its sha256
+ *   (reports/identity.ts `ResultIdentity.fisher`) instead of a calibration.
  * - quantize: one per variant; the quantized model is cached in
  *   `CACHE/quantized/<config key>.sqbq` (quant/qmodel.ts, checksummed), the
  *   config key being the hash of model + resolved spec + calibration
@@ -138,6 +140,14 @@ export interface QuantizeJob {
   configKey: string;
   /** The calibration data it reads (null: none). */
   calibration: CalibrationIdentity | null;
+  /** The Fisher folder it reads instead of a calibrate job's (`--fisher`); null: none. */
+  fisherFile: FisherFile | null;
+}
+
+/** A Fisher folder read with `--fisher` (SqueezeLLM-gradients output) and its sha256. */
+export interface FisherFile {
+  path: string;
+  sha256: string;
 }
 
 /** An evaluate job. */
@@ -299,6 +309,8 @@ export interface BuildPlanOptions {
   evaluator?: string;
   /** Where GPTQ's Hessians are accumulated when not the CPU (in the calibration identity). */
   hessianDevice?: "gpu";
+  /** SqueezeLLM's Fisher read from this folder (`--fisher`), not computed: no calibrate job. */
+  fisher?: FisherFile;
 }
 
 /**
@@ -365,9 +377,20 @@ export async function buildPlan(
   const units: Unit[] = [];
   // Only relative costs matter (they balance shards): perplexity tokens against quantization.
   const tokensPerSecond = 20_000;
+  const readsFisherFile = (spec: QuantSpec | null) =>
+    opts.fisher !== undefined && spec !== null && calibrationRequest(spec)?.kind === "fisher";
+  if (opts.fisher && preset.datasets.length > 0) {
+    const users = variants.filter((v) => readsFisherFile(v.spec)).map((v) => v.variant);
+    notes.push(
+      `Fisher information read from ${opts.fisher.path} (sha256 ${
+        opts.fisher.sha256.slice(0, 12)
+      }…) by ${users.join(", ")}: no Fisher pass`,
+    );
+  }
   if (preset.datasets.length > 0) {
     for (const v of variants) {
-      const calibration = v.spec ? await calibrationOf(v.spec) : null;
+      const fisherFile = readsFisherFile(v.spec) ? opts.fisher! : null;
+      const calibration = v.spec && !fisherFile ? await calibrationOf(v.spec) : null;
       const jobs: Job[] = [];
       let cost = 0;
       const evals: EvaluateJob[] = [];
@@ -377,6 +400,7 @@ export async function buildPlan(
           model: { sha256: model.checkpointSha256 },
           quant: v.spec,
           calibration,
+          ...(fisherFile ? { fisher: { sha256: fisherFile.sha256 } } : {}),
           dataset: p.identity,
           ...(opts.evaluator ? { evaluator: opts.evaluator } : {}),
         };
@@ -432,6 +456,7 @@ export async function buildPlan(
           path: `${opts.cacheDir}/quantized/${configKey}.sqbq`,
           configKey,
           calibration,
+          fisherFile,
         });
         cost += v.spec.method === "abq"
           ? abqSeconds(v.spec, config)
@@ -615,6 +640,9 @@ export function formatPlan(
       const s = status.get(j.id) ?? "todo";
       let what: string = j.id;
       if (j.kind === "calibrate") what = `calibrate ${j.label} (shared by ${j.users.join(", ")})`;
+      if (j.kind === "quantize" && j.fisherFile) {
+        what = `${j.id} with the Fisher of ${j.fisherFile.path}`;
+      }
       if (j.kind === "evaluate") {
         const p = plan.sets.get(j.dataset)!;
         what = `evaluate ${j.variant} on ${j.dataset} (${p.identity.windows} windows) ` +

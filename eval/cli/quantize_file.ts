@@ -18,6 +18,7 @@
 import process from "node:process";
 import { openHfFisher } from "../../model/hf.ts";
 import { materializeWeights } from "../../model/weight_source.ts";
+import type { LlamaConfig } from "../../model/config.ts";
 import { calibrationNeed, checkFitsInMemory, openModelFromOptions } from "./load.ts";
 import { hfFolderSha256 } from "../model_source.ts";
 import { CliError, str } from "./options.ts";
@@ -57,6 +58,23 @@ export function fisherDirOf(
     );
   }
   return dir;
+}
+
+/**
+ * A `--fisher DIR` folder checked against the model (its config.json must
+ * describe the same shapes) and identified by its sha256, before any work.
+ *
+ * @param dir the gradient checkpoint folder
+ * @param config the model's config
+ * @returns its path and sha256 (reports/identity.ts `ResultIdentity.fisher`)
+ * @throws {ModelFormatError} for another model's shapes or a malformed folder
+ */
+export async function checkedFisherFile(
+  dir: string,
+  config: LlamaConfig,
+): Promise<{ path: string; sha256: string }> {
+  using _ = await openHfFisher(dir, config);
+  return { path: dir, sha256: await hfFolderSha256(dir) };
 }
 
 /**

@@ -51,6 +51,7 @@ import {
   type BenchJob,
   buildPlan,
   type EvaluateJob,
+  type FisherFile,
   formatPlan,
   type JobStatus,
   kernelFormat,
@@ -90,6 +91,8 @@ export interface SweepOptions {
   gpu?: Gpu | null;
   /** Accumulate GPTQ's Hessians there (eval/gpu_calibration.ts), keyed apart. @default the CPU */
   hessians?: DeviceHessians;
+  /** SqueezeLLM's Fisher read from this folder (`--fisher`) instead of a Fisher pass. */
+  fisher?: FisherFile;
 }
 
 /** One row of the run's summary: a variant's numbers. */
@@ -120,6 +123,7 @@ export async function runSweep(model: LoadedModel, opts: SweepOptions): Promise<
     cacheDir: opts.cacheDir,
     evaluator: opts.gpu ? GPU_EVALUATOR : undefined,
     hessianDevice: opts.hessians?.device,
+    fisher: opts.fisher,
   });
   const units = opts.shard ? shardUnits(plan.units, opts.shard) : plan.units;
   const shardInfo = opts.shard ? { ...opts.shard, units } : undefined;
@@ -189,8 +193,14 @@ interface UnitContext extends SweepOptions {
  * The quantization context of a sweep's jobs on `model`: its lines indented on stderr, progress
  * bars labelled `progressLabel`.
  */
-function quantContext(model: LoadedModel, c: UnitContext, progressLabel: string): QuantContext {
+function quantContext(
+  model: LoadedModel,
+  c: UnitContext,
+  progressLabel: string,
+  fisherFile: FisherFile | null = null,
+): QuantContext {
   return {
+    fisherDir: fisherFile?.path,
     tokenizer: model.tokenizer,
     dataDir: model.dataDir,
     offline: model.offline,
@@ -308,12 +318,22 @@ async function quantized(
   c: UnitContext,
 ): Promise<QuantizedModel> {
   const log = (s: string) => console.error(s);
-  const calibration = job.calibration;
+  // What the quantized model must be: the spec, calibration and Fisher file the key holds.
+  const predicted = canonicalJson({
+    quant: job.spec,
+    calibration: stripFile(job.calibration),
+    fisher: job.fisherFile ? { sha256: job.fisherFile.sha256 } : undefined,
+  });
+  const accountOf = (q: QuantizedModel) =>
+    canonicalJson({
+      quant: q.spec,
+      calibration: stripFile(q.calibration),
+      fisher: fisherIdentity(q),
+    });
   if (await isFile(job.path)) {
     try {
       const q = await loadQuantized(job.path);
-      const same = canonicalJson({ quant: q.spec, calibration: stripFile(q.calibration) }) ===
-        canonicalJson({ quant: job.spec, calibration: stripFile(calibration) });
+      const same = accountOf(q) === predicted;
       if (same && q.base.sha256 === model.checkpointSha256) {
         log(`   ${job.variant}: quantized model read from the cache ${job.path}`);
         return q;
@@ -324,11 +344,14 @@ async function quantized(
     }
   }
   log(`   ${job.variant}: quantizing …`);
-  const q = await quantizeModel(model.weights, job.spec, quantContext(model, c, "   "));
+  const q = await quantizeModel(
+    model.weights,
+    job.spec,
+    quantContext(model, c, "   ", job.fisherFile),
+  );
   log(`   ${q.avgBits.toFixed(3)} avg bits, ${q.seconds.toFixed(1)} s`);
   // The key was computed before quantizing; the quantizer's own account must agree.
-  const predicted = canonicalJson({ quant: job.spec, calibration: stripFile(calibration) });
-  const actual = canonicalJson({ quant: q.spec, calibration: stripFile(q.calibration) });
+  const actual = accountOf(q);
   if (predicted !== actual) {
     throw new Error(
       `${job.variant}: the identity computed before quantizing (${predicted}) differs from the ` +
