@@ -21,9 +21,14 @@
  * wq, wk and wv share their input, as do w1 and w3, so each group is one
  * fused product: their gradients are contiguous rows of one buffer.
  *
+ * The pass is cut into its pieces, exported for callers that hold one block
+ * at a time (quant/fisher_blockwise.ts): {@linkcode blockForwardSaved},
+ * {@linkcode headBackward} and {@linkcode blockBackward}, the block's
+ * transposed weights from {@linkcode transposeLayer}.
+ *
  * @module
  */
-import type { LinearName, LlamaConfig, LlamaWeights } from "./config.ts";
+import type { LayerWeights, LinearName, LlamaConfig, LlamaWeights } from "./config.ts";
 import { headSize, kvDim, ropeTables } from "./config.ts";
 import {
   block,
@@ -227,33 +232,24 @@ export class BackwardState {
         );
       }
     }
-    const { dim, hiddenDim, vocabSize } = c;
-    const kv = kvDim(c), qkv = dim + 2 * kv;
+    const { dim, vocabSize } = c;
     this.wqkvT = [];
     this.woT = [];
     this.w13T = [];
     this.w2T = [];
     for (const lw of w.layers) {
-      const cat = new Float32Array(qkv * dim); // [dim + 2kv, dim] rows wq | wk | wv
-      cat.set(lw.wq, 0);
-      cat.set(lw.wk, dim * dim);
-      cat.set(lw.wv, (dim + kv) * dim);
-      this.wqkvT.push(transpose(new Float32Array(dim * qkv), cat, qkv, dim));
-      this.woT.push(transpose(new Float32Array(dim * dim), lw.wo, dim, dim));
-      const cat13 = new Float32Array(2 * hiddenDim * dim); // [2 hidden, dim] rows w1 | w3
-      cat13.set(lw.w1, 0);
-      cat13.set(lw.w3, hiddenDim * dim);
-      this.w13T.push(transpose(new Float32Array(dim * 2 * hiddenDim), cat13, 2 * hiddenDim, dim));
-      this.w2T.push(transpose(new Float32Array(hiddenDim * dim), lw.w2, dim, hiddenDim));
+      const t = transposeLayer(c, lw);
+      this.wqkvT.push(t.wqkvT);
+      this.woT.push(t.woT);
+      this.w13T.push(t.w13T);
+      this.w2T.push(t.w2T);
     }
     this.classifierT = transpose(new Float32Array(dim * vocabSize), w.classifier, vocabSize, dim);
     this.prepared = w;
   }
 
   /** Transposed weights of layer l (after {@linkcode BackwardState.prepare}). */
-  transposed(
-    l: number,
-  ): { wqkvT: Float32Array; woT: Float32Array; w13T: Float32Array; w2T: Float32Array } {
+  transposed(l: number): LayerTransposes {
     return { wqkvT: this.wqkvT[l], woT: this.woT[l], w13T: this.w13T[l], w2T: this.w2T[l] };
   }
 
@@ -261,6 +257,33 @@ export class BackwardState {
   get classifierTransposed(): Float32Array {
     return this.classifierT;
   }
+}
+
+/** A block's linear weights transposed, as the backward half multiplies by them. */
+export interface LayerTransposes {
+  wqkvT: Float32Array; // [dim, dim + 2 * kvDim] columns wq | wk | wv
+  woT: Float32Array; // [dim, dim]
+  w13T: Float32Array; // [dim, 2 * hiddenDim] columns w1 | w3
+  w2T: Float32Array; // [hiddenDim, dim]
+}
+
+/** The transposed linears of one block ({@linkcode LayerTransposes}). */
+export function transposeLayer(c: LlamaConfig, lw: LayerWeights): LayerTransposes {
+  const { dim, hiddenDim } = c;
+  const kv = kvDim(c), qkv = dim + 2 * kv;
+  const cat = new Float32Array(qkv * dim); // [dim + 2kv, dim] rows wq | wk | wv
+  cat.set(lw.wq, 0);
+  cat.set(lw.wk, dim * dim);
+  cat.set(lw.wv, (dim + kv) * dim);
+  const cat13 = new Float32Array(2 * hiddenDim * dim); // [2 hidden, dim] rows w1 | w3
+  cat13.set(lw.w1, 0);
+  cat13.set(lw.w3, hiddenDim * dim);
+  return {
+    wqkvT: transpose(new Float32Array(dim * qkv), cat, qkv, dim),
+    woT: transpose(new Float32Array(dim * dim), lw.wo, dim, dim),
+    w13T: transpose(new Float32Array(dim * 2 * hiddenDim), cat13, 2 * hiddenDim, dim),
+    w2T: transpose(new Float32Array(hiddenDim * dim), lw.w2, dim, hiddenDim),
+  };
 }
 
 /** out [cols, rows] = aᵀ for a [rows, cols] row-major; returns out. */
@@ -545,22 +568,62 @@ function attentionBackward(c: LlamaConfig, s: BackwardState, l: number, T: numbe
   ropeBackwardTransposed(dqkvT, dim, kv, T, hs, s.ropeCos, s.ropeSin);
 }
 
-/** The forward half: fills the saved activations and returns the loss; s.logits becomes dLoss/dlogits. */
-function forwardSaved(w: LlamaWeights, tokens: ArrayLike<number>, s: BackwardState): number {
+/** The forward half of the blocks: fills the saved activations, the final residual last. */
+function forwardSaved(w: LlamaWeights, tokens: ArrayLike<number>, s: BackwardState): void {
   const c = w.config;
+  embed(w, tokens, s.xIn[0]);
+  for (let l = 0; l < c.nLayers; l++) blockForwardSaved(c, w.layers[l], l, tokens.length, s);
+}
+
+/**
+ * Block l's forward half: s.xIn[l + 1] = block(s.xIn[l]) (in place on a
+ * copy), saving the activations its backward reads; the hooks save
+ * xMid[l] and the probabilities.
+ */
+export function blockForwardSaved(
+  c: LlamaConfig,
+  lw: LayerWeights,
+  l: number,
+  T: number,
+  s: BackwardState,
+): void {
+  const x = s.xIn[l + 1];
+  x.set(s.xIn[l].subarray(0, T * c.dim));
+  block(c, lw, l, x, T, s.blockBuffers[l], s.blockHooks);
+}
+
+/**
+ * The head, forward and backward: the loss of the final residual
+ * s.xIn[c.nLayers] [T, dim] (final RMSNorm, classifier, mean next-token
+ * cross-entropy) and its gradient, left in s.dx; the final norm's gradient
+ * in s.grads.finalNorm and, when `gClassifier` is given, the classifier's
+ * there.
+ *
+ * @param c the config the state was built for
+ * @param finalNorm [dim]
+ * @param classifier [vocabSize, dim]
+ * @param classifierT [dim, vocabSize], its transpose
+ * @param tokens the window (its labels)
+ * @param s the state
+ * @param gClassifier [vocabSize, dim] overwritten with the classifier's gradient
+ * @returns the loss
+ */
+export function headBackward(
+  c: LlamaConfig,
+  finalNorm: Float32Array,
+  classifier: Float32Array,
+  classifierT: Float32Array,
+  tokens: ArrayLike<number>,
+  s: BackwardState,
+  gClassifier?: Float32Array,
+): number {
   const { dim, vocabSize, normEps } = c;
   const T = tokens.length;
-  embed(w, tokens, s.xIn[0]);
-  for (let l = 0; l < c.nLayers; l++) {
-    // xIn[l + 1] = block(xIn[l]), in place on a copy; the hooks save xMid[l] and the probabilities.
-    const x = s.xIn[l + 1];
-    x.set(s.xIn[l].subarray(0, T * dim));
-    block(c, w.layers[l], l, x, T, s.blockBuffers[l], s.blockHooks);
-  }
-  rmsnorm(s.xnFinal, s.xIn[c.nLayers], w.finalNorm, T, dim, normEps);
+  const { dx, dxn, dyT, xT } = s;
+  rmsnorm(s.xnFinal, s.xIn[c.nLayers], finalNorm, T, dim, normEps);
   // Only the T − 1 positions that predict a token are needed.
   const P = T - 1, logits = s.logits;
-  matmul(logits, s.xnFinal, w.classifier, P, dim, vocabSize);
+  matmul(logits, s.xnFinal, classifier, P, dim, vocabSize);
   let total = 0;
   for (let t = 0; t < P; t++) {
     const o = t * vocabSize;
@@ -575,7 +638,74 @@ function forwardSaved(w: LlamaWeights, tokens: ArrayLike<number>, s: BackwardSta
     for (let j = 0; j < vocabSize; j++) logits[o + j] = Math.exp(logits[o + j] - max) * inv;
     logits[o + target] -= 1 / P;
   }
+  // Classifier: logits [P, V] = xnFinal [P, dim] · Cᵀ.
+  if (gClassifier) {
+    transpose(dyT, s.logits, P, vocabSize);
+    transpose(xT, s.xnFinal, P, dim);
+    linearGradWeight(gClassifier, dyT, xT, P, dim, vocabSize);
+  }
+  linearGradInput(dxn, s.logits, classifierT, P, dim, vocabSize);
+  dxn.fill(0, P * dim, T * dim);
+  dx.fill(0, 0, T * dim);
+  rmsnormBackward(dx, s.grads.finalNorm, dxn, s.xIn[c.nLayers], finalNorm, T, dim, normEps);
   return total / P;
+}
+
+/**
+ * Block l's backward half, after its forward half ({@linkcode blockForwardSaved}):
+ * s.dx holds dLoss/d(block output) on entry and dLoss/d(block input) on
+ * return; the block's gradients go to s.grads.layers[l].
+ *
+ * @param c the config the state was built for
+ * @param lw the block's weights
+ * @param wt their transposes ({@linkcode transposeLayer})
+ * @param l the block's slot in the state
+ * @param T tokens of the window
+ * @param s the state
+ */
+export function blockBackward(
+  c: LlamaConfig,
+  lw: LayerWeights,
+  wt: LayerTransposes,
+  l: number,
+  T: number,
+  s: BackwardState,
+): void {
+  const { dim, hiddenDim, normEps } = c;
+  const qkv = dim + 2 * kvDim(c);
+  const { dx, dxn, dyT, xT } = s;
+  const g = s.grads.layers[l];
+  // FFN: out = gated [T, hidden] · w2ᵀ; dx is the gradient of the block output.
+  transpose(dyT, dx, T, dim);
+  transpose(xT, s.gated[l], T, hiddenDim);
+  linearGradWeight(g.w2, dyT, xT, T, hiddenDim, dim);
+  linearGradInput(s.dGated, dx, wt.w2T, T, hiddenDim, dim);
+  const h1 = s.h1[l], h3 = s.h3[l], dG = s.dGated, dh13 = s.dh13;
+  for (let t = 0; t < T; t++) {
+    const o = t * hiddenDim, o2 = 2 * o;
+    for (let i = 0; i < hiddenDim; i++) {
+      const a = h1[o + i], sig = 1 / (1 + Math.exp(-a)), dg = dG[o + i];
+      dh13[o2 + hiddenDim + i] = dg * a * sig; // d h3 = dg · silu(h1)
+      dh13[o2 + i] = dg * h3[o + i] * sig * (1 + a * (1 - sig)); // d h1 = dg · h3 · silu'(h1)
+    }
+  }
+  transpose(dyT, dh13, T, 2 * hiddenDim);
+  transpose(xT, s.xnF[l], T, dim);
+  linearGradWeight(s.g13[l], dyT, xT, T, dim, 2 * hiddenDim);
+  linearGradInput(dxn, dh13, wt.w13T, T, dim, 2 * hiddenDim);
+  rmsnormBackward(dx, g.ffnNorm, dxn, s.xMid[l], lw.ffnNorm, T, dim, normEps);
+
+  // Attention: out = att [T, dim] · woᵀ; dx is now the gradient of xMid.
+  transpose(dyT, dx, T, dim);
+  transpose(xT, s.att[l], T, dim);
+  linearGradWeight(g.wo, dyT, xT, T, dim, dim);
+  linearGradInput(s.dAtt, dx, wt.woT, T, dim, dim);
+  attentionBackward(c, s, l, T);
+  transpose(xT, s.xnA[l], T, dim);
+  linearGradWeight(s.gQKV[l], s.dqkvT, xT, T, dim, qkv);
+  transpose(s.dqkv, s.dqkvT, qkv, T);
+  linearGradInput(dxn, s.dqkv, wt.wqkvT, T, dim, qkv);
+  rmsnormBackward(dx, g.attnNorm, dxn, s.xIn[l], lw.attnNorm, T, dim, normEps);
 }
 
 /**
@@ -620,55 +750,19 @@ export function lossAndGradients(
     throw new RangeError(`lossAndGradients(): window of ${T} tokens exceeds the state's ${s.maxT}`);
   }
   s.prepare(weights);
-  const loss = forwardSaved(weights, tokens, s);
-
-  const { dim, hiddenDim, vocabSize, normEps, nLayers } = c;
-  const kv = kvDim(c), qkv = dim + 2 * kv, P = T - 1;
-  const { dx, dxn, dyT, xT, grads } = s;
-
-  // Classifier: logits [P, V] = xnFinal [P, dim] · Cᵀ.
-  const gC = grads.classifier ?? grads.tokenEmbedding;
-  transpose(dyT, s.logits, P, vocabSize);
-  transpose(xT, s.xnFinal, P, dim);
-  linearGradWeight(gC, dyT, xT, P, dim, vocabSize);
-  linearGradInput(dxn, s.logits, s.classifierTransposed, P, dim, vocabSize);
-  dxn.fill(0, P * dim, T * dim);
-  dx.fill(0, 0, T * dim);
-  rmsnormBackward(dx, grads.finalNorm, dxn, s.xIn[nLayers], weights.finalNorm, T, dim, normEps);
-
-  for (let l = nLayers - 1; l >= 0; l--) {
-    const lw = weights.layers[l], g = grads.layers[l], wt = s.transposed(l);
-    // FFN: out = gated [T, hidden] · w2ᵀ; dx is the gradient of the block output.
-    transpose(dyT, dx, T, dim);
-    transpose(xT, s.gated[l], T, hiddenDim);
-    linearGradWeight(g.w2, dyT, xT, T, hiddenDim, dim);
-    linearGradInput(s.dGated, dx, wt.w2T, T, hiddenDim, dim);
-    const h1 = s.h1[l], h3 = s.h3[l], dG = s.dGated, dh13 = s.dh13;
-    for (let t = 0; t < T; t++) {
-      const o = t * hiddenDim, o2 = 2 * o;
-      for (let i = 0; i < hiddenDim; i++) {
-        const a = h1[o + i], sig = 1 / (1 + Math.exp(-a)), dg = dG[o + i];
-        dh13[o2 + hiddenDim + i] = dg * a * sig; // d h3 = dg · silu(h1)
-        dh13[o2 + i] = dg * h3[o + i] * sig * (1 + a * (1 - sig)); // d h1 = dg · h3 · silu'(h1)
-      }
-    }
-    transpose(dyT, dh13, T, 2 * hiddenDim);
-    transpose(xT, s.xnF[l], T, dim);
-    linearGradWeight(s.g13[l], dyT, xT, T, dim, 2 * hiddenDim);
-    linearGradInput(dxn, dh13, wt.w13T, T, dim, 2 * hiddenDim);
-    rmsnormBackward(dx, g.ffnNorm, dxn, s.xMid[l], lw.ffnNorm, T, dim, normEps);
-
-    // Attention: out = att [T, dim] · woᵀ; dx is now the gradient of xMid.
-    transpose(dyT, dx, T, dim);
-    transpose(xT, s.att[l], T, dim);
-    linearGradWeight(g.wo, dyT, xT, T, dim, dim);
-    linearGradInput(s.dAtt, dx, wt.woT, T, dim, dim);
-    attentionBackward(c, s, l, T);
-    transpose(xT, s.xnA[l], T, dim);
-    linearGradWeight(s.gQKV[l], s.dqkvT, xT, T, dim, qkv);
-    transpose(s.dqkv, s.dqkvT, qkv, T);
-    linearGradInput(dxn, s.dqkv, wt.wqkvT, T, dim, qkv);
-    rmsnormBackward(dx, g.attnNorm, dxn, s.xIn[l], lw.attnNorm, T, dim, normEps);
+  forwardSaved(weights, tokens, s);
+  const { grads, dx } = s, dim = c.dim;
+  const loss = headBackward(
+    c,
+    weights.finalNorm,
+    weights.classifier,
+    s.classifierTransposed,
+    tokens,
+    s,
+    grads.classifier ?? grads.tokenEmbedding,
+  );
+  for (let l = c.nLayers - 1; l >= 0; l--) {
+    blockBackward(c, weights.layers[l], s.transposed(l), l, T, s);
   }
 
   // Embedding lookup: scatter-add each position's gradient into its token's row.
