@@ -1,0 +1,277 @@
+/**
+ * SqueezeLLM's Fisher information (quant/fisher.ts: F = Σ_windows g ⊙ g of
+ * every linear weight) with one block of the model in fp32 at a time, for
+ * models whose fp32 weights do not fit in memory. The numbers are
+ * quant/fisher.ts's, bit for bit: the same forward and backward pieces
+ * (model/backward.ts) run in the same order on the same values, and the
+ * squares are summed in the same order (a float64 partial per
+ * {@linkcode FISHER_CHUNK} windows, the partials added in order).
+ *
+ * The backward pass needs every block's activations of a window, so the
+ * pass runs in three sweeps over the blocks, each block's weights read
+ * from the {@linkcode WeightSource} once per sweep:
+ *
+ *   1. forward, first block to last: the residual stream x [T, dim] of
+ *      every window goes through block l; its input to block l is saved in
+ *      a scratch file (one region [Σ T, dim] per block);
+ *   2. head: the loss of every window and its gradient dx at the final
+ *      residual (final RMSNorm, classifier, cross-entropy);
+ *   3. backward, last block to first: block l's saved inputs are read back,
+ *      its activations recomputed from them (model/backward.ts
+ *      `blockForwardSaved`), its backward (`blockBackward`) turns each
+ *      window's dx into the gradient at its input and gives the block's
+ *      weight gradients, whose squares are summed into that block's F;
+ *      block l's F is then handed to the caller and let go.
+ *
+ * Memory: one block's weights and their transposes, its F and one partial
+ * (float64), the residual stream and its gradient of every window
+ * (2 · windows · T · dim floats; 0.8 GB each for 100 windows of 512 at
+ * LLaMA-7B's 4096), one window's activations. The scratch file holds
+ * nLayers · windows · T · dim floats (27 GB for that LLaMA-7B run).
+ * {@linkcode writeFisherCheckpoint} writes F in the layout of SqueezeLLM's
+ * gradient script, which `--fisher DIR` reads block by block
+ * (model/hf.ts `openHfFisher`).
+ *
+ * @module
+ */
+import {
+  BackwardState,
+  blockBackward,
+  blockForwardSaved,
+  headBackward,
+  transpose,
+  transposeLayer,
+} from "../model/backward.ts";
+import type { LinearName, LlamaConfig, LlamaWeights } from "../model/config.ts";
+import { HF_LINEAR_NAMES, LINEAR_NAMES, linearShape } from "../model/config.ts";
+import { embed } from "../model/forward.ts";
+import { hfConfigText, permuteRotateHalf } from "../model/hf.ts";
+import type { ProgressCallback } from "../model/pool.ts";
+import { SAFETENSORS_INDEX, writeSafetensors } from "../model/safetensors.ts";
+import type { WeightSource } from "../model/weight_source.ts";
+import { checkFisherWindows, FISHER_CHUNK, fisherLayout } from "./fisher.ts";
+
+/** Options of {@linkcode fisherInformationBlockwise}. */
+export interface BlockwiseFisherOptions {
+  /** Called after each block of each sweep: (steps done, 2 · nLayers, "blocks"). */
+  onProgress?: ProgressCallback;
+  /** Where the scratch file of block inputs goes (deleted at the end). @default the system's temp dir */
+  scratchDir?: string;
+}
+
+/** What {@linkcode fisherInformationBlockwise} returns besides the blocks' F. */
+export interface BlockwiseFisherResult {
+  /** Windows summed. */
+  windows: number;
+  /** Seconds the pass took. */
+  seconds: number;
+  /** Mean of the windows' losses (nats), a sanity figure. */
+  meanLoss: number;
+  /** Bytes of the scratch file. */
+  scratchBytes: number;
+}
+
+/**
+ * The diagonal Fisher information of every linear weight over `windows`
+ * (quant/fisher.ts `fisherInformation`'s numbers), one block in fp32 at a
+ * time: block l's F goes to `onBlock(l, F)` as soon as it is complete,
+ * last block first.
+ *
+ * @param src the model, read block by block
+ * @param windows calibration windows of token ids (official: 100 × 512)
+ * @param onBlock receives each block's F: linear name → [out, in] float32, llama2.c's layout
+ * @param opts progress, scratch dir
+ * @returns window count, seconds, mean loss, scratch size
+ * @throws {RangeError} for no windows, a window of the wrong length, a token
+ *   outside the vocabulary or a non-finite loss
+ * @example
+ * ```ts
+ * using src = await openHfWeights("/models/Llama-2-7b-hf");
+ * const F: Record<LinearName, Float32Array>[] = [];
+ * fisherInformationBlockwise(src, windows, (l, f) => F[l] = f);
+ * ```
+ */
+export function fisherInformationBlockwise(
+  src: WeightSource,
+  windows: Int32Array[],
+  onBlock: (l: number, fisher: Record<LinearName, Float32Array>) => void,
+  opts: BlockwiseFisherOptions = {},
+): BlockwiseFisherResult {
+  const c = src.config;
+  const maxT = checkFisherWindows(c, windows);
+  const t0 = performance.now();
+  const { dim, nLayers } = c;
+  const steps = 2 * nLayers;
+  // One block's state: the block sits in slot 0, its input in xIn[0], its output in xIn[1].
+  const c1: LlamaConfig = { ...c, nLayers: 1 };
+  const s = new BackwardState(c1, maxT);
+  // Window n's rows [T_n, dim] of the residual stream X and its gradient dX.
+  const start: number[] = [];
+  let rows = 0;
+  for (const w of windows) {
+    start.push(rows * dim);
+    rows += w.length;
+  }
+  const X = new Float32Array(rows * dim), dX = new Float32Array(rows * dim);
+  const at = (a: Float32Array, n: number) =>
+    a.subarray(start[n], start[n] + windows[n].length * dim);
+  const tokenEmbedding = src.tokenEmbedding();
+  // embed() reads only the config and the embedding; the blocks come from src one at a time.
+  const ends: LlamaWeights = {
+    config: c,
+    tokenEmbedding,
+    layers: [],
+    finalNorm: src.finalNorm(),
+    classifier: src.classifier() ?? tokenEmbedding,
+  };
+  windows.forEach((w, n) => embed(ends, w, at(X, n)));
+
+  const scratchPath = Deno.makeTempFileSync({ dir: opts.scratchDir, prefix: "sqb-fisher-" });
+  const regionBytes = X.byteLength;
+  try {
+    using scratch = Deno.openSync(scratchPath, { read: true, write: true });
+    const bytes = new Uint8Array(X.buffer);
+    // 1. Forward: save each block's input, run the block.
+    for (let l = 0; l < nLayers; l++) {
+      scratch.seekSync(l * regionBytes, Deno.SeekMode.Start);
+      for (let o = 0; o < bytes.length;) o += scratch.writeSync(bytes.subarray(o));
+      const lw = src.layer(l);
+      windows.forEach((w, n) => {
+        const x = at(X, n);
+        s.xIn[0].set(x);
+        blockForwardSaved(c1, lw, 0, w.length, s);
+        x.set(s.xIn[1].subarray(0, x.length));
+      });
+      opts.onProgress?.(l + 1, steps, "blocks");
+    }
+
+    // 2. Head: each window's loss and its gradient at the final residual.
+    const classifierT = transpose(
+      new Float32Array(dim * c.vocabSize),
+      ends.classifier,
+      c.vocabSize,
+      dim,
+    );
+    let lossSum = 0;
+    windows.forEach((w, n) => {
+      s.xIn[1].set(at(X, n));
+      const loss = headBackward(c1, ends.finalNorm, ends.classifier, classifierT, w, s);
+      if (!Number.isFinite(loss)) {
+        throw new RangeError(`Fisher: calibration window ${n} has a non-finite loss (${loss})`);
+      }
+      lossSum += loss;
+      at(dX, n).set(s.dx.subarray(0, w.length * dim));
+    });
+
+    // 3. Backward, last block first: recompute the block from its saved inputs, sum g².
+    const { offsets, total } = fisherLayout(c1);
+    for (let l = nLayers - 1; l >= 0; l--) {
+      scratch.seekSync(l * regionBytes, Deno.SeekMode.Start);
+      for (let o = 0; o < bytes.length;) {
+        const got = scratch.readSync(bytes.subarray(o));
+        if (got === null) throw new Error(`Fisher: scratch file ${scratchPath} ended early`);
+        o += got;
+      }
+      const lw = src.layer(l);
+      const wt = transposeLayer(c1, lw);
+      const F = new Float64Array(total), partial = new Float64Array(total);
+      const g = s.grads.layers[0];
+      windows.forEach((w, n) => {
+        const T = w.length, dx = at(dX, n);
+        s.xIn[0].set(at(X, n));
+        blockForwardSaved(c1, lw, 0, T, s);
+        s.dx.set(dx);
+        blockBackward(c1, lw, wt, 0, T, s);
+        dx.set(s.dx.subarray(0, dx.length));
+        LINEAR_NAMES.forEach((name, k) => {
+          const gk = g[name], o = offsets[0][k];
+          for (let i = 0; i < gk.length; i++) partial[o + i] += gk[i] * gk[i];
+        });
+        // quant/fisher.ts's order: a partial per FISHER_CHUNK windows, added to F in order.
+        if ((n + 1) % FISHER_CHUNK === 0 || n === windows.length - 1) {
+          for (let i = 0; i < total; i++) F[i] += partial[i];
+          partial.fill(0);
+        }
+      });
+      onBlock(
+        l,
+        Object.fromEntries(LINEAR_NAMES.map((name, k) => {
+          const o = offsets[0][k];
+          return [name, Float32Array.from(F.subarray(o, o + g[name].length))];
+        })) as Record<LinearName, Float32Array>,
+      );
+      opts.onProgress?.(2 * nLayers - l, steps, "blocks");
+    }
+    return {
+      windows: windows.length,
+      seconds: (performance.now() - t0) / 1000,
+      meanLoss: lossSum / windows.length,
+      scratchBytes: nLayers * regionBytes,
+    };
+  } finally {
+    Deno.removeSync(scratchPath);
+  }
+}
+
+/** The shard file of block l of a Fisher checkpoint written by {@linkcode writeFisherCheckpoint}. */
+export function fisherShardName(l: number, nLayers: number): string {
+  const pad = (i: number) => String(i).padStart(5, "0");
+  return `model-${pad(l + 1)}-of-${pad(nLayers)}.safetensors`;
+}
+
+/**
+ * Computes the Fisher information block by block
+ * ({@linkcode fisherInformationBlockwise}) and writes it into `dir` in the
+ * layout of SqueezeLLM's gradient script (kssteven418/SqueezeLLM-gradients):
+ * a Hugging Face checkpoint of the squared gradients under the model's
+ * tensor names (float32; q and k rows in Hugging Face's rotate-half order,
+ * as the script saves them), one safetensors shard per block with
+ * `model.safetensors.index.json`, config.json written last (a folder
+ * without it is an interrupted run). `--fisher DIR` reads it back.
+ *
+ * @param dir the folder (created; files of the same names are replaced)
+ * @param src the model
+ * @param windows calibration windows
+ * @param opts progress, scratch dir (default: `dir`)
+ * @returns as {@linkcode fisherInformationBlockwise}, with the bytes written
+ */
+export function writeFisherCheckpoint(
+  dir: string,
+  src: WeightSource,
+  windows: Int32Array[],
+  opts: BlockwiseFisherOptions = {},
+): BlockwiseFisherResult & { bytes: number } {
+  const c = src.config;
+  Deno.mkdirSync(dir, { recursive: true });
+  const weightMap: Record<string, string> = {};
+  let bytes = 0, tensorBytes = 0;
+  const r = fisherInformationBlockwise(src, windows, (l, f) => {
+    const file = fisherShardName(l, c.nLayers);
+    const tensors = LINEAR_NAMES.map((name) => {
+      const hf = name === "wq"
+        ? permuteRotateHalf(f.wq, c.nHeads, c.dim)
+        : name === "wk"
+        ? permuteRotateHalf(f.wk, c.nKvHeads, c.dim)
+        : f[name];
+      const hfName = `model.layers.${l}.${HF_LINEAR_NAMES[name]}.weight`;
+      return { name: hfName, dtype: "F32", shape: linearShape(c, name), data: hf };
+    });
+    for (const t of tensors) {
+      weightMap[t.name] = file;
+      tensorBytes += t.data.byteLength;
+    }
+    bytes += writeSafetensors(
+      `${dir}/${file}`,
+      tensors.map(({ name, dtype, shape }) => ({ name, dtype, shape })),
+      (_, i) => new Uint8Array(tensors[i].data.buffer),
+      { format: "pt" },
+    );
+  }, { ...opts, scratchDir: opts.scratchDir ?? dir });
+  const sorted = Object.fromEntries(Object.entries(weightMap).sort(([a], [b]) => a < b ? -1 : 1));
+  Deno.writeTextFileSync(
+    `${dir}/${SAFETENSORS_INDEX}`,
+    JSON.stringify({ metadata: { total_size: tensorBytes }, weight_map: sorted }, null, 2),
+  );
+  Deno.writeTextFileSync(`${dir}/config.json`, hfConfigText(c, "F32"));
+  return { ...r, bytes };
+}

@@ -1,0 +1,60 @@
+import assert from "node:assert/strict";
+import { loadCheckpoint } from "../model/checkpoint.ts";
+import { LINEAR_NAMES, type LinearName } from "../model/config.ts";
+import { loadHfFisher } from "../model/hf.ts";
+import { mulberry32 } from "../model/random.ts";
+import { memoryWeightSource } from "../model/weight_source.ts";
+import { sharedData } from "../datasets/testing.ts";
+import { tempDir } from "../datasets/_testing.ts";
+import { fisherInformation } from "./fisher.ts";
+import { fisherInformationBlockwise, writeFisherCheckpoint } from "./fisher_blockwise.ts";
+
+const weights = await loadCheckpoint(sharedData("stories260K/stories260K.bin"));
+const c = weights.config;
+
+/** Seeded windows of several lengths: two partial sums of FISHER_CHUNK (4), the second short. */
+const windows = [96, 128, 40, 128, 2, 77].map((T, i) => {
+  const u = mulberry32(7 + i);
+  return Int32Array.from({ length: T }, () => Math.floor(u() * c.vocabSize));
+});
+const whole = await fisherInformation(weights, windows, { workers: 0 });
+
+Deno.test("fisherInformationBlockwise() gives quant/fisher.ts's Fisher bit for bit, one block at a time, last block first", () => {
+  const got: Record<LinearName, Float32Array>[] = [];
+  const order: number[] = [], read: number[] = [];
+  const src = memoryWeightSource(weights);
+  const counting = {
+    ...src,
+    layer(l: number) {
+      read.push(l);
+      return src.layer(l);
+    },
+  };
+  const r = fisherInformationBlockwise(counting, windows, (l, f) => {
+    order.push(l);
+    got[l] = f;
+  });
+  const L = c.nLayers;
+  assert.deepEqual(order, Array.from({ length: L }, (_, i) => L - 1 - i));
+  assert.deepEqual(read, [...Array(L).keys(), ...order], "each block read once per sweep");
+  for (let l = 0; l < L; l++) {
+    for (const n of LINEAR_NAMES) {
+      assert.deepEqual(got[l][n], whole.fisher[l][n], `layers.${l}.${n}`);
+    }
+  }
+  assert.equal(r.windows, windows.length);
+  assert.equal(r.meanLoss, whole.meanLoss);
+  assert.ok(whole.fisher[0].wq.some((x) => x > 0), "a Fisher of zeros would prove nothing");
+});
+
+Deno.test("writeFisherCheckpoint() writes SqueezeLLM-gradients' layout, which openHfFisher reads back as the same Fisher", async () => {
+  await using tmp = await tempDir("sqb-fisher-blockwise-");
+  const dir = `${tmp.path}/fisher`;
+  const r = writeFisherCheckpoint(dir, memoryWeightSource(weights), windows.slice(0, 2));
+  const back = await loadHfFisher(dir, c);
+  const want = await fisherInformation(weights, windows.slice(0, 2), { workers: 0 });
+  assert.deepEqual(back, want.fisher.map((f) => ({ ...f })));
+  assert.ok(r.bytes > 0);
+  const left = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.startsWith("sqb-"));
+  assert.deepEqual(left, [], "the scratch file is removed");
+});
