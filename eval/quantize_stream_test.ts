@@ -17,7 +17,7 @@ import {
 import { loadQuantizedModel } from "../quant/qmodel.ts";
 import { quantizeToFile } from "./quantize_stream.ts";
 import { hfFolderSha256 } from "./model_source.ts";
-import { cli, lastJson } from "./cli/_testing.ts";
+import { cli, cliWith, lastJson } from "./cli/_testing.ts";
 
 const MODEL = sharedData("stories260K/stories260K.bin");
 const ref = await loadCheckpoint(MODEL);
@@ -198,4 +198,34 @@ Deno.test("ppl --fisher DIR quantizes with the file's Fisher and keys the stored
   );
   assert.equal(rtn.code, 2);
   assert.match(rtn.err, /--fisher applies to --method squeezellm only/);
+});
+
+Deno.test("quantize --method squeezellm computes the Fisher block by block and gives ppl's in-memory SqueezeLLM (whole-model Fisher) exactly", async () => {
+  await using tmp = await tempDir("sqb-stream-fisher-test-");
+  const env = { SQB_CACHE_DIR: `${tmp.path}/cache` };
+  const squeeze = [
+    "--method",
+    "squeezellm",
+    "--bits",
+    "3",
+    "--fisher-samples",
+    "5",
+    "--calib-seqlen",
+    "128",
+  ];
+  const data = ["--data-dir", sharedData(""), "--workers", "0"];
+  const out = `${tmp.path}/m.sqbq`;
+  const q = await cliWith(env, "quantize", ...data, ...squeeze, "--out", out, "--json");
+  assert.equal(q.code, 0, q.err);
+  assert.match(q.err, /fisher: 5 windows, computed block by block in .*fisher-[0-9a-f]{64}\.hf/);
+  const common = ["--dataset", "tinystories", "--limit", "2", "--json"];
+  const fromFile = await cliWith(env, "ppl", ...data, "--quantized", out, ...common);
+  assert.equal(fromFile.code, 0, fromFile.err);
+  const inMemory = await cliWith(env, "ppl", ...data, ...squeeze, ...common);
+  assert.equal(inMemory.code, 0, inMemory.err);
+  assert.equal(lastJson(fromFile.out).ppl, lastJson(inMemory.out).ppl);
+  assert.deepEqual(
+    lastJson(fromFile.out).quant.calibration,
+    lastJson(inMemory.out).quant.calibration,
+  );
 });

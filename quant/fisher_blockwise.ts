@@ -49,7 +49,8 @@ import { hfConfigText, permuteRotateHalf } from "../model/hf.ts";
 import type { ProgressCallback } from "../model/pool.ts";
 import { SAFETENSORS_INDEX, writeSafetensors } from "../model/safetensors.ts";
 import type { WeightSource } from "../model/weight_source.ts";
-import { checkFisherWindows, FISHER_CHUNK, fisherLayout } from "./fisher.ts";
+import { checkFisherWindows, FISHER_CHUNK, FISHER_CODE_VERSION, fisherLayout } from "./fisher.ts";
+import { fisherCacheKey, windowsSha256 } from "./fisher_cache.ts";
 
 /** Options of {@linkcode fisherInformationBlockwise}. */
 export interface BlockwiseFisherOptions {
@@ -274,4 +275,56 @@ export function writeFisherCheckpoint(
   );
   Deno.writeTextFileSync(`${dir}/config.json`, hfConfigText(c, "F32"));
   return { ...r, bytes };
+}
+
+/** Options of {@linkcode cachedFisherCheckpoint}. */
+export interface CachedFisherCheckpointOptions {
+  /** The folder of cached Fisher information (`<cache dir>/fisher`). */
+  cacheDir: string;
+  /** The checkpoint and calibration data, as quant/fisher_cache.ts `cachedFisher` keys them. */
+  key: string;
+  onProgress?: ProgressCallback;
+}
+
+/**
+ * {@linkcode writeFisherCheckpoint} computed once: kept in
+ * `cacheDir/fisher-<key>.hf/` under quant/fisher_cache.ts's key (the
+ * caller's checkpoint and calibration identity, window count and length,
+ * sha256 of the token ids, {@linkcode FISHER_CODE_VERSION}); written into a
+ * temporary folder renamed into place, so a folder there is complete.
+ *
+ * @param src the model
+ * @param windows calibration windows
+ * @param opts cache folder, key, progress
+ * @returns the folder (for model/hf.ts `openHfFisher`) and whether it was computed now
+ */
+export function cachedFisherCheckpoint(
+  src: WeightSource,
+  windows: Int32Array[],
+  opts: CachedFisherCheckpointOptions,
+): { dir: string; computed: boolean } {
+  checkFisherWindows(src.config, windows);
+  const key = fisherCacheKey({
+    key: opts.key,
+    nsamples: windows.length,
+    seqlen: Math.max(...windows.map((w) => w.length)),
+    windowsSha256: windowsSha256(windows),
+    codeVersion: FISHER_CODE_VERSION,
+  });
+  const dir = `${opts.cacheDir}/fisher-${key}.hf`;
+  try {
+    Deno.statSync(`${dir}/config.json`);
+    return { dir, computed: false };
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  const tmp = `${dir}.tmp-${Deno.pid}`;
+  try {
+    Deno.removeSync(tmp, { recursive: true }); // left by a run of the same pid that was killed
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  writeFisherCheckpoint(tmp, src, windows, { onProgress: opts.onProgress });
+  Deno.renameSync(tmp, dir);
+  return { dir, computed: true };
 }

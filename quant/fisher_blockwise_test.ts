@@ -7,7 +7,11 @@ import { memoryWeightSource } from "../model/weight_source.ts";
 import { sharedData } from "../datasets/testing.ts";
 import { tempDir } from "../datasets/_testing.ts";
 import { fisherInformation } from "./fisher.ts";
-import { fisherInformationBlockwise, writeFisherCheckpoint } from "./fisher_blockwise.ts";
+import {
+  cachedFisherCheckpoint,
+  fisherInformationBlockwise,
+  writeFisherCheckpoint,
+} from "./fisher_blockwise.ts";
 
 const weights = await loadCheckpoint(sharedData("stories260K/stories260K.bin"));
 const c = weights.config;
@@ -57,4 +61,25 @@ Deno.test("writeFisherCheckpoint() writes SqueezeLLM-gradients' layout, which op
   assert.ok(r.bytes > 0);
   const left = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.startsWith("sqb-"));
   assert.deepEqual(left, [], "the scratch file is removed");
+});
+
+Deno.test("cachedFisherCheckpoint() computes once per model, data and windows", async () => {
+  await using tmp = await tempDir("sqb-fisher-cache-");
+  const opts = { cacheDir: tmp.path, key: "model|c4|sha" };
+  const two = windows.slice(0, 2);
+  const first = cachedFisherCheckpoint(memoryWeightSource(weights), two, opts);
+  assert.equal(first.computed, true);
+  assert.deepEqual(cachedFisherCheckpoint(memoryWeightSource(weights), two, opts), {
+    dir: first.dir,
+    computed: false,
+  });
+  const other = cachedFisherCheckpoint(memoryWeightSource(weights), windows.slice(1, 3), opts);
+  assert.equal(other.computed, true);
+  assert.notEqual(other.dir, first.dir);
+  const keyed = cachedFisherCheckpoint(memoryWeightSource(weights), two, { ...opts, key: "x" });
+  assert.notEqual(keyed.dir, first.dir);
+  assert.deepEqual(
+    await loadHfFisher(first.dir, c),
+    (await fisherInformation(weights, two, { workers: 0 })).fisher.map((f) => ({ ...f })),
+  );
 });

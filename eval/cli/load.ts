@@ -133,8 +133,8 @@ export function checkFitsInMemory(path: string, config: LlamaConfig): void {
   const gb = (b: number) => `${(b / 1e9).toFixed(1)} GB`;
   throw new CliError(
     `${path} needs ${gb(need)} in fp32, more than this machine's ${gb(total)} of memory; ` +
-      `what runs block by block: quantize --method rtn | squeezellm (with --fisher DIR, without ` +
-      `--outliers), and ppl --blockwise (a checkpoint or --quantized FILE)`,
+      `what runs block by block: quantize --method rtn | squeezellm (without --outliers; its ` +
+      `Fisher pass too), and ppl --blockwise (a checkpoint or --quantized FILE)`,
   );
 }
 

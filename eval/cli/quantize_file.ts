@@ -10,23 +10,25 @@
  * the official gradient script, kssteven418/SqueezeLLM-gradients: a Hugging
  * Face checkpoint of squared gradients under the model's tensor names, read
  * block by block, its sha256 recorded), or else is computed here from the
- * calibration windows (eval/pipeline.ts: the whole model in fp32 for the
- * backward pass, then released before quantizing).
+ * calibration windows block by block too (quant/fisher_blockwise.ts, the
+ * whole-model pass's numbers bit for bit), kept in the cache dir in the
+ * same layout and read back the same way.
  *
  * @module
  */
 import process from "node:process";
 import { openHfFisher } from "../../model/hf.ts";
-import { materializeWeights } from "../../model/weight_source.ts";
 import type { LlamaConfig } from "../../model/config.ts";
-import { calibrationNeed, checkFitsInMemory, openModelFromOptions } from "./load.ts";
+import { calibrationNeed, openModelFromOptions } from "./load.ts";
 import { hfFolderSha256 } from "../model_source.ts";
 import { CliError, str } from "./options.ts";
 import { progressBars } from "./progress.ts";
 import { workersOf } from "./quant_options.ts";
 import { type BlockFisher, quantizeToFile } from "../quantize_stream.ts";
 import { blockwiseProblem } from "../../quant/blockwise.ts";
-import { fisherFileText, loadCalibration } from "../pipeline.ts";
+import { drawCalibration, fisherFileText } from "../pipeline.ts";
+import { cachedFisherCheckpoint } from "../../quant/fisher_blockwise.ts";
+import { resolveCacheDir } from "../../datasets/datadir.ts";
 import { type CalibrationIdentity, type QuantSpec, resolveSpec } from "../../quant/methods.ts";
 
 /** The `--fisher DIR` option (quantize, ppl, eval). */
@@ -176,25 +178,28 @@ export async function quantizeFileBlockwise(
     calibrationText = fisherFileText(fisherFile);
     details.fisherFile = fisherFile;
   } else if (computeFisher) {
-    // The Fisher pass needs the whole model in fp32 (forward and backward over windows).
-    checkFitsInMemory(model.checkpointPath, source.config);
-    const cal = await loadCalibration(materializeWeights(source), resolved, {
+    // The Fisher pass block by block (quant/fisher_blockwise.ts), kept in the cache dir in
+    // SqueezeLLM-gradients' layout and read back block by block like a --fisher DIR.
+    const drawn = (await drawCalibration(source.config, resolved, {
       tokenizer: model.tokenizer!, // required above
       dataDir: model.dataDir,
       offline: model.offline,
-      modelKey: model.checkpointSha256,
-      workers,
-      log: (s) => console.error(s),
-      onProgress: progressBars(),
+    }))!;
+    const { dir, computed } = cachedFisherCheckpoint(source, drawn.windows, {
+      cacheDir: `${resolveCacheDir()}/fisher`,
+      key: `${model.checkpointSha256}|${drawn.identity.source}|${drawn.identity.fileSha256}`,
+      onProgress: progressBars("fisher"),
     });
-    if (!cal?.inputs || !("fisher" in cal.inputs)) {
-      throw new Error("squeezellm: no Fisher information");
-    }
-    const layers = cal.inputs.fisher;
-    fisher = { layer: (l) => layers[l] };
-    calibration = cal.identity;
-    calibrationText = cal.text;
-    details.fisherWindows = cal.inputs.windows;
+    console.error(
+      `fisher: ${drawn.windows.length} windows, ${
+        computed ? "computed block by block" : "cached"
+      }` +
+        ` in ${dir}`,
+    );
+    fisher = await openHfFisher(dir, source.config);
+    calibration = drawn.identity;
+    calibrationText = drawn.text;
+    details.fisherWindows = drawn.windows.length;
   }
   console.error(`quantizing ${model.name} block by block …`);
   try {
