@@ -47,6 +47,7 @@ import { presetNames } from "./presets.ts";
 import { BENCHES, runBench } from "../bench/bench.ts";
 import { BLOCKWISE_HELP, BLOCKWISE_OPTIONS, pplBlockwise } from "./ppl_blockwise.ts";
 import { pplResultRow } from "./ppl_result.ts";
+import { fisherCmd } from "./fisher_cmd.ts";
 import {
   checkedFisherFile,
   FISHER_HELP,
@@ -647,6 +648,7 @@ export const COMMANDS: Record<string, Command> = {
   eval: evalCmd,
   ppl: pplCmd,
   quantize: quantizeCmd,
+  fisher: fisherCmd,
   generate: generateCmd,
   bench: benchCmd,
   report: reportCmd,
