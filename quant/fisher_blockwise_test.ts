@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { loadCheckpoint } from "../model/checkpoint.ts";
 import { LINEAR_NAMES, type LinearName } from "../model/config.ts";
 import { loadHfFisher } from "../model/hf.ts";
-import { mulberry32 } from "../model/random.ts";
+import { mulberry32, randomWeights } from "../model/random.ts";
 import { memoryWeightSource } from "../model/weight_source.ts";
 import { sharedData } from "../datasets/testing.ts";
 import { tempDir } from "../datasets/_testing.ts";
@@ -23,7 +23,7 @@ const windows = [96, 128, 40, 128, 2, 77].map((T, i) => {
 });
 const whole = await fisherInformation(weights, windows, { workers: 0 });
 
-Deno.test("fisherInformationBlockwise() gives quant/fisher.ts's Fisher bit for bit, one block at a time, last block first", () => {
+Deno.test("fisherInformationBlockwise() gives quant/fisher.ts's Fisher bit for bit, one block at a time, last block first", async () => {
   const got: Record<LinearName, Float32Array>[] = [];
   const order: number[] = [], read: number[] = [];
   const src = memoryWeightSource(weights);
@@ -34,10 +34,10 @@ Deno.test("fisherInformationBlockwise() gives quant/fisher.ts's Fisher bit for b
       return src.layer(l);
     },
   };
-  const r = fisherInformationBlockwise(counting, windows, (l, f) => {
+  const r = await fisherInformationBlockwise(counting, windows, (l, f) => {
     order.push(l);
     got[l] = f;
-  });
+  }, { workers: 0 });
   const L = c.nLayers;
   assert.deepEqual(order, Array.from({ length: L }, (_, i) => L - 1 - i));
   assert.deepEqual(read, [...Array(L).keys(), ...order], "each block read once per sweep");
@@ -51,10 +51,42 @@ Deno.test("fisherInformationBlockwise() gives quant/fisher.ts's Fisher bit for b
   assert.ok(whole.fisher[0].wq.some((x) => x > 0), "a Fisher of zeros would prove nothing");
 });
 
+Deno.test("fisherInformationBlockwise() gives the same Fisher on 0 and 2 workers", async () => {
+  const w = randomWeights({
+    dim: 8,
+    hiddenDim: 12,
+    nLayers: 2,
+    nHeads: 2,
+    nKvHeads: 1,
+    vocabSize: 10,
+    maxSeqLen: 6,
+    sharedClassifier: false,
+    normEps: 1e-5,
+    ropeTheta: 10000,
+  }, 3);
+  const u = mulberry32(5);
+  const wins = [6, 3, 5, 6, 2, 4].map((T) =>
+    Int32Array.from({ length: T }, () => Math.floor(u() * 10))
+  );
+  const run = async (workers: number) => {
+    const F: Record<LinearName, Float32Array>[] = [];
+    await fisherInformationBlockwise(memoryWeightSource(w), wins, (l, f) => F[l] = f, { workers });
+    return F;
+  };
+  const alone = await run(0);
+  assert.deepEqual(await run(2), alone);
+  assert.deepEqual(
+    alone,
+    (await fisherInformation(w, wins, { workers: 0 })).fisher.map((f) => ({ ...f })),
+  );
+});
+
 Deno.test("writeFisherCheckpoint() writes SqueezeLLM-gradients' layout, which openHfFisher reads back as the same Fisher", async () => {
   await using tmp = await tempDir("sqb-fisher-blockwise-");
   const dir = `${tmp.path}/fisher`;
-  const r = writeFisherCheckpoint(dir, memoryWeightSource(weights), windows.slice(0, 2));
+  const r = await writeFisherCheckpoint(dir, memoryWeightSource(weights), windows.slice(0, 2), {
+    workers: 0,
+  });
   const back = await loadHfFisher(dir, c);
   const want = await fisherInformation(weights, windows.slice(0, 2), { workers: 0 });
   assert.deepEqual(back, want.fisher.map((f) => ({ ...f })));
@@ -65,18 +97,25 @@ Deno.test("writeFisherCheckpoint() writes SqueezeLLM-gradients' layout, which op
 
 Deno.test("cachedFisherCheckpoint() computes once per model, data and windows", async () => {
   await using tmp = await tempDir("sqb-fisher-cache-");
-  const opts = { cacheDir: tmp.path, key: "model|c4|sha" };
+  const opts = { cacheDir: tmp.path, key: "model|c4|sha", workers: 0 };
   const two = windows.slice(0, 2);
-  const first = cachedFisherCheckpoint(memoryWeightSource(weights), two, opts);
+  const first = await cachedFisherCheckpoint(memoryWeightSource(weights), two, opts);
   assert.equal(first.computed, true);
-  assert.deepEqual(cachedFisherCheckpoint(memoryWeightSource(weights), two, opts), {
+  assert.deepEqual(await cachedFisherCheckpoint(memoryWeightSource(weights), two, opts), {
     dir: first.dir,
     computed: false,
   });
-  const other = cachedFisherCheckpoint(memoryWeightSource(weights), windows.slice(1, 3), opts);
+  const other = await cachedFisherCheckpoint(
+    memoryWeightSource(weights),
+    windows.slice(1, 3),
+    opts,
+  );
   assert.equal(other.computed, true);
   assert.notEqual(other.dir, first.dir);
-  const keyed = cachedFisherCheckpoint(memoryWeightSource(weights), two, { ...opts, key: "x" });
+  const keyed = await cachedFisherCheckpoint(memoryWeightSource(weights), two, {
+    ...opts,
+    key: "x",
+  });
   assert.notEqual(keyed.dir, first.dir);
   assert.deepEqual(
     await loadHfFisher(first.dir, c),

@@ -15,7 +15,7 @@ import { hfFolderSha256 } from "../model_source.ts";
 import { calibrationNeed, openModelFromOptions } from "./load.ts";
 import { CliError, type Command, MODEL_HELP, MODEL_OPTIONS, str } from "./options.ts";
 import { progressBars } from "./progress.ts";
-import { QUANT_OPTIONS, specFromOptions } from "./quant_options.ts";
+import { QUANT_OPTIONS, specFromOptions, workersOf } from "./quant_options.ts";
 import { peakRssBytes } from "./quantize_file.ts";
 
 /** The calibration flags of SqueezeLLM that decide its Fisher information. */
@@ -28,6 +28,7 @@ export const fisherCmd: Command = {
     ...MODEL_OPTIONS,
     ...Object.fromEntries(CALIB_FLAGS.map((f) => [f, QUANT_OPTIONS[f]])),
     out: { type: "string" },
+    workers: { type: "string" },
   },
   help: `deno task fisher --out DIR [options]
 
@@ -38,6 +39,8 @@ export const fisherCmd: Command = {
   --calib SRC          calibration data (default c4)
   --calib-seqlen N     tokens per window (default: the model's max_seq_len)
   --seed S             seed of the calibration draw (default 0)
+  --workers N          worker threads (default: the cores, for blocks large enough to pay for them);
+                       the numbers do not depend on it
 ${MODEL_HELP}`,
   async run(values) {
     const out = str(values, "out");
@@ -67,8 +70,9 @@ ${MODEL_HELP}`,
       offline: model.offline,
     }))!;
     console.error(`fisher: ${model.name}, ${drawn.text}, block by block`);
-    const r = writeFisherCheckpoint(out, source, drawn.windows, {
+    const r = await writeFisherCheckpoint(out, source, drawn.windows, {
       onProgress: progressBars("fisher"),
+      workers: values.workers === undefined ? undefined : workersOf(values),
     });
     const sha256 = await hfFolderSha256(out);
     const peak = peakRssBytes();

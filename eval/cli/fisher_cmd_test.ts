@@ -8,7 +8,7 @@ import { cliWith, lastJson } from "./_testing.ts";
 Deno.test("fisher --out DIR writes the Fisher that quantize computes itself: quantize --fisher DIR gives the same codes", async () => {
   await using tmp = await tempDir("sqb-fisher-cmd-");
   const env = { SQB_CACHE_DIR: `${tmp.path}/cache` };
-  const data = ["--data-dir", sharedData("")];
+  const data = ["--data-dir", sharedData(""), "--workers", "0"];
   const calib = ["--fisher-samples", "3", "--calib-seqlen", "64"];
   const dir = `${tmp.path}/fisher`;
   const f = await cliWith(env, "fisher", ...data, ...calib, "--out", dir, "--json");
@@ -16,7 +16,7 @@ Deno.test("fisher --out DIR writes the Fisher that quantize computes itself: qua
   const j = lastJson(f.out);
   assert.equal(j.windows, 3);
   assert.equal(j.sha256, await hfFolderSha256(dir));
-  const quantize = ["quantize", ...data, "--method", "squeezellm", "--bits", "3", "--workers", "0"];
+  const quantize = ["quantize", ...data, "--method", "squeezellm", "--bits", "3"];
   const fromDir = await cliWith(env, ...quantize, "--fisher", dir, "--out", `${tmp.path}/a.sqbq`);
   assert.equal(fromDir.code, 0, fromDir.err);
   const own = await cliWith(env, ...quantize, ...calib, "--out", `${tmp.path}/b.sqbq`);

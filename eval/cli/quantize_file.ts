@@ -185,10 +185,11 @@ export async function quantizeFileBlockwise(
       dataDir: model.dataDir,
       offline: model.offline,
     }))!;
-    const { dir, computed } = cachedFisherCheckpoint(source, drawn.windows, {
+    const { dir, computed } = await cachedFisherCheckpoint(source, drawn.windows, {
       cacheDir: `${resolveCacheDir()}/fisher`,
       key: `${model.checkpointSha256}|${drawn.identity.source}|${drawn.identity.fileSha256}`,
       onProgress: progressBars("fisher"),
+      workers: values.workers === undefined ? undefined : workers,
     });
     console.error(
       `fisher: ${drawn.windows.length} windows, ${
