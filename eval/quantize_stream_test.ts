@@ -17,6 +17,7 @@ import {
 import { loadQuantizedModel } from "../quant/qmodel.ts";
 import { quantizeToFile } from "./quantize_stream.ts";
 import { hfFolderSha256 } from "./model_source.ts";
+import { storedPplRows } from "./_store_testing.ts";
 import { cli, cliWith, lastJson } from "./cli/_testing.ts";
 
 const MODEL = sharedData("stories260K/stories260K.bin");
@@ -175,18 +176,11 @@ Deno.test("ppl --fisher DIR quantizes with the file's Fisher and keys the stored
   const r = await cli(...args, "--fisher", fisherDir, "--store", store);
   assert.equal(r.code, 0, r.err);
   assert.match(r.err, /Fisher information read from .*fisher \(sha256 [0-9a-f]{12}…\)/);
-  const { ResultsStore } = await import("../reports/store.ts");
-  const s = await ResultsStore.open(store);
-  const rows = await s.query("select identity, identity_complete from ppl_results");
-  s.close();
+  const rows = await storedPplRows(store);
   assert.equal(rows.length, 1);
-  const stored = rows[0].identity;
-  const identity = typeof stored === "string"
-    ? JSON.parse(stored)
-    : stored as Record<string, unknown>;
-  assert.deepEqual(identity.fisher, { sha256: await hfFolderSha256(fisherDir) });
-  assert.equal(identity.calibration, null);
-  assert.equal(rows[0].identity_complete, true);
+  assert.deepEqual(rows[0].identity.fisher, { sha256: await hfFolderSha256(fisherDir) });
+  assert.equal(rows[0].identity.calibration, null);
+  assert.equal(rows[0].identityComplete, true);
   const rtn = await cli(
     ...args.slice(0, -7),
     "--method",

@@ -5,7 +5,7 @@ import { mulberry32 } from "../../model/random.ts";
 import { writeHfCheckpoint } from "../../model/_convert_testing.ts";
 import { sharedData } from "../../datasets/testing.ts";
 import { tempDir } from "../../datasets/_testing.ts";
-import { ResultsStore } from "../../reports/store.ts";
+import { storedPplRows } from "../_store_testing.ts";
 import { hfFolderSha256 } from "../model_source.ts";
 import { cliWith, lastJson } from "./_testing.ts";
 
@@ -82,18 +82,12 @@ Deno.test("eval --fisher DIR: SqueezeLLM reads the folder's Fisher, no Fisher pa
   assert.doesNotMatch(run.err, /calibrate: fisher/);
   const results = lastJson(run.out).results as { resultKey: string; windows: number }[];
   assert.deepEqual(results.map((r) => [r.resultKey, r.windows]), [[key, 2]]);
-  const s = await ResultsStore.open(store);
-  const rows = await s.query("select result_key, identity, identity_complete from ppl_results");
-  s.close();
+  const rows = await storedPplRows(store);
   assert.equal(rows.length, 1);
-  const stored = rows[0].identity;
-  const identity = typeof stored === "string"
-    ? JSON.parse(stored)
-    : stored as Record<string, unknown>;
-  assert.equal(rows[0].result_key, key);
-  assert.deepEqual(identity.fisher, { sha256 });
-  assert.equal(identity.calibration, null);
-  assert.equal(rows[0].identity_complete, true);
+  assert.equal(rows[0].resultKey, key);
+  assert.deepEqual(rows[0].identity.fisher, { sha256 });
+  assert.equal(rows[0].identity.calibration, null);
+  assert.equal(rows[0].identityComplete, true);
 
   const again = await cliWith(env, ...base, "--fisher", fisherDir);
   assert.equal(again.code, 0, again.err);
