@@ -34,7 +34,12 @@ import type { CalibrationIdentity } from "../quant/methods.ts";
  * (quantizers, calibration sampling, tokenization, the perplexity protocol);
  * results of an older version are then never matched and are recomputed.
  */
-export const CODE_VERSION = 1;
+export const CODE_VERSION = 2;
+// 2: ABQ-LLM's attention in WebAssembly (quant/abq_attention.ts: another f32
+//    summation order and exp; a few codes move), GPU prefill attention's
+//    summation order (≈ 1e-7 relative), and the CLI's GPTQ on the fast solver
+//    with fused multiply-adds (the same codes as the reference on stories260K
+//    on this host; a code at a rounding boundary may differ elsewhere).
 
 /** Prefix of keys given to rows migrated from a store without identities; no new key has it. */
 export const LEGACY_KEY_PREFIX = "legacy:";
