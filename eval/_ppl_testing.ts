@@ -12,6 +12,7 @@ import { SHARED_DATA, sharedData } from "../datasets/testing.ts";
 import type { QuantizedModel } from "../quant/methods.ts";
 import type { QuantContext } from "./pipeline.ts";
 import { perplexity } from "./perplexity.ts";
+import { calibrationWindows } from "../datasets/calibration.ts";
 
 /** Windows scored by {@linkcode pplOf}. */
 export const LIMIT = 4;
@@ -20,6 +21,27 @@ export const LIMIT = 4;
 export const weights = await loadCheckpoint(sharedData("stories260K/stories260K.bin"));
 /** stories260K's tokenizer. */
 export const tokenizer = await loadTokenizer(sharedData("stories260K/tok512.model"));
+
+/**
+ * Calibration windows of stories260K's tokens drawn offline from the shared TinyStories sample,
+ * seed 0 (the GPU calibration tests' inputs).
+ *
+ * @param nsamples how many windows
+ * @param seqlen tokens per window
+ * @returns the windows
+ */
+export async function tinyStoriesWindows(nsamples: number, seqlen: number): Promise<Int32Array[]> {
+  const { windows } = await calibrationWindows({
+    source: "tinystories",
+    nsamples,
+    seqlen,
+    seed: 0,
+    dataDir: SHARED_DATA,
+    tokenizer,
+    offline: true,
+  });
+  return windows;
+}
 
 /**
  * A quantization context on the shared data, offline, in a fresh cache directory, on this thread

@@ -9,22 +9,13 @@
 import assert from "node:assert/strict";
 import { forward } from "../model/forward.ts";
 import { linearKey } from "../model/config.ts";
-import { calibrationWindows } from "../datasets/calibration.ts";
-import { maxRelError, SHARED_DATA } from "../datasets/testing.ts";
+import { maxRelError } from "../datasets/testing.ts";
 import { gptqQuantizeModel } from "../quant/sequential.ts";
 import { gpuTest } from "../kernels/_testing.ts";
-import { tokenizer, weights } from "./_ppl_testing.ts";
+import { tinyStoriesWindows, weights } from "./_ppl_testing.ts";
 import { gptqQuantizeModelGpu, gpuActivationStats } from "./gpu_calibration.ts";
 
-const { windows } = await calibrationWindows({
-  source: "tinystories",
-  nsamples: 4,
-  seqlen: 128,
-  seed: 0,
-  dataDir: SHARED_DATA,
-  tokenizer,
-  offline: true,
-});
+const windows = await tinyStoriesWindows(4, 128);
 
 gpuTest(
   "gptqQuantizeModelGpu() (block inputs on the GPU) matches the CPU loop on stories260K",

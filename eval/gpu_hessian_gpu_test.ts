@@ -7,26 +7,14 @@
  * quantized model matches the CPU's.
  */
 import assert from "node:assert/strict";
-import { loadCheckpoint } from "../model/checkpoint.ts";
-import { loadTokenizer } from "../model/tokenizer.ts";
-import { calibrationWindows } from "../datasets/calibration.ts";
-import { maxRelError, SHARED_DATA, sharedData } from "../datasets/testing.ts";
+import { maxRelError } from "../datasets/testing.ts";
 import type { HessianAccumulatorFactory } from "../quant/sequential.ts";
 import { cpuHessians, gptqQuantizeModel, gptqQuantizeModelAsync } from "../quant/sequential.ts";
 import { gpuTest } from "../kernels/_testing.ts";
 import { gpuHessians } from "./gpu_calibration.ts";
+import { tinyStoriesWindows, weights } from "./_ppl_testing.ts";
 
-const weights = await loadCheckpoint(sharedData("stories260K/stories260K.bin"));
-const tokenizer = await loadTokenizer(sharedData("stories260K/tok512.model"));
-const { windows } = await calibrationWindows({
-  source: "tinystories",
-  nsamples: 4,
-  seqlen: 128,
-  seed: 0,
-  dataDir: SHARED_DATA,
-  tokenizer,
-  offline: true,
-});
+const windows = await tinyStoriesWindows(4, 128);
 const OPTS = { bits: 3, groupSize: 4, actOrder: true } as const;
 
 Deno.test("gptqQuantizeModel() with the injected CPU accumulator equals the default run exactly", () => {
