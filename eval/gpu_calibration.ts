@@ -17,7 +17,6 @@ import type { LayerWeights, LinearName, LlamaConfig, LlamaWeights } from "../mod
 import { LINEAR_NAMES, linearKey, linearShape } from "../model/config.ts";
 import { checkBits, dequantize, f32Tensor, type QuantizedLinear } from "../quant/format.ts";
 import { Gptq } from "../quant/gptq.ts";
-import { minMaxGrid } from "../quant/rtn.ts";
 import {
   checkWindows,
   embedWindows,
@@ -26,6 +25,7 @@ import {
   type GptqModelStats,
   type HessianAccumulatorFactory,
   since,
+  solveLinear,
   TRUE_SEQUENTIAL_GROUPS,
 } from "../quant/sequential.ts";
 import type { DeviceHessians } from "./pipeline.ts";
@@ -195,20 +195,9 @@ export async function gptqQuantizeModelGpu(
           const H = await h.finish();
           h.release();
           live.delete(h);
-          const g = Gptq.fromHessian(rows, cols, H, windows.length);
           const key = linearKey(l, name);
-          const r = g.fasterquant(weights.layers[l][name], {
-            name: key,
-            bits: opts.bits,
-            groupSize: opts.groupSize,
-            sym: opts.sym ?? false,
-            grid: minMaxGrid(opts.bits, opts.sym ?? false, opts.bitBalance ?? false),
-            actOrder: opts.actOrder ?? false,
-            staticGroups: opts.staticGroups ?? false,
-            blocksize: opts.blocksize,
-            percdamp: opts.percdamp,
-          });
-          g.free();
+          const g = Gptq.fromHessian(rows, cols, H, windows.length);
+          const r = await solveLinear(g, weights.layers[l][name], key, opts);
           const q: QuantizedLinear = { dense: r.q };
           linears.set(key, q);
           lw[name] = dequantize(q);

@@ -290,6 +290,47 @@ async function copyShared(
   }
 }
 
+/**
+ * One linear's `fasterquant` with llama_sequential's arguments taken from
+ * `opts` (bits, group, sym, bit balance, act-order, static groups, block
+ * size, dampening), on either solver; the solver is freed once it is done.
+ * The GPU calibration pass (eval/gpu_calibration.ts) solves with it too.
+ *
+ * @param g the solver holding this linear's Hessian
+ * @param W the linear's weights [rows, cols], not modified
+ * @param key the linear's name in messages, e.g. "layers.0.wq"
+ * @param opts the model-level options
+ * @returns the result (a promise of it from {@linkcode GptqFast})
+ */
+export function solveLinear(
+  g: Gptq | GptqFast,
+  W: Float32Array,
+  key: string,
+  opts: GptqModelOptions,
+): GptqResult | Promise<GptqResult> {
+  const sym = opts.sym ?? false, bitBalance = opts.bitBalance ?? false;
+  const args = {
+    name: key,
+    bits: opts.bits,
+    groupSize: opts.groupSize,
+    sym,
+    actOrder: opts.actOrder ?? false,
+    staticGroups: opts.staticGroups ?? false,
+    blocksize: opts.blocksize,
+    percdamp: opts.percdamp,
+  };
+  const spec: GridSpec = { kind: "minmax", bits: opts.bits, sym, bitBalance };
+  return andThen(
+    g instanceof GptqFast
+      ? g.fasterquant(W, { ...args, grid: spec })
+      : g.fasterquant(W, { ...args, grid: minMaxGrid(opts.bits, sym, bitBalance) }),
+    (r) => {
+      g.free();
+      return r;
+    },
+  );
+}
+
 /** f(v), or a promise of it when v is a promise. */
 function andThen<T, U>(v: T | Promise<T>, f: (t: T) => U | Promise<U>): U | Promise<U> {
   return v instanceof Promise ? v.then(f) : f(v);
@@ -315,8 +356,6 @@ function* gptqSteps(
   if (workers !== undefined && (!Number.isInteger(workers) || workers < 0)) {
     throw new RangeError(`gptqQuantizeModel(): --workers must be an integer ≥ 0, got ${workers}`);
   }
-  const sym = opts.sym ?? false, bitBalance = opts.bitBalance ?? false;
-  const spec: GridSpec = { kind: "minmax", bits: opts.bits, sym, bitBalance };
   const init = { workers, parallelMinMacs: opts.parallelMinMacs };
   const solverFor = (rows: number, cols: number, H?: Float64Array): Gptq | GptqFast =>
     fast
@@ -324,28 +363,6 @@ function* gptqSteps(
         ? GptqFast.fromHessian(rows, cols, H, windows.length, init)
         : new GptqFast(rows, cols, init))
       : (H ? Gptq.fromHessian(rows, cols, H, windows.length) : new Gptq(rows, cols));
-  // fasterquant with llama.py's arguments; the solver is freed once it is done.
-  const solve = (g: Gptq | GptqFast, W: Float32Array, key: string) => {
-    const args = {
-      name: key,
-      bits: opts.bits,
-      groupSize: opts.groupSize,
-      sym,
-      actOrder: opts.actOrder ?? false,
-      staticGroups: opts.staticGroups ?? false,
-      blocksize: opts.blocksize,
-      percdamp: opts.percdamp,
-    };
-    return andThen(
-      g instanceof GptqFast
-        ? g.fasterquant(W, { ...args, grid: spec })
-        : g.fasterquant(W, { ...args, grid: minMaxGrid(opts.bits, sym, bitBalance) }),
-      (r) => {
-        g.free();
-        return r;
-      },
-    );
-  };
   const sequential = (opts.trueSequential ?? true) ? TRUE_SEQUENTIAL_GROUPS : [LINEAR_NAMES];
   const s = new RunState(c, maxT);
   const inps = embedWindows(weights, windows);
@@ -394,9 +411,9 @@ function* gptqSteps(
         const r: GptqResult = yield opts.hessians
           ? andThen(
             accumulators.get(name)!.finish(),
-            (H) => solve(solverFor(rows, cols, H), W, key),
+            (H) => solveLinear(solverFor(rows, cols, H), W, key, opts),
           )
-          : andThen(copied, () => solve(gptq.get(name)!, W, key));
+          : andThen(copied, () => solveLinear(gptq.get(name)!, W, key, opts));
         const q: QuantizedLinear = { dense: r.q };
         linears.set(key, q);
         lw[name] = dequantize(q);
