@@ -1,66 +1,269 @@
 /**
  * Quantize a model block by block straight into a quantized model file, in
- * bounded memory: the path `deno task quantize` takes for the methods that
- * quantize each block from that block alone (quant/blockwise.ts: RTN, and
- * SqueezeLLM given its Fisher information and a fixed outlier range).
+ * bounded memory: the path `deno task quantize` takes for every method that
+ * can be cut into blocks ({@linkcode streamProblem}). Each method is a
+ * {@linkcode BlockQuantizer}, of one of two kinds:
+ *
+ * - a block from that block alone (quant/blockwise.ts): RTN, and SqueezeLLM
+ *   given its Fisher information and a fixed outlier range;
+ * - sequential: block l is calibrated on the activations the blocks before it
+ *   produce (GPTQ's llama_sequential, quant/sequential.ts; AWQ's run_awq).
+ *   The driver embeds the calibration windows once and carries them from
+ *   block to block; the method advances them past its block.
  *
  * ```
  * file header (config, method, spec, base)          QModelWriter.create
  * token embedding, final norm, classifier           read, written, dropped one at a time
+ * sequential: x = embed(windows)                    [windows][T_j, dim], kept throughout
  * for each block l:
  *   read block l (fp32, decoded from f16/bf16 now)   WeightSource.layer(l)
- *   read block l's Fisher (SqueezeLLM)               FisherSource.layer(l)
- *   quantize its seven linears                       rtnBlock / squeezellmBlock
+ *   quantize its seven linears (x: l's inputs →     BlockQuantizer.quantizeBlock
+ *     l+1's inputs)
  *   write its norms and linears, drop them           QModelWriter.tensor / .linear
  * index (provenance, every array's sha256), trailer  QModelWriter.finish
  * ```
  *
  * At any moment the process holds one block in fp32 with its quantized
- * linears, or one of the embedding-sized tensors, never the whole model: a
- * TinyLlama-1.1B checkpoint (4.4 GB in fp32) is quantized in well under
- * 1.6 GB (`deno task bench scale`). The codes are those of the whole-model
- * quantizers of quant/registry.ts, bit for bit (same functions, same order),
- * and the file is what `saveQuantized` writes for the same model except for
- * the order of its arrays.
+ * linears, or one of the embedding-sized tensors, plus (sequential methods)
+ * the calibration activations, windows × T × dim fp32 — never the whole
+ * model: a TinyLlama-1.1B checkpoint (4.4 GB in fp32) is quantized in well
+ * under 1.6 GB (`deno task bench scale`). The codes are those of the
+ * whole-model quantizers of quant/registry.ts, bit for bit (same functions,
+ * same order), and the file is what `saveQuantized` writes for the same
+ * model except for the order of its arrays.
  *
  * @module
  */
-import type { LinearName } from "../model/config.ts";
+import type { LayerWeights, LinearName, LlamaConfig, LlamaWeights } from "../model/config.ts";
 import type { ProgressCallback } from "../model/pool.ts";
 import type { WeightSource } from "../model/weight_source.ts";
-import { blockwiseProblem, rtnBlock, squeezellmBlock } from "../quant/blockwise.ts";
-import type { QuantizedLinear, SizeReport } from "../quant/format.ts";
+import {
+  type BlockLinears,
+  blockwiseProblem,
+  rtnBlock,
+  squeezellmBlock,
+} from "../quant/blockwise.ts";
+import type { SizeReport } from "../quant/format.ts";
 import { sizeOf } from "../quant/format.ts";
-import { type CalibrationIdentity, type QuantSpec, variantName } from "../quant/methods.ts";
+import {
+  type CalibrationIdentity,
+  type QuantSpec,
+  type SpecOf,
+  variantName,
+} from "../quant/methods.ts";
 import { QModelWriter } from "../quant/qmodel.ts";
+import {
+  embedWindows,
+  GptqSequential,
+  type HessianAccumulatorFactory,
+} from "../quant/sequential.ts";
 import { sumSizes } from "../quant/size.ts";
+
+/** One quantized block, as {@linkcode quantizeToFile} writes it. */
+export interface QuantizedBlock {
+  /** The block's seven linears by "layers.{l}.{name}". */
+  linears: BlockLinears;
+  /** RMSNorm weights as stored: the checkpoint's, or the method's (AWQ scales them). */
+  attnNorm: Float32Array; // [dim]
+  ffnNorm: Float32Array; // [dim]
+}
+
+/**
+ * A quantization method as {@linkcode quantizeToFile} drives it: one block
+ * at a time, blocks in order 0, 1, …, each handed in once and dropped after.
+ *
+ * A method whose block l depends on the blocks before it (GPTQ, AWQ) sets
+ * `windows`: the driver embeds them once (GPTQ's `inps`: one `[T_j, dim]`
+ * fp32 array per window, held for the whole run) and passes block l's inputs
+ * as `x`; `quantizeBlock` must leave in `x` block l+1's inputs as the method
+ * defines them (GPTQ: the quantized block's outputs; AWQ's run_awq: the
+ * full-precision block's). A method without `windows` gets `x = null`.
+ *
+ * @example A sequential method (see {@linkcode gptqBlockQuantizer})
+ * ```ts
+ * const m: BlockQuantizer = {
+ *   windows,
+ *   async quantizeBlock(l, lw, x) {
+ *     const linears = await calibrateAndQuantize(l, lw, x!); // x: block l's inputs
+ *     for (const xj of x!) runBlock(l, lw, xj);              // x: block l+1's inputs
+ *     return { linears, attnNorm: lw.attnNorm, ffnNorm: lw.ffnNorm };
+ *   },
+ *   details: () => ({}),
+ * };
+ * ```
+ */
+export interface BlockQuantizer {
+  /** Calibration windows (token ids, ≤ max_seq_len each) of a sequential method; absent otherwise. */
+  readonly windows?: Int32Array[];
+  /**
+   * Quantizes block `l`.
+   *
+   * @param l the block's index
+   * @param lw the block's fp32 weights, read for this call (the method may keep or change them)
+   * @param x sequential methods: block l's inputs per window, to be advanced to block l+1's; else null
+   * @returns the block's quantized linears and norms
+   */
+  quantizeBlock(l: number, lw: LayerWeights, x: Float32Array[] | null): Promise<QuantizedBlock>;
+  /** Method facts for the file's provenance (`details`), asked once after the last block. */
+  details(): Record<string, unknown>;
+}
 
 /** A block's Fisher information, read when asked for (model/hf.ts `openHfFisher`, or in memory). */
 export interface BlockFisher {
   layer(l: number): Record<LinearName, Float32Array>;
 }
 
+/** A block's Fisher information, read when asked for (model/hf.ts `openHfFisher`, or in memory). */
+export interface BlockFisher {
+  layer(l: number): Record<LinearName, Float32Array>;
+}
+
+/** What the block quantizers of {@linkcode blockQuantizer} may need besides the spec. */
+export interface BlockQuantizerInputs {
+  /** SqueezeLLM's Fisher information; required for SqueezeLLM. */
+  fisher?: BlockFisher;
+  /** Calibration windows; required for GPTQ. */
+  windows?: Int32Array[];
+  /** GPTQ's Hessian accumulators (eval/gpu_calibration.ts `gpuHessians`). @default the CPU's */
+  hessians?: HessianAccumulatorFactory;
+  /** Worker threads (SqueezeLLM's k-means, GPTQ's solver); 0 = this thread. */
+  workers: number;
+  /** One-line messages. */
+  log?: (line: string) => void;
+}
+
+/**
+ * Why `spec` cannot be quantized block by block into a file, or null when
+ * it can (RTN; SqueezeLLM with a fixed outlier range; GPTQ).
+ *
+ * @param spec a resolved spec
+ * @returns the reason, for people
+ */
+export function streamProblem(spec: QuantSpec): string | null {
+  return spec.method === "gptq" ? null : blockwiseProblem(spec);
+}
+
+/**
+ * The {@linkcode BlockQuantizer} of a resolved spec.
+ *
+ * @param config the model
+ * @param spec a resolved spec that {@linkcode streamProblem} accepts
+ * @param inputs the Fisher (SqueezeLLM), the windows (GPTQ), workers
+ * @returns the method, ready for block 0
+ * @throws {RangeError} when the spec cannot be streamed or its calibration is missing
+ */
+export function blockQuantizer(
+  config: LlamaConfig,
+  spec: QuantSpec,
+  inputs: BlockQuantizerInputs,
+): BlockQuantizer {
+  const problem = streamProblem(spec);
+  if (problem) throw new RangeError(`quantizeToFile(): ${problem}`);
+  switch (spec.method) {
+    case "rtn":
+      return {
+        quantizeBlock: (l, lw) =>
+          Promise.resolve({ linears: rtnBlock(config, lw, l, spec), ...normsOf(lw) }),
+        details: () => ({}),
+      };
+    case "squeezellm":
+      return squeezellmBlockQuantizer(config, spec, inputs);
+    case "gptq":
+      return gptqBlockQuantizer(config, spec, inputs);
+    default:
+      throw new RangeError(`quantizeToFile(): ${spec.method} is not block by block`);
+  }
+}
+
+/** A block's norms as the checkpoint has them. */
+function normsOf(lw: LayerWeights): Pick<QuantizedBlock, "attnNorm" | "ffnNorm"> {
+  return { attnNorm: lw.attnNorm, ffnNorm: lw.ffnNorm };
+}
+
+/** SqueezeLLM: each block from its weights and Fisher (quant/blockwise.ts `squeezellmBlock`). */
+function squeezellmBlockQuantizer(
+  config: LlamaConfig,
+  spec: SpecOf<"squeezellm">,
+  { fisher, workers }: BlockQuantizerInputs,
+): BlockQuantizer {
+  if (!fisher) throw new RangeError(`quantizeToFile(): squeezellm needs the Fisher information`);
+  let nnz = 0;
+  return {
+    async quantizeBlock(l, lw) {
+      const b = await squeezellmBlock(
+        config,
+        lw,
+        fisher.layer(l),
+        l,
+        spec,
+        spec.outlierRange,
+        workers,
+      );
+      nnz += b.nnz;
+      return { linears: b.linears, ...normsOf(lw) };
+    },
+    details: () => ({ sparseNnz: nnz }),
+  };
+}
+
+/**
+ * GPTQ: llama_sequential one block at a time (quant/sequential.ts
+ * {@linkcode GptqSequential}, with the arguments and the fast solver of
+ * quant/registry.ts's GPTQ), so the codes are the whole-model GPTQ's.
+ *
+ * @param config the model
+ * @param spec a resolved GPTQ spec
+ * @param inputs the calibration windows (required), Hessian accumulators, workers, log
+ * @returns the method; its details are the whole-model GPTQ's (`stats`)
+ */
+export function gptqBlockQuantizer(
+  config: LlamaConfig,
+  spec: SpecOf<"gptq">,
+  { windows, hessians, workers, log }: BlockQuantizerInputs,
+): BlockQuantizer {
+  if (!windows) throw new RangeError(`quantizeToFile(): gptq needs calibration windows`);
+  const g = new GptqSequential(config, windows, {
+    bits: spec.bits,
+    groupSize: spec.groupSize,
+    sym: spec.sym,
+    bitBalance: spec.bitBalance,
+    actOrder: spec.actOrder,
+    staticGroups: spec.staticGroups,
+    trueSequential: spec.trueSequential,
+    blocksize: spec.blocksize,
+    percdamp: spec.percdamp,
+    solver: "fast",
+    workers,
+    hessians,
+    log,
+  });
+  return {
+    windows,
+    async quantizeBlock(l, lw, x) {
+      const b = await g.quantizeBlock(l, lw, x!);
+      return { linears: b.linears, ...normsOf(lw) };
+    },
+    details: () => ({ stats: g.stats() }),
+  };
+}
+
 /** What {@linkcode quantizeToFile} needs. */
-export interface QuantizeToFileInput {
+export interface QuantizeToFileInput extends BlockQuantizerInputs {
   /** The model, read block by block. */
   source: WeightSource;
-  /** A resolved spec (quant/spec.ts `resolveSpec`) that {@linkcode blockwiseProblem} accepts. */
+  /** A resolved spec (quant/spec.ts `resolveSpec`) that {@linkcode streamProblem} accepts. */
   spec: QuantSpec;
-  /** SqueezeLLM's Fisher information; required for SqueezeLLM, unused otherwise. */
-  fisher?: BlockFisher;
   /** The file to write. */
   out: string;
   /** The checkpoint quantized: path and sha256 (the file's header records them). */
   base: { path: string; sha256: string };
-  /** The calibration data the Fisher came from (null: none, or a Fisher file). */
+  /** The calibration data the windows or the Fisher came from (null: none, or a Fisher file). */
   calibration: CalibrationIdentity | null;
   calibrationText: string | null;
   /** Facts recorded in the file's provenance beside the method's own (e.g. the Fisher file). */
   details?: Record<string, unknown>;
   /** Command, model name, dates: recorded in the file's provenance. */
   provenance?: Record<string, unknown>;
-  /** k-means worker threads (SqueezeLLM); 0 = this thread. */
-  workers: number;
   /** Blocks done: (done, nLayers, "block l"). */
   onProgress?: ProgressCallback;
 }
@@ -76,7 +279,7 @@ export interface QuantizeToFileResult {
   size: SizeReport;
   /** Quantization time, reads and writes included. */
   seconds: number;
-  /** Method facts (SqueezeLLM: sparse count) and the input's details. */
+  /** Method facts (SqueezeLLM: sparse count; GPTQ: stats) and the input's details. */
   details: Record<string, unknown>;
 }
 
@@ -84,9 +287,9 @@ export interface QuantizeToFileResult {
  * Quantizes `input.source` block by block into `input.out` (see the module
  * doc); the partial file is removed when anything fails.
  *
- * @param input the model source, resolved spec, Fisher, output file and provenance
+ * @param input the model source, resolved spec, calibration, output file and provenance
  * @returns the file's size, the average bits and the time taken
- * @throws {RangeError} when the spec cannot be quantized block by block or SqueezeLLM has no Fisher
+ * @throws {RangeError} when the spec cannot be quantized block by block or its calibration is missing
  * @throws {ModelFormatError} for a malformed checkpoint or Fisher tensor
  * @throws {QModelError} when the file cannot be written
  * @example
@@ -99,13 +302,9 @@ export interface QuantizeToFileResult {
  */
 export async function quantizeToFile(input: QuantizeToFileInput): Promise<QuantizeToFileResult> {
   const t0 = performance.now();
-  const { source, spec, fisher } = input;
-  const problem = blockwiseProblem(spec);
-  if (problem) throw new RangeError(`quantizeToFile(): ${problem}`);
-  if (spec.method === "squeezellm" && !fisher) {
-    throw new RangeError(`quantizeToFile(): squeezellm needs the Fisher information`);
-  }
+  const { source, spec } = input;
   const { config } = source;
+  const method = blockQuantizer(config, spec, input);
   const writer = QModelWriter.create(input.out, {
     config,
     method: spec.method,
@@ -113,41 +312,28 @@ export async function quantizeToFile(input: QuantizeToFileInput): Promise<Quanti
     base: input.base,
   });
   try {
-    writer.tensor("tokenEmbedding", source.tokenEmbedding());
+    let tokenEmbedding: Float32Array | undefined = source.tokenEmbedding();
+    writer.tensor("tokenEmbedding", tokenEmbedding);
+    // GPTQ's inps: block 0's inputs, carried from block to block by the method
+    const x = method.windows
+      ? embedWindows({ config, tokenEmbedding } as LlamaWeights, method.windows)
+      : null;
+    tokenEmbedding = undefined; // dropped before the classifier is read
     writer.tensor("finalNorm", source.finalNorm());
     const classifier = source.classifier();
     if (classifier) writer.tensor("classifier", classifier);
     const sizes: SizeReport[] = [];
-    let nnz = 0;
     for (let l = 0; l < config.nLayers; l++) {
-      const lw = source.layer(l);
-      let linears: Map<string, QuantizedLinear>;
-      if (spec.method === "rtn") linears = rtnBlock(config, lw, l, spec);
-      else if (spec.method === "squeezellm") {
-        const b = await squeezellmBlock(
-          config,
-          lw,
-          fisher!.layer(l),
-          l,
-          spec,
-          spec.outlierRange,
-          input.workers,
-        );
-        linears = b.linears;
-        nnz += b.nnz;
-      } else throw new RangeError(`quantizeToFile(): ${spec.method} is not block by block`);
-      writer.tensor(`layers.${l}.attnNorm`, lw.attnNorm);
-      writer.tensor(`layers.${l}.ffnNorm`, lw.ffnNorm);
-      for (const [key, q] of linears) {
+      const b = await method.quantizeBlock(l, source.layer(l), x);
+      writer.tensor(`layers.${l}.attnNorm`, b.attnNorm);
+      writer.tensor(`layers.${l}.ffnNorm`, b.ffnNorm);
+      for (const [key, q] of b.linears) {
         writer.linear(key, q);
         sizes.push(sizeOf(q));
       }
       input.onProgress?.(l + 1, config.nLayers, `block ${l}`);
     }
-    const details: Record<string, unknown> = {
-      ...(spec.method === "squeezellm" ? { sparseNnz: nnz } : {}),
-      ...input.details,
-    };
+    const details: Record<string, unknown> = { ...method.details(), ...input.details };
     const seconds = (performance.now() - t0) / 1000;
     const bytes = writer.finish({
       ...input.provenance,

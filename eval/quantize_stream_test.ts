@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { LINEAR_NAMES, type LinearName, withLinears } from "../model/config.ts";
 import { loadCheckpoint } from "../model/checkpoint.ts";
 import { openHfFisher, openHfWeights } from "../model/hf.ts";
-import { mulberry32 } from "../model/random.ts";
+import { mulberry32, randomWindows } from "../model/random.ts";
 import { materializeWeights } from "../model/weight_source.ts";
 import { writeHfCheckpoint } from "../model/_convert_testing.ts";
 import { sharedData } from "../datasets/testing.ts";
@@ -13,7 +13,9 @@ import {
   quantizeWith,
   type QuantSpec,
   resolveSpec,
+  variantName,
 } from "../quant/methods.ts";
+import type { GptqModelStats } from "../quant/sequential.ts";
 import { loadQuantizedModel } from "../quant/qmodel.ts";
 import { quantizeToFile } from "./quantize_stream.ts";
 import { hfFolderSha256 } from "./model_source.ts";
@@ -87,6 +89,66 @@ Deno.test("quantizeToFile() writes an fp16 checkpoint block by block with the wh
     assert.equal(file.provenance.blockwise, true);
     if (spec.method === "squeezellm") assert.ok((r.details.sparseNnz as number) > 0);
   }
+});
+
+Deno.test("quantizeToFile() GPTQ block by block from an fp16 checkpoint gives the whole-model GPTQ's codes, bit for bit", async () => {
+  await using tmp = await tempDir("sqb-stream-gptq-test-");
+  const modelDir = `${tmp.path}/model`;
+  await writeHfCheckpoint(modelDir, ref, { dtype: "F16" });
+  using src = await openHfWeights(modelDir);
+  const whole = materializeWeights(src);
+  const windows = randomWindows(4, 64, src.config.vocabSize, 3);
+  const specs: QuantSpec[] = [
+    resolveSpec(defaultSpec("gptq", 3), src.config),
+    resolveSpec({ ...defaultSpec("gptq", 4), actOrder: true, groupSize: 4 }, src.config, {
+      groupGiven: true,
+    }),
+  ];
+  for (const spec of specs) {
+    const out = `${tmp.path}/${variantName(spec)}.sqbq`;
+    const r = await quantizeToFile({
+      source: src,
+      spec,
+      windows,
+      out,
+      base: { path: modelDir, sha256: "0".repeat(64) },
+      calibration: NO_WINDOWS,
+      calibrationText: "4 random windows",
+      workers: 0,
+    });
+    const expected = await quantizeWith(
+      whole,
+      spec,
+      { inputs: { windows }, identity: NO_WINDOWS, text: "" },
+      { workers: 0 },
+    );
+    const file = await loadQuantizedModel(out);
+    assert.equal(r.avgBits, expected.avgBits, spec.method);
+    assert.equal(file.linears.size, expected.linears.size);
+    for (const [key, q] of expected.linears) {
+      assert.deepEqual(file.linears.get(key), q, `${variantName(spec)} ${key}`);
+    }
+    const stats = (file.provenance.details as { stats: GptqModelStats }).stats;
+    const expectedStats = (expected.details as { stats: GptqModelStats }).stats;
+    assert.deepEqual(
+      stats.linears.map((x) => [x.key, x.error]),
+      expectedStats.linears.map((x) => [x.key, x.error]),
+    );
+    assert.deepEqual(file.provenance.calibration, NO_WINDOWS);
+  }
+  await assert.rejects(
+    () =>
+      quantizeToFile({
+        source: src,
+        spec: specs[0],
+        out: `${tmp.path}/none.sqbq`,
+        base: { path: modelDir, sha256: "0".repeat(64) },
+        calibration: null,
+        calibrationText: null,
+        workers: 0,
+      }),
+    /gptq needs calibration windows/,
+  );
 });
 
 Deno.test("quantize --fisher DIR reads SqueezeLLM-gradients output and records its sha256; bad --fisher is exit 2 naming the problem", async () => {

@@ -337,18 +337,30 @@ function andThen<T, U>(v: T | Promise<T>, f: (t: T) => U | Promise<U>): U | Prom
 }
 
 /**
- * The loop of llama_sequential as a generator: it yields each linear's
- * solve (a result, or a promise of one when the Hessian accumulator or the
- * solver is asynchronous) and is resumed with the result, so one loop serves
- * the synchronous and the asynchronous driver.
+ * What llama_sequential carries from block to block: the checked options,
+ * the solver factory and the buffers, allocated once.
  */
-function* gptqSteps(
-  weights: LlamaWeights,
+interface SequentialState {
+  c: LlamaConfig;
+  windows: Int32Array[];
+  opts: GptqModelOptions;
+  fast: boolean;
+  sequential: readonly (readonly LinearName[])[];
+  /** A solver for a [rows, cols] linear, empty or from a Hessian accumulated elsewhere. */
+  solverFor: (rows: number, cols: number, H?: Float64Array) => Gptq | GptqFast;
+  s: RunState;
+  scratch: Float32Array; // [maxT, dim]
+  stats: GptqModelStats;
+  t0: number;
+}
+
+/** Checks the options and windows of a GPTQ run and allocates its buffers. */
+function sequentialState(
+  c: LlamaConfig,
   windows: Int32Array[],
   opts: GptqModelOptions,
-): Generator<GptqResult | Promise<GptqResult>, GptqModelResult, GptqResult> {
+): SequentialState {
   const t0 = performance.now();
-  const c = weights.config;
   checkBits(opts.bits, "gptqQuantizeModel(): bits");
   const maxT = checkWindows("gptqQuantizeModel()", windows, c);
   const fast = opts.solver === "fast";
@@ -363,70 +375,184 @@ function* gptqSteps(
         ? GptqFast.fromHessian(rows, cols, H, windows.length, init)
         : new GptqFast(rows, cols, init))
       : (H ? Gptq.fromHessian(rows, cols, H, windows.length) : new Gptq(rows, cols));
-  const sequential = (opts.trueSequential ?? true) ? TRUE_SEQUENTIAL_GROUPS : [LINEAR_NAMES];
-  const s = new RunState(c, maxT);
-  const inps = embedWindows(weights, windows);
-  const scratch = new Float32Array(maxT * c.dim);
-  const linears = new Map<string, QuantizedLinear>();
-  const stats: GptqModelStats = {
-    seconds: 0,
-    windows: windows.length,
-    tokens: windows.reduce((a, w) => a + w.length, 0),
-    linears: [],
+  return {
+    c,
+    windows,
+    opts,
+    fast,
+    sequential: (opts.trueSequential ?? true) ? TRUE_SEQUENTIAL_GROUPS : [LINEAR_NAMES],
+    solverFor,
+    s: new RunState(c, maxT),
+    scratch: new Float32Array(maxT * c.dim),
+    stats: {
+      seconds: 0,
+      windows: windows.length,
+      tokens: windows.reduce((a, w) => a + w.length, 0),
+      linears: [],
+    },
+    t0,
   };
-  const layers: LayerWeights[] = [];
+}
 
-  for (let l = 0; l < c.nLayers; l++) {
-    const lw: LayerWeights = { ...weights.layers[l] }; // arrays replaced, never written
-    for (const names of sequential) {
-      const gptq = new Map<LinearName, Gptq | GptqFast>();
-      const accumulators = new Map<LinearName, HessianAccumulator>();
-      for (const name of names) {
-        const [rows, cols] = linearShape(c, name);
-        if (opts.hessians) accumulators.set(name, opts.hessians(l, name, cols));
-        else if (!fast || inputOwner(names, name) === name) gptq.set(name, solverFor(rows, cols));
-      }
-      const until = stageOf(names);
-      const hooks: ForwardHooks = {
-        onLinearInput(_layer, name, x, T) {
-          const xi = x.subarray(0, T * linearShape(c, name)[1]);
-          gptq.get(name)?.addBatch(xi, T);
-          accumulators.get(name)?.addBatch(xi, T);
-        },
-      };
-      inps.forEach((x, j) => {
-        const T = windows[j].length;
-        const xs = scratch.subarray(0, T * c.dim);
-        xs.set(x);
-        block(c, lw, l, xs, T, s, hooks, until);
-      });
-      // The fast path accumulated one H per distinct input: the other linears
-      // reading it get copies (the very H their own add_batch would give).
-      const copied = fast && !opts.hessians ? copyShared(c, gptq, names) : undefined;
-      for (const name of names) {
-        const t = performance.now();
-        const [rows, cols] = linearShape(c, name);
-        const key = `layers.${l}.${name}`;
-        const W = weights.layers[l][name];
-        const r: GptqResult = yield opts.hessians
-          ? andThen(
-            accumulators.get(name)!.finish(),
-            (H) => solveLinear(solverFor(rows, cols, H), W, key, opts),
-          )
-          : andThen(copied, () => solveLinear(gptq.get(name)!, W, key, opts));
-        const q: QuantizedLinear = { dense: r.q };
-        linears.set(key, q);
-        lw[name] = dequantize(q);
-        stats.linears.push({ key, error: r.error, seconds: since(t) });
-        opts.log?.(`gptq: ${key} error ${r.error.toPrecision(4)}`);
-        opts.onProgress?.(stats.linears.length, c.nLayers * LINEAR_NAMES.length, `gptq ${key}`);
-      }
-    }
-    // outs = layer(inps) with the quantized block; inps, outs = outs, inps.
-    inps.forEach((x, j) => block(c, lw, l, x, windows[j].length, s));
-    layers.push(lw);
-    opts.log?.(`gptq: layers.${l} done (${since(t0).toFixed(1)} s)`);
+/**
+ * The loop of llama_sequential as a generator: it yields each linear's
+ * solve (a result, or a promise of one when the Hessian accumulator or the
+ * solver is asynchronous) and is resumed with the result, so one loop serves
+ * the synchronous and the asynchronous driver.
+ */
+function* gptqSteps(
+  weights: LlamaWeights,
+  windows: Int32Array[],
+  opts: GptqModelOptions,
+): Generator<GptqResult | Promise<GptqResult>, GptqModelResult, GptqResult> {
+  const st = sequentialState(weights.config, windows, opts);
+  const inps = embedWindows(weights, windows);
+  const linears = new Map<string, QuantizedLinear>();
+  const layers: LayerWeights[] = [];
+  for (let l = 0; l < st.c.nLayers; l++) {
+    const b = yield* gptqBlockSteps(st, l, weights.layers[l], inps);
+    for (const [key, q] of b.linears) linears.set(key, q);
+    layers.push(b.layer);
   }
-  stats.seconds = since(t0);
-  return { weights: { ...weights, layers }, linears, stats };
+  st.stats.seconds = since(st.t0);
+  return { weights: { ...weights, layers }, linears, stats: st.stats };
+}
+
+/** One block of llama_sequential: its quantized linears and fake-quantized weights. */
+export interface GptqBlockResult {
+  /** The block's seven linears by "layers.{l}.{name}". */
+  linears: Map<string, QuantizedLinear>;
+  /** The block with every linear = dequantize(its quantized form); the norms are the input's. */
+  layer: LayerWeights;
+}
+
+/**
+ * Block `l` of llama_sequential (the module doc): the groups of linears
+ * solved in order, each on the inputs of the block quantized so far; then
+ * `inps` advanced to the quantized block's outputs (block l+1's inputs).
+ *
+ * @param st the run's state
+ * @param l the block's index
+ * @param W0 the block's full-precision weights (not modified)
+ * @param inps block l's input [T_j, dim] per window, overwritten with block l+1's
+ */
+function* gptqBlockSteps(
+  st: SequentialState,
+  l: number,
+  W0: LayerWeights,
+  inps: Float32Array[],
+): Generator<GptqResult | Promise<GptqResult>, GptqBlockResult, GptqResult> {
+  const { c, windows, opts, fast, s, scratch, stats } = st;
+  const lw: LayerWeights = { ...W0 }; // arrays replaced, never written
+  const linears = new Map<string, QuantizedLinear>();
+  for (const names of st.sequential) {
+    const gptq = new Map<LinearName, Gptq | GptqFast>();
+    const accumulators = new Map<LinearName, HessianAccumulator>();
+    for (const name of names) {
+      const [rows, cols] = linearShape(c, name);
+      if (opts.hessians) accumulators.set(name, opts.hessians(l, name, cols));
+      else if (!fast || inputOwner(names, name) === name) gptq.set(name, st.solverFor(rows, cols));
+    }
+    const until = stageOf(names);
+    const hooks: ForwardHooks = {
+      onLinearInput(_layer, name, x, T) {
+        const xi = x.subarray(0, T * linearShape(c, name)[1]);
+        gptq.get(name)?.addBatch(xi, T);
+        accumulators.get(name)?.addBatch(xi, T);
+      },
+    };
+    inps.forEach((x, j) => {
+      const T = windows[j].length;
+      const xs = scratch.subarray(0, T * c.dim);
+      xs.set(x);
+      block(c, lw, l, xs, T, s, hooks, until);
+    });
+    // The fast path accumulated one H per distinct input: the other linears
+    // reading it get copies (the very H their own add_batch would give).
+    const copied = fast && !opts.hessians ? copyShared(c, gptq, names) : undefined;
+    for (const name of names) {
+      const t = performance.now();
+      const [rows, cols] = linearShape(c, name);
+      const key = `layers.${l}.${name}`;
+      const W = W0[name];
+      const r: GptqResult = yield opts.hessians
+        ? andThen(
+          accumulators.get(name)!.finish(),
+          (H) => solveLinear(st.solverFor(rows, cols, H), W, key, opts),
+        )
+        : andThen(copied, () => solveLinear(gptq.get(name)!, W, key, opts));
+      const q: QuantizedLinear = { dense: r.q };
+      linears.set(key, q);
+      lw[name] = dequantize(q);
+      stats.linears.push({ key, error: r.error, seconds: since(t) });
+      opts.log?.(`gptq: ${key} error ${r.error.toPrecision(4)}`);
+      opts.onProgress?.(stats.linears.length, c.nLayers * LINEAR_NAMES.length, `gptq ${key}`);
+    }
+  }
+  // outs = layer(inps) with the quantized block; inps, outs = outs, inps.
+  inps.forEach((x, j) => block(c, lw, l, x, windows[j].length, s));
+  opts.log?.(`gptq: layers.${l} done (${since(st.t0).toFixed(1)} s)`);
+  return { linears, layer: lw };
+}
+
+/**
+ * llama_sequential one block at a time, for callers that hold one block of
+ * the model in memory (eval/quantize_stream.ts): they embed the windows
+ * ({@linkcode embedWindows}), then hand in block 0, 1, … with its inputs,
+ * which {@linkcode GptqSequential.quantizeBlock} advances to the next
+ * block's. The same steps as {@linkcode gptqQuantizeModelAsync}, so the
+ * codes are its codes bit for bit.
+ *
+ * @example
+ * ```ts
+ * const g = new GptqSequential(config, windows, { bits: 3, solver: "fast" });
+ * const inps = embedWindows(weights, windows);
+ * for (let l = 0; l < config.nLayers; l++) {
+ *   const { linears } = await g.quantizeBlock(l, source.layer(l), inps);
+ * }
+ * g.stats(); // per-linear errors and times
+ * ```
+ */
+export class GptqSequential {
+  #st: SequentialState;
+  #next = 0;
+
+  /**
+   * @param config the model
+   * @param windows calibration windows (token ids, ≤ max_seq_len each)
+   * @param opts as {@linkcode gptqQuantizeModelAsync}
+   * @throws {RangeError} for bad bits, windows or workers
+   */
+  constructor(config: LlamaConfig, windows: Int32Array[], opts: GptqModelOptions) {
+    this.#st = sequentialState(config, windows, opts);
+  }
+
+  /**
+   * Quantizes block `l` (blocks must come in order 0, 1, …).
+   *
+   * @param l the block's index
+   * @param lw the block's full-precision weights (not modified)
+   * @param inps block l's inputs [T_j, dim] per window (the embeddings for
+   *   block 0), overwritten with the quantized block's outputs
+   * @returns the block's quantized linears and fake-quantized weights
+   */
+  async quantizeBlock(
+    l: number,
+    lw: LayerWeights,
+    inps: Float32Array[],
+  ): Promise<GptqBlockResult> {
+    if (l !== this.#next) {
+      throw new RangeError(`GptqSequential: block ${l} given, expected block ${this.#next}`);
+    }
+    const steps = gptqBlockSteps(this.#st, l, lw, inps);
+    let r = steps.next();
+    while (!r.done) r = steps.next(await r.value);
+    this.#next++;
+    return r.value;
+  }
+
+  /** Timings and per-linear errors so far (`seconds` since construction). */
+  stats(): GptqModelStats {
+    return { ...this.#st.stats, seconds: since(this.#st.t0) };
+  }
 }

@@ -6,7 +6,12 @@ import { randomWeights, randomWindows, tinyConfig } from "../model/random.ts";
 import { dequantize, type UniformTensor } from "./format.ts";
 import { Gptq } from "./gptq.ts";
 import { rtn } from "./rtn.ts";
-import { embedWindows, gptqQuantizeModel, gptqQuantizeModelAsync } from "./sequential.ts";
+import {
+  embedWindows,
+  gptqQuantizeModel,
+  gptqQuantizeModelAsync,
+  GptqSequential,
+} from "./sequential.ts";
 
 const C = tinyConfig({ dim: 32, hiddenDim: 64, vocabSize: 64, maxSeqLen: 32 });
 
@@ -224,5 +229,41 @@ Deno.test('gptqQuantizeModelAsync() with the "fast" solver gives the reference s
   assert.throws(
     () => gptqQuantizeModel(w, windows, { bits: 3, solver: "fast" }),
     /"fast" solver is asynchronous; use gptqQuantizeModelAsync/,
+  );
+});
+
+Deno.test("GptqSequential block by block gives gptqQuantizeModelAsync()'s codes and errors, and the same block inputs", async () => {
+  const w = randomWeights(C, 11);
+  const windows = [...randomWindows(3, 24, C.vocabSize, 5), ...randomWindows(1, 9, C.vocabSize, 6)];
+  for (
+    const opts of [{ bits: 3 }, {
+      bits: 4,
+      groupSize: 16,
+      actOrder: true,
+      solver: "fast" as const,
+      workers: 0,
+    }]
+  ) {
+    const whole = await gptqQuantizeModelAsync(w, windows, opts);
+    const g = new GptqSequential(C, windows, opts);
+    const inps = embedWindows(w, windows);
+    const s = new RunState(C, 24);
+    const expected = embedWindows(w, windows); // block l's inputs through the whole run's quantized blocks
+    for (let l = 0; l < C.nLayers; l++) {
+      const b = await g.quantizeBlock(l, w.layers[l], inps);
+      for (const [key, q] of b.linears) assert.deepEqual(q, whole.linears.get(key), key);
+      assert.equal(b.linears.size, 7);
+      expected.forEach((x, j) => block(C, whole.weights.layers[l], l, x, windows[j].length, s));
+      assert.deepEqual(inps, expected, `inputs of block ${l + 1}`);
+    }
+    assert.deepEqual(
+      g.stats().linears.map((x) => [x.key, x.error]),
+      whole.stats.linears.map((x) => [x.key, x.error]),
+    );
+  }
+  const g = new GptqSequential(C, windows, { bits: 3 });
+  await assert.rejects(
+    () => g.quantizeBlock(1, w.layers[1], embedWindows(w, windows)),
+    /block 1 given, expected block 0/,
   );
 });
