@@ -75,7 +75,7 @@ export interface CalibrationSet {
 const fileShas = new Map<string, Promise<string>>();
 
 /** sha256 of the file at `path`, computed once per file version (path, size, mtime). */
-async function fileSha256(path: string): Promise<string> {
+export async function fileSha256(path: string): Promise<string> {
   const key = await fileVersionKey(path);
   let p = fileShas.get(key);
   if (!p) {

@@ -18,7 +18,8 @@ async function configKey(method: "gptq" | "awq", device?: "gpu") {
   const spec = resolveSpec(
     {
       ...defaultSpec(method, 3),
-      calib: { source: "tinystories", nsamples: 2, seqlen: 64, seed: 0 },
+      // AWQ concatenates whole texts of ≤ seqlen tokens into blocks: 4 stories of ≤ 256 make some.
+      calib: { source: "tinystories", nsamples: 4, seqlen: 256, seed: 0 },
     },
     weights.config,
   );

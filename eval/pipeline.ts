@@ -20,6 +20,7 @@ import type { LlamaConfig, LlamaWeights } from "../model/config.ts";
 import type { ProgressCallback } from "../model/pool.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
 import { calibrationWindows } from "../datasets/calibration.ts";
+import { awqCalibrationBlocks } from "../datasets/awq_calibration.ts";
 import { loadHfFisher } from "../model/hf.ts";
 import { hfFolderSha256 } from "./model_source.ts";
 import { resolveCacheDir } from "../datasets/datadir.ts";
@@ -179,7 +180,8 @@ export async function drawCalibration(
   const req = calibrationRequest(spec);
   if (!req) return null;
   const seqlen = req.seqlen ?? config.maxSeqLen;
-  const set = await calibrationWindows({
+  const draw = req.rule === "awq-blocks" ? awqCalibrationBlocks : calibrationWindows;
+  const set = await draw({
     source: req.source as CalibSource,
     nsamples: req.nsamples,
     seqlen,
@@ -189,6 +191,7 @@ export async function drawCalibration(
     offline: data.offline,
   });
   const identity: CalibrationIdentity = {
+    ...(req.rule === "awq-blocks" ? { rule: req.rule } : {}),
     source: req.source as CalibSource,
     file: set.file,
     fileSha256: set.fileSha256,
@@ -199,7 +202,9 @@ export async function drawCalibration(
   };
   const onDevice = data.hessianDevice && QUANTIZERS[spec.method].usesHessians;
   if (onDevice) identity.device = data.hessianDevice;
-  const text = `${set.source}; ${req.nsamples} windows of ${seqlen}, seed ${req.seed}` +
+  const text = (req.rule === "awq-blocks"
+    ? set.source
+    : `${set.source}; ${req.nsamples} windows of ${seqlen}, seed ${req.seed}`) +
     (onDevice ? `; Hessians on the ${data.hessianDevice}` : "");
   return { kind: req.kind, windows: set.windows, identity, text };
 }

@@ -45,6 +45,13 @@ export {
 
 /** Which calibration data a quantized model was made with: enough to draw it again and check. */
 export interface CalibrationIdentity {
+  /**
+   * How the windows were drawn (quant/registry.ts CalibrationRule) when not
+   * GPTQ's random windows: "awq-blocks" (AWQ's concatenated texts; then
+   * `nsamples` counts texts and `seqlen` is the block size). Absent for
+   * GPTQ's rule, so those keys are unchanged.
+   */
+  rule?: "awq-blocks";
   source: CalibSource;
   /** The data file, relative to the data dir. */
   file: string;

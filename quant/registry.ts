@@ -240,9 +240,19 @@ export const QUANTIZERS: {
   abq: abqQuantizer,
 };
 
+/**
+ * How calibration windows are drawn: "windows" (absent), GPTQ's `nsamples`
+ * random windows of `seqlen` tokens; "awq-blocks", llm-awq's
+ * get_calib_dataset: `nsamples` texts of ≤ `seqlen` tokens concatenated and
+ * cut into blocks of `seqlen` (datasets/awq_calibration.ts).
+ */
+export type CalibrationRule = "windows" | "awq-blocks";
+
 /** The calibration windows `spec` needs, or null for none. */
 export interface CalibrationRequest {
   kind: "activations" | "fisher";
+  /** Absent: "windows" (so the requests, and identities, of the other methods are unchanged). */
+  rule?: CalibrationRule;
   source: string;
   nsamples: number;
   /** Null: the model's max_seq_len. */
@@ -251,15 +261,17 @@ export interface CalibrationRequest {
 }
 
 /**
- * What calibration a spec needs: its kind, and the windows to draw (GPTQ and
- * AWQ: `calib.nsamples`; SqueezeLLM: `fisherSamples` for the Fisher pass).
+ * What calibration a spec needs: its kind, and the windows to draw (GPTQ:
+ * `calib.nsamples` windows; AWQ: blocks from `calib.nsamples` texts, its
+ * official rule; SqueezeLLM: `fisherSamples` for the Fisher pass).
  */
 export function calibrationRequest(spec: QuantSpec): CalibrationRequest | null {
   switch (spec.method) {
     case "rtn":
       return null;
-    case "gptq":
     case "awq":
+      return { kind: "activations", rule: "awq-blocks", ...spec.calib };
+    case "gptq":
     case "smoothquant":
     case "abq":
       return { kind: "activations", ...spec.calib };
