@@ -202,9 +202,10 @@ export async function drawCalibration(
   };
   const onDevice = data.hessianDevice && QUANTIZERS[spec.method].usesHessians;
   if (onDevice) identity.device = data.hessianDevice;
-  const text = (req.rule === "awq-blocks"
-    ? set.source
-    : `${set.source}; ${req.nsamples} windows of ${seqlen}, seed ${req.seed}`) +
+  const text =
+    (req.rule === "awq-blocks"
+      ? set.source
+      : `${set.source}; ${req.nsamples} windows of ${seqlen}, seed ${req.seed}`) +
     (onDevice ? `; Hessians on the ${data.hessianDevice}` : "");
   return { kind: req.kind, windows: set.windows, identity, text };
 }
