@@ -285,3 +285,24 @@ Deno.test("quantize --method squeezellm computes the Fisher block by block and g
     lastJson(inMemory.out).quant.calibration,
   );
 });
+
+Deno.test("quantize --method gptq streams block by block and gives ppl's in-memory (whole-model) GPTQ exactly", async () => {
+  await using tmp = await tempDir("sqb-stream-gptq-cli-test-");
+  const gptq = ["--method", "gptq", "--bits", "3", "--nsamples", "4", "--calib-seqlen", "128"];
+  const data = ["--data-dir", sharedData(""), "--workers", "0"];
+  const out = `${tmp.path}/m.sqbq`;
+  const q = await cli("quantize", ...data, ...gptq, "--act-order", "--out", out, "--json");
+  assert.equal(q.code, 0, q.err);
+  const written = lastJson(q.out);
+  assert.equal(written.blockwise, true);
+  assert.equal(written.device, "cpu");
+  assert.equal(written.calibration.nsamples, 4);
+  const common = ["--dataset", "tinystories", "--limit", "2", "--json"];
+  const fromFile = await cli("ppl", ...data, "--quantized", out, ...common);
+  assert.equal(fromFile.code, 0, fromFile.err);
+  const inMemory = await cli("ppl", ...data, ...gptq, "--act-order", ...common);
+  assert.equal(inMemory.code, 0, inMemory.err);
+  assert.equal(lastJson(fromFile.out).ppl, lastJson(inMemory.out).ppl);
+  assert.deepEqual(lastJson(fromFile.out).quant.calibration, written.calibration);
+  assert.deepEqual(lastJson(inMemory.out).quant.calibration, written.calibration);
+});

@@ -316,13 +316,23 @@ ${MODEL_HELP}`,
     await checkOutputFile("--out", out);
     const spec = specFromOptions(values);
     choice(values, "device", DEVICES, "cpu"); // checked before any work; used by GPTQ only
-    // RTN and SqueezeLLM quantize block by block, in bounded memory (eval/quantize_stream.ts)
-    if (quantizesBlockwise(spec)) return await quantizeFileBlockwise(values, spec, out);
+    // RTN, SqueezeLLM and GPTQ quantize block by block, in bounded memory (eval/quantize_stream.ts)
+    const blockwise = quantizesBlockwise(spec);
+    if (blockwise && spec.method !== "gptq") return await quantizeFileBlockwise(values, spec, out);
     const { device, gpu, text: deviceText } = await deviceFromOptions(values, {
       cpu: "calibration on the CPU",
       gpu: "GPTQ Hessians",
     });
     console.error(`device: ${deviceText}`);
+    if (blockwise) {
+      const hessians = gpu ? await gpuHessians(gpu) : undefined;
+      try {
+        const r = await quantizeFileBlockwise(values, spec, out, hessians);
+        return { ...r, device, adapter: gpu ? gpu.info : null };
+      } finally {
+        hessians?.release();
+      }
+    }
     const model = await loadModelFromOptions(
       values,
       calibNeeds(fisherDirOf(values, spec) === undefined ? [spec] : []),

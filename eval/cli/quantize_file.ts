@@ -1,10 +1,11 @@
 /**
  * `deno task quantize` for the methods that quantize block by block (RTN,
- * SqueezeLLM with a fixed outlier range; quant/blockwise.ts): the model is
- * opened, not loaded (eval/cli/load.ts `openModelFromOptions`), and
- * eval/quantize_stream.ts reads, quantizes and writes one block at a time,
- * so a checkpoint larger than memory in fp32 is quantized in about one
- * block's fp32 size.
+ * SqueezeLLM with a fixed outlier range, GPTQ; eval/quantize_stream.ts
+ * `streamProblem`): the model is opened, not loaded (eval/cli/load.ts
+ * `openModelFromOptions`), and eval/quantize_stream.ts reads, quantizes and
+ * writes one block at a time, so a checkpoint larger than memory in fp32 is
+ * quantized in about one block's fp32 size (GPTQ: plus its calibration
+ * activations, windows × seqlen × dim in fp32).
  *
  * SqueezeLLM's Fisher information comes from `--fisher DIR` (the output of
  * the official gradient script, kssteven418/SqueezeLLM-gradients: a Hugging
@@ -24,9 +25,8 @@ import { hfFolderSha256 } from "../model_source.ts";
 import { CliError, str } from "./options.ts";
 import { progressBars } from "./progress.ts";
 import { workersOf } from "./quant_options.ts";
-import { type BlockFisher, quantizeToFile } from "../quantize_stream.ts";
-import { blockwiseProblem } from "../../quant/blockwise.ts";
-import { drawCalibration, fisherFileText } from "../pipeline.ts";
+import { type BlockFisher, quantizeToFile, streamProblem } from "../quantize_stream.ts";
+import { type DeviceHessians, drawCalibration, fisherFileText } from "../pipeline.ts";
 import { cachedFisherCheckpoint } from "../../quant/fisher_blockwise.ts";
 import { resolveCacheDir } from "../../datasets/datadir.ts";
 import { type CalibrationIdentity, type QuantSpec, resolveSpec } from "../../quant/methods.ts";
@@ -81,13 +81,13 @@ export async function checkedFisherFile(
 
 /**
  * Whether `deno task quantize` takes the block-by-block path for `spec`
- * (quant/blockwise.ts `blockwiseProblem`); the others hold the model in fp32.
+ * (eval/quantize_stream.ts `streamProblem`); the others hold the model in fp32.
  *
  * @param spec the quantization asked for (null: none)
- * @returns true for RTN, and SqueezeLLM without --outliers
+ * @returns true for RTN, SqueezeLLM without --outliers, and GPTQ
  */
 export function quantizesBlockwise(spec: QuantSpec | null): spec is QuantSpec {
-  return spec !== null && blockwiseProblem(spec) === null;
+  return spec !== null && streamProblem(spec) === null;
 }
 
 /**
@@ -146,8 +146,9 @@ export function peakRssBytes(): number | null {
  * Quantizes the model of the CLI options block by block into `out`.
  *
  * @param values parsed options (model, quantization, --fisher, --workers)
- * @param spec the quantization (quant/blockwise.ts `blockwiseProblem` accepts it)
+ * @param spec the quantization ({@linkcode quantizesBlockwise} accepts it)
  * @param out the file to write (checked writable by the caller)
+ * @param hessians GPTQ: where its Hessians are accumulated (recorded in the calibration identity) @default the CPU
  * @returns what was written
  * @throws {CliError} for a bad option; {@linkcode ModelFormatError} for a bad checkpoint or Fisher folder
  */
@@ -155,11 +156,13 @@ export async function quantizeFileBlockwise(
   values: Record<string, unknown>,
   spec: QuantSpec,
   out: string,
+  hessians?: DeviceHessians,
 ): Promise<QuantizeFileResult> {
   const fisherDir = fisherDirOf(values, spec);
   const computeFisher = spec.method === "squeezellm" && fisherDir === undefined;
-  const needs = computeFisher && "calib" in spec ? [calibrationNeed(spec.calib.source)] : [];
-  const model = await openModelFromOptions(values, needs, { requireTokenizer: computeFisher });
+  const drawsWindows = computeFisher || spec.method === "gptq";
+  const needs = drawsWindows && "calib" in spec ? [calibrationNeed(spec.calib.source)] : [];
+  const model = await openModelFromOptions(values, needs, { requireTokenizer: drawsWindows });
   using source = model.source;
   let resolved: QuantSpec;
   try {
@@ -172,7 +175,17 @@ export async function quantizeFileBlockwise(
   let calibration: CalibrationIdentity | null = null, calibrationText: string | null = null;
   let fisherFile: { path: string; sha256: string } | null = null;
   const details: Record<string, unknown> = {};
-  if (fisherDir !== undefined) {
+  let windows: Int32Array[] | undefined;
+  if (spec.method === "gptq") {
+    const drawn = (await drawCalibration(source.config, resolved, {
+      tokenizer: model.tokenizer!, // required above
+      dataDir: model.dataDir,
+      offline: model.offline,
+      hessianDevice: hessians?.device,
+    }))!;
+    ({ windows, identity: calibration, text: calibrationText } = drawn);
+    console.error(`calibration: ${calibrationText}`);
+  } else if (fisherDir !== undefined) {
     fisher = await openHfFisher(fisherDir, source.config);
     fisherFile = { path: fisherDir, sha256: await hfFolderSha256(fisherDir) };
     calibrationText = fisherFileText(fisherFile);
@@ -208,6 +221,8 @@ export async function quantizeFileBlockwise(
       source,
       spec: resolved,
       fisher,
+      windows,
+      hessians: hessians?.factory,
       out,
       base: { path: model.checkpointPath, sha256: model.checkpointSha256 },
       calibration,
