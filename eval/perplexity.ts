@@ -21,6 +21,7 @@ import type { LlamaWeights } from "../model/config.ts";
 import { type BlockHooks, forward, RunState } from "../model/forward.ts";
 import { type ActQuantConfig, actQuantHooks } from "../quant/act_quant.ts";
 import { type ProgressCallback, runTasks, type TaskHandler } from "../model/pool.ts";
+import { FORWARD_KERNELS } from "../model/wasm/kernels.ts";
 
 /** Options of {@linkcode perplexity}. */
 export interface PerplexityOptions {
@@ -58,9 +59,13 @@ export interface PerplexityResult {
 
 /**
  * Mean next-token cross-entropy of one window: logits [T, vocab] predicting
- * tokens[1..T−1]. Stable log-softmax in float64.
+ * tokens[1..T−1]. Plain version: stable log-softmax in float64.
  */
-export function windowLoss(logits: Float32Array, tokens: ArrayLike<number>, vocab: number): number {
+export function windowLossRef(
+  logits: Float32Array,
+  tokens: ArrayLike<number>,
+  vocab: number,
+): number {
   const T = tokens.length;
   let total = 0;
   for (let t = 0; t < T - 1; t++) {
@@ -72,6 +77,25 @@ export function windowLoss(logits: Float32Array, tokens: ArrayLike<number>, voca
     const logZ = max + Math.log(sum);
     total += logZ - logits[o + tokens[t + 1]];
   }
+  return total / (T - 1);
+}
+
+/**
+ * Mean next-token cross-entropy of one window, as perplexity computes it:
+ * logits [T, vocab] predicting tokens[1..T−1], each row's log-sum-exp by
+ * the WebAssembly kernel (model/wasm/kernels.ts `logSumExp`: max-shifted,
+ * terms e^(x − max) in float32 within 2e−7 + |x − max| · 6e−8 relative,
+ * summed in float64), the rest in float64; {@linkcode windowLossRef} where
+ * WebAssembly SIMD is missing. About 6× faster than windowLossRef, and
+ * within about 1e−7 nats of it.
+ */
+export function windowLoss(logits: Float32Array, tokens: ArrayLike<number>, vocab: number): number {
+  if (!FORWARD_KERNELS) return windowLossRef(logits, tokens, vocab);
+  const T = tokens.length;
+  const lse = new Float64Array(T - 1);
+  FORWARD_KERNELS.logSumExp(lse, logits, T - 1, vocab);
+  let total = 0;
+  for (let t = 0; t < T - 1; t++) total += lse[t] - logits[t * vocab + tokens[t + 1]];
   return total / (T - 1);
 }
 

@@ -68,6 +68,8 @@ interface KernelExports {
     headSize: number,
     scale: number,
   ): void;
+  swiglu(p1: number, p3: number, po: number, n: number): void;
+  softmax_sums(px: number, T: number, np: number, pm: number, ps: number): void;
 }
 
 /**
@@ -334,6 +336,59 @@ export class WasmKernels {
       1 / Math.sqrt(headSize),
     );
     att.set(f.subarray(fo, fo + T * dim));
+  };
+
+  /**
+   * The SwiGLU gate out[i] = silu(h1[i]) · h3[i] = h1[i] / (1 + e^−h1[i]) · h3[i]
+   * for i < n, in float32 with kernels.wat's `$exp2` (within a few ulp of
+   * the float64 formula rounded to float32). `out` may be `h1` or `h3`.
+   * Bound to this instance.
+   *
+   * @throws RangeError when n is not a non-negative integer or an operand is too short.
+   */
+  readonly swiglu = (out: Float32Array, h1: Float32Array, h3: Float32Array, n: number): void => {
+    const fn = "swigluWasm";
+    checkDim(fn, "n", n);
+    checkLength(fn, "h1", h1, n, "n");
+    checkLength(fn, "h3", h3, n, "n");
+    checkLength(fn, "out", out, n, "n");
+    const np = ceil4(n);
+    // Layout (floats): h1 [np] at 0 (the output in place), h3 [np] at np; zero padded.
+    const f = this.#reserve(fn, 2 * np * 4);
+    copyRows(f, 0, np, h1, 1, n);
+    copyRows(f, np, np, h3, 1, n);
+    this.#exports.swiglu(0, np * 4, 0, np);
+    out.set(f.subarray(0, n));
+  };
+
+  /**
+   * Log-sum-exp of each row of x [T, V]: lse[t] = m + log Σ_i e^(x[t, i] − m),
+   * m = max_i x[t, i]; the terms in float32 by kernels.wat's `$exp2`
+   * (relative error ≤ 2e−7 + |x − m| · 6e−8), summed in float64. A row with
+   * NaN gives NaN. Bound to this instance.
+   *
+   * @param lse [T], written
+   * @param x [T, V]
+   * @throws RangeError when a dimension is not a non-negative integer or an operand is too short.
+   */
+  readonly logSumExp = (lse: Float64Array, x: Float32Array, T: number, V: number): void => {
+    const fn = "logSumExpWasm";
+    checkDim(fn, "T", T);
+    checkDim(fn, "V", V);
+    checkLength(fn, "x", x, T * V, `T·V = ${T}·${V}`);
+    if (lse.length < T) {
+      throw new RangeError(`${fn}: lse has ${lse.length} elements, expected T = ${T}`);
+    }
+    if (T === 0) return;
+    const np = ceil4(Math.max(V, 1));
+    // Layout: x [T, np] floats at 0 (pad lanes −∞), m [T] floats, s [T] float64 (8-aligned).
+    const fm = T * np, fs = ceil4(fm + T);
+    const f = this.#reserve(fn, fs * 4 + T * 8);
+    copyRows(f, 0, np, x, T, V);
+    if (np !== V) { for (let t = 0; t < T; t++) f.fill(-Infinity, t * np + V, (t + 1) * np); }
+    this.#exports.softmax_sums(0, T, np, fm * 4, fs * 4);
+    const s = new Float64Array(f.buffer, fs * 4, T);
+    for (let t = 0; t < T; t++) lse[t] = f[fm + t] + Math.log(s[t]);
   };
 }
 

@@ -1,5 +1,7 @@
 ;; WebAssembly SIMD (f32x4) kernels of the CPU forward pass: the linear
-;; layers (`matmul`) and causal softmax attention (`attention`); and of
+;; layers (`matmul`), causal softmax attention (`attention`), the SwiGLU
+;; gate (`swiglu`) and the log-sum-exp of the logits (`softmax_sums`, for
+;; perplexity), the last three with one polynomial exp (`$exp2`); and of
 ;; GPTQ's solver (`gemm_f32`, `gptq_block`, `gemm_f64`, at the end).
 ;;
 ;; Build: `deno run -A model/wasm/build.ts` (wat2wasm from the `wabt` npm
@@ -8,7 +10,7 @@
 ;; The caller (model/wasm/kernels.ts) owns the memory layout: it copies the
 ;; operands in, calls a kernel, and copies the result out.
 ;;
-;; The forward kernels (`matmul`, `attention`) accumulate in float32 with
+;; The forward kernels (`matmul` … `softmax_sums`) accumulate in float32 with
 ;; plain (unfused) multiply and add, so their results are bit-identical on
 ;; every engine. GPTQ's solver kernels use relaxed SIMD's multiply-add
 ;; (`f32x4.relaxed_madd` in `gemm_f32` when asked, `f32x4.relaxed_nmadd` in
@@ -36,6 +38,123 @@
     (f32x4.add
       (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $ab) (local.get $cd))
       (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $ab) (local.get $cd))))
+
+  ;; -------------------------------------------------------------------------
+  ;; $exp2: 2^x lane-wise, Cephes' exp2f: k = round(x) (adding and
+  ;; subtracting 1.5·2²³ rounds to the nearest integer; the sum kf then holds
+  ;; k in its low mantissa bits, so (bits(kf) + 127) << 23 is the float 2^k),
+  ;; r = x − k ∈ [−½, ½] exactly, 2^r ≈ 1 + r·P(r) with P of degree 5
+  ;; (Cephes' coefficients, evaluated by Estrin's scheme: a shorter dependency
+  ;; chain than Horner's). Relative error ≤ 2e−7 (≈ 1.7 ulp; measured against
+  ;; float64 in model/wasm/kernels_test.ts). x is clamped above at 127.49 (the
+  ;; result stays finite, ≤ 2.4e38); x < −126 gives exactly 0 (results below
+  ;; the smallest normal float are flushed, so −∞ gives 0); NaN stays NaN.
+  ;; e^x is computed as 2^(x · log2 e), which adds the rounding of the product:
+  ;; a relative error of |x| · 6e−8 more.
+  (func $exp2 (param $x v128) (result v128)
+    (local $kf v128) (local $k v128) (local $r v128) (local $r2 v128) (local $p v128)
+    (local.set $kf
+      (f32x4.add
+        (f32x4.pmin (local.get $x) (v128.const f32x4 127.49 127.49 127.49 127.49))
+        (v128.const f32x4 12582912 12582912 12582912 12582912)))
+    (local.set $k (f32x4.sub (local.get $kf) (v128.const f32x4 12582912 12582912 12582912 12582912)))
+    (local.set $r (f32x4.sub (local.get $x) (local.get $k)))
+    (local.set $r2 (f32x4.mul (local.get $r) (local.get $r)))
+    ;; P = ((p0·r + p1)·r² + (p2·r + p3))·r² + (p4·r + p5)
+    (local.set $p
+      (f32x4.add
+        (f32x4.mul
+          (f32x4.add
+            (f32x4.mul
+              (f32x4.add
+                (f32x4.mul (local.get $r) (v128.const f32x4 1.535336188319500e-4 1.535336188319500e-4 1.535336188319500e-4 1.535336188319500e-4))
+                (v128.const f32x4 1.339887440266574e-3 1.339887440266574e-3 1.339887440266574e-3 1.339887440266574e-3))
+              (local.get $r2))
+            (f32x4.add
+              (f32x4.mul (local.get $r) (v128.const f32x4 9.618437357674640e-3 9.618437357674640e-3 9.618437357674640e-3 9.618437357674640e-3))
+              (v128.const f32x4 5.550332471162809e-2 5.550332471162809e-2 5.550332471162809e-2 5.550332471162809e-2)))
+          (local.get $r2))
+        (f32x4.add
+          (f32x4.mul (local.get $r) (v128.const f32x4 2.402264791363012e-1 2.402264791363012e-1 2.402264791363012e-1 2.402264791363012e-1))
+          (v128.const f32x4 6.931472028550421e-1 6.931472028550421e-1 6.931472028550421e-1 6.931472028550421e-1))))
+    ;; (1 + r·P) · 2^k, then 0 where x < −126
+    (v128.andnot
+      (f32x4.mul
+        (f32x4.add (f32x4.mul (local.get $r) (local.get $p)) (v128.const f32x4 1 1 1 1))
+        (i32x4.shl (i32x4.add (local.get $kf) (v128.const i32x4 127 127 127 127)) (i32.const 23)))
+      (f32x4.lt (local.get $x) (v128.const f32x4 -126 -126 -126 -126))))
+
+  ;; swiglu: out[i] = silu(h1[i]) · h3[i] = h1[i] / (1 + e^−h1[i]) · h3[i] for
+  ;; i < n, n a multiple of 4, f32 (e^−a by $exp2); out may be h1 or h3.
+  (func (export "swiglu") (param $p1 i32) (param $p3 i32) (param $po i32) (param $n i32)
+    (local $i i32) (local $end i32) (local $a v128)
+    (local.set $end (i32.shl (local.get $n) (i32.const 2)))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
+        (local.set $a (v128.load (i32.add (local.get $p1) (local.get $i))))
+        (v128.store (i32.add (local.get $po) (local.get $i))
+          (f32x4.mul
+            (f32x4.div (local.get $a)
+              (f32x4.add (v128.const f32x4 1 1 1 1)
+                (call $exp2 (f32x4.mul (local.get $a)
+                  (v128.const f32x4 -1.44269504088896341 -1.44269504088896341 -1.44269504088896341 -1.44269504088896341)))))
+            (v128.load (i32.add (local.get $p3) (local.get $i)))))
+        (local.set $i (i32.add (local.get $i) (i32.const 16)))
+        (br $next))))
+
+  ;; softmax_sums: for each row t < T of x [T, np] (np a multiple of 4; pad
+  ;; lanes hold −∞), m[t] = max_i x[t, i] (f32, at $pm) and
+  ;; s[t] = Σ_i e^(x[t, i] − m[t]) (f64, at $ps): the terms in f32 by $exp2,
+  ;; summed in f64 in two f64x2 accumulators (lanes 0, 1 and lanes 2, 3 of
+  ;; each vector, in i order), combined as (a0 + a1) + (b0 + b1). The caller
+  ;; takes log-sum-exp = m + log s (model/wasm/kernels.ts). NaN in a row
+  ;; makes its sum NaN.
+  (func (export "softmax_sums") (param $px i32) (param $T i32) (param $np i32) (param $pm i32) (param $ps i32)
+    (local $t i32) (local $p i32) (local $end i32) (local $m v128) (local $e v128)
+    (local $a v128) (local $b v128)
+    (block $done_rows
+      (loop $rows
+        (br_if $done_rows (i32.ge_u (local.get $t) (local.get $T)))
+        (local.set $end (i32.add (local.get $px) (i32.shl (local.get $np) (i32.const 2))))
+        ;; m = max over the row, in every lane
+        (local.set $m (v128.const f32x4 -inf -inf -inf -inf))
+        (local.set $p (local.get $px))
+        (block $done_max
+          (loop $max
+            (br_if $done_max (i32.ge_u (local.get $p) (local.get $end)))
+            (local.set $m (f32x4.pmax (local.get $m) (v128.load (local.get $p))))
+            (local.set $p (i32.add (local.get $p) (i32.const 16)))
+            (br $max)))
+        (local.set $m (f32x4.pmax (local.get $m)
+          (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $m) (local.get $m))))
+        (local.set $m (f32x4.pmax (local.get $m)
+          (i8x16.shuffle 4 5 6 7 0 1 2 3 12 13 14 15 8 9 10 11 (local.get $m) (local.get $m))))
+        (f32.store (i32.add (local.get $pm) (i32.shl (local.get $t) (i32.const 2))) (f32x4.extract_lane 0 (local.get $m)))
+        ;; Σ e^(x − m) = Σ 2^((x − m) · log2 e)
+        (local.set $a (v128.const f64x2 0 0))
+        (local.set $b (v128.const f64x2 0 0))
+        (local.set $p (local.get $px))
+        (block $done_sum
+          (loop $sum
+            (br_if $done_sum (i32.ge_u (local.get $p) (local.get $end)))
+            (local.set $e
+              (call $exp2
+                (f32x4.mul (f32x4.sub (v128.load (local.get $p)) (local.get $m))
+                  (v128.const f32x4 1.44269504088896341 1.44269504088896341 1.44269504088896341 1.44269504088896341))))
+            (local.set $a (f64x2.add (local.get $a) (f64x2.promote_low_f32x4 (local.get $e))))
+            (local.set $b (f64x2.add (local.get $b)
+              (f64x2.promote_low_f32x4
+                (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $e) (local.get $e)))))
+            (local.set $p (i32.add (local.get $p) (i32.const 16)))
+            (br $sum)))
+        (f64.store (i32.add (local.get $ps) (i32.shl (local.get $t) (i32.const 3)))
+          (f64.add
+            (f64.add (f64x2.extract_lane 0 (local.get $a)) (f64x2.extract_lane 1 (local.get $a)))
+            (f64.add (f64x2.extract_lane 0 (local.get $b)) (f64x2.extract_lane 1 (local.get $b)))))
+        (local.set $px (local.get $end))
+        (local.set $t (i32.add (local.get $t) (i32.const 1)))
+        (br $rows))))
 
   ;; -------------------------------------------------------------------------
   ;; matmul: out[t, o] = Σ_i x[t, i] · W[o, i]   (x @ Wᵀ, PyTorch's nn.Linear)

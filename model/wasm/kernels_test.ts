@@ -14,7 +14,16 @@ Deno.test("WASM_SIMD is true in Deno and the kernels export the forward's and GP
   assert.equal(WASM_SIMD, true);
   const names = WebAssembly.Module.exports(new WebAssembly.Module(KERNELS_WASM_BYTES))
     .map((e) => e.name).sort();
-  assert.deepEqual(names, ["attention", "gemm_f32", "gemm_f64", "gptq_block", "matmul", "memory"]);
+  assert.deepEqual(names, [
+    "attention",
+    "gemm_f32",
+    "gemm_f64",
+    "gptq_block",
+    "matmul",
+    "memory",
+    "softmax_sums",
+    "swiglu",
+  ]);
 });
 
 Deno.test("WasmKernels grows its memory to fit a call and keeps it for smaller ones", () => {
@@ -172,4 +181,57 @@ Deno.test("solverKernels(): gptq_block quantizes a column, feeds err1 forward an
   const loss = want.loss;
   const l = new Float64Array(k.memory.buffer, oL * 4, 4);
   assert.ok(Math.abs(l[0] + l[1] + l[2] + l[3] - loss) <= 1e-9 * loss);
+});
+
+Deno.test("WasmKernels.swiglu() equals the float64 formula within 4e-7 relative (its exp within 2e-7), with extremes", () => {
+  const k = new WasmKernels();
+  const n = 4 * 2001 + 3; // not a multiple of 4
+  const h1 = Float32Array.from({ length: n }, (_, i) => -40 + (80 * i) / n); // e^−a over e^−40..e^40
+  h1.set([0, -87, -88.5, -100, -1e30, 89, 1e30, Number.NaN], 0);
+  const h3 = randn(n, 31);
+  const out = new Float32Array(n);
+  k.swiglu(out, h1, h3, n);
+  for (let i = 0; i < n; i++) {
+    const a = h1[i], want = (a / (1 + Math.exp(-a))) * h3[i];
+    if (Number.isNaN(a)) assert.ok(Number.isNaN(out[i]), `NaN at ${i}`);
+    else if (a < -80) assert.ok(Math.abs(out[i]) < 1e-30, `silu(${a}) → ${out[i]}`);
+    else {
+      // a·log2 e rounded to float32 adds |a| · 6e-8 to the exp's own 2e-7
+      const tol = (3e-7 + Math.abs(a) * 6e-8) * Math.abs(want) + 1e-37;
+      assert.ok(Math.abs(out[i] - want) <= tol, `silu at ${a}: ${out[i]} vs ${want}`);
+    }
+  }
+  const inPlace = h1.slice();
+  k.swiglu(inPlace, inPlace, h3, n); // out may be h1
+  assert.deepEqual(inPlace, out);
+});
+
+Deno.test("WasmKernels.logSumExp() equals a float64 log-sum-exp within 3e-7, for any width; NaN rows give NaN", () => {
+  const k = new WasmKernels();
+  for (const V of [1, 5, 512, 1003]) {
+    const T = 7;
+    const x = randn(T * V, V).map((v) => 8 * v);
+    x[2 * V] = 1e4; // one dominant logit
+    if (V > 1) x[3 * V + 1] = -1e30;
+    const lse = new Float64Array(T);
+    k.logSumExp(lse, x, T, V);
+    for (let t = 0; t < T; t++) {
+      const row = x.subarray(t * V, (t + 1) * V);
+      const m = Math.max(...row);
+      const want = m + Math.log(row.reduce((s, v) => s + Math.exp(v - m), 0));
+      assert.ok(
+        Math.abs(lse[t] - want) <= 3e-7 * Math.max(1, Math.abs(want)),
+        `V ${V} row ${t}: ${lse[t]} vs ${want}`,
+      );
+    }
+  }
+  const uniform = new Float64Array(2);
+  k.logSumExp(uniform, new Float32Array(2 * 6), 2, 6);
+  assert.deepEqual([...uniform], [Math.log(6), Math.log(6)]);
+  const x = new Float32Array(8).fill(1);
+  x[5] = Number.NaN;
+  const lse = new Float64Array(2);
+  k.logSumExp(lse, x, 2, 4);
+  assert.equal(lse[0], 1 + Math.log(4));
+  assert.ok(Number.isNaN(lse[1]));
 });
