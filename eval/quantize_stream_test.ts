@@ -286,7 +286,7 @@ Deno.test("quantize --method squeezellm computes the Fisher block by block and g
   );
 });
 
-Deno.test("quantize --method gptq streams block by block and gives ppl's in-memory (whole-model) GPTQ exactly", async () => {
+Deno.test("quantize --method gptq streams block by block and gives ppl's in-memory (whole-model) GPTQ exactly, also read back block by block (ppl --blockwise)", async () => {
   await using tmp = await tempDir("sqb-stream-gptq-cli-test-");
   const gptq = ["--method", "gptq", "--bits", "3", "--nsamples", "4", "--calib-seqlen", "128"];
   const data = ["--data-dir", sharedData(""), "--workers", "0"];
@@ -302,7 +302,25 @@ Deno.test("quantize --method gptq streams block by block and gives ppl's in-memo
   assert.equal(fromFile.code, 0, fromFile.err);
   const inMemory = await cli("ppl", ...data, ...gptq, "--act-order", ...common);
   assert.equal(inMemory.code, 0, inMemory.err);
-  assert.equal(lastJson(fromFile.out).ppl, lastJson(inMemory.out).ppl);
-  assert.deepEqual(lastJson(fromFile.out).quant.calibration, written.calibration);
+  // and read back lazily, one block's arrays at a time (quant/qmodel.ts openQuantizedModel)
+  const lazy = await cli(
+    "ppl",
+    ...data,
+    "--quantized",
+    out,
+    "--blockwise",
+    "--chunk",
+    "1",
+    ...common,
+  );
+  assert.equal(lazy.code, 0, lazy.err);
+  for (const r of [fromFile, lazy]) {
+    assert.equal(lastJson(r.out).ppl, lastJson(inMemory.out).ppl);
+    const seconds = 0; // the quantization time differs
+    assert.deepEqual(
+      { ...lastJson(r.out).quant, seconds },
+      { ...lastJson(inMemory.out).quant, seconds },
+    );
+  }
   assert.deepEqual(lastJson(inMemory.out).quant.calibration, written.calibration);
 });

@@ -16,6 +16,7 @@ import { modelSize } from "./size.ts";
 import {
   dequantizedWeights,
   loadQuantizedModel,
+  type QModelMeta,
   type QuantizedModelFile,
   saveQuantizedModel,
 } from "./qmodel.ts";
@@ -198,6 +199,25 @@ export function quantizedFileInfo(
   f: QuantizedModelFile,
   path: string,
 ): Omit<QuantizedModel, "weights"> & { base: { path: string; sha256: string } } {
+  return { ...quantizedMetaInfo(f, modelSize(f.linears).avgInfoBits, path), linears: f.linears };
+}
+
+/**
+ * {@linkcode quantizedFileInfo} from a file's header and provenance alone,
+ * given its average bits (a file opened, not read: quant/qmodel.ts
+ * `openQuantizedModel`, whose `layouts` give the sizes).
+ *
+ * @param f the file's header and provenance
+ * @param avgBits average information bits per weight of its linears
+ * @param path the file, for messages
+ * @returns everything of {@linkcode quantizedFileInfo} but the linears
+ * @throws {RangeError} when the method and options are not a spec squeezebench writes
+ */
+export function quantizedMetaInfo(
+  f: QModelMeta,
+  avgBits: number,
+  path: string,
+): Omit<QuantizedModel, "weights" | "linears"> & { base: { path: string; sha256: string } } {
   let spec: QuantSpec;
   try {
     spec = pickSpec(f.method, Number(f.options.bits), f.options);
@@ -215,8 +235,7 @@ export function quantizedFileInfo(
     spec,
     variantName: variantName(spec),
     actQuant: actQuantOf(spec),
-    linears: f.linears,
-    avgBits: modelSize(f.linears).avgInfoBits,
+    avgBits,
     calibration: cal !== null && typeof cal === "object" ? cal as CalibrationIdentity : null,
     calibrationText: text ?? null,
     seconds: Number(f.provenance.seconds ?? 0),

@@ -61,7 +61,9 @@ import {
   type CsrMatrix,
   type DenseTensor,
   dequantize,
+  nGroups,
   type QuantizedLinear,
+  type QuantLayout,
   wordsPerRow,
 } from "./format.ts";
 
@@ -726,8 +728,9 @@ export function parseQuantizedModel(bytes: Uint8Array, path = "<memory>"): Quant
   const fail = (msg: string): never => {
     throw new QModelError(`${where}: ${msg}`);
   };
-  const { meta, index, dataStart, dataEnd } = readSections(bytes, fail);
-  const arr = arrayReader(bytes, dataStart, dataEnd, fail);
+  const src = memoryBytes(bytes);
+  const { meta, index, dataStart, dataEnd } = readSections(src, fail);
+  const arr = arrayReader(src, dataStart, dataEnd, fail);
   const { config } = meta;
   const { dim, vocabSize, nLayers } = config;
   const t = index.tensors ?? {};
@@ -760,6 +763,20 @@ export function parseQuantizedModel(bytes: Uint8Array, path = "<memory>"): Quant
 /** Throws a {@linkcode QModelError} naming the file. */
 type Fail = (msg: string) => never;
 
+/**
+ * A file's bytes by offset: the whole file in memory, or an open file read
+ * when asked. `read` is called only for ranges inside the file.
+ */
+interface ByteSource {
+  readonly size: number;
+  read(offset: number, length: number): Uint8Array;
+}
+
+/** The bytes of a file in memory: reads are views. */
+function memoryBytes(bytes: Uint8Array): ByteSource {
+  return { size: bytes.length, read: (o, n) => bytes.subarray(o, o + n) };
+}
+
 /** A checksum mismatch: names the section ("header", "index", "data") and the array. */
 function damaged(fail: Fail, section: string, stored: string, computed: string, array = ""): never {
   return fail(
@@ -777,15 +794,17 @@ function damaged(fail: Fail, section: string, stored: string, computed: string, 
  * version, lengths, end marker, both checksums, the config.
  */
 function readSections(
-  bytes: Uint8Array,
+  src: ByteSource,
   fail: Fail,
 ): { meta: QModelHeader; index: QModelIndex; dataStart: number; dataEnd: number } {
-  if (bytes.length < 12) {
-    fail(`file has ${bytes.length} bytes, too short for the ${PREAMBLE_BYTES}-byte preamble`);
+  const size = src.size;
+  if (size < 12) {
+    fail(`file has ${size} bytes, too short for the ${PREAMBLE_BYTES}-byte preamble`);
   }
-  const magic = new TextDecoder().decode(bytes.subarray(0, 4));
+  const preamble = src.read(0, Math.min(size, PREAMBLE_BYTES));
+  const magic = new TextDecoder().decode(preamble.subarray(0, 4));
   if (magic !== QMODEL_MAGIC) fail(`magic is ${JSON.stringify(magic)}, expected "${QMODEL_MAGIC}"`);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const view = new DataView(preamble.buffer, preamble.byteOffset, preamble.byteLength);
   const version = view.getUint32(4, true);
   if (version === 1) {
     fail(
@@ -797,33 +816,35 @@ function readSections(
   if (version !== QMODEL_VERSION) {
     fail(`version ${version} is not supported (this reader knows ${QMODEL_VERSION})`);
   }
-  if (bytes.length < PREAMBLE_BYTES) {
+  if (size < PREAMBLE_BYTES) {
     fail(
-      `file has ${bytes.length} bytes, too short for the ${PREAMBLE_BYTES}-byte preamble (truncated?)`,
+      `file has ${size} bytes, too short for the ${PREAMBLE_BYTES}-byte preamble (truncated?)`,
     );
   }
   const headerLength = view.getUint32(8, true);
-  if (PREAMBLE_BYTES + headerLength > bytes.length) {
+  if (PREAMBLE_BYTES + headerLength > size) {
     fail(
       `header claims ${headerLength} bytes, file has ${
-        bytes.length - PREAMBLE_BYTES
+        size - PREAMBLE_BYTES
       } after the preamble (truncated?)`,
     );
   }
   const dataStart = align8(PREAMBLE_BYTES + headerLength);
-  const end = bytes.length - TRAILER_BYTES;
+  const end = size - TRAILER_BYTES;
   if (
     end < dataStart ||
-    new TextDecoder().decode(bytes.subarray(bytes.length - 4)) !== QMODEL_MAGIC
+    new TextDecoder().decode(src.read(size - 4, 4)) !== QMODEL_MAGIC
   ) {
     fail(
-      `file has ${bytes.length} bytes and does not end with the end marker "${QMODEL_MAGIC}": ` +
+      `file has ${size} bytes and does not end with the end marker "${QMODEL_MAGIC}": ` +
         `it was truncated or not completely written`,
     );
   }
+  const trailer = src.read(end, TRAILER_BYTES);
+  const trailerView = new DataView(trailer.buffer, trailer.byteOffset, trailer.byteLength);
   // header
-  const headerBytes = bytes.subarray(PREAMBLE_BYTES, PREAMBLE_BYTES + headerLength);
-  const headerSha = sha256Sync(headerBytes), storedHeaderSha = hex(bytes.subarray(12, 44));
+  const headerBytes = src.read(PREAMBLE_BYTES, headerLength);
+  const headerSha = sha256Sync(headerBytes), storedHeaderSha = hex(preamble.subarray(12, 44));
   if (headerSha !== storedHeaderSha) damaged(fail, "header", storedHeaderSha, headerSha);
   let meta: QModelHeader;
   try {
@@ -843,16 +864,16 @@ function readSections(
     fail(`header's base is ${JSON.stringify(meta.base)}, expected {path, sha256} strings`);
   }
   // index
-  const indexOffset = Number(view.getBigUint64(end + 32, true));
-  const indexLength = view.getUint32(end + 40, true);
+  const indexOffset = Number(trailerView.getBigUint64(32, true));
+  const indexLength = trailerView.getUint32(40, true);
   if (indexOffset < dataStart || indexOffset + indexLength !== end) {
     fail(
       `the trailer places the index at bytes ${indexOffset}..${indexOffset + indexLength}, ` +
         `but it must end where the trailer starts (byte ${end}): the trailer is damaged`,
     );
   }
-  const indexBytes = bytes.subarray(indexOffset, end);
-  const indexSha = sha256Sync(indexBytes), storedIndexSha = hex(bytes.subarray(end, end + 32));
+  const indexBytes = src.read(indexOffset, indexLength);
+  const indexSha = sha256Sync(indexBytes), storedIndexSha = hex(trailer.subarray(0, 32));
   if (indexSha !== storedIndexSha) damaged(fail, "index", storedIndexSha, indexSha);
   let index: QModelIndex;
   try {
@@ -883,7 +904,7 @@ type ArrayReader = (
  * NaN/±Infinity. Arrays are views into `bytes` where aligned, else copies.
  */
 function arrayReader(
-  bytes: Uint8Array,
+  src: ByteSource,
   dataStart: number,
   dataEnd: number,
   fail: Fail,
@@ -908,21 +929,19 @@ function arrayReader(
           `beyond the end of the file's data section (byte ${dataEnd})`,
       );
     }
-    const start = dataStart + r.offset;
-    const sha = sha256Sync(bytes.subarray(start, start + nbytes));
+    const bytes = src.read(dataStart + r.offset, nbytes);
+    const sha = sha256Sync(bytes);
     if (sha !== r.sha256) damaged(fail, "data", String(r.sha256), sha, name);
-    const abs = bytes.byteOffset + start;
-    const src = abs % ELEMENT_BYTES[dtype] === 0
-      ? bytes.buffer as ArrayBuffer
-      : bytes.slice(start, start + nbytes).buffer as ArrayBuffer;
-    const off = abs % ELEMENT_BYTES[dtype] === 0 ? abs : 0;
+    const aligned = bytes.byteOffset % ELEMENT_BYTES[dtype] === 0;
+    const buf = (aligned ? bytes.buffer : bytes.slice().buffer) as ArrayBuffer;
+    const off = aligned ? bytes.byteOffset : 0;
     const a = dtype === "u32"
-      ? new Uint32Array(src, off, length)
+      ? new Uint32Array(buf, off, length)
       : dtype === "i32"
-      ? new Int32Array(src, off, length)
+      ? new Int32Array(buf, off, length)
       : dtype === "f16"
-      ? new Uint16Array(src, off, length)
-      : new Float32Array(src, off, length);
+      ? new Uint16Array(buf, off, length)
+      : new Float32Array(buf, off, length);
     const nonFinite = firstNonFinite(a, dtype);
     if (nonFinite) {
       fail(`${name} has a non-finite value (${nonFinite[1]}) at index ${nonFinite[0]}`);
@@ -1059,6 +1078,152 @@ export async function loadQuantizedModel(path: string): Promise<QuantizedModelFi
     throw new QModelError(`Cannot read quantized model ${path}: ${why}`);
   }
   return parseQuantizedModel(bytes, path);
+}
+
+/**
+ * A quantized model file opened, not read: the header and index are read
+ * and verified now, every array when it is asked for (its sha256 checked
+ * then), so a model is evaluated block by block holding one block's packed
+ * and dequantized weights (eval/perplexity_blockwise.ts) instead of the
+ * whole file. As a {@linkcode WeightSource}, `layer(l)` is block l
+ * dequantized (dense + sparse), the same arrays {@linkcode dequantizedLayer}
+ * gives for the loaded file. Dispose it to close the file.
+ */
+export interface QuantizedModelReader extends Omit<QModelMeta, "config">, WeightSource {
+  /** Every linear's layout by "layers.{l}.{name}", from the index (sizes, without its codes). */
+  readonly layouts: Map<string, QuantLayout>;
+  /**
+   * Linear `key`, read and verified now.
+   *
+   * @throws {QModelError} when it is missing, damaged or not what the header describes
+   */
+  linear(key: string): QuantizedLinear;
+}
+
+/**
+ * Opens a quantized model file for block-by-block reads (see
+ * {@linkcode QuantizedModelReader}); every check of
+ * {@linkcode parseQuantizedModel} is made, each when its data is read.
+ *
+ * @param path the file
+ * @returns the reader; dispose it to close the file
+ * @throws {QModelError} when the file is missing, truncated, damaged, of another format or version
+ * @example
+ * ```ts
+ * using m = openQuantizedModel("out/tiny.gptq.w3.sqbq");
+ * const r = await perplexityBlockwise(m, tokens, { seqlen: 2048 });
+ * ```
+ */
+export function openQuantizedModel(path: string): QuantizedModelReader {
+  checkLittleEndian();
+  const where = `Cannot read quantized model ${path}`;
+  const fail = (msg: string): never => {
+    throw new QModelError(`${where}: ${msg}`);
+  };
+  let file: Deno.FsFile;
+  try {
+    file = Deno.openSync(path, { read: true });
+  } catch (e) {
+    const why = e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message;
+    throw new QModelError(`${where}: ${why}`);
+  }
+  try {
+    const src = fileBytes(file, file.statSync().size, fail);
+    const { meta, index, dataStart, dataEnd } = readSections(src, fail);
+    const bad = headerOptionsProblem(meta);
+    if (bad) fail(bad);
+    const arr = arrayReader(src, dataStart, dataEnd, fail);
+    const { config } = meta;
+    const { dim, vocabSize } = config;
+    const t = index.tensors ?? {};
+    const f32 = (name: string, shape: number[]) => arr(t[name], name, "f32", shape) as Float32Array;
+    const entries = new Map(Object.entries(index.linears ?? {}));
+    const shapes = new Map<string, [number, number]>();
+    for (const key of entries.keys()) {
+      shapes.set(key, linearShape(config, parseLinearKey(key, config, where)[1]));
+    }
+    const linear = (key: string): QuantizedLinear => {
+      const e = entries.get(key);
+      if (!e) return fail(`it has no linear ${key}`);
+      const q = readLinear(key, e, shapes.get(key)!, arr, fail);
+      const wrong = linearOptionsProblem(meta, key, q);
+      return wrong ? fail(wrong) : q;
+    };
+    const layouts = new Map<string, QuantLayout>();
+    for (const [key, e] of entries) layouts.set(key, indexLayout(key, e, shapes.get(key)!, arr));
+    return {
+      ...meta,
+      provenance: index.provenance,
+      path,
+      layouts,
+      linear,
+      layer(l) {
+        const lin = {} as Record<LinearName, Float32Array>;
+        for (const name of LINEAR_NAMES) lin[name] = dequantize(linear(`layers.${l}.${name}`));
+        return {
+          attnNorm: f32(`layers.${l}.attnNorm`, [dim]),
+          ffnNorm: f32(`layers.${l}.ffnNorm`, [dim]),
+          ...lin,
+        };
+      },
+      tokenEmbedding: () => f32("tokenEmbedding", [vocabSize, dim]),
+      finalNorm: () => f32("finalNorm", [dim]),
+      classifier: () => config.sharedClassifier ? undefined : f32("classifier", [vocabSize, dim]),
+      [Symbol.dispose]: () => file.close(),
+    };
+  } catch (e) {
+    file.close();
+    throw e;
+  }
+}
+
+/** An open file's bytes, read at each call (a new buffer, so every array in it is aligned). */
+function fileBytes(file: Deno.FsFile, size: number, fail: Fail): ByteSource {
+  return {
+    size,
+    read(offset, length) {
+      const b = new Uint8Array(length);
+      file.seekSync(offset, Deno.SeekMode.Start);
+      for (let at = 0; at < length;) {
+        const n = file.readSync(b.subarray(at));
+        if (n === null) fail(`file ended at byte ${offset + at} (changed while it was read?)`);
+        at += n!;
+      }
+      return b;
+    },
+  };
+}
+
+/**
+ * The layout of a linear from its index entry: the groups per row of an
+ * act-order linear come from its gIdx (read and verified now, `cols`
+ * integers), as format.ts `layoutOf` counts them.
+ */
+function indexLayout(
+  key: string,
+  e: QModelIndex["linears"][string],
+  [rows, cols]: [number, number],
+  arr: ArrayReader,
+): QuantLayout {
+  const d = e.dense;
+  const sparse = {
+    nnz: e.sparse ? (e.sparse.arrays.colIdx?.shape?.[0] ?? 0) : 0,
+    sparse: e.sparse !== undefined,
+    sparseDtype: e.sparse?.dtype ?? "f16",
+  };
+  if (d.kind !== "uniform") return { kind: d.kind, bits: d.bits, rows, cols, ...sparse };
+  const gIdx = d.arrays.gIdx
+    ? arr(d.arrays.gIdx, `${key}.gIdx`, "i32", [cols]) as Int32Array
+    : undefined;
+  return {
+    kind: "uniform",
+    bits: d.bits,
+    rows,
+    cols,
+    ...sparse,
+    groupsPerRow: nGroups({ cols, groupSize: d.groupSize, gIdx }),
+    gIdx: gIdx !== undefined,
+  };
 }
 
 /**

@@ -8,6 +8,7 @@ import {
   type CsrMatrix,
   type DenseTensor,
   dequantize,
+  layoutOf,
   type LutTensor,
   packCodes,
   type QuantizedLinear,
@@ -16,8 +17,10 @@ import {
 import { Gptq } from "./gptq.ts";
 import { createHash } from "node:crypto";
 import {
+  dequantizedLayer,
   dequantizedWeights,
   loadQuantizedModel,
+  openQuantizedModel,
   parseQuantizedModel,
   QMODEL_MAGIC,
   QMODEL_VERSION,
@@ -582,4 +585,38 @@ Deno.test("QModelWriter refuses a repeated or unknown tensor or linear, and a fi
   );
   assert.throws(() => writer.finish({}), /tokenEmbedding was not written/);
   assert.throws(() => writer.tensor("classifier", w.classifier), /already finished/);
+});
+
+Deno.test("openQuantizedModel() reads block by block what loadQuantizedModel() reads whole, layouts included; a damaged array fails when its block is read", async () => {
+  await using tmp = await tempDir("sqb-qmodel-open-");
+  const file = `${tmp.path}/m.sqbq`;
+  await saveQuantizedModel(file, tinyModel());
+  const whole = await loadQuantizedModel(file);
+  {
+    using m = openQuantizedModel(file);
+    assert.deepEqual([m.method, m.options, m.provenance, m.base], [
+      whole.method,
+      whole.options,
+      whole.provenance,
+      whole.base,
+    ]);
+    assert.deepEqual(m.config, whole.config);
+    for (let l = 0; l < CONFIG.nLayers; l++) {
+      assert.deepEqual(m.layer(l), dequantizedLayer(whole, l));
+    }
+    assert.deepEqual(m.tokenEmbedding(), whole.rest.tokenEmbedding);
+    assert.deepEqual(m.finalNorm(), whole.rest.finalNorm);
+    assert.deepEqual(m.classifier(), whole.rest.classifier);
+    assert.deepEqual(m.layouts, new Map([...whole.linears].map(([k, q]) => [k, layoutOf(q)])));
+    assert.deepEqual(m.linear("layers.1.w1"), whole.linears.get("layers.1.w1"));
+    assert.throws(() => m.linear("layers.9.wq"), /has no linear layers\.9\.wq/);
+  }
+  const bytes = await Deno.readFile(file);
+  const damaged = bytes.slice();
+  damaged[arrayStart(bytes, (i) => i.linears["layers.1.w2"].dense.arrays.codes) + 3] ^= 0x10;
+  await Deno.writeFile(file, damaged);
+  using m = openQuantizedModel(file);
+  m.layer(0);
+  assert.throws(() => m.layer(1), /data checksum mismatch in layers\.1\.w2\.codes/);
+  assert.throws(() => openQuantizedModel(`${tmp.path}/none.sqbq`), /file not found/);
 });

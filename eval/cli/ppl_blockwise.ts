@@ -2,15 +2,19 @@
  * `deno task ppl --blockwise`: perplexity of a checkpoint (fp32) or of a
  * `--quantized FILE` with one block in fp32 at a time
  * (eval/perplexity_blockwise.ts), for models whose fp32 weights do not fit
- * in memory. The numbers are bit-identical to `ppl` without it; the figures
+ * in memory. A quantized file is opened, not loaded (quant/qmodel.ts
+ * `openQuantizedModel`): each block's packed arrays are read, verified and
+ * dequantized when the block is evaluated. The numbers are bit-identical to `ppl` without it; the figures
  * are printed and returned the same way. Quantizing is done beforehand,
  * block by block too, by `deno task quantize`.
  *
  * @module
  */
 import { EVAL_SETS, type EvalSetName, loadEvalSet } from "../../datasets/eval_sets.ts";
-import { quantizedFileInfo } from "../../quant/methods.ts";
-import { dequantizedWeightSource, loadQuantizedModel } from "../../quant/qmodel.ts";
+import { quantizedMetaInfo } from "../../quant/methods.ts";
+import { openQuantizedModel, type QuantizedModelReader } from "../../quant/qmodel.ts";
+import { sizeOfLayout } from "../../quant/format.ts";
+import { sumSizes } from "../../quant/size.ts";
 import type { WeightSource } from "../../model/weight_source.ts";
 import { perplexityBlockwise } from "../perplexity_blockwise.ts";
 import { evalSetNeed, openModelFromOptions } from "./load.ts";
@@ -64,9 +68,16 @@ export async function pplBlockwise(
   const file = str(values, "quantized");
   const model = await openModelFromOptions(values, datasets.map(evalSetNeed));
   using checkpoint = model.source;
-  const f = file ? await loadQuantizedModel(file) : null;
-  const q = f ? quantizedFileInfo(f, file!) : null;
-  using src: WeightSource = f ? dequantizedWeightSource(f, file) : checkpoint;
+  // a --quantized file is opened, not read: each block's arrays are read when it is evaluated
+  using f: QuantizedModelReader | null = file ? openQuantizedModel(file) : null;
+  const q = f
+    ? quantizedMetaInfo(
+      f,
+      sumSizes([...f.layouts.values()].map((l) => sizeOfLayout(l))).avgInfoBits,
+      file!,
+    )
+    : null;
+  const src: WeightSource = f ?? checkpoint;
   const seqlen = seqlenGiven ?? src.config.maxSeqLen;
   const variant = q ? q.variantName : "fp32";
   const results: Record<string, unknown>[] = [];
