@@ -364,6 +364,7 @@ async function benchScaleCmd(values: Values) {
       outDir,
       runs,
       workers: int(values, "workers", DEFAULT_WORKERS, 0)!,
+      dataDir: str(values, "data-dir"),
     });
   } finally {
     await Deno.remove(outDir, { recursive: true });

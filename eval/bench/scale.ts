@@ -11,7 +11,16 @@
  *
  * - RTN 4-bit, groups of 128 (target: peak below 1.6 GB for TinyLlama,
  *   whose fp32 size is 4.4 GB);
- * - SqueezeLLM 3-bit, dense only, its Fisher read with `--fisher`.
+ * - SqueezeLLM 3-bit, dense only, its Fisher read with `--fisher`;
+ * - GPTQ 3-bit (true-sequential, per-row groups) on a small calibration:
+ *   {@linkcode GPTQ_SCALE_WINDOWS} C4 windows of at most
+ *   {@linkcode GPTQ_SCALE_SEQLEN} tokens, where GPTQ's default, 128 × 2048,
+ *   would hold 128 · 2048 · dim · 4 bytes of activations (2.1 GB at
+ *   TinyLlama's width) and take hours on two cores. Its text is tokenized
+ *   by stories260K's tokenizer padded to the model's vocabulary (a
+ *   tokenizer.bin written beside the checkpoint): the synthetic model has no
+ *   tokenizer of its own, and GPTQ's work does not depend on which ids it
+ *   sees.
  *
  * The weights are N(0, 0.02²) (norms N(1, 0.02²)), the Fisher values the
  * squares of N(0, 1) draws: realistic magnitudes for timing, no meaning.
@@ -24,6 +33,7 @@ import { gaussian } from "../../model/random.ts";
 import { hfConfigText, hfTensorShapes } from "../../model/hf.ts";
 import { writeSafetensors } from "../../model/safetensors.ts";
 import { isFile } from "../../model/tensor_file.ts";
+import { requireDataDir, requireDataFiles } from "../../datasets/datadir.ts";
 
 /** The shapes this benchmark writes (HF config values of each model). */
 export const SCALE_SHAPES: Readonly<Record<"tinyllama" | "llama7b" | "tiny", LlamaConfig>> = {
@@ -60,7 +70,7 @@ export const SCALE_SHAPES: Readonly<Record<"tinyllama" | "llama7b" | "tiny", Lla
     nLayers: 2,
     nHeads: 4,
     nKvHeads: 2,
-    vocabSize: 300,
+    vocabSize: 512, // stories260K's tokenizer's (GPTQ's calibration text is tokenized with it)
     maxSeqLen: 64,
     sharedClassifier: false,
     normEps: 1e-5,
@@ -119,15 +129,39 @@ export interface BenchScaleOptions {
   outDir: string;
   /** k-means workers of the SqueezeLLM run. */
   workers: number;
-  /** The runs to make (the Fisher checkpoint is written only for SqueezeLLM). @default both */
+  /** The runs to make (the Fisher checkpoint is written only for SqueezeLLM). @default all */
   runs?: readonly ScaleRun[];
+  /**
+   * GPTQ: the data dir of its calibration text and of stories260K's
+   * tokenizer (datasets/datadir.ts `requireDataDir`). @default $SQB_DATA_DIR, else ~/.cache/squeezebench
+   */
+  dataDir?: string;
   log?: (line: string) => void;
 }
 
-/** The two quantizations timed. */
+/** GPTQ's calibration windows in this benchmark (GPTQ's default: 128). */
+export const GPTQ_SCALE_WINDOWS = 4;
+/** GPTQ's calibration window length here, at most (GPTQ's default: 2048, the model's max_seq_len). */
+export const GPTQ_SCALE_SEQLEN = 512;
+
+/** The quantizations timed; `{…}` are filled in by {@linkcode benchScale}. */
 export const SCALE_RUNS = {
   "rtn.w4.g128": ["--method", "rtn", "--bits", "4", "--group", "128"],
   "squeezellm.w3": ["--method", "squeezellm", "--bits", "3", "--fisher", "{fisher}"],
+  "gptq.w3": [
+    "--method",
+    "gptq",
+    "--bits",
+    "3",
+    "--nsamples",
+    String(GPTQ_SCALE_WINDOWS),
+    "--calib-seqlen",
+    "{calibSeqlen}",
+    "--tokenizer",
+    "{tokenizer}",
+    "--data-dir",
+    "{dataDir}",
+  ],
 } as const;
 
 /** One of {@linkcode SCALE_RUNS}. */
@@ -189,6 +223,22 @@ export async function benchScale(opts: BenchScaleOptions): Promise<ScaleResult> 
       writeSeconds += (performance.now() - t0) / 1000;
     }
   }
+  const fill: Record<string, string> = {
+    "{fisher}": fisherDir,
+    "{calibSeqlen}": String(Math.min(GPTQ_SCALE_SEQLEN, config.maxSeqLen)),
+  };
+  if (runs.includes("gptq.w3")) {
+    const dataDir = requireDataDir(opts.dataDir);
+    const [tok512] = await requireDataFiles(dataDir, [
+      { what: "stories260K tokenizer", candidates: ["stories260K/tok512.bin"] },
+    ]);
+    fill["{tokenizer}"] = join(root, `tokenizer-${config.vocabSize}.bin`);
+    fill["{dataDir}"] = dataDir;
+    Deno.writeFileSync(
+      fill["{tokenizer}"],
+      paddedTokenizer(Deno.readFileSync(tok512.path), config.vocabSize),
+    );
+  }
   const checkpointBytes = Deno.statSync(join(modelDir, "model.safetensors")).size;
   const params = parameterCount(config);
   log(
@@ -200,7 +250,7 @@ export async function benchScale(opts: BenchScaleOptions): Promise<ScaleResult> 
   const figures: ScaleFigure[] = [];
   for (const run of runs) {
     const out = join(opts.outDir, `scale-${opts.shape}.${run}.sqbq`);
-    const args = SCALE_RUNS[run].map((a) => a === "{fisher}" ? fisherDir : a);
+    const args = SCALE_RUNS[run].map((a) => fill[a] ?? a);
     const t = performance.now();
     const child = await new Deno.Command(Deno.execPath(), {
       args: [
@@ -257,6 +307,49 @@ export async function benchScale(opts: BenchScaleOptions): Promise<ScaleResult> 
     writeSeconds,
     figures,
   };
+}
+
+/**
+ * A llama2.c tokenizer.bin of exactly `vocabSize` tokens: those of `base`
+ * (a tokenizer.bin), then tokens "<pad{i}>" with score −1e9 that no text
+ * produces.
+ *
+ * @param base the bytes of a llama2.c tokenizer.bin (stories260K's tok512.bin)
+ * @param vocabSize the token count wanted, at least base's
+ * @returns the file's bytes
+ * @throws {RangeError} when base has more tokens than vocabSize
+ */
+export function paddedTokenizer(base: Uint8Array, vocabSize: number): Uint8Array {
+  const view = new DataView(base.buffer, base.byteOffset, base.byteLength);
+  const records: Uint8Array[] = [];
+  for (let pos = 4; pos < base.length;) {
+    const end = pos + 8 + view.getInt32(pos + 4, true);
+    records.push(base.subarray(pos, end));
+    pos = end;
+  }
+  if (records.length > vocabSize) {
+    throw new RangeError(
+      `paddedTokenizer(): the base tokenizer has ${records.length} tokens, more than ${vocabSize}`,
+    );
+  }
+  for (let id = records.length; id < vocabSize; id++) {
+    const text = new TextEncoder().encode(`<pad${id}>`);
+    const r = new Uint8Array(8 + text.length);
+    const rv = new DataView(r.buffer);
+    rv.setFloat32(0, -1e9, true);
+    rv.setInt32(4, text.length, true);
+    r.set(text, 8);
+    records.push(r);
+  }
+  const maxLen = Math.max(view.getInt32(0, true), ...records.map((r) => r.length - 8));
+  const out = new Uint8Array(4 + records.reduce((a, r) => a + r.length, 0));
+  new DataView(out.buffer).setInt32(0, maxLen, true);
+  let at = 4;
+  for (const r of records) {
+    out.set(r, at);
+    at += r.length;
+  }
+  return out;
 }
 
 /** Bytes in GB (10⁹) at and above 1 GB, else MB (10⁶). */

@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { loadHfFisher, loadHfModel } from "../../model/hf.ts";
 import { tempDir } from "../../datasets/_testing.ts";
-import { benchScale, SCALE_SHAPES, writeSyntheticCheckpoint } from "./scale.ts";
+import { sharedData } from "../../datasets/testing.ts";
+import { parseLlama2cTokenizer } from "../../model/tokenizer.ts";
+import { benchScale, paddedTokenizer, SCALE_SHAPES, writeSyntheticCheckpoint } from "./scale.ts";
 
 Deno.test("writeSyntheticCheckpoint() writes a seeded fp16 HF checkpoint and Fisher that the loaders read", async () => {
   await using tmp = await tempDir("sqb-scale-test-");
@@ -25,9 +27,15 @@ Deno.test("writeSyntheticCheckpoint() writes a seeded fp16 HF checkpoint and Fis
 Deno.test("benchScale() quantizes the synthetic checkpoint in a child process and reports its time and peak memory", async () => {
   await using cache = await tempDir("sqb-scale-cache-");
   await using out = await tempDir("sqb-scale-out-");
-  const opts = { shape: "tiny", cacheDir: cache.path, outDir: out.path, workers: 0 } as const;
+  const opts = {
+    shape: "tiny",
+    cacheDir: cache.path,
+    outDir: out.path,
+    workers: 0,
+    dataDir: sharedData(""),
+  } as const;
   const r = await benchScale({ ...opts, log: () => {} });
-  assert.deepEqual(r.figures.map((f) => f.run), ["rtn.w4.g128", "squeezellm.w3"]);
+  assert.deepEqual(r.figures.map((f) => f.run), ["rtn.w4.g128", "squeezellm.w3", "gptq.w3"]);
   assert.ok(r.writeSeconds > 0);
   assert.ok(r.checkpointBytes > 2 * r.fp32Bytes / 4, "fp16: half the fp32 size");
   for (const f of r.figures) {
@@ -38,9 +46,21 @@ Deno.test("benchScale() quantizes the synthetic checkpoint in a child process an
   }
   assert.equal(r.figures[0].avgBits, 4 + 32 / 128); // fp16 scale and zero per group of 128
   assert.ok(r.figures[1].avgBits > 3 && r.figures[1].avgBits < 4);
+  // GPTQ: 3 bits and an fp16 scale and zero per row (rows of 128 or 256 weights)
+  assert.ok(r.figures[2].avgBits > 3 + 32 / 256 && r.figures[2].avgBits < 3 + 32 / 128);
   assert.deepEqual([...Deno.readDirSync(out.path)], [], "quantized files removed");
   // the checkpoints are written once
   const again = await benchScale({ ...opts, runs: ["rtn.w4.g128"], log: () => {} });
   assert.equal(again.writeSeconds, 0);
   assert.equal(again.figures[0].avgBits, r.figures[0].avgBits);
+});
+
+Deno.test("paddedTokenizer() keeps the base tokenizer's tokens and pads them to the vocabulary", () => {
+  const base = Deno.readFileSync(sharedData("stories260K/tok512.bin"));
+  const big = parseLlama2cTokenizer(paddedTokenizer(base, 1000), "big", 1000);
+  const tok512 = parseLlama2cTokenizer(base, "tok512");
+  const text = "Once upon a time, there was a little girl.";
+  assert.deepEqual(big.encode(text), tok512.encode(text));
+  assert.deepEqual(paddedTokenizer(base, 512), base);
+  assert.throws(() => paddedTokenizer(base, 300), /has 512 tokens, more than 300/);
 });
