@@ -68,8 +68,19 @@ interface KernelExports {
     headSize: number,
     scale: number,
   ): void;
-  swiglu(p1: number, p3: number, po: number, n: number): void;
-  softmax_sums(px: number, T: number, np: number, pm: number, ps: number): void;
+  attention_hs8(
+    pq: number,
+    pkt: number,
+    pvt: number,
+    po: number,
+    ps: number,
+    T: number,
+    nHeads: number,
+    nKvHeads: number,
+    c: number,
+  ): void;
+  swiglu(p1: number, p3: number, pe: number, po: number, n: number): void;
+  softmax_sums(px: number, T: number, np: number, pe: number, pm: number, ps: number): void;
 }
 
 /**
@@ -312,6 +323,7 @@ export class WasmKernels {
       throw new RangeError(`${fn}: headSize must be a multiple of 4, found ${headSize}`);
     }
     if (T === 0 || nHeads === 0 || headSize === 0) return;
+    if (headSize === 8) return this.#attentionHs8(att, q, k, v, T, nHeads, nKvHeads);
     const dim = nHeads * headSize, kv = nKvHeads * headSize, Tp = ceil4(T);
     // Layout (floats): q [T, dim], k [T, kv], v [Tp, kv] (zero rows from T),
     // att [T, dim], kt [headSize, Tp], p [Tp].
@@ -339,6 +351,31 @@ export class WasmKernels {
   };
 
   /**
+   * {@linkcode WasmKernels.attention} for head size 8 (kernels.wat
+   * `attention_hs8`): K and V are transposed per kv head on the way in, so
+   * that the kernel holds 4 keys per vector; scores are taken in base 2.
+   */
+  #attentionHs8(
+    att: Float32Array,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    T: number,
+    nHeads: number,
+    nKvHeads: number,
+  ): void {
+    const dim = nHeads * 8, kv = nKvHeads * 8, Tp = ceil4(T);
+    // Layout (floats): q [T, dim], kt and vt [nKvHeads, 8, Tp] (zero from T), att [T, dim], p [Tp].
+    const fkt = T * dim, fvt = fkt + kv * Tp, fo = fvt + kv * Tp, fs = fo + T * dim;
+    const f = this.#reserve("causalAttentionWasm", (fs + Tp) * 4);
+    copyRows(f, 0, dim, q, T, dim);
+    transposeRows(f, fkt, Tp, k, T, kv);
+    transposeRows(f, fvt, Tp, v, T, kv);
+    this.#exports.attention_hs8(0, fkt * 4, fvt * 4, fo * 4, fs * 4, T, nHeads, nKvHeads, C_HS8);
+    att.set(f.subarray(fo, fo + T * dim));
+  }
+
+  /**
    * The SwiGLU gate out[i] = silu(h1[i]) · h3[i] = h1[i] / (1 + e^−h1[i]) · h3[i]
    * for i < n, in float32 with kernels.wat's `$exp2` (within a few ulp of
    * the float64 formula rounded to float32). `out` may be `h1` or `h3`.
@@ -353,11 +390,12 @@ export class WasmKernels {
     checkLength(fn, "h3", h3, n, "n");
     checkLength(fn, "out", out, n, "n");
     const np = ceil4(n);
-    // Layout (floats): h1 [np] at 0 (the output in place), h3 [np] at np; zero padded.
-    const f = this.#reserve(fn, 2 * np * 4);
+    // Layout (floats): h1 [np] at 0 (the output in place), h3 [np] at np, e^−h1 [np]
+    // at 2·np; zero padded.
+    const f = this.#reserve(fn, 3 * np * 4);
     copyRows(f, 0, np, h1, 1, n);
     copyRows(f, np, np, h3, 1, n);
-    this.#exports.swiglu(0, np * 4, 0, np);
+    this.#exports.swiglu(0, np * 4, 2 * np * 4, 0, np);
     out.set(f.subarray(0, n));
   };
 
@@ -381,12 +419,13 @@ export class WasmKernels {
     }
     if (T === 0) return;
     const np = ceil4(Math.max(V, 1));
-    // Layout: x [T, np] floats at 0 (pad lanes −∞), m [T] floats, s [T] float64 (8-aligned).
-    const fm = T * np, fs = ceil4(fm + T);
+    // Layout (floats): x [T, np] at 0 (pad lanes −∞), scratch [np], m [T], then s [T]
+    // float64 (8-aligned).
+    const fe = T * np, fm = fe + np, fs = ceil4(fm + T);
     const f = this.#reserve(fn, fs * 4 + T * 8);
     copyRows(f, 0, np, x, T, V);
     if (np !== V) { for (let t = 0; t < T; t++) f.fill(-Infinity, t * np + V, (t + 1) * np); }
-    this.#exports.softmax_sums(0, T, np, fm * 4, fs * 4);
+    this.#exports.softmax_sums(0, T, np, fe * 4, fm * 4, fs * 4);
     const s = new Float64Array(f.buffer, fs * 4, T);
     for (let t = 0; t < T; t++) lse[t] = f[fm + t] + Math.log(s[t]);
   };
@@ -468,6 +507,28 @@ export function withoutSimd(fn: string, hint?: string): () => never {
   return () => {
     throw new Error(`${fn}: this engine has no WebAssembly SIMD${hint ? `; ${hint}` : ""}`);
   };
+}
+
+/** attention_hs8's base-2 score scale: log2(e) / √8. */
+const C_HS8 = Math.LOG2E / Math.sqrt(8);
+
+/**
+ * Writes src [rows, n] transposed into dst at float offset `at`: column i
+ * becomes row i, of stride ≥ rows, zero-filled from `rows` on.
+ */
+function transposeRows(
+  dst: Float32Array,
+  at: number,
+  stride: number,
+  src: Float32Array,
+  rows: number,
+  n: number,
+): void {
+  for (let i = 0; i < n; i++) {
+    const o = at + i * stride;
+    for (let r = 0; r < rows; r++) dst[o + r] = src[r * n + i];
+    for (let r = rows; r < stride; r++) dst[o + r] = 0;
+  }
 }
 
 /**

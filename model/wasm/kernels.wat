@@ -40,77 +40,100 @@
       (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $ab) (local.get $cd))))
 
   ;; -------------------------------------------------------------------------
-  ;; $exp2: 2^x lane-wise, Cephes' exp2f: k = round(x) (adding and
-  ;; subtracting 1.5·2²³ rounds to the nearest integer; the sum kf then holds
-  ;; k in its low mantissa bits, so (bits(kf) + 127) << 23 is the float 2^k),
-  ;; r = x − k ∈ [−½, ½] exactly, 2^r ≈ 1 + r·P(r) with P of degree 5
-  ;; (Cephes' coefficients, evaluated by Estrin's scheme: a shorter dependency
-  ;; chain than Horner's). Relative error ≤ 2e−7 (≈ 1.7 ulp; measured against
-  ;; float64 in model/wasm/kernels_test.ts). x is clamped above at 127.49 (the
-  ;; result stays finite, ≤ 2.4e38); x < −126 gives exactly 0 (results below
-  ;; the smallest normal float are flushed, so −∞ gives 0); NaN stays NaN.
-  ;; e^x is computed as 2^(x · log2 e), which adds the rounding of the product:
-  ;; a relative error of |x| · 6e−8 more.
-  (func $exp2 (param $x v128) (result v128)
-    (local $kf v128) (local $k v128) (local $r v128) (local $r2 v128) (local $p v128)
-    (local.set $kf
-      (f32x4.add
-        (f32x4.pmin (local.get $x) (v128.const f32x4 127.49 127.49 127.49 127.49))
-        (v128.const f32x4 12582912 12582912 12582912 12582912)))
-    (local.set $k (f32x4.sub (local.get $kf) (v128.const f32x4 12582912 12582912 12582912 12582912)))
-    (local.set $r (f32x4.sub (local.get $x) (local.get $k)))
-    (local.set $r2 (f32x4.mul (local.get $r) (local.get $r)))
-    ;; P = ((p0·r + p1)·r² + (p2·r + p3))·r² + (p4·r + p5)
-    (local.set $p
-      (f32x4.add
-        (f32x4.mul
+  ;; $exp2_map: dst[i] = 2^((src[i] − m) · c) lane-wise for the vectors from
+  ;; $src up to $end (byte pointers; dst may be src); returns the lane-wise
+  ;; sum of the results (vector i added in order).
+  ;;
+  ;; 2^x is Cephes' exp2f: k = round(x) (adding and subtracting 1.5·2²³
+  ;; rounds to the nearest integer; the sum kf then holds k in its low
+  ;; mantissa bits, so (bits(kf) + 127) << 23 is the float 2^k), r = x − k
+  ;; ∈ [−½, ½] exactly, 2^r ≈ 1 + r·P(r) with P of degree 5 (Cephes'
+  ;; coefficients, evaluated by Estrin's scheme: a shorter dependency chain
+  ;; than Horner's). Relative error ≤ 2e−7 (≈ 1.7 ulp; Cephes' bound;
+  ;; model/wasm/kernels_test.ts checks swiglu and softmax_sums against
+  ;; float64). x is clamped above at 127.49 (the result stays finite,
+  ;; ≤ 2.4e38); x < −126 gives exactly 0 (results below the smallest normal
+  ;; float are flushed, so −∞ gives 0); NaN stays NaN. e^y is computed with
+  ;; c = log2 e, which adds the rounding of (y − m) · c: a relative error of
+  ;; |y − m| · 6e−8 more.
+  ;;
+  ;; One function with the loop inside, its constants in locals: V8 inlines
+  ;; only callees of about a tenth of the caller's size, so a per-vector exp
+  ;; would stay a call, and it rebuilds a v128.const at every use.
+  (func $exp2_map (param $src i32) (param $dst i32) (param $end i32) (param $m v128) (param $c v128)
+    (result v128)
+    (local $x v128) (local $kf v128) (local $r v128) (local $r2 v128) (local $y v128) (local $sum v128)
+    (local $hi v128) (local $lo v128) (local $round v128) (local $one v128) (local $bias v128)
+    (local $p0 v128) (local $p1 v128) (local $p2 v128) (local $p3 v128) (local $p4 v128) (local $p5 v128)
+    (local.set $hi (v128.const f32x4 127.49 127.49 127.49 127.49))
+    (local.set $lo (v128.const f32x4 -126 -126 -126 -126))
+    (local.set $round (v128.const f32x4 12582912 12582912 12582912 12582912)) ;; 1.5·2²³
+    (local.set $one (v128.const f32x4 1 1 1 1))
+    (local.set $bias (v128.const i32x4 127 127 127 127))
+    (local.set $p0 (f32x4.splat (f32.const 1.535336188319500e-4)))
+    (local.set $p1 (f32x4.splat (f32.const 1.339887440266574e-3)))
+    (local.set $p2 (f32x4.splat (f32.const 9.618437357674640e-3)))
+    (local.set $p3 (f32x4.splat (f32.const 5.550332471162809e-2)))
+    (local.set $p4 (f32x4.splat (f32.const 2.402264791363012e-1)))
+    (local.set $p5 (f32x4.splat (f32.const 6.931472028550421e-1)))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $src) (local.get $end)))
+        (local.set $x (f32x4.mul (f32x4.sub (v128.load (local.get $src)) (local.get $m)) (local.get $c)))
+        (local.set $kf (f32x4.add (f32x4.pmin (local.get $x) (local.get $hi)) (local.get $round)))
+        (local.set $r (f32x4.sub (local.get $x) (f32x4.sub (local.get $kf) (local.get $round))))
+        (local.set $r2 (f32x4.mul (local.get $r) (local.get $r)))
+        ;; P = ((p0·r + p1)·r² + (p2·r + p3))·r² + (p4·r + p5)
+        (local.set $y
           (f32x4.add
             (f32x4.mul
               (f32x4.add
-                (f32x4.mul (local.get $r) (v128.const f32x4 1.535336188319500e-4 1.535336188319500e-4 1.535336188319500e-4 1.535336188319500e-4))
-                (v128.const f32x4 1.339887440266574e-3 1.339887440266574e-3 1.339887440266574e-3 1.339887440266574e-3))
+                (f32x4.mul (f32x4.add (f32x4.mul (local.get $r) (local.get $p0)) (local.get $p1)) (local.get $r2))
+                (f32x4.add (f32x4.mul (local.get $r) (local.get $p2)) (local.get $p3)))
               (local.get $r2))
-            (f32x4.add
-              (f32x4.mul (local.get $r) (v128.const f32x4 9.618437357674640e-3 9.618437357674640e-3 9.618437357674640e-3 9.618437357674640e-3))
-              (v128.const f32x4 5.550332471162809e-2 5.550332471162809e-2 5.550332471162809e-2 5.550332471162809e-2)))
-          (local.get $r2))
-        (f32x4.add
-          (f32x4.mul (local.get $r) (v128.const f32x4 2.402264791363012e-1 2.402264791363012e-1 2.402264791363012e-1 2.402264791363012e-1))
-          (v128.const f32x4 6.931472028550421e-1 6.931472028550421e-1 6.931472028550421e-1 6.931472028550421e-1))))
-    ;; (1 + r·P) · 2^k, then 0 where x < −126
-    (v128.andnot
-      (f32x4.mul
-        (f32x4.add (f32x4.mul (local.get $r) (local.get $p)) (v128.const f32x4 1 1 1 1))
-        (i32x4.shl (i32x4.add (local.get $kf) (v128.const i32x4 127 127 127 127)) (i32.const 23)))
-      (f32x4.lt (local.get $x) (v128.const f32x4 -126 -126 -126 -126))))
+            (f32x4.add (f32x4.mul (local.get $r) (local.get $p4)) (local.get $p5))))
+        ;; (1 + r·P) · 2^k, then 0 where x < −126
+        (local.set $y
+          (v128.andnot
+            (f32x4.mul
+              (f32x4.add (f32x4.mul (local.get $r) (local.get $y)) (local.get $one))
+              (i32x4.shl (i32x4.add (local.get $kf) (local.get $bias)) (i32.const 23)))
+            (f32x4.lt (local.get $x) (local.get $lo))))
+        (v128.store (local.get $dst) (local.get $y))
+        (local.set $sum (f32x4.add (local.get $sum) (local.get $y)))
+        (local.set $src (i32.add (local.get $src) (i32.const 16)))
+        (local.set $dst (i32.add (local.get $dst) (i32.const 16)))
+        (br $next)))
+    (local.get $sum))
 
   ;; swiglu: out[i] = silu(h1[i]) · h3[i] = h1[i] / (1 + e^−h1[i]) · h3[i] for
-  ;; i < n, n a multiple of 4, f32 (e^−a by $exp2); out may be h1 or h3.
-  (func (export "swiglu") (param $p1 i32) (param $p3 i32) (param $po i32) (param $n i32)
-    (local $i i32) (local $end i32) (local $a v128)
+  ;; i < n, n a multiple of 4, f32: e = e^−h1 into the scratch $pe by
+  ;; $exp2_map, then out = h1 / (1 + e) · h3 (out may be h1 or h3).
+  (func (export "swiglu") (param $p1 i32) (param $p3 i32) (param $pe i32) (param $po i32) (param $n i32)
+    (local $i i32) (local $end i32)
     (local.set $end (i32.shl (local.get $n) (i32.const 2)))
+    (drop (call $exp2_map (local.get $p1) (local.get $pe) (i32.add (local.get $p1) (local.get $end))
+      (v128.const i32x4 0 0 0 0)
+      (v128.const f32x4 -1.44269504088896341 -1.44269504088896341 -1.44269504088896341 -1.44269504088896341)))
     (block $done
       (loop $next
         (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
-        (local.set $a (v128.load (i32.add (local.get $p1) (local.get $i))))
         (v128.store (i32.add (local.get $po) (local.get $i))
           (f32x4.mul
-            (f32x4.div (local.get $a)
-              (f32x4.add (v128.const f32x4 1 1 1 1)
-                (call $exp2 (f32x4.mul (local.get $a)
-                  (v128.const f32x4 -1.44269504088896341 -1.44269504088896341 -1.44269504088896341 -1.44269504088896341)))))
+            (f32x4.div (v128.load (i32.add (local.get $p1) (local.get $i)))
+              (f32x4.add (v128.const f32x4 1 1 1 1) (v128.load (i32.add (local.get $pe) (local.get $i)))))
             (v128.load (i32.add (local.get $p3) (local.get $i)))))
         (local.set $i (i32.add (local.get $i) (i32.const 16)))
         (br $next))))
 
   ;; softmax_sums: for each row t < T of x [T, np] (np a multiple of 4; pad
   ;; lanes hold −∞), m[t] = max_i x[t, i] (f32, at $pm) and
-  ;; s[t] = Σ_i e^(x[t, i] − m[t]) (f64, at $ps): the terms in f32 by $exp2,
-  ;; summed in f64 in two f64x2 accumulators (lanes 0, 1 and lanes 2, 3 of
-  ;; each vector, in i order), combined as (a0 + a1) + (b0 + b1). The caller
-  ;; takes log-sum-exp = m + log s (model/wasm/kernels.ts). NaN in a row
-  ;; makes its sum NaN.
-  (func (export "softmax_sums") (param $px i32) (param $T i32) (param $np i32) (param $pm i32) (param $ps i32)
+  ;; s[t] = Σ_i e^(x[t, i] − m[t]) (f64, at $ps): the terms in f32 by
+  ;; $exp2_map into the scratch $pe [np], then summed in f64 in two f64x2
+  ;; accumulators (lanes 0, 1 and lanes 2, 3 of each vector, in i order),
+  ;; combined as (a0 + a1) + (b0 + b1). The caller takes log-sum-exp =
+  ;; m + log s (model/wasm/kernels.ts). NaN in a row makes its sum NaN.
+  (func (export "softmax_sums") (param $px i32) (param $T i32) (param $np i32) (param $pe i32) (param $pm i32) (param $ps i32)
     (local $t i32) (local $p i32) (local $end i32) (local $m v128) (local $e v128)
     (local $a v128) (local $b v128)
     (block $done_rows
@@ -131,17 +154,17 @@
         (local.set $m (f32x4.pmax (local.get $m)
           (i8x16.shuffle 4 5 6 7 0 1 2 3 12 13 14 15 8 9 10 11 (local.get $m) (local.get $m))))
         (f32.store (i32.add (local.get $pm) (i32.shl (local.get $t) (i32.const 2))) (f32x4.extract_lane 0 (local.get $m)))
-        ;; Σ e^(x − m) = Σ 2^((x − m) · log2 e)
+        ;; e = e^(x − m) = 2^((x − m) · log2 e), summed in f64
+        (drop (call $exp2_map (local.get $px) (local.get $pe) (local.get $end) (local.get $m)
+          (v128.const f32x4 1.44269504088896341 1.44269504088896341 1.44269504088896341 1.44269504088896341)))
         (local.set $a (v128.const f64x2 0 0))
         (local.set $b (v128.const f64x2 0 0))
-        (local.set $p (local.get $px))
+        (local.set $p (local.get $pe))
+        (local.set $end (i32.add (local.get $pe) (i32.shl (local.get $np) (i32.const 2))))
         (block $done_sum
           (loop $sum
             (br_if $done_sum (i32.ge_u (local.get $p) (local.get $end)))
-            (local.set $e
-              (call $exp2
-                (f32x4.mul (f32x4.sub (v128.load (local.get $p)) (local.get $m))
-                  (v128.const f32x4 1.44269504088896341 1.44269504088896341 1.44269504088896341 1.44269504088896341))))
+            (local.set $e (v128.load (local.get $p)))
             (local.set $a (f64x2.add (local.get $a) (f64x2.promote_low_f32x4 (local.get $e))))
             (local.set $b (f64x2.add (local.get $b)
               (f64x2.promote_low_f32x4
@@ -152,7 +175,7 @@
           (f64.add
             (f64.add (f64x2.extract_lane 0 (local.get $a)) (f64x2.extract_lane 1 (local.get $a)))
             (f64.add (f64x2.extract_lane 0 (local.get $b)) (f64x2.extract_lane 1 (local.get $b)))))
-        (local.set $px (local.get $end))
+        (local.set $px (i32.add (local.get $px) (i32.shl (local.get $np) (i32.const 2))))
         (local.set $t (i32.add (local.get $t) (i32.const 1)))
         (br $rows))))
 
@@ -577,6 +600,136 @@
                   (f32x4.mul
                     (f32x4.add (f32x4.add (local.get $s0) (local.get $s1)) (f32x4.add (local.get $s2) (local.get $s3)))
                     (local.get $inv)))))
+            (local.set $t (i32.add (local.get $t) (i32.const 1)))
+            (br $queries)))
+        (local.set $h (i32.add (local.get $h) (i32.const 1)))
+        (br $heads))))
+
+  ;; -------------------------------------------------------------------------
+  ;; attention_hs8: the `attention` contract for head size 8 (stories260K's),
+  ;; with each head's 8 query values in registers and K and V transposed, so
+  ;; that one v128 holds 4 keys (lanes) and no scores are splatted:
+  ;;   q   at $pq:  [T, nh · 8]
+  ;;   kt  at $pkt: [nkv, 8, Tp]     kt[g, j, u] = k[u, g·8 + j], zero for u ≥ T
+  ;;   vt  at $pvt: [nkv, 8, Tp]     likewise for v
+  ;;   att at $po:  [T, nh · 8]
+  ;;   p   at $ps:  [Tp]             scratch: one query's scores
+  ;; $c = log2(e) / √8: scores are taken in base 2 (q · k · c), so that the
+  ;; softmax's exp is $exp2 without a multiply. Per head h and query t:
+  ;;   1. s[u] = Σ_j (c · q[t, j]) · kt[j, u] for the groups of 4 keys up to
+  ;;      t, the 8 products summed as a tree ((0+1)+(2+3))+((4+5)+(6+7));
+  ;;      lanes u > t of the last group set to −∞; m = lane-wise max;
+  ;;   2. M = max of m's lanes; p[u] = 2^(s[u] − M) (2^−∞ = 0), summed in
+  ;;      4 lanes (lane l: keys u ≡ l mod 4, in u order) and, fused,
+  ;;      a_j += p · vt[j, u..u+3] for j < 8 (the same lanes);
+  ;;   3. att[t, j] = ($hsum4 of a_j's lanes) / ($hsum4 of the sum's lanes).
+  (func (export "attention_hs8")
+    (param $pq i32) (param $pkt i32) (param $pvt i32) (param $po i32) (param $ps i32)
+    (param $T i32) (param $nh i32) (param $nkv i32) (param $c f32)
+    (local $qB i32) (local $TpB i32) (local $group i32) (local $h i32) (local $t i32)
+    (local $kt i32) (local $vt i32) (local $qrow i32) (local $p i32) (local $k i32) (local $last i32)
+    (local $q0 v128) (local $q1 v128) (local $q2 v128) (local $q3 v128)
+    (local $q4 v128) (local $q5 v128) (local $q6 v128) (local $q7 v128)
+    (local $s v128) (local $m v128) (local $mask v128) (local $e v128) (local $sum v128)
+    (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
+    (local $a4 v128) (local $a5 v128) (local $a6 v128) (local $a7 v128)
+    (local.set $qB (i32.shl (local.get $nh) (i32.const 5)))
+    (local.set $TpB (i32.shl (i32.and (i32.add (local.get $T) (i32.const 3)) (i32.const -4)) (i32.const 2)))
+    (local.set $group (i32.div_u (local.get $nh) (local.get $nkv)))
+    (local.set $h (i32.const 0))
+    (block $done_heads
+      (loop $heads
+        (br_if $done_heads (i32.ge_u (local.get $h) (local.get $nh)))
+        ;; this head's kv head: kt and vt at (h / group) · 8 rows of Tp
+        (local.set $kt (i32.mul (i32.div_u (local.get $h) (local.get $group)) (i32.shl (local.get $TpB) (i32.const 3))))
+        (local.set $vt (i32.add (local.get $pvt) (local.get $kt)))
+        (local.set $kt (i32.add (local.get $pkt) (local.get $kt)))
+        (local.set $t (i32.const 0))
+        (block $done_queries
+          (loop $queries
+            (br_if $done_queries (i32.ge_u (local.get $t) (local.get $T)))
+            (local.set $qrow
+              (i32.add (local.get $pq)
+                (i32.add (i32.mul (local.get $t) (local.get $qB)) (i32.shl (local.get $h) (i32.const 5)))))
+            (local.set $s (f32x4.splat (local.get $c)))
+            (local.set $q0 (f32x4.mul (v128.load32_splat offset=0 (local.get $qrow)) (local.get $s)))
+            (local.set $q1 (f32x4.mul (v128.load32_splat offset=4 (local.get $qrow)) (local.get $s)))
+            (local.set $q2 (f32x4.mul (v128.load32_splat offset=8 (local.get $qrow)) (local.get $s)))
+            (local.set $q3 (f32x4.mul (v128.load32_splat offset=12 (local.get $qrow)) (local.get $s)))
+            (local.set $q4 (f32x4.mul (v128.load32_splat offset=16 (local.get $qrow)) (local.get $s)))
+            (local.set $q5 (f32x4.mul (v128.load32_splat offset=20 (local.get $qrow)) (local.get $s)))
+            (local.set $q6 (f32x4.mul (v128.load32_splat offset=24 (local.get $qrow)) (local.get $s)))
+            (local.set $q7 (f32x4.mul (v128.load32_splat offset=28 (local.get $qrow)) (local.get $s)))
+            ;; 1. scores of the key groups 0 .. t/4 (byte offsets 0 .. $last), lane-wise max
+            (local.set $last (i32.shl (i32.shr_u (local.get $t) (i32.const 2)) (i32.const 4)))
+            (local.set $mask
+              (i32x4.le_s (v128.const i32x4 0 1 2 3) (i32x4.splat (i32.and (local.get $t) (i32.const 3)))))
+            (local.set $m (v128.const f32x4 -inf -inf -inf -inf))
+            (local.set $k (i32.const 0))
+            (loop $score
+              (local.set $p (i32.add (local.get $kt) (local.get $k)))
+              (local.set $s
+                (f32x4.add
+                  (f32x4.add
+                    (f32x4.add
+                      (f32x4.mul (local.get $q0) (v128.load (local.get $p)))
+                      (f32x4.mul (local.get $q1) (v128.load (i32.add (local.get $p) (local.get $TpB)))))
+                    (f32x4.add
+                      (f32x4.mul (local.get $q2) (v128.load (local.tee $p (i32.add (local.get $p) (i32.shl (local.get $TpB) (i32.const 1))))))
+                      (f32x4.mul (local.get $q3) (v128.load (i32.add (local.get $p) (local.get $TpB))))))
+                  (f32x4.add
+                    (f32x4.add
+                      (f32x4.mul (local.get $q4) (v128.load (local.tee $p (i32.add (local.get $p) (i32.shl (local.get $TpB) (i32.const 1))))))
+                      (f32x4.mul (local.get $q5) (v128.load (i32.add (local.get $p) (local.get $TpB)))))
+                    (f32x4.add
+                      (f32x4.mul (local.get $q6) (v128.load (local.tee $p (i32.add (local.get $p) (i32.shl (local.get $TpB) (i32.const 1))))))
+                      (f32x4.mul (local.get $q7) (v128.load (i32.add (local.get $p) (local.get $TpB))))))))
+              (if (i32.eq (local.get $k) (local.get $last))
+                (then (local.set $s (v128.bitselect (local.get $s) (v128.const f32x4 -inf -inf -inf -inf) (local.get $mask)))))
+              (v128.store (i32.add (local.get $ps) (local.get $k)) (local.get $s))
+              (local.set $m (f32x4.pmax (local.get $m) (local.get $s)))
+              (local.set $k (i32.add (local.get $k) (i32.const 16)))
+              (br_if $score (i32.le_u (local.get $k) (local.get $last))))
+            ;; 2. M in every lane; p = 2^(s − M), its sum and a_j += p · vt[j]
+            (local.set $m (f32x4.pmax (local.get $m)
+              (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $m) (local.get $m))))
+            (local.set $m (f32x4.pmax (local.get $m)
+              (i8x16.shuffle 4 5 6 7 0 1 2 3 12 13 14 15 8 9 10 11 (local.get $m) (local.get $m))))
+            (local.set $sum
+              (call $exp2_map (local.get $ps) (local.get $ps) (i32.add (local.get $ps) (i32.add (local.get $last) (i32.const 16)))
+                (local.get $m) (v128.const f32x4 1 1 1 1)))
+            (local.set $a0 (v128.const i32x4 0 0 0 0))
+            (local.set $a1 (v128.const i32x4 0 0 0 0))
+            (local.set $a2 (v128.const i32x4 0 0 0 0))
+            (local.set $a3 (v128.const i32x4 0 0 0 0))
+            (local.set $a4 (v128.const i32x4 0 0 0 0))
+            (local.set $a5 (v128.const i32x4 0 0 0 0))
+            (local.set $a6 (v128.const i32x4 0 0 0 0))
+            (local.set $a7 (v128.const i32x4 0 0 0 0))
+            (local.set $k (i32.const 0))
+            (loop $weigh
+              (local.set $e (v128.load (i32.add (local.get $ps) (local.get $k))))
+              (local.set $p (i32.add (local.get $vt) (local.get $k)))
+              (local.set $a0 (f32x4.add (local.get $a0) (f32x4.mul (local.get $e) (v128.load (local.get $p)))))
+              (local.set $a1 (f32x4.add (local.get $a1) (f32x4.mul (local.get $e) (v128.load (i32.add (local.get $p) (local.get $TpB))))))
+              (local.set $p (i32.add (local.get $p) (i32.shl (local.get $TpB) (i32.const 1))))
+              (local.set $a2 (f32x4.add (local.get $a2) (f32x4.mul (local.get $e) (v128.load (local.get $p)))))
+              (local.set $a3 (f32x4.add (local.get $a3) (f32x4.mul (local.get $e) (v128.load (i32.add (local.get $p) (local.get $TpB))))))
+              (local.set $p (i32.add (local.get $p) (i32.shl (local.get $TpB) (i32.const 1))))
+              (local.set $a4 (f32x4.add (local.get $a4) (f32x4.mul (local.get $e) (v128.load (local.get $p)))))
+              (local.set $a5 (f32x4.add (local.get $a5) (f32x4.mul (local.get $e) (v128.load (i32.add (local.get $p) (local.get $TpB))))))
+              (local.set $p (i32.add (local.get $p) (i32.shl (local.get $TpB) (i32.const 1))))
+              (local.set $a6 (f32x4.add (local.get $a6) (f32x4.mul (local.get $e) (v128.load (local.get $p)))))
+              (local.set $a7 (f32x4.add (local.get $a7) (f32x4.mul (local.get $e) (v128.load (i32.add (local.get $p) (local.get $TpB))))))
+              (local.set $k (i32.add (local.get $k) (i32.const 16)))
+              (br_if $weigh (i32.le_u (local.get $k) (local.get $last))))
+            ;; 3. att[t, h, 0..7] = (Σ lanes of a_j) / (Σ lanes of sum)
+            (local.set $sum (call $hsum4 (local.get $sum) (local.get $sum) (local.get $sum) (local.get $sum)))
+            (local.set $p (i32.add (local.get $qrow) (i32.sub (local.get $po) (local.get $pq))))
+            (v128.store offset=0 (local.get $p)
+              (f32x4.div (call $hsum4 (local.get $a0) (local.get $a1) (local.get $a2) (local.get $a3)) (local.get $sum)))
+            (v128.store offset=16 (local.get $p)
+              (f32x4.div (call $hsum4 (local.get $a4) (local.get $a5) (local.get $a6) (local.get $a7)) (local.get $sum)))
             (local.set $t (i32.add (local.get $t) (i32.const 1)))
             (br $queries)))
         (local.set $h (i32.add (local.get $h) (i32.const 1)))

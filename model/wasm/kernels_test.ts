@@ -16,6 +16,7 @@ Deno.test("WASM_SIMD is true in Deno and the kernels export the forward's and GP
     .map((e) => e.name).sort();
   assert.deepEqual(names, [
     "attention",
+    "attention_hs8",
     "gemm_f32",
     "gemm_f64",
     "gptq_block",
