@@ -49,7 +49,11 @@ import {
   storedScale,
   type UniformGrid,
 } from "./rtn.ts";
-import { AbqBlockState, triangle } from "./abq_grad.ts";
+import { AbqBlockState } from "./abq_grad.ts";
+import { type AbqLoss, type TeacherMap, teacherMap } from "./abq_loss.ts";
+import { AbqSteps } from "./abq_parallel.ts";
+
+export { type AbqLoss, abqLoss, type TeacherMap, teacherMap } from "./abq_loss.ts";
 
 /** The LLaMA linears in a fixed order. */
 const NAMES: readonly LinearName[] = LINEAR_NAMES;
@@ -82,6 +86,8 @@ export interface AbqOptions {
   lwcLr: number;
   /** SmoothQuant's α of the LET initialisation. @default 0.5 */
   alpha?: number;
+  /** Worker threads for the training steps: 0 = this thread only, ≥ 1: one worker (quant/abq_parallel.ts). @default 0 */
+  workers?: number;
   log?: (line: string) => void;
   onProgress?: ProgressCallback;
 }
@@ -493,135 +499,6 @@ export function transformBackward(
 }
 
 // ---------------------------------------------------------------------------
-// The loss (abq_llm.py)
-
-/** The teacher's attention map of one window: head-averaged probabilities and row log-normalisers. */
-export interface TeacherMap {
-  avg: Float32Array; // [T(T+1)/2] head-averaged probabilities A_fp of F on X_fp
-  logZ: Float32Array; // [T] log Σ_u exp(A_fp[t, u]) over the full row (T entries, zeros past t)
-  pf: Float32Array; // [T(T+1)/2] softmax(A_fp) on and below the diagonal
-}
-
-/** The teacher map of `avg` (head-averaged causal probabilities [T(T+1)/2]). */
-export function teacherMap(avg: Float32Array, T: number): TeacherMap {
-  const logZ = new Float32Array(T);
-  for (let t = 0; t < T; t++) {
-    const o = (t * (t + 1)) / 2;
-    let z = T - 1 - t; // the masked entries are 0: e^0 each
-    for (let u = 0; u <= t; u++) z += Math.exp(avg[o + u]);
-    logZ[t] = Math.log(z);
-  }
-  const pf = new Float32Array(triangle(T));
-  for (let t = 0; t < T; t++) {
-    const o = (t * (t + 1)) / 2;
-    for (let u = 0; u <= t; u++) pf[o + u] = Math.exp(avg[o + u] - logZ[t]);
-  }
-  return { avg: avg.slice(0, triangle(T)), logZ, pf };
-}
-
-/** The loss of one window and its gradients. */
-export interface AbqLoss {
-  loss: number;
-  /** The terms: [MSE(T1,Y), MSE(T2,Y), −log|cos(Y,T1)|, −log|cos(Y,T2)|, KL(Q‖F), KL(F‖Q)]. */
-  terms: number[];
-}
-
-/**
- * ABQ-LLM's loss of one window, all weights 1, and its gradients:
- *
- *   MSE(T1, Y) + MSE(T2, Y) − log|mean_t cos(Y_t, T1_t)| − log|mean_t cos(Y_t, T2_t)|
- *   + |KL(softmax(A_q) ‖ softmax(A_fp))| + |KL(softmax(A_fp) ‖ softmax(A_q))|
- *
- * MSE is the mean over T·dim; cos is over the hidden dimension per token;
- * A_q, A_fp are the head-averaged attention maps [T, T] (zero above the
- * diagonal), each row softmaxed again over all T entries, and the KL terms
- * are `nn.KLDivLoss(reduction="mean")`: divided by T·T. (The absolute values
- * change nothing: a KL divergence is ≥ 0.)
- *
- * @param Y the quantized block's output [T, dim]
- * @param T1 F(X_fp) [T, dim]
- * @param T2 F(X_q) [T, dim]
- * @param avgQ the quantized block's head-averaged probabilities [T(T+1)/2]
- * @param teacher F's on X_fp
- * @param dY written: dL/dY [T, dim]
- * @param dA written: dL/dA_q [T(T+1)/2]
- */
-export function abqLoss(
-  Y: Float32Array,
-  T1: Float32Array,
-  T2: Float32Array,
-  avgQ: Float32Array,
-  teacher: TeacherMap,
-  T: number,
-  dim: number,
-  dY: Float32Array,
-  dA: Float32Array,
-): AbqLoss {
-  const n = T * dim;
-  let mse1 = 0, mse2 = 0;
-  for (let i = 0; i < n; i++) {
-    const e1 = Y[i] - T1[i], e2 = Y[i] - T2[i];
-    mse1 += e1 * e1;
-    mse2 += e2 * e2;
-    dY[i] = (2 * (e1 + e2)) / n;
-  }
-  const cosTerm = (R: Float32Array): number => {
-    // −log|m|, m = mean_t cos_t; dL/dY_t = −(1/(m·T))·(R_t/(|Y_t||R_t|) − cos_t·Y_t/|Y_t|²)
-    const cos = new Float64Array(T), ny = new Float64Array(T), nr = new Float64Array(T);
-    let m = 0;
-    for (let t = 0; t < T; t++) {
-      let yy = 0, rr = 0, yr = 0;
-      for (let i = t * dim; i < (t + 1) * dim; i++) {
-        yy += Y[i] * Y[i];
-        rr += R[i] * R[i];
-        yr += Y[i] * R[i];
-      }
-      ny[t] = Math.sqrt(yy);
-      nr[t] = Math.sqrt(rr);
-      cos[t] = yr / Math.max(ny[t] * nr[t], 1e-8);
-      m += cos[t];
-    }
-    m /= T;
-    const k = -1 / (m * T);
-    for (let t = 0; t < T; t++) {
-      const a = 1 / Math.max(ny[t] * nr[t], 1e-8), b = cos[t] / Math.max(ny[t] * ny[t], 1e-16);
-      for (let i = t * dim; i < (t + 1) * dim; i++) dY[i] += k * (R[i] * a - Y[i] * b);
-    }
-    return -Math.log(Math.abs(m));
-  };
-  const c1 = cosTerm(T1), c2 = cosTerm(T2);
-  // the attention-map terms, row by row over all T entries (zeros past the diagonal)
-  const N = T * T;
-  let kl1 = 0, kl2 = 0;
-  const { avg: F, logZ, pf } = teacher;
-  for (let t = 0; t < T; t++) {
-    const o = (t * (t + 1)) / 2, masked = T - 1 - t, lzf = logZ[t];
-    let z = masked;
-    for (let u = 0; u <= t; u++) {
-      const e = Math.exp(avgQ[o + u]);
-      dA[o + u] = e; // e^{A_q}, until the gradient below
-      z += e;
-    }
-    const lz = Math.log(z), iz = 1 / z;
-    // KL1_t = Σ P (log P − log Pf);  KL2_t = Σ Pf (log Pf − log P)
-    let r1 = masked * iz * (lzf - lz), r2 = masked * Math.exp(-lzf) * (lz - lzf);
-    for (let u = 0; u <= t; u++) {
-      const d = avgQ[o + u] - lz - (F[o + u] - lzf); // log P − log Pf
-      r1 += dA[o + u] * iz * d;
-      r2 -= pf[o + u] * d;
-    }
-    kl1 += r1;
-    kl2 += r2;
-    for (let u = 0; u <= t; u++) {
-      const d = avgQ[o + u] - lz - (F[o + u] - lzf), P = dA[o + u] * iz;
-      dA[o + u] = (P * (d - r1) + (P - pf[o + u])) / N;
-    }
-  }
-  const terms = [mse1 / n, mse2 / n, c1, c2, Math.abs(kl1 / N), Math.abs(kl2 / N)];
-  return { loss: terms.reduce((a, b) => a + b, 0), terms };
-}
-
-// ---------------------------------------------------------------------------
 // AdamW (torch.optim.AdamW, weight decay 0)
 
 /** AdamW state over a list of parameter vectors. */
@@ -737,7 +614,7 @@ export class EffectiveBlock {
 
 /**
  * The loss of one window and the gradients of every parameter of p (added
- * into dp): the whole chain LET → LWC → block → loss. Used by training and
+ * into dp): the whole chain LET → LWC → block → loss, on this thread. Used
  * by the finite-difference tests.
  */
 export function lossAndParamGrads(
@@ -751,13 +628,10 @@ export function lossAndParamGrads(
   T2: Float32Array,
   teacher: TeacherMap,
   T: number,
-  scratch: { dY: Float32Array; dA: Float32Array },
 ): AbqLoss {
-  const q = eff.forward(lw, p);
-  const Y = st.forward(q, x, T);
-  const r = abqLoss(Y, T1, T2, st.avgProbs, teacher, T, st.c.dim, scratch.dY, scratch.dA);
-  const g = st.backward(q, scratch.dY, scratch.dA, T);
-  eff.backward(lw, p, g, dp);
+  st.forward(eff.forward(lw, p), x, T);
+  const r = st.loss(T1, T2, teacher, T);
+  eff.backward(lw, p, st.backward(T), dp);
   return r;
 }
 
@@ -772,10 +646,9 @@ export function lossOnly(
   T2: Float32Array,
   teacher: TeacherMap,
   T: number,
-  scratch: { dY: Float32Array; dA: Float32Array },
 ): AbqLoss {
-  const Y = st.forward(eff.forward(lw, p), x, T);
-  return abqLoss(Y, T1, T2, st.avgProbs, teacher, T, st.c.dim, scratch.dY, scratch.dA);
+  st.forward(eff.forward(lw, p), x, T);
+  return st.loss(T1, T2, teacher, T);
 }
 
 // ---------------------------------------------------------------------------
@@ -792,18 +665,19 @@ export function defaultEpochs(bits: number, abits: number): number {
  * @param base the full-precision model (not modified)
  * @param windows calibration windows of token ids (equal lengths ≤ max_seq_len)
  * @param opts bits, group, bit balance, activation quantization, epochs, learning rates
- * @returns fake-quantized weights (LET-scaled norms), the uniform linears, per-block losses
+ * @returns fake-quantized weights (LET-scaled norms), the uniform linears, per-block losses;
+ *   the same numbers for any number of workers
  * @example
  * ```ts
- * const r = abqQuantizeModel(weights, windows, { bits: 3, groupSize: null, bitBalance: false,
- *   act: null, epochs: 20, letLr: 5e-3, lwcLr: 1e-2 });
+ * const r = await abqQuantizeModel(weights, windows, { bits: 3, groupSize: null,
+ *   bitBalance: false, act: null, epochs: 20, letLr: 5e-3, lwcLr: 1e-2, workers: 1 });
  * ```
  */
-export function abqQuantizeModel(
+export async function abqQuantizeModel(
   base: LlamaWeights,
   windows: Int32Array[],
   opts: AbqOptions,
-): AbqResult {
+): Promise<AbqResult> {
   const c = base.config;
   const { dim } = c;
   if (windows.length === 0) throw new RangeError("abq: needs at least one calibration window");
@@ -822,7 +696,6 @@ export function abqQuantizeModel(
     }
   }
   const maxq = gridMaxq(opts.bits, false, opts.bitBalance);
-  const N = windows.length;
   // 0. the first block's inputs: the embeddings of the windows, for both chains
   const xFp: Float32Array[] = windows.map((w) => {
     const x = new Float32Array(T * dim);
@@ -831,9 +704,30 @@ export function abqQuantizeModel(
   });
   const xQ = xFp.map((x) => x.slice());
   const fp = new AbqBlockState(c, T, null);
-  const st = new AbqBlockState(c, T, opts.act);
+  const steps = await AbqSteps.start(c, T, opts.act, opts.workers ?? 0);
+  try {
+    const r = train(base, windows, opts, maxq, xFp, xQ, fp, steps);
+    await steps.close();
+    return r;
+  } catch (e) {
+    await steps.abort();
+    throw e;
+  }
+}
+
+/** {@linkcode abqQuantizeModel}'s blocks, in order, its steps on `steps`. */
+function train(
+  base: LlamaWeights,
+  windows: Int32Array[],
+  opts: AbqOptions,
+  maxq: number,
+  xFp: Float32Array[],
+  xQ: Float32Array[],
+  fp: AbqBlockState,
+  steps: AbqSteps,
+): AbqResult {
+  const c = base.config, { dim } = c, T = windows[0].length, N = windows.length;
   const eff = new EffectiveBlock(c, opts.groupSize, maxq);
-  const scratch = { dY: new Float32Array(T * dim), dA: new Float32Array(triangle(T)) };
   const layers: LayerWeights[] = [];
   const linears = new Map<string, QuantizedLinear>();
   const stats: AbqResult["stats"] = [];
@@ -854,10 +748,10 @@ export function abqQuantizeModel(
     for (let j = 0; j < N; j++) {
       t1.push(fp.forward(lw, xFp[j], T).slice());
       teachers.push(teacherMap(fp.avgProbs, T));
-      absMaxInto(act.qkv, fp.s.xnA[0], T, dim);
-      absMaxInto(act.out, fp.s.att[0], T, dim);
-      absMaxInto(act.fc1, fp.s.xnF[0], T, dim);
-      absMaxInto(act.fc2, fp.s.gated[0], T, c.hiddenDim);
+      absMaxInto(act.qkv, fp.b.xnA, T, dim);
+      absMaxInto(act.out, fp.b.att, T, dim);
+      absMaxInto(act.fc1, fp.b.xnF, T, dim);
+      absMaxInto(act.fc2, fp.b.gated, T, c.hiddenDim);
       tick(`abq block ${l}: targets`);
     }
     for (let j = 0; j < N; j++) {
@@ -877,19 +771,8 @@ export function abqQuantizeModel(
       for (let j = 0; j < N; j++) {
         snapScales(p);
         for (const v of dVecs) v.fill(0);
-        const r = lossAndParamGrads(
-          st,
-          eff,
-          lw,
-          p,
-          dp,
-          xQ[j],
-          t1[j],
-          t2[j],
-          teachers[j],
-          T,
-          scratch,
-        );
+        const r = steps.step(eff.forward(lw, p), xQ[j], t1[j], t2[j], teachers[j], T);
+        eff.backward(lw, p, steps.st.grads, dp);
         if (!Number.isFinite(r.loss)) {
           throw new RangeError(`abq: block ${l} epoch ${e} window ${j}: the loss is ${r.loss}`);
         }
@@ -929,7 +812,7 @@ export function abqQuantizeModel(
     layers.push(out);
     // the quantized block's output on X_q feeds the next block; the fp chain continues with T1
     for (let j = 0; j < N; j++) {
-      xQ[j] = st.forward(out, xQ[j], T).slice();
+      xQ[j] = steps.forward(out, xQ[j], T).slice();
       xFp[j] = t1[j];
       tick(`abq block ${l}: outputs`);
     }

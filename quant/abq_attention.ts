@@ -16,7 +16,8 @@
  * - S and dP: `gemm_f32` (model/wasm/kernels.wat) in mode 2, only the tiles
  *   on and below the diagonal, from Q_hᵀ (dO_hᵀ) and K_g (V_g) in 8-column
  *   panels, straight into P's (dS's) rows;
- * - O_h = P V_g and dQ_h = dS K_g: `matmul` (x · Wᵀ with W = V_gᵀ, K_gᵀ);
+ * - O_h = P V_g and dQ_h = dS K_g: `causal_pv` (quant/abq_kernels.wat),
+ *   straight from P's (dS's) entries on and below the diagonal;
  * - dV_g += Pᵀ dO_h and dK_g += dSᵀ Q_h: `gemm_f32` in mode 3, which reads
  *   P (dS) as a row-major [K, R] operand and starts each sum at the
  *   diagonal, accumulating over the heads of a KV group.
@@ -32,7 +33,6 @@
  */
 import type { LlamaConfig } from "../model/config.ts";
 import { headSize, kvDim } from "../model/config.ts";
-import { matmul } from "../model/matmul.ts";
 import {
   growMemory,
   type SolverKernels,
@@ -54,6 +54,7 @@ interface SoftmaxKernels {
     pdavg: number,
     inv: number,
   ): void;
+  causal_pv(pm: number, ld: number, pv: number, po: number, T: number, w: number): void;
 }
 
 /** The compiled `abq_kernels.wat`; undefined without WebAssembly SIMD. */
@@ -90,9 +91,10 @@ export class AbqAttention {
   private readonly dV: Float32Array; // [Tp, hsP] dV_g
   private readonly pTri: number;
   private readonly tri: Float32Array; // [maxT(maxT+1)/2 + 4] the averaged map or its gradient
-  // JS scratch
-  private readonly wT: Float32Array; // [hs, Tp] V_gᵀ or K_gᵀ: matmul's W
-  private readonly o: Float32Array; // [maxT, hs] O_h or dQ_h
+  private readonly pV: number;
+  private readonly V: Float32Array; // [Tp, hsP] V_g or K_g, rows zero-padded: causal_pv's V
+  private readonly pO: number;
+  private readonly O: Float32Array; // [Tp, hsP] O_h or dQ_h
 
   constructor(readonly c: LlamaConfig, readonly maxT: number) {
     if (!softmaxModule) withoutSimd("AbqAttention")();
@@ -107,6 +109,8 @@ export class AbqAttention {
       Tp * hsP,
       Tp * hsP,
       ceil8(triangle(maxT) + 4),
+      Tp * hsP,
+      Tp * hsP,
     ];
     const offsets: number[] = [];
     let at = 0;
@@ -118,7 +122,8 @@ export class AbqAttention {
     growMemory("AbqAttention", this.k.memory, at);
     this.sm = new WebAssembly.Instance(softmaxModule!, { env: { memory: this.k.memory } })
       .exports as unknown as SoftmaxKernels;
-    [this.pP, this.pdS, this.pA, this.pB, this.pdK, this.pdV, this.pTri] = offsets;
+    [this.pP, this.pdS, this.pA, this.pB, this.pdK, this.pdV, this.pTri, this.pV, this.pO] =
+      offsets;
     const view = (i: number) => new Float32Array(this.k.memory.buffer, offsets[i], floats[i]);
     this.P = view(0);
     this.dS = view(1);
@@ -127,11 +132,15 @@ export class AbqAttention {
     this.dK = view(4);
     this.dV = view(5);
     this.tri = view(6);
-    this.wT = new Float32Array(hs * Tp);
-    this.o = new Float32Array(maxT * hs);
+    this.V = view(7);
+    this.O = view(8);
   }
 
-  /** att [T, dim] from q [T, dim] (after RoPE), k, v [T, kv]; avg [T(T+1)/2] = head mean of P. */
+  /**
+   * The heads of KV heads [g0, g1): their columns of att [T, dim] from q [T,
+   * dim] (after RoPE), k, v [T, kv]; avg [T(T+1)/2] = Σ over those heads of
+   * P / nHeads, in head order.
+   */
   forward(
     att: Float32Array,
     q: Float32Array,
@@ -139,18 +148,20 @@ export class AbqAttention {
     v: Float32Array,
     T: number,
     avg: Float32Array,
+    g0 = 0,
+    g1: number = this.c.nKvHeads,
   ): void {
     this.check(T);
     const c = this.c, { dim, nHeads } = c;
     const kv = kvDim(c), hs = headSize(c), groups = nHeads / c.nKvHeads;
-    const scale = 1 / Math.sqrt(hs), Tp = this.Tp, sq = Tp * Tp;
-    const { A, wT, o, tri } = this;
+    const scale = 1 / Math.sqrt(hs), Tp = this.Tp, hsP = this.hsP, sq = Tp * Tp;
+    const { A, V, O, tri } = this;
     tri.fill(0);
-    for (let h = 0; h < nHeads; h++) {
+    for (let h = g0 * groups; h < g1 * groups; h++) {
       const g = Math.floor(h / groups);
       if (h % groups === 0) {
         packKeyPanels(this.B, k, T, Tp, kv, g * hs, hs);
-        packTransposed(wT, v, T, Tp, kv, g * hs, hs);
+        packRows(V, v, T, hsP, kv, g * hs, hs);
       }
       packTransposed(A, q, T, Tp, dim, h * hs, hs);
       // S = Q_h K_gᵀ (lower tiles), then P = softmax(scale·S) in place
@@ -159,16 +170,17 @@ export class AbqAttention {
       this.k.gemm_f32(this.pA, 32, Tp * 4, this.pB, hs, pPh, Tp * 4, Tp, Tp, Tp, 2, 0);
       this.sm.causal_softmax(pPh, Tp, T, scale, this.pTri, 1 / nHeads);
       // O_h = P V_g
-      matmul(o, P, wT, T, Tp, hs);
-      scatter(att, o, T, dim, h * hs, hs);
+      this.sm.causal_pv(pPh, Tp, this.pV, this.pO, T, hsP);
+      scatter(att, O, T, dim, h * hs, hs, hsP);
     }
     avg.set(tri.subarray(0, triangle(T)));
   }
 
   /**
    * From dAtt [T, dim] (and dAvg [T(T+1)/2], the gradient of the head-averaged
-   * probabilities) to dqkv [T, dim + 2kv]: gradients of q | k | v after RoPE.
-   * Reads the probabilities of the last {@linkcode AbqAttention.forward}.
+   * probabilities) to the columns of KV heads [g0, g1) in dqkv [T, dim + 2kv]:
+   * gradients of q | k | v after RoPE. Reads the probabilities of those heads'
+   * last {@linkcode AbqAttention.forward}.
    */
   backward(
     dqkv: Float32Array,
@@ -178,17 +190,19 @@ export class AbqAttention {
     k: Float32Array,
     v: Float32Array,
     T: number,
+    g0 = 0,
+    g1: number = this.c.nKvHeads,
   ): void {
     this.check(T);
     const c = this.c, { dim, nHeads } = c;
     const kv = kvDim(c), hs = headSize(c), groups = nHeads / c.nKvHeads, qkv = dim + 2 * kv;
     const scale = 1 / Math.sqrt(hs);
-    const { Tp, hsP, A, B, dS, dK, dV, wT, o, tri } = this, sq = Tp * Tp, km = this.k;
+    const { Tp, hsP, A, B, dS, dK, dV, V, O, tri } = this, sq = Tp * Tp, km = this.k;
     const n = triangle(T);
     tri.set(dAvg.subarray(0, n));
     tri.fill(0, n);
-    for (let g = 0; g < c.nKvHeads; g++) {
-      packTransposed(wT, k, T, Tp, kv, g * hs, hs); // K_gᵀ for dQ
+    for (let g = g0; g < g1; g++) {
+      packRows(V, k, T, hsP, kv, g * hs, hs); // K_g for dQ
       dK.fill(0);
       dV.fill(0);
       for (let h = g * groups; h < (g + 1) * groups; h++) {
@@ -203,8 +217,8 @@ export class AbqAttention {
         km.gemm_f32(this.pA, 32, Tp * 4, this.pB, hs, this.pdS, Tp * 4, Tp, Tp, Tp, 2, 0);
         this.sm.causal_softmax_backward(pPh, this.pdS, Tp, T, scale, this.pTri, 1 / nHeads);
         // dQ_h = dS K_g;  dK_g += dSᵀ Q_h
-        matmul(o, dS, wT, T, Tp, hs);
-        scatter(dqkv, o, T, qkv, h * hs, hs);
+        this.sm.causal_pv(this.pdS, Tp, this.pV, this.pO, T, hsP);
+        scatter(dqkv, O, T, qkv, h * hs, hs, hsP);
         packRowPanels(B, q, T, hsP, dim, h * hs, hs);
         km.gemm_f32(this.pdS, 32, Tp * 4, this.pB, T, this.pdK, hsP * 4, Tp, hsP, hsP, 3, 0);
       }
@@ -279,7 +293,7 @@ function packRowPanels(
   }
 }
 
-/** x[:, c0 .. c0 + w) of x [T, width] = a [T, w]. */
+/** x[:, c0 .. c0 + w) of x [T, width] = a[:, 0 .. w) of a [T, stride]. */
 function scatter(
   x: Float32Array,
   a: Float32Array,
@@ -287,9 +301,27 @@ function scatter(
   width: number,
   c0: number,
   w: number,
+  stride: number,
 ): void {
   for (let t = 0; t < T; t++) {
     const o = t * width + c0;
-    for (let j = 0; j < w; j++) x[o + j] = a[t * w + j];
+    for (let j = 0; j < w; j++) x[o + j] = a[t * stride + j];
+  }
+}
+
+/** out [T, wP] = x[:, c0 .. c0 + w) of x [T, width], zero-padded to wP columns. */
+function packRows(
+  out: Float32Array,
+  x: Float32Array,
+  T: number,
+  wP: number,
+  width: number,
+  c0: number,
+  w: number,
+): void {
+  for (let t = 0; t < T; t++) {
+    const o = t * wP;
+    for (let j = 0; j < w; j++) out[o + j] = x[t * width + c0 + j];
+    out.fill(0, o + w, o + wP);
   }
 }

@@ -1,6 +1,6 @@
 ;; WebAssembly SIMD (f32x4) kernels of ABQ-LLM's attention (quant/abq_attention.ts):
-;; the causal softmax of a head's score rows with the head-averaged map, and
-;; its backward. They work in place on the maps that `gemm_f32`
+;; the causal softmax of a head's score rows with the head-averaged map, its
+;; backward, and the product of a causal map with a head's values (or keys). They work in place on the maps that `gemm_f32`
 ;; (model/wasm/kernels.wat) writes, in the same linear memory (imported).
 ;;
 ;; Build: `deno run -A quant/abq_kernels_build.ts` writes `_abq_kernels_wasm.ts`;
@@ -196,6 +196,46 @@
             (v128.store (i32.add (local.get $pd) (local.get $i)) (v128.const i32x4 0 0 0 0))
             (local.set $i (i32.add (local.get $i) (i32.const 16)))
             (br $zero)))
+        (local.set $t (i32.add (local.get $t) (i32.const 1)))
+        (br $rows))))
+
+  ;; causal_pv: O[t, j] = Σ_{u ≤ t} M[t, u] · V[u, j] for t < $T, j < $w: a
+  ;; causal map M (P, or dS) times a head's values V (or keys K), reading only
+  ;; the map's entries on and below the diagonal. M[t, u] at $pm + (t·$ld + u)·4,
+  ;; V [T, $w] row-major at $pv, O [T, $w] at $po, $w a multiple of 8; each
+  ;; output lane sums u in increasing order (the same bits on every engine).
+  (func (export "causal_pv")
+    (param $pm i32) (param $ld i32) (param $pv i32) (param $po i32) (param $T i32) (param $w i32)
+    (local $t i32) (local $j i32) (local $u i32) (local $m i32) (local $v i32) (local $row i32)
+    (local $p v128) (local $a0 v128) (local $a1 v128)
+    (local.set $row (i32.shl (local.get $w) (i32.const 2))) ;; bytes per row of V and O
+    (local.set $t (i32.const 0))
+    (block $done_rows
+      (loop $rows
+        (br_if $done_rows (i32.ge_u (local.get $t) (local.get $T)))
+        (local.set $j (i32.const 0))
+        (loop $cols
+          (local.set $a0 (v128.const i32x4 0 0 0 0))
+          (local.set $a1 (v128.const i32x4 0 0 0 0))
+          (local.set $m (i32.add (local.get $pm) (i32.shl (i32.mul (local.get $t) (local.get $ld)) (i32.const 2))))
+          (local.set $v (i32.add (local.get $pv) (i32.shl (local.get $j) (i32.const 2))))
+          (local.set $u (i32.const 0))
+          (loop $keys
+            (local.set $p (v128.load32_splat (local.get $m)))
+            (local.set $a0 (f32x4.add (local.get $a0) (f32x4.mul (local.get $p) (v128.load (local.get $v)))))
+            (local.set $a1
+              (f32x4.add (local.get $a1) (f32x4.mul (local.get $p) (v128.load offset=16 (local.get $v)))))
+            (local.set $m (i32.add (local.get $m) (i32.const 4)))
+            (local.set $v (i32.add (local.get $v) (local.get $row)))
+            (local.set $u (i32.add (local.get $u) (i32.const 1)))
+            (br_if $keys (i32.le_u (local.get $u) (local.get $t))))
+          (local.set $v
+            (i32.add (local.get $po)
+              (i32.shl (i32.add (i32.mul (local.get $t) (local.get $w)) (local.get $j)) (i32.const 2))))
+          (v128.store (local.get $v) (local.get $a0))
+          (v128.store offset=16 (local.get $v) (local.get $a1))
+          (local.set $j (i32.add (local.get $j) (i32.const 8)))
+          (br_if $cols (i32.lt_u (local.get $j) (local.get $w))))
         (local.set $t (i32.add (local.get $t) (i32.const 1)))
         (br $rows))))
 )

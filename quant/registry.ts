@@ -41,7 +41,7 @@ export interface CalibrationInputs {
 
 /** Context of a quantizer besides the weights and calibration. */
 export interface QuantizeContext {
-  /** Worker threads (GPTQ's solver, AWQ's searches, SqueezeLLM's k-means); 0 = this thread. */
+  /** Worker threads (GPTQ's solver, AWQ's searches, SqueezeLLM's k-means, ABQ's steps); 0 = this thread. */
   workers: number;
   /** One-line progress messages. */
   log?: (line: string) => void;
@@ -200,11 +200,11 @@ const smoothquantQuantizer: Quantizer<"smoothquant", "activations"> = {
 const abqQuantizer: Quantizer<"abq", "activations"> = {
   method: "abq",
   calibration: "activations",
-  quantize(base, spec, { windows }, ctx) {
+  async quantize(base, spec, { windows }, ctx) {
     const act = actQuantOf(spec);
     const epochs = spec.epochs ?? defaultEpochs(spec.bits, act?.abits ?? 16);
     ctx.log?.(`abq: ${epochs} epochs over ${windows.length} windows per block`);
-    const r = abqQuantizeModel(base, windows, {
+    const r = await abqQuantizeModel(base, windows, {
       bits: spec.bits,
       groupSize: spec.groupSize,
       bitBalance: spec.bitBalance ?? false,
@@ -212,14 +212,11 @@ const abqQuantizer: Quantizer<"abq", "activations"> = {
       epochs,
       letLr: spec.letLr,
       lwcLr: spec.lwcLr,
+      workers: ctx.workers,
       log: ctx.log,
       onProgress: ctx.onProgress,
     });
-    return Promise.resolve({
-      weights: r.weights,
-      linears: r.linears,
-      details: { epochs, stats: r.stats },
-    });
+    return { weights: r.weights, linears: r.linears, details: { epochs, stats: r.stats } };
   },
 };
 

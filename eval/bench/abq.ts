@@ -6,7 +6,8 @@
  * tokens: the work does not depend on their values.
  *
  * Run: `deno run -A eval/bench/abq.ts CHECKPOINT [--small] [--windows N]
- * [--seqlen N] [--epochs N] [--bits B]`. The defaults are the official
+ * [--seqlen N] [--epochs N] [--bits B] [--workers W]` (W = 1: the step split
+ * over a worker, quant/abq_parallel.ts; the default). The defaults are the official
  * setting (128 windows of max_seq_len, 20 epochs at 3 bits); `--small` is a
  * smoke run (4 windows of 128, 1 epoch). The issue's target: one official
  * quantization ≤ 5 minutes on the 2-core CI machine.
@@ -19,7 +20,6 @@ import { loadCheckpoint } from "../../model/checkpoint.ts";
 import { embed } from "../../model/forward.ts";
 import { randomWindows } from "../../model/random.ts";
 import {
-  abqLoss,
   abqQuantizeModel,
   type ActMaxima,
   EffectiveBlock,
@@ -27,10 +27,11 @@ import {
   teacherMap,
   zerosLike,
 } from "../../quant/abq.ts";
-import { AbqBlockState, triangle } from "../../quant/abq_grad.ts";
+import { AbqBlockState } from "../../quant/abq_grad.ts";
+import { AbqSteps } from "../../quant/abq_parallel.ts";
 import { gridMaxq } from "../../quant/rtn.ts";
 
-/** CPU time of this process (user + system), ms. */
+/** CPU time of this process (user + system, every thread), ms. */
 function cpuMs(): number {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
@@ -41,9 +42,10 @@ export interface AbqBenchResult {
   windows: number;
   seqlen: number;
   epochs: number;
-  /** One training step (one window on one block), ms, by part, CPU time. */
-  stepCpuMs: Record<string, number>;
-  stepWallMs: number;
+  /** Worker threads of the whole quantization. */
+  workers: number;
+  /** One training step (one window on one block) with 0 and 1 workers: median ms, wall and CPU. */
+  step: Record<"workers0" | "workers1", { wallMs: number; cpuMs: number }>;
   /** Steps of a whole quantization: nLayers × epochs × windows. */
   steps: number;
   /** The whole quantization. */
@@ -51,18 +53,17 @@ export interface AbqBenchResult {
   totalCpuS: number;
 }
 
-/** Measures one ABQ step and one whole ABQ quantization of `path`. */
+/** Measures one ABQ step (interleaved, 0 and 1 workers) and one whole ABQ quantization of `path`. */
 export async function benchAbq(
   path: string,
-  opts: { windows: number; seqlen: number; epochs: number; bits: number },
+  opts: { windows: number; seqlen: number; epochs: number; bits: number; workers: number },
 ): Promise<AbqBenchResult> {
   const w = await loadCheckpoint(path);
   const c = w.config, T = opts.seqlen, lw = w.layers[0];
   const windows = randomWindows(opts.windows, T, c.vocabSize, 1);
-  // one step, 20 times
   const x = new Float32Array(T * c.dim);
   embed(w, windows[0], x);
-  const fp = new AbqBlockState(c, T, null), st = new AbqBlockState(c, T, null);
+  const fp = new AbqBlockState(c, T, null);
   const t1 = fp.forward(lw, x, T).slice();
   const teacher = teacherMap(fp.avgProbs, T);
   const ones = (n: number) => new Float32Array(n).fill(1);
@@ -74,27 +75,35 @@ export async function benchAbq(
   };
   const p = initParams(c, lw, act, 0, null), dp = zerosLike(p);
   const eff = new EffectiveBlock(c, null, gridMaxq(opts.bits));
-  const dY = new Float32Array(T * c.dim), dA = new Float32Array(triangle(T));
-  const parts: Record<string, number> = {};
-  const time = <R>(k: string, f: () => R): R => {
-    const t0 = cpuMs();
-    const r = f();
-    parts[k] = (parts[k] ?? 0) + cpuMs() - t0;
-    return r;
+  const runs = {
+    workers0: await AbqSteps.start(c, T, null, 0),
+    workers1: await AbqSteps.start(c, T, null, 1),
   };
-  const reps = 20, w0 = performance.now();
-  for (let i = 0; i < reps; i++) {
-    const q = time("weights", () => eff.forward(lw, p));
-    const Y = time("block forward", () => st.forward(q, x, T));
-    time("loss", () => abqLoss(Y, t1, t1, st.avgProbs, teacher, T, c.dim, dY, dA));
-    const g = time("block backward", () => st.backward(q, dY, dA, T));
-    time("weights backward", () => eff.backward(lw, p, g, dp));
+  const times: Record<string, { wall: number[]; cpu: number[] }> = {};
+  try {
+    for (let round = 0; round < 6; round++) {
+      for (const [k, steps] of Object.entries(runs)) {
+        const reps = 10, w0 = performance.now(), c0 = cpuMs();
+        for (let i = 0; i < reps; i++) {
+          steps.step(eff.forward(lw, p), x, t1, t1, teacher, T);
+          eff.backward(lw, p, steps.st.grads, dp);
+        }
+        if (round === 0) continue; // warm-up
+        (times[k] ??= { wall: [], cpu: [] }).wall.push((performance.now() - w0) / reps);
+        times[k].cpu.push((cpuMs() - c0) / reps);
+      }
+    }
+  } finally {
+    for (const steps of Object.values(runs)) await steps.close();
   }
-  const stepWallMs = (performance.now() - w0) / reps;
-  for (const k in parts) parts[k] /= reps;
+  const median = (a: number[]) => a.slice().sort((u, v) => u - v)[a.length >> 1];
+  const step = {} as AbqBenchResult["step"];
+  for (const k of ["workers0", "workers1"] as const) {
+    step[k] = { wallMs: median(times[k].wall), cpuMs: median(times[k].cpu) };
+  }
   // the whole quantization
   const c0 = cpuMs(), t0 = performance.now();
-  abqQuantizeModel(w, windows, {
+  await abqQuantizeModel(w, windows, {
     bits: opts.bits,
     groupSize: null,
     bitBalance: false,
@@ -102,11 +111,11 @@ export async function benchAbq(
     epochs: opts.epochs,
     letLr: 5e-3,
     lwcLr: 1e-2,
+    workers: opts.workers,
   });
   return {
     ...opts,
-    stepCpuMs: parts,
-    stepWallMs,
+    step,
     steps: c.nLayers * opts.epochs * opts.windows,
     totalWallS: (performance.now() - t0) / 1000,
     totalCpuS: (cpuMs() - c0) / 1000,
@@ -123,6 +132,7 @@ if (import.meta.main) {
       seqlen: { type: "string" },
       epochs: { type: "string" },
       bits: { type: "string" },
+      workers: { type: "string" },
     },
   });
   const path = positionals[0];
@@ -133,12 +143,14 @@ if (import.meta.main) {
     seqlen: Number(values.seqlen ?? (small ? 128 : 512)),
     epochs: Number(values.epochs ?? (small ? 1 : 20)),
     bits: Number(values.bits ?? 3),
+    workers: Number(values.workers ?? 1),
   });
-  const stepCpu = Object.values(r.stepCpuMs).reduce((a, b) => a + b, 0);
+  const { workers0: s0, workers1: s1 } = r.step;
   console.log(JSON.stringify(r, null, 2));
   console.log(
-    `one step: ${stepCpu.toFixed(1)} ms CPU (${r.stepWallMs.toFixed(1)} ms wall); ` +
-      `${r.steps} steps: ${r.totalWallS.toFixed(1)} s wall, ${r.totalCpuS.toFixed(1)} s CPU ` +
-      `(target for 128 windows × 20 epochs: ≤ 300 s)`,
+    `one step: ${s0.wallMs.toFixed(1)} ms wall (${s0.cpuMs.toFixed(1)} ms CPU) on one thread, ` +
+      `${s1.wallMs.toFixed(1)} ms wall (${s1.cpuMs.toFixed(1)} ms CPU) with a worker; ` +
+      `${r.steps} steps with ${r.workers} worker(s): ${r.totalWallS.toFixed(1)} s wall, ` +
+      `${r.totalCpuS.toFixed(1)} s CPU (target for 128 windows × 20 epochs: ≤ 300 s wall)`,
   );
 }
