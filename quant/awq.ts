@@ -47,17 +47,32 @@
  * q/k/v, o_proj for v→o, mlp for gate/up, down_proj for down) on every
  * calibration token, as `_search_module_scale`; per clipped linear
  * ⌊max_shrink · n_grid⌋ = 10 shrink steps on the ⌈N / ⌊N / 512⌋⌉ tokens
- * auto_clip_layer samples (512 of the CLI's 65,536) (its output-channel batches of 256
- * only bound GPU memory and change no number). The scale searches run as
- * one task per (group, ratio) and the clip search as blocks of rows on the
- * worker pool ({@linkcode awqQuantizeModelParallel}). Calibration is
- * whatever windows the caller hands in: the CLI draws GPTQ's (128 windows of
- * max_seq_len tokens), where run_awq takes 128 pile-val texts of ≤ 512
- * tokens, concatenated and cut into ⌊Σ / 512⌋ blocks of 512 (get_calib_dataset):
- * on the C4 calibration pool (proxy documents 1100..1999) with the
- * stories260K tokenizer, the first 128 documents of ≤ 512 tokens give 69
- * blocks (35,328 tokens, 54% of the 65,536 the CLI draws; the search's work
- * is proportional to the tokens).
+ * auto_clip_layer samples (its output-channel batches of 256 only bound GPU
+ * memory and change no number).
+ *
+ * How the search runs ({@linkcode searchSse}): the inspected module is
+ * rebuilt from model/forward.ts's own pieces in its order (WebAssembly
+ * matmul, RoPE, the WebAssembly causal attention, the SwiGLU gate), so the
+ * original weights give the recorded org_out to the bit (tested). Per
+ * window, one matmul takes the window's recorded input through a few
+ * ratios' scaled-and-quantized linears at once (q|k|v or gate|up stacked,
+ * ratios side by side); then per ratio the attention or the gate; then one
+ * matmul of all those ratios' attention outputs by o_proj (gates by
+ * down_proj). A scale task is a few ratios of one group
+ * (`ratiosPerTask`: a shape-only rule), a clip task a block of rows; both
+ * run on the worker pool ({@linkcode awqQuantizeModelParallel}) over
+ * features in shared memory, results folded in task order, so the numbers
+ * are the same on any number of workers. The blocks run one at a time
+ * ({@linkcode AwqSequential}), so a model is quantized block by block from a
+ * model/weight_source.ts source (eval/quantize_stream.ts).
+ *
+ * Calibration: whatever windows the caller hands in. The CLI draws run_awq's
+ * (datasets/awq_calibration.ts, llm-awq get_calib_dataset: 128 texts of
+ * ≤ 512 tokens, concatenated, cut into ⌊Σ / 512⌋ blocks of 512), the texts
+ * being the C4 calibration pool's documents in order where the official code
+ * takes shuffled pile-val: with the stories260K tokenizer 69 blocks (35,328
+ * tokens, 54% of GPTQ's 128 windows of 512; the search's work is
+ * proportional to the tokens).
  *
  * Differences from the official code, all of precision only: activations
  * and weights are fp32 (not fp16) and sums are accumulated in float64; the
@@ -74,8 +89,9 @@
  * @module
  */
 import type { LayerWeights, LinearName, LlamaConfig, LlamaWeights } from "../model/config.ts";
-import { LINEAR_NAMES, linearShape } from "../model/config.ts";
-import { attention, block, feedForward, RunState } from "../model/forward.ts";
+import { headSize, kvDim, LINEAR_NAMES, linearShape } from "../model/config.ts";
+import { block, rope, RunState, swiglu } from "../model/forward.ts";
+import { causalAttention } from "../model/wasm/attention.ts";
 import { type ProgressCallback, runTasks, type TaskHandler } from "../model/pool.ts";
 import { matmul } from "../model/matmul.ts";
 import { checkBits, dequantizeDense, type QuantizedLinear, type UniformTensor } from "./format.ts";
@@ -394,16 +410,6 @@ export function scaledFakeQuant(
   return q;
 }
 
-/** Mean of (a − b)² in float64. */
-function mse(a: Float32Array, b: Float32Array): number {
-  let acc = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = a[i] - b[i];
-    acc += d * d;
-  }
-  return acc / a.length;
-}
-
 /** W [rows, cols] with column c multiplied by s[c] (in place). */
 function scaleColumns(W: Float32Array, rows: number, cols: number, s: Float32Array): void {
   for (let r = 0; r < rows; r++) {
@@ -516,72 +522,209 @@ const SCALE_GROUPS: ScaleGroup[] = [
   { prevOp: "w3", linears: ["w2"], inspect: "linear", input: "w2In", output: "ffnOut" },
 ];
 
-/** Output [N, width] of the inspected module of `group` with weights lw on its recorded input. */
-function inspectOutput(
-  c: LlamaConfig,
-  lw: LayerWeights,
-  layer: number,
-  group: ScaleGroup,
-  f: BlockFeatures,
-  s: RunState,
-  out: Float32Array,
-): Float32Array {
-  const x = f[group.input];
-  if (group.inspect === "linear") {
-    const name = group.linears[0];
-    const [rows, cols] = linearShape(c, name);
-    matmul(out, x, lw[name], f.N, cols, rows);
-    return out;
-  }
-  const { dim } = c;
-  f.lengths.forEach((T, j) => {
-    const o = f.offsets[j] * dim;
-    const xj = x.subarray(o, o + T * dim), outj = out.subarray(o, o + T * dim);
-    if (group.inspect === "attention") attention(c, lw, layer, xj, T, s, outj);
-    else feedForward(c, lw, layer, xj, T, s, outj);
-  });
-  return out;
+/** Bytes of trial weights and batched outputs one scale task may hold (it takes fewer ratios beyond). */
+const SCALE_TASK_BYTES = 64 << 20;
+
+/** Ratios per scale task at most: a few tasks per group, so that workers share a group. */
+const RATIOS_PER_TASK = 5;
+
+/** The group of auto_scale_block whose previous op is `prevOp`. */
+function scaleGroup(prevOp: AwqPrevOp): ScaleGroup {
+  return SCALE_GROUPS.find((x) => x.prevOp === prevOp)!;
 }
 
-/** The inspected module's output shape and the activation scales of one group. */
-function groupSetup(c: LlamaConfig, prevOp: AwqPrevOp, f: BlockFeatures) {
-  const g = SCALE_GROUPS.find((x) => x.prevOp === prevOp)!;
-  const outWidth = linearShape(c, g.linears[g.linears.length - 1])[0];
-  const width = g.inspect === "linear" ? outWidth : c.dim;
-  const inWidth = linearShape(c, g.linears[0])[1];
-  return { g, width, xMax: actScale(f[g.input], f.N, inWidth) };
+/** Rows of the group's linears stacked (wq|wk|wv, w1|w3, or the one linear) and their input width. */
+function stackedShape(c: LlamaConfig, g: ScaleGroup): { rows: number; cols: number } {
+  const shapes = g.linears.map((name) => linearShape(c, name));
+  return { rows: shapes.reduce((a, [r]) => a + r, 0), cols: shapes[0][1] };
 }
 
 /**
- * The loss of ratio k / nGrid of one group: mean squared error between
- * `orgOut` (the inspected module's full-precision output) and its output
- * with the group's linears scaled and fake-quantized. `out` is scratch
- * [N, width]. One step of `_search_module_scale`.
+ * How many ratios one scale task of group `g` evaluates: at most
+ * {@linkcode RATIOS_PER_TASK}, fewer where their trial weights and batched
+ * outputs would pass {@linkcode SCALE_TASK_BYTES}. Depends on the shapes only
+ * (never on the worker count), so the tasks, and the numbers, are the same
+ * on any number of workers.
  */
-function ratioLoss(
+function ratiosPerTask(c: LlamaConfig, g: ScaleGroup, maxT: number, nGrid: number): number {
+  const { rows, cols } = stackedShape(c, g);
+  const inner = g.inspect === "ffn" ? c.hiddenDim : c.dim;
+  const perRatio = 4 * (rows * cols + maxT * (rows + inner + c.dim));
+  return Math.max(1, Math.min(RATIOS_PER_TASK, nGrid, Math.floor(SCALE_TASK_BYTES / perRatio)));
+}
+
+/**
+ * The group's linears scaled and fake-quantized for ratios k0..k1−1, stacked
+ * [k1 − k0, rows, cols]: for each ratio, Q(W·diag(s))·diag(s)⁻¹ of each
+ * linear in the group's order (`_search_module_scale`'s `fc.weight.mul_(scales)`,
+ * `w_quantize_func`, `div_(scales)`).
+ */
+function trialWeights(
   c: LlamaConfig,
   lw: LayerWeights,
-  layer: number,
   g: ScaleGroup,
-  f: BlockFeatures,
-  s: RunState,
-  grid: AwqSearchGrid,
   xMax: Float32Array,
-  k: number,
+  grid: AwqSearchGrid,
+  k0: number,
+  k1: number,
   nGrid: number,
-  orgOut: Float32Array,
-  out: Float32Array,
-): number {
-  const sc = ratioScales(xMax, k / nGrid);
-  const trial: LayerWeights = { ...lw };
-  for (const name of g.linears) {
-    const [rows, cols] = linearShape(c, name);
-    trial[name] = scaledFakeQuant(lw[name], rows, cols, sc, {
-      ...grid,
-      groupSize: grid.groupSize ?? cols,
-    });
+): Float32Array {
+  const { rows, cols } = stackedShape(c, g);
+  const out = new Float32Array((k1 - k0) * rows * cols);
+  for (let k = k0; k < k1; k++) {
+    const sc = ratioScales(xMax, k / nGrid);
+    let o = (k - k0) * rows * cols;
+    for (const name of g.linears) {
+      const [r] = linearShape(c, name);
+      const q = scaledFakeQuant(lw[name], r, cols, sc, {
+        ...grid,
+        groupSize: grid.groupSize ?? cols,
+      });
+      out.set(q, o);
+      o += q.length;
+    }
   }
-  return mse(orgOut, inspectOutput(c, trial, layer, g, f, s, out));
+  return out;
+}
+
+/** Scratch of {@linkcode searchSse}, grown as needed and reused across its calls. */
+class SearchScratch {
+  y = new Float32Array(0); // [T, nk · rows] the trial linears' outputs, ratios side by side
+  inner = new Float32Array(0); // [nk · T, inner] per ratio: attention output or FFN gate
+  out = new Float32Array(0); // [nk · T, dim] per ratio: the inspected module's output
+  grow(key: "y" | "inner" | "out", n: number): Float32Array {
+    if (this[key].length < n) this[key] = new Float32Array(n);
+    return this[key].subarray(0, n);
+  }
+}
+
+/** Σ (a[i] − b[i])² over i < n, in float64, a read from aOff with stride aStride per row of `width`. */
+function sseRows(
+  a: Float32Array,
+  aStride: number,
+  b: Float32Array,
+  T: number,
+  width: number,
+): number {
+  let acc = 0;
+  for (let t = 0; t < T; t++) {
+    const ao = t * aStride, bo = t * width;
+    for (let i = 0; i < width; i++) {
+      const d = a[ao + i] - b[bo + i];
+      acc += d * d;
+    }
+  }
+  return acc;
+}
+
+/**
+ * The inspected module of group `g` run on every recorded window with the
+ * trial weights of `nk` ratios (`trial`: [nk, rows, cols], from
+ * {@linkcode trialWeights}), against its full-precision output recorded
+ * with the features: returns, per ratio, Σ over tokens and output columns
+ * of (out − org_out)² (float64, windows in order).
+ *
+ * The module is computed from forward.ts's own pieces, in its order, so that
+ * the original weights give org_out to the bit (tested): per window, one
+ * WebAssembly matmul of the window's input by all `nk` ratios' stacked
+ * linears; then per ratio RoPE and the WebAssembly causal attention (q/k/v
+ * group) or the SwiGLU gate (w1/w3 group); then one matmul of all ratios'
+ * attention outputs by wo, or gates by w2. A single linear (wo, w2) is the
+ * stacked matmul itself.
+ */
+export function searchSse(
+  c: LlamaConfig,
+  lw: LayerWeights,
+  prevOp: AwqPrevOp,
+  f: BlockFeatures,
+  trial: Float32Array,
+  nk: number,
+  s: RunState,
+  scratch: SearchScratch = new SearchScratch(),
+): Float64Array {
+  const { dim, hiddenDim, nHeads, nKvHeads } = c;
+  const g = scaleGroup(prevOp);
+  const { rows, cols } = stackedShape(c, g);
+  const x = f[g.input], org = f[g.output];
+  const sse = new Float64Array(nk);
+  f.lengths.forEach((T, j) => {
+    const t0 = f.offsets[j];
+    const xj = x.subarray(t0 * cols, (t0 + T) * cols);
+    const orgj = org.subarray(t0 * dim, (t0 + T) * dim);
+    const y = scratch.grow("y", T * nk * rows);
+    matmul(y, xj, trial, T, cols, nk * rows);
+    if (g.inspect === "linear") {
+      for (let k = 0; k < nk; k++) sse[k] += sseRows(y.subarray(k * rows), nk * rows, orgj, T, dim);
+      return;
+    }
+    const width = g.inspect === "attention" ? dim : hiddenDim;
+    const inner = scratch.grow("inner", nk * T * width);
+    for (let k = 0; k < nk; k++) {
+      const innerK = inner.subarray(k * T * width, (k + 1) * T * width);
+      if (g.inspect === "attention") {
+        const kv = kvDim(c), hs = headSize(c);
+        copyColumns(s.q, y, T, nk * rows, k * rows, dim);
+        copyColumns(s.k, y, T, nk * rows, k * rows + dim, kv);
+        copyColumns(s.v, y, T, nk * rows, k * rows + dim + kv, kv);
+        rope(s.q, T, dim, hs, s.ropeCos, s.ropeSin);
+        rope(s.k, T, kv, hs, s.ropeCos, s.ropeSin);
+        causalAttention(innerK, s.q, s.k, s.v, T, nHeads, nKvHeads, hs);
+      } else {
+        copyColumns(s.h1, y, T, nk * rows, k * rows, hiddenDim);
+        copyColumns(s.h3, y, T, nk * rows, k * rows + hiddenDim, hiddenDim);
+        swiglu(innerK, s.h1, s.h3, T * hiddenDim);
+      }
+    }
+    const out = scratch.grow("out", nk * T * dim);
+    matmul(out, inner, g.inspect === "attention" ? lw.wo : lw.w2, nk * T, width, dim);
+    for (let k = 0; k < nk; k++) sse[k] += sseRows(out.subarray(k * T * dim), dim, orgj, T, dim);
+  });
+  return sse;
+}
+
+/** dst [T, width] = columns c0..c0+width−1 of src [T, srcWidth]. */
+function copyColumns(
+  dst: Float32Array,
+  src: Float32Array,
+  T: number,
+  srcWidth: number,
+  c0: number,
+  width: number,
+): void {
+  for (let t = 0; t < T; t++) {
+    dst.set(src.subarray(t * srcWidth + c0, t * srcWidth + c0 + width), t * width);
+  }
+}
+
+/** The inspected module's output width, and the activation scales of one group. */
+function groupSetup(c: LlamaConfig, prevOp: AwqPrevOp, f: BlockFeatures) {
+  const g = scaleGroup(prevOp);
+  const inWidth = linearShape(c, g.linears[0])[1];
+  return { g, width: c.dim, xMax: actScale(f[g.input], f.N, inWidth) };
+}
+
+/**
+ * The losses of ratios k0..k1−1 of one group: mean squared error between
+ * the inspected module's full-precision output (recorded with the features)
+ * and its output with the group's linears scaled and fake-quantized, over
+ * every token. Steps of `_search_module_scale`.
+ */
+function ratioLosses(
+  c: LlamaConfig,
+  lw: LayerWeights,
+  prevOp: AwqPrevOp,
+  f: BlockFeatures,
+  xMax: Float32Array,
+  grid: AwqSearchGrid,
+  k0: number,
+  k1: number,
+  nGrid: number,
+  s: RunState,
+  scratch: SearchScratch,
+): Float64Array {
+  const trial = trialWeights(c, lw, scaleGroup(prevOp), xMax, grid, k0, k1, nGrid);
+  const sse = searchSse(c, lw, prevOp, f, trial, k1 - k0, s, scratch);
+  return sse.map((v) => v / (f.N * c.dim));
 }
 
 /**
@@ -632,16 +775,15 @@ export function searchGroupScale(
   f: BlockFeatures,
   s: RunState,
   grid: AwqSearchGrid,
-  onRatio?: (k: number) => void,
 ): AwqScaleSearch {
-  const { g, width, xMax } = groupSetup(c, group.prevOp, f);
+  const { g, xMax } = groupSetup(c, group.prevOp, f);
   const nGrid = grid.nGrid ?? DEFAULTS.awq.nGrid;
-  const orgOut = f[g.output];
-  const out = new Float32Array(f.N * width);
   const history = new Float64Array(nGrid);
-  for (let k = 0; k < nGrid; k++) {
-    history[k] = ratioLoss(c, lw, layer, g, f, s, grid, xMax, k, nGrid, orgOut, out);
-    onRatio?.(k);
+  const scratch = new SearchScratch();
+  const nk = ratiosPerTask(c, g, s.maxT, nGrid);
+  for (let k0 = 0; k0 < nGrid; k0 += nk) {
+    const k1 = Math.min(nGrid, k0 + nk);
+    history.set(ratioLosses(c, lw, g.prevOp, f, xMax, grid, k0, k1, nGrid, s, scratch), k0);
   }
   return pickRatio(layer, g, xMax, history);
 }
@@ -841,31 +983,30 @@ export type AwqPassInit =
     maxShrink: number;
   };
 
-/** One task of an AWQ pass: a ratio of a scaled group, or a block of rows of a clipped linear. */
+/** One task of an AWQ pass: ratios k0..k1−1 of a scaled group, or a block of rows of a clipped linear. */
 export type AwqTask =
-  | { kind: "scale"; prevOp: AwqPrevOp; k: number }
+  | { kind: "scale"; prevOp: AwqPrevOp; k0: number; k1: number }
   | { kind: "clip"; name: LinearName; rows: number; cols: number; w: Float32Array };
 
 /**
  * The AWQ searches as pool tasks (model/pool.ts; `awq_worker.ts` serves
- * them): a scale task returns the loss of one ratio of one group (against
- * the full-precision output recorded with the features), a clip task
- * the clipping values [rows, nGroups] of a block of rows. Both run the very
- * functions of the one-thread path, so the results are the same numbers.
+ * them): a scale task returns the losses of a few ratios of one group
+ * (against the full-precision output recorded with the features), a clip
+ * task the clipping values [rows, nGroups] of a block of rows. Both run the
+ * very functions of the one-thread path, so the results are the same numbers.
  */
-export const awqTasks: TaskHandler<AwqPassInit, AwqTask, number | Float32Array> = {
+export const awqTasks: TaskHandler<AwqPassInit, AwqTask, Float64Array | Float32Array> = {
   setup(init) {
     if (init.kind === "scale") {
-      const { config: c, lw, layer, f, grid, nGrid } = init;
+      const { config: c, lw, f, grid, nGrid } = init;
       const s = new RunState(c, init.maxT);
-      const groups = new Map<AwqPrevOp, ReturnType<typeof groupSetup>>();
-      let out = new Float32Array(0);
+      const scratch = new SearchScratch();
+      const xMax = new Map<AwqPrevOp, Float32Array>();
       return (t) => {
         if (t.kind !== "scale") throw new TypeError("awq: a clip task in a scale pass");
-        let gs = groups.get(t.prevOp);
-        if (!gs) groups.set(t.prevOp, gs = groupSetup(c, t.prevOp, f));
-        if (out.length !== f.N * gs.width) out = new Float32Array(f.N * gs.width);
-        return ratioLoss(c, lw, layer, gs.g, f, s, grid, gs.xMax, t.k, nGrid, f[gs.g.output], out);
+        let xm = xMax.get(t.prevOp);
+        if (!xm) xMax.set(t.prevOp, xm = groupSetup(c, t.prevOp, f).xMax);
+        return ratioLosses(c, lw, t.prevOp, f, xm, grid, t.k0, t.k1, nGrid, s, scratch);
       };
     }
     return (t) => {
@@ -881,15 +1022,21 @@ export const awqTasks: TaskHandler<AwqPassInit, AwqTask, number | Float32Array> 
       });
     };
   },
-  transfer: (r) => (typeof r === "number" ? [] : [r.buffer as ArrayBuffer]),
+  transfer: (r) => [r.buffer as ArrayBuffer],
 };
 
 /** One pass of tasks the AWQ loop needs done, results in task order. */
 interface AwqPass {
   init: AwqPassInit;
   tasks: AwqTask[];
-  onResult(k: number, result: number | Float32Array): void;
+  onResult(k: number, result: Float64Array | Float32Array): void;
 }
+
+/**
+ * Clip tasks per linear: blocks of rows, a fixed number (never the worker
+ * count, so the tasks are the same on any number of workers).
+ */
+const CLIP_TASKS_PER_LINEAR = 8;
 
 /** A copy of a in shared memory (workers read it without a copy). */
 function sharedCopy(a: Float32Array): Float32Array {
@@ -905,7 +1052,7 @@ function sharedCopy(a: Float32Array): Float32Array {
  * same numbers as {@linkcode awqQuantizeModelParallel} for any number of workers.
  *
  * @param weights the full-precision model (not modified)
- * @param windows calibration windows (llm-awq: 128 × 512 tokens of pile-val)
+ * @param windows calibration windows (llm-awq: 128 texts of pile-val cut into blocks of 512)
  * @param opts bits, group size and search settings (`workers` is ignored)
  * @returns scaled and fake-quantized weights, the packed linears, the chosen scales and clips
  * @example
@@ -918,19 +1065,16 @@ export function awqQuantizeModel(
   windows: Int32Array[],
   opts: AwqOptions,
 ): AwqResult {
-  const steps = awqSteps(weights, windows, opts, false);
-  for (let r = steps.next();; r = steps.next()) {
-    if (r.done) return r.value;
-    const run = awqTasks.setup(r.value.init);
-    r.value.tasks.forEach((t, k) => r.value.onResult(k, run(t, () => {})));
-  }
+  const run = new AwqRun(weights.config, windows, opts, false);
+  const hidden = embedWindows(weights, windows);
+  return run.result(weights, weights.layers.map((lw, l) => runPasses(run.block(l, lw, hidden))));
 }
 
 /**
- * {@linkcode awqQuantizeModel} with the scale search (one task per group and
- * ratio) and the clip search (blocks of rows) on `opts.workers` worker
- * threads (model/pool.ts); features and weights are shared, not copied.
- * Results are identical to the one-thread path.
+ * {@linkcode awqQuantizeModel} with the scale search (a few ratios of a
+ * group per task) and the clip search (blocks of rows) on `opts.workers`
+ * worker threads (model/pool.ts); features and weights are shared, not
+ * copied. Results are identical to the one-thread path.
  *
  * @param weights the full-precision model (not modified)
  * @param windows calibration windows
@@ -946,93 +1090,229 @@ export async function awqQuantizeModelParallel(
   windows: Int32Array[],
   opts: AwqOptions,
 ): Promise<AwqResult> {
-  const workers = opts.workers ?? DEFAULT_WORKERS;
-  if (!Number.isInteger(workers) || workers < 0) {
-    throw new RangeError(`awqQuantizeModel(): workers must be an integer ≥ 0, got ${workers}`);
+  const seq = new AwqSequential(weights.config, windows, opts);
+  const hidden = embedWindows(weights, windows);
+  const blocks: AwqBlock[] = [];
+  for (let l = 0; l < weights.config.nLayers; l++) {
+    blocks.push(await seq.quantizeBlock(l, weights.layers[l], hidden));
   }
-  const steps = awqSteps(weights, windows, opts, workers > 0);
+  return seq.run.result(weights, blocks);
+}
+
+/** One block's AWQ: its scaled, clipped and fake-quantized weights, packed linears, scales and clips. */
+export interface AwqBlock {
+  /** Scaled norms, scaled+clipped+fake-quantized linears (the other fields are the input's). */
+  weights: LayerWeights;
+  /** Keys "layers.{l}.{name}"; weights' linears equal dequantize() of these. */
+  linears: Map<string, QuantizedLinear>;
+  /** The scaled groups in auto_scale_block's order. */
+  scales: AwqScaleSearch[];
+  /** The clipped linears in named_modules order (wv, wo, w1, w3, w2). */
+  clips: AwqClip[];
+}
+
+/**
+ * AWQ one block at a time, for a caller that reads the model block by block
+ * (eval/quantize_stream.ts): blocks 0, 1, … in order, each given its
+ * full-precision weights and its inputs, which it advances to the next
+ * block's (run_awq: the full-precision block's outputs). The codes are
+ * those of {@linkcode awqQuantizeModelParallel}, bit for bit (the same
+ * steps; tested), and for any number of workers.
+ *
+ * @example
+ * ```ts
+ * const awq = new AwqSequential(config, windows, { bits: 3, workers: 2 });
+ * const x = embedWindows(weights, windows); // block 0's inputs
+ * for (let l = 0; l < config.nLayers; l++) {
+ *   const b = await awq.quantizeBlock(l, source.layer(l), x); // x: block l+1's inputs
+ * }
+ * awq.stats();
+ * ```
+ */
+export class AwqSequential {
+  /** The settings, scratch and statistics shared by the blocks. */
+  readonly run: AwqRun;
+  readonly #workers: number;
+  #next = 0;
+
+  /**
+   * @param config the model
+   * @param windows the calibration windows (their lengths size the buffers)
+   * @param opts bits, group size, search settings, workers (default DEFAULT_WORKERS)
+   */
+  constructor(config: LlamaConfig, windows: Int32Array[], opts: AwqOptions) {
+    const workers = opts.workers ?? DEFAULT_WORKERS;
+    if (!Number.isInteger(workers) || workers < 0) {
+      throw new RangeError(`awqQuantizeModel(): workers must be an integer ≥ 0, got ${workers}`);
+    }
+    this.#workers = workers;
+    this.run = new AwqRun(config, windows, opts, workers > 0);
+  }
+
+  /**
+   * AWQ of block `l` (run_awq's loop body, then pseudo_quantize_model_weight).
+   *
+   * @param l the block, in order 0, 1, …
+   * @param lw its full-precision weights (not modified)
+   * @param x its inputs per window [T_j, dim], advanced in place to block l+1's
+   * @returns the block's scaled and fake-quantized weights, packed linears, scales and clips
+   */
+  async quantizeBlock(l: number, lw: LayerWeights, x: Float32Array[]): Promise<AwqBlock> {
+    if (l !== this.#next) {
+      throw new RangeError(`AwqSequential: block ${l} given, block ${this.#next} expected`);
+    }
+    this.#next++;
+    const steps = this.run.block(l, lw, x);
+    for (let r = steps.next();; r = steps.next()) {
+      if (r.done) return r.value;
+      const pass = r.value;
+      await runTasks({
+        name: "AWQ",
+        worker: new URL("./awq_worker.ts", import.meta.url),
+        handler: awqTasks,
+        workers: this.#workers,
+        init: pass.init,
+        tasks: pass.tasks.length,
+        task: (k) => pass.tasks[k],
+        onResult: (k, result) => pass.onResult(k, result),
+      });
+    }
+  }
+
+  /** Timings and facts of the blocks done so far. */
+  stats(): AwqStats {
+    return { ...this.run.stats, skipped: [...this.run.stats.skipped] };
+  }
+}
+
+/** Runs the passes of a block's steps on this thread; returns the block. */
+function runPasses(steps: Generator<AwqPass, AwqBlock, void>): AwqBlock {
   for (let r = steps.next();; r = steps.next()) {
     if (r.done) return r.value;
-    const pass = r.value;
-    await runTasks({
-      name: "AWQ",
-      worker: new URL("./awq_worker.ts", import.meta.url),
-      handler: awqTasks,
-      workers,
-      init: pass.init,
-      tasks: pass.tasks.length,
-      task: (k) => pass.tasks[k],
-      onResult: (k, result) => pass.onResult(k, result),
-    });
+    const run = awqTasks.setup(r.value.init);
+    r.value.tasks.forEach((t, k) => r.value.onResult(k, run(t, () => {})));
   }
 }
 
 /**
- * The AWQ loop of both drivers: yields each search pass (the driver runs its
- * tasks and hands back the results in order), returns the result.
+ * The settings of one AWQ run (checked once), its RunState and statistics,
+ * and the per-block loop of both drivers ({@linkcode AwqRun.block}).
  */
-function* awqSteps(
-  weights: LlamaWeights,
-  windows: Int32Array[],
-  opts: AwqOptions,
-  shared: boolean,
-): Generator<AwqPass, AwqResult, void> {
-  const t0 = performance.now();
-  const c = weights.config;
-  checkBits(opts.bits, "awqQuantizeModel(): bits");
-  checkAwqGroup(c, opts.groupSize);
-  const maxT = checkWindows("awqQuantizeModel()", windows, c);
-  const nGrid = opts.nGrid ?? DEFAULTS.awq.nGrid,
-    maxShrink = opts.maxShrink ?? DEFAULTS.awq.maxShrink;
-  const nSampleTokens = opts.nSampleTokens ?? DEFAULTS.awq.nSampleTokens;
-  if (!Number.isInteger(nGrid) || nGrid < 1) {
-    throw new RangeError(`awqQuantizeModel(): nGrid must be a positive integer, got ${nGrid}`);
-  }
-  if (!(maxShrink >= 0 && maxShrink < 1)) {
-    throw new RangeError(`awqQuantizeModel(): maxShrink must be in [0, 1), got ${maxShrink}`);
-  }
-  if (!Number.isInteger(nSampleTokens) || nSampleTokens < 1) {
-    throw new RangeError(
-      `awqQuantizeModel(): nSampleTokens must be a positive integer, got ${nSampleTokens}`,
-    );
-  }
-  const grid = (cols: number): AwqGrid => ({
-    bits: opts.bits,
-    groupSize: opts.groupSize ?? cols,
-    sym: opts.sym ?? false,
-    bitBalance: opts.bitBalance ?? false,
-  });
-  const stats: AwqStats = {
-    seconds: 0,
-    collectSeconds: 0,
-    scaleSeconds: 0,
-    clipSeconds: 0,
-    quantizeSeconds: 0,
-    windows: windows.length,
-    tokens: 0,
-    clipTokens: 0,
-    skipped: [],
-  };
-  const s = new RunState(c, maxT);
-  const hidden = embedWindows(weights, windows);
-  const linears = new Map<string, QuantizedLinear>();
-  const allScales: AwqScaleSearch[][] = [], allClips: AwqClip[][] = [];
-  const layers: LayerWeights[] = [];
-  // Rows per clip task: a few tasks per worker and linear.
-  const clipChunk = (rows: number) =>
-    Math.ceil(rows / (4 * Math.max(1, opts.workers ?? DEFAULT_WORKERS)));
+export class AwqRun {
+  readonly bits: number;
+  readonly groupSize: number | null;
+  readonly sym: boolean;
+  readonly bitBalance: boolean;
+  readonly nGrid: number;
+  readonly maxShrink: number;
+  readonly nSampleTokens: number;
+  readonly autoScale: boolean;
+  readonly autoClip: boolean;
+  /** Longest window. */
+  readonly maxT: number;
+  readonly stats: AwqStats;
+  readonly #s: RunState;
+  readonly #step = { done: 0, total: 0 };
 
-  // Progress: every scale ratio of every group and every clipped linear is one step.
-  const autoScale = opts.autoScale ?? true, autoClip = opts.autoClip ?? true;
-  const stepsPerLayer = (autoScale ? scaleGroups(c).length * nGrid : 0) +
-    (autoClip ? CLIP_LINEARS.length : 0);
-  let step = 0;
-  const tick = (what: string) => opts.onProgress?.(++step, c.nLayers * stepsPerLayer, what);
+  /**
+   * @param c the model
+   * @param windows the calibration windows
+   * @param opts the options (see {@linkcode AwqOptions})
+   * @param shared whether the passes' arrays go to workers (SharedArrayBuffers)
+   */
+  constructor(
+    readonly c: LlamaConfig,
+    windows: Int32Array[],
+    readonly opts: AwqOptions,
+    readonly shared: boolean,
+  ) {
+    checkBits(opts.bits, "awqQuantizeModel(): bits");
+    checkAwqGroup(c, opts.groupSize);
+    this.maxT = checkWindows("awqQuantizeModel()", windows, c);
+    this.bits = opts.bits;
+    this.groupSize = opts.groupSize ?? null;
+    this.sym = opts.sym ?? false;
+    this.bitBalance = opts.bitBalance ?? false;
+    this.nGrid = opts.nGrid ?? DEFAULTS.awq.nGrid;
+    this.maxShrink = opts.maxShrink ?? DEFAULTS.awq.maxShrink;
+    this.nSampleTokens = opts.nSampleTokens ?? DEFAULTS.awq.nSampleTokens;
+    this.autoScale = opts.autoScale ?? true;
+    this.autoClip = opts.autoClip ?? true;
+    if (!Number.isInteger(this.nGrid) || this.nGrid < 1) {
+      throw new RangeError(
+        `awqQuantizeModel(): nGrid must be a positive integer, got ${this.nGrid}`,
+      );
+    }
+    if (!(this.maxShrink >= 0 && this.maxShrink < 1)) {
+      throw new RangeError(
+        `awqQuantizeModel(): maxShrink must be in [0, 1), got ${this.maxShrink}`,
+      );
+    }
+    if (!Number.isInteger(this.nSampleTokens) || this.nSampleTokens < 1) {
+      throw new RangeError(
+        `awqQuantizeModel(): nSampleTokens must be a positive integer, got ${this.nSampleTokens}`,
+      );
+    }
+    this.stats = {
+      seconds: 0,
+      collectSeconds: 0,
+      scaleSeconds: 0,
+      clipSeconds: 0,
+      quantizeSeconds: 0,
+      windows: windows.length,
+      tokens: 0,
+      clipTokens: 0,
+      skipped: [],
+    };
+    this.#s = new RunState(c, this.maxT);
+    // Progress: every scale ratio of every group and every clipped linear is one step.
+    this.#step.total = c.nLayers *
+      ((this.autoScale ? scaleGroups(c).length * this.nGrid : 0) +
+        (this.autoClip ? CLIP_LINEARS.length : 0));
+  }
 
-  for (let l = 0; l < c.nLayers; l++) {
-    const orig = weights.layers[l];
-    let t = performance.now();
-    const f = collectBlockFeatures(c, orig, l, hidden, s, shared);
+  /** The grid of a linear of input width `cols`. */
+  grid(cols: number): AwqGrid {
+    return {
+      bits: this.bits,
+      groupSize: this.groupSize ?? cols,
+      sym: this.sym,
+      bitBalance: this.bitBalance,
+    };
+  }
+
+  #tick(what: string): void {
+    this.opts.onProgress?.(++this.#step.done, this.#step.total, what);
+  }
+
+  /** The whole-model result from every block's. */
+  result(weights: LlamaWeights, blocks: AwqBlock[]): AwqResult {
+    const linears = new Map<string, QuantizedLinear>();
+    for (const b of blocks) for (const [k, q] of b.linears) linears.set(k, q);
+    return {
+      weights: { ...weights, layers: blocks.map((b) => b.weights) },
+      linears,
+      scales: blocks.map((b) => b.scales),
+      clips: blocks.map((b) => b.clips),
+      stats: { ...this.stats },
+    };
+  }
+
+  /**
+   * AWQ of block `l` (weights `orig`, not modified; `hidden` its inputs per
+   * window, advanced in place to block l+1's): yields each search pass (the
+   * driver runs its tasks and hands back the results in order), returns the
+   * block.
+   */
+  *block(
+    l: number,
+    orig: LayerWeights,
+    hidden: Float32Array[],
+  ): Generator<AwqPass, AwqBlock, void> {
+    const { c, stats, nGrid } = this;
+    const t0 = performance.now();
+    let t = t0;
+    const f = collectBlockFeatures(c, orig, l, hidden, this.#s, this.shared);
     stats.collectSeconds += since(t);
     stats.tokens = f.N;
 
@@ -1045,7 +1325,7 @@ function* awqSteps(
     };
     for (const name of LINEAR_NAMES) lw[name] = orig[name].slice();
     const scales: AwqScaleSearch[] = [];
-    if (autoScale) {
+    if (this.autoScale) {
       const groups = scaleGroups(c);
       if (!groups.some((g) => g.prevOp === "wv")) {
         const v = linearShape(c, "wv"), o = linearShape(c, "wo");
@@ -1054,11 +1334,16 @@ function* awqSteps(
         );
       }
       const histories = groups.map(() => new Float64Array(nGrid));
-      const tasks: AwqTask[] = groups.flatMap((g) =>
-        Array.from({ length: nGrid }, (_, k) => ({ kind: "scale" as const, prevOp: g.prevOp, k }))
-      );
+      const tasks: AwqTask[] = [], taskGroup: number[] = [];
+      groups.forEach((g, gi) => {
+        const nk = ratiosPerTask(c, scaleGroup(g.prevOp), this.maxT, nGrid);
+        for (let k0 = 0; k0 < nGrid; k0 += nk) {
+          tasks.push({ kind: "scale", prevOp: g.prevOp, k0, k1: Math.min(nGrid, k0 + nk) });
+          taskGroup.push(gi);
+        }
+      });
       let passLw = orig;
-      if (shared) {
+      if (this.shared) {
         passLw = { ...orig };
         for (const name of LINEAR_NAMES) passLw[name] = sharedCopy(orig[name]);
       }
@@ -1069,32 +1354,32 @@ function* awqSteps(
           layer: l,
           lw: passLw,
           f,
-          maxT,
+          maxT: this.maxT,
           grid: {
-            bits: opts.bits,
-            groupSize: opts.groupSize,
-            sym: opts.sym,
-            bitBalance: opts.bitBalance,
+            bits: this.bits,
+            groupSize: this.groupSize,
+            sym: this.sym,
+            bitBalance: this.bitBalance,
           },
           nGrid,
         },
         tasks,
-        onResult(k, loss) {
-          const gi = Math.floor(k / nGrid);
-          histories[gi][k % nGrid] = loss as number;
-          tick(`awq layers.${l} scale ${groups[gi].linears.join(",")}`);
+        onResult: (i, losses) => {
+          const gi = taskGroup[i], task = tasks[i] as { k0: number; k1: number };
+          histories[gi].set(losses as Float64Array, task.k0);
+          for (let k = task.k0; k < task.k1; k++) {
+            this.#tick(`awq layers.${l} scale ${groups[gi].linears.join(",")}`);
+          }
         },
       };
       groups.forEach((g, gi) => {
         const { xMax } = groupSetup(c, g.prevOp, f);
-        scales.push(
-          pickRatio(l, SCALE_GROUPS.find((x) => x.prevOp === g.prevOp)!, xMax, histories[gi]),
-        );
+        scales.push(pickRatio(l, scaleGroup(g.prevOp), xMax, histories[gi]));
       });
       for (const r of scales) applyScale(c, lw, r, f);
     }
     stats.scaleSeconds += since(t);
-    opts.log?.(
+    this.opts.log?.(
       `awq: layers.${l} scales: ` +
         (scales.map((r) => `${r.linears.join(",")} ratio ${r.ratio}`).join("; ") || "off"),
     );
@@ -1102,7 +1387,7 @@ function* awqSteps(
     // auto_clip_block + apply_clip.
     t = performance.now();
     const clips: AwqClip[] = [];
-    if (autoClip) {
+    if (this.autoClip) {
       const sampled: Partial<Record<ScaleGroup["input"], { x: Float32Array; n: number }>> = {};
       const tasks: AwqTask[] = [];
       const owner: { name: LinearName; firstRow: number; last: boolean }[] = [];
@@ -1110,10 +1395,10 @@ function* awqSteps(
       for (const name of CLIP_LINEARS) {
         const [rows, cols] = linearShape(c, name);
         const key = INPUT_OF[name];
-        sampled[key] ??= sampleTokens(f[key], f.N, cols, nSampleTokens);
+        sampled[key] ??= sampleTokens(f[key], f.N, cols, this.nSampleTokens);
         stats.clipTokens = sampled[key]!.n;
-        maxVals.set(name, new Float32Array(rows * (cols / grid(cols).groupSize)));
-        const chunk = clipChunk(rows);
+        maxVals.set(name, new Float32Array(rows * (cols / this.grid(cols).groupSize)));
+        const chunk = Math.ceil(rows / CLIP_TASKS_PER_LINEAR);
         for (let r0 = 0; r0 < rows; r0 += chunk) {
           const r1 = Math.min(rows, r0 + chunk);
           tasks.push({
@@ -1130,19 +1415,19 @@ function* awqSteps(
         init: {
           kind: "clip",
           sampled,
-          bits: opts.bits,
-          groupSize: opts.groupSize ?? null,
-          sym: opts.sym ?? false,
-          bitBalance: opts.bitBalance ?? false,
+          bits: this.bits,
+          groupSize: this.groupSize,
+          sym: this.sym,
+          bitBalance: this.bitBalance,
           nGrid,
-          maxShrink,
+          maxShrink: this.maxShrink,
         },
         tasks,
-        onResult(k, r) {
+        onResult: (k, r) => {
           const { name, firstRow, last } = owner[k];
           const mv = r as Float32Array;
           maxVals.get(name)!.set(mv, firstRow * (mv.length / (tasks[k] as { rows: number }).rows));
-          if (last) tick(`awq layers.${l} clip ${name}`);
+          if (last) this.#tick(`awq layers.${l} clip ${name}`);
         },
       };
       for (const name of CLIP_LINEARS) {
@@ -1170,20 +1455,18 @@ function* awqSteps(
 
     // pseudo_quantize_model_weight.
     t = performance.now();
+    const linears = new Map<string, QuantizedLinear>();
     for (const name of LINEAR_NAMES) {
       const [rows, cols] = linearShape(c, name);
-      const dense = awqQuantizeTensor(lw[name], rows, cols, grid(cols));
+      const dense = awqQuantizeTensor(lw[name], rows, cols, this.grid(cols));
       linears.set(`layers.${l}.${name}`, { dense });
       lw[name] = dequantizeDense(dense);
     }
     stats.quantizeSeconds += since(t);
-    layers.push(lw);
-    allScales.push(scales);
-    allClips.push(clips);
-    opts.log?.(
+    stats.seconds += since(t0);
+    this.opts.log?.(
       `awq: layers.${l} done (${clips.reduce((a, x) => a + x.clipped, 0)} groups clipped)`,
     );
+    return { weights: lw, linears, scales, clips };
   }
-  stats.seconds = since(t0);
-  return { weights: { ...weights, layers }, linears, scales: allScales, clips: allClips, stats };
 }

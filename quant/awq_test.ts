@@ -20,6 +20,7 @@ import {
   sampleTokens,
   searchClip,
   searchGroupScale,
+  searchSse,
 } from "./awq.ts";
 import { embedWindows } from "./sequential.ts";
 
@@ -159,6 +160,29 @@ Deno.test("collectBlockFeatures() records each group's full-precision output: th
   for (const g of GROUPS) {
     const recorded = g.prevOp === "attnNorm" || g.prevOp === "wv" ? f.attnOut : f.ffnOut;
     assert.deepEqual(moduleOutput(c, w.layers[0], g.prevOp, f, s), recorded, g.prevOp);
+  }
+});
+
+Deno.test("searchSse() rebuilds each inspected module from forward.ts's pieces: the original weights as every ratio's trial give org_out to the bit", () => {
+  for (const c of [MHA, GQA]) {
+    const { w, s, f } = layer0(c, 13);
+    const lw = w.layers[0];
+    for (const g of GROUPS) {
+      if (c === GQA && g.prevOp === "wv") continue;
+      const stacked = new Float32Array(g.linears.flatMap((name) => Array.from(lw[name])));
+      const nk = 3;
+      const trial = new Float32Array(nk * stacked.length);
+      for (let k = 0; k < nk; k++) trial.set(stacked, k * stacked.length);
+      assert.deepEqual(
+        Array.from(searchSse(c, lw, g.prevOp, f, trial, nk, s)),
+        [0, 0, 0],
+        g.prevOp,
+      );
+      // A perturbed trial of one ratio moves only that ratio's error.
+      trial[stacked.length + 5] += 0.5;
+      const sse = searchSse(c, lw, g.prevOp, f, trial, nk, s);
+      assert.ok(sse[0] === 0 && sse[1] > 0 && sse[2] === 0, `${g.prevOp}: ${Array.from(sse)}`);
+    }
   }
 });
 

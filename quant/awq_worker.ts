@@ -1,6 +1,6 @@
 /**
  * Worker side of {@linkcode awqQuantizeModelParallel}: serves
- * {@linkcode awqTasks} (a scale ratio's loss, or a block of rows' clipping
+ * {@linkcode awqTasks} (a few scale ratios' losses, or a block of rows' clipping
  * values) through model/pool.ts.
  *
  * @module
