@@ -20,12 +20,17 @@
 import process from "node:process";
 import { openHfFisher } from "../../model/hf.ts";
 import type { LlamaConfig } from "../../model/config.ts";
-import { calibrationNeed, openModelFromOptions } from "./load.ts";
+import { calibrationNeed, type OpenedModel, openModelFromOptions } from "./load.ts";
 import { hfFolderSha256 } from "../model_source.ts";
 import { CliError, str } from "./options.ts";
 import { progressBars } from "./progress.ts";
 import { workersOf } from "./quant_options.ts";
-import { type BlockFisher, quantizeToFile, streamProblem } from "../quantize_stream.ts";
+import {
+  type BlockFisher,
+  quantizeToFile,
+  type QuantizeToFileResult,
+  streamProblem,
+} from "../quantize_stream.ts";
 import { type DeviceHessians, drawCalibration, fisherFileText } from "../pipeline.ts";
 import { cachedFisherCheckpoint } from "../../quant/fisher_blockwise.ts";
 import { resolveCacheDir } from "../../datasets/datadir.ts";
@@ -163,66 +168,133 @@ export async function quantizeFileBlockwise(
   const drawsWindows = computeFisher || spec.method === "gptq";
   const needs = drawsWindows && "calib" in spec ? [calibrationNeed(spec.calib.source)] : [];
   const model = await openModelFromOptions(values, needs, { requireTokenizer: drawsWindows });
-  using source = model.source;
+  using _ = model.source;
   let resolved: QuantSpec;
   try {
-    resolved = resolveSpec(spec, source.config, { groupGiven: values.group !== undefined });
+    resolved = resolveSpec(spec, model.source.config, { groupGiven: values.group !== undefined });
   } catch (e) {
     throw new CliError((e as Error).message);
   }
-  const workers = workersOf(values);
-  let fisher: (BlockFisher & Partial<Disposable>) | undefined;
-  let calibration: CalibrationIdentity | null = null, calibrationText: string | null = null;
-  let fisherFile: { path: string; sha256: string } | null = null;
-  const details: Record<string, unknown> = {};
-  let windows: Int32Array[] | undefined;
-  if (spec.method === "gptq") {
-    const drawn = (await drawCalibration(source.config, resolved, {
-      tokenizer: model.tokenizer!, // required above
+  const fisherFile = fisherDir === undefined
+    ? null
+    : { path: fisherDir, sha256: await hfFolderSha256(fisherDir) };
+  const r = await quantizeOpenedModel(model, resolved, out, {
+    fisherFile,
+    hessians,
+    workers: workersOf(values),
+    fisherWorkers: values.workers === undefined ? undefined : workersOf(values),
+    provenance: { command: Deno.args.join(" ") }, // the task name is Deno.args[0]
+  });
+  const peak = peakRssBytes();
+  console.log(
+    `wrote ${out} (${r.bytes} bytes): ${r.variantName}, ${
+      r.avgBits.toFixed(3)
+    } average bits, block by block in ${r.seconds.toFixed(1)} s` +
+      (peak === null ? "" : `, peak memory ${(peak / 2 ** 20).toFixed(0)} MiB`),
+  );
+  return {
+    out,
+    bytes: r.bytes,
+    variant: r.variantName,
+    spec: resolved,
+    avgBits: r.avgBits,
+    calibration: r.calibration,
+    seconds: r.seconds,
+    blockwise: true,
+    fisher: fisherFile,
+    peakRssBytes: peak,
+    cpuSeconds: cpuSeconds(),
+  };
+}
+
+/** Options of {@linkcode quantizeOpenedModel}. */
+export interface QuantizeOpenedOptions {
+  /** SqueezeLLM: its Fisher information read from this folder (`--fisher`); null: computed here. */
+  fisherFile: { path: string; sha256: string } | null;
+  /** GPTQ: where its Hessians are accumulated. @default the CPU */
+  hessians?: DeviceHessians;
+  /** Worker threads of the quantizers. */
+  workers: number;
+  /** Worker threads of the Fisher pass. @default its own (quant/fisher_blockwise.ts) */
+  fisherWorkers?: number;
+  /** Recorded in the file's provenance beside the model's name and the date. */
+  provenance?: Record<string, unknown>;
+  /** Lines start with it (progress bars too). @default "" */
+  indent?: string;
+}
+
+/** What {@linkcode quantizeOpenedModel} wrote, and the calibration it read. */
+export interface QuantizeOpenedResult extends QuantizeToFileResult {
+  calibration: CalibrationIdentity | null;
+  calibrationText: string | null;
+}
+
+/**
+ * Quantizes an opened model block by block into `out`
+ * (eval/quantize_stream.ts), drawing the calibration its method needs as the
+ * whole-model pipeline does (eval/pipeline.ts `drawCalibration`): GPTQ's
+ * windows; SqueezeLLM's Fisher information from `fisherFile`, or computed
+ * block by block and cached in the cache dir (quant/fisher_blockwise.ts).
+ * `deno task quantize` and `eval --blockwise` call it.
+ *
+ * @param model the opened model (not disposed)
+ * @param resolved a resolved spec that {@linkcode quantizesBlockwise} accepts
+ * @param out the file to write
+ * @param opts Fisher folder, Hessians, workers, provenance
+ * @returns the file's size, bits, time, details and the calibration's identity
+ */
+export async function quantizeOpenedModel(
+  model: OpenedModel,
+  resolved: QuantSpec,
+  out: string,
+  opts: QuantizeOpenedOptions,
+): Promise<QuantizeOpenedResult> {
+  const { source } = model;
+  const indent = opts.indent ?? "";
+  const log = (line: string) => console.error(`${indent}${line}`);
+  const drawn = resolved.method === "gptq" ||
+      (resolved.method === "squeezellm" && opts.fisherFile === null)
+    ? (await drawCalibration(source.config, resolved, {
+      tokenizer: model.tokenizer!, // the caller requires one for these methods
       dataDir: model.dataDir,
       offline: model.offline,
-      hessianDevice: hessians?.device,
-    }))!;
-    ({ windows, identity: calibration, text: calibrationText } = drawn);
-    console.error(`calibration: ${calibrationText}`);
-  } else if (fisherDir !== undefined) {
-    fisher = await openHfFisher(fisherDir, source.config);
-    fisherFile = { path: fisherDir, sha256: await hfFolderSha256(fisherDir) };
-    calibrationText = fisherFileText(fisherFile);
-    details.fisherFile = fisherFile;
-  } else if (computeFisher) {
+      hessianDevice: resolved.method === "gptq" ? opts.hessians?.device : undefined,
+    }))!
+    : null;
+  let fisher: (BlockFisher & Disposable) | undefined;
+  let calibrationText = drawn?.text ?? null;
+  const details: Record<string, unknown> = {};
+  if (resolved.method === "gptq") log(`calibration: ${calibrationText}`);
+  else if (opts.fisherFile) {
+    fisher = await openHfFisher(opts.fisherFile.path, source.config);
+    calibrationText = fisherFileText(opts.fisherFile);
+    details.fisherFile = opts.fisherFile;
+  } else if (drawn) {
     // The Fisher pass block by block (quant/fisher_blockwise.ts), kept in the cache dir in
     // SqueezeLLM-gradients' layout and read back block by block like a --fisher DIR.
-    const drawn = (await drawCalibration(source.config, resolved, {
-      tokenizer: model.tokenizer!, // required above
-      dataDir: model.dataDir,
-      offline: model.offline,
-    }))!;
     const { dir, computed } = await cachedFisherCheckpoint(source, drawn.windows, {
       cacheDir: `${resolveCacheDir()}/fisher`,
       key: `${model.checkpointSha256}|${drawn.identity.source}|${drawn.identity.fileSha256}`,
-      onProgress: progressBars("fisher"),
-      workers: values.workers === undefined ? undefined : workers,
+      onProgress: progressBars(`${indent}fisher`),
+      workers: opts.fisherWorkers,
     });
-    console.error(
+    log(
       `fisher: ${drawn.windows.length} windows, ${
         computed ? "computed block by block" : "cached"
-      }` +
-        ` in ${dir}`,
+      } in ${dir}`,
     );
     fisher = await openHfFisher(dir, source.config);
-    calibration = drawn.identity;
-    calibrationText = drawn.text;
     details.fisherWindows = drawn.windows.length;
   }
-  console.error(`quantizing ${model.name} block by block …`);
+  log(`quantizing ${model.name} block by block …`);
   try {
+    const calibration = drawn?.identity ?? null;
     const r = await quantizeToFile({
       source,
       spec: resolved,
       fisher,
-      windows,
-      hessians: hessians?.factory,
+      windows: resolved.method === "gptq" ? drawn!.windows : undefined,
+      hessians: opts.hessians?.factory,
       out,
       base: { path: model.checkpointPath, sha256: model.checkpointSha256 },
       calibration,
@@ -230,34 +302,15 @@ export async function quantizeFileBlockwise(
       details,
       provenance: {
         model: model.name,
-        command: Deno.args.join(" "), // the task name is Deno.args[0]
         created: new Date().toISOString(),
+        ...opts.provenance,
       },
-      workers,
-      onProgress: progressBars(),
+      workers: opts.workers,
+      onProgress: progressBars(indent),
     });
-    const peak = peakRssBytes();
-    console.log(
-      `wrote ${out} (${r.bytes} bytes): ${r.variantName}, ${
-        r.avgBits.toFixed(3)
-      } average bits, block by block in ${r.seconds.toFixed(1)} s` +
-        (peak === null ? "" : `, peak memory ${(peak / 2 ** 20).toFixed(0)} MiB`),
-    );
-    return {
-      out,
-      bytes: r.bytes,
-      variant: r.variantName,
-      spec: resolved,
-      avgBits: r.avgBits,
-      calibration,
-      seconds: r.seconds,
-      blockwise: true,
-      fisher: fisherFile,
-      peakRssBytes: peak,
-      cpuSeconds: cpuSeconds(),
-    };
+    return { ...r, calibration, calibrationText };
   } finally {
-    fisher?.[Symbol.dispose]?.();
+    fisher?.[Symbol.dispose]();
   }
 }
 
