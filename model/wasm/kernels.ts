@@ -352,8 +352,9 @@ export class WasmKernels {
 
   /**
    * {@linkcode WasmKernels.attention} for head size 8 (kernels.wat
-   * `attention_hs8`): K and V are transposed per kv head on the way in, so
-   * that the kernel holds 4 keys per vector; scores are taken in base 2.
+   * `attention_hs8`): K and V are packed on the way in, in panels of 4 keys
+   * per kv head, so that the kernel holds 4 keys per vector; scores are
+   * taken in base 2.
    */
   #attentionHs8(
     att: Float32Array,
@@ -365,13 +366,14 @@ export class WasmKernels {
     nKvHeads: number,
   ): void {
     const dim = nHeads * 8, kv = nKvHeads * 8, Tp = ceil4(T);
-    // Layout (floats): q [T, dim], kt and vt [nKvHeads, 8, Tp] (zero from T), att [T, dim], p [Tp].
-    const fkt = T * dim, fvt = fkt + kv * Tp, fo = fvt + kv * Tp, fs = fo + T * dim;
+    // Layout (floats): q [T, dim], kp and vp [nKvHeads, Tp/4, 8, 4] (zero from T),
+    // att [T, dim], p [Tp].
+    const fk = T * dim, fv = fk + kv * Tp, fo = fv + kv * Tp, fs = fo + T * dim;
     const f = this.#reserve("causalAttentionWasm", (fs + Tp) * 4);
     copyRows(f, 0, dim, q, T, dim);
-    transposeRows(f, fkt, Tp, k, T, kv);
-    transposeRows(f, fvt, Tp, v, T, kv);
-    this.#exports.attention_hs8(0, fkt * 4, fvt * 4, fo * 4, fs * 4, T, nHeads, nKvHeads, C_HS8);
+    packPanels(f, fk, k, T, nKvHeads);
+    packPanels(f, fv, v, T, nKvHeads);
+    this.#exports.attention_hs8(0, fk * 4, fv * 4, fo * 4, fs * 4, T, nHeads, nKvHeads, C_HS8);
     att.set(f.subarray(fo, fo + T * dim));
   }
 
@@ -513,21 +515,24 @@ export function withoutSimd(fn: string, hint?: string): () => never {
 const C_HS8 = Math.LOG2E / Math.sqrt(8);
 
 /**
- * Writes src [rows, n] transposed into dst at float offset `at`: column i
- * becomes row i, of stride ≥ rows, zero-filled from `rows` on.
+ * Packs src [T, nKvHeads · 8] (k or v) into dst at float offset `at` as
+ * attention_hs8 reads it: [nKvHeads, Tp/4, 8, 4], element (g, i, j, l) =
+ * src[4i + l, 8g + j], zero for rows ≥ T.
  */
-function transposeRows(
+function packPanels(
   dst: Float32Array,
   at: number,
-  stride: number,
   src: Float32Array,
-  rows: number,
-  n: number,
+  T: number,
+  nKvHeads: number,
 ): void {
-  for (let i = 0; i < n; i++) {
-    const o = at + i * stride;
-    for (let r = 0; r < rows; r++) dst[o + r] = src[r * n + i];
-    for (let r = rows; r < stride; r++) dst[o + r] = 0;
+  const kv = nKvHeads * 8, Tp = ceil4(T);
+  for (let g = 0; g < nKvHeads; g++) {
+    const base = at + g * Tp * 8;
+    for (let u = 0; u < Tp; u++) {
+      const o = base + (u >> 2) * 32 + (u & 3), s = u * kv + g * 8;
+      for (let j = 0; j < 8; j++) dst[o + j * 4] = u < T ? src[s + j] : 0;
+    }
   }
 }
 

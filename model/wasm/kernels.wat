@@ -607,43 +607,44 @@
 
   ;; -------------------------------------------------------------------------
   ;; attention_hs8: the `attention` contract for head size 8 (stories260K's),
-  ;; with each head's 8 query values in registers and K and V transposed, so
-  ;; that one v128 holds 4 keys (lanes) and no scores are splatted:
+  ;; with each head's 8 query values in registers and K and V packed in
+  ;; panels of 4 keys, so that one v128 holds 4 keys (lanes), no score is
+  ;; splatted and every load has a constant offset:
   ;;   q   at $pq:  [T, nh · 8]
-  ;;   kt  at $pkt: [nkv, 8, Tp]     kt[g, j, u] = k[u, g·8 + j], zero for u ≥ T
-  ;;   vt  at $pvt: [nkv, 8, Tp]     likewise for v
+  ;;   kp  at $pkp: [nkv, Tp/4, 8, 4]   kp[g, i, j, l] = k[4i + l, g·8 + j], zero from T
+  ;;   vp  at $pvp: [nkv, Tp/4, 8, 4]   likewise for v
   ;;   att at $po:  [T, nh · 8]
-  ;;   p   at $ps:  [Tp]             scratch: one query's scores
+  ;;   p   at $ps:  [Tp]                scratch: one query's scores
   ;; $c = log2(e) / √8: scores are taken in base 2 (q · k · c), so that the
-  ;; softmax's exp is $exp2 without a multiply. Per head h and query t:
-  ;;   1. s[u] = Σ_j (c · q[t, j]) · kt[j, u] for the groups of 4 keys up to
+  ;; softmax's exp is a power of 2. Per head h and query t:
+  ;;   1. s[u] = Σ_j (c · q[t, j]) · k[u, j] for the groups of 4 keys up to
   ;;      t, the 8 products summed as a tree ((0+1)+(2+3))+((4+5)+(6+7));
   ;;      lanes u > t of the last group set to −∞; m = lane-wise max;
-  ;;   2. M = max of m's lanes; p[u] = 2^(s[u] − M) (2^−∞ = 0), summed in
-  ;;      4 lanes (lane l: keys u ≡ l mod 4, in u order) and, fused,
-  ;;      a_j += p · vt[j, u..u+3] for j < 8 (the same lanes);
-  ;;   3. att[t, j] = ($hsum4 of a_j's lanes) / ($hsum4 of the sum's lanes).
+  ;;   2. M = max of m's lanes; p[u] = 2^(s[u] − M) by $exp2_map (2^−∞ = 0),
+  ;;      its lane-wise sum;
+  ;;   3. a_j = Σ_u p[u] · v[u, j], lane l summing the keys u ≡ l mod 4 in
+  ;;      u order; att[t, j] = ($hsum4 of a_j's lanes) / ($hsum4 of the sum's).
   (func (export "attention_hs8")
-    (param $pq i32) (param $pkt i32) (param $pvt i32) (param $po i32) (param $ps i32)
+    (param $pq i32) (param $pkp i32) (param $pvp i32) (param $po i32) (param $ps i32)
     (param $T i32) (param $nh i32) (param $nkv i32) (param $c f32)
-    (local $qB i32) (local $TpB i32) (local $group i32) (local $h i32) (local $t i32)
-    (local $kt i32) (local $vt i32) (local $qrow i32) (local $p i32) (local $k i32) (local $last i32)
+    (local $qB i32) (local $panels i32) (local $group i32) (local $h i32) (local $t i32)
+    (local $kp i32) (local $vp i32) (local $qrow i32) (local $p i32) (local $k i32) (local $last i32)
     (local $q0 v128) (local $q1 v128) (local $q2 v128) (local $q3 v128)
     (local $q4 v128) (local $q5 v128) (local $q6 v128) (local $q7 v128)
     (local $s v128) (local $m v128) (local $mask v128) (local $e v128) (local $sum v128)
     (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
     (local $a4 v128) (local $a5 v128) (local $a6 v128) (local $a7 v128)
     (local.set $qB (i32.shl (local.get $nh) (i32.const 5)))
-    (local.set $TpB (i32.shl (i32.and (i32.add (local.get $T) (i32.const 3)) (i32.const -4)) (i32.const 2)))
+    ;; bytes of one kv head's panels: Tp/4 panels of 128 bytes
+    (local.set $panels (i32.shl (i32.and (i32.add (local.get $T) (i32.const 3)) (i32.const -4)) (i32.const 5)))
     (local.set $group (i32.div_u (local.get $nh) (local.get $nkv)))
     (local.set $h (i32.const 0))
     (block $done_heads
       (loop $heads
         (br_if $done_heads (i32.ge_u (local.get $h) (local.get $nh)))
-        ;; this head's kv head: kt and vt at (h / group) · 8 rows of Tp
-        (local.set $kt (i32.mul (i32.div_u (local.get $h) (local.get $group)) (i32.shl (local.get $TpB) (i32.const 3))))
-        (local.set $vt (i32.add (local.get $pvt) (local.get $kt)))
-        (local.set $kt (i32.add (local.get $pkt) (local.get $kt)))
+        (local.set $kp (i32.mul (i32.div_u (local.get $h) (local.get $group)) (local.get $panels)))
+        (local.set $vp (i32.add (local.get $pvp) (local.get $kp)))
+        (local.set $kp (i32.add (local.get $pkp) (local.get $kp)))
         (local.set $t (i32.const 0))
         (block $done_queries
           (loop $queries
@@ -660,37 +661,38 @@
             (local.set $q5 (f32x4.mul (v128.load32_splat offset=20 (local.get $qrow)) (local.get $s)))
             (local.set $q6 (f32x4.mul (v128.load32_splat offset=24 (local.get $qrow)) (local.get $s)))
             (local.set $q7 (f32x4.mul (v128.load32_splat offset=28 (local.get $qrow)) (local.get $s)))
-            ;; 1. scores of the key groups 0 .. t/4 (byte offsets 0 .. $last), lane-wise max
+            ;; 1. scores of the key groups 0 .. t/4 (score bytes 0 .. $last, panel bytes 8× that)
             (local.set $last (i32.shl (i32.shr_u (local.get $t) (i32.const 2)) (i32.const 4)))
             (local.set $mask
               (i32x4.le_s (v128.const i32x4 0 1 2 3) (i32x4.splat (i32.and (local.get $t) (i32.const 3)))))
             (local.set $m (v128.const f32x4 -inf -inf -inf -inf))
             (local.set $k (i32.const 0))
+            (local.set $p (local.get $kp))
             (loop $score
-              (local.set $p (i32.add (local.get $kt) (local.get $k)))
               (local.set $s
                 (f32x4.add
                   (f32x4.add
                     (f32x4.add
-                      (f32x4.mul (local.get $q0) (v128.load (local.get $p)))
-                      (f32x4.mul (local.get $q1) (v128.load (i32.add (local.get $p) (local.get $TpB)))))
+                      (f32x4.mul (local.get $q0) (v128.load offset=0 (local.get $p)))
+                      (f32x4.mul (local.get $q1) (v128.load offset=16 (local.get $p))))
                     (f32x4.add
-                      (f32x4.mul (local.get $q2) (v128.load (local.tee $p (i32.add (local.get $p) (i32.shl (local.get $TpB) (i32.const 1))))))
-                      (f32x4.mul (local.get $q3) (v128.load (i32.add (local.get $p) (local.get $TpB))))))
+                      (f32x4.mul (local.get $q2) (v128.load offset=32 (local.get $p)))
+                      (f32x4.mul (local.get $q3) (v128.load offset=48 (local.get $p)))))
                   (f32x4.add
                     (f32x4.add
-                      (f32x4.mul (local.get $q4) (v128.load (local.tee $p (i32.add (local.get $p) (i32.shl (local.get $TpB) (i32.const 1))))))
-                      (f32x4.mul (local.get $q5) (v128.load (i32.add (local.get $p) (local.get $TpB)))))
+                      (f32x4.mul (local.get $q4) (v128.load offset=64 (local.get $p)))
+                      (f32x4.mul (local.get $q5) (v128.load offset=80 (local.get $p))))
                     (f32x4.add
-                      (f32x4.mul (local.get $q6) (v128.load (local.tee $p (i32.add (local.get $p) (i32.shl (local.get $TpB) (i32.const 1))))))
-                      (f32x4.mul (local.get $q7) (v128.load (i32.add (local.get $p) (local.get $TpB))))))))
+                      (f32x4.mul (local.get $q6) (v128.load offset=96 (local.get $p)))
+                      (f32x4.mul (local.get $q7) (v128.load offset=112 (local.get $p)))))))
               (if (i32.eq (local.get $k) (local.get $last))
                 (then (local.set $s (v128.bitselect (local.get $s) (v128.const f32x4 -inf -inf -inf -inf) (local.get $mask)))))
               (v128.store (i32.add (local.get $ps) (local.get $k)) (local.get $s))
               (local.set $m (f32x4.pmax (local.get $m) (local.get $s)))
+              (local.set $p (i32.add (local.get $p) (i32.const 128)))
               (local.set $k (i32.add (local.get $k) (i32.const 16)))
               (br_if $score (i32.le_u (local.get $k) (local.get $last))))
-            ;; 2. M in every lane; p = 2^(s − M), its sum and a_j += p · vt[j]
+            ;; 2. M in every lane; p = 2^(s − M) and its lane-wise sum
             (local.set $m (f32x4.pmax (local.get $m)
               (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $m) (local.get $m))))
             (local.set $m (f32x4.pmax (local.get $m)
@@ -698,6 +700,7 @@
             (local.set $sum
               (call $exp2_map (local.get $ps) (local.get $ps) (i32.add (local.get $ps) (i32.add (local.get $last) (i32.const 16)))
                 (local.get $m) (v128.const f32x4 1 1 1 1)))
+            ;; 3. a_j = Σ p · v[·, j]
             (local.set $a0 (v128.const i32x4 0 0 0 0))
             (local.set $a1 (v128.const i32x4 0 0 0 0))
             (local.set $a2 (v128.const i32x4 0 0 0 0))
@@ -706,24 +709,23 @@
             (local.set $a5 (v128.const i32x4 0 0 0 0))
             (local.set $a6 (v128.const i32x4 0 0 0 0))
             (local.set $a7 (v128.const i32x4 0 0 0 0))
-            (local.set $k (i32.const 0))
+            (local.set $k (local.get $ps))
+            (local.set $last (i32.add (local.get $ps) (local.get $last)))
+            (local.set $p (local.get $vp))
             (loop $weigh
-              (local.set $e (v128.load (i32.add (local.get $ps) (local.get $k))))
-              (local.set $p (i32.add (local.get $vt) (local.get $k)))
-              (local.set $a0 (f32x4.add (local.get $a0) (f32x4.mul (local.get $e) (v128.load (local.get $p)))))
-              (local.set $a1 (f32x4.add (local.get $a1) (f32x4.mul (local.get $e) (v128.load (i32.add (local.get $p) (local.get $TpB))))))
-              (local.set $p (i32.add (local.get $p) (i32.shl (local.get $TpB) (i32.const 1))))
-              (local.set $a2 (f32x4.add (local.get $a2) (f32x4.mul (local.get $e) (v128.load (local.get $p)))))
-              (local.set $a3 (f32x4.add (local.get $a3) (f32x4.mul (local.get $e) (v128.load (i32.add (local.get $p) (local.get $TpB))))))
-              (local.set $p (i32.add (local.get $p) (i32.shl (local.get $TpB) (i32.const 1))))
-              (local.set $a4 (f32x4.add (local.get $a4) (f32x4.mul (local.get $e) (v128.load (local.get $p)))))
-              (local.set $a5 (f32x4.add (local.get $a5) (f32x4.mul (local.get $e) (v128.load (i32.add (local.get $p) (local.get $TpB))))))
-              (local.set $p (i32.add (local.get $p) (i32.shl (local.get $TpB) (i32.const 1))))
-              (local.set $a6 (f32x4.add (local.get $a6) (f32x4.mul (local.get $e) (v128.load (local.get $p)))))
-              (local.set $a7 (f32x4.add (local.get $a7) (f32x4.mul (local.get $e) (v128.load (i32.add (local.get $p) (local.get $TpB))))))
+              (local.set $e (v128.load (local.get $k)))
+              (local.set $a0 (f32x4.add (local.get $a0) (f32x4.mul (local.get $e) (v128.load offset=0 (local.get $p)))))
+              (local.set $a1 (f32x4.add (local.get $a1) (f32x4.mul (local.get $e) (v128.load offset=16 (local.get $p)))))
+              (local.set $a2 (f32x4.add (local.get $a2) (f32x4.mul (local.get $e) (v128.load offset=32 (local.get $p)))))
+              (local.set $a3 (f32x4.add (local.get $a3) (f32x4.mul (local.get $e) (v128.load offset=48 (local.get $p)))))
+              (local.set $a4 (f32x4.add (local.get $a4) (f32x4.mul (local.get $e) (v128.load offset=64 (local.get $p)))))
+              (local.set $a5 (f32x4.add (local.get $a5) (f32x4.mul (local.get $e) (v128.load offset=80 (local.get $p)))))
+              (local.set $a6 (f32x4.add (local.get $a6) (f32x4.mul (local.get $e) (v128.load offset=96 (local.get $p)))))
+              (local.set $a7 (f32x4.add (local.get $a7) (f32x4.mul (local.get $e) (v128.load offset=112 (local.get $p)))))
+              (local.set $p (i32.add (local.get $p) (i32.const 128)))
               (local.set $k (i32.add (local.get $k) (i32.const 16)))
               (br_if $weigh (i32.le_u (local.get $k) (local.get $last))))
-            ;; 3. att[t, h, 0..7] = (Σ lanes of a_j) / (Σ lanes of sum)
+            ;; att[t, h, 0..7] = (Σ lanes of a_j) / (Σ lanes of sum)
             (local.set $sum (call $hsum4 (local.get $sum) (local.get $sum) (local.get $sum) (local.get $sum)))
             (local.set $p (i32.add (local.get $qrow) (i32.sub (local.get $po) (local.get $pq))))
             (v128.store offset=0 (local.get $p)
