@@ -52,6 +52,7 @@ import {
   variantName,
 } from "../quant/methods.ts";
 import { QModelWriter } from "../quant/qmodel.ts";
+import { AwqSequential, awqSpecOptions } from "../quant/awq.ts";
 import {
   embedWindows,
   GptqSequential,
@@ -122,7 +123,7 @@ export interface BlockFisher {
 export interface BlockQuantizerInputs {
   /** SqueezeLLM's Fisher information; required for SqueezeLLM. */
   fisher?: BlockFisher;
-  /** Calibration windows; required for GPTQ. */
+  /** Calibration windows; required for GPTQ and AWQ. */
   windows?: Int32Array[];
   /** GPTQ's Hessian accumulators (eval/gpu_calibration.ts `gpuHessians`). @default the CPU's */
   hessians?: HessianAccumulatorFactory;
@@ -133,14 +134,26 @@ export interface BlockQuantizerInputs {
 }
 
 /**
+ * Whether `spec`'s method is sequential: its block l is calibrated on the
+ * activations the blocks before it produce, from calibration windows the
+ * caller draws and hands to {@linkcode quantizeToFile} (GPTQ, AWQ).
+ *
+ * @param spec a spec
+ * @returns true for GPTQ and AWQ
+ */
+export function isSequential(spec: QuantSpec): boolean {
+  return spec.method === "gptq" || spec.method === "awq";
+}
+
+/**
  * Why `spec` cannot be quantized block by block into a file, or null when
- * it can (RTN; SqueezeLLM with a fixed outlier range; GPTQ).
+ * it can (RTN; SqueezeLLM with a fixed outlier range; GPTQ; AWQ).
  *
  * @param spec a resolved spec
  * @returns the reason, for people
  */
 export function streamProblem(spec: QuantSpec): string | null {
-  return spec.method === "gptq" ? null : blockwiseProblem(spec);
+  return isSequential(spec) ? null : blockwiseProblem(spec);
 }
 
 /**
@@ -148,7 +161,7 @@ export function streamProblem(spec: QuantSpec): string | null {
  *
  * @param config the model
  * @param spec a resolved spec that {@linkcode streamProblem} accepts
- * @param inputs the Fisher (SqueezeLLM), the windows (GPTQ), workers
+ * @param inputs the Fisher (SqueezeLLM), the windows (GPTQ, AWQ), workers
  * @returns the method, ready for block 0
  * @throws {RangeError} when the spec cannot be streamed or its calibration is missing
  */
@@ -170,6 +183,8 @@ export function blockQuantizer(
       return squeezellmBlockQuantizer(config, spec, inputs);
     case "gptq":
       return gptqBlockQuantizer(config, spec, inputs);
+    case "awq":
+      return awqBlockQuantizer(config, spec, inputs);
     default:
       throw new RangeError(`quantizeToFile(): ${spec.method} is not block by block`);
   }
@@ -244,6 +259,34 @@ export function gptqBlockQuantizer(
       return { linears: b.linears, ...normsOf(lw) };
     },
     details: () => ({ stats: g.stats() }),
+  };
+}
+
+/**
+ * AWQ: run_awq one block at a time (quant/awq.ts {@linkcode AwqSequential},
+ * with the settings of quant/registry.ts's AWQ), so the codes and the scaled
+ * norms are the whole-model AWQ's; block l+1's inputs are the
+ * full-precision block l's outputs, as run_awq's.
+ *
+ * @param config the model
+ * @param spec a resolved AWQ spec
+ * @param inputs the calibration windows (required), workers, log
+ * @returns the method; its details are the whole-model AWQ's (`stats`)
+ */
+export function awqBlockQuantizer(
+  config: LlamaConfig,
+  spec: SpecOf<"awq">,
+  { windows, workers, log }: BlockQuantizerInputs,
+): BlockQuantizer {
+  if (!windows) throw new RangeError(`quantizeToFile(): awq needs calibration windows`);
+  const awq = new AwqSequential(config, windows, awqSpecOptions(spec, { workers, log }));
+  return {
+    windows,
+    async quantizeBlock(l, lw, x) {
+      const b = await awq.quantizeBlock(l, lw, x!);
+      return { linears: b.linears, attnNorm: b.weights.attnNorm, ffnNorm: b.weights.ffnNorm };
+    },
+    details: () => ({ stats: awq.stats() }),
   };
 }
 

@@ -106,7 +106,7 @@ import {
   type UniformGrid,
 } from "./rtn.ts";
 import { checkWindows, embedWindows, since } from "./sequential.ts";
-import { DEFAULT_WORKERS, DEFAULTS } from "./spec.ts";
+import { type AwqSpec, DEFAULT_WORKERS, DEFAULTS } from "./spec.ts";
 
 /** Options of {@linkcode awqQuantizeModel}; defaults are llm-awq's. */
 export interface AwqOptions {
@@ -144,6 +144,30 @@ export interface AwqOptions {
    * and each clipped linear, of every layer — (steps done, steps, what).
    */
   onProgress?: ProgressCallback;
+}
+
+/**
+ * The {@linkcode AwqOptions} of a resolved AWQ spec (quant/spec.ts), for
+ * every driver (quant/registry.ts's whole model, eval/quantize_stream.ts's
+ * block by block), so that they search with the same settings.
+ *
+ * @param spec a resolved AWQ spec
+ * @param ctx workers, log and progress
+ * @returns the options
+ */
+export function awqSpecOptions(
+  spec: AwqSpec,
+  ctx: Pick<AwqOptions, "workers" | "log" | "onProgress">,
+): AwqOptions {
+  return {
+    bits: spec.bits,
+    groupSize: spec.groupSize,
+    bitBalance: spec.bitBalance,
+    nGrid: spec.nGrid,
+    maxShrink: spec.maxShrink,
+    nSampleTokens: spec.nSampleTokens,
+    ...ctx,
+  };
 }
 
 /** The grid of {@linkcode awqQuantizeTensor} (pseudo_quantize_tensor's arguments). */

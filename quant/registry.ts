@@ -17,7 +17,7 @@ import { LINEAR_NAMES, linearKey, withLinears } from "../model/config.ts";
 import { dequantize, type QuantizedLinear } from "./format.ts";
 import { rtnBlock, squeezellmBlock } from "./blockwise.ts";
 import { gptqQuantizeModelAsync, type HessianAccumulatorFactory } from "./sequential.ts";
-import { awqQuantizeModelParallel } from "./awq.ts";
+import { awqQuantizeModelParallel, awqSpecOptions } from "./awq.ts";
 import { findOutlierRange } from "./squeezellm.ts";
 import { smoothquantQuantizeModel } from "./smoothquant.ts";
 import { abqQuantizeModel, defaultEpochs } from "./abq.ts";
@@ -139,17 +139,11 @@ const awqQuantizer: Quantizer<"awq", "activations"> = {
   method: "awq",
   calibration: "activations",
   async quantize(base, spec, { windows }, ctx) {
-    const r = await awqQuantizeModelParallel(base, windows, {
-      bits: spec.bits,
-      groupSize: spec.groupSize,
-      bitBalance: spec.bitBalance,
-      nGrid: spec.nGrid,
-      maxShrink: spec.maxShrink,
-      nSampleTokens: spec.nSampleTokens,
-      workers: ctx.workers,
-      log: ctx.log,
-      onProgress: ctx.onProgress,
-    });
+    const r = await awqQuantizeModelParallel(
+      base,
+      windows,
+      awqSpecOptions(spec, { workers: ctx.workers, log: ctx.log, onProgress: ctx.onProgress }),
+    );
     return { weights: r.weights, linears: r.linears, details: { stats: r.stats } };
   },
 };

@@ -27,6 +27,7 @@ import { progressBars } from "./progress.ts";
 import { workersOf } from "./quant_options.ts";
 import {
   type BlockFisher,
+  isSequential,
   quantizeToFile,
   type QuantizeToFileResult,
   streamProblem,
@@ -165,7 +166,7 @@ export async function quantizeFileBlockwise(
 ): Promise<QuantizeFileResult> {
   const fisherDir = fisherDirOf(values, spec);
   const computeFisher = spec.method === "squeezellm" && fisherDir === undefined;
-  const drawsWindows = computeFisher || spec.method === "gptq";
+  const drawsWindows = computeFisher || isSequential(spec);
   const needs = drawsWindows && "calib" in spec ? [calibrationNeed(spec.calib.source)] : [];
   const model = await openModelFromOptions(values, needs, { requireTokenizer: drawsWindows });
   using _ = model.source;
@@ -252,7 +253,7 @@ export async function quantizeOpenedModel(
   const { source } = model;
   const indent = opts.indent ?? "";
   const log = (line: string) => console.error(`${indent}${line}`);
-  const drawn = resolved.method === "gptq" ||
+  const drawn = isSequential(resolved) ||
       (resolved.method === "squeezellm" && opts.fisherFile === null)
     ? (await drawCalibration(source.config, resolved, {
       tokenizer: model.tokenizer!, // the caller requires one for these methods
@@ -264,7 +265,7 @@ export async function quantizeOpenedModel(
   let fisher: (BlockFisher & Disposable) | undefined;
   let calibrationText = drawn?.text ?? null;
   const details: Record<string, unknown> = {};
-  if (resolved.method === "gptq") log(`calibration: ${calibrationText}`);
+  if (isSequential(resolved)) log(`calibration: ${calibrationText}`);
   else if (opts.fisherFile) {
     fisher = await openHfFisher(opts.fisherFile.path, source.config);
     calibrationText = fisherFileText(opts.fisherFile);
@@ -293,7 +294,7 @@ export async function quantizeOpenedModel(
       source,
       spec: resolved,
       fisher,
-      windows: resolved.method === "gptq" ? drawn!.windows : undefined,
+      windows: isSequential(resolved) ? drawn!.windows : undefined,
       hessians: opts.hessians?.factory,
       out,
       base: { path: model.checkpointPath, sha256: model.checkpointSha256 },
