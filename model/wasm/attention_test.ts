@@ -30,13 +30,16 @@ Deno.test("causalAttentionWasm() matches causalAttentionRef to 1e-5 for odd wind
 });
 
 Deno.test("causalAttentionWasm() stays within 1e-5 on peaked softmaxes (exp far below the max)", () => {
-  // Score spreads of hundreds: most exps fall below −87, the clamped range of the polynomial.
-  const T = 40, nh = 2, nkv = 1, hs = 16;
-  const { q, k, v } = operands(T, nh, nkv, hs, 6);
-  const want = new Float32Array(T * nh * hs), got = new Float32Array(T * nh * hs);
-  causalAttentionRef(want, q, k, v, T, nh, nkv, hs);
-  causalAttentionWasm(got, q, k, v, T, nh, nkv, hs);
-  assert.ok(maxRelError(got, want) <= 1e-5);
+  // Score spreads of hundreds: most exps fall below −87 (the general kernel's clamp) or
+  // 2^−126 (attention_hs8's flush to 0).
+  for (const [T, hs] of [[40, 16], [41, 8], [300, 8]]) {
+    const nh = 2, nkv = 1;
+    const { q, k, v } = operands(T, nh, nkv, hs, 6);
+    const want = new Float32Array(T * nh * hs), got = new Float32Array(T * nh * hs);
+    causalAttentionRef(want, q, k, v, T, nh, nkv, hs);
+    causalAttentionWasm(got, q, k, v, T, nh, nkv, hs);
+    assert.ok(maxRelError(got, want) <= 1e-5, `T=${T} hs=${hs}`);
+  }
 });
 
 Deno.test("causalAttentionWasm() computes softmax weights to 1e-6 over score gaps −85..85", () => {
@@ -51,6 +54,23 @@ Deno.test("causalAttentionWasm() computes softmax weights to 1e-6 over score gap
     const sExact = Math.fround(2 * s1) / 2;
     const want = 1 / (1 + Math.exp(-sExact));
     assert.ok(Math.abs(att[4] - want) <= 1e-6 * want, `s1=${sExact}: ${att[4]} vs ${want}`);
+  }
+});
+
+Deno.test("causalAttentionWasm() at head size 8 computes softmax weights to 2e-7 + |s|·1.5e-7 over score gaps −85..85", () => {
+  // attention_hs8 takes scores in base 2: s·log2 e, rounded to float32, adds |s|·6e-8 to the
+  // relative error of e^s (as large as the rounding of the float32 score itself).
+  const k = new Float32Array(16), v = new Float32Array(16);
+  k[8] = 1, v[8] = 1; // s0 = 0, v0 = 0; s1 = q[8, 0] / √8, v1 = 1 in column 0
+  const att = new Float32Array(16);
+  for (let s1 = -85; s1 <= 85; s1 += 0.37) {
+    const q = new Float32Array(16);
+    q[8] = Math.fround(Math.sqrt(8) * s1);
+    causalAttentionWasm(att, q, k, v, 2, 1, 1, 8);
+    const sExact = q[8] / Math.sqrt(8);
+    const want = 1 / (1 + Math.exp(-sExact));
+    const tol = (2e-7 + Math.abs(sExact) * 1.5e-7) * want;
+    assert.ok(Math.abs(att[8] - want) <= tol, `s1=${sExact}: ${att[8]} vs ${want}`);
   }
 });
 
