@@ -747,7 +747,7 @@ function train(
     const t1: Float32Array[] = [], t2: Float32Array[] = [], teachers: TeacherMap[] = [];
     for (let j = 0; j < N; j++) {
       t1.push(fp.forward(lw, xFp[j], T).slice());
-      teachers.push(teacherMap(fp.avgProbs, T));
+      teachers.push(teacherMap(fp.avgProbs, T, fp.attn.exp));
       absMaxInto(act.qkv, fp.b.xnA, T, dim);
       absMaxInto(act.out, fp.b.att, T, dim);
       absMaxInto(act.fc1, fp.b.xnF, T, dim);

@@ -55,6 +55,7 @@ interface SoftmaxKernels {
     inv: number,
   ): void;
   causal_pv(pm: number, ld: number, pv: number, po: number, T: number, w: number): void;
+  exp_f32(px: number, po: number, n: number): void;
 }
 
 /** The compiled `abq_kernels.wat`; undefined without WebAssembly SIMD. */
@@ -95,6 +96,8 @@ export class AbqAttention {
   private readonly V: Float32Array; // [Tp, hsP] V_g or K_g, rows zero-padded: causal_pv's V
   private readonly pO: number;
   private readonly O: Float32Array; // [Tp, hsP] O_h or dQ_h
+  private readonly pE: number;
+  private readonly E: Float32Array; // [maxT(maxT+1)/2 + 4] exp's operand and result
 
   constructor(readonly c: LlamaConfig, readonly maxT: number) {
     if (!softmaxModule) withoutSimd("AbqAttention")();
@@ -111,6 +114,7 @@ export class AbqAttention {
       ceil8(triangle(maxT) + 4),
       Tp * hsP,
       Tp * hsP,
+      ceil8(triangle(maxT) + 4),
     ];
     const offsets: number[] = [];
     let at = 0;
@@ -122,8 +126,18 @@ export class AbqAttention {
     growMemory("AbqAttention", this.k.memory, at);
     this.sm = new WebAssembly.Instance(softmaxModule!, { env: { memory: this.k.memory } })
       .exports as unknown as SoftmaxKernels;
-    [this.pP, this.pdS, this.pA, this.pB, this.pdK, this.pdV, this.pTri, this.pV, this.pO] =
-      offsets;
+    [
+      this.pP,
+      this.pdS,
+      this.pA,
+      this.pB,
+      this.pdK,
+      this.pdV,
+      this.pTri,
+      this.pV,
+      this.pO,
+      this.pE,
+    ] = offsets;
     const view = (i: number) => new Float32Array(this.k.memory.buffer, offsets[i], floats[i]);
     this.P = view(0);
     this.dS = view(1);
@@ -134,6 +148,7 @@ export class AbqAttention {
     this.tri = view(6);
     this.V = view(7);
     this.O = view(8);
+    this.E = view(9);
   }
 
   /**
@@ -166,7 +181,7 @@ export class AbqAttention {
       packTransposed(A, q, T, Tp, dim, h * hs, hs);
       // S = Q_h K_gᵀ (lower tiles), then P = softmax(scale·S) in place
       const P = this.P.subarray(h * sq, (h + 1) * sq), pPh = this.pP + h * sq * 4;
-      P.fill(0);
+      zeroLowerTiles(P, Tp);
       this.k.gemm_f32(this.pA, 32, Tp * 4, this.pB, hs, pPh, Tp * 4, Tp, Tp, Tp, 2, 0);
       this.sm.causal_softmax(pPh, Tp, T, scale, this.pTri, 1 / nHeads);
       // O_h = P V_g
@@ -213,7 +228,7 @@ export class AbqAttention {
         // dP = dO_h V_gᵀ (lower tiles), then dS in place (scale folded in)
         packTransposed(A, dAtt, T, Tp, dim, h * hs, hs);
         packKeyPanels(B, v, T, Tp, kv, g * hs, hs);
-        dS.fill(0);
+        zeroLowerTiles(dS, Tp);
         km.gemm_f32(this.pA, 32, Tp * 4, this.pB, hs, this.pdS, Tp * 4, Tp, Tp, Tp, 2, 0);
         this.sm.causal_softmax_backward(pPh, this.pdS, Tp, T, scale, this.pTri, 1 / nHeads);
         // dQ_h = dS K_g;  dK_g += dSᵀ Q_h
@@ -231,8 +246,33 @@ export class AbqAttention {
     }
   }
 
+  /**
+   * dst[i] = e^{src[i]} for i in [from, to) (at most maxT(maxT+1)/2 values),
+   * with the softmax's f32 exp (quant/abq_kernels.wat `exp_f32`).
+   */
+  readonly exp = (src: Float32Array, dst: Float32Array, from: number, to: number): void => {
+    const n = to - from;
+    if (n > this.E.length - 4) {
+      throw new RangeError(`AbqAttention.exp: ${n} values > ${this.E.length - 4}`);
+    }
+    this.E.set(src.subarray(from, to));
+    this.sm.exp_f32(this.pE, this.pE, n);
+    dst.set(this.E.subarray(0, n), from);
+  };
+
   private check(T: number): void {
     if (T > this.maxT) throw new RangeError(`AbqAttention: window of ${T} > maxT ${this.maxT}`);
+  }
+}
+
+/**
+ * Zeroes what `gemm_f32` in mode 2 adds into in a [Tp, Tp] map: for the rows
+ * r0 .. r0 + 3 of each 4-row tile, the 8-column tiles j0 ≤ r0 + 3.
+ */
+function zeroLowerTiles(m: Float32Array, Tp: number): void {
+  for (let r = 0; r < Tp; r++) {
+    const end = Math.min(Tp, (((r & ~3) + 3) & ~7) + 8);
+    m.fill(0, r * Tp, r * Tp + end);
   }
 }
 

@@ -540,6 +540,7 @@ export class AbqBlockState {
       dY: b.dx,
       dA: b.dA,
       stats: this.stats,
+      exp: this.attn.exp,
     };
   }
 

@@ -1,6 +1,6 @@
-;; WebAssembly SIMD (f32x4) kernels of ABQ-LLM's attention (quant/abq_attention.ts):
 ;; the causal softmax of a head's score rows with the head-averaged map, its
-;; backward, and the product of a causal map with a head's values (or keys). They work in place on the maps that `gemm_f32`
+;; backward, the product of a causal map with a head's values (or keys),
+;; and an elementwise exp (ABQ's loss). They work in place on the maps that `gemm_f32`
 ;; (model/wasm/kernels.wat) writes, in the same linear memory (imported).
 ;;
 ;; Build: `deno run -A quant/abq_kernels_build.ts` writes `_abq_kernels_wasm.ts`;
@@ -202,13 +202,15 @@
   ;; causal_pv: O[t, j] = Σ_{u ≤ t} M[t, u] · V[u, j] for t < $T, j < $w: a
   ;; causal map M (P, or dS) times a head's values V (or keys K), reading only
   ;; the map's entries on and below the diagonal. M[t, u] at $pm + (t·$ld + u)·4,
-  ;; V [T, $w] row-major at $pv, O [T, $w] at $po, $w a multiple of 8; each
-  ;; output lane sums u in increasing order (the same bits on every engine).
+  ;; V [T, $w] row-major at $pv, O [T, $w] at $po, $w a multiple of 8. Two
+  ;; chains of sums per output lane, even u and odd u, each in increasing u,
+  ;; added at the end (the same bits on every engine).
   (func (export "causal_pv")
     (param $pm i32) (param $ld i32) (param $pv i32) (param $po i32) (param $T i32) (param $w i32)
-    (local $t i32) (local $j i32) (local $u i32) (local $m i32) (local $v i32) (local $row i32)
-    (local $p v128) (local $a0 v128) (local $a1 v128)
+    (local $t i32) (local $j i32) (local $m i32) (local $mend i32) (local $v i32) (local $row i32)
+    (local $row2 i32) (local $p v128) (local $a0 v128) (local $a1 v128) (local $b0 v128) (local $b1 v128)
     (local.set $row (i32.shl (local.get $w) (i32.const 2))) ;; bytes per row of V and O
+    (local.set $row2 (i32.shl (local.get $w) (i32.const 3)))
     (local.set $t (i32.const 0))
     (block $done_rows
       (loop $rows
@@ -217,25 +219,100 @@
         (loop $cols
           (local.set $a0 (v128.const i32x4 0 0 0 0))
           (local.set $a1 (v128.const i32x4 0 0 0 0))
+          (local.set $b0 (v128.const i32x4 0 0 0 0))
+          (local.set $b1 (v128.const i32x4 0 0 0 0))
           (local.set $m (i32.add (local.get $pm) (i32.shl (i32.mul (local.get $t) (local.get $ld)) (i32.const 2))))
+          ;; $mend: the entry u = t; pairs (u, u + 1) while u + 1 ≤ t
+          (local.set $mend (i32.add (local.get $m) (i32.shl (local.get $t) (i32.const 2))))
           (local.set $v (i32.add (local.get $pv) (i32.shl (local.get $j) (i32.const 2))))
-          (local.set $u (i32.const 0))
-          (loop $keys
-            (local.set $p (v128.load32_splat (local.get $m)))
-            (local.set $a0 (f32x4.add (local.get $a0) (f32x4.mul (local.get $p) (v128.load (local.get $v)))))
-            (local.set $a1
-              (f32x4.add (local.get $a1) (f32x4.mul (local.get $p) (v128.load offset=16 (local.get $v)))))
-            (local.set $m (i32.add (local.get $m) (i32.const 4)))
-            (local.set $v (i32.add (local.get $v) (local.get $row)))
-            (local.set $u (i32.add (local.get $u) (i32.const 1)))
-            (br_if $keys (i32.le_u (local.get $u) (local.get $t))))
+          (block $done_pairs
+            (loop $pairs
+              (br_if $done_pairs (i32.ge_u (local.get $m) (local.get $mend)))
+              (local.set $p (v128.load32_splat (local.get $m)))
+              (local.set $a0 (f32x4.add (local.get $a0) (f32x4.mul (local.get $p) (v128.load (local.get $v)))))
+              (local.set $a1
+                (f32x4.add (local.get $a1) (f32x4.mul (local.get $p) (v128.load offset=16 (local.get $v)))))
+              (local.set $p (v128.load32_splat offset=4 (local.get $m)))
+              (local.set $b0
+                (f32x4.add (local.get $b0)
+                  (f32x4.mul (local.get $p) (v128.load (i32.add (local.get $v) (local.get $row))))))
+              (local.set $b1
+                (f32x4.add (local.get $b1)
+                  (f32x4.mul (local.get $p) (v128.load offset=16 (i32.add (local.get $v) (local.get $row))))))
+              (local.set $m (i32.add (local.get $m) (i32.const 8)))
+              (local.set $v (i32.add (local.get $v) (local.get $row2)))
+              (br $pairs)))
+          ;; the last key when t is even
+          (if (i32.eq (local.get $m) (local.get $mend))
+            (then
+              (local.set $p (v128.load32_splat (local.get $m)))
+              (local.set $a0 (f32x4.add (local.get $a0) (f32x4.mul (local.get $p) (v128.load (local.get $v)))))
+              (local.set $a1
+                (f32x4.add (local.get $a1) (f32x4.mul (local.get $p) (v128.load offset=16 (local.get $v)))))))
           (local.set $v
             (i32.add (local.get $po)
               (i32.shl (i32.add (i32.mul (local.get $t) (local.get $w)) (local.get $j)) (i32.const 2))))
-          (v128.store (local.get $v) (local.get $a0))
-          (v128.store offset=16 (local.get $v) (local.get $a1))
+          (v128.store (local.get $v) (f32x4.add (local.get $a0) (local.get $b0)))
+          (v128.store offset=16 (local.get $v) (f32x4.add (local.get $a1) (local.get $b1)))
           (local.set $j (i32.add (local.get $j) (i32.const 8)))
           (br_if $cols (i32.lt_u (local.get $j) (local.get $w))))
         (local.set $t (i32.add (local.get $t) (i32.const 1)))
         (br $rows))))
+
+  ;; exp_f32: out[i] = e^x[i] for i < $n, x at $px, out at $po (may be $px;
+  ;; 16-byte aligned; the last group of 4 reads and writes up to 3 floats past
+  ;; $n). The polynomial is causal_softmax's, repeated here: V8 does not
+  ;; inline a helper function, and a call per 4 lanes made the softmax about
+  ;; 1.5× slower.
+  (func (export "exp_f32") (param $px i32) (param $po i32) (param $n i32)
+    (local $i i32) (local $end i32)
+    (local $x v128) (local $kf v128) (local $k v128) (local $r v128) (local $r2 v128) (local $y v128)
+    (local $c_lo v128) (local $c_log2e v128) (local $c_ln2hi v128) (local $c_ln2lo v128)
+    (local $c_p0 v128) (local $c_p1 v128) (local $c_p2 v128) (local $c_p3 v128)
+    (local $c_p4 v128) (local $c_p5 v128) (local $c_one v128) (local $c_bias v128) (local $c_round v128)
+    (local.set $c_lo (f32x4.splat (f32.const -87.33654)))
+    (local.set $c_log2e (f32x4.splat (f32.const 1.44269504088896341)))
+    (local.set $c_ln2hi (f32x4.splat (f32.const 0.693359375)))
+    (local.set $c_ln2lo (f32x4.splat (f32.const -2.12194440e-4)))
+    (local.set $c_p0 (f32x4.splat (f32.const 1.9875691500e-4)))
+    (local.set $c_p1 (f32x4.splat (f32.const 1.3981999507e-3)))
+    (local.set $c_p2 (f32x4.splat (f32.const 8.3334519073e-3)))
+    (local.set $c_p3 (f32x4.splat (f32.const 4.1665795894e-2)))
+    (local.set $c_p4 (f32x4.splat (f32.const 1.6666665459e-1)))
+    (local.set $c_p5 (f32x4.splat (f32.const 5.0000001201e-1)))
+    (local.set $c_one (f32x4.splat (f32.const 1)))
+    (local.set $c_bias (i32x4.splat (i32.const 127)))
+    (local.set $c_round (f32x4.splat (f32.const 12582912))) ;; 1.5·2²³
+    (local.set $i (i32.const 0))
+    (local.set $end (i32.shl (local.get $n) (i32.const 2)))
+    (block $done
+      (loop $each
+        (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
+        (local.set $x (f32x4.pmax (v128.load (i32.add (local.get $px) (local.get $i))) (local.get $c_lo)))
+        (local.set $kf (f32x4.add (f32x4.mul (local.get $x) (local.get $c_log2e)) (local.get $c_round)))
+        (local.set $k (f32x4.sub (local.get $kf) (local.get $c_round)))
+        (local.set $r
+          (f32x4.sub
+            (f32x4.sub (local.get $x) (f32x4.mul (local.get $k) (local.get $c_ln2hi)))
+            (f32x4.mul (local.get $k) (local.get $c_ln2lo))))
+        (local.set $r2 (f32x4.mul (local.get $r) (local.get $r)))
+        (local.set $y
+          (f32x4.add
+            (f32x4.mul
+              (f32x4.add (f32x4.mul (local.get $c_p0) (local.get $r)) (local.get $c_p1))
+              (f32x4.mul (local.get $r2) (local.get $r2)))
+            (f32x4.add
+              (f32x4.mul
+                (f32x4.add (f32x4.mul (local.get $c_p2) (local.get $r)) (local.get $c_p3))
+                (local.get $r2))
+              (f32x4.add (f32x4.mul (local.get $c_p4) (local.get $r)) (local.get $c_p5)))))
+        (local.set $y
+          (f32x4.add
+            (f32x4.add (f32x4.mul (local.get $y) (local.get $r2)) (local.get $r))
+            (local.get $c_one)))
+        (v128.store (i32.add (local.get $po) (local.get $i))
+          (f32x4.mul (local.get $y)
+            (i32x4.shl (i32x4.add (local.get $kf) (local.get $c_bias)) (i32.const 23))))
+        (local.set $i (i32.add (local.get $i) (i32.const 16)))
+        (br $each))))
 )

@@ -30,21 +30,24 @@ export interface TeacherMap {
   pf: Float32Array; // [T(T+1)/2] softmax(A_fp) on and below the diagonal
 }
 
-/** The teacher map of `avg` (head-averaged causal probabilities [T(T+1)/2]). */
-export function teacherMap(avg: Float32Array, T: number): TeacherMap {
-  const logZ = new Float32Array(T);
+/**
+ * The teacher map of `avg` (head-averaged causal probabilities [T(T+1)/2]):
+ * per row t, Z_t = (T − 1 − t) + Σ_{u≤t} e^{avg[t, u]} (the masked entries are
+ * 0: e^0 each), logZ = log Z_t, pf = e^{avg} / Z_t.
+ *
+ * @param exp the exponential of a range ({@linkcode LossBuffers.exp}) @default Math.exp
+ */
+export function teacherMap(avg: Float32Array, T: number, exp: ExpRange = expJs): TeacherMap {
+  const n = triangle(T), logZ = new Float32Array(T), pf = new Float32Array(n);
+  exp(avg, pf, 0, n);
   for (let t = 0; t < T; t++) {
     const o = (t * (t + 1)) / 2;
-    let z = T - 1 - t; // the masked entries are 0: e^0 each
-    for (let u = 0; u <= t; u++) z += Math.exp(avg[o + u]);
+    let z = T - 1 - t;
+    for (let u = 0; u <= t; u++) z += pf[o + u];
     logZ[t] = Math.log(z);
+    for (let u = 0; u <= t; u++) pf[o + u] /= z;
   }
-  const pf = new Float32Array(triangle(T));
-  for (let t = 0; t < T; t++) {
-    const o = (t * (t + 1)) / 2;
-    for (let u = 0; u <= t; u++) pf[o + u] = Math.exp(avg[o + u] - logZ[t]);
-  }
-  return { avg: avg.slice(0, triangle(T)), logZ, pf };
+  return { avg: avg.slice(0, n), logZ, pf };
 }
 
 /** The loss of one window and its gradients. */
@@ -69,6 +72,16 @@ export interface LossBuffers {
   dY: Float32Array; // [T, dim] written: dL/dY
   dA: Float32Array; // [T(T+1)/2] written: dL/dA_q
   stats: Float64Array; // [T, ROW_STATS] written
+  /** The exponential of a range. @default Math.exp, one by one */
+  exp?: ExpRange;
+}
+
+/** dst[i] = e^{src[i]} for i in [from, to). */
+export type ExpRange = (src: Float32Array, dst: Float32Array, from: number, to: number) => void;
+
+/** {@linkcode ExpRange} with Math.exp. */
+function expJs(src: Float32Array, dst: Float32Array, from: number, to: number): void {
+  for (let i = from; i < to; i++) dst[i] = Math.exp(src[i]);
 }
 
 /**
@@ -80,6 +93,7 @@ export function lossRows(b: LossBuffers, T: number, dim: number, r0: number, r1:
   const { Y, T1, T2, avgQ, dY, dA, stats } = b;
   const n = T * dim, N = T * T;
   const { avg: F, logZ, pf } = b.teacher;
+  (b.exp ?? expJs)(avgQ, dA, triangle(r0), triangle(r1)); // e^{A_q}, until the gradient below
   for (let t = r0; t < r1; t++) {
     let mse1 = 0, mse2 = 0, yy = 0, rr1 = 0, yr1 = 0, rr2 = 0, yr2 = 0;
     for (let i = t * dim; i < (t + 1) * dim; i++) {
@@ -104,11 +118,7 @@ export function lossRows(b: LossBuffers, T: number, dim: number, r0: number, r1:
     // the attention-map terms over all T entries of the row (zeros past the diagonal)
     const o = (t * (t + 1)) / 2, masked = T - 1 - t, lzf = logZ[t];
     let z = masked;
-    for (let u = 0; u <= t; u++) {
-      const e = Math.exp(avgQ[o + u]);
-      dA[o + u] = e; // e^{A_q}, until the gradient below
-      z += e;
-    }
+    for (let u = 0; u <= t; u++) z += dA[o + u];
     const lz = Math.log(z), iz = 1 / z;
     // KL1_t = Σ P (log P − log Pf);  KL2_t = Σ Pf (log Pf − log P)
     let r1 = masked * iz * (lzf - lz), r2 = masked * Math.exp(-lzf) * (lz - lzf);
