@@ -2,12 +2,13 @@
  * GPTQ's solver at LLaMA-7B scale: the same lifecycle and results as
  * {@linkcode Gptq} (quant/gptq.ts, the plain transcription of IST-DASLab/gptq
  * gptq.py kept as the tested reference), with every O(n³) step as a blocked
- * matrix product in WebAssembly SIMD (model/wasm/kernels.wat) and the work
- * split over worker threads (model/pool.ts):
+ * matrix product in WebAssembly SIMD (quant/gptq_kernels.wat's `gemm_4x8`;
+ * model/wasm/kernels.wat's `gptq_block` and, for Hinv, `gemm_f32`) and the
+ * work split over worker threads (model/pool.ts):
  *
  * - **Hessian** (`add_batch`): H = 2/nsamples · Σ xᵀx as a symmetric rank-k
- *   update, `gemm_f32` with 4 × 8 register tiles over X packed in panels of
- *   8 columns, 256 rows of X per pass, only the upper triangle; the rows of H
+ *   update, `gemm_4x8` (4 × 8 register tiles) over X packed in panels of 8
+ *   columns, 256 rows of X per pass, only the upper triangle; the rows of H
  *   are split over the workers (tasks of equal area). Rows given to
  *   {@linkcode GptqFast.addBatch} are buffered and accumulated at the next
  *   {@linkcode GptqFast.flush} (or when more than 2²⁶ values are waiting, on
@@ -25,7 +26,7 @@
  *   block-level W (as GPTQ), here through the grid; the in-block sweep
  *   `gptq_block` (quantize a column of 64 rows, err1 = (w − q)/d, the rank-1
  *   update of the block's later columns); the lazy update
- *   W[:, i2:] −= Err1 · Hinv[i1:i2, i2:] as one `gemm_f32`.
+ *   W[:, i2:] −= Err1 · Hinv[i1:i2, i2:] as one `gemm_4x8`.
  *
  * Floating point, and why a code can differ from the reference: Hinv and
  * the sweep are fp32 like GPTQ's torch code (the in-block update
@@ -70,7 +71,8 @@ import {
 } from "./gptq.ts";
 import { checkBits } from "./format.ts";
 import { runTasks, type TaskHandler } from "../model/pool.ts";
-import { growMemory, type SolverKernels, solverKernels } from "../model/wasm/kernels.ts";
+import { growMemory, type SolverKernels, solverKernels, WASM_SIMD } from "../model/wasm/kernels.ts";
+import { GPTQ_KERNELS_WASM_BASE64 } from "./_gptq_kernels_wasm.ts";
 
 /**
  * A grid by name, so that it can travel to worker threads (a
@@ -129,15 +131,76 @@ export interface GptqFastInit {
  * accumulates the waiting rows on this thread instead of at the next flush.
  */
 const PENDING_LIMIT = 1 << 26;
-/** Rows of X per packed pass of the Hessian. */
+/**
+ * Rows of X per packed pass of the Hessian: their products are summed in
+ * registers, then added to C (fp32).
+ */
 const HESSIAN_ROWS = 256;
-/** Rows of output per gemm_f32 call: calls stay short (model/wasm/kernels.ts `warmUp`). */
+/** Columns per block of a Hessian `gemm_4x8` call (their panels stay in L2). */
+const HESSIAN_JBLK = 128;
+/** Rows of output per gemm_4x8 call: calls stay short. */
 const CALL_ROWS = 256;
 /** Default of {@linkcode GptqFastInit.parallelMinMacs}. */
 const PARALLEL_MIN_MACS = 5e8;
 
 const ceil4 = (v: number) => (v + 3) & ~3;
 const ceil8 = (v: number) => (v + 7) & ~7;
+
+/** The export of quant/gptq_kernels.wat (pointers and strides in bytes; the contract is there). */
+interface GemmKernel {
+  gemm_4x8(
+    pa: number,
+    s8: number,
+    pb: number,
+    K: number,
+    kflush: number,
+    pc: number,
+    ldc: number,
+    R: number,
+    J: number,
+    jblk: number,
+    upper: number,
+    doff: number,
+  ): void;
+}
+
+/** The solver's kernels on one memory: model/wasm's `gptq_block` and gptq_kernels.wat's `gemm_4x8`. */
+type Kernels = Pick<SolverKernels, "memory" | "gptq_block"> & GemmKernel;
+
+/** The compiled quant/gptq_kernels.wat; undefined without WebAssembly SIMD. */
+const gemmModule: WebAssembly.Module | undefined = WASM_SIMD
+  ? new WebAssembly.Module(Uint8Array.from(atob(GPTQ_KERNELS_WASM_BASE64), (c) => c.charCodeAt(0)))
+  : undefined;
+
+/**
+ * Whether this thread has warmed `gemm_4x8` up (a cache of the engine's
+ * state, not an option: results never depend on it).
+ */
+let gemmWarm = false;
+
+/**
+ * A fresh set of the solver's kernels (model/wasm/kernels.ts
+ * `solverKernels` and `gemm_4x8` instantiated on its memory). V8 runs a
+ * wasm function as baseline code until its next call after enough work, so
+ * the first call on each thread makes small calls of `gemm_4x8` on a
+ * throwaway memory first (as model/wasm/kernels.ts's `warmUp`).
+ *
+ * @throws Error naming `fn` when the engine has no WebAssembly SIMD
+ */
+function kernels(fn: string): Kernels {
+  const k = solverKernels(fn);
+  const gemm = (memory: WebAssembly.Memory) =>
+    new WebAssembly.Instance(gemmModule!, { env: { memory } }).exports as unknown as GemmKernel;
+  if (!gemmWarm) {
+    const w = gemm(new WebAssembly.Memory({ initial: 1 }));
+    // A = B: 2 panels of 63 rows; C [8, 16] after them
+    for (let rep = 0; rep < 300; rep++) {
+      w.gemm_4x8(0, 63 * 32, 0, 63, 16, 8192, 64, 8, 16, 8, rep & 1, 0);
+    }
+    gemmWarm = true;
+  }
+  return { memory: k.memory, gptq_block: k.gptq_block, gemm_4x8: gemm(k.memory).gemm_4x8 };
+}
 
 /**
  * GPTQ's solver for one linear layer W [rows, cols], fast: accumulate
@@ -523,7 +586,7 @@ export class GptqFast {
     addUpper(
       S,
       n,
-      hessianRows(solverKernels("GptqFast.addBatch()"), x, N, n, 0, ceil8(n), false),
+      hessianRows(kernels("GptqFast.addBatch()"), x, N, n, 0, ceil8(n), false),
       0,
       ceil8(n),
     );
@@ -597,12 +660,12 @@ function addUpper(S: Float64Array, n: number, C: Float32Array, i0: number, i1: n
  * Rows i0..i1 (multiples of 8) of Σ_t x[t]ᵀ x[t] on one thread, columns from
  * i0: C [i1 − i0, np − i0] with C[r, j] = H[i0 + r, i0 + j] for j ≥ r (fp32
  * sums; entries left of the diagonal are not computed; a view of the
- * kernels' memory unless `copy`). Per 256 rows of x,
- * the columns i0..np are packed into panels of 8 (zeros beyond n) and
- * `gemm_f32` (upper) adds their products.
+ * kernels' memory unless `copy`). Per HESSIAN_ROWS rows of x, the columns
+ * i0..np are packed into panels of 8 (zeros beyond n) and `gemm_4x8`
+ * (upper) adds their products.
  */
 function hessianRows(
-  k: SolverKernels,
+  k: Kernels,
   x: Float32Array,
   N: number,
   n: number,
@@ -611,7 +674,7 @@ function hessianRows(
   copy = true,
 ): Float32Array {
   const np = ceil8(n), J = np - i0, R = i1 - i0;
-  const offC = J * HESSIAN_ROWS * 4; // panels [J/8, kc, 8] at 0, C [R, J] after
+  const offC = J * Math.min(HESSIAN_ROWS, N) * 4; // panels [J/8, kc, 8] at 0, C [R, J] after
   growMemory("GptqFast Hessian", k.memory, offC + R * J * 4);
   const f = new Float32Array(k.memory.buffer);
   const full = n - i0 >= J ? J / 8 : Math.floor((n - i0) / 8); // panels with no column beyond n
@@ -632,24 +695,22 @@ function hessianRows(
         }
       }
     }
-    // C[r, j] += Σ_t X[t, i0 + r] X[t, i0 + j], j ≥ r: calls of CALL_ROWS rows,
-    // each shifted right by its first row so that `upper` sees the diagonal.
+    // C[r, j] += Σ_t X[t, i0 + r] X[t, i0 + j], j ≥ r (A = B = the panels),
+    // calls of CALL_ROWS rows of C
     for (let r0 = 0; r0 < R; r0 += CALL_ROWS) {
-      const panel = (r0 >> 3) * kc * 32;
-      k.gemm_f32(
-        panel,
+      k.gemm_4x8(
+        (r0 >> 3) * kc * 32,
         kc * 32,
-        32,
-        panel,
+        0,
         kc,
-        offC + (r0 * J + r0) * 4,
+        HESSIAN_ROWS,
+        offC + r0 * J * 4,
         J * 4,
         Math.min(CALL_ROWS, R - r0),
-        J - r0,
-        128,
+        J,
+        HESSIAN_JBLK,
         1,
-        0,
-        1, // fused multiply-add
+        r0,
       );
     }
   }
@@ -696,7 +757,7 @@ export const gptqTasks: TaskHandler<GptqInit, GptqTask, GptqTaskResult> = {
   setup(init) {
     return (task) => {
       if (init.kind === "hessian" && task.kind === "hessian") {
-        const k = solverKernels("GptqFast Hessian");
+        const k = kernels("GptqFast Hessian");
         return hessianRows(k, init.x, init.N, init.n, task.i0, task.i1);
       }
       if (init.kind === "sweep" && task.kind === "sweep") return sweepRows(init, task.r0, task.r1);
@@ -727,19 +788,19 @@ function sweepRows(
   const ng = n / gs;
   const R = r1 - r0, Rp = ceil8(R);
   const ldw = Rp + 16; // floats per row of WT (off multiples of 4 KiB)
-  const ldh = ceil4(n) + 4; // floats per row of the lazy block of Hinv
-  // Memory (bytes): WT [n + 8, ldw]; Hb [bs, ldh]; H1 [bs, bs]; scale, zero and
-  // codes [bs, ldw] each; −Err1 panels [Rp/8, bs, 8]; err scratch; losses.
+  // Memory (bytes): WT [n + 8, ldw]; Hinv[i1:i2, i2:] in panels of 8 columns
+  // [ceil8(n)/8, bs, 8]; H1 [bs, bs]; scale, zero and codes [bs, ldw] each;
+  // −Err1 panels [Rp/8, bs, 8]; err scratch; losses.
   const offW = 0;
   const offHb = offW + (n + 8) * ldw * 4;
-  const offH1 = offHb + bs * ldh * 4;
+  const offH1 = offHb + bs * ceil8(n) * 4;
   const offS = offH1 + bs * bs * 4;
   const offZ = offS + bs * ldw * 4;
   const offQ = offZ + bs * ldw * 4;
   const offE = offQ + bs * ldw * 4;
   const offT = offE + Rp * bs * 4;
   const offL = offT + 256;
-  const k = solverKernels("GptqFast.fasterquant()");
+  const k = kernels("GptqFast.fasterquant()");
   growMemory("GptqFast.fasterquant()", k.memory, offL + 32);
   const f = new Float32Array(k.memory.buffer);
   const WT = f.subarray(0, (n + 8) * ldw);
@@ -748,33 +809,33 @@ function sweepRows(
   const Sc = f.subarray(offS / 4, offZ / 4);
   const Zc = f.subarray(offZ / 4, offQ / 4);
   const Qc = f.subarray(offQ / 4, offE / 4);
-  for (let r = 0; r < R; r++) {
-    const src = (r0 + r) * n;
-    for (let c = 0; c < n; c++) WT[c * ldw + r] = W[src + c];
-  }
+  transpose(W, r0 * n, n, WT, 0, ldw, R, n);
   const scales = init.preScales.slice(r0 * ng, r1 * ng); // [R, ng]
   const zeros = init.preZeros.slice(r0 * ng, r1 * ng);
-  const codes = new Uint8Array(R * n);
-  // the grid of column i of the block for every row (padding rows: scale 1, zero 0)
-  const setColumn = (i: number, g: number) => {
+  const codesT = new Uint8Array(n * R); // [n, R]: codes by (original) column
+  // the grid of column i of the block for every row (padding rows: scale 1,
+  // zero 0), copied from column i − 1 when it has the same group g
+  const setColumn = (i: number, g: number, sameAsPrevious: boolean) => {
     const o = i * ldw;
+    if (sameAsPrevious) {
+      Sc.copyWithin(o, o - ldw, o - ldw + Rp);
+      Zc.copyWithin(o, o - ldw, o - ldw + Rp);
+      return;
+    }
     for (let r = 0; r < R; r++) {
       Sc[o + r] = scales[r * ng + g];
       Zc[o + r] = zeros[r * ng + g];
     }
     for (let r = R; r < Rp; r++) Sc[o + r] = 1, Zc[o + r] = 0;
   };
-  if (!grouped) { for (let i = 0; i < bs; i++) setColumn(i, 0); }
+  if (!grouped) { for (let i = 0; i < bs; i++) setColumn(i, 0, i > 0); }
   const tmp = new Float32Array(R * gs); // one group of every row
   for (let i1 = 0; i1 < n; i1 += bs) {
     const i2 = Math.min(i1 + bs, n), count = i2 - i1;
     if (grouped && !staticGroups) {
       // find_params(W[:, c:c+gs]) of every group starting in the block, on the block-level W
       for (let c = Math.ceil(i1 / gs) * gs; c < i2; c += gs) {
-        for (let t = 0; t < gs; t++) {
-          const o = (c + t) * ldw;
-          for (let r = 0; r < R; r++) tmp[r * gs + t] = WT[o + r];
-        }
+        transpose(WT, c * ldw, ldw, tmp, 0, gs, gs, R);
         const g = c / gs;
         for (let r = 0; r < R; r++) {
           const p = grid.params(tmp, r * gs, (r + 1) * gs, `${init.what} row ${r0 + r}`);
@@ -784,9 +845,11 @@ function sweepRows(
       }
     }
     if (grouped) {
+      let previous = -1;
       for (let i = 0; i < count; i++) {
-        const col = i1 + i;
-        setColumn(i, Math.floor((staticGroups && perm ? perm[col] : col) / gs));
+        const col = i1 + i, g = Math.floor((staticGroups && perm ? perm[col] : col) / gs);
+        setColumn(i, g, g === previous);
+        previous = g;
       }
     }
     for (let a = 0; a < count; a++) {
@@ -807,23 +870,30 @@ function sweepRows(
       maxq,
     );
     for (let i = 0; i < count; i++) {
-      const col = i1 + i, oc = perm ? perm[col] : col, o = i * ldw;
-      for (let r = 0; r < R; r++) codes[r * n + oc] = Qc[o + r];
+      const col = i1 + i, oc = perm ? perm[col] : col;
+      codesT.set(Qc.subarray(i * ldw, i * ldw + R), oc * R);
     }
     if (i2 < n) {
-      // W[:, i2:] −= Err1 · Hinv[i1:i2, i2:]: WTᵀ rows i2.. += Hinv[i1:i2, i2:]ᵀ · (−Err1)ᵀ
-      const m = n - i2, Jr = ceil4(m);
+      // W[:, i2:] −= Err1 · Hinv[i1:i2, i2:]: WTᵀ rows i2.. += Hinv[i1:i2, i2:]ᵀ · (−Err1)ᵀ,
+      // Hb[j, a] = Hinv[i1 + a, i2 + j] in panels of 8 rows j (zeros beyond n)
+      const m = n - i2, Jr = ceil4(m), m8 = ceil8(m);
+      const full = m >> 3, step = count * 8; // panels with no column beyond n
       for (let a = 0; a < count; a++) {
-        const dst = a * ldh;
-        Hb.set(U.subarray((i1 + a) * n + i2, (i1 + a) * n + n), dst);
-        Hb.fill(0, dst + m, dst + Jr);
+        const src = (i1 + a) * n + i2;
+        let p = a * 8;
+        for (let c8 = 0; c8 < full; c8++, p += step) {
+          const s = src + c8 * 8;
+          Hb[p] = U[s], Hb[p + 1] = U[s + 1], Hb[p + 2] = U[s + 2], Hb[p + 3] = U[s + 3];
+          Hb[p + 4] = U[s + 4], Hb[p + 5] = U[s + 5], Hb[p + 6] = U[s + 6], Hb[p + 7] = U[s + 7];
+        }
+        for (let j = full * 8; j < m8; j++) Hb[p + (j & 7)] = j < m ? U[src + j] : 0;
       }
       for (let j0 = 0; j0 < Jr; j0 += CALL_ROWS) {
-        k.gemm_f32(
-          offHb + j0 * 4,
-          32,
-          ldh * 4,
+        k.gemm_4x8(
+          offHb + (j0 >> 3) * count * 32,
+          count * 32,
           offE,
+          count,
           count,
           offW + (i2 + j0) * ldw * 4,
           ldw * 4,
@@ -832,13 +902,41 @@ function sweepRows(
           128,
           0,
           0,
-          1, // fused multiply-add
         );
       }
     }
   }
+  const codes = new Uint8Array(R * n);
+  transpose(codesT, 0, R, codes, 0, n, n, R);
   const l = new Float64Array(k.memory.buffer, offL, 4);
   return { codes, scales, zeros, losses: l[0] + l[1] + l[2] + l[3] };
+}
+
+/**
+ * dst[dOff + c·ldd + r] = src[sOff + r·lds + c] for r < rows, c < cols, in
+ * tiles of 32 × 32 so that both sides stay in cache (a plain loop writes
+ * one cache line per value when rows are long).
+ */
+function transpose<T extends Float32Array | Uint8Array>(
+  src: T,
+  sOff: number,
+  lds: number,
+  dst: T,
+  dOff: number,
+  ldd: number,
+  rows: number,
+  cols: number,
+): void {
+  for (let r0 = 0; r0 < rows; r0 += 32) {
+    const r1 = Math.min(r0 + 32, rows);
+    for (let c0 = 0; c0 < cols; c0 += 32) {
+      const c1 = Math.min(c0 + 32, cols);
+      for (let r = r0; r < r1; r++) {
+        const s = sOff + r * lds, d = dOff + r;
+        for (let c = c0; c < c1; c++) dst[d + c * ldd] = src[s + c];
+      }
+    }
+  }
 }
 
 /**

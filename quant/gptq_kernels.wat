@@ -1,0 +1,186 @@
+;; WebAssembly SIMD (f32x4) kernel of GPTQ's fast solver (quant/gptq_fast.ts):
+;; the matrix product behind the Hessian X'X and fasterquant's lazy block
+;; updates. It works in the linear memory of model/wasm/kernels.wat's solver
+;; instance (imported), next to that module's `gptq_block`, which writes
+;; −Err1 in the packed layout read here.
+;;
+;; Build: `deno run -A quant/gptq_kernels_build.ts` writes `_gptq_kernels_wasm.ts`;
+;; gptq_kernels_build_test.ts checks that the committed bytes are what this
+;; source compiles to.
+;;
+;; Why this shape. x86-64 has 16 xmm registers (V8 keeps one as scratch): a
+;; tile of 4 rows × 8 columns holds 8 accumulators, 2 B vectors and one A
+;; vector; larger tiles spill. In this engine every memory access is
+;; bounds-checked by an explicit compare (Deno runs V8 without its trap
+;; handler), so loads cost more than shuffles: per k the tile loads one
+;; v128 of A (4 rows) and two of B (8 columns), and instead of broadcasting
+;; each A value (4 shuffles, or 4 more loads), multiplies B by A rotated
+;; one lane at a time (3 shuffles): accumulator c_m lane l sums
+;; A[r0 + (l + m) mod 4, k] · B[k, j0 + l], and the flush puts the lanes
+;; back in their rows. k is unrolled by 2 (one loop test and one pointer
+;; step per two k; an odd count starts with one k alone).
+;;
+;; Floating point: each multiply-add is one `f32x4.relaxed_madd` (fused,
+;; one rounding, where the host has FMA, as V8 does on x86-64 with FMA3 and
+;; on arm64; else rounded twice), k in increasing order per output from a
+;; zero accumulator; every $kflush values of k the accumulator is added to
+;; C and restarted from zero. With $kflush = 256 this is the order, and so
+;; the bits, of model/wasm/kernels.wat's `gemm_f32` (`fused` 1) called once
+;; per 256 values of k.
+(module
+  (import "env" "memory" (memory 1))
+
+  ;; [x0[0], x1[1], x2[2], x3[3]]: lane l of x_l.
+  (func $diagonal (param $x0 v128) (param $x1 v128) (param $x2 v128) (param $x3 v128) (result v128)
+    (v128.bitselect (local.get $x3)
+      (v128.bitselect (local.get $x2)
+        (v128.bitselect (local.get $x1) (local.get $x0) (v128.const i32x4 0 -1 0 0))
+        (v128.const i32x4 0 0 -1 0))
+      (v128.const i32x4 0 0 0 -1)))
+
+  ;; gemm_4x8: C[r, j] += Σ_{k<K} A[r, k] · B[k, j] for r < R, j < J, in f32.
+  ;;   A packed in panels of 8 rows: A[r, k] at $pa + (r >> 3)·$s8 + (r & 7)·4 + k·32
+  ;;       ($s8 = K·32 for panels [R/8, K, 8]; A may be B itself: the Hessian X'X)
+  ;;   B packed in panels of 8 columns: B[k, j] at $pb + ((j >> 3)·K + k)·32 + (j & 7)·4
+  ;;   C[r, j] at $pc + r·$ldc + j·4 (row-major, $ldc bytes per row)
+  ;; R a multiple of 4; J and $jblk multiples of 8; K, $kflush ≥ 1. Loop
+  ;; order: blocks of $jblk columns (their B panels stay in L2) → 4-row
+  ;; tiles (their A panel stays in L1) → 8-column tiles → k.
+  ;;   $upper 0: every tile;
+  ;;   $upper 1: only tiles with j0 + 8 > r0 + $doff, i.e. those that hold an
+  ;;       entry on or right of the diagonal when C[r, j] is entry
+  ;;       (r + $doff, j) of a symmetric matrix (entries left of the diagonal
+  ;;       in such a tile are written too).
+  (func (export "gemm_4x8")
+    (param $pa i32) (param $s8 i32) (param $pb i32) (param $K i32) (param $kflush i32)
+    (param $pc i32) (param $ldc i32) (param $R i32) (param $J i32) (param $jblk i32)
+    (param $upper i32) (param $doff i32)
+    (local $jb i32) (local $je i32) (local $r0 i32) (local $j0 i32) (local $t i32) (local $kb i32)
+    (local $a i32) (local $b i32) (local $bend i32) (local $bstop i32) (local $c i32)
+    (local $s v128) (local $b0 v128) (local $b1 v128)
+    (local $c00 v128) (local $c01 v128) (local $c10 v128) (local $c11 v128)
+    (local $c20 v128) (local $c21 v128) (local $c30 v128) (local $c31 v128)
+    (if (i32.eqz (local.get $K)) (then (return)))
+    (local.set $kb (i32.shl (local.get $K) (i32.const 5))) ;; bytes per panel
+    (local.set $jb (i32.const 0))
+    (block $done_jb
+      (loop $jbl
+        (br_if $done_jb (i32.ge_u (local.get $jb) (local.get $J)))
+        (local.set $je (i32.add (local.get $jb) (local.get $jblk)))
+        (if (i32.gt_u (local.get $je) (local.get $J)) (then (local.set $je (local.get $J))))
+        (local.set $r0 (i32.const 0))
+        (block $done_r
+          (loop $rl
+            (br_if $done_r (i32.ge_u (local.get $r0) (local.get $R)))
+            (local.set $t (i32.add (local.get $r0) (local.get $doff))) ;; the tile's row in C's triangle
+            ;; upper: no tile of this column block reaches the diagonal once t ≥ je
+            (br_if $done_r (i32.and (local.get $upper) (i32.ge_s (local.get $t) (local.get $je))))
+            (local.set $j0 (local.get $jb))
+            (if (i32.and (local.get $upper) (i32.gt_s (i32.and (local.get $t) (i32.const -8)) (local.get $j0)))
+              (then (local.set $j0 (i32.and (local.get $t) (i32.const -8)))))
+            (block $done_j
+              (loop $jl
+                (br_if $done_j (i32.ge_u (local.get $j0) (local.get $je)))
+                (local.set $a
+                  (i32.add
+                    (i32.add (local.get $pa) (i32.mul (i32.shr_u (local.get $r0) (i32.const 3)) (local.get $s8)))
+                    (i32.shl (i32.and (local.get $r0) (i32.const 7)) (i32.const 2))))
+                (local.set $b (i32.add (local.get $pb) (i32.mul (i32.shr_u (local.get $j0) (i32.const 3)) (local.get $kb))))
+                (local.set $bend (i32.add (local.get $b) (local.get $kb)))
+                (local.set $c
+                  (i32.add (local.get $pc)
+                    (i32.add (i32.mul (local.get $r0) (local.get $ldc)) (i32.shl (local.get $j0) (i32.const 2)))))
+                (loop $chunks
+                  (local.set $bstop (i32.add (local.get $b) (i32.shl (local.get $kflush) (i32.const 5))))
+                  (if (i32.gt_u (local.get $bstop) (local.get $bend)) (then (local.set $bstop (local.get $bend))))
+                  (local.set $c00 (v128.const i32x4 0 0 0 0))
+                  (local.set $c01 (v128.const i32x4 0 0 0 0))
+                  (local.set $c10 (v128.const i32x4 0 0 0 0))
+                  (local.set $c11 (v128.const i32x4 0 0 0 0))
+                  (local.set $c20 (v128.const i32x4 0 0 0 0))
+                  (local.set $c21 (v128.const i32x4 0 0 0 0))
+                  (local.set $c30 (v128.const i32x4 0 0 0 0))
+                  (local.set $c31 (v128.const i32x4 0 0 0 0))
+                  ;; an odd number of k in this chunk: the first one alone
+                  (if (i32.and (i32.sub (local.get $bstop) (local.get $b)) (i32.const 32))
+                    (then
+                      (local.set $b0 (v128.load (local.get $b)))
+                      (local.set $b1 (v128.load offset=16 (local.get $b)))
+                      (local.set $s (v128.load (local.get $a)))
+                      (local.set $c00 (f32x4.relaxed_madd (local.get $s) (local.get $b0) (local.get $c00)))
+                      (local.set $c01 (f32x4.relaxed_madd (local.get $s) (local.get $b1) (local.get $c01)))
+                      (local.set $s (i8x16.shuffle 4 5 6 7 8 9 10 11 12 13 14 15 0 1 2 3 (local.get $s) (local.get $s)))
+                      (local.set $c10 (f32x4.relaxed_madd (local.get $s) (local.get $b0) (local.get $c10)))
+                      (local.set $c11 (f32x4.relaxed_madd (local.get $s) (local.get $b1) (local.get $c11)))
+                      (local.set $s (i8x16.shuffle 4 5 6 7 8 9 10 11 12 13 14 15 0 1 2 3 (local.get $s) (local.get $s)))
+                      (local.set $c20 (f32x4.relaxed_madd (local.get $s) (local.get $b0) (local.get $c20)))
+                      (local.set $c21 (f32x4.relaxed_madd (local.get $s) (local.get $b1) (local.get $c21)))
+                      (local.set $s (i8x16.shuffle 4 5 6 7 8 9 10 11 12 13 14 15 0 1 2 3 (local.get $s) (local.get $s)))
+                      (local.set $c30 (f32x4.relaxed_madd (local.get $s) (local.get $b0) (local.get $c30)))
+                      (local.set $c31 (f32x4.relaxed_madd (local.get $s) (local.get $b1) (local.get $c31)))
+                      (local.set $a (i32.add (local.get $a) (i32.const 32)))
+                      (local.set $b (i32.add (local.get $b) (i32.const 32)))))
+                  (if (i32.lt_u (local.get $b) (local.get $bstop))
+                    (then
+                      (loop $kl
+                        ;; k
+                        (local.set $b0 (v128.load (local.get $b)))
+                        (local.set $b1 (v128.load offset=16 (local.get $b)))
+                        (local.set $s (v128.load (local.get $a))) ;; A[r0 .. r0+3, k]
+                        (local.set $c00 (f32x4.relaxed_madd (local.get $s) (local.get $b0) (local.get $c00)))
+                        (local.set $c01 (f32x4.relaxed_madd (local.get $s) (local.get $b1) (local.get $c01)))
+                        (local.set $s (i8x16.shuffle 4 5 6 7 8 9 10 11 12 13 14 15 0 1 2 3 (local.get $s) (local.get $s)))
+                        (local.set $c10 (f32x4.relaxed_madd (local.get $s) (local.get $b0) (local.get $c10)))
+                        (local.set $c11 (f32x4.relaxed_madd (local.get $s) (local.get $b1) (local.get $c11)))
+                        (local.set $s (i8x16.shuffle 4 5 6 7 8 9 10 11 12 13 14 15 0 1 2 3 (local.get $s) (local.get $s)))
+                        (local.set $c20 (f32x4.relaxed_madd (local.get $s) (local.get $b0) (local.get $c20)))
+                        (local.set $c21 (f32x4.relaxed_madd (local.get $s) (local.get $b1) (local.get $c21)))
+                        (local.set $s (i8x16.shuffle 4 5 6 7 8 9 10 11 12 13 14 15 0 1 2 3 (local.get $s) (local.get $s)))
+                        (local.set $c30 (f32x4.relaxed_madd (local.get $s) (local.get $b0) (local.get $c30)))
+                        (local.set $c31 (f32x4.relaxed_madd (local.get $s) (local.get $b1) (local.get $c31)))
+                        ;; k + 1
+                        (local.set $b0 (v128.load offset=32 (local.get $b)))
+                        (local.set $b1 (v128.load offset=48 (local.get $b)))
+                        (local.set $s (v128.load offset=32 (local.get $a)))
+                        (local.set $c00 (f32x4.relaxed_madd (local.get $s) (local.get $b0) (local.get $c00)))
+                        (local.set $c01 (f32x4.relaxed_madd (local.get $s) (local.get $b1) (local.get $c01)))
+                        (local.set $s (i8x16.shuffle 4 5 6 7 8 9 10 11 12 13 14 15 0 1 2 3 (local.get $s) (local.get $s)))
+                        (local.set $c10 (f32x4.relaxed_madd (local.get $s) (local.get $b0) (local.get $c10)))
+                        (local.set $c11 (f32x4.relaxed_madd (local.get $s) (local.get $b1) (local.get $c11)))
+                        (local.set $s (i8x16.shuffle 4 5 6 7 8 9 10 11 12 13 14 15 0 1 2 3 (local.get $s) (local.get $s)))
+                        (local.set $c20 (f32x4.relaxed_madd (local.get $s) (local.get $b0) (local.get $c20)))
+                        (local.set $c21 (f32x4.relaxed_madd (local.get $s) (local.get $b1) (local.get $c21)))
+                        (local.set $s (i8x16.shuffle 4 5 6 7 8 9 10 11 12 13 14 15 0 1 2 3 (local.get $s) (local.get $s)))
+                        (local.set $c30 (f32x4.relaxed_madd (local.get $s) (local.get $b0) (local.get $c30)))
+                        (local.set $c31 (f32x4.relaxed_madd (local.get $s) (local.get $b1) (local.get $c31)))
+                        (local.set $a (i32.add (local.get $a) (i32.const 64)))
+                        (local.set $b (i32.add (local.get $b) (i32.const 64)))
+                        (br_if $kl (i32.lt_u (local.get $b) (local.get $bstop))))))
+                  ;; flush: row m of the tile, lane l, is in c_{(m − l) mod 4} lane l
+                  (v128.store (local.get $c) (f32x4.add (v128.load (local.get $c))
+                    (call $diagonal (local.get $c00) (local.get $c30) (local.get $c20) (local.get $c10))))
+                  (v128.store offset=16 (local.get $c) (f32x4.add (v128.load offset=16 (local.get $c))
+                    (call $diagonal (local.get $c01) (local.get $c31) (local.get $c21) (local.get $c11))))
+                  (local.set $t (i32.add (local.get $c) (local.get $ldc)))
+                  (v128.store (local.get $t) (f32x4.add (v128.load (local.get $t))
+                    (call $diagonal (local.get $c10) (local.get $c00) (local.get $c30) (local.get $c20))))
+                  (v128.store offset=16 (local.get $t) (f32x4.add (v128.load offset=16 (local.get $t))
+                    (call $diagonal (local.get $c11) (local.get $c01) (local.get $c31) (local.get $c21))))
+                  (local.set $t (i32.add (local.get $t) (local.get $ldc)))
+                  (v128.store (local.get $t) (f32x4.add (v128.load (local.get $t))
+                    (call $diagonal (local.get $c20) (local.get $c10) (local.get $c00) (local.get $c30))))
+                  (v128.store offset=16 (local.get $t) (f32x4.add (v128.load offset=16 (local.get $t))
+                    (call $diagonal (local.get $c21) (local.get $c11) (local.get $c01) (local.get $c31))))
+                  (local.set $t (i32.add (local.get $t) (local.get $ldc)))
+                  (v128.store (local.get $t) (f32x4.add (v128.load (local.get $t))
+                    (call $diagonal (local.get $c30) (local.get $c20) (local.get $c10) (local.get $c00))))
+                  (v128.store offset=16 (local.get $t) (f32x4.add (v128.load offset=16 (local.get $t))
+                    (call $diagonal (local.get $c31) (local.get $c21) (local.get $c11) (local.get $c01))))
+                  (br_if $chunks (i32.lt_u (local.get $b) (local.get $bend))))
+                (local.set $j0 (i32.add (local.get $j0) (i32.const 8)))
+                (br $jl)))
+            (local.set $r0 (i32.add (local.get $r0) (i32.const 4)))
+            (br $rl)))
+        (local.set $jb (local.get $je))
+        (br $jbl))))
+)
