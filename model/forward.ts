@@ -143,8 +143,11 @@ export function rmsInverse(x: Float32Array, o: number, dim: number, eps: number)
   return 1 / Math.sqrt(ss / dim + eps);
 }
 
-/** out[t] = x[t] / sqrt(mean(x[t]²) + eps) ⊙ weight, for T rows of width dim. */
-export function rmsnorm(
+/**
+ * out[t] = x[t] / sqrt(mean(x[t]²) + eps) ⊙ weight, for T rows of width dim;
+ * plain version, float64 per element.
+ */
+export function rmsnormRef(
   out: Float32Array,
   x: Float32Array,
   weight: Float32Array,
@@ -157,6 +160,25 @@ export function rmsnorm(
     const inv = rmsInverse(x, o, dim, eps);
     for (let i = 0; i < dim; i++) out[o + i] = weight[i] * (x[o + i] * inv);
   }
+}
+
+/**
+ * RMSNorm as the forward pass computes it, same contract as
+ * {@linkcode rmsnormRef}: in WebAssembly (model/wasm/kernels.ts, the same
+ * float64 arithmetic up to the order of the sum of squares) where it exists
+ * and dim is a multiple of 4, else rmsnormRef.
+ */
+export function rmsnorm(
+  out: Float32Array,
+  x: Float32Array,
+  weight: Float32Array,
+  T: number,
+  dim: number,
+  eps: number,
+): void {
+  if (FORWARD_KERNELS && dim % 4 === 0 && dim > 0) {
+    FORWARD_KERNELS.rmsnorm(out, x, weight, T, dim, eps);
+  } else rmsnormRef(out, x, weight, T, dim, eps);
 }
 
 /**

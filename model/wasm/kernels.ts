@@ -79,6 +79,7 @@ interface KernelExports {
     nKvHeads: number,
     c: number,
   ): void;
+  rmsnorm(px: number, pw: number, po: number, T: number, dim: number, eps: number): void;
   swiglu(p1: number, p3: number, pe: number, po: number, n: number): void;
   softmax_sums(px: number, T: number, np: number, pe: number, pm: number, ps: number): void;
 }
@@ -376,6 +377,41 @@ export class WasmKernels {
     this.#exports.attention_hs8(0, fk * 4, fv * 4, fo * 4, fs * 4, T, nHeads, nKvHeads, C_HS8);
     att.set(f.subarray(fo, fo + T * dim));
   }
+
+  /**
+   * RMSNorm of T rows of width dim: out[t] = x[t] / √(mean(x[t]²) + eps) ⊙ weight,
+   * in float64 per element as model/forward.ts's `rmsnormRef` (only the
+   * order of the sum of squares differs), rounded once to float32. `out`
+   * may be `x`. Bound to this instance.
+   *
+   * @param dim must be a multiple of 4
+   * @throws RangeError on a bad dimension or an operand too short.
+   */
+  readonly rmsnorm = (
+    out: Float32Array,
+    x: Float32Array,
+    weight: Float32Array,
+    T: number,
+    dim: number,
+    eps: number,
+  ): void => {
+    const fn = "rmsnormWasm";
+    checkDim(fn, "T", T);
+    checkDim(fn, "dim", dim);
+    if (dim % 4 !== 0 || dim === 0) {
+      throw new RangeError(`${fn}: dim must be a positive multiple of 4, found ${dim}`);
+    }
+    checkLength(fn, "x", x, T * dim, `T·dim = ${T}·${dim}`);
+    checkLength(fn, "weight", weight, dim, "dim");
+    checkLength(fn, "out", out, T * dim, `T·dim = ${T}·${dim}`);
+    if (T === 0) return;
+    // Layout (floats): x [T, dim] at 0 (the output in place), weight [dim] after it.
+    const f = this.#reserve(fn, (T + 1) * dim * 4);
+    copyRows(f, 0, dim, x, T, dim);
+    copyRows(f, T * dim, dim, weight, 1, dim);
+    this.#exports.rmsnorm(0, T * dim * 4, 0, T, dim, eps);
+    out.set(f.subarray(0, T * dim));
+  };
 
   /**
    * The SwiGLU gate out[i] = silu(h1[i]) · h3[i] = h1[i] / (1 + e^−h1[i]) · h3[i]

@@ -1,8 +1,10 @@
 ;; WebAssembly SIMD (f32x4) kernels of the CPU forward pass: the linear
-;; layers (`matmul`), causal softmax attention (`attention`), the SwiGLU
-;; gate (`swiglu`) and the log-sum-exp of the logits (`softmax_sums`, for
-;; perplexity), the last three with one polynomial exp (`$exp2`); and of
-;; GPTQ's solver (`gemm_f32`, `gptq_block`, `gemm_f64`, at the end).
+;; layers (`matmul`), causal softmax attention (`attention`, and
+;; `attention_hs8` for head size 8), RMSNorm (`rmsnorm`), the SwiGLU gate
+;; (`swiglu`) and the log-sum-exp of the logits (`softmax_sums`, for
+;; perplexity), the softmaxes and the gate with one polynomial exp
+;; (`$exp2_map`); and of GPTQ's solver (`gemm_f32`, `gptq_block`,
+;; `gemm_f64`, at the end).
 ;;
 ;; Build: `deno run -A model/wasm/build.ts` (wat2wasm from the `wabt` npm
 ;; package) writes model/wasm/_kernels_wasm.ts; model/wasm/build_test.ts
@@ -10,9 +12,9 @@
 ;; The caller (model/wasm/kernels.ts) owns the memory layout: it copies the
 ;; operands in, calls a kernel, and copies the result out.
 ;;
-;; The forward kernels (`matmul` … `softmax_sums`) accumulate in float32 with
-;; plain (unfused) multiply and add, so their results are bit-identical on
-;; every engine. GPTQ's solver kernels use relaxed SIMD's multiply-add
+;; The forward kernels (`matmul` … `softmax_sums`) accumulate in float32
+;; (`rmsnorm` and `softmax_sums`' sums in float64) with plain (unfused)
+;; multiply and add, so their results are bit-identical on every engine. GPTQ's solver kernels use relaxed SIMD's multiply-add
 ;; (`f32x4.relaxed_madd` in `gemm_f32` when asked, `f32x4.relaxed_nmadd` in
 ;; `gptq_block`, `f64x2.relaxed_madd` in `gemm_f64`): the engine may fuse it
 ;; (one rounding; V8 on x86-64 with FMA3 and on arm64 does) or not (two
@@ -176,6 +178,64 @@
             (f64.add (f64x2.extract_lane 0 (local.get $a)) (f64x2.extract_lane 1 (local.get $a)))
             (f64.add (f64x2.extract_lane 0 (local.get $b)) (f64x2.extract_lane 1 (local.get $b)))))
         (local.set $px (i32.add (local.get $px) (i32.shl (local.get $np) (i32.const 2))))
+        (local.set $t (i32.add (local.get $t) (i32.const 1)))
+        (br $rows))))
+
+  ;; rmsnorm: out[t, i] = w[i] · (x[t, i] · inv_t), inv_t = 1 / √(Σ_i x[t, i]² / dim + eps),
+  ;; for T rows of width dim (a multiple of 4), in f64 as model/forward.ts's
+  ;; rmsnormRef: the squares (exact in f64) summed in two f64x2 accumulators
+  ;; (even and odd i, combined as (a0 + a1) + (b0 + b1)), each output
+  ;; computed in f64 and rounded once to f32. Only the order of the sum
+  ;; differs from rmsnormRef's. out may be x.
+  (func (export "rmsnorm") (param $px i32) (param $pw i32) (param $po i32) (param $T i32) (param $dim i32) (param $eps f64)
+    (local $row i32) (local $i i32) (local $t i32) (local $x v128) (local $a v128) (local $b v128) (local $inv v128)
+    (local $lo v128) (local $hi v128)
+    (local.set $row (i32.shl (local.get $dim) (i32.const 2)))
+    (block $done_rows
+      (loop $rows
+        (br_if $done_rows (i32.ge_u (local.get $t) (local.get $T)))
+        (local.set $a (v128.const f64x2 0 0))
+        (local.set $b (v128.const f64x2 0 0))
+        (local.set $i (i32.const 0))
+        (loop $squares
+          (local.set $x (v128.load (i32.add (local.get $px) (local.get $i))))
+          (local.set $lo (f64x2.promote_low_f32x4 (local.get $x)))
+          (local.set $hi (f64x2.promote_low_f32x4
+            (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $x) (local.get $x))))
+          (local.set $a (f64x2.add (local.get $a) (f64x2.mul (local.get $lo) (local.get $lo))))
+          (local.set $b (f64x2.add (local.get $b) (f64x2.mul (local.get $hi) (local.get $hi))))
+          (local.set $i (i32.add (local.get $i) (i32.const 16)))
+          (br_if $squares (i32.lt_u (local.get $i) (local.get $row))))
+        (local.set $inv (f64x2.splat
+          (f64.div (f64.const 1)
+            (f64.sqrt (f64.add
+              (f64.div
+                (f64.add
+                  (f64.add (f64x2.extract_lane 0 (local.get $a)) (f64x2.extract_lane 1 (local.get $a)))
+                  (f64.add (f64x2.extract_lane 0 (local.get $b)) (f64x2.extract_lane 1 (local.get $b))))
+                (f64.convert_i32_u (local.get $dim)))
+              (local.get $eps))))))
+        (local.set $i (i32.const 0))
+        (loop $scale
+          (local.set $x (v128.load (i32.add (local.get $px) (local.get $i))))
+          (local.set $a (v128.load (i32.add (local.get $pw) (local.get $i))))
+          (local.set $lo
+            (f32x4.demote_f64x2_zero
+              (f64x2.mul (f64x2.promote_low_f32x4 (local.get $a))
+                (f64x2.mul (f64x2.promote_low_f32x4 (local.get $x)) (local.get $inv)))))
+          (local.set $hi
+            (f32x4.demote_f64x2_zero
+              (f64x2.mul
+                (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $a) (local.get $a)))
+                (f64x2.mul
+                  (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $x) (local.get $x)))
+                  (local.get $inv)))))
+          (v128.store (i32.add (local.get $po) (local.get $i))
+            (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $lo) (local.get $hi)))
+          (local.set $i (i32.add (local.get $i) (i32.const 16)))
+          (br_if $scale (i32.lt_u (local.get $i) (local.get $row))))
+        (local.set $px (i32.add (local.get $px) (local.get $row)))
+        (local.set $po (i32.add (local.get $po) (local.get $row)))
         (local.set $t (i32.add (local.get $t) (i32.const 1)))
         (br $rows))))
 

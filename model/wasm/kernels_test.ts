@@ -22,6 +22,7 @@ Deno.test("WASM_SIMD is true in Deno and the kernels export the forward's and GP
     "gptq_block",
     "matmul",
     "memory",
+    "rmsnorm",
     "softmax_sums",
     "swiglu",
   ]);
@@ -235,4 +236,32 @@ Deno.test("WasmKernels.logSumExp() equals a float64 log-sum-exp within 3e-7, for
   k.logSumExp(lse, x, 2, 4);
   assert.equal(lse[0], 1 + Math.log(4));
   assert.ok(Number.isNaN(lse[1]));
+});
+
+Deno.test("WasmKernels.rmsnorm() equals the float64 formula rounded to float32 (in place too)", () => {
+  const k = new WasmKernels();
+  const T = 9, dim = 68, eps = 1e-5;
+  const x = randn(T * dim, 41).map((v, i) => (i < dim ? 1e-4 * v : 30 * v)), w = randn(dim, 42);
+  const out = new Float32Array(T * dim);
+  k.rmsnorm(out, x, w, T, dim, eps);
+  for (let t = 0; t < T; t++) {
+    let ss = 0;
+    for (let i = 0; i < dim; i++) ss += x[t * dim + i] ** 2;
+    const inv = 1 / Math.sqrt(ss / dim + eps);
+    for (let i = 0; i < dim; i++) {
+      const want = Math.fround(w[i] * (x[t * dim + i] * inv));
+      const got = out[t * dim + i];
+      assert.ok(
+        Math.abs(got - want) <= 1.2e-7 * Math.abs(want),
+        `t ${t} i ${i}: ${got} vs ${want}`,
+      );
+    }
+  }
+  const inPlace = x.slice();
+  k.rmsnorm(inPlace, inPlace, w, T, dim, eps);
+  assert.deepEqual(inPlace, out);
+  assert.throws(
+    () => k.rmsnorm(out, x, w, 2, 6, eps),
+    /dim must be a positive multiple of 4, found 6/,
+  );
 });
