@@ -37,31 +37,9 @@ import {
   growMemory,
   type SolverKernels,
   solverKernels,
-  WASM_SIMD,
   withoutSimd,
 } from "../model/wasm/kernels.ts";
-import { ABQ_KERNELS_WASM_BASE64 } from "./_abq_kernels_wasm.ts";
-
-/** The exports of `abq_kernels.wat` (byte offsets into the imported memory; contracts there). */
-interface SoftmaxKernels {
-  causal_softmax(ps: number, ld: number, T: number, scale: number, pavg: number, inv: number): void;
-  causal_softmax_backward(
-    pp: number,
-    pd: number,
-    ld: number,
-    T: number,
-    scale: number,
-    pdavg: number,
-    inv: number,
-  ): void;
-  causal_pv(pm: number, ld: number, pv: number, po: number, T: number, w: number): void;
-  exp_f32(px: number, po: number, n: number): void;
-}
-
-/** The compiled `abq_kernels.wat`; undefined without WebAssembly SIMD. */
-const softmaxModule: WebAssembly.Module | undefined = WASM_SIMD
-  ? new WebAssembly.Module(Uint8Array.from(atob(ABQ_KERNELS_WASM_BASE64), (c) => c.charCodeAt(0)))
-  : undefined;
+import { ABQ_KERNELS_MODULE, type AbqKernelExports, abqKernels } from "./abq_kernels.ts";
 
 /** Floats of one causal map: row t holds t + 1 entries, at t(t+1)/2. */
 export function triangle(T: number): number {
@@ -75,7 +53,7 @@ export class AbqAttention {
   /** [nHeads, Tp, Tp] probabilities of the last forward, 0 above the diagonal (wasm memory). */
   readonly P: Float32Array;
   private readonly k: SolverKernels;
-  private readonly sm: SoftmaxKernels;
+  private readonly sm: AbqKernelExports;
   private readonly Tp: number; // ⌈maxT / 8⌉·8: the maps' row stride
   private readonly hsP: number; // ⌈hs / 8⌉·8: the panels' width
   // byte offsets in k.memory, and their views
@@ -100,7 +78,7 @@ export class AbqAttention {
   private readonly E: Float32Array; // [maxT(maxT+1)/2 + 4] exp's operand and result
 
   constructor(readonly c: LlamaConfig, readonly maxT: number) {
-    if (!softmaxModule) withoutSimd("AbqAttention")();
+    if (!ABQ_KERNELS_MODULE) withoutSimd("AbqAttention")();
     const hs = headSize(c), Tp = ceil8(maxT), hsP = ceil8(hs), sq = Tp * Tp;
     this.Tp = Tp;
     this.hsP = hsP;
@@ -124,8 +102,7 @@ export class AbqAttention {
     }
     this.k = solverKernels("AbqAttention");
     growMemory("AbqAttention", this.k.memory, at);
-    this.sm = new WebAssembly.Instance(softmaxModule!, { env: { memory: this.k.memory } })
-      .exports as unknown as SoftmaxKernels;
+    this.sm = abqKernels(this.k.memory);
     [
       this.pP,
       this.pdS,

@@ -47,6 +47,7 @@ import {
 } from "./act_quant.ts";
 import { roundHalfEven } from "./rtn.ts";
 import { AbqAttention, triangle } from "./abq_attention.ts";
+import { ACT_QUANT_KERNELS } from "./abq_kernels.ts";
 import {
   type AbqLoss,
   type LossBuffers,
@@ -98,7 +99,11 @@ export function fakeQuantGrad(
   g[go + imin - xo] -= dS / maxq;
 }
 
-/** {@linkcode fakeQuantGrad} for `rows` consecutive vectors of `width` in g and x. */
+/**
+ * {@linkcode fakeQuantGrad} for `rows` consecutive vectors of `width` in g
+ * and x; with round-half-even, in WebAssembly (quant/abq_kernels.ts: the
+ * same bits).
+ */
 export function fakeQuantRowsGrad(
   g: Float32Array,
   x: Float32Array,
@@ -107,6 +112,9 @@ export function fakeQuantRowsGrad(
   maxq: number,
   round: (v: number) => number = roundHalfEven,
 ): void {
+  if (round === roundHalfEven && ACT_QUANT_KERNELS) {
+    return ACT_QUANT_KERNELS.fakeQuantRowsGrad(g, x, rows, width, maxq);
+  }
   for (let r = 0; r < rows; r++) fakeQuantGrad(g, r * width, x, r * width, width, maxq, round);
 }
 

@@ -1,6 +1,8 @@
 ;; the causal softmax of a head's score rows with the head-averaged map, its
 ;; backward, the product of a causal map with a head's values (or keys),
-;; and an elementwise exp (ABQ's loss). They work in place on the maps that `gemm_f32`
+;; an elementwise exp (ABQ's loss), and the per-token activation quantizer of
+;; quant/act_quant.ts with its straight-through backward (quant/abq_grad.ts).
+;; The attention kernels work in place on the maps that `gemm_f32`
 ;; (model/wasm/kernels.wat) writes, in the same linear memory (imported).
 ;;
 ;; Build: `deno run -A quant/abq_kernels_build.ts` writes `_abq_kernels_wasm.ts`;
@@ -315,4 +317,164 @@
             (i32x4.shl (i32x4.add (local.get $kf) (local.get $c_bias)) (i32.const 23))))
         (local.set $i (i32.add (local.get $i) (i32.const 16)))
         (br $each))))
+
+  ;; ---------------------------------------------------------------------------
+  ;; The per-token activation quantizer (quant/act_quant.ts), bit for bit: every
+  ;; step is one f32 operation, as the TypeScript rounds each step to f32, and
+  ;; f32.nearest rounds halves to even (torch.round).
+
+  ;; $token_params: scale and zero of the $n floats at $p (act_quant.ts
+  ;; `tokenParams`): scale = clamp((max − min) / maxq, 1e-5, 1e4), zero =
+  ;; nearest(clamp(−min / scale, −1e4, 1e4)).
+  (func $token_params (param $p i32) (param $n i32) (param $maxq f32) (result f32 f32)
+    (local $i i32) (local $end i32) (local $mn f32) (local $mx f32) (local $v f32) (local $s f32)
+    (local $z f32)
+    (local.set $mn (f32.load (local.get $p)))
+    (local.set $mx (local.get $mn))
+    (local.set $i (i32.const 4))
+    (local.set $end (i32.shl (local.get $n) (i32.const 2)))
+    (block $done
+      (loop $each
+        (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
+        (local.set $v (f32.load (i32.add (local.get $p) (local.get $i))))
+        (if (f32.lt (local.get $v) (local.get $mn)) (then (local.set $mn (local.get $v))))
+        (if (f32.gt (local.get $v) (local.get $mx)) (then (local.set $mx (local.get $v))))
+        (local.set $i (i32.add (local.get $i) (i32.const 4)))
+        (br $each)))
+    (local.set $s (f32.div (f32.sub (local.get $mx) (local.get $mn)) (local.get $maxq)))
+    (if (f32.lt (local.get $s) (f32.const 0x1.4f8b58p-17)) (then (local.set $s (f32.const 0x1.4f8b58p-17)))) ;; fround(1e-5)
+    (if (f32.gt (local.get $s) (f32.const 10000)) (then (local.set $s (f32.const 10000))))
+    (local.set $z (f32.div (f32.neg (local.get $mn)) (local.get $s)))
+    (if (f32.lt (local.get $z) (f32.const -10000)) (then (local.set $z (f32.const -10000))))
+    (if (f32.gt (local.get $z) (f32.const 10000)) (then (local.set $z (f32.const 10000))))
+    (local.get $s)
+    (f32.nearest (local.get $z)))
+
+  ;; fake_quant_rows: out = x̂ for $rows vectors of $width floats at $px (act_quant.ts
+  ;; `fakeQuantRows`): x̂ = (clamp(nearest(x / scale) + zero, 0, maxq) − zero) · scale.
+  ;; $po may be $px.
+  (func (export "fake_quant_rows")
+    (param $px i32) (param $po i32) (param $rows i32) (param $width i32) (param $maxq f32)
+    (local $r i32) (local $x i32) (local $o i32) (local $end i32) (local $end4 i32)
+    (local $s f32) (local $z f32) (local $q f32)
+    (local $vs v128) (local $vz v128) (local $vq v128) (local $vmax v128)
+    (local.set $vmax (f32x4.splat (local.get $maxq)))
+    (local.set $r (i32.const 0))
+    (block $done_rows
+      (loop $rows_l
+        (br_if $done_rows (i32.ge_u (local.get $r) (local.get $rows)))
+        (local.set $x
+          (i32.add (local.get $px) (i32.shl (i32.mul (local.get $r) (local.get $width)) (i32.const 2))))
+        (local.set $o
+          (i32.add (local.get $po) (i32.shl (i32.mul (local.get $r) (local.get $width)) (i32.const 2))))
+        (call $token_params (local.get $x) (local.get $width) (local.get $maxq))
+        (local.set $z)
+        (local.set $s)
+        (local.set $vs (f32x4.splat (local.get $s)))
+        (local.set $vz (f32x4.splat (local.get $z)))
+        (local.set $end (i32.add (local.get $x) (i32.shl (local.get $width) (i32.const 2))))
+        (local.set $end4 (i32.add (local.get $x) (i32.shl (i32.and (local.get $width) (i32.const -4)) (i32.const 2))))
+        (block $done4
+          (loop $each4
+            (br_if $done4 (i32.ge_u (local.get $x) (local.get $end4)))
+            (local.set $vq
+              (f32x4.add (f32x4.nearest (f32x4.div (v128.load align=4 (local.get $x)) (local.get $vs)))
+                (local.get $vz)))
+            (local.set $vq (f32x4.min (f32x4.max (local.get $vq) (v128.const i32x4 0 0 0 0)) (local.get $vmax)))
+            (v128.store align=4 (local.get $o)
+              (f32x4.mul (f32x4.sub (local.get $vq) (local.get $vz)) (local.get $vs)))
+            (local.set $x (i32.add (local.get $x) (i32.const 16)))
+            (local.set $o (i32.add (local.get $o) (i32.const 16)))
+            (br $each4)))
+        (block $done1
+          (loop $each1
+            (br_if $done1 (i32.ge_u (local.get $x) (local.get $end)))
+            (local.set $q
+              (f32.add (f32.nearest (f32.div (f32.load (local.get $x)) (local.get $s))) (local.get $z)))
+            (local.set $q (f32.min (f32.max (local.get $q) (f32.const 0)) (local.get $maxq)))
+            (f32.store (local.get $o) (f32.mul (f32.sub (local.get $q) (local.get $z)) (local.get $s)))
+            (local.set $x (i32.add (local.get $x) (i32.const 4)))
+            (local.set $o (i32.add (local.get $o) (i32.const 4)))
+            (br $each1)))
+        (local.set $r (i32.add (local.get $r) (i32.const 1)))
+        (br $rows_l))))
+
+  ;; fake_quant_grad_rows: for $rows vectors of $width floats, x at $px (before
+  ;; quantization) and g at $pg (dL/dx̂ in, dL/dx out), quant/abq_grad.ts
+  ;; `fakeQuantGrad` in the same f64 and f32 steps:
+  ;;   dS = Σ_i g_i·((q_i − zero) − [inside]·x_i/scale)   (f64, in i order)
+  ;;   g_i ← [inside]·g_i;  then, unless scale was clamped,
+  ;;   g[argmax] += dS / maxq;  g[argmin] −= dS / maxq     (first max, first min)
+  (func (export "fake_quant_grad_rows")
+    (param $pg i32) (param $px i32) (param $rows i32) (param $width i32) (param $maxq f32)
+    (local $r i32) (local $x i32) (local $g i32) (local $i i32) (local $end i32)
+    (local $imax i32) (local $imin i32) (local $s f32) (local $z f32) (local $q f32) (local $v f32)
+    (local $raw f64) (local $dS f64) (local $gi f64) (local $in i32)
+    (local.set $r (i32.const 0))
+    (block $done_rows
+      (loop $rows_l
+        (br_if $done_rows (i32.ge_u (local.get $r) (local.get $rows)))
+        (local.set $x
+          (i32.add (local.get $px) (i32.shl (i32.mul (local.get $r) (local.get $width)) (i32.const 2))))
+        (local.set $g
+          (i32.add (local.get $pg) (i32.shl (i32.mul (local.get $r) (local.get $width)) (i32.const 2))))
+        (call $token_params (local.get $x) (local.get $width) (local.get $maxq))
+        (local.set $z)
+        (local.set $s)
+        (local.set $end (i32.shl (local.get $width) (i32.const 2)))
+        ;; first max and first min (byte offsets)
+        (local.set $imax (i32.const 0))
+        (local.set $imin (i32.const 0))
+        (local.set $i (i32.const 4))
+        (block $done_arg
+          (loop $arg
+            (br_if $done_arg (i32.ge_u (local.get $i) (local.get $end)))
+            (local.set $v (f32.load (i32.add (local.get $x) (local.get $i))))
+            (if (f32.gt (local.get $v) (f32.load (i32.add (local.get $x) (local.get $imax))))
+              (then (local.set $imax (local.get $i))))
+            (if (f32.lt (local.get $v) (f32.load (i32.add (local.get $x) (local.get $imin))))
+              (then (local.set $imin (local.get $i))))
+            (local.set $i (i32.add (local.get $i) (i32.const 4)))
+            (br $arg)))
+        (local.set $raw
+          (f64.div
+            (f64.promote_f32
+              (f32.sub (f32.load (i32.add (local.get $x) (local.get $imax)))
+                (f32.load (i32.add (local.get $x) (local.get $imin)))))
+            (f64.promote_f32 (local.get $maxq))))
+        (local.set $dS (f64.const 0))
+        (local.set $i (i32.const 0))
+        (block $done_each
+          (loop $each
+            (br_if $done_each (i32.ge_u (local.get $i) (local.get $end)))
+            (local.set $v (f32.load (i32.add (local.get $x) (local.get $i))))
+            (local.set $gi (f64.promote_f32 (f32.load (i32.add (local.get $g) (local.get $i)))))
+            (local.set $q (f32.add (f32.nearest (f32.div (local.get $v) (local.get $s))) (local.get $z)))
+            (local.set $in
+              (i32.and (f32.ge (local.get $q) (f32.const 0)) (f32.le (local.get $q) (local.get $maxq))))
+            (local.set $q (f32.min (f32.max (local.get $q) (f32.const 0)) (local.get $maxq)))
+            (local.set $dS
+              (f64.add (local.get $dS)
+                (f64.mul (local.get $gi)
+                  (f64.sub (f64.promote_f32 (f32.sub (local.get $q) (local.get $z)))
+                    (select
+                      (f64.div (f64.promote_f32 (local.get $v)) (f64.promote_f32 (local.get $s)))
+                      (f64.const 0) (local.get $in))))))
+            (if (i32.eqz (local.get $in))
+              (then (f32.store (i32.add (local.get $g) (local.get $i)) (f32.const 0))))
+            (local.set $i (i32.add (local.get $i) (i32.const 4)))
+            (br $each)))
+        (if (i32.and (f64.ge (local.get $raw) (f64.const 1e-5)) (f64.le (local.get $raw) (f64.const 1e4)))
+          (then
+            (local.set $dS (f64.div (local.get $dS) (f64.promote_f32 (local.get $maxq))))
+            (f32.store (i32.add (local.get $g) (local.get $imax))
+              (f32.demote_f64
+                (f64.add (f64.promote_f32 (f32.load (i32.add (local.get $g) (local.get $imax))))
+                  (local.get $dS))))
+            (f32.store (i32.add (local.get $g) (local.get $imin))
+              (f32.demote_f64
+                (f64.sub (f64.promote_f32 (f32.load (i32.add (local.get $g) (local.get $imin))))
+                  (local.get $dS))))))
+        (local.set $r (i32.add (local.get $r) (i32.const 1)))
+        (br $rows_l))))
 )

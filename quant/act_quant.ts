@@ -23,7 +23,9 @@
  *   zero = round(clamp(−xmin / scale, −1e4, 1e4))
  *   x̂ = (clamp(round(x / scale) + zero, 0, maxq) − zero) · scale
  *
- * every step rounded to fp32 as torch computes it, `round` half to even. A
+ * every step rounded to fp32 as torch computes it, `round` half to even
+ * (in WebAssembly where the engine has SIMD, quant/abq_kernels.ts: the same
+ * bits). A
  * constant vector gets scale 1e-5 and, beyond |x| ≈ 0.1, a clamped zero:
  * ABQ-LLM's quantizer then returns a wrong value, and so does this one (kept
  * on purpose, to be the same function).
@@ -38,6 +40,7 @@ import { headSize, kvDim } from "../model/config.ts";
 import type { BlockBuffers, BlockHooks } from "../model/forward.ts";
 import { roundHalfEven } from "./rtn.ts";
 import { checkBits } from "./format.ts";
+import { ACT_QUANT_KERNELS } from "./abq_kernels.ts";
 
 /** Bits that mean "not quantized" (ABQ-LLM: `n_bits >= 16` returns x). */
 export const ACT_OFF_BITS = 16;
@@ -164,6 +167,22 @@ export function tokenParams(
  * ```
  */
 export function fakeQuantRows(
+  x: Float32Array,
+  rows: number,
+  width: number,
+  maxq: number,
+  out: Float32Array = x,
+): Float32Array {
+  if (ACT_QUANT_KERNELS) return ACT_QUANT_KERNELS.fakeQuantRows(x, rows, width, maxq, out);
+  return fakeQuantRowsScalar(x, rows, width, maxq, out);
+}
+
+/**
+ * {@linkcode fakeQuantRows} in plain TypeScript, one value at a time: what
+ * runs without WebAssembly SIMD, and the reference the WebAssembly kernel
+ * (quant/abq_kernels.ts) is tested against bit for bit.
+ */
+export function fakeQuantRowsScalar(
   x: Float32Array,
   rows: number,
   width: number,
