@@ -344,6 +344,8 @@ export class AbqBlockState {
   private readonly ropeCos: Float32Array; // [maxT, headSize / 2]
   private readonly ropeSin: Float32Array;
   private readonly cat: Float32Array; // [max(dim + 2kv, 2 hidden), dim] scratch
+  private readonly gKv: Float32Array; // [maxT, dim] scratch: gradients of a part's Q, K or V
+  private readonly xKv: Float32Array; // [maxT, dim] scratch: the same before quantization
   private readonly aMaxq: number; // 0: linear inputs not quantized
   private readonly kMaxq: number; // 0: Q, K, V not quantized
 
@@ -404,6 +406,8 @@ export class AbqBlockState {
     };
     [this.ropeCos, this.ropeSin] = ropeTables(config, maxT);
     this.cat = new Float32Array(Math.max(qkv, 2 * hiddenDim) * dim);
+    this.gKv = new Float32Array(this.kMaxq ? maxT * dim : 0);
+    this.xKv = new Float32Array(this.kMaxq ? maxT * dim : 0);
     this.attn = new AbqAttention(this.c, maxT);
   }
 
@@ -627,16 +631,22 @@ export class AbqBlockState {
       const q0 = g0 * groups * hs, q1 = g1 * groups * hs, k0 = dim + g0 * hs, k1 = dim + g1 * hs;
       const v0 = k0 + kv, v1 = k1 + kv;
       if (kMaxq) {
-        // back through the Q, K, V quantizers (per head and token)
-        for (let t = 0; t < T; t++) {
-          const o = t * qkv;
-          for (let j = q0; j < q1; j += hs) {
-            fakeQuantGrad(b.dqkv, o + j, b.qPre, t * dim + j, hs, kMaxq, round);
+        // back through the Q, K, V quantizers (per head and token): the part's columns of
+        // every row gathered into [T · heads, hs] rows
+        const { gKv, xKv } = this;
+        const cols: [number, number, Float32Array, number, number][] = [
+          [q0, q1, b.qPre, dim, q0],
+          [k0, k1, b.kPre, kv, g0 * hs],
+          [v0, v1, b.vPre, kv, g0 * hs],
+        ];
+        for (const [f0, f1, pre, width, c0] of cols) {
+          const w = f1 - f0;
+          for (let t = 0; t < T; t++) {
+            gKv.set(b.dqkv.subarray(t * qkv + f0, t * qkv + f1), t * w);
+            xKv.set(pre.subarray(t * width + c0, t * width + c0 + w), t * w);
           }
-          for (let j = g0 * hs; j < g1 * hs; j += hs) {
-            fakeQuantGrad(b.dqkv, o + dim + j, b.kPre, t * kv + j, hs, kMaxq, round);
-            fakeQuantGrad(b.dqkv, o + dim + kv + j, b.vPre, t * kv + j, hs, kMaxq, round);
-          }
+          fakeQuantRowsGrad(gKv, xKv, (T * w) / hs, hs, kMaxq, round);
+          for (let t = 0; t < T; t++) b.dqkv.set(gKv.subarray(t * w, (t + 1) * w), t * qkv + f0);
         }
       }
       // back through RoPE (on the transposed gradients), and wq, wk, wv's gradient rows
