@@ -14,7 +14,9 @@
  * on one thread, the official code on one thread (OMP/OpenBLAS threads 1),
  * ours on every worker, the official code on every thread — so that load
  * from other processes hits both sides alike. Ratios are ours / official
- * (below 1: ours is faster). The official code runs with torch's defaults
+ * (below 1: ours is faster); the one-thread runs also report CPU seconds
+ * and their ratios (`hessianRatioCpu`, `fasterquantRatioCpu`), which a busy
+ * machine moves much less than wall-clock time. The official code runs with torch's defaults
  * (OpenMP's default wait policy: on a machine whose cores are busy with
  * other work, its threads can spin for minutes; the figures say so).
  *
@@ -23,6 +25,7 @@
  *
  * @module
  */
+import process from "node:process";
 import { randn } from "../../model/random.ts";
 import { GptqFast } from "../../quant/gptq_fast.ts";
 import { rtn } from "../../quant/rtn.ts";
@@ -83,6 +86,19 @@ export interface PeerComparison {
   fasterquantRatio: number;
   hessianRatioAllThreads: number;
   fasterquantRatioAllThreads: number;
+  /**
+   * CPU seconds (user + system, every thread of the process) of the
+   * one-thread runs: what each side costs whatever else runs on the machine
+   * (wall-clock ratios move with the load; these much less).
+   */
+  oursHessianCpuSeconds1: number;
+  oursFasterquantCpuSeconds1: number;
+  officialHessianCpuSeconds1: number;
+  officialFasterquantCpuSeconds1: number;
+  /** Hessian, one thread each, CPU time: ours / official. */
+  hessianRatioCpu: number;
+  /** fasterquant, one thread each, CPU time: ours / official. */
+  fasterquantRatioCpu: number;
   /** Σ Losses of ours and of the official code (same layer; close, not equal: fp16 scales here). */
   oursError: number;
   officialError: number;
@@ -211,13 +227,15 @@ async function comparePeer(
     await Deno.writeFile(`${dir}/w.bin`, new Uint8Array(W.buffer, W.byteOffset, W.byteLength));
     const ours = async (workers: number) => {
       const g = new GptqFast(rows, cols, { workers });
-      const t = performance.now();
+      const t = performance.now(), c = cpuSeconds();
       g.addBatch(x, calibRows);
       await g.flush();
-      const hessian = (performance.now() - t) / 1000;
+      const hessian = (performance.now() - t) / 1000, hessianCpu = cpuSeconds() - c;
+      const c1 = cpuSeconds();
       const r = await g.fasterquant(W, { bits: o.bits, groupSize: o.group });
+      const fasterquantCpu = cpuSeconds() - c1;
       g.free();
-      return { hessian, fasterquant: r.seconds, error: r.error };
+      return { hessian, fasterquant: r.seconds, hessianCpu, fasterquantCpu, error: r.error };
     };
     const official = async (threads: number) => {
       const script = new URL("./peers/gptq_official.py", import.meta.url).pathname;
@@ -242,6 +260,8 @@ async function comparePeer(
       return JSON.parse(lines.at(-1)!) as {
         hessianSeconds: number;
         fasterquantSeconds: number;
+        hessianCpuSeconds: number;
+        fasterquantCpuSeconds: number;
         error: number;
         torch: string;
       };
@@ -284,6 +304,12 @@ async function comparePeer(
       fasterquantRatio: o1.fasterquant / p1.fasterquantSeconds,
       hessianRatioAllThreads: oa.hessian / pa.hessianSeconds,
       fasterquantRatioAllThreads: oa.fasterquant / pa.fasterquantSeconds,
+      oursHessianCpuSeconds1: o1.hessianCpu,
+      oursFasterquantCpuSeconds1: o1.fasterquantCpu,
+      officialHessianCpuSeconds1: p1.hessianCpuSeconds,
+      officialFasterquantCpuSeconds1: p1.fasterquantCpuSeconds,
+      hessianRatioCpu: o1.hessianCpu / p1.hessianCpuSeconds,
+      fasterquantRatioCpu: o1.fasterquantCpu / p1.fasterquantCpuSeconds,
       oursError: o1.error,
       officialError: p1.error,
       torch: p1.torch,
@@ -295,10 +321,22 @@ async function comparePeer(
         }×, ${r.fasterquantRatioAllThreads.toFixed(2)}× (${threadsAll} threads each); ` +
         `error ${r.oursError.toFixed(1)} vs ${r.officialError.toFixed(1)} (torch ${r.torch})`,
     );
+    o.log(
+      `    CPU seconds, 1 thread each: add_batch ${o1.hessianCpu.toFixed(2)} vs ` +
+        `${p1.hessianCpuSeconds.toFixed(2)} (${r.hessianRatioCpu.toFixed(2)}×), fasterquant ` +
+        `${o1.fasterquantCpu.toFixed(2)} vs ${p1.fasterquantCpuSeconds.toFixed(2)} ` +
+        `(${r.fasterquantRatioCpu.toFixed(2)}×)`,
+    );
     return r;
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+/** CPU time of this process (user + system, every thread), seconds. */
+function cpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
 }
 
 /** The peer script could not run (no PyTorch, or it failed). */

@@ -25,9 +25,11 @@ Input: float32 little-endian files written by eval/bench/quant.ts:
   DIR/x.bin  [calib_rows, cols] calibration rows (one window, GPTQ's tmp = 1)
   DIR/w.bin  [rows, cols] weights
 Output: one JSON line: {"threads", "hessianSeconds", "fasterquantSeconds",
-"error", "torch"}.  fasterquantSeconds is timed like the official `tick`
-(from before find_params to the end of the sweep); hessianSeconds is the
-add_batch call.
+"hessianCpuSeconds", "fasterquantCpuSeconds", "error", "torch"}.
+fasterquantSeconds is timed like the official `tick` (from before
+find_params to the end of the sweep); hessianSeconds is the add_batch call;
+the *CpuSeconds are this process's CPU time (every thread) over the same
+spans.
 
 Threads: the caller sets OMP_NUM_THREADS / OPENBLAS_NUM_THREADS before this
 process starts (OpenBLAS reads them at load); --threads also goes to
@@ -106,6 +108,7 @@ class GPTQ:
     def fasterquant(self, blocksize=128, percdamp=0.01, groupsize=-1):
         W = self.weight.clone().float()
         tick = time.perf_counter()
+        cpu = time.process_time()
         if not self.quantizer.ready():
             self.quantizer.find_params(W)
 
@@ -151,7 +154,8 @@ class GPTQ:
             Losses[:, i1:i2] = Losses1 / 2
             W[:, i2:] -= Err1.matmul(Hinv[i1:i2, i2:])
         seconds = time.perf_counter() - tick
-        return Q, torch.sum(Losses).item(), seconds
+        cpu = time.process_time() - cpu
+        return Q, torch.sum(Losses).item(), seconds, cpu
 
 
 def main():
@@ -169,14 +173,16 @@ def main():
     w = np.fromfile(a.dir + "/w.bin", dtype=np.float32).reshape(a.rows, a.cols)
     g = GPTQ(torch.from_numpy(w))
     g.quantizer = Quantizer(a.bits)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     g.add_batch(torch.from_numpy(x))
-    hessian = time.perf_counter() - t
-    _, error, seconds = g.fasterquant(groupsize=a.group)
+    hessian, hessian_cpu = time.perf_counter() - t, time.process_time() - c
+    _, error, seconds, cpu = g.fasterquant(groupsize=a.group)
     print(json.dumps({
         "threads": a.threads,
         "hessianSeconds": hessian,
         "fasterquantSeconds": seconds,
+        "hessianCpuSeconds": hessian_cpu,
+        "fasterquantCpuSeconds": cpu,
         "error": error,
         "torch": torch.__version__,
     }))
