@@ -2,9 +2,12 @@
 ;; layers (`matmul`), causal softmax attention (`attention`, and
 ;; `attention_hs8` for head size 8), RMSNorm (`rmsnorm`), the SwiGLU gate
 ;; (`swiglu`) and the log-sum-exp of the logits (`softmax_sums`, for
-;; perplexity), the softmaxes and the gate with one polynomial exp
-;; (`$exp2_map`); and of GPTQ's solver (`gemm_f32`, `gptq_block`,
-;; `gemm_f64`, at the end).
+;; perplexity); and of GPTQ's solver (`gemm_f32`, `gptq_block`,
+;; `gemm_f64`, at the end). Two polynomial exps: `attention` keeps Cephes'
+;; expf inline (natural base, ln 2 split in two: ≈ 1 ulp whatever the score
+;; gap; its cost is small next to the dot products of heads of 64 or 128),
+;; while `attention_hs8`, `swiglu` and `softmax_sums`, where the exp is a
+;; third of the work, share `$exp2_map` (base 2, a few operations fewer).
 ;;
 ;; Build: `deno run -A model/wasm/build.ts` (wat2wasm from the `wabt` npm
 ;; package) writes model/wasm/_kernels_wasm.ts; model/wasm/build_test.ts
