@@ -10,11 +10,11 @@
  *
  * @module
  */
-import type { UniformTensor } from "../quant/format.ts";
+import { fromF16, type UniformTensor } from "../quant/format.ts";
 import { tokenParams } from "../quant/act_quant.ts";
 import { roundHalfEven } from "../quant/rtn.ts";
 import type { ActCodes } from "../kernels/bitplane_reference.ts";
-import { packActPlanes, packWeightPlanes } from "../kernels/bitplane_reference.ts";
+import { packActPlanes, packWeightPlanes, waAccRef } from "../kernels/bitplane_reference.ts";
 import type { Gpu } from "../kernels/device.ts";
 import { readBuffer } from "../kernels/device.ts";
 import { createBitplanePlan, uploadWeightPlanes, WA_MAX_BATCH } from "../kernels/bitplane.ts";
@@ -64,6 +64,39 @@ export function quantizeTokens(
     }
   }
   return { batch: n, cols: width, bits: planesFor(maxq), codes, scales, zeros };
+}
+
+/**
+ * y [T, rows] = Q_act(x) · Wᵀ computed on the CPU exactly as the W×A kernels
+ * compute it with one group per weight row: the exact integer accumulator
+ * Σ_k (q_x − z_x)(q_w − z_w) (kernels/bitplane_reference.ts `waAccRef`), then
+ * the kernels' f32 epilogue (s_w · s_x) · acc. Its outputs are the kernels'
+ * bit for bit; they differ from fake quantization's fakeQuantRows(X) ·
+ * dequantize(W)ᵀ, summed in f32, in the last bits.
+ *
+ * @param w the uniform weight [rows, cols], one group per row
+ * @param x input [T, cols]
+ * @param T tokens
+ * @param maxq largest activation code
+ * @returns y [T, rows]
+ */
+export function waLinearCpu(
+  w: UniformTensor,
+  x: Float32Array,
+  T: number,
+  maxq: number,
+): Float32Array {
+  if (w.groupSize < w.cols) {
+    throw new RangeError(`waLinearCpu(): one group per row only, found groups of ${w.groupSize}`);
+  }
+  const codes = quantizeTokens(x, w.cols, 0, T, maxq), acc = waAccRef(w, codes);
+  const sw = fromF16(w.scales), y = new Float32Array(T * w.rows), f = Math.fround;
+  for (let t = 0; t < T; t++) {
+    for (let r = 0; r < w.rows; r++) {
+      y[t * w.rows + r] = f(f(sw[r] * codes.scales[t]) * acc[t * w.rows + r]);
+    }
+  }
+  return y;
 }
 
 /** Options of {@linkcode waLinearGpu}. */
