@@ -716,7 +716,8 @@ function copyColumns(
   width: number,
 ): void {
   for (let t = 0; t < T; t++) {
-    dst.set(src.subarray(t * srcWidth + c0, t * srcWidth + c0 + width), t * width);
+    const so = t * srcWidth + c0, d0 = t * width;
+    for (let i = 0; i < width; i++) dst[d0 + i] = src[so + i];
   }
 }
 
