@@ -21,9 +21,11 @@ import {
   str,
 } from "./options.ts";
 import {
+  blockwiseModel,
   calibrationNeed,
   evalSetNeed,
   loadModelFromOptions,
+  openModelFromOptions,
   requireDataFromOptions,
 } from "./load.ts";
 import type { DataNeed } from "../../datasets/datadir.ts";
@@ -56,6 +58,7 @@ import {
   quantizeFileBlockwise,
   quantizesBlockwise,
 } from "./quantize_file.ts";
+import { streamProblem } from "../quantize_stream.ts";
 
 /** The calibration files the specs' methods read (none for fp32 and RTN). */
 function calibNeeds(specs: readonly (QuantSpec | null)[]): DataNeed[] {
@@ -382,6 +385,7 @@ const evalCmd: Command = {
     "dry-run": { type: "boolean" },
     workers: { type: "string" },
     "no-resume": { type: "boolean" },
+    blockwise: { type: "boolean" },
     device: { type: "string" },
     ...FISHER_OPTIONS,
   },
@@ -403,6 +407,9 @@ const evalCmd: Command = {
                        reads a Slurm job array (SLURM_ARRAY_TASK_ID, _COUNT or _MIN/_MAX)
   --dry-run            print the plan with what is already stored or cached, and stop
   --no-resume          re-evaluate results already in the store
+  --blockwise          never hold the model whole: quantize block by block into the cache, evaluate
+                       one block at a time (the same numbers; RTN, GPTQ, SqueezeLLM without
+                       --outliers; cpu only): models larger than memory in fp32
   --workers N          worker threads (default: number of cores)
 ${DEVICE_HELP}
 ${FISHER_HELP}; the SqueezeLLM rows then need no Fisher pass
@@ -456,17 +463,25 @@ ${MODEL_HELP}`,
       await checkOutputFile(optionLabel(values, "store"), storePath, { createDir: true });
       await checkOutputDir(optionLabel(values, "out"), outDir);
     }
-    const model = await loadModelFromOptions(
-      values,
-      preset.datasets.map(evalSetNeed),
-    );
-    const seqlen = seqlenFor(
-      preset.seqlen ?? undefined,
-      model.weights.config.maxSeqLen,
-      model.name,
-    );
+    if (values.blockwise && gpu) throw new CliError(`--blockwise runs on the cpu (--device cpu)`);
+    const opened = values.blockwise
+      ? await openModelFromOptions(values, preset.datasets.map(evalSetNeed))
+      : undefined;
+    using _ = opened?.source;
+    const model = opened
+      ? blockwiseModel(opened)
+      : await loadModelFromOptions(values, preset.datasets.map(evalSetNeed));
+    const seqlen = seqlenFor(preset.seqlen ?? undefined, model.config.maxSeqLen, model.name);
     const { expandVariants } = await import("./plan.ts");
-    const specs = expandVariants(preset, model.weights.config).variants.map((v) => v.spec);
+    const specs = expandVariants(preset, model.config).variants.map((v) => v.spec);
+    const notStreamed = specs.filter((s) => s !== null && !quantizesBlockwise(s));
+    if (opened && notStreamed.length > 0) {
+      throw new CliError(
+        `--blockwise: ${notStreamed.map((s) => variantName(s!)).join(", ")} cannot be ` +
+          `quantized block by block (${streamProblem(notStreamed[0]!)}); leave them out with ` +
+          `--methods`,
+      );
+    }
     const fisherDir = str(values, "fisher");
     if (fisherDir !== undefined && !specs.some((s) => s?.method === "squeezellm")) {
       throw new CliError(
@@ -476,7 +491,7 @@ ${MODEL_HELP}`,
     }
     const fisher = fisherDir === undefined
       ? undefined
-      : await checkedFisherFile(fisherDir, model.weights.config);
+      : await checkedFisherFile(fisherDir, model.config);
     const computed = fisher ? specs.filter((s) => s?.method !== "squeezellm") : specs;
     if (preset.datasets.length > 0) await requireDataFromOptions(values, calibNeeds(computed));
     const { resolveCacheDir } = await import("../../datasets/datadir.ts");
@@ -496,6 +511,7 @@ ${MODEL_HELP}`,
       command: Deno.args.join(" "), // the task name is Deno.args[0]
       gpu,
       hessians: gpu ? await gpuHessians(gpu) : undefined,
+      blockwise: opened,
     });
   },
 };

@@ -39,6 +39,7 @@ export const DEFAULT_MODEL = "stories260K";
 
 /** A loaded model with where it came from. */
 export interface LoadedModel extends Omit<OpenedModel, "source" | "tokenizer"> {
+  config: LlamaConfig;
   weights: LlamaWeights;
   tokenizer: Tokenizer;
 }
@@ -115,7 +116,26 @@ export async function loadModelFromOptions(
   using src = source;
   checkFitsInMemory(rest.checkpointPath, src.config);
   if (!tokenizer) throw new Error("openModelFromOptions() returned no tokenizer"); // required by default
-  return { ...rest, tokenizer, weights: materializeWeights(src) };
+  return { ...rest, tokenizer, config: src.config, weights: materializeWeights(src) };
+}
+
+/**
+ * An opened model in the shape of a {@linkcode LoadedModel} for the passes
+ * that work block by block (`eval --blockwise`): everything but `weights`,
+ * which throws, since nothing there may hold the model whole.
+ *
+ * @param m the opened model, with a tokenizer
+ * @returns the model; its blocks are read from `m.source`
+ */
+export function blockwiseModel(m: OpenedModel): LoadedModel {
+  const { source, tokenizer, ...rest } = m;
+  if (!tokenizer) throw new Error("blockwiseModel(): the model has no tokenizer");
+  // not enumerable: spreading the model (`{ ...model }`) copies everything else
+  return Object.defineProperty({ ...rest, tokenizer, config: source.config }, "weights", {
+    get(): LlamaWeights {
+      throw new Error(`${m.name} is read block by block here; nothing may load it whole`);
+    },
+  }) as LoadedModel;
 }
 
 /**
@@ -133,8 +153,9 @@ export function checkFitsInMemory(path: string, config: LlamaConfig): void {
   const gb = (b: number) => `${(b / 1e9).toFixed(1)} GB`;
   throw new CliError(
     `${path} needs ${gb(need)} in fp32, more than this machine's ${gb(total)} of memory; ` +
-      `what runs block by block: quantize --method rtn | squeezellm (without --outliers; its ` +
-      `Fisher pass too), and ppl --blockwise (a checkpoint or --quantized FILE)`,
+      `what runs block by block: quantize --method rtn | gptq | squeezellm (without --outliers; ` +
+      `its Fisher pass too), ppl --blockwise (a checkpoint or --quantized FILE) and ` +
+      `eval --blockwise`,
   );
 }
 

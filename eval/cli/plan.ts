@@ -327,7 +327,7 @@ export async function buildPlan(
   preset: Preset,
   opts: BuildPlanOptions,
 ): Promise<Plan> {
-  const config = model.weights.config;
+  const config = model.config;
   const { variants, notes } = expandVariants(preset, config);
   const seqlen = opts.seqlen;
   const limit = preset.limit;

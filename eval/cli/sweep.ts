@@ -11,6 +11,13 @@
  * stopped and ends with exactly the rows a clean run has. A `--limit` run
  * never stands in for a full one (the windows are part of the key).
  *
+ * Block by block (`eval --blockwise`, {@linkcode SweepOptions.blockwise}):
+ * the model is opened, never loaded whole; each quantized model is written
+ * block by block into the cache (eval/quantize_stream.ts) and read back one
+ * block at a time, and every perplexity runs one block at a time
+ * (eval/perplexity_blockwise.ts): the same codes and the same numbers, so
+ * the same keys, in about one block's fp32 size.
+ *
  * One writer per store: the run holds an advisory lock on `STORE.lock`
  * (released by the kernel when the process dies); a second run on the same
  * store fails at once. Readers (`deno task report`) never wait for it.
@@ -21,23 +28,27 @@ import type { EvalSet } from "../../datasets/eval_sets.ts";
 import {
   calibrationRequest,
   loadQuantized,
+  quantizedMetaInfo,
   type QuantizedModel,
   saveQuantized,
   variantName,
 } from "../../quant/methods.ts";
-import { modelSize } from "../../quant/size.ts";
+import { modelSize, sumSizes } from "../../quant/size.ts";
+import { sizeOfLayout } from "../../quant/format.ts";
+import { openQuantizedModel, type QuantizedModelReader } from "../../quant/qmodel.ts";
+import { perplexityBlockwise } from "../perplexity_blockwise.ts";
 import {
   type DeviceHessians,
   loadCalibration,
   type QuantContext,
   quantizeModel,
 } from "../pipeline.ts";
-import { fisherIdentity } from "./quantize_file.ts";
+import { fisherIdentity, quantizeOpenedModel } from "./quantize_file.ts";
 import { perplexity, type PerplexityResult } from "../perplexity.ts";
 import { GPU_EVALUATOR, prefillPerplexity } from "../gpu_perplexity.ts";
 import type { Gpu } from "../../kernels/device.ts";
 import { Progress, progressBars } from "./progress.ts";
-import type { LoadedModel } from "./load.ts";
+import type { LoadedModel, OpenedModel } from "./load.ts";
 import { currentRun, type KernelRecord, ResultsStore, type RunInfo } from "../../reports/store.ts";
 import {
   canonicalJson,
@@ -93,6 +104,43 @@ export interface SweepOptions {
   hessians?: DeviceHessians;
   /** SqueezeLLM's Fisher read from this folder (`--fisher`) instead of a Fisher pass. */
   fisher?: FisherFile;
+  /**
+   * `eval --blockwise`: the model, opened (the sweep's `model` is then
+   * eval/cli/load.ts `blockwiseModel`, whose weights are never read). Every
+   * variant must be one that quantizes block by block (quantize_file.ts
+   * `quantizesBlockwise`); the perplexity runs on the CPU.
+   */
+  blockwise?: OpenedModel;
+}
+
+/**
+ * A quantized model of a `--blockwise` sweep: its file opened for
+ * block-by-block reads, and what the file says about it.
+ */
+interface OpenedQuant extends Omit<QuantizedModel, "weights" | "linears"> {
+  reader: QuantizedModelReader;
+  base: { path: string; sha256: string };
+  /** Average stored bits per weight of its linears (quant/size.ts). */
+  avgStoredBits: number;
+}
+
+/** A quantized model of the sweep: in memory, or opened block by block. */
+type SweepQuant = QuantizedModel | OpenedQuant;
+
+/** Opens a quantized model file for block-by-block reads, its sizes from the index. */
+function openQuantized(path: string): OpenedQuant {
+  const reader = openQuantizedModel(path);
+  try {
+    const size = sumSizes([...reader.layouts.values()].map((l) => sizeOfLayout(l)));
+    return {
+      ...quantizedMetaInfo(reader, size.avgInfoBits, path),
+      reader,
+      avgStoredBits: size.avgStoredBits,
+    };
+  } catch (e) {
+    reader[Symbol.dispose]();
+    throw e;
+  }
 }
 
 /** One row of the run's summary: a variant's numbers. */
@@ -228,11 +276,12 @@ async function runUnit(model: LoadedModel, plan: Plan, unit: Unit, c: UnitContex
       c.event({ id: e.id, status: "stored" });
     }
   }
-  let q: QuantizedModel | null = null;
+  let q: SweepQuant | null = null;
   for (const job of unit.jobs) {
     const t = performance.now();
     if (job.kind === "calibrate") {
-      if (todo.length === 0 || c.done.has(job.id)) continue;
+      // --blockwise: the quantize job computes the Fisher block by block (cached in the cache dir)
+      if (todo.length === 0 || c.done.has(job.id) || c.blockwise) continue;
       log(`   calibrate: ${job.label}`);
       await loadCalibration(model.weights, job.spec, quantContext(model, c, "   calibrate"));
       c.done.add(job.id);
@@ -258,11 +307,24 @@ async function runUnit(model: LoadedModel, plan: Plan, unit: Unit, c: UnitContex
             `use --device cpu`,
         );
       }
-      const r = c.gpu
+      const qm = c.blockwise ? null : inMemory(q);
+      const r = c.blockwise
+        ? await perplexityBlockwise(
+          q && "reader" in q ? q.reader : c.blockwise.source,
+          p.set.tokens,
+          {
+            seqlen: plan.seqlen,
+            limit: p.identity.windows,
+            actQuant: q?.actQuant,
+            onProgress: (n) => bar.update(n),
+            label,
+          },
+        )
+        : c.gpu
         ? await prefillPerplexity(
           c.gpu,
-          q ? q.weights : model.weights,
-          q ? q.linears : null,
+          qm ? qm.weights : model.weights,
+          qm ? qm.linears : null,
           p.set.tokens,
           {
             seqlen: plan.seqlen,
@@ -271,7 +333,7 @@ async function runUnit(model: LoadedModel, plan: Plan, unit: Unit, c: UnitContex
             label,
           },
         )
-        : await perplexity(q ? q.weights : model.weights, p.set.tokens, {
+        : await perplexity(qm ? qm.weights : model.weights, p.set.tokens, {
           seqlen: plan.seqlen,
           limit: p.identity.windows,
           workers: c.workers,
@@ -305,18 +367,26 @@ async function runUnit(model: LoadedModel, plan: Plan, unit: Unit, c: UnitContex
       c.event({ id: job.id, status: "done", rows: n, seconds: (performance.now() - t) / 1000 });
     }
   }
+  if (q && "reader" in q) q.reader[Symbol.dispose]();
+}
+
+/** The quantized model of a sweep that holds its models in memory (not --blockwise). */
+function inMemory(q: SweepQuant | null): QuantizedModel | null {
+  if (q && "reader" in q) throw new Error(`${q.variantName} was opened block by block`);
+  return q;
 }
 
 /**
  * The quantized model of a quantize job: read back from the cache dir when
  * a valid file of the same identity is there, else quantized and written
  * there (to a temporary file renamed into place: never half-written).
+ * `--blockwise`: opened for block-by-block reads, quantized block by block.
  */
 async function quantized(
   model: LoadedModel,
   job: QuantizeJob,
   c: UnitContext,
-): Promise<QuantizedModel> {
+): Promise<SweepQuant> {
   const log = (s: string) => console.error(s);
   // What the quantized model must be: the spec, calibration and Fisher file the key holds.
   const predicted = canonicalJson({
@@ -324,7 +394,7 @@ async function quantized(
     calibration: stripFile(job.calibration),
     fisher: job.fisherFile ? { sha256: job.fisherFile.sha256 } : undefined,
   });
-  const accountOf = (q: QuantizedModel) =>
+  const accountOf = (q: Omit<QuantizedModel, "weights" | "linears">) =>
     canonicalJson({
       quant: q.spec,
       calibration: stripFile(q.calibration),
@@ -332,17 +402,19 @@ async function quantized(
     });
   if (await isFile(job.path)) {
     try {
-      const q = await loadQuantized(job.path);
+      const q = c.blockwise ? openQuantized(job.path) : await loadQuantized(job.path);
       const same = accountOf(q) === predicted;
       if (same && q.base.sha256 === model.checkpointSha256) {
         log(`   ${job.variant}: quantized model read from the cache ${job.path}`);
         return q;
       }
+      if ("reader" in q) q.reader[Symbol.dispose]();
       log(`   ${job.path} is not ${job.variant} of this model; quantizing again`);
     } catch (e) {
       log(`   ${job.path} cannot be used (${(e as Error).message}); quantizing again`);
     }
   }
+  if (c.blockwise) return await quantizedBlockwise(c.blockwise, job, c, predicted, accountOf);
   log(`   ${job.variant}: quantizing …`);
   const q = await quantizeModel(
     model.weights,
@@ -366,6 +438,44 @@ async function quantized(
     created: new Date().toISOString(),
   });
   await Deno.rename(tmp, job.path);
+  return q;
+}
+
+/**
+ * `--blockwise`'s quantize job: the model quantized block by block into the
+ * cache (quantize_file.ts `quantizeOpenedModel`: the same codes as the
+ * whole-model quantizers), then opened for block-by-block reads.
+ */
+async function quantizedBlockwise(
+  model: OpenedModel,
+  job: QuantizeJob,
+  c: UnitContext,
+  predicted: string,
+  accountOf: (q: OpenedQuant) => string,
+): Promise<OpenedQuant> {
+  console.error(`   ${job.variant}: quantizing block by block …`);
+  await Deno.mkdir(job.path.replace(/\/[^/]*$/, ""), { recursive: true });
+  const tmp = `${job.path}.tmp-${Deno.pid}`;
+  const r = await quantizeOpenedModel(model, job.spec, tmp, {
+    fisherFile: job.fisherFile,
+    hessians: c.hessians,
+    workers: c.workers,
+    provenance: { command: c.command },
+    indent: "   ",
+  });
+  console.error(`   ${r.avgBits.toFixed(3)} avg bits, ${r.seconds.toFixed(1)} s`);
+  const q = openQuantized(tmp);
+  // The key was computed before quantizing; the file's own account must agree.
+  const actual = accountOf(q);
+  if (predicted !== actual) {
+    q.reader[Symbol.dispose]();
+    await Deno.remove(tmp);
+    throw new Error(
+      `${job.variant}: the identity computed before quantizing (${predicted}) differs from the ` +
+        `quantizer's (${actual}); a result stored under it would be mislabelled`,
+    );
+  }
+  await Deno.rename(tmp, job.path); // the open file stays readable under its new name
   return q;
 }
 
@@ -588,7 +698,7 @@ async function recordInto(
   store: ResultsStore,
   run: RunInfo,
   model: LoadedModel,
-  q: QuantizedModel | null,
+  q: SweepQuant | null,
   set: EvalSet,
   r: PerplexityResult,
   identity: ResultIdentity,
@@ -602,7 +712,7 @@ async function recordInto(
     bits: q ? q.spec.bits : null,
     groupSize: q && "groupSize" in q.spec ? q.spec.groupSize : null,
     infoBits: q ? q.avgBits : 32,
-    storedBits: q ? modelSize(q.linears).avgStoredBits : 32,
+    storedBits: q ? ("reader" in q ? q.avgStoredBits : modelSize(q.linears).avgStoredBits) : 32,
     quantConfig: q ? { ...q.spec, details: q.details } : { method: "fp32" },
     calibration: q?.calibrationText ?? null,
     quantSeconds: q?.seconds ?? 0,

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { SHARED_DATA } from "../../datasets/testing.ts";
 import { ResultsStore } from "../../reports/store.ts";
-import { cli, lastJson } from "./_testing.ts";
+import { tempDir } from "../../datasets/_testing.ts";
+import { cli, cliWith, lastJson } from "./_testing.ts";
 
 const CLI = new URL("./main.ts", import.meta.url).pathname;
 const dec = new TextDecoder();
@@ -436,4 +437,37 @@ Deno.test("ppl --datasets takes a list (the model quantized once); --dataset is 
   const clash = await cli(...common, "--dataset", "c4", "--datasets", "c4");
   assert.equal(clash.code, 2);
   assert.match(clash.err, /give --datasets LIST or its alias --dataset, not both/);
+});
+
+// GPTQ's and SqueezeLLM's block-by-block codes are the whole-model ones (eval/quantize_stream_test.ts);
+// here the sweep's own paths, with RTN (cheap): quantize into the cache, read back, evaluate.
+Deno.test("eval --blockwise never loads the model whole and stores the numbers and keys of eval without it", async () => {
+  await using tmp = await tempDir("sqb-eval-blockwise-");
+  const run = async (name: string, ...extra: string[]) => {
+    const r = await cliWith(
+      { SQB_CACHE_DIR: `${tmp.path}/cache-${name}` },
+      "eval",
+      ...["--preset", "quick", "--methods", "fp32,rtn", "--limit", "2"],
+      ...["--data-dir", SHARED_DATA, "--datasets", "tinystories", "--kernels", "none"],
+      ...["--store", `${tmp.path}/${name}.duckdb`, "--out", `${tmp.path}/report`],
+      "--json",
+      ...extra,
+    );
+    assert.equal(r.code, 0, r.err);
+    return r;
+  };
+  const whole = await run("whole"), streamed = await run("streamed", "--blockwise");
+  assert.match(streamed.err, /rtn\.w3: quantizing block by block/);
+  const ppl = (r: { out: string }) =>
+    (lastJson(r.out).results as (SweepResult & { resultKey: string })[])
+      .map((x) => [x.variant, x.ppl, x.resultKey]);
+  assert.equal(ppl(whole).length, 2);
+  assert.deepEqual(ppl(streamed), ppl(whole));
+  // the cached quantized model is read back block by block
+  const again = await run("streamed", "--blockwise", "--no-resume");
+  assert.match(again.err, /rtn\.w3: quantized model read from the cache/);
+  assert.deepEqual(ppl(again), ppl(whole));
+  const refused = await cli("eval", "--data-dir", SHARED_DATA, "--methods", "awq", "--blockwise");
+  assert.equal(refused.code, 2);
+  assert.match(refused.err, /--blockwise: awq\.w3.* cannot be quantized block by block/);
 });
