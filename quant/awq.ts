@@ -53,18 +53,24 @@
  * How the search runs ({@linkcode searchSse}): the inspected module is
  * rebuilt from model/forward.ts's own pieces in its order (WebAssembly
  * matmul, RoPE, the WebAssembly causal attention, the SwiGLU gate), so the
- * original weights give the recorded org_out to the bit (tested). Per
- * window, one matmul takes the window's recorded input through a few
- * ratios' scaled-and-quantized linears at once (q|k|v or gate|up stacked,
- * ratios side by side); then per ratio the attention or the gate; then one
- * matmul of all those ratios' attention outputs by o_proj (gates by
- * down_proj). A scale task is a few ratios of one group
- * (`ratiosPerTask`: a shape-only rule), a clip task a block of rows; both
- * run on the worker pool ({@linkcode awqQuantizeModelParallel}) over
- * features in shared memory, results folded in task order, so the numbers
- * are the same on any number of workers. The blocks run one at a time
- * ({@linkcode AwqSequential}), so a model is quantized block by block from a
- * model/weight_source.ts source (eval/quantize_stream.ts).
+ * original weights give the recorded org_out to the bit (tested), on the
+ * recorded inputs (no block is re-run). A scale task evaluates a few ratios
+ * of one group (`ratiosPerTask`: a shape-only rule); their attention
+ * outputs (or gates) go through o_proj (down_proj) in one matmul. Matmuls
+ * are cut into blocks of rows that keep their operands in the L2 cache
+ * (`matmulInL2`): there, stacking the 20 ratios' weights in one matmul, as
+ * a GPU would, is about 3× slower per multiply-add. Clip tasks are blocks of
+ * rows. Both run on the worker pool ({@linkcode awqQuantizeModelParallel})
+ * over features in shared memory, results folded in task order, so the
+ * numbers are the same on any number of workers. The blocks run one at a
+ * time ({@linkcode AwqSequential}), so a model is quantized block by block
+ * from a model/weight_source.ts source (eval/quantize_stream.ts).
+ *
+ * Cost on stories260K (8 heads of 8, windows of 512): the q/k/v search runs
+ * the causal attention 20 × 69 times per block, 6,900 calls for the model,
+ * about 3 ms each on one core of the CI host: about 20 s of CPU, more than
+ * GPTQ's whole run there; the attention kernel (model/wasm/kernels.wat
+ * `attention_hs8`) sets AWQ's floor.
  *
  * Calibration: whatever windows the caller hands in. The CLI draws run_awq's
  * (datasets/awq_calibration.ts, llm-awq get_calib_dataset: 128 texts of
@@ -613,7 +619,7 @@ function trialWeights(
 
 /** Scratch of {@linkcode searchSse}, grown as needed and reused across its calls. */
 class SearchScratch {
-  y = new Float32Array(0); // [T, nk · rows] the trial linears' outputs, ratios side by side
+  y = new Float32Array(0); // [T, dim] a single linear's output (wo, w2 groups)
   inner = new Float32Array(0); // [nk · T, inner] per ratio: attention output or FFN gate
   out = new Float32Array(0); // [nk · T, dim] per ratio: the inspected module's output
   grow(key: "y" | "inner" | "out", n: number): Float32Array {
@@ -622,39 +628,65 @@ class SearchScratch {
   }
 }
 
-/** Σ (a[i] − b[i])² over i < n, in float64, a read from aOff with stride aStride per row of `width`. */
-function sseRows(
-  a: Float32Array,
-  aStride: number,
-  b: Float32Array,
+/**
+ * Bytes of x, W and out that one call of the WebAssembly matmul may touch
+ * in {@linkcode matmulInL2}: half the L2 cache of the machines this runs on
+ * (512 KiB per core on the CI host).
+ */
+const MATMUL_L2_BYTES = 256 << 10;
+
+/**
+ * model/matmul.ts's matmul, out [T, d] = x [T, n] @ Wᵀ, called on blocks of
+ * rows of x small enough that x, W and out stay in the L2 cache together
+ * ({@linkcode MATMUL_L2_BYTES}; one row at a time when W alone is larger).
+ * The same numbers as one call (every output is its own dot product). On
+ * the 2-core CI host (L2 512 KiB per core; each shape in a fresh process,
+ * best of 7 × 10 calls) one call with x [512, 64] runs at 12.7 GMAC/s for
+ * W [64, 64] but 4.0 for W [172, 64] (out 352 KiB), and x [512, 172] by
+ * W [64, 172] at 4.9 against 13.7 for x [256, 172].
+ */
+function matmulInL2(
+  out: Float32Array,
+  x: Float32Array,
+  w: Float32Array,
   T: number,
-  width: number,
-): number {
+  n: number,
+  d: number,
+): void {
+  const rows = Math.max(1, Math.floor((MATMUL_L2_BYTES / 4 - d * n) / (n + d)));
+  for (let t0 = 0; t0 < T; t0 += rows) {
+    const t1 = Math.min(T, t0 + rows);
+    matmul(out.subarray(t0 * d, t1 * d), x.subarray(t0 * n, t1 * n), w, t1 - t0, n, d);
+  }
+}
+
+/** Σ (a[i] − b[i])² over the first T · width values, in float64. */
+function sseRows(a: Float32Array, b: Float32Array, T: number, width: number): number {
   let acc = 0;
-  for (let t = 0; t < T; t++) {
-    const ao = t * aStride, bo = t * width;
-    for (let i = 0; i < width; i++) {
-      const d = a[ao + i] - b[bo + i];
-      acc += d * d;
-    }
+  for (let i = 0; i < T * width; i++) {
+    const d = a[i] - b[i];
+    acc += d * d;
   }
   return acc;
 }
 
 /**
- * The inspected module of group `g` run on every recorded window with the
- * trial weights of `nk` ratios (`trial`: [nk, rows, cols], from
- * {@linkcode trialWeights}), against its full-precision output recorded
- * with the features: returns, per ratio, Σ over tokens and output columns
- * of (out − org_out)² (float64, windows in order).
+ * The inspected module of group `prevOp` run on every recorded window with
+ * the trial weights of `nk` ratios (`trial`: [nk, rows, cols], the group's
+ * linears stacked per ratio, from {@linkcode trialWeights}), against its
+ * full-precision output recorded with the features: returns, per ratio, Σ
+ * over tokens and output columns of (out − org_out)² (float64, windows in
+ * order).
  *
  * The module is computed from forward.ts's own pieces, in its order, so that
- * the original weights give org_out to the bit (tested): per window, one
- * WebAssembly matmul of the window's input by all `nk` ratios' stacked
- * linears; then per ratio RoPE and the WebAssembly causal attention (q/k/v
- * group) or the SwiGLU gate (w1/w3 group); then one matmul of all ratios'
- * attention outputs by wo, or gates by w2. A single linear (wo, w2) is the
- * stacked matmul itself.
+ * the original weights give org_out to the bit (tested): per window and
+ * ratio, the WebAssembly matmul of the window's input by each linear of the
+ * group, then RoPE and the WebAssembly causal attention (q/k/v group) or
+ * the SwiGLU gate (w1/w3 group); then one matmul of every ratio's attention
+ * outputs by wo (gates by w2). A single linear (wo, w2) is its own matmul.
+ * Every matmul goes through {@linkcode matmulInL2}: stacking the ratios'
+ * weights side by side in one call, as a GPU would, is about 3× slower per
+ * multiply-add here once its operands leave the L2 cache.
  */
 export function searchSse(
   c: LlamaConfig,
@@ -667,18 +699,24 @@ export function searchSse(
   scratch: SearchScratch = new SearchScratch(),
 ): Float64Array {
   const { dim, hiddenDim, nHeads, nKvHeads } = c;
+  const kv = kvDim(c), hs = headSize(c);
   const g = scaleGroup(prevOp);
   const { rows, cols } = stackedShape(c, g);
   const x = f[g.input], org = f[g.output];
   const sse = new Float64Array(nk);
+  /** Rows row0 .. row0 + r − 1 of ratio k's stacked trial weights: [r, cols]. */
+  const trialOf = (k: number, row0: number, r: number) =>
+    trial.subarray((k * rows + row0) * cols, (k * rows + row0 + r) * cols);
   f.lengths.forEach((T, j) => {
     const t0 = f.offsets[j];
     const xj = x.subarray(t0 * cols, (t0 + T) * cols);
     const orgj = org.subarray(t0 * dim, (t0 + T) * dim);
-    const y = scratch.grow("y", T * nk * rows);
-    matmul(y, xj, trial, T, cols, nk * rows);
     if (g.inspect === "linear") {
-      for (let k = 0; k < nk; k++) sse[k] += sseRows(y.subarray(k * rows), nk * rows, orgj, T, dim);
+      const y = scratch.grow("y", T * dim);
+      for (let k = 0; k < nk; k++) {
+        matmulInL2(y, xj, trialOf(k, 0, rows), T, cols, rows);
+        sse[k] += sseRows(y, orgj, T, dim);
+      }
       return;
     }
     const width = g.inspect === "attention" ? dim : hiddenDim;
@@ -686,39 +724,23 @@ export function searchSse(
     for (let k = 0; k < nk; k++) {
       const innerK = inner.subarray(k * T * width, (k + 1) * T * width);
       if (g.inspect === "attention") {
-        const kv = kvDim(c), hs = headSize(c);
-        copyColumns(s.q, y, T, nk * rows, k * rows, dim);
-        copyColumns(s.k, y, T, nk * rows, k * rows + dim, kv);
-        copyColumns(s.v, y, T, nk * rows, k * rows + dim + kv, kv);
+        matmulInL2(s.q, xj, trialOf(k, 0, dim), T, cols, dim);
+        matmulInL2(s.k, xj, trialOf(k, dim, kv), T, cols, kv);
+        matmulInL2(s.v, xj, trialOf(k, dim + kv, kv), T, cols, kv);
         rope(s.q, T, dim, hs, s.ropeCos, s.ropeSin);
         rope(s.k, T, kv, hs, s.ropeCos, s.ropeSin);
         causalAttention(innerK, s.q, s.k, s.v, T, nHeads, nKvHeads, hs);
       } else {
-        copyColumns(s.h1, y, T, nk * rows, k * rows, hiddenDim);
-        copyColumns(s.h3, y, T, nk * rows, k * rows + hiddenDim, hiddenDim);
+        matmulInL2(s.h1, xj, trialOf(k, 0, hiddenDim), T, cols, hiddenDim);
+        matmulInL2(s.h3, xj, trialOf(k, hiddenDim, hiddenDim), T, cols, hiddenDim);
         swiglu(innerK, s.h1, s.h3, T * hiddenDim);
       }
     }
     const out = scratch.grow("out", nk * T * dim);
-    matmul(out, inner, g.inspect === "attention" ? lw.wo : lw.w2, nk * T, width, dim);
-    for (let k = 0; k < nk; k++) sse[k] += sseRows(out.subarray(k * T * dim), dim, orgj, T, dim);
+    matmulInL2(out, inner, g.inspect === "attention" ? lw.wo : lw.w2, nk * T, width, dim);
+    for (let k = 0; k < nk; k++) sse[k] += sseRows(out.subarray(k * T * dim), orgj, T, dim);
   });
   return sse;
-}
-
-/** dst [T, width] = columns c0..c0+width−1 of src [T, srcWidth]. */
-function copyColumns(
-  dst: Float32Array,
-  src: Float32Array,
-  T: number,
-  srcWidth: number,
-  c0: number,
-  width: number,
-): void {
-  for (let t = 0; t < T; t++) {
-    const so = t * srcWidth + c0, d0 = t * width;
-    for (let i = 0; i < width; i++) dst[d0 + i] = src[so + i];
-  }
 }
 
 /** The inspected module's output width, and the activation scales of one group. */
