@@ -408,8 +408,8 @@ const evalCmd: Command = {
   --dry-run            print the plan with what is already stored or cached, and stop
   --no-resume          re-evaluate results already in the store
   --blockwise          never hold the model whole: quantize block by block into the cache, evaluate
-                       one block at a time (the same numbers; RTN, GPTQ, SqueezeLLM without
-                       --outliers; cpu only): models larger than memory in fp32
+                       one block at a time (the same numbers; RTN, GPTQ, AWQ, SqueezeLLM
+                       without --outliers; cpu only): models larger than memory in fp32
   --workers N          worker threads (default: number of cores)
 ${DEVICE_HELP}
 ${FISHER_HELP}; the SqueezeLLM rows then need no Fisher pass
