@@ -12,15 +12,15 @@
  * - RTN 4-bit, groups of 128 (target: peak below 1.6 GB for TinyLlama,
  *   whose fp32 size is 4.4 GB);
  * - SqueezeLLM 3-bit, dense only, its Fisher read with `--fisher`;
- * - GPTQ 3-bit (true-sequential, per-row groups) on a small calibration:
- *   {@linkcode GPTQ_SCALE_WINDOWS} C4 windows of at most
- *   {@linkcode GPTQ_SCALE_SEQLEN} tokens, where GPTQ's default, 128 × 2048,
- *   would hold 128 · 2048 · dim · 4 bytes of activations (2.1 GB at
- *   TinyLlama's width) and take hours on two cores. Its text is tokenized
+ * - GPTQ 3-bit (true-sequential, per-row groups) and AWQ 3-bit (groups of
+ *   128) on a small calibration: {@linkcode GPTQ_SCALE_WINDOWS} C4 windows
+ *   of at most {@linkcode GPTQ_SCALE_SEQLEN} tokens, where GPTQ's default,
+ *   128 × 2048, would hold 128 · 2048 · dim · 4 bytes of activations (2.1 GB
+ *   at TinyLlama's width) and take hours on two cores. The text is tokenized
  *   by stories260K's tokenizer padded to the model's vocabulary (a
  *   tokenizer.bin written beside the checkpoint): the synthetic model has no
- *   tokenizer of its own, and GPTQ's work does not depend on which ids it
- *   sees.
+ *   tokenizer of its own, and the methods' work does not depend on which ids
+ *   they see.
  *
  * The weights are N(0, 0.02²) (norms N(1, 0.02²)), the Fisher values the
  * squares of N(0, 1) draws: realistic magnitudes for timing, no meaning.
@@ -139,29 +139,29 @@ export interface BenchScaleOptions {
   log?: (line: string) => void;
 }
 
-/** GPTQ's calibration windows in this benchmark (GPTQ's default: 128). */
+/** GPTQ's and AWQ's calibration windows in this benchmark (GPTQ's default: 128). */
 export const GPTQ_SCALE_WINDOWS = 4;
-/** GPTQ's calibration window length here, at most (GPTQ's default: 2048, the model's max_seq_len). */
+/** Their calibration window length here, at most (GPTQ's default: 2048, the model's max_seq_len). */
 export const GPTQ_SCALE_SEQLEN = 512;
+
+/** The calibration options of the GPTQ and AWQ runs; `{…}` are filled in by {@linkcode benchScale}. */
+const SMALL_CALIBRATION = [
+  "--nsamples",
+  String(GPTQ_SCALE_WINDOWS),
+  "--calib-seqlen",
+  "{calibSeqlen}",
+  "--tokenizer",
+  "{tokenizer}",
+  "--data-dir",
+  "{dataDir}",
+] as const;
 
 /** The quantizations timed; `{…}` are filled in by {@linkcode benchScale}. */
 export const SCALE_RUNS = {
   "rtn.w4.g128": ["--method", "rtn", "--bits", "4", "--group", "128"],
   "squeezellm.w3": ["--method", "squeezellm", "--bits", "3", "--fisher", "{fisher}"],
-  "gptq.w3": [
-    "--method",
-    "gptq",
-    "--bits",
-    "3",
-    "--nsamples",
-    String(GPTQ_SCALE_WINDOWS),
-    "--calib-seqlen",
-    "{calibSeqlen}",
-    "--tokenizer",
-    "{tokenizer}",
-    "--data-dir",
-    "{dataDir}",
-  ],
+  "gptq.w3": ["--method", "gptq", "--bits", "3", ...SMALL_CALIBRATION],
+  "awq.w3": ["--method", "awq", "--bits", "3", ...SMALL_CALIBRATION],
 } as const;
 
 /** One of {@linkcode SCALE_RUNS}. */
@@ -227,7 +227,7 @@ export async function benchScale(opts: BenchScaleOptions): Promise<ScaleResult> 
     "{fisher}": fisherDir,
     "{calibSeqlen}": String(Math.min(GPTQ_SCALE_SEQLEN, config.maxSeqLen)),
   };
-  if (runs.includes("gptq.w3")) {
+  if (runs.some((r) => (SCALE_RUNS[r] as readonly string[]).includes("{tokenizer}"))) {
     const dataDir = requireDataDir(opts.dataDir);
     const [tok512] = await requireDataFiles(dataDir, [
       { what: "stories260K tokenizer", candidates: ["stories260K/tok512.bin"] },

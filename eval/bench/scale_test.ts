@@ -35,7 +35,12 @@ Deno.test("benchScale() quantizes the synthetic checkpoint in a child process an
     dataDir: sharedData(""),
   } as const;
   const r = await benchScale({ ...opts, log: () => {} });
-  assert.deepEqual(r.figures.map((f) => f.run), ["rtn.w4.g128", "squeezellm.w3", "gptq.w3"]);
+  assert.deepEqual(r.figures.map((f) => f.run), [
+    "rtn.w4.g128",
+    "squeezellm.w3",
+    "gptq.w3",
+    "awq.w3",
+  ]);
   assert.ok(r.writeSeconds > 0);
   assert.ok(r.checkpointBytes > 2 * r.fp32Bytes / 4, "fp16: half the fp32 size");
   for (const f of r.figures) {
@@ -48,6 +53,7 @@ Deno.test("benchScale() quantizes the synthetic checkpoint in a child process an
   assert.ok(r.figures[1].avgBits > 3 && r.figures[1].avgBits < 4);
   // GPTQ: 3 bits and an fp16 scale and zero per row (rows of 128 or 256 weights)
   assert.ok(r.figures[2].avgBits > 3 + 32 / 256 && r.figures[2].avgBits < 3 + 32 / 128);
+  assert.equal(r.figures[3].avgBits, 3 + 32 / 128, "AWQ: groups of 128");
   assert.deepEqual([...Deno.readDirSync(out.path)], [], "quantized files removed");
   // the checkpoints are written once
   const again = await benchScale({ ...opts, runs: ["rtn.w4.g128"], log: () => {} });

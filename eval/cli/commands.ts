@@ -565,9 +565,10 @@ const benchCmd: Command = {
                (--shape llama7b, --bits 3, --windows 1, --methods rtn,gptq,awq,squeezellm;
                --small: a 1/16-width block), beside the published figures
   scale        wall time and peak memory (VmHWM) of quantize (RTN w4 g128, SqueezeLLM w3 with
-               --fisher, GPTQ w3 on 4 C4 windows of 512) on a synthetic fp16 checkpoint written
-               once into the cache dir: --shape tinyllama (default, 2.2 GB) | llama7b (13.5 GB)
-               (--small: a tiny shape), --methods rtn.w4.g128,squeezellm.w3,gptq.w3 (default all)
+               --fisher, GPTQ w3 and AWQ w3 on 4 C4 windows of 512) on a synthetic fp16
+               checkpoint written once into the cache dir: --shape tinyllama (default, 2.2 GB) |
+               llama7b (13.5 GB) (--small: a tiny shape), --methods rtn.w4.g128,squeezellm.w3,
+               gptq.w3,awq.w3 (default all)
   --small      a quick, smaller run (smoke test)
   --store FILE record kernel timings in this DuckDB results store
 ${MODEL_HELP}`,
