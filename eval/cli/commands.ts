@@ -24,7 +24,9 @@ import {
   blockwiseModel,
   calibrationNeed,
   evalSetNeed,
+  fitsInMemory,
   loadModelFromOptions,
+  loadOpenedModel,
   openModelFromOptions,
   requireDataFromOptions,
 } from "./load.ts";
@@ -409,7 +411,8 @@ const evalCmd: Command = {
   --no-resume          re-evaluate results already in the store
   --blockwise          never hold the model whole: quantize block by block into the cache, evaluate
                        one block at a time (the same numbers; RTN, GPTQ, AWQ, SqueezeLLM
-                       without --outliers; cpu only): models larger than memory in fp32
+                       without --outliers; cpu only); the default for a model larger than
+                       memory in fp32
   --workers N          worker threads (default: number of cores)
 ${DEVICE_HELP}
 ${FISHER_HELP}; the SqueezeLLM rows then need no Fisher pass
@@ -463,14 +466,15 @@ ${MODEL_HELP}`,
       await checkOutputFile(optionLabel(values, "store"), storePath, { createDir: true });
       await checkOutputDir(optionLabel(values, "out"), outDir);
     }
-    if (values.blockwise && gpu) throw new CliError(`--blockwise runs on the cpu (--device cpu)`);
-    const opened = values.blockwise
-      ? await openModelFromOptions(values, preset.datasets.map(evalSetNeed))
-      : undefined;
+    const whole = await openModelFromOptions(values, preset.datasets.map(evalSetNeed));
+    // a model larger than memory in fp32 is evaluated block by block (the same numbers)
+    const opened = values.blockwise || !fitsInMemory(whole.source.config) ? whole : undefined;
+    if (opened && !values.blockwise) {
+      console.error(`${opened.name} is larger than memory in fp32: evaluating block by block`);
+    }
     using _ = opened?.source;
-    const model = opened
-      ? blockwiseModel(opened)
-      : await loadModelFromOptions(values, preset.datasets.map(evalSetNeed));
+    if (opened && gpu) throw new CliError(`--blockwise runs on the cpu (--device cpu)`);
+    const model = opened ? blockwiseModel(opened) : loadOpenedModel(whole);
     const seqlen = seqlenFor(preset.seqlen ?? undefined, model.config.maxSeqLen, model.name);
     const { expandVariants } = await import("./plan.ts");
     const specs = expandVariants(preset, model.config).variants.map((v) => v.spec);

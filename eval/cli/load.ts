@@ -112,7 +112,18 @@ export async function loadModelFromOptions(
   values: Record<string, unknown>,
   needs: readonly DataNeed[] = [],
 ): Promise<LoadedModel> {
-  const { source, tokenizer, ...rest } = await openModelFromOptions(values, needs);
+  return loadOpenedModel(await openModelFromOptions(values, needs));
+}
+
+/**
+ * An opened model loaded whole in fp32 (every block read), refused first when
+ * it would not fit ({@linkcode checkFitsInMemory}); its files are closed.
+ *
+ * @param opened the model, with a tokenizer
+ * @returns the model with its weights
+ */
+export function loadOpenedModel(opened: OpenedModel): LoadedModel {
+  const { source, tokenizer, ...rest } = opened;
   using src = source;
   checkFitsInMemory(rest.checkpointPath, src.config);
   if (!tokenizer) throw new Error("openModelFromOptions() returned no tokenizer"); // required by default
@@ -148,8 +159,8 @@ export function blockwiseModel(m: OpenedModel): LoadedModel {
  * @throws {CliError} when 4 × its parameters ≥ the machine's total memory
  */
 export function checkFitsInMemory(path: string, config: LlamaConfig): void {
+  if (fitsInMemory(config)) return;
   const need = 4 * parameterCount(config), { total } = Deno.systemMemoryInfo();
-  if (need < total) return;
   const gb = (b: number) => `${(b / 1e9).toFixed(1)} GB`;
   throw new CliError(
     `${path} needs ${gb(need)} in fp32, more than this machine's ${gb(total)} of memory; ` +
@@ -157,6 +168,17 @@ export function checkFitsInMemory(path: string, config: LlamaConfig): void {
       `its Fisher pass too), ppl --blockwise (a checkpoint or --quantized FILE) and ` +
       `eval --blockwise`,
   );
+}
+
+/**
+ * Whether a model's fp32 weights fit in this machine's memory (4 × its
+ * parameters below the total).
+ *
+ * @param config its shapes
+ * @returns false when loading it whole would exhaust the memory
+ */
+export function fitsInMemory(config: LlamaConfig): boolean {
+  return 4 * parameterCount(config) < Deno.systemMemoryInfo().total;
 }
 
 /** Options of {@linkcode openModelFromOptions}. */

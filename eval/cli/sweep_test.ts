@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { SHARED_DATA } from "../../datasets/testing.ts";
 import { ResultsStore } from "../../reports/store.ts";
 import { tempDir } from "../../datasets/_testing.ts";
+import { loadCheckpoint } from "../../model/checkpoint.ts";
+import { writeHfCheckpoint } from "../../model/_convert_testing.ts";
 import { cli, cliWith, lastJson } from "./_testing.ts";
 
 const CLI = new URL("./main.ts", import.meta.url).pathname;
@@ -441,7 +443,7 @@ Deno.test("ppl --datasets takes a list (the model quantized once); --dataset is 
 
 // GPTQ's and SqueezeLLM's block-by-block codes are the whole-model ones (eval/quantize_stream_test.ts);
 // here the sweep's own paths, with RTN (cheap): quantize into the cache, read back, evaluate.
-Deno.test("eval --blockwise never loads the model whole and stores the numbers and keys of eval without it", async () => {
+Deno.test("eval --blockwise never loads the model whole and stores the numbers and keys of eval without it; the default for a model larger than memory", async () => {
   await using tmp = await tempDir("sqb-eval-blockwise-");
   const run = async (name: string, ...extra: string[]) => {
     const r = await cliWith(
@@ -467,6 +469,26 @@ Deno.test("eval --blockwise never loads the model whole and stores the numbers a
   const again = await run("streamed", "--blockwise", "--no-resume");
   assert.match(again.err, /rtn\.w3: quantized model read from the cache/);
   assert.deepEqual(ppl(again), ppl(whole));
+  // a model larger than memory in fp32 goes block by block without being asked
+  const huge = `${tmp.path}/huge`;
+  await writeHfCheckpoint(
+    huge,
+    await loadCheckpoint(`${SHARED_DATA}/stories260K/stories260K.bin`),
+    {
+      files: { "tokenizer.model": await Deno.readFile(`${SHARED_DATA}/stories260K/tok512.model`) },
+    },
+  );
+  const config = JSON.parse(await Deno.readTextFile(`${huge}/config.json`));
+  await Deno.writeTextFile(
+    `${huge}/config.json`,
+    JSON.stringify({ ...config, intermediate_size: 1 << 28, num_hidden_layers: 64 }),
+  );
+  const planned = await cli(
+    ...["eval", "--model", huge, "--data-dir", SHARED_DATA, "--methods", "fp32,rtn"],
+    ...["--datasets", "tinystories", "--kernels", "none", "--dry-run"],
+  );
+  assert.equal(planned.code, 0, planned.err);
+  assert.match(planned.err, /is larger than memory in fp32: evaluating block by block/);
   const refused = await cli(
     ...["eval", "--data-dir", SHARED_DATA, "--methods", "smoothquant", "--blockwise"],
   );
