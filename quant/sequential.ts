@@ -19,6 +19,11 @@
  * (model/forward.ts `block` with `until`; the official code runs the whole
  * block and discards the outputs; the inputs recorded are the same).
  *
+ * The loop runs one block at a time ({@linkcode gptqBlockSteps}), so the
+ * whole-model drivers and {@linkcode GptqSequential}, which is handed one
+ * block at a time by a caller that holds nothing else of the model
+ * (eval/quantize_stream.ts), take the same steps and give the same codes.
+ *
  * Two solvers serve the loop: the plain transcription of gptq.py
  * (quant/gptq.ts {@linkcode Gptq}, the tested reference and the default) and
  * its fast path (quant/gptq_fast.ts {@linkcode GptqFast}: WebAssembly SIMD,
