@@ -146,8 +146,8 @@ const PARALLEL_MIN_MACS = 5e8;
 const ceil4 = (v: number) => (v + 3) & ~3;
 const ceil8 = (v: number) => (v + 7) & ~7;
 
-/** The export of quant/gptq_kernels.wat (pointers and strides in bytes; the contract is there). */
-interface GemmKernel {
+/** The exports of quant/gptq_kernels.wat (pointers and strides in bytes; the contracts are there). */
+interface GptqKernels {
   gemm_4x8(
     pa: number,
     s8: number,
@@ -162,44 +162,52 @@ interface GemmKernel {
     upper: number,
     doff: number,
   ): void;
+  transpose_f32(ps: number, lds: number, pd: number, ldd: number, rows: number, cols: number): void;
 }
 
-/** The solver's kernels on one memory: model/wasm's `gptq_block` and gptq_kernels.wat's `gemm_4x8`. */
-type Kernels = Pick<SolverKernels, "memory" | "gptq_block"> & GemmKernel;
+/** The solver's kernels on one memory: model/wasm's `gptq_block` and gptq_kernels.wat's. */
+type Kernels = Pick<SolverKernels, "memory" | "gptq_block"> & GptqKernels;
 
 /** The compiled quant/gptq_kernels.wat; undefined without WebAssembly SIMD. */
-const gemmModule: WebAssembly.Module | undefined = WASM_SIMD
+const gptqModule: WebAssembly.Module | undefined = WASM_SIMD
   ? new WebAssembly.Module(Uint8Array.from(atob(GPTQ_KERNELS_WASM_BASE64), (c) => c.charCodeAt(0)))
   : undefined;
 
 /**
- * Whether this thread has warmed `gemm_4x8` up (a cache of the engine's
- * state, not an option: results never depend on it).
+ * Whether this thread has warmed gptq_kernels.wat up (a cache of the
+ * engine's state, not an option: results never depend on it).
  */
-let gemmWarm = false;
+let gptqWarm = false;
 
 /**
  * A fresh set of the solver's kernels (model/wasm/kernels.ts
- * `solverKernels` and `gemm_4x8` instantiated on its memory). V8 runs a
- * wasm function as baseline code until its next call after enough work, so
- * the first call on each thread makes small calls of `gemm_4x8` on a
+ * `solverKernels` and gptq_kernels.wat instantiated on its memory). V8 runs
+ * a wasm function as baseline code until its next call after enough work,
+ * so the first call on each thread makes small calls of each on a
  * throwaway memory first (as model/wasm/kernels.ts's `warmUp`).
  *
  * @throws Error naming `fn` when the engine has no WebAssembly SIMD
  */
 function kernels(fn: string): Kernels {
   const k = solverKernels(fn);
-  const gemm = (memory: WebAssembly.Memory) =>
-    new WebAssembly.Instance(gemmModule!, { env: { memory } }).exports as unknown as GemmKernel;
-  if (!gemmWarm) {
-    const w = gemm(new WebAssembly.Memory({ initial: 1 }));
-    // A = B: 2 panels of 63 rows; C [8, 16] after them
+  const instance = (memory: WebAssembly.Memory) =>
+    new WebAssembly.Instance(gptqModule!, { env: { memory } }).exports as unknown as GptqKernels;
+  if (!gptqWarm) {
+    const w = instance(new WebAssembly.Memory({ initial: 1 }));
     for (let rep = 0; rep < 300; rep++) {
+      // A = B: 2 panels of 63 rows; C [8, 16] after them; a 16 × 16 transpose
       w.gemm_4x8(0, 63 * 32, 0, 63, 16, 8192, 64, 8, 16, 8, rep & 1, 0);
+      w.transpose_f32(0, 64, 16384, 64, 16, 16);
     }
-    gemmWarm = true;
+    gptqWarm = true;
   }
-  return { memory: k.memory, gptq_block: k.gptq_block, gemm_4x8: gemm(k.memory).gemm_4x8 };
+  const g = instance(k.memory);
+  return {
+    memory: k.memory,
+    gptq_block: k.gptq_block,
+    gemm_4x8: g.gemm_4x8,
+    transpose_f32: g.transpose_f32,
+  };
 }
 
 /**
@@ -400,7 +408,7 @@ export class GptqFast {
       );
     }
     checkFinite(W, rows, columns, what);
-    const H = this.upperH(S); // [columns, columns], upper triangle
+    const H = this.upperH(S, S); // [columns, columns], upper triangle, in S's memory
     this.S = null; // consumed, as GPTQ's `del self.H`
     const maxq = grid.maxq ?? maxqOf(bits);
     const ng = columns / groupsize;
@@ -551,11 +559,13 @@ export class GptqFast {
     return H;
   }
 
-  /** H = (2 / nsamples) · S, upper triangle only (the lower one zero). */
-  private upperH(S: Float64Array): Float64Array {
+  /**
+   * H = (2 / nsamples) · S, upper triangle only (the lower one zero), into
+   * `H` (S itself when S is consumed).
+   */
+  private upperH(S: Float64Array, H: Float64Array = new Float64Array(S.length)): Float64Array {
     const n = this.columns;
     const f = this.nsamples > 0 ? 2 / this.nsamples : 0;
-    const H = new Float64Array(n * n);
     for (let i = 0; i < n; i++) {
       const o = i * n;
       for (let j = i; j < n; j++) H[o + j] = f * S[o + j];
@@ -788,9 +798,11 @@ function sweepRows(
   const ng = n / gs;
   const R = r1 - r0, Rp = ceil8(R);
   const ldw = Rp + 16; // floats per row of WT (off multiples of 4 KiB)
+  const R4 = ceil4(R), ldg = ceil4(gs);
   // Memory (bytes): WT [n + 8, ldw]; Hinv[i1:i2, i2:] in panels of 8 columns
   // [ceil8(n)/8, bs, 8]; H1 [bs, bs]; scale, zero and codes [bs, ldw] each;
-  // −Err1 panels [Rp/8, bs, 8]; err scratch; losses.
+  // −Err1 panels [Rp/8, bs, 8]; err scratch; losses; one group of every row
+  // G [R4, ldg].
   const offW = 0;
   const offHb = offW + (n + 8) * ldw * 4;
   const offH1 = offHb + bs * ceil8(n) * 4;
@@ -800,15 +812,17 @@ function sweepRows(
   const offE = offQ + bs * ldw * 4;
   const offT = offE + Rp * bs * 4;
   const offL = offT + 256;
+  const offG = (offL + 32 + 15) & ~15;
   const k = kernels("GptqFast.fasterquant()");
-  growMemory("GptqFast.fasterquant()", k.memory, offL + 32);
+  growMemory("GptqFast.fasterquant()", k.memory, offG + R4 * ldg * 4);
   const f = new Float32Array(k.memory.buffer);
-  const WT = f.subarray(0, (n + 8) * ldw);
   const Hb = f.subarray(offHb / 4, offH1 / 4);
   const H1 = f.subarray(offH1 / 4, offS / 4);
   const Sc = f.subarray(offS / 4, offZ / 4);
   const Zc = f.subarray(offZ / 4, offQ / 4);
   const Qc = f.subarray(offQ / 4, offE / 4);
+  const WT = f.subarray(0, (n + 8) * ldw);
+  const G = f.subarray(offG / 4, offG / 4 + R4 * ldg);
   transpose(W, r0 * n, n, WT, 0, ldw, R, n);
   const scales = init.preScales.slice(r0 * ng, r1 * ng); // [R, ng]
   const zeros = init.preZeros.slice(r0 * ng, r1 * ng);
@@ -829,16 +843,15 @@ function sweepRows(
     for (let r = R; r < Rp; r++) Sc[o + r] = 1, Zc[o + r] = 0;
   };
   if (!grouped) { for (let i = 0; i < bs; i++) setColumn(i, 0, i > 0); }
-  const tmp = new Float32Array(R * gs); // one group of every row
   for (let i1 = 0; i1 < n; i1 += bs) {
     const i2 = Math.min(i1 + bs, n), count = i2 - i1;
     if (grouped && !staticGroups) {
       // find_params(W[:, c:c+gs]) of every group starting in the block, on the block-level W
       for (let c = Math.ceil(i1 / gs) * gs; c < i2; c += gs) {
-        transpose(WT, c * ldw, ldw, tmp, 0, gs, gs, R);
+        k.transpose_f32(offW + c * ldw * 4, ldw * 4, offG, ldg * 4, ldg, R4); // G[r, t] = WT[c + t, r]
         const g = c / gs;
         for (let r = 0; r < R; r++) {
-          const p = grid.params(tmp, r * gs, (r + 1) * gs, `${init.what} row ${r0 + r}`);
+          const p = grid.params(G, r * ldg, r * ldg + gs, `${init.what} row ${r0 + r}`);
           scales[r * ng + g] = p.scale;
           zeros[r * ng + g] = p.zero;
         }

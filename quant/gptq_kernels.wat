@@ -1,6 +1,7 @@
-;; WebAssembly SIMD (f32x4) kernel of GPTQ's fast solver (quant/gptq_fast.ts):
+;; WebAssembly SIMD (f32x4) kernels of GPTQ's fast solver (quant/gptq_fast.ts):
 ;; the matrix product behind the Hessian X'X and fasterquant's lazy block
-;; updates. It works in the linear memory of model/wasm/kernels.wat's solver
+;; updates (`gemm_4x8`), and the transpose that gathers one group of
+;; columns of every row from the sweep's transposed W (`transpose_f32`). It works in the linear memory of model/wasm/kernels.wat's solver
 ;; instance (imported), next to that module's `gptq_block`, which writes
 ;; −Err1 in the packed layout read here.
 ;;
@@ -183,4 +184,57 @@
             (br $rl)))
         (local.set $jb (local.get $je))
         (br $jbl))))
+  ;; transpose_f32: D[c, r] = S[r, c] for r < $rows, c < $cols (both multiples
+  ;; of 4), S[r, c] at $ps + r·$lds + c·4, D[c, r] at $pd + c·$ldd + r·4 (in
+  ;; bytes; multiples of 16 keep the accesses aligned): 4 × 4 blocks through
+  ;; registers, 256 columns of S at a time (the 256 rows of D they land in
+  ;; stay in cache while 4-row strips of S go by).
+  (func (export "transpose_f32")
+    (param $ps i32) (param $lds i32) (param $pd i32) (param $ldd i32) (param $rows i32) (param $cols i32)
+    (local $cb i32) (local $ce i32) (local $r i32) (local $c i32) (local $s i32) (local $d i32)
+    (local $x0 v128) (local $x1 v128) (local $x2 v128) (local $x3 v128)
+    (local $t0 v128) (local $t1 v128) (local $t2 v128) (local $t3 v128)
+    (local.set $cb (i32.const 0))
+    (block $done_cb
+      (loop $cbl
+        (br_if $done_cb (i32.ge_u (local.get $cb) (local.get $cols)))
+        (local.set $ce (i32.add (local.get $cb) (i32.const 256)))
+        (if (i32.gt_u (local.get $ce) (local.get $cols)) (then (local.set $ce (local.get $cols))))
+        (local.set $r (i32.const 0))
+        (block $done_r
+          (loop $rl
+            (br_if $done_r (i32.ge_u (local.get $r) (local.get $rows)))
+            (local.set $c (local.get $cb))
+            (loop $cl
+              (local.set $s
+                (i32.add (local.get $ps)
+                  (i32.add (i32.mul (local.get $r) (local.get $lds)) (i32.shl (local.get $c) (i32.const 2)))))
+              (local.set $x0 (v128.load (local.get $s)))
+              (local.set $s (i32.add (local.get $s) (local.get $lds)))
+              (local.set $x1 (v128.load (local.get $s)))
+              (local.set $s (i32.add (local.get $s) (local.get $lds)))
+              (local.set $x2 (v128.load (local.get $s)))
+              (local.set $s (i32.add (local.get $s) (local.get $lds)))
+              (local.set $x3 (v128.load (local.get $s)))
+              ;; t0 = [x0₀ x1₀ x0₁ x1₁], t1 = [x2₀ x3₀ x2₁ x3₁], t2 = [x0₂ x1₂ x0₃ x1₃], t3 = [x2₂ x3₂ x2₃ x3₃]
+              (local.set $t0 (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $x0) (local.get $x1)))
+              (local.set $t1 (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $x2) (local.get $x3)))
+              (local.set $t2 (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $x0) (local.get $x1)))
+              (local.set $t3 (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $x2) (local.get $x3)))
+              (local.set $d
+                (i32.add (local.get $pd)
+                  (i32.add (i32.mul (local.get $c) (local.get $ldd)) (i32.shl (local.get $r) (i32.const 2)))))
+              (v128.store (local.get $d) (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $t0) (local.get $t1)))
+              (local.set $d (i32.add (local.get $d) (local.get $ldd)))
+              (v128.store (local.get $d) (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $t0) (local.get $t1)))
+              (local.set $d (i32.add (local.get $d) (local.get $ldd)))
+              (v128.store (local.get $d) (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $t2) (local.get $t3)))
+              (local.set $d (i32.add (local.get $d) (local.get $ldd)))
+              (v128.store (local.get $d) (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $t2) (local.get $t3)))
+              (local.set $c (i32.add (local.get $c) (i32.const 4)))
+              (br_if $cl (i32.lt_u (local.get $c) (local.get $ce))))
+            (local.set $r (i32.add (local.get $r) (i32.const 4)))
+            (br $rl)))
+        (local.set $cb (local.get $ce))
+        (br $cbl))))
 )

@@ -71,3 +71,21 @@ Deno.test("gemm_4x8 adds A·B in its packed layouts, every tile or the upper one
     }
   }
 });
+
+Deno.test("transpose_f32 transposes a strided block of 4 × 4 tiles and writes nothing else", () => {
+  const memory = new WebAssembly.Memory({ initial: 1 });
+  const { transpose_f32 } = new WebAssembly.Instance(new WebAssembly.Module(committed), {
+    env: { memory },
+  }).exports as unknown as { transpose_f32: (...args: number[]) => void };
+  const f = new Float32Array(memory.buffer);
+  const rows = 8, cols = 260, lds = 264, ldd = 12; // S [rows, lds] at 0, D [cols, ldd] after
+  const oD = rows * lds;
+  for (let i = 0; i < oD; i++) f[i] = i + 0.5;
+  f.fill(-1, oD, oD + cols * ldd);
+  transpose_f32(0, lds * 4, oD * 4, ldd * 4, rows, cols);
+  for (let c = 0; c < cols; c++) {
+    for (let r = 0; r < ldd; r++) {
+      assert.equal(f[oD + c * ldd + r], r < rows ? r * lds + c + 0.5 : -1, `D[${c}, ${r}]`);
+    }
+  }
+});
