@@ -8,9 +8,8 @@
  * Log-softmax is computed in the stable max-shifted form (its terms
  * e^(x − max) in float32 by the WebAssembly kernel, within 2e−7 relative)
  * and every sum is accumulated in float64. Windows may run on worker
- * threads; the per-window
- * results are summed in window order, so the number does not depend on the
- * number of workers.
+ * threads; the per-window results are summed in window order, so the number
+ * does not depend on the number of workers.
  *
  * A quantized model with activation quantization (quant/methods.ts
  * `QuantizedModel.actQuant`) is evaluated with it: `actQuant` makes every
