@@ -127,6 +127,8 @@ async function benchQuantAll(values: Values) {
       fasterquantRatio: layer.peer.fasterquantRatio,
       hessianRatioAllThreads: layer.peer.hessianRatioAllThreads,
       fasterquantRatioAllThreads: layer.peer.fasterquantRatioAllThreads,
+      hessianRatioCpu: layer.peer.hessianRatioCpu,
+      fasterquantRatioCpu: layer.peer.fasterquantRatioCpu,
     }
     : {};
   return { ...peer, layer, awq };
