@@ -54,7 +54,16 @@ export type AttentionFn = (
 /** The exports of `kernels.wat`. Pointers are byte offsets into `memory`. */
 interface KernelExports {
   memory: WebAssembly.Memory;
-  matmul(px: number, pw: number, po: number, T: number, np: number, dp: number, tb: number): void;
+  matmul(
+    px: number,
+    pw: number,
+    po: number,
+    T: number,
+    np: number,
+    dp: number,
+    tb: number,
+    ob: number,
+  ): void;
   attention(
     pq: number,
     pk: number,
@@ -160,6 +169,8 @@ const PAGE = 65536; // bytes per WebAssembly memory page
 const MAX_BYTES = 65536 * PAGE; // wasm32 address space: 4 GiB
 /** Rows of x per cache block of the matmul kernel: about 16 KiB of x (half an L1). */
 const L1_BLOCK_BYTES = 16384;
+/** Rows of W per cache block of the matmul kernel: about 256 KiB of W (half a small L2). */
+const L2_BLOCK_BYTES = 262144;
 
 const ceil4 = (v: number) => (v + 3) & ~3;
 
@@ -294,7 +305,8 @@ export class WasmKernels {
     copyRows(f, fw, np, w, d, n);
     f.fill(0, fw + d * np, fo); // W rows d..dp-1
     const tb = Math.max(2, Math.floor(L1_BLOCK_BYTES / (np * 4)) & ~1);
-    this.#exports.matmul(0, fw * 4, fo * 4, T, np, dp, tb);
+    const ob = Math.max(4, Math.floor(L2_BLOCK_BYTES / (np * 4)) & ~3);
+    this.#exports.matmul(0, fw * 4, fo * 4, T, np, dp, tb, ob);
     if (dp === d) out.set(f.subarray(fo, fo + T * d));
     else {
       for (let t = 0; t < T; t++) {

@@ -258,14 +258,19 @@
   ;; place (temporaries $ab, $cd): V8 inlines only callees of about a tenth
   ;; of the caller's size, and the call per tile cost about 12 % at n = 64.
   ;;
-  ;; Loop order: blocks of $tb rows of x (the caller sizes a block to stay in
-  ;; the L1 cache) → groups of 4 rows of W → pairs of x rows in the block.
+  ;; Loop order: blocks of $ob rows of W (a multiple of 4; the caller sizes a
+  ;; block to stay in the L2 cache) → blocks of $tb rows of x (sized to stay
+  ;; in the L1 cache) → groups of 4 rows of W in the W block → pairs of x
+  ;; rows in the x block. Each output's sum is the same whatever the blocks.
+  ;; (Without W blocks, a W larger than L2 was read from memory again for
+  ;; every block of x rows.)
   (func (export "matmul")
     (param $px i32) (param $pw i32) (param $po i32)
-    (param $T i32) (param $np i32) (param $dp i32) (param $tb i32)
+    (param $T i32) (param $np i32) (param $dp i32) (param $tb i32) (param $ob i32)
     (local $row i32) ;; bytes per row of x and W (np · 4)
     (local $orow i32) ;; bytes per row of out (dp · 4)
     (local $t0 i32) (local $t1 i32) (local $t i32) (local $o i32)
+    (local $o0 i32) (local $o1 i32) ;; the W block: rows o0 .. o1 − 1
     (local $x0 i32) (local $x1 i32) ;; byte pointers of the two x rows
     (local $w0 i32) (local $w1 i32) (local $w2 i32) (local $w3 i32) ;; the four W rows
     (local $i i32) ;; byte offset along a row
@@ -275,117 +280,125 @@
     (local $a10 v128) (local $a11 v128) (local $a12 v128) (local $a13 v128)
     (local.set $row (i32.shl (local.get $np) (i32.const 2)))
     (local.set $orow (i32.shl (local.get $dp) (i32.const 2)))
-    (local.set $t0 (i32.const 0))
-    (block $done_blocks
-      (loop $blocks
-        (br_if $done_blocks (i32.ge_u (local.get $t0) (local.get $T)))
-        ;; t1 = min(t0 + tb, T)
-        (local.set $t1 (i32.add (local.get $t0) (local.get $tb)))
-        (if (i32.gt_u (local.get $t1) (local.get $T)) (then (local.set $t1 (local.get $T))))
-        (local.set $o (i32.const 0))
-        (block $done_cols
-          (loop $cols
-            (br_if $done_cols (i32.ge_u (local.get $o) (local.get $dp)))
-            (local.set $w0 (i32.add (local.get $pw) (i32.mul (local.get $o) (local.get $row))))
-            (local.set $w1 (i32.add (local.get $w0) (local.get $row)))
-            (local.set $w2 (i32.add (local.get $w1) (local.get $row)))
-            (local.set $w3 (i32.add (local.get $w2) (local.get $row)))
-            (local.set $t (local.get $t0))
-            ;; pairs of x rows
-            (block $done_pairs
-              (loop $pairs
-                (br_if $done_pairs (i32.gt_u (i32.add (local.get $t) (i32.const 2)) (local.get $t1)))
-                (local.set $x0 (i32.add (local.get $px) (i32.mul (local.get $t) (local.get $row))))
-                (local.set $x1 (i32.add (local.get $x0) (local.get $row)))
-                (local.set $a00 (v128.const i32x4 0 0 0 0))
-                (local.set $a01 (v128.const i32x4 0 0 0 0))
-                (local.set $a02 (v128.const i32x4 0 0 0 0))
-                (local.set $a03 (v128.const i32x4 0 0 0 0))
-                (local.set $a10 (v128.const i32x4 0 0 0 0))
-                (local.set $a11 (v128.const i32x4 0 0 0 0))
-                (local.set $a12 (v128.const i32x4 0 0 0 0))
-                (local.set $a13 (v128.const i32x4 0 0 0 0))
-                (local.set $i (i32.const 0))
-                (loop $dot
-                  (local.set $vx0 (v128.load (i32.add (local.get $x0) (local.get $i))))
-                  (local.set $vx1 (v128.load (i32.add (local.get $x1) (local.get $i))))
-                  (local.set $vw (v128.load (i32.add (local.get $w0) (local.get $i))))
-                  (local.set $a00 (f32x4.add (local.get $a00) (f32x4.mul (local.get $vx0) (local.get $vw))))
-                  (local.set $a10 (f32x4.add (local.get $a10) (f32x4.mul (local.get $vx1) (local.get $vw))))
-                  (local.set $vw (v128.load (i32.add (local.get $w1) (local.get $i))))
-                  (local.set $a01 (f32x4.add (local.get $a01) (f32x4.mul (local.get $vx0) (local.get $vw))))
-                  (local.set $a11 (f32x4.add (local.get $a11) (f32x4.mul (local.get $vx1) (local.get $vw))))
-                  (local.set $vw (v128.load (i32.add (local.get $w2) (local.get $i))))
-                  (local.set $a02 (f32x4.add (local.get $a02) (f32x4.mul (local.get $vx0) (local.get $vw))))
-                  (local.set $a12 (f32x4.add (local.get $a12) (f32x4.mul (local.get $vx1) (local.get $vw))))
-                  (local.set $vw (v128.load (i32.add (local.get $w3) (local.get $i))))
-                  (local.set $a03 (f32x4.add (local.get $a03) (f32x4.mul (local.get $vx0) (local.get $vw))))
-                  (local.set $a13 (f32x4.add (local.get $a13) (f32x4.mul (local.get $vx1) (local.get $vw))))
-                  (local.set $i (i32.add (local.get $i) (i32.const 16)))
-                  (br_if $dot (i32.lt_u (local.get $i) (local.get $row))))
-                ;; out[t, o..o+3] and out[t+1, o..o+3]
-                (local.set $q
-                  (i32.add (local.get $po)
-                    (i32.add (i32.mul (local.get $t) (local.get $orow)) (i32.shl (local.get $o) (i32.const 2)))))
-                (v128.store (local.get $q)
-                  (f32x4.add
-                    (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
-                      (local.tee $ab (f32x4.add
-                        (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $a00) (local.get $a01))
-                        (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $a00) (local.get $a01))))
-                      (local.tee $cd (f32x4.add
-                        (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $a02) (local.get $a03))
-                        (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $a02) (local.get $a03)))))
-                    (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $ab) (local.get $cd))))
-                (v128.store (i32.add (local.get $q) (local.get $orow))
-                  (f32x4.add
-                    (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
-                      (local.tee $ab (f32x4.add
-                        (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $a10) (local.get $a11))
-                        (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $a10) (local.get $a11))))
-                      (local.tee $cd (f32x4.add
-                        (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $a12) (local.get $a13))
-                        (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $a12) (local.get $a13)))))
-                    (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $ab) (local.get $cd))))
-                (local.set $t (i32.add (local.get $t) (i32.const 2)))
-                (br $pairs)))
-            ;; one x row left in this block
-            (if (i32.lt_u (local.get $t) (local.get $t1))
-              (then
-                (local.set $x0 (i32.add (local.get $px) (i32.mul (local.get $t) (local.get $row))))
-                (local.set $a00 (v128.const i32x4 0 0 0 0))
-                (local.set $a01 (v128.const i32x4 0 0 0 0))
-                (local.set $a02 (v128.const i32x4 0 0 0 0))
-                (local.set $a03 (v128.const i32x4 0 0 0 0))
-                (local.set $i (i32.const 0))
-                (loop $dot1
-                  (local.set $vx0 (v128.load (i32.add (local.get $x0) (local.get $i))))
-                  (local.set $a00 (f32x4.add (local.get $a00)
-                    (f32x4.mul (local.get $vx0) (v128.load (i32.add (local.get $w0) (local.get $i))))))
-                  (local.set $a01 (f32x4.add (local.get $a01)
-                    (f32x4.mul (local.get $vx0) (v128.load (i32.add (local.get $w1) (local.get $i))))))
-                  (local.set $a02 (f32x4.add (local.get $a02)
-                    (f32x4.mul (local.get $vx0) (v128.load (i32.add (local.get $w2) (local.get $i))))))
-                  (local.set $a03 (f32x4.add (local.get $a03)
-                    (f32x4.mul (local.get $vx0) (v128.load (i32.add (local.get $w3) (local.get $i))))))
-                  (local.set $i (i32.add (local.get $i) (i32.const 16)))
-                  (br_if $dot1 (i32.lt_u (local.get $i) (local.get $row))))
-                (v128.store
-                  (i32.add (local.get $po)
-                    (i32.add (i32.mul (local.get $t) (local.get $orow)) (i32.shl (local.get $o) (i32.const 2))))
-                  (f32x4.add
-                    (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
-                      (local.tee $ab (f32x4.add
-                        (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $a00) (local.get $a01))
-                        (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $a00) (local.get $a01))))
-                      (local.tee $cd (f32x4.add
-                        (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $a02) (local.get $a03))
-                        (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $a02) (local.get $a03)))))
-                    (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $ab) (local.get $cd))))))
-            (local.set $o (i32.add (local.get $o) (i32.const 4)))
-            (br $cols)))
-        (local.set $t0 (local.get $t1))
-        (br $blocks))))
+    (block $done_wblocks
+      (loop $wblocks
+        (br_if $done_wblocks (i32.ge_u (local.get $o0) (local.get $dp)))
+        ;; o1 = min(o0 + ob, dp)
+        (local.set $o1 (i32.add (local.get $o0) (local.get $ob)))
+        (if (i32.gt_u (local.get $o1) (local.get $dp)) (then (local.set $o1 (local.get $dp))))
+        (local.set $t0 (i32.const 0))
+        (block $done_blocks
+          (loop $blocks
+            (br_if $done_blocks (i32.ge_u (local.get $t0) (local.get $T)))
+            ;; t1 = min(t0 + tb, T)
+            (local.set $t1 (i32.add (local.get $t0) (local.get $tb)))
+            (if (i32.gt_u (local.get $t1) (local.get $T)) (then (local.set $t1 (local.get $T))))
+            (local.set $o (local.get $o0))
+            (block $done_cols
+              (loop $cols
+                (br_if $done_cols (i32.ge_u (local.get $o) (local.get $o1)))
+                (local.set $w0 (i32.add (local.get $pw) (i32.mul (local.get $o) (local.get $row))))
+                (local.set $w1 (i32.add (local.get $w0) (local.get $row)))
+                (local.set $w2 (i32.add (local.get $w1) (local.get $row)))
+                (local.set $w3 (i32.add (local.get $w2) (local.get $row)))
+                (local.set $t (local.get $t0))
+                ;; pairs of x rows
+                (block $done_pairs
+                  (loop $pairs
+                    (br_if $done_pairs (i32.gt_u (i32.add (local.get $t) (i32.const 2)) (local.get $t1)))
+                    (local.set $x0 (i32.add (local.get $px) (i32.mul (local.get $t) (local.get $row))))
+                    (local.set $x1 (i32.add (local.get $x0) (local.get $row)))
+                    (local.set $a00 (v128.const i32x4 0 0 0 0))
+                    (local.set $a01 (v128.const i32x4 0 0 0 0))
+                    (local.set $a02 (v128.const i32x4 0 0 0 0))
+                    (local.set $a03 (v128.const i32x4 0 0 0 0))
+                    (local.set $a10 (v128.const i32x4 0 0 0 0))
+                    (local.set $a11 (v128.const i32x4 0 0 0 0))
+                    (local.set $a12 (v128.const i32x4 0 0 0 0))
+                    (local.set $a13 (v128.const i32x4 0 0 0 0))
+                    (local.set $i (i32.const 0))
+                    (loop $dot
+                      (local.set $vx0 (v128.load (i32.add (local.get $x0) (local.get $i))))
+                      (local.set $vx1 (v128.load (i32.add (local.get $x1) (local.get $i))))
+                      (local.set $vw (v128.load (i32.add (local.get $w0) (local.get $i))))
+                      (local.set $a00 (f32x4.add (local.get $a00) (f32x4.mul (local.get $vx0) (local.get $vw))))
+                      (local.set $a10 (f32x4.add (local.get $a10) (f32x4.mul (local.get $vx1) (local.get $vw))))
+                      (local.set $vw (v128.load (i32.add (local.get $w1) (local.get $i))))
+                      (local.set $a01 (f32x4.add (local.get $a01) (f32x4.mul (local.get $vx0) (local.get $vw))))
+                      (local.set $a11 (f32x4.add (local.get $a11) (f32x4.mul (local.get $vx1) (local.get $vw))))
+                      (local.set $vw (v128.load (i32.add (local.get $w2) (local.get $i))))
+                      (local.set $a02 (f32x4.add (local.get $a02) (f32x4.mul (local.get $vx0) (local.get $vw))))
+                      (local.set $a12 (f32x4.add (local.get $a12) (f32x4.mul (local.get $vx1) (local.get $vw))))
+                      (local.set $vw (v128.load (i32.add (local.get $w3) (local.get $i))))
+                      (local.set $a03 (f32x4.add (local.get $a03) (f32x4.mul (local.get $vx0) (local.get $vw))))
+                      (local.set $a13 (f32x4.add (local.get $a13) (f32x4.mul (local.get $vx1) (local.get $vw))))
+                      (local.set $i (i32.add (local.get $i) (i32.const 16)))
+                      (br_if $dot (i32.lt_u (local.get $i) (local.get $row))))
+                    ;; out[t, o..o+3] and out[t+1, o..o+3]
+                    (local.set $q
+                      (i32.add (local.get $po)
+                        (i32.add (i32.mul (local.get $t) (local.get $orow)) (i32.shl (local.get $o) (i32.const 2)))))
+                    (v128.store (local.get $q)
+                      (f32x4.add
+                        (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+                          (local.tee $ab (f32x4.add
+                            (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $a00) (local.get $a01))
+                            (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $a00) (local.get $a01))))
+                          (local.tee $cd (f32x4.add
+                            (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $a02) (local.get $a03))
+                            (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $a02) (local.get $a03)))))
+                        (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $ab) (local.get $cd))))
+                    (v128.store (i32.add (local.get $q) (local.get $orow))
+                      (f32x4.add
+                        (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+                          (local.tee $ab (f32x4.add
+                            (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $a10) (local.get $a11))
+                            (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $a10) (local.get $a11))))
+                          (local.tee $cd (f32x4.add
+                            (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $a12) (local.get $a13))
+                            (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $a12) (local.get $a13)))))
+                        (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $ab) (local.get $cd))))
+                    (local.set $t (i32.add (local.get $t) (i32.const 2)))
+                    (br $pairs)))
+                ;; one x row left in this block
+                (if (i32.lt_u (local.get $t) (local.get $t1))
+                  (then
+                    (local.set $x0 (i32.add (local.get $px) (i32.mul (local.get $t) (local.get $row))))
+                    (local.set $a00 (v128.const i32x4 0 0 0 0))
+                    (local.set $a01 (v128.const i32x4 0 0 0 0))
+                    (local.set $a02 (v128.const i32x4 0 0 0 0))
+                    (local.set $a03 (v128.const i32x4 0 0 0 0))
+                    (local.set $i (i32.const 0))
+                    (loop $dot1
+                      (local.set $vx0 (v128.load (i32.add (local.get $x0) (local.get $i))))
+                      (local.set $a00 (f32x4.add (local.get $a00)
+                        (f32x4.mul (local.get $vx0) (v128.load (i32.add (local.get $w0) (local.get $i))))))
+                      (local.set $a01 (f32x4.add (local.get $a01)
+                        (f32x4.mul (local.get $vx0) (v128.load (i32.add (local.get $w1) (local.get $i))))))
+                      (local.set $a02 (f32x4.add (local.get $a02)
+                        (f32x4.mul (local.get $vx0) (v128.load (i32.add (local.get $w2) (local.get $i))))))
+                      (local.set $a03 (f32x4.add (local.get $a03)
+                        (f32x4.mul (local.get $vx0) (v128.load (i32.add (local.get $w3) (local.get $i))))))
+                      (local.set $i (i32.add (local.get $i) (i32.const 16)))
+                      (br_if $dot1 (i32.lt_u (local.get $i) (local.get $row))))
+                    (v128.store
+                      (i32.add (local.get $po)
+                        (i32.add (i32.mul (local.get $t) (local.get $orow)) (i32.shl (local.get $o) (i32.const 2))))
+                      (f32x4.add
+                        (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+                          (local.tee $ab (f32x4.add
+                            (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $a00) (local.get $a01))
+                            (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $a00) (local.get $a01))))
+                          (local.tee $cd (f32x4.add
+                            (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $a02) (local.get $a03))
+                            (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $a02) (local.get $a03)))))
+                        (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $ab) (local.get $cd))))))
+                (local.set $o (i32.add (local.get $o) (i32.const 4)))
+                (br $cols)))
+            (local.set $t0 (local.get $t1))
+            (br $blocks)))
+        (local.set $o0 (local.get $o1))
+        (br $wblocks))))
 
   ;; -------------------------------------------------------------------------
   ;; attention: causal softmax attention of every head over a prefill window
