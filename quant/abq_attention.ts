@@ -75,7 +75,7 @@ export class AbqAttention {
   private readonly pO: number;
   private readonly O: Float32Array; // [Tp, hsP] O_h or dQ_h
   private readonly pE: number;
-  private readonly E: Float32Array; // [maxT(maxT+1)/2 + 4] exp's operand and result
+  private readonly E: Float32Array; // [max(maxT(maxT+1)/2, maxT·hidden) + 4] exp's operand and result
 
   constructor(readonly c: LlamaConfig, readonly maxT: number) {
     if (!ABQ_KERNELS_MODULE) withoutSimd("AbqAttention")();
@@ -92,7 +92,7 @@ export class AbqAttention {
       ceil8(triangle(maxT) + 4),
       Tp * hsP,
       Tp * hsP,
-      ceil8(triangle(maxT) + 4),
+      ceil8(Math.max(triangle(maxT), maxT * c.hiddenDim) + 4),
     ];
     const offsets: number[] = [];
     let at = 0;
@@ -224,8 +224,9 @@ export class AbqAttention {
   }
 
   /**
-   * dst[i] = e^{src[i]} for i in [from, to) (at most maxT(maxT+1)/2 values),
-   * with the softmax's f32 exp (quant/abq_kernels.wat `exp_f32`).
+   * dst[i] = e^{src[i]} for i in [from, to) (at most max(maxT(maxT+1)/2,
+   * maxT·hiddenDim) values), with the softmax's f32 exp (quant/abq_kernels.wat
+   * `exp_f32`).
    */
   readonly exp = (src: Float32Array, dst: Float32Array, from: number, to: number): void => {
     const n = to - from;

@@ -344,6 +344,7 @@ export class AbqBlockState {
   private readonly ropeCos: Float32Array; // [maxT, headSize / 2]
   private readonly ropeSin: Float32Array;
   private readonly cat: Float32Array; // [max(dim + 2kv, 2 hidden), dim] scratch
+  private readonly negExp: Float32Array; // [maxT, hiddenDim] scratch: e^{−h1}
   private readonly gKv: Float32Array; // [maxT, dim] scratch: gradients of a part's Q, K or V
   private readonly xKv: Float32Array; // [maxT, dim] scratch: the same before quantization
   private readonly aMaxq: number; // 0: linear inputs not quantized
@@ -406,6 +407,7 @@ export class AbqBlockState {
     };
     [this.ropeCos, this.ropeSin] = ropeTables(config, maxT);
     this.cat = new Float32Array(Math.max(qkv, 2 * hiddenDim) * dim);
+    this.negExp = new Float32Array(maxT * hiddenDim);
     this.gKv = new Float32Array(this.kMaxq ? maxT * dim : 0);
     this.xKv = new Float32Array(this.kMaxq ? maxT * dim : 0);
     this.attn = new AbqAttention(this.c, maxT);
@@ -589,11 +591,14 @@ export class AbqBlockState {
     const dG = at(b.dGated, hd), dh13 = at(b.dh13, 2 * hd);
     linearGradInput(dG, dx, b.w2T, n, hd, dim);
     if (aMaxq) fakeQuantRowsGrad(dG, at(b.gated, hd), n, hd, aMaxq, round);
-    const h1 = at(b.h1, hd), h3 = at(b.h3, hd);
+    // SwiGLU: σ(h1) from e^{−h1} in WASM (the loss's exp)
+    const h1 = at(b.h1, hd), h3 = at(b.h3, hd), e = this.negExp.subarray(0, n * hd);
+    for (let i = 0; i < n * hd; i++) e[i] = -h1[i];
+    this.attn.exp(e, e, 0, n * hd);
     for (let t = 0; t < n; t++) {
       const o = t * hd, o2 = 2 * o;
       for (let i = 0; i < hd; i++) {
-        const a = h1[o + i], sig = 1 / (1 + Math.exp(-a)), dg = dG[o + i];
+        const a = h1[o + i], sig = 1 / (1 + e[o + i]), dg = dG[o + i];
         dh13[o2 + hd + i] = dg * a * sig;
         dh13[o2 + i] = dg * h3[o + i] * sig * (1 + a * (1 - sig));
       }

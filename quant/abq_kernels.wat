@@ -263,7 +263,7 @@
 
   ;; exp_f32: out[i] = e^x[i] for i < $n, x at $px, out at $po (may be $px;
   ;; 16-byte aligned; the last group of 4 reads and writes up to 3 floats past
-  ;; $n). The polynomial is causal_softmax's, repeated here: V8 does not
+  ;; $n); x is clamped to [−87.33654, 88.37626] (e^x stays finite and normal). The polynomial is causal_softmax's, repeated here: V8 does not
   ;; inline a helper function, and a call per 4 lanes made the softmax about
   ;; 1.5× slower.
   (func (export "exp_f32") (param $px i32) (param $po i32) (param $n i32)
@@ -290,7 +290,9 @@
     (block $done
       (loop $each
         (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
-        (local.set $x (f32x4.pmax (v128.load (i32.add (local.get $px) (local.get $i))) (local.get $c_lo)))
+        (local.set $x
+          (f32x4.pmin (f32x4.pmax (v128.load (i32.add (local.get $px) (local.get $i))) (local.get $c_lo))
+            (f32x4.splat (f32.const 88.37626))))
         (local.set $kf (f32x4.add (f32x4.mul (local.get $x) (local.get $c_log2e)) (local.get $c_round)))
         (local.set $k (f32x4.sub (local.get $kf) (local.get $c_round)))
         (local.set $r
