@@ -23,7 +23,8 @@
  *   known, so each worker takes a range of rows, held transposed (one column
  *   of W is a contiguous vector of rows). Per block of `blocksize` columns:
  *   the group parameters of every group starting in the block, from the
- *   block-level W (as GPTQ), here through the grid; the in-block sweep
+ *   block-level W (as GPTQ), here through the grid (the group's columns of
+ *   every row gathered by `transpose_f32`); the in-block sweep
  *   `gptq_block` (quantize a column of 64 rows, err1 = (w − q)/d, the rank-1
  *   update of the block's later columns); the lazy update
  *   W[:, i2:] −= Err1 · Hinv[i1:i2, i2:] as one `gemm_4x8`.
