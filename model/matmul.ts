@@ -121,7 +121,8 @@ export const matmulBlocked: MatmulFn = (out, x, w, T, n, d) => {
  * Same contract as {@linkcode matmulRef}, in WebAssembly SIMD
  * (model/wasm/kernels.wat, the shared `FORWARD_KERNELS` instance): copies x
  * and W into the module's memory (rows zero-padded to a multiple of 4),
- * computes with 2 × 4 tiles of f32x4 accumulators in float32, copies out
+ * computes with 2 × 4 tiles of f32x4 accumulators in float32 (blocks of x
+ * rows sized for L1 inside blocks of W rows sized for L2), copies out
  * back. Any T, n, d.
  *
  * @param out [T, d], written
