@@ -36,6 +36,26 @@
  *    flag) adds each owned row's nonzeros times the owned tokens' inputs,
  *    read from global memory, before the single write of Y.
  *
+ * ## Register tiling (software adapters: {@linkcode defaultTiling})
+ *
+ * llvmpipe runs eight invocations in the lanes of a SIMD register and every
+ * storage or workgroup load lane by lane (a loop with a branch per lane and
+ * component), while arithmetic is one instruction for all eight: a load
+ * costs tens of multiply-adds, and workgroup memory is no cheaper than a
+ * storage buffer. So the "registers" tiling drops workgroup memory and
+ * barriers: each thread owns {@linkcode REG_TOKENS} tokens ×
+ * {@linkcode REG_ROWS} rows, reads its tokens' X as vec4s once per chunk
+ * and decodes each of its rows' 32-code blocks itself, straight from the
+ * packed words into registers — a uniform 4-bit word is 8 weights for one
+ * load, where the staged tile cost one load per weight per thread. A lut
+ * row's 2^b entries (b ≤ 4) are loaded once per chunk and a code's value is
+ * picked by a select tree on its bits (arithmetic, not a load per code).
+ * The sums run in the same order as the shared tiling's (bit-identical
+ * results). Codes wider than 4 bits and per-code group tables stay on the
+ * shared tiling (their unrolled source takes llvmpipe minutes to compile). On llvmpipe, 1024 × 1024 at T = 256: 1.7× (f16) to 3× (uniform
+ * 4-bit, lut 3-bit) the shared tiling's speed; 8 × 16 per thread beat 4 × 16,
+ * 8 × 8 and 16 × 8.
+ *
  * Device limits: a dense part larger than maxStorageBufferBindingSize is
  * bound as several row windows (as kernels/matvec.ts does), and X / Y larger
  * than it as several token windows (multiples of 64 tokens, so binding
@@ -126,7 +146,24 @@ export interface MatmulParams {
   nativeF16: boolean;
   /** cols % 4 == 0: X (and f32 weights) read as vec4; f16 rows start on whole words. */
   aligned: boolean;
+  /** "shared": workgroup tiles staged in workgroup memory; "registers": per-thread tiles ({@linkcode MatmulTiling}). */
+  tiling: MatmulTiling;
 }
+
+/**
+ * How a matmul is tiled (module doc): "shared" stages X and the decoded
+ * weight tile in workgroup memory (a GPU's way); "registers" has every
+ * thread decode its own rows straight from the packed words into registers
+ * and read its tokens' X directly, with no workgroup memory and no barriers
+ * (a software adapter's way: llvmpipe runs every load lane by lane, so a
+ * packed word that yields 32 / bits weights beats a staged fp32 weight).
+ */
+export type MatmulTiling = "shared" | "registers";
+
+/** Tokens per thread of the "registers" tiling. */
+export const REG_TOKENS = 8;
+/** Rows per thread of the "registers" tiling. */
+export const REG_ROWS = 16;
 
 const MATMUL_PARAMS = new UniformLayout("Params", {
   T: "u32", // tokens of this token window
@@ -147,7 +184,7 @@ const MATMUL_PARAMS = new UniformLayout("Params", {
 /** The tiled matmul kernel (module doc, "Tiling"). */
 export const MATMUL_KERNEL: Kernel<MatmulParams> = {
   name: "matmul",
-  key: (p) => [p.format, p.bits, p.groups, p.nativeF16, p.aligned].join(","),
+  key: (p) => [p.format, p.bits, p.groups, p.nativeF16, p.aligned, p.tiling].join(","),
   wgsl: matmulWgsl,
 };
 
@@ -186,7 +223,8 @@ function matmulWgsl(p: MatmulParams): string {
   // ws[tid · K4 + j] = vec4 (the chunk lies inside the row; c0 is a multiple of 32).
   let weight: string;
   const fast: string[] = [];
-  const put = (j: number, v: string) => fast.push(`ws[tid * K4 + ${j}u] = ${v};`);
+  const put = (j: number, v: string) =>
+    fast.push(p.tiling === "shared" ? `ws[tid * K4 + ${j}u] = ${v};` : `let wv${j} = ${v};`);
   if (format === "f32") {
     weight = f32v4
       ? `let i = row * P.cols + c - P.wBase; return W[i >> 2u][i & 3u];`
@@ -246,8 +284,31 @@ function matmulWgsl(p: MatmulParams): string {
       L.push(half("lutAt", "LT"));
       weight = `return lutAt((row << BITS) + code(row, c));`;
       fast.push(`let lb = row << BITS;`);
-      for (let j = 0; j < 8; j++) {
-        put(j, `vec4<f32>(${q4(j).map((q) => `lutAt(lb + ${q})`).join(", ")})`);
+      if (p.tiling === "registers" && bits <= 4) {
+        // the row's 2^BITS entries in registers, a code's value by a select tree on its bits
+        const n = 1 << bits;
+        for (let v = 0; v < n; v += 2) {
+          fast.push(`let lp${v} = unpack2x16float(LT[(lb >> 1u) + ${v / 2}u]);`);
+        }
+        const tree = (q: string) => {
+          let level = Array.from({ length: n }, (_, v) => `lp${v & ~1}[${v & 1}]`);
+          for (let b = 0; level.length > 1; b++) {
+            const bit = `(((${q}) & ${1 << b}u) != 0u)`;
+            level = Array.from(
+              { length: level.length / 2 },
+              (_, m) => `select(${level[2 * m]}, ${level[2 * m + 1]}, ${bit})`,
+            );
+          }
+          return level[0];
+        };
+        for (let j = 0; j < 8; j++) {
+          fast.push(`let q${j} = vec4<u32>(${q4(j).join(", ")});`);
+          put(j, `vec4<f32>(${[0, 1, 2, 3].map((k) => tree(`q${j}[${k}]`)).join(", ")})`);
+        }
+      } else {
+        for (let j = 0; j < 8; j++) {
+          put(j, `vec4<f32>(${q4(j).map((q) => `lutAt(lb + ${q})`).join(", ")})`);
+        }
       }
     } else {
       L.push(`@group(0) @binding(4) var<storage, read> S: array<u32>; // fp16 [rows, nGroups]
@@ -287,8 +348,12 @@ function matmulWgsl(p: MatmulParams): string {
 fn valAt(k: u32) -> f32 {
   if (P.sparseF32 != 0u) { return bitcast<f32>(V[k]); }
   return unpack2x16float(V[k >> 1u])[k & 1u];
-}
-var<workgroup> xs: array<vec4<f32>, ${(MATMUL_TM * KC) / 4}>; // [TM, KC / 4]
+}`);
+  if (p.tiling === "registers") {
+    L.push(registersMain(A, fast));
+    return L.join("\n");
+  }
+  L.push(`var<workgroup> xs: array<vec4<f32>, ${(MATMUL_TM * KC) / 4}>; // [TM, KC / 4]
 var<workgroup> ws: array<vec4<f32>, ${(MATMUL_TN * KC) / 4}>; // [TN, KC / 4]`);
   // Thread (tx, ty): tokens ty + 8i; accumulators acc{i}_{h}, a vec4 over its rows tx + 8j,
   // j = 4h .. 4h + 3.
@@ -404,6 +469,105 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   return L.join("\n");
 }
 
+/**
+ * The "registers" tiling's entry point: thread g owns tokens t0 .. t0 + RT − 1
+ * and rows r0 .. r0 + RR − 1 (RT = {@linkcode REG_TOKENS}, RR =
+ * {@linkcode REG_ROWS}; rows vary fastest between threads), accumulators
+ * acc{i}_{j} in registers. Per 32-column chunk it reads its tokens' X as
+ * vec4s x{i}_{k}, then decodes each row's 32 weights (`fast`, as w0..w7)
+ * and adds dot(x{i}_{k}, w{k}) in k order (the "shared" tiling's order);
+ * a partial last chunk goes code by code. Out-of-range tokens and rows are
+ * clamped for loads and skipped for stores.
+ */
+function registersMain(aligned: boolean, fast: string[]): string {
+  const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+  const I = range(REG_TOKENS), J = range(REG_ROWS), K = range(KC / 4);
+  const xv = (i: number, c: string) =>
+    aligned
+      ? `X[(xo${i} + ${c}) >> 2u]`
+      : `vec4<f32>(${[0, 1, 2, 3].map((q) => `xAt(xo${i} + ${c} + ${q}u)`).join(", ")})`;
+  const xPart = (i: number) =>
+    `vec4<f32>(${
+      [0, 1, 2, 3].map((q) => `select(0.0, xAt(xo${i} + c + ${q}u), c + ${q}u < P.cols)`).join(", ")
+    })`;
+  const rowOf = (j: number) => `P.rowBase + min(r0 + ${j}u, P.chunkRows - 1u)`;
+  return `const RT = ${REG_TOKENS}u;
+const RR = ${REG_ROWS}u;
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+  let g = (wid.y * P.nx + wid.x) * WG + tid;
+  let rowBlocks = (P.chunkRows + RR - 1u) / RR;
+  if (g >= rowBlocks * ((P.T + RT - 1u) / RT)) { return; }
+  let r0 = (g % rowBlocks) * RR; // first row, within the window
+  let t0 = (g / rowBlocks) * RT; // first token
+  ${I.map((i) => `let xo${i} = min(t0 + ${i}u, P.T - 1u) * P.cols;`).join("\n  ")}
+  ${I.map((i) => J.map((j) => `var acc${i}_${j} = 0.0;`).join(" ")).join("\n  ")}
+  var c0 = 0u;
+  for (; c0 + KC <= P.cols; c0 += KC) {
+    ${
+    I.map((i) => K.map((k) => `let x${i}_${k} = ${xv(i, `c0 + ${4 * k}u`)};`).join(" ")).join(
+      "\n    ",
+    )
+  }
+    ${
+    J.map((j) =>
+      `{
+      let row = ${rowOf(j)};
+      ${fast.join("\n      ")}
+      ${
+        I.map((i) => K.map((k) => `acc${i}_${j} += dot(x${i}_${k}, wv${k});`).join(" ")).join(
+          "\n      ",
+        )
+      }
+    }`
+    ).join("\n    ")
+  }
+  }
+  if (c0 < P.cols) { // partial last chunk, code by code (weightAt and X are zero past cols)
+    for (var k = 0u; k < K4; k++) {
+      let c = c0 + 4u * k;
+      ${I.map((i) => `let x${i} = ${xPart(i)};`).join("\n      ")}
+      ${
+    J.map((j) =>
+      `{
+        let row = ${rowOf(j)};
+        let w = vec4<f32>(${[0, 1, 2, 3].map((q) => `weightAt(row, c + ${q}u)`).join(", ")});
+        ${I.map((i) => `acc${i}_${j} += dot(x${i}, w);`).join(" ")}
+      }`
+    ).join("\n      ")
+  }
+    }
+  }
+  if (P.sparse != 0u) {
+    ${
+    J.map((j) =>
+      `{
+      let row = ${rowOf(j)};
+      ${I.map((i) => `var add${i} = 0.0;`).join(" ")}
+      for (var k = u32(RP[row]); k < u32(RP[row + 1u]); k++) {
+        let v = valAt(k);
+        let c = u32(CI[k]);
+        ${I.map((i) => `add${i} += v * xAt(xo${i} + c);`).join(" ")}
+      }
+      ${I.map((i) => `acc${i}_${j} += add${i};`).join(" ")}
+    }`
+    ).join("\n    ")
+  }
+  }
+  ${
+    J.map((j) =>
+      `if (r0 + ${j}u < P.chunkRows) {
+    ${
+        I.map((i) =>
+          `if (t0 + ${i}u < P.T) { Y[(t0 + ${i}u) * P.rows + P.rowBase + r0 + ${j}u] = acc${i}_${j}; }`
+        ).join("\n    ")
+      }
+  }`
+    ).join("\n  ")
+  }
+}`;
+}
+
 /** Options of {@linkcode createMatmulPlan}. */
 export interface MatmulPlanOptions {
   /** Tokens T of the window. */
@@ -420,6 +584,33 @@ export interface MatmulPlanOptions {
   maxBindingBytes?: number;
   /** Per-dimension workgroup cap (tests use a small one to force 2-D grids). */
   maxWorkgroupsPerDim?: number;
+  /** The tiling (where the weight's format allows it). @default {@linkcode defaultTiling} of the device */
+  tiling?: MatmulTiling;
+}
+
+/**
+ * The tiling a device runs fastest: "registers" on a software adapter
+ * (llvmpipe: loads, not arithmetic, are its cost), "shared" on a GPU.
+ * @param gpu the device
+ */
+export function defaultTiling(gpu: Gpu): MatmulTiling {
+  return gpu.info.isFallbackAdapter || /llvmpipe|swiftshader/i.test(gpu.info.description)
+    ? "registers"
+    : "shared";
+}
+
+/**
+ * The tiling a plan of `lin` uses: `asked` (else the device's default),
+ * except that the "registers" tiling covers only f32, f16 and codes of at
+ * most 4 bits with one group per 32-code block — its unrolled source
+ * grows with the code width and the per-code group table, and llvmpipe's
+ * compile time with it (minutes at 7 bits) — the rest use "shared".
+ */
+function planTiling(gpu: Gpu, lin: GpuLinear, asked: MatmulTiling | undefined): MatmulTiling {
+  const tiling = asked ?? defaultTiling(gpu);
+  const small = lin.bits === 0 ||
+    (lin.bits <= 4 && (lin.format === "lut" || lin.groups === "block"));
+  return tiling === "registers" && !small ? "shared" : tiling;
 }
 
 /** A matmul bound to buffers, ready to encode any number of times. */
@@ -484,6 +675,7 @@ export async function createMatmulPlan(
     groups: lin.groups,
     nativeF16: lin.format === "f16" && (opts.nativeF16 ?? true) && hasShaderF16(gpu),
     aligned: cols % 4 === 0,
+    tiling: planTiling(gpu, lin, opts.tiling),
   };
   const pipeline = await gpu.pipelines.get(MATMUL_KERNEL, params);
 
@@ -506,11 +698,10 @@ export async function createMatmulPlan(
     for (let t0 = 0; t0 < T; t0 += tokensPerWindow) {
       const nt = Math.min(tokensPerWindow, T - t0);
       const tilesN = Math.ceil(nr / MATMUL_TN);
-      const grid = dispatchSize(
-        tilesN * Math.ceil(nt / MATMUL_TM),
-        device.limits,
-        opts.maxWorkgroupsPerDim,
-      );
+      const workgroups = params.tiling === "shared"
+        ? tilesN * Math.ceil(nt / MATMUL_TM)
+        : Math.ceil((Math.ceil(nr / REG_ROWS) * Math.ceil(nt / REG_TOKENS)) / MATMUL_WG);
+      const grid = dispatchSize(workgroups, device.limits, opts.maxWorkgroupsPerDim);
       const u = own(
         MATMUL_PARAMS.size,
         GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,

@@ -1,5 +1,5 @@
 /**
- * The tiled matmul kernels equal the CPU reference — quant/format.ts's
+ * The tiled matmul kernels (both tilings) equal the CPU reference — quant/format.ts's
  * dequantization to fp32 weights, then Y = X · Wᵀ accumulated in float64 —
  * within 1e-5 relative, for every format × bits 2..8, on odd shapes: T = 37
  * tokens (two token tiles, the second partial), 45 rows (a partial row
@@ -47,9 +47,12 @@ async function check(
   tokens = T,
 ) {
   const x = randn(tokens * w.dense.cols, 11);
-  const got = await matmulGpu(gpu, w, x, tokens, opts);
-  const err = maxRelError(got, reference(w, x, tokens));
-  assert.ok(err <= TOL, `${what} T=${tokens}: relative error ${err} > ${TOL}`);
+  const want = reference(w, x, tokens);
+  for (const tiling of ["shared", "registers"] as const) {
+    const got = await matmulGpu(gpu, w, x, tokens, { tiling, ...opts });
+    const err = maxRelError(got, want);
+    assert.ok(err <= TOL, `${what} T=${tokens} ${tiling}: relative error ${err} > ${TOL}`);
+  }
 }
 
 const weights = randn(ROWS * COLS, 3);
