@@ -192,7 +192,7 @@ export class GpuBlock {
         B.x,
         this.#layer!.upload(w, GPUBufferUsage.COPY_SRC, label),
         B.xn,
-      ], T);
+      ], Math.ceil(T / PREFILL_WG));
     this.#norms = [
       await norm(lw.attnNorm, "block-attn-norm"),
       await norm(lw.ffnNorm, "block-ffn-norm"),

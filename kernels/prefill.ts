@@ -160,22 +160,20 @@ ${MAIN} {
   let t = gid / P.dim;
   X[gid] = E[u32(TOK[S.base + t]) * P.dim + gid % P.dim];
 }`;
-      case "rmsnorm": // O[t] = X[t] / sqrt(mean(X[t]²) + eps) ⊙ W; one workgroup per token
+      case "rmsnorm": // O[t] = X[t] / sqrt(mean(X[t]²) + eps) ⊙ W; one thread per token (vec4s)
         return `${head}
-@group(0) @binding(1) var<storage, read> X: array<f32>; // [T, dim]
-@group(0) @binding(2) var<storage, read> W: array<f32>; // [dim]
-@group(0) @binding(3) var<storage, read_write> O: array<f32>; // [T, dim]
-var<workgroup> red: array<f32, ${WG}>;
+@group(0) @binding(1) var<storage, read> X: array<vec4<f32>>; // [T, dim / 4]
+@group(0) @binding(2) var<storage, read> W: array<vec4<f32>>; // [dim / 4]
+@group(0) @binding(3) var<storage, read_write> O: array<vec4<f32>>; // [T, dim / 4]
 ${MAIN} {
-  let t = wid.y * P.nx + wid.x;
-  if (t >= P.T) { return; }
-  let o = t * P.dim;
-  var ss = 0.0;
-  for (var i = lid; i < P.dim; i += ${WG}u) { ss += X[o + i] * X[o + i]; }
-  red[lid] = ss;
-  ${SUM("red", (a, b) => `${a} + ${b}`)}
-  let inv = 1.0 / sqrt(red[0] / f32(P.dim) + P.eps);
-  for (var i = lid; i < P.dim; i += ${WG}u) { O[o + i] = W[i] * (X[o + i] * inv); }
+  ${GID}
+  if (gid >= P.T) { return; }
+  let d4 = P.dim / 4u;
+  let o = gid * d4;
+  var ss = vec4<f32>();
+  for (var i = 0u; i < d4; i++) { let v = X[o + i]; ss += v * v; }
+  let inv = 1.0 / sqrt((ss.x + ss.y + ss.z + ss.w) / f32(P.dim) + P.eps);
+  for (var i = 0u; i < d4; i++) { O[o + i] = W[i] * (X[o + i] * inv); }
 }`;
       case "rope": // rotate pairs (2i, 2i + 1) of every head of X [T, width] in place; n = T · width / 2
         return `${head}
@@ -388,7 +386,12 @@ interface Op {
   x: number;
   y: number;
 }
-type Step = ({ kind: "op" } & Op) | { kind: "plan"; plan: MatmulPlan };
+/** One dispatch group of a window, labelled for {@linkcode GpuPrefill.profile} (op or linear name). */
+type Step = ({ kind: "op"; label: string } & Op) | {
+  kind: "plan";
+  label: string;
+  plan: MatmulPlan;
+};
 
 /** One chunk of the classifier: logits of tokens c0 .. c0 + n − 1, then their losses. */
 interface HeadChunk {
@@ -548,7 +551,7 @@ export class GpuPrefill {
           layout: pipeline.getBindGroupLayout(0),
           entries: [u, ...bufs].map((buffer, binding) => ({ binding, resource: { buffer } })),
         });
-        return { kind: "op", pipeline, bindGroup, x: grid.x, y: grid.y };
+        return { kind: "op", label: name, pipeline, bindGroup, x: grid.x, y: grid.y };
       };
       const groups = (n: number) => Math.ceil(n / WG);
       let macs = 0;
@@ -579,12 +582,13 @@ export class GpuPrefill {
         });
         owned.adopt(plan);
         macs += plan.macs;
-        return { kind: "plan", plan };
+        return { kind: "plan", label: what.replace(/^layers\.\d+\./, ""), plan };
       };
 
       const body: Step[] = [];
       body.push(await op("embed", { n: T * dim, dim }, [state, tokens, emb, x], groups(T * dim)));
-      const norm = (w: GPUBuffer) => op("rmsnorm", { T, dim, eps: c.normEps }, [x, w, xn], T);
+      const norm = (w: GPUBuffer) =>
+        op("rmsnorm", { T, dim, eps: c.normEps }, [x, w, xn], groups(T));
       for (let l = 0; l < nLayers; l++) {
         const lw = weights.layers[l];
         const src = (name: LinearName) => linears(l, name);
@@ -764,6 +768,43 @@ export class GpuPrefill {
     } finally {
       pool.release(all);
     }
+  }
+
+  /**
+   * Wall-clock seconds of one window per step label (an op of the module
+   * doc, or a linear's name summed over the layers). Each step is encoded
+   * `reps` times into one submit and waited for, and the time divided by
+   * `reps`, so the submit's own cost is spread thin (on a software adapter,
+   * whose timestamp queries read zero, the wall clock is the only clock).
+   * In-place steps (rope, add, swiglu) run `reps` times on their own
+   * output: the time is right, the activations are not; run windows after
+   * this only through {@linkcode GpuPrefill.windowLosses}, which recomputes
+   * everything from the embedding.
+   *
+   * @param win `seqlen` token ids
+   * @param reps runs of each step per submit @default 4
+   * @returns seconds per label, in the order first met
+   */
+  async profile(win: ArrayLike<number>, reps = 4): Promise<Map<string, number>> {
+    this.#checkWindow(win, 0);
+    const { device } = this.gpu;
+    device.queue.writeBuffer(this.buffers.tokens, 0, Int32Array.from(win));
+    device.queue.writeBuffer(this.buffers.state, 0, new Uint32Array([0, 0]));
+    await device.queue.onSubmittedWorkDone();
+    const seconds = new Map<string, number>();
+    const steps = [...this.body, ...this.chunks.flatMap((c) => c.steps), this.reduce];
+    for (const s of steps) {
+      const t0 = performance.now();
+      const enc = device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      for (let r = 0; r < reps; r++) this.#run(pass, [s]);
+      pass.end();
+      device.queue.submit([enc.finish()]);
+      await device.queue.onSubmittedWorkDone();
+      const dt = (performance.now() - t0) / 1000 / reps;
+      seconds.set(s.label, (seconds.get(s.label) ?? 0) + dt);
+    }
+    return seconds;
   }
 }
 
