@@ -26,7 +26,9 @@
  *    ({@linkcode lwcForward}); run the block Q on X_q with the activation
  *    quantization of the spec; loss ({@linkcode abqLoss}); gradients by hand
  *    (quant/abq_grad.ts, then back through LWC and LET); AdamW, weight decay
- *    0, lr LET 5e-3, LWC 1e-2, compensation 1e-2.
+ *    0, lr LET 5e-3, LWC 1e-2, compensation 1e-2. With `workers` ≥ 1 each
+ *    step's block forward, loss and backward are split over this thread and
+ *    one worker (quant/abq_parallel.ts); the numbers do not change.
  * 4. **Fold.** The final LET and compensation go into the weights and the
  *    norms, the weights are quantized on the LWC grid (clipping baked into
  *    the stored scales and zeros); X_q ← Q(X_q), X_fp ← T1.
