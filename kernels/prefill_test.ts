@@ -105,18 +105,18 @@ gpuTest(
 );
 
 gpuTest(
-  "GPU prefill attention over several query tiles: T = 203, head size 16, 4 heads over 1 KV head, " +
+  "GPU prefill attention over several query tiles: T = 203, head size 32, 4 heads over 1 KV head, " +
     "4 heads and 2 queries per thread (unmasked and masked key loops, T not a multiple of the key step)",
   async (gpu) => {
     const c = tinyConfig({
-      dim: 64,
+      dim: 128,
       hiddenDim: 96,
       nHeads: 4,
       nKvHeads: 1,
       vocabSize: 50,
       maxSeqLen: 256,
     });
-    assert.deepEqual(attentionShape(16, 4), { headsPerThread: 4, queriesPerThread: 2 });
+    assert.deepEqual(attentionShape(32, 4), { headsPerThread: 4, queriesPerThread: 2 });
     const w = randomWeights(c, 11);
     const windows = randomWindows(2, 203, c.vocabSize, 3);
     const pf = await GpuPrefill.create(gpu, w, denseSource(w), { seqlen: 203 });
