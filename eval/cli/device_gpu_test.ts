@@ -15,7 +15,7 @@ import { cli, lastJson } from "./_testing.ts";
 const DATA = ["--data-dir", SHARED_DATA, "--json"];
 
 gpuTest(
-  "ppl --device gpu equals --device cpu (1e-4) and names the device; bad --device is refused",
+  "ppl --device gpu equals --device cpu (1e-4) and names the device; bad --device and --abits / --kv-bits on the GPU are refused",
   async () => {
     const args = ["ppl", "--dataset", "tinystories", "--seqlen", "256", "--limit", "2", ...DATA];
     const gpu = await cli(...args, "--device", "gpu");
@@ -31,6 +31,22 @@ gpuTest(
     const bad = await cli("ppl", "--device", "tpu", ...DATA);
     assert.equal(bad.code, 2);
     assert.match(bad.err, /--device must be one of cpu, gpu; got "tpu"/);
+    // activation fake-quant runs only in the CPU forward: refused before any work, naming the options
+    for (const act of [["--abits", "8"], ["--kv-bits", "4"]]) {
+      const r = await cli(
+        "ppl",
+        "--device",
+        "gpu",
+        "--method",
+        "rtn",
+        "--bits",
+        "8",
+        ...act,
+        ...DATA,
+      );
+      assert.equal(r.code, 2, r.err);
+      assert.match(r.err, /--device gpu: rtn\.w8.* quantizes activations \(--abits \/ --kv-bits\)/);
+    }
   },
 );
 
