@@ -31,9 +31,12 @@
  * header (what the model is and how it is quantized) is known before the
  * first array, each array is hashed as it is written, and the index (with
  * the provenance, which holds timings and facts known only at the end) and
- * the fixed 48-byte trailer come last (Parquet's footer-plus-magic idea). A file whose writer stopped early has no end
- * marker. A reader checks each array's sha256 when it reads the array, so a
- * damaged byte is reported with the array it lies in.
+ * the fixed 48-byte trailer come last (Parquet's footer-plus-magic idea). A
+ * file whose writer stopped early has no end marker. A reader checks each
+ * array's sha256 when it reads the array, so a damaged byte is reported with
+ * the array it lies in; and it can read the preamble, the trailer and the
+ * index first and then one block's arrays at a time
+ * ({@linkcode openQuantizedModel}), never holding the whole file.
  *
  * The unquantized tensors (token embedding, RMSNorm weights, the classifier
  * when it is not tied) are embedded as fp32, so a file is self-contained: it
