@@ -13,7 +13,7 @@ import { maxRelError } from "../datasets/testing.ts";
 import { gptqQuantizeModel } from "../quant/sequential.ts";
 import { gpuTest } from "../kernels/_testing.ts";
 import { tinyStoriesWindows, weights } from "./_ppl_testing.ts";
-import { gptqQuantizeModelGpu, gpuActivationStats } from "./gpu_calibration.ts";
+import { gptqQuantizeModelGpu, gpuActivationStats, gpuHessians } from "./gpu_calibration.ts";
 
 const windows = await tinyStoriesWindows(4, 128);
 
@@ -38,6 +38,11 @@ gpuTest(
       assert.ok(e < 1e-2, `${s.key}: GPTQ error ${onGpu.stats.linears[i].error} vs ${s.error}`);
     });
     console.log(`${same} of ${total} codes equal`);
+    // gpuHessians(gpu).gptqModel is this pass: the same codes, bit for bit (deterministic)
+    const viaHessians = await (await gpuHessians(gpu)).gptqModel(weights, windows, opts);
+    for (const [key, q] of onGpu.linears) {
+      assert.deepEqual(viaHessians.linears.get(key)!.dense.codes, q.dense.codes, key);
+    }
   },
 );
 

@@ -38,6 +38,16 @@ export interface GpuHessians extends DeviceHessians {
   made: number;
   /** Releases accumulators that were never finished (e.g. after an error). */
   release(): void;
+  /**
+   * The whole GPTQ pass on this device ({@linkcode gptqQuantizeModelGpu}:
+   * block inputs and Hessians on the GPU), for a caller that can replace
+   * quant/sequential.ts's `gptqQuantizeModelAsync` (CPU forward) with it.
+   */
+  gptqModel(
+    weights: LlamaWeights,
+    windows: Int32Array[],
+    opts: GptqModelOptions,
+  ): Promise<GptqModelResult>;
 }
 
 /**
@@ -80,6 +90,7 @@ export async function gpuHessians(gpu: Gpu): Promise<GpuHessians> {
       for (const h of live) h.release();
       live.clear();
     },
+    gptqModel: (weights, windows, opts) => gptqQuantizeModelGpu(gpu, weights, windows, opts),
   };
   return out;
 }
