@@ -37,8 +37,12 @@ import { DEFAULT_WORKERS } from "./spec.ts";
 /** Windows per partial sum; fixed so that results do not depend on the worker count. */
 export const FISHER_CHUNK = 4;
 
-/** Bumped whenever the numbers this file computes change; part of every cache key. */
-export const FISHER_CODE_VERSION = 1;
+/**
+ * Bumped whenever the numbers this file computes change; part of every cache
+ * key. 2: the forward's SwiGLU in WebAssembly (model/forward.ts) moves the
+ * activations the gradients are taken at in their last bits.
+ */
+export const FISHER_CODE_VERSION = 2;
 
 /** Fisher information of every linear weight: [nLayers] of name → [out, in]. */
 export type FisherLayers = Record<LinearName, Float32Array>[];

@@ -34,12 +34,17 @@ import type { CalibrationIdentity } from "../quant/methods.ts";
  * (quantizers, calibration sampling, tokenization, the perplexity protocol);
  * results of an older version are then never matched and are recomputed.
  */
-export const CODE_VERSION = 2;
+export const CODE_VERSION = 3;
 // 2: ABQ-LLM's attention in WebAssembly (quant/abq_attention.ts: another f32
 //    summation order and exp; a few codes move), GPU prefill attention's
 //    summation order (≈ 1e-7 relative), and the CLI's GPTQ on the fast solver
 //    with fused multiply-adds (the same codes as the reference on stories260K
 //    on this host; a code at a rounding boundary may differ elsewhere).
+// 3: AWQ's calibration follows llm-awq's get_calib_dataset (128 texts of ≤ 512
+//    tokens, concatenated, cut into blocks: AWQ's codes move); the CPU forward's
+//    SwiGLU, log-sum-exp and head-size-8 attention in WebAssembly (≈ 2e-8 relative
+//    on perplexity); ABQ-LLM's two-thread step and WASM exp (last bits); the GPU
+//    RMSNorm's summation order (≈ 1e-7 on GPU perplexity)
 
 /** Prefix of keys given to rows migrated from a store without identities; no new key has it. */
 export const LEGACY_KEY_PREFIX = "legacy:";

@@ -164,7 +164,7 @@ export function checkFitsInMemory(path: string, config: LlamaConfig): void {
   const gb = (b: number) => `${(b / 1e9).toFixed(1)} GB`;
   throw new CliError(
     `${path} needs ${gb(need)} in fp32, more than this machine's ${gb(total)} of memory; ` +
-      `what runs block by block: quantize --method rtn | gptq | squeezellm (without --outliers; ` +
+      `what runs block by block: quantize --method rtn | gptq | awq | squeezellm (without --outliers; ` +
       `its Fisher pass too), ppl --blockwise (a checkpoint or --quantized FILE) and ` +
       `eval --blockwise`,
   );
