@@ -59,6 +59,7 @@ import { AwqSequential, awqSpecOptions } from "../quant/awq.ts";
 import {
   embedWindows,
   GptqSequential,
+  gptqSpecOptions,
   type HessianAccumulatorFactory,
 } from "../quant/sequential.ts";
 import { sumSizes } from "../quant/size.ts";
@@ -240,21 +241,11 @@ export function gptqBlockQuantizer(
   { windows, hessians, workers, log }: BlockQuantizerInputs,
 ): BlockQuantizer {
   if (!windows) throw new RangeError(`quantizeToFile(): gptq needs calibration windows`);
-  const g = new GptqSequential(config, windows, {
-    bits: spec.bits,
-    groupSize: spec.groupSize,
-    sym: spec.sym,
-    bitBalance: spec.bitBalance,
-    actOrder: spec.actOrder,
-    staticGroups: spec.staticGroups,
-    trueSequential: spec.trueSequential,
-    blocksize: spec.blocksize,
-    percdamp: spec.percdamp,
-    solver: "fast",
-    workers,
-    hessians,
-    log,
-  });
+  const g = new GptqSequential(
+    config,
+    windows,
+    gptqSpecOptions(spec, { workers, hessians, log }),
+  );
   return {
     windows,
     async quantizeBlock(l, lw, x) {

@@ -16,7 +16,11 @@ import type { ProgressCallback } from "../model/pool.ts";
 import { LINEAR_NAMES, linearKey, withLinears } from "../model/config.ts";
 import { dequantize, type QuantizedLinear } from "./format.ts";
 import { rtnBlock, squeezellmBlock } from "./blockwise.ts";
-import { gptqQuantizeModelAsync, type HessianAccumulatorFactory } from "./sequential.ts";
+import {
+  gptqQuantizeModelAsync,
+  gptqSpecOptions,
+  type HessianAccumulatorFactory,
+} from "./sequential.ts";
 import { awqQuantizeModelParallel, awqSpecOptions } from "./awq.ts";
 import { findOutlierRange } from "./squeezellm.ts";
 import { smoothquantQuantizeModel } from "./smoothquant.ts";
@@ -115,22 +119,16 @@ const gptqQuantizer: Quantizer<"gptq", "activations"> = {
   calibration: "activations",
   usesHessians: true,
   async quantize(base, spec, { windows }, ctx) {
-    const r = await gptqQuantizeModelAsync(base, windows, {
-      bits: spec.bits,
-      groupSize: spec.groupSize,
-      sym: spec.sym,
-      bitBalance: spec.bitBalance,
-      actOrder: spec.actOrder,
-      staticGroups: spec.staticGroups,
-      trueSequential: spec.trueSequential,
-      blocksize: spec.blocksize,
-      percdamp: spec.percdamp,
-      solver: "fast",
-      workers: ctx.workers,
-      hessians: ctx.hessians,
-      log: ctx.log,
-      onProgress: ctx.onProgress,
-    });
+    const r = await gptqQuantizeModelAsync(
+      base,
+      windows,
+      gptqSpecOptions(spec, {
+        workers: ctx.workers,
+        hessians: ctx.hessians,
+        log: ctx.log,
+        onProgress: ctx.onProgress,
+      }),
+    );
     return { weights: r.weights, linears: r.linears, details: { stats: r.stats } };
   },
 };

@@ -43,6 +43,7 @@ import { checkBits, dequantize, type QuantizedLinear } from "./format.ts";
 import { Gptq, type GptqResult } from "./gptq.ts";
 import { GptqFast, type GridSpec } from "./gptq_fast.ts";
 import { minMaxGrid } from "./rtn.ts";
+import type { GptqSpec } from "./spec.ts";
 
 /** Options of {@linkcode gptqQuantizeModel}; defaults are GPTQ's llama.py. */
 export interface GptqModelOptions {
@@ -97,6 +98,34 @@ export interface GptqModelOptions {
   workers?: number;
   /** Multiply-adds below which the fast solver stays on this thread (GptqFastInit). @default 5e8 */
   parallelMinMacs?: number;
+}
+
+/**
+ * The options a resolved GPTQ spec gives {@linkcode gptqQuantizeModelAsync}
+ * and {@linkcode GptqSequential} (the whole-model and the block-by-block
+ * paths alike), on the fast solver, with the caller's workers, Hessians and log.
+ *
+ * @param spec a resolved GPTQ spec (quant/spec.ts)
+ * @param ctx workers, Hessian accumulators, log and progress
+ * @returns the options
+ */
+export function gptqSpecOptions(
+  spec: GptqSpec,
+  ctx: Pick<GptqModelOptions, "workers" | "hessians" | "log" | "onProgress">,
+): GptqModelOptions {
+  return {
+    bits: spec.bits,
+    groupSize: spec.groupSize,
+    sym: spec.sym,
+    bitBalance: spec.bitBalance,
+    actOrder: spec.actOrder,
+    staticGroups: spec.staticGroups,
+    trueSequential: spec.trueSequential,
+    blocksize: spec.blocksize,
+    percdamp: spec.percdamp,
+    solver: "fast",
+    ...ctx,
+  };
 }
 
 /**
