@@ -599,6 +599,22 @@ export class AbqBlockState {
     const at = (a: Float32Array, width: number) => a.subarray(r0 * width, r1 * width);
     const normPart = (which: number, p: number) =>
       b.normParts.subarray((which * PARTS + p) * dim, (which * PARTS + p + 1) * dim);
+    /** dx = RMSNorm's backward of dxn at `input` over this lane's token parts (norm `which`). */
+    const normBackward = (which: number, input: Float32Array, weight: Float32Array) => {
+      for (const p of lane.parts) {
+        const [t0, t1] = partRange(p, T), o = t0 * dim, e = t1 * dim;
+        rmsnormBackward(
+          b.dx.subarray(o, e),
+          normPart(which, p),
+          b.dxn.subarray(o, e),
+          input.subarray(o, e),
+          weight,
+          t1 - t0,
+          dim,
+          normEps,
+        );
+      }
+    };
     const dx = at(b.dx, dim), dxn = at(b.dxn, dim);
 
     // (1) FFN: out = in2 · w2ᵀ
@@ -623,19 +639,7 @@ export class AbqBlockState {
     transposeRows(b.in13T, b.in13, r0, r1, T, dim);
     linearGradInput(dxn, dh13, b.w13T, n, dim, 2 * hd);
     if (aMaxq) fakeQuantRowsGrad(dxn, at(b.xnF, dim), n, dim, aMaxq, round);
-    for (const p of lane.parts) {
-      const [t0, t1] = partRange(p, T), o = t0 * dim, e = t1 * dim;
-      rmsnormBackward(
-        b.dx.subarray(o, e),
-        normPart(1, p),
-        b.dxn.subarray(o, e),
-        b.xMid.subarray(o, e),
-        this.weights.ffnNorm,
-        t1 - t0,
-        dim,
-        normEps,
-      );
-    }
+    normBackward(1, b.xMid, this.weights.ffnNorm);
     // attention: out = inO · woᵀ
     transposeRows(b.dx2T, b.dx, r0, r1, T, dim);
     transposeRows(b.inOT, b.inO, r0, r1, T, dim);
@@ -705,19 +709,7 @@ export class AbqBlockState {
     // (3) wq, wk, wv: dxn = dqkv · Wqkv, then the attention norm
     linearGradInput(dxn, at(b.dqkv, qkv), b.wqkvT, n, dim, qkv);
     if (aMaxq) fakeQuantRowsGrad(dxn, at(b.xnA, dim), n, dim, aMaxq, round);
-    for (const p of lane.parts) {
-      const [t0, t1] = partRange(p, T), o = t0 * dim, e = t1 * dim;
-      rmsnormBackward(
-        b.dx.subarray(o, e),
-        normPart(0, p),
-        b.dxn.subarray(o, e),
-        b.x.subarray(o, e),
-        this.weights.attnNorm,
-        t1 - t0,
-        dim,
-        normEps,
-      );
-    }
+    normBackward(0, b.x, this.weights.attnNorm);
     lane.sync();
     if (lane.parts[0] !== 0) return;
     for (let i = 0; i < dim; i++) {
