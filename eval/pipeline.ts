@@ -37,7 +37,7 @@ import {
   type QuantSpec,
   resolveSpec,
 } from "../quant/methods.ts";
-import type { HessianAccumulatorFactory } from "../quant/sequential.ts";
+import type { gptqQuantizeModelAsync, HessianAccumulatorFactory } from "../quant/sequential.ts";
 
 /** What {@linkcode quantizeModel} needs besides the weights and the spec. */
 export interface QuantContext {
@@ -72,6 +72,8 @@ export interface QuantContext {
 export interface DeviceHessians {
   device: "gpu";
   factory: HessianAccumulatorFactory;
+  /** GPTQ's whole pass on the device (quant/registry.ts `QuantizeContext.gptqModel`). */
+  gptqModel?: typeof gptqQuantizeModelAsync;
 }
 
 /** Options of {@linkcode quantizeModel}. */
@@ -122,6 +124,7 @@ export async function quantizeModel(
     log: ctx.log,
     onProgress: ctx.onProgress,
     hessians: ctx.hessians?.factory,
+    gptqModel: ctx.hessians?.gptqModel,
   });
   const details = fromFile ? { ...q.details, fisherFile: fromFile.file } : q.details;
   return { ...q, details, seconds: (performance.now() - t0) / 1000 };

@@ -56,6 +56,12 @@ export interface QuantizeContext {
    * their Hessians (eval/gpu_calibration.ts: on the GPU). @default the CPU
    */
   hessians?: HessianAccumulatorFactory;
+  /**
+   * GPTQ's whole sequential pass on a device (eval/gpu_calibration.ts
+   * `gptqQuantizeModelGpu`: block inputs and Hessians kept on the GPU; the
+   * same codes as the CPU loop). @default quant/sequential.ts gptqQuantizeModelAsync
+   */
+  gptqModel?: typeof gptqQuantizeModelAsync;
 }
 
 /** What a quantizer returns. */
@@ -119,7 +125,7 @@ const gptqQuantizer: Quantizer<"gptq", "activations"> = {
   calibration: "activations",
   usesHessians: true,
   async quantize(base, spec, { windows }, ctx) {
-    const r = await gptqQuantizeModelAsync(
+    const r = await (ctx.gptqModel ?? gptqQuantizeModelAsync)(
       base,
       windows,
       gptqSpecOptions(spec, {
