@@ -72,6 +72,6 @@ Deno.test("ppl refuses a model whose fp32 weights exceed the machine's memory, n
   assert.equal(r.code, 2, r.err);
   assert.match(
     r.err,
-    /needs [\d.]+ GB in fp32, more than this machine's [\d.]+ GB of memory; what runs block by block: quantize --method rtn \| gptq \| squeezellm .* ppl --blockwise .* eval --blockwise/,
+    /needs [\d.]+ GB in fp32, more than this machine's [\d.]+ GB of memory; what runs block by block: quantize --method rtn \| gptq \| awq \| squeezellm .* ppl --blockwise .* eval --blockwise/,
   );
 });
