@@ -56,10 +56,10 @@
  * original weights give the recorded org_out to the bit (tested), on the
  * recorded inputs (no block is re-run). A scale task evaluates a few ratios
  * of one group (`ratiosPerTask`: a shape-only rule); their attention
- * outputs (or gates) go through o_proj (down_proj) in one matmul. Matmuls
- * are cut into blocks of rows that keep their operands in the L2 cache
- * (`matmulInL2`): there, stacking the 20 ratios' weights in one matmul, as
- * a GPU would, is about 3× slower per multiply-add. Clip tasks are blocks of
+ * outputs (or gates) go through o_proj (down_proj) in one matmul. Each
+ * ratio's weights get a matmul of their own: stacking the 20 ratios' weights
+ * in one call, as a GPU would, was about 3× slower per multiply-add on this
+ * host once the operands left the L2 cache. Clip tasks are blocks of
  * rows. Both run on the worker pool ({@linkcode awqQuantizeModelParallel})
  * over features in shared memory, results folded in task order, so the
  * numbers are the same on any number of workers. The blocks run one at a
@@ -628,38 +628,6 @@ class SearchScratch {
   }
 }
 
-/**
- * Bytes of x, W and out that one call of the WebAssembly matmul may touch
- * in {@linkcode matmulInL2}: half the L2 cache of the machines this runs on
- * (512 KiB per core on the CI host).
- */
-const MATMUL_L2_BYTES = 256 << 10;
-
-/**
- * model/matmul.ts's matmul, out [T, d] = x [T, n] @ Wᵀ, called on blocks of
- * rows of x small enough that x, W and out stay in the L2 cache together
- * ({@linkcode MATMUL_L2_BYTES}; one row at a time when W alone is larger).
- * The same numbers as one call (every output is its own dot product). On
- * the 2-core CI host (L2 512 KiB per core; each shape in a fresh process,
- * best of 7 × 10 calls) one call with x [512, 64] runs at 12.7 GMAC/s for
- * W [64, 64] but 4.0 for W [172, 64] (out 352 KiB), and x [512, 172] by
- * W [64, 172] at 4.9 against 13.7 for x [256, 172].
- */
-function matmulInL2(
-  out: Float32Array,
-  x: Float32Array,
-  w: Float32Array,
-  T: number,
-  n: number,
-  d: number,
-): void {
-  const rows = Math.max(1, Math.floor((MATMUL_L2_BYTES / 4 - d * n) / (n + d)));
-  for (let t0 = 0; t0 < T; t0 += rows) {
-    const t1 = Math.min(T, t0 + rows);
-    matmul(out.subarray(t0 * d, t1 * d), x.subarray(t0 * n, t1 * n), w, t1 - t0, n, d);
-  }
-}
-
 /** Σ (a[i] − b[i])² over the first T · width values, in float64. */
 function sseRows(a: Float32Array, b: Float32Array, T: number, width: number): number {
   let acc = 0;
@@ -684,9 +652,9 @@ function sseRows(a: Float32Array, b: Float32Array, T: number, width: number): nu
  * group, then RoPE and the WebAssembly causal attention (q/k/v group) or
  * the SwiGLU gate (w1/w3 group); then one matmul of every ratio's attention
  * outputs by wo (gates by w2). A single linear (wo, w2) is its own matmul.
- * Every matmul goes through {@linkcode matmulInL2}: stacking the ratios'
- * weights side by side in one call, as a GPU would, is about 3× slower per
- * multiply-add here once its operands leave the L2 cache.
+ * Every ratio's linear is its own matmul (model/matmul.ts, which blocks x
+ * for L1 and W for L2): stacking the ratios' weights side by side in one
+ * call, as a GPU would, was about 3× slower per multiply-add here.
  */
 export function searchSse(
   c: LlamaConfig,
@@ -714,7 +682,7 @@ export function searchSse(
     if (g.inspect === "linear") {
       const y = scratch.grow("y", T * dim);
       for (let k = 0; k < nk; k++) {
-        matmulInL2(y, xj, trialOf(k, 0, rows), T, cols, rows);
+        matmul(y, xj, trialOf(k, 0, rows), T, cols, rows);
         sse[k] += sseRows(y, orgj, T, dim);
       }
       return;
@@ -724,20 +692,20 @@ export function searchSse(
     for (let k = 0; k < nk; k++) {
       const innerK = inner.subarray(k * T * width, (k + 1) * T * width);
       if (g.inspect === "attention") {
-        matmulInL2(s.q, xj, trialOf(k, 0, dim), T, cols, dim);
-        matmulInL2(s.k, xj, trialOf(k, dim, kv), T, cols, kv);
-        matmulInL2(s.v, xj, trialOf(k, dim + kv, kv), T, cols, kv);
+        matmul(s.q, xj, trialOf(k, 0, dim), T, cols, dim);
+        matmul(s.k, xj, trialOf(k, dim, kv), T, cols, kv);
+        matmul(s.v, xj, trialOf(k, dim + kv, kv), T, cols, kv);
         rope(s.q, T, dim, hs, s.ropeCos, s.ropeSin);
         rope(s.k, T, kv, hs, s.ropeCos, s.ropeSin);
         causalAttention(innerK, s.q, s.k, s.v, T, nHeads, nKvHeads, hs);
       } else {
-        matmulInL2(s.h1, xj, trialOf(k, 0, hiddenDim), T, cols, hiddenDim);
-        matmulInL2(s.h3, xj, trialOf(k, hiddenDim, hiddenDim), T, cols, hiddenDim);
+        matmul(s.h1, xj, trialOf(k, 0, hiddenDim), T, cols, hiddenDim);
+        matmul(s.h3, xj, trialOf(k, hiddenDim, hiddenDim), T, cols, hiddenDim);
         swiglu(innerK, s.h1, s.h3, T * hiddenDim);
       }
     }
     const out = scratch.grow("out", nk * T * dim);
-    matmulInL2(out, inner, g.inspect === "attention" ? lw.wo : lw.w2, nk * T, width, dim);
+    matmul(out, inner, g.inspect === "attention" ? lw.wo : lw.w2, nk * T, width, dim);
     for (let k = 0; k < nk; k++) sse[k] += sseRows(out.subarray(k * T * dim), orgj, T, dim);
   });
   return sse;
