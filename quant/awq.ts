@@ -72,6 +72,14 @@
  * GPTQ's whole run there; the attention kernel (model/wasm/kernels.wat
  * `attention_hs8`) sets AWQ's floor.
  *
+ * Features: the block's calibration features (the inputs of the scaled
+ * groups, the sub-blocks' outputs, mean |x| per channel) come from an
+ * {@linkcode AwqFeatureSource} (`opts.features`): by default
+ * {@linkcode cpuFeatureSource}, model/forward.ts's block on this thread; a
+ * caller may compute them elsewhere (eval/ on a GPU: quant/ never imports
+ * kernels/). AWQ advances the residual stream itself with the returned
+ * sub-block outputs (block's own float32 additions).
+ *
  * Calibration: whatever windows the caller hands in. The CLI draws run_awq's
  * (datasets/awq_calibration.ts, llm-awq get_calib_dataset: 128 texts of
  * ≤ 512 tokens, concatenated, cut into ⌊Σ / 512⌋ blocks of 512), the texts
@@ -96,7 +104,16 @@
  */
 import type { LayerWeights, LinearName, LlamaConfig, LlamaWeights } from "../model/config.ts";
 import { headSize, kvDim, LINEAR_NAMES, linearShape } from "../model/config.ts";
-import { block, rope, RunState, swiglu } from "../model/forward.ts";
+import {
+  block,
+  type BlockHooks,
+  feedForward,
+  rmsnorm,
+  rope,
+  RunState,
+  stageOf,
+  swiglu,
+} from "../model/forward.ts";
 import { causalAttention } from "../model/wasm/attention.ts";
 import { type ProgressCallback, runTasks, type TaskHandler } from "../model/pool.ts";
 import { matmul } from "../model/matmul.ts";
@@ -143,6 +160,11 @@ export interface AwqOptions {
    * @default DEFAULT_WORKERS (quant/spec.ts: the number of cores)
    */
   workers?: number;
+  /**
+   * Where each block's calibration features come from (see
+   * {@linkcode AwqFeatureSource}). @default the CPU forward ({@linkcode cpuFeatureSource})
+   */
+  features?: AwqFeatureSource;
   /** Called with a one-line message after each stage of each block. */
   log?: (message: string) => void;
   /**
@@ -454,33 +476,237 @@ function divideRows(W: Float32Array, rows: number, cols: number, s: Float32Array
   }
 }
 
-/**
- * The calibration inputs of one block's linears, window-major over all
- * windows (llm-awq's `input_feat`); wq/wk/wv share one, as do w1/w3.
- */
-export interface BlockFeatures {
+/** The calibration features AWQ takes from a block, by name. */
+export type AwqFeatureName = "attnIn" | "woIn" | "ffnIn" | "w2In" | "attnOut" | "ffnOut";
+
+/** Every {@linkcode AwqFeatureName}, in the block's order. */
+export const AWQ_FEATURES: readonly AwqFeatureName[] = [
+  "attnIn",
+  "woIn",
+  "attnOut",
+  "ffnIn",
+  "w2In",
+  "ffnOut",
+];
+
+/** Where the calibration tokens sit in a feature array: windows in order. */
+export interface FeatureLayout {
   /** Window lengths and start tokens. */
   lengths: number[];
   offsets: number[];
   /** Σ lengths. */
   N: number;
+}
+
+/**
+ * The calibration inputs of one block's linears, window-major over all
+ * windows (llm-awq's `input_feat`; wq/wk/wv share one, as do w1/w3), and the
+ * outputs of its two sub-blocks (each scale search's `org_out`).
+ */
+export interface BlockFeatures extends FeatureLayout {
   attnIn: Float32Array; // [N, dim]  input of wq, wk, wv (attention RMSNorm output)
   woIn: Float32Array; // [N, dim]  input of wo
   ffnIn: Float32Array; // [N, dim]  input of w1, w3 (FFN RMSNorm output)
-  w2In: Float32Array; // [N, hiddenDim]  input of w2
+  w2In: Float32Array; // [N, hiddenDim]  input of w2 (SwiGLU product)
   attnOut: Float32Array; // [N, dim]  output of the attention sub-block (of wo)
   ffnOut: Float32Array; // [N, dim]  output of the FFN sub-block (of w2)
+}
+
+/** Some of a block's features (those a step of the search needs). */
+export type SomeFeatures = FeatureLayout & Partial<Record<AwqFeatureName, Float32Array>>;
+
+/** The inputs of the scaled groups (the features whose mean |x| AWQ takes). */
+export type AwqInputName = "attnIn" | "woIn" | "ffnIn" | "w2In";
+
+/**
+ * What {@linkcode AwqFeatureSource.features} is asked for: features of block
+ * `layer` computed from the residual stream `x`.
+ */
+export interface AwqFeatureRequest {
+  layer: number;
+  /** The block's full-precision weights (not to be modified). */
+  lw: LayerWeights;
+  /** The residual stream per window, [T_j, dim] each (not to be modified). */
+  x: Float32Array[];
+  /**
+   * Where x stands: "input", the block's input; "attention", the stream
+   * after the attention's residual addition (x + attention output), from
+   * which only the FFN features (ffnIn, w2In, ffnOut) are asked.
+   */
+  from: "input" | "attention";
+  /** The features wanted, each [N, width] window-major ({@linkcode FeatureLayout}). */
+  want: readonly AwqFeatureName[];
+  /**
+   * Allocates a feature array of n floats (in a SharedArrayBuffer when the
+   * search runs on workers): the source returns arrays from it.
+   */
+  alloc(n: number): Float32Array;
+}
+
+/** What {@linkcode AwqFeatureSource.features} returns. */
+export interface AwqFeatureSet {
+  /** Every feature asked for, from `alloc`. */
+  features: Partial<Record<AwqFeatureName, Float32Array>>;
+  /**
+   * Optionally, mean |x| per channel (get_act_scale, {@linkcode actScale})
+   * of inputs among `features`; AWQ computes those not given.
+   */
+  xMax?: Partial<Record<AwqInputName, Float32Array>>;
+}
+
+/**
+ * Where AWQ takes a block's calibration features from: the seam that lets
+ * a caller compute them elsewhere (eval/ on a GPU; quant/ never imports
+ * kernels/). A source runs the FULL-PRECISION block l, as model/forward.ts's
+ * `block` computes it, on the residual stream it is handed, and returns the
+ * features named in the request: the inputs of each scaled group
+ * (attention-norm output for wq/wk/wv `attnIn`, attention output `woIn` for
+ * wo, FFN-norm output `ffnIn` for w1/w3, SwiGLU product `w2In` for w2) and
+ * the outputs of the two sub-blocks (`attnOut`, the output of wo; `ffnOut`,
+ * of w2) that are the scale searches' `org_out` and that advance x (AWQ adds
+ * them to the residual stream itself, as `block` does). The default,
+ * {@linkcode cpuFeatureSource}, runs `block` with hooks; its numbers are
+ * those every test pins. May answer asynchronously only for the
+ * asynchronous drivers ({@linkcode AwqSequential},
+ * {@linkcode awqQuantizeModelParallel}).
+ */
+export interface AwqFeatureSource {
+  features(req: AwqFeatureRequest): AwqFeatureSet | Promise<AwqFeatureSet>;
+}
+
+/** The linear whose input (or output, for the sub-blocks' outputs) each feature is. */
+const FEATURE_LINEAR: Record<AwqFeatureName, LinearName> = {
+  attnIn: "wq",
+  woIn: "wo",
+  ffnIn: "w1",
+  w2In: "w2",
+  attnOut: "wo",
+  ffnOut: "w2",
+};
+
+/** The token layout of windows x [T_j, dim]. */
+export function featureLayout(c: LlamaConfig, x: Float32Array[]): FeatureLayout {
+  const lengths = x.map((xj) => xj.length / c.dim);
+  const offsets: number[] = [];
+  let N = 0;
+  for (const T of lengths) {
+    offsets.push(N);
+    N += T;
+  }
+  return { lengths, offsets, N };
+}
+
+/** Width of a feature: hiddenDim for w2's input, dim for the others. */
+function featureWidth(c: LlamaConfig, name: AwqFeatureName): number {
+  return name === "w2In" ? c.hiddenDim : c.dim;
+}
+
+/**
+ * The default {@linkcode AwqFeatureSource}: model/forward.ts's `block` on
+ * this thread, with hooks recording the features asked for, run only as far
+ * as they need (a copy of the window when the whole block must run; the FFN
+ * half alone, with forward.ts's `rmsnorm` and `feedForward`, from the
+ * stream after the attention).
+ *
+ * @param c the model
+ * @param s activation buffers for the longest window
+ */
+export function cpuFeatureSource(c: LlamaConfig, s: RunState): AwqFeatureSource {
+  return {
+    features({ layer, lw, x, from, want, alloc }) {
+      const { N, offsets, lengths } = featureLayout(c, x);
+      const features: Partial<Record<AwqFeatureName, Float32Array>> = {};
+      for (const name of want) features[name] = alloc(N * featureWidth(c, name));
+      let t0 = 0;
+      const record = (name: AwqFeatureName, a: Float32Array, T: number) => {
+        const dst = features[name];
+        const width = featureWidth(c, name);
+        dst?.set(a.subarray(0, T * width), t0 * width);
+      };
+      const hooks: BlockHooks = {
+        onLinearInput(_l, name, xin, T) {
+          if (name === "wq") record("attnIn", xin, T);
+          else if (name === "wo") record("woIn", xin, T);
+          else if (name === "w1") record("ffnIn", xin, T);
+          else if (name === "w2") record("w2In", xin, T);
+        },
+        onLinearOutput(_l, name, y, T) {
+          if (name === "wo") record("attnOut", y, T);
+          else if (name === "w2") record("ffnOut", y, T);
+        },
+      };
+      const until = stageOf(want.map((name) => FEATURE_LINEAR[name]));
+      x.forEach((xj, j) => {
+        const T = lengths[j];
+        t0 = offsets[j];
+        if (from === "attention") {
+          if (want.some((name) => !FFN_FEATURES.has(name))) {
+            throw new RangeError(
+              `cpuFeatureSource: from the stream after the attention only ffnIn, w2In and ` +
+                `ffnOut can be computed; asked for ${want.join(", ")}`,
+            );
+          }
+          rmsnorm(s.xnFfn, xj, lw.ffnNorm, T, c.dim, c.normEps);
+          if (until === "block") feedForward(c, lw, layer, s.xnFfn, T, s, s.out, hooks);
+          else hooks.onLinearInput!(layer, "w1", s.xnFfn, T);
+        } else if (until === "ffn" || until === "block") { // these stages update x
+          s.x.set(xj);
+          block(c, lw, layer, s.x, T, s, hooks, until);
+        } else block(c, lw, layer, xj, T, s, hooks, until); // stops before x changes
+      });
+      return { features };
+    },
+  };
+}
+
+/** The features computed from the stream after the attention. */
+const FFN_FEATURES: ReadonlySet<AwqFeatureName> = new Set(["ffnIn", "w2In", "ffnOut"]);
+
+/**
+ * Checks a source's answer: every feature asked for, of its size (an error
+ * names the feature), and fills in the mean |x| of the inputs not given.
+ */
+function checkFeatureSet(
+  c: LlamaConfig,
+  req: AwqFeatureRequest,
+  N: number,
+  set: AwqFeatureSet,
+): {
+  features: Partial<Record<AwqFeatureName, Float32Array>>;
+  xMax: Partial<Record<AwqInputName, Float32Array>>;
+} {
+  const xMax: Partial<Record<AwqInputName, Float32Array>> = {};
+  for (const name of req.want) {
+    const a = set.features[name], n = N * featureWidth(c, name);
+    if (!(a instanceof Float32Array) || a.length !== n) {
+      throw new RangeError(
+        `awqQuantizeModel(): the feature source gave layers.${req.layer} ${name} ` +
+          `${a instanceof Float32Array ? `of ${a.length} floats` : "missing"}, expected ${n}`,
+      );
+    }
+    if (name === "attnOut" || name === "ffnOut") continue;
+    const given = set.xMax?.[name];
+    if (given && given.length !== featureWidth(c, name)) {
+      throw new RangeError(
+        `awqQuantizeModel(): the feature source gave layers.${req.layer} ${name} mean |x| ` +
+          `of ${given.length} channels, expected ${featureWidth(c, name)}`,
+      );
+    }
+    xMax[name] = given ?? actScale(a, N, featureWidth(c, name));
+  }
+  return { features: set.features, xMax };
 }
 
 /**
  * Runs block `layer` (weights lw) on every window's residual stream in
  * place (hidden[j]: [T_j, dim] becomes the block's output) and records the
  * inputs of its linears and the outputs of its two sub-blocks (in
- * SharedArrayBuffers when `shared`, for workers). The sub-blocks' outputs
- * are the full-precision outputs every scale search compares against
- * (`org_out`): the attention's for the q/k/v and wv→wo groups, the FFN's for
- * the w1/w3 and w3→w2 groups, computed once here instead of once per group
- * (and per worker); they are the very numbers a recomputation gives.
+ * SharedArrayBuffers when `shared`, for workers), with
+ * {@linkcode cpuFeatureSource}. The sub-blocks' outputs are the
+ * full-precision outputs every scale search compares against (`org_out`):
+ * the attention's for the q/k/v and wv→wo groups, the FFN's for the w1/w3
+ * and w3→w2 groups, computed once here instead of once per group (and per
+ * worker); they are the very numbers a recomputation gives.
  */
 export function collectBlockFeatures(
   c: LlamaConfig,
@@ -490,42 +716,40 @@ export function collectBlockFeatures(
   s: RunState,
   shared = false,
 ): BlockFeatures {
-  const alloc = (n: number) =>
-    shared ? new Float32Array(new SharedArrayBuffer(n * 4)) : new Float32Array(n);
-  const lengths = hidden.map((x) => x.length / c.dim);
-  const offsets: number[] = [];
-  let N = 0;
-  for (const T of lengths) {
-    offsets.push(N);
-    N += T;
-  }
-  const f: BlockFeatures = {
-    lengths,
-    offsets,
-    N,
-    attnIn: alloc(N * c.dim),
-    woIn: alloc(N * c.dim),
-    ffnIn: alloc(N * c.dim),
-    w2In: alloc(N * c.hiddenDim),
-    attnOut: alloc(N * c.dim),
-    ffnOut: alloc(N * c.dim),
-  };
-  hidden.forEach((x, j) => {
-    const t0 = offsets[j];
-    block(c, lw, layer, x, lengths[j], s, {
-      onLinearInput(_l, name, xin, T) {
-        if (name === "wk" || name === "wv" || name === "w3") return; // same input as wq / w1
-        const dst = f[INPUT_OF[name]];
-        const width = name === "w2" ? c.hiddenDim : c.dim;
-        dst.set(xin.subarray(0, T * width), t0 * width);
-      },
-      onLinearOutput(_l, name, y, T) {
-        if (name === "wo") f.attnOut.set(y.subarray(0, T * c.dim), t0 * c.dim);
-        if (name === "w2") f.ffnOut.set(y.subarray(0, T * c.dim), t0 * c.dim);
-      },
-    });
-  });
+  const layout = featureLayout(c, hidden);
+  const { features } = cpuFeatureSource(c, s).features({
+    layer,
+    lw,
+    x: hidden,
+    from: "input",
+    want: AWQ_FEATURES,
+    alloc: allocator(shared),
+  }) as AwqFeatureSet;
+  const f = { ...layout, ...features } as BlockFeatures;
+  addResidual(c, hidden, f, f.attnOut);
+  addResidual(c, hidden, f, f.ffnOut);
   return f;
+}
+
+/** Float32Arrays, in SharedArrayBuffers when `shared`. */
+function allocator(shared: boolean): (n: number) => Float32Array {
+  return (n) => shared ? new Float32Array(new SharedArrayBuffer(n * 4)) : new Float32Array(n);
+}
+
+/**
+ * x[j] += out (a sub-block's output [N, dim], window-major) in place: the
+ * residual addition of model/forward.ts's `block`, the same float32 sums.
+ */
+function addResidual(
+  c: LlamaConfig,
+  x: Float32Array[],
+  layout: FeatureLayout,
+  out: Float32Array,
+): void {
+  x.forEach((xj, j) => {
+    const o = layout.offsets[j] * c.dim, n = layout.lengths[j] * c.dim;
+    for (let i = 0; i < n; i++) xj[i] += out[o + i];
+  });
 }
 
 /** One group of auto_scale_block for a LlamaDecoderLayer. */
@@ -982,6 +1206,8 @@ export type AwqPassInit =
     /** The block's original weights. */
     lw: LayerWeights;
     f: BlockFeatures;
+    /** Mean |x| per channel of the groups' inputs. */
+    xMax: Partial<Record<AwqInputName, Float32Array>>;
     maxT: number;
     grid: AwqSearchGrid;
     nGrid: number;
@@ -1013,14 +1239,12 @@ export type AwqTask =
 export const awqTasks: TaskHandler<AwqPassInit, AwqTask, Float64Array | Float32Array> = {
   setup(init) {
     if (init.kind === "scale") {
-      const { config: c, lw, f, grid, nGrid } = init;
+      const { config: c, lw, f, xMax, grid, nGrid } = init;
       const s = new RunState(c, init.maxT);
       const scratch = new SearchScratch();
-      const xMax = new Map<AwqPrevOp, Float32Array>();
       return (t) => {
         if (t.kind !== "scale") throw new TypeError("awq: a clip task in a scale pass");
-        let xm = xMax.get(t.prevOp);
-        if (!xm) xMax.set(t.prevOp, xm = groupSetup(c, t.prevOp, f).xMax);
+        const xm = xMax[scaleGroup(t.prevOp).input]!;
         return ratioLosses(c, lw, t.prevOp, f, xm, grid, t.k0, t.k1, nGrid, s, scratch);
       };
     }
@@ -1046,6 +1270,9 @@ interface AwqPass {
   tasks: AwqTask[];
   onResult(k: number, result: Float64Array | Float32Array): void;
 }
+
+/** A step of a block's AWQ ({@linkcode AwqRun.block}): features to fetch, or a pass to run. */
+type AwqStep = AwqPass | { request: AwqFeatureRequest };
 
 /**
  * Clip tasks per linear: blocks of rows, a fixed number (never the worker
@@ -1082,7 +1309,10 @@ export function awqQuantizeModel(
 ): AwqResult {
   const run = new AwqRun(weights.config, windows, opts, false);
   const hidden = embedWindows(weights, windows);
-  return run.result(weights, weights.layers.map((lw, l) => runPasses(run.block(l, lw, hidden))));
+  return run.result(
+    weights,
+    weights.layers.map((lw, l) => runPasses(run.block(l, lw, hidden), run.source)),
+  );
 }
 
 /**
@@ -1178,8 +1408,12 @@ export class AwqSequential {
     }
     this.#next++;
     const steps = this.run.block(l, lw, x);
-    for (let r = steps.next();; r = steps.next()) {
+    for (let r = steps.next();;) {
       if (r.done) return r.value;
+      if ("request" in r.value) {
+        r = steps.next(await this.run.source.features(r.value.request));
+        continue;
+      }
       const pass = r.value;
       await runTasks({
         name: "AWQ",
@@ -1191,6 +1425,7 @@ export class AwqSequential {
         task: (k) => pass.tasks[k],
         onResult: (k, result) => pass.onResult(k, result),
       });
+      r = steps.next();
     }
   }
 
@@ -1200,12 +1435,28 @@ export class AwqSequential {
   }
 }
 
-/** Runs the passes of a block's steps on this thread; returns the block. */
-function runPasses(steps: Generator<AwqPass, AwqBlock, void>): AwqBlock {
-  for (let r = steps.next();; r = steps.next()) {
+/** Runs a block's steps on this thread (features from `source`); returns the block. */
+function runPasses(
+  steps: Generator<AwqStep, AwqBlock, AwqFeatureSet | undefined>,
+  source: AwqFeatureSource,
+): AwqBlock {
+  for (let r = steps.next();;) {
     if (r.done) return r.value;
-    const run = awqTasks.setup(r.value.init);
-    r.value.tasks.forEach((t, k) => r.value.onResult(k, run(t, () => {})));
+    const step = r.value;
+    if ("request" in step) {
+      const set = source.features(step.request);
+      if (set instanceof Promise) {
+        throw new TypeError(
+          "awqQuantizeModel() runs on this thread: an asynchronous feature source needs " +
+            "awqQuantizeModelParallel() or AwqSequential",
+        );
+      }
+      r = steps.next(set);
+      continue;
+    }
+    const run = awqTasks.setup(step.init);
+    step.tasks.forEach((t, k) => step.onResult(k, run(t, () => {})));
+    r = steps.next();
   }
 }
 
@@ -1226,6 +1477,8 @@ export class AwqRun {
   /** Longest window. */
   readonly maxT: number;
   readonly stats: AwqStats;
+  /** Where the blocks' features come from (opts.features, else the CPU forward). */
+  readonly source: AwqFeatureSource;
   readonly #s: RunState;
   readonly #step = { done: 0, total: 0 };
 
@@ -1280,6 +1533,7 @@ export class AwqRun {
       skipped: [],
     };
     this.#s = new RunState(c, this.maxT);
+    this.source = opts.features ?? cpuFeatureSource(c, this.#s);
     // Progress: every scale ratio of every group and every clipped linear is one step.
     this.#step.total = c.nLayers *
       ((this.autoScale ? scaleGroups(c).length * this.nGrid : 0) +
@@ -1323,11 +1577,24 @@ export class AwqRun {
     l: number,
     orig: LayerWeights,
     hidden: Float32Array[],
-  ): Generator<AwqPass, AwqBlock, void> {
+  ): Generator<AwqStep, AwqBlock, AwqFeatureSet | undefined> {
     const { c, stats, nGrid } = this;
     const t0 = performance.now();
     let t = t0;
-    const f = collectBlockFeatures(c, orig, l, hidden, this.#s, this.shared);
+    const layout = featureLayout(c, hidden);
+    const request: AwqFeatureRequest = {
+      layer: l,
+      lw: orig,
+      x: hidden,
+      from: "input",
+      want: AWQ_FEATURES,
+      alloc: allocator(this.shared),
+    };
+    const got = checkFeatureSet(c, request, layout.N, (yield { request })!);
+    const f = { ...layout, ...got.features } as BlockFeatures;
+    // run_awq's `inps = layer(inps)`: the full-precision block's outputs.
+    addResidual(c, hidden, f, f.attnOut);
+    addResidual(c, hidden, f, f.ffnOut);
     stats.collectSeconds += since(t);
     stats.tokens = f.N;
 
@@ -1369,6 +1636,7 @@ export class AwqRun {
           layer: l,
           lw: passLw,
           f,
+          xMax: got.xMax,
           maxT: this.maxT,
           grid: {
             bits: this.bits,
@@ -1388,8 +1656,8 @@ export class AwqRun {
         },
       };
       groups.forEach((g, gi) => {
-        const { xMax } = groupSetup(c, g.prevOp, f);
-        scales.push(pickRatio(l, scaleGroup(g.prevOp), xMax, histories[gi]));
+        const sg = scaleGroup(g.prevOp);
+        scales.push(pickRatio(l, sg, got.xMax[sg.input]!, histories[gi]));
       });
       for (const r of scales) applyScale(c, lw, r, f);
     }

@@ -7,8 +7,11 @@ import { mulberry32, randomWeights, randomWindows, tinyConfig } from "../model/r
 import { maxRelError } from "../datasets/testing.ts";
 import { dequantize, dequantizeDense, unpackCodes } from "./format.ts";
 import {
+  actScale,
   applyClip,
   applyScale,
+  type AwqFeatureSet,
+  type AwqFeatureSource,
   type AwqPrevOp,
   awqPseudoQuantize,
   awqQuantizeModel,
@@ -16,6 +19,7 @@ import {
   awqQuantizeTensor,
   type BlockFeatures,
   collectBlockFeatures,
+  cpuFeatureSource,
   ratioScales,
   sampleTokens,
   searchClip,
@@ -408,5 +412,81 @@ Deno.test("awqQuantizeModelParallel() on 0 and 2 workers gives the one-thread pa
   await assert.rejects(
     () => awqQuantizeModelParallel(outlierWeights(GQA, 1), [], { bits: 4, workers: 2 }),
     /at least one calibration window/,
+  );
+});
+
+Deno.test("an injected feature source (asynchronous, giving mean |x| itself) gives the CPU forward's numbers; a wrong answer is named", async () => {
+  const c = MHA;
+  const w = outlierWeights(c, 71);
+  const windows = randomWindows(2, 16, c.vocabSize, 72);
+  const opts = { bits: 3, groupSize: 8, nGrid: 4, workers: 0 };
+  const ref = awqQuantizeModel(w, windows, opts);
+  const asked: string[] = [];
+  const source: AwqFeatureSource = {
+    features(req) {
+      asked.push(`${req.layer} ${req.from} ${req.want.join(",")}`);
+      const cpu = cpuFeatureSource(c, new RunState(c, 16)).features(req) as AwqFeatureSet;
+      const xMax: AwqFeatureSet["xMax"] = {};
+      for (const name of ["attnIn", "woIn", "ffnIn", "w2In"] as const) {
+        const a = cpu.features[name], width = name === "w2In" ? c.hiddenDim : c.dim;
+        if (a) xMax[name] = actScale(a, a.length / width, width);
+      }
+      return Promise.resolve({ ...cpu, xMax });
+    },
+  };
+  const r = await awqQuantizeModelParallel(w, windows, { ...opts, features: source });
+  assert.deepEqual([...r.linears.entries()], [...ref.linears.entries()]);
+  assert.deepEqual(r.weights.layers, ref.weights.layers);
+  assert.ok(asked.length >= c.nLayers && asked[0].startsWith("0 input "), asked.join("; "));
+  assert.throws(
+    () => awqQuantizeModel(w, windows, { ...opts, features: source }),
+    /an asynchronous feature source needs awqQuantizeModelParallel\(\) or AwqSequential/,
+  );
+  const short: AwqFeatureSource = {
+    features(req) {
+      const cpu = cpuFeatureSource(c, new RunState(c, 16)).features(req) as AwqFeatureSet;
+      const name = req.want[0];
+      return { features: { ...cpu.features, [name]: cpu.features[name]!.subarray(1) } };
+    },
+  };
+  assert.throws(
+    () => awqQuantizeModel(w, windows, { ...opts, features: short }),
+    /the feature source gave layers\.0 attnIn of 1023 floats, expected 1024/,
+  );
+});
+
+Deno.test("cpuFeatureSource() from the stream after the attention gives the FFN features of the whole block's run", () => {
+  const c = GQA;
+  const w = outlierWeights(c, 81);
+  const x = embedWindows(w, randomWindows(2, 12, c.vocabSize, 82));
+  const s = new RunState(c, 12);
+  const alloc = (n: number) => new Float32Array(n);
+  const src = cpuFeatureSource(c, s);
+  const whole = src.features({
+    layer: 0,
+    lw: w.layers[0],
+    x,
+    from: "input",
+    want: ["attnOut", "ffnIn", "w2In", "ffnOut"],
+    alloc,
+  }) as AwqFeatureSet;
+  const before = x.map((xj) => xj.slice());
+  const h = x.map((xj, j) => xj.map((v, i) => v + whole.features.attnOut![j * 12 * c.dim + i]));
+  const half = src.features({
+    layer: 0,
+    lw: w.layers[0],
+    x: h,
+    from: "attention",
+    want: ["ffnIn", "w2In", "ffnOut"],
+    alloc,
+  }) as AwqFeatureSet;
+  assert.deepEqual(x, before, "x not modified");
+  for (const name of ["ffnIn", "w2In", "ffnOut"] as const) {
+    assert.deepEqual(half.features[name], whole.features[name], name);
+  }
+  assert.throws(
+    () =>
+      src.features({ layer: 0, lw: w.layers[0], x: h, from: "attention", want: ["woIn"], alloc }),
+    /only ffnIn, w2In and ffnOut/,
   );
 });
