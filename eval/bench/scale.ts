@@ -23,16 +23,19 @@
  *   they see.
  *
  * The weights are N(0, 0.02²) (norms N(1, 0.02²)), the Fisher values the
- * squares of N(0, 1) draws: realistic magnitudes for timing, no meaning.
+ * squares of N(0, 1) draws: realistic magnitudes for timing, no meaning. The
+ * draws are table lookups (eval/bench/synthetic.ts `fillF16FromTable`: the
+ * normal discretized to 2¹⁶ fp16 values, one seeded 16-bit index per value),
+ * so writing runs at about the disk's speed.
  *
  * @module
  */
 import { join } from "node:path";
 import { type LlamaConfig, parameterCount } from "../../model/config.ts";
-import { gaussian } from "../../model/random.ts";
 import { hfConfigText, hfTensorShapes } from "../../model/hf.ts";
 import { writeSafetensors } from "../../model/safetensors.ts";
 import { isFile } from "../../model/tensor_file.ts";
+import { fillF16FromTable, normalF16Table } from "./synthetic.ts";
 import { requireDataDir, requireDataFiles } from "../../datasets/datadir.ts";
 
 /** The shapes this benchmark writes (HF config values of each model). */
@@ -104,17 +107,12 @@ export function writeSyntheticCheckpoint(
   Deno.mkdirSync(dir, { recursive: true });
   const entries = hfTensorShapes(config, what === "fisher" ? "linears" : undefined)
     .map((t) => ({ ...t, dtype: "F16" }));
+  const matrices = normalF16Table(what === "fisher" ? (z) => z * z : (z) => 0.02 * z);
+  const norms = normalF16Table((z) => 1 + 0.02 * z); // RMSNorm weights sit near 1
   const bytes = writeSafetensors(join(dir, "model.safetensors"), entries, (e, i) => {
-    const g = gaussian(seed * 100003 + i);
     const n = e.shape.reduce((p, d) => p * d, 1);
-    const out = new Float16Array(n);
-    if (what === "fisher") {
-      for (let j = 0; j < n; j++) out[j] = g() ** 2;
-    } else {
-      const mean = e.shape.length === 1 ? 1 : 0; // RMSNorm weights sit near 1
-      for (let j = 0; j < n; j++) out[j] = mean + 0.02 * g();
-    }
-    return new Uint8Array(out.buffer);
+    const bits = fillF16FromTable(n, e.shape.length === 1 ? norms : matrices, seed * 100003 + i);
+    return new Uint8Array(bits.buffer, bits.byteOffset, bits.byteLength);
   }, { format: "pt" });
   Deno.writeTextFileSync(join(dir, "config.json"), hfConfigText(config, "F16"));
   return bytes;

@@ -5,7 +5,10 @@
  * quality: uniform is quant/rtn.ts's round-to-nearest on GPTQ's grid (extended
  * to ragged and act-order groups), lut uses 2^b sorted quantiles of each row
  * with nearest codes, sparse picks random positions. The real quantizers
- * (GPTQ, AWQ, SqueezeLLM) live in quant/.
+ * (GPTQ, AWQ, SqueezeLLM) live in quant/. Gigabytes of seeded fp16 draws (the
+ * synthetic checkpoints of eval/bench/scale.ts) come from
+ * {@linkcode normalF16Table} and {@linkcode fillF16FromTable}: one 16-bit
+ * table lookup per value instead of a Box–Muller draw and an fp16 rounding.
  *
  * @module
  */
@@ -18,7 +21,7 @@ import {
   toF16,
   unpackCodes,
 } from "../../quant/format.ts";
-import { gaussian, mulberry32 } from "../../model/random.ts";
+import { gaussian, mulberry32, mulberry32Fill } from "../../model/random.ts";
 import { rtn } from "../../quant/rtn.ts";
 
 /** Options of {@linkcode rtnUniform}: quant/rtn.ts's options, plus ragged groups and act-order. */
@@ -297,4 +300,96 @@ export function syntheticLinear(
     ? rtnUniform(d, rows, cols, { bits, groupSize: spec.groupSize })
     : quantileLut(d, rows, cols, bits);
   return { dense, sparse: split?.sparse };
+}
+
+/**
+ * Φ⁻¹(p), the standard normal quantile, by Acklam's rational approximation
+ * (relative error below 1.2·10⁻⁹: far finer than fp16's 2⁻¹¹).
+ *
+ * @param p a probability in (0, 1)
+ * @returns z with P(N(0, 1) ≤ z) = p
+ * @example
+ * ```ts
+ * normalQuantile(0.975); // 1.95996…
+ * ```
+ */
+export function normalQuantile(p: number): number {
+  if (!(p > 0 && p < 1)) throw new RangeError(`normalQuantile(): p must be in (0, 1), got ${p}`);
+  const [a, b, c, d] = ACKLAM;
+  const tail = (q: number) =>
+    // the lower tail at q = √(−2 ln p)
+    (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) /
+    ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1);
+  if (p < ACKLAM_LOW) return tail(Math.sqrt(-2 * Math.log(p)));
+  if (p > 1 - ACKLAM_LOW) return -tail(Math.sqrt(-2 * Math.log(1 - p)));
+  const q = p - 0.5, r = q * q;
+  return (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q /
+    (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1);
+}
+
+/** Acklam's coefficients: central numerator, central denominator, tail numerator, tail denominator. */
+const ACKLAM = [
+  [
+    -3.969683028665376e+01,
+    2.209460984245205e+02,
+    -2.759285104469687e+02,
+    1.383577518672690e+02,
+    -3.066479806614716e+01,
+    2.506628277459239e+00,
+  ],
+  [
+    -5.447609879822406e+01,
+    1.615858368580409e+02,
+    -1.556989798598866e+02,
+    6.680131188771972e+01,
+    -1.328068155288572e+01,
+  ],
+  [
+    -7.784894002430293e-03,
+    -3.223964580411365e-01,
+    -2.400758277161838e+00,
+    -2.549732539343734e+00,
+    4.374664141464968e+00,
+    2.938163982698783e+00,
+  ],
+  [7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00, 3.754408661907416e+00],
+] as const;
+/** Below this p (and above 1 − it) the tail formula applies. */
+const ACKLAM_LOW = 0.02425;
+
+/**
+ * The fp16 bits of f(z) at the 2¹⁶ normal quantiles z = Φ⁻¹((i + ½) / 2¹⁶),
+ * i = 0 … 65535: a table whose uniformly drawn entry is a draw of f(N(0, 1)),
+ * the normal discretized to 2¹⁶ equally likely values (|z| ≤ 4.2).
+ *
+ * @param f the transform of each normal value (e.g. z ↦ 0.02 z, or z ↦ z²)
+ * @returns fp16 bits [65536]
+ * @example
+ * ```ts
+ * const weights = normalF16Table((z) => 0.02 * z); // N(0, 0.02²)
+ * ```
+ */
+export function normalF16Table(f: (z: number) => number): Uint16Array {
+  const n = 1 << 16;
+  return toF16(Float64Array.from({ length: n }, (_, i) => f(normalQuantile((i + 0.5) / n))));
+}
+
+/**
+ * `n` seeded fp16 draws from a {@linkcode normalF16Table}: the words of
+ * model/random.ts's `mulberry32Fill(seed)`, each read as two 16-bit table
+ * indices (low half first). Same seed → same bits.
+ *
+ * @param n values wanted
+ * @param table fp16 bits [65536]
+ * @param seed the generator's seed
+ * @returns fp16 bits [n]
+ */
+export function fillF16FromTable(n: number, table: Uint16Array, seed: number): Uint16Array {
+  if (table.length !== 1 << 16) {
+    throw new RangeError(`fillF16FromTable(): the table needs 65536 entries, got ${table.length}`);
+  }
+  const words = mulberry32Fill(new Uint32Array(Math.ceil(n / 2)), seed);
+  const out = new Uint16Array(words.buffer, 0, n); // the indices, replaced in place by their values
+  for (let i = 0; i < n; i++) out[i] = table[out[i]];
+  return out;
 }

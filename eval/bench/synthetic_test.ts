@@ -1,9 +1,17 @@
 /** The fast weight builders used by tests, benchmarks and GPU decoding. */
 import assert from "node:assert/strict";
 import { dequantize, fromF16, groupOf } from "../../quant/format.ts";
-import { randn } from "../../model/random.ts";
+import { mulberry32Fill, randn } from "../../model/random.ts";
 import { csrValues } from "../../quant/format.ts";
-import { quantileLut, randomCsr, rtnUniform, splitOutliers } from "./synthetic.ts";
+import {
+  fillF16FromTable,
+  normalF16Table,
+  normalQuantile,
+  quantileLut,
+  randomCsr,
+  rtnUniform,
+  splitOutliers,
+} from "./synthetic.ts";
 import { validateWeight } from "../../quant/format.ts";
 import { rtn } from "../../quant/rtn.ts";
 import { unpackCodes } from "../../quant/format.ts";
@@ -117,4 +125,40 @@ Deno.test("randomCsr() is seeded and keeps columns sorted within rows", () => {
       assert.ok(a.colIdx[k] > a.colIdx[k - 1]);
     }
   }
+});
+
+Deno.test("normalQuantile() is Φ⁻¹ to 1.2e-9 relative and normalF16Table()'s draws have the normal's moments", () => {
+  // (p, Φ⁻¹(p)) from scipy.stats.norm.ppf; Acklam bounds the relative error by 1.15e-9
+  const cases: [number, number][] = [
+    [0.5, 0],
+    [0.8413447460685429, 1],
+    [0.15865525393145707, -1],
+    [0.975, 1.959963984540054],
+    [0.001, -3.090232306167813],
+    [1 - 1e-7, 5.199337582192817],
+  ];
+  for (const [p, z] of cases) {
+    assert.ok(Math.abs(normalQuantile(p) - z) <= 1.2e-9 * Math.max(1, Math.abs(z)), `Φ⁻¹(${p})`);
+  }
+  assert.throws(() => normalQuantile(1), /p must be in \(0, 1\), got 1/);
+  const z = fromF16(normalF16Table((x) => x));
+  assert.ok(z.every((v, i) => i === 0 || v >= z[i - 1]), "sorted quantiles");
+  const mean = z.reduce((s, v) => s + v, 0) / z.length;
+  const variance = z.reduce((s, v) => s + v * v, 0) / z.length;
+  assert.ok(Math.abs(mean) < 1e-6 && Math.abs(variance - 1) < 1e-3, `${mean} ${variance}`);
+});
+
+Deno.test("fillF16FromTable() draws seeded table entries, two per mulberry32 word", () => {
+  const table = normalF16Table((x) => 0.02 * x);
+  const a = fillF16FromTable(1001, table, 7);
+  assert.deepEqual(a, fillF16FromTable(1001, table, 7), "same seed, same bits");
+  assert.notDeepEqual(a, fillF16FromTable(1001, table, 8));
+  const words = mulberry32Fill(new Uint32Array(501), 7);
+  assert.equal(a[0], table[words[0] & 0xffff]);
+  assert.equal(a[1], table[words[0] >>> 16]);
+  assert.equal(a[1000], table[words[500] & 0xffff]);
+  const x = fromF16(fillF16FromTable(1 << 18, table, 3));
+  const std = Math.sqrt(x.reduce((s, v) => s + v * v, 0) / x.length);
+  assert.ok(Math.abs(std - 0.02) < 2e-4, `std ${std}`);
+  assert.throws(() => fillF16FromTable(4, new Uint16Array(8), 1), /needs 65536 entries, got 8/);
 });
