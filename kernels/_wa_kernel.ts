@@ -2,27 +2,45 @@
  * The one skeleton of the weight × activation (W×A) integer kernels: the
  * bit-plane kernel (kernels/bitplane.ts) and the W8A8 kernel
  * (kernels/int8.ts) differ only in how a 32-column block of one weight row
- * and one token becomes an integer; this file holds everything else.
+ * and one token becomes an integer; this file holds everything else, for a
+ * few tokens (decode, batch ≤ {@linkcode WA_MAX_BATCH}) and for whole
+ * windows (prefill, any T) alike.
  *
  * ## Layout
  *
  * A scheme stores a 32-column block of a weight row in `wWords` u32 words and
  * of a token in `xWords` words (bit planes: one per bit; int8: eight words of
  * four bytes), block-interleaved and row-major:
- * W [rows, kBlocks, wWords], X [batch, kBlocks, xWords], kBlocks = ⌈cols/32⌉.
+ * W [rows, kBlocks, wWords], X [T, kBlocks, xWords], kBlocks = ⌈cols/32⌉.
  * Per token a {@linkcode TOKEN_FIELDS} record (scale, zero, SX = Σ codes);
  * per weight row and group its scale, integer zero and SW = Σ codes.
  *
  * ## Kernel
  *
- * As kernels/matvec.ts's dense kernel: one workgroup of ROWS·TPR threads
- * computes ROWS output rows for every token; the TPR threads of a row take
- * the blocks t·TPR + tr of tile t. The workgroup stages the tile's token
- * words [B, TPR, xWords] in workgroup memory, each thread loads its block's
- * weight words once and reuses them for all B tokens. Integers are i32 with
- * wrapping arithmetic (WGSL's), so partial sums may wrap while the final
- * accumulator is exact.
+ * A workgroup computes a tile of TT tokens × ROWS output rows. Its threads
+ * form RT row groups × TPR threads per row group; a thread owns RR rows
+ * (first + rl + j·RT, j < RR, so ROWS = RT·RR) and takes the blocks
+ * t·TPR + tr of step t. Per step the workgroup stages the tile's token words
+ * [TT, TPR, xWords] in workgroup memory; each thread loads its RR rows'
+ * weight words once into registers and reuses them for all TT tokens, and
+ * each staged token word serves RR rows: every weight word is loaded once
+ * per tile of TT tokens, every token word once per thread and RR rows.
+ * Workgroups are linearized (`dispatchSize`) as token tile · rowTiles + row
+ * tile. Integers are i32 with wrapping arithmetic (WGSL's), so partial sums
+ * may wrap while the final accumulator is exact.
  *
+ * The two tile shapes ({@linkcode waTiling}):
+ * - decode (batch ≤ {@linkcode WA_MAX_BATCH}): one token tile of all B
+ *   tokens, RR = 1, 16 rows × TPR = 4 threads (kernels/matvec.ts's shape:
+ *   the weight is read once, the threads of a row split its blocks and add
+ *   their partial sums through workgroup memory);
+ * - prefill (more tokens): tiles of TT = 8 tokens, RR = 8 rows per thread,
+ *   64 threads of one row group each (TPR = 1: no reduction), 512 rows per
+ *   workgroup — the popcounts per staged word grow with RR·TT, and loads,
+ *   not arithmetic, are what a software adapter pays for (kernels/matmul.ts
+ *   "Register tiling"); T need not be a multiple of TT.
+ *
+ * Zero points:
  * - `row` groups (one group per weight row): the threads accumulate the raw
  *   product D; the epilogue applies D − z_w·SX − z_x·SW + cols·z_x·z_w with the
  *   precomputed sums and writes s_w·s_x·acc.
@@ -39,10 +57,13 @@
 import type { Gpu, Kernel } from "./device.ts";
 import { dispatchSize, OwnedBuffers, readBuffer } from "./device.ts";
 
-/** Largest activation batch of the W×A kernels. */
+/** Largest batch of the decode tile shape (one tile of every token); larger batches run the prefill tiles. */
 export const WA_MAX_BATCH = 8;
 
-/** How a W×A scheme turns one block into integers (WGSL snippets). */
+/**
+ * How a W×A scheme turns one block into integers: WGSL expressions over
+ * the block's words, named by a prefix and their index (`x0`, `x1`, …).
+ */
 export interface WaScheme {
   /** Names the scheme in the pipeline key, e.g. "bitplane.w4a8". */
   name: string;
@@ -52,20 +73,29 @@ export interface WaScheme {
   xWords: number;
   /** Helper functions the snippets call. */
   prelude: string;
-  /** WGSL expression (i32): the block's integer product of words w0.. and x0... */
-  dot: string;
-  /** WGSL expression (i32): Σ of the block's weight codes, from w0... */
-  wSum: string;
-  /** WGSL expression (i32): Σ of the block's token codes, from x0... */
-  xSum: string;
+  /** WGSL expression (i32): the block's integer product of the token words `x`0.. and weight words `w`0... */
+  dot(x: string, w: string): string;
+  /** WGSL expression (i32): Σ of the block's weight codes, from the words `w`0... */
+  wSum(w: string): string;
+  /** WGSL expression (i32): Σ of the block's token codes, from the words `x`0... */
+  xSum(x: string): string;
+}
+
+/** A tile shape of the W×A kernel (module doc, "Kernel"). */
+export interface WaTiling {
+  /** Tokens per workgroup (TT). */
+  tokensPerWg: number;
+  /** Output rows per workgroup (ROWS, a multiple of rowsPerThread). */
+  rowsPerWg: number;
+  /** Rows per thread, in registers (RR). */
+  rowsPerThread: number;
+  /** Threads sharing a row's blocks (TPR). */
+  threadsPerRow: number;
 }
 
 /** Everything that changes the W×A kernel's source. */
-export interface WaParams {
+export interface WaParams extends WaTiling {
   scheme: WaScheme;
-  batch: number;
-  rowsPerWg: number;
-  threadsPerRow: number;
   groups: "row" | "block";
   output: "f32" | "i32";
 }
@@ -81,128 +111,176 @@ const PARAM_FIELDS = [
   "rows",
   "cols",
   "kBlocks",
+  "T",
   "nx",
+  "rowTiles",
   "groupBlocks",
   "nGroups",
-  "p0",
-  "p1",
 ] as const;
 
 /** The W×A kernel (module doc). */
 export const WA_KERNEL: Kernel<WaParams> = {
   name: "wa",
-  key: (p) => [p.scheme.name, p.batch, p.rowsPerWg, p.threadsPerRow, p.groups, p.output].join(","),
+  key: (p) =>
+    [
+      p.scheme.name,
+      p.tokensPerWg,
+      p.rowsPerWg,
+      p.rowsPerThread,
+      p.threadsPerRow,
+      p.groups,
+      p.output,
+    ].join(","),
   wgsl: waWgsl,
 };
 
+/** Workgroup-memory words of the token tile and, with TPR > 1, of the reduction. */
+function workgroupWords(p: WaParams): number {
+  const WG = (p.rowsPerWg / p.rowsPerThread) * p.threadsPerRow;
+  const red = p.threadsPerRow > 1 ? WG * p.rowsPerThread * p.tokensPerWg : 0;
+  return p.tokensPerWg * p.threadsPerRow * p.scheme.xWords +
+    red * (p.groups === "block" ? 2 : 1);
+}
+
 function waWgsl(p: WaParams): string {
-  const { scheme: s, batch: B, rowsPerWg: ROWS, threadsPerRow: TPR, groups, output } = p;
-  const WG = ROWS * TPR, WW = s.wWords, XW = s.xWords;
-  const block = groups === "block";
+  const { scheme: s, tokensPerWg: TT, rowsPerThread: RR, threadsPerRow: TPR, groups, output } = p;
+  const RT = p.rowsPerWg / RR, WG = RT * TPR, WW = s.wWords, XW = s.xWords, N = RR * TT;
+  const block = groups === "block", reduce = TPR > 1;
+  const J = Array.from({ length: RR }, (_, j) => j);
   const words = (v: string, n: number, src: (k: number) => string) =>
     Array.from({ length: n }, (_, k) => `let ${v}${k} = ${src(k)};`).join(" ");
+  const perRow = (f: (j: number) => string, sep = "\n      ") => J.map(f).join(sep);
   return `// ${WA_KERNEL.name}: ${WA_KERNEL.key(p)}
-const B = ${B}u;
-const ROWS = ${ROWS}u;
-const TPR = ${TPR}u;
+const TT = ${TT}u; // tokens per workgroup
+const RR = ${RR}u; // rows per thread
+const RT = ${RT}u; // row groups
+const TPR = ${TPR}u; // threads per row group
 const WG = ${WG}u;
+const ROWS = ${RT * RR}u; // rows per workgroup
 const XW = ${XW}u; // words per block of a token
 const WW = ${WW}u; // words per block of a weight row
+const N = ${N}u; // accumulators per thread [RR, TT]
 struct Params { ${PARAM_FIELDS.map((f) => `${f}: u32`).join(", ")} }
 struct Token { ${TOKEN_FIELDS.map(([f, t]) => `${f}: ${t}`).join(", ")} }
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> X: array<u32>; // [B, kBlocks, XW]
-@group(0) @binding(2) var<storage, read> T: array<Token>; // [B]
-@group(0) @binding(3) var<storage, read_write> Y: array<${output}>; // [B, rows]
+@group(0) @binding(1) var<storage, read> X: array<u32>; // [T, kBlocks, XW]
+@group(0) @binding(2) var<storage, read> TK: array<Token>; // [T]
+@group(0) @binding(3) var<storage, read_write> Y: array<${output}>; // [T, rows]
 @group(0) @binding(4) var<storage, read> W: array<u32>; // [rows, kBlocks, WW]
 @group(0) @binding(5) var<storage, read> S: array<f32>; // [rows, nGroups]
 @group(0) @binding(6) var<storage, read> Z: array<i32>; // [rows, nGroups]
 ${block ? "" : "@group(0) @binding(7) var<storage, read> SW: array<i32>; // [rows, nGroups]"}
-var<workgroup> xs: array<u32, ${B * TPR * XW}>; // [B, TPR, XW] this tile's token words
-var<workgroup> redI: array<i32, ${WG * B}>; // [WG, B]
-${block ? `var<workgroup> redF: array<f32, ${WG * B}>; // [WG, B]` : ""}
+var<workgroup> xs: array<u32, ${TT * TPR * XW}>; // [TT, TPR, XW] this step's token words
+${reduce ? `var<workgroup> redI: array<i32, ${WG * N}>; // [WG, N]` : ""}
+${reduce && block ? `var<workgroup> redF: array<f32, ${WG * N}>; // [WG, N]` : ""}
 ${s.prelude}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-  let first = (wid.y * P.nx + wid.x) * ROWS; // first row of this workgroup
-  if (first >= P.rows) { return; }
+  let wg = wid.y * P.nx + wid.x;
+  let tok0 = (wg / P.rowTiles) * TT; // first token of this workgroup
+  let first = (wg % P.rowTiles) * ROWS; // first row of this workgroup
+  if (tok0 >= P.T) { return; }
   let rl = tid / TPR;
   let tr = tid % TPR;
-  let row = min(first + rl, P.rows - 1u); // clamped: loads stay in bounds
-  var accI = array<i32, B>();
+  ${
+    perRow((j) =>
+      `let row${j} = min(first + rl + ${j * RT}u, P.rows - 1u); // clamped: loads stay in bounds`
+    )
+  }
+  var accI = array<i32, N>(); // [RR, TT]
 ${
     block
-      ? `  var accF = array<f32, B>();
-  var zx = array<i32, B>();
-  for (var b = 0u; b < B; b++) { zx[b] = T[b].zero; }`
+      ? `  var accF = array<f32, N>();
+  var zx = array<i32, TT>();
+  for (var b = 0u; b < TT; b++) { zx[b] = TK[min(tok0 + b, P.T - 1u)].zero; }`
       : ""
   }
-  let nTiles = (P.kBlocks + TPR - 1u) / TPR;
-  for (var t = 0u; t < nTiles; t++) {
+  let nSteps = (P.kBlocks + TPR - 1u) / TPR;
+  for (var t = 0u; t < nSteps; t++) {
     workgroupBarrier();
-    for (var i = tid; i < B * TPR * XW; i += WG) {
+    for (var i = tid; i < TT * TPR * XW; i += WG) {
       let b = i / (TPR * XW);
       let r = i % (TPR * XW);
       let blk = t * TPR + r / XW;
       var v = 0u;
-      if (blk < P.kBlocks) { v = X[(b * P.kBlocks + blk) * XW + r % XW]; }
+      if (blk < P.kBlocks && tok0 + b < P.T) { v = X[((tok0 + b) * P.kBlocks + blk) * XW + r % XW]; }
       xs[i] = v;
     }
     workgroupBarrier();
     let blk = t * TPR + tr;
     if (blk < P.kBlocks) {
-      let wi = (row * P.kBlocks + blk) * WW;
-      ${words("w", WW, (k) => `W[wi + ${k}u]`)}
+      ${perRow((j) => words(`w${j}_`, WW, (k) => `W[(row${j} * P.kBlocks + blk) * WW + ${k}u]`))}
 ${
     block
-      ? `      let gi = row * P.nGroups + blk / P.groupBlocks;
-      let s = S[gi];
-      let zw = Z[gi];
-      let n = i32(min(32u, P.cols - 32u * blk));
-      let sw = ${s.wSum};`
+      ? `      let n = i32(min(32u, P.cols - 32u * blk));
+      ${
+        perRow((j) =>
+          `let gi${j} = row${j} * P.nGroups + blk / P.groupBlocks; let s${j} = S[gi${j}]; ` +
+          `let zw${j} = Z[gi${j}]; let sw${j} = ${s.wSum(`w${j}_`)};`
+        )
+      }`
       : ""
   }
-      for (var b = 0u; b < B; b++) {
+      for (var b = 0u; b < TT; b++) {
         let xb = (b * TPR + tr) * XW;
         ${words("x", XW, (k) => `xs[xb + ${k}u]`)}
-        let d = ${s.dot};
-${
-    block
-      ? `        let sx = ${s.xSum};
-        let tb = d - zw * sx - zx[b] * sw + n * zx[b] * zw;
-        accI[b] += tb;
-        accF[b] += s * f32(tb);`
-      : `        accI[b] += d;`
+${block ? `        let sx = ${s.xSum("x")};` : ""}
+        ${
+    perRow((j) =>
+      block
+        ? `{ let d = ${s.dot("x", `w${j}_`)};
+          let tb = d - zw${j} * sx - zx[b] * sw${j} + n * zx[b] * zw${j};
+          accI[${j}u * TT + b] += tb;
+          accF[${j}u * TT + b] += s${j} * f32(tb); }`
+        : `accI[${j}u * TT + b] += ${s.dot("x", `w${j}_`)};`, "\n        ")
   }
       }
     }
   }
-  for (var b = 0u; b < B; b++) {
-    redI[tid * B + b] = accI[b];
-    ${block ? "redF[tid * B + b] = accF[b];" : ""}
+${
+    reduce
+      ? `  for (var i = 0u; i < N; i++) {
+    redI[tid * N + i] = accI[i];
+    ${block ? "redF[tid * N + i] = accF[i];" : ""}
   }
   workgroupBarrier();
-  if (tr == 0u && first + rl < P.rows) {
-    for (var b = 0u; b < B; b++) {
-      var a = 0i;
-      ${block ? "var f = 0.0;" : ""}
-      for (var u = 0u; u < TPR; u++) {
-        a += redI[(tid + u) * B + b];
-        ${block ? "f += redF[(tid + u) * B + b];" : ""}
-      }
-      let tok = T[b];
-${
-    block
-      ? output === "i32"
-        ? `      Y[b * P.rows + row] = a;`
-        : `      Y[b * P.rows + row] = tok.scale * f;`
-      : `      let gi = row * P.nGroups;
-      let zw = Z[gi];
-      let acc = a - zw * tok.sum - tok.zero * SW[gi] + i32(P.cols) * tok.zero * zw;
-      Y[b * P.rows + row] = ${output === "i32" ? "acc" : "S[gi] * tok.scale * f32(acc)"};`
-  }
+  if (tr != 0u) { return; }
+  for (var i = 0u; i < N; i++) {
+    var a = 0i;
+    ${block ? "var f = 0.0;" : ""}
+    for (var u = 0u; u < TPR; u++) {
+      a += redI[(tid + u) * N + i];
+      ${block ? "f += redF[(tid + u) * N + i];" : ""}
     }
+    accI[i] = a;
+    ${block ? "accF[i] = f;" : ""}
+  }`
+      : ""
+  }
+  let nt = min(TT, P.T - tok0);
+  ${
+    perRow((j) => {
+      const r = `first + rl + ${j * RT}u`;
+      const row = block
+        ? `for (var b = 0u; b < nt; b++) {
+      Y[(tok0 + b) * P.rows + ${r}] = ${
+          output === "i32" ? `accI[${j}u * TT + b]` : `TK[tok0 + b].scale * accF[${j}u * TT + b]`
+        };
+    }`
+        : `let gi = row${j} * P.nGroups;
+    let zw = Z[gi];
+    let sw = SW[gi];
+    ${output === "i32" ? "" : "let s = S[gi];"}
+    for (var b = 0u; b < nt; b++) {
+      let tok = TK[tok0 + b];
+      let acc = accI[${j}u * TT + b] - zw * tok.sum - tok.zero * sw + i32(P.cols) * tok.zero * zw;
+      Y[(tok0 + b) * P.rows + ${r}] = ${output === "i32" ? "acc" : "s * tok.scale * f32(acc)"};
+    }`;
+      return `if (${r} < P.rows) {
+    ${row}
+  }`;
+    }, "\n  ")
   }
 }
 `;
@@ -293,36 +371,62 @@ export function uploadWaWeight(gpu: Gpu, h: WaWeightHost, wWords: number): WaWei
 }
 
 /** Options of {@linkcode createWaPlan}. */
-export interface WaPlanOptions {
-  /** Tokens (1..8). */
+export interface WaPlanOptions extends Partial<WaTiling> {
+  /**
+   * Tokens T (any positive integer): up to {@linkcode WA_MAX_BATCH} run the
+   * decode tile shape, more the prefill tiles ({@linkcode waTiling}).
+   */
   batch: number;
   /** "f32": y [batch, rows]; "i32": the integer accumulators. @default "f32" */
   output?: "f32" | "i32";
-  /** Output rows per workgroup. @default 16 */
-  rowsPerWg?: number;
-  /** Threads per output row. @default 4 */
-  threadsPerRow?: number;
   /** Per-dimension workgroup cap (tests force 2-D grids with a small one). */
   maxWorkgroupsPerDim?: number;
 }
 
+/**
+ * The tile shape of a plan for T tokens (module doc, "Kernel"), with any
+ * field of `asked` taking precedence: the decode shape (one tile of all
+ * tokens) up to {@linkcode WA_MAX_BATCH} tokens, the prefill shape above.
+ * The prefill shape was picked on llvmpipe (1024 × 1024, T = 256, W4A8 and
+ * int8, interleaved rounds on a loaded machine): TT·RR = 8·8 ran about 1.4×
+ * faster than 8·4 (8·2 and 16·2 slower still); 16·8 and 8·16 were within
+ * the noise of 8·8 and hold twice the accumulators, which a GPU would spill.
+ *
+ * @param T tokens
+ * @param asked fields given by the caller
+ * @returns the tiling
+ */
+export function waTiling(T: number, asked: Partial<WaTiling> = {}): WaTiling {
+  const decode = T <= WA_MAX_BATCH;
+  const rowsPerThread = asked.rowsPerThread ?? (decode ? 1 : 8);
+  return {
+    tokensPerWg: asked.tokensPerWg ?? (decode ? T : 8),
+    rowsPerThread,
+    rowsPerWg: asked.rowsPerWg ?? (decode ? 16 : 64 * rowsPerThread),
+    threadsPerRow: asked.threadsPerRow ?? (decode ? 4 : 1),
+  };
+}
+
 /** A W×A kernel bound to its buffers, ready to encode any number of times. */
 export interface WaPlan {
+  /** Tokens T. */
   readonly batch: number;
-  /** Token words [batch, kBlocks, xWords] (write with {@linkcode WaPlan.writeTokens}). */
+  /** The tile shape. */
+  readonly tiling: WaTiling;
+  /** Token words [T, kBlocks, xWords] (write with {@linkcode WaPlan.writeTokens}). */
   readonly x: GPUBuffer;
-  /** Token records [batch] of {@linkcode TOKEN_FIELDS}. */
+  /** Token records [T] of {@linkcode TOKEN_FIELDS}. */
   readonly tokens: GPUBuffer;
-  /** Output [batch, rows], f32 or i32 (COPY_SRC). */
+  /** Output [T, rows], f32 or i32 (COPY_SRC). */
   readonly y: GPUBuffer;
   /** Bytes one run reads and writes at least: weight buffers, token words and records, y. */
   readonly bytesMoved: number;
   /**
    * Writes the tokens: their words, scales, integer zeros and sums SX.
-   * @param words [batch, kBlocks, xWords]
-   * @param scales [batch]
-   * @param zeros [batch]
-   * @param sums [batch]
+   * @param words [T, kBlocks, xWords]
+   * @param scales [T]
+   * @param zeros [T]
+   * @param sums [T]
    */
   writeTokens(words: Uint32Array, scales: Float32Array, zeros: Int32Array, sums: Int32Array): void;
   /** Records the run's dispatch into a compute pass. */
@@ -331,15 +435,44 @@ export interface WaPlan {
   release(): void;
 }
 
+/** Checks a tiling against the device's limits; throws a RangeError naming the field. */
+function checkTiling(t: WaTiling, p: WaParams, limits: GPUSupportedLimits): void {
+  for (const [k, v] of Object.entries(t)) {
+    if (!(Number.isInteger(v) && v >= 1)) {
+      throw new RangeError(`W×A kernel: ${k} must be a positive integer, got ${v}`);
+    }
+  }
+  if (t.rowsPerWg % t.rowsPerThread !== 0) {
+    throw new RangeError(
+      `W×A kernel: rowsPerWg ${t.rowsPerWg} is not a multiple of rowsPerThread ${t.rowsPerThread}`,
+    );
+  }
+  const threads = (t.rowsPerWg / t.rowsPerThread) * t.threadsPerRow;
+  if (threads > limits.maxComputeInvocationsPerWorkgroup) {
+    throw new RangeError(
+      `W×A kernel: ${threads} threads per workgroup exceed the device's ` +
+        `${limits.maxComputeInvocationsPerWorkgroup} invocations per workgroup`,
+    );
+  }
+  const bytes = 4 * workgroupWords(p);
+  if (bytes > limits.maxComputeWorkgroupStorageSize) {
+    throw new RangeError(
+      `W×A kernel: the tiling needs ${bytes} bytes of workgroup memory, above the device's ` +
+        `${limits.maxComputeWorkgroupStorageSize}; lower tokensPerWg, rowsPerThread or threadsPerRow`,
+    );
+  }
+}
+
 /**
- * Binds a weight to token and output buffers for a batch size and compiles
- * (or reuses) the pipeline.
+ * Binds a weight to token and output buffers for T tokens and compiles (or
+ * reuses) the pipeline.
  *
  * @param gpu the device
  * @param scheme how a block becomes an integer
  * @param lin the weight, uploaded with the scheme's layout
- * @param opts batch, output kind, tiling
+ * @param opts tokens, output kind, tiling
  * @returns the plan; release it before releasing `lin`
+ * @throws RangeError on a bad tiling, or when T tokens' words or outputs exceed one binding
  */
 export async function createWaPlan(
   gpu: Gpu,
@@ -348,9 +481,9 @@ export async function createWaPlan(
   opts: WaPlanOptions,
 ): Promise<WaPlan> {
   const { device, pool } = gpu;
-  const B = opts.batch;
-  if (!(Number.isInteger(B) && B >= 1 && B <= WA_MAX_BATCH)) {
-    throw new RangeError(`W×A kernel: batch must be an integer in 1..${WA_MAX_BATCH}, got ${B}`);
+  const T = opts.batch;
+  if (!(Number.isInteger(T) && T >= 1)) {
+    throw new RangeError(`W×A kernel: batch (tokens) must be a positive integer, got ${T}`);
   }
   if (lin.wWords !== scheme.wWords) {
     throw new RangeError(
@@ -358,45 +491,42 @@ export async function createWaPlan(
         `${scheme.wWords}; upload it for this scheme`,
     );
   }
-  const ROWS = opts.rowsPerWg ?? 16, TPR = opts.threadsPerRow ?? 4;
-  if (!(Number.isInteger(ROWS) && Number.isInteger(TPR) && ROWS >= 1 && TPR >= 1)) {
-    throw new RangeError(`W×A kernel: rowsPerWg and threadsPerRow must be positive integers`);
-  }
-  if (ROWS * TPR > device.limits.maxComputeInvocationsPerWorkgroup) {
+  const tiling = waTiling(T, opts);
+  const output = opts.output ?? "f32";
+  const params: WaParams = { scheme, ...tiling, groups: lin.groups, output };
+  checkTiling(tiling, params, device.limits);
+  const xBytes = T * lin.kBlocks * scheme.xWords * 4, yBytes = T * lin.rows * 4;
+  const maxBind = device.limits.maxStorageBufferBindingSize;
+  if (Math.max(xBytes, yBytes) > maxBind) {
     throw new RangeError(
-      `W×A kernel: ${ROWS} rows × ${TPR} threads exceed the device's ` +
-        `${device.limits.maxComputeInvocationsPerWorkgroup} invocations per workgroup`,
+      `W×A kernel: ${T} tokens of a ${lin.rows}×${lin.cols} layer need ${
+        Math.max(xBytes, yBytes)
+      } ` +
+        `bytes in one binding, above the device's maxStorageBufferBindingSize ${maxBind}; ` +
+        `run fewer tokens per plan`,
     );
   }
-  const output = opts.output ?? "f32";
-  const params: WaParams = {
-    scheme,
-    batch: B,
-    rowsPerWg: ROWS,
-    threadsPerRow: TPR,
-    groups: lin.groups,
-    output,
-  };
   const pipeline = await gpu.pipelines.get(WA_KERNEL, params);
   const owned = new OwnedBuffers(pool);
   const own = (size: number, usage: GPUBufferUsageFlags, label: string) =>
     owned.acquire(size, usage, label);
-  const xBytes = B * lin.kBlocks * scheme.xWords * 4;
   const copyDst = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST;
   const x = own(xBytes, copyDst, "wa-x");
-  const tokens = own(B * TOKEN_FIELDS.length * 4, copyDst, "wa-tokens");
-  const y = own(B * lin.rows * 4, copyDst | GPUBufferUsage.COPY_SRC, "wa-y");
-  const grid = dispatchSize(Math.ceil(lin.rows / ROWS), device.limits, opts.maxWorkgroupsPerDim);
+  const tokens = own(T * TOKEN_FIELDS.length * 4, copyDst, "wa-tokens");
+  const y = own(yBytes, copyDst | GPUBufferUsage.COPY_SRC, "wa-y");
+  const rowTiles = Math.ceil(lin.rows / tiling.rowsPerWg);
+  const tokenTiles = Math.ceil(T / tiling.tokensPerWg);
+  const grid = dispatchSize(rowTiles * tokenTiles, device.limits, opts.maxWorkgroupsPerDim);
   const u = own(PARAM_FIELDS.length * 4, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, "wa");
   const values: Record<(typeof PARAM_FIELDS)[number], number> = {
     rows: lin.rows,
     cols: lin.cols,
     kBlocks: lin.kBlocks,
+    T,
     nx: grid.nx,
+    rowTiles,
     groupBlocks: Math.ceil(lin.groupSize / 32),
     nGroups: lin.nGroups,
-    p0: 0,
-    p1: 0,
   };
   device.queue.writeBuffer(u, 0, new Uint32Array(PARAM_FIELDS.map((f) => values[f])));
   const buffers = [u, x, tokens, y, lin.w, lin.scales, lin.zeros, lin.sums];
@@ -408,26 +538,27 @@ export async function createWaPlan(
     })),
   });
   return {
-    batch: B,
+    batch: T,
+    tiling,
     x,
     tokens,
     y,
-    bytesMoved: lin.bytes + xBytes + B * 4 * (TOKEN_FIELDS.length + lin.rows),
+    bytesMoved: lin.bytes + xBytes + T * 4 * TOKEN_FIELDS.length + yBytes,
     writeTokens(words, scales, zeros, sums) {
       if (words.byteLength !== xBytes) {
         throw new RangeError(
-          `WaPlan.writeTokens(): expected ${xBytes / 4} words (${B} tokens × ${lin.kBlocks} ` +
+          `WaPlan.writeTokens(): expected ${xBytes / 4} words (${T} tokens × ${lin.kBlocks} ` +
             `blocks × ${scheme.xWords}), found ${words.length}`,
         );
       }
-      if (scales.length !== B || zeros.length !== B || sums.length !== B) {
-        throw new RangeError(`WaPlan.writeTokens(): scales, zeros and sums need ${B} values each`);
+      if (scales.length !== T || zeros.length !== T || sums.length !== T) {
+        throw new RangeError(`WaPlan.writeTokens(): scales, zeros and sums need ${T} values each`);
       }
       device.queue.writeBuffer(x, 0, words as Uint32Array<ArrayBuffer>);
-      const rec = new ArrayBuffer(B * TOKEN_FIELDS.length * 4);
+      const rec = new ArrayBuffer(T * TOKEN_FIELDS.length * 4);
       const f32 = new Float32Array(rec), i32 = new Int32Array(rec);
       const n = TOKEN_FIELDS.length;
-      for (let b = 0; b < B; b++) {
+      for (let b = 0; b < T; b++) {
         TOKEN_FIELDS.forEach(([field], k) => {
           if (field === "scale") f32[b * n + k] = scales[b];
           else if (field === "zero") i32[b * n + k] = zeros[b];

@@ -7,7 +7,8 @@
  *
  *     D = Σ_i Σ_j 2^(i+j) · Σ_k countOneBits(x_i & w_j),
  *
- * for every pair W2..8 × A2..8 and batch 1..8, with the asymmetric zero
+ * for every pair W2..8 × A2..8 and any number of tokens (a decode batch or
+ * a whole prefill window, each in its tile shape), with the asymmetric zero
  * points of both sides applied exactly (the integer correction of
  * kernels/bitplane_reference.ts) and the epilogue s_w · s_x · acc → f32.
  * The work per 32 columns and token is W·A AND + popcount pairs, so every
@@ -29,8 +30,8 @@ import { createWaPlan, runWaOnce, uploadWaWeight } from "./_wa_kernel.ts";
 import type { ActCodes, ActPlanes, WeightPlanes } from "./bitplane_reference.ts";
 import { packActPlanes, packWeightPlanes } from "./bitplane_reference.ts";
 
-export type { WaPlan, WaPlanOptions, WaWeight } from "./_wa_kernel.ts";
-export { TOKEN_FIELDS, WA_KERNEL, WA_MAX_BATCH } from "./_wa_kernel.ts";
+export type { WaPlan, WaPlanOptions, WaTiling, WaWeight } from "./_wa_kernel.ts";
+export { TOKEN_FIELDS, WA_KERNEL, WA_MAX_BATCH, waTiling } from "./_wa_kernel.ts";
 
 /** Σ_s (terms of shift s) << s for s = 0..maxShift, as one WGSL u32 expression. */
 function shiftedSum(terms: (s: number) => string[], maxShift: number): string {
@@ -56,14 +57,15 @@ export function bitplaneScheme(wBits: number, aBits: number): WaScheme {
   checkBits(wBits, "weight bits");
   checkBits(aBits, "activation bits");
   const popc = (a: string, b: string) => `countOneBits(${a} & ${b})`;
-  const dot = shiftedSum((s) => {
-    const t: string[] = [];
-    for (let i = 0; i < aBits; i++) {
-      const j = s - i;
-      if (j >= 0 && j < wBits) t.push(popc(`x${i}`, `w${j}`));
-    }
-    return t;
-  }, aBits + wBits - 2);
+  const dot = (x: string, w: string) =>
+    shiftedSum((s) => {
+      const t: string[] = [];
+      for (let i = 0; i < aBits; i++) {
+        const j = s - i;
+        if (j >= 0 && j < wBits) t.push(popc(`${x}${i}`, `${w}${j}`));
+      }
+      return t;
+    }, aBits + wBits - 2);
   const sum = (v: string, n: number) =>
     `i32(${shiftedSum((s) => (s < n ? [`countOneBits(${v}${s})`] : []), n - 1)})`;
   return {
@@ -71,9 +73,9 @@ export function bitplaneScheme(wBits: number, aBits: number): WaScheme {
     wWords: wBits,
     xWords: aBits,
     prelude: "",
-    dot: `i32(${dot})`,
-    wSum: sum("w", wBits),
-    xSum: sum("x", aBits),
+    dot: (x, w) => `i32(${dot(x, w)})`,
+    wSum: (w) => sum(w, wBits),
+    xSum: (x) => sum(x, aBits),
   };
 }
 
@@ -106,7 +108,7 @@ export interface BitplanePlan extends WaPlan {
  * @param gpu the device
  * @param lin the weight, from {@linkcode uploadWeightPlanes}
  * @param aBits activation planes (2..8)
- * @param opts batch, output kind, tiling
+ * @param opts tokens (`batch`: any T), output kind, tiling
  * @returns the plan; release it before releasing `lin`
  */
 export async function createBitplanePlan(
@@ -138,7 +140,7 @@ export async function createBitplanePlan(
  *
  * @param gpu the device
  * @param w the uniform weight [rows, cols] (no gIdx; groups of whole 32-column blocks or one per row)
- * @param x per-token activation codes [batch ≤ 8, cols]
+ * @param x per-token activation codes [T, cols] (any T: decode or prefill tiles)
  * @param opts `output: "i32"` returns the exact integer accumulators; tiling
  * @returns y [batch, rows] (Float32Array), or the accumulators (Int32Array)
  * @example

@@ -79,7 +79,7 @@ Deno.test("packWeightPlanes() refuses act-order weights and groups of partial bl
 
 Deno.test("bitplaneScheme() costs W·A popcounts per block and token", () => {
   for (const [wb, ab] of [[2, 8], [4, 4], [8, 8]]) {
-    const n = bitplaneScheme(wb, ab).dot.match(/countOneBits/g)?.length;
+    const n = bitplaneScheme(wb, ab).dot("x", "w").match(/countOneBits/g)?.length;
     assert.equal(n, wb * ab);
   }
 });

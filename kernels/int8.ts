@@ -58,9 +58,9 @@ export function int8Scheme(packed: boolean): WaScheme {
     extractBits(x, 16u, 8u) * extractBits(y, 16u, 8u) +
     extractBits(x, 24u, 8u) * extractBits(y, 24u, 8u);
 }`,
-    dot: terms((k) => `${dot}(x${k}, w${k})`),
-    wSum: terms((k) => `${dot}(w${k}, 0x01010101u)`),
-    xSum: terms((k) => `${dot}(x${k}, 0x01010101u)`),
+    dot: (x, w) => terms((k) => `${dot}(${x}${k}, ${w}${k})`),
+    wSum: (w) => terms((k) => `${dot}(${w}${k}, 0x01010101u)`),
+    xSum: (x) => terms((k) => `${dot}(${x}${k}, 0x01010101u)`),
   };
 }
 
@@ -164,7 +164,7 @@ export interface Int8Plan extends WaPlan {
  *
  * @param gpu the device
  * @param lin the weight, from {@linkcode uploadInt8Weight}
- * @param opts batch, output kind, tiling, packed or unpacked products
+ * @param opts tokens (`batch`: any T), output kind, tiling, packed or unpacked products
  * @returns the plan; release it before releasing `lin`
  * @throws RangeError when `packed` is asked for and the runtime lacks the feature
  */
@@ -202,7 +202,7 @@ export async function createInt8Plan(
  *
  * @param gpu the device
  * @param w the uniform weight [rows, cols]
- * @param x per-token activation codes [batch ≤ 8, cols]
+ * @param x per-token activation codes [T, cols] (any T: decode or prefill tiles)
  * @param opts `output: "i32"` returns the exact integer accumulators; `packed`; tiling
  * @returns y [batch, rows] (Float32Array), or the accumulators (Int32Array)
  */
