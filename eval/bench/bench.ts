@@ -247,6 +247,7 @@ async function benchWaCmd(values: Values) {
         ? [...SMALL_PAIRS]
         : parsePairs(str(values, "pairs", "all")!),
       batch: list(values, "batch", ["1", "4", "8"]).map(Number),
+      prefill: list(values, "tokens", [small ? "64" : "512"]).map(Number).filter((t) => t !== 0),
       runs: int(values, "runs", small ? 3 : 10, 1)!,
     })
   );

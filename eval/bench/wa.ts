@@ -2,12 +2,17 @@
  * `deno task bench wa`: the weight × activation kernels against each other,
  * in one run on one device: every bit-plane pair W2..8 × A2..8
  * (kernels/bitplane.ts), the W8A8 kernel (kernels/int8.ts, `dot4I8Packed`
- * where the runtime's WGSL has it) and the fp16 weight-only kernel
- * (kernels/matvec.ts), on LLaMA-7B's linear shapes (4096×4096, 11008×4096,
- * 4096×11008) at batch 1, 4 and 8. Each row prints its median time and its
- * speedup over W8A8 and fp16 of the same shape and batch: ABQ-LLM
- * (arXiv 2408.08554, Fig. 1 / Table 5) reports W2A8 ≈ 4× and W4A8 ≈ 2.1× its
- * CUTLASS W8A8 at batch 1 on an A800.
+ * where the runtime's WGSL has it) and the fp16 weight-only kernels, on
+ * LLaMA-7B's linear shapes (4096×4096, 11008×4096, 4096×11008):
+ * - decode rows at batch 1, 4 and 8 (the W×A decode tiles; fp16 through
+ *   kernels/matvec.ts),
+ * - prefill rows at T = 512 tokens (the W×A prefill tiles; fp16 through the
+ *   tiled matmul of kernels/matmul.ts, the GPU prefill's GEMM).
+ * Each row prints its median time, tokens/s and its speedup over W8A8 and
+ * fp16 of the same shape and tokens: ABQ-LLM (arXiv 2408.08554, Fig. 1 /
+ * Table 5) reports W2A8 ≈ 4× and W4A8 ≈ 2.1× its CUTLASS W8A8 at batch 1 on
+ * an A800. ABQ-LLM's W2* (bit balance: five levels) stores 3-bit codes, so
+ * W2*A8 runs as the 3-plane kernel, w3a8.
  *
  * For each shape and batch every kernel is planned first, then timed in
  * rounds (warm-up rounds, then `runs` rounds, each kernel once per round
@@ -22,16 +27,17 @@
  * engine reports them apart too).
  *
  * ```sh
- * deno task bench wa                      # every pair, LLaMA-7B shapes, batch 1, 4, 8
+ * deno task bench wa                      # every pair, LLaMA-7B shapes, batch 1, 4, 8 and T = 512
  * deno task bench wa --small              # 512×512 etc., five pairs, three runs
- * deno task bench wa --shapes 4096x4096 --pairs w2a8,w4a8 --batch 1
+ * deno task bench wa --shapes 4096x4096 --pairs w2a8,w4a8 --batch 1 --tokens 0   # decode only
  * ```
  *
  * @module
  */
 import type { Gpu, GpuInfo } from "../../kernels/device.ts";
 import { createMatvecPlan, uploadLinear } from "../../kernels/matvec.ts";
-import { createBitplanePlan, uploadWeightPlanes } from "../../kernels/bitplane.ts";
+import { createMatmulPlan } from "../../kernels/matmul.ts";
+import { createBitplanePlan, uploadWeightPlanes, WA_MAX_BATCH } from "../../kernels/bitplane.ts";
 import { createInt8Plan, hasPackedDot, uploadInt8Weight } from "../../kernels/int8.ts";
 import type { WaPlan, WaWeight } from "../../kernels/_wa_kernel.ts";
 import { timeGpu } from "../../kernels/timing.ts";
@@ -90,8 +96,10 @@ export interface BenchWaOptions {
   shapes?: string;
   /** @default every pair */
   pairs?: WaPair[];
-  /** Tokens. @default [1, 4, 8] */
+  /** Tokens of the decode rows (1..8). @default [1, 4, 8] */
   batch?: number[];
+  /** Tokens T of the prefill rows (> 8; [] for none). @default [512] */
+  prefill?: number[];
   /** Timed rounds (each kernel once per round). @default 10 */
   runs?: number;
   /** Untimed rounds first. @default 2 */
@@ -105,11 +113,16 @@ export interface BenchWaOptions {
 /** One timed kernel. */
 export interface WaRow {
   shape: string;
+  /** "decode" (batch ≤ 8: matvec-shaped tiles) or "prefill" (a window of T tokens). */
+  phase: "decode" | "prefill";
+  /** Tokens (the batch, or T). */
   batch: number;
   /** "f16", "int8" (the W8A8 baseline) or "wXaY" (bit planes; "w8a8" is the bit-plane W8A8). */
   kernel: string;
   medianUs: number;
   minUs: number;
+  /** Tokens per second at the median time. */
+  tokensPerS: number;
   /** Median time of the int8 W8A8 kernel / this one (> 1: faster than W8A8). */
   speedupVsW8A8: number;
   /** Median time of fp16 / this one. */
@@ -126,7 +139,14 @@ export interface BenchWaResult {
   adapter: GpuInfo;
   /** Whether the W8A8 kernel used dot4I8Packed. */
   packedDot: boolean;
-  options: { shapes: string; pairs: string[]; batch: number[]; runs: number; warmup: number };
+  options: {
+    shapes: string;
+    pairs: string[];
+    batch: number[];
+    prefill: number[];
+    runs: number;
+    warmup: number;
+  };
   rows: WaRow[];
 }
 
@@ -137,8 +157,8 @@ function randomWords(n: number, seed: number): Uint32Array {
 }
 
 /**
- * Times every pair, W8A8 and fp16 on every shape and batch; prints a table
- * with the ratios.
+ * Times every pair, W8A8 and fp16 on every shape, decode batch and prefill
+ * window; prints a table with the ratios.
  *
  * @param opts see {@linkcode BenchWaOptions}
  * @returns the adapter and one row per timed kernel
@@ -149,6 +169,7 @@ export async function benchWa(opts: BenchWaOptions): Promise<BenchWaResult> {
     shapes: opts.shapes ?? "llama7b",
     pairs: (opts.pairs ?? ALL_PAIRS).map((p) => `w${p.w}a${p.a}`),
     batch: opts.batch ?? [1, 4, 8],
+    prefill: opts.prefill ?? [512],
     runs: opts.runs ?? 10,
     warmup: opts.warmup ?? 2,
   };
@@ -156,6 +177,13 @@ export async function benchWa(opts: BenchWaOptions): Promise<BenchWaResult> {
   for (const b of o.batch) {
     if (!(Number.isInteger(b) && b >= 1 && b <= 8)) {
       throw new RangeError(`--batch: expected integers in 1..8, found ${b}`);
+    }
+  }
+  for (const t of o.prefill) {
+    if (!(Number.isInteger(t) && t > WA_MAX_BATCH)) {
+      throw new RangeError(
+        `--tokens: expected prefill lengths above ${WA_MAX_BATCH} (or 0 for none), found ${t}`,
+      );
     }
   }
   const seed = opts.seed ?? 1;
@@ -208,15 +236,20 @@ export async function benchWa(opts: BenchWaOptions): Promise<BenchWaResult> {
         held.push(lin);
         planes.set(wBits, lin);
       }
-      for (const B of o.batch) {
+      for (const B of [...o.batch, ...o.prefill]) {
+        const phase = B <= WA_MAX_BATCH ? "decode" : "prefill";
         const kernels: {
           name: string;
           plan: { encode(p: GPUComputePassEncoder): void; release(): void };
           bytes: number;
         }[] = [];
         try {
-          const mv = await createMatvecPlan(gpu, f16, { batch: B });
-          kernels.push({ name: "f16", plan: mv, bytes: mv.bytesMoved });
+          // fp16: the matvec kernel for a decode batch, the prefill GEMM for a window.
+          const mv = phase === "decode"
+            ? await createMatvecPlan(gpu, f16, { batch: B })
+            : await createMatmulPlan(gpu, f16, { tokens: B });
+          const f16Bytes = "bytesMoved" in mv ? mv.bytesMoved : 2 * R * C + 4 * B * (R + C);
+          kernels.push({ name: "f16", plan: mv, bytes: f16Bytes });
           gpu.device.queue.writeBuffer(mv.x, 0, new Float32Array(B * C).fill(0.5));
           const ip = await createInt8Plan(gpu, i8, { batch: B });
           kernels.push({ name: "int8", plan: ip, bytes: ip.bytesMoved });
@@ -249,10 +282,12 @@ export async function benchWa(opts: BenchWaOptions): Promise<BenchWaResult> {
             const t = stat(i);
             const row: WaRow = {
               shape,
+              phase,
               batch: B,
               kernel: k.name,
               medianUs: t.median,
               minUs: t.min,
+              tokensPerS: B / (t.median * 1e-6),
               speedupVsW8A8: base("int8").median / t.median,
               speedupVsF16: base("f16").median / t.median,
               minSpeedupVsW8A8: base("int8").min / t.min,
@@ -261,8 +296,9 @@ export async function benchWa(opts: BenchWaOptions): Promise<BenchWaResult> {
             };
             rows.push(row);
             log(
-              `${shape} B=${B} ${k.name}: ${t.median.toFixed(1)} µs (min ${t.min.toFixed(1)}), ` +
-                `${row.speedupVsW8A8.toFixed(2)}× int8`,
+              `${shape} ${phase} T=${B} ${k.name}: ${t.median.toFixed(1)} µs ` +
+                `(min ${t.min.toFixed(1)}), ${row.tokensPerS.toFixed(1)} tok/s, ` +
+                `${row.speedupVsW8A8.toFixed(2)}× int8, ${row.speedupVsF16.toFixed(2)}× f16`,
             );
           }
         } finally {
@@ -294,13 +330,26 @@ function writeRandomTokens(plan: WaPlan, words: number, B: number, seed: number)
  */
 export function waTable(rows: WaRow[]): string {
   return markdownTable(
-    ["shape", "B", "kernel", "median µs", "min µs", "vs int8 W8A8", "(by min)", "vs f16"],
+    [
+      "shape",
+      "phase",
+      "tokens",
+      "kernel",
+      "median µs",
+      "min µs",
+      "tokens/s",
+      "vs int8 W8A8",
+      "(by min)",
+      "vs f16",
+    ],
     rows.map((r) => [
       r.shape,
+      r.phase,
       String(r.batch),
       r.kernel,
       r.medianUs.toFixed(1),
       r.minUs.toFixed(1),
+      r.tokensPerS.toFixed(1),
       `${r.speedupVsW8A8.toFixed(2)}×`,
       `${r.minSpeedupVsW8A8.toFixed(2)}×`,
       `${r.speedupVsF16.toFixed(2)}×`,
