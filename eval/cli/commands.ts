@@ -270,6 +270,7 @@ ${MODEL_HELP}`,
           limit,
           workers,
           actQuant: q?.actQuant,
+          linears: q?.linears,
           onProgress: (d) => bar.update(d),
           label,
         });
