@@ -54,6 +54,14 @@ export interface BlockHooks {
    */
   onLinearOutput?(layer: number, name: LinearName, y: Float32Array, T: number): void;
   /**
+   * Computes y [≥ T, outFeatures] (its first T rows) of a linear itself from
+   * its input x [T, inFeatures] (after `onLinearInput`), instead of x · Wᵀ
+   * with the block's fp32 weight; `replaceLinearInput` is then not called.
+   * Returns false to leave the linear to the matmul (quant/wa_int.ts computes
+   * integer weight × activation products here).
+   */
+  linear?(layer: number, name: LinearName, y: Float32Array, x: Float32Array, T: number): boolean;
+  /**
    * Called after each residual addition with the residual stream x [T, dim]:
    * `after` "attention" (x + attention) and "block" (the block's output).
    * Valid only during the call.
@@ -226,7 +234,8 @@ const GATE_UP: readonly LinearName[] = ["w1", "w3"];
 
 /**
  * Linear `name` of block `layer`: y [T, outF] = x [T, inF] · Wᵀ (W [outF, inF]),
- * x first shown to `hooks.onLinearInput`, then to `hooks.replaceLinearInput`.
+ * x first shown to `hooks.onLinearInput`, then to `hooks.linear` (which may
+ * compute y itself) or else `hooks.replaceLinearInput`.
  */
 function linear(
   hooks: BlockHooks | undefined,
@@ -240,7 +249,9 @@ function linear(
   outF: number,
 ): void {
   hooks?.onLinearInput?.(layer, name, x, T);
-  matmul(y, hooks?.replaceLinearInput?.(layer, name, x, T) ?? x, W, T, inF, outF);
+  if (!hooks?.linear?.(layer, name, y, x, T)) {
+    matmul(y, hooks?.replaceLinearInput?.(layer, name, x, T) ?? x, W, T, inF, outF);
+  }
   hooks?.onLinearOutput?.(layer, name, y, T);
 }
 

@@ -1,7 +1,9 @@
 ;; the causal softmax of a head's score rows with the head-averaged map, its
 ;; backward, the product of a causal map with a head's values (or keys),
-;; an elementwise exp (ABQ's loss), and the per-token activation quantizer of
-;; quant/act_quant.ts with its straight-through backward (quant/abq_grad.ts).
+;; an elementwise exp (ABQ's loss), the per-token activation quantizer of
+;; quant/act_quant.ts with its straight-through backward (quant/abq_grad.ts),
+;; and the integer W×A linear of quant/wa_int.ts (activation codes × weight
+;; codes, summed exactly in i32).
 ;; The attention kernels work in place on the maps that `gemm_f32`
 ;; (model/wasm/kernels.wat) writes, in the same linear memory (imported).
 ;;
@@ -479,4 +481,247 @@
                   (local.get $dS))))))
         (local.set $r (i32.add (local.get $r) (i32.const 1)))
         (br $rows_l))))
+
+  ;; ---------------------------------------------------------------------------
+  ;; The W×A linear as integer hardware computes it (quant/wa_int.ts): the
+  ;; activation codes of the grid above as integers, times the weight's
+  ;; integer codes, summed exactly, scaled once.
+
+  ;; wa_quant_rows: for $rows vectors of $width floats at $px, the codes of the
+  ;; grid above minus the zero, q − zero = clamp(nearest(x / scale) + zero, 0,
+  ;; maxq) − zero (exact integers in f32), as i16 at $pq + 2·(r·$stride + pos[i])
+  ;; (pos: i32 [$width] at $ppos, each < $stride; $stride a multiple of 8, $pq
+  ;; 16-byte aligned); the other slots of the row are 0. Row r's scale goes to
+  ;; $ps + 4r. Four values at a time, each lane the scalar steps.
+  (func (export "wa_quant_rows")
+    (param $px i32) (param $pq i32) (param $ps i32) (param $ppos i32) (param $rows i32)
+    (param $width i32) (param $stride i32) (param $maxq f32)
+    (local $r i32) (local $x i32) (local $q i32) (local $i i32) (local $end i32) (local $end4 i32)
+    (local $p i32) (local $s f32) (local $z f32) (local $v f32)
+    (local $vs v128) (local $vz v128) (local $vq v128) (local $vp v128) (local $vmax v128)
+    (local.set $vmax (f32x4.splat (local.get $maxq)))
+    (local.set $end4 (i32.shl (i32.and (local.get $width) (i32.const -4)) (i32.const 2)))
+    (local.set $r (i32.const 0))
+    (block $done_rows
+      (loop $rows_l
+        (br_if $done_rows (i32.ge_u (local.get $r) (local.get $rows)))
+        (local.set $x
+          (i32.add (local.get $px) (i32.shl (i32.mul (local.get $r) (local.get $width)) (i32.const 2))))
+        (local.set $q
+          (i32.add (local.get $pq) (i32.shl (i32.mul (local.get $r) (local.get $stride)) (i32.const 1))))
+        (call $token_params (local.get $x) (local.get $width) (local.get $maxq))
+        (local.set $z)
+        (local.set $s)
+        (f32.store (i32.add (local.get $ps) (i32.shl (local.get $r) (i32.const 2))) (local.get $s))
+        (local.set $vs (f32x4.splat (local.get $s)))
+        (local.set $vz (f32x4.splat (local.get $z)))
+        ;; zero the row's slots, 8 per store
+        (local.set $i (local.get $q))
+        (local.set $end (i32.add (local.get $q) (i32.shl (local.get $stride) (i32.const 1))))
+        (block $done_zero
+          (loop $zero
+            (br_if $done_zero (i32.ge_u (local.get $i) (local.get $end)))
+            (v128.store (local.get $i) (v128.const i32x4 0 0 0 0))
+            (local.set $i (i32.add (local.get $i) (i32.const 16)))
+            (br $zero)))
+        ;; $i: byte offset of value i in the row and of pos[i]
+        (local.set $i (i32.const 0))
+        (block $done4
+          (loop $each4
+            (br_if $done4 (i32.ge_u (local.get $i) (local.get $end4)))
+            (local.set $vq
+              (f32x4.add
+                (f32x4.nearest
+                  (f32x4.div (v128.load align=4 (i32.add (local.get $x) (local.get $i))) (local.get $vs)))
+                (local.get $vz)))
+            (local.set $vq
+              (i32x4.trunc_sat_f32x4_s
+                (f32x4.sub
+                  (f32x4.min (f32x4.max (local.get $vq) (v128.const i32x4 0 0 0 0)) (local.get $vmax))
+                  (local.get $vz))))
+            (local.set $vp (v128.load align=4 (i32.add (local.get $ppos) (local.get $i))))
+            (i32.store16 (i32.add (local.get $q) (i32.shl (i32x4.extract_lane 0 (local.get $vp)) (i32.const 1)))
+              (i32x4.extract_lane 0 (local.get $vq)))
+            (i32.store16 (i32.add (local.get $q) (i32.shl (i32x4.extract_lane 1 (local.get $vp)) (i32.const 1)))
+              (i32x4.extract_lane 1 (local.get $vq)))
+            (i32.store16 (i32.add (local.get $q) (i32.shl (i32x4.extract_lane 2 (local.get $vp)) (i32.const 1)))
+              (i32x4.extract_lane 2 (local.get $vq)))
+            (i32.store16 (i32.add (local.get $q) (i32.shl (i32x4.extract_lane 3 (local.get $vp)) (i32.const 1)))
+              (i32x4.extract_lane 3 (local.get $vq)))
+            (local.set $i (i32.add (local.get $i) (i32.const 16)))
+            (br $each4)))
+        (local.set $end (i32.shl (local.get $width) (i32.const 2)))
+        (block $done1
+          (loop $each1
+            (br_if $done1 (i32.ge_u (local.get $i) (local.get $end)))
+            (local.set $v
+              (f32.add
+                (f32.nearest (f32.div (f32.load (i32.add (local.get $x) (local.get $i))) (local.get $s)))
+                (local.get $z)))
+            (local.set $v
+              (f32.sub (f32.min (f32.max (local.get $v) (f32.const 0)) (local.get $maxq)) (local.get $z)))
+            (i32.store16
+              (i32.add (local.get $q)
+                (i32.shl (i32.load (i32.add (local.get $ppos) (local.get $i))) (i32.const 1)))
+              (i32.trunc_f32_s (local.get $v)))
+            (local.set $i (i32.add (local.get $i) (i32.const 4)))
+            (br $each1)))
+        (local.set $r (i32.add (local.get $r) (i32.const 1)))
+        (br $rows_l))))
+
+  ;; $dot_i16: Σ a[k]·b[k] over $n i16 values ($n a multiple of 8) at $pa and
+  ;; $pb, in wrapping i32 arithmetic (exact whenever the sum fits an i32).
+  (func $dot_i16 (param $pa i32) (param $pb i32) (param $n i32) (result i32)
+    (local $acc v128) (local $end i32)
+    (local.set $acc (v128.const i32x4 0 0 0 0))
+    (local.set $end (i32.add (local.get $pa) (i32.shl (local.get $n) (i32.const 1))))
+    (block $done
+      (loop $each
+        (br_if $done (i32.ge_u (local.get $pa) (local.get $end)))
+        (local.set $acc
+          (i32x4.add (local.get $acc)
+            (i32x4.dot_i16x8_s (v128.load (local.get $pa)) (v128.load (local.get $pb)))))
+        (local.set $pa (i32.add (local.get $pa) (i32.const 16)))
+        (local.set $pb (i32.add (local.get $pb) (i32.const 16)))
+        (br $each)))
+    (i32.add
+      (i32.add (i32x4.extract_lane 0 (local.get $acc)) (i32x4.extract_lane 1 (local.get $acc)))
+      (i32.add (i32x4.extract_lane 2 (local.get $acc)) (i32x4.extract_lane 3 (local.get $acc)))))
+
+  ;; $dot4_i16: the four sums Σ x[k]·w_j[k] (j = 0..3, row w_j at $pw + j·$ld
+  ;; bytes) over $n i16 values ($n a multiple of 8) at $px, as one i32x4,
+  ;; wrapping: each x load serves four rows.
+  (func $dot4_i16 (param $px i32) (param $pw i32) (param $ld i32) (param $n i32) (result v128)
+    (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128) (local $xv v128)
+    (local $end i32) (local $ab v128) (local $cd v128)
+    (local.set $end (i32.add (local.get $px) (i32.shl (local.get $n) (i32.const 1))))
+    (block $done
+      (loop $each
+        (br_if $done (i32.ge_u (local.get $px) (local.get $end)))
+        (local.set $xv (v128.load (local.get $px)))
+        (local.set $a0 (i32x4.add (local.get $a0) (i32x4.dot_i16x8_s (local.get $xv) (v128.load (local.get $pw)))))
+        (local.set $a1
+          (i32x4.add (local.get $a1)
+            (i32x4.dot_i16x8_s (local.get $xv) (v128.load (i32.add (local.get $pw) (local.get $ld))))))
+        (local.set $a2
+          (i32x4.add (local.get $a2)
+            (i32x4.dot_i16x8_s (local.get $xv)
+              (v128.load (i32.add (local.get $pw) (i32.shl (local.get $ld) (i32.const 1)))))))
+        (local.set $a3
+          (i32x4.add (local.get $a3)
+            (i32x4.dot_i16x8_s (local.get $xv)
+              (v128.load (i32.add (local.get $pw) (i32.mul (local.get $ld) (i32.const 3)))))))
+        (local.set $px (i32.add (local.get $px) (i32.const 16)))
+        (local.set $pw (i32.add (local.get $pw) (i32.const 16)))
+        (br $each)))
+    ;; (a0+a2, b0+b2, a1+a3, b1+b3) and the same of c, d; then the halves added
+    (local.set $ab
+      (i32x4.add
+        (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $a0) (local.get $a1))
+        (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $a0) (local.get $a1))))
+    (local.set $cd
+      (i32x4.add
+        (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $a2) (local.get $a3))
+        (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $a2) (local.get $a3))))
+    (i32x4.add
+      (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $ab) (local.get $cd))
+      (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $ab) (local.get $cd))))
+
+  ;; wa_int_linear: y [T, rows] (f32 at $py) from activation codes X [T, K] (i16
+  ;; at $px, K = $ng·$gs, as wa_quant_rows writes them), their scales sx [T] (f32
+  ;; at $psx), weight codes W [rows, K] (i16 q_w − z_w at $pw, the same slots)
+  ;; and weight scales sw [rows, $ng] (f32 at $psw):
+  ;;   acc_g = Σ_{k in group g} X[t, k]·W[r, k]                (wrapping i32)
+  ;;   y[t, r] = Σ_g f32(f32(sw[r, g]·sx[t]) · f32(acc_g))     (f32, g in order)
+  ;; Four rows at a time (their epilogues in four lanes), then the rest one by one.
+  (func (export "wa_int_linear")
+    (param $px i32) (param $psx i32) (param $pw i32) (param $psw i32) (param $py i32)
+    (param $T i32) (param $rows i32) (param $ng i32) (param $gs i32)
+    (local $t i32) (local $r i32) (local $g i32) (local $xrow i32) (local $wrow i32) (local $K2 i32)
+    (local $gs2 i32) (local $rows4 i32) (local $sw i32) (local $ng4 i32)
+    (local $sx f32) (local $y f32) (local $vsx v128) (local $vy v128) (local $term v128)
+    (local.set $gs2 (i32.shl (local.get $gs) (i32.const 1)))
+    (local.set $K2 (i32.mul (local.get $ng) (local.get $gs2)))
+    (local.set $ng4 (i32.shl (local.get $ng) (i32.const 2)))
+    (local.set $rows4 (i32.and (local.get $rows) (i32.const -4)))
+    (local.set $t (i32.const 0))
+    (block $done_t
+      (loop $each_t
+        (br_if $done_t (i32.ge_u (local.get $t) (local.get $T)))
+        (local.set $xrow (i32.add (local.get $px) (i32.mul (local.get $t) (local.get $K2))))
+        (local.set $sx (f32.load (i32.add (local.get $psx) (i32.shl (local.get $t) (i32.const 2)))))
+        (local.set $vsx (f32x4.splat (local.get $sx)))
+        (local.set $r (i32.const 0))
+        (block $done_r4
+          (loop $each_r4
+            (br_if $done_r4 (i32.ge_u (local.get $r) (local.get $rows4)))
+            (local.set $wrow (i32.add (local.get $pw) (i32.mul (local.get $r) (local.get $K2))))
+            (local.set $g (i32.const 0))
+            (block $done_g4
+              (loop $each_g4
+                (br_if $done_g4 (i32.ge_u (local.get $g) (local.get $ng)))
+                ;; sw[r + j, g] for j = 0..3
+                (local.set $sw
+                  (i32.add (local.get $psw)
+                    (i32.shl (i32.add (i32.mul (local.get $r) (local.get $ng)) (local.get $g)) (i32.const 2))))
+                (local.set $term
+                  (f32x4.mul
+                    (f32x4.mul
+                      (f32x4.replace_lane 3
+                        (f32x4.replace_lane 2
+                          (f32x4.replace_lane 1
+                            (f32x4.splat (f32.load (local.get $sw)))
+                            (f32.load (i32.add (local.get $sw) (local.get $ng4))))
+                          (f32.load (i32.add (local.get $sw) (i32.shl (local.get $ng4) (i32.const 1)))))
+                        (f32.load (i32.add (local.get $sw) (i32.mul (local.get $ng4) (i32.const 3)))))
+                      (local.get $vsx))
+                    (f32x4.convert_i32x4_s
+                      (call $dot4_i16
+                        (i32.add (local.get $xrow) (i32.mul (local.get $g) (local.get $gs2)))
+                        (i32.add (local.get $wrow) (i32.mul (local.get $g) (local.get $gs2)))
+                        (local.get $K2) (local.get $gs)))))
+                (local.set $vy
+                  (if (result v128) (local.get $g)
+                    (then (f32x4.add (local.get $vy) (local.get $term)))
+                    (else (local.get $term))))
+                (local.set $g (i32.add (local.get $g) (i32.const 1)))
+                (br $each_g4)))
+            (v128.store align=4
+              (i32.add (local.get $py) (i32.shl (i32.add (i32.mul (local.get $t) (local.get $rows)) (local.get $r)) (i32.const 2)))
+              (local.get $vy))
+            (local.set $r (i32.add (local.get $r) (i32.const 4)))
+            (br $each_r4)))
+        (block $done_r
+          (loop $each_r
+            (br_if $done_r (i32.ge_u (local.get $r) (local.get $rows)))
+            (local.set $wrow (i32.add (local.get $pw) (i32.mul (local.get $r) (local.get $K2))))
+            (local.set $g (i32.const 0))
+            (block $done_g
+              (loop $each_g
+                (br_if $done_g (i32.ge_u (local.get $g) (local.get $ng)))
+                (local.set $sx
+                  (f32.mul
+                    (f32.mul
+                      (f32.load
+                        (i32.add (local.get $psw)
+                          (i32.shl (i32.add (i32.mul (local.get $r) (local.get $ng)) (local.get $g)) (i32.const 2))))
+                      (f32x4.extract_lane 0 (local.get $vsx)))
+                    (f32.convert_i32_s
+                      (call $dot_i16
+                        (i32.add (local.get $xrow) (i32.mul (local.get $g) (local.get $gs2)))
+                        (i32.add (local.get $wrow) (i32.mul (local.get $g) (local.get $gs2)))
+                        (local.get $gs)))))
+                (local.set $y
+                  (if (result f32) (local.get $g)
+                    (then (f32.add (local.get $y) (local.get $sx)))
+                    (else (local.get $sx))))
+                (local.set $g (i32.add (local.get $g) (i32.const 1)))
+                (br $each_g)))
+            (f32.store
+              (i32.add (local.get $py) (i32.shl (i32.add (i32.mul (local.get $t) (local.get $rows)) (local.get $r)) (i32.const 2)))
+              (local.get $y))
+            (local.set $r (i32.add (local.get $r) (i32.const 1)))
+            (br $each_r)))
+        (local.set $t (i32.add (local.get $t) (i32.const 1)))
+        (br $each_t))))
 )
