@@ -72,8 +72,8 @@ import {
 } from "./gptq.ts";
 import { checkBits } from "./format.ts";
 import { runTasks, type TaskHandler } from "../model/pool.ts";
-import { growMemory, type SolverKernels, solverKernels, WASM_SIMD } from "../model/wasm/kernels.ts";
-import { GPTQ_KERNELS_WASM_BASE64 } from "./_gptq_kernels_wasm.ts";
+import { growMemory } from "../model/wasm/kernels.ts";
+import { type GptqKernels, gptqKernels } from "./gptq_kernels.ts";
 
 /**
  * A grid by name, so that it can travel to worker threads (a
@@ -146,70 +146,6 @@ const PARALLEL_MIN_MACS = 5e8;
 
 const ceil4 = (v: number) => (v + 3) & ~3;
 const ceil8 = (v: number) => (v + 7) & ~7;
-
-/** The exports of quant/gptq_kernels.wat (pointers and strides in bytes; the contracts are there). */
-interface GptqKernels {
-  gemm_4x8(
-    pa: number,
-    s8: number,
-    pb: number,
-    K: number,
-    kflush: number,
-    pc: number,
-    ldc: number,
-    R: number,
-    J: number,
-    jblk: number,
-    upper: number,
-    doff: number,
-  ): void;
-  transpose_f32(ps: number, lds: number, pd: number, ldd: number, rows: number, cols: number): void;
-}
-
-/** The solver's kernels on one memory: model/wasm's `gptq_block` and gptq_kernels.wat's. */
-type Kernels = Pick<SolverKernels, "memory" | "gptq_block"> & GptqKernels;
-
-/** The compiled quant/gptq_kernels.wat; undefined without WebAssembly SIMD. */
-const gptqModule: WebAssembly.Module | undefined = WASM_SIMD
-  ? new WebAssembly.Module(Uint8Array.from(atob(GPTQ_KERNELS_WASM_BASE64), (c) => c.charCodeAt(0)))
-  : undefined;
-
-/**
- * Whether this thread has warmed gptq_kernels.wat up (a cache of the
- * engine's state, not an option: results never depend on it).
- */
-let gptqWarm = false;
-
-/**
- * A fresh set of the solver's kernels (model/wasm/kernels.ts
- * `solverKernels` and gptq_kernels.wat instantiated on its memory). V8 runs
- * a wasm function as baseline code until its next call after enough work,
- * so the first call on each thread makes small calls of each on a
- * throwaway memory first (as model/wasm/kernels.ts's `warmUp`).
- *
- * @throws Error naming `fn` when the engine has no WebAssembly SIMD
- */
-function kernels(fn: string): Kernels {
-  const k = solverKernels(fn);
-  const instance = (memory: WebAssembly.Memory) =>
-    new WebAssembly.Instance(gptqModule!, { env: { memory } }).exports as unknown as GptqKernels;
-  if (!gptqWarm) {
-    const w = instance(new WebAssembly.Memory({ initial: 1 }));
-    for (let rep = 0; rep < 300; rep++) {
-      // A = B: 2 panels of 63 rows; C [8, 16] after them; a 16 × 16 transpose
-      w.gemm_4x8(0, 63 * 32, 0, 63, 16, 8192, 64, 8, 16, 8, rep & 1, 0);
-      w.transpose_f32(0, 64, 16384, 64, 16, 16);
-    }
-    gptqWarm = true;
-  }
-  const g = instance(k.memory);
-  return {
-    memory: k.memory,
-    gptq_block: k.gptq_block,
-    gemm_4x8: g.gemm_4x8,
-    transpose_f32: g.transpose_f32,
-  };
-}
 
 /**
  * GPTQ's solver for one linear layer W [rows, cols], fast: accumulate
@@ -597,7 +533,7 @@ export class GptqFast {
     addUpper(
       S,
       n,
-      hessianRows(kernels("GptqFast.addBatch()"), x, N, n, 0, ceil8(n), false),
+      hessianRows(gptqKernels("GptqFast.addBatch()"), x, N, n, 0, ceil8(n), false),
       0,
       ceil8(n),
     );
@@ -676,7 +612,7 @@ function addUpper(S: Float64Array, n: number, C: Float32Array, i0: number, i1: n
  * (upper) adds their products.
  */
 function hessianRows(
-  k: Kernels,
+  k: GptqKernels,
   x: Float32Array,
   N: number,
   n: number,
@@ -768,7 +704,7 @@ export const gptqTasks: TaskHandler<GptqInit, GptqTask, GptqTaskResult> = {
   setup(init) {
     return (task) => {
       if (init.kind === "hessian" && task.kind === "hessian") {
-        const k = kernels("GptqFast Hessian");
+        const k = gptqKernels("GptqFast Hessian");
         return hessianRows(k, init.x, init.N, init.n, task.i0, task.i1);
       }
       if (init.kind === "sweep" && task.kind === "sweep") return sweepRows(init, task.r0, task.r1);
@@ -814,7 +750,7 @@ function sweepRows(
   const offT = offE + Rp * bs * 4;
   const offL = offT + 256;
   const offG = (offL + 32 + 15) & ~15;
-  const k = kernels("GptqFast.fasterquant()");
+  const k = gptqKernels("GptqFast.fasterquant()");
   growMemory("GptqFast.fasterquant()", k.memory, offG + R4 * ldg * 4);
   const f = new Float32Array(k.memory.buffer);
   const Hb = f.subarray(offHb / 4, offH1 / 4);

@@ -1,9 +1,14 @@
 ;; WebAssembly SIMD (f32x4) kernels of GPTQ's fast solver (quant/gptq_fast.ts):
 ;; the matrix product behind the Hessian X'X and fasterquant's lazy block
 ;; updates (`gemm_4x8`), and the transpose that gathers one group of
-;; columns of every row from the sweep's transposed W (`transpose_f32`). It works in the linear memory of model/wasm/kernels.wat's solver
-;; instance (imported), next to that module's `gptq_block`, which writes
-;; −Err1 in the packed layout read here.
+;; columns of every row from the sweep's transposed W (`transpose_f32`);
+;; and the steps of quant/linalg.ts's fp32 Hinv (`upperCholeskyOfInverseF32`)
+;; around model/wasm/kernels.wat's `gemm_f32`: the Cholesky's panel
+;; (`chol_panel_f32`), the triangular inverse's diagonal block
+;; (`trinv_rows_f32`) and the packing of a matrix product's operand
+;; (`pack_t_f32`). It works in the linear memory of model/wasm/kernels.wat's
+;; solver instance (imported), next to that module's `gptq_block`, which
+;; writes −Err1 in the packed layout read here.
 ;;
 ;; Build: `deno run -A quant/gptq_kernels_build.ts` writes `_gptq_kernels_wasm.ts`;
 ;; gptq_kernels_build_test.ts checks that the committed bytes are what this
@@ -202,4 +207,255 @@
             (br $rl)))
         (local.set $cb (local.get $ce))
         (br $cbl))))
+
+  ;; ---------------------------------------------------------------------------
+  ;; The fp32 Hinv's steps (quant/linalg.ts `upperCholeskyOfInverseF32`). They
+  ;; store float32 and compute in float64 exactly as that file's TypeScript
+  ;; did (a JavaScript number is a double): every product of two floats is
+  ;; exact in float64, each sum or quotient is rounded to float64 and every
+  ;; store to float32 (round to nearest even, as a Float32Array's), one
+  ;; element's operations in the same order; so the bits are the same on
+  ;; every engine (no fused multiply-add: with exact products it would
+  ;; change nothing anyway). Lanes are independent elements.
+
+  ;; [lo(x), lo(y)]: the low halves (two floats each) of two f32x4 demotions.
+  (func $join (param $x v128) (param $y v128) (result v128)
+    (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $x) (local.get $y)))
+
+  ;; chol_panel_f32: the panel of a blocked Cholesky, transposed and in place.
+  ;;   PT [bw, m] at $pt, $ldt bytes per row: PT[j, c] is entry (c, j) of the
+  ;;       panel, the trailing update already applied; becomes L's panel
+  ;;   D [bw, bw] f64 at $pd, row-major: the block's diagonal factor L_d
+  ;; For every column c: PT[j, c] = (PT[j, c] − Σ_{t<j} PT[t, c] · D[j, t]) / D[j, j]
+  ;; for j = 0 … bw − 1, the sum in float64 from PT[j, c], t increasing (the
+  ;; row-by-row forward substitution L[i, j] = (A[i, j] − Σ L[i, t] L[j, t]) / L[j, j]).
+  ;; m a multiple of 8: 8 columns at a time (four f64x2 sums; their 8 floats
+  ;; of every row of PT stay in L1).
+  (func (export "chol_panel_f32")
+    (param $pt i32) (param $ldt i32) (param $pd i32) (param $bw i32) (param $m i32)
+    (local $c i32) (local $cend i32) (local $pj i32) (local $q i32) (local $dq i32) (local $j i32)
+    (local $v v128) (local $d v128) (local $s0 v128) (local $s1 v128) (local $s2 v128) (local $s3 v128)
+    (local.set $cend (i32.add (local.get $pt) (i32.shl (local.get $m) (i32.const 2))))
+    (local.set $c (local.get $pt)) ;; &PT[0, c]
+    (block $done_c
+      (loop $cl
+        (br_if $done_c (i32.ge_u (local.get $c) (local.get $cend)))
+        (local.set $j (i32.const 0))
+        (local.set $pj (local.get $c)) ;; &PT[j, c]
+        (block $done_j
+          (loop $jl
+            (br_if $done_j (i32.ge_u (local.get $j) (local.get $bw)))
+            (local.set $v (v128.load (local.get $pj)))
+            (local.set $s0 (f64x2.promote_low_f32x4 (local.get $v)))
+            (local.set $s1 (f64x2.promote_low_f32x4
+              (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v) (local.get $v))))
+            (local.set $v (v128.load offset=16 (local.get $pj)))
+            (local.set $s2 (f64x2.promote_low_f32x4 (local.get $v)))
+            (local.set $s3 (f64x2.promote_low_f32x4
+              (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v) (local.get $v))))
+            (local.set $q (local.get $c))
+            (local.set $dq (i32.add (local.get $pd) (i32.shl (i32.mul (local.get $j) (local.get $bw)) (i32.const 3))))
+            (block $done_t
+              (loop $tl
+                (br_if $done_t (i32.ge_u (local.get $q) (local.get $pj)))
+                (local.set $d (v128.load64_splat (local.get $dq))) ;; D[j, t]
+                (local.set $v (v128.load (local.get $q))) ;; PT[t, c .. c+3]
+                (local.set $s0 (f64x2.sub (local.get $s0)
+                  (f64x2.mul (f64x2.promote_low_f32x4 (local.get $v)) (local.get $d))))
+                (local.set $s1 (f64x2.sub (local.get $s1)
+                  (f64x2.mul (f64x2.promote_low_f32x4
+                    (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v) (local.get $v)))
+                    (local.get $d))))
+                (local.set $v (v128.load offset=16 (local.get $q)))
+                (local.set $s2 (f64x2.sub (local.get $s2)
+                  (f64x2.mul (f64x2.promote_low_f32x4 (local.get $v)) (local.get $d))))
+                (local.set $s3 (f64x2.sub (local.get $s3)
+                  (f64x2.mul (f64x2.promote_low_f32x4
+                    (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v) (local.get $v)))
+                    (local.get $d))))
+                (local.set $q (i32.add (local.get $q) (local.get $ldt)))
+                (local.set $dq (i32.add (local.get $dq) (i32.const 8)))
+                (br $tl)))
+            (local.set $d (v128.load64_splat (local.get $dq))) ;; D[j, j]
+            (v128.store (local.get $pj) (call $join
+              (f32x4.demote_f64x2_zero (f64x2.div (local.get $s0) (local.get $d)))
+              (f32x4.demote_f64x2_zero (f64x2.div (local.get $s1) (local.get $d)))))
+            (v128.store offset=16 (local.get $pj) (call $join
+              (f32x4.demote_f64x2_zero (f64x2.div (local.get $s2) (local.get $d)))
+              (f32x4.demote_f64x2_zero (f64x2.div (local.get $s3) (local.get $d)))))
+            (local.set $pj (i32.add (local.get $pj) (local.get $ldt)))
+            (local.set $j (i32.add (local.get $j) (i32.const 1)))
+            (br $jl)))
+        (local.set $c (i32.add (local.get $c) (i32.const 32)))
+        (br $cl))))
+
+  ;; x rounded to float32 and back, lane by lane (a store to a Float32Array and its reload).
+  (func $round32 (param $x v128) (result v128)
+    (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero (local.get $x))))
+
+  ;; trinv_rows_f32: rows ib … ib + w − 1 of X = L⁻¹ by forward substitution,
+  ;; in place, each row finished before the next:
+  ;;   X at $px, $ldx bytes per row: rows < ib done; X[i, j] for j < ib holds
+  ;;       −Σ_{k<ib} L[i, k] X[k, j], every other entry of these rows is 0
+  ;;   D [w, w] f64 at $pd, row-major: L's diagonal block, D[r, c] = L[ib + r, ib + c]
+  ;; Row i = ib + r: for t = ib … i − 1 with l = D[r, t − ib] ≠ 0,
+  ;; X[i, j] = f32(X[i, j] − l · X[t, j]) for j ≤ t; then X[i, i] = f32(X[i, i] + 1)
+  ;; and X[i, j] = f32(X[i, j] / D[r, r]) for j ≤ i. Eight columns at a time,
+  ;; held in registers through the t loop (rounded to float32 after each step);
+  ;; lanes right of t (or of i) hold 0 and stay 0, as X[t, j] = 0 for j > t.
+  ;; Writes 8-column chunks up to column ⌈(i + 1)/8⌉·8 (within the row).
+  (func (export "trinv_rows_f32")
+    (param $px i32) (param $ldx i32) (param $pd i32) (param $ib i32) (param $w i32)
+    (local $r i32) (local $i i32) (local $prow i32) (local $pend i32) (local $dr i32) (local $j0 i32)
+    (local $p i32) (local $q i32) (local $dq i32) (local $t0 i32) (local $l f64) (local $a i32)
+    (local $v v128) (local $d v128) (local $s0 v128) (local $s1 v128) (local $s2 v128) (local $s3 v128)
+    (local.set $r (i32.const 0))
+    (block $done_r
+      (loop $rl
+        (br_if $done_r (i32.ge_u (local.get $r) (local.get $w)))
+        (local.set $i (i32.add (local.get $ib) (local.get $r)))
+        (local.set $prow (i32.add (local.get $px) (i32.mul (local.get $i) (local.get $ldx))))
+        ;; the chunks j0 ≤ i end at byte pend
+        (local.set $pend (i32.add (local.get $prow)
+          (i32.shl (i32.and (i32.add (local.get $i) (i32.const 8)) (i32.const -8)) (i32.const 2))))
+        (local.set $dr (i32.add (local.get $pd) (i32.shl (i32.mul (local.get $r) (local.get $w)) (i32.const 3))))
+        (local.set $j0 (i32.const 0))
+        (local.set $p (local.get $prow))
+        (block $done_j
+          (loop $jl
+            (br_if $done_j (i32.ge_u (local.get $p) (local.get $pend)))
+            (local.set $v (v128.load (local.get $p)))
+            (local.set $s0 (f64x2.promote_low_f32x4 (local.get $v)))
+            (local.set $s1 (f64x2.promote_low_f32x4
+              (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v) (local.get $v))))
+            (local.set $v (v128.load offset=16 (local.get $p)))
+            (local.set $s2 (f64x2.promote_low_f32x4 (local.get $v)))
+            (local.set $s3 (f64x2.promote_low_f32x4
+              (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v) (local.get $v))))
+            ;; t from max(ib, j0) to i − 1
+            (local.set $t0 (local.get $ib))
+            (if (i32.gt_u (local.get $j0) (local.get $t0)) (then (local.set $t0 (local.get $j0))))
+            (local.set $q (i32.add (i32.add (local.get $px) (i32.mul (local.get $t0) (local.get $ldx)))
+              (i32.sub (local.get $p) (local.get $prow))))
+            (local.set $dq (i32.add (local.get $dr) (i32.shl (i32.sub (local.get $t0) (local.get $ib)) (i32.const 3))))
+            (block $done_t
+              (loop $tl
+                (br_if $done_t (i32.ge_u (local.get $q) (local.get $p)))
+                (local.set $l (f64.load (local.get $dq))) ;; L[i, t]
+                (if (f64.ne (local.get $l) (f64.const 0))
+                  (then
+                    (local.set $d (f64x2.splat (local.get $l)))
+                    (local.set $v (v128.load (local.get $q))) ;; X[t, j0 .. j0+3]
+                    (local.set $s0 (call $round32 (f64x2.sub (local.get $s0)
+                      (f64x2.mul (local.get $d) (f64x2.promote_low_f32x4 (local.get $v))))))
+                    (local.set $s1 (call $round32 (f64x2.sub (local.get $s1)
+                      (f64x2.mul (local.get $d) (f64x2.promote_low_f32x4
+                        (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v) (local.get $v)))))))
+                    (local.set $v (v128.load offset=16 (local.get $q)))
+                    (local.set $s2 (call $round32 (f64x2.sub (local.get $s2)
+                      (f64x2.mul (local.get $d) (f64x2.promote_low_f32x4 (local.get $v))))))
+                    (local.set $s3 (call $round32 (f64x2.sub (local.get $s3)
+                      (f64x2.mul (local.get $d) (f64x2.promote_low_f32x4
+                        (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v) (local.get $v)))))))))
+                (local.set $q (i32.add (local.get $q) (local.get $ldx)))
+                (local.set $dq (i32.add (local.get $dq) (i32.const 8)))
+                (br $tl)))
+            (v128.store (local.get $p) (call $join
+              (f32x4.demote_f64x2_zero (local.get $s0)) (f32x4.demote_f64x2_zero (local.get $s1))))
+            (v128.store offset=16 (local.get $p) (call $join
+              (f32x4.demote_f64x2_zero (local.get $s2)) (f32x4.demote_f64x2_zero (local.get $s3))))
+            (local.set $p (i32.add (local.get $p) (i32.const 32)))
+            (local.set $j0 (i32.add (local.get $j0) (i32.const 8)))
+            (br $jl)))
+        ;; X[i, i] += 1
+        (local.set $a (i32.add (local.get $prow) (i32.shl (local.get $i) (i32.const 2))))
+        (f32.store (local.get $a)
+          (f32.demote_f64 (f64.add (f64.promote_f32 (f32.load (local.get $a))) (f64.const 1))))
+        ;; X[i, j] /= L[i, i] for j ≤ i (zeros beyond stay 0)
+        (local.set $d (v128.load64_splat (i32.add (local.get $dr) (i32.shl (local.get $r) (i32.const 3)))))
+        (local.set $p (local.get $prow))
+        (block $done_div
+          (loop $dl
+            (br_if $done_div (i32.ge_u (local.get $p) (local.get $pend)))
+            (local.set $v (v128.load (local.get $p)))
+            (v128.store (local.get $p) (call $join
+              (f32x4.demote_f64x2_zero (f64x2.div (f64x2.promote_low_f32x4 (local.get $v)) (local.get $d)))
+              (f32x4.demote_f64x2_zero (f64x2.div (f64x2.promote_low_f32x4
+                (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v) (local.get $v)))
+                (local.get $d)))))
+            (local.set $p (i32.add (local.get $p) (i32.const 16)))
+            (br $dl)))
+        (local.set $r (i32.add (local.get $r) (i32.const 1)))
+        (br $rl))))
+
+  ;; pack_t_f32: B[k, j] = ±S[j, k] for j < J, k < K, B in the packed layout of
+  ;; gemm_4x8's and model/wasm/kernels.wat gemm_f32's B (panels of 8 columns):
+  ;;   S[j, k] at $ps + j·$lds + k·4 (row-major)
+  ;;   B[k, j] at $pd + ((j >> 3)·K + k)·32 + (j & 7)·4
+  ;; negated when $neg is 1 (the sign bit flipped, as JavaScript's unary minus).
+  ;; J a multiple of 8, K a multiple of 4: 8 × 4 blocks through registers.
+  (func (export "pack_t_f32")
+    (param $ps i32) (param $lds i32) (param $pd i32) (param $J i32) (param $K i32) (param $neg i32)
+    (local $j i32) (local $k i32) (local $s i32) (local $d i32) (local $sign v128)
+    (local $x0 v128) (local $x1 v128) (local $x2 v128) (local $x3 v128)
+    (local $x4 v128) (local $x5 v128) (local $x6 v128) (local $x7 v128)
+    (local $t0 v128) (local $t1 v128) (local $t2 v128) (local $t3 v128)
+    (local $u0 v128) (local $u1 v128) (local $u2 v128) (local $u3 v128)
+    (local.set $sign (i32x4.splat (i32.shl (local.get $neg) (i32.const 31))))
+    (local.set $d (local.get $pd))
+    (local.set $j (i32.const 0))
+    (block $done_j
+      (loop $jl
+        (br_if $done_j (i32.ge_u (local.get $j) (local.get $J)))
+        (local.set $k (i32.const 0))
+        (block $done_k
+          (loop $kl
+            (br_if $done_k (i32.ge_u (local.get $k) (local.get $K)))
+            (local.set $s (i32.add (i32.add (local.get $ps) (i32.mul (local.get $j) (local.get $lds)))
+              (i32.shl (local.get $k) (i32.const 2))))
+            (local.set $x0 (v128.load (local.get $s)))
+            (local.set $s (i32.add (local.get $s) (local.get $lds)))
+            (local.set $x1 (v128.load (local.get $s)))
+            (local.set $s (i32.add (local.get $s) (local.get $lds)))
+            (local.set $x2 (v128.load (local.get $s)))
+            (local.set $s (i32.add (local.get $s) (local.get $lds)))
+            (local.set $x3 (v128.load (local.get $s)))
+            (local.set $s (i32.add (local.get $s) (local.get $lds)))
+            (local.set $x4 (v128.load (local.get $s)))
+            (local.set $s (i32.add (local.get $s) (local.get $lds)))
+            (local.set $x5 (v128.load (local.get $s)))
+            (local.set $s (i32.add (local.get $s) (local.get $lds)))
+            (local.set $x6 (v128.load (local.get $s)))
+            (local.set $s (i32.add (local.get $s) (local.get $lds)))
+            (local.set $x7 (v128.load (local.get $s)))
+            ;; 4 × 4 transposes as in transpose_f32: rows j .. j+3 (x0..x3), j+4 .. j+7 (x4..x7)
+            (local.set $t0 (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $x0) (local.get $x1)))
+            (local.set $t1 (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $x2) (local.get $x3)))
+            (local.set $t2 (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $x0) (local.get $x1)))
+            (local.set $t3 (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $x2) (local.get $x3)))
+            (local.set $u0 (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $x4) (local.get $x5)))
+            (local.set $u1 (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $x6) (local.get $x7)))
+            (local.set $u2 (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $x4) (local.get $x5)))
+            (local.set $u3 (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $x6) (local.get $x7)))
+            (v128.store (local.get $d) (v128.xor (local.get $sign)
+              (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $t0) (local.get $t1))))
+            (v128.store offset=16 (local.get $d) (v128.xor (local.get $sign)
+              (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $u0) (local.get $u1))))
+            (v128.store offset=32 (local.get $d) (v128.xor (local.get $sign)
+              (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $t0) (local.get $t1))))
+            (v128.store offset=48 (local.get $d) (v128.xor (local.get $sign)
+              (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $u0) (local.get $u1))))
+            (v128.store offset=64 (local.get $d) (v128.xor (local.get $sign)
+              (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $t2) (local.get $t3))))
+            (v128.store offset=80 (local.get $d) (v128.xor (local.get $sign)
+              (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $u2) (local.get $u3))))
+            (v128.store offset=96 (local.get $d) (v128.xor (local.get $sign)
+              (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $t2) (local.get $t3))))
+            (v128.store offset=112 (local.get $d) (v128.xor (local.get $sign)
+              (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $u2) (local.get $u3))))
+            (local.set $d (i32.add (local.get $d) (i32.const 128)))
+            (local.set $k (i32.add (local.get $k) (i32.const 4)))
+            (br $kl)))
+        (local.set $j (i32.add (local.get $j) (i32.const 8)))
+        (br $jl))))
 )

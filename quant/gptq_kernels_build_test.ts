@@ -89,3 +89,78 @@ Deno.test("transpose_f32 transposes a strided block of 4 × 4 tiles and writes n
     }
   }
 });
+
+/** gptq_kernels.wat on a fresh memory of `pages` pages, and a float view of it. */
+function instantiate(pages: number) {
+  const memory = new WebAssembly.Memory({ initial: pages });
+  const k = new WebAssembly.Instance(new WebAssembly.Module(committed), { env: { memory } })
+    .exports as unknown as Record<string, (...args: number[]) => void>;
+  return { k, f: new Float32Array(memory.buffer), memory };
+}
+
+Deno.test("pack_t_f32 packs a strided Sᵀ into panels of 8 columns, negated or not", () => {
+  const { k, f } = instantiate(1);
+  const J = 16, K = 12, lds = 20; // S [J, lds] at 0, B [K, J] packed at 1024
+  for (let i = 0; i < J * lds; i++) f[i] = i - 100.5;
+  f[3] = 0; // −0 when negated, as JavaScript's unary minus
+  for (const neg of [0, 1]) {
+    k.pack_t_f32(0, lds * 4, 4096, J, K, neg);
+    for (let kk = 0; kk < K; kk++) {
+      for (let j = 0; j < J; j++) {
+        const want = neg ? -f[j * lds + kk] : f[j * lds + kk];
+        assert.ok(Object.is(f[1024 + ((j >> 3) * K + kk) * 8 + (j & 7)], want), `B[${kk}, ${j}]`);
+      }
+    }
+  }
+});
+
+Deno.test("chol_panel_f32 and trinv_rows_f32 give plain JavaScript's float64-then-float32 results bit for bit", () => {
+  const rand = mulberry32(11);
+  // L_d: a well-conditioned lower-triangular block with a positive diagonal (one zero below it)
+  const bw = 12, m = 16, ldt = 20, ib = 8, w = 12, np = ib + w, ldx = 24;
+  const Ld = new Float32Array(bw * bw);
+  for (let r = 0; r < bw; r++) {
+    for (let c = 0; c < r; c++) Ld[r * bw + c] = rand() - 0.5;
+    Ld[r * bw + r] = 1 + rand();
+  }
+  Ld[5 * bw + 2] = 0; // a zero multiplier is skipped, as the TypeScript did
+  const { k, f } = instantiate(1);
+  const oD = 2048, D = new Float64Array(f.buffer, oD * 4, bw * bw);
+  D.set(Ld);
+
+  // chol_panel_f32 on PT [bw, m] (stride ldt) against the row-by-row substitution
+  const PT = Float32Array.from({ length: bw * ldt }, () => rand() - 0.5);
+  f.set(PT, 0);
+  k.chol_panel_f32(0, ldt * 4, oD * 4, bw, m);
+  const want = PT.slice();
+  for (let c = 0; c < m; c++) {
+    for (let j = 0; j < bw; j++) {
+      let s = want[j * ldt + c];
+      for (let t = 0; t < j; t++) s -= want[t * ldt + c] * Ld[j * bw + t];
+      want[j * ldt + c] = s / Ld[j * bw + j];
+    }
+  }
+  for (let i = 0; i < bw * ldt; i++) assert.ok(Object.is(f[i], want[i]), `PT flat ${i}`);
+
+  // trinv_rows_f32 on rows ib..ib+w of X [np, ldx], row-major: rows < ib lower
+  // triangular, rows ≥ ib holding values left of ib and zeros elsewhere
+  const X = new Float32Array(np * ldx);
+  for (let i = 0; i < np; i++) {
+    for (let j = 0; j < Math.min(i + 1, ib); j++) X[i * ldx + j] = rand() - 0.5;
+  }
+  D.set(Ld.subarray(0, w * w)); // D [w, w] (w = bw here)
+  f.set(X, 0);
+  k.trinv_rows_f32(0, ldx * 4, oD * 4, ib, w);
+  const wantX = X.slice();
+  for (let i = ib; i < ib + w; i++) {
+    const ri = i * ldx, r = i - ib;
+    for (let t = ib; t < i; t++) {
+      const l = Ld[r * w + t - ib];
+      if (l === 0) continue;
+      for (let j = 0; j <= t; j++) wantX[ri + j] -= l * wantX[t * ldx + j];
+    }
+    wantX[ri + i] += 1;
+    for (let j = 0; j <= i; j++) wantX[ri + j] /= Ld[r * w + r];
+  }
+  for (let i = 0; i < np * ldx; i++) assert.ok(Object.is(f[i], wantX[i]), `X flat ${i}`);
+});

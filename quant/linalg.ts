@@ -20,6 +20,7 @@
  * @module
  */
 import { growMemory, solverKernels } from "../model/wasm/kernels.ts";
+import { gptqKernels } from "./gptq_kernels.ts";
 
 /** A matrix that is not (numerically) symmetric positive definite. */
 export class NotPositiveDefiniteError extends RangeError {
@@ -419,16 +420,19 @@ export function upperCholeskyOfInverseSimd(a: Float64Array, n: number): Float64A
 }
 
 /**
- * {@linkcode upperCholeskyOfInverse} in float32 with the O(n³) products in
- * WebAssembly SIMD (model/wasm/kernels.wat `gemm_f32`, 4 × 8 register
- * tiles): GPTQ's own precision (torch's fp32 `cholesky`, `cholesky_inverse`,
+ * {@linkcode upperCholeskyOfInverse} in float32, in WebAssembly SIMD: GPTQ's
+ * own precision (torch's fp32 `cholesky`, `cholesky_inverse`,
  * `cholesky(upper=True)` on the GPU), the reference's route (Cholesky of
  * J A J, inverse of the factor, reversed), blocks of 64 columns. Entries are
- * stored as float32; the diagonal blocks and panels (n²·32 multiply-adds
- * each, in TypeScript) sum in float64 before each store. The matrix is
- * padded to a multiple of 8 with the identity. GPTQ's fast path
- * (quant/gptq_fast.ts) uses this factor, whose relative error is that of
- * fp32 elimination (about n·2⁻²⁴ times the condition number of A).
+ * stored as float32. The O(n³) products are model/wasm/kernels.wat's
+ * `gemm_f32` (4 × 8 register tiles, fused multiply-adds); the diagonal
+ * blocks' and panels' eliminations (n²·32 multiply-adds each) are
+ * quant/gptq_kernels.wat's `chol_panel_f32` and `trinv_rows_f32`, which sum
+ * in float64 before each store exactly as plain JavaScript would (the same
+ * bits on every engine). The matrix is padded to a multiple of 8 with the
+ * identity. GPTQ's fast path (quant/gptq_fast.ts) uses this factor, whose
+ * relative error is that of fp32 elimination (about n·2⁻²⁴ times the
+ * condition number of A).
  *
  * @param a symmetric positive-definite matrix [n, n], row-major (only its upper triangle is read; not modified)
  * @param n order
@@ -445,30 +449,30 @@ export function upperCholeskyOfInverseF32(a: Float64Array, n: number): Float32Ar
   const B = F32_BLOCK;
   const np = (n + 7) & ~7;
   const ldt = np + 16; // floats per row of PT and X: off multiples of 4 KiB
-  // Memory (floats): A [np, np]; PT [B, ldt]; packed panels [np/8, B, 8]; X [np, ldt]; T [np, B]
+  // Memory (floats): A [np, np]; PT [B, ldt]; packed panels [np/8, B, 8]; X [np, ldt];
+  // T [np, B]; D [B, B] float64
   const oA = 0, oT = np * np, oP = oT + B * ldt, oX = oP + np * B, oC = oX + np * ldt;
-  const k = solverKernels(fn);
-  growMemory(fn, k.memory, (oC + np * B) * 4);
+  const oD = oC + np * B;
+  const k = gptqKernels(fn);
+  growMemory(fn, k.memory, (oD + 2 * B * B) * 4);
   const mem = new Float32Array(k.memory.buffer);
-  const A = mem.subarray(oA, oT), PT = mem.subarray(oT, oP), P = mem.subarray(oP, oX);
-  const X = mem.subarray(oX, oC), T = mem.subarray(oC, oC + np * B);
+  const A = mem.subarray(oA, oT), X = mem.subarray(oX, oC), T = mem.subarray(oC, oD);
+  const D = new Float64Array(k.memory.buffer, oD * 4, B * B); // [bw, bw]: a diagonal block of L
   loadReversedLower(a, n, A, np);
 
+  // Cholesky, right-looking, per block of columns kb..be: the diagonal block
+  // here; the panel below it by chol_panel_f32 on its transpose PT; the
+  // trailing lower triangle A[be:, be:] += PTᵀ · (−PT) by gemm_f32 (mode 2)
   for (let kb = 0; kb < np; kb += B) {
-    const be = Math.min(kb + B, np);
-    factorBlockColumns(fn, A, np, kb, be);
+    const be = Math.min(kb + B, np), bw = be - kb, m = np - be;
+    factorBlockColumns(fn, A, np, kb, be, be);
     if (be >= np) break;
-    // PT[t, j] = L[be + j, kb + t]; P = −PT in panels of 8 columns
-    const bw = be - kb, m = np - be;
-    for (let t = 0; t < bw; t++) {
-      const p = t * ldt, c = kb + t;
-      for (let j = 0; j < m; j++) {
-        const v = A[(be + j) * np + c];
-        PT[p + j] = v;
-        P[(j >> 3) * bw * 8 + t * 8 + (j & 7)] = -v;
-      }
-    }
-    // A[be:, be:] += PTᵀ · (−PT): the lower triangle (mode 2), CALL_ROWS rows a call
+    diagonalBlock(A, np, kb, bw, D);
+    const panel = (oA + be * np + kb) * 4; // L[be:, kb:be], np floats a row
+    k.transpose_f32(panel, np * 4, oT * 4, ldt * 4, m, bw); // PT[t, j] = A[be + j, kb + t]
+    k.chol_panel_f32(oT * 4, ldt * 4, oD * 4, bw, m);
+    k.transpose_f32(oT * 4, ldt * 4, panel, np * 4, bw, m);
+    k.pack_t_f32(panel, np * 4, oP * 4, m, bw, 1); // P = −PT in panels of 8 columns
     for (let r0 = 0; r0 < m; r0 += CALL_ROWS) {
       const rows = Math.min(CALL_ROWS, m - r0);
       k.gemm_f32(
@@ -491,14 +495,11 @@ export function upperCholeskyOfInverseF32(a: Float64Array, n: number): Float32Ar
 
   // X = L⁻¹ by block rows. X[ib:ie, :ib] = −L[ib:ie, :ib] · X[:ib, :ib], as its
   // transpose T [ib, w] = X[:ib, :ib]ᵀ · (−L[ib:ie, :ib])ᵀ (mode 3: X[k, j] = 0
-  // for k < j), then the block's own rows here.
+  // for k < j), then the block's own rows by trinv_rows_f32.
   for (let ib = 0; ib < np; ib += B) {
     const ie = Math.min(ib + B, np), w = ie - ib;
     if (ib > 0) {
-      for (let r = 0; r < w; r++) {
-        const src = (ib + r) * np;
-        for (let t = 0; t < ib; t++) P[(r >> 3) * ib * 8 + t * 8 + (r & 7)] = -A[src + t];
-      }
+      k.pack_t_f32((oA + ib * np) * 4, np * 4, oP * 4, w, ib, 1); // P[t, r] = −L[ib + r, t]
       T.fill(0, 0, ib * w);
       for (let j0 = 0; j0 < ib; j0 += CALL_ROWS) {
         const rows = Math.min(CALL_ROWS, ib - j0);
@@ -518,12 +519,10 @@ export function upperCholeskyOfInverseF32(a: Float64Array, n: number): Float32Ar
           1, // fused multiply-add
         );
       }
-      for (let r = 0; r < w; r++) {
-        const dst = (ib + r) * ldt;
-        for (let j = 0; j < ib; j++) X[dst + j] = T[j * w + r];
-      }
+      k.transpose_f32(oC * 4, w * 4, (oX + ib * ldt) * 4, ldt * 4, ib, w); // X[ib + r, j] = T[j, r]
     }
-    invertBlockRows(A, np, X, ldt, ib, ie);
+    diagonalBlock(A, np, ib, w, D);
+    k.trinv_rows_f32(oX * 4, ldt * 4, oD * 4, ib, w);
   }
 
   return reversedUpper(X, ldt, n, new Float32Array(n * n));
@@ -541,15 +540,18 @@ function loadReversedLower<M extends Float32Array | Float64Array>(
   np: number,
 ): void {
   for (let i = 0; i < n; i++) {
-    const src = (n - 1 - i) * n + n - 1, dst = i * np;
-    for (let j = 0; j <= i; j++) A[dst + j] = a[src - j]; // lower triangle of J a J
+    // A[i, j] = a[n−1−i, n−1−j] for j ≤ i: row n−1−i of a from its diagonal on, reversed
+    const s = n - 1 - i, row = A.subarray(i * np, i * np + i + 1);
+    row.set(a.subarray(s * n + s, s * n + n));
+    row.reverse();
   }
   for (let i = n; i < np; i++) A[i * np + i] = 1;
 }
 
 /**
  * Cholesky of columns kb..be of A [np, np] in place (their trailing update
- * done): the diagonal block and the panel below it, L in the lower triangle.
+ * done), rows kb..ie: the diagonal block and the panel below it down to row
+ * ie, L in the lower triangle.
  *
  * @throws {NotPositiveDefiniteError} when a pivot is not positive
  */
@@ -559,8 +561,9 @@ function factorBlockColumns<M extends Float32Array | Float64Array>(
   np: number,
   kb: number,
   be: number,
+  ie: number = np,
 ): void {
-  for (let i = kb; i < np; i++) {
+  for (let i = kb; i < ie; i++) {
     const ri = i * np;
     const je = Math.min(i + 1, be);
     for (let j = kb; j < je; j++) {
@@ -577,15 +580,20 @@ function factorBlockColumns<M extends Float32Array | Float64Array>(
   }
 }
 
+/** D [w, w] = the lower triangle of A's diagonal block at (b, b), as float64 (the kernels' L_d). */
+function diagonalBlock(A: Float32Array, np: number, b: number, w: number, D: Float64Array): void {
+  for (let r = 0; r < w; r++) D.set(A.subarray((b + r) * np + b, (b + r) * np + b + r + 1), r * w);
+}
+
 /**
  * Rows ib..ie of X = L⁻¹ (L in the lower triangle of A [np, np], X [np, ldt]),
  * X[ib:ie, :ib] already holding −L[ib:ie, :ib] · X[:ib, :ib]: the block's own
  * forward substitution.
  */
-function invertBlockRows<M extends Float32Array | Float64Array>(
-  A: M,
+function invertBlockRows(
+  A: Float64Array,
   np: number,
-  X: M,
+  X: Float64Array,
   ldt: number,
   ib: number,
   ie: number,
@@ -604,7 +612,7 @@ function invertBlockRows<M extends Float32Array | Float64Array>(
   }
 }
 
-/** U [n, n] = J X J on the leading n × n block of X [np, ldt]: U[i, j] = X[n−1−i, n−1−j], upper triangle. */
+/** U [n, n] = J X J on the leading n × n block of X [np, ldt]: U[i, j] = X[n−1−i, n−1−j], upper triangle; X is scratch. */
 function reversedUpper<M extends Float32Array | Float64Array>(
   X: M,
   ldt: number,
@@ -612,8 +620,10 @@ function reversedUpper<M extends Float32Array | Float64Array>(
   U: M,
 ): M {
   for (let i = 0; i < n; i++) {
-    const src = (n - 1 - i) * ldt + n - 1, dst = i * n;
-    for (let j = i; j < n; j++) U[dst + j] = X[src - j];
+    // U[i, i..n) = row n−1−i of X up to its diagonal, reversed (in place)
+    const s = n - 1 - i, row = X.subarray(s * ldt, s * ldt + s + 1);
+    row.reverse();
+    U.set(row, i * n + i);
   }
   return U;
 }
