@@ -76,7 +76,8 @@ export function evalSet(name: EvalSetName, seqlen: number): Promise<EvalSet> {
  * Perplexity of a quantized model on the first {@linkcode LIMIT} windows of `set`.
  *
  * @param set the evaluation set (its `seqlen` is the window length)
- * @param q the quantized model (its activation quantization applies)
+ * @param q the quantized model (its activation quantization applies, uniform linears as integer
+ *   W×A products, as the CLI evaluates it)
  * @param workers perplexity workers
  * @default workers 0
  * @returns the perplexity
@@ -87,5 +88,6 @@ export async function pplOf(set: EvalSet, q: QuantizedModel, workers = 0): Promi
     limit: LIMIT,
     workers,
     actQuant: q.actQuant,
+    linears: q.linears,
   })).ppl;
 }

@@ -13,14 +13,19 @@
  *
  * A quantized model with activation quantization (quant/methods.ts
  * `QuantizedModel.actQuant`) is evaluated with it: `actQuant` makes every
- * block run with quant/act_quant.ts's hooks (the config is JSON, so workers
- * build the same hooks).
+ * block run with quant/wa_int.ts's hooks (workers build the same hooks):
+ * given the model's packed `linears`, each linear with uniform codes is the
+ * integer W×A product (integer accumulation, then s_w · s_x: what the W×A
+ * kernels and integer hardware compute); lookup-table models (SqueezeLLM),
+ * or no `linears`, get quant/act_quant.ts's fake quantization.
  *
  * @module
  */
 import type { LlamaWeights } from "../model/config.ts";
 import { type BlockHooks, forward, RunState } from "../model/forward.ts";
-import { type ActQuantConfig, actQuantHooks } from "../quant/act_quant.ts";
+import type { ActQuantConfig } from "../quant/act_quant.ts";
+import type { QuantizedLinear } from "../quant/format.ts";
+import { quantizedModelHooks } from "../quant/wa_int.ts";
 import { type ProgressCallback, runTasks, type TaskHandler } from "../model/pool.ts";
 import { FORWARD_KERNELS } from "../model/wasm/kernels.ts";
 
@@ -41,6 +46,12 @@ export interface PerplexityOptions {
    * `actQuant`); null or absent: none.
    */
   actQuant?: ActQuantConfig | null;
+  /**
+   * The quantized model's packed linears by "layers.{l}.{name}"
+   * (`QuantizedModel.linears`): with `actQuant`, uniform ones are evaluated as
+   * integer W×A products (module doc). Absent: fake quantization.
+   */
+  linears?: ReadonlyMap<string, QuantizedLinear> | null;
 }
 
 /** The result of a perplexity evaluation. */
@@ -224,7 +235,13 @@ export async function perplexity(
     worker: new URL("./perplexity_worker.ts", import.meta.url),
     handler: perplexityTasks,
     workers: Math.max(opts.workers ?? 0, 0),
-    init: { weights, tokens, seqlen, actQuant: opts.actQuant ?? null },
+    init: {
+      weights,
+      tokens,
+      seqlen,
+      actQuant: opts.actQuant ?? null,
+      linears: opts.actQuant ? opts.linears ?? null : null,
+    },
     tasks: windows,
     task: (i) => i,
     onResult: (i, r) => {
@@ -274,13 +291,17 @@ export interface PerplexityInit {
   seqlen: number;
   /** Activation quantization of the evaluated model, or null. @default null */
   actQuant?: ActQuantConfig | null;
+  /** The model's packed linears (integer W×A products with `actQuant`), or null. @default null */
+  linears?: ReadonlyMap<string, QuantizedLinear> | null;
 }
 
 /** The perplexity pass as pool tasks: window index → GPTQ nll ({@linkcode windowNll}). */
 export const perplexityTasks: TaskHandler<PerplexityInit, number, number> = {
-  setup({ weights, tokens, seqlen, actQuant }) {
+  setup({ weights, tokens, seqlen, actQuant, linears }) {
     const state = new RunState(weights.config, seqlen);
-    const hooks = actQuant ? actQuantHooks(actQuant, weights.config, seqlen) : undefined;
+    const hooks = actQuant
+      ? quantizedModelHooks(actQuant, weights.config, seqlen, linears)
+      : undefined;
     return (i) => windowNll(weights, tokens, i, seqlen, state, hooks);
   },
 };

@@ -19,13 +19,21 @@
  * ⌈windows / chunk⌉ times (from the page cache after the first chunk, and a
  * read plus fp16 decode costs far less than a block's matmuls over a chunk).
  *
+ * With activation quantization, a quantized model file read block by block
+ * (quant/qmodel.ts `openQuantizedModel`) is evaluated as eval/perplexity.ts
+ * evaluates it loaded: uniform linears as integer W×A products
+ * (quant/wa_int.ts, each block's codes read when it is evaluated), others
+ * with fake quantization.
+ *
  * @module
  */
 import type { LlamaWeights } from "../model/config.ts";
 import { block, type BlockHooks, embed, head, RunState } from "../model/forward.ts";
 import type { ProgressCallback } from "../model/pool.ts";
 import type { WeightSource } from "../model/weight_source.ts";
-import { type ActQuantConfig, actQuantHooks } from "../quant/act_quant.ts";
+import { ACT_OFF_BITS, type ActQuantConfig, actQuantHooks } from "../quant/act_quant.ts";
+import type { QuantizedModelReader } from "../quant/qmodel.ts";
+import { intActQuantHooks, IntWeights, isIntLinear } from "../quant/wa_int.ts";
 import {
   checkWindowLoss,
   type PerplexityResult,
@@ -89,7 +97,7 @@ export function perplexityBlockwise(
   };
   const state = new RunState(c, seqlen);
   const hooks: BlockHooks | undefined = opts.actQuant
-    ? actQuantHooks(opts.actQuant, c, seqlen)
+    ? blockwiseActHooks(src, opts.actQuant, seqlen)
     : undefined;
   const nll = new Float64Array(windows);
   const n = seqlen * c.dim;
@@ -114,4 +122,21 @@ export function perplexityBlockwise(
   return Promise.resolve(
     perplexityResult(nll, seqlen, available, (performance.now() - t0) / 1000, opts.label),
   );
+}
+
+/**
+ * The activation-quantization hooks of `src`: integer W×A products of a
+ * quantized model file's uniform linears (read one block at a time, the
+ * current block's kept), else fake quantization.
+ */
+function blockwiseActHooks(src: WeightSource, act: ActQuantConfig, seqlen: number): BlockHooks {
+  const file = src as Partial<QuantizedModelReader>;
+  const linear = file.linear;
+  if (
+    act.abits < ACT_OFF_BITS && linear && file.layouts && file.layouts.size > 0 &&
+    [...file.layouts.values()].every(isIntLinear)
+  ) {
+    return intActQuantHooks(act, src.config, seqlen, new IntWeights((k) => linear(k), 1));
+  }
+  return actQuantHooks(act, src.config, seqlen);
 }

@@ -5,8 +5,9 @@
  * min/max, the same scale, zero and rounding), as integer codes instead of
  * dequantized values, and multiplied with the weight's codes by
  * kernels/bitplane.ts (or kernels/int8.ts) in chunks of at most 8 tokens.
- * The result is, up to fp32 rounding, the fake-quant product
- * fakeQuantRows(X) · dequantize(W)ᵀ that eval/perplexity.ts evaluates.
+ * With one group per row the result is bit for bit quant/wa_int.ts's
+ * integer product, which eval/perplexity.ts evaluates on the CPU (and, up
+ * to f32 rounding, the fake-quant product fakeQuantRows(X) · dequantize(W)ᵀ).
  *
  * @module
  */
@@ -71,8 +72,9 @@ export function quantizeTokens(
  * compute it with one group per weight row: the exact integer accumulator
  * Σ_k (q_x − z_x)(q_w − z_w) (kernels/bitplane_reference.ts `waAccRef`), then
  * the kernels' f32 epilogue (s_w · s_x) · acc. Its outputs are the kernels'
- * bit for bit; they differ from fake quantization's fakeQuantRows(X) ·
- * dequantize(W)ᵀ, summed in f32, in the last bits.
+ * bit for bit, and quant/wa_int.ts's `intLinear` (the CPU evaluation's,
+ * eval/wa_linear_test.ts); they differ from fake quantization's
+ * fakeQuantRows(X) · dequantize(W)ᵀ, summed in f32, in the last bits.
  *
  * @param w the uniform weight [rows, cols], one group per row
  * @param x input [T, cols]

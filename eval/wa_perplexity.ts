@@ -2,18 +2,19 @@
  * Perplexity with every block linear computed by the W×A kernels: the
  * check that packing, per-token activation codes, zero points and the
  * epilogue of kernels/bitplane.ts (or kernels/int8.ts) give the model that
- * fake quantization (eval/perplexity.ts with quant/act_quant.ts's hooks)
- * evaluates.
+ * the CPU evaluation (eval/perplexity.ts with the model's linears:
+ * quant/wa_int.ts's integer products) evaluates: the same perplexity
+ * (eval/wa_perplexity_gpu_test.ts: equal on stories260K).
  *
  * The forward is model/forward.ts's, on the CPU, block by block; only the
  * outputs of the seven linears of each block come from the GPU. A block's
  * linears depend on each other in four stages (wq, wk, wv → wo → w1, w3 →
  * w2), so each block runs `block()` up to a stage with the GPU outputs of
  * the earlier stages put in place (`onLinearOutput`), its inputs go to the
- * GPU (quantized per token to integer codes exactly as the fake-quant hooks
- * round them), and a last pass runs the block with all seven outputs in
- * place. Q, K and V are fake-quantized after RoPE by the same hook as the
- * fake-quant path (`kvBits`); the classifier is fp32 in both.
+ * GPU (quantized per token to integer codes exactly as quant/act_quant.ts's
+ * grid rounds them), and a last pass runs the block with all seven outputs
+ * in place. Q, K and V are fake-quantized after RoPE by the same hook as the
+ * CPU path (`kvBits`); the classifier is fp32 in both.
  *
  * Loss and perplexity are eval/perplexity.ts's (`windowPlan`,
  * `windowLoss`, `perplexityResult`): GPTQ's protocol.

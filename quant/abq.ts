@@ -33,6 +33,12 @@
  *    norms, the weights are quantized on the LWC grid (clipping baked into
  *    the stored scales and zeros); X_q ← Q(X_q), X_fp ← T1.
  *
+ * Training and the quantized chain X_q use float fake quantization of the
+ * activations (quant/act_quant.ts, differentiated with the straight-through
+ * estimator), as the official code; the evaluated model computes its
+ * uniform linears as integer W×A products (quant/wa_int.ts), as the kernels
+ * and integer hardware do.
+ *
  * @module
  */
 import type { LayerWeights, LinearName, LlamaConfig, LlamaWeights } from "../model/config.ts";

@@ -31,7 +31,13 @@
  * on purpose, to be the same function).
  *
  * The weights of a quantized model are unaffected: the evaluated model
- * ({@linkcode actQuantHooks}, eval/perplexity.ts) applies these on the fly.
+ * applies these on the fly. Where a quantized model's linears have uniform
+ * integer codes (RTN, GPTQ, AWQ, SmoothQuant, ABQ-LLM), its evaluation
+ * computes each linear as the integer W×A product of the codes
+ * (quant/wa_int.ts, the kernels' arithmetic); the fake quantization here
+ * ({@linkcode actQuantHooks}) is what ABQ-LLM's training differentiates
+ * (quant/abq_grad.ts, straight-through), what evaluates lookup-table
+ * weights (SqueezeLLM) × A, and the Q/K/V quantizer everywhere.
  *
  * @module
  */

@@ -34,7 +34,7 @@ import type { CalibrationIdentity } from "../quant/methods.ts";
  * (quantizers, calibration sampling, tokenization, the perplexity protocol);
  * results of an older version are then never matched and are recomputed.
  */
-export const CODE_VERSION = 3;
+export const CODE_VERSION = 4;
 // 2: ABQ-LLM's attention in WebAssembly (quant/abq_attention.ts: another f32
 //    summation order and exp; a few codes move), GPU prefill attention's
 //    summation order (≈ 1e-7 relative), and the CLI's GPTQ on the fast solver
@@ -45,6 +45,10 @@ export const CODE_VERSION = 3;
 //    SwiGLU, log-sum-exp and head-size-8 attention in WebAssembly (≈ 2e-8 relative
 //    on perplexity); ABQ-LLM's two-thread step and WASM exp (last bits); the GPU
 //    RMSNorm's summation order (≈ 1e-7 on GPU perplexity)
+// 4: W×A linears now integer-exact: with --abits < 16, uniform-weight models (RTN,
+//    GPTQ, AWQ, SmoothQuant, ABQ-LLM) are evaluated with integer accumulation of
+//    (q_x − z_x)(q_w − z_w), then s_w · s_x · acc in f32 (quant/wa_int.ts: the W×A
+//    kernels' numbers), not fake quantization's f32 sums (≈ 1e-4..3e-3 relative)
 
 /** Prefix of keys given to rows migrated from a store without identities; no new key has it. */
 export const LEGACY_KEY_PREFIX = "legacy:";

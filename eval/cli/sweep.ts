@@ -338,6 +338,7 @@ async function runUnit(model: LoadedModel, plan: Plan, unit: Unit, c: UnitContex
           limit: p.identity.windows,
           workers: c.workers,
           actQuant: q?.actQuant,
+          linears: qm?.linears,
           onProgress: (n) => bar.update(n),
           label,
         });
