@@ -237,8 +237,10 @@ async function benchMatmulCmd(_values: Values) {
 }
 
 async function benchWaCmd(values: Values) {
-  const { benchWa, parsePairs, SMALL_PAIRS, SMALL_SHAPES } = await import("./wa.ts");
+  const { benchWa, parsePairs, parseRounds, SMALL_PAIRS, SMALL_SHAPES } = await import("./wa.ts");
   const small = values.small === true;
+  const [runs, prefillRuns] = parseRounds(str(values, "runs"), "runs", small ? [3, 1] : [10, 3], 1);
+  const [warmup, prefillWarmup] = parseRounds(str(values, "warmup"), "warmup", [2, 1], 0);
   return await withGpu((gpu) =>
     benchWa({
       gpu,
@@ -248,7 +250,10 @@ async function benchWaCmd(values: Values) {
         : parsePairs(str(values, "pairs", "all")!),
       batch: list(values, "batch", ["1", "4", "8"]).map(Number),
       prefill: list(values, "tokens", [small ? "64" : "512"]).map(Number).filter((t) => t !== 0),
-      runs: int(values, "runs", small ? 3 : 10, 1)!,
+      runs,
+      warmup,
+      prefillRuns,
+      prefillWarmup,
     })
   );
 }

@@ -30,6 +30,7 @@
  * deno task bench wa                      # every pair, LLaMA-7B shapes, batch 1, 4, 8 and T = 512
  * deno task bench wa --small              # 512×512 etc., five pairs, three runs
  * deno task bench wa --shapes 4096x4096 --pairs w2a8,w4a8 --batch 1 --tokens 0   # decode only
+ * deno task bench wa --pairs w2a8,w4a8 --runs 5,1 --warmup 2,0   # rounds: decode, prefill
  * ```
  *
  * @module
@@ -89,6 +90,31 @@ export function parsePairs(spec: string): WaPair[] {
   });
 }
 
+/**
+ * Parses `--runs` / `--warmup`: "N" (both phases) or "N,M" (decode, prefill).
+ * @param spec the option's value, or undefined
+ * @param name the option, for messages
+ * @param fallback [decode, prefill] when `spec` is undefined
+ * @param min smallest allowed count
+ * @returns [decode, prefill]
+ * @throws RangeError naming the option
+ */
+export function parseRounds(
+  spec: string | undefined,
+  name: string,
+  fallback: [number, number],
+  min: number,
+): [number, number] {
+  if (spec === undefined) return fallback;
+  const v = spec.split(",").map((x) => Number(x.trim()));
+  if (v.length > 2 || v.some((n) => !Number.isInteger(n) || n < min)) {
+    throw new RangeError(
+      `--${name}: expected N or N,M (decode, prefill rounds), integers ≥ ${min}; found "${spec}"`,
+    );
+  }
+  return [v[0], v[1] ?? v[0]];
+}
+
 /** Options of {@linkcode benchWa}. */
 export interface BenchWaOptions {
   gpu: Gpu;
@@ -100,10 +126,14 @@ export interface BenchWaOptions {
   batch?: number[];
   /** Tokens T of the prefill rows (> 8; [] for none). @default [512] */
   prefill?: number[];
-  /** Timed rounds (each kernel once per round). @default 10 */
+  /** Timed rounds of the decode rows (each kernel once per round). @default 10 */
   runs?: number;
-  /** Untimed rounds first. @default 2 */
+  /** Untimed rounds first, decode rows. @default 2 */
   warmup?: number;
+  /** Timed rounds of the prefill rows (on llvmpipe one LLaMA-7B prefill run takes seconds). @default 3 */
+  prefillRuns?: number;
+  /** Untimed rounds first, prefill rows. @default 1 */
+  prefillWarmup?: number;
   /** Seed of the random operands. @default 1 */
   seed?: number;
   /** Progress and the table. @default console.log */
@@ -146,6 +176,8 @@ export interface BenchWaResult {
     prefill: number[];
     runs: number;
     warmup: number;
+    prefillRuns: number;
+    prefillWarmup: number;
   };
   rows: WaRow[];
 }
@@ -172,6 +204,8 @@ export async function benchWa(opts: BenchWaOptions): Promise<BenchWaResult> {
     prefill: opts.prefill ?? [512],
     runs: opts.runs ?? 10,
     warmup: opts.warmup ?? 2,
+    prefillRuns: opts.prefillRuns ?? 3,
+    prefillWarmup: opts.prefillWarmup ?? 1,
   };
   const pairs = opts.pairs ?? ALL_PAIRS;
   for (const b of o.batch) {
@@ -262,7 +296,10 @@ export async function benchWa(opts: BenchWaOptions): Promise<BenchWaResult> {
           // Rounds: every kernel once per round, so a busy machine slows all of them alike.
           const us = kernels.map(() => [] as number[]);
           let method: Timing["method"] = "wall";
-          for (let r = -o.warmup; r < o.runs; r++) {
+          const [runs, warmup] = phase === "decode"
+            ? [o.runs, o.warmup]
+            : [o.prefillRuns, o.prefillWarmup];
+          for (let r = -warmup; r < runs; r++) {
             for (const [i, k] of kernels.entries()) {
               const t = await timeGpu(gpu, (pass) => k.plan.encode(pass), {
                 runs: 1,

@@ -4,14 +4,18 @@
  */
 import assert from "node:assert/strict";
 import { gpuTest } from "../../kernels/_testing.ts";
-import { ALL_PAIRS, benchWa, parsePairs } from "./wa.ts";
+import { ALL_PAIRS, benchWa, parsePairs, parseRounds } from "./wa.ts";
 
-Deno.test("parsePairs() reads all and wXaY lists, and names --pairs on a bad entry", () => {
+Deno.test("parsePairs() and parseRounds() read their lists and name the option on a bad entry", () => {
   assert.equal(parsePairs("all").length, 49);
   assert.deepEqual(ALL_PAIRS[0], { w: 2, a: 2 });
   assert.deepEqual(parsePairs("w2a8, W4A4"), [{ w: 2, a: 8 }, { w: 4, a: 4 }]);
   assert.throws(() => parsePairs("w2a16"), /--pairs/);
   assert.throws(() => parsePairs("w1a8"), /--pairs weight bits/);
+  assert.deepEqual(parseRounds(undefined, "runs", [10, 3], 1), [10, 3]);
+  assert.deepEqual(parseRounds("5", "runs", [10, 3], 1), [5, 5]);
+  assert.deepEqual(parseRounds("5,1", "runs", [10, 3], 1), [5, 1]);
+  assert.throws(() => parseRounds("5,0", "runs", [10, 3], 1), /--runs/);
 });
 
 gpuTest(

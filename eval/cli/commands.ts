@@ -540,6 +540,7 @@ const benchCmd: Command = {
     workers: { type: "string" },
     store: { type: "string" },
     pairs: { type: "string" },
+    warmup: { type: "string" },
     models: { type: "string" },
     seqlens: { type: "string" },
     windows: { type: "string" },
@@ -561,7 +562,7 @@ const benchCmd: Command = {
   matmul       GFLOP/s of the CPU matmul variants
   wa           W×A kernels: every bit-plane pair W2..8 × A2..8 vs W8A8 (dot4I8Packed) and fp16,
                LLaMA-7B shapes, batch 1, 4, 8 and prefill T = 512: --pairs all|w2a8,w4a8,…
-               --shapes --batch --tokens 512|0 --runs
+               --shapes --batch --tokens 512|0 --runs 10,3 --warmup 2,1 (rounds: decode, prefill)
   prefill      tokens/s of GPU prefill vs token-by-token GPU decoding vs the CPU forward:
                --models stories260K,llama7b --seqlens 512,2048 --formats f16,uniform3,uniform4,
                lut3,lut4 --windows N (--small: stories260K, T = 512, 1 window)
