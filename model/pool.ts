@@ -139,9 +139,13 @@ export async function runTasks<Init, Task, Result>(
       const send = (worker: Worker) => {
         if (next >= tasks) return;
         const k = next++;
-        const task = opts.task(k);
-        const msg: ToWorker<Init, Task> = { type: "task", k, task };
-        worker.postMessage(msg, opts.transferTask?.(task) ?? []);
+        try { // a task that cannot be built (or sent) fails the pass, not the event loop
+          const task = opts.task(k);
+          const msg: ToWorker<Init, Task> = { type: "task", k, task };
+          worker.postMessage(msg, opts.transferTask?.(task) ?? []);
+        } catch (e) {
+          fail(e as Error);
+        }
       };
       const onMessage = (worker: Worker, m: FromWorker<Result>) => {
         if (settled) return;

@@ -62,6 +62,32 @@ Deno.test("runTasks() rejects with the task's error class, named by the pool, an
   await assert.rejects(() => squares(0, 6, { spin: 0, failAt: 3 }), /^RangeError: task 3 refused$/);
 });
 
+Deno.test("runTasks() rejects with the error of a task that cannot be built, its class kept, and terminates every worker", async () => {
+  class BuildError extends Error {}
+  for (const workers of [0, 2]) {
+    const r = await withTrackedWorkers(async () => {
+      await assert.rejects(
+        () =>
+          runTasks({
+            name: "squares",
+            worker: WORKER,
+            handler: squareTasks,
+            workers,
+            init: { spin: 0 },
+            tasks: 6,
+            task: (k) => {
+              if (k === 3) throw new BuildError("task 3 cannot be built");
+              return k;
+            },
+            onResult: () => {},
+          }),
+        (e: Error) => e instanceof BuildError && e.message === "task 3 cannot be built",
+      );
+    });
+    assert.deepEqual(r, { created: workers, live: 0 }, `${workers} workers`);
+  }
+});
+
 Deno.test("runTasks() reports a worker module that fails to load", async () => {
   const broken = new URL("./_pool_test_broken_worker.ts", import.meta.url);
   const r = await withTrackedWorkers(async () => {
