@@ -183,11 +183,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (tok0 >= P.T) { return; }
   let rl = tid / TPR;
   let tr = tid % TPR;
-  ${
-    perRow((j) =>
-      `let row${j} = min(first + rl + ${j * RT}u, P.rows - 1u); // clamped: loads stay in bounds`
-    )
-  }
+  // this thread's rows first + rl + j·RT, clamped so that loads stay in bounds
+  ${perRow((j) => `let row${j} = min(first + rl + ${j * RT}u, P.rows - 1u);`, "\n  ")}
   var accI = array<i32, N>(); // [RR, TT]
 ${
     block
@@ -210,7 +207,12 @@ ${
     workgroupBarrier();
     let blk = t * TPR + tr;
     if (blk < P.kBlocks) {
-      ${perRow((j) => words(`w${j}_`, WW, (k) => `W[(row${j} * P.kBlocks + blk) * WW + ${k}u]`))}
+      ${
+    perRow((j) =>
+      `let wi${j} = (row${j} * P.kBlocks + blk) * WW; ` +
+      words(`w${j}_`, WW, (k) => `W[wi${j} + ${k}u]`)
+    )
+  }
 ${
     block
       ? `      let n = i32(min(32u, P.cols - 32u * blk));
