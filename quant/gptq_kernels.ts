@@ -2,7 +2,7 @@
  * The kernels of GPTQ's fast solver on one WebAssembly memory: model/wasm's
  * solver instance (`gemm_f32`, `gptq_block`, `gemm_f64`) and
  * quant/gptq_kernels.wat (`gemm_4x8`, `transpose_f32`, `chol_panel_f32`,
- * `trinv_rows_f32`, `pack_t_f32`) instantiated on its memory, for
+ * `trinv_rows_f32`, `gemm_tri_f32`, `pack_t_f32`) instantiated on its memory, for
  * quant/gptq_fast.ts (the Hessian and the sweep) and quant/linalg.ts (the
  * fp32 Hinv). Pointers and strides are in bytes; each kernel's contract is
  * in its .wat source.
@@ -30,7 +30,18 @@ interface GptqWatKernels {
   ): void;
   transpose_f32(ps: number, lds: number, pd: number, ldd: number, rows: number, cols: number): void;
   chol_panel_f32(pt: number, ldt: number, pd: number, bw: number, m: number): void;
-  trinv_rows_f32(px: number, ldx: number, pd: number, ib: number, w: number): void;
+  trinv_rows_f32(px: number, rs: number, cs: number, pd: number, ib: number, w: number): void;
+  gemm_tri_f32(
+    pa: number,
+    sa: number,
+    pb: number,
+    sp: number,
+    pc: number,
+    R: number,
+    J: number,
+    K: number,
+    kc: number,
+  ): void;
   pack_t_f32(ps: number, lds: number, pd: number, J: number, K: number, neg: number): void;
 }
 
@@ -80,7 +91,8 @@ export function gptqKernels(fn: string): GptqKernels {
       // the Hinv steps: S [8, 16] at 0 packed after 16384; PT [8, 16] and X [8, 16] at 16384
       w.pack_t_f32(0, 64, 16384, 8, 16, rep & 1);
       w.chol_panel_f32(16384, 64, 32768, 8, 16);
-      w.trinv_rows_f32(16384, 64, 32768, 0, 8);
+      w.trinv_rows_f32(16384, 64, 32, 32768, 0, 8);
+      w.gemm_tri_f32(0, 16 * 32, 16384, 16 * 32, 16384 + 8 * 32, 8, 8, 8, 4 + (rep & 3));
     }
     gptqWarm = true;
   }

@@ -5,7 +5,8 @@
 ;; and the steps of quant/linalg.ts's fp32 Hinv (`upperCholeskyOfInverseF32`)
 ;; around model/wasm/kernels.wat's `gemm_f32`: the Cholesky's panel
 ;; (`chol_panel_f32`), the triangular inverse's diagonal block
-;; (`trinv_rows_f32`) and the packing of a matrix product's operand
+;; (`trinv_rows_f32`) and its block rows (`gemm_tri_f32`), and the packing
+;; of a matrix product's operand
 ;; (`pack_t_f32`). It works in the linear memory of model/wasm/kernels.wat's
 ;; solver instance (imported), next to that module's `gptq_block`, which
 ;; writes −Err1 in the packed layout read here.
@@ -295,18 +296,21 @@
 
   ;; trinv_rows_f32: rows ib … ib + w − 1 of X = L⁻¹ by forward substitution,
   ;; in place, each row finished before the next:
-  ;;   X at $px, $ldx bytes per row: rows < ib done; X[i, j] for j < ib holds
-  ;;       −Σ_{k<ib} L[i, k] X[k, j], every other entry of these rows is 0
+  ;;   X[i, j] at $px + i·$rs + (j >> 3)·$cs + (j & 7)·4: 8-column chunks, $rs
+  ;;       bytes from a row to the next, $cs from a chunk to the next ($rs = row
+  ;;       bytes, $cs = 32: row-major; $rs = 32, $cs = rows·32: panels of 8
+  ;;       columns). Rows < ib done; X[i, j] for j < ib holds −Σ_{k<ib} L[i, k] X[k, j],
+  ;;       every other entry of these rows is 0
   ;;   D [w, w] f64 at $pd, row-major: L's diagonal block, D[r, c] = L[ib + r, ib + c]
   ;; Row i = ib + r: for t = ib … i − 1 with l = D[r, t − ib] ≠ 0,
   ;; X[i, j] = f32(X[i, j] − l · X[t, j]) for j ≤ t; then X[i, i] = f32(X[i, i] + 1)
   ;; and X[i, j] = f32(X[i, j] / D[r, r]) for j ≤ i. Eight columns at a time,
   ;; held in registers through the t loop (rounded to float32 after each step);
   ;; lanes right of t (or of i) hold 0 and stay 0, as X[t, j] = 0 for j > t.
-  ;; Writes 8-column chunks up to column ⌈(i + 1)/8⌉·8 (within the row).
+  ;; Writes the 8-column chunks of row i up to column ⌈(i + 1)/8⌉·8.
   (func (export "trinv_rows_f32")
-    (param $px i32) (param $ldx i32) (param $pd i32) (param $ib i32) (param $w i32)
-    (local $r i32) (local $i i32) (local $prow i32) (local $pend i32) (local $dr i32) (local $j0 i32)
+    (param $px i32) (param $rs i32) (param $cs i32) (param $pd i32) (param $ib i32) (param $w i32)
+    (local $r i32) (local $i i32) (local $prow i32) (local $dr i32) (local $j0 i32)
     (local $p i32) (local $q i32) (local $dq i32) (local $t0 i32) (local $l f64) (local $a i32)
     (local $v v128) (local $d v128) (local $s0 v128) (local $s1 v128) (local $s2 v128) (local $s3 v128)
     (local.set $r (i32.const 0))
@@ -314,16 +318,13 @@
       (loop $rl
         (br_if $done_r (i32.ge_u (local.get $r) (local.get $w)))
         (local.set $i (i32.add (local.get $ib) (local.get $r)))
-        (local.set $prow (i32.add (local.get $px) (i32.mul (local.get $i) (local.get $ldx))))
-        ;; the chunks j0 ≤ i end at byte pend
-        (local.set $pend (i32.add (local.get $prow)
-          (i32.shl (i32.and (i32.add (local.get $i) (i32.const 8)) (i32.const -8)) (i32.const 2))))
+        (local.set $prow (i32.add (local.get $px) (i32.mul (local.get $i) (local.get $rs))))
         (local.set $dr (i32.add (local.get $pd) (i32.shl (i32.mul (local.get $r) (local.get $w)) (i32.const 3))))
         (local.set $j0 (i32.const 0))
-        (local.set $p (local.get $prow))
+        (local.set $p (local.get $prow)) ;; &X[i, j0]
         (block $done_j
           (loop $jl
-            (br_if $done_j (i32.ge_u (local.get $p) (local.get $pend)))
+            (br_if $done_j (i32.gt_u (local.get $j0) (local.get $i)))
             (local.set $v (v128.load (local.get $p)))
             (local.set $s0 (f64x2.promote_low_f32x4 (local.get $v)))
             (local.set $s1 (f64x2.promote_low_f32x4
@@ -332,11 +333,11 @@
             (local.set $s2 (f64x2.promote_low_f32x4 (local.get $v)))
             (local.set $s3 (f64x2.promote_low_f32x4
               (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v) (local.get $v))))
-            ;; t from max(ib, j0) to i − 1
+            ;; t from max(ib, j0) to i − 1: q = &X[t, j0] runs up to p
             (local.set $t0 (local.get $ib))
             (if (i32.gt_u (local.get $j0) (local.get $t0)) (then (local.set $t0 (local.get $j0))))
-            (local.set $q (i32.add (i32.add (local.get $px) (i32.mul (local.get $t0) (local.get $ldx)))
-              (i32.sub (local.get $p) (local.get $prow))))
+            (local.set $q (i32.sub (local.get $p)
+              (i32.mul (i32.sub (local.get $i) (local.get $t0)) (local.get $rs))))
             (local.set $dq (i32.add (local.get $dr) (i32.shl (i32.sub (local.get $t0) (local.get $ib)) (i32.const 3))))
             (block $done_t
               (loop $tl
@@ -357,36 +358,153 @@
                     (local.set $s3 (call $round32 (f64x2.sub (local.get $s3)
                       (f64x2.mul (local.get $d) (f64x2.promote_low_f32x4
                         (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v) (local.get $v)))))))))
-                (local.set $q (i32.add (local.get $q) (local.get $ldx)))
+                (local.set $q (i32.add (local.get $q) (local.get $rs)))
                 (local.set $dq (i32.add (local.get $dq) (i32.const 8)))
                 (br $tl)))
             (v128.store (local.get $p) (call $join
               (f32x4.demote_f64x2_zero (local.get $s0)) (f32x4.demote_f64x2_zero (local.get $s1))))
             (v128.store offset=16 (local.get $p) (call $join
               (f32x4.demote_f64x2_zero (local.get $s2)) (f32x4.demote_f64x2_zero (local.get $s3))))
-            (local.set $p (i32.add (local.get $p) (i32.const 32)))
+            (local.set $p (i32.add (local.get $p) (local.get $cs)))
             (local.set $j0 (i32.add (local.get $j0) (i32.const 8)))
             (br $jl)))
         ;; X[i, i] += 1
-        (local.set $a (i32.add (local.get $prow) (i32.shl (local.get $i) (i32.const 2))))
+        (local.set $a (i32.add (local.get $prow)
+          (i32.add (i32.mul (i32.shr_u (local.get $i) (i32.const 3)) (local.get $cs))
+            (i32.shl (i32.and (local.get $i) (i32.const 7)) (i32.const 2)))))
         (f32.store (local.get $a)
           (f32.demote_f64 (f64.add (f64.promote_f32 (f32.load (local.get $a))) (f64.const 1))))
         ;; X[i, j] /= L[i, i] for j ≤ i (zeros beyond stay 0)
         (local.set $d (v128.load64_splat (i32.add (local.get $dr) (i32.shl (local.get $r) (i32.const 3)))))
+        (local.set $j0 (i32.const 0))
         (local.set $p (local.get $prow))
         (block $done_div
           (loop $dl
-            (br_if $done_div (i32.ge_u (local.get $p) (local.get $pend)))
+            (br_if $done_div (i32.gt_u (local.get $j0) (local.get $i)))
             (local.set $v (v128.load (local.get $p)))
             (v128.store (local.get $p) (call $join
               (f32x4.demote_f64x2_zero (f64x2.div (f64x2.promote_low_f32x4 (local.get $v)) (local.get $d)))
               (f32x4.demote_f64x2_zero (f64x2.div (f64x2.promote_low_f32x4
                 (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v) (local.get $v)))
                 (local.get $d)))))
-            (local.set $p (i32.add (local.get $p) (i32.const 16)))
+            (local.set $v (v128.load offset=16 (local.get $p)))
+            (v128.store offset=16 (local.get $p) (call $join
+              (f32x4.demote_f64x2_zero (f64x2.div (f64x2.promote_low_f32x4 (local.get $v)) (local.get $d)))
+              (f32x4.demote_f64x2_zero (f64x2.div (f64x2.promote_low_f32x4
+                (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v) (local.get $v)))
+                (local.get $d)))))
+            (local.set $p (i32.add (local.get $p) (local.get $cs)))
+            (local.set $j0 (i32.add (local.get $j0) (i32.const 8)))
             (br $dl)))
         (local.set $r (i32.add (local.get $r) (i32.const 1)))
         (br $rl))))
+
+  ;; gemm_tri_f32: the off-diagonal block rows of a triangular inverse held in
+  ;; panels of 8 columns, C[r, j] = Σ_{k<K} A[r, k] · B[k, j] for r < R, j < J
+  ;; with B lower triangular (B[k, j] = 0 for k < j), in f32:
+  ;;   A in panels of 8 rows: A[r, k] at $pa + (r >> 3)·$sa + (r & 7)·4 + k·32
+  ;;   B[k, j] at $pb + (j >> 3)·$sp + k·32 + (j & 7)·4 (panels of 8 columns, $sp bytes apart)
+  ;;   C[r, j] at $pc + (j >> 3)·$sp + r·32 + (j & 7)·4 (rows of the same panels)
+  ;; Per output, one chain of `f32x4.relaxed_madd` (fused where the host has
+  ;; FMA) in increasing k from k = 8·(j >> 3) (the products before j are 0
+  ;; and would leave a zero accumulator +0), starting from C[r, j], then
+  ;; + 0: with C zeroed this is the order, and so the bits, of
+  ;; model/wasm/kernels.wat `gemm_f32` (mode 3, fused) adding its sum to a
+  ;; zeroed C. k goes in chunks of $kc (each output's running sum parked in
+  ;; C between them, exactly), so that A's chunk stays in L2 and B's in L1
+  ;; while 4-row tiles of every panel go by. R a multiple of 4, J of 8.
+  (func (export "gemm_tri_f32")
+    (param $pa i32) (param $sa i32) (param $pb i32) (param $sp i32) (param $pc i32)
+    (param $R i32) (param $J i32) (param $K i32) (param $kc i32)
+    (local $kb i32) (local $ke i32) (local $p i32) (local $k0 i32) (local $r0 i32)
+    (local $a i32) (local $b i32) (local $bend i32) (local $c i32) (local $last i32)
+    (local $s v128) (local $av v128) (local $b0 v128) (local $b1 v128)
+    (local $c00 v128) (local $c01 v128) (local $c10 v128) (local $c11 v128)
+    (local $c20 v128) (local $c21 v128) (local $c30 v128) (local $c31 v128)
+    (local.set $kb (i32.const 0))
+    (block $done_kb
+      (loop $kbl
+        (br_if $done_kb (i32.ge_u (local.get $kb) (local.get $K)))
+        (local.set $ke (i32.add (local.get $kb) (local.get $kc)))
+        (if (i32.gt_u (local.get $ke) (local.get $K)) (then (local.set $ke (local.get $K))))
+        (local.set $last (i32.eq (local.get $ke) (local.get $K)))
+        (local.set $p (i32.const 0))
+        (block $done_p
+          (loop $pl
+            (br_if $done_p (i32.ge_u (i32.shl (local.get $p) (i32.const 3)) (local.get $J)))
+            (local.set $k0 (i32.shl (local.get $p) (i32.const 3)))
+            (if (i32.lt_u (local.get $k0) (local.get $kb)) (then (local.set $k0 (local.get $kb))))
+            (if (i32.lt_u (local.get $k0) (local.get $ke))
+              (then
+                (local.set $b (i32.add (i32.add (local.get $pb) (i32.mul (local.get $p) (local.get $sp)))
+                  (i32.shl (local.get $k0) (i32.const 5))))
+                (local.set $bend (i32.add (i32.add (local.get $pb) (i32.mul (local.get $p) (local.get $sp)))
+                  (i32.shl (local.get $ke) (i32.const 5))))
+                (local.set $r0 (i32.const 0))
+                (block $done_r
+                  (loop $rl
+                    (br_if $done_r (i32.ge_u (local.get $r0) (local.get $R)))
+                    (local.set $c (i32.add (i32.add (local.get $pc) (i32.mul (local.get $p) (local.get $sp)))
+                      (i32.shl (local.get $r0) (i32.const 5))))
+                    (local.set $c00 (v128.load (local.get $c)))
+                    (local.set $c01 (v128.load offset=16 (local.get $c)))
+                    (local.set $c10 (v128.load offset=32 (local.get $c)))
+                    (local.set $c11 (v128.load offset=48 (local.get $c)))
+                    (local.set $c20 (v128.load offset=64 (local.get $c)))
+                    (local.set $c21 (v128.load offset=80 (local.get $c)))
+                    (local.set $c30 (v128.load offset=96 (local.get $c)))
+                    (local.set $c31 (v128.load offset=112 (local.get $c)))
+                    (local.set $a
+                      (i32.add
+                        (i32.add (local.get $pa) (i32.mul (i32.shr_u (local.get $r0) (i32.const 3)) (local.get $sa)))
+                        (i32.add (i32.shl (i32.and (local.get $r0) (i32.const 7)) (i32.const 2))
+                          (i32.shl (local.get $k0) (i32.const 5)))))
+                    (loop $kl
+                      (local.set $b0 (v128.load (local.get $b)))
+                      (local.set $b1 (v128.load offset=16 (local.get $b)))
+                      (local.set $av (v128.load (local.get $a))) ;; A[r0 .. r0+3, k]
+                      (local.set $s (i8x16.shuffle 0 1 2 3 0 1 2 3 0 1 2 3 0 1 2 3 (local.get $av) (local.get $av)))
+                      (local.set $c00 (f32x4.relaxed_madd (local.get $s) (local.get $b0) (local.get $c00)))
+                      (local.set $c01 (f32x4.relaxed_madd (local.get $s) (local.get $b1) (local.get $c01)))
+                      (local.set $s (i8x16.shuffle 4 5 6 7 4 5 6 7 4 5 6 7 4 5 6 7 (local.get $av) (local.get $av)))
+                      (local.set $c10 (f32x4.relaxed_madd (local.get $s) (local.get $b0) (local.get $c10)))
+                      (local.set $c11 (f32x4.relaxed_madd (local.get $s) (local.get $b1) (local.get $c11)))
+                      (local.set $s (i8x16.shuffle 8 9 10 11 8 9 10 11 8 9 10 11 8 9 10 11 (local.get $av) (local.get $av)))
+                      (local.set $c20 (f32x4.relaxed_madd (local.get $s) (local.get $b0) (local.get $c20)))
+                      (local.set $c21 (f32x4.relaxed_madd (local.get $s) (local.get $b1) (local.get $c21)))
+                      (local.set $s (i8x16.shuffle 12 13 14 15 12 13 14 15 12 13 14 15 12 13 14 15 (local.get $av) (local.get $av)))
+                      (local.set $c30 (f32x4.relaxed_madd (local.get $s) (local.get $b0) (local.get $c30)))
+                      (local.set $c31 (f32x4.relaxed_madd (local.get $s) (local.get $b1) (local.get $c31)))
+                      (local.set $a (i32.add (local.get $a) (i32.const 32)))
+                      (local.set $b (i32.add (local.get $b) (i32.const 32)))
+                      (br_if $kl (i32.lt_u (local.get $b) (local.get $bend))))
+                    (if (local.get $last)
+                      (then ;; + 0: a −0 sum becomes +0, as 0 + sum
+                        (local.set $s (v128.const i32x4 0 0 0 0))
+                        (local.set $c00 (f32x4.add (local.get $c00) (local.get $s)))
+                        (local.set $c01 (f32x4.add (local.get $c01) (local.get $s)))
+                        (local.set $c10 (f32x4.add (local.get $c10) (local.get $s)))
+                        (local.set $c11 (f32x4.add (local.get $c11) (local.get $s)))
+                        (local.set $c20 (f32x4.add (local.get $c20) (local.get $s)))
+                        (local.set $c21 (f32x4.add (local.get $c21) (local.get $s)))
+                        (local.set $c30 (f32x4.add (local.get $c30) (local.get $s)))
+                        (local.set $c31 (f32x4.add (local.get $c31) (local.get $s)))))
+                    (v128.store (local.get $c) (local.get $c00))
+                    (v128.store offset=16 (local.get $c) (local.get $c01))
+                    (v128.store offset=32 (local.get $c) (local.get $c10))
+                    (v128.store offset=48 (local.get $c) (local.get $c11))
+                    (v128.store offset=64 (local.get $c) (local.get $c20))
+                    (v128.store offset=80 (local.get $c) (local.get $c21))
+                    (v128.store offset=96 (local.get $c) (local.get $c30))
+                    (v128.store offset=112 (local.get $c) (local.get $c31))
+                    (local.set $b (i32.add (i32.add (local.get $pb) (i32.mul (local.get $p) (local.get $sp)))
+                      (i32.shl (local.get $k0) (i32.const 5))))
+                    (local.set $r0 (i32.add (local.get $r0) (i32.const 4)))
+                    (br $rl)))))
+            (local.set $p (i32.add (local.get $p) (i32.const 1)))
+            (br $pl)))
+        (local.set $kb (local.get $ke))
+        (br $kbl))))
 
   ;; pack_t_f32: B[k, j] = ±S[j, k] for j < J, k < K, B in the packed layout of
   ;; gemm_4x8's and model/wasm/kernels.wat gemm_f32's B (panels of 8 columns):

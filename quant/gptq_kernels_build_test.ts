@@ -7,6 +7,8 @@ import {
   GPTQ_KERNELS_ORIGIN,
 } from "./gptq_kernels_build.ts";
 import { GPTQ_KERNELS_WASM_BASE64 } from "./_gptq_kernels_wasm.ts";
+import { gptqKernels } from "./gptq_kernels.ts";
+import { growMemory } from "../model/wasm/kernels.ts";
 
 const committed = Uint8Array.from(atob(GPTQ_KERNELS_WASM_BASE64), (c) => c.charCodeAt(0));
 
@@ -150,7 +152,7 @@ Deno.test("chol_panel_f32 and trinv_rows_f32 give plain JavaScript's float64-the
   }
   D.set(Ld.subarray(0, w * w)); // D [w, w] (w = bw here)
   f.set(X, 0);
-  k.trinv_rows_f32(0, ldx * 4, oD * 4, ib, w);
+  k.trinv_rows_f32(0, ldx * 4, 32, oD * 4, ib, w);
   const wantX = X.slice();
   for (let i = ib; i < ib + w; i++) {
     const ri = i * ldx, r = i - ib;
@@ -163,4 +165,39 @@ Deno.test("chol_panel_f32 and trinv_rows_f32 give plain JavaScript's float64-the
     for (let j = 0; j <= i; j++) wantX[ri + j] /= Ld[r * w + r];
   }
   for (let i = 0; i < np * ldx; i++) assert.ok(Object.is(f[i], wantX[i]), `X flat ${i}`);
+});
+
+Deno.test("gemm_tri_f32 gives model/wasm gemm_f32's bits (mode 3, fused) on a triangular inverse's block rows, whatever its k chunk", () => {
+  const k = gptqKernels("gemm_tri_f32 test");
+  const K = 40, w = 16, ld = 44; // X [K, K] lower triangular; −L [w, K]
+  const oX = 0, oXP = K * ld, oP = oXP + K * (K + w), oT = oP + w * K, oC = oT + K * w;
+  growMemory("gemm_tri_f32 test", k.memory, (oC + 64) * 4);
+  const f = new Float32Array(k.memory.buffer);
+  const rand = mulberry32(5);
+  // X row-major (stride ld) and in panels of 8 columns with rows K .. K + w after (C)
+  const sp = (K + w) * 8; // floats per panel
+  for (let i = 0; i < K; i++) {
+    for (let j = 0; j <= i; j++) {
+      const v = rand() - 0.5;
+      f[oX + i * ld + j] = v;
+      f[oXP + (j >> 3) * sp + i * 8 + (j & 7)] = v;
+    }
+  }
+  // −L in panels of 8 (rows r): the B of gemm_f32 and the A of gemm_tri_f32
+  const L = Float32Array.from({ length: w * K }, () => rand() - 0.5);
+  f.set(L, oC); // scratch source for the packing
+  k.pack_t_f32(oC * 4, K * 4, oP * 4, w, K, 1);
+  // reference: T [K, w] = Xᵀ · (−L)ᵀ, mode 3, one call
+  f.fill(0, oT, oT + K * w);
+  k.gemm_f32(oX * 4, 32, ld * 4, oP * 4, K, oT * 4, w * 4, K, w, 128, 3, 0, 1);
+  for (const kc of [K, 7, 16]) {
+    for (let p = 0; p < K / 8; p++) f.fill(0, oXP + p * sp + K * 8, oXP + (p + 1) * sp);
+    k.gemm_tri_f32(oP * 4, K * 32, oXP * 4, sp * 4, (oXP + K * 8) * 4, w, K, K, kc);
+    for (let r = 0; r < w; r++) {
+      for (let j = 0; j < K; j++) {
+        const got = f[oXP + (j >> 3) * sp + (K + r) * 8 + (j & 7)];
+        assert.ok(Object.is(got, f[oT + j * w + r]), `kc ${kc}: C[${r}, ${j}] = ${got}`);
+      }
+    }
+  }
 });

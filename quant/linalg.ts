@@ -313,7 +313,7 @@ const SIMD_BLOCK = 32;
 const F32_BLOCK = 64;
 /** Rows per gemm_f64 call: calls stay short (model/wasm/kernels.ts `warmUp`). */
 const CALL_ROWS = 256;
-/** k per gemm_f64 call of the triangular inverse (a chunk of X's rows stays in L2). */
+/** k per gemm_f64 call (gemm_tri_f32 chunk) of the triangular inverse (a chunk of X's rows stays in L2). */
 const K_CHUNK = 256;
 /** Columns per block of a gemm_f64 call (K_CHUNK rows of them stay in L2). */
 const J_BLOCK = 64;
@@ -424,12 +424,14 @@ export function upperCholeskyOfInverseSimd(a: Float64Array, n: number): Float64A
  * own precision (torch's fp32 `cholesky`, `cholesky_inverse`,
  * `cholesky(upper=True)` on the GPU), the reference's route (Cholesky of
  * J A J, inverse of the factor, reversed), blocks of 64 columns. Entries are
- * stored as float32. The O(n³) products are model/wasm/kernels.wat's
- * `gemm_f32` (4 × 8 register tiles, fused multiply-adds); the diagonal
- * blocks' and panels' eliminations (n²·32 multiply-adds each) are
- * quant/gptq_kernels.wat's `chol_panel_f32` and `trinv_rows_f32`, which sum
- * in float64 before each store exactly as plain JavaScript would (the same
- * bits on every engine). The matrix is padded to a multiple of 8 with the
+ * stored as float32. The O(n³) products (n³/6 multiply-adds each) are the
+ * Cholesky's trailing updates, model/wasm/kernels.wat's `gemm_f32`, and the
+ * inverse's block rows, quant/gptq_kernels.wat's `gemm_tri_f32` (X = L⁻¹
+ * held in panels of 8 columns, read in order), both 4 × 8 register tiles of
+ * fused multiply-adds; the diagonal blocks' and panels' eliminations (n²·32
+ * multiply-adds each) are gptq_kernels.wat's `chol_panel_f32` and
+ * `trinv_rows_f32`, which sum in float64 before each store exactly as plain
+ * JavaScript would (the same bits on every engine). The matrix is padded to a multiple of 8 with the
  * identity. GPTQ's fast path (quant/gptq_fast.ts) uses this factor, whose
  * relative error is that of fp32 elimination (about n·2⁻²⁴ times the
  * condition number of A).
@@ -448,15 +450,14 @@ export function upperCholeskyOfInverseF32(a: Float64Array, n: number): Float32Ar
   checkSquare(fn, a, n);
   const B = F32_BLOCK;
   const np = (n + 7) & ~7;
-  const ldt = np + 16; // floats per row of PT and X: off multiples of 4 KiB
-  // Memory (floats): A [np, np]; PT [B, ldt]; packed panels [np/8, B, 8]; X [np, ldt];
-  // T [np, B]; D [B, B] float64
-  const oA = 0, oT = np * np, oP = oT + B * ldt, oX = oP + np * B, oC = oX + np * ldt;
-  const oD = oC + np * B;
+  const ldt = np + 16; // floats per row of PT: off multiples of 4 KiB
+  // Memory (floats): A [np, np]; PT [B, ldt]; packed panels [np/8, B, 8];
+  // X [np/8, np, 8] (panels of 8 columns); D [B, B] float64
+  const oA = 0, oT = np * np, oP = oT + B * ldt, oX = oP + np * B, oD = oX + np * np;
   const k = gptqKernels(fn);
   growMemory(fn, k.memory, (oD + 2 * B * B) * 4);
   const mem = new Float32Array(k.memory.buffer);
-  const A = mem.subarray(oA, oT), X = mem.subarray(oX, oC), T = mem.subarray(oC, oD);
+  const A = mem.subarray(oA, oT), XP = mem.subarray(oX, oD);
   const D = new Float64Array(k.memory.buffer, oD * 4, B * B); // [bw, bw]: a diagonal block of L
   loadReversedLower(a, n, A, np);
 
@@ -493,39 +494,27 @@ export function upperCholeskyOfInverseF32(a: Float64Array, n: number): Float32Ar
     }
   }
 
-  // X = L⁻¹ by block rows. X[ib:ie, :ib] = −L[ib:ie, :ib] · X[:ib, :ib], as its
-  // transpose T [ib, w] = X[:ib, :ib]ᵀ · (−L[ib:ie, :ib])ᵀ (mode 3: X[k, j] = 0
-  // for k < j), then the block's own rows by trinv_rows_f32.
+  // X = L⁻¹ by block rows, X in panels of 8 columns (X[i, j] at
+  // XP[(j >> 3)·np·8 + i·8 + (j & 7)]): X[ib:ie, :ib] = −L[ib:ie, :ib] · X[:ib, :ib]
+  // by gemm_tri_f32 (X[k, j] = 0 for k < j), then the block's own rows by
+  // trinv_rows_f32.
   for (let ib = 0; ib < np; ib += B) {
     const ie = Math.min(ib + B, np), w = ie - ib;
     if (ib > 0) {
-      k.pack_t_f32((oA + ib * np) * 4, np * 4, oP * 4, w, ib, 1); // P[t, r] = −L[ib + r, t]
-      T.fill(0, 0, ib * w);
-      for (let j0 = 0; j0 < ib; j0 += CALL_ROWS) {
-        const rows = Math.min(CALL_ROWS, ib - j0);
-        k.gemm_f32(
-          (oX + j0) * 4,
-          32,
-          ldt * 4,
-          oP * 4,
-          ib,
-          (oC + j0 * w) * 4,
-          w * 4,
-          rows,
-          w,
-          128,
-          3,
-          j0,
-          1, // fused multiply-add
-        );
-      }
-      k.transpose_f32(oC * 4, w * 4, (oX + ib * ldt) * 4, ldt * 4, ib, w); // X[ib + r, j] = T[j, r]
+      k.pack_t_f32((oA + ib * np) * 4, np * 4, oP * 4, w, ib, 1); // P[r, t] = −L[ib + r, t], 8-row panels
+      k.gemm_tri_f32(oP * 4, ib * 32, oX * 4, np * 32, (oX + ib * 8) * 4, w, ib, ib, K_CHUNK);
     }
     diagonalBlock(A, np, ib, w, D);
-    k.trinv_rows_f32(oX * 4, ldt * 4, oD * 4, ib, w);
+    k.trinv_rows_f32(oX * 4, 32, np * 32, oD * 4, ib, w);
   }
 
-  return reversedUpper(X, ldt, n, new Float32Array(n * n));
+  // U = J X J on the leading n × n block: U[i, i + m] = X[n−1−i, n−1−i−m]
+  const U = new Float32Array(n * n);
+  for (let i = 0; i < n; i++) {
+    const s = n - 1 - i, dst = i * n + i;
+    for (let j = 0; j <= s; j++) U[dst + s - j] = XP[(j >> 3) * np * 8 + s * 8 + (j & 7)];
+  }
+  return U;
 }
 
 // Steps shared by upperCholeskyOfInverseSimd (float64) and
