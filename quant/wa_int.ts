@@ -76,7 +76,8 @@ export interface IntWeight {
  * @param t the weight (integer zeros, as quant/format.ts stores them)
  * @param what names it in errors
  * @returns codes q_w − z_w in grouped, padded slots, with the scales
- * @throws RangeError for a zero that is not an integer
+ * @throws RangeError for a zero that is not an integer, or so far outside the
+ *   code range that code − zero leaves int16
  * @example
  * ```ts
  * const w = intWeight(rtnTensor); // then intLinear(y, quantizeActs(x, T, w, 255), w)
@@ -101,7 +102,14 @@ export function intWeight(t: UniformTensor, what = "weight"): IntWeight {
       if (!Number.isInteger(z)) {
         throw new RangeError(`${what}: zero point ${z} is not an integer (integer grids only)`);
       }
-      codes[r * K + pos[c]] = codeAt(t.codes, cols, bits, r, c) - z;
+      const v = codeAt(t.codes, cols, bits, r, c) - z;
+      if (v < -32768 || v > 32767) {
+        throw new RangeError(
+          `${what}: code − zero = ${v} at row ${r}, column ${c} does not fit the integer ` +
+            `layout's int16 (zero ${z} far outside the code range)`,
+        );
+      }
+      codes[r * K + pos[c]] = v;
     }
   }
   return { rows, cols, nGroups: ng, groupStride, pos, codes, scales: fromF16(t.scales) };

@@ -215,3 +215,16 @@ Deno.test("intWeight(): codes minus zeros in grouped, padded slots; asymMaxq's f
   }
   assert.equal(asymMaxq(2, true), 4);
 });
+
+Deno.test("intWeight() names the weight whose zero is not an integer or leaves int16", () => {
+  const t = weight(2, 8, 4, 8);
+  const zeros = (z: number) => ({ ...t, zeros: new Uint16Array(new Float16Array([z, z]).buffer) });
+  assert.throws(
+    () => intWeight(zeros(2.5), "layers.0.wq"),
+    /layers\.0\.wq: zero point 2\.5 is not an integer/,
+  );
+  assert.throws(
+    () => intWeight(zeros(-40000), "layers.0.wk"),
+    /layers\.0\.wk: code − zero = \d+ .* int16/,
+  );
+});
