@@ -25,13 +25,28 @@
  * (quant/wa_int.ts, each block's codes read when it is evaluated), others
  * with fake quantization.
  *
+ * With `workers`, each chunk is split into one part per worker, and every
+ * step above (embed, block l, head) of one part is a model/pool.ts task:
+ * tasks go out in order (chunk, step, part), this thread reads block l once
+ * for all parts while the workers compute, and the activations stay in one
+ * SharedArrayBuffer. A step of a part waits (Atomics.wait) until that part's
+ * previous step is done, on whichever thread it ran; the oldest task handed
+ * out never waits, so the pass cannot stall. Each worker holds a copy of the
+ * embedding and classifier and of the block it is applying.
+ *
  * @module
  */
-import type { LlamaWeights } from "../model/config.ts";
-import { block, type BlockHooks, embed, head, RunState } from "../model/forward.ts";
-import type { ProgressCallback } from "../model/pool.ts";
+import {
+  type LayerWeights,
+  LINEAR_NAMES,
+  type LlamaConfig,
+  type LlamaWeights,
+} from "../model/config.ts";
+import { block, embed, head, RunState } from "../model/forward.ts";
+import { type ProgressCallback, runTasks, type TaskHandler } from "../model/pool.ts";
 import type { WeightSource } from "../model/weight_source.ts";
 import { ACT_OFF_BITS, type ActQuantConfig, actQuantHooks } from "../quant/act_quant.ts";
+import type { QuantizedLinear } from "../quant/format.ts";
 import type { QuantizedModelReader } from "../quant/qmodel.ts";
 import { intActQuantHooks, IntWeights, isIntLinear } from "../quant/wa_int.ts";
 import {
@@ -50,6 +65,8 @@ export interface BlockwisePerplexityOptions {
   limit?: number;
   /** Windows whose activations are held together (each block is read once per chunk). @default 8 */
   chunk?: number;
+  /** Worker threads sharing each chunk (0: this thread); at most `chunk` are used. @default 0 */
+  workers?: number;
   /** Activation quantization to evaluate with; null or absent: none. */
   actQuant?: ActQuantConfig | null;
   /** Names the model in errors. @default "the model" */
@@ -63,17 +80,17 @@ export interface BlockwisePerplexityOptions {
  *
  * @param src the weights, read one block at a time
  * @param tokens the evaluation token stream
- * @param opts seqlen, limit, chunk, activation quantization, progress
- * @returns the same result as eval/perplexity.ts `perplexity` on the whole model
- * @throws {RangeError} for a seqlen or limit out of range, or a token outside the vocabulary
+ * @param opts seqlen, limit, chunk, workers, activation quantization, progress
+ * @returns the same result as eval/perplexity.ts `perplexity` on the whole model, for any chunk and workers
+ * @throws {RangeError} for a seqlen, limit, chunk or workers out of range, or a token outside the vocabulary
  * @throws {NonFinitePerplexityError} at the first window whose loss is not finite
  * @example
  * ```ts
  * using src = await openHfWeights("/models/Llama-2-7b-hf");
- * const r = await perplexityBlockwise(src, set.tokens, { seqlen: 2048 });
+ * const r = await perplexityBlockwise(src, set.tokens, { seqlen: 2048, workers: 2 });
  * ```
  */
-export function perplexityBlockwise(
+export async function perplexityBlockwise(
   src: WeightSource,
   tokens: Int32Array,
   opts: BlockwisePerplexityOptions = {},
@@ -81,62 +98,198 @@ export function perplexityBlockwise(
   const c = src.config;
   const seqlen = opts.seqlen ?? c.maxSeqLen;
   const { windows, available } = windowPlan(tokens.length, seqlen, opts.limit, c.maxSeqLen);
-  const chunk = opts.chunk ?? 8;
+  const chunk = opts.chunk ?? 8, workers = opts.workers ?? 0;
   if (!Number.isInteger(chunk) || chunk < 1) {
     throw new RangeError(`perplexityBlockwise(): chunk must be a positive integer, got ${chunk}`);
   }
-  const t0 = performance.now();
-  const tokenEmbedding = src.tokenEmbedding();
-  // embed() and head() read only these fields; the blocks come from src one at a time
-  const ends: LlamaWeights = {
-    config: c,
-    tokenEmbedding,
-    layers: [],
-    finalNorm: src.finalNorm(),
-    classifier: src.classifier() ?? tokenEmbedding,
-  };
-  const state = new RunState(c, seqlen);
-  const hooks: BlockHooks | undefined = opts.actQuant
-    ? blockwiseActHooks(src, opts.actQuant, seqlen)
-    : undefined;
-  const nll = new Float64Array(windows);
-  const n = seqlen * c.dim;
-  for (let w0 = 0; w0 < windows; w0 += chunk) {
-    const w1 = Math.min(windows, w0 + chunk);
-    const win = (w: number) => tokens.subarray(w * seqlen, (w + 1) * seqlen);
-    const x = new Float32Array((w1 - w0) * n); // [windows of the chunk, seqlen, dim]
-    for (let w = w0; w < w1; w++) embed(ends, win(w), x.subarray((w - w0) * n, (w - w0 + 1) * n));
-    for (let l = 0; l < c.nLayers; l++) {
-      const lw = src.layer(l);
-      for (let w = w0; w < w1; w++) {
-        block(c, lw, l, x.subarray((w - w0) * n, (w - w0 + 1) * n), seqlen, state, hooks);
-      }
-    }
-    for (let w = w0; w < w1; w++) {
-      const logits = head(ends, x.subarray((w - w0) * n, (w - w0 + 1) * n), seqlen, state);
-      nll[w] = windowLoss(logits, win(w), c.vocabSize) * seqlen;
-      checkWindowLoss(nll[w] / seqlen, w, seqlen, opts.label); // stop at the first bad window
-    }
-    opts.onProgress?.(w1, windows, "windows");
+  if (!Number.isInteger(workers) || workers < 0) {
+    throw new RangeError(`perplexityBlockwise(): workers must be an integer ≥ 0, got ${workers}`);
   }
-  return Promise.resolve(
-    perplexityResult(nll, seqlen, available, (performance.now() - t0) / 1000, opts.label),
-  );
+  const t0 = performance.now();
+  const parts = Math.max(1, Math.min(workers, chunk));
+  // a worker gets copies: of the arrays alone, not of the buffers they may be views of
+  const own = workers > 0 ? (a: Float32Array) => a.slice() : (a: Float32Array) => a;
+  const tokenEmbedding = src.tokenEmbedding();
+  const steps = new Int32Array(new SharedArrayBuffer(4 * (parts + 1)));
+  const linear = opts.actQuant ? integerLinears(src, opts.actQuant) : null;
+  const init: BlockwiseInit = {
+    config: c,
+    seqlen,
+    actQuant: opts.actQuant ?? null,
+    integer: linear !== null,
+    tokenEmbedding: own(tokenEmbedding),
+    finalNorm: own(src.finalNorm()),
+    classifier: own(src.classifier() ?? tokenEmbedding),
+    activations: new SharedArrayBuffer(4 * Math.min(chunk, windows) * seqlen * c.dim),
+    steps: steps.buffer as SharedArrayBuffer,
+  };
+  const stepsPerChunk = c.nLayers + 2; // embed, the blocks, head
+  const chunks = Math.ceil(windows / chunk);
+  let read: // block l of this chunk
+    | { step: number; weights: LayerWeights; linears: Map<string, QuantizedLinear> | null }
+    | undefined;
+  const nll = new Float64Array(windows);
+  try {
+    await runTasks<BlockwiseInit, BlockwiseTask, Float64Array<ArrayBuffer> | null>({
+      name: "perplexity (blockwise)",
+      worker: new URL("./perplexity_blockwise_worker.ts", import.meta.url),
+      handler: blockwiseTasks,
+      workers: workers > 0 ? parts : 0,
+      init,
+      tasks: chunks * stepsPerChunk * parts,
+      task(k) {
+        const part = k % parts, step = (k - part) / parts;
+        const s = step % stepsPerChunk, w0 = ((step - s) / stepsPerChunk) * chunk;
+        const m = Math.min(windows, w0 + chunk) - w0; // windows of the chunk
+        const from = Math.floor((part * m) / parts), to = Math.floor(((part + 1) * m) / parts);
+        const at = { step, part, from, count: to - from };
+        if (s === 0 || s === stepsPerChunk - 1) {
+          const text = tokens.slice((w0 + from) * seqlen, (w0 + to) * seqlen);
+          return { ...at, stage: s === 0 ? "embed" : "head", tokens: text };
+        }
+        const l = s - 1;
+        if (read?.step !== step) {
+          const lw = src.layer(l);
+          read = {
+            step,
+            weights: workers > 0 ? mapLayer(lw, own) : lw,
+            linears: linear &&
+              new Map(
+                LINEAR_NAMES.map((name) => [`layers.${l}.${name}`, linear(`layers.${l}.${name}`)]),
+              ),
+          };
+        }
+        return { ...at, stage: "block", layer: l, weights: read.weights, linears: read.linears };
+      },
+      onResult(k, r) {
+        if (!r) return;
+        const part = k % parts, step = (k - part) / parts;
+        const w0 = Math.floor(step / stepsPerChunk) * chunk;
+        const from = w0 + Math.floor((part * Math.min(windows - w0, chunk)) / parts);
+        r.forEach((v, i) => {
+          nll[from + i] = v;
+          checkWindowLoss(v / seqlen, from + i, seqlen, opts.label); // stop at the first bad window
+        });
+        if (part === parts - 1) opts.onProgress?.(from + r.length, windows, "windows");
+      },
+    });
+  } finally {
+    Atomics.store(steps, parts, 1); // a step still waiting gives up (the pass failed)
+    Atomics.notify(steps, parts);
+    for (let p = 0; p < parts; p++) Atomics.notify(steps, p);
+  }
+  return perplexityResult(nll, seqlen, available, (performance.now() - t0) / 1000, opts.label);
+}
+
+/** What every thread of a blockwise pass holds (structured clone; the SharedArrayBuffers are shared). */
+export interface BlockwiseInit {
+  config: LlamaConfig;
+  seqlen: number;
+  actQuant: ActQuantConfig | null;
+  /** With actQuant: the block tasks carry the packed linears, evaluated as integer W×A products. */
+  integer: boolean;
+  tokenEmbedding: Float32Array;
+  finalNorm: Float32Array;
+  classifier: Float32Array;
+  /** Float32 [chunk, seqlen, dim]: the residual stream of the chunk's windows. */
+  activations: SharedArrayBuffer;
+  /** Int32 [parts + 1]: the steps each part has done, then a flag set when the pass failed. */
+  steps: SharedArrayBuffer;
 }
 
 /**
- * The activation-quantization hooks of `src`: integer W×A products of a
- * quantized model file's uniform linears (read one block at a time, the
- * current block's kept), else fake quantization.
+ * One step of one part of a chunk: its windows are the activations' slots
+ * from … from + count − 1; `step` counts the part's steps since the first chunk.
  */
-function blockwiseActHooks(src: WeightSource, act: ActQuantConfig, seqlen: number): BlockHooks {
+export type BlockwiseTask =
+  & { step: number; part: number; from: number; count: number }
+  & (
+    | { stage: "embed" | "head"; tokens: Int32Array } // [count · seqlen]
+    | {
+      stage: "block";
+      layer: number;
+      weights: LayerWeights;
+      /** "layers.{layer}.{name}" → packed linear, when {@linkcode BlockwiseInit.integer}. */
+      linears: ReadonlyMap<string, QuantizedLinear> | null;
+    }
+  );
+
+/** The steps of {@linkcode perplexityBlockwise}: head returns the windows' nll, the others null. */
+export const blockwiseTasks: TaskHandler<
+  BlockwiseInit,
+  BlockwiseTask,
+  Float64Array<ArrayBuffer> | null
+> = {
+  setup(init) {
+    const { config: c, seqlen } = init;
+    // embed() and head() read only these fields; the blocks come with the tasks
+    const ends: LlamaWeights = { ...init, layers: [] };
+    const state = new RunState(c, seqlen);
+    let linears: ReadonlyMap<string, QuantizedLinear> = new Map(); // the current block's
+    const hooks = !init.actQuant
+      ? undefined
+      : init.integer
+      ? intActQuantHooks(init.actQuant, c, seqlen, new IntWeights((k) => linears.get(k)!, 1))
+      : actQuantHooks(init.actQuant, c, seqlen);
+    const x = new Float32Array(init.activations), steps = new Int32Array(init.steps);
+    const n = seqlen * c.dim;
+    return (task) => {
+      awaitStep(steps, task.part, task.step);
+      const slot = (i: number) => x.subarray((task.from + i) * n, (task.from + i + 1) * n);
+      let nll: Float64Array<ArrayBuffer> | null = null;
+      if (task.stage === "block") {
+        if (task.linears) linears = task.linears;
+        for (let i = 0; i < task.count; i++) {
+          block(c, task.weights, task.layer, slot(i), seqlen, state, hooks);
+        }
+      } else {
+        const text = (i: number) => task.tokens.subarray(i * seqlen, (i + 1) * seqlen);
+        if (task.stage === "embed") {
+          for (let i = 0; i < task.count; i++) embed(ends, text(i), slot(i));
+        } else {
+          nll = new Float64Array(task.count);
+          for (let i = 0; i < task.count; i++) {
+            nll[i] = windowLoss(head(ends, slot(i), seqlen, state), text(i), c.vocabSize) * seqlen;
+          }
+        }
+      }
+      Atomics.store(steps, task.part, task.step + 1);
+      Atomics.notify(steps, task.part);
+      return nll;
+    };
+  },
+  transfer: (nll) => (nll ? [nll.buffer] : []),
+};
+
+/** Blocks until `part` has done `step` steps (its previous step may run on another thread). */
+function awaitStep(steps: Int32Array, part: number, step: number): void {
+  for (let done = Atomics.load(steps, part); done !== step; done = Atomics.load(steps, part)) {
+    if (Atomics.load(steps, steps.length - 1) !== 0) {
+      throw new Error("perplexityBlockwise(): the pass failed elsewhere");
+    }
+    Atomics.wait(steps, part, done, 1000);
+  }
+}
+
+/** A block's weights with `f` applied to each array. */
+function mapLayer(lw: LayerWeights, f: (a: Float32Array) => Float32Array): LayerWeights {
+  return Object.fromEntries(
+    Object.entries(lw).map(([k, a]) => [k, f(a)]),
+  ) as unknown as LayerWeights;
+}
+
+/**
+ * The packed linears of `src` when it is a quantized model file whose
+ * activations go through integer W×A products (every linear uniform, `act`
+ * quantizing activations), else null (fake quantization).
+ */
+function integerLinears(
+  src: WeightSource,
+  act: ActQuantConfig,
+): ((key: string) => QuantizedLinear) | null {
   const file = src as Partial<QuantizedModelReader>;
   const linear = file.linear;
-  if (
-    act.abits < ACT_OFF_BITS && linear && file.layouts && file.layouts.size > 0 &&
-    [...file.layouts.values()].every(isIntLinear)
-  ) {
-    return intActQuantHooks(act, src.config, seqlen, new IntWeights((k) => linear(k), 1));
-  }
-  return actQuantHooks(act, src.config, seqlen);
+  const integer = act.abits < ACT_OFF_BITS && linear && file.layouts && file.layouts.size > 0 &&
+    [...file.layouts.values()].every(isIntLinear);
+  return integer ? (key) => linear.call(src, key) : null;
 }

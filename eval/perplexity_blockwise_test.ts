@@ -4,7 +4,10 @@ import { openHfWeights } from "../model/hf.ts";
 import { writeHfCheckpoint } from "../model/_convert_testing.ts";
 import { sharedData } from "../datasets/testing.ts";
 import { tempDir } from "../datasets/_testing.ts";
-import { evalSet, weights } from "./_ppl_testing.ts";
+import { evalSet, quantContext, weights } from "./_ppl_testing.ts";
+import { quantizeModel } from "./pipeline.ts";
+import { defaultSpec, saveQuantized } from "../quant/methods.ts";
+import { openQuantizedModel } from "../quant/qmodel.ts";
 import { perplexity } from "./perplexity.ts";
 import { perplexityBlockwise } from "./perplexity_blockwise.ts";
 import { cli } from "./cli/_testing.ts";
@@ -25,6 +28,87 @@ Deno.test("perplexityBlockwise() gives perplexity()'s window nll bit for bit, in
       assert.equal(r.ppl, whole.ppl);
     }
   }
+});
+
+Deno.test("perplexityBlockwise() on workers gives the single thread's window nll bit for bit, each block read once per chunk", async () => {
+  for (const actQuant of [null, { abits: 4, kvBits: 6, bitBalance: false }]) {
+    const one = await perplexityBlockwise(memoryWeightSource(weights), set.tokens, {
+      seqlen: 128,
+      limit: 7,
+      chunk: 4,
+      actQuant,
+    });
+    const shapes = actQuant ? [[2, 3]] : [[2, 4], [2, 3], [3, 2], [2, 1]]; // [workers, chunk]
+    for (const [workers, chunk] of shapes) {
+      const read: number[] = [];
+      const src = memoryWeightSource(weights);
+      const counting = { ...src, layer: (l: number) => (read.push(l), src.layer(l)) };
+      const progress: number[] = [];
+      const r = await perplexityBlockwise(counting, set.tokens, {
+        seqlen: 128,
+        limit: 7,
+        chunk,
+        workers,
+        actQuant,
+        onProgress: (done) => progress.push(done),
+      });
+      const label = `${workers} workers, chunk ${chunk}, ${JSON.stringify(actQuant)}`;
+      assert.deepEqual(r.windowNll, one.windowNll, label);
+      assert.equal(r.ppl, one.ppl, label);
+      const chunks = Math.ceil(7 / chunk);
+      assert.deepEqual(read, Array.from({ length: chunks * 5 }, (_, i) => i % 5), label);
+      assert.deepEqual(
+        progress,
+        Array.from({ length: chunks }, (_, i) => Math.min(7, (i + 1) * chunk)),
+      );
+    }
+  }
+});
+
+Deno.test("perplexityBlockwise() on workers, of a quantized file with quantized activations (integer W×A linears), equals perplexity() of the loaded model", async () => {
+  const q = await quantizeModel(
+    weights,
+    { ...defaultSpec("rtn", 4), abits: 8 },
+    await quantContext("stories260K-test"),
+  );
+  const opts = { seqlen: 128, limit: 5, actQuant: q.actQuant };
+  const loaded = await perplexity(q.weights, set.tokens, { ...opts, linears: q.linears });
+  await using tmp = await tempDir("sqb-ppl-blockwise-int-");
+  await saveQuantized(`${tmp.path}/m.sqbq`, q, { path: "stories260K.bin", sha256: "0" });
+  using file = openQuantizedModel(`${tmp.path}/m.sqbq`);
+  for (const workers of [0, 2]) {
+    const r = await perplexityBlockwise(file, set.tokens, { ...opts, chunk: 3, workers });
+    assert.deepEqual(r.windowNll, loaded.windowNll, `${workers} workers`);
+  }
+});
+
+Deno.test("perplexityBlockwise() on workers fails with the error of a bad token or an unreadable block, and stops", async () => {
+  const bad = set.tokens.slice(0, 5 * 128);
+  bad[3 * 128 + 7] = 100000;
+  await assert.rejects(
+    () =>
+      perplexityBlockwise(memoryWeightSource(weights), bad, { seqlen: 128, chunk: 4, workers: 2 }),
+    (e: Error) =>
+      e instanceof RangeError &&
+      /token 100000 at position 7 is outside the vocabulary/.test(e.message),
+  );
+  class ReadError extends Error {}
+  const src = memoryWeightSource(weights);
+  const broken = {
+    ...src,
+    layer(l: number) {
+      if (l === 3) throw new ReadError("block 3 is unreadable");
+      return src.layer(l);
+    },
+  };
+  await assert.rejects(
+    () => perplexityBlockwise(broken, set.tokens, { seqlen: 128, limit: 4, chunk: 4, workers: 2 }),
+    (e: Error) => e instanceof ReadError && e.message === "block 3 is unreadable",
+  );
+  await assert.rejects(
+    () => perplexityBlockwise(src, set.tokens, { seqlen: 128, workers: -1 }),
+    /workers must be an integer ≥ 0, got -1/,
+  );
 });
 
 Deno.test("perplexityBlockwise() reads an fp16 checkpoint one block at a time with its whole-model perplexity", async () => {

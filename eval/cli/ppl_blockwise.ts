@@ -19,6 +19,7 @@ import type { WeightSource } from "../../model/weight_source.ts";
 import { perplexityBlockwise } from "../perplexity_blockwise.ts";
 import { evalSetNeed, openModelFromOptions } from "./load.ts";
 import { CliError, int, str } from "./options.ts";
+import { workersOf } from "./quant_options.ts";
 import { Progress } from "./progress.ts";
 import { pplResultRow } from "./ppl_result.ts";
 
@@ -95,6 +96,7 @@ export async function pplBlockwise(
       seqlen,
       limit,
       chunk,
+      workers: workersOf(values),
       actQuant: q?.actQuant,
       label: `${file ?? model.name} ${variant}`,
       onProgress: (d) => bar.update(d),

@@ -315,6 +315,7 @@ async function runUnit(model: LoadedModel, plan: Plan, unit: Unit, c: UnitContex
           {
             seqlen: plan.seqlen,
             limit: p.identity.windows,
+            workers: c.workers,
             actQuant: q?.actQuant,
             onProgress: (n) => bar.update(n),
             label,
