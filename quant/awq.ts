@@ -38,11 +38,14 @@
  *  5. Every linear is quantized with pseudo_quantize_tensor
  *     ({@linkcode awqQuantizeTensor}).
  *
- * Work, against the official protocol (checked step by step): one
- * collection pass per block (run_awq's `inps = layer(inps)` with the
- * feature hooks), which also records the attention and FFN sub-blocks'
- * outputs, the `org_out` of every scale search (the official code
- * recomputes it once per group; the numbers are the same); then per scaled
+ * Work, against the official protocol (checked step by step): the
+ * collection (run_awq's `inps = layer(inps)` with the feature hooks), in
+ * three stages per block ({@linkcode FEATURE_STAGES}: the attention's
+ * features, then the FFN's from the stream after the attention, then w2's
+ * input, the FFN's up-projection computed a second time), which also
+ * records the attention and FFN sub-blocks' outputs, the `org_out` of every
+ * scale search (the official code recomputes it once per group; the
+ * numbers are the same); then per scaled
  * group `n_grid` = 20 evaluations of the inspected module (self_attn for
  * q/k/v, o_proj for v→o, mlp for gate/up, down_proj for down) on every
  * calibration token, as `_search_module_scale`; per clipped linear
@@ -71,6 +74,14 @@
  * about 3 ms each on one core of the CI host: about 20 s of CPU, more than
  * GPTQ's whole run there; the attention kernel (model/wasm/kernels.wat
  * `attention_hs8`) sets AWQ's floor.
+ *
+ * Memory: a stage's features are dropped once its groups are searched (the
+ * clip search keeps only its sampled tokens), so at most the block's inputs
+ * and one stage's features are alive: at LLaMA-7B (dim 4096, hidden 11008)
+ * with N = 35k calibration tokens, w2's input and the FFN output, 2.1 GB,
+ * where holding every feature of the block took 4.4 GB (measured at dim 256,
+ * hidden 640, N = 35,328: peak RSS 388 → 243 MiB). run_awq itself holds
+ * every feature of the block (on the GPU).
  *
  * Features: the block's calibration features (the inputs of the scaled
  * groups, the sub-blocks' outputs, mean |x| per channel) come from an
@@ -584,6 +595,31 @@ const FEATURE_LINEAR: Record<AwqFeatureName, LinearName> = {
   ffnOut: "w2",
 };
 
+/**
+ * A stage of {@linkcode AwqRun.block}'s feature collection: where the
+ * residual stream stands, the features fetched, and the sub-block output
+ * added to the stream once the stage's groups are searched.
+ */
+export interface FeatureStage {
+  from: AwqFeatureRequest["from"];
+  want: readonly AwqFeatureName[];
+  residual?: "attnOut" | "ffnOut";
+}
+
+/**
+ * The stages, in the block's order: the attention's features (the q/k/v
+ * and wv→wo groups share attnOut as org_out; woIn is fetched also under
+ * grouped-query attention, for wo's clip search); the FFN's norm output and
+ * output (w1/w3 group); w2's input and the FFN's output again (w3→w2 group;
+ * recomputed rather than kept, so that ffnIn and w2In are never alive
+ * together).
+ */
+export const FEATURE_STAGES: readonly FeatureStage[] = [
+  { from: "input", want: ["attnIn", "woIn", "attnOut"], residual: "attnOut" },
+  { from: "attention", want: ["ffnIn", "ffnOut"] },
+  { from: "attention", want: ["w2In", "ffnOut"], residual: "ffnOut" },
+];
+
 /** The token layout of windows x [T_j, dim]. */
 export function featureLayout(c: LlamaConfig, x: Float32Array[]): FeatureLayout {
   const lengths = x.map((xj) => xj.length / c.dim);
@@ -884,7 +920,7 @@ export function searchSse(
   c: LlamaConfig,
   lw: LayerWeights,
   prevOp: AwqPrevOp,
-  f: BlockFeatures,
+  f: SomeFeatures,
   trial: Float32Array,
   nk: number,
   s: RunState,
@@ -894,7 +930,7 @@ export function searchSse(
   const kv = kvDim(c), hs = headSize(c);
   const g = scaleGroup(prevOp);
   const { rows, cols } = stackedShape(c, g);
-  const x = f[g.input], org = f[g.output];
+  const x = feature(f, g.input), org = feature(f, g.output);
   const sse = new Float64Array(nk);
   /** Rows row0 .. row0 + r − 1 of ratio k's stacked trial weights: [r, cols]. */
   const trialOf = (k: number, row0: number, r: number) =>
@@ -935,11 +971,18 @@ export function searchSse(
   return sse;
 }
 
+/** Feature `name` of f; a missing one is a bug of the caller (named). */
+function feature(f: SomeFeatures, name: AwqFeatureName): Float32Array {
+  const a = f[name];
+  if (!a) throw new TypeError(`awq: the features lack ${name}`);
+  return a;
+}
+
 /** The inspected module's output width, and the activation scales of one group. */
-function groupSetup(c: LlamaConfig, prevOp: AwqPrevOp, f: BlockFeatures) {
+function groupSetup(c: LlamaConfig, prevOp: AwqPrevOp, f: SomeFeatures) {
   const g = scaleGroup(prevOp);
   const inWidth = linearShape(c, g.linears[0])[1];
-  return { g, width: c.dim, xMax: actScale(f[g.input], f.N, inWidth) };
+  return { g, width: c.dim, xMax: actScale(feature(f, g.input), f.N, inWidth) };
 }
 
 /**
@@ -952,7 +995,7 @@ function ratioLosses(
   c: LlamaConfig,
   lw: LayerWeights,
   prevOp: AwqPrevOp,
-  f: BlockFeatures,
+  f: SomeFeatures,
   xMax: Float32Array,
   grid: AwqSearchGrid,
   k0: number,
@@ -1011,7 +1054,7 @@ export function searchGroupScale(
   lw: LayerWeights,
   layer: number,
   group: { prevOp: AwqPrevOp; linears: LinearName[] },
-  f: BlockFeatures,
+  f: SomeFeatures,
   s: RunState,
   grid: AwqSearchGrid,
 ): AwqScaleSearch {
@@ -1051,13 +1094,14 @@ export function applyScale(
     const [rows, cols] = linearShape(c, name);
     scaleColumns(lw[name], rows, cols, sc);
   }
-  if (f) {
-    const g = SCALE_GROUPS.find((x) => x.prevOp === r.prevOp)!;
-    const x = f[g.input];
-    const width = sc.length;
-    for (let t = 0; t < f.N; t++) {
-      for (let i = 0; i < width; i++) x[t * width + i] /= sc[i];
-    }
+  if (f) divideFeature(f[scaleGroup(r.prevOp).input], f.N, sc);
+}
+
+/** x [N, width] with column i divided by sc[i] (in place): apply_scale's input_feat division. */
+function divideFeature(x: Float32Array, N: number, sc: Float32Array): void {
+  const width = sc.length;
+  for (let t = 0; t < N; t++) {
+    for (let i = 0; i < width; i++) x[t * width + i] /= sc[i];
   }
 }
 
@@ -1205,7 +1249,8 @@ export type AwqPassInit =
     layer: number;
     /** The block's original weights. */
     lw: LayerWeights;
-    f: BlockFeatures;
+    /** The features of the pass's groups (inputs and outputs). */
+    f: SomeFeatures;
     /** Mean |x| per channel of the groups' inputs. */
     xMax: Partial<Record<AwqInputName, Float32Array>>;
     maxT: number;
@@ -1215,7 +1260,7 @@ export type AwqPassInit =
   | {
     kind: "clip";
     /** Sampled inputs of the clipped linears, by input name. */
-    sampled: Partial<Record<ScaleGroup["input"], { x: Float32Array; n: number }>>;
+    sampled: Partial<Record<AwqInputName, { x: Float32Array; n: number }>>;
     bits: number;
     groupSize: number | null;
     sym: boolean;
@@ -1408,25 +1453,29 @@ export class AwqSequential {
     }
     this.#next++;
     const steps = this.run.block(l, lw, x);
+    // No local names a step: a finished stage's features must not outlive it.
     for (let r = steps.next();;) {
       if (r.done) return r.value;
-      if ("request" in r.value) {
-        r = steps.next(await this.run.source.features(r.value.request));
-        continue;
-      }
-      const pass = r.value;
-      await runTasks({
-        name: "AWQ",
-        worker: new URL("./awq_worker.ts", import.meta.url),
-        handler: awqTasks,
-        workers: this.#workers,
-        init: pass.init,
-        tasks: pass.tasks.length,
-        task: (k) => pass.tasks[k],
-        onResult: (k, result) => pass.onResult(k, result),
-      });
-      r = steps.next();
+      r = steps.next(
+        "request" in r.value
+          ? await this.run.source.features(r.value.request)
+          : await this.#runPass(r.value),
+      );
     }
+  }
+
+  /** Runs a pass's tasks on the workers. */
+  async #runPass(pass: AwqPass): Promise<undefined> {
+    await runTasks({
+      name: "AWQ",
+      worker: new URL("./awq_worker.ts", import.meta.url),
+      handler: awqTasks,
+      workers: this.#workers,
+      init: pass.init,
+      tasks: pass.tasks.length,
+      task: (k) => pass.tasks[k],
+      onResult: (k, result) => pass.onResult(k, result),
+    });
   }
 
   /** Timings and facts of the blocks done so far. */
@@ -1440,23 +1489,25 @@ function runPasses(
   steps: Generator<AwqStep, AwqBlock, AwqFeatureSet | undefined>,
   source: AwqFeatureSource,
 ): AwqBlock {
+  const features = (request: AwqFeatureRequest) => {
+    const set = source.features(request);
+    if (set instanceof Promise) {
+      throw new TypeError(
+        "awqQuantizeModel() runs on this thread: an asynchronous feature source needs " +
+          "awqQuantizeModelParallel() or AwqSequential",
+      );
+    }
+    return set;
+  };
+  const runPass = (pass: AwqPass) => {
+    const run = awqTasks.setup(pass.init);
+    pass.tasks.forEach((t, k) => pass.onResult(k, run(t, () => {})));
+    return undefined;
+  };
+  // No local names a step: a finished stage's features must not outlive it.
   for (let r = steps.next();;) {
     if (r.done) return r.value;
-    const step = r.value;
-    if ("request" in step) {
-      const set = source.features(step.request);
-      if (set instanceof Promise) {
-        throw new TypeError(
-          "awqQuantizeModel() runs on this thread: an asynchronous feature source needs " +
-            "awqQuantizeModelParallel() or AwqSequential",
-        );
-      }
-      r = steps.next(set);
-      continue;
-    }
-    const run = awqTasks.setup(step.init);
-    step.tasks.forEach((t, k) => step.onResult(k, run(t, () => {})));
-    r = steps.next();
+    r = steps.next("request" in r.value ? features(r.value.request) : runPass(r.value));
   }
 }
 
@@ -1569,117 +1620,82 @@ export class AwqRun {
 
   /**
    * AWQ of block `l` (weights `orig`, not modified; `hidden` its inputs per
-   * window, advanced in place to block l+1's): yields each search pass (the
+   * window, advanced in place to block l+1's): yields each feature request
+   * (the driver hands back the source's answer) and each search pass (the
    * driver runs its tasks and hands back the results in order), returns the
    * block.
+   *
+   * Memory: the features are fetched one stage at a time
+   * ({@linkcode FEATURE_STAGES}) and dropped once its groups are searched,
+   * keeping only the clip search's sampled tokens; so at most the block's
+   * inputs and one stage's features are alive (at LLaMA-7B's width the FFN
+   * stages, w2's input [N, hiddenDim] and the FFN's output [N, dim]), not
+   * every feature of the block. The numbers are those of run_awq's one
+   * collection pass: every stage runs the full-precision block's own code on
+   * the same inputs (the FFN stages on the stream after the attention, which
+   * is also the block's own sum), the searches use the original weights and
+   * features, and apply_scale's division of the features is applied to the
+   * sampled tokens instead (the same division of the same values).
    */
   *block(
     l: number,
     orig: LayerWeights,
     hidden: Float32Array[],
   ): Generator<AwqStep, AwqBlock, AwqFeatureSet | undefined> {
-    const { c, stats, nGrid } = this;
+    const { c, stats } = this;
     const t0 = performance.now();
-    let t = t0;
     const layout = featureLayout(c, hidden);
-    const request: AwqFeatureRequest = {
-      layer: l,
-      lw: orig,
-      x: hidden,
-      from: "input",
-      want: AWQ_FEATURES,
-      alloc: allocator(this.shared),
-    };
-    const got = checkFeatureSet(c, request, layout.N, (yield { request })!);
-    const f = { ...layout, ...got.features } as BlockFeatures;
-    // run_awq's `inps = layer(inps)`: the full-precision block's outputs.
-    addResidual(c, hidden, f, f.attnOut);
-    addResidual(c, hidden, f, f.ffnOut);
-    stats.collectSeconds += since(t);
-    stats.tokens = f.N;
+    stats.tokens = layout.N;
+    const groups = this.autoScale ? scaleGroups(c) : [];
+    if (this.autoScale && !groups.some((g) => g.prevOp === "wv")) {
+      const v = linearShape(c, "wv"), o = linearShape(c, "wo");
+      stats.skipped.push(
+        `layers.${l}: wv→wo not scaled: wv is [${v}], wo is [${o}] (grouped-query attention)`,
+      );
+    }
+    let passLw = orig;
+    if (this.shared && this.autoScale) {
+      passLw = { ...orig };
+      for (const name of LINEAR_NAMES) passLw[name] = sharedCopy(orig[name]);
+    }
 
-    // auto_scale_block on the original weights, then apply_scale on a copy.
-    t = performance.now();
+    // run_awq's feature collection and auto_scale_block on the original
+    // weights, stage by stage; `inps = layer(inps)` as the stages go.
+    const scales: AwqScaleSearch[] = [];
+    const sampled: Partial<Record<AwqInputName, { x: Float32Array; n: number }>> = {};
+    for (const stage of FEATURE_STAGES) {
+      const done = yield* this.#stage(l, orig, passLw, hidden, layout, stage, groups);
+      scales.push(...done.scales);
+      Object.assign(sampled, done.sampled);
+    }
+
+    // apply_scale on a copy of the weights (and on the sampled features).
     const lw: LayerWeights = {
       ...orig,
       attnNorm: orig.attnNorm.slice(),
       ffnNorm: orig.ffnNorm.slice(),
     };
     for (const name of LINEAR_NAMES) lw[name] = orig[name].slice();
-    const scales: AwqScaleSearch[] = [];
-    if (this.autoScale) {
-      const groups = scaleGroups(c);
-      if (!groups.some((g) => g.prevOp === "wv")) {
-        const v = linearShape(c, "wv"), o = linearShape(c, "wo");
-        stats.skipped.push(
-          `layers.${l}: wv→wo not scaled: wv is [${v}], wo is [${o}] (grouped-query attention)`,
-        );
-      }
-      const histories = groups.map(() => new Float64Array(nGrid));
-      const tasks: AwqTask[] = [], taskGroup: number[] = [];
-      groups.forEach((g, gi) => {
-        const nk = ratiosPerTask(c, scaleGroup(g.prevOp), this.maxT, nGrid);
-        for (let k0 = 0; k0 < nGrid; k0 += nk) {
-          tasks.push({ kind: "scale", prevOp: g.prevOp, k0, k1: Math.min(nGrid, k0 + nk) });
-          taskGroup.push(gi);
-        }
-      });
-      let passLw = orig;
-      if (this.shared) {
-        passLw = { ...orig };
-        for (const name of LINEAR_NAMES) passLw[name] = sharedCopy(orig[name]);
-      }
-      yield {
-        init: {
-          kind: "scale",
-          config: c,
-          layer: l,
-          lw: passLw,
-          f,
-          xMax: got.xMax,
-          maxT: this.maxT,
-          grid: {
-            bits: this.bits,
-            groupSize: this.groupSize,
-            sym: this.sym,
-            bitBalance: this.bitBalance,
-          },
-          nGrid,
-        },
-        tasks,
-        onResult: (i, losses) => {
-          const gi = taskGroup[i], task = tasks[i] as { k0: number; k1: number };
-          histories[gi].set(losses as Float64Array, task.k0);
-          for (let k = task.k0; k < task.k1; k++) {
-            this.#tick(`awq layers.${l} scale ${groups[gi].linears.join(",")}`);
-          }
-        },
-      };
-      groups.forEach((g, gi) => {
-        const sg = scaleGroup(g.prevOp);
-        scales.push(pickRatio(l, sg, got.xMax[sg.input]!, histories[gi]));
-      });
-      for (const r of scales) applyScale(c, lw, r, f);
+    for (const r of scales) {
+      applyScale(c, lw, r);
+      const x = sampled[scaleGroup(r.prevOp).input];
+      if (x) divideFeature(x.x, x.n, r.scales);
     }
-    stats.scaleSeconds += since(t);
     this.opts.log?.(
       `awq: layers.${l} scales: ` +
         (scales.map((r) => `${r.linears.join(",")} ratio ${r.ratio}`).join("; ") || "off"),
     );
 
     // auto_clip_block + apply_clip.
-    t = performance.now();
+    let t = performance.now();
     const clips: AwqClip[] = [];
     if (this.autoClip) {
-      const sampled: Partial<Record<ScaleGroup["input"], { x: Float32Array; n: number }>> = {};
       const tasks: AwqTask[] = [];
       const owner: { name: LinearName; firstRow: number; last: boolean }[] = [];
       const maxVals = new Map<LinearName, Float32Array>();
       for (const name of CLIP_LINEARS) {
         const [rows, cols] = linearShape(c, name);
-        const key = INPUT_OF[name];
-        sampled[key] ??= sampleTokens(f[key], f.N, cols, this.nSampleTokens);
-        stats.clipTokens = sampled[key]!.n;
+        stats.clipTokens = sampled[INPUT_OF[name]]!.n;
         maxVals.set(name, new Float32Array(rows * (cols / this.grid(cols).groupSize)));
         const chunk = Math.ceil(rows / CLIP_TASKS_PER_LINEAR);
         for (let r0 = 0; r0 < rows; r0 += chunk) {
@@ -1702,7 +1718,7 @@ export class AwqRun {
           groupSize: this.groupSize,
           sym: this.sym,
           bitBalance: this.bitBalance,
-          nGrid,
+          nGrid: this.nGrid,
           maxShrink: this.maxShrink,
         },
         tasks,
@@ -1751,5 +1767,108 @@ export class AwqRun {
       `awq: layers.${l} done (${clips.reduce((a, x) => a + x.clipped, 0)} groups clipped)`,
     );
     return { weights: lw, linears, scales, clips };
+  }
+
+  /**
+   * One stage of {@linkcode AwqRun.block}: fetches its features, samples the
+   * clip search's tokens of its inputs, searches the scale groups whose
+   * input it holds, and adds its sub-block's output to the residual stream.
+   * Its features are dropped when it returns.
+   */
+  *#stage(
+    l: number,
+    orig: LayerWeights,
+    passLw: LayerWeights,
+    hidden: Float32Array[],
+    layout: FeatureLayout,
+    stage: FeatureStage,
+    groups: { prevOp: AwqPrevOp }[],
+  ): Generator<
+    AwqStep,
+    {
+      scales: AwqScaleSearch[];
+      sampled: Partial<Record<AwqInputName, { x: Float32Array; n: number }>>;
+    },
+    AwqFeatureSet | undefined
+  > {
+    const { c, stats } = this;
+    let t = performance.now();
+    const request: AwqFeatureRequest = {
+      layer: l,
+      lw: orig,
+      x: hidden,
+      from: stage.from,
+      want: stage.want,
+      alloc: allocator(this.shared),
+    };
+    const got = checkFeatureSet(c, request, layout.N, (yield { request })!);
+    const f: SomeFeatures = { ...layout, ...got.features };
+    const sampled: Partial<Record<AwqInputName, { x: Float32Array; n: number }>> = {};
+    if (this.autoClip) {
+      for (const name of Object.keys(got.xMax) as AwqInputName[]) {
+        sampled[name] = sampleTokens(f[name]!, f.N, featureWidth(c, name), this.nSampleTokens);
+      }
+    }
+    stats.collectSeconds += since(t);
+    t = performance.now();
+    const mine = groups.filter((g) => stage.want.includes(scaleGroup(g.prevOp).input));
+    const scales = mine.length > 0 ? yield* this.#scalePass(l, passLw, f, got.xMax, mine) : [];
+    stats.scaleSeconds += since(t);
+    // run_awq's `inps = layer(inps)`: the full-precision block's residual additions.
+    if (stage.residual) addResidual(c, hidden, layout, f[stage.residual]!);
+    return { scales, sampled };
+  }
+
+  /**
+   * `_search_module_scale` of `groups` (on the original weights `lw` and
+   * the features f) as one pass of tasks, a few ratios each; returns each
+   * group's choice.
+   */
+  *#scalePass(
+    l: number,
+    lw: LayerWeights,
+    f: SomeFeatures,
+    xMax: Partial<Record<AwqInputName, Float32Array>>,
+    groups: { prevOp: AwqPrevOp }[],
+  ): Generator<AwqStep, AwqScaleSearch[], AwqFeatureSet | undefined> {
+    const { c, nGrid } = this;
+    const histories = groups.map(() => new Float64Array(nGrid));
+    const tasks: AwqTask[] = [], taskGroup: number[] = [];
+    groups.forEach((g, gi) => {
+      const nk = ratiosPerTask(c, scaleGroup(g.prevOp), this.maxT, nGrid);
+      for (let k0 = 0; k0 < nGrid; k0 += nk) {
+        tasks.push({ kind: "scale", prevOp: g.prevOp, k0, k1: Math.min(nGrid, k0 + nk) });
+        taskGroup.push(gi);
+      }
+    });
+    yield {
+      init: {
+        kind: "scale",
+        config: c,
+        layer: l,
+        lw,
+        f,
+        xMax,
+        maxT: this.maxT,
+        grid: {
+          bits: this.bits,
+          groupSize: this.groupSize,
+          sym: this.sym,
+          bitBalance: this.bitBalance,
+        },
+        nGrid,
+      },
+      tasks,
+      onResult: (i, losses) => {
+        const gi = taskGroup[i], task = tasks[i] as { k0: number; k1: number };
+        histories[gi].set(losses as Float64Array, task.k0);
+        const what = `awq layers.${l} scale ${scaleGroup(groups[gi].prevOp).linears.join(",")}`;
+        for (let k = task.k0; k < task.k1; k++) this.#tick(what);
+      },
+    };
+    return groups.map((g, gi) => {
+      const sg = scaleGroup(g.prevOp);
+      return pickRatio(l, sg, xMax[sg.input]!, histories[gi]);
+    });
   }
 }
