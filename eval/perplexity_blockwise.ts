@@ -125,6 +125,14 @@ export async function perplexityBlockwise(
   };
   const stepsPerChunk = c.nLayers + 2; // embed, the blocks, head
   const chunks = Math.ceil(windows / chunk);
+  /** Task k: step `stage` of the chunk from window w0, on its part's windows w0 + from … w0 + to − 1. */
+  const where = (k: number) => {
+    const part = k % parts, step = (k - part) / parts;
+    const stage = step % stepsPerChunk, w0 = ((step - stage) / stepsPerChunk) * chunk;
+    const m = Math.min(windows, w0 + chunk) - w0; // windows of the chunk
+    const from = Math.floor((part * m) / parts), to = Math.floor(((part + 1) * m) / parts);
+    return { step, part, stage, w0, from, to };
+  };
   let read: // block l of this chunk
     | { step: number; weights: LayerWeights; linears: Map<string, QuantizedLinear> | null }
     | undefined;
@@ -138,39 +146,32 @@ export async function perplexityBlockwise(
       init,
       tasks: chunks * stepsPerChunk * parts,
       task(k) {
-        const part = k % parts, step = (k - part) / parts;
-        const s = step % stepsPerChunk, w0 = ((step - s) / stepsPerChunk) * chunk;
-        const m = Math.min(windows, w0 + chunk) - w0; // windows of the chunk
-        const from = Math.floor((part * m) / parts), to = Math.floor(((part + 1) * m) / parts);
+        const { step, part, stage, w0, from, to } = where(k);
         const at = { step, part, from, count: to - from };
-        if (s === 0 || s === stepsPerChunk - 1) {
+        if (stage === 0 || stage === stepsPerChunk - 1) {
           const text = tokens.slice((w0 + from) * seqlen, (w0 + to) * seqlen);
-          return { ...at, stage: s === 0 ? "embed" : "head", tokens: text };
+          return { ...at, stage: stage === 0 ? "embed" : "head", tokens: text };
         }
-        const l = s - 1;
+        const l = stage - 1;
         if (read?.step !== step) {
           const lw = src.layer(l);
+          const key = (name: string) => `layers.${l}.${name}`;
           read = {
             step,
             weights: workers > 0 ? mapLayer(lw, own) : lw,
-            linears: linear &&
-              new Map(
-                LINEAR_NAMES.map((name) => [`layers.${l}.${name}`, linear(`layers.${l}.${name}`)]),
-              ),
+            linears: linear && new Map(LINEAR_NAMES.map((name) => [key(name), linear(key(name))])),
           };
         }
         return { ...at, stage: "block", layer: l, weights: read.weights, linears: read.linears };
       },
-      onResult(k, r) {
-        if (!r) return;
-        const part = k % parts, step = (k - part) / parts;
-        const w0 = Math.floor(step / stepsPerChunk) * chunk;
-        const from = w0 + Math.floor((part * Math.min(windows - w0, chunk)) / parts);
-        r.forEach((v, i) => {
-          nll[from + i] = v;
-          checkWindowLoss(v / seqlen, from + i, seqlen, opts.label); // stop at the first bad window
+      onResult(k, nllOfPart) {
+        if (!nllOfPart) return; // not a head step
+        const { part, w0, from, to } = where(k);
+        nllOfPart.forEach((v, i) => {
+          nll[w0 + from + i] = v;
+          checkWindowLoss(v / seqlen, w0 + from + i, seqlen, opts.label); // stop at the first bad window
         });
-        if (part === parts - 1) opts.onProgress?.(from + r.length, windows, "windows");
+        if (part === parts - 1) opts.onProgress?.(w0 + to, windows, "windows");
       },
     });
   } finally {
