@@ -218,7 +218,9 @@ export async function benchScale(opts: BenchScaleOptions): Promise<ScaleResult> 
       const t0 = performance.now();
       const bytes = writeSyntheticCheckpoint(dir, config, what);
       Deno.writeTextFileSync(done, `${bytes}\n`);
-      writeSeconds += (performance.now() - t0) / 1000;
+      const seconds = (performance.now() - t0) / 1000;
+      log(`  ${size(bytes)} in ${seconds.toFixed(1)} s`);
+      writeSeconds += seconds;
     }
   }
   const fill: Record<string, string> = {
