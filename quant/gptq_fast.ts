@@ -175,6 +175,8 @@ export class GptqFast {
   nsamples = 0;
   /** Σ xᵀx [columns, columns], upper triangle, float64. Null once consumed. */
   private S: Float64Array | null;
+  /** Whether S holds only zeros (nothing accumulated yet): the first rows' sums are stored, not added. */
+  private sZero = true;
   private pending: Float32Array[] = []; // rows of x not yet in S, each [N_i, columns]
   private pendingRows = 0;
 
@@ -221,12 +223,11 @@ export class GptqFast {
     if (!(samples > 0)) {
       throw new RangeError(`GptqFast.addBatch(): samples must be > 0, got ${samples}`);
     }
-    for (let i = 0; i < x.length; i++) {
-      if (!Number.isFinite(x[i])) {
-        throw new RangeError(
-          `GptqFast.addBatch(): input row ${Math.floor(i / n)} has a non-finite value ${x[i]}`,
-        );
-      }
+    if (!allFinite(x)) {
+      const i = x.findIndex((v) => !Number.isFinite(v));
+      throw new RangeError(
+        `GptqFast.addBatch(): input row ${Math.floor(i / n)} has a non-finite value ${x[i]}`,
+      );
     }
     this.nsamples += samples;
     if (N === 0) return;
@@ -269,6 +270,7 @@ export class GptqFast {
       throw new RangeError(`GptqFast.fromHessian(): nsamples must be > 0, got ${nsamples}`);
     }
     const S = g.S!, f = nsamples / 2; // S = nsamples/2 · H
+    g.sZero = false;
     for (let i = 0; i < cols; i++) {
       for (let j = i; j < cols; j++) S[i * cols + j] = f * H[i * cols + j];
     }
@@ -289,6 +291,7 @@ export class GptqFast {
       parallelMinMacs: this.parallelMinMacs,
     });
     g.S!.set(this.live("copyFor()"));
+    g.sZero = this.sZero;
     g.nsamples = this.nsamples;
     return g;
   }
@@ -530,13 +533,9 @@ export class GptqFast {
   private accumulate(x: Float32Array, _workers: 0): void {
     const S = this.live("addBatch()");
     const n = this.columns, N = x.length / n;
-    addUpper(
-      S,
-      n,
-      hessianRows(gptqKernels("GptqFast.addBatch()"), x, N, n, 0, ceil8(n), false),
-      0,
-      ceil8(n),
-    );
+    const C = hessianRows(gptqKernels("GptqFast.addBatch()"), x, N, n, 0, ceil8(n), false);
+    addUpper(S, n, C, 0, ceil8(n), this.sZero);
+    this.sZero = false;
   }
 
   /** S += xᵀx, the rows of H split over `workers` threads. */
@@ -555,8 +554,9 @@ export class GptqFast {
       init: { kind: "hessian", x: xs, N, n },
       tasks: bounds.length - 1,
       task: (t) => ({ kind: "hessian", i0: bounds[t], i1: bounds[t + 1] }),
-      onResult: (t, r) => addUpper(S, n, r as Float32Array, bounds[t], bounds[t + 1]),
+      onResult: (t, r) => addUpper(S, n, r as Float32Array, bounds[t], bounds[t + 1], this.sZero),
     });
+    this.sZero = false;
   }
 
   private live(fn: string): Float64Array {
@@ -565,6 +565,23 @@ export class GptqFast {
     }
     return this.S;
   }
+}
+
+/**
+ * Whether every value of x is finite: Σ 0·x[i] is NaN exactly when one is
+ * infinite or NaN (four independent sums: no branch per value).
+ */
+function allFinite(x: Float32Array): boolean {
+  let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  const n4 = x.length & ~3;
+  for (let i = 0; i < n4; i += 4) {
+    s0 += 0 * x[i];
+    s1 += 0 * x[i + 1];
+    s2 += 0 * x[i + 2];
+    s3 += 0 * x[i + 3];
+  }
+  for (let i = n4; i < x.length; i++) s0 += 0 * x[i];
+  return Number.isFinite(s0 + s1 + s2 + s3);
 }
 
 /** A Float32Array of `n` zeros, on a SharedArrayBuffer when `shared` (handed to workers without a copy). */
@@ -592,13 +609,27 @@ function equalAreaRows(np: number, parts: number): number[] {
 
 /**
  * S[i0 + r, i0 + j] += C[r, j] for j ≥ r inside the n × n upper triangle;
- * C [i1 − i0, np − i0] from {@linkcode hessianRows}.
+ * C [i1 − i0, np − i0] from {@linkcode hessianRows}. When S holds only
+ * zeros (`zero`), C is stored instead (a native conversion, and S's fresh
+ * pages are written without being read first): the same numbers, as C never
+ * holds −0 (its sums are added to a zeroed C: +0 + x) and 0 + c = c.
  */
-function addUpper(S: Float64Array, n: number, C: Float32Array, i0: number, i1: number): void {
+function addUpper(
+  S: Float64Array,
+  n: number,
+  C: Float32Array,
+  i0: number,
+  i1: number,
+  zero: boolean,
+): void {
   const J = ceil8(n) - i0;
   for (let i = i0; i < Math.min(i1, n); i++) {
-    const s = S.subarray(i * n + i, i * n + n);
     const c = C.subarray((i - i0) * J + i - i0, (i - i0) * J + n - i0);
+    if (zero) {
+      S.set(c, i * n + i);
+      continue;
+    }
+    const s = S.subarray(i * n + i, i * n + n);
     for (let j = 0; j < s.length; j++) s[j] += c[j];
   }
 }
