@@ -4,31 +4,35 @@
  * `HessianAccumulatorFactory`, so that `gptqQuantizeModelAsync` accumulates
  * H = 2/nsamples · Σ xᵀx of every linear's inputs on the device (quant/
  * must not import kernels/; this adapter lives here); and the whole
- * calibration pass on the GPU ({@linkcode gptqQuantizeModelGpu},
- * {@linkcode gpuActivationStats}): block inputs kept on the device between
- * blocks (kernels/block.ts), only the statistics read back.
+ * calibration pass on the GPU ({@linkcode GptqSequentialGpu} block by block
+ * for the streamed quantize, {@linkcode gptqQuantizeModelGpu} over the whole
+ * model, {@linkcode gpuActivationStats}): block inputs kept on the device
+ * between blocks (kernels/block.ts), only the statistics read back.
  *
  * @module
  */
-import type { Gpu } from "../kernels/device.ts";
+import { type Gpu, OwnedBuffers } from "../kernels/device.ts";
 import { GpuHessian } from "../kernels/hessian.ts";
 import { AbsMeanAccumulator, GpuBlock } from "../kernels/block.ts";
 import type { LayerWeights, LinearName, LlamaConfig, LlamaWeights } from "../model/config.ts";
 import { LINEAR_NAMES, linearKey, linearShape } from "../model/config.ts";
 import { checkBits, dequantize, f32Tensor, type QuantizedLinear } from "../quant/format.ts";
-import { Gptq } from "../quant/gptq.ts";
 import {
   checkWindows,
   embedWindows,
+  type GptqBlockResult,
   type GptqModelOptions,
   type GptqModelResult,
   type GptqModelStats,
+  gptqSolvers,
   type HessianAccumulatorFactory,
+  sharedInput,
   since,
   solveLinear,
   TRUE_SEQUENTIAL_GROUPS,
 } from "../quant/sequential.ts";
 import type { DeviceHessians } from "./pipeline.ts";
+import type { DeviceGptqSequential } from "./quantize_stream.ts";
 
 /** A GPU Hessian factory and the release of whatever it still holds. */
 export interface GpuHessians extends DeviceHessians {
@@ -48,6 +52,15 @@ export interface GpuHessians extends DeviceHessians {
     windows: Int32Array[],
     opts: GptqModelOptions,
   ): Promise<GptqModelResult>;
+  /**
+   * GPTQ's block-by-block pass on this device ({@linkcode GptqSequentialGpu}),
+   * for the streamed quantize (eval/quantize_stream.ts).
+   */
+  gptqSequential(
+    config: LlamaConfig,
+    windows: Int32Array[],
+    opts: GptqModelOptions,
+  ): DeviceGptqSequential;
 }
 
 /**
@@ -91,17 +104,16 @@ export async function gpuHessians(gpu: Gpu): Promise<GpuHessians> {
       live.clear();
     },
     gptqModel: (weights, windows, opts) => gptqQuantizeModelGpu(gpu, weights, windows, opts),
+    gptqSequential: (config, windows, opts) => new GptqSequentialGpu(gpu, config, windows, opts),
   };
   return out;
 }
 
 /**
- * The block inputs of every calibration window on the GPU ([windows, T,
- * dim], from the token embeddings) and one {@linkcode GpuBlock} to run them
- * through: the driver of the two passes below.
+ * The length every window of a GPU pass shares (a block runs over T tokens);
+ * throws a RangeError naming `fn` for bad windows or mixed lengths.
  */
-async function blockPass(gpu: Gpu, weights: LlamaWeights, windows: Int32Array[], fn: string) {
-  const c = weights.config;
+function oneLength(fn: string, windows: Int32Array[], c: LlamaConfig): number {
   const T = checkWindows(fn, windows, c);
   windows.forEach((w, j) => {
     if (w.length !== T) {
@@ -111,31 +123,39 @@ async function blockPass(gpu: Gpu, weights: LlamaWeights, windows: Int32Array[],
       );
     }
   });
-  const bytes = windows.length * T * c.dim * 4;
-  if (bytes > gpu.device.limits.maxBufferSize) {
-    throw new RangeError(
-      `${fn}: the block inputs of ${windows.length} windows of ${T} tokens need ${bytes} bytes, ` +
-        `above the device's maxBufferSize ${gpu.device.limits.maxBufferSize}: use fewer windows`,
-    );
+  return T;
+}
+
+/** The block inputs of every window on the GPU, and the block that runs them. */
+interface BlockPass {
+  /** Block l's inputs, one [T, dim] buffer per window (so no buffer exceeds one window). */
+  inps: GPUBuffer[];
+  block: GpuBlock;
+  release(): void;
+}
+
+/**
+ * Uploads block 0's inputs `x` ([T, dim] per window, the token embeddings)
+ * and makes one {@linkcode GpuBlock} to run them through: the driver of the
+ * passes below.
+ */
+async function blockPass(gpu: Gpu, c: LlamaConfig, x: Float32Array[], T: number) {
+  const owned = new OwnedBuffers(gpu.pool);
+  try {
+    const inps = x.map((xj) => owned.upload(xj, GPUBufferUsage.COPY_SRC, "calibration-inputs"));
+    const block = await GpuBlock.create(gpu, c, T);
+    return {
+      inps,
+      block,
+      release() {
+        block.release();
+        owned.releaseAll();
+      },
+    };
+  } catch (e) {
+    owned.releaseAll();
+    throw e;
   }
-  const inps = gpu.pool.acquire(
-    bytes,
-    GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
-    "calibration-inputs",
-  );
-  embedWindows(weights, windows).forEach((x, j) =>
-    gpu.device.queue.writeBuffer(inps, j * T * c.dim * 4, x as Float32Array<ArrayBuffer>)
-  );
-  const block = await GpuBlock.create(gpu, c, T);
-  return {
-    T,
-    inps,
-    block,
-    release() {
-      block.release();
-      gpu.pool.release(inps);
-    },
-  };
 }
 
 /** The fp32 form of linear `name` of a block's weights. */
@@ -144,22 +164,173 @@ const f32Linear = (c: LlamaConfig, lw: LayerWeights, name: LinearName) => ({
 });
 
 /**
- * GPTQ (llama_sequential, quant/sequential.ts) with the whole calibration
- * pass on the GPU: the block inputs of every window stay on the device
- * between blocks; each group of linears (TRUE_SEQUENTIAL_GROUPS, or all
- * seven) is fed by running the block on the device up to the group's stage
- * and accumulating XᵀX there (kernels/hessian.ts); only H travels to the
- * host, where quant/gptq.ts's solver (the reference, as `gptqQuantizeModel`)
- * quantizes the linear; its dequantized weights go back to the device before
- * the next group runs, and the quantized block's outputs become the next
- * block's inputs in place. Differences from the CPU loop: the forward and
- * the Hessian are fp32 on the device (H within 1e-5), so a code may round
- * the other way at a tie; windows must share one length.
+ * GPTQ's llama_sequential (quant/sequential.ts) one block at a time with the
+ * calibration pass on the GPU: block l's inputs of every window stay on the
+ * device between blocks; each group of linears (TRUE_SEQUENTIAL_GROUPS, or
+ * all seven) is fed by running the block on the device up to the group's
+ * stage and accumulating XᵀX there (kernels/hessian.ts; one accumulation per
+ * distinct input: wq, wk, wv share one, w1, w3 another); only H travels to
+ * the host, where the solver `opts.solver` names (quant/sequential.ts
+ * `gptqSolvers`, as the CPU loop) quantizes the linear; its dequantized
+ * weights go back to the device before the next group runs, and the
+ * quantized block's outputs become the next block's inputs in place.
+ *
+ * The same steps as quant/sequential.ts's {@linkcode GptqSequential}; the
+ * difference is where the forward and the Hessians run: fp32 on the device
+ * (H within 1e-5 of the CPU's), so a code may round the other way at a tie
+ * (on stories260K none does). Windows must share one length.
+ *
+ * @example
+ * ```ts
+ * const g = new GptqSequentialGpu(gpu, config, windows, { bits: 3, solver: "fast" });
+ * await g.setInputs(embedWindows(weights, windows));
+ * for (let l = 0; l < config.nLayers; l++) await g.quantizeBlock(l, source.layer(l));
+ * g.release();
+ * ```
+ */
+export class GptqSequentialGpu implements DeviceGptqSequential {
+  readonly #T: number;
+  readonly #solvers: ReturnType<typeof gptqSolvers>;
+  readonly #sequential: readonly (readonly LinearName[])[];
+  readonly #stats: GptqModelStats;
+  readonly #t0 = performance.now();
+  #pass: BlockPass | null = null;
+  #hessian: ((cols: number) => GpuHessian) | null = null;
+  #next = 0;
+
+  /**
+   * @param gpu the device
+   * @param config the model
+   * @param windows calibration windows, all of one length
+   * @param opts as quant/sequential.ts's `gptqQuantizeModelAsync` (`hessians` is ignored)
+   * @throws {RangeError} for bad bits, windows or workers
+   */
+  constructor(
+    readonly gpu: Gpu,
+    readonly config: LlamaConfig,
+    readonly windows: Int32Array[],
+    readonly opts: GptqModelOptions,
+  ) {
+    checkBits(opts.bits, "GptqSequentialGpu: bits");
+    this.#T = oneLength("GptqSequentialGpu", windows, config);
+    this.#solvers = gptqSolvers(opts, windows.length);
+    this.#sequential = (opts.trueSequential ?? true) ? TRUE_SEQUENTIAL_GROUPS : [LINEAR_NAMES];
+    this.#stats = {
+      seconds: 0,
+      windows: windows.length,
+      tokens: windows.length * this.#T,
+      linears: [],
+    };
+  }
+
+  /**
+   * Uploads block 0's inputs (the token embeddings of every window); the
+   * caller may drop its copy.
+   * @param x [T, dim] per window
+   */
+  async setInputs(x: Float32Array[]): Promise<void> {
+    const { dim } = this.config;
+    if (x.length !== this.windows.length || x.some((xj) => xj.length !== this.#T * dim)) {
+      throw new RangeError(
+        `GptqSequentialGpu.setInputs(): expected ${this.windows.length} arrays of ` +
+          `${this.#T} × ${dim} floats, got ${x.length} (first ${x[0]?.length})`,
+      );
+    }
+    this.#pass?.release();
+    this.#pass = null;
+    this.#hessian ??= await GpuHessian.prepare(this.gpu);
+    this.#pass = await blockPass(this.gpu, this.config, x, this.#T);
+  }
+
+  /**
+   * Quantizes block `l` (blocks in order 0, 1, …) and advances the inputs on
+   * the device to block l+1's.
+   * @param l the block's index
+   * @param W0 the block's full-precision weights (not modified)
+   * @returns the block's quantized linears and fake-quantized weights
+   */
+  async quantizeBlock(l: number, W0: LayerWeights): Promise<GptqBlockResult> {
+    const pass = this.#pass;
+    if (!pass) throw new Error("GptqSequentialGpu.quantizeBlock(): call setInputs() first");
+    if (l !== this.#next) {
+      throw new RangeError(`GptqSequentialGpu: block ${l} given, expected block ${this.#next}`);
+    }
+    const { config: c, opts } = this, { block, inps } = pass;
+    const lw: LayerWeights = { ...W0 }; // arrays replaced, never written
+    const linears = new Map<string, QuantizedLinear>();
+    await block.setLayer(lw, (name) => f32Linear(c, lw, name));
+    for (const names of this.#sequential) {
+      const H = await this.#hessians(names);
+      for (const name of names) {
+        const t = performance.now();
+        const [rows, cols] = linearShape(c, name);
+        const key = linearKey(l, name);
+        const g = this.#solvers(rows, cols, H.get(sharedInput(name))!);
+        const r = await solveLinear(g, W0[name], key, opts);
+        const q: QuantizedLinear = { dense: r.q };
+        linears.set(key, q);
+        lw[name] = dequantize(q);
+        await block.setLinear(name, f32Linear(c, lw, name));
+        this.#stats.linears.push({ key, error: r.error, seconds: since(t) });
+        opts.log?.(`gptq (gpu): ${key} error ${r.error.toPrecision(4)}`);
+        opts.onProgress?.(
+          this.#stats.linears.length,
+          c.nLayers * LINEAR_NAMES.length,
+          `gptq ${key}`,
+        );
+      }
+    }
+    // outs = layer(inps) with the quantized block, in place on the device.
+    for (const x of inps) block.run(x, 0, "block", true);
+    this.#next++;
+    opts.log?.(`gptq (gpu): layers.${l} done (${since(this.#t0).toFixed(1)} s)`);
+    return { linears, layer: lw };
+  }
+
+  /**
+   * H of every distinct input of `names` (by quant/sequential.ts
+   * `sharedInput`), from the block as it stands on every window.
+   */
+  async #hessians(names: readonly LinearName[]): Promise<Map<LinearName, Float64Array>> {
+    const { block, inps } = this.#pass!, T = this.#T;
+    const inputs = [...new Set(names.map(sharedInput))];
+    const hs = new Map<LinearName, GpuHessian>();
+    try {
+      for (const n of inputs) hs.set(n, this.#hessian!(linearShape(this.config, n)[1]));
+      const until = GpuBlock.stageOf(names);
+      for (const x of inps) {
+        block.run(x, 0, until);
+        for (const [n, h] of hs) h.addBatchGpu(block.input(n), T);
+      }
+      const H = new Map<LinearName, Float64Array>();
+      for (const [n, h] of hs) H.set(n, await h.finish());
+      return H;
+    } finally {
+      for (const h of hs.values()) h.release();
+    }
+  }
+
+  /** Timings and per-linear errors so far (`seconds` since construction). */
+  stats(): GptqModelStats {
+    return { ...this.#stats, seconds: since(this.#t0) };
+  }
+
+  /** Returns every buffer to the pool (the inputs, the block). */
+  release(): void {
+    this.#pass?.release();
+    this.#pass = null;
+  }
+}
+
+/**
+ * GPTQ (llama_sequential, quant/sequential.ts) of the whole model with the
+ * calibration pass on the GPU: {@linkcode GptqSequentialGpu} over every
+ * block; the same results as `gptqQuantizeModelAsync` up to rounding ties.
  *
  * @param gpu the device
  * @param weights the full-precision model (not modified)
  * @param windows calibration windows, all of one length
- * @param opts as quant/sequential.ts's `gptqQuantizeModel` (`hessians` is ignored)
+ * @param opts as quant/sequential.ts's `gptqQuantizeModelAsync` (`hessians` is ignored)
  * @returns the fake-quantized weights, the packed linears and per-linear errors
  * @example
  * ```ts
@@ -172,63 +343,20 @@ export async function gptqQuantizeModelGpu(
   windows: Int32Array[],
   opts: GptqModelOptions,
 ): Promise<GptqModelResult> {
-  const t0 = performance.now();
-  const c = weights.config;
-  checkBits(opts.bits, "gptqQuantizeModelGpu(): bits");
-  const pass = await blockPass(gpu, weights, windows, "gptqQuantizeModelGpu()");
-  const hessian = await GpuHessian.prepare(gpu);
-  const sequential = (opts.trueSequential ?? true) ? TRUE_SEQUENTIAL_GROUPS : [LINEAR_NAMES];
+  const g = new GptqSequentialGpu(gpu, weights.config, windows, opts);
   const linears = new Map<string, QuantizedLinear>();
-  const stats: GptqModelStats = {
-    seconds: 0,
-    windows: windows.length,
-    tokens: windows.length * pass.T,
-    linears: [],
-  };
   const layers: LayerWeights[] = [];
-  const live = new Set<GpuHessian>();
   try {
-    for (let l = 0; l < c.nLayers; l++) {
-      const lw: LayerWeights = { ...weights.layers[l] }; // arrays replaced, never written
-      await pass.block.setLayer(lw, (name) => f32Linear(c, lw, name));
-      for (const names of sequential) {
-        const hs = new Map(names.map((n) => [n, hessian(linearShape(c, n)[1])]));
-        for (const h of hs.values()) live.add(h);
-        const until = GpuBlock.stageOf(names);
-        for (let j = 0; j < windows.length; j++) {
-          pass.block.run(pass.inps, j, until);
-          for (const [name, h] of hs) h.addBatchGpu(pass.block.input(name), pass.T);
-        }
-        for (const name of names) {
-          const t = performance.now();
-          const [rows, cols] = linearShape(c, name);
-          const h = hs.get(name)!;
-          const H = await h.finish();
-          h.release();
-          live.delete(h);
-          const key = linearKey(l, name);
-          const g = Gptq.fromHessian(rows, cols, H, windows.length);
-          const r = await solveLinear(g, weights.layers[l][name], key, opts);
-          const q: QuantizedLinear = { dense: r.q };
-          linears.set(key, q);
-          lw[name] = dequantize(q);
-          await pass.block.setLinear(name, f32Linear(c, lw, name));
-          stats.linears.push({ key, error: r.error, seconds: since(t) });
-          opts.log?.(`gptq (gpu): ${key} error ${r.error.toPrecision(4)}`);
-          opts.onProgress?.(stats.linears.length, c.nLayers * LINEAR_NAMES.length, `gptq ${key}`);
-        }
-      }
-      // outs = layer(inps) with the quantized block, in place on the device.
-      for (let j = 0; j < windows.length; j++) pass.block.run(pass.inps, j, "block", true);
-      layers.push(lw);
-      opts.log?.(`gptq (gpu): layers.${l} done (${since(t0).toFixed(1)} s)`);
+    await g.setInputs(embedWindows(weights, windows));
+    for (const [l, lw] of weights.layers.entries()) {
+      const b = await g.quantizeBlock(l, lw);
+      for (const [key, q] of b.linears) linears.set(key, q);
+      layers.push(b.layer);
     }
   } finally {
-    for (const h of live) h.release();
-    pass.release();
+    g.release();
   }
-  stats.seconds = since(t0);
-  return { weights: { ...weights, layers }, linears, stats };
+  return { weights: { ...weights, layers }, linears, stats: g.stats() };
 }
 
 /**
@@ -249,7 +377,8 @@ export async function gpuActivationStats(
   windows: Int32Array[],
 ): Promise<Map<string, Float64Array>> {
   const c = weights.config;
-  const pass = await blockPass(gpu, weights, windows, "gpuActivationStats()");
+  const T = oneLength("gpuActivationStats()", windows, c);
+  const pass = await blockPass(gpu, c, embedWindows(weights, windows), T);
   const out = new Map<string, Float64Array>();
   try {
     for (let l = 0; l < c.nLayers; l++) {
@@ -262,13 +391,11 @@ export async function gpuActivationStats(
       const acc = await Promise.all(
         inputs.map((names) => AbsMeanAccumulator.create(gpu, linearShape(c, names[0])[1])),
       );
-      for (let j = 0; j < windows.length; j++) {
-        pass.block.run(pass.inps, j, "qkv");
-        acc[0].addGpu(pass.block.input("wq"), pass.T);
-        pass.block.run(pass.inps, j, "block", true);
-        for (let i = 1; i < inputs.length; i++) {
-          acc[i].addGpu(pass.block.input(inputs[i][0]), pass.T);
-        }
+      for (const x of pass.inps) {
+        pass.block.run(x, 0, "qkv");
+        acc[0].addGpu(pass.block.input("wq"), T);
+        pass.block.run(x, 0, "block", true);
+        for (let i = 1; i < inputs.length; i++) acc[i].addGpu(pass.block.input(inputs[i][0]), T);
       }
       for (const [i, names] of inputs.entries()) {
         const mean = await acc[i].finish();

@@ -38,6 +38,7 @@ import {
   resolveSpec,
 } from "../quant/methods.ts";
 import type { gptqQuantizeModelAsync, HessianAccumulatorFactory } from "../quant/sequential.ts";
+import type { DeviceGptqFactory } from "./quantize_stream.ts";
 
 /** What {@linkcode quantizeModel} needs besides the weights and the spec. */
 export interface QuantContext {
@@ -74,6 +75,8 @@ export interface DeviceHessians {
   factory: HessianAccumulatorFactory;
   /** GPTQ's whole pass on the device (quant/registry.ts `QuantizeContext.gptqModel`). */
   gptqModel?: typeof gptqQuantizeModelAsync;
+  /** GPTQ's pass block by block on the device (eval/quantize_stream.ts, the streamed quantize). */
+  gptqSequential?: DeviceGptqFactory;
 }
 
 /** Options of {@linkcode quantizeModel}. */

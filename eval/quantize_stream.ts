@@ -58,6 +58,9 @@ import { QModelWriter } from "../quant/qmodel.ts";
 import { AwqSequential, awqSpecOptions } from "../quant/awq.ts";
 import {
   embedWindows,
+  type GptqBlockResult,
+  type GptqModelOptions,
+  type GptqModelStats,
   GptqSequential,
   gptqSpecOptions,
   type HessianAccumulatorFactory,
@@ -101,6 +104,12 @@ export interface BlockQuantizer {
   /** Calibration windows (token ids, ≤ max_seq_len each) of a sequential method; absent otherwise. */
   readonly windows?: Int32Array[];
   /**
+   * A sequential method that keeps the block inputs itself (on a device:
+   * {@linkcode DeviceGptqSequential}) takes block 0's inputs here, once; the
+   * driver then drops its copy and passes `x = null`.
+   */
+  setInputs?(x: Float32Array[]): Promise<void>;
+  /**
    * Quantizes block `l`.
    *
    * @param l the block's index
@@ -111,12 +120,33 @@ export interface BlockQuantizer {
   quantizeBlock(l: number, lw: LayerWeights, x: Float32Array[] | null): Promise<QuantizedBlock>;
   /** Method facts for the file's provenance (`details`), asked once after the last block. */
   details(): Record<string, unknown>;
+  /** Releases what the method holds (device buffers), after the last block or a failure. */
+  release?(): void;
 }
 
-/** A block's Fisher information, read when asked for (model/hf.ts `openHfFisher`, or in memory). */
-export interface BlockFisher {
-  layer(l: number): Record<LinearName, Float32Array>;
+/**
+ * GPTQ's llama_sequential one block at a time with the block inputs kept on
+ * a device between blocks (eval/gpu_calibration.ts `GptqSequentialGpu`):
+ * quant/sequential.ts's {@linkcode GptqSequential} whose forward and
+ * Hessians run elsewhere.
+ */
+export interface DeviceGptqSequential {
+  /** Takes block 0's inputs ([T, dim] per window, the token embeddings); the caller may drop them. */
+  setInputs(x: Float32Array[]): Promise<void>;
+  /** Block `l` (in order 0, 1, …), its inputs advanced to block l+1's on the device. */
+  quantizeBlock(l: number, lw: LayerWeights): Promise<GptqBlockResult>;
+  /** Timings and per-linear errors so far. */
+  stats(): GptqModelStats;
+  /** Returns the device buffers. */
+  release(): void;
 }
+
+/** Makes a {@linkcode DeviceGptqSequential} (GPTQ's options as quant/sequential.ts's). */
+export type DeviceGptqFactory = (
+  config: LlamaConfig,
+  windows: Int32Array[],
+  opts: GptqModelOptions,
+) => DeviceGptqSequential;
 
 /** A block's Fisher information, read when asked for (model/hf.ts `openHfFisher`, or in memory). */
 export interface BlockFisher {
@@ -131,6 +161,12 @@ export interface BlockQuantizerInputs {
   windows?: Int32Array[];
   /** GPTQ's Hessian accumulators (eval/gpu_calibration.ts `gpuHessians`). @default the CPU's */
   hessians?: HessianAccumulatorFactory;
+  /**
+   * GPTQ's whole block pass on a device (eval/gpu_calibration.ts
+   * `gpuHessians(gpu).gptqSequential`: forward and Hessians there, block
+   * inputs kept there); `hessians` is then unused. @default the CPU forward
+   */
+  gptqSequential?: DeviceGptqFactory;
   /** Worker threads (SqueezeLLM's k-means, GPTQ's solver); 0 = this thread. */
   workers: number;
   /** One-line messages. */
@@ -238,9 +274,22 @@ function squeezellmBlockQuantizer(
 export function gptqBlockQuantizer(
   config: LlamaConfig,
   spec: SpecOf<"gptq">,
-  { windows, hessians, workers, log }: BlockQuantizerInputs,
+  { windows, hessians, gptqSequential, workers, log }: BlockQuantizerInputs,
 ): BlockQuantizer {
   if (!windows) throw new RangeError(`quantizeToFile(): gptq needs calibration windows`);
+  if (gptqSequential) {
+    const d = gptqSequential(config, windows, gptqSpecOptions(spec, { workers, log }));
+    return {
+      windows,
+      setInputs: (x) => d.setInputs(x),
+      async quantizeBlock(l, lw) {
+        const b = await d.quantizeBlock(l, lw);
+        return { linears: b.linears, ...normsOf(lw) };
+      },
+      details: () => ({ stats: d.stats() }),
+      release: () => d.release(),
+    };
+  }
   const g = new GptqSequential(
     config,
     windows,
@@ -351,11 +400,16 @@ export async function quantizeToFile(input: QuantizeToFileInput): Promise<Quanti
   try {
     let tokenEmbedding: Float32Array | undefined = source.tokenEmbedding();
     writer.tensor("tokenEmbedding", tokenEmbedding);
-    // GPTQ's inps: block 0's inputs, carried from block to block by the method
-    const x = method.windows
+    // GPTQ's inps: block 0's inputs, carried from block to block by the method (on the host,
+    // or where the method keeps them)
+    let x = method.windows
       ? embedWindows({ config, tokenEmbedding } as LlamaWeights, method.windows)
       : null;
     tokenEmbedding = undefined; // dropped before the classifier is read
+    if (x && method.setInputs) {
+      await method.setInputs(x);
+      x = null;
+    }
     writer.tensor("finalNorm", source.finalNorm());
     const classifier = source.classifier();
     if (classifier) writer.tensor("classifier", classifier);
@@ -393,5 +447,7 @@ export async function quantizeToFile(input: QuantizeToFileInput): Promise<Quanti
     writer.abort();
     await Deno.remove(input.out); // the partial file (no end marker) must not stay behind
     throw e;
+  } finally {
+    method.release?.();
   }
 }

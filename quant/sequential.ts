@@ -371,6 +371,32 @@ function andThen<T, U>(v: T | Promise<T>, f: (t: T) => U | Promise<U>): U | Prom
 }
 
 /**
+ * The solver `opts` asks for (`solver`, `workers`, `parallelMinMacs`), as a
+ * factory of one per [rows, cols] linear: empty, to accumulate its own H, or
+ * from a Hessian accumulated elsewhere (the GPU calibration pass,
+ * eval/gpu_calibration.ts, solves with it too).
+ *
+ * @param opts the model-level options
+ * @param nsamples calibration windows (GPTQ's nsamples)
+ * @returns the factory
+ * @throws {RangeError} for workers that are not an integer ≥ 0
+ */
+export function gptqSolvers(
+  opts: GptqModelOptions,
+  nsamples: number,
+): (rows: number, cols: number, H?: Float64Array) => Gptq | GptqFast {
+  const workers = opts.workers;
+  if (workers !== undefined && (!Number.isInteger(workers) || workers < 0)) {
+    throw new RangeError(`gptqQuantizeModel(): --workers must be an integer ≥ 0, got ${workers}`);
+  }
+  const init = { workers, parallelMinMacs: opts.parallelMinMacs };
+  return (rows, cols, H) =>
+    opts.solver === "fast"
+      ? (H ? GptqFast.fromHessian(rows, cols, H, nsamples, init) : new GptqFast(rows, cols, init))
+      : (H ? Gptq.fromHessian(rows, cols, H, nsamples) : new Gptq(rows, cols));
+}
+
+/**
  * What llama_sequential carries from block to block: the checked options,
  * the solver factory and the buffers, allocated once.
  */
@@ -397,25 +423,13 @@ function sequentialState(
   const t0 = performance.now();
   checkBits(opts.bits, "gptqQuantizeModel(): bits");
   const maxT = checkWindows("gptqQuantizeModel()", windows, c);
-  const fast = opts.solver === "fast";
-  const workers = opts.workers;
-  if (workers !== undefined && (!Number.isInteger(workers) || workers < 0)) {
-    throw new RangeError(`gptqQuantizeModel(): --workers must be an integer ≥ 0, got ${workers}`);
-  }
-  const init = { workers, parallelMinMacs: opts.parallelMinMacs };
-  const solverFor = (rows: number, cols: number, H?: Float64Array): Gptq | GptqFast =>
-    fast
-      ? (H
-        ? GptqFast.fromHessian(rows, cols, H, windows.length, init)
-        : new GptqFast(rows, cols, init))
-      : (H ? Gptq.fromHessian(rows, cols, H, windows.length) : new Gptq(rows, cols));
   return {
     c,
     windows,
     opts,
-    fast,
+    fast: opts.solver === "fast",
     sequential: (opts.trueSequential ?? true) ? TRUE_SEQUENTIAL_GROUPS : [LINEAR_NAMES],
-    solverFor,
+    solverFor: gptqSolvers(opts, windows.length),
     s: new RunState(c, maxT),
     scratch: new Float32Array(maxT * c.dim),
     stats: {

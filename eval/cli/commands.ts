@@ -93,10 +93,11 @@ const DEVICE_HELP =
 
 /** Help of `--device` for quantizing. */
 const QUANTIZE_DEVICE_HELP =
-  `  --device cpu|gpu     where GPTQ's Hessians (XᵀX of every linear's inputs) are accumulated:
-                       cpu (default) or gpu (WebGPU, equal to cpu within 1e-5, so a code may
-                       differ at a rounding tie; recorded in the calibration identity, so its
-                       results are keyed apart). Other methods' calibration runs on the CPU`;
+  `  --device cpu|gpu     where GPTQ's calibration pass runs (block forward and Hessians, XᵀX of
+                       every linear's inputs; the solver stays on the CPU): cpu (default) or gpu
+                       (WebGPU, block inputs kept on the device; H equal to cpu within 1e-5, so
+                       a code may differ at a rounding tie; recorded in the calibration identity,
+                       so its results are keyed apart). Other methods' calibration runs on the CPU`;
 
 /**
  * The `--device` option and, for gpu, the adapter — opened before any work,

@@ -5,7 +5,9 @@
  * `openModelFromOptions`), and eval/quantize_stream.ts reads, quantizes and
  * writes one block at a time, so a checkpoint larger than memory in fp32 is
  * quantized in about one block's fp32 size (GPTQ: plus its calibration
- * activations, windows × seqlen × dim in fp32).
+ * activations, windows × seqlen × dim in fp32; with `--device gpu` they
+ * stay on the GPU, where GPTQ's block forward and Hessians run:
+ * eval/gpu_calibration.ts `GptqSequentialGpu`).
  *
  * SqueezeLLM's Fisher information comes from `--fisher DIR` (the output of
  * the official gradient script, kssteven418/SqueezeLLM-gradients: a Hugging
@@ -296,6 +298,7 @@ export async function quantizeOpenedModel(
       fisher,
       windows: isSequential(resolved) ? drawn!.windows : undefined,
       hessians: opts.hessians?.factory,
+      gptqSequential: opts.hessians?.gptqSequential,
       out,
       base: { path: model.checkpointPath, sha256: model.checkpointSha256 },
       calibration,
