@@ -57,9 +57,10 @@
  * rebuilt from model/forward.ts's own pieces in its order (WebAssembly
  * matmul, RoPE, the WebAssembly causal attention, the SwiGLU gate), so the
  * original weights give the recorded org_out to the bit (tested), on the
- * recorded inputs (no block is re-run). A scale task evaluates a few ratios
- * of one group (`ratiosPerTask`: a shape-only rule); their attention
- * outputs (or gates) go through o_proj (down_proj) in one matmul. Each
+ * recorded inputs (no block is re-run). A scale task evaluates one ratio
+ * of one group (`ratiosPerTask`: a shape-only rule; {@linkcode searchSse}
+ * can batch several, their attention outputs or gates going through o_proj
+ * or down_proj in one matmul). Each
  * ratio's weights get a matmul of their own: stacking the 20 ratios' weights
  * in one call, as a GPU would, was about 3× slower per multiply-add on this
  * host once the operands left the L2 cache. Clip tasks are blocks of
@@ -815,8 +816,13 @@ const SCALE_GROUPS: ScaleGroup[] = [
 /** Bytes of trial weights and batched outputs one scale task may hold (it takes fewer ratios beyond). */
 const SCALE_TASK_BYTES = 64 << 20;
 
-/** Ratios per scale task at most: a few tasks per group, so that workers share a group. */
-const RATIOS_PER_TASK = 5;
+/**
+ * Ratios per scale task at most: one, so that a group's 20 ratios keep up to
+ * 20 workers busy (a stage searches one or two groups). A ratio's loss is
+ * the same numbers in any task: its sum runs over the windows in order, and
+ * the batched wo / w2 matmul treats each row on its own.
+ */
+const RATIOS_PER_TASK = 1;
 
 /** The group of auto_scale_block whose previous op is `prevOp`. */
 function scaleGroup(prevOp: AwqPrevOp): ScaleGroup {
@@ -1145,8 +1151,11 @@ export function searchClip(
   const uniform = awqGrid(grid.bits, grid.sym ?? false, grid.bitBalance ?? false);
   const ng = cols / g;
   const maxVal = new Float32Array(rows * ng);
-  const xg = new Float32Array(n * g); // [n, g] inputs of one group, contiguous
-  const orgOut = new Float64Array(n);
+  // [n, g] inputs of one group, contiguous, and the group's weights, as the
+  // float64 values JavaScript computes with (the same numbers, unconverted).
+  const xg = new Float64Array(n * g);
+  const w64 = new Float64Array(g), q64 = new Float64Array(g);
+  const orgOut = new Float64Array(n), out = new Float64Array(n);
   const cur = new Float32Array(g), q = new Float32Array(g);
   for (let j = 0; j < ng; j++) {
     for (let t = 0; t < n; t++) xg.set(x.subarray(t * cols + j * g, t * cols + j * g + g), t * g);
@@ -1154,21 +1163,18 @@ export function searchClip(
       const w = W.subarray(r * cols + j * g, r * cols + j * g + g);
       let amax = 0;
       for (let k = 0; k < g; k++) amax = Math.max(amax, Math.abs(w[k]));
-      for (let t = 0; t < n; t++) {
-        let acc = 0;
-        for (let k = 0; k < g; k++) acc += xg[t * g + k] * w[k];
-        orgOut[t] = acc;
-      }
+      w64.set(w);
+      groupDots(orgOut, xg, w64, n, g);
       let best = Infinity, bestMax = amax;
       for (let i = 0; i < steps; i++) {
         const mv = Math.fround(amax * (1 - i / nGrid));
         for (let k = 0; k < g; k++) cur[k] = Math.min(Math.max(w[k], -mv), mv);
         quantizeGroup(cur, 0, g, uniform, q);
+        q64.set(q);
+        groupDots(out, xg, q64, n, g);
         let err = 0;
         for (let t = 0; t < n; t++) {
-          let acc = 0;
-          for (let k = 0; k < g; k++) acc += xg[t * g + k] * q[k];
-          const d = acc - orgOut[t];
+          const d = out[t] - orgOut[t];
           err += d * d;
         }
         err /= n;
@@ -1181,6 +1187,41 @@ export function searchClip(
     }
   }
   return maxVal;
+}
+
+/**
+ * out[t] = Σ_k x[t, k] · w[k] for x [n, g], each sum in float64 in k order
+ * (auto_clip_layer's partial dot products); four tokens at a time, sharing
+ * each w[k], their sums kept apart (the same numbers as one token at a time).
+ */
+function groupDots(
+  out: Float64Array,
+  x: Float64Array,
+  w: Float64Array,
+  n: number,
+  g: number,
+): void {
+  let t = 0;
+  for (; t + 4 <= n; t += 4) {
+    const o0 = t * g, o1 = o0 + g, o2 = o1 + g, o3 = o2 + g;
+    let a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    for (let k = 0; k < g; k++) {
+      const wk = w[k];
+      a0 += x[o0 + k] * wk;
+      a1 += x[o1 + k] * wk;
+      a2 += x[o2 + k] * wk;
+      a3 += x[o3 + k] * wk;
+    }
+    out[t] = a0;
+    out[t + 1] = a1;
+    out[t + 2] = a2;
+    out[t + 3] = a3;
+  }
+  for (; t < n; t++) {
+    let acc = 0;
+    for (let k = 0; k < g; k++) acc += x[t * g + k] * w[k];
+    out[t] = acc;
+  }
 }
 
 /** apply_clip: W [rows, cols] clamped to ±maxVal[r, g] per (row, group), in place. */
