@@ -139,6 +139,8 @@ const PENDING_LIMIT = 1 << 26;
 const HESSIAN_ROWS = 256;
 /** Columns per block of a Hessian `gemm_4x8` call (their panels stay in L2). */
 const HESSIAN_JBLK = 128;
+/** Rows of W copied into the sweep's memory per transpose_f32 call. */
+const STAGE_ROWS = 256;
 /** Rows of output per gemm_4x8 call: calls stay short. */
 const CALL_ROWS = 256;
 /** Default of {@linkcode GptqFastInit.parallelMinMacs}. */
@@ -770,7 +772,7 @@ function sweepRows(
   // Memory (bytes): WT [n + 8, ldw]; Hinv[i1:i2, i2:] in panels of 8 columns
   // [ceil8(n)/8, bs, 8]; H1 [bs, bs]; scale, zero and codes [bs, ldw] each;
   // −Err1 panels [Rp/8, bs, 8]; err scratch; losses; one group of every row
-  // G [R4, ldg].
+  // G [R4, ldg]; STAGE_ROWS rows of W on their way into WT [STAGE_ROWS, n4].
   const offW = 0;
   const offHb = offW + (n + 8) * ldw * 4;
   const offH1 = offHb + bs * ceil8(n) * 4;
@@ -781,8 +783,9 @@ function sweepRows(
   const offT = offE + Rp * bs * 4;
   const offL = offT + 256;
   const offG = (offL + 32 + 15) & ~15;
+  const n4 = ceil4(n), offX = offG + R4 * ldg * 4;
   const k = gptqKernels("GptqFast.fasterquant()");
-  growMemory("GptqFast.fasterquant()", k.memory, offG + R4 * ldg * 4);
+  growMemory("GptqFast.fasterquant()", k.memory, offX + STAGE_ROWS * n4 * 4);
   const f = new Float32Array(k.memory.buffer);
   const Hb = f.subarray(offHb / 4, offH1 / 4);
   const H1 = f.subarray(offH1 / 4, offS / 4);
@@ -791,7 +794,17 @@ function sweepRows(
   const Qc = f.subarray(offQ / 4, offE / 4);
   const WT = f.subarray(0, (n + 8) * ldw);
   const G = f.subarray(offG / 4, offG / 4 + R4 * ldg);
-  transpose(W, r0 * n, n, WT, 0, ldw, R, n);
+  // WT[c, r] = W[r0 + r, c]: STAGE_ROWS rows at a time copied in (zeros beyond n and
+  // beyond R), then transpose_f32
+  const X = f.subarray(offX / 4, offX / 4 + STAGE_ROWS * n4);
+  for (let a = 0; a < R; a += STAGE_ROWS) {
+    const rows = Math.min(STAGE_ROWS, R - a), rows4 = ceil4(rows);
+    for (let r = 0; r < rows; r++) {
+      X.set(W.subarray((r0 + a + r) * n, (r0 + a + r + 1) * n), r * n4);
+    }
+    X.fill(0, rows * n4, rows4 * n4);
+    k.transpose_f32(offX, n4 * 4, offW + a * 4, ldw * 4, rows4, n4);
+  }
   const scales = init.preScales.slice(r0 * ng, r1 * ng); // [R, ng]
   const zeros = init.preZeros.slice(r0 * ng, r1 * ng);
   const codesT = new Uint8Array(n * R); // [n, R]: codes by (original) column
