@@ -11,6 +11,15 @@
  * the square of a seeded N(0, 1). The work of every solver does not depend
  * on the values.
  *
+ * Each method's default calibration (quant/spec.ts DEFAULTS, drawn as
+ * quant/registry.ts `calibrationRequest` says): GPTQ, 128 windows of the
+ * model's length (LLaMA-7B: 128 × 2048 = 262,144 tokens); AWQ, llm-awq's
+ * get_calib_dataset rule (datasets/awq_calibration.ts): the first 128 texts
+ * of ≤ 2048 tokens concatenated and cut into ⌊Σ / 2048⌋ blocks, a count
+ * that depends on the texts and the tokenizer and is at most 128 (one per
+ * text). The projection takes `awqBlocks` blocks, 128 unless told (an upper
+ * bound); each method's `calibrationTokens` says what was assumed.
+ *
  * What is timed and how it is multiplied out (per block; × nBlocks):
  * - RTN: every linear of the block, whole.
  * - GPTQ (quant/gptq_fast.ts's `GptqFast`, the CLI's solver): per distinct
@@ -92,6 +101,11 @@ export interface BenchModelQuantOptions {
   bits?: number;
   /** Worker threads (AWQ, SqueezeLLM). @default DEFAULT_WORKERS (quant/spec.ts) */
   workers?: number;
+  /**
+   * Blocks of `seqlen` tokens in AWQ's default calibration (the awq-blocks
+   * rule gives at most one per text). @default DEFAULTS.awq.calib.nsamples (128: an upper bound)
+   */
+  awqBlocks?: number;
   /** Measured calibration windows. @default 1 */
   windows?: number;
   /** Tokens per measured window. @default the config's maxSeqLen */
@@ -115,6 +129,8 @@ export interface MethodProjection {
   blockSeconds: number;
   /** blockSeconds × blocks. */
   modelSeconds: number;
+  /** Calibration tokens the projection assumes (0: none, RTN; SqueezeLLM: its k-means needs none). */
+  calibrationTokens: number;
   /** CPU seconds (user + system, all threads) this method's measurements took. */
   measuredCpuSeconds: number;
   /** Wall seconds the measurements took. */
@@ -273,6 +289,7 @@ export async function benchModelQuant(
       blockSecondsOneThread: t.cpu,
       blockSeconds: t.cpu,
       modelSeconds: t.cpu * blocks,
+      calibrationTokens: 0,
       measuredCpuSeconds: t.cpu,
       measuredWallSeconds: t.wall,
       note: "measured whole, one thread",
@@ -320,10 +337,11 @@ export async function benchModelQuant(
       blockSecondsOneThread: block,
       blockSeconds: block / Math.max(1, workers),
       modelSeconds: (block / Math.max(1, workers)) * blocks,
+      calibrationTokens: calibTokens,
       measuredCpuSeconds: cpu,
       measuredWallSeconds: wall,
       note: `quant/gptq_fast.ts GptqFast on ${workers} workers; Hessian × ${calibTokens} ` +
-        `calibration tokens, fasterquant fitted on rows; CPU time ÷ ${workers} (ideal split; ` +
+        `calibration tokens (${DEFAULTS.gptq.calib.nsamples} windows), fasterquant fitted on rows; CPU time ÷ ${workers} (ideal split; ` +
         `a lower bound: the Cholesky runs on one thread)`,
     });
   }
@@ -331,7 +349,11 @@ export async function benchModelQuant(
   // AWQ: one ratio per group, a sample of rows per clipped linear.
   if (want("awq")) {
     const nGrid = DEFAULTS.awq.nGrid;
-    const windowsScale = DEFAULTS.awq.calib.nsamples / nWin;
+    const awqBlocks = opts.awqBlocks ?? DEFAULTS.awq.calib.nsamples;
+    if (!(Number.isInteger(awqBlocks) && awqBlocks >= 1)) {
+      throw new RangeError(`benchModelQuant(): awqBlocks must be an integer ≥ 1, got ${awqBlocks}`);
+    }
+    const windowsScale = awqBlocks / nWin;
     const f: BlockFeatures = {
       lengths: Array.from({ length: nWin }, () => seqlen),
       offsets: Array.from({ length: nWin }, (_, j) => j * seqlen),
@@ -397,10 +419,14 @@ export async function benchModelQuant(
       blockSecondsOneThread: oneThread,
       blockSeconds: block,
       modelSeconds: block * blocks,
+      calibrationTokens: awqBlocks * seqlen,
       measuredCpuSeconds: cpu,
       measuredWallSeconds: wall,
       note:
-        `one ratio per group timed, × ${nGrid} evaluations × ${DEFAULTS.awq.calib.nsamples} windows; clip on 1/${div} of the rows; searches ÷ ${workers} workers (ideal split)`,
+        `one ratio per group timed, × ${nGrid} evaluations × ${awqBlocks} blocks of ${seqlen} ` +
+        `tokens (awq-blocks rule${
+          opts.awqBlocks === undefined ? ": at most one block per text, an upper bound" : ""
+        }); clip on 1/${div} of the rows; searches ÷ ${workers} workers (ideal split)`,
     });
   }
 
@@ -431,6 +457,7 @@ export async function benchModelQuant(
       blockSecondsOneThread: oneThread,
       blockSeconds: block,
       modelSeconds: block * blocks,
+      calibrationTokens: 0,
       measuredCpuSeconds: cpu,
       measuredWallSeconds: wall,
       note: `k-means only (no Fisher pass), 8/${div} of the rows on one thread, ` +

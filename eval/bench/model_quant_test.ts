@@ -21,6 +21,8 @@ Deno.test("benchModelQuant() projects RTN, GPTQ, AWQ and SqueezeLLM and labels t
     assert.equal(m.modelSeconds, m.blockSeconds * 3);
   }
   assert.equal(r.bits, 3);
+  // each method's default calibration: GPTQ 128 windows, AWQ at most 128 blocks, of 16 tokens
+  assert.deepEqual(r.methods.map((m) => m.calibrationTokens), [0, 128 * 16, 128 * 16, 0]);
   assert.match(lines[0], /3 blocks of dim 128, hidden 256/);
   const p = lines.indexOf("  published (not measured here):");
   assert.equal(p, 1 + r.methods.length, "the published figures come after the measured ones");
@@ -38,6 +40,17 @@ Deno.test("benchModelQuant() times only the methods asked for and names a bad on
     log: () => {},
   });
   assert.deepEqual(r.methods.map((m) => m.method), ["rtn", "squeezellm"]);
+  const awq = await benchModelQuant({
+    config,
+    workers: 0,
+    seqlen: 16,
+    rowDivisor: 16,
+    awqBlocks: 3,
+    methods: ["awq"],
+    log: () => {},
+  });
+  assert.equal(awq.methods[0].calibrationTokens, 3 * 16);
+  assert.match(awq.methods[0].note, /× 3 blocks of 16 tokens \(awq-blocks rule\)/);
   const sq = r.methods[1];
   assert.ok(Math.abs(sq.blockSeconds - sq.blockSecondsOneThread / 2) < 1e-12, "÷ 2 workers");
   await assert.rejects(
