@@ -3,8 +3,9 @@
  * {@linkcode Gptq} (quant/gptq.ts, the plain transcription of IST-DASLab/gptq
  * gptq.py kept as the tested reference), with every O(n³) step as a blocked
  * matrix product in WebAssembly SIMD (quant/gptq_kernels.wat's `gemm_4x8`;
- * model/wasm/kernels.wat's `gptq_block` and, for Hinv, `gemm_f32`) and the
- * work split over worker threads (model/pool.ts):
+ * model/wasm/kernels.wat's `gptq_block`; for Hinv, `gemm_f32` and
+ * gptq_kernels.wat's `gemm_tri_f32`, loaded together by quant/gptq_kernels.ts)
+ * and the work split over worker threads (model/pool.ts):
  *
  * - **Hessian** (`add_batch`): H = 2/nsamples · Σ xᵀx as a symmetric rank-k
  *   update, `gemm_4x8` (4 × 8 register tiles) over X packed in panels of 8
@@ -17,7 +18,7 @@
  *   running rescale (`H *= nsamples / (nsamples + tmp)`), equal up to rounding.
  * - **Hinv** (`cholesky → cholesky_inverse → cholesky(upper)`): in fp32 like
  *   GPTQ's torch code, by quant/linalg.ts {@linkcode upperCholeskyOfInverseF32}
- *   (the reference's route, its products in `gemm_f32`); H, its dead columns
+ *   (the reference's route, all in WebAssembly SIMD); H, its dead columns
  *   and its damping stay float64 until then.
  * - **The sweep** (`fasterquant`'s loop): rows are independent once Hinv is
  *   known, so each worker takes a range of rows, held transposed (one column

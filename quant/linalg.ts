@@ -313,7 +313,7 @@ const SIMD_BLOCK = 32;
 const F32_BLOCK = 64;
 /** Rows per gemm_f64 call: calls stay short (model/wasm/kernels.ts `warmUp`). */
 const CALL_ROWS = 256;
-/** k per gemm_f64 call (gemm_tri_f32 chunk) of the triangular inverse (a chunk of X's rows stays in L2). */
+/** k per gemm_f64 call, or gemm_tri_f32 chunk, of the triangular inverse (a chunk of X's rows stays in L2). */
 const K_CHUNK = 256;
 /** Columns per block of a gemm_f64 call (K_CHUNK rows of them stay in L2). */
 const J_BLOCK = 64;
@@ -431,10 +431,10 @@ export function upperCholeskyOfInverseSimd(a: Float64Array, n: number): Float64A
  * fused multiply-adds; the diagonal blocks' and panels' eliminations (n²·32
  * multiply-adds each) are gptq_kernels.wat's `chol_panel_f32` and
  * `trinv_rows_f32`, which sum in float64 before each store exactly as plain
- * JavaScript would (the same bits on every engine). The matrix is padded to a multiple of 8 with the
- * identity. GPTQ's fast path (quant/gptq_fast.ts) uses this factor, whose
- * relative error is that of fp32 elimination (about n·2⁻²⁴ times the
- * condition number of A).
+ * JavaScript would (the same bits on every engine). The matrix is padded to
+ * a multiple of 8 with the identity. GPTQ's fast path (quant/gptq_fast.ts)
+ * uses this factor, whose relative error is that of fp32 elimination (about
+ * n·2⁻²⁴ times the condition number of A).
  *
  * @param a symmetric positive-definite matrix [n, n], row-major (only its upper triangle is read; not modified)
  * @param n order
