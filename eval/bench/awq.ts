@@ -8,6 +8,15 @@
  * Run: `deno run -A eval/bench/awq.ts CHECKPOINT [--small]` (or through the CLI's
  * `bench quant`).
  *
+ * Memory ({@linkcode benchAwqMemory}): `deno run -A eval/bench/awq.ts
+ * --memory` quantizes one block of a seeded synthetic model as wide as
+ * `--dim` (default 256, hidden 2.5×) on run_awq's calibration size (69
+ * windows of 512 tokens, 35,328 tokens) and prints this process's peak
+ * resident memory (VmHWM) next to the feature bytes of the largest stage of
+ * quant/awq.ts's collection and of the whole block's features (what a
+ * single collection pass holds). A fresh process per run: VmHWM is the
+ * process's.
+ *
  * @module
  */
 import { loadCheckpoint } from "../../model/checkpoint.ts";
@@ -18,20 +27,23 @@ import {
   type LlamaWeights,
 } from "../../model/config.ts";
 import { RunState } from "../../model/forward.ts";
-import { randomWindows } from "../../model/random.ts";
+import { randomWeights, randomWindows, tinyConfig } from "../../model/random.ts";
 import {
   applyClip,
   applyScale,
   awqQuantizeTensor,
+  AwqSequential,
   type BlockFeatures,
   CLIP_LINEARS,
   collectBlockFeatures,
+  FEATURE_STAGES,
   sampleTokens,
   scaleGroups,
   searchClip,
   searchGroupScale,
 } from "../../quant/awq.ts";
 import { embedWindows, since } from "../../quant/sequential.ts";
+import { peakRssBytes } from "../cli/quantize_file.ts";
 
 /**
  * The input features a clipped linear (one of `CLIP_LINEARS`) is searched on: wo's and w2's
@@ -186,7 +198,87 @@ export function benchAwq(opts: BenchAwqOptions): BenchAwqResult {
   return result;
 }
 
-if (import.meta.main) {
+/** What {@linkcode benchAwqMemory} measured. */
+export interface BenchAwqMemoryResult {
+  dim: number;
+  hiddenDim: number;
+  /** Calibration tokens. */
+  tokens: number;
+  /** Resident memory before the block's AWQ (model, block inputs), bytes. */
+  rssBeforeBytes: number;
+  /** Peak resident memory of the process (VmHWM), bytes; null off Linux. */
+  peakRssBytes: number | null;
+  /** Bytes of the largest stage's features (quant/awq.ts FEATURE_STAGES). */
+  stageFeatureBytes: number;
+  /** Bytes of every feature of the block: what one collection pass holds. */
+  blockFeatureBytes: number;
+  seconds: number;
+}
+
+/**
+ * Peak memory of AWQ on one block of a seeded synthetic model (one layer,
+ * heads of 64, hidden 2.5 × dim) on run_awq's calibration size, on this
+ * thread (no worker heaps), with 2 scale ratios (the search's scratch does
+ * not grow with the ratios).
+ *
+ * @param opts width, windows and their length
+ * @returns the figures (also logged)
+ */
+export async function benchAwqMemory(
+  opts: { dim?: number; windows?: number; seqlen?: number; log?: (line: string) => void } = {},
+): Promise<BenchAwqMemoryResult> {
+  const log = opts.log ?? console.log;
+  const dim = opts.dim ?? 256, nWin = opts.windows ?? 69, seqlen = opts.seqlen ?? 512;
+  if (!Number.isInteger(dim) || dim < 64 || dim % 64 !== 0) {
+    throw new RangeError(`benchAwqMemory(): --dim must be a multiple of 64, got ${dim}`);
+  }
+  const hiddenDim = Math.round((dim * 2.5) / 64) * 64;
+  const c = tinyConfig({
+    dim,
+    hiddenDim,
+    nLayers: 1,
+    nHeads: dim / 64,
+    nKvHeads: dim / 64,
+    vocabSize: 256,
+    maxSeqLen: seqlen,
+  });
+  const w = randomWeights(c, 1);
+  const windows = randomWindows(nWin, seqlen, c.vocabSize, 2);
+  const x = embedWindows(w, windows);
+  const rssBeforeBytes = Deno.memoryUsage().rss;
+  const t = performance.now();
+  const awq = new AwqSequential(c, windows, { bits: 3, nGrid: 2, workers: 0 });
+  await awq.quantizeBlock(0, w.layers[0], x);
+  const seconds = since(t);
+  const N = nWin * seqlen;
+  const width = (name: string) => name === "w2In" ? hiddenDim : dim;
+  const stageFeatureBytes = 4 * N *
+    Math.max(...FEATURE_STAGES.map((st) => st.want.reduce((a, name) => a + width(name), 0)));
+  const blockFeatureBytes = 4 * N * (5 * dim + hiddenDim);
+  const r: BenchAwqMemoryResult = {
+    dim,
+    hiddenDim,
+    tokens: N,
+    rssBeforeBytes,
+    peakRssBytes: peakRssBytes(),
+    stageFeatureBytes,
+    blockFeatureBytes,
+    seconds,
+  };
+  const mib = (b: number | null) => b === null ? "n/a" : `${(b / 2 ** 20).toFixed(0)} MiB`;
+  log(
+    `AWQ memory, one block of dim ${dim}, hidden ${hiddenDim}, ${N} tokens: peak RSS ` +
+      `${mib(r.peakRssBytes)} (before the block ${mib(rssBeforeBytes)}); features of the ` +
+      `largest stage ${mib(stageFeatureBytes)}, of the whole block ${mib(blockFeatureBytes)}; ` +
+      `${seconds.toFixed(1)} s`,
+  );
+  return r;
+}
+
+if (import.meta.main && Deno.args.includes("--memory")) {
+  const i = Deno.args.indexOf("--dim");
+  await benchAwqMemory({ dim: i >= 0 ? Number(Deno.args[i + 1]) : undefined });
+} else if (import.meta.main) {
   const path = Deno.args.find((a) => !a.startsWith("--"));
   if (!path) {
     console.error(
