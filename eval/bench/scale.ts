@@ -88,6 +88,14 @@ export type ScaleShape = keyof typeof SCALE_SHAPES;
 export const SCALE_SEED = 11;
 
 /**
+ * The version of the synthetic content, part of the cache folder's name: bump
+ * it when {@linkcode writeSyntheticCheckpoint} writes other bytes for the same
+ * seed, so that no checkpoint cached by an older version is reused (2: table
+ * lookups instead of Box–Muller draws).
+ */
+export const SCALE_DATA_VERSION = 2;
+
+/**
  * Writes a seeded synthetic fp16 Hugging Face checkpoint of `config`
  * (config.json + model.safetensors) into `dir`, one tensor at a time.
  *
@@ -204,7 +212,11 @@ export interface ScaleResult {
 export async function benchScale(opts: BenchScaleOptions): Promise<ScaleResult> {
   const log = opts.log ?? console.log;
   const config = SCALE_SHAPES[opts.shape];
-  const root = join(opts.cacheDir, "bench-scale", `${opts.shape}-seed${SCALE_SEED}`);
+  const root = join(
+    opts.cacheDir,
+    "bench-scale",
+    `${opts.shape}-seed${SCALE_SEED}-v${SCALE_DATA_VERSION}`,
+  );
   const modelDir = join(root, "model"), fisherDir = join(root, "fisher");
   const runs = opts.runs ?? (Object.keys(SCALE_RUNS) as ScaleRun[]);
   const needFisher = runs.some((r) => (SCALE_RUNS[r] as readonly string[]).includes("{fisher}"));

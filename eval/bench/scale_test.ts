@@ -3,7 +3,14 @@ import { loadHfFisher, loadHfModel } from "../../model/hf.ts";
 import { tempDir } from "../../datasets/_testing.ts";
 import { sharedData } from "../../datasets/testing.ts";
 import { parseLlama2cTokenizer } from "../../model/tokenizer.ts";
-import { benchScale, paddedTokenizer, SCALE_SHAPES, writeSyntheticCheckpoint } from "./scale.ts";
+import { sha256File } from "../../datasets/hub.ts";
+import {
+  benchScale,
+  paddedTokenizer,
+  SCALE_DATA_VERSION,
+  SCALE_SHAPES,
+  writeSyntheticCheckpoint,
+} from "./scale.ts";
 
 Deno.test("writeSyntheticCheckpoint() writes a seeded fp16 HF checkpoint and Fisher that the loaders read", async () => {
   await using tmp = await tempDir("sqb-scale-test-");
@@ -22,6 +29,18 @@ Deno.test("writeSyntheticCheckpoint() writes a seeded fp16 HF checkpoint and Fis
   const fisher = await loadHfFisher(`${tmp.path}/f`, c);
   assert.equal(fisher.length, c.nLayers);
   assert.ok(fisher[1].wk.every((x) => x >= 0));
+  // The cache keeps checkpoints by seed and SCALE_DATA_VERSION: other bytes need another version.
+  assert.deepEqual(
+    [
+      await sha256File(`${tmp.path}/a/model.safetensors`),
+      await sha256File(`${tmp.path}/f/model.safetensors`),
+    ],
+    [
+      "c4878d5428a980e82e529ab243d2866a5a2c520e6f5243f8707f7e236dfe0034",
+      "b01437b2acc1098d75d4280bc9800433416a474060a04928549853675b432e8b",
+    ],
+    `the synthetic bytes changed: bump SCALE_DATA_VERSION (now ${SCALE_DATA_VERSION}) and these hashes`,
+  );
 });
 
 Deno.test("benchScale() quantizes the synthetic checkpoint in a child process and reports its time and peak memory", async () => {
