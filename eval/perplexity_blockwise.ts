@@ -107,8 +107,9 @@ export async function perplexityBlockwise(
   }
   const t0 = performance.now();
   const parts = Math.max(1, Math.min(workers, chunk));
-  // a worker gets copies: of the arrays alone, not of the buffers they may be views of
-  const own = workers > 0 ? (a: Float32Array) => a.slice() : (a: Float32Array) => a;
+  // a worker gets copies: of the arrays alone, not of larger buffers they may be views of
+  const own = (a: Float32Array) =>
+    workers > 0 && a.byteLength < a.buffer.byteLength ? a.slice() : a;
   const tokenEmbedding = src.tokenEmbedding();
   const steps = new Int32Array(new SharedArrayBuffer(4 * (parts + 1)));
   const linear = opts.actQuant ? integerLinears(src, opts.actQuant) : null;
@@ -158,7 +159,7 @@ export async function perplexityBlockwise(
           const key = (name: string) => `layers.${l}.${name}`;
           read = {
             step,
-            weights: workers > 0 ? mapLayer(lw, own) : lw,
+            weights: mapLayer(lw, own),
             linears: linear && new Map(LINEAR_NAMES.map((name) => [key(name), linear(key(name))])),
           };
         }
