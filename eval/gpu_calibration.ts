@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { type Gpu, OwnedBuffers } from "../kernels/device.ts";
+import { type Gpu, OwnedBuffers, readBuffer } from "../kernels/device.ts";
 import { GpuHessian } from "../kernels/hessian.ts";
 import { AbsMeanAccumulator, GpuBlock } from "../kernels/block.ts";
 import type { LayerWeights, LinearName, LlamaConfig, LlamaWeights } from "../model/config.ts";
@@ -33,6 +33,13 @@ import {
 } from "../quant/sequential.ts";
 import type { DeviceHessians } from "./pipeline.ts";
 import type { DeviceGptqSequential } from "./quantize_stream.ts";
+import {
+  AWQ_FEATURES,
+  type AwqFeatureName,
+  type AwqFeatureSet,
+  type AwqFeatureSource,
+  type AwqInputName,
+} from "../quant/awq.ts";
 
 /** A GPU Hessian factory and the release of whatever it still holds. */
 export interface GpuHessians extends DeviceHessians {
@@ -105,6 +112,7 @@ export async function gpuHessians(gpu: Gpu): Promise<GpuHessians> {
     },
     gptqModel: (weights, windows, opts) => gptqQuantizeModelGpu(gpu, weights, windows, opts),
     gptqSequential: (config, windows, opts) => new GptqSequentialGpu(gpu, config, windows, opts),
+    awqFeatures: (config) => gpuAwqFeatures(gpu, config),
   };
   return out;
 }
@@ -281,7 +289,7 @@ export class GptqSequentialGpu implements DeviceGptqSequential {
       }
     }
     // outs = layer(inps) with the quantized block, in place on the device.
-    for (const x of inps) block.run(x, 0, "block", true);
+    for (const x of inps) block.run(x, 0, { writeBack: true });
     this.#next++;
     opts.log?.(`gptq (gpu): layers.${l} done (${since(this.#t0).toFixed(1)} s)`);
     return { linears, layer: lw };
@@ -299,7 +307,7 @@ export class GptqSequentialGpu implements DeviceGptqSequential {
       for (const n of inputs) hs.set(n, this.#hessian!(linearShape(this.config, n)[1]));
       const until = GpuBlock.stageOf(names);
       for (const x of inps) {
-        block.run(x, 0, until);
+        block.run(x, 0, { until });
         for (const [n, h] of hs) h.addBatchGpu(block.input(n), T);
       }
       const H = new Map<LinearName, Float64Array>();
@@ -392,9 +400,9 @@ export async function gpuActivationStats(
         inputs.map((names) => AbsMeanAccumulator.create(gpu, linearShape(c, names[0])[1])),
       );
       for (const x of pass.inps) {
-        pass.block.run(x, 0, "qkv");
+        pass.block.run(x, 0, { until: "qkv" });
         acc[0].addGpu(pass.block.input("wq"), T);
-        pass.block.run(x, 0, "block", true);
+        pass.block.run(x, 0, { writeBack: true });
         for (let i = 1; i < inputs.length; i++) acc[i].addGpu(pass.block.input(inputs[i][0]), T);
       }
       for (const [i, names] of inputs.entries()) {
@@ -406,4 +414,136 @@ export async function gpuActivationStats(
     pass.release();
   }
   return out;
+}
+
+/** Every AWQ feature's width: hiddenDim for w2's input, dim for the others. */
+const featureWidth = (c: LlamaConfig, name: AwqFeatureName) =>
+  name === "w2In" ? c.hiddenDim : c.dim;
+
+/** The features of the FFN half, computed from the stream after the attention. */
+const FFN_FEATURES: ReadonlySet<AwqFeatureName> = new Set(["ffnIn", "w2In", "ffnOut"]);
+
+/** The features that are linear inputs (AWQ takes their mean |x| per channel). */
+const AWQ_INPUTS: ReadonlySet<AwqFeatureName> = new Set(["attnIn", "woIn", "ffnIn", "w2In"]);
+
+/**
+ * AWQ's calibration features computed on the GPU: an
+ * {@linkcode AwqFeatureSource} (quant/awq.ts's seam, `AwqOptions.features`)
+ * that runs the full-precision block on the device (kernels/block.ts, every
+ * linear in fp32) and copies out the activations asked for as the run passes
+ * them — the inputs of the scaled groups and the sub-blocks' outputs, the
+ * whole block or its FFN half from the stream after the attention — with
+ * the mean |x| per channel of each input summed on the device
+ * ({@linkcode AbsMeanAccumulator}); only the features and the means travel
+ * back. The residual stream AWQ hands in is uploaded one window at a time
+ * (AWQ advances it on the host with the returned outputs, as run_awq does;
+ * the features it reads back are larger than the stream). A block's weights
+ * are uploaded once for all the requests of that block.
+ *
+ * Differences from quant/awq.ts's `cpuFeatureSource`: fp32 on the device in
+ * another summation order (the GPU prefill's, within 1e-6 or so), and mean
+ * |x| summed in fp32 per window; so AWQ's scales and clips follow the CPU's
+ * within rounding (a ratio or a code may differ where two candidates tie).
+ * Windows must share one length.
+ *
+ * @param gpu the device
+ * @param config the model
+ * @returns the source; dispose it to return its buffers to the pool
+ * @example
+ * ```ts
+ * using features = gpuAwqFeatures(gpu, weights.config);
+ * const r = await awqQuantizeModelParallel(weights, windows, { bits: 3, features });
+ * ```
+ */
+export function gpuAwqFeatures(gpu: Gpu, config: LlamaConfig): AwqFeatureSource & Disposable {
+  const c = config;
+  let T = 0;
+  let block: GpuBlock | null = null;
+  let owned: OwnedBuffers | null = null; // the window's stream and the taps, sized for T
+  let input: GPUBuffer;
+  let taps: Record<AwqFeatureName, GPUBuffer>;
+  let current: { layer: number; lw: LayerWeights } | null = null;
+  const release = () => {
+    block?.release();
+    owned?.releaseAll();
+    block = owned = current = null;
+  };
+  /** The block's buffers for windows of `t` tokens and the layer `lw`. */
+  const prepare = async (t: number, layer: number, lw: LayerWeights) => {
+    if (t !== T) {
+      release();
+      T = t;
+      owned = new OwnedBuffers(gpu.pool);
+      const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+      input = owned.acquire(4 * T * c.dim, usage, "awq-stream");
+      taps = Object.fromEntries(
+        AWQ_FEATURES.map((n) => [n, owned!.acquire(4 * T * featureWidth(c, n), usage, `awq-${n}`)]),
+      ) as Record<AwqFeatureName, GPUBuffer>;
+      block = await GpuBlock.create(gpu, c, T);
+    }
+    if (current?.layer !== layer || current.lw !== lw) {
+      await block!.setLayer(lw, (name) => f32Linear(c, lw, name));
+      current = { layer, lw };
+    }
+    return block!;
+  };
+  return {
+    async features({ layer, lw, x, from, want, alloc }): Promise<AwqFeatureSet> {
+      const lengths = x.map((xj) => xj.length / c.dim);
+      const t = lengths[0];
+      if (lengths.some((n) => n !== t)) {
+        throw new RangeError(
+          `gpuAwqFeatures(): the GPU pass needs windows of one length; got ${
+            [...new Set(lengths)].join(", ")
+          } tokens`,
+        );
+      }
+      if (from === "attention" && want.some((n) => !FFN_FEATURES.has(n))) {
+        throw new RangeError(
+          `gpuAwqFeatures(): from the stream after the attention only ffnIn, w2In and ffnOut ` +
+            `can be computed; asked for ${want.join(", ")}`,
+        );
+      }
+      const b = await prepare(t, layer, lw);
+      const N = t * x.length;
+      const features: Partial<Record<AwqFeatureName, Float32Array>> = {};
+      for (const name of want) features[name] = alloc(N * featureWidth(c, name));
+      const inputs = want.filter((n) => AWQ_INPUTS.has(n));
+      const acc = await Promise.all(
+        inputs.map((n) => AbsMeanAccumulator.create(gpu, featureWidth(c, n))),
+      );
+      const until = want.some((n) => n === "w2In" || n === "ffnOut")
+        ? "block"
+        : want.some((n) => n === "attnOut" || n === "ffnIn")
+        ? "ffn"
+        : want.includes("woIn")
+        ? "wo"
+        : "qkv";
+      try {
+        for (const [j, xj] of x.entries()) {
+          gpu.device.queue.writeBuffer(input, 0, xj as Float32Array<ArrayBuffer>);
+          b.run(input, 0, {
+            from,
+            until,
+            taps: Object.fromEntries(want.map((n) => [n, taps[n]])),
+          });
+          inputs.forEach((n, i) => acc[i].addGpu(taps[n], t));
+          await Promise.all(want.map(async (n) => {
+            const w = featureWidth(c, n);
+            const got = new Float32Array(await readBuffer(gpu, taps[n], 4 * t * w));
+            features[n]!.set(got, j * t * w);
+          }));
+        }
+        const xMax: Partial<Record<AwqInputName, Float32Array>> = {};
+        for (const [i, n] of inputs.entries()) {
+          xMax[n as AwqInputName] = Float32Array.from(await acc[i].finish());
+        }
+        return { features, xMax };
+      } catch (e) {
+        for (const a of acc) a.release();
+        throw e;
+      }
+    },
+    [Symbol.dispose]: release,
+  };
 }

@@ -31,6 +31,7 @@ import {
   type CalibrationKind,
   calibrationRequest,
   type CalibSource,
+  type QuantizeContext,
   type QuantizedModel,
   QUANTIZERS,
   quantizeWith,
@@ -62,14 +63,18 @@ export interface QuantContext {
    */
   fisherDir?: string;
   /**
-   * GPTQ's Hessians accumulated on a device (eval/gpu_calibration.ts
-   * `gpuHessians`); the device goes into the calibration identity of the
-   * methods that use them. @default the CPU
+   * GPTQ's Hessians and AWQ's features computed on a device
+   * (eval/gpu_calibration.ts `gpuHessians`); the device goes into the
+   * calibration identity of the methods that use them
+   * (`Quantizer.deviceCalibration`). @default the CPU
    */
   hessians?: DeviceHessians;
 }
 
-/** Hessian accumulators that run on a device, and its name for identities. */
+/**
+ * The calibration statistics that run on a device (GPTQ's Hessians and
+ * block pass, AWQ's features), and its name for identities.
+ */
 export interface DeviceHessians {
   device: "gpu";
   factory: HessianAccumulatorFactory;
@@ -77,6 +82,8 @@ export interface DeviceHessians {
   gptqModel?: typeof gptqQuantizeModelAsync;
   /** GPTQ's pass block by block on the device (eval/quantize_stream.ts, the streamed quantize). */
   gptqSequential?: DeviceGptqFactory;
+  /** AWQ's calibration features on the device (quant/registry.ts `QuantizeContext.awqFeatures`). */
+  awqFeatures?: QuantizeContext["awqFeatures"];
 }
 
 /** Options of {@linkcode quantizeModel}. */
@@ -128,6 +135,7 @@ export async function quantizeModel(
     onProgress: ctx.onProgress,
     hessians: ctx.hessians?.factory,
     gptqModel: ctx.hessians?.gptqModel,
+    awqFeatures: ctx.hessians?.awqFeatures,
   });
   const details = fromFile ? { ...q.details, fisherFile: fromFile.file } : q.details;
   return { ...q, details, seconds: (performance.now() - t0) / 1000 };
@@ -206,13 +214,13 @@ export async function drawCalibration(
     seed: req.seed,
     tokensSha256: windowsSha256(set.windows),
   };
-  const onDevice = data.hessianDevice && QUANTIZERS[spec.method].usesHessians;
+  const onDevice = data.hessianDevice && QUANTIZERS[spec.method].deviceCalibration;
   if (onDevice) identity.device = data.hessianDevice;
   const text =
     (req.rule === "awq-blocks"
       ? set.source
       : `${set.source}; ${req.nsamples} windows of ${seqlen}, seed ${req.seed}`) +
-    (onDevice ? `; Hessians on the ${data.hessianDevice}` : "");
+    (onDevice ? `; ${onDevice} on the ${data.hessianDevice}` : "");
   return { kind: req.kind, windows: set.windows, identity, text };
 }
 

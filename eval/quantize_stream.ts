@@ -50,6 +50,7 @@ import type { SizeReport } from "../quant/format.ts";
 import { sizeOf } from "../quant/format.ts";
 import {
   type CalibrationIdentity,
+  type QuantizeContext,
   type QuantSpec,
   type SpecOf,
   variantName,
@@ -167,6 +168,8 @@ export interface BlockQuantizerInputs {
    * inputs kept there); `hessians` is then unused. @default the CPU forward
    */
   gptqSequential?: DeviceGptqFactory;
+  /** AWQ's calibration features from a device (eval/gpu_calibration.ts `gpuAwqFeatures`). @default the CPU forward */
+  awqFeatures?: QuantizeContext["awqFeatures"];
   /** Worker threads (SqueezeLLM's k-means, GPTQ's solver); 0 = this thread. */
   workers: number;
   /** One-line messages. */
@@ -319,10 +322,14 @@ export function gptqBlockQuantizer(
 export function awqBlockQuantizer(
   config: LlamaConfig,
   spec: SpecOf<"awq">,
-  { windows, workers, log }: BlockQuantizerInputs,
+  { windows, awqFeatures, workers, log }: BlockQuantizerInputs,
 ): BlockQuantizer {
   if (!windows) throw new RangeError(`quantizeToFile(): awq needs calibration windows`);
-  const awq = new AwqSequential(config, windows, awqSpecOptions(spec, { workers, log }));
+  const features = awqFeatures?.(config);
+  const awq = new AwqSequential(config, windows, {
+    ...awqSpecOptions(spec, { workers, log }),
+    features,
+  });
   return {
     windows,
     async quantizeBlock(l, lw, x) {
@@ -330,6 +337,7 @@ export function awqBlockQuantizer(
       return { linears: b.linears, attnNorm: b.weights.attnNorm, ffnNorm: b.weights.ffnNorm };
     },
     details: () => ({ stats: awq.stats() }),
+    release: () => features?.[Symbol.dispose](),
   };
 }
 

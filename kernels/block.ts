@@ -44,6 +44,54 @@ import {
 export type GpuBlockStage = "qkv" | "wo" | "ffn" | "block";
 const STAGES: readonly GpuBlockStage[] = ["qkv", "wo", "ffn", "block"];
 
+/**
+ * The steps of a block, in order: attention RMSNorm; q/k/v, RoPE and
+ * attention; wo and its residual addition; FFN RMSNorm; w1, w3, SwiGLU, w2
+ * and its residual addition. A stage ends after one of them.
+ */
+const SEGMENTS = 5;
+/** The last segment of each stage. */
+const STAGE_END: Record<GpuBlockStage, number> = { qkv: 0, wo: 1, ffn: 3, block: 4 };
+
+/** Where a run starts: the block's input, or the stream after the attention's residual addition. */
+export type GpuBlockStart = "input" | "attention";
+const START_SEGMENT: Record<GpuBlockStart, number> = { input: 0, attention: 3 };
+
+/**
+ * An activation of the block a run can copy out (the names of quant/awq.ts's
+ * calibration features): the inputs of wq/wk/wv ("attnIn"), of wo
+ * ("woIn"), of w1/w3 ("ffnIn"), of w2 ("w2In"), and the outputs of wo
+ * ("attnOut") and w2 ("ffnOut"), each [T, width] (width hiddenDim for w2In,
+ * dim for the others).
+ */
+export type GpuBlockActivation = "attnIn" | "woIn" | "attnOut" | "ffnIn" | "w2In" | "ffnOut";
+
+/** The buffer holding each activation and the segment after which it is there. */
+const ACTIVATION_AT: Record<GpuBlockActivation, { buf: "xn" | "att" | "o" | "h1"; seg: number }> = {
+  attnIn: { buf: "xn", seg: 0 },
+  woIn: { buf: "att", seg: 1 },
+  attnOut: { buf: "o", seg: 2 },
+  ffnIn: { buf: "xn", seg: 3 },
+  w2In: { buf: "h1", seg: 4 },
+  ffnOut: { buf: "o", seg: 4 },
+};
+
+/** Options of {@linkcode GpuBlock.run}. */
+export interface GpuBlockRunOptions {
+  /** How far to run. @default "block" */
+  until?: GpuBlockStage;
+  /**
+   * Where the window's stream stands: "input" (the block's input) or
+   * "attention" (after the attention's residual addition: only the FFN half
+   * runs, so `until` must be "ffn" or "block"). @default "input"
+   */
+  from?: GpuBlockStart;
+  /** Copy the block's output over the window's input (only with until "block"). @default false */
+  writeBack?: boolean;
+  /** Activations copied out as the run passes them, each into [T, width] floats from offset 0. */
+  taps?: Partial<Record<GpuBlockActivation, GPUBuffer>>;
+}
+
 /** The buffer holding each linear's input once its stage has run. */
 const INPUT_OF: Record<LinearName, "xn" | "att" | "h1"> = {
   wq: "xn",
@@ -244,42 +292,64 @@ export class GpuBlock {
   #buildStages(): void {
     const f = this.#fixed!, [attnNorm, ffnNorm] = this.#norms!;
     const lin = (name: LinearName): Step => ({ plan: this.#linears.get(name)!.plan });
-    this.#stages = [
+    this.#stages = [ // the SEGMENTS
       [attnNorm],
       [lin("wq"), lin("wk"), lin("wv"), ...f.rope, ...f.attention],
-      [lin("wo"), ...f.add, ffnNorm],
+      [lin("wo"), ...f.add],
+      [ffnNorm],
       [lin("w1"), lin("w3"), ...f.swiglu, lin("w2"), ...f.add],
     ];
   }
 
   /**
    * Runs the block on window `window` of `inputs` ([windows, T, dim] fp32)
-   * up to `until`; with `writeBack` (only with "block") the block's output
-   * replaces that window. Submitted at once; later submits see the results.
+   * from `opts.from` up to `opts.until`, copying out `opts.taps` as it
+   * passes them; with `writeBack` the block's output replaces that window.
+   * Submitted at once; later submits see the results.
    *
-   * @param inputs the block inputs of every window
+   * @param inputs the block inputs (or streams, with from "attention") of every window
    * @param window which window
-   * @param until how far to run @default "block"
-   * @param writeBack copy the output over the window's input @default false
+   * @param opts how far, from where, write-back, taps
    */
-  run(inputs: GPUBuffer, window: number, until: GpuBlockStage = "block", writeBack = false): void {
+  run(inputs: GPUBuffer, window: number, opts: GpuBlockRunOptions = {}): void {
     if (this.#stages.length === 0) throw new Error("GpuBlock.run(): call setLayer() first");
+    const { until = "block", from = "input", writeBack = false, taps = {} } = opts;
+    const first = START_SEGMENT[from], last = STAGE_END[until];
     if (writeBack && until !== "block") {
       throw new RangeError(`GpuBlock.run(): writeBack needs until "block", got "${until}"`);
+    }
+    if (last < first) {
+      throw new RangeError(`GpuBlock.run(): from "${from}" the run reaches "ffn" at least`);
+    }
+    const copies = Array.from({ length: SEGMENTS }, () => [] as [GPUBuffer, GPUBuffer, number][]);
+    for (const [name, to] of Object.entries(taps) as [GpuBlockActivation, GPUBuffer][]) {
+      const { buf, seg } = ACTIVATION_AT[name];
+      if (seg < first || seg > last) {
+        throw new RangeError(
+          `GpuBlock.run(): ${name} is not computed by a run from "${from}" until "${until}"`,
+        );
+      }
+      const width = name === "w2In" ? this.config.hiddenDim : this.config.dim;
+      copies[seg].push([this.#bufs[buf], to, 4 * this.T * width]);
     }
     const { device } = this.gpu;
     const bytes = 4 * this.T * this.config.dim, off = window * bytes;
     const enc = device.createCommandEncoder();
     enc.copyBufferToBuffer(inputs, off, this.#bufs.x, 0, bytes);
-    const pass = enc.beginComputePass();
-    for (const steps of this.#stages.slice(0, STAGES.indexOf(until) + 1)) {
-      for (const s of steps) {
+    let pass = enc.beginComputePass();
+    for (let seg = first; seg <= last; seg++) {
+      for (const s of this.#stages[seg]) {
         if ("plan" in s) s.plan.encode(pass);
         else {
           pass.setPipeline(s.pipeline);
           pass.setBindGroup(0, s.bindGroup);
           pass.dispatchWorkgroups(s.x, s.y);
         }
+      }
+      if (copies[seg].length > 0) {
+        pass.end();
+        for (const [src, dst, n] of copies[seg]) enc.copyBufferToBuffer(src, 0, dst, 0, n);
+        pass = enc.beginComputePass();
       }
     }
     pass.end();
@@ -395,8 +465,16 @@ export class AbsMeanAccumulator {
   /** The mean |x| per channel [cols] (float64); the accumulator is released. */
   async finish(): Promise<Float64Array> {
     if (this.#rows === 0) throw new RangeError("AbsMeanAccumulator.finish(): no rows added");
-    const s = new Float32Array(await readBuffer(this.gpu, this.#sum, 4 * this.cols));
+    try {
+      const s = new Float32Array(await readBuffer(this.gpu, this.#sum, 4 * this.cols));
+      return Float64Array.from(s, (v) => v / this.#rows);
+    } finally {
+      this.#owned.releaseAll();
+    }
+  }
+
+  /** Returns the buffers unread (after a failure); a finished accumulator has none left. */
+  release(): void {
     this.#owned.releaseAll();
-    return Float64Array.from(s, (v) => v / this.#rows);
   }
 }

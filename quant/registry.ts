@@ -11,7 +11,7 @@
  *
  * @module
  */
-import type { LinearName, LlamaWeights } from "../model/config.ts";
+import type { LinearName, LlamaConfig, LlamaWeights } from "../model/config.ts";
 import type { ProgressCallback } from "../model/pool.ts";
 import { LINEAR_NAMES, linearKey, withLinears } from "../model/config.ts";
 import { dequantize, type QuantizedLinear } from "./format.ts";
@@ -21,7 +21,7 @@ import {
   gptqSpecOptions,
   type HessianAccumulatorFactory,
 } from "./sequential.ts";
-import { awqQuantizeModelParallel, awqSpecOptions } from "./awq.ts";
+import { type AwqFeatureSource, awqQuantizeModelParallel, awqSpecOptions } from "./awq.ts";
 import { findOutlierRange } from "./squeezellm.ts";
 import { smoothquantQuantizeModel } from "./smoothquant.ts";
 import { abqQuantizeModel, defaultEpochs } from "./abq.ts";
@@ -52,8 +52,8 @@ export interface QuantizeContext {
   /** Steps of the long searches (GPTQ's linears, AWQ's ratios and clips): (done, total, what). */
   onProgress?: ProgressCallback;
   /**
-   * Where the methods marked {@linkcode Quantizer.usesHessians} accumulate
-   * their Hessians (eval/gpu_calibration.ts: on the GPU). @default the CPU
+   * Where the methods whose {@linkcode Quantizer.deviceCalibration} is
+   * "Hessians" accumulate them (eval/gpu_calibration.ts: on the GPU). @default the CPU
    */
   hessians?: HessianAccumulatorFactory;
   /**
@@ -62,6 +62,12 @@ export interface QuantizeContext {
    * same codes as the CPU loop). @default quant/sequential.ts gptqQuantizeModelAsync
    */
   gptqModel?: typeof gptqQuantizeModelAsync;
+  /**
+   * AWQ's calibration features from a device (eval/gpu_calibration.ts
+   * `gpuAwqFeatures`: the block forward and mean |x| on the GPU), made per
+   * run and disposed after it. @default the CPU forward (quant/awq.ts `cpuFeatureSource`)
+   */
+  awqFeatures?: (config: LlamaConfig) => AwqFeatureSource & Disposable;
 }
 
 /** What a quantizer returns. */
@@ -79,8 +85,13 @@ export interface Quantizer<M extends Method, K extends CalibrationKind> {
   method: M;
   /** The calibration {@linkcode Quantizer.quantize} needs. */
   calibration: K;
-  /** Its calibration statistics are GPTQ Hessians, accumulated where `ctx.hessians` says. */
-  usesHessians?: boolean;
+  /**
+   * What of its calibration runs on the device the context names
+   * (`ctx.hessians` / `gptqModel`, `ctx.awqFeatures`; `--device gpu`): GPTQ's
+   * "Hessians", AWQ's "features"; absent: always the CPU. Such results are
+   * keyed by the device (the calibration identity's `device`).
+   */
+  deviceCalibration?: "Hessians" | "features";
   /**
    * Quantizes every linear of `base`.
    *
@@ -123,7 +134,7 @@ const rtnQuantizer: Quantizer<"rtn", "none"> = {
 const gptqQuantizer: Quantizer<"gptq", "activations"> = {
   method: "gptq",
   calibration: "activations",
-  usesHessians: true,
+  deviceCalibration: "Hessians",
   async quantize(base, spec, { windows }, ctx) {
     const r = await (ctx.gptqModel ?? gptqQuantizeModelAsync)(
       base,
@@ -142,12 +153,13 @@ const gptqQuantizer: Quantizer<"gptq", "activations"> = {
 const awqQuantizer: Quantizer<"awq", "activations"> = {
   method: "awq",
   calibration: "activations",
+  deviceCalibration: "features",
   async quantize(base, spec, { windows }, ctx) {
-    const r = await awqQuantizeModelParallel(
-      base,
-      windows,
-      awqSpecOptions(spec, { workers: ctx.workers, log: ctx.log, onProgress: ctx.onProgress }),
-    );
+    using features = ctx.awqFeatures?.(base.config);
+    const r = await awqQuantizeModelParallel(base, windows, {
+      ...awqSpecOptions(spec, { workers: ctx.workers, log: ctx.log, onProgress: ctx.onProgress }),
+      features,
+    });
     return { weights: r.weights, linears: r.linears, details: { stats: r.stats } };
   },
 };

@@ -38,7 +38,13 @@ import type { Gpu } from "../../kernels/device.ts";
 import { gpuHessians } from "../gpu_calibration.ts";
 import { Progress } from "./progress.ts";
 import { EVAL_SETS, type EvalSetName, loadEvalSet } from "../../datasets/eval_sets.ts";
-import { METHODS, type QuantSpec, saveQuantized, variantName } from "../../quant/methods.ts";
+import {
+  METHODS,
+  QUANTIZERS,
+  type QuantSpec,
+  saveQuantized,
+  variantName,
+} from "../../quant/methods.ts";
 import {
   QUANT_HELP,
   QUANT_OPTIONS,
@@ -89,15 +95,18 @@ const DEVICE_HELP =
                        across runs) or gpu (WebGPU prefill, every linear in its stored format;
                        equal to cpu within 1e-4, stored under its own result keys). No
                        auto-detection: a software adapter (llvmpipe) is slower than the CPU.
-                       GPTQ's Hessians are then accumulated on the GPU too (see quantize)`;
+                       GPTQ's Hessians and AWQ's features are then computed on the GPU too
+                       (see quantize)`;
 
 /** Help of `--device` for quantizing. */
 const QUANTIZE_DEVICE_HELP =
-  `  --device cpu|gpu     where GPTQ's calibration pass runs (block forward and Hessians, XᵀX of
-                       every linear's inputs; the solver stays on the CPU): cpu (default) or gpu
-                       (WebGPU, block inputs kept on the device; H equal to cpu within 1e-5, so
-                       a code may differ at a rounding tie; recorded in the calibration identity,
-                       so its results are keyed apart). Other methods' calibration runs on the CPU`;
+  `  --device cpu|gpu     where the calibration pass of GPTQ (block forward and Hessians, XᵀX of
+                       every linear's inputs) and of AWQ (block forward: the scaled groups'
+                       inputs, the sub-blocks' outputs, mean |x|) runs; the searches and solvers
+                       stay on the CPU: cpu (default) or gpu (WebGPU; GPTQ's block inputs kept on
+                       the device; equal to cpu within fp32 rounding, so a code may differ at a
+                       tie; recorded in the calibration identity, so its results are keyed
+                       apart). Other methods' calibration runs on the CPU`;
 
 /**
  * The `--device` option and, for gpu, the adapter — opened before any work,
@@ -322,13 +331,15 @@ ${MODEL_HELP}`,
     if (!values.method) throw new CliError(`--method is required (${METHODS.join(", ")})`);
     await checkOutputFile("--out", out);
     const spec = specFromOptions(values);
-    choice(values, "device", DEVICES, "cpu"); // checked before any work; used by GPTQ only
-    // RTN, SqueezeLLM and GPTQ quantize block by block, in bounded memory (eval/quantize_stream.ts)
+    choice(values, "device", DEVICES, "cpu"); // checked before any work; used by GPTQ and AWQ
+    // RTN, SqueezeLLM, GPTQ and AWQ quantize block by block, in bounded memory
+    // (eval/quantize_stream.ts)
     const blockwise = quantizesBlockwise(spec);
-    if (blockwise && spec.method !== "gptq") return await quantizeFileBlockwise(values, spec, out);
+    const onDevice = spec && QUANTIZERS[spec.method].deviceCalibration;
+    if (blockwise && !onDevice) return await quantizeFileBlockwise(values, spec, out);
     const { device, gpu, text: deviceText } = await deviceFromOptions(values, {
       cpu: "calibration on the CPU",
-      gpu: "GPTQ Hessians",
+      gpu: onDevice ? `${spec!.method.toUpperCase()} ${onDevice}` : "unused by this method",
     });
     console.error(`device: ${deviceText}`);
     if (blockwise) {

@@ -362,7 +362,7 @@ export async function buildPlan(
   const draws = new Map<string, Promise<CalibrationIdentity | null>>();
   const calibrationOf = (spec: QuantSpec) => {
     const { kind: _, ...draw } = calibrationRequest(spec) ?? { kind: "none" };
-    const onDevice = opts.hessianDevice && QUANTIZERS[spec.method].usesHessians;
+    const onDevice = opts.hessianDevice && QUANTIZERS[spec.method].deviceCalibration;
     const key = canonicalJson({ ...draw, ...(onDevice ? { device: opts.hessianDevice } : {}) });
     if (!draws.has(key)) {
       draws.set(

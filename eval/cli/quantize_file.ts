@@ -156,7 +156,7 @@ export function peakRssBytes(): number | null {
  * @param values parsed options (model, quantization, --fisher, --workers)
  * @param spec the quantization ({@linkcode quantizesBlockwise} accepts it)
  * @param out the file to write (checked writable by the caller)
- * @param hessians GPTQ: where its Hessians are accumulated (recorded in the calibration identity) @default the CPU
+ * @param hessians GPTQ and AWQ: the device their calibration statistics run on (recorded in the calibration identity) @default the CPU
  * @returns what was written
  * @throws {CliError} for a bad option; {@linkcode ModelFormatError} for a bad checkpoint or Fisher folder
  */
@@ -214,7 +214,7 @@ export async function quantizeFileBlockwise(
 export interface QuantizeOpenedOptions {
   /** SqueezeLLM: its Fisher information read from this folder (`--fisher`); null: computed here. */
   fisherFile: { path: string; sha256: string } | null;
-  /** GPTQ: where its Hessians are accumulated. @default the CPU */
+  /** GPTQ and AWQ: the device their calibration statistics run on. @default the CPU */
   hessians?: DeviceHessians;
   /** Worker threads of the quantizers. */
   workers: number;
@@ -261,7 +261,7 @@ export async function quantizeOpenedModel(
       tokenizer: model.tokenizer!, // the caller requires one for these methods
       dataDir: model.dataDir,
       offline: model.offline,
-      hessianDevice: resolved.method === "gptq" ? opts.hessians?.device : undefined,
+      hessianDevice: opts.hessians?.device,
     }))!
     : null;
   let fisher: (BlockFisher & Disposable) | undefined;
@@ -299,6 +299,7 @@ export async function quantizeOpenedModel(
       windows: isSequential(resolved) ? drawn!.windows : undefined,
       hessians: opts.hessians?.factory,
       gptqSequential: opts.hessians?.gptqSequential,
+      awqFeatures: opts.hessians?.awqFeatures,
       out,
       base: { path: model.checkpointPath, sha256: model.checkpointSha256 },
       calibration,
