@@ -3,11 +3,14 @@
  * {@linkcode GpuHessian}) behind quant/sequential.ts's
  * `HessianAccumulatorFactory`, so that `gptqQuantizeModelAsync` accumulates
  * H = 2/nsamples · Σ xᵀx of every linear's inputs on the device (quant/
- * must not import kernels/; this adapter lives here); and the whole
+ * must not import kernels/; this adapter lives here); GPTQ's whole
  * calibration pass on the GPU ({@linkcode GptqSequentialGpu} block by block
  * for the streamed quantize, {@linkcode gptqQuantizeModelGpu} over the whole
- * model, {@linkcode gpuActivationStats}): block inputs kept on the device
- * between blocks (kernels/block.ts), only the statistics read back.
+ * model: block inputs kept on the device between blocks, kernels/block.ts,
+ * only H read back); and AWQ's calibration features
+ * ({@linkcode gpuAwqFeatures}, behind quant/awq.ts's `AwqFeatureSource`:
+ * the block forward and mean |x| on the device, the features read back for
+ * AWQ's searches on the host).
  *
  * @module
  */
@@ -365,55 +368,6 @@ export async function gptqQuantizeModelGpu(
     g.release();
   }
   return { weights: { ...weights, layers }, linears, stats: g.stats() };
-}
-
-/**
- * AWQ's activation statistics on the GPU: the per-channel mean |x| of every
- * linear's input (llm-awq `get_act_scale`), block by block from the token
- * embeddings of `windows`, each block's outputs feeding the next on the
- * device. `weights` is run as given (for AWQ's search, the model whose
- * earlier blocks are already scaled and quantized).
- *
- * @param gpu the device
- * @param weights the model
- * @param windows calibration windows, all of one length
- * @returns mean |x| per channel, keyed "layers.{l}.{name}"
- */
-export async function gpuActivationStats(
-  gpu: Gpu,
-  weights: LlamaWeights,
-  windows: Int32Array[],
-): Promise<Map<string, Float64Array>> {
-  const c = weights.config;
-  const T = oneLength("gpuActivationStats()", windows, c);
-  const pass = await blockPass(gpu, c, embedWindows(weights, windows), T);
-  const out = new Map<string, Float64Array>();
-  try {
-    for (let l = 0; l < c.nLayers; l++) {
-      const lw = weights.layers[l];
-      await pass.block.setLayer(lw, (name) => f32Linear(c, lw, name));
-      // One accumulator per distinct input: wq/wk/wv share one, w1/w3 another. A run to "qkv"
-      // leaves the first in xn; the whole block (written back: the next block's input) leaves
-      // the others in att, xn and h1.
-      const inputs: LinearName[][] = [["wq", "wk", "wv"], ["wo"], ["w1", "w3"], ["w2"]];
-      const acc = await Promise.all(
-        inputs.map((names) => AbsMeanAccumulator.create(gpu, linearShape(c, names[0])[1])),
-      );
-      for (const x of pass.inps) {
-        pass.block.run(x, 0, { until: "qkv" });
-        acc[0].addGpu(pass.block.input("wq"), T);
-        pass.block.run(x, 0, { writeBack: true });
-        for (let i = 1; i < inputs.length; i++) acc[i].addGpu(pass.block.input(inputs[i][0]), T);
-      }
-      for (const [i, names] of inputs.entries()) {
-        const mean = await acc[i].finish();
-        for (const name of names) out.set(linearKey(l, name), mean);
-      }
-    }
-  } finally {
-    pass.release();
-  }
-  return out;
 }
 
 /** Every AWQ feature's width: hiddenDim for w2's input, dim for the others. */

@@ -1,11 +1,12 @@
 /**
  * One LLaMA block on the GPU over a window of T tokens, for layer-by-layer
- * calibration (GPTQ's `llama_sequential`, AWQ's activation statistics): the
- * block inputs of every calibration window stay in one GPU buffer, the
- * block runs there stage by stage, and the inputs of its linears are left
- * in GPU buffers for the Hessian (kernels/hessian.ts `addBatchGpu`) and
- * |x| accumulators ({@linkcode AbsMeanAccumulator}), so nothing travels
- * back to the host but the statistics.
+ * calibration (GPTQ's `llama_sequential`, AWQ's calibration features): the
+ * block inputs of the calibration windows stay in GPU buffers, the block
+ * runs there stage by stage, and the inputs of its linears are left in GPU
+ * buffers for the Hessian (kernels/hessian.ts `addBatchGpu`) and |x|
+ * accumulators ({@linkcode AbsMeanAccumulator}), or copied out as the run
+ * passes them, so only the statistics (and the features AWQ asks for)
+ * travel back to the host.
  *
  * The block is kernels/prefill.ts's, built from the same kernels (RMSNorm,
  * the tiled matmul of kernels/matmul.ts in each linear's format, RoPE,
