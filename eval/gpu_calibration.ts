@@ -17,6 +17,7 @@
 import { type Gpu, OwnedBuffers, readBuffer } from "../kernels/device.ts";
 import { GpuHessian } from "../kernels/hessian.ts";
 import { AbsMeanAccumulator, GpuBlock } from "../kernels/block.ts";
+import { guardMemory, unlessLost } from "../kernels/prefill.ts";
 import type { LayerWeights, LinearName, LlamaConfig, LlamaWeights } from "../model/config.ts";
 import { LINEAR_NAMES, linearKey, linearShape } from "../model/config.ts";
 import { checkBits, dequantize, f32Tensor, type QuantizedLinear } from "../quant/format.ts";
@@ -148,13 +149,27 @@ interface BlockPass {
 /**
  * Uploads block 0's inputs `x` ([T, dim] per window, the token embeddings)
  * and makes one {@linkcode GpuBlock} to run them through: the driver of the
- * passes below.
+ * GPTQ pass. Out of memory is an error naming `who` and the bytes.
  */
-async function blockPass(gpu: Gpu, c: LlamaConfig, x: Float32Array[], T: number) {
+async function blockPass(who: string, gpu: Gpu, c: LlamaConfig, x: Float32Array[], T: number) {
   const owned = new OwnedBuffers(gpu.pool);
   try {
-    const inps = x.map((xj) => owned.upload(xj, GPUBufferUsage.COPY_SRC, "calibration-inputs"));
-    const block = await GpuBlock.create(gpu, c, T);
+    const bytes = 4 * T * c.dim * x.length;
+    const what = `the block inputs of ${x.length} windows of ${T} tokens`;
+    const inps = await guardMemory(
+      gpu,
+      who,
+      what,
+      bytes,
+      () => x.map((xj) => owned.upload(xj, GPUBufferUsage.COPY_SRC, "calibration-inputs")),
+    );
+    const block = await guardMemory(
+      gpu,
+      who,
+      `one block's activations (T = ${T})`,
+      0,
+      () => GpuBlock.create(gpu, c, T),
+    );
     return {
       inps,
       block,
@@ -173,6 +188,19 @@ async function blockPass(gpu: Gpu, c: LlamaConfig, x: Float32Array[], T: number)
 const f32Linear = (c: LlamaConfig, lw: LayerWeights, name: LinearName) => ({
   dense: f32Tensor(lw[name], ...linearShape(c, name)),
 });
+
+/** Makes `lw` (every linear in fp32) the block's layer; out of memory names `who` and the layer. */
+function setLayer(who: string, block: GpuBlock, l: number, lw: LayerWeights): Promise<void> {
+  const c = block.config;
+  const bytes = LINEAR_NAMES.reduce((n, name) => n + 4 * lw[name].length, 0);
+  return guardMemory(
+    block.gpu,
+    who,
+    `layers.${l} in fp32`,
+    bytes,
+    () => block.setLayer(lw, (name) => f32Linear(c, lw, name)),
+  );
+}
 
 /**
  * GPTQ's llama_sequential (quant/sequential.ts) one block at a time with the
@@ -250,7 +278,7 @@ export class GptqSequentialGpu implements DeviceGptqSequential {
     this.#pass?.release();
     this.#pass = null;
     this.#hessian ??= await GpuHessian.prepare(this.gpu);
-    this.#pass = await blockPass(this.gpu, this.config, x, this.#T);
+    this.#pass = await blockPass("GptqSequentialGpu", this.gpu, this.config, x, this.#T);
   }
 
   /**
@@ -269,9 +297,9 @@ export class GptqSequentialGpu implements DeviceGptqSequential {
     const { config: c, opts } = this, { block, inps } = pass;
     const lw: LayerWeights = { ...W0 }; // arrays replaced, never written
     const linears = new Map<string, QuantizedLinear>();
-    await block.setLayer(lw, (name) => f32Linear(c, lw, name));
+    await setLayer("GptqSequentialGpu", block, l, lw);
     for (const names of this.#sequential) {
-      const H = await this.#hessians(names);
+      const H = await this.#hessians(l, names);
       for (const name of names) {
         const t = performance.now();
         const [rows, cols] = linearShape(c, name);
@@ -302,7 +330,10 @@ export class GptqSequentialGpu implements DeviceGptqSequential {
    * H of every distinct input of `names` (by quant/sequential.ts
    * `sharedInput`), from the block as it stands on every window.
    */
-  async #hessians(names: readonly LinearName[]): Promise<Map<LinearName, Float64Array>> {
+  async #hessians(
+    l: number,
+    names: readonly LinearName[],
+  ): Promise<Map<LinearName, Float64Array>> {
     const { block, inps } = this.#pass!, T = this.#T;
     const inputs = [...new Set(names.map(sharedInput))];
     const hs = new Map<LinearName, GpuHessian>();
@@ -314,7 +345,10 @@ export class GptqSequentialGpu implements DeviceGptqSequential {
         for (const [n, h] of hs) h.addBatchGpu(block.input(n), T);
       }
       const H = new Map<LinearName, Float64Array>();
-      for (const [n, h] of hs) H.set(n, await h.finish());
+      for (const [n, h] of hs) {
+        const what = `the Hessian of layers.${l}.${n}'s input`;
+        H.set(n, await unlessLost(this.gpu, "GptqSequentialGpu", what, h.finish()));
+      }
       return H;
     } finally {
       for (const h of hs.values()) h.release();
@@ -410,7 +444,7 @@ const AWQ_INPUTS: ReadonlySet<AwqFeatureName> = new Set(["attnIn", "woIn", "ffnI
  * ```
  */
 export function gpuAwqFeatures(gpu: Gpu, config: LlamaConfig): AwqFeatureSource & Disposable {
-  const c = config;
+  const c = config, WHO = "gpuAwqFeatures()";
   let T = 0;
   let block: GpuBlock | null = null;
   let owned: OwnedBuffers | null = null; // the window's stream and the taps, sized for T
@@ -433,10 +467,16 @@ export function gpuAwqFeatures(gpu: Gpu, config: LlamaConfig): AwqFeatureSource 
       taps = Object.fromEntries(
         AWQ_FEATURES.map((n) => [n, owned!.acquire(4 * T * featureWidth(c, n), usage, `awq-${n}`)]),
       ) as Record<AwqFeatureName, GPUBuffer>;
-      block = await GpuBlock.create(gpu, c, T);
+      block = await guardMemory(
+        gpu,
+        WHO,
+        `one block's activations (T = ${T})`,
+        0,
+        () => GpuBlock.create(gpu, c, T),
+      );
     }
     if (current?.layer !== layer || current.lw !== lw) {
-      await block!.setLayer(lw, (name) => f32Linear(c, lw, name));
+      await setLayer(WHO, block!, layer, lw);
       current = { layer, lw };
     }
     return block!;
@@ -482,11 +522,17 @@ export function gpuAwqFeatures(gpu: Gpu, config: LlamaConfig): AwqFeatureSource 
             taps: Object.fromEntries(want.map((n) => [n, taps[n]])),
           });
           inputs.forEach((n, i) => acc[i].addGpu(taps[n], t));
-          await Promise.all(want.map(async (n) => {
-            const w = featureWidth(c, n);
-            const got = new Float32Array(await readBuffer(gpu, taps[n], 4 * t * w));
-            features[n]!.set(got, j * t * w);
-          }));
+          const what = `layers.${layer}'s features of window ${j}`;
+          await unlessLost(
+            gpu,
+            WHO,
+            what,
+            Promise.all(want.map(async (n) => {
+              const w = featureWidth(c, n);
+              const got = new Float32Array(await readBuffer(gpu, taps[n], 4 * t * w));
+              features[n]!.set(got, j * t * w);
+            })),
+          );
         }
         const xMax: Partial<Record<AwqInputName, Float32Array>> = {};
         for (const [i, n] of inputs.entries()) {

@@ -63,6 +63,63 @@ export class GpuResourceError extends Error {
   override name = "GpuResourceError";
 }
 
+/**
+ * Runs `f` (allocations, uploads) inside an out-of-memory error scope; the
+ * device's out-of-memory error becomes a {@linkcode GpuResourceError} naming
+ * `who`, `what` and the bytes involved (an error of `f` itself is rethrown).
+ *
+ * @param gpu the device
+ * @param who the caller, e.g. "GpuPrefill"
+ * @param what what is being uploaded, e.g. "layers.3.w2"
+ * @param bytes its size
+ * @param f the work
+ * @returns f's result
+ */
+export async function guardMemory<R>(
+  gpu: Gpu,
+  who: string,
+  what: string,
+  bytes: number,
+  f: () => R | Promise<R>,
+): Promise<R> {
+  gpu.device.pushErrorScope("out-of-memory");
+  let out: R | undefined, failure: unknown;
+  try {
+    out = await f();
+  } catch (e) {
+    failure = e;
+  }
+  const err = await gpu.device.popErrorScope();
+  if (err) {
+    throw new GpuResourceError(
+      `${who}: out of GPU memory while uploading ${what} (${bytes} bytes; ` +
+        `${gpu.pool.bytesInUse} bytes already in use): ${err.message}`,
+    );
+  }
+  if (failure !== undefined) throw failure;
+  return out as R;
+}
+
+/**
+ * `p`, or a {@linkcode GpuResourceError} naming `who` and `what` when the
+ * device is lost first (a readback of a lost device would never resolve).
+ *
+ * @param gpu the device
+ * @param who the caller
+ * @param what what was running
+ * @param p the pending work (a readback)
+ * @returns p's value
+ */
+export function unlessLost<R>(gpu: Gpu, who: string, what: string, p: Promise<R>): Promise<R> {
+  const lost = gpu.device.lost.then((info): never => {
+    throw new GpuResourceError(
+      `${who}: the GPU device was lost while running ${what} (${info.reason}: ` +
+        `${info.message}); ${gpu.pool.bytesInUse} bytes were in use`,
+    );
+  });
+  return Promise.race([p, lost]);
+}
+
 /** Threads of every prefill kernel's workgroup. */
 export const PREFILL_WG = 64;
 const WG = PREFILL_WG;
@@ -483,24 +540,8 @@ export class GpuPrefill {
       const upload = (a: ArrayBufferView, label: string) =>
         owned.upload(a, GPUBufferUsage.COPY_SRC, label);
       /** Runs f inside an out-of-memory error scope; a failure names what and how many bytes. */
-      const guarded = async <R>(what: string, bytes: number, f: () => R): Promise<R> => {
-        device.pushErrorScope("out-of-memory");
-        let out: R | undefined, failure: unknown;
-        try {
-          out = f();
-        } catch (e) {
-          failure = e;
-        }
-        const err = await device.popErrorScope();
-        if (err) {
-          throw new GpuResourceError(
-            `GpuPrefill: out of GPU memory while uploading ${what} (${bytes} bytes; ` +
-              `${pool.bytesInUse} bytes already in use): ${err.message}`,
-          );
-        }
-        if (failure !== undefined) throw failure;
-        return out as R;
-      };
+      const guarded = <R>(what: string, bytes: number, f: () => R): Promise<R> =>
+        guardMemory(gpu, "GpuPrefill", what, bytes, f);
       // run state of one window
       const x = buf(T * dim, "x"), xn = buf(T * dim, "xn"), q = buf(T * dim, "q");
       const k = buf(T * kv, "k"), v = buf(T * kv, "v"), att = buf(T * dim, "att");
@@ -682,14 +723,8 @@ export class GpuPrefill {
   }
 
   /** Reads `bytes` of `buf`, or throws GpuResourceError when the device is lost meanwhile. */
-  async #read(buf: GPUBuffer, bytes: number, what: string): Promise<ArrayBuffer> {
-    const lost = this.gpu.device.lost.then((info) => {
-      throw new GpuResourceError(
-        `GpuPrefill: the GPU device was lost while running ${what} (${info.reason}: ` +
-          `${info.message}); ${this.gpu.pool.bytesInUse} bytes were in use`,
-      );
-    });
-    return await Promise.race([readBuffer(this.gpu, buf, bytes), lost]);
+  #read(buf: GPUBuffer, bytes: number, what: string): Promise<ArrayBuffer> {
+    return unlessLost(this.gpu, "GpuPrefill", what, readBuffer(this.gpu, buf, bytes));
   }
 
   /**
