@@ -234,7 +234,10 @@ export class GptqFast {
     }
     this.nsamples += samples;
     if (N === 0) return;
-    this.pending.push(x.slice());
+    // on a SharedArrayBuffer when workers will read them (no second copy at the flush)
+    const copy = newF32(x.length, this.workers > 0);
+    copy.set(x);
+    this.pending.push(copy);
     this.pendingRows += N;
     if (this.pendingRows * n > PENDING_LIMIT) this.accumulate(this.takePending(), 0);
   }
@@ -524,7 +527,7 @@ export class GptqFast {
       this.pendingRows = 0;
       return x;
     }
-    const x = new Float32Array(this.pendingRows * this.columns);
+    const x = newF32(this.pendingRows * this.columns, this.workers > 0);
     let o = 0;
     for (const p of this.pending) x.set(p, (o += p.length) - p.length);
     this.pending = [];
@@ -546,8 +549,8 @@ export class GptqFast {
     const S = this.live("flush()");
     const n = this.columns, N = x.length / n, np = ceil8(n);
     if (workers === 0 || (n * n * N) / 2 < this.parallelMinMacs) return this.accumulate(x, 0);
-    const xs = newF32(x.length, true);
-    xs.set(x);
+    let xs = x;
+    if (!(x.buffer instanceof SharedArrayBuffer)) (xs = newF32(x.length, true)).set(x);
     const bounds = equalAreaRows(np, 2 * workers);
     await runTasks<GptqInit, GptqTask, GptqTaskResult>({
       name: "GPTQ Hessian",
