@@ -40,9 +40,10 @@
  *
  * Work, against the official protocol (checked step by step): the
  * collection (run_awq's `inps = layer(inps)` with the feature hooks), in
- * three stages per block ({@linkcode FEATURE_STAGES}: the attention's
- * features, then the FFN's from the stream after the attention, then w2's
- * input, the FFN's up-projection computed a second time), which also
+ * one pass, or for a block past `featureBudget` in three stages
+ * ({@linkcode FEATURE_STAGES}: the attention's features, then the FFN's
+ * from the stream after the attention, then w2's input, the FFN's
+ * up-projection computed a second time), which also
  * records the attention and FFN sub-blocks' outputs, the `org_out` of every
  * scale search (the official code recomputes it once per group; the
  * numbers are the same); then per scaled
@@ -76,13 +77,15 @@
  * GPTQ's whole run there; the attention kernel (model/wasm/kernels.wat
  * `attention_hs8`) sets AWQ's floor.
  *
- * Memory: a stage's features are dropped once its groups are searched (the
- * clip search keeps only its sampled tokens), so at most the block's inputs
- * and one stage's features are alive: at LLaMA-7B (dim 4096, hidden 11008)
+ * Memory: a block whose features pass `featureBudget` (256 MiB by default)
+ * is collected stage by stage, each stage's features dropped once its
+ * groups are searched (the clip search keeps only its sampled tokens), so
+ * at most the block's inputs and one stage's features are alive: at LLaMA-7B (dim 4096, hidden 11008)
  * with N = 35k calibration tokens, w2's input and the FFN output, 2.1 GB,
  * where holding every feature of the block took 4.4 GB (measured at dim 256,
  * hidden 640, N = 35,328: peak RSS 388 → 243 MiB). run_awq itself holds
- * every feature of the block (on the GPU).
+ * every feature of the block (on the GPU). A smaller block (stories260K:
+ * 70 MB) is collected in one stage, every feature at once.
  *
  * Features: the block's calibration features (the inputs of the scaled
  * groups, the sub-blocks' outputs, mean |x| per channel) come from an
@@ -172,6 +175,14 @@ export interface AwqOptions {
    * @default DEFAULT_WORKERS (quant/spec.ts: the number of cores)
    */
   workers?: number;
+  /**
+   * Bytes of calibration features a block may hold at once: a block whose
+   * features all fit is collected in one stage ({@linkcode WHOLE_BLOCK_STAGE},
+   * less work), a larger one stage by stage ({@linkcode FEATURE_STAGES}, at
+   * most one stage's features alive). The same numbers either way.
+   * @default DEFAULT_FEATURE_BUDGET (256 MiB)
+   */
+  featureBudget?: number;
   /**
    * Where each block's calibration features come from (see
    * {@linkcode AwqFeatureSource}). @default the CPU forward ({@linkcode cpuFeatureSource})
@@ -604,7 +615,7 @@ const FEATURE_LINEAR: Record<AwqFeatureName, LinearName> = {
 export interface FeatureStage {
   from: AwqFeatureRequest["from"];
   want: readonly AwqFeatureName[];
-  residual?: "attnOut" | "ffnOut";
+  residual: readonly ("attnOut" | "ffnOut")[];
 }
 
 /**
@@ -616,10 +627,27 @@ export interface FeatureStage {
  * together).
  */
 export const FEATURE_STAGES: readonly FeatureStage[] = [
-  { from: "input", want: ["attnIn", "woIn", "attnOut"], residual: "attnOut" },
-  { from: "attention", want: ["ffnIn", "ffnOut"] },
-  { from: "attention", want: ["w2In", "ffnOut"], residual: "ffnOut" },
+  { from: "input", want: ["attnIn", "woIn", "attnOut"], residual: ["attnOut"] },
+  { from: "attention", want: ["ffnIn", "ffnOut"], residual: [] },
+  { from: "attention", want: ["w2In", "ffnOut"], residual: ["ffnOut"] },
 ];
+
+/**
+ * The collection in one stage, every feature of the block at once (run_awq's
+ * own pass): for a block whose features fit `featureBudget`, it saves
+ * {@linkcode FEATURE_STAGES}' second FFN pass and two rounds of workers.
+ */
+export const WHOLE_BLOCK_STAGE: readonly FeatureStage[] = [
+  { from: "input", want: AWQ_FEATURES, residual: ["attnOut", "ffnOut"] },
+];
+
+/** Default of {@linkcode AwqOptions.featureBudget}: 256 MiB. */
+export const DEFAULT_FEATURE_BUDGET = 256 * 2 ** 20;
+
+/** Bytes of every feature of a block of config c over N tokens ({@linkcode BlockFeatures}). */
+export function blockFeatureBytes(c: LlamaConfig, N: number): number {
+  return 4 * N * AWQ_FEATURES.reduce((a, name) => a + featureWidth(c, name), 0);
+}
 
 /** The token layout of windows x [T_j, dim]. */
 export function featureLayout(c: LlamaConfig, x: Float32Array[]): FeatureLayout {
@@ -1566,6 +1594,7 @@ export class AwqRun {
   readonly nSampleTokens: number;
   readonly autoScale: boolean;
   readonly autoClip: boolean;
+  readonly featureBudget: number;
   /** Longest window. */
   readonly maxT: number;
   readonly stats: AwqStats;
@@ -1598,6 +1627,12 @@ export class AwqRun {
     this.nSampleTokens = opts.nSampleTokens ?? DEFAULTS.awq.nSampleTokens;
     this.autoScale = opts.autoScale ?? true;
     this.autoClip = opts.autoClip ?? true;
+    this.featureBudget = opts.featureBudget ?? DEFAULT_FEATURE_BUDGET;
+    if (!(this.featureBudget >= 0)) {
+      throw new RangeError(
+        `awqQuantizeModel(): featureBudget must be a number of bytes ≥ 0, got ${this.featureBudget}`,
+      );
+    }
     if (!Number.isInteger(this.nGrid) || this.nGrid < 1) {
       throw new RangeError(
         `awqQuantizeModel(): nGrid must be a positive integer, got ${this.nGrid}`,
@@ -1666,10 +1701,10 @@ export class AwqRun {
    * driver runs its tasks and hands back the results in order), returns the
    * block.
    *
-   * Memory: the features are fetched one stage at a time
-   * ({@linkcode FEATURE_STAGES}) and dropped once its groups are searched,
-   * keeping only the clip search's sampled tokens; so at most the block's
-   * inputs and one stage's features are alive (at LLaMA-7B's width the FFN
+   * Memory: past `featureBudget` the features are fetched one stage at a
+   * time ({@linkcode FEATURE_STAGES}) and dropped once its groups are
+   * searched, keeping only the clip search's sampled tokens; so at most the
+   * block's inputs and one stage's features are alive (at LLaMA-7B's width the FFN
    * stages, w2's input [N, hiddenDim] and the FFN's output [N, dim]), not
    * every feature of the block. The numbers are those of run_awq's one
    * collection pass: every stage runs the full-precision block's own code on
@@ -1704,7 +1739,10 @@ export class AwqRun {
     // weights, stage by stage; `inps = layer(inps)` as the stages go.
     const scales: AwqScaleSearch[] = [];
     const sampled: Partial<Record<AwqInputName, { x: Float32Array; n: number }>> = {};
-    for (const stage of FEATURE_STAGES) {
+    const plan = blockFeatureBytes(c, layout.N) <= this.featureBudget
+      ? WHOLE_BLOCK_STAGE
+      : FEATURE_STAGES;
+    for (const stage of plan) {
       const done = yield* this.#stage(l, orig, passLw, hidden, layout, stage, groups);
       scales.push(...done.scales);
       Object.assign(sampled, done.sampled);
@@ -1856,7 +1894,7 @@ export class AwqRun {
     const scales = mine.length > 0 ? yield* this.#scalePass(l, passLw, f, got.xMax, mine) : [];
     stats.scaleSeconds += since(t);
     // run_awq's `inps = layer(inps)`: the full-precision block's residual additions.
-    if (stage.residual) addResidual(c, hidden, layout, f[stage.residual]!);
+    for (const name of stage.residual) addResidual(c, hidden, layout, f[name]!);
     return { scales, sampled };
   }
 

@@ -490,3 +490,43 @@ Deno.test("cpuFeatureSource() from the stream after the attention gives the FFN 
     /only ffnIn, w2In and ffnOut/,
   );
 });
+
+Deno.test("awqQuantizeModel() collects a block stage by stage (featureBudget 0) or in one stage with the same numbers", async () => {
+  for (const c of [MHA, GQA]) {
+    const w = outlierWeights(c, 91);
+    const windows = randomWindows(3, 20, c.vocabSize, 92);
+    const opts = { bits: 3, groupSize: 8, nGrid: 4 };
+    const whole = awqQuantizeModel(w, windows, opts);
+    const asked: string[] = [];
+    const counting: AwqFeatureSource = {
+      features(req) {
+        asked.push(`${req.from}:${req.want.join(",")}`);
+        return cpuFeatureSource(c, new RunState(c, 20)).features(req);
+      },
+    };
+    const staged = awqQuantizeModel(w, windows, { ...opts, featureBudget: 0, features: counting });
+    assert.deepEqual(staged.weights.layers, whole.weights.layers);
+    assert.deepEqual([...staged.linears.entries()], [...whole.linears.entries()]);
+    assert.deepEqual(staged.scales, whole.scales);
+    assert.deepEqual(staged.clips, whole.clips);
+    assert.deepEqual(asked.slice(0, 3), [
+      "input:attnIn,woIn,attnOut",
+      "attention:ffnIn,ffnOut",
+      "attention:w2In,ffnOut",
+    ]);
+    const parallel = await awqQuantizeModelParallel(w, windows, {
+      ...opts,
+      featureBudget: 0,
+      workers: 2,
+    });
+    assert.deepEqual([...parallel.linears.entries()], [...whole.linears.entries()]);
+  }
+  assert.throws(
+    () =>
+      awqQuantizeModel(outlierWeights(GQA, 1), randomWindows(1, 4, GQA.vocabSize, 1), {
+        bits: 3,
+        featureBudget: -1,
+      }),
+    /featureBudget must be a number of bytes ≥ 0, got -1/,
+  );
+});
