@@ -72,6 +72,8 @@ export interface GpuHessians extends DeviceHessians {
     windows: Int32Array[],
     opts: GptqModelOptions,
   ): DeviceGptqSequential;
+  /** AWQ's calibration features on this device ({@linkcode gpuAwqFeatures}). */
+  awqFeatures(config: LlamaConfig): AwqFeatureSource & Disposable;
 }
 
 /**
@@ -506,13 +508,7 @@ export function gpuAwqFeatures(gpu: Gpu, config: LlamaConfig): AwqFeatureSource 
       const acc = await Promise.all(
         inputs.map((n) => AbsMeanAccumulator.create(gpu, featureWidth(c, n))),
       );
-      const until = want.some((n) => n === "w2In" || n === "ffnOut")
-        ? "block"
-        : want.some((n) => n === "attnOut" || n === "ffnIn")
-        ? "ffn"
-        : want.includes("woIn")
-        ? "wo"
-        : "qkv";
+      const until = GpuBlock.stageReaching(want);
       try {
         for (const [j, xj] of x.entries()) {
           gpu.device.queue.writeBuffer(input, 0, xj as Float32Array<ArrayBuffer>);

@@ -172,6 +172,12 @@ export class GpuBlock {
     return this.#bufs[INPUT_OF[name]];
   }
 
+  /** The first stage whose run passes every activation of `names` (for taps). */
+  static stageReaching(names: readonly GpuBlockActivation[]): GpuBlockStage {
+    const seg = Math.max(...names.map((n) => ACTIVATION_AT[n].seg));
+    return STAGES.find((s) => STAGE_END[s] >= seg)!;
+  }
+
   /** The stage after which `name`'s input is in {@linkcode GpuBlock.input}. */
   static stageOf(names: readonly LinearName[]): GpuBlockStage {
     const at: Record<LinearName, number> = { wq: 0, wk: 0, wv: 0, wo: 1, w1: 2, w3: 2, w2: 3 };
