@@ -89,18 +89,26 @@ gpuTest(
     const windows = await tinyStoriesWindows(2, 64);
     const spec = resolveSpec(defaultSpec("awq", 3), c);
     const before = gpu.pool.bytesInUse;
+    let requests = 0;
     const out = `${tmp.path}/awq.sqbq`;
     await quantizeToFile({
       source: memoryWeightSource(weights),
       spec,
       windows,
-      awqFeatures: (config) => gpuAwqFeatures(gpu, config),
+      awqFeatures: (config) => {
+        const onGpu = gpuAwqFeatures(gpu, config);
+        return {
+          features: (req) => (requests++, onGpu.features(req)),
+          [Symbol.dispose]: () => onGpu[Symbol.dispose](),
+        };
+      },
       out,
       base: { path: "<memory>", sha256: "0".repeat(64) },
       calibration: null,
       calibrationText: "2 TinyStories windows of 64",
       workers: 0,
     });
+    assert.ok(requests >= 5, `${requests} feature requests: each block asks at least once`);
     assert.equal(gpu.pool.bytesInUse, before, "every buffer returned to the pool");
     const file = await loadQuantizedModel(out);
     const cpu = await awqQuantizeModelParallel(
