@@ -796,7 +796,6 @@ function sweepRows(
   const Sc = f.subarray(offS / 4, offZ / 4);
   const Zc = f.subarray(offZ / 4, offQ / 4);
   const Qc = f.subarray(offQ / 4, offE / 4);
-  const WT = f.subarray(0, (n + 8) * ldw);
   const G = f.subarray(offG / 4, offG / 4 + R4 * ldg);
   // WT[c, r] = W[r0 + r, c]: STAGE_ROWS rows at a time copied in (zeros beyond n and
   // beyond R), then transpose_f32
