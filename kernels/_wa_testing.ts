@@ -5,10 +5,14 @@
  *
  * @module
  */
+import assert from "node:assert/strict";
 import { mulberry32 } from "../model/random.ts";
 import type { UniformTensor } from "../quant/format.ts";
 import { packCodes, toF16 } from "../quant/format.ts";
 import type { ActCodes } from "./bitplane_reference.ts";
+import { waAccRef } from "./bitplane_reference.ts";
+import type { Gpu } from "./device.ts";
+import { hasPackedDot, int8MatmulGpu } from "./int8.ts";
 
 /**
  * A uniform weight with uniformly random codes, zeros and scales.
@@ -78,4 +82,31 @@ export function maxCodeOperands(rows: number): { w: UniformTensor; x: ActCodes }
   x.codes.fill(255);
   x.zeros.fill(0);
   return { w, x };
+}
+
+/** Where two accumulator arrays first differ, for a failing assertion's message. */
+export function firstDiff(a: Int32Array, b: Int32Array): string {
+  const i = a.findIndex((v, k) => v !== b[k]);
+  return i < 0 ? "equal" : `first difference at ${i}: ${a[i]} vs ${b[i]}`;
+}
+
+/**
+ * Asserts that the int8 kernel's integer accumulators equal the CPU
+ * reference exactly, with the packed dot product where the device has it
+ * and without.
+ * @param label names the case in a failure
+ * @returns the reference accumulators
+ */
+export async function assertInt8Exact(
+  gpu: Gpu,
+  w: UniformTensor,
+  x: ActCodes,
+  label: string,
+): Promise<Int32Array> {
+  const want = waAccRef(w, x);
+  for (const packed of hasPackedDot() ? [true, false] : [false]) {
+    const got = await int8MatmulGpu(gpu, w, x, { output: "i32", packed }) as Int32Array;
+    assert.deepEqual(got, want, `${label} packed=${packed}: ${firstDiff(got, want)}`);
+  }
+  return want;
 }

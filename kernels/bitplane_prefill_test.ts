@@ -9,19 +9,14 @@
 import assert from "node:assert/strict";
 import { gpuTest } from "./_testing.ts";
 import { bitplaneMatmulGpu } from "./bitplane.ts";
-import { hasPackedDot, int8MatmulGpu } from "./int8.ts";
+import { int8MatmulGpu } from "./int8.ts";
 import { waAccRef, waMatmulRef } from "./bitplane_reference.ts";
 import type { WaTiling } from "./_wa_kernel.ts";
 import { WA_MAX_BATCH, waTiling } from "./_wa_kernel.ts";
-import { randomActs, randomUniform } from "./_wa_testing.ts";
+import { assertInt8Exact, firstDiff, randomActs, randomUniform } from "./_wa_testing.ts";
 import { maxRelError } from "../datasets/testing.ts";
 
 const BITS = [2, 3, 4, 5, 6, 7, 8];
-
-function firstDiff(a: Int32Array, b: Int32Array): string {
-  const i = a.findIndex((v, k) => v !== b[k]);
-  return i < 0 ? "equal" : `first difference at ${i}: ${a[i]} vs ${b[i]}`;
-}
 
 /**
  * Small tiles (4 tokens × 16 rows, 2 rows per thread) for most pairs: the
@@ -77,7 +72,6 @@ gpuTest(
 gpuTest(
   "prefill tiles: W8A8 int8 accumulators equal the CPU reference exactly; f32 outputs equal the reference product",
   async (gpu) => {
-    const modes = hasPackedDot() ? [true, false] : [false];
     for (
       const [wb, ab, T, rows, cols, group] of [
         [8, 8, 130, 600, 83, 83], // default tiles: two row tiles, the second partial
@@ -86,15 +80,7 @@ gpuTest(
     ) {
       const w = randomUniform(rows + T, rows, cols, wb, group);
       const x = randomActs(cols + T, T, cols, ab);
-      const want = waAccRef(w, x);
-      for (const packed of modes) {
-        const got = await int8MatmulGpu(gpu, w, x, { output: "i32", packed }) as Int32Array;
-        assert.deepEqual(
-          got,
-          want,
-          `int8 W${wb}A${ab} T=${T} packed=${packed}: ${firstDiff(got, want)}`,
-        );
-      }
+      await assertInt8Exact(gpu, w, x, `int8 W${wb}A${ab} T=${T}`);
       const ref = waMatmulRef(w, x);
       const y8 = await int8MatmulGpu(gpu, w, x) as Float32Array;
       assert.ok(maxRelError(y8, ref) < 1e-5, `int8 f32 W${wb}A${ab} T=${T}`);

@@ -15,16 +15,11 @@ import {
   waAccRef,
   waMatmulRef,
 } from "./bitplane_reference.ts";
-import { maxCodeOperands, randomActs, randomUniform } from "./_wa_testing.ts";
+import { firstDiff, maxCodeOperands, randomActs, randomUniform } from "./_wa_testing.ts";
 import { maxRelError } from "../datasets/testing.ts";
 import { dequantizeDense } from "../quant/format.ts";
 
 const BITS = [2, 3, 4, 5, 6, 7, 8];
-
-function firstDiff(a: Int32Array, b: Int32Array): string {
-  const i = a.findIndex((v, k) => v !== b[k]);
-  return i < 0 ? "equal" : `first difference at ${i}: ${a[i]} vs ${b[i]}`;
-}
 
 Deno.test("popcount() counts the set bits of any 32-bit word", () => {
   assert.equal(popcount(0), 0);

@@ -5,10 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { gpuTest } from "./_testing.ts";
-import { hasPackedDot, int8MatmulGpu, packInt8Acts, packInt8Weight } from "./int8.ts";
+import { int8MatmulGpu, packInt8Acts, packInt8Weight } from "./int8.ts";
 import { bitplaneMatmulGpu } from "./bitplane.ts";
 import { waAccRef, waMatmulRef } from "./bitplane_reference.ts";
-import { maxCodeOperands, randomActs, randomUniform } from "./_wa_testing.ts";
+import { assertInt8Exact, maxCodeOperands, randomActs, randomUniform } from "./_wa_testing.ts";
 import { maxRelError } from "../datasets/testing.ts";
 
 Deno.test("packInt8Acts() stores q − 128 as signed bytes in column order, 0 past cols", () => {
@@ -51,19 +51,15 @@ const CASES = [
 gpuTest(
   "int8 kernel: integer accumulators equal the CPU reference and the bit-plane kernel exactly",
   async (gpu) => {
-    const modes = hasPackedDot() ? [true, false] : [false];
     for (const [wb, ab, B, rows, cols, group] of CASES) {
       const w = randomUniform(rows + wb, rows, cols, wb, group);
       const x = randomActs(cols + ab, B, cols, ab);
-      const want = waAccRef(w, x);
-      for (const packed of modes) {
-        const got = await int8MatmulGpu(gpu, w, x, { output: "i32", packed }) as Int32Array;
-        assert.deepEqual(
-          got,
-          want,
-          `W${wb}A${ab} B=${B} ${rows}×${cols} g${group} packed=${packed}`,
-        );
-      }
+      const want = await assertInt8Exact(
+        gpu,
+        w,
+        x,
+        `W${wb}A${ab} B=${B} ${rows}×${cols} g${group}`,
+      );
       const planes = await bitplaneMatmulGpu(gpu, w, x, { output: "i32" }) as Int32Array;
       assert.deepEqual(planes, want, `bit-plane W${wb}A${ab}`);
     }
