@@ -9,14 +9,15 @@
  * model: block inputs kept on the device between blocks, kernels/block.ts,
  * only H read back); and AWQ's calibration features
  * ({@linkcode gpuAwqFeatures}, behind quant/awq.ts's `AwqFeatureSource`:
- * the block forward and mean |x| on the device, the features read back for
- * AWQ's searches on the host).
+ * the block forward and mean |x| on the device, the residual stream of
+ * every window kept there from the embeddings to the last block, the
+ * features read back for AWQ's searches on the host).
  *
  * @module
  */
 import { type Gpu, OwnedBuffers, readBuffer } from "../kernels/device.ts";
 import { GpuHessian } from "../kernels/hessian.ts";
-import { AbsMeanAccumulator, GpuBlock } from "../kernels/block.ts";
+import { AbsMeanAccumulator, GpuBlock, type GpuBlockStage } from "../kernels/block.ts";
 import { guardMemory, unlessLost } from "../kernels/prefill.ts";
 import type { LayerWeights, LinearName, LlamaConfig, LlamaWeights } from "../model/config.ts";
 import { LINEAR_NAMES, linearKey, linearShape } from "../model/config.ts";
@@ -40,6 +41,7 @@ import type { DeviceGptqSequential } from "./quantize_stream.ts";
 import {
   AWQ_FEATURES,
   type AwqFeatureName,
+  type AwqFeatureRequest,
   type AwqFeatureSet,
   type AwqFeatureSource,
   type AwqInputName,
@@ -72,8 +74,8 @@ export interface GpuHessians extends DeviceHessians {
     windows: Int32Array[],
     opts: GptqModelOptions,
   ): DeviceGptqSequential;
-  /** AWQ's calibration features on this device ({@linkcode gpuAwqFeatures}). */
-  awqFeatures(config: LlamaConfig): AwqFeatureSource & Disposable;
+  /** AWQ's calibration features on this device ({@linkcode gpuAwqFeatures}: the stream kept there). */
+  awqFeatures(config: LlamaConfig): GpuAwqFeatureSource;
 }
 
 /**
@@ -149,6 +151,39 @@ interface BlockPass {
 }
 
 /**
+ * Uploads the block inputs (or residual streams) `x` of every window, one
+ * [T, dim] buffer each (so no buffer exceeds one window, whatever the device's
+ * maxBufferSize), held by `owned`. Out of memory is an error naming `who` and
+ * the bytes.
+ */
+function uploadWindows(
+  who: string,
+  gpu: Gpu,
+  owned: OwnedBuffers,
+  x: Float32Array[],
+  T: number,
+): Promise<GPUBuffer[]> {
+  return guardMemory(
+    gpu,
+    who,
+    `the block inputs of ${x.length} windows of ${T} tokens`,
+    4 * x.reduce((n, xj) => n + xj.length, 0),
+    () => x.map((xj) => owned.upload(xj, GPUBufferUsage.COPY_SRC, "calibration-inputs")),
+  );
+}
+
+/** One {@linkcode GpuBlock} for windows of T tokens; out of memory names `who`. */
+function createBlock(who: string, gpu: Gpu, c: LlamaConfig, T: number): Promise<GpuBlock> {
+  return guardMemory(
+    gpu,
+    who,
+    `one block's activations (T = ${T})`,
+    0,
+    () => GpuBlock.create(gpu, c, T),
+  );
+}
+
+/**
  * Uploads block 0's inputs `x` ([T, dim] per window, the token embeddings)
  * and makes one {@linkcode GpuBlock} to run them through: the driver of the
  * GPTQ pass. Out of memory is an error naming `who` and the bytes.
@@ -156,22 +191,8 @@ interface BlockPass {
 async function blockPass(who: string, gpu: Gpu, c: LlamaConfig, x: Float32Array[], T: number) {
   const owned = new OwnedBuffers(gpu.pool);
   try {
-    const bytes = 4 * T * c.dim * x.length;
-    const what = `the block inputs of ${x.length} windows of ${T} tokens`;
-    const inps = await guardMemory(
-      gpu,
-      who,
-      what,
-      bytes,
-      () => x.map((xj) => owned.upload(xj, GPUBufferUsage.COPY_SRC, "calibration-inputs")),
-    );
-    const block = await guardMemory(
-      gpu,
-      who,
-      `one block's activations (T = ${T})`,
-      0,
-      () => GpuBlock.create(gpu, c, T),
-    );
+    const inps = await uploadWindows(who, gpu, owned, x, T);
+    const block = await createBlock(who, gpu, c, T);
     return {
       inps,
       block,
@@ -416,6 +437,22 @@ const FFN_FEATURES: ReadonlySet<AwqFeatureName> = new Set(["ffnIn", "w2In", "ffn
 /** The features that are linear inputs (AWQ takes their mean |x| per channel). */
 const AWQ_INPUTS: ReadonlySet<AwqFeatureName> = new Set(["attnIn", "woIn", "ffnIn", "w2In"]);
 
+/** Where a residual stream kept on the device stands: before block `layer`, or after its attention. */
+interface StreamAt {
+  layer: number;
+  from: AwqFeatureRequest["from"];
+}
+
+/** AWQ's calibration features on the GPU ({@linkcode gpuAwqFeatures}). */
+export interface GpuAwqFeatureSource extends AwqFeatureSource, Disposable {
+  /**
+   * Uploads block 0's inputs (the token embeddings, [T, dim] per window, all
+   * of one length), once: from here on the source owns the residual stream
+   * (quant/awq.ts `ownsStream`) and advances it on the device.
+   */
+  setInputs(x: Float32Array[]): Promise<void>;
+}
+
 /**
  * AWQ's calibration features computed on the GPU: an
  * {@linkcode AwqFeatureSource} (quant/awq.ts's seam, `AwqOptions.features`)
@@ -425,10 +462,21 @@ const AWQ_INPUTS: ReadonlySet<AwqFeatureName> = new Set(["attnIn", "woIn", "ffnI
  * whole block or its FFN half from the stream after the attention — with
  * the mean |x| per channel of each input summed on the device
  * ({@linkcode AbsMeanAccumulator}); only the features and the means travel
- * back. The residual stream AWQ hands in is uploaded one window at a time
- * (AWQ advances it on the host with the returned outputs, as run_awq does;
- * the features it reads back are larger than the stream). A block's weights
- * are uploaded once for all the requests of that block.
+ * back. A block's weights are uploaded once for all the requests of that
+ * block.
+ *
+ * The source owns the residual stream ({@linkcode GpuAwqFeatureSource.setInputs}):
+ * AWQ hands it the token embeddings once, uploaded one buffer per window, and
+ * keeps no host copy; every request runs from the streams on the device, and
+ * a request's `residual` (the sub-block outputs run_awq's `inps =
+ * layer(inps)` adds) is added there by the block's own residual additions,
+ * the stream written back over the window's buffer (GpuBlock.run
+ * `writeBack`): the stream after the attention, or the next block's input.
+ * So no window's stream is uploaded again between blocks. These are the f32
+ * additions AWQ makes on the host (x + out, correctly rounded on both), so
+ * the streams, features and codes are those of a source handed the host's
+ * stream. A request that does carry the stream `x` (a caller that keeps it)
+ * has it uploaded one window at a time.
  *
  * Differences from quant/awq.ts's `cpuFeatureSource`: fp32 on the device in
  * another summation order (the GPU prefill's, within 1e-6 or so), and mean
@@ -445,79 +493,145 @@ const AWQ_INPUTS: ReadonlySet<AwqFeatureName> = new Set(["attnIn", "woIn", "ffnI
  * const r = await awqQuantizeModelParallel(weights, windows, { bits: 3, features });
  * ```
  */
-export function gpuAwqFeatures(gpu: Gpu, config: LlamaConfig): AwqFeatureSource & Disposable {
+export function gpuAwqFeatures(gpu: Gpu, config: LlamaConfig): GpuAwqFeatureSource {
   const c = config, WHO = "gpuAwqFeatures()";
-  let T = 0;
-  let block: GpuBlock | null = null;
-  let owned: OwnedBuffers | null = null; // the window's stream and the taps, sized for T
-  let input: GPUBuffer;
-  let taps: Record<AwqFeatureName, GPUBuffer>;
+  /** Sized for windows of T tokens: the block, one tap per feature, one window's upload. */
+  let sized: {
+    T: number;
+    block: GpuBlock;
+    taps: Record<AwqFeatureName, GPUBuffer>;
+    upload: GPUBuffer;
+    owned: OwnedBuffers;
+  } | null = null;
+  /** The layer whose weights the block holds. */
   let current: { layer: number; lw: LayerWeights } | null = null;
-  const release = () => {
-    block?.release();
-    owned?.releaseAll();
-    block = owned = current = null;
+  /** The residual stream of every window (setInputs), and where it stands. */
+  let stream: { T: number; windows: GPUBuffer[]; at: StreamAt; owned: OwnedBuffers } | null = null;
+
+  const releaseSized = () => {
+    sized?.block.release();
+    sized?.owned.releaseAll();
+    sized = current = null;
   };
-  /** The block's buffers for windows of `t` tokens and the layer `lw`. */
-  const prepare = async (t: number, layer: number, lw: LayerWeights) => {
-    if (t !== T) {
-      release();
-      T = t;
-      owned = new OwnedBuffers(gpu.pool);
+  const releaseStream = () => {
+    stream?.owned.releaseAll();
+    stream = null;
+  };
+  /** The block, taps and upload buffer for windows of T tokens. */
+  const sizeFor = async (T: number) => {
+    if (sized?.T === T) return sized;
+    releaseSized();
+    const owned = new OwnedBuffers(gpu.pool);
+    try {
       const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
-      input = owned.acquire(4 * T * c.dim, usage, "awq-stream");
-      taps = Object.fromEntries(
-        AWQ_FEATURES.map((n) => [n, owned!.acquire(4 * T * featureWidth(c, n), usage, `awq-${n}`)]),
-      ) as Record<AwqFeatureName, GPUBuffer>;
-      block = await guardMemory(
+      const widths = AWQ_FEATURES.reduce((n, name) => n + featureWidth(c, name), 0);
+      const [taps, upload] = await guardMemory(
         gpu,
         WHO,
-        `one block's activations (T = ${T})`,
-        0,
-        () => GpuBlock.create(gpu, c, T),
+        `the feature taps of one window (T = ${T})`,
+        4 * T * (widths + c.dim),
+        () =>
+          [
+            Object.fromEntries(AWQ_FEATURES.map((n) => [
+              n,
+              owned.acquire(4 * T * featureWidth(c, n), usage, `awq-${n}`),
+            ])) as Record<AwqFeatureName, GPUBuffer>,
+            owned.acquire(4 * T * c.dim, usage, "awq-stream"),
+          ] as const,
       );
+      const block = await createBlock(WHO, gpu, c, T);
+      return sized = { T, block, taps, upload, owned };
+    } catch (e) {
+      owned.releaseAll();
+      throw e;
     }
+  };
+  /** The block of `layer` (weights `lw`) for windows of T tokens. */
+  const blockFor = async (T: number, layer: number, lw: LayerWeights) => {
+    const s = await sizeFor(T);
     if (current?.layer !== layer || current.lw !== lw) {
-      await setLayer(WHO, block!, layer, lw);
+      await setLayer(WHO, s.block, layer, lw);
       current = { layer, lw };
     }
-    return block!;
+    return s;
   };
+
   return {
-    async features({ layer, lw, x, from, want, alloc }): Promise<AwqFeatureSet> {
-      const lengths = x.map((xj) => xj.length / c.dim);
-      const t = lengths[0];
-      if (lengths.some((n) => n !== t)) {
-        throw new RangeError(
-          `gpuAwqFeatures(): the GPU pass needs windows of one length; got ${
-            [...new Set(lengths)].join(", ")
-          } tokens`,
-        );
+    async setInputs(x) {
+      const T = windowLength(c, x);
+      releaseStream();
+      await sizeFor(T);
+      const owned = new OwnedBuffers(gpu.pool);
+      try {
+        const windows = await uploadWindows(WHO, gpu, owned, x, T);
+        stream = { T, windows, at: { layer: 0, from: "input" }, owned };
+      } catch (e) {
+        owned.releaseAll();
+        throw e;
       }
+    },
+
+    async features({ layer, lw, x, from, want, residual = [], alloc }): Promise<AwqFeatureSet> {
       if (from === "attention" && want.some((n) => !FFN_FEATURES.has(n))) {
         throw new RangeError(
           `gpuAwqFeatures(): from the stream after the attention only ffnIn, w2In and ffnOut ` +
             `can be computed; asked for ${want.join(", ")}`,
         );
       }
-      const b = await prepare(t, layer, lw);
-      const N = t * x.length;
+      // Where each window's stream is: its buffer on the device, or x uploaded window by window.
+      let T: number, windows: number, until: GpuBlockStage, advance = false;
+      if (x) {
+        T = windowLength(c, x);
+        windows = x.length;
+        until = GpuBlock.stageReaching(want);
+      } else {
+        if (!stream) {
+          throw new Error(
+            `${WHO}: layers.${layer}'s features asked without a stream: give the source block ` +
+              `0's inputs first (setInputs)`,
+          );
+        }
+        const at = stream.at;
+        if (at.layer !== layer || at.from !== from) {
+          throw new RangeError(
+            `${WHO}: layers.${layer}'s features asked from the ${from}, but the stream stands at ` +
+              `layers.${at.layer}'s ${at.from}`,
+          );
+        }
+        ({ T } = stream);
+        windows = stream.windows.length;
+        until = GpuBlock.stageReaching([...want, ...residual]);
+        const adds = GpuBlock.residualsAdded(from, until);
+        advance = residual.length > 0;
+        if (advance && adds.join() !== residual.join()) {
+          throw new RangeError(
+            `${WHO}: cannot add ${residual.join(" and ")} to the stream alone: the run for ` +
+              `${want.join(", ")} from the ${from} adds ${adds.join(" and ")}`,
+          );
+        }
+      }
+      const { block, taps, upload } = await blockFor(T, layer, lw);
+      const N = T * windows;
       const features: Partial<Record<AwqFeatureName, Float32Array>> = {};
       for (const name of want) features[name] = alloc(N * featureWidth(c, name));
       const inputs = want.filter((n) => AWQ_INPUTS.has(n));
       const acc = await Promise.all(
         inputs.map((n) => AbsMeanAccumulator.create(gpu, featureWidth(c, n))),
       );
-      const until = GpuBlock.stageReaching(want);
       try {
-        for (const [j, xj] of x.entries()) {
-          gpu.device.queue.writeBuffer(input, 0, xj as Float32Array<ArrayBuffer>);
-          b.run(input, 0, {
+        for (let j = 0; j < windows; j++) {
+          let xj = stream?.windows[j];
+          if (x) {
+            gpu.device.queue.writeBuffer(upload, 0, x[j] as Float32Array<ArrayBuffer>);
+            xj = upload;
+          }
+          block.run(xj!, 0, {
             from,
             until,
             taps: Object.fromEntries(want.map((n) => [n, taps[n]])),
+            writeBack: advance,
           });
-          inputs.forEach((n, i) => acc[i].addGpu(taps[n], t));
+          inputs.forEach((n, i) => acc[i].addGpu(taps[n], T));
           const what = `layers.${layer}'s features of window ${j}`;
           await unlessLost(
             gpu,
@@ -525,10 +639,15 @@ export function gpuAwqFeatures(gpu: Gpu, config: LlamaConfig): AwqFeatureSource 
             what,
             Promise.all(want.map(async (n) => {
               const w = featureWidth(c, n);
-              const got = new Float32Array(await readBuffer(gpu, taps[n], 4 * t * w));
-              features[n]!.set(got, j * t * w);
+              const got = new Float32Array(await readBuffer(gpu, taps[n], 4 * T * w));
+              features[n]!.set(got, j * T * w);
             })),
           );
+        }
+        if (advance) {
+          stream!.at = residual.includes("ffnOut")
+            ? { layer: layer + 1, from: "input" }
+            : { layer, from: "attention" };
         }
         const xMax: Partial<Record<AwqInputName, Float32Array>> = {};
         for (const [i, n] of inputs.entries()) {
@@ -540,6 +659,23 @@ export function gpuAwqFeatures(gpu: Gpu, config: LlamaConfig): AwqFeatureSource 
         throw e;
       }
     },
-    [Symbol.dispose]: release,
+
+    [Symbol.dispose]() {
+      releaseStream();
+      releaseSized();
+    },
   };
+}
+
+/** The one length (tokens) of streams x [T, dim] per window; a RangeError names mixed ones. */
+function windowLength(c: LlamaConfig, x: Float32Array[]): number {
+  const lengths = x.map((xj) => xj.length / c.dim);
+  if (lengths.length === 0 || lengths.some((n) => n !== lengths[0])) {
+    throw new RangeError(
+      `gpuAwqFeatures(): the GPU pass needs windows of one length; got ${
+        lengths.length === 0 ? "none" : [...new Set(lengths)].join(", ")
+      } tokens`,
+    );
+  }
+  return lengths[0];
 }

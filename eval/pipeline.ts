@@ -82,7 +82,10 @@ export interface DeviceHessians {
   gptqModel?: typeof gptqQuantizeModelAsync;
   /** GPTQ's pass block by block on the device (eval/quantize_stream.ts, the streamed quantize). */
   gptqSequential?: DeviceGptqFactory;
-  /** AWQ's calibration features on the device (quant/registry.ts `QuantizeContext.awqFeatures`). */
+  /**
+   * AWQ's calibration features on the device (quant/registry.ts
+   * `QuantizeContext.awqFeatures`), the residual stream kept there between blocks.
+   */
   awqFeatures?: QuantizeContext["awqFeatures"];
 }
 

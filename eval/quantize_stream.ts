@@ -106,8 +106,9 @@ export interface BlockQuantizer {
   readonly windows?: Int32Array[];
   /**
    * A sequential method that keeps the block inputs itself (on a device:
-   * {@linkcode DeviceGptqSequential}) takes block 0's inputs here, once; the
-   * driver then drops its copy and passes `x = null`.
+   * {@linkcode DeviceGptqSequential}, AWQ with a device's features) takes
+   * block 0's inputs here, once; the driver then drops its copy and passes
+   * `x = null`.
    */
   setInputs?(x: Float32Array[]): Promise<void>;
   /**
@@ -168,7 +169,10 @@ export interface BlockQuantizerInputs {
    * inputs kept there); `hessians` is then unused. @default the CPU forward
    */
   gptqSequential?: DeviceGptqFactory;
-  /** AWQ's calibration features from a device (eval/gpu_calibration.ts `gpuAwqFeatures`). @default the CPU forward */
+  /**
+   * AWQ's calibration features from a device (eval/gpu_calibration.ts
+   * `gpuAwqFeatures`, which keeps the block inputs there). @default the CPU forward
+   */
   awqFeatures?: QuantizeContext["awqFeatures"];
   /** Worker threads (SqueezeLLM's k-means, GPTQ's solver); 0 = this thread. */
   workers: number;
@@ -312,11 +316,14 @@ export function gptqBlockQuantizer(
  * AWQ: run_awq one block at a time (quant/awq.ts {@linkcode AwqSequential},
  * with the settings of quant/registry.ts's AWQ), so the codes and the scaled
  * norms are the whole-model AWQ's; block l+1's inputs are the
- * full-precision block l's outputs, as run_awq's.
+ * full-precision block l's outputs, as run_awq's: advanced on the host, or
+ * kept on the device by a feature source that owns the stream
+ * (`awqFeatures`, eval/gpu_calibration.ts `gpuAwqFeatures`: the driver hands
+ * it block 0's inputs once, `setInputs`).
  *
  * @param config the model
  * @param spec a resolved AWQ spec
- * @param inputs the calibration windows (required), workers, log
+ * @param inputs the calibration windows (required), the feature source, workers, log
  * @returns the method; its details are the whole-model AWQ's (`stats`)
  */
 export function awqBlockQuantizer(
@@ -332,8 +339,11 @@ export function awqBlockQuantizer(
   });
   return {
     windows,
+    // A feature source that owns the residual stream (a device) takes block 0's inputs once;
+    // the driver then holds no copy.
+    ...(awq.run.ownsStream ? { setInputs: (x: Float32Array[]) => awq.setInputs(x) } : {}),
     async quantizeBlock(l, lw, x) {
-      const b = await awq.quantizeBlock(l, lw, x!);
+      const b = await awq.quantizeBlock(l, lw, x);
       return { linears: b.linears, attnNorm: b.weights.attnNorm, ffnNorm: b.weights.ffnNorm };
     },
     details: () => ({ stats: awq.stats() }),

@@ -18,7 +18,10 @@
  *
  * A run copies window j of the inputs buffer into the residual stream x,
  * encodes the stages up to `until`, and with `writeBack` copies x back over
- * window j (GPTQ's `outs = layer(inps)`, in place). Linears are replaced one
+ * window j as the run leaves it: the block's output (GPTQ's `outs =
+ * layer(inps)`, in place; AWQ's stream kept on the device), or the stream
+ * after the attention's residual addition for a run until "ffn" (AWQ's
+ * staged collection). Linears are replaced one
  * at a time ({@linkcode GpuBlock.setLinear}) once solved, so later stages
  * see the quantized outputs, as true-sequential GPTQ does.
  *
@@ -87,7 +90,12 @@ export interface GpuBlockRunOptions {
    * runs, so `until` must be "ffn" or "block"). @default "input"
    */
   from?: GpuBlockStart;
-  /** Copy the block's output over the window's input (only with until "block"). @default false */
+  /**
+   * Copy the stream x as the run leaves it over the window's input: the
+   * block's output (until "block"), or the stream after the attention
+   * (from "input" until "ffn"); the run must pass a residual addition
+   * ({@linkcode GpuBlock.residualsAdded}). @default false
+   */
   writeBack?: boolean;
   /** Activations copied out as the run passes them, each into [T, width] floats from offset 0. */
   taps?: Partial<Record<GpuBlockActivation, GPUBuffer>>;
@@ -176,6 +184,20 @@ export class GpuBlock {
   static stageReaching(names: readonly GpuBlockActivation[]): GpuBlockStage {
     const seg = Math.max(...names.map((n) => ACTIVATION_AT[n].seg));
     return STAGES.find((s) => STAGE_END[s] >= seg)!;
+  }
+
+  /**
+   * The sub-block outputs a run from `from` until `until` adds to the stream
+   * x (its residual additions, in order): where x stands when the run ends.
+   */
+  static residualsAdded(
+    from: GpuBlockStart,
+    until: GpuBlockStage,
+  ): ("attnOut" | "ffnOut")[] {
+    const first = START_SEGMENT[from], last = STAGE_END[until];
+    return (["attnOut", "ffnOut"] as const).filter((n) =>
+      first <= ACTIVATION_AT[n].seg && ACTIVATION_AT[n].seg <= last
+    );
   }
 
   /** The stage after which `name`'s input is in {@linkcode GpuBlock.input}. */
@@ -311,7 +333,8 @@ export class GpuBlock {
   /**
    * Runs the block on window `window` of `inputs` ([windows, T, dim] fp32)
    * from `opts.from` up to `opts.until`, copying out `opts.taps` as it
-   * passes them; with `writeBack` the block's output replaces that window.
+   * passes them; with `writeBack` the stream as the run leaves it (the
+   * block's output, or the stream after the attention) replaces that window.
    * Submitted at once; later submits see the results.
    *
    * @param inputs the block inputs (or streams, with from "attention") of every window
@@ -322,8 +345,11 @@ export class GpuBlock {
     if (this.#stages.length === 0) throw new Error("GpuBlock.run(): call setLayer() first");
     const { until = "block", from = "input", writeBack = false, taps = {} } = opts;
     const first = START_SEGMENT[from], last = STAGE_END[until];
-    if (writeBack && until !== "block") {
-      throw new RangeError(`GpuBlock.run(): writeBack needs until "block", got "${until}"`);
+    if (writeBack && GpuBlock.residualsAdded(from, until).length === 0) {
+      throw new RangeError(
+        `GpuBlock.run(): writeBack needs a run through a residual addition; from "${from}" ` +
+          `until "${until}" passes none`,
+      );
     }
     if (last < first) {
       throw new RangeError(`GpuBlock.run(): from "${from}" the run reaches "ffn" at least`);

@@ -93,7 +93,10 @@
  * {@linkcode cpuFeatureSource}, model/forward.ts's block on this thread; a
  * caller may compute them elsewhere (eval/ on a GPU: quant/ never imports
  * kernels/). AWQ advances the residual stream itself with the returned
- * sub-block outputs (block's own float32 additions).
+ * sub-block outputs (block's own float32 additions), unless the source owns
+ * the stream ({@linkcode ownsStream}: eval/'s GPU source keeps every
+ * window's stream on the device from the embeddings to the last block and
+ * makes the same additions there); then AWQ holds no copy of it.
  *
  * Calibration: whatever windows the caller hands in. The CLI draws run_awq's
  * (datasets/awq_calibration.ts, llm-awq get_calib_dataset: 128 texts of
@@ -543,22 +546,35 @@ export type AwqInputName = "attnIn" | "woIn" | "ffnIn" | "w2In";
 
 /**
  * What {@linkcode AwqFeatureSource.features} is asked for: features of block
- * `layer` computed from the residual stream `x`.
+ * `layer` computed from the residual stream (`x`, or the source's own).
  */
 export interface AwqFeatureRequest {
   layer: number;
   /** The block's full-precision weights (not to be modified). */
   lw: LayerWeights;
-  /** The residual stream per window, [T_j, dim] each (not to be modified). */
-  x: Float32Array[];
   /**
-   * Where x stands: "input", the block's input; "attention", the stream
-   * after the attention's residual addition (x + attention output), from
-   * which only the FFN features (ffnIn, w2In, ffnOut) are asked.
+   * The residual stream per window, [T_j, dim] each (not to be modified);
+   * null for a source that owns the stream ({@linkcode ownsStream}): it
+   * computes from its own, which stands where `from` says.
+   */
+  x: Float32Array[] | null;
+  /**
+   * Where the stream stands: "input", the block's input; "attention", the
+   * stream after the attention's residual addition (x + attention output),
+   * from which only the FFN features (ffnIn, w2In, ffnOut) are asked.
    */
   from: "input" | "attention";
   /** The features wanted, each [N, width] window-major ({@linkcode FeatureLayout}). */
   want: readonly AwqFeatureName[];
+  /**
+   * The sub-block outputs (among `want`) added to the stream once this
+   * request's features are searched: run_awq's `inps = layer(inps)`, as
+   * `block`'s residual additions. AWQ adds them to `x` itself; a source that
+   * owns the stream adds them to its own, so that it stands where the next
+   * request's `from` says (the block's next input once "ffnOut" is added).
+   * @default none
+   */
+  residual?: readonly ("attnOut" | "ffnOut")[];
   /**
    * Allocates a feature array of n floats (in a SharedArrayBuffer when the
    * search runs on workers): the source returns arrays from it.
@@ -581,20 +597,38 @@ export interface AwqFeatureSet {
  * Where AWQ takes a block's calibration features from: the seam that lets
  * a caller compute them elsewhere (eval/ on a GPU; quant/ never imports
  * kernels/). A source runs the FULL-PRECISION block l, as model/forward.ts's
- * `block` computes it, on the residual stream it is handed, and returns the
- * features named in the request: the inputs of each scaled group
- * (attention-norm output for wq/wk/wv `attnIn`, attention output `woIn` for
- * wo, FFN-norm output `ffnIn` for w1/w3, SwiGLU product `w2In` for w2) and
- * the outputs of the two sub-blocks (`attnOut`, the output of wo; `ffnOut`,
- * of w2) that are the scale searches' `org_out` and that advance x (AWQ adds
- * them to the residual stream itself, as `block` does). The default,
- * {@linkcode cpuFeatureSource}, runs `block` with hooks; its numbers are
- * those every test pins. May answer asynchronously only for the
- * asynchronous drivers ({@linkcode AwqSequential},
- * {@linkcode awqQuantizeModelParallel}).
+ * `block` computes it, on the residual stream, and returns the features
+ * named in the request: the inputs of each scaled group (attention-norm
+ * output for wq/wk/wv `attnIn`, attention output `woIn` for wo, FFN-norm
+ * output `ffnIn` for w1/w3, SwiGLU product `w2In` for w2) and the outputs
+ * of the two sub-blocks (`attnOut`, the output of wo; `ffnOut`, of w2) that
+ * are the scale searches' `org_out` and that advance the stream (the
+ * request's `residual`, as `block`'s residual additions).
+ *
+ * Who keeps the stream: by default AWQ, on the host (handed in as each
+ * request's `x`, advanced by AWQ with the returned outputs). A source with
+ * {@linkcode AwqFeatureSource.setInputs} owns it instead ({@linkcode ownsStream}):
+ * AWQ hands it block 0's inputs once, keeps no copy (128 windows of 512 at
+ * LLaMA-7B's width: 1 GiB of host memory), and asks with `x` null; the
+ * source advances its stream by each request's `residual`. The default,
+ * {@linkcode cpuFeatureSource}, runs `block` with hooks on the stream AWQ
+ * keeps; its numbers are those every test pins. A source may answer (and
+ * take the inputs) asynchronously only for the asynchronous drivers
+ * ({@linkcode AwqSequential}, {@linkcode awqQuantizeModelParallel}).
  */
 export interface AwqFeatureSource {
   features(req: AwqFeatureRequest): AwqFeatureSet | Promise<AwqFeatureSet>;
+  /**
+   * Takes block 0's inputs (the token embeddings, [T_j, dim] per window;
+   * not modified, not kept): present on a source that owns the residual
+   * stream (see above).
+   */
+  setInputs?(x: Float32Array[]): void | Promise<void>;
+}
+
+/** Whether `source` owns the residual stream ({@linkcode AwqFeatureSource.setInputs}). */
+export function ownsStream(source: AwqFeatureSource): boolean {
+  return source.setInputs !== undefined;
 }
 
 /** The linear whose input (or output, for the sub-blocks' outputs) each feature is. */
@@ -651,7 +685,11 @@ export function blockFeatureBytes(c: LlamaConfig, N: number): number {
 
 /** The token layout of windows x [T_j, dim]. */
 export function featureLayout(c: LlamaConfig, x: Float32Array[]): FeatureLayout {
-  const lengths = x.map((xj) => xj.length / c.dim);
+  return tokenLayout(x.map((xj) => xj.length / c.dim));
+}
+
+/** The token layout of windows of `lengths` tokens. */
+function tokenLayout(lengths: number[]): FeatureLayout {
   const offsets: number[] = [];
   let N = 0;
   for (const T of lengths) {
@@ -679,6 +717,7 @@ function featureWidth(c: LlamaConfig, name: AwqFeatureName): number {
 export function cpuFeatureSource(c: LlamaConfig, s: RunState): AwqFeatureSource {
   return {
     features({ layer, lw, x, from, want, alloc }) {
+      if (!x) throw new TypeError("cpuFeatureSource: needs the residual stream x (it keeps none)");
       const { N, offsets, lengths } = featureLayout(c, x);
       const features: Partial<Record<AwqFeatureName, Float32Array>> = {};
       for (const name of want) features[name] = alloc(N * featureWidth(c, name));
@@ -788,6 +827,7 @@ export function collectBlockFeatures(
     x: hidden,
     from: "input",
     want: AWQ_FEATURES,
+    residual: ["attnOut", "ffnOut"],
     alloc: allocator(shared),
   }) as AwqFeatureSet;
   const f = { ...layout, ...features } as BlockFeatures;
@@ -1422,7 +1462,11 @@ export function awqQuantizeModel(
   opts: AwqOptions,
 ): AwqResult {
   const run = new AwqRun(weights.config, windows, opts, false);
-  const hidden = embedWindows(weights, windows);
+  let hidden: Float32Array[] | null = embedWindows(weights, windows); // block 0's inputs
+  if (run.ownsStream) {
+    onThisThread(run.setInputs(hidden));
+    hidden = null;
+  }
   return run.result(
     weights,
     weights.layers.map((lw, l) => runPasses(run.block(l, lw, hidden), run.source)),
@@ -1450,7 +1494,11 @@ export async function awqQuantizeModelParallel(
   opts: AwqOptions,
 ): Promise<AwqResult> {
   const seq = new AwqSequential(weights.config, windows, opts);
-  const hidden = embedWindows(weights, windows);
+  let hidden: Float32Array[] | null = embedWindows(weights, windows); // block 0's inputs
+  if (seq.run.ownsStream) {
+    await seq.setInputs(hidden);
+    hidden = null;
+  }
   const blocks: AwqBlock[] = [];
   for (let l = 0; l < weights.config.nLayers; l++) {
     blocks.push(await seq.quantizeBlock(l, weights.layers[l], hidden));
@@ -1474,9 +1522,12 @@ export interface AwqBlock {
  * AWQ one block at a time, for a caller that reads the model block by block
  * (eval/quantize_stream.ts): blocks 0, 1, … in order, each given its
  * full-precision weights and its inputs, which it advances to the next
- * block's (run_awq: the full-precision block's outputs). The codes are
- * those of {@linkcode awqQuantizeModelParallel}, bit for bit (the same
- * steps; tested), and for any number of workers.
+ * block's (run_awq: the full-precision block's outputs); or, when the
+ * feature source owns the residual stream ({@linkcode ownsStream}: on a
+ * device), block 0's inputs once ({@linkcode AwqSequential.setInputs}) and
+ * no inputs per block. The codes are those of
+ * {@linkcode awqQuantizeModelParallel}, bit for bit (the same steps;
+ * tested), and for any number of workers.
  *
  * @example
  * ```ts
@@ -1486,6 +1537,12 @@ export interface AwqBlock {
  *   const b = await awq.quantizeBlock(l, source.layer(l), x); // x: block l+1's inputs
  * }
  * awq.stats();
+ * ```
+ * @example A feature source that owns the stream
+ * ```ts
+ * const awq = new AwqSequential(config, windows, { bits: 3, features: onDevice });
+ * await awq.setInputs(embedWindows(weights, windows)); // the caller may drop them
+ * for (let l = 0; l < config.nLayers; l++) await awq.quantizeBlock(l, source.layer(l));
  * ```
  */
 export class AwqSequential {
@@ -1509,19 +1566,35 @@ export class AwqSequential {
   }
 
   /**
+   * Hands block 0's inputs to a feature source that owns the residual stream
+   * ({@linkcode ownsStream}), before block 0; the caller may drop them.
+   *
+   * @param x the token embeddings per window [T_j, dim] (not modified)
+   * @throws {TypeError} when the source keeps no stream (pass the inputs to each block)
+   */
+  async setInputs(x: Float32Array[]): Promise<void> {
+    await this.run.setInputs(x);
+  }
+
+  /**
    * AWQ of block `l` (run_awq's loop body, then pseudo_quantize_model_weight).
    *
    * @param l the block, in order 0, 1, …
    * @param lw its full-precision weights (not modified)
-   * @param x its inputs per window [T_j, dim], advanced in place to block l+1's
+   * @param x its inputs per window [T_j, dim], advanced in place to block l+1's; null (the
+   *   default) when the feature source owns the stream
    * @returns the block's scaled and fake-quantized weights, packed linears, scales and clips
    */
-  async quantizeBlock(l: number, lw: LayerWeights, x: Float32Array[]): Promise<AwqBlock> {
+  async quantizeBlock(
+    l: number,
+    lw: LayerWeights,
+    x: Float32Array[] | null = null,
+  ): Promise<AwqBlock> {
     if (l !== this.#next) {
       throw new RangeError(`AwqSequential: block ${l} given, block ${this.#next} expected`);
     }
-    this.#next++;
     const steps = this.run.block(l, lw, x);
+    this.#next++;
     // No local names a step: a finished stage's features must not outlive it.
     for (let r = steps.next();;) {
       if (r.done) return r.value;
@@ -1553,21 +1626,23 @@ export class AwqSequential {
   }
 }
 
+/** A feature source's answer on this thread: an asynchronous one is an error. */
+function onThisThread<R>(r: R | Promise<R>): R {
+  if (r instanceof Promise) {
+    throw new TypeError(
+      "awqQuantizeModel() runs on this thread: an asynchronous feature source needs " +
+        "awqQuantizeModelParallel() or AwqSequential",
+    );
+  }
+  return r;
+}
+
 /** Runs a block's steps on this thread (features from `source`); returns the block. */
 function runPasses(
   steps: Generator<AwqStep, AwqBlock, AwqFeatureSet | undefined>,
   source: AwqFeatureSource,
 ): AwqBlock {
-  const features = (request: AwqFeatureRequest) => {
-    const set = source.features(request);
-    if (set instanceof Promise) {
-      throw new TypeError(
-        "awqQuantizeModel() runs on this thread: an asynchronous feature source needs " +
-          "awqQuantizeModelParallel() or AwqSequential",
-      );
-    }
-    return set;
-  };
+  const features = (request: AwqFeatureRequest) => onThisThread(source.features(request));
   const runPass = (pass: AwqPass) => {
     const run = awqTasks.setup(pass.init);
     pass.tasks.forEach((t, k) => pass.onResult(k, run(t, () => {})));
@@ -1600,8 +1675,13 @@ export class AwqRun {
   readonly stats: AwqStats;
   /** Where the blocks' features come from (opts.features, else the CPU forward). */
   readonly source: AwqFeatureSource;
+  /** Whether the source owns the residual stream ({@linkcode ownsStream}). */
+  readonly ownsStream: boolean;
+  /** Where each window's tokens sit in a feature array. */
+  readonly layout: FeatureLayout;
   readonly #s: RunState;
   readonly #step = { done: 0, total: 0 };
+  #inputsGiven = false;
 
   /**
    * @param c the model
@@ -1661,10 +1741,34 @@ export class AwqRun {
     };
     this.#s = new RunState(c, this.maxT);
     this.source = opts.features ?? cpuFeatureSource(c, this.#s);
+    this.ownsStream = ownsStream(this.source);
+    this.layout = tokenLayout(windows.map((w) => w.length));
     // Progress: every scale ratio of every group and every clipped linear is one step.
     this.#step.total = c.nLayers *
       ((this.autoScale ? scaleGroups(c).length * this.nGrid : 0) +
         (this.autoClip ? CLIP_LINEARS.length : 0));
+  }
+
+  /**
+   * Hands block 0's inputs to a source that owns the stream (the drivers'
+   * `setInputs`); returns what the source returns.
+   */
+  setInputs(x: Float32Array[]): void | Promise<void> {
+    if (!this.source.setInputs) {
+      throw new TypeError(
+        "awqQuantizeModel(): the feature source keeps no residual stream; pass each block its " +
+          "inputs instead of setInputs()",
+      );
+    }
+    const { dim } = this.c, { lengths } = this.layout;
+    if (x.length !== lengths.length || x.some((xj, j) => xj.length !== lengths[j] * dim)) {
+      throw new RangeError(
+        `awqQuantizeModel(): setInputs() expects ${lengths.length} arrays of T_j × ${dim} ` +
+          `floats (the windows' embeddings), got ${x.length} (first ${x[0]?.length})`,
+      );
+    }
+    this.#inputsGiven = true;
+    return this.source.setInputs(x);
   }
 
   /** The grid of a linear of input width `cols`. */
@@ -1696,7 +1800,8 @@ export class AwqRun {
 
   /**
    * AWQ of block `l` (weights `orig`, not modified; `hidden` its inputs per
-   * window, advanced in place to block l+1's): yields each feature request
+   * window, advanced in place to block l+1's, or null when the source owns
+   * the stream and has its inputs): yields each feature request
    * (the driver hands back the source's answer) and each search pass (the
    * driver runs its tasks and hands back the results in order), returns the
    * block.
@@ -1713,14 +1818,31 @@ export class AwqRun {
    * features, and apply_scale's division of the features is applied to the
    * sampled tokens instead (the same division of the same values).
    */
-  *block(
+  block(
     l: number,
     orig: LayerWeights,
-    hidden: Float32Array[],
+    hidden: Float32Array[] | null,
   ): Generator<AwqStep, AwqBlock, AwqFeatureSet | undefined> {
-    const { c, stats } = this;
+    if (this.ownsStream && (hidden || !this.#inputsGiven)) {
+      throw new RangeError(
+        "awqQuantizeModel(): the feature source owns the residual stream: give block 0's " +
+          "inputs to setInputs() once, and no inputs to the blocks",
+      );
+    }
+    if (!this.ownsStream && !hidden) {
+      throw new RangeError(`awqQuantizeModel(): block ${l} needs its inputs per window`);
+    }
+    return this.#block(l, orig, hidden);
+  }
+
+  /** {@linkcode AwqRun.block}, its inputs checked. */
+  *#block(
+    l: number,
+    orig: LayerWeights,
+    hidden: Float32Array[] | null,
+  ): Generator<AwqStep, AwqBlock, AwqFeatureSet | undefined> {
+    const { c, stats, layout } = this;
     const t0 = performance.now();
-    const layout = featureLayout(c, hidden);
     stats.tokens = layout.N;
     const groups = this.autoScale ? scaleGroups(c) : [];
     if (this.autoScale && !groups.some((g) => g.prevOp === "wv")) {
@@ -1858,7 +1980,7 @@ export class AwqRun {
     l: number,
     orig: LayerWeights,
     passLw: LayerWeights,
-    hidden: Float32Array[],
+    hidden: Float32Array[] | null,
     layout: FeatureLayout,
     stage: FeatureStage,
     groups: { prevOp: AwqPrevOp }[],
@@ -1878,6 +2000,7 @@ export class AwqRun {
       x: hidden,
       from: stage.from,
       want: stage.want,
+      residual: stage.residual,
       alloc: allocator(this.shared),
     };
     const got = checkFeatureSet(c, request, layout.N, (yield { request })!);
@@ -1893,8 +2016,9 @@ export class AwqRun {
     const mine = groups.filter((g) => stage.want.includes(scaleGroup(g.prevOp).input));
     const scales = mine.length > 0 ? yield* this.#scalePass(l, passLw, f, got.xMax, mine) : [];
     stats.scaleSeconds += since(t);
-    // run_awq's `inps = layer(inps)`: the full-precision block's residual additions.
-    for (const name of stage.residual) addResidual(c, hidden, layout, f[name]!);
+    // run_awq's `inps = layer(inps)`: the full-precision block's residual additions (on the
+    // stream AWQ keeps; a source that owns the stream has made them on its own).
+    if (hidden) { for (const name of stage.residual) addResidual(c, hidden, layout, f[name]!); }
     return { scales, sampled };
   }
 

@@ -17,6 +17,7 @@ import {
   awqQuantizeModel,
   awqQuantizeModelParallel,
   awqQuantizeTensor,
+  AwqSequential,
   type BlockFeatures,
   collectBlockFeatures,
   cpuFeatureSource,
@@ -528,5 +529,76 @@ Deno.test("awqQuantizeModel() collects a block stage by stage (featureBudget 0) 
         featureBudget: -1,
       }),
     /featureBudget must be a number of bytes ≥ 0, got -1/,
+  );
+});
+
+/**
+ * A feature source that owns the residual stream, as a device does: a copy
+ * of block 0's inputs, advanced by each request's `residual` with the CPU
+ * forward's outputs; `asked` records each request.
+ */
+function owningSource(c: LlamaConfig, T: number, asked: string[]): AwqFeatureSource {
+  const cpu = cpuFeatureSource(c, new RunState(c, T));
+  let stream: Float32Array[] | null = null;
+  return {
+    setInputs(x) {
+      stream = x.map((xj) => xj.slice());
+    },
+    features(req) {
+      const residual = req.residual ?? [];
+      asked.push(`${req.layer} ${req.from} x ${req.x === null ? "null" : "given"} +${residual}`);
+      const set = cpu.features({ ...req, x: stream }) as AwqFeatureSet;
+      for (const name of residual) {
+        const out = set.features[name]!;
+        stream!.forEach((xj, j) => xj.forEach((_, i) => xj[i] += out[j * T * c.dim + i]));
+      }
+      return set;
+    },
+  };
+}
+
+Deno.test("a feature source that owns the residual stream gets block 0's inputs once and requests without x: the same numbers", async () => {
+  const c = GQA, T = 12;
+  const w = outlierWeights(c, 101);
+  const windows = randomWindows(2, T, c.vocabSize, 102);
+  const opts = { bits: 3, groupSize: 8, nGrid: 4 };
+  for (const featureBudget of [undefined, 0]) {
+    const ref = awqQuantizeModel(w, windows, { ...opts, featureBudget });
+    const asked: string[] = [];
+    const r = awqQuantizeModel(w, windows, {
+      ...opts,
+      featureBudget,
+      features: owningSource(c, T, asked),
+    });
+    const p = await awqQuantizeModelParallel(w, windows, {
+      ...opts,
+      featureBudget,
+      workers: 2,
+      features: owningSource(c, T, []),
+    });
+    for (const got of [r, p]) {
+      assert.deepEqual(got.weights.layers, ref.weights.layers);
+      assert.deepEqual([...got.linears.entries()], [...ref.linears.entries()]);
+      assert.deepEqual(got.scales, ref.scales);
+      assert.deepEqual(got.clips, ref.clips);
+    }
+    const block = featureBudget === 0
+      ? ["input x null +attnOut", "attention x null +", "attention x null +ffnOut"]
+      : ["input x null +attnOut,ffnOut"];
+    assert.deepEqual(asked, [0, 1].flatMap((l) => block.map((a) => `${l} ${a}`)));
+  }
+  const x = embedWindows(w, windows);
+  const owned = new AwqSequential(c, windows, { ...opts, features: owningSource(c, T, []) });
+  await assert.rejects(
+    () => owned.quantizeBlock(0, w.layers[0]),
+    /give block 0's inputs to setInputs\(\) once/,
+  );
+  await owned.setInputs(x);
+  await assert.rejects(() => owned.quantizeBlock(0, w.layers[0], x), /no inputs to the blocks/);
+  const host = new AwqSequential(c, windows, opts);
+  await assert.rejects(() => host.setInputs(x), /keeps no residual stream/);
+  await assert.rejects(
+    () => host.quantizeBlock(0, w.layers[0]),
+    /block 0 needs its inputs per window/,
   );
 });
