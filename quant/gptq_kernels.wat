@@ -19,15 +19,23 @@
 ;; tile of 4 rows × 8 columns holds 8 accumulators, 2 B vectors and one A
 ;; vector; larger tiles spill (4 × 12 ran at half the speed). Deno runs V8
 ;; without its trap handler, so every memory access is bounds-checked by an
-;; explicit compare and loads are dear (a 6 × 8 tile broadcasting A with
-;; six `load32_splat` per k ran 15% slower than 4 × 8). Per k this tile
-;; loads one v128 of A (4 rows) and two of B (8 columns) and, instead of
-;; broadcasting each A value (4 shuffles), multiplies B by A rotated one
+;; explicit compare and branch (V8's code: `lea; cmp; jae` before each load),
+;; and loads are dear: a 4 × 8 tile broadcasting A with four `load32_splat`
+;; per k ran at 16.6 GMAC per CPU second against this tile's 21.2 (24.7
+;; with the checks switched off, V8's test-only --no-wasm-bounds-checks).
+;; Per k this tile loads one v128 of A (4 rows) and two of B (8 columns)
+;; and, instead of broadcasting each A value, multiplies B by A rotated one
 ;; lane at a time (3 shuffles): accumulator c_m lane l sums
 ;; A[r0 + (l + m) mod 4, k] · B[k, j0 + l] (j0 + 4 + l for the second B
-;; vector), and the flush puts the lanes back in their rows. Measured
-;; alone, about 5% faster than broadcasting, about 80% of this machine's
-;; f32x4 FMA peak; unrolling k by 2 gained nothing.
+;; vector), and the flush puts the lanes back in their rows. That is about
+;; 82% of this machine's f32x4 FMA peak (25.5 GMAC per CPU second): on its
+;; AMD cores the shuffles share a pipe with the multiply-adds. Neither
+;; unrolling k by 2 nor A stored pre-rotated (four loads, no shuffles: 19.4)
+;; nor half of each (two loads, two shuffles: 21.0) did better.
+;; The flush is 16 in-place blends (`i8x16.shuffle` that keep each lane:
+;; V8's `vpblendw`), written out: V8 inlined only the first of eight calls
+;; of a helper function and spilled every accumulator around the others,
+;; which cost about 6% of the Hessian's time.
 ;;
 ;; Floating point: each multiply-add is one `f32x4.relaxed_madd` (fused,
 ;; one rounding, where the host has FMA, as V8 does on x86-64 with FMA3 and
@@ -38,14 +46,6 @@
 ;; per 256 values of k.
 (module
   (import "env" "memory" (memory 1))
-
-  ;; [x0[0], x1[1], x2[2], x3[3]]: lane l of x_l.
-  (func $diagonal (param $x0 v128) (param $x1 v128) (param $x2 v128) (param $x3 v128) (result v128)
-    (v128.bitselect (local.get $x3)
-      (v128.bitselect (local.get $x2)
-        (v128.bitselect (local.get $x1) (local.get $x0) (v128.const i32x4 0 -1 0 0))
-        (v128.const i32x4 0 0 -1 0))
-      (v128.const i32x4 0 0 0 -1)))
 
   ;; gemm_4x8: C[r, j] += Σ_{k<K} A[r, k] · B[k, j] for r < R, j < J, in f32.
   ;;   A packed in panels of 8 rows: A[r, k] at $pa + (r >> 3)·$s8 + (r & 7)·4 + k·32
@@ -69,6 +69,7 @@
     (local $s v128) (local $b0 v128) (local $b1 v128)
     (local $c00 v128) (local $c01 v128) (local $c10 v128) (local $c11 v128)
     (local $c20 v128) (local $c21 v128) (local $c30 v128) (local $c31 v128)
+    (local $p0 v128) (local $p1 v128) (local $p2 v128) (local $p3 v128)
     (if (i32.eqz (local.get $K)) (then (return)))
     (local.set $kb (i32.shl (local.get $K) (i32.const 5))) ;; bytes per panel
     (local.set $jb (i32.const 0))
@@ -128,26 +129,41 @@
                     (local.set $a (i32.add (local.get $a) (i32.const 32)))
                     (local.set $b (i32.add (local.get $b) (i32.const 32)))
                     (br_if $kl (i32.lt_u (local.get $b) (local.get $bstop))))
-                  ;; flush: row m of the tile, lane l, is in c_{(m − l) mod 4} lane l
+                  ;; flush: row m of the tile, lane l, is in c_(m − l) mod 4 lane l. Two rounds of
+                  ;; blends (each lane stays in place) put the rows together: P_m takes the even
+                  ;; lanes of c_m and the odd lanes of c_(m − 1) (so P_m lane l is row m's for
+                  ;; l < 2 and row (m + 2)'s for l ≥ 2); row m = lanes 0, 1 of P_m and 2, 3 of
+                  ;; P_(m + 2). Then C's row r0 + m += row m, for each half of the 8 columns.
+                  (local.set $p0 (i8x16.shuffle 0 1 2 3 20 21 22 23 8 9 10 11 28 29 30 31 (local.get $c00) (local.get $c30)))
+                  (local.set $p1 (i8x16.shuffle 0 1 2 3 20 21 22 23 8 9 10 11 28 29 30 31 (local.get $c10) (local.get $c00)))
+                  (local.set $p2 (i8x16.shuffle 0 1 2 3 20 21 22 23 8 9 10 11 28 29 30 31 (local.get $c20) (local.get $c10)))
+                  (local.set $p3 (i8x16.shuffle 0 1 2 3 20 21 22 23 8 9 10 11 28 29 30 31 (local.get $c30) (local.get $c20)))
                   (v128.store (local.get $c) (f32x4.add (v128.load (local.get $c))
-                    (call $diagonal (local.get $c00) (local.get $c30) (local.get $c20) (local.get $c10))))
-                  (v128.store offset=16 (local.get $c) (f32x4.add (v128.load offset=16 (local.get $c))
-                    (call $diagonal (local.get $c01) (local.get $c31) (local.get $c21) (local.get $c11))))
+                    (i8x16.shuffle 0 1 2 3 4 5 6 7 24 25 26 27 28 29 30 31 (local.get $p0) (local.get $p2))))
                   (local.set $t (i32.add (local.get $c) (local.get $ldc)))
                   (v128.store (local.get $t) (f32x4.add (v128.load (local.get $t))
-                    (call $diagonal (local.get $c10) (local.get $c00) (local.get $c30) (local.get $c20))))
-                  (v128.store offset=16 (local.get $t) (f32x4.add (v128.load offset=16 (local.get $t))
-                    (call $diagonal (local.get $c11) (local.get $c01) (local.get $c31) (local.get $c21))))
+                    (i8x16.shuffle 0 1 2 3 4 5 6 7 24 25 26 27 28 29 30 31 (local.get $p1) (local.get $p3))))
                   (local.set $t (i32.add (local.get $t) (local.get $ldc)))
                   (v128.store (local.get $t) (f32x4.add (v128.load (local.get $t))
-                    (call $diagonal (local.get $c20) (local.get $c10) (local.get $c00) (local.get $c30))))
-                  (v128.store offset=16 (local.get $t) (f32x4.add (v128.load offset=16 (local.get $t))
-                    (call $diagonal (local.get $c21) (local.get $c11) (local.get $c01) (local.get $c31))))
+                    (i8x16.shuffle 0 1 2 3 4 5 6 7 24 25 26 27 28 29 30 31 (local.get $p2) (local.get $p0))))
                   (local.set $t (i32.add (local.get $t) (local.get $ldc)))
                   (v128.store (local.get $t) (f32x4.add (v128.load (local.get $t))
-                    (call $diagonal (local.get $c30) (local.get $c20) (local.get $c10) (local.get $c00))))
+                    (i8x16.shuffle 0 1 2 3 4 5 6 7 24 25 26 27 28 29 30 31 (local.get $p3) (local.get $p1))))
+                  (local.set $p0 (i8x16.shuffle 0 1 2 3 20 21 22 23 8 9 10 11 28 29 30 31 (local.get $c01) (local.get $c31)))
+                  (local.set $p1 (i8x16.shuffle 0 1 2 3 20 21 22 23 8 9 10 11 28 29 30 31 (local.get $c11) (local.get $c01)))
+                  (local.set $p2 (i8x16.shuffle 0 1 2 3 20 21 22 23 8 9 10 11 28 29 30 31 (local.get $c21) (local.get $c11)))
+                  (local.set $p3 (i8x16.shuffle 0 1 2 3 20 21 22 23 8 9 10 11 28 29 30 31 (local.get $c31) (local.get $c21)))
+                  (v128.store offset=16 (local.get $c) (f32x4.add (v128.load offset=16 (local.get $c))
+                    (i8x16.shuffle 0 1 2 3 4 5 6 7 24 25 26 27 28 29 30 31 (local.get $p0) (local.get $p2))))
+                  (local.set $t (i32.add (local.get $c) (local.get $ldc)))
                   (v128.store offset=16 (local.get $t) (f32x4.add (v128.load offset=16 (local.get $t))
-                    (call $diagonal (local.get $c31) (local.get $c21) (local.get $c11) (local.get $c01))))
+                    (i8x16.shuffle 0 1 2 3 4 5 6 7 24 25 26 27 28 29 30 31 (local.get $p1) (local.get $p3))))
+                  (local.set $t (i32.add (local.get $t) (local.get $ldc)))
+                  (v128.store offset=16 (local.get $t) (f32x4.add (v128.load offset=16 (local.get $t))
+                    (i8x16.shuffle 0 1 2 3 4 5 6 7 24 25 26 27 28 29 30 31 (local.get $p2) (local.get $p0))))
+                  (local.set $t (i32.add (local.get $t) (local.get $ldc)))
+                  (v128.store offset=16 (local.get $t) (f32x4.add (v128.load offset=16 (local.get $t))
+                    (i8x16.shuffle 0 1 2 3 4 5 6 7 24 25 26 27 28 29 30 31 (local.get $p3) (local.get $p1))))
                   (br_if $chunks (i32.lt_u (local.get $b) (local.get $bend))))
                 (local.set $j0 (i32.add (local.get $j0) (i32.const 8)))
                 (br $jl)))
