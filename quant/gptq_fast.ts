@@ -13,9 +13,11 @@
  *   are split over the workers (tasks of equal area). Rows given to
  *   {@linkcode GptqFast.addBatch} are buffered and accumulated at the next
  *   {@linkcode GptqFast.flush} (or when more than 2²⁶ values are waiting, on
- *   this thread): fp32 sums per flush, like torch's `inp.matmul(inp.t())`, added
- *   into a float64 Σ xᵀx; H = (2/nsamples)·Σ xᵀx at the end instead of GPTQ's
- *   running rescale (`H *= nsamples / (nsamples + tmp)`), equal up to rounding.
+ *   this thread; with 0 workers they are packed as they come, with no
+ *   copy, and multiplied 256 at a time, at the same points): fp32 sums per
+ *   flush, like torch's `inp.matmul(inp.t())`, added into a float64 Σ xᵀx;
+ *   H = (2/nsamples)·Σ xᵀx at the end instead of GPTQ's running rescale
+ *   (`H *= nsamples / (nsamples + tmp)`), equal up to rounding.
  * - **Hinv** (`cholesky → cholesky_inverse → cholesky(upper)`): in fp32 like
  *   GPTQ's torch code, by quant/linalg.ts {@linkcode upperCholeskyOfInverseF32}
  *   (the reference's route, all in WebAssembly SIMD); H, its dead columns
@@ -180,8 +182,10 @@ export class GptqFast {
   private S: Float64Array | null;
   /** Whether S holds only zeros (nothing accumulated yet): the first rows' sums are stored, not added. */
   private sZero = true;
-  private pending: Float32Array[] = []; // rows of x not yet in S, each [N_i, columns]
-  private pendingRows = 0;
+  private pending: Float32Array[] = []; // with workers: rows of x not yet in S, each [N_i, columns]
+  /** With 0 workers: the rows not yet in S, packed and partly multiplied already. */
+  private open: HessianRows | null = null;
+  private pendingRows = 0; // rows not yet in S
 
   /**
    * @param rows output features of the layer
@@ -207,9 +211,12 @@ export class GptqFast {
 
   /**
    * GPTQ's `add_batch`: takes the N rows of x (one per token) from `samples`
-   * calibration windows (GPTQ's tmp). The rows are copied and accumulated
-   * at the next {@linkcode flush} (on the workers), or here on this thread
-   * once more than 2²⁶ values are waiting.
+   * calibration windows (GPTQ's tmp). With workers, the rows are copied and
+   * accumulated at the next {@linkcode flush} (on the workers), or here on
+   * this thread once more than 2²⁶ values are waiting; with 0 workers they
+   * are packed for the kernel at once (no copy of x), their products added
+   * a chunk of 256 rows at a time, and S updated at the same points: the
+   * same bits either way.
    *
    * @param x layer inputs [N, cols]
    * @param N number of rows of x
@@ -234,20 +241,28 @@ export class GptqFast {
     }
     this.nsamples += samples;
     if (N === 0) return;
-    // on a SharedArrayBuffer when workers will read them (no second copy at the flush)
-    const copy = newF32(x.length, this.workers > 0);
-    copy.set(x);
-    this.pending.push(copy);
+    if (this.workers === 0) {
+      this.open ??= new HessianRows(gptqKernels("GptqFast.addBatch()"), n, 0, ceil8(n));
+      this.open.push(x, N);
+    } else {
+      // on a SharedArrayBuffer, which the workers read (no second copy at the flush)
+      const copy = newF32(x.length, true);
+      copy.set(x);
+      this.pending.push(copy);
+    }
     this.pendingRows += N;
-    if (this.pendingRows * n > PENDING_LIMIT) this.accumulate(this.takePending(), 0);
+    if (this.pendingRows * n > PENDING_LIMIT) this.accumulate();
   }
 
   /** Accumulates the rows waiting from {@linkcode addBatch} into H, on the workers. */
   async flush(): Promise<void> {
     this.live("flush()");
+    const n = this.columns;
     if (this.pendingRows === 0) return;
-    const x = this.takePending();
-    await this.accumulateAsync(x, this.workers);
+    if (this.open || (n * n * this.pendingRows) / 2 < this.parallelMinMacs) {
+      return this.accumulate();
+    }
+    await this.accumulateOnWorkers(this.takePending());
   }
 
   /**
@@ -494,6 +509,7 @@ export class GptqFast {
   free(): void {
     this.S = null;
     this.pending = [];
+    this.open = null;
     this.pendingRows = 0;
   }
 
@@ -527,7 +543,7 @@ export class GptqFast {
       this.pendingRows = 0;
       return x;
     }
-    const x = newF32(this.pendingRows * this.columns, this.workers > 0);
+    const x = newF32(this.pendingRows * this.columns, true);
     let o = 0;
     for (const p of this.pending) x.set(p, (o += p.length) - p.length);
     this.pending = [];
@@ -535,29 +551,30 @@ export class GptqFast {
     return x;
   }
 
-  /** S += xᵀx on this thread. */
-  private accumulate(x: Float32Array, _workers: 0): void {
+  /** S += xᵀx of the rows not yet in S, on this thread. */
+  private accumulate(): void {
     const S = this.live("addBatch()");
-    const n = this.columns, N = x.length / n;
-    const C = hessianRows(gptqKernels("GptqFast.addBatch()"), x, N, n, 0, ceil8(n), false);
-    addUpper(S, n, C, 0, ceil8(n), this.sZero);
+    const n = this.columns, np = ceil8(n);
+    const rows = this.open ??
+      new HessianRows(gptqKernels("GptqFast.addBatch()"), n, 0, np).push(this.takePending());
+    addUpper(S, n, rows.finish(false), 0, np, this.sZero);
+    this.open = null;
+    this.pendingRows = 0;
     this.sZero = false;
   }
 
-  /** S += xᵀx, the rows of H split over `workers` threads. */
-  private async accumulateAsync(x: Float32Array, workers: number): Promise<void> {
+  /** S += xᵀx, the rows of H split over the workers (x on a SharedArrayBuffer). */
+  private async accumulateOnWorkers(x: Float32Array): Promise<void> {
     const S = this.live("flush()");
+    const { workers } = this;
     const n = this.columns, N = x.length / n, np = ceil8(n);
-    if (workers === 0 || (n * n * N) / 2 < this.parallelMinMacs) return this.accumulate(x, 0);
-    let xs = x;
-    if (!(x.buffer instanceof SharedArrayBuffer)) (xs = newF32(x.length, true)).set(x);
     const bounds = equalAreaRows(np, 2 * workers);
     await runTasks<GptqInit, GptqTask, GptqTaskResult>({
       name: "GPTQ Hessian",
       worker: new URL("./gptq_worker.ts", import.meta.url),
       handler: gptqTasks,
       workers,
-      init: { kind: "hessian", x: xs, N, n },
+      init: { kind: "hessian", x, N, n },
       tasks: bounds.length - 1,
       task: (t) => ({ kind: "hessian", i0: bounds[t], i1: bounds[t + 1] }),
       onResult: (t, r) => addUpper(S, n, r as Float32Array, bounds[t], bounds[t + 1], this.sZero),
@@ -615,7 +632,7 @@ function equalAreaRows(np: number, parts: number): number[] {
 
 /**
  * S[i0 + r, i0 + j] += C[r, j] for j ≥ r inside the n × n upper triangle;
- * C [i1 − i0, np − i0] from {@linkcode hessianRows}. When S holds only
+ * C [i1 − i0, np − i0] from {@linkcode HessianRows}. When S holds only
  * zeros (`zero`), C is stored instead (a native conversion, and S's fresh
  * pages are written without being read first): the same numbers, as C never
  * holds −0 (its sums are added to a zeroed C: +0 + x) and 0 + c = c.
@@ -642,45 +659,81 @@ function addUpper(
 
 /**
  * Rows i0..i1 (multiples of 8) of Σ_t x[t]ᵀ x[t] on one thread, columns from
- * i0: C [i1 − i0, np − i0] with C[r, j] = H[i0 + r, i0 + j] for j ≥ r (fp32
- * sums; entries left of the diagonal are not computed; a view of the
- * kernels' memory unless `copy`). Per HESSIAN_ROWS rows of x, the columns
- * i0..np are packed into panels of 8 (zeros beyond n) and `gemm_4x8`
- * (upper) adds their products.
+ * i0, as the rows of x arrive ({@linkcode HessianRows.push}):
+ * C [i1 − i0, np − i0] with C[r, j] = H[i0 + r, i0 + j] for j ≥ r (fp32
+ * sums; entries left of the diagonal are not computed). Each row's columns
+ * i0..np go straight from x into panels of 8 (zeros beyond n), the layout
+ * `gemm_4x8` reads, HESSIAN_ROWS rows to a chunk; each full chunk, and the
+ * last one at {@linkcode HessianRows.finish}, is multiplied at once
+ * (`gemm_4x8`, upper), its products added to C. The chunks, and so the
+ * bits, are the same however the rows arrive.
  */
-function hessianRows(
-  k: GptqKernels,
-  x: Float32Array,
-  N: number,
-  n: number,
-  i0: number,
-  i1: number,
-  copy = true,
-): Float32Array {
-  const np = ceil8(n), J = np - i0, R = i1 - i0;
-  const offC = J * Math.min(HESSIAN_ROWS, N) * 4; // panels [J/8, kc, 8] at 0, C [R, J] after
-  growMemory("GptqFast Hessian", k.memory, offC + R * J * 4);
-  const f = new Float32Array(k.memory.buffer);
-  const full = n - i0 >= J ? J / 8 : Math.floor((n - i0) / 8); // panels with no column beyond n
-  for (let t0 = 0; t0 < N; t0 += HESSIAN_ROWS) {
-    const kc = Math.min(HESSIAN_ROWS, N - t0);
-    for (let t = 0; t < kc; t++) {
-      const xr = (t0 + t) * n + i0;
-      let p = t * 8;
-      for (let c8 = 0; c8 < full; c8++, p += kc * 8) {
+class HessianRows {
+  /** The kernels' memory: panels [J/8, HESSIAN_ROWS, 8] at 0, C [R, J] at offC. */
+  private readonly f: Float32Array;
+  private readonly offC: number;
+  private readonly J: number;
+  private readonly R: number;
+  /** Panels with no column beyond n. */
+  private readonly full: number;
+  /** Rows in the current chunk. */
+  private t = 0;
+
+  constructor(
+    private readonly k: GptqKernels,
+    private readonly n: number,
+    private readonly i0: number,
+    i1: number,
+  ) {
+    const J = this.J = ceil8(n) - i0;
+    this.R = i1 - i0;
+    this.offC = J * HESSIAN_ROWS * 4;
+    growMemory("GptqFast Hessian", k.memory, this.offC + this.R * J * 4);
+    this.f = new Float32Array(k.memory.buffer);
+    this.full = n - i0 >= J ? J / 8 : Math.floor((n - i0) / 8);
+  }
+
+  /** Packs the N rows of x [N, n], multiplying every chunk that fills. */
+  push(x: Float32Array, N: number = x.length / this.n): this {
+    const { f, n, i0, J, full } = this, step = HESSIAN_ROWS * 8;
+    for (let row = 0; row < N; row++) {
+      const xr = row * n + i0;
+      let p = this.t * 8;
+      for (let c8 = 0; c8 < full; c8++, p += step) {
         const s = xr + c8 * 8;
         f[p] = x[s], f[p + 1] = x[s + 1], f[p + 2] = x[s + 2], f[p + 3] = x[s + 3];
         f[p + 4] = x[s + 4], f[p + 5] = x[s + 5], f[p + 6] = x[s + 6], f[p + 7] = x[s + 7];
       }
-      for (let c8 = full; c8 < J / 8; c8++, p += kc * 8) {
+      for (let c8 = full; c8 < J / 8; c8++, p += step) {
         for (let l = 0; l < 8; l++) {
           const c = i0 + c8 * 8 + l;
-          f[p + l] = c < n ? x[(t0 + t) * n + c] : 0;
+          f[p + l] = c < n ? x[xr - i0 + c] : 0;
         }
       }
+      if (++this.t === HESSIAN_ROWS) this.multiply();
     }
-    // C[r, j] += Σ_t X[t, i0 + r] X[t, i0 + j], j ≥ r (A = B = the panels),
-    // calls of CALL_ROWS rows of C
+    return this;
+  }
+
+  /** C, after the last chunk's products (a view of the kernels' memory unless `copy`). */
+  finish(copy = true): Float32Array {
+    if (this.t > 0) this.multiply();
+    const { f, offC } = this, end = offC / 4 + this.R * this.J;
+    return (copy ? f.slice : f.subarray).call(f, offC / 4, end);
+  }
+
+  /**
+   * C[r, j] += Σ_t X[t, i0 + r] X[t, i0 + j], j ≥ r, over the current chunk
+   * (A = B = its panels), in calls of CALL_ROWS rows of C. A chunk of
+   * kc < HESSIAN_ROWS rows first closes the gaps between its panels.
+   */
+  private multiply(): void {
+    const { k, f, J, R, offC } = this, kc = this.t;
+    if (kc < HESSIAN_ROWS) {
+      for (let p = 1; p < J / 8; p++) {
+        f.copyWithin(p * kc * 8, p * HESSIAN_ROWS * 8, p * HESSIAN_ROWS * 8 + kc * 8);
+      }
+    }
     for (let r0 = 0; r0 < R; r0 += CALL_ROWS) {
       k.gemm_4x8(
         (r0 >> 3) * kc * 32,
@@ -697,8 +750,8 @@ function hessianRows(
         r0,
       );
     }
+    this.t = 0;
   }
-  return (copy ? f.slice : f.subarray).call(f, offC / 4, offC / 4 + R * J);
 }
 
 /** What a sweep task returns: rows r0..r1 of the result. */
@@ -742,7 +795,7 @@ export const gptqTasks: TaskHandler<GptqInit, GptqTask, GptqTaskResult> = {
     return (task) => {
       if (init.kind === "hessian" && task.kind === "hessian") {
         const k = gptqKernels("GptqFast Hessian");
-        return hessianRows(k, init.x, init.N, init.n, task.i0, task.i1);
+        return new HessianRows(k, init.n, task.i0, task.i1).push(init.x, init.N).finish();
       }
       if (init.kind === "sweep" && task.kind === "sweep") return sweepRows(init, task.r0, task.r1);
       throw new Error(`GPTQ task ${task.kind} sent to a ${init.kind} pool`);

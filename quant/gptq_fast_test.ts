@@ -61,6 +61,27 @@ Deno.test("GptqFast: the same H and the same quantized layer with 0 and 2 worker
   assert.equal(b.r.error, a.r.error);
 });
 
+Deno.test("GptqFast with 0 workers packs rows as they come: H as with 2 workers, whatever the batches", async () => {
+  // 607 rows in batches that cross the 256-row chunks; 72 columns (the last panel padded)
+  const cols = 72, sizes = [100, 200, 7, 300];
+  const x = randn(607 * cols, 11);
+  const hessian = async (workers: number, batches: number[], flushAfterFirst = false) => {
+    const g = new GptqFast(8, cols, { workers, parallelMinMacs: 0 });
+    let o = 0;
+    for (const N of batches) {
+      // one window per batch of `sizes`
+      g.addBatch(x.subarray(o * cols, (o += N) * cols), N, sizes.length / batches.length);
+      if (flushAfterFirst && o === batches[0]) await g.flush();
+    }
+    return await g.hessian();
+  };
+  const streamed = await hessian(0, sizes);
+  assert.deepEqual(streamed, await hessian(2, sizes));
+  assert.deepEqual(streamed, await hessian(0, [607]));
+  // the sums are fp32 per flush, so a flush in between moves some bits: what the above pins
+  assert.notDeepEqual(streamed, await hessian(0, sizes, true));
+});
+
 Deno.test("GptqFast keeps H = 2/nsamples · Σ xᵀx (the reference's, to fp32 rounding); batches sum like one batch", async () => {
   const cal = calibration(10);
   const ref = new Gptq(ROWS, COLS);
