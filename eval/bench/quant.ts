@@ -237,35 +237,8 @@ async function comparePeer(
       g.free();
       return { hessian, fasterquant: r.seconds, hessianCpu, fasterquantCpu, error: r.error };
     };
-    const official = async (threads: number) => {
-      const script = new URL("./peers/gptq_official.py", import.meta.url).pathname;
-      const n = String(threads);
-      const out = await new Deno.Command(o.python, {
-        args: [
-          script,
-          dir,
-          ...["--rows", String(rows), "--cols", String(cols)],
-          ...["--calib-rows", String(calibRows), "--bits", String(o.bits)],
-          ...["--group", String(o.group ?? -1), "--threads", n],
-        ],
-        env: { OMP_NUM_THREADS: n, OPENBLAS_NUM_THREADS: n, MKL_NUM_THREADS: n },
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      if (!out.success) {
-        const err = new TextDecoder().decode(out.stderr).trim().split("\n").at(-1);
-        throw new PeerError(`${o.python} ${script} failed: ${err}`);
-      }
-      const lines = new TextDecoder().decode(out.stdout).trim().split("\n");
-      return JSON.parse(lines.at(-1)!) as {
-        hessianSeconds: number;
-        fasterquantSeconds: number;
-        hessianCpuSeconds: number;
-        fasterquantCpuSeconds: number;
-        error: number;
-        torch: string;
-      };
-    };
+    const official = (threads: number) =>
+      runOfficial(o.python, dir, { rows, cols, calibRows, bits: o.bits, group: o.group, threads });
     o.log(`  vs official GPTQ (PyTorch) on ${rows}×${cols}, H from ${calibRows} rows:`);
     const line = (who: string, h: number, f: number) =>
       o.log(`    ${who}: add_batch ${h.toFixed(2)} s, fasterquant ${f.toFixed(2)} s`);
@@ -333,6 +306,161 @@ async function comparePeer(
   }
 }
 
+/** What eval/bench/peers/gptq_official.py prints (fasterquant's fields absent with `hessianOnly`). */
+interface OfficialRun {
+  hessianSeconds: number;
+  fasterquantSeconds: number;
+  hessianCpuSeconds: number;
+  fasterquantCpuSeconds: number;
+  error: number;
+  torch: string;
+}
+
+/**
+ * Runs the official GPTQ (eval/bench/peers/gptq_official.py) on DIR/x.bin
+ * and DIR/w.bin with `threads` threads (OpenMP, OpenBLAS, MKL and torch).
+ *
+ * @throws {PeerError} when the script fails (no PyTorch)
+ */
+async function runOfficial(
+  python: string,
+  dir: string,
+  o: {
+    rows: number;
+    cols: number;
+    calibRows: number;
+    bits: number;
+    group: number | null;
+    threads: number;
+    hessianOnly?: boolean;
+  },
+): Promise<OfficialRun> {
+  const script = new URL("./peers/gptq_official.py", import.meta.url).pathname;
+  const n = String(o.threads);
+  const out = await new Deno.Command(python, {
+    args: [
+      script,
+      dir,
+      ...["--rows", String(o.rows), "--cols", String(o.cols)],
+      ...["--calib-rows", String(o.calibRows), "--bits", String(o.bits)],
+      ...["--group", String(o.group ?? -1), "--threads", n],
+      ...(o.hessianOnly ? ["--hessian-only"] : []),
+    ],
+    env: { OMP_NUM_THREADS: n, OPENBLAS_NUM_THREADS: n, MKL_NUM_THREADS: n },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    const err = new TextDecoder().decode(out.stderr).trim().split("\n").at(-1);
+    throw new PeerError(`${python} ${script} failed: ${err}`);
+  }
+  const lines = new TextDecoder().decode(out.stdout).trim().split("\n");
+  return JSON.parse(lines.at(-1)!) as OfficialRun;
+}
+
+/** Options of {@linkcode benchHessian}. */
+export interface BenchHessianOptions {
+  /** Interleaved rounds (ours, then the official code, each round). @default 5 */
+  rounds?: number;
+  /** Every width divided by 8. @default false */
+  small?: boolean;
+  /** Seed of the calibration rows (as {@linkcode benchQuant}'s). @default 0 */
+  seed?: number;
+  /** Python with PyTorch. @default "/usr/bin/python3" */
+  python?: string;
+  /** Where progress lines go. @default console.log */
+  log?: (line: string) => void;
+}
+
+/** One-thread Hessian times, ours and the official code's, per round. */
+export interface BenchHessianResult {
+  bench: "quant-hessian";
+  cols: number;
+  calibRows: number;
+  /** CPU seconds of GptqFast.addBatch + flush (0 workers), per round. */
+  oursCpuSeconds: number[];
+  /** CPU seconds of the official `add_batch` (1 thread), per round. */
+  officialCpuSeconds: number[];
+  /** ours / official per round, and their median. */
+  ratiosCpu: number[];
+  medianRatioCpu: number;
+  torch: string;
+}
+
+/**
+ * The Hessian alone, one thread each, `rounds` times interleaved (ours,
+ * then the official `add_batch` in a fresh Python process): the figure of
+ * {@linkcode benchQuant}'s `hessianRatioCpu` with a spread, for a machine
+ * whose load moves single runs. `deno run -A eval/bench/quant.ts --hessian
+ * [--rounds N] [--small]`.
+ *
+ * @param opts rounds, small, seed, python, log
+ * @returns the CPU seconds and ratios per round
+ * @throws {PeerError} when the official code cannot run (no PyTorch)
+ * @example
+ * ```ts
+ * const r = await benchHessian({ rounds: 3, small: true });
+ * console.log(r.medianRatioCpu);
+ * ```
+ */
+export async function benchHessian(opts: BenchHessianOptions = {}): Promise<BenchHessianResult> {
+  const rounds = opts.rounds ?? 5, seed = opts.seed ?? 0;
+  if (!Number.isInteger(rounds) || rounds < 1) {
+    throw new RangeError(`bench quant --hessian: --rounds must be an integer ≥ 1, got ${rounds}`);
+  }
+  const log = opts.log ?? ((s: string) => console.log(s));
+  const div = opts.small ? 8 : 1, cols = 4096 / div, calibRows = 4096 / div;
+  const x = randn(calibRows * cols, seed * 100 + 1); // [calibRows, cols], as benchQuant's
+  const dir = await Deno.makeTempDir({ prefix: "sqb_gptq_hessian_" });
+  try {
+    await Deno.writeFile(`${dir}/x.bin`, new Uint8Array(x.buffer, x.byteOffset, x.byteLength));
+    await Deno.writeFile(`${dir}/w.bin`, new Uint8Array(cols * 4)); // one row: not used
+    const r: BenchHessianResult = {
+      bench: "quant-hessian",
+      cols,
+      calibRows,
+      oursCpuSeconds: [],
+      officialCpuSeconds: [],
+      ratiosCpu: [],
+      medianRatioCpu: NaN,
+      torch: "",
+    };
+    log(`bench quant --hessian: H from ${calibRows} rows × ${cols}, 1 thread each, CPU seconds`);
+    for (let round = 0; round < rounds; round++) {
+      const g = new GptqFast(1, cols, { workers: 0 });
+      const c = cpuSeconds();
+      g.addBatch(x, calibRows);
+      await g.flush();
+      const ours = cpuSeconds() - c;
+      g.free();
+      const p = await runOfficial(opts.python ?? "/usr/bin/python3", dir, {
+        rows: 1,
+        cols,
+        calibRows,
+        bits: 3,
+        group: null,
+        threads: 1,
+        hessianOnly: true,
+      });
+      r.oursCpuSeconds.push(ours);
+      r.officialCpuSeconds.push(p.hessianCpuSeconds);
+      r.ratiosCpu.push(ours / p.hessianCpuSeconds);
+      r.torch = p.torch;
+      log(
+        `  round ${round + 1}: ours ${ours.toFixed(3)} s, official ${
+          p.hessianCpuSeconds.toFixed(3)
+        } s: ${(ours / p.hessianCpuSeconds).toFixed(3)}×`,
+      );
+    }
+    const sorted = [...r.ratiosCpu].sort((a, b) => a - b), m = sorted.length >> 1;
+    r.medianRatioCpu = sorted.length % 2 ? sorted[m] : (sorted[m - 1] + sorted[m]) / 2;
+    log(`  median ours / official: ${r.medianRatioCpu.toFixed(3)}× (torch ${r.torch})`);
+    return r;
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 /** CPU time of this process (user + system, every thread), seconds. */
 function cpuSeconds(): number {
   const u = process.cpuUsage();
@@ -343,5 +471,11 @@ function cpuSeconds(): number {
 class PeerError extends Error {}
 
 if (import.meta.main) {
-  await benchQuant({ small: Deno.args.includes("--small"), peer: Deno.args.includes("--peer") });
+  const small = Deno.args.includes("--small");
+  const at = Deno.args.indexOf("--rounds");
+  if (Deno.args.includes("--hessian")) {
+    await benchHessian({ small, rounds: at >= 0 ? Number(Deno.args[at + 1]) : undefined });
+  } else {
+    await benchQuant({ small, peer: Deno.args.includes("--peer") });
+  }
 }

@@ -31,6 +31,9 @@ find_params to the end of the sweep); hessianSeconds is the add_batch call;
 the *CpuSeconds are this process's CPU time (every thread) over the same
 spans.
 
+--hessian-only: add_batch alone (the output has no fasterquant fields and
+no error; w.bin is read but not used).
+
 Threads: the caller sets OMP_NUM_THREADS / OPENBLAS_NUM_THREADS before this
 process starts (OpenBLAS reads them at load); --threads also goes to
 torch.set_num_threads.
@@ -167,6 +170,7 @@ def main():
     ap.add_argument("--bits", type=int, default=3)
     ap.add_argument("--group", type=int, default=128, help="-1: one group per row")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--hessian-only", action="store_true", help="time add_batch alone")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     x = np.fromfile(a.dir + "/x.bin", dtype=np.float32).reshape(a.calib_rows, a.cols)
@@ -176,6 +180,14 @@ def main():
     t, c = time.perf_counter(), time.process_time()
     g.add_batch(torch.from_numpy(x))
     hessian, hessian_cpu = time.perf_counter() - t, time.process_time() - c
+    if a.hessian_only:
+        print(json.dumps({
+            "threads": a.threads,
+            "hessianSeconds": hessian,
+            "hessianCpuSeconds": hessian_cpu,
+            "torch": torch.__version__,
+        }))
+        return
     _, error, seconds, cpu = g.fasterquant(groupsize=a.group)
     print(json.dumps({
         "threads": a.threads,
