@@ -17,25 +17,27 @@
 ;;
 ;; Why this shape. x86-64 has 16 xmm registers (V8 keeps one as scratch): a
 ;; tile of 4 rows × 8 columns holds 8 accumulators, 2 B vectors and one A
-;; vector; larger tiles spill (4 × 12 ran at half the speed). Deno runs V8
-;; without its trap handler, so every memory access is bounds-checked by an
-;; explicit compare and branch (V8's code: `lea; cmp; jae` before each load),
-;; and loads are dear: a 4 × 8 tile broadcasting A with four `load32_splat`
-;; per k ran at 16.6 GMAC per CPU second against this tile's 21.2 (24.7
-;; with the checks switched off, V8's test-only --no-wasm-bounds-checks).
-;; Per k this tile loads one v128 of A (4 rows) and two of B (8 columns)
-;; and, instead of broadcasting each A value, multiplies B by A rotated one
-;; lane at a time (3 shuffles): accumulator c_m lane l sums
-;; A[r0 + (l + m) mod 4, k] · B[k, j0 + l] (j0 + 4 + l for the second B
-;; vector), and the flush puts the lanes back in their rows. That is about
-;; 82% of this machine's f32x4 FMA peak (25.5 GMAC per CPU second): on its
-;; AMD cores the shuffles share a pipe with the multiply-adds. Neither
-;; unrolling k by 2 nor A stored pre-rotated (four loads, no shuffles: 19.4)
-;; nor half of each (two loads, two shuffles: 21.0) did better.
-;; The flush is 16 in-place blends (`i8x16.shuffle` that keep each lane:
-;; V8's `vpblendw`), written out: V8 inlined only the first of eight calls
-;; of a helper function and spilled every accumulator around the others,
-;; which cost about 6% of the Hessian's time.
+;; vector; larger tiles spill (4 × 12 ran at half the speed, also with its
+;; third B vector loaded at each use: V8 does not fold a load into the
+;; multiply-add). Deno runs V8 without its trap handler, so every memory
+;; access is bounds-checked by an explicit compare and branch (V8's code:
+;; `lea; cmp; jae` before each load), and loads are dear: a 4 × 8 tile
+;; broadcasting A with four `load32_splat` per k ran at 16.6 GMAC per CPU
+;; second against this tile's 23.0 (24.7 with the checks switched off, by
+;; V8's test-only --no-wasm-bounds-checks). Per k this tile loads one v128
+;; of A (4 rows) and two of B (8 columns) and, instead of broadcasting each
+;; A value, multiplies B by A rotated one lane at a time (3 shuffles):
+;; accumulator c_m lane l sums A[r0 + (l + m) mod 4, k] · B[k, j0 + l]
+;; (j0 + 4 + l for the second B vector), and the flush puts the lanes back
+;; in their rows. Alone (A, B and C in cache) that is 90% of this machine's
+;; f32x4 FMA peak (25.5 GMAC per CPU second; on its AMD cores the shuffles
+;; share a pipe with the multiply-adds), about 85% inside the Hessian.
+;; Unrolling k by 2 gained nothing; A stored pre-rotated (four loads, no
+;; shuffles) ran 9% slower, and half of each (two loads, two shuffles) no
+;; faster. The flush is 16 in-place blends (`i8x16.shuffle`s that keep each
+;; lane: V8's `vpblendw`), written out: V8 inlined only the first of eight
+;; calls of a helper function and spilled every accumulator around the
+;; others, which cost about 6% of the Hessian's time.
 ;;
 ;; Floating point: each multiply-add is one `f32x4.relaxed_madd` (fused,
 ;; one rounding, where the host has FMA, as V8 does on x86-64 with FMA3 and
