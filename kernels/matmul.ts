@@ -27,8 +27,8 @@
  *    block when the block lies in one group (GroupMode "block"), else per
  *    code from the act-order / derived group table ("column"); `lut`
  *    w = lut[row][q]; f16 is read natively as `array<f16>` when the device
- *    has `shader-f16`, else with `unpack2x16float` (the same values either
- *    way). A partial last chunk (cols not a multiple of 32) takes a per-code
+ *    is a GPU with `shader-f16`, else with `unpack2x16float` (the same
+ *    values either way; {@linkcode defaultNativeF16}). A partial last chunk (cols not a multiple of 32) takes a per-code
  *    path with bounds checks;
  * 3. every thread dots its eight token vec4s with its eight row vec4s, KC / 4
  *    times per chunk (fp32 accumulation);
@@ -578,7 +578,10 @@ export interface MatmulPlanOptions {
   xOffsetTokens?: number;
   /** Y [T, rows] (STORAGE); created by the plan when absent. */
   y?: GPUBuffer;
-  /** Read f16 weights as `array<f16>` when the device has shader-f16. @default true */
+  /**
+   * Read f16 weights as `array<f16>` (only where the device has shader-f16).
+   * @default {@linkcode defaultNativeF16} of the device
+   */
   nativeF16?: boolean;
   /** Largest binding (tests use a small one to force row and token windows). */
   maxBindingBytes?: number;
@@ -588,15 +591,32 @@ export interface MatmulPlanOptions {
   tiling?: MatmulTiling;
 }
 
+/** True on a software adapter (llvmpipe, SwiftShader, or one the browser calls a fallback). */
+export function isSoftwareAdapter(gpu: Gpu): boolean {
+  return gpu.info.isFallbackAdapter || /llvmpipe|swiftshader/i.test(gpu.info.description);
+}
+
 /**
  * The tiling a device runs fastest: "registers" on a software adapter
  * (llvmpipe: loads, not arithmetic, are its cost), "shared" on a GPU.
  * @param gpu the device
  */
 export function defaultTiling(gpu: Gpu): MatmulTiling {
-  return gpu.info.isFallbackAdapter || /llvmpipe|swiftshader/i.test(gpu.info.description)
-    ? "registers"
-    : "shared";
+  return isSoftwareAdapter(gpu) ? "registers" : "shared";
+}
+
+/**
+ * Whether f16 weights are read as `array<f16>` by default: on a GPU with
+ * `shader-f16`, yes; on a software adapter, no, even where it offers the
+ * feature: llvmpipe converts each f16 it loads lane by lane, and reading the
+ * packed words with `unpack2x16float` (as kernels/matvec.ts always does)
+ * ran 1.33–1.36× faster there (4096 × 4096 at T = 512: 5.1 s against
+ * 6.8 s). Both reads give the same values, so the same outputs to the bit
+ * (tested).
+ * @param gpu the device
+ */
+export function defaultNativeF16(gpu: Gpu): boolean {
+  return hasShaderF16(gpu) && !isSoftwareAdapter(gpu);
 }
 
 /**
@@ -673,7 +693,8 @@ export async function createMatmulPlan(
     format: lin.format,
     bits: lin.bits,
     groups: lin.groups,
-    nativeF16: lin.format === "f16" && (opts.nativeF16 ?? true) && hasShaderF16(gpu),
+    nativeF16: lin.format === "f16" && (opts.nativeF16 ?? defaultNativeF16(gpu)) &&
+      hasShaderF16(gpu),
     aligned: cols % 4 === 0,
     tiling: planTiling(gpu, lin, opts.tiling),
   };

@@ -11,7 +11,13 @@ import { maxRelError } from "../datasets/testing.ts";
 import { gpuTest } from "./_testing.ts";
 import type { Gpu } from "./device.ts";
 import type { MatmulPlanOptions } from "./matmul.ts";
-import { hasShaderF16, matmulGpu, UniformLayout } from "./matmul.ts";
+import {
+  defaultNativeF16,
+  hasShaderF16,
+  isSoftwareAdapter,
+  matmulGpu,
+  UniformLayout,
+} from "./matmul.ts";
 import type { LinearWeight } from "../quant/format.ts";
 import { addSparse, dequantizeDense, f16Tensor, f32Tensor, fromF16 } from "../quant/format.ts";
 import { quantileLut, randomCsr, rtnUniform } from "../eval/bench/synthetic.ts";
@@ -65,9 +71,28 @@ gpuTest(
     await check(gpu, "f32 aligned", { dense: f32Tensor(randn(33 * 64, 4), 33, 64) });
     const h = { dense: f16Tensor(weights, ROWS, COLS) };
     await check(gpu, "f16 fallback", h, { nativeF16: false });
-    await check(gpu, `f16 native=${hasShaderF16(gpu)}`, h);
+    await check(gpu, `f16 native=${hasShaderF16(gpu)}`, h, { nativeF16: true });
     await check(gpu, "f16 even cols", { dense: f16Tensor(randn(33 * 64, 4), 33, 64) });
     assert.equal(gpu.pool.bytesInUse, before, "every buffer returned to the pool");
+  },
+);
+
+gpuTest(
+  "matmul: f16 read as array<f16> and with unpack2x16float give the same bits; software adapters default to unpack",
+  async (gpu) => {
+    assert.equal(defaultNativeF16(gpu), hasShaderF16(gpu) && !isSoftwareAdapter(gpu));
+    if (/llvmpipe/i.test(gpu.info.description)) assert.equal(defaultNativeF16(gpu), false);
+    if (!hasShaderF16(gpu)) return; // nothing to compare: only the unpack read exists
+    for (const [rows, cols] of [[ROWS, COLS], [33, 64]]) {
+      const h = { dense: f16Tensor(randn(rows * cols, 5), rows, cols) };
+      const x = randn(T * cols, 6);
+      for (const tiling of ["shared", "registers"] as const) {
+        const native = await matmulGpu(gpu, h, x, T, { tiling, nativeF16: true });
+        const packed = await matmulGpu(gpu, h, x, T, { tiling, nativeF16: false });
+        const differ = native.findIndex((v, i) => !Object.is(v, packed[i]));
+        assert.equal(differ, -1, `${rows}×${cols} ${tiling}: output ${differ} differs`);
+      }
+    }
   },
 );
 

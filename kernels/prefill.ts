@@ -433,7 +433,7 @@ export interface GpuPrefillOptions {
   seqlen?: number;
   /** Windows encoded into one submit (one readback each). @default 16 */
   windowsPerSubmit?: number;
-  /** Read f16 weights natively where the device has shader-f16. @default true */
+  /** Read f16 weights natively where the device has shader-f16. @default kernels/matmul.ts `defaultNativeF16` */
   nativeF16?: boolean;
   /** Largest binding (tests use a small one to force windows and classifier chunks). */
   maxBindingBytes?: number;

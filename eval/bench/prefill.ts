@@ -30,6 +30,7 @@ import type { Gpu, GpuInfo } from "../../kernels/device.ts";
 import type { LinearSource } from "../../kernels/decode.ts";
 import { GpuDecoder } from "../../kernels/decode.ts";
 import { GpuPrefill } from "../../kernels/prefill.ts";
+import { defaultNativeF16, defaultTiling } from "../../kernels/matmul.ts";
 import type { LinearWeight } from "../../quant/format.ts";
 import { syntheticLinear, type SyntheticSpec } from "./synthetic.ts";
 import { markdownTable } from "../../reports/markdown.ts";
@@ -170,7 +171,12 @@ export async function benchPrefill(opts: BenchPrefillOptions): Promise<BenchPref
   const decodeTokens = opts.decodeTokens ?? 64;
   const { gpu } = opts;
   log(
-    `adapter: ${gpu.info.description}${gpu.info.isFallbackAdapter ? " (software fallback)" : ""}`,
+    `adapter: ${gpu.info.description}${
+      gpu.info.isFallbackAdapter ? " (software fallback)" : ""
+    }; ` +
+      `prefill tiling "${defaultTiling(gpu)}", f16 weights read ${
+        defaultNativeF16(gpu) ? "as array<f16> (shader-f16)" : "with unpack2x16float"
+      }`,
   );
   const models: { name: string; weights: LlamaWeights; group?: number }[] = [];
   if (opts.stories260K) models.push({ name: "stories260K", weights: opts.stories260K });
