@@ -544,9 +544,12 @@ function familyRows(
       row.cells[key] = { row: r, speedup: speedupOf(r, key) };
     }
   }
+  // Rows of one method in a fixed order (family, then calibration), the same in every table
+  // whichever settings each holds.
   return rows.sort((a, b) =>
     Number(b.baseline) - Number(a.baseline) ||
-    METHOD_ORDER.indexOf(a.method) - METHOD_ORDER.indexOf(b.method)
+    METHOD_ORDER.indexOf(a.method) - METHOD_ORDER.indexOf(b.method) ||
+    a.family.localeCompare(b.family) || a.calibration.localeCompare(b.calibration)
   );
 }
 

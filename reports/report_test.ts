@@ -410,6 +410,28 @@ Deno.test("waTables() lays W×A results out as ABQ-LLM's Tables 1–2 (methods �
       md,
       /\| ABQ-LLM +\| 30\.00 +\| 15\.00 +\| 90\.00 +\| 45\.00 +\| 32\.00 +\| 16\.00 +\|/,
     );
+    // ABQ-LLM on two calibrations: its rows in one order in both tables, whatever order the
+    // store lists them in (here the other calibration's W×A row first, its weight-only row last)
+    const abqRows = t.rows.filter((r) => r.method === "abq");
+    const other = (setting: string) => ({
+      ...abqRows.find((r) => settingLabel(r) === setting)!,
+      calibration: "wikitext2: 128 windows of 2048",
+    });
+    const mixed = {
+      ...t,
+      rows: [
+        ...t.rows.filter((r) => r.method !== "abq"),
+        other("W4A8"),
+        ...abqRows,
+        other("W3A16"),
+      ],
+    };
+    const orders = waTables(mixed).map((x) =>
+      x.rows.filter((r) => r.method === "abq").map((r) => r.calibration)
+    );
+    assert.equal(orders.length, 2);
+    assert.equal(orders[0].length, 2);
+    assert.deepEqual(orders[0], orders[1]);
     // weight-only rows of SqueezeLLM's kind alone: no W×A tables
     const plain = {
       ...t,
