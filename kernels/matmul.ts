@@ -28,8 +28,8 @@
  *    code from the act-order / derived group table ("column"); `lut`
  *    w = lut[row][q]; f16 is read natively as `array<f16>` when the device
  *    is a GPU with `shader-f16`, else with `unpack2x16float` (the same
- *    values either way; {@linkcode defaultNativeF16}). A partial last chunk (cols not a multiple of 32) takes a per-code
- *    path with bounds checks;
+ *    values either way; {@linkcode defaultNativeF16}). A partial last chunk
+ *    (cols not a multiple of 32) takes a per-code path with bounds checks;
  * 3. every thread dots its eight token vec4s with its eight row vec4s, KC / 4
  *    times per chunk (fp32 accumulation);
  * 4. the CSR sparse part (compiled into every variant, switched by a uniform
