@@ -53,6 +53,30 @@ export interface GpuInfo {
   };
 }
 
+/**
+ * True on a software adapter (llvmpipe, SwiftShader, or one the browser
+ * calls a fallback): its timings are CPU timings.
+ *
+ * @example isSoftwareInfo(gpu.info); // true on llvmpipe
+ */
+export function isSoftwareInfo(info: GpuInfo): boolean {
+  return info.isFallbackAdapter || /llvmpipe|swiftshader/i.test(info.description);
+}
+
+/**
+ * The adapter as the benchmarks print it: its description (or vendor,
+ * architecture and device when it has none), "(software)" after a
+ * software adapter.
+ *
+ * @example adapterLabel(gpu.info); // "llvmpipe (LLVM 15.0.6, 256 bits) (software)"
+ */
+export function adapterLabel(info: GpuInfo): string {
+  const what = info.description ||
+    [info.vendor, info.architecture, info.device].filter((s) => s).join(" ") ||
+    "an unnamed adapter";
+  return `${what}${isSoftwareInfo(info) ? " (software)" : ""}`;
+}
+
 /** A device with its adapter, info, buffer pool and pipeline cache. */
 export interface Gpu {
   adapter: GPUAdapter;

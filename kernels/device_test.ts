@@ -2,8 +2,15 @@
 import assert from "node:assert/strict";
 import { randn } from "../model/random.ts";
 import { gpuTest } from "./_testing.ts";
-import { dispatchSize, GpuUnavailableError, readBuffer, ShaderCompileError } from "./device.ts";
-import type { Kernel } from "./device.ts";
+import {
+  adapterLabel,
+  dispatchSize,
+  GpuUnavailableError,
+  isSoftwareInfo,
+  readBuffer,
+  ShaderCompileError,
+} from "./device.ts";
+import type { GpuInfo, Kernel } from "./device.ts";
 import { createMatvecPlan, MATVEC_KERNEL, matvecGpu, uploadLinear } from "./matvec.ts";
 import { f32Tensor } from "../quant/format.ts";
 import { quantileLut, randomCsr, rtnUniform } from "../eval/bench/synthetic.ts";
@@ -140,3 +147,26 @@ gpuTest(
     lin.release();
   },
 );
+
+Deno.test("adapterLabel() names the adapter and marks a software one, whichever way it is known", () => {
+  const info = (o: Partial<GpuInfo>): GpuInfo => ({
+    vendor: "",
+    architecture: "",
+    device: "",
+    description: "",
+    isFallbackAdapter: false,
+    features: [],
+    limits: {} as GpuInfo["limits"],
+    ...o,
+  });
+  const llvmpipe = info({ description: "llvmpipe (LLVM 15.0.6, 256 bits)" });
+  assert.ok(isSoftwareInfo(llvmpipe), "llvmpipe by its description");
+  assert.equal(adapterLabel(llvmpipe), "llvmpipe (LLVM 15.0.6, 256 bits) (software)");
+  const fallback = info({ description: "Some Adapter", isFallbackAdapter: true });
+  assert.equal(adapterLabel(fallback), "Some Adapter (software)");
+  const h200 = info({ vendor: "nvidia", architecture: "hopper", description: "NVIDIA H200" });
+  assert.ok(!isSoftwareInfo(h200));
+  assert.equal(adapterLabel(h200), "NVIDIA H200");
+  assert.equal(adapterLabel(info({ vendor: "nvidia", architecture: "hopper" })), "nvidia hopper");
+  assert.equal(adapterLabel(info({})), "an unnamed adapter");
+});

@@ -70,7 +70,7 @@
  */
 import type { LinearWeight } from "../quant/format.ts";
 import type { Gpu, Kernel } from "./device.ts";
-import { dispatchSize, OwnedBuffers } from "./device.ts";
+import { dispatchSize, isSoftwareInfo, OwnedBuffers } from "./device.ts";
 import type { GpuLinear, GroupMode } from "./matvec.ts";
 import { rowWindows, runOnce, uploadLinear, weightEntries } from "./matvec.ts";
 
@@ -593,7 +593,7 @@ export interface MatmulPlanOptions {
 
 /** True on a software adapter (llvmpipe, SwiftShader, or one the browser calls a fallback). */
 export function isSoftwareAdapter(gpu: Gpu): boolean {
-  return gpu.info.isFallbackAdapter || /llvmpipe|swiftshader/i.test(gpu.info.description);
+  return isSoftwareInfo(gpu.info);
 }
 
 /**

@@ -27,7 +27,7 @@ import type { CalibSource, QuantSpec } from "../../quant/methods.ts";
 import { defaultSpec, variantName } from "../../quant/methods.ts";
 import { type QuantContext, quantizeModel } from "../pipeline.ts";
 import type { Gpu, GpuInfo } from "../../kernels/device.ts";
-import { getGpu } from "../../kernels/device.ts";
+import { adapterLabel, getGpu } from "../../kernels/device.ts";
 import type { GpuDecoderOptions, LinearSource } from "../../kernels/decode.ts";
 import { GpuDecoder, quantizedSource } from "../../kernels/decode.ts";
 import { gpuPerplexity } from "../gpu_perplexity.ts";
@@ -214,7 +214,7 @@ export async function benchDecodeFormats(
   };
   const gpu = opts.gpu ?? await getGpu();
   log(
-    `adapter: ${gpu.info.description}${gpu.info.isFallbackAdapter ? " (fallback/software)" : ""}`,
+    `adapter: ${adapterLabel(gpu.info)}`,
   );
   const rows: DecodeFormatRow[] = [];
   for (const format of formats) {

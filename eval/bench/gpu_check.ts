@@ -15,6 +15,7 @@
  * @module
  */
 import type { Gpu } from "../../kernels/device.ts";
+import { adapterLabel } from "../../kernels/device.ts";
 import type { LoadedModel } from "../cli/load.ts";
 import { type EvalSetName, loadEvalSet } from "../../datasets/eval_sets.ts";
 import { defaultSpec, type QuantSpec, variantName } from "../../quant/methods.ts";
@@ -97,7 +98,7 @@ export async function benchGpuCheck(
   const log = opts.log ?? ((s: string) => console.log(s));
   const { gpu, model } = opts;
   const bits = opts.bits ?? 3;
-  const adapter = `${gpu.info.description}${gpu.info.isFallbackAdapter ? " (software)" : ""}`;
+  const adapter = adapterLabel(gpu.info);
   log(`adapter: ${adapter}`);
   const seqlen = model.weights.config.maxSeqLen;
   const sets = new Map<EvalSetName, Int32Array>();

@@ -13,7 +13,7 @@
  * @module
  */
 import type { Gpu, GpuInfo } from "../../kernels/device.ts";
-import { getGpu } from "../../kernels/device.ts";
+import { adapterLabel, getGpu } from "../../kernels/device.ts";
 import { createMatvecPlan, uploadLinear } from "../../kernels/matvec.ts";
 import type { MatvecPlanOptions } from "../../kernels/matvec.ts";
 import { copyBandwidth, timeGpu } from "../../kernels/timing.ts";
@@ -197,9 +197,7 @@ export async function benchKernels(opts: BenchKernelsOptions = {}): Promise<Benc
     warmup: o.warmup,
   });
   log(
-    `adapter: ${gpu.info.description}${
-      gpu.info.isFallbackAdapter ? " (fallback/software)" : ""
-    }; ` +
+    `adapter: ${adapterLabel(gpu.info)}; ` +
       `copy bandwidth ${copy.GBps.toFixed(2)} GB/s (${copy.method})`,
   );
   const rows: BenchRow[] = [];

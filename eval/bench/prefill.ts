@@ -27,6 +27,7 @@ import { linearShape } from "../../model/config.ts";
 import { forward, RunState } from "../../model/forward.ts";
 import { randomWeights, randomWindows } from "../../model/random.ts";
 import type { Gpu, GpuInfo } from "../../kernels/device.ts";
+import { adapterLabel } from "../../kernels/device.ts";
 import type { LinearSource } from "../../kernels/decode.ts";
 import { GpuDecoder } from "../../kernels/decode.ts";
 import { GpuPrefill } from "../../kernels/prefill.ts";
@@ -171,9 +172,7 @@ export async function benchPrefill(opts: BenchPrefillOptions): Promise<BenchPref
   const decodeTokens = opts.decodeTokens ?? 64;
   const { gpu } = opts;
   log(
-    `adapter: ${gpu.info.description}${
-      gpu.info.isFallbackAdapter ? " (software fallback)" : ""
-    }; ` +
+    `adapter: ${adapterLabel(gpu.info)}; ` +
       `prefill tiling "${defaultTiling(gpu)}", f16 weights read ${
         defaultNativeF16(gpu) ? "as array<f16> (shader-f16)" : "with unpack2x16float"
       }`,

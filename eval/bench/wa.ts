@@ -36,6 +36,7 @@
  * @module
  */
 import type { Gpu, GpuInfo } from "../../kernels/device.ts";
+import { adapterLabel } from "../../kernels/device.ts";
 import { createMatvecPlan, uploadLinear } from "../../kernels/matvec.ts";
 import { createMatmulPlan } from "../../kernels/matmul.ts";
 import { createBitplanePlan, uploadWeightPlanes, WA_MAX_BATCH } from "../../kernels/bitplane.ts";
@@ -224,9 +225,7 @@ export async function benchWa(opts: BenchWaOptions): Promise<BenchWaResult> {
   const log = opts.log ?? ((s: string) => console.log(s));
   const packed = hasPackedDot();
   log(
-    `adapter: ${gpu.info.description}${
-      gpu.info.isFallbackAdapter ? " (fallback/software)" : ""
-    }; ` +
+    `adapter: ${adapterLabel(gpu.info)}; ` +
       `W8A8 through ${packed ? "dot4I8Packed" : "unpacked int8 products"}`,
   );
   const rows: WaRow[] = [];

@@ -118,18 +118,10 @@ async function deviceFromOptions(
 ): Promise<{ device: Device; gpu: Gpu | null; text: string }> {
   const device = choice(values, "device", DEVICES, "cpu");
   if (device === "cpu") return { device, gpu: null, text: `cpu (${runs.cpu})` };
-  const { getGpu } = await import("../../kernels/device.ts");
+  const { adapterLabel, getGpu } = await import("../../kernels/device.ts");
   try {
     const gpu = await getGpu();
-    const i = gpu.info;
-    const what = i.description || [i.vendor, i.architecture, i.device].filter((s) => s).join(" ");
-    return {
-      device,
-      gpu,
-      text: `gpu (${runs.gpu} on ${what || "an unnamed adapter"}${
-        i.isFallbackAdapter ? ", software fallback" : ""
-      })`,
-    };
+    return { device, gpu, text: `gpu (${runs.gpu} on ${adapterLabel(gpu.info)})` };
   } catch (e) {
     throw new CliError(`--device gpu: ${(e as Error).message}; or use --device cpu`);
   }
