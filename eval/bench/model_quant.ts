@@ -28,7 +28,12 @@
  *   the measured tokens scaled to the default calibration (128 windows of
  *   the model's length), and `fasterquant` timed on two row counts r and 2r
  *   of the full width, t = a + b·rows fitted and evaluated at the layer's
- *   rows (a: the Cholesky work of the width, b: one row's sweep).
+ *   rows (a: the Cholesky work of the width, b: one row's sweep); plus the
+ *   block's forwards on every window as llama_sequential runs them (per
+ *   true-sequential group, the block up to the group's inputs; then the
+ *   quantized block whole), on the measured windows × 128 / windows, on
+ *   one thread (quant/sequential.ts runs them on the main thread). At
+ *   LLaMA-7B shapes the forwards, not the solver, are most of GPTQ's time.
  * - AWQ: each scaled group's search with one ratio (ratio 0: one
  *   evaluation of the inspected module; the full-precision output comes with
  *   the features), projected to nGrid evaluations and to the default
@@ -60,11 +65,11 @@
 import process from "node:process";
 import type { LayerWeights, LinearName, LlamaConfig } from "../../model/config.ts";
 import { LINEAR_NAMES, linearShape } from "../../model/config.ts";
-import { RunState } from "../../model/forward.ts";
+import { block as blockForward, RunState, stageOf } from "../../model/forward.ts";
 import { randn, randomWeights } from "../../model/random.ts";
 import { rtn } from "../../quant/rtn.ts";
 import { GptqFast } from "../../quant/gptq_fast.ts";
-import { sharedInput } from "../../quant/sequential.ts";
+import { sharedInput, TRUE_SEQUENTIAL_GROUPS } from "../../quant/sequential.ts";
 import {
   awqQuantizeTensor,
   type BlockFeatures,
@@ -137,6 +142,8 @@ export interface MethodProjection {
   measuredWallSeconds: number;
   /** How the figure was obtained. */
   note: string;
+  /** Its one-thread block time by part, where the method has separate parts (GPTQ). */
+  parts?: Record<string, number>;
 }
 
 /** The methods {@linkcode benchModelQuant} projects. */
@@ -299,7 +306,7 @@ export async function benchModelQuant(
   // GPTQ: Hessian per linear scaled to the default calibration; fasterquant fitted on rows.
   if (want("gptq")) {
     const calibTokens = DEFAULTS.gptq.calib.nsamples * (DEFAULTS.gptq.calib.seqlen ?? c.maxSeqLen);
-    let block = 0, wall = 0, cpu = 0;
+    let hessians = 0, sweeps = 0, wall = 0, cpu = 0;
     for (const { rows, cols, names } of shapesOf(c)) {
       const x = randn(N * cols, 7000 + cols + seed);
       const r1 = Math.max(8, Math.min(rows, Math.ceil(rows / div))), r2 = Math.min(rows, 2 * r1);
@@ -329,20 +336,45 @@ export async function benchModelQuant(
       const perRow = r2 > r1 ? Math.max(0, (b - a) / (r2 - r1)) : a / r1;
       const fixed = Math.max(0, a - perRow * r1);
       // one Hessian per distinct input (quant/sequential.ts: wq, wk, wv share one; w1, w3 another)
-      const hessians = new Set(names.map(sharedInput)).size;
-      block += hessians * th.cpu * (calibTokens / N) + names.length * (fixed + perRow * rows);
+      hessians += new Set(names.map(sharedInput)).size * th.cpu * (calibTokens / N);
+      sweeps += names.length * (fixed + perRow * rows);
     }
+    const solver = hessians + sweeps;
+    // llama_sequential's forwards, as quant/sequential.ts gptqBlockSteps runs them on this
+    // thread: per group of `sequential`, the block up to the group's inputs on every window
+    // (their Hessians are the part timed above), then the quantized block once more.
+    const groups = DEFAULTS.gptq.trueSequential ? TRUE_SEQUENTIAL_GROUPS : [LINEAR_NAMES];
+    const inps = randn(N * c.dim, 7500 + seed);
+    const fwd = timed(() => {
+      const s = new RunState(c, seqlen), xs = new Float32Array(seqlen * c.dim);
+      for (let j = 0; j < nWin; j++) {
+        const x = inps.subarray(j * seqlen * c.dim, (j + 1) * seqlen * c.dim);
+        for (const names of groups) {
+          xs.set(x);
+          blockForward(c, lw, 0, xs, seqlen, s, undefined, stageOf(names));
+        }
+        xs.set(x);
+        blockForward(c, lw, 0, xs, seqlen, s);
+      }
+    });
+    wall += fwd.wall;
+    cpu += fwd.cpu;
+    const forwards = fwd.cpu * (DEFAULTS.gptq.calib.nsamples / nWin);
     report({
       method: "gptq",
-      blockSecondsOneThread: block,
-      blockSeconds: block / Math.max(1, workers),
-      modelSeconds: (block / Math.max(1, workers)) * blocks,
+      blockSecondsOneThread: solver + forwards,
+      blockSeconds: solver / Math.max(1, workers) + forwards,
+      modelSeconds: (solver / Math.max(1, workers) + forwards) * blocks,
       calibrationTokens: calibTokens,
       measuredCpuSeconds: cpu,
       measuredWallSeconds: wall,
       note: `quant/gptq_fast.ts GptqFast on ${workers} workers; Hessian × ${calibTokens} ` +
         `calibration tokens (${DEFAULTS.gptq.calib.nsamples} windows), fasterquant fitted on rows; CPU time ÷ ${workers} (ideal split; ` +
-        `a lower bound: the Cholesky runs on one thread)`,
+        `a lower bound: the Cholesky runs on one thread); plus the block's forwards on one thread ` +
+        `(${
+          fmt(forwards)
+        } a block: ${groups.length} partial and 1 whole per window, as llama_sequential)`,
+      parts: { hessians, fasterquant: sweeps, forwards },
     });
   }
 

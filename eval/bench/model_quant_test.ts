@@ -20,6 +20,17 @@ Deno.test("benchModelQuant() projects RTN, GPTQ, AWQ and SqueezeLLM and labels t
     assert.ok(m.blockSeconds <= m.blockSecondsOneThread + 1e-12, m.method);
     assert.equal(m.modelSeconds, m.blockSeconds * 3);
   }
+  // GPTQ: the solver and llama_sequential's forwards (on one thread), part by part
+  const gptq = r.methods[1];
+  const parts = gptq.parts!;
+  assert.deepEqual(Object.keys(parts), ["hessians", "fasterquant", "forwards"]);
+  assert.ok(Object.values(parts).every((v) => Number.isFinite(v) && v > 0), JSON.stringify(parts));
+  assert.ok(
+    Math.abs(parts.hessians + parts.fasterquant + parts.forwards - gptq.blockSecondsOneThread) <
+      1e-9,
+  );
+  assert.equal(gptq.blockSeconds, gptq.blockSecondsOneThread, "workers 0: all on this thread");
+  assert.match(gptq.note, /forwards on one thread \(.* a block: 4 partial and 1 whole per window/);
   assert.equal(r.bits, 3);
   // each method's default calibration: GPTQ 128 windows, AWQ at most 128 blocks, of 16 tokens
   assert.deepEqual(r.methods.map((m) => m.calibrationTokens), [0, 128 * 16, 128 * 16, 0]);
