@@ -399,12 +399,46 @@ export function block(
   if (until === "wo") return;
   for (let i = 0; i < n; i++) x[i] += b.out[i];
   hooks?.onResidual?.(layer, "attention", x, T);
+  blockAfterAttention(c, lw, layer, x, T, b, hooks, until);
+}
+
+/**
+ * The rest of {@linkcode block} from the residual stream after the
+ * attention: x += feedForward(rmsnorm(x)) in place, the very operations
+ * block() runs. With `until` "ffn" it stops once the inputs of w1 and w3
+ * are reported; with `residual` false the FFN's output is left in b.out and
+ * x is not changed. A caller that keeps the stream after the attention (a
+ * calibration pass whose attention is final) runs the FFN from it without
+ * the attention again.
+ *
+ * @param x the residual stream after the attention [≥ T, dim]
+ * @param until "ffn" (stop after the FFN RMSNorm) or "block" @default "block"
+ * @param residual whether to add the FFN's output to x @default true
+ * @example
+ * ```ts
+ * block(c, lw, 0, x, T, s, undefined, "ffn"); // x: the stream after the attention
+ * blockAfterAttention(c, lw, 0, x, T, s); // x: the block's output, as block() gives it
+ * ```
+ */
+export function blockAfterAttention(
+  c: LlamaConfig,
+  lw: LayerWeights,
+  layer: number,
+  x: Float32Array,
+  T: number,
+  b: BlockBuffers,
+  hooks?: BlockHooks,
+  until: "ffn" | "block" = "block",
+  residual = true,
+): void {
   rmsnorm(b.xnFfn, x, lw.ffnNorm, T, c.dim, c.normEps);
   if (until === "ffn") {
     reportInputs(hooks, layer, GATE_UP, b.xnFfn, T); // feedForward() would report them next
     return;
   }
   feedForward(c, lw, layer, b.xnFfn, T, b, b.out, hooks);
+  if (!residual) return;
+  const n = T * c.dim;
   for (let i = 0; i < n; i++) x[i] += b.out[i];
   hooks?.onResidual?.(layer, "block", x, T);
 }

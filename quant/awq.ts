@@ -124,9 +124,8 @@ import type { LayerWeights, LinearName, LlamaConfig, LlamaWeights } from "../mod
 import { headSize, kvDim, LINEAR_NAMES, linearShape } from "../model/config.ts";
 import {
   block,
+  blockAfterAttention,
   type BlockHooks,
-  feedForward,
-  rmsnorm,
   rope,
   RunState,
   stageOf,
@@ -750,9 +749,18 @@ export function cpuFeatureSource(c: LlamaConfig, s: RunState): AwqFeatureSource 
                 `ffnOut can be computed; asked for ${want.join(", ")}`,
             );
           }
-          rmsnorm(s.xnFfn, xj, lw.ffnNorm, T, c.dim, c.normEps);
-          if (until === "block") feedForward(c, lw, layer, s.xnFfn, T, s, s.out, hooks);
-          else hooks.onLinearInput!(layer, "w1", s.xnFfn, T);
+          // the stream stays as it is: the caller adds the FFN's output (AWQ's `inps = layer(inps)`)
+          blockAfterAttention(
+            c,
+            lw,
+            layer,
+            xj,
+            T,
+            s,
+            hooks,
+            until === "block" ? "block" : "ffn",
+            false,
+          );
         } else if (until === "ffn" || until === "block") { // these stages update x
           s.x.set(xj);
           block(c, lw, layer, s.x, T, s, hooks, until);

@@ -148,6 +148,47 @@ Deno.test("gptqQuantizeModel() true-sequential feeds wo from the quantized wq, w
   );
 });
 
+Deno.test("gptqQuantizeModel() true-sequential feeds w1, w3 and w2 from the quantized attention and gate, on two blocks", () => {
+  const w = randomWeights({ ...C, nLayers: 2 }, 8);
+  const windows = randomWindows(5, 32, C.vocabSize, 9);
+  const seq = gptqQuantizeModel(w, windows, { bits: 3 });
+  const s = new RunState(C, 32);
+  // Block l's linears' inputs by hand: the whole block (model/forward.ts block) on a copy of
+  // its inputs, with the weights given, every earlier block fully quantized.
+  const inputsOf =
+    (l: number, weights: LayerWeights, name: LinearName) =>
+    (add: (x: Float32Array, T: number) => void) =>
+      embedWindows(w, windows).forEach((x) => {
+        for (let k = 0; k < l; k++) block(C, seq.weights.layers[k], k, x, 32, s);
+        block(C, weights, l, x, 32, s, { onLinearInput: (_l, n, a, T) => n === name && add(a, T) });
+      });
+  for (let l = 0; l < 2; l++) {
+    const fp = w.layers[l], q = seq.weights.layers[l];
+    // w3, w1 after the quantized attention; w2 after the quantized w1, w3 too
+    const attnQ: LayerWeights = { ...fp, wq: q.wq, wk: q.wk, wv: q.wv, wo: q.wo };
+    for (const name of ["w1", "w3"] as const) {
+      const key = `layers.${l}.${name}`;
+      assert.deepEqual(
+        solve(name, fp[name], inputsOf(l, attnQ, name)),
+        seq.linears.get(key)!.dense,
+        key,
+      );
+    }
+    const gateQ: LayerWeights = { ...attnQ, w1: q.w1, w3: q.w3 };
+    const key = `layers.${l}.w2`;
+    assert.deepEqual(
+      solve("w2", fp.w2, inputsOf(l, gateQ, "w2")),
+      seq.linears.get(key)!.dense,
+      key,
+    );
+    // and not from the full-precision attention
+    assert.notDeepEqual(
+      solve("w2", fp.w2, inputsOf(l, { ...fp, w1: q.w1, w3: q.w3 }, "w2")).codes,
+      seq.linears.get(key)!.dense.codes,
+    );
+  }
+});
+
 Deno.test("gptqQuantizeModel() is deterministic and returns weights equal to dequantize(linears)", () => {
   const w = randomWeights(C, 7);
   const windows = randomWindows(4, 24, C.vocabSize, 8);

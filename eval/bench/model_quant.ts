@@ -29,11 +29,11 @@
  *   the model's length), and `fasterquant` timed on two row counts r and 2r
  *   of the full width, t = a + b·rows fitted and evaluated at the layer's
  *   rows (a: the Cholesky work of the width, b: one row's sweep); plus the
- *   block's forwards on every window as llama_sequential runs them (per
- *   true-sequential group, the block up to the group's inputs; then the
- *   quantized block whole), on the measured windows × 128 / windows, on
- *   one thread (quant/sequential.ts runs them on the main thread). At
- *   LLaMA-7B shapes the forwards, not the solver, are most of GPTQ's time.
+ *   block's forwards on every window as quant/sequential.ts runs them for
+ *   llama_sequential (`collectPass` per true-sequential group, then
+ *   `outputPass`), on the measured windows × 128 / windows, on one thread
+ *   (they run on the main thread). At LLaMA-7B shapes the forwards, not the
+ *   solver, are most of GPTQ's time.
  * - AWQ: each scaled group's search with one ratio (ratio 0: one
  *   evaluation of the inspected module; the full-precision output comes with
  *   the features), projected to nGrid evaluations and to the default
@@ -65,11 +65,17 @@
 import process from "node:process";
 import type { LayerWeights, LinearName, LlamaConfig } from "../../model/config.ts";
 import { LINEAR_NAMES, linearShape } from "../../model/config.ts";
-import { block as blockForward, RunState, stageOf } from "../../model/forward.ts";
+import { RunState, stageOf } from "../../model/forward.ts";
 import { randn, randomWeights } from "../../model/random.ts";
 import { rtn } from "../../quant/rtn.ts";
 import { GptqFast } from "../../quant/gptq_fast.ts";
-import { sharedInput, TRUE_SEQUENTIAL_GROUPS } from "../../quant/sequential.ts";
+import {
+  ATTENTION_LINEARS,
+  collectPass,
+  outputPass,
+  sharedInput,
+  TRUE_SEQUENTIAL_GROUPS,
+} from "../../quant/sequential.ts";
 import {
   awqQuantizeTensor,
   type BlockFeatures,
@@ -341,21 +347,33 @@ export async function benchModelQuant(
     }
     const solver = hessians + sweeps;
     // llama_sequential's forwards, as quant/sequential.ts gptqBlockSteps runs them on this
-    // thread: per group of `sequential`, the block up to the group's inputs on every window
-    // (their Hessians are the part timed above), then the quantized block once more.
+    // thread (collectPass per group of `sequential`, feeding the Hessians timed above; then
+    // outputPass); the weights stay full precision here, which changes no work.
     const groups = DEFAULTS.gptq.trueSequential ? TRUE_SEQUENTIAL_GROUPS : [LINEAR_NAMES];
-    const inps = randn(N * c.dim, 7500 + seed);
+    const inps = Array.from({ length: nWin }, (_, j) => randn(seqlen * c.dim, 7500 + j + seed));
+    const lengths = inps.map(() => seqlen);
     const fwd = timed(() => {
-      const s = new RunState(c, seqlen), xs = new Float32Array(seqlen * c.dim);
-      for (let j = 0; j < nWin; j++) {
-        const x = inps.subarray(j * seqlen * c.dim, (j + 1) * seqlen * c.dim);
-        for (const names of groups) {
-          xs.set(x);
-          blockForward(c, lw, 0, xs, seqlen, s, undefined, stageOf(names));
-        }
-        xs.set(x);
-        blockForward(c, lw, 0, xs, seqlen, s);
+      const s = new RunState(c, seqlen), scratch = new Float32Array(seqlen * c.dim);
+      const done = new Set<LinearName>();
+      let after = false;
+      for (const names of groups) {
+        const attentionFinal = ATTENTION_LINEARS.every((n) => done.has(n));
+        after = collectPass(
+          c,
+          lw,
+          0,
+          inps,
+          lengths,
+          s,
+          scratch,
+          undefined,
+          stageOf(names),
+          attentionFinal,
+          after,
+        );
+        for (const n of names) done.add(n);
       }
+      outputPass(c, lw, 0, inps, lengths, s, after);
     });
     wall += fwd.wall;
     cpu += fwd.cpu;
@@ -373,7 +391,7 @@ export async function benchModelQuant(
         `a lower bound: the Cholesky runs on one thread); plus the block's forwards on one thread ` +
         `(${
           fmt(forwards)
-        } a block: ${groups.length} partial and 1 whole per window, as llama_sequential)`,
+        } a block: quant/sequential.ts's passes for ${groups.length} groups and the output)`,
       parts: { hessians, fasterquant: sweeps, forwards },
     });
   }

@@ -30,7 +30,10 @@ Deno.test("benchModelQuant() projects RTN, GPTQ, AWQ and SqueezeLLM and labels t
       1e-9,
   );
   assert.equal(gptq.blockSeconds, gptq.blockSecondsOneThread, "workers 0: all on this thread");
-  assert.match(gptq.note, /forwards on one thread \(.* a block: 4 partial and 1 whole per window/);
+  assert.match(
+    gptq.note,
+    /forwards on one thread \(.* a block: quant\/sequential.ts's passes for 4 groups/,
+  );
   assert.equal(r.bits, 3);
   // each method's default calibration: GPTQ 128 windows, AWQ at most 128 blocks, of 16 tokens
   assert.deepEqual(r.methods.map((m) => m.calibrationTokens), [0, 128 * 16, 128 * 16, 0]);
