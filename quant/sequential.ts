@@ -500,7 +500,9 @@ export const ATTENTION_LINEARS: readonly LinearName[] = ["wq", "wk", "wv", "wo"]
  * {@linkcode outputPass}) start from there (model/forward.ts
  * `blockAfterAttention`) without running the attention again. The official
  * code runs the whole block for every group; the inputs recorded, and the
- * block's outputs, are the same numbers.
+ * block's outputs, are the same numbers. The product of the pass's last
+ * linear (wo when it stops after the attention, w2 when it runs the FFN),
+ * whose output nothing reads, is skipped.
  *
  * @param after whether inps already hold the stream after the attention
  * @returns whether inps now hold it
@@ -521,6 +523,17 @@ export function collectPass(
   if (!after && attentionFinal && until === "ffn") {
     inps.forEach((x, j) => block(c, lw, l, x, lengths[j], s, hooks, "ffn"));
     return true;
+  }
+  // The pass's last linear, whose output nothing reads (the pass stops after it, or its
+  // residual goes to a scratch copy or nowhere): its input is recorded, its product skipped.
+  const skip: LinearName | null = until === "wo" ? "wo" : until === "block" ? "w2" : null;
+  if (skip) {
+    const inner = hooks;
+    hooks = {
+      ...inner,
+      linear: (layer, name, y, x, T) =>
+        name === skip || (inner?.linear?.(layer, name, y, x, T) ?? false),
+    };
   }
   inps.forEach((x, j) => {
     const T = lengths[j];
