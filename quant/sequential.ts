@@ -21,9 +21,12 @@
  * wq, wk, wv and wo are quantized the attention is final: the pass of
  * [w3, w1] keeps the stream after it in place of the block's inputs, and
  * the pass of [w2] and the output pass run the FFN from there
- * ({@linkcode collectPass}): the attention runs twice per window and block
+ * ({@linkcode passMode}): the attention runs twice per window and block
  * instead of four times, the same numbers (tested against whole-block
- * passes). On stories260K at 3 bits this took GPTQ from 12.9 to 10.0 s.
+ * passes). With the fast solver and workers, a pass big enough
+ * ({@linkcode passesOnWorkers}) runs its windows on the workers, which
+ * return each window's inputs; they reach the Hessians in window order, so
+ * the codes are those of one thread.
  *
  * The loop runs one block at a time ({@linkcode gptqBlockSteps}), so the
  * whole-model drivers and {@linkcode GptqSequential}, which is handed one
@@ -51,12 +54,12 @@ import {
   RunState,
   stageOf,
 } from "../model/forward.ts";
-import type { ProgressCallback } from "../model/pool.ts";
+import { type ProgressCallback, runTasks, type TaskHandler } from "../model/pool.ts";
 import { checkBits, dequantize, type QuantizedLinear } from "./format.ts";
 import { Gptq, type GptqResult } from "./gptq.ts";
 import { GptqFast, type GridSpec } from "./gptq_fast.ts";
 import { minMaxGrid } from "./rtn.ts";
-import type { GptqSpec } from "./spec.ts";
+import { DEFAULT_WORKERS, type GptqSpec } from "./spec.ts";
 
 /** Options of {@linkcode gptqQuantizeModel}; defaults are GPTQ's llama.py. */
 export interface GptqModelOptions {
@@ -111,7 +114,19 @@ export interface GptqModelOptions {
   workers?: number;
   /** Multiply-adds below which the fast solver stays on this thread (GptqFastInit). @default 5e8 */
   parallelMinMacs?: number;
+  /**
+   * Multiply-adds of a block's calibration pass (every window through the
+   * block) below which, with the fast solver and workers, it stays on this
+   * thread. @default PASS_MIN_MACS (2e9)
+   */
+  passMinMacs?: number;
 }
+
+/**
+ * Default of {@linkcode GptqModelOptions.passMinMacs}: below about a second
+ * of one core, starting the workers costs more than they save.
+ */
+export const PASS_MIN_MACS = 2e9;
 
 /**
  * The options a resolved GPTQ spec gives {@linkcode gptqQuantizeModelAsync}
@@ -423,6 +438,12 @@ interface SequentialState {
   solverFor: (rows: number, cols: number, H?: Float64Array) => Gptq | GptqFast;
   s: RunState;
   scratch: Float32Array; // [maxT, dim]
+  /** Workers of the calibration passes (0: this thread): the fast solver's, on an asynchronous driver. */
+  passWorkers: number;
+  /** Multiply-adds of a block's pass below which it stays on this thread. */
+  passMinMacs: number;
+  /** The windows' streams in shared memory, for passes on workers (allocated on first use). */
+  shared: Float32Array[] | null;
   stats: GptqModelStats;
   t0: number;
 }
@@ -445,6 +466,9 @@ function sequentialState(
     solverFor: gptqSolvers(opts, windows.length),
     s: new RunState(c, maxT),
     scratch: new Float32Array(maxT * c.dim),
+    passWorkers: opts.solver === "fast" ? opts.workers ?? DEFAULT_WORKERS : 0,
+    passMinMacs: opts.passMinMacs ?? PASS_MIN_MACS,
+    shared: null,
     stats: {
       seconds: 0,
       windows: windows.length,
@@ -456,6 +480,12 @@ function sequentialState(
 }
 
 /**
+ * A step of llama_sequential's loop: a linear's solve (its result, or a
+ * promise of it), or a calibration pass on the workers (resumed with nothing).
+ */
+type GptqStep = GptqResult | Promise<GptqResult> | Promise<void>;
+
+/**
  * The loop of llama_sequential as a generator: it yields each linear's
  * solve (a result, or a promise of one when the Hessian accumulator or the
  * solver is asynchronous) and is resumed with the result, so one loop serves
@@ -465,7 +495,7 @@ function* gptqSteps(
   weights: LlamaWeights,
   windows: Int32Array[],
   opts: GptqModelOptions,
-): Generator<GptqResult | Promise<GptqResult>, GptqModelResult, GptqResult> {
+): Generator<GptqStep, GptqModelResult, GptqResult | void> {
   const st = sequentialState(weights.config, windows, opts);
   const inps = embedWindows(weights, windows);
   const linears = new Map<string, QuantizedLinear>();
@@ -491,84 +521,120 @@ export interface GptqBlockResult {
 export const ATTENTION_LINEARS: readonly LinearName[] = ["wq", "wk", "wv", "wo"];
 
 /**
- * One collection pass of {@linkcode gptqBlockSteps}: block l run on every
- * window as far as the group's inputs (`until`), which `hooks` receive.
- * Each pass starts from the block's inputs, on a scratch copy, except:
- * once the attention is final (`attentionFinal`: wq, wk, wv and wo are
- * quantized), a pass that stops after the FFN RMSNorm updates inps in place
- * to the stream after the attention, and the later passes (and
- * {@linkcode outputPass}) start from there (model/forward.ts
- * `blockAfterAttention`) without running the attention again. The official
- * code runs the whole block for every group; the inputs recorded, and the
- * block's outputs, are the same numbers. The product of the pass's last
- * linear (wo when it stops after the attention, w2 when it runs the FFN),
- * whose output nothing reads, is skipped.
+ * How a pass of {@linkcode gptqBlockSteps} runs block l on a window:
+ * "scratch": from the block's inputs, on a scratch copy, as far as the
+ * group's inputs; "advance": in place, as far as the FFN RMSNorm (the
+ * attention is final: inps then hold the stream after it); "after": the
+ * FFN from the stream after the attention, x unchanged; "output": the
+ * quantized block in place (llama_sequential's `outs = layer(inps)`), from
+ * the block's inputs or from the stream after the attention.
+ */
+export type PassMode = "scratch" | "advance" | "after" | "output";
+
+/**
+ * The mode of a collection pass that must reach `until`. Each pass starts
+ * from the block's inputs, on a scratch copy, except: once the attention is
+ * final (`attentionFinal`: wq, wk, wv and wo are quantized), a pass that
+ * stops after the FFN RMSNorm updates inps in place to the stream after the
+ * attention, and the later passes (and the output pass) start from there
+ * (model/forward.ts `blockAfterAttention`) without running the attention
+ * again. The official code runs the whole block for every group; the
+ * inputs recorded, and the block's outputs, are the same numbers.
  *
  * @param after whether inps already hold the stream after the attention
- * @returns whether inps now hold it
+ * @example passMode("ffn", true, false); // "advance"
  */
-export function collectPass(
+export function passMode(until: BlockStage, attentionFinal: boolean, after: boolean): PassMode {
+  if (after) return "after";
+  return attentionFinal && until === "ffn" ? "advance" : "scratch";
+}
+
+/**
+ * One window of a pass (see {@linkcode PassMode}); `hooks` receive the
+ * inputs of the linears it reaches. The product of a collection pass's
+ * last linear (wo when it stops after the attention, w2 when it runs the
+ * FFN), whose output nothing reads, is skipped.
+ *
+ * @param after with mode "output": whether x holds the stream after the attention
+ */
+export function passWindow(
   c: LlamaConfig,
   lw: LayerWeights,
   l: number,
-  inps: Float32Array[],
-  lengths: readonly number[],
+  x: Float32Array,
+  T: number,
   s: RunState,
   scratch: Float32Array,
   hooks: ForwardHooks | undefined,
   until: BlockStage,
-  attentionFinal: boolean,
-  after: boolean,
-): boolean {
-  if (!after && attentionFinal && until === "ffn") {
-    inps.forEach((x, j) => block(c, lw, l, x, lengths[j], s, hooks, "ffn"));
-    return true;
+  mode: PassMode,
+  after = false,
+): void {
+  if (mode === "output") {
+    return after ? blockAfterAttention(c, lw, l, x, T, s) : block(c, lw, l, x, T, s);
   }
-  // The pass's last linear, whose output nothing reads (the pass stops after it, or its
-  // residual goes to a scratch copy or nowhere): its input is recorded, its product skipped.
+  if (mode === "advance") return block(c, lw, l, x, T, s, hooks, "ffn");
   const skip: LinearName | null = until === "wo" ? "wo" : until === "block" ? "w2" : null;
-  if (skip) {
-    const inner = hooks;
-    hooks = {
-      ...inner,
-      linear: (layer, name, y, x, T) =>
-        name === skip || (inner?.linear?.(layer, name, y, x, T) ?? false),
-    };
-  }
-  inps.forEach((x, j) => {
-    const T = lengths[j];
-    if (after) {
-      if (until !== "ffn" && until !== "block") {
-        throw new Error(`gptq: layers.${l}: a group reading the attention after it is final`);
-      }
-      blockAfterAttention(c, lw, l, x, T, s, hooks, until, false);
-      return;
+  const h: ForwardHooks | undefined = skip
+    ? {
+      ...hooks,
+      linear: (layer, name, y, xin, T) =>
+        name === skip || (hooks?.linear?.(layer, name, y, xin, T) ?? false),
     }
-    const xs = scratch.subarray(0, T * c.dim);
-    xs.set(x);
-    block(c, lw, l, xs, T, s, hooks, until);
-  });
-  return after;
+    : hooks;
+  if (mode === "after") {
+    if (until !== "ffn" && until !== "block") {
+      throw new Error(`gptq: layers.${l}: a group reading the attention after it is final`);
+    }
+    return blockAfterAttention(c, lw, l, x, T, s, h, until, false);
+  }
+  const xs = scratch.subarray(0, T * c.dim);
+  xs.set(x.subarray(0, T * c.dim));
+  block(c, lw, l, xs, T, s, h, until);
+}
+
+/** What a pass on the workers shares with them (model/pool.ts init). */
+export interface PassInit {
+  config: LlamaConfig;
+  layer: number;
+  /** The block's weights as they stand, in shared memory. */
+  lw: LayerWeights;
+  /** Every window's stream [T_j, dim], in shared memory (modes "advance" and "output" update it). */
+  inps: Float32Array[];
+  lengths: number[];
+  until: BlockStage;
+  mode: PassMode;
+  after: boolean;
+  /** The linears whose inputs a window returns, in this order. */
+  capture: LinearName[];
 }
 
 /**
- * llama_sequential's `outs = layer(inps)` with the quantized block, in
- * place: from the block's inputs, or from the stream after the attention
- * when {@linkcode collectPass} left it there (`after`).
+ * A pass as pool tasks (quant/sequential_worker.ts serves them): task j
+ * runs window j ({@linkcode passWindow}) and returns the inputs of the
+ * captured linears, which the caller adds to the Hessians in window order
+ * (model/pool.ts delivers results in task order): the same sums, and so the
+ * same codes, on any number of workers.
  */
-export function outputPass(
-  c: LlamaConfig,
-  lw: LayerWeights,
-  l: number,
-  inps: Float32Array[],
-  lengths: readonly number[],
-  s: RunState,
-  after: boolean,
-): void {
-  inps.forEach((x, j) =>
-    after ? blockAfterAttention(c, lw, l, x, lengths[j], s) : block(c, lw, l, x, lengths[j], s)
-  );
-}
+export const passTasks: TaskHandler<PassInit, number, Float32Array[]> = {
+  setup(init) {
+    const { config: c, lw, inps, lengths, until, mode, after, capture } = init;
+    const maxT = Math.max(...lengths);
+    const s = new RunState(c, maxT), scratch = new Float32Array(maxT * c.dim);
+    return (j) => {
+      const got: Float32Array[] = [];
+      const hooks: ForwardHooks = {
+        onLinearInput(_layer, name, x, T) {
+          const i = capture.indexOf(name);
+          if (i >= 0) got[i] = x.slice(0, T * linearShape(c, name)[1]);
+        },
+      };
+      passWindow(c, lw, init.layer, inps[j], lengths[j], s, scratch, hooks, until, mode, after);
+      return got;
+    };
+  },
+  transfer: (r) => r.map((a) => a.buffer as ArrayBuffer),
+};
 
 /**
  * Block `l` of llama_sequential (the module doc): the groups of linears
@@ -585,12 +651,40 @@ function* gptqBlockSteps(
   l: number,
   W0: LayerWeights,
   inps: Float32Array[],
-): Generator<GptqResult | Promise<GptqResult>, GptqBlockResult, GptqResult> {
+): Generator<GptqStep, GptqBlockResult, GptqResult | void> {
   const { c, windows, opts, fast, s, scratch, stats } = st;
   const lw: LayerWeights = { ...W0 }; // arrays replaced, never written
   const linears = new Map<string, QuantizedLinear>();
   const lengths = windows.map((w) => w.length);
-  let after = false; // inps hold the stream after the block's (final) attention
+  // The passes run on the workers when they are worth it, on the streams in shared memory.
+  const onWorkers = passesOnWorkers(c, lengths, st.passWorkers, st.passMinMacs);
+  const x = onWorkers ? sharedStreams(st, inps) : inps;
+  const sharedLw = new Map<Float32Array, Float32Array>();
+  const pass = (mode: PassMode, until: BlockStage, after: boolean, capture: LinearName[]) => {
+    const init: PassInit = {
+      config: c,
+      layer: l,
+      lw: shareWeights(lw, sharedLw),
+      inps: x,
+      lengths,
+      until,
+      mode,
+      after,
+      capture,
+    };
+    return (onResult: (j: number, got: Float32Array[]) => void) =>
+      runTasks({
+        name: "GPTQ calibration",
+        worker: new URL("./sequential_worker.ts", import.meta.url),
+        handler: passTasks,
+        workers: st.passWorkers,
+        init,
+        tasks: x.length,
+        task: (j) => j,
+        onResult,
+      });
+  };
+  let after = false; // x holds the stream after the block's (final) attention
   for (const names of st.sequential) {
     const gptq = new Map<LinearName, Gptq | GptqFast>();
     const accumulators = new Map<LinearName, HessianAccumulator>();
@@ -600,15 +694,24 @@ function* gptqBlockSteps(
       else if (!fast || inputOwner(names, name) === name) gptq.set(name, st.solverFor(rows, cols));
     }
     const until = stageOf(names);
-    const hooks: ForwardHooks = {
-      onLinearInput(_layer, name, x, T) {
-        const xi = x.subarray(0, T * linearShape(c, name)[1]);
-        gptq.get(name)?.addBatch(xi, T);
-        accumulators.get(name)?.addBatch(xi, T);
-      },
+    const feed = (name: LinearName, xin: Float32Array, T: number) => {
+      const xi = xin.subarray(0, T * linearShape(c, name)[1]);
+      gptq.get(name)?.addBatch(xi, T);
+      accumulators.get(name)?.addBatch(xi, T);
     };
     const attentionFinal = ATTENTION_LINEARS.every((n) => linears.has(`layers.${l}.${n}`));
-    after = collectPass(c, lw, l, inps, lengths, s, scratch, hooks, until, attentionFinal, after);
+    const mode = passMode(until, attentionFinal, after);
+    if (onWorkers) {
+      // each window returns its distinct inputs; fed in window order, to every linear reading one
+      const capture = [...new Set(names.map(sharedInput))];
+      yield pass(mode, until, after, capture)((j, got) =>
+        names.forEach((name) => feed(name, got[capture.indexOf(sharedInput(name))], lengths[j]))
+      );
+    } else {
+      const hooks: ForwardHooks = { onLinearInput: (_l, name, xin, T) => feed(name, xin, T) };
+      x.forEach((xj, j) => passWindow(c, lw, l, xj, lengths[j], s, scratch, hooks, until, mode));
+    }
+    if (mode === "advance") after = true;
     // The fast path accumulated one H per distinct input: the other linears
     // reading it get copies (the very H their own add_batch would give).
     const copied = fast && !opts.hessians ? copyShared(c, gptq, names) : undefined;
@@ -617,12 +720,12 @@ function* gptqBlockSteps(
       const [rows, cols] = linearShape(c, name);
       const key = `layers.${l}.${name}`;
       const W = W0[name];
-      const r: GptqResult = yield opts.hessians
+      const r = (yield opts.hessians
         ? andThen(
           accumulators.get(name)!.finish(),
           (H) => solveLinear(st.solverFor(rows, cols, H), W, key, opts),
         )
-        : andThen(copied, () => solveLinear(gptq.get(name)!, W, key, opts));
+        : andThen(copied, () => solveLinear(gptq.get(name)!, W, key, opts))) as GptqResult;
       const q: QuantizedLinear = { dense: r.q };
       linears.set(key, q);
       lw[name] = dequantize(q);
@@ -632,9 +735,65 @@ function* gptqBlockSteps(
     }
   }
   // outs = layer(inps) with the quantized block; inps, outs = outs, inps.
-  outputPass(c, lw, l, inps, lengths, s, after);
+  if (onWorkers) {
+    yield pass("output", "block", after, [])(() => {});
+    x.forEach((xj, j) => inps[j].set(xj));
+  } else {
+    x.forEach((xj, j) =>
+      passWindow(c, lw, l, xj, lengths[j], s, scratch, undefined, "block", "output", after)
+    );
+  }
   opts.log?.(`gptq: layers.${l} done (${since(st.t0).toFixed(1)} s)`);
   return { linears, layer: lw };
+}
+
+/**
+ * Whether {@linkcode gptqBlockSteps} runs a block's calibration passes on
+ * the workers: with workers, when a pass (every window through the block:
+ * its linears, and its attention at maxT / 2 keys a query) is at least
+ * `passMinMacs` multiply-adds.
+ *
+ * @param lengths the calibration windows' lengths
+ * @example passesOnWorkers(config, windows.map((w) => w.length), 2); // true at LLaMA-7B
+ */
+export function passesOnWorkers(
+  c: LlamaConfig,
+  lengths: readonly number[],
+  workers: number,
+  passMinMacs: number = PASS_MIN_MACS,
+): boolean {
+  const kv = (c.dim / c.nHeads) * c.nKvHeads, maxT = Math.max(...lengths);
+  const perToken = c.dim * (2 * c.dim + 2 * kv) + 3 * c.dim * c.hiddenDim + maxT * c.dim;
+  return workers > 0 && lengths.reduce((a, T) => a + T, 0) * perToken >= passMinMacs;
+}
+
+/** The windows' streams copied into the run's shared memory (allocated once). */
+function sharedStreams(st: SequentialState, inps: Float32Array[]): Float32Array[] {
+  if (!st.shared) {
+    const sizes = inps.map((x) => x.length);
+    const buf = new SharedArrayBuffer(sizes.reduce((a, n) => a + n, 0) * 4);
+    let o = 0;
+    st.shared = sizes.map((n) => new Float32Array(buf, (o += n) * 4 - n * 4, n));
+  }
+  st.shared.forEach((x, j) => x.set(inps[j]));
+  return st.shared;
+}
+
+/** lw with every array in shared memory: copies made once per array (`copies`). */
+function shareWeights(lw: LayerWeights, copies: Map<Float32Array, Float32Array>): LayerWeights {
+  const out = { ...lw };
+  for (const key of Object.keys(lw) as (keyof LayerWeights)[]) {
+    const a = lw[key];
+    if (a.buffer instanceof SharedArrayBuffer) continue;
+    let b = copies.get(a);
+    if (!b) {
+      b = new Float32Array(new SharedArrayBuffer(a.byteLength));
+      b.set(a);
+      copies.set(a, b);
+    }
+    out[key] = b;
+  }
+  return out;
 }
 
 /**

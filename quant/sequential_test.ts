@@ -11,6 +11,7 @@ import {
   gptqQuantizeModel,
   gptqQuantizeModelAsync,
   GptqSequential,
+  passesOnWorkers,
 } from "./sequential.ts";
 
 const C = tinyConfig({ dim: 32, hiddenDim: 64, vocabSize: 64, maxSeqLen: 32 });
@@ -271,6 +272,42 @@ Deno.test('gptqQuantizeModelAsync() with the "fast" solver gives the reference s
     () => gptqQuantizeModel(w, windows, { bits: 3, solver: "fast" }),
     /"fast" solver is asynchronous; use gptqQuantizeModelAsync/,
   );
+});
+
+Deno.test("GPTQ's calibration passes on 2 workers give the one-thread codes, errors and block outputs", async () => {
+  const w = randomWeights(C, 12);
+  const windows = [
+    ...randomWindows(3, 24, C.vocabSize, 13),
+    ...randomWindows(2, 11, C.vocabSize, 14),
+  ];
+  const lengths = windows.map((x) => x.length);
+  assert.ok(passesOnWorkers(C, lengths, 2, 0) && !passesOnWorkers(C, lengths, 2));
+  assert.ok(!passesOnWorkers(C, lengths, 0, 0), "no workers, no passes on them");
+  for (const trueSequential of [true, false]) {
+    const opts = { bits: 3, solver: "fast" as const, trueSequential };
+    const one = await gptqQuantizeModelAsync(w, windows, { ...opts, workers: 0 });
+    const two = await gptqQuantizeModelAsync(w, windows, { ...opts, workers: 2, passMinMacs: 0 });
+    assert.deepEqual(two.linears, one.linears, `trueSequential ${trueSequential}`);
+    assert.deepEqual(
+      two.stats.linears.map((x) => [x.key, x.error]),
+      one.stats.linears.map((x) => [x.key, x.error]),
+    );
+  }
+  // Block by block, the caller's inputs become the next block's, as on one thread.
+  const g2 = new GptqSequential(C, windows, {
+    bits: 3,
+    solver: "fast",
+    workers: 2,
+    passMinMacs: 0,
+  });
+  const g0 = new GptqSequential(C, windows, { bits: 3, solver: "fast", workers: 0 });
+  const x2 = embedWindows(w, windows), x0 = embedWindows(w, windows);
+  for (let l = 0; l < C.nLayers; l++) {
+    const b2 = await g2.quantizeBlock(l, w.layers[l], x2);
+    const b0 = await g0.quantizeBlock(l, w.layers[l], x0);
+    assert.deepEqual(b2.linears, b0.linears, `block ${l}`);
+    assert.deepEqual(x2, x0, `inputs of block ${l + 1}`);
+  }
 });
 
 Deno.test("GptqSequential block by block gives gptqQuantizeModelAsync()'s codes and errors, and the same block inputs", async () => {

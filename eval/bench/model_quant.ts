@@ -30,10 +30,11 @@
  *   of the full width, t = a + b·rows fitted and evaluated at the layer's
  *   rows (a: the Cholesky work of the width, b: one row's sweep); plus the
  *   block's forwards on every window as quant/sequential.ts runs them for
- *   llama_sequential (`collectPass` per true-sequential group, then
- *   `outputPass`), on the measured windows × 128 / windows, on one thread
- *   (they run on the main thread). At LLaMA-7B shapes the forwards, not the
- *   solver, are most of GPTQ's time.
+ *   llama_sequential (its pass modes per true-sequential group, then the
+ *   output pass), timed on this thread on the measured windows × 128 /
+ *   windows, ÷ workers when the run's passes go to the workers
+ *   (`passesOnWorkers`; an ideal split). At LLaMA-7B shapes the forwards,
+ *   not the solver, are most of GPTQ's time.
  * - AWQ: each scaled group's search with one ratio (ratio 0: one
  *   evaluation of the inspected module; the full-precision output comes with
  *   the features), projected to nGrid evaluations and to the default
@@ -71,8 +72,9 @@ import { rtn } from "../../quant/rtn.ts";
 import { GptqFast } from "../../quant/gptq_fast.ts";
 import {
   ATTENTION_LINEARS,
-  collectPass,
-  outputPass,
+  passesOnWorkers,
+  passMode,
+  passWindow,
   sharedInput,
   TRUE_SEQUENTIAL_GROUPS,
 } from "../../quant/sequential.ts";
@@ -346,52 +348,48 @@ export async function benchModelQuant(
       sweeps += names.length * (fixed + perRow * rows);
     }
     const solver = hessians + sweeps;
-    // llama_sequential's forwards, as quant/sequential.ts gptqBlockSteps runs them on this
-    // thread (collectPass per group of `sequential`, feeding the Hessians timed above; then
-    // outputPass); the weights stay full precision here, which changes no work.
+    // llama_sequential's forwards, as quant/sequential.ts gptqBlockSteps runs them (its pass
+    // modes, per group of `sequential`, then the output pass), timed on this thread; the
+    // weights stay full precision here, which changes no work.
     const groups = DEFAULTS.gptq.trueSequential ? TRUE_SEQUENTIAL_GROUPS : [LINEAR_NAMES];
     const inps = Array.from({ length: nWin }, (_, j) => randn(seqlen * c.dim, 7500 + j + seed));
-    const lengths = inps.map(() => seqlen);
     const fwd = timed(() => {
       const s = new RunState(c, seqlen), scratch = new Float32Array(seqlen * c.dim);
       const done = new Set<LinearName>();
       let after = false;
       for (const names of groups) {
-        const attentionFinal = ATTENTION_LINEARS.every((n) => done.has(n));
-        after = collectPass(
-          c,
-          lw,
-          0,
-          inps,
-          lengths,
-          s,
-          scratch,
-          undefined,
-          stageOf(names),
-          attentionFinal,
-          after,
-        );
+        const until = stageOf(names);
+        const mode = passMode(until, ATTENTION_LINEARS.every((n) => done.has(n)), after);
+        for (const x of inps) passWindow(c, lw, 0, x, seqlen, s, scratch, undefined, until, mode);
+        if (mode === "advance") after = true;
         for (const n of names) done.add(n);
       }
-      outputPass(c, lw, 0, inps, lengths, s, after);
+      for (const x of inps) {
+        passWindow(c, lw, 0, x, seqlen, s, scratch, undefined, "block", "output", after);
+      }
     });
+    // the passes' windows are tasks on the workers when the run's passes are big enough
+    const calibLengths = Array.from({ length: DEFAULTS.gptq.calib.nsamples }, () => seqlen);
+    const passWorkers = passesOnWorkers(c, calibLengths, workers) ? workers : 1;
     wall += fwd.wall;
     cpu += fwd.cpu;
     const forwards = fwd.cpu * (DEFAULTS.gptq.calib.nsamples / nWin);
+    const blockSeconds = solver / Math.max(1, workers) + forwards / passWorkers;
     report({
       method: "gptq",
       blockSecondsOneThread: solver + forwards,
-      blockSeconds: solver / Math.max(1, workers) + forwards,
-      modelSeconds: (solver / Math.max(1, workers) + forwards) * blocks,
+      blockSeconds,
+      modelSeconds: blockSeconds * blocks,
       calibrationTokens: calibTokens,
       measuredCpuSeconds: cpu,
       measuredWallSeconds: wall,
       note: `quant/gptq_fast.ts GptqFast on ${workers} workers; Hessian × ${calibTokens} ` +
         `calibration tokens (${DEFAULTS.gptq.calib.nsamples} windows), fasterquant fitted on rows; CPU time ÷ ${workers} (ideal split; ` +
-        `a lower bound: the Cholesky runs on one thread); plus the block's forwards on one thread ` +
-        `(${
-          fmt(forwards)
-        } a block: quant/sequential.ts's passes for ${groups.length} groups and the output)`,
+        `a lower bound: the Cholesky runs on one thread); plus the block's forwards ` +
+        `(${fmt(forwards)} a block on one thread: quant/sequential.ts's passes for ` +
+        `${groups.length} groups and the output${
+          passWorkers > 1 ? `, ÷ ${passWorkers} workers` : ""
+        })`,
       parts: { hessians, fasterquant: sweeps, forwards },
     });
   }
