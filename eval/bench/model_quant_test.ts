@@ -32,7 +32,7 @@ Deno.test("benchModelQuant() projects RTN, GPTQ, AWQ and SqueezeLLM and labels t
   assert.equal(gptq.blockSeconds, gptq.blockSecondsOneThread, "workers 0: all on this thread");
   assert.match(
     gptq.note,
-    /forwards on one thread \(.* a block: quant\/sequential.ts's passes for 4 groups/,
+    /forwards \(.* a block on one thread: quant\/sequential.ts's passes for 4 groups and the output\)/,
   );
   assert.equal(r.bits, 3);
   // each method's default calibration: GPTQ 128 windows, AWQ at most 128 blocks, of 16 tokens
