@@ -420,8 +420,9 @@ export async function quantizeToFile(input: QuantizeToFileInput): Promise<Quanti
     writer.tensor("tokenEmbedding", tokenEmbedding);
     // GPTQ's inps: block 0's inputs, carried from block to block by the method (on the host,
     // or where the method keeps them)
+    // in shared memory when they stay on the host (GPTQ's passes on workers update them in place)
     let x = method.windows
-      ? embedWindows({ config, tokenEmbedding } as LlamaWeights, method.windows)
+      ? embedWindows({ config, tokenEmbedding } as LlamaWeights, method.windows, !method.setInputs)
       : null;
     tokenEmbedding = undefined; // dropped before the classifier is read
     if (x && method.setInputs) {

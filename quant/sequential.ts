@@ -246,11 +246,24 @@ export function checkWindows(fn: string, windows: Int32Array[], config: LlamaCon
   return maxT;
 }
 
-/** Token embeddings of every window: one [T_j, dim] array per window (GPTQ's `inps`). */
-export function embedWindows(weights: LlamaWeights, windows: Int32Array[]): Float32Array[] {
+/**
+ * Token embeddings of every window: one [T_j, dim] array per window (GPTQ's
+ * `inps`); with `shared`, all of them on one SharedArrayBuffer, which
+ * GPTQ's passes on the workers update in place (no copy).
+ */
+export function embedWindows(
+  weights: LlamaWeights,
+  windows: Int32Array[],
+  shared = false,
+): Float32Array[] {
   const { dim } = weights.config;
+  const total = windows.reduce((a, w) => a + w.length, 0) * dim;
+  const buf = shared ? new SharedArrayBuffer(total * 4) : null;
+  let o = 0;
   return windows.map((tokens) => {
-    const x = new Float32Array(tokens.length * dim); // [T_j, dim]
+    const n = tokens.length * dim; // [T_j, dim]
+    const x = buf ? new Float32Array(buf, o * 4, n) : new Float32Array(n);
+    o += n;
     embed(weights, tokens, x);
     return x;
   });
@@ -497,7 +510,12 @@ function* gptqSteps(
   opts: GptqModelOptions,
 ): Generator<GptqStep, GptqModelResult, GptqResult | void> {
   const st = sequentialState(weights.config, windows, opts);
-  const inps = embedWindows(weights, windows);
+  const lengths = windows.map((w) => w.length);
+  const inps = embedWindows(
+    weights,
+    windows,
+    passesOnWorkers(st.c, lengths, st.passWorkers, st.passMinMacs),
+  );
   const linears = new Map<string, QuantizedLinear>();
   const layers: LayerWeights[] = [];
   for (let l = 0; l < st.c.nLayers; l++) {
@@ -737,7 +755,7 @@ function* gptqBlockSteps(
   // outs = layer(inps) with the quantized block; inps, outs = outs, inps.
   if (onWorkers) {
     yield pass("output", "block", after, [])(() => {});
-    x.forEach((xj, j) => inps[j].set(xj));
+    if (x !== inps) x.forEach((xj, j) => inps[j].set(xj));
   } else {
     x.forEach((xj, j) =>
       passWindow(c, lw, l, xj, lengths[j], s, scratch, undefined, "block", "output", after)
@@ -767,8 +785,13 @@ export function passesOnWorkers(
   return workers > 0 && lengths.reduce((a, T) => a + T, 0) * perToken >= passMinMacs;
 }
 
-/** The windows' streams copied into the run's shared memory (allocated once). */
+/**
+ * The windows' streams in shared memory: inps themselves when they are
+ * there already ({@linkcode embedWindows} with `shared`), else a copy in the
+ * run's shared memory (allocated once).
+ */
 function sharedStreams(st: SequentialState, inps: Float32Array[]): Float32Array[] {
+  if (inps.every((x) => x.buffer instanceof SharedArrayBuffer)) return inps;
   if (!st.shared) {
     const sizes = inps.map((x) => x.length);
     const buf = new SharedArrayBuffer(sizes.reduce((a, n) => a + n, 0) * 4);

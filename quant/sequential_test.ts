@@ -293,20 +293,23 @@ Deno.test("GPTQ's calibration passes on 2 workers give the one-thread codes, err
       one.stats.linears.map((x) => [x.key, x.error]),
     );
   }
-  // Block by block, the caller's inputs become the next block's, as on one thread.
-  const g2 = new GptqSequential(C, windows, {
-    bits: 3,
-    solver: "fast",
-    workers: 2,
-    passMinMacs: 0,
-  });
+  // Block by block, the caller's inputs become the next block's, as on one thread: updated in
+  // place when they are in shared memory, copied there and back when not.
+  const opts2 = { bits: 3, solver: "fast" as const, workers: 2, passMinMacs: 0 };
+  const g2 = new GptqSequential(C, windows, opts2), g2c = new GptqSequential(C, windows, opts2);
   const g0 = new GptqSequential(C, windows, { bits: 3, solver: "fast", workers: 0 });
-  const x2 = embedWindows(w, windows), x0 = embedWindows(w, windows);
+  const x2 = embedWindows(w, windows, true), x2c = embedWindows(w, windows);
+  const x0 = embedWindows(w, windows);
+  assert.ok(
+    x2[0].buffer instanceof SharedArrayBuffer && !(x2c[0].buffer instanceof SharedArrayBuffer),
+  );
   for (let l = 0; l < C.nLayers; l++) {
     const b2 = await g2.quantizeBlock(l, w.layers[l], x2);
+    const b2c = await g2c.quantizeBlock(l, w.layers[l], x2c);
     const b0 = await g0.quantizeBlock(l, w.layers[l], x0);
-    assert.deepEqual(b2.linears, b0.linears, `block ${l}`);
-    assert.deepEqual(x2, x0, `inputs of block ${l + 1}`);
+    assert.deepEqual([b2.linears, b2c.linears], [b0.linears, b0.linears], `block ${l}`);
+    assert.deepEqual(x2.map((x) => x.slice()), x0, `inputs of block ${l + 1}`);
+    assert.deepEqual(x2c, x0, `inputs of block ${l + 1} (copied)`);
   }
 });
 
