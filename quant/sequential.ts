@@ -107,8 +107,9 @@ export interface GptqModelOptions {
    */
   solver?: "reference" | "fast";
   /**
-   * Worker threads of the fast solver (0: this thread; layers below its
-   * parallelMinMacs stay on this thread anyway).
+   * Worker threads of the fast solver and of its calibration passes (0:
+   * this thread; layers below parallelMinMacs, and passes below
+   * passMinMacs, stay on this thread anyway).
    * @default DEFAULT_WORKERS (quant/spec.ts: the number of cores)
    */
   workers?: number;
