@@ -418,9 +418,8 @@ export async function quantizeToFile(input: QuantizeToFileInput): Promise<Quanti
   try {
     let tokenEmbedding: Float32Array | undefined = source.tokenEmbedding();
     writer.tensor("tokenEmbedding", tokenEmbedding);
-    // GPTQ's inps: block 0's inputs, carried from block to block by the method (on the host,
-    // or where the method keeps them)
-    // in shared memory when they stay on the host (GPTQ's passes on workers update them in place)
+    // GPTQ's inps: block 0's inputs, carried from block to block by the method (on the host, in
+    // shared memory, which GPTQ's passes on workers update in place; or where the method keeps them)
     let x = method.windows
       ? embedWindows({ config, tokenEmbedding } as LlamaWeights, method.windows, !method.setInputs)
       : null;

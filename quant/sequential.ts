@@ -21,7 +21,7 @@
  * wq, wk, wv and wo are quantized the attention is final: the pass of
  * [w3, w1] keeps the stream after it in place of the block's inputs, and
  * the pass of [w2] and the output pass run the FFN from there
- * ({@linkcode passMode}): the attention runs twice per window and block
+ * ({@linkcode passPlan}): the attention runs twice per window and block
  * instead of four times, the same numbers (tested against whole-block
  * passes). With the fast solver and workers, a pass big enough
  * ({@linkcode passesOnWorkers}) runs its windows on the workers, which
@@ -258,16 +258,17 @@ export function embedWindows(
   shared = false,
 ): Float32Array[] {
   const { dim } = weights.config;
-  const total = windows.reduce((a, w) => a + w.length, 0) * dim;
-  const buf = shared ? new SharedArrayBuffer(total * 4) : null;
+  const sizes = windows.map((tokens) => tokens.length * dim); // [T_j, dim]
+  const xs = shared ? sharedArrays(sizes) : sizes.map((n) => new Float32Array(n));
+  windows.forEach((tokens, j) => embed(weights, tokens, xs[j]));
+  return xs;
+}
+
+/** Arrays of the given lengths, consecutive on one SharedArrayBuffer. */
+function sharedArrays(sizes: readonly number[]): Float32Array[] {
+  const buf = new SharedArrayBuffer(sizes.reduce((a, n) => a + n, 0) * 4);
   let o = 0;
-  return windows.map((tokens) => {
-    const n = tokens.length * dim; // [T_j, dim]
-    const x = buf ? new Float32Array(buf, o * 4, n) : new Float32Array(n);
-    o += n;
-    embed(weights, tokens, x);
-    return x;
-  });
+  return sizes.map((n) => new Float32Array(buf, (o += n) * 4 - n * 4, n));
 }
 
 /** Seconds since `t0` (a performance.now() reading). */
@@ -537,35 +538,57 @@ export interface GptqBlockResult {
 }
 
 /** The linears of a block's attention half. */
-export const ATTENTION_LINEARS: readonly LinearName[] = ["wq", "wk", "wv", "wo"];
+const ATTENTION_LINEARS: readonly LinearName[] = ["wq", "wk", "wv", "wo"];
 
 /**
  * How a pass of {@linkcode gptqBlockSteps} runs block l on a window:
  * "scratch": from the block's inputs, on a scratch copy, as far as the
  * group's inputs; "advance": in place, as far as the FFN RMSNorm (the
  * attention is final: inps then hold the stream after it); "after": the
- * FFN from the stream after the attention, x unchanged; "output": the
- * quantized block in place (llama_sequential's `outs = layer(inps)`), from
- * the block's inputs or from the stream after the attention.
+ * FFN from the stream after the attention, x unchanged; "output" and
+ * "output-after": the quantized block in place (llama_sequential's
+ * `outs = layer(inps)`), from the block's inputs or from the stream after
+ * the attention.
  */
-export type PassMode = "scratch" | "advance" | "after" | "output";
+export type PassMode = "scratch" | "advance" | "after" | "output" | "output-after";
+
+/** One pass of a block: the group whose inputs it feeds (none: the output pass), how far and how it runs. */
+export interface PassStep {
+  names: readonly LinearName[];
+  until: BlockStage;
+  mode: PassMode;
+}
 
 /**
- * The mode of a collection pass that must reach `until`. Each pass starts
- * from the block's inputs, on a scratch copy, except: once the attention is
- * final (`attentionFinal`: wq, wk, wv and wo are quantized), a pass that
- * stops after the FFN RMSNorm updates inps in place to the stream after the
- * attention, and the later passes (and the output pass) start from there
- * (model/forward.ts `blockAfterAttention`) without running the attention
- * again. The official code runs the whole block for every group; the
- * inputs recorded, and the block's outputs, are the same numbers.
+ * The passes of a block for the groups of `sequential`, in order, then the
+ * output pass. Each pass starts from the block's inputs, on a scratch copy,
+ * except: once the attention is final (wq, wk, wv and wo in earlier
+ * groups, so quantized), a pass that stops after the FFN RMSNorm updates
+ * inps in place to the stream after the attention, and the later passes
+ * (the output pass too) start from there (model/forward.ts
+ * `blockAfterAttention`) without running the attention again. The official
+ * code runs the whole block for every group; the inputs recorded, and the
+ * block's outputs, are the same numbers.
  *
- * @param after whether inps already hold the stream after the attention
- * @example passMode("ffn", true, false); // "advance"
+ * @example passPlan(TRUE_SEQUENTIAL_GROUPS).map((p) => p.mode);
+ * // ["scratch", "scratch", "advance", "after", "output-after"]
  */
-export function passMode(until: BlockStage, attentionFinal: boolean, after: boolean): PassMode {
-  if (after) return "after";
-  return attentionFinal && until === "ffn" ? "advance" : "scratch";
+export function passPlan(sequential: readonly (readonly LinearName[])[]): PassStep[] {
+  const done = new Set<LinearName>();
+  let after = false; // inps hold the stream after the attention
+  const plan: PassStep[] = sequential.map((names) => {
+    const until = stageOf(names);
+    const mode: PassMode = after
+      ? "after"
+      : until === "ffn" && ATTENTION_LINEARS.every((n) => done.has(n))
+      ? "advance"
+      : "scratch";
+    after ||= mode === "advance";
+    for (const n of names) done.add(n);
+    return { names, until, mode };
+  });
+  plan.push({ names: [], until: "block", mode: after ? "output-after" : "output" });
+  return plan;
 }
 
 /**
@@ -573,8 +596,6 @@ export function passMode(until: BlockStage, attentionFinal: boolean, after: bool
  * inputs of the linears it reaches. The product of a collection pass's
  * last linear (wo when it stops after the attention, w2 when it runs the
  * FFN), whose output nothing reads, is skipped.
- *
- * @param after with mode "output": whether x holds the stream after the attention
  */
 export function passWindow(
   c: LlamaConfig,
@@ -587,11 +608,9 @@ export function passWindow(
   hooks: ForwardHooks | undefined,
   until: BlockStage,
   mode: PassMode,
-  after = false,
 ): void {
-  if (mode === "output") {
-    return after ? blockAfterAttention(c, lw, l, x, T, s) : block(c, lw, l, x, T, s);
-  }
+  if (mode === "output") return block(c, lw, l, x, T, s);
+  if (mode === "output-after") return blockAfterAttention(c, lw, l, x, T, s);
   if (mode === "advance") return block(c, lw, l, x, T, s, hooks, "ffn");
   const skip: LinearName | null = until === "wo" ? "wo" : until === "block" ? "w2" : null;
   const h: ForwardHooks | undefined = skip
@@ -618,12 +637,11 @@ export interface PassInit {
   layer: number;
   /** The block's weights as they stand, in shared memory. */
   lw: LayerWeights;
-  /** Every window's stream [T_j, dim], in shared memory (modes "advance" and "output" update it). */
+  /** Every window's stream [T_j, dim], in shared memory (modes "advance" and "output…" update it). */
   inps: Float32Array[];
   lengths: number[];
   until: BlockStage;
   mode: PassMode;
-  after: boolean;
   /** The linears whose inputs a window returns, in this order. */
   capture: LinearName[];
 }
@@ -637,7 +655,7 @@ export interface PassInit {
  */
 export const passTasks: TaskHandler<PassInit, number, Float32Array[]> = {
   setup(init) {
-    const { config: c, lw, inps, lengths, until, mode, after, capture } = init;
+    const { config: c, lw, inps, lengths, until, mode, capture } = init;
     const maxT = Math.max(...lengths);
     const s = new RunState(c, maxT), scratch = new Float32Array(maxT * c.dim);
     return (j) => {
@@ -648,7 +666,7 @@ export const passTasks: TaskHandler<PassInit, number, Float32Array[]> = {
           if (i >= 0) got[i] = x.slice(0, T * linearShape(c, name)[1]);
         },
       };
-      passWindow(c, lw, init.layer, inps[j], lengths[j], s, scratch, hooks, until, mode, after);
+      passWindow(c, lw, init.layer, inps[j], lengths[j], s, scratch, hooks, until, mode);
       return got;
     };
   },
@@ -679,7 +697,7 @@ function* gptqBlockSteps(
   const onWorkers = passesOnWorkers(c, lengths, st.passWorkers, st.passMinMacs);
   const x = onWorkers ? sharedStreams(st, inps) : inps;
   const sharedLw = new Map<Float32Array, Float32Array>();
-  const pass = (mode: PassMode, until: BlockStage, after: boolean, capture: LinearName[]) => {
+  const pass = ({ until, mode }: PassStep, capture: LinearName[]) => {
     const init: PassInit = {
       config: c,
       layer: l,
@@ -688,7 +706,6 @@ function* gptqBlockSteps(
       lengths,
       until,
       mode,
-      after,
       capture,
     };
     return (onResult: (j: number, got: Float32Array[]) => void) =>
@@ -703,8 +720,9 @@ function* gptqBlockSteps(
         onResult,
       });
   };
-  let after = false; // x holds the stream after the block's (final) attention
-  for (const names of st.sequential) {
+  const plan = passPlan(st.sequential);
+  for (const step of plan.slice(0, -1)) {
+    const { names, until, mode } = step;
     const gptq = new Map<LinearName, Gptq | GptqFast>();
     const accumulators = new Map<LinearName, HessianAccumulator>();
     for (const name of names) {
@@ -712,25 +730,21 @@ function* gptqBlockSteps(
       if (opts.hessians) accumulators.set(name, opts.hessians(l, name, cols));
       else if (!fast || inputOwner(names, name) === name) gptq.set(name, st.solverFor(rows, cols));
     }
-    const until = stageOf(names);
     const feed = (name: LinearName, xin: Float32Array, T: number) => {
       const xi = xin.subarray(0, T * linearShape(c, name)[1]);
       gptq.get(name)?.addBatch(xi, T);
       accumulators.get(name)?.addBatch(xi, T);
     };
-    const attentionFinal = ATTENTION_LINEARS.every((n) => linears.has(`layers.${l}.${n}`));
-    const mode = passMode(until, attentionFinal, after);
     if (onWorkers) {
       // each window returns its distinct inputs; fed in window order, to every linear reading one
       const capture = [...new Set(names.map(sharedInput))];
-      yield pass(mode, until, after, capture)((j, got) =>
+      yield pass(step, capture)((j, got) =>
         names.forEach((name) => feed(name, got[capture.indexOf(sharedInput(name))], lengths[j]))
       );
     } else {
       const hooks: ForwardHooks = { onLinearInput: (_l, name, xin, T) => feed(name, xin, T) };
       x.forEach((xj, j) => passWindow(c, lw, l, xj, lengths[j], s, scratch, hooks, until, mode));
     }
-    if (mode === "advance") after = true;
     // The fast path accumulated one H per distinct input: the other linears
     // reading it get copies (the very H their own add_batch would give).
     const copied = fast && !opts.hessians ? copyShared(c, gptq, names) : undefined;
@@ -754,12 +768,13 @@ function* gptqBlockSteps(
     }
   }
   // outs = layer(inps) with the quantized block; inps, outs = outs, inps.
+  const output = plan.at(-1)!;
   if (onWorkers) {
-    yield pass("output", "block", after, [])(() => {});
+    yield pass(output, [])(() => {});
     if (x !== inps) x.forEach((xj, j) => inps[j].set(xj));
   } else {
     x.forEach((xj, j) =>
-      passWindow(c, lw, l, xj, lengths[j], s, scratch, undefined, "block", "output", after)
+      passWindow(c, lw, l, xj, lengths[j], s, scratch, undefined, output.until, output.mode)
     );
   }
   opts.log?.(`gptq: layers.${l} done (${since(st.t0).toFixed(1)} s)`);
@@ -793,12 +808,7 @@ export function passesOnWorkers(
  */
 function sharedStreams(st: SequentialState, inps: Float32Array[]): Float32Array[] {
   if (inps.every((x) => x.buffer instanceof SharedArrayBuffer)) return inps;
-  if (!st.shared) {
-    const sizes = inps.map((x) => x.length);
-    const buf = new SharedArrayBuffer(sizes.reduce((a, n) => a + n, 0) * 4);
-    let o = 0;
-    st.shared = sizes.map((n) => new Float32Array(buf, (o += n) * 4 - n * 4, n));
-  }
+  st.shared ??= sharedArrays(inps.map((x) => x.length));
   st.shared.forEach((x, j) => x.set(inps[j]));
   return st.shared;
 }

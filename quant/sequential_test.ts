@@ -12,6 +12,8 @@ import {
   gptqQuantizeModelAsync,
   GptqSequential,
   passesOnWorkers,
+  passPlan,
+  TRUE_SEQUENTIAL_GROUPS,
 } from "./sequential.ts";
 
 const C = tinyConfig({ dim: 32, hiddenDim: 64, vocabSize: 64, maxSeqLen: 32 });
@@ -146,6 +148,31 @@ Deno.test("gptqQuantizeModel() true-sequential feeds wo from the quantized wq, w
   assert.notDeepEqual(
     solve("wq", w.layers[1].wq, layer1From(lw)).codes,
     seq.linears.get("layers.1.wq")!.dense.codes,
+  );
+});
+
+Deno.test("passPlan(): the attention runs until it is final, then the passes start after it", () => {
+  assert.deepEqual(passPlan(TRUE_SEQUENTIAL_GROUPS).map((p) => [p.names, p.until, p.mode]), [
+    [["wk", "wv", "wq"], "qkv", "scratch"],
+    [["wo"], "wo", "scratch"],
+    [["w3", "w1"], "ffn", "advance"],
+    [["w2"], "block", "after"],
+    [[], "block", "output-after"],
+  ]);
+  assert.deepEqual(passPlan([LINEAR_NAMES]).map((p) => [p.until, p.mode]), [
+    ["block", "scratch"],
+    ["block", "output"],
+  ]);
+  // w1 before wo is quantized: the attention is not final yet
+  assert.deepEqual(
+    passPlan([["wq", "wk", "wv"], ["w1", "w3"], ["wo"], ["w2"]]).map((p) => p.mode),
+    [
+      "scratch",
+      "scratch",
+      "scratch",
+      "scratch",
+      "output",
+    ],
   );
 });
 

@@ -66,14 +66,13 @@
 import process from "node:process";
 import type { LayerWeights, LinearName, LlamaConfig } from "../../model/config.ts";
 import { LINEAR_NAMES, linearShape } from "../../model/config.ts";
-import { RunState, stageOf } from "../../model/forward.ts";
+import { RunState } from "../../model/forward.ts";
 import { randn, randomWeights } from "../../model/random.ts";
 import { rtn } from "../../quant/rtn.ts";
 import { GptqFast } from "../../quant/gptq_fast.ts";
 import {
-  ATTENTION_LINEARS,
   passesOnWorkers,
-  passMode,
+  passPlan,
   passWindow,
   sharedInput,
   TRUE_SEQUENTIAL_GROUPS,
@@ -355,17 +354,8 @@ export async function benchModelQuant(
     const inps = Array.from({ length: nWin }, (_, j) => randn(seqlen * c.dim, 7500 + j + seed));
     const fwd = timed(() => {
       const s = new RunState(c, seqlen), scratch = new Float32Array(seqlen * c.dim);
-      const done = new Set<LinearName>();
-      let after = false;
-      for (const names of groups) {
-        const until = stageOf(names);
-        const mode = passMode(until, ATTENTION_LINEARS.every((n) => done.has(n)), after);
+      for (const { until, mode } of passPlan(groups)) {
         for (const x of inps) passWindow(c, lw, 0, x, seqlen, s, scratch, undefined, until, mode);
-        if (mode === "advance") after = true;
-        for (const n of names) done.add(n);
-      }
-      for (const x of inps) {
-        passWindow(c, lw, 0, x, seqlen, s, scratch, undefined, "block", "output", after);
       }
     });
     // the passes' windows are tasks on the workers when the run's passes are big enough
