@@ -31,6 +31,7 @@ import {
   type CalibrationKind,
   calibrationRequest,
   type CalibSource,
+  defaultCalibSeqlen,
   type QuantizeContext,
   type QuantizedModel,
   QUANTIZERS,
@@ -196,7 +197,7 @@ export async function drawCalibration(
 ): Promise<DrawnCalibration | null> {
   const req = calibrationRequest(spec);
   if (!req) return null;
-  const seqlen = req.seqlen ?? config.maxSeqLen;
+  const seqlen = req.seqlen ?? defaultCalibSeqlen(spec.method, config);
   const draw = req.rule === "awq-blocks" ? awqCalibrationBlocks : calibrationWindows;
   const set = await draw({
     source: req.source as CalibSource,

@@ -169,6 +169,29 @@ export type SpecOf<M extends Method> = Extract<QuantSpec, { method: M }>;
 export type SpecDefaults<M extends Method> = Omit<SpecOf<M>, "method" | "bits">;
 
 const CALIB: CalibSpec = { source: "c4", nsamples: 128, seqlen: null, seed: 0 };
+
+/**
+ * llm-awq's calibration block: `run_awq` is called with seqlen = 512 (awq/entry.py)
+ * whatever the model's length, and get_calib_dataset keeps texts of at most
+ * that many tokens and cuts their concatenation into blocks of it.
+ */
+export const AWQ_BLOCK_SIZE = 512;
+
+/**
+ * The tokens per calibration window that a spec's `calib.seqlen: null`
+ * stands for: the model's max_seq_len (GPTQ's llama.py, SqueezeLLM's and
+ * ABQ-LLM's windows), but for AWQ its block of {@linkcode AWQ_BLOCK_SIZE}
+ * tokens, or max_seq_len where the model is shorter.
+ *
+ * @example
+ * ```ts
+ * defaultCalibSeqlen("awq", { ...stories260K.config, maxSeqLen: 2048 }); // 512
+ * defaultCalibSeqlen("gptq", { ...stories260K.config, maxSeqLen: 2048 }); // 2048
+ * ```
+ */
+export function defaultCalibSeqlen(method: Method, config: LlamaConfig): number {
+  return method === "awq" ? Math.min(AWQ_BLOCK_SIZE, config.maxSeqLen) : config.maxSeqLen;
+}
 /** Activation quantization off, bit balance off: every method's default but ABQ's. */
 const ACT = { abits: 16, kvBits: null, bitBalance: false } as const;
 
@@ -192,7 +215,8 @@ export const DEFAULTS: { readonly [M in Method]: Readonly<SpecDefaults<M>> } = {
     calib: CALIB,
     ...ACT,
   },
-  // llm-awq run_awq: q_group_size 128, n_grid 20, max_shrink 0.5, n_sample_token 512, 128 samples.
+  // llm-awq run_awq: q_group_size 128, n_grid 20, max_shrink 0.5, n_sample_token 512, 128 samples
+  // in blocks of 512 tokens (calib.seqlen null: defaultCalibSeqlen).
   awq: { groupSize: 128, nGrid: 20, maxShrink: 0.5, nSampleTokens: 512, calib: CALIB, ...ACT },
   // SqueezeLLM: 100 Fisher windows; scikit-learn KMeans' max_iter 50 (as the official nuq.py), tol 1e-4.
   squeezellm: {
@@ -460,7 +484,7 @@ export const QUANT_PARAMS: readonly QuantParam[] = [
     flag: "calib-seqlen",
     arg: "N",
     kind: "int",
-    nullable: "the model's max_seq_len",
+    nullable: "the model's max_seq_len; AWQ: 512, llm-awq's block, or max_seq_len if shorter",
     range: { min: 1 },
     doc: "tokens per calibration window",
   },
@@ -735,7 +759,7 @@ export function resolveSpec<S extends QuantSpec>(
   const full = build(spec.method, spec.bits, (p) => getPath(spec, p.key));
   if ("groupSize" in full) full.groupSize = resolveGroup(full, config, opts);
   canonicalAct(full);
-  if ("calib" in full) full.calib.seqlen ??= config.maxSeqLen;
+  if ("calib" in full) full.calib.seqlen ??= defaultCalibSeqlen(full.method, config);
   return full as S;
 }
 

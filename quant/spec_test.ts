@@ -2,7 +2,9 @@ import assert from "node:assert/strict";
 import { tinyConfig } from "../model/random.ts";
 import type { LlamaConfig } from "../model/config.ts";
 import {
+  AWQ_BLOCK_SIZE,
   checkSpec,
+  defaultCalibSeqlen,
   DEFAULTS,
   defaultSpec,
   METHODS,
@@ -82,6 +84,24 @@ Deno.test("resolveSpec() fills defaults, resolves the group and calibration leng
     resolveSpec(defaultSpec("awq", 3), { ...stories, hiddenDim: 256, dim: 128 }).groupSize,
     128,
   );
+});
+
+Deno.test("resolveSpec(): AWQ's calibration blocks are llm-awq's 512 tokens whatever the model's length; the others' windows are max_seq_len", () => {
+  const seqlen = (s: QuantSpec, maxSeqLen: number) => {
+    const r = resolveSpec(s, { ...stories, maxSeqLen });
+    return "calib" in r ? r.calib.seqlen : undefined;
+  };
+  assert.equal(seqlen(defaultSpec("awq", 3), 2048), 512);
+  assert.equal(seqlen(defaultSpec("awq", 3), 4096), 512);
+  assert.equal(seqlen(defaultSpec("awq", 3), 256), 256); // a shorter model: its own length
+  assert.equal(
+    seqlen({ ...defaultSpec("awq", 3), calib: { ...DEFAULTS.awq.calib, seqlen: 1024 } }, 2048),
+    1024,
+  );
+  for (const m of ["gptq", "squeezellm", "smoothquant", "abq"] as const) {
+    assert.equal(seqlen(defaultSpec(m, 3), 2048), 2048, m);
+  }
+  assert.equal(defaultCalibSeqlen("awq", { ...stories, maxSeqLen: 2048 }), AWQ_BLOCK_SIZE);
 });
 
 Deno.test("checkSpec() rejects parameters a method does not take and values out of range", () => {

@@ -14,11 +14,14 @@
  * Each method's default calibration (quant/spec.ts DEFAULTS, drawn as
  * quant/registry.ts `calibrationRequest` says): GPTQ, 128 windows of the
  * model's length (LLaMA-7B: 128 × 2048 = 262,144 tokens); AWQ, llm-awq's
- * get_calib_dataset rule (datasets/awq_calibration.ts): the first 128 texts
- * of ≤ 2048 tokens concatenated and cut into ⌊Σ / 2048⌋ blocks, a count
- * that depends on the texts and the tokenizer and is at most 128 (one per
- * text). The projection takes `awqBlocks` blocks, 128 unless told (an upper
- * bound); each method's `calibrationTokens` says what was assumed.
+ * get_calib_dataset rule (datasets/awq_calibration.ts) with its block of 512
+ * tokens whatever the model's length (quant/spec.ts `AWQ_BLOCK_SIZE`): the
+ * first 128 texts of ≤ 512 tokens concatenated and cut into ⌊Σ / 512⌋
+ * blocks, a count that depends on the texts and the tokenizer and is at
+ * most 128 (one per text). The projection takes `awqBlocks` blocks, 128
+ * unless told (an upper bound); each method's `calibrationTokens` says what
+ * was assumed. AWQ is measured on blocks of its own length, about as many
+ * tokens as the others.
  *
  * What is timed and how it is multiplied out (per block; × nBlocks):
  * - RTN: every linear of the block, whole.
@@ -35,10 +38,11 @@
  *   windows, ÷ workers when the run's passes go to the workers
  *   (`passesOnWorkers`; an ideal split). At LLaMA-7B shapes the forwards,
  *   not the solver, are most of GPTQ's time.
- * - AWQ: each scaled group's search with one ratio (ratio 0: one
- *   evaluation of the inspected module; the full-precision output comes with
- *   the features), projected to nGrid evaluations and to the default
- *   calibration's windows; feature collection ≈ one full-precision
+ * - AWQ: each scaled group's search with one ratio (ratio 0): the group's
+ *   trial weights (scaled and fake-quantized, once per ratio whatever the
+ *   calibration) × nGrid, and one evaluation of the inspected module on the
+ *   measured blocks (the full-precision output comes with the features) ×
+ *   nGrid × the default calibration's blocks; feature collection ≈ one full-precision
  *   evaluation of the attention and of the FFN per window; the clip search on a sample of rows
  *   of each clipped linear, × rows; the final quantization whole. The
  *   searches run on workers split into equal tasks: the all-workers figure
@@ -78,16 +82,19 @@ import {
   TRUE_SEQUENTIAL_GROUPS,
 } from "../../quant/sequential.ts";
 import {
+  actScale,
   awqQuantizeTensor,
   type BlockFeatures,
   CLIP_LINEARS,
+  ratioScales,
   sampleTokens,
+  scaledFakeQuant,
   scaleGroups,
   searchClip,
-  searchGroupScale,
+  searchSse,
 } from "../../quant/awq.ts";
 import { squeezellmQuantize } from "../../quant/squeezellm.ts";
-import { DEFAULT_WORKERS, DEFAULTS } from "../../quant/spec.ts";
+import { DEFAULT_WORKERS, defaultCalibSeqlen, DEFAULTS } from "../../quant/spec.ts";
 import { clipInput } from "./awq.ts";
 import { LLAMA7B_BLOCK } from "./prefill.ts";
 
@@ -391,43 +398,55 @@ export async function benchModelQuant(
     if (!(Number.isInteger(awqBlocks) && awqBlocks >= 1)) {
       throw new RangeError(`benchModelQuant(): awqBlocks must be an integer ≥ 1, got ${awqBlocks}`);
     }
-    const windowsScale = awqBlocks / nWin;
+    // AWQ's own block length (llm-awq: 512 tokens, whatever the model's), about the others' tokens.
+    const awqLen = defaultCalibSeqlen("awq", c);
+    const awqWin = Math.max(1, Math.round(N / awqLen)), NA = awqWin * awqLen;
+    const windowsScale = awqBlocks / awqWin;
     const f: BlockFeatures = {
-      lengths: Array.from({ length: nWin }, () => seqlen),
-      offsets: Array.from({ length: nWin }, (_, j) => j * seqlen),
-      N,
-      attnIn: randn(N * c.dim, 8001 + seed),
-      woIn: randn(N * c.dim, 8002 + seed),
-      ffnIn: randn(N * c.dim, 8003 + seed),
-      w2In: randn(N * c.hiddenDim, 8004 + seed),
-      attnOut: randn(N * c.dim, 8005 + seed),
-      ffnOut: randn(N * c.dim, 8006 + seed),
+      lengths: Array.from({ length: awqWin }, () => awqLen),
+      offsets: Array.from({ length: awqWin }, (_, j) => j * awqLen),
+      N: NA,
+      attnIn: randn(NA * c.dim, 8001 + seed),
+      woIn: randn(NA * c.dim, 8002 + seed),
+      ffnIn: randn(NA * c.dim, 8003 + seed),
+      w2In: randn(NA * c.hiddenDim, 8004 + seed),
+      attnOut: randn(NA * c.dim, 8005 + seed),
+      ffnOut: randn(NA * c.dim, 8006 + seed),
     };
-    const s = new RunState(c, seqlen);
+    const s = new RunState(c, awqLen);
     // AWQ's group (128) when it divides every width, else one group per row (as the CLI).
     const g0 = DEFAULTS.awq.groupSize;
     const awqGroup = g0 !== null && c.dim % g0 === 0 && c.hiddenDim % g0 === 0 ? g0 : null;
     const groupSize = (cols: number) => awqGroup ?? cols;
     let search = 0, rest = 0, wall = 0, cpu = 0;
     for (const g of scaleGroups(c)) {
-      const t = timed(() =>
-        searchGroupScale(c, lw, 0, g, f, s, {
-          bits,
-          groupSize: awqGroup,
-          nGrid: 1,
-        })
-      );
-      wall += t.wall;
-      cpu += t.cpu;
-      const perEval = t.cpu; // one ratio; org_out comes with the features
-      search += perEval * nGrid * windowsScale;
-      if (g.prevOp === "attnNorm" || g.prevOp === "ffnNorm") rest += perEval * windowsScale; // collect
+      // One ratio of _search_module_scale: the group's trial weights (once per ratio, whatever
+      // the calibration), then the inspected module on every window (× blocks).
+      const cols = linearShape(c, g.linears[0])[1];
+      const xMax = actScale(clipInput(f, g.linears[0]), NA, cols);
+      let trial = new Float32Array(0);
+      const tw = timed(() => {
+        const sc = ratioScales(xMax, 0);
+        const parts = g.linears.map((name) =>
+          scaledFakeQuant(lw[name], linearShape(c, name)[0], cols, sc, {
+            bits,
+            groupSize: groupSize(cols),
+          })
+        );
+        trial = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+        parts.reduce((o, p) => (trial.set(p, o), o + p.length), 0);
+      });
+      const te = timed(() => searchSse(c, lw, g.prevOp, f, trial, 1, s));
+      wall += tw.wall + te.wall;
+      cpu += tw.cpu + te.cpu;
+      search += (tw.cpu + te.cpu * windowsScale) * nGrid;
+      if (g.prevOp === "attnNorm" || g.prevOp === "ffnNorm") rest += te.cpu * windowsScale; // collect
     }
-    const nSample = Math.min(N, DEFAULTS.awq.nSampleTokens);
+    const nSample = Math.min(NA, DEFAULTS.awq.nSampleTokens);
     for (const name of CLIP_LINEARS) {
       const [rows, cols] = linearShape(c, name);
       const input = clipInput(f, name);
-      const { x, n } = sampleTokens(input, N, cols, nSample);
+      const { x, n } = sampleTokens(input, NA, cols, nSample);
       const r = Math.max(1, Math.ceil(rows / div));
       const t = timed(() =>
         searchClip(lw[name].subarray(0, r * cols), r, cols, x, n, {
@@ -457,11 +476,11 @@ export async function benchModelQuant(
       blockSecondsOneThread: oneThread,
       blockSeconds: block,
       modelSeconds: block * blocks,
-      calibrationTokens: awqBlocks * seqlen,
+      calibrationTokens: awqBlocks * awqLen,
       measuredCpuSeconds: cpu,
       measuredWallSeconds: wall,
       note:
-        `one ratio per group timed, × ${nGrid} evaluations × ${awqBlocks} blocks of ${seqlen} ` +
+        `one ratio per group timed, × ${nGrid} evaluations × ${awqBlocks} blocks of ${awqLen} ` +
         `tokens (awq-blocks rule${
           opts.awqBlocks === undefined ? ": at most one block per text, an upper bound" : ""
         }); clip on 1/${div} of the rows; searches ÷ ${workers} workers (ideal split)`,

@@ -37,7 +37,7 @@ import {
 } from "../../quant/methods.ts";
 import { fisherCacheKey } from "../../quant/fisher_cache.ts";
 import { defaultEpochs } from "../../quant/abq.ts";
-import type { AbqSpec } from "../../quant/spec.ts";
+import { type AbqSpec, defaultCalibSeqlen } from "../../quant/spec.ts";
 import { FISHER_CODE_VERSION } from "../../quant/fisher.ts";
 import { drawCalibration } from "../pipeline.ts";
 import { windowPlan } from "../perplexity.ts";
@@ -556,7 +556,7 @@ const QUANT_SECONDS: Partial<Record<QuantSpec["method"], number>> = {
  */
 function abqSeconds(spec: AbqSpec, config: LlamaConfig): number {
   const epochs = spec.epochs ?? defaultEpochs(spec.bits, spec.abits ?? 16);
-  const seqlen = spec.calib.seqlen ?? config.maxSeqLen;
+  const seqlen = spec.calib.seqlen ?? defaultCalibSeqlen(spec.method, config);
   return config.nLayers * spec.calib.nsamples * epochs * 0.045 * (seqlen / 512) ** 1.5;
 }
 
