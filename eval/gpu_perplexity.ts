@@ -25,12 +25,12 @@ import type { GpuDecoder } from "../kernels/decode.ts";
 import { denseSource, GpuPrefill } from "../kernels/prefill.ts";
 import type { Gpu } from "../kernels/device.ts";
 import { quantizedSource } from "../kernels/decode.ts";
-import type { LlamaWeights } from "../model/config.ts";
+import { type LlamaWeights, protocolSeqlen } from "../model/config.ts";
 import type { QuantizedLinear } from "../quant/format.ts";
 
 /** Options of {@linkcode gpuPerplexity}. */
 export interface GpuPerplexityOptions {
-  /** Window length in tokens. @default the decoder's max_seq_len */
+  /** Window length in tokens. @default model/config.ts `protocolSeqlen` (2048, or max_seq_len if shorter) */
   seqlen?: number;
   /** Evaluate only the first `limit` windows. */
   limit?: number;
@@ -65,7 +65,7 @@ export async function gpuPerplexity(
   opts: GpuPerplexityOptions = {},
 ): Promise<PerplexityResult> {
   const { maxSeqLen, vocabSize } = dec.config;
-  const seqlen = opts.seqlen ?? maxSeqLen;
+  const seqlen = opts.seqlen ?? protocolSeqlen(dec.config);
   const { windows, available } = windowPlan(tokens.length, seqlen, opts.limit, maxSeqLen);
   const t0 = performance.now();
   const nll = new Float64Array(windows); // [windows]
@@ -151,7 +151,7 @@ export const GPU_EVALUATOR = "gpu-prefill";
 
 /** Options of {@linkcode prefillPerplexity}. */
 export interface PrefillPerplexityOptions extends GpuPrefillPerplexityOptions {
-  /** Window length. @default weights.config.maxSeqLen */
+  /** Window length. @default model/config.ts `protocolSeqlen` (2048, or max_seq_len if shorter) */
   seqlen?: number;
 }
 

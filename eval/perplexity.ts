@@ -21,7 +21,7 @@
  *
  * @module
  */
-import type { LlamaWeights } from "../model/config.ts";
+import { type LlamaWeights, protocolSeqlen } from "../model/config.ts";
 import { type BlockHooks, forward, RunState } from "../model/forward.ts";
 import type { ActQuantConfig } from "../quant/act_quant.ts";
 import type { QuantizedLinear } from "../quant/format.ts";
@@ -31,7 +31,7 @@ import { FORWARD_KERNELS } from "../model/wasm/kernels.ts";
 
 /** Options of {@linkcode perplexity}. */
 export interface PerplexityOptions {
-  /** Window length in tokens. @default weights.config.maxSeqLen */
+  /** Window length in tokens. @default model/config.ts `protocolSeqlen` (2048, or max_seq_len if shorter) */
   seqlen?: number;
   /** Evaluate only the first `limit` windows. */
   limit?: number;
@@ -221,7 +221,7 @@ export async function perplexity(
   tokens: Int32Array,
   opts: PerplexityOptions = {},
 ): Promise<PerplexityResult> {
-  const seqlen = opts.seqlen ?? weights.config.maxSeqLen;
+  const seqlen = opts.seqlen ?? protocolSeqlen(weights.config);
   const { windows, available } = windowPlan(
     tokens.length,
     seqlen,

@@ -41,6 +41,7 @@ import {
   LINEAR_NAMES,
   type LlamaConfig,
   type LlamaWeights,
+  protocolSeqlen,
 } from "../model/config.ts";
 import { block, embed, head, RunState } from "../model/forward.ts";
 import { type ProgressCallback, runTasks, type TaskHandler } from "../model/pool.ts";
@@ -59,7 +60,7 @@ import {
 
 /** Options of {@linkcode perplexityBlockwise}. */
 export interface BlockwisePerplexityOptions {
-  /** Window length in tokens. @default the model's maxSeqLen */
+  /** Window length in tokens. @default model/config.ts `protocolSeqlen` (2048, or max_seq_len if shorter) */
   seqlen?: number;
   /** Evaluate only the first `limit` windows. */
   limit?: number;
@@ -96,7 +97,7 @@ export async function perplexityBlockwise(
   opts: BlockwisePerplexityOptions = {},
 ): Promise<PerplexityResult> {
   const c = src.config;
-  const seqlen = opts.seqlen ?? c.maxSeqLen;
+  const seqlen = opts.seqlen ?? protocolSeqlen(c);
   const { windows, available } = windowPlan(tokens.length, seqlen, opts.limit, c.maxSeqLen);
   const chunk = opts.chunk ?? 8, workers = opts.workers ?? 0;
   if (!Number.isInteger(chunk) || chunk < 1) {

@@ -11,6 +11,7 @@ import { gpuPerplexity } from "./gpu_perplexity.ts";
 import type { GpuDecoder } from "../kernels/decode.ts";
 import { ReferenceDecoder } from "../model/reference.ts";
 import { randomWeights, tinyConfig } from "../model/random.ts";
+import { PROTOCOL_SEQLEN, protocolSeqlen } from "../model/config.ts";
 
 const config = tinyConfig({ vocabSize: 23, maxSeqLen: 8 });
 const weights = randomWeights(config, 11);
@@ -49,6 +50,16 @@ Deno.test("perplexity() gives identical numbers on 0 and 2 worker threads", asyn
   const b = await perplexity(weights, tokens, { seqlen: 6, workers: 2 });
   assert.equal(a.ppl, b.ppl);
   assert.deepEqual(a.windowNll, b.windowNll);
+});
+
+Deno.test("perplexity() cuts windows of the protocol's 2048 tokens from a model trained on 4096 (LLaMA-2), as llama.py's model.seqlen", async () => {
+  const long = randomWeights(tinyConfig({ vocabSize: 23, maxSeqLen: 4096, nLayers: 1 }), 12);
+  const text = Int32Array.from({ length: 4096 + 100 }, (_, i) => (i * 7 + 3) % 23);
+  const r = await perplexity(long, text);
+  assert.equal(r.seqlen, 2048);
+  assert.equal(r.windows, 2); // 4196 tokens: two windows of 2048, one of 4096 would be one
+  assert.equal(protocolSeqlen(long.config), PROTOCOL_SEQLEN);
+  assert.equal(protocolSeqlen(config), 8); // a shorter model keeps its own length
 });
 
 Deno.test("windowLoss() is stable for huge logits and uniform logits give log(vocab)", () => {

@@ -22,7 +22,7 @@
  * @module
  */
 import type { LinearName, LlamaWeights } from "../model/config.ts";
-import { LINEAR_NAMES, linearKey, linearShape } from "../model/config.ts";
+import { LINEAR_NAMES, linearKey, linearShape, protocolSeqlen } from "../model/config.ts";
 import type { BlockHooks, BlockStage } from "../model/forward.ts";
 import { block, embed, head, RunState } from "../model/forward.ts";
 import type { ActQuantConfig } from "../quant/act_quant.ts";
@@ -203,7 +203,7 @@ export function uniformLinears(
 
 /** Options of {@linkcode waPerplexity}. */
 export interface WaPerplexityOptions {
-  /** Window length. @default the model's max_seq_len */
+  /** Window length. @default model/config.ts `protocolSeqlen` (2048, or max_seq_len if shorter) */
   seqlen?: number;
   /** Evaluate only the first `limit` windows. */
   limit?: number;
@@ -306,7 +306,7 @@ export async function waPerplexity(
     }
   }
   const { maxSeqLen, vocabSize } = weights.config;
-  const seqlen = opts.seqlen ?? maxSeqLen;
+  const seqlen = opts.seqlen ?? protocolSeqlen(weights.config);
   const { windows, available } = windowPlan(tokens.length, seqlen, opts.limit, maxSeqLen);
   const t0 = performance.now();
   const s = new RunState(weights.config, seqlen);

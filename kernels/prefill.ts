@@ -48,7 +48,7 @@
  * @module
  */
 import type { LinearName, LlamaConfig, LlamaWeights } from "../model/config.ts";
-import { headSize, kvDim, linearShape, ropeTables } from "../model/config.ts";
+import { headSize, kvDim, linearShape, protocolSeqlen, ropeTables } from "../model/config.ts";
 import { f16Tensor, f32Tensor, sizeOf } from "../quant/format.ts";
 import type { LinearWeight } from "../quant/format.ts";
 import type { Gpu, Kernel } from "./device.ts";
@@ -429,7 +429,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
 /** Options of {@linkcode GpuPrefill.create}. */
 export interface GpuPrefillOptions {
-  /** Window length T in tokens. @default the model's max_seq_len */
+  /** Window length T in tokens. @default model/config.ts `protocolSeqlen` (2048, or max_seq_len if shorter) */
   seqlen?: number;
   /** Windows encoded into one submit (one readback each). @default 16 */
   windowsPerSubmit?: number;
@@ -512,7 +512,7 @@ export class GpuPrefill {
     const c = weights.config;
     const { device, pool } = gpu;
     const { dim, hiddenDim, vocabSize: V, nLayers, nHeads, nKvHeads } = c;
-    const T = opts.seqlen ?? c.maxSeqLen;
+    const T = opts.seqlen ?? protocolSeqlen(c);
     if (!(Number.isInteger(T) && T >= 2 && T <= c.maxSeqLen)) {
       throw new RangeError(
         `GpuPrefill: seqlen must be an integer in 2..${c.maxSeqLen} (max_seq_len), got ${T}`,

@@ -19,7 +19,10 @@ export interface LlamaConfig {
   /** Number of key/value heads (grouped-query attention when < nHeads). */
   nKvHeads: number;
   vocabSize: number;
-  /** Longest sequence the model was trained on; the default perplexity window. */
+  /**
+   * Longest sequence the model was trained on; the default perplexity and
+   * calibration window is {@linkcode protocolSeqlen} (at most 2048 tokens).
+   */
   maxSeqLen: number;
   /** True when the classifier is the token embedding matrix (weight tying). */
   sharedClassifier: boolean;
@@ -27,6 +30,29 @@ export interface LlamaConfig {
   normEps: number;
   /** RoPE base frequency. @default 10000 */
   ropeTheta: number;
+}
+
+/**
+ * The window of the papers' protocol: GPTQ's llama.py, SqueezeLLM's llama.py
+ * and ABQ-LLM's main.py all set `model.seqlen = 2048` whatever the
+ * checkpoint's max_position_embeddings (4,096 for LLaMA-2, 8,192 and more
+ * for LLaMA-3), for perplexity and for calibration windows.
+ */
+export const PROTOCOL_SEQLEN = 2048;
+
+/**
+ * The default window length of perplexity and of calibration windows:
+ * {@linkcode PROTOCOL_SEQLEN}, or the model's max_seq_len where it is
+ * shorter (llama2.c models: 256..1024).
+ *
+ * @example
+ * ```ts
+ * protocolSeqlen({ ...config, maxSeqLen: 4096 }); // 2048 (LLaMA-2)
+ * protocolSeqlen({ ...config, maxSeqLen: 512 }); // 512 (stories260K)
+ * ```
+ */
+export function protocolSeqlen(c: LlamaConfig): number {
+  return Math.min(PROTOCOL_SEQLEN, c.maxSeqLen);
 }
 
 /** The seven quantizable linear layers of a LLaMA block, in llama2.c's names. */

@@ -18,7 +18,7 @@
  * @module
  */
 import type { LlamaConfig } from "../model/config.ts";
-import { LINEAR_NAMES, linearShape } from "../model/config.ts";
+import { LINEAR_NAMES, linearShape, protocolSeqlen } from "../model/config.ts";
 import { checkBits, MAX_BITS, MIN_BITS } from "./format.ts";
 
 /** The quantization methods. */
@@ -179,18 +179,19 @@ export const AWQ_BLOCK_SIZE = 512;
 
 /**
  * The tokens per calibration window that a spec's `calib.seqlen: null`
- * stands for: the model's max_seq_len (GPTQ's llama.py, SqueezeLLM's and
- * ABQ-LLM's windows), but for AWQ its block of {@linkcode AWQ_BLOCK_SIZE}
- * tokens, or max_seq_len where the model is shorter.
+ * stands for: the protocol's 2048 tokens (model/config.ts `protocolSeqlen`:
+ * GPTQ's llama.py, SqueezeLLM's and ABQ-LLM's windows), but for AWQ its
+ * block of {@linkcode AWQ_BLOCK_SIZE} tokens; the model's max_seq_len where
+ * it is shorter.
  *
  * @example
  * ```ts
  * defaultCalibSeqlen("awq", { ...stories260K.config, maxSeqLen: 2048 }); // 512
- * defaultCalibSeqlen("gptq", { ...stories260K.config, maxSeqLen: 2048 }); // 2048
+ * defaultCalibSeqlen("gptq", { ...stories260K.config, maxSeqLen: 4096 }); // 2048
  * ```
  */
 export function defaultCalibSeqlen(method: Method, config: LlamaConfig): number {
-  return method === "awq" ? Math.min(AWQ_BLOCK_SIZE, config.maxSeqLen) : config.maxSeqLen;
+  return method === "awq" ? Math.min(AWQ_BLOCK_SIZE, config.maxSeqLen) : protocolSeqlen(config);
 }
 /** Activation quantization off, bit balance off: every method's default but ABQ's. */
 const ACT = { abits: 16, kvBits: null, bitBalance: false } as const;
@@ -484,7 +485,7 @@ export const QUANT_PARAMS: readonly QuantParam[] = [
     flag: "calib-seqlen",
     arg: "N",
     kind: "int",
-    nullable: "the model's max_seq_len; AWQ: 512, llm-awq's block, or max_seq_len if shorter",
+    nullable: "2048 (GPTQ's), AWQ 512 (llm-awq's), or the model's max_seq_len if shorter",
     range: { min: 1 },
     doc: "tokens per calibration window",
   },

@@ -86,7 +86,7 @@ Deno.test("resolveSpec() fills defaults, resolves the group and calibration leng
   );
 });
 
-Deno.test("resolveSpec(): AWQ's calibration blocks are llm-awq's 512 tokens whatever the model's length; the others' windows are max_seq_len", () => {
+Deno.test("resolveSpec(): AWQ's calibration blocks are llm-awq's 512 tokens, the others' windows the protocol's 2048, whatever the model's length", () => {
   const seqlen = (s: QuantSpec, maxSeqLen: number) => {
     const r = resolveSpec(s, { ...stories, maxSeqLen });
     return "calib" in r ? r.calib.seqlen : undefined;
@@ -100,6 +100,8 @@ Deno.test("resolveSpec(): AWQ's calibration blocks are llm-awq's 512 tokens what
   );
   for (const m of ["gptq", "squeezellm", "smoothquant", "abq"] as const) {
     assert.equal(seqlen(defaultSpec(m, 3), 2048), 2048, m);
+    assert.equal(seqlen(defaultSpec(m, 3), 4096), 2048, m); // llama.py's model.seqlen = 2048
+    assert.equal(seqlen(defaultSpec(m, 3), 256), 256, m);
   }
   assert.equal(defaultCalibSeqlen("awq", { ...stories, maxSeqLen: 2048 }), AWQ_BLOCK_SIZE);
 });

@@ -69,7 +69,7 @@
  */
 import process from "node:process";
 import type { LayerWeights, LinearName, LlamaConfig } from "../../model/config.ts";
-import { LINEAR_NAMES, linearShape } from "../../model/config.ts";
+import { LINEAR_NAMES, linearShape, protocolSeqlen } from "../../model/config.ts";
 import { RunState } from "../../model/forward.ts";
 import { randn, randomWeights } from "../../model/random.ts";
 import { rtn } from "../../quant/rtn.ts";
@@ -127,7 +127,7 @@ export interface BenchModelQuantOptions {
   awqBlocks?: number;
   /** Measured calibration windows. @default 1 */
   windows?: number;
-  /** Tokens per measured window. @default the config's maxSeqLen */
+  /** Tokens per measured window. @default model/config.ts `protocolSeqlen` (2048 on LLaMA-7B) */
   seqlen?: number;
   /** Rows timed per layer by the clip search and k-means: rows / rowDivisor. @default 64 (small: 16) */
   rowDivisor?: number;
@@ -257,7 +257,7 @@ export async function benchModelQuant(
   const bits = opts.bits ?? 3;
   const workers = opts.workers ?? DEFAULT_WORKERS;
   const nWin = opts.windows ?? 1;
-  const seqlen = opts.seqlen ?? c.maxSeqLen;
+  const seqlen = opts.seqlen ?? protocolSeqlen(c);
   const div = opts.rowDivisor ?? (small ? 16 : 64);
   const seed = opts.seed ?? 0;
   const log = opts.log ?? console.log;
@@ -319,7 +319,7 @@ export async function benchModelQuant(
 
   // GPTQ: Hessian per linear scaled to the default calibration; fasterquant fitted on rows.
   if (want("gptq")) {
-    const calibTokens = DEFAULTS.gptq.calib.nsamples * (DEFAULTS.gptq.calib.seqlen ?? c.maxSeqLen);
+    const calibTokens = DEFAULTS.gptq.calib.nsamples * defaultCalibSeqlen("gptq", c);
     let hessians = 0, sweeps = 0, wall = 0, cpu = 0;
     for (const { rows, cols, names } of shapesOf(c)) {
       const x = randn(N * cols, 7000 + cols + seed);

@@ -35,6 +35,7 @@ import { generate } from "../generate.ts";
 import { perplexity, type PerplexityResult } from "../perplexity.ts";
 import { type Device, DEVICES, GPU_EVALUATOR, prefillPerplexity } from "../gpu_perplexity.ts";
 import type { Gpu } from "../../kernels/device.ts";
+import { type LlamaConfig, protocolSeqlen } from "../../model/config.ts";
 import { gpuHessians } from "../gpu_calibration.ts";
 import { Progress } from "./progress.ts";
 import { EVAL_SETS, type EvalSetName, loadEvalSet } from "../../datasets/eval_sets.ts";
@@ -75,15 +76,17 @@ function calibNeeds(specs: readonly (QuantSpec | null)[]): DataNeed[] {
 }
 
 /**
- * The window length: `--seqlen` when given, else the max_seq_len of the
- * model evaluated (`what` names it in the message).
+ * The window length: `--seqlen` when given, else the protocol's window of
+ * the model evaluated (model/config.ts `protocolSeqlen`: 2048 tokens, or its
+ * max_seq_len where shorter; `what` names it in the message).
  */
-function seqlenFor(given: number | undefined, maxSeqLen: number, what: string): number {
-  if (given === undefined) return maxSeqLen;
+function seqlenFor(given: number | undefined, config: LlamaConfig, what: string): number {
+  const { maxSeqLen } = config;
+  if (given === undefined) return protocolSeqlen(config);
   if (given > maxSeqLen) {
     throw new CliError(
       `--seqlen ${given} exceeds the model's max_seq_len ${maxSeqLen} (${what}); ` +
-        `leave --seqlen out to use ${maxSeqLen}`,
+        `leave --seqlen out to use ${protocolSeqlen(config)}`,
     );
   }
   return given;
@@ -198,7 +201,8 @@ const pplCmd: Command = {
 
   --datasets LIST      comma-separated: wikitext2,c4,c4-new,tinystories (default wikitext2); the
                        model is quantized once and evaluated on each (--dataset D: the same)
-  --seqlen N           window length (default: the model's max_seq_len)
+  --seqlen N           window length (default: 2048, the papers' protocol, or the model's
+                       max_seq_len where shorter)
   --limit N            evaluate only the first N windows (said in the output)
   --quantized FILE     evaluate a model written by "deno task quantize"
   --store FILE         also record the result in this DuckDB results store
@@ -239,11 +243,11 @@ ${MODEL_HELP}`,
     ]);
     const fromFile = file ? await quantizedFromOptions(model, values) : null;
     const hessians = gpu && !file ? await gpuHessians(gpu) : undefined;
-    // The window length defaults to the max_seq_len of the model evaluated (a
+    // The window length defaults to the protocol's window of the model evaluated (a
     // quantized file may come from another checkpoint than --model).
     const seqlen = fromFile
-      ? seqlenFor(seqlenGiven, fromFile.weights.config.maxSeqLen, `the quantized model ${file}`)
-      : seqlenFor(seqlenGiven, model.weights.config.maxSeqLen, model.name);
+      ? seqlenFor(seqlenGiven, fromFile.weights.config, `the quantized model ${file}`)
+      : seqlenFor(seqlenGiven, model.weights.config, model.name);
     const q = fromFile ?? await quantizedFromOptions(model, values, { hessians });
     hessians?.release();
     const weights = q ? q.weights : model.weights;
@@ -406,7 +410,8 @@ const evalCmd: Command = {
   --datasets LIST      ${EVAL_SETS.join(",")} (default: the preset's)
   --group N            group size of every RTN/GPTQ/AWQ row; must divide every layer width
   --kernels LIST|none  kernel shapes: model,llama7b,ROWSxCOLS (default: the preset's)
-  --seqlen N           window length (default: the preset's, else the model's max_seq_len)
+  --seqlen N           window length (default: the preset's, else 2048, the papers' protocol,
+                       or the model's max_seq_len where shorter)
   --limit N|all        only the first N windows of each dataset (default: the preset's)
   --store FILE         DuckDB results store (default out/results.duckdb)
   --out DIR            report folder re-rendered at the end (default out/report)
@@ -480,7 +485,7 @@ ${MODEL_HELP}`,
     using _ = opened?.source;
     if (opened && gpu) throw new CliError(`--blockwise runs on the cpu (--device cpu)`);
     const model = opened ? blockwiseModel(opened) : loadOpenedModel(whole);
-    const seqlen = seqlenFor(preset.seqlen ?? undefined, model.config.maxSeqLen, model.name);
+    const seqlen = seqlenFor(preset.seqlen ?? undefined, model.config, model.name);
     const { expandVariants } = await import("./plan.ts");
     const specs = expandVariants(preset, model.config).variants.map((v) => v.spec);
     const notStreamed = specs.filter((s) => s !== null && !quantizesBlockwise(s));

@@ -16,6 +16,7 @@ import { openQuantizedModel, type QuantizedModelReader } from "../../quant/qmode
 import { sizeOfLayout } from "../../quant/format.ts";
 import { sumSizes } from "../../quant/size.ts";
 import type { WeightSource } from "../../model/weight_source.ts";
+import { protocolSeqlen } from "../../model/config.ts";
 import { perplexityBlockwise } from "../perplexity_blockwise.ts";
 import { evalSetNeed, openModelFromOptions } from "./load.ts";
 import { CliError, int, str } from "./options.ts";
@@ -79,7 +80,7 @@ export async function pplBlockwise(
     )
     : null;
   const src: WeightSource = f ?? checkpoint;
-  const seqlen = seqlenGiven ?? src.config.maxSeqLen;
+  const seqlen = seqlenGiven ?? protocolSeqlen(src.config);
   const variant = q ? q.variantName : "fp32";
   const results: Record<string, unknown>[] = [];
   for (const dataset of datasets) {
