@@ -76,6 +76,7 @@ interface KernelExports {
     nKvHeads: number,
     headSize: number,
     scale: number,
+    pvt: number,
   ): void;
   attention_hs8(
     pq: number,
@@ -339,9 +340,9 @@ export class WasmKernels {
     if (headSize === 8) return this.#attentionHs8(att, q, k, v, T, nHeads, nKvHeads);
     const dim = nHeads * headSize, kv = nKvHeads * headSize, Tp = ceil4(T);
     // Layout (floats): q [T, dim], k [T, kv], v [Tp, kv] (zero rows from T),
-    // att [T, dim], kt [headSize, Tp], p [Tp].
+    // att [T, dim], kt [⌈T/16⌉, headSize, 16], vt [headSize, Tp] (kernels.wat), p [Tp].
     const fk = T * dim, fv = fk + T * kv, fo = fv + Tp * kv, fkt = fo + T * dim;
-    const fs = fkt + headSize * Tp;
+    const fvt = fkt + headSize * Math.ceil(T / 16) * 16, fs = fvt + headSize * Tp;
     const f = this.#reserve(fn, (fs + Tp) * 4);
     copyRows(f, 0, dim, q, T, dim);
     copyRows(f, fk, kv, k, T, kv);
@@ -359,6 +360,7 @@ export class WasmKernels {
       nKvHeads,
       headSize,
       1 / Math.sqrt(headSize),
+      fvt * 4,
     );
     att.set(f.subarray(fo, fo + T * dim));
   };

@@ -412,12 +412,19 @@
   ;;   k   at $pk:  [T, nkv · hs]
   ;;   v   at $pv:  [Tp, nkv · hs]   rows T..Tp-1 all zero
   ;;   att at $po:  [T, nh · hs]
-  ;;   kt  at $pkt: [hs, Tp]         scratch: one kv head's keys, transposed
+  ;;   kt  at $pkt: [⌈T/16⌉, hs, 16] scratch: one kv head's keys, 16 at a time
+  ;;                                 transposed: kt[u >> 4, j, u & 15] = k[u, g·hs + j]
+  ;;   vt  at $pvt: [hs/8, Tp, 8]    scratch: one kv head's values, 8 columns at a
+  ;;                                 time (a last group of 4 columns: [Tp, 4])
   ;;   p   at $ps:  [Tp]             scratch: one query's scores/probabilities
   ;; hs must be a multiple of 4 (the output is written 4 lanes at a time).
   ;;
-  ;; For each head h, the first of its group transposes its kv head's keys
-  ;; into kt; then per query t:
+  ;; For each head h, the first of its group copies its kv head's keys and
+  ;; values into kt and vt, laid out as the loops below read them: every
+  ;; pass over the keys reads one contiguous run. (Read in place, rows of k
+  ;; and v are nkv · hs · 4 bytes apart, at LLaMA-7B's widths 16 KiB, a
+  ;; multiple of 4 KiB that maps every key of a pass to one L1 set.) Then
+  ;; per query t:
   ;;   1. scores s[u] = scale · q[t]·k[u] for keys 0..t, in groups of 4 keys
   ;;      (lanes), 16 keys per pass over the head's hs columns;
   ;;   2. m = max over u ≤ t (only the last group holds keys u > t: masked);
@@ -437,11 +444,13 @@
   ;; at every use inside the loop.
   (func (export "attention")
     (param $pq i32) (param $pk i32) (param $pv i32) (param $po i32) (param $pkt i32) (param $ps i32)
-    (param $T i32) (param $nh i32) (param $nkv i32) (param $hs i32) (param $scale f32)
+    (param $T i32) (param $nh i32) (param $nkv i32) (param $hs i32) (param $scale f32) (param $pvt i32)
     (local $qB i32) ;; bytes per row of q and att (nh · hs · 4)
     (local $kvB i32) ;; bytes per row of k and v (nkv · hs · 4)
     (local $hsB i32) ;; bytes per head (hs · 4)
-    (local $Tp i32) (local $TpB i32) ;; Tp and bytes per row of kt
+    (local $Tp i32)
+    (local $blkB i32) ;; bytes per 16-key block of kt (hs · 64)
+    (local $hs8 i32) ;; bytes of the head's columns in groups of 8 (hs rounded down to 8, · 4)
     (local $group i32) ;; query heads per kv head
     (local $h i32) (local $kcol i32) ;; head, byte offset of its kv head in a k/v row
     (local $t i32) (local $u i32) (local $j i32) (local $ng i32) (local $gi i32)
@@ -470,38 +479,54 @@
     (local.set $kvB (i32.shl (i32.mul (local.get $nkv) (local.get $hs)) (i32.const 2)))
     (local.set $hsB (i32.shl (local.get $hs) (i32.const 2)))
     (local.set $Tp (i32.and (i32.add (local.get $T) (i32.const 3)) (i32.const -4)))
-    (local.set $TpB (i32.shl (local.get $Tp) (i32.const 2)))
+    (local.set $blkB (i32.shl (local.get $hs) (i32.const 6)))
+    (local.set $hs8 (i32.and (local.get $hsB) (i32.const -32)))
     (local.set $group (i32.div_u (local.get $nh) (local.get $nkv)))
     (local.set $h (i32.const 0))
     (block $done_heads
       (loop $heads
         (br_if $done_heads (i32.ge_u (local.get $h) (local.get $nh)))
         (local.set $kcol (i32.mul (i32.div_u (local.get $h) (local.get $group)) (local.get $hsB)))
-        ;; first query head of a kv head: kt[j, u] = k[u, g·hs + j], zero for u ≥ T
+        ;; first query head of a kv head: kt[u >> 4, j, u & 15] = k[u, g·hs + j], zero for
+        ;; T ≤ u < Tp; vt[j >> 3, u, j & 7] = v[u, g·hs + j] (the last 4 columns of an hs
+        ;; ≡ 4 mod 8 as [Tp, 4]), v's zero rows from T copied too
         (if (i32.eqz (i32.rem_u (local.get $h) (local.get $group)))
           (then
-            (local.set $j (i32.const 0))
-            (loop $tr_j
-              (local.set $p (i32.add (local.get $pkt) (i32.mul (local.get $j) (local.get $TpB))))
-              (local.set $sp (i32.add (i32.add (local.get $pk) (local.get $kcol)) (i32.shl (local.get $j) (i32.const 2))))
-              (local.set $u (i32.const 0))
-              (block $tr_done
-                (loop $tr_u
-                  (br_if $tr_done (i32.ge_u (local.get $u) (local.get $T)))
-                  (f32.store (local.get $p) (f32.load (local.get $sp)))
-                  (local.set $p (i32.add (local.get $p) (i32.const 4)))
-                  (local.set $sp (i32.add (local.get $sp) (local.get $kvB)))
-                  (local.set $u (i32.add (local.get $u) (i32.const 1)))
-                  (br $tr_u)))
-              (block $pad_done
-                (loop $pad
-                  (br_if $pad_done (i32.ge_u (local.get $u) (local.get $Tp)))
-                  (f32.store (local.get $p) (f32.const 0))
-                  (local.set $p (i32.add (local.get $p) (i32.const 4)))
-                  (local.set $u (i32.add (local.get $u) (i32.const 1)))
-                  (br $pad)))
-              (local.set $j (i32.add (local.get $j) (i32.const 1)))
-              (br_if $tr_j (i32.lt_u (local.get $j) (local.get $hs))))))
+            (local.set $u (i32.const 0))
+            (loop $tr_u
+              (local.set $sp (i32.add (i32.add (local.get $pk) (local.get $kcol)) (i32.mul (local.get $u) (local.get $kvB))))
+              (local.set $p
+                (i32.add (local.get $pkt)
+                  (i32.add (i32.mul (i32.shr_u (local.get $u) (i32.const 4)) (local.get $blkB))
+                    (i32.shl (i32.and (local.get $u) (i32.const 15)) (i32.const 2)))))
+              (local.set $j (i32.const 0))
+              (loop $tr_j
+                (f32.store (local.get $p)
+                  (select (f32.load (local.get $sp)) (f32.const 0) (i32.lt_u (local.get $u) (local.get $T))))
+                (local.set $p (i32.add (local.get $p) (i32.const 64)))
+                (local.set $sp (i32.add (local.get $sp) (i32.const 4)))
+                (local.set $j (i32.add (local.get $j) (i32.const 1)))
+                (br_if $tr_j (i32.lt_u (local.get $j) (local.get $hs))))
+              (local.set $sp (i32.add (i32.add (local.get $pv) (local.get $kcol)) (i32.mul (local.get $u) (local.get $kvB))))
+              (local.set $j (i32.const 0))
+              (block $vt_done
+                (loop $vt8
+                  (br_if $vt_done (i32.ge_u (local.get $j) (local.get $hs8)))
+                  (local.set $p
+                    (i32.add (local.get $pvt)
+                      (i32.add (i32.mul (local.get $j) (local.get $Tp)) (i32.shl (local.get $u) (i32.const 5)))))
+                  (v128.store (local.get $p) (v128.load (i32.add (local.get $sp) (local.get $j))))
+                  (v128.store offset=16 (local.get $p) (v128.load offset=16 (i32.add (local.get $sp) (local.get $j))))
+                  (local.set $j (i32.add (local.get $j) (i32.const 32)))
+                  (br $vt8)))
+              (if (i32.lt_u (local.get $j) (local.get $hsB))
+                (then
+                  (v128.store
+                    (i32.add (local.get $pvt)
+                      (i32.add (i32.mul (local.get $j) (local.get $Tp)) (i32.shl (local.get $u) (i32.const 4))))
+                    (v128.load (i32.add (local.get $sp) (local.get $j))))))
+              (local.set $u (i32.add (local.get $u) (i32.const 1)))
+              (br_if $tr_u (i32.lt_u (local.get $u) (local.get $Tp))))))
         (local.set $t (i32.const 0))
         (block $done_queries
           (loop $queries
@@ -519,7 +544,7 @@
                 (local.set $s1 (v128.const i32x4 0 0 0 0))
                 (local.set $s2 (v128.const i32x4 0 0 0 0))
                 (local.set $s3 (v128.const i32x4 0 0 0 0))
-                (local.set $p (i32.add (local.get $pkt) (i32.shl (local.get $gi) (i32.const 4))))
+                (local.set $p (i32.add (local.get $pkt) (i32.mul (i32.shr_u (local.get $gi) (i32.const 2)) (local.get $blkB))))
                 (local.set $sp (local.get $qrow))
                 (local.set $end (i32.add (local.get $qrow) (local.get $hsB)))
                 (loop $s16_j
@@ -528,7 +553,7 @@
                   (local.set $s1 (f32x4.add (local.get $s1) (f32x4.mul (local.get $qv) (v128.load offset=16 (local.get $p)))))
                   (local.set $s2 (f32x4.add (local.get $s2) (f32x4.mul (local.get $qv) (v128.load offset=32 (local.get $p)))))
                   (local.set $s3 (f32x4.add (local.get $s3) (f32x4.mul (local.get $qv) (v128.load offset=48 (local.get $p)))))
-                  (local.set $p (i32.add (local.get $p) (local.get $TpB)))
+                  (local.set $p (i32.add (local.get $p) (i32.const 64)))
                   (local.set $sp (i32.add (local.get $sp) (i32.const 4)))
                   (br_if $s16_j (i32.lt_u (local.get $sp) (local.get $end))))
                 (local.set $p (i32.add (local.get $ps) (i32.shl (local.get $gi) (i32.const 4))))
@@ -544,14 +569,17 @@
               (loop $s4
                 (br_if $done_s4 (i32.ge_u (local.get $gi) (local.get $ng)))
                 (local.set $s0 (v128.const i32x4 0 0 0 0))
-                (local.set $p (i32.add (local.get $pkt) (i32.shl (local.get $gi) (i32.const 4))))
+                (local.set $p
+                  (i32.add (local.get $pkt)
+                    (i32.add (i32.mul (i32.shr_u (local.get $gi) (i32.const 2)) (local.get $blkB))
+                      (i32.shl (i32.and (local.get $gi) (i32.const 3)) (i32.const 4)))))
                 (local.set $sp (local.get $qrow))
                 (local.set $end (i32.add (local.get $qrow) (local.get $hsB)))
                 (loop $s4_j
                   (local.set $s0
                     (f32x4.add (local.get $s0)
                       (f32x4.mul (v128.load32_splat (local.get $sp)) (v128.load (local.get $p)))))
-                  (local.set $p (i32.add (local.get $p) (local.get $TpB)))
+                  (local.set $p (i32.add (local.get $p) (i32.const 64)))
                   (local.set $sp (i32.add (local.get $sp) (i32.const 4)))
                   (br_if $s4_j (i32.lt_u (local.get $sp) (local.get $end))))
                 (v128.store (i32.add (local.get $ps) (i32.shl (local.get $gi) (i32.const 4)))
@@ -642,25 +670,25 @@
                 (local.set $s5 (v128.const i32x4 0 0 0 0))
                 (local.set $s6 (v128.const i32x4 0 0 0 0))
                 (local.set $s7 (v128.const i32x4 0 0 0 0))
-                (local.set $p (i32.add (i32.add (local.get $pv) (local.get $kcol)) (local.get $j)))
+                (local.set $p (i32.add (local.get $pvt) (i32.mul (local.get $j) (local.get $Tp))))
                 (local.set $sp (local.get $ps))
                 (loop $out8_u
                   (local.set $qv (v128.load32_splat (local.get $sp)))
                   (local.set $s0 (f32x4.add (local.get $s0) (f32x4.mul (local.get $qv) (v128.load (local.get $p)))))
                   (local.set $s4 (f32x4.add (local.get $s4) (f32x4.mul (local.get $qv) (v128.load offset=16 (local.get $p)))))
-                  (local.set $p (i32.add (local.get $p) (local.get $kvB)))
+                  (local.set $p (i32.add (local.get $p) (i32.const 32)))
                   (local.set $qv (v128.load32_splat offset=4 (local.get $sp)))
                   (local.set $s1 (f32x4.add (local.get $s1) (f32x4.mul (local.get $qv) (v128.load (local.get $p)))))
                   (local.set $s5 (f32x4.add (local.get $s5) (f32x4.mul (local.get $qv) (v128.load offset=16 (local.get $p)))))
-                  (local.set $p (i32.add (local.get $p) (local.get $kvB)))
+                  (local.set $p (i32.add (local.get $p) (i32.const 32)))
                   (local.set $qv (v128.load32_splat offset=8 (local.get $sp)))
                   (local.set $s2 (f32x4.add (local.get $s2) (f32x4.mul (local.get $qv) (v128.load (local.get $p)))))
                   (local.set $s6 (f32x4.add (local.get $s6) (f32x4.mul (local.get $qv) (v128.load offset=16 (local.get $p)))))
-                  (local.set $p (i32.add (local.get $p) (local.get $kvB)))
+                  (local.set $p (i32.add (local.get $p) (i32.const 32)))
                   (local.set $qv (v128.load32_splat offset=12 (local.get $sp)))
                   (local.set $s3 (f32x4.add (local.get $s3) (f32x4.mul (local.get $qv) (v128.load (local.get $p)))))
                   (local.set $s7 (f32x4.add (local.get $s7) (f32x4.mul (local.get $qv) (v128.load offset=16 (local.get $p)))))
-                  (local.set $p (i32.add (local.get $p) (local.get $kvB)))
+                  (local.set $p (i32.add (local.get $p) (i32.const 32)))
                   (local.set $sp (i32.add (local.get $sp) (i32.const 16)))
                   (br_if $out8_u (i32.lt_u (local.get $sp) (local.get $end))))
                 (local.set $p (i32.add (local.get $qrow) (i32.add (i32.sub (local.get $po) (local.get $pq)) (local.get $j))))
@@ -681,21 +709,21 @@
                 (local.set $s1 (v128.const i32x4 0 0 0 0))
                 (local.set $s2 (v128.const i32x4 0 0 0 0))
                 (local.set $s3 (v128.const i32x4 0 0 0 0))
-                (local.set $p (i32.add (i32.add (local.get $pv) (local.get $kcol)) (local.get $j)))
+                (local.set $p (i32.add (local.get $pvt) (i32.mul (local.get $j) (local.get $Tp))))
                 (local.set $sp (local.get $ps))
                 (loop $out4_u
                   (local.set $s0 (f32x4.add (local.get $s0)
                     (f32x4.mul (v128.load32_splat (local.get $sp)) (v128.load (local.get $p)))))
-                  (local.set $p (i32.add (local.get $p) (local.get $kvB)))
+                  (local.set $p (i32.add (local.get $p) (i32.const 16)))
                   (local.set $s1 (f32x4.add (local.get $s1)
                     (f32x4.mul (v128.load32_splat offset=4 (local.get $sp)) (v128.load (local.get $p)))))
-                  (local.set $p (i32.add (local.get $p) (local.get $kvB)))
+                  (local.set $p (i32.add (local.get $p) (i32.const 16)))
                   (local.set $s2 (f32x4.add (local.get $s2)
                     (f32x4.mul (v128.load32_splat offset=8 (local.get $sp)) (v128.load (local.get $p)))))
-                  (local.set $p (i32.add (local.get $p) (local.get $kvB)))
+                  (local.set $p (i32.add (local.get $p) (i32.const 16)))
                   (local.set $s3 (f32x4.add (local.get $s3)
                     (f32x4.mul (v128.load32_splat offset=12 (local.get $sp)) (v128.load (local.get $p)))))
-                  (local.set $p (i32.add (local.get $p) (local.get $kvB)))
+                  (local.set $p (i32.add (local.get $p) (i32.const 16)))
                   (local.set $sp (i32.add (local.get $sp) (i32.const 16)))
                   (br_if $out4_u (i32.lt_u (local.get $sp) (local.get $end))))
                 (v128.store (i32.add (local.get $qrow) (i32.add (i32.sub (local.get $po) (local.get $pq)) (local.get $j)))
