@@ -18,7 +18,7 @@
  * @module
  */
 import type { LlamaConfig } from "../model/config.ts";
-import { LINEAR_NAMES, linearShape, protocolSeqlen } from "../model/config.ts";
+import { LINEAR_NAMES, linearShape, PROTOCOL_SEQLEN, protocolSeqlen } from "../model/config.ts";
 import { checkBits, MAX_BITS, MIN_BITS } from "./format.ts";
 
 /** The quantization methods. */
@@ -178,11 +178,19 @@ const CALIB: CalibSpec = { source: "c4", nsamples: 128, seqlen: null, seed: 0 };
 export const AWQ_BLOCK_SIZE = 512;
 
 /**
+ * SqueezeLLM's Fisher windows: kssteven418/SqueezeLLM-gradients run.py draws
+ * its C4 calibration with `get_loaders(..., seqlen=512, nsamples=100)`
+ * whatever the model's length.
+ */
+export const SQUEEZELLM_FISHER_SEQLEN = 512;
+
+/**
  * The tokens per calibration window that a spec's `calib.seqlen: null`
  * stands for: the protocol's 2048 tokens (model/config.ts `protocolSeqlen`:
- * GPTQ's llama.py, SqueezeLLM's and ABQ-LLM's windows), but for AWQ its
- * block of {@linkcode AWQ_BLOCK_SIZE} tokens; the model's max_seq_len where
- * it is shorter.
+ * GPTQ's llama.py and ABQ-LLM's windows), but AWQ's block of
+ * {@linkcode AWQ_BLOCK_SIZE} tokens and SqueezeLLM's Fisher windows of
+ * {@linkcode SQUEEZELLM_FISHER_SEQLEN}; the model's max_seq_len where it is
+ * shorter.
  *
  * @example
  * ```ts
@@ -191,7 +199,12 @@ export const AWQ_BLOCK_SIZE = 512;
  * ```
  */
 export function defaultCalibSeqlen(method: Method, config: LlamaConfig): number {
-  return method === "awq" ? Math.min(AWQ_BLOCK_SIZE, config.maxSeqLen) : protocolSeqlen(config);
+  const own = method === "awq"
+    ? AWQ_BLOCK_SIZE
+    : method === "squeezellm"
+    ? SQUEEZELLM_FISHER_SEQLEN
+    : PROTOCOL_SEQLEN;
+  return Math.min(own, protocolSeqlen(config));
 }
 /** Activation quantization off, bit balance off: every method's default but ABQ's. */
 const ACT = { abits: 16, kvBits: null, bitBalance: false } as const;
@@ -219,7 +232,8 @@ export const DEFAULTS: { readonly [M in Method]: Readonly<SpecDefaults<M>> } = {
   // llm-awq run_awq: q_group_size 128, n_grid 20, max_shrink 0.5, n_sample_token 512, 128 samples
   // in blocks of 512 tokens (calib.seqlen null: defaultCalibSeqlen).
   awq: { groupSize: 128, nGrid: 20, maxShrink: 0.5, nSampleTokens: 512, calib: CALIB, ...ACT },
-  // SqueezeLLM: 100 Fisher windows; scikit-learn KMeans' max_iter 50 (as the official nuq.py), tol 1e-4.
+  // SqueezeLLM: 100 Fisher windows of 512 tokens (calib.seqlen null: defaultCalibSeqlen);
+  // scikit-learn KMeans' max_iter 50 (as the official nuq.py), tol 1e-4.
   squeezellm: {
     sensitivePct: 0,
     outlierPct: null,
@@ -485,7 +499,8 @@ export const QUANT_PARAMS: readonly QuantParam[] = [
     flag: "calib-seqlen",
     arg: "N",
     kind: "int",
-    nullable: "2048 (GPTQ's), AWQ 512 (llm-awq's), or the model's max_seq_len if shorter",
+    nullable:
+      "2048 (GPTQ's), AWQ and SqueezeLLM's Fisher 512 (their code's), or the model's max_seq_len if shorter",
     range: { min: 1 },
     doc: "tokens per calibration window",
   },

@@ -13,6 +13,7 @@ import {
   QUANT_PARAMS,
   type QuantSpec,
   resolveSpec,
+  SQUEEZELLM_FISHER_SEQLEN,
 } from "./spec.ts";
 import { GPTQ_BLOCKSIZE, GPTQ_PERCDAMP } from "./gptq.ts";
 
@@ -86,7 +87,7 @@ Deno.test("resolveSpec() fills defaults, resolves the group and calibration leng
   );
 });
 
-Deno.test("resolveSpec(): AWQ's calibration blocks are llm-awq's 512 tokens, the others' windows the protocol's 2048, whatever the model's length", () => {
+Deno.test("resolveSpec(): AWQ's blocks and SqueezeLLM's Fisher windows are their code's 512 tokens, the others' windows the protocol's 2048, whatever the model's length", () => {
   const seqlen = (s: QuantSpec, maxSeqLen: number) => {
     const r = resolveSpec(s, { ...stories, maxSeqLen });
     return "calib" in r ? r.calib.seqlen : undefined;
@@ -98,7 +99,10 @@ Deno.test("resolveSpec(): AWQ's calibration blocks are llm-awq's 512 tokens, the
     seqlen({ ...defaultSpec("awq", 3), calib: { ...DEFAULTS.awq.calib, seqlen: 1024 } }, 2048),
     1024,
   );
-  for (const m of ["gptq", "squeezellm", "smoothquant", "abq"] as const) {
+  // SqueezeLLM-gradients' run.py: 100 C4 windows of 512 tokens
+  assert.equal(seqlen(defaultSpec("squeezellm", 3), 4096), SQUEEZELLM_FISHER_SEQLEN);
+  assert.equal(seqlen(defaultSpec("squeezellm", 3), 256), 256);
+  for (const m of ["gptq", "smoothquant", "abq"] as const) {
     assert.equal(seqlen(defaultSpec(m, 3), 2048), 2048, m);
     assert.equal(seqlen(defaultSpec(m, 3), 4096), 2048, m); // llama.py's model.seqlen = 2048
     assert.equal(seqlen(defaultSpec(m, 3), 256), 256, m);

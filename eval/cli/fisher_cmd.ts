@@ -37,7 +37,8 @@ export const fisherCmd: Command = {
                        float32 safetensors, one shard per block); read it with --fisher DIR
   --fisher-samples N   calibration windows (default: SqueezeLLM's, 100)
   --calib SRC          calibration data (default c4)
-  --calib-seqlen N     tokens per window (default: 2048, or the model's max_seq_len if shorter)
+  --calib-seqlen N     tokens per window (default: 512, SqueezeLLM-gradients' run.py, or the
+                       model's max_seq_len if shorter)
   --seed S             seed of the calibration draw (default 0)
   --workers N          worker threads (default: the cores, for blocks large enough to pay for them);
                        the numbers do not depend on it
