@@ -72,3 +72,17 @@ Deno.test("benchModelQuant() times only the methods asked for and names a bad on
     /methods: expected some of rtn, gptq, awq, squeezellm, got "hqq"/,
   );
 });
+
+Deno.test("benchModelQuant() measures AWQ on llm-awq's 512-token blocks where GPTQ's windows are the model's 1024", async () => {
+  const long = { ...config, maxSeqLen: 1024 };
+  const r = await benchModelQuant({
+    config: long,
+    workers: 0,
+    rowDivisor: 16,
+    awqBlocks: 5,
+    methods: ["gptq", "awq"],
+    log: () => {},
+  });
+  assert.deepEqual(r.methods.map((m) => m.calibrationTokens), [128 * 1024, 5 * 512]);
+  assert.match(r.methods[1].note, /× 5 blocks of 512 tokens/);
+});

@@ -151,3 +151,88 @@ Deno.test("causalAttention() uses the reference for head sizes that are not a mu
   causalAttentionWasm(direct, w.q, w.k, w.v, T, 8, 4, 8);
   assert.deepEqual(viaWasm, direct);
 });
+
+/**
+ * kernels.wat's general attention kernel transcribed operation by operation
+ * in float32 (Math.fround after every operation): scores summed over the
+ * head's columns in order, the Cephes exp, the four lane sums combined as
+ * (l0 + l2) + (l1 + l3), and the weighted sum with key u in accumulator
+ * u mod 4, combined as (a0 + a1) + (a2 + a3). The kernel's memory layout
+ * (how it copies k and v) must not change these bits.
+ */
+function attentionF32(
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  T: number,
+  nh: number,
+  nkv: number,
+  hs: number,
+): Float32Array {
+  const f = Math.fround, dim = nh * hs, kvw = nkv * hs, group = nh / nkv;
+  const scale = f(1 / Math.sqrt(hs)), Tp = (T + 3) & ~3;
+  const [lo, log2e, ln2hi, ln2lo, round] = [
+    -87.33654,
+    1.44269504088896341,
+    0.693359375,
+    -2.12194440e-4,
+    12582912,
+  ].map(f);
+  const [p0, p1, p2, p3, p4, p5] = [
+    1.9875691500e-4,
+    1.3981999507e-3,
+    8.3334519073e-3,
+    4.1665795894e-2,
+    1.6666665459e-1,
+    5.0000001201e-1,
+  ].map(f);
+  const exp = (x: number) => {
+    const kf = f(f(x * log2e) + round), kk = f(kf - round);
+    const r = f(f(x - f(kk * ln2hi)) - f(kk * ln2lo)), r2 = f(r * r);
+    let y = f(f(f(f(p0 * r) + p1) * f(r2 * r2)) + f(f(f(f(p2 * r) + p3) * r2) + f(f(p4 * r) + p5)));
+    y = f(f(f(y * r2) + r) + 1);
+    return f(y * 2 ** kk);
+  };
+  const att = new Float32Array(T * dim), p = new Float64Array(Tp);
+  const kv = (
+    a: Float32Array,
+    u: number,
+    g: number,
+    j: number,
+  ) => (u < T ? a[u * kvw + g * hs + j] : 0);
+  for (let h = 0; h < nh; h++) {
+    const g = Math.floor(h / group);
+    for (let t = 0; t < T; t++) {
+      const n = ((t + 4) >> 2) * 4; // keys of the groups read: 0 .. n − 1
+      let m = -Infinity;
+      for (let u = 0; u < n; u++) {
+        let s = 0;
+        for (let j = 0; j < hs; j++) s = f(s + f(q[t * dim + h * hs + j] * kv(k, u, g, j)));
+        p[u] = f(s * scale);
+        if (u <= t) m = Math.max(m, p[u]);
+      }
+      const lane = [0, 0, 0, 0];
+      for (let u = 0; u < n; u++) {
+        const d = f(p[u] - m);
+        p[u] = u <= t ? exp(d < lo ? lo : d) : 0;
+        lane[u & 3] = f(lane[u & 3] + p[u]);
+      }
+      const inv = f(1 / f(f(lane[0] + lane[2]) + f(lane[1] + lane[3])));
+      for (let j = 0; j < hs; j++) {
+        const a = [0, 0, 0, 0];
+        for (let u = 0; u < n; u++) a[u & 3] = f(a[u & 3] + f(p[u] * kv(v, u, g, j)));
+        att[t * dim + h * hs + j] = f(f(f(a[0] + a[1]) + f(a[2] + a[3])) * inv);
+      }
+    }
+  }
+  return att;
+}
+
+Deno.test("causalAttentionWasm() at head sizes other than 8 gives, bit for bit, its float32 transcription (layouts of k and v change no bit)", () => {
+  for (const [T, nh, nkv, hs] of [[33, 4, 2, 12], [70, 2, 1, 64], [5, 3, 3, 4], [130, 2, 2, 20]]) {
+    const { q, k, v } = operands(T, nh, nkv, hs);
+    const got = new Float32Array(T * nh * hs);
+    causalAttentionWasm(got, q, k, v, T, nh, nkv, hs);
+    assert.deepEqual(got, attentionF32(q, k, v, T, nh, nkv, hs), `T=${T} heads=${nh}/${nkv}×${hs}`);
+  }
+});
