@@ -906,7 +906,10 @@ function scaleGroup(prevOp: AwqPrevOp): ScaleGroup {
 }
 
 /** Rows of the group's linears stacked (wq|wk|wv, w1|w3, or the one linear) and their input width. */
-function stackedShape(c: LlamaConfig, g: ScaleGroup): { rows: number; cols: number } {
+function stackedShape(
+  c: LlamaConfig,
+  g: Pick<ScaleGroup, "linears">,
+): { rows: number; cols: number } {
   const shapes = g.linears.map((name) => linearShape(c, name));
   return { rows: shapes.reduce((a, [r]) => a + r, 0), cols: shapes[0][1] };
 }
@@ -929,12 +932,12 @@ function ratiosPerTask(c: LlamaConfig, g: ScaleGroup, maxT: number, nGrid: numbe
  * The group's linears scaled and fake-quantized for ratios k0..k1−1, stacked
  * [k1 − k0, rows, cols]: for each ratio, Q(W·diag(s))·diag(s)⁻¹ of each
  * linear in the group's order (`_search_module_scale`'s `fc.weight.mul_(scales)`,
- * `w_quantize_func`, `div_(scales)`).
+ * `w_quantize_func`, `div_(scales)`). `g`: a group of {@linkcode scaleGroups}.
  */
-function trialWeights(
+export function trialWeights(
   c: LlamaConfig,
   lw: LayerWeights,
-  g: ScaleGroup,
+  g: Pick<ScaleGroup, "linears">,
   xMax: Float32Array,
   grid: AwqSearchGrid,
   k0: number,

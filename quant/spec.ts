@@ -18,7 +18,7 @@
  * @module
  */
 import type { LlamaConfig } from "../model/config.ts";
-import { LINEAR_NAMES, linearShape, PROTOCOL_SEQLEN, protocolSeqlen } from "../model/config.ts";
+import { LINEAR_NAMES, linearShape, PROTOCOL_SEQLEN } from "../model/config.ts";
 import { checkBits, MAX_BITS, MIN_BITS } from "./format.ts";
 
 /** The quantization methods. */
@@ -204,7 +204,7 @@ export function defaultCalibSeqlen(method: Method, config: LlamaConfig): number 
     : method === "squeezellm"
     ? SQUEEZELLM_FISHER_SEQLEN
     : PROTOCOL_SEQLEN;
-  return Math.min(own, protocolSeqlen(config));
+  return Math.min(own, config.maxSeqLen);
 }
 /** Activation quantization off, bit balance off: every method's default but ABQ's. */
 const ACT = { abits: 16, kvBits: null, bitBalance: false } as const;

@@ -87,12 +87,11 @@ import {
   awqQuantizeTensor,
   type BlockFeatures,
   CLIP_LINEARS,
-  ratioScales,
   sampleTokens,
-  scaledFakeQuant,
   scaleGroups,
   searchClip,
   searchSse,
+  trialWeights,
 } from "../../quant/awq.ts";
 import { squeezellmQuantize } from "../../quant/squeezellm.ts";
 import { DEFAULT_WORKERS, defaultCalibSeqlen, DEFAULTS } from "../../quant/spec.ts";
@@ -425,17 +424,9 @@ export async function benchModelQuant(
       // the calibration), then the inspected module on every window (× blocks).
       const cols = linearShape(c, g.linears[0])[1];
       const xMax = actScale(clipInput(f, g.linears[0]), NA, cols);
-      let trial = new Float32Array(0);
+      let trial: Float32Array = new Float32Array(0);
       const tw = timed(() => {
-        const sc = ratioScales(xMax, 0);
-        const parts = g.linears.map((name) =>
-          scaledFakeQuant(lw[name], linearShape(c, name)[0], cols, sc, {
-            bits,
-            groupSize: groupSize(cols),
-          })
-        );
-        trial = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-        parts.reduce((o, p) => (trial.set(p, o), o + p.length), 0);
+        trial = trialWeights(c, lw, g, xMax, { bits, groupSize: awqGroup }, 0, 1, nGrid);
       });
       const te = timed(() => searchSse(c, lw, g.prevOp, f, trial, 1, s));
       wall += tw.wall + te.wall;
