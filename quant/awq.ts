@@ -1056,6 +1056,52 @@ export function searchSse(
   return sse;
 }
 
+/** The arithmetic of one ratio's evaluation in {@linkcode searchSse}. */
+export interface SearchWork {
+  /** Multiply-adds: the linears', and the attention's scores and weighted sums. */
+  macs: number;
+  /** Exponentials: one per causal query-key pair per head (softmax), or per gate value (SiLU). */
+  exps: number;
+}
+
+/**
+ * What {@linkcode searchSse} computes for one ratio of group `prevOp` on
+ * windows of `lengths` tokens, counted from the shapes (for benchmarks: the
+ * arithmetic AWQ's protocol asks for, next to the time it took). Per token,
+ * the group's linears (rows × cols each) and, after the attention or the
+ * gate, wo or w2 (dim × width); per window of T tokens and head, the causal
+ * attention's T(T+1)/2 query-key pairs, each a score and a weighted sum of
+ * headSize multiply-adds and one exponential; the gate's hiddenDim SiLUs
+ * per token. Element-wise work (RoPE, the gate's products, the squared
+ * errors) is left out.
+ *
+ * @example
+ * ```ts
+ * // stories260K's q/k/v group on one window of 512 tokens:
+ * const { config } = await loadCheckpoint("stories260K.bin");
+ * searchWork(config, "attnNorm", [512]); // { macs: 23_101_440, exps: 1_050_624 }
+ * ```
+ */
+export function searchWork(
+  c: LlamaConfig,
+  prevOp: AwqPrevOp,
+  lengths: readonly number[],
+): SearchWork {
+  const g = scaleGroup(prevOp);
+  const { rows, cols } = stackedShape(c, g);
+  const tokens = lengths.reduce((a, T) => a + T, 0);
+  const pairs = lengths.reduce((a, T) => a + (T * (T + 1)) / 2, 0) * c.nHeads;
+  let macs = tokens * rows * cols, exps = 0;
+  if (g.inspect === "attention") {
+    macs += 2 * headSize(c) * pairs + tokens * c.dim * c.dim;
+    exps = pairs;
+  } else if (g.inspect === "ffn") {
+    macs += tokens * c.hiddenDim * c.dim;
+    exps = tokens * c.hiddenDim;
+  }
+  return { macs, exps };
+}
+
 /** Feature `name` of f; a missing one is a bug of the caller (named). */
 function feature(f: SomeFeatures, name: AwqFeatureName): Float32Array {
   const a = f[name];

@@ -26,6 +26,7 @@ import {
   searchClip,
   searchGroupScale,
   searchSse,
+  searchWork,
 } from "./awq.ts";
 import { embedWindows } from "./sequential.ts";
 
@@ -601,4 +602,29 @@ Deno.test("a feature source that owns the residual stream gets block 0's inputs 
     () => host.quantizeBlock(0, w.layers[0]),
     /block 0 needs its inputs per window/,
   );
+});
+
+Deno.test("searchWork counts what one ratio's evaluation computes, query-key pair by pair", () => {
+  // GQA (kv 16 of dim 32, heads of 8) on uneven windows; every count enumerated.
+  const c = GQA, hs = c.dim / c.nHeads, kv = (c.dim / c.nHeads) * c.nKvHeads;
+  const lengths = [3, 7, 24];
+  let tokens = 0, pairs = 0;
+  for (const T of lengths) {
+    for (let t = 0; t < T; t++) {
+      tokens++;
+      for (let h = 0; h < c.nHeads; h++) for (let u = 0; u <= t; u++) pairs++;
+    }
+  }
+  assert.deepEqual(searchWork(c, "attnNorm", lengths), {
+    // q, k, v on every token; score and weighted sum of each pair; wo
+    macs: tokens * c.dim * (c.dim + 2 * kv) + pairs * 2 * hs + tokens * c.dim * c.dim,
+    exps: pairs,
+  });
+  assert.deepEqual(searchWork(c, "ffnNorm", lengths), {
+    macs: tokens * (2 * c.hiddenDim * c.dim + c.hiddenDim * c.dim),
+    exps: tokens * c.hiddenDim,
+  });
+  assert.deepEqual(searchWork(c, "w3", lengths), { macs: tokens * c.dim * c.hiddenDim, exps: 0 });
+  assert.deepEqual(searchWork(MHA, "wv", lengths), { macs: tokens * c.dim * c.dim, exps: 0 });
+  assert.deepEqual(searchWork(c, "attnNorm", []), { macs: 0, exps: 0 });
 });

@@ -5,8 +5,10 @@
  * the final quantization. Calibration windows are seeded random tokens: the
  * work does not depend on their values.
  *
- * Run: `deno run -A eval/bench/awq.ts CHECKPOINT [--small]` (or through the CLI's
- * `bench quant`).
+ * Run: `deno run -A eval/bench/awq.ts CHECKPOINT [--small] [--windows N]` (or
+ * through the CLI's `bench quant`). Each scale search also prints its
+ * arithmetic (quant/awq.ts `searchWork` × nGrid ratios) and the multiply-adds
+ * per second it ran at.
  *
  * Memory ({@linkcode benchAwqMemory}): `deno run -A eval/bench/awq.ts
  * --memory` quantizes one block of a seeded synthetic model as wide as
@@ -41,7 +43,10 @@ import {
   scaleGroups,
   searchClip,
   searchGroupScale,
+  type SearchWork,
+  searchWork,
 } from "../../quant/awq.ts";
+import { DEFAULTS } from "../../quant/spec.ts";
 import { embedWindows, since } from "../../quant/sequential.ts";
 import { peakRssBytes } from "../cli/quantize_file.ts";
 
@@ -83,6 +88,11 @@ export interface BenchAwqOptions {
 export interface AwqStepTiming {
   step: string;
   seconds: number;
+  /**
+   * A scale search's arithmetic over its nGrid ratios (quant/awq.ts
+   * `searchWork` × nGrid): multiply-adds and exponentials.
+   */
+  work?: SearchWork;
 }
 
 /** Everything {@linkcode benchAwq} measured. */
@@ -142,16 +152,16 @@ export function benchAwq(opts: BenchAwqOptions): BenchAwqResult {
   const lw = { ...orig, attnNorm: orig.attnNorm.slice(), ffnNorm: orig.ffnNorm.slice() };
   for (const name of LINEAR_NAMES) lw[name] = orig[name].slice();
   const groups = scaleGroups(c);
-  const found = groups.map((g) =>
-    step(
+  const nGrid = DEFAULTS.awq.nGrid;
+  const found = groups.map((g) => {
+    const r = step(
       `scale ${g.linears.join(",")}`,
-      () =>
-        searchGroupScale(c, orig, layer, g, f, s, {
-          bits,
-          groupSize: opts.groupSize,
-        }),
-    )
-  );
+      () => searchGroupScale(c, orig, layer, g, f, s, { bits, groupSize: opts.groupSize, nGrid }),
+    );
+    const one = searchWork(c, g.prevOp, f.lengths);
+    steps[steps.length - 1].work = { macs: one.macs * nGrid, exps: one.exps * nGrid };
+    return r;
+  });
   for (const r of found) applyScale(c, lw, r, f);
   for (const name of CLIP_LINEARS) {
     const [rows, cols] = linearShape(c, name);
@@ -188,7 +198,14 @@ export function benchAwq(opts: BenchAwqOptions): BenchAwqResult {
     `AWQ on block ${layer} of a ${c.dim}-dim model, ${nWin} windows × ${seqlen} tokens, ` +
       `${bits} bits, ${opts.groupSize ? `group ${opts.groupSize}` : "per row"}:`,
   );
-  for (const x of steps) log(`  ${x.step.padEnd(18)} ${x.seconds.toFixed(3)} s`);
+  for (const x of steps) {
+    const work = x.work
+      ? `  ${(x.work.macs / 1e9).toFixed(2)} G multiply-adds, ${
+        (x.work.exps / 1e6).toFixed(1)
+      } M exp: ${(x.work.macs / 1e9 / x.seconds).toFixed(1)} G multiply-adds/s`
+      : "";
+    log(`  ${x.step.padEnd(18)} ${x.seconds.toFixed(3)} s${work}`);
+  }
   log(
     `  block ${blockSeconds.toFixed(2)} s (${
       result.tokensPerSecond.toFixed(0)
@@ -283,9 +300,15 @@ if (import.meta.main && Deno.args.includes("--memory")) {
   const path = Deno.args.find((a) => !a.startsWith("--"));
   if (!path) {
     console.error(
-      "usage: deno run -A eval/bench/awq.ts CHECKPOINT [--small] (or: deno task bench quant)",
+      "usage: deno run -A eval/bench/awq.ts CHECKPOINT [--small] [--windows N] (or: deno task bench quant)",
     );
     Deno.exit(2);
   }
-  benchAwq({ small: Deno.args.includes("--small"), weights: await loadCheckpoint(path) });
+  const w = Deno.args.indexOf("--windows");
+  const windows = w >= 0 ? Number(Deno.args[w + 1]) : undefined;
+  if (windows !== undefined && !(Number.isInteger(windows) && windows > 0)) {
+    console.error(`--windows: expected a positive integer, got ${Deno.args[w + 1]}`);
+    Deno.exit(2);
+  }
+  benchAwq({ small: Deno.args.includes("--small"), windows, weights: await loadCheckpoint(path) });
 }
