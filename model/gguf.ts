@@ -497,7 +497,9 @@ export class GgufFile implements Disposable {
  *
  * @param g the open file
  * @returns the config (sharedClassifier when there is no `output.weight`)
- * @throws {ModelFormatError} for another architecture or a missing / invalid key
+ * @throws {ModelFormatError} for another architecture, a missing / invalid key, RoPE
+ *   scaling, or a tensor the forward pass would not read (RoPE frequency factors, biases,
+ *   experts: the model's numbers would be wrong)
  */
 export function ggufLlamaConfig(g: GgufFile): LlamaConfig {
   const md = g.header.metadata;
@@ -539,6 +541,11 @@ export function ggufLlamaConfig(g: GgufFile): LlamaConfig {
   if (scaling !== undefined && scaling !== "none") {
     fail(`llama.rope.scaling.type ${JSON.stringify(scaling)} is not supported`);
   }
+  const nLayers = int("llama.block_count");
+  for (const name of g.header.tensors.keys()) {
+    const why = unusedTensor(name, nLayers);
+    if (why) fail(`tensor "${name}" ${why}`);
+  }
   const emb = g.header.tensors.get("token_embd.weight");
   const vocab = md.get("llama.vocab_size") ?? emb?.ne[1] ??
     (md.get("tokenizer.ggml.tokens") as string[] | undefined)?.length;
@@ -548,7 +555,7 @@ export function ggufLlamaConfig(g: GgufFile): LlamaConfig {
   return {
     dim,
     hiddenDim: int("llama.feed_forward_length"),
-    nLayers: int("llama.block_count"),
+    nLayers,
     nHeads,
     nKvHeads,
     vocabSize: vocab as number,
@@ -557,6 +564,41 @@ export function ggufLlamaConfig(g: GgufFile): LlamaConfig {
     normEps: num("llama.attention.layer_norm_rms_epsilon", 1e-5),
     ropeTheta: num("llama.rope.freq_base", 10000),
   };
+}
+
+/** The tensors of a llama GGUF file that the forward pass reads, inside a block. */
+const BLOCK_TENSOR =
+  /^blk\.(\d+)\.(attn_norm|attn_q|attn_k|attn_v|attn_output|ffn_norm|ffn_gate|ffn_up|ffn_down)\.weight$/;
+
+/**
+ * Why the forward pass cannot run a llama GGUF file that holds tensor
+ * `name`, or null when it reads it. A tensor it would not read changes the
+ * model's outputs in llama.cpp, so ignoring it would give wrong numbers:
+ * `rope_freqs.weight` (the RoPE frequency factors that llama.cpp's
+ * convert_hf_to_gguf.py writes for LLaMA 3.1's `rope_scaling` instead of a
+ * `llama.rope.scaling.type`), biases, a mixture of experts' tensors.
+ */
+function unusedTensor(name: string, nLayers: number): string | null {
+  if (name === "token_embd.weight" || name === "output_norm.weight" || name === "output.weight") {
+    return null;
+  }
+  const m = BLOCK_TENSOR.exec(name);
+  if (m) {
+    return Number(m[1]) < nLayers
+      ? null
+      : `belongs to block ${m[1]}, but llama.block_count is ${nLayers}`;
+  }
+  if (name === "rope_freqs.weight") {
+    return "holds RoPE frequency factors (LLaMA 3.1's rope_scaling as llama.cpp's " +
+      "convert_hf_to_gguf.py writes it), which the forward pass does not apply";
+  }
+  if (name.endsWith(".bias")) return "is a bias, and the forward pass has none";
+  if (/_exps\.|_inp\./.test(name)) {
+    return "belongs to a mixture of experts, which the forward pass does not run";
+  }
+  return "is not one of a LLaMA model's tensors (token_embd, output_norm, output, " +
+    "blk.N.{attn_norm,attn_q,attn_k,attn_v,attn_output,ffn_norm,ffn_gate,ffn_up,ffn_down}.weight), " +
+    "and the forward pass would ignore it";
 }
 
 /**

@@ -8,15 +8,17 @@ import { loadCheckpoint } from "./checkpoint.ts";
 import { forward } from "./forward.ts";
 import { generate } from "../eval/generate.ts";
 import { parseModelProto, SentencePieceTokenizer } from "./sentencepiece.ts";
-import { ggufBytes, ggufModelBytes, quantizeQ8_0 } from "./_convert_testing.ts";
+import { ggufBytes, ggufModelBytes, ggufModelParts, quantizeQ8_0 } from "./_convert_testing.ts";
 import {
   dequantizeQ8_0,
   GGML_TYPES,
   GgufFile,
+  ggufLlamaConfig,
   GgufType,
   loadGgufModel,
   parseGgufHeader,
 } from "./gguf.ts";
+import { randomWeights, tinyConfig } from "./random.ts";
 import { memoryByteSource, ModelFormatError } from "./tensor_file.ts";
 import { maxRelError, sharedData } from "../datasets/testing.ts";
 import { tempDir } from "../datasets/_testing.ts";
@@ -192,4 +194,37 @@ Deno.test("parseGgufHeader() rejects malformed headers with messages that say wh
     ggufBytes([{ key: "a", type: T.UINT8, value: 1 }, { key: "a", type: T.UINT8, value: 2 }], []),
     /metadata key "a" appears twice/,
   );
+});
+
+Deno.test("ggufLlamaConfig() refuses a tensor the forward pass would not read: RoPE factors, biases, experts, strays", () => {
+  const w = randomWeights(tinyConfig({ nLayers: 2 }), 3);
+  const config = (extra: { name: string; ne: number[] }[]) => {
+    const { kvs, tensors } = ggufModelParts(w);
+    for (const t of extra) {
+      const n = t.ne.reduce((a, b) => a * b, 1);
+      tensors.push({ ...t, type: 0, data: new Uint8Array(4 * n) });
+    }
+    using g = new GgufFile(memoryByteSource(ggufBytes(kvs, tensors, 3, 32), "/m/llama.gguf"));
+    return ggufLlamaConfig(g);
+  };
+  assert.deepEqual(config([]), { ...w.config, normEps: Math.fround(w.config.normEps) }); // f32 in GGUF
+  const hs = w.config.dim / w.config.nHeads;
+  for (
+    const [name, ne, re] of [
+      ["rope_freqs.weight", [hs / 2], /RoPE frequency factors \(LLaMA 3\.1's rope_scaling/],
+      ["blk.0.attn_q.bias", [w.config.dim], /is a bias, and the forward pass has none/],
+      ["blk.1.ffn_gate_inp.weight", [w.config.dim, 8], /mixture of experts/],
+      ["blk.0.ffn_up_exps.weight", [w.config.dim, 4, 8], /mixture of experts/],
+      ["blk.2.attn_norm.weight", [w.config.dim], /belongs to block 2, but llama\.block_count is 2/],
+      ["blk.0.attn_rot_embd", [hs / 2], /not one of a LLaMA model's tensors/],
+    ] as const
+  ) {
+    assert.throws(() => config([{ name, ne: [...ne] }]), (e: Error) => {
+      assert.ok(e instanceof ModelFormatError, String(e));
+      assert.match(e.message, /^Cannot use GGUF file \/m\/llama\.gguf: tensor "/);
+      assert.ok(e.message.includes(`"${name}"`), e.message);
+      assert.match(e.message, re);
+      return true;
+    });
+  }
 });

@@ -29,7 +29,7 @@
  * @module
  */
 import type { LayerWeights, LinearName, LlamaConfig, LlamaWeights } from "./config.ts";
-import { HF_LINEAR_NAMES, LINEAR_NAMES, linearShape } from "./config.ts";
+import { headSize, HF_LINEAR_NAMES, LINEAR_NAMES, linearShape } from "./config.ts";
 import { ShardedSafetensors } from "./safetensors.ts";
 import { checkFinite, isFile, ModelFormatError } from "./tensor_file.ts";
 import { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
@@ -461,6 +461,12 @@ export async function openHfWeights(dir: string): Promise<HfWeightSource> {
   const cfg = parseHfConfig(await readConfigText(dir, ""), `${dir}/config.json`);
   const { config } = cfg;
   const st = ShardedSafetensors.open(dir);
+  try {
+    checkTensorNames(config, st);
+  } catch (e) {
+    st[Symbol.dispose]();
+    throw e;
+  }
   const t = hfTensorReader(st);
   const { dim, vocabSize } = config;
   return {
@@ -474,6 +480,51 @@ export async function openHfWeights(dir: string): Promise<HfWeightSource> {
       config.sharedClassifier ? undefined : t.read("lm_head.weight", [vocabSize, dim]),
     [Symbol.dispose]: () => st[Symbol.dispose](),
   };
+}
+
+/** A LLaMA checkpoint's RoPE buffer, saved by older transformers and recomputed from rope_theta by every version. */
+const INV_FREQ = /^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$/;
+
+/**
+ * Throws unless every tensor of the checkpoint is one the forward pass
+ * reads ({@linkcode hfTensorShapes}), the `lm_head.weight` of a tied model
+ * (transformers ties it to the embedding and ignores it), or a saved
+ * `rotary_emb.inv_freq` equal to rope_theta's frequencies 1 / θ^(2i/d)
+ * (older transformers load it, newer ones recompute it; within 5e-3
+ * relative: bf16's rounding): a bias or any other tensor the forward pass
+ * would skip changes the model's outputs in transformers, so its numbers
+ * would be wrong.
+ */
+function checkTensorNames(config: LlamaConfig, st: ShardedSafetensors): void {
+  const known = new Set(hfTensorShapes(config).map((t) => t.name));
+  known.add("lm_head.weight");
+  const hs = headSize(config);
+  for (const name of st.names()) {
+    if (known.has(name)) continue;
+    if (INV_FREQ.test(name)) {
+      const f = st.read(name);
+      const off = f.length !== hs / 2
+        ? 0
+        : f.findIndex((v, i) =>
+          !(Math.abs(v - config.ropeTheta ** (-2 * i / hs)) <=
+            5e-3 * config.ropeTheta ** (-2 * i / hs))
+        );
+      if (f.length === hs / 2 && off < 0) continue;
+      throw new ModelFormatError(
+        `Cannot use ${st.dir}: tensor "${name}" holds RoPE frequencies other than ` +
+          `rope_theta's (${config.ropeTheta}) 1 / θ^(2i/${hs}), i < ${hs / 2}` +
+          (f.length === hs / 2 ? ` (entry ${off}: ${f[off]})` : ` (${f.length} entries)`) +
+          `; the forward pass computes them from rope_theta`,
+      );
+    }
+    const block = /^model\.layers\.(\d+)\./.exec(name);
+    const why = name.endsWith(".bias")
+      ? "is a bias, and the forward pass has none"
+      : block && Number(block[1]) >= config.nLayers
+      ? `belongs to block ${block[1]}, past num_hidden_layers (${config.nLayers})`
+      : "is not one of a LLaMA model's tensors, and the forward pass would ignore it";
+    throw new ModelFormatError(`Cannot use ${st.dir}: tensor "${name}" ${why}`);
+  }
 }
 
 /** The text of `dir`/config.json; `what` prefixes the file in the message ("Fisher checkpoint "). */

@@ -9,6 +9,8 @@ import { generate } from "../eval/generate.ts";
 import { loadTokenizer } from "./tokenizer.ts";
 import {
   hfConfigJson,
+  hfTensors,
+  safetensorsBytes,
   tokenizerJsonFromSentencePiece,
   writeHfCheckpoint,
 } from "./_convert_testing.ts";
@@ -271,4 +273,50 @@ Deno.test("loadHfModel() uses tokenizer.json when the folder has no tokenizer.mo
     new SentencePieceTokenizer(proto).encodeWithBos(text),
   );
   assert.ok(generate(m.weights, m.tokenizer, { steps: 60 }).text.startsWith(GREEDY));
+});
+
+Deno.test("loadHfModel() refuses a tensor the forward pass would not read (a bias, a block too many, a stray), names it and the folder", async () => {
+  const w = randomWeights(tinyConfig({ nLayers: 2 }), 5);
+  await using tmp = await tempDir("sqb-hf-extra-");
+  await writeHfCheckpoint(tmp.path, w);
+  const withExtra = async (name: string, n: number, values?: Float32Array) => {
+    const data = values ? new Uint8Array(values.buffer) : new Uint8Array(4 * n);
+    const extra = { name, dtype: "F32", shape: [n], data };
+    await Deno.writeFile(
+      `${tmp.path}/model.safetensors`,
+      safetensorsBytes([...hfTensors(w, "F32"), extra]),
+    );
+    return loadHfModel(tmp.path);
+  };
+  const { dim } = w.config;
+  // Saved by older transformers: accepted when it is rope_theta's, else refused.
+  const hs = headSize(w.config), theta = w.config.ropeTheta;
+  const invFreq = new Float32Array(hs / 2).map((_, i) => theta ** (-2 * i / hs));
+  const rotary = "model.layers.1.self_attn.rotary_emb.inv_freq";
+  await withExtra(rotary, hs / 2, invFreq);
+  await assert.rejects(
+    withExtra(rotary, hs / 2, invFreq.map((v, i) => i === 1 ? v / 4 : v)), // a scaled frequency
+    /tensor "model\.layers\.1\.self_attn\.rotary_emb\.inv_freq" holds RoPE frequencies other than rope_theta's \(10000\) .* \(entry 1: /,
+  );
+  await assert.rejects(
+    withExtra(rotary, hs, new Float32Array(hs)),
+    new RegExp(`\\(${hs} entries\\)`),
+  );
+  // A tied model's saved lm_head (transformers ties it to the embedding): accepted.
+  assert.ok(w.config.sharedClassifier);
+  await withExtra("lm_head.weight", dim);
+  for (
+    const [name, re] of [
+      ["model.layers.0.self_attn.q_proj.bias", /is a bias, and the forward pass has none/],
+      ["model.layers.2.input_layernorm.weight", /belongs to block 2, past num_hidden_layers \(2\)/],
+      ["model.layers.0.mlp.experts.0.w1.weight", /is not one of a LLaMA model's tensors/],
+    ] as const
+  ) {
+    await assert.rejects(withExtra(name, dim), (e: Error) => {
+      assert.ok(e instanceof ModelFormatError, String(e));
+      assert.ok(e.message.startsWith(`Cannot use ${tmp.path}: tensor "${name}" `), e.message);
+      assert.match(e.message, re);
+      return true;
+    });
+  }
 });
