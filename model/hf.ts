@@ -482,7 +482,7 @@ export async function openHfWeights(dir: string): Promise<HfWeightSource> {
   };
 }
 
-/** A LLaMA checkpoint's RoPE buffer, saved by older transformers and recomputed from rope_theta by every version. */
+/** A LLaMA checkpoint's RoPE buffer: older transformers save and load it, newer ones recompute it from rope_theta. */
 const INV_FREQ = /^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$/;
 
 /**
@@ -490,30 +490,27 @@ const INV_FREQ = /^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$/;
  * reads ({@linkcode hfTensorShapes}), the `lm_head.weight` of a tied model
  * (transformers ties it to the embedding and ignores it), or a saved
  * `rotary_emb.inv_freq` equal to rope_theta's frequencies 1 / θ^(2i/d)
- * (older transformers load it, newer ones recompute it; within 5e-3
- * relative: bf16's rounding): a bias or any other tensor the forward pass
- * would skip changes the model's outputs in transformers, so its numbers
- * would be wrong.
+ * within 5e-3 relative (bf16's rounding): a bias or any other tensor the
+ * forward pass would skip changes the model's outputs in transformers, so
+ * its numbers would be wrong.
  */
 function checkTensorNames(config: LlamaConfig, st: ShardedSafetensors): void {
   const known = new Set(hfTensorShapes(config).map((t) => t.name));
   known.add("lm_head.weight");
   const hs = headSize(config);
+  const freq = (i: number) => config.ropeTheta ** (-2 * i / hs);
   for (const name of st.names()) {
     if (known.has(name)) continue;
     if (INV_FREQ.test(name)) {
       const f = st.read(name);
-      const off = f.length !== hs / 2
-        ? 0
-        : f.findIndex((v, i) =>
-          !(Math.abs(v - config.ropeTheta ** (-2 * i / hs)) <=
-            5e-3 * config.ropeTheta ** (-2 * i / hs))
-        );
-      if (f.length === hs / 2 && off < 0) continue;
+      const bad = f.length === hs / 2
+        ? f.findIndex((v, i) => !(Math.abs(v - freq(i)) <= 5e-3 * freq(i)))
+        : -2;
+      if (bad === -1) continue;
       throw new ModelFormatError(
         `Cannot use ${st.dir}: tensor "${name}" holds RoPE frequencies other than ` +
           `rope_theta's (${config.ropeTheta}) 1 / θ^(2i/${hs}), i < ${hs / 2}` +
-          (f.length === hs / 2 ? ` (entry ${off}: ${f[off]})` : ` (${f.length} entries)`) +
+          (bad >= 0 ? ` (entry ${bad}: ${f[bad]})` : ` (${f.length} entries)`) +
           `; the forward pass computes them from rope_theta`,
       );
     }
