@@ -140,10 +140,10 @@ export function benchAwq(opts: BenchAwqOptions): BenchAwqResult {
   const s = new RunState(c, seqlen);
   const hidden = embedWindows(w, windows);
   const steps: AwqStepTiming[] = [];
-  const step = <T>(name: string, fn: () => T): T => {
+  const step = <T>(name: string, fn: () => T, work?: SearchWork): T => {
     const t = performance.now();
     const r = fn();
-    steps.push({ step: name, seconds: since(t) });
+    steps.push({ step: name, seconds: since(t), ...(work && { work }) });
     return r;
   };
   const t0 = performance.now();
@@ -154,13 +154,12 @@ export function benchAwq(opts: BenchAwqOptions): BenchAwqResult {
   const groups = scaleGroups(c);
   const nGrid = DEFAULTS.awq.nGrid;
   const found = groups.map((g) => {
-    const r = step(
+    const one = searchWork(c, g.prevOp, f.lengths);
+    return step(
       `scale ${g.linears.join(",")}`,
       () => searchGroupScale(c, orig, layer, g, f, s, { bits, groupSize: opts.groupSize, nGrid }),
+      { macs: one.macs * nGrid, exps: one.exps * nGrid },
     );
-    const one = searchWork(c, g.prevOp, f.lengths);
-    steps[steps.length - 1].work = { macs: one.macs * nGrid, exps: one.exps * nGrid };
-    return r;
   });
   for (const r of found) applyScale(c, lw, r, f);
   for (const name of CLIP_LINEARS) {
